@@ -1,0 +1,1 @@
+"""rosterdrop: receives school districts' roster files and keeps one clean roster."""

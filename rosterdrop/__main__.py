@@ -1,0 +1,3 @@
+from rosterdrop.cli import main
+
+main()

@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class DistrictsConfig(AppConfig):
+    name = "rosterdrop.districts"

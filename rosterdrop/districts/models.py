@@ -1,0 +1,38 @@
+"""District accounts: who sends files, in which format, with which safety settings."""
+
+from django.conf import settings
+from django.db import models
+
+
+class District(models.Model):
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    format = models.CharField(max_length=40, help_text="Slug of the roster format this district sends.")
+    removal_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Share (0-1) of any entity a sync may remove before it is held; blank = default.",
+    )
+    fallback_encoding = models.CharField(
+        max_length=40,
+        default="cp1252",
+        blank=True,
+        help_text="Used when a file is not valid UTF-8 and has no byte order mark.",
+    )
+    quiet_period_seconds = models.PositiveIntegerField(
+        default=300, help_text="Loose files are imported together after this long with no upload."
+    )
+    paused = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def effective_removal_threshold(self) -> float:
+        if self.removal_threshold is None:
+            return settings.REMOVAL_THRESHOLD
+        return self.removal_threshold

@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class InboxConfig(AppConfig):
+    name = "rosterdrop.inbox"

@@ -1,0 +1,38 @@
+"""The inbox: every file received, kept byte for byte as it arrived."""
+
+from django.db import models
+
+from rosterdrop.districts.models import District
+
+
+class Upload(models.Model):
+    class Source(models.TextChoices):
+        SFTP = "sftp"
+        FTPS = "ftps"
+        WEB = "web"
+        CLI = "cli"
+
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        IMPORTED = "imported"
+        UNMATCHED = "unmatched"
+        FAILED = "failed"
+        EXPIRED = "expired"
+
+    district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="uploads")
+    filename = models.CharField(max_length=255)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    source = models.CharField(max_length=8, choices=Source.choices)
+    login = models.CharField(max_length=150, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    stored_path = models.CharField(max_length=500, help_text="Relative to the data folder.")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RECEIVED)
+    outcome = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.district.slug}/{self.filename}"

@@ -1,0 +1,1 @@
+"""The import pipeline: unpack, match, decode, read, map, validate, plan, apply, report."""

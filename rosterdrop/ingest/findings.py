@@ -1,0 +1,91 @@
+"""Issues as the pipeline finds them, before they are stored with a sync."""
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+FATAL, ERROR, WARNING = "fatal", "error", "warning"
+
+# Beyond this many issues of one kind (file, code, column), only a count is kept.
+KEEP_PER_KIND = 100
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: where it is, what it is, and a sentence saying how to fix it.
+
+    fatal = nothing applied; error = the row is skipped; warning = applied as is.
+    `line` is the physical line in the file (header = 1).
+    """
+
+    severity: str
+    code: str
+    message: str
+    file: str = ""
+    line: int | None = None
+    column: str = ""
+    value: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Failure(Exception):
+    """Raised by a stage that cannot go on; carries the fatal finding."""
+
+    def __init__(self, finding: Finding):
+        super().__init__(finding.message)
+        self.finding = finding
+
+
+class FindingLog:
+    """Collects findings, keeping the first KEEP_PER_KIND of a kind and counting the rest."""
+
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+        self._kinds: Counter[tuple[str, str, str]] = Counter()
+
+    def add(self, finding: Finding) -> None:
+        kind = (finding.file, finding.code, finding.column)
+        self._kinds[kind] += 1
+        if self._kinds[kind] <= KEEP_PER_KIND:
+            self.findings.append(finding)
+
+    def extend(self, findings) -> None:
+        for finding in findings:
+            self.add(finding)
+
+    @property
+    def fatal(self) -> bool:
+        return any(f.severity == FATAL for f in self.findings)
+
+    def count(self, severity: str) -> int:
+        return sum(1 for f in self.findings if f.severity == severity) + sum(
+            n - KEEP_PER_KIND
+            for (file, code, column), n in self._kinds.items()
+            if n > KEEP_PER_KIND and self._severity_of(file, code, column) == severity
+        )
+
+    def _severity_of(self, file: str, code: str, column: str) -> str:
+        return next(
+            f.severity for f in self.findings if (f.file, f.code, f.column) == (file, code, column)
+        )
+
+    def summaries(self) -> list[Finding]:
+        """One warning per kind that was cut short, saying how many more there were."""
+        out = []
+        for (file, code, column), n in self._kinds.items():
+            if n > KEEP_PER_KIND:
+                out.append(
+                    Finding(
+                        self._severity_of(file, code, column),
+                        code,
+                        f"{n - KEEP_PER_KIND} more rows have this same problem "
+                        f"({n} in all); only the first {KEEP_PER_KIND} are listed.",
+                        file=file,
+                        column=column,
+                    )
+                )
+        return out
+
+    def all(self) -> list[Finding]:
+        return self.findings + self.summaries()

@@ -1,0 +1,72 @@
+"""What each import did: the sync, its issues and its record-level changes."""
+
+from django.db import models
+
+from rosterdrop.districts.models import District
+from rosterdrop.inbox.models import Upload
+
+
+class Sync(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        APPLIED = "applied"
+        APPLIED_WITH_ERRORS = "applied_with_errors"
+        HELD = "held"
+        NO_CHANGES = "no_changes"
+        FAILED = "failed"
+        DISCARDED = "discarded"
+
+    district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="syncs")
+    uploads = models.ManyToManyField(Upload, related_name="syncs", blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    format = models.CharField(max_length=40, blank=True)
+    dry_run = models.BooleanField(default=False)
+    files = models.JSONField(default=list, help_text='[{"name", "rows", "encoding"}]')
+    changes = models.JSONField(default=dict, help_text="{entity: {added, updated, ...}}")
+    message = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True, help_text="Who approved or discarded.")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"sync {self.pk} ({self.status})"
+
+
+class Issue(models.Model):
+    class Severity(models.TextChoices):
+        FATAL = "fatal"
+        ERROR = "error"
+        WARNING = "warning"
+
+    sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="issues")
+    severity = models.CharField(max_length=8, choices=Severity.choices)
+    code = models.CharField(max_length=50)
+    file = models.CharField(max_length=255, blank=True)
+    line = models.PositiveIntegerField(null=True, blank=True)
+    column = models.CharField(max_length=255, blank=True)
+    value = models.TextField(blank=True)
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
+
+
+class Change(models.Model):
+    """A record updated, removed or reactivated by a sync (added ones are found by first_seen)."""
+
+    class Action(models.TextChoices):
+        UPDATED = "updated"
+        REMOVED = "removed"
+        REACTIVATED = "reactivated"
+
+    sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="record_changes")
+    entity = models.CharField(max_length=20)
+    sourced_id = models.CharField(max_length=255)
+    action = models.CharField(max_length=12, choices=Action.choices)
+    fields = models.JSONField(default=list, help_text='[{"field", "before", "after"}]')
+
+    class Meta:
+        ordering = ["id"]

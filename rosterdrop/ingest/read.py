@@ -1,0 +1,212 @@
+"""Read: UTF-8 chunks -> batches of rows as strings, each row with its physical line number.
+
+Pieces of a file that hold no quote character and whose every line has exactly the header's
+number of delimiters are parsed by polars (fast); any other piece goes through the stdlib csv
+module in strict mode, which reports ragged rows and broken quotes at their exact lines. Both
+give the same rows, so the choice is only about speed. Header = line 1.
+"""
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding
+
+LINE = "_line"
+# A piece is cut at a newline; an unclosed quote or a line longer than this is refused.
+MAX_PENDING = 64 << 20
+csv.field_size_limit(1 << 20)
+
+
+@dataclass
+class Table:
+    """A file's header and its rows, produced batch by batch."""
+
+    name: str
+    header: list[str]
+    batches: Iterator[pl.DataFrame] = field(repr=False)
+    findings: list[Finding] = field(default_factory=list)
+
+
+def read_table(name: str, chunks: Iterator[bytes], delimiter: str = ",") -> Table:
+    pieces = _pieces(name, _line_endings(chunks))
+    try:
+        first, _ = next(pieces)
+    except StopIteration:
+        raise Failure(
+            Finding(FATAL, "file_empty", f"{name} is empty: it needs at least a header row.", name)
+        ) from None
+    header_text, _, rest = first.partition(b"\n")
+    header = next(csv.reader([header_text.decode("utf-8").rstrip("\r")], delimiter=delimiter), [])
+    header = [h.strip() for h in header]
+    if not any(header):
+        raise Failure(
+            Finding(FATAL, "header_missing", f"{name} has no header row on line 1.", name, 1)
+        )
+    table = Table(name=name, header=header, batches=iter(()))
+    table.batches = _batches(table, delimiter, _chain(rest, 2, pieces))
+    return table
+
+
+def _line_endings(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Turn old-Mac bare CR line endings into LF; CRLF and LF are read as they are."""
+    chunks = iter(chunks)
+    first = next(chunks, b"")
+    if b"\r" in first and b"\n" not in first:
+        yield first.replace(b"\r", b"\n")
+        for chunk in chunks:
+            yield chunk.replace(b"\r", b"\n")
+    else:
+        yield first
+        yield from chunks
+
+
+def _pieces(name: str, chunks: Iterator[bytes]) -> Iterator[tuple[bytes, int]]:
+    """Cut the text at newlines outside quotes; yield (piece, line of its first byte)."""
+    pending = b""
+    line = 1
+    for chunk in chunks:
+        pending += chunk
+        cut = pending.rfind(b"\n") + 1
+        if cut == 0 or pending.count(b'"', 0, cut) % 2:
+            if len(pending) > MAX_PENDING:
+                _refuse_pending(name, pending, line)
+            continue
+        piece, pending = pending[:cut], pending[cut:]
+        yield piece, line
+        line += piece.count(b"\n")
+    if pending:
+        yield pending + b"\n", line
+
+
+def _refuse_pending(name: str, pending: bytes, line: int) -> None:
+    if b"\n" not in pending:
+        raise Failure(
+            Finding(FATAL, "line_too_long", f"Line {line} of {name} is too long.", name, line)
+        )
+    raise Failure(
+        Finding(
+            FATAL,
+            "unterminated_quote",
+            f"{name} has a quoted value that never ends (near line {line}); "
+            'check for a stray " character.',
+            name,
+            line,
+        )
+    )
+
+
+def _chain(
+    rest: bytes, rest_line: int, pieces: Iterator[tuple[bytes, int]]
+) -> Iterator[tuple[bytes, int]]:
+    if rest:
+        yield rest, rest_line
+    yield from pieces
+
+
+def _batches(
+    table: Table, delimiter: str, pieces: Iterator[tuple[bytes, int]]
+) -> Iterator[pl.DataFrame]:
+    sep = ord(delimiter)
+    for piece, line in pieces:
+        frame = _fast(piece, line, table.header, sep) if b'"' not in piece else None
+        if frame is None:
+            frame = _strict(piece, line, table, delimiter)
+        if frame.height:
+            yield frame
+
+
+def _fast(piece: bytes, line: int, header: list[str], sep: int) -> pl.DataFrame | None:
+    """Parse a quote-free piece with polars if every line has exactly the right width."""
+    raw = np.frombuffer(piece, dtype=np.uint8)
+    ends = np.flatnonzero(raw == 10)
+    seps = np.flatnonzero(raw == sep)
+    per_line = np.diff(np.searchsorted(seps, ends), prepend=0)
+    if not (per_line == len(header) - 1).all():
+        return None
+    frame = pl.read_csv(
+        piece,
+        has_header=False,
+        new_columns=header,
+        schema=dict.fromkeys(header, pl.String),
+        quote_char=None,
+        separator=chr(sep),
+        empty_string_is_null=False,
+    )
+    if frame.height != len(ends):
+        return None
+    return frame.with_columns(pl.int_range(line, line + frame.height, dtype=pl.UInt32).alias(LINE))
+
+
+def _strict(piece: bytes, line: int, table: Table, delimiter: str) -> pl.DataFrame:
+    """Parse with the stdlib csv module, reporting each broken row at its physical line."""
+    width = len(table.header)
+    name = table.name
+    reader = csv.reader(io.StringIO(piece.decode("utf-8"), newline=""), delimiter=delimiter, strict=True)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    while True:
+        start = line + reader.line_num
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise Failure(
+                    Finding(
+                        FATAL,
+                        "unterminated_quote",
+                        f'{name} has a quoted value starting on line {start} that never ends; '
+                        'check for a stray " character.',
+                        name,
+                        start,
+                    )
+                ) from None
+            table.findings.append(
+                Finding(
+                    ERROR,
+                    "csv_syntax",
+                    f"Line {start} is not valid CSV ({exc}); the row was skipped. Values "
+                    'containing quotes must be quoted, with each " written as "".',
+                    name,
+                    start,
+                )
+            )
+            continue
+        if not row:
+            continue  # a blank line
+        if len(row) != width:
+            if len(row) > width and not any(v.strip() for v in row[width:]):
+                table.findings.append(
+                    Finding(
+                        WARNING,
+                        "row_trailing_delimiters",
+                        f"Line {start} has {len(row) - width} empty value(s) beyond the last "
+                        "column; they were ignored.",
+                        name,
+                        start,
+                    )
+                )
+                row = row[:width]
+            else:
+                table.findings.append(
+                    Finding(
+                        ERROR,
+                        "row_width",
+                        f"Line {start} has {len(row)} values but the header has {width} "
+                        "columns; the row was skipped. Check for a missing or extra delimiter.",
+                        name,
+                        start,
+                        value=delimiter.join(row)[:200],
+                    )
+                )
+                continue
+        rows.append(row)
+        lines.append(start)
+    frame = pl.DataFrame(rows, schema=dict.fromkeys(table.header, pl.String), orient="row")
+    return frame.with_columns(pl.Series(LINE, lines, dtype=pl.UInt32))

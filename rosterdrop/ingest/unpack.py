@@ -1,0 +1,166 @@
+"""Unpack: a zip, a folder or loose files -> named members, read as streams, never extracted.
+
+A zip is checked before anything is read (member count, declared sizes, ratio, paths,
+links, nesting, encryption, duplicates) and again while streaming, because headers can lie.
+"""
+
+import io
+import stat
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from rosterdrop.ingest.findings import FATAL, Failure, Finding
+
+ZIP_MAGIC = b"PK\x03\x04"
+EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_members: int
+    max_total_bytes: int
+    max_ratio: int
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file of an upload: its name as sent, its size and how to read it."""
+
+    name: str
+    size: int
+    open: Callable[[], BinaryIO]
+    package: str  # the zip it came from, or "" for a loose file
+
+
+def _refuse(code: str, message: str, file: str = "", value: str = "") -> Failure:
+    return Failure(Finding(FATAL, code, message, file=file, value=value))
+
+
+def is_zip(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) in (ZIP_MAGIC, EMPTY_ZIP_MAGIC)
+
+
+class _LimitedReader(io.RawIOBase):
+    """Streams a zip member and stops as soon as it outgrows what its header declared."""
+
+    def __init__(self, raw: BinaryIO, name: str, declared: int, budget: list[int]):
+        self._raw, self._name, self._left, self._budget = raw, name, declared, budget
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        self._left -= n
+        self._budget[0] -= n
+        if self._left < 0 or self._budget[0] < 0:
+            raise _refuse(
+                "zip_too_large",
+                f"{self._name} unpacks to more data than the zip declares or than is allowed; "
+                "the zip looks damaged or crafted. Re-create it with a standard zip tool.",
+                file=self._name,
+            )
+        buffer[:n] = data
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _zip_members(path: Path, limits: Limits) -> list[Member]:
+    package = path.name
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise _refuse(
+            "zip_invalid",
+            f"{package} is not a readable zip file (it may be truncated). Send it again.",
+            file=package,
+        ) from None
+    infos = archive.infolist()
+    if len(infos) > limits.max_members:
+        raise _refuse(
+            "zip_too_many_members",
+            f"{package} holds {len(infos)} entries; at most {limits.max_members} are accepted.",
+            file=package,
+        )
+    seen: set[str] = set()
+    total = 0
+    for info in infos:
+        name = info.filename
+        mode = info.external_attr >> 16
+        if info.is_dir() or stat.S_ISDIR(mode):
+            problem = "is a folder; put the CSV files at the top level of the zip"
+        elif stat.S_ISLNK(mode):
+            problem = "is a symbolic link, which is not accepted"
+        elif "/" in name or "\\" in name or name.startswith(".."):
+            problem = "is inside a folder or has a path; put the CSV files at the top level"
+        elif info.flag_bits & 0x1:
+            problem = "is encrypted; send the zip without a password"
+        elif name.lower().endswith((".zip", ".gz", ".7z", ".rar", ".tar")):
+            problem = "is an archive inside the archive; send the CSV files themselves"
+        elif name in seen:
+            problem = "appears twice in the zip"
+        else:
+            problem = ""
+        if problem:
+            raise _refuse(
+                "zip_member_refused", f"Entry {name!r} in {package} {problem}.", package, name
+            )
+        seen.add(name)
+        total += info.file_size
+        if info.file_size > limits.max_ratio * max(info.compress_size, 1) and info.file_size > 1 << 20:
+            raise _refuse(
+                "zip_ratio",
+                f"{name} in {package} is compressed {info.file_size // max(info.compress_size, 1)} "
+                f"to 1, above the limit of {limits.max_ratio} to 1 (a zip bomb is refused).",
+                package,
+                name,
+            )
+    if total > limits.max_total_bytes:
+        raise _refuse(
+            "zip_too_large",
+            f"{package} unpacks to {total} bytes; at most {limits.max_total_bytes} are accepted.",
+            file=package,
+        )
+    budget = [limits.max_total_bytes]
+
+    def opener(info: zipfile.ZipInfo) -> Callable[[], BinaryIO]:
+        def open_member() -> BinaryIO:
+            raw = archive.open(info)
+            return io.BufferedReader(_LimitedReader(raw, info.filename, info.file_size, budget))
+
+        return open_member
+
+    return [Member(i.filename, i.file_size, opener(i), package) for i in infos]
+
+
+def _loose_member(path: Path) -> Member:
+    if path.is_symlink() or not path.is_file():
+        raise _refuse(
+            "file_refused", f"{path.name} is not a regular file.", file=path.name, value=str(path)
+        )
+    return Member(path.name, path.stat().st_size, lambda: path.open("rb"), "")
+
+
+def unpack(paths: list[Path], limits: Limits) -> list[Member]:
+    """Members of one upload: one zip, one folder of files, or several loose files."""
+    if len(paths) == 1 and paths[0].is_dir():
+        paths = sorted(p for p in paths[0].iterdir() if not p.name.startswith("."))
+    if len(paths) == 1 and paths[0].is_file() and is_zip(paths[0]):
+        return _zip_members(paths[0], limits)
+    members = [_loose_member(p) for p in paths]
+    zips = [m.name for m, p in zip(members, paths, strict=True) if is_zip(p)]
+    if zips:
+        raise _refuse(
+            "zip_mixed",
+            f"{zips[0]} is a zip sent together with other files; send one zip or loose CSV files.",
+            file=zips[0],
+        )
+    return members

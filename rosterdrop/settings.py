@@ -1,0 +1,100 @@
+"""Settings from environment variables, with defaults that run anywhere (SQLite under ./var/)."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+DATA_DIR = Path(os.environ.get("ROSTERDROP_DATA_DIR", "var")).resolve()
+DATABASE_URL = os.environ.get("ROSTERDROP_DATABASE_URL", f"sqlite:///{DATA_DIR / 'rosterdrop.sqlite3'}")
+
+SECRET_KEY = os.environ.get("ROSTERDROP_SECRET_KEY", "")
+if not SECRET_KEY:
+    # A per-deployment key kept in the data folder, so sessions survive restarts.
+    _key_file = DATA_DIR / "secret_key"
+    if not _key_file.exists():
+        import secrets
+
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        _key_file.write_text(secrets.token_urlsafe(50))
+        _key_file.chmod(0o600)
+    SECRET_KEY = _key_file.read_text().strip()
+
+DEBUG = os.environ.get("ROSTERDROP_DEBUG", "") == "1"
+ALLOWED_HOSTS = os.environ.get("ROSTERDROP_ALLOWED_HOSTS", "*").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rosterdrop.districts",
+    "rosterdrop.inbox",
+    "rosterdrop.roster",
+    "rosterdrop.ingest",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "rosterdrop.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+WSGI_APPLICATION = "rosterdrop.wsgi.application"
+
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web pages read while an import writes; the timeout waits out short locks.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # Tests use a file, not :memory:, because the bulk loader opens its own connection.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.Argon2PasswordHasher"]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("ROSTERDROP_LOG_LEVEL", "INFO")},
+}
+
+# Import limits (zip members are streamed, never extracted to disk).
+ZIP_MAX_MEMBERS = int(os.environ.get("ROSTERDROP_ZIP_MAX_MEMBERS", "64"))
+ZIP_MAX_TOTAL_BYTES = int(os.environ.get("ROSTERDROP_ZIP_MAX_TOTAL_BYTES", str(8 * 1024**3)))
+ZIP_MAX_RATIO = int(os.environ.get("ROSTERDROP_ZIP_MAX_RATIO", "200"))
+# Share of any entity's active records a sync may remove before it is held for approval.
+REMOVAL_THRESHOLD = float(os.environ.get("ROSTERDROP_REMOVAL_THRESHOLD", "0.10"))
