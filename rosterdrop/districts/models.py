@@ -7,7 +7,9 @@ from django.db import models
 class District(models.Model):
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
-    format = models.CharField(max_length=40, help_text="Slug of the roster format this district sends.")
+    format = models.CharField(
+        max_length=40, help_text="Slug of the roster format this district sends."
+    )
     removal_threshold = models.FloatField(
         null=True,
         blank=True,

@@ -54,6 +54,16 @@ class FindingLog:
         for finding in findings:
             self.add(finding)
 
+    def add_counted(self, samples: list[Finding], total: int) -> None:
+        """Record `total` findings of one kind from a few samples (vectorised checks)."""
+        if not samples:
+            return
+        first = samples[0]
+        kind = (first.file, first.code, first.column)
+        room = max(KEEP_PER_KIND - self._kinds[kind], 0)
+        self.findings.extend(samples[:room])
+        self._kinds[kind] += total
+
     @property
     def fatal(self) -> bool:
         return any(f.severity == FATAL for f in self.findings)

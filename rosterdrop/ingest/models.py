@@ -26,7 +26,9 @@ class Sync(models.Model):
     message = models.TextField(blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    decided_by = models.CharField(max_length=150, blank=True, help_text="Who approved or discarded.")
+    decided_by = models.CharField(
+        max_length=150, blank=True, help_text="Who approved or discarded."
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]

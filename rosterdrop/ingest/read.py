@@ -146,7 +146,9 @@ def _strict(piece: bytes, line: int, table: Table, delimiter: str) -> pl.DataFra
     """Parse with the stdlib csv module, reporting each broken row at its physical line."""
     width = len(table.header)
     name = table.name
-    reader = csv.reader(io.StringIO(piece.decode("utf-8"), newline=""), delimiter=delimiter, strict=True)
+    reader = csv.reader(
+        io.StringIO(piece.decode("utf-8"), newline=""), delimiter=delimiter, strict=True
+    )
     rows: list[list[str]] = []
     lines: list[int] = []
     while True:
@@ -161,7 +163,7 @@ def _strict(piece: bytes, line: int, table: Table, delimiter: str) -> pl.DataFra
                     Finding(
                         FATAL,
                         "unterminated_quote",
-                        f'{name} has a quoted value starting on line {start} that never ends; '
+                        f"{name} has a quoted value starting on line {start} that never ends; "
                         'check for a stray " character.',
                         name,
                         start,

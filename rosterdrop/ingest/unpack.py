@@ -115,7 +115,10 @@ def _zip_members(path: Path, limits: Limits) -> list[Member]:
             )
         seen.add(name)
         total += info.file_size
-        if info.file_size > limits.max_ratio * max(info.compress_size, 1) and info.file_size > 1 << 20:
+        if (
+            info.file_size > limits.max_ratio * max(info.compress_size, 1)
+            and info.file_size > 1 << 20
+        ):
             raise _refuse(
                 "zip_ratio",
                 f"{name} in {package} is compressed {info.file_size // max(info.compress_size, 1)} "

@@ -46,7 +46,9 @@ class Record(models.Model):
                 fields=["district", "entity", "sourced_id"], name="record_unique_source_id"
             )
         ]
-        indexes = [models.Index(fields=["district", "entity", "status"], name="record_entity_status")]
+        indexes = [
+            models.Index(fields=["district", "entity", "status"], name="record_entity_status")
+        ]
 
     def __str__(self) -> str:
         return f"{self.entity}/{self.sourced_id}"

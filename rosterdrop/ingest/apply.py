@@ -1,0 +1,78 @@
+"""Apply: write a plan to the roster in the caller's transaction, only what changed.
+
+Record data comes back from the spill files written while reading, a window at a time, so
+memory stays bounded however large the district.
+"""
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from rosterdrop.ingest.keys import ROW
+from rosterdrop.ingest.mapping import DATA, HASH, KEY
+from rosterdrop.ingest.plan import EntityPlan, Plan
+from rosterdrop.roster import store
+
+WINDOW = 1_000_000
+_EMPTY = pl.DataFrame(schema={KEY: pl.String, DATA: pl.String, HASH: pl.Int64})
+CHANGE_COLUMNS = ("sync_id", "entity", "sourced_id", "action", "fields")
+
+
+def field_changes(before: str, after: str) -> list[dict]:
+    """[{field, before, after}] for every canonical field (and metadata column) that differs."""
+    old, new = json.loads(before), json.loads(after)
+    old.update({f"metadata.{k}": v for k, v in (old.pop("metadata", None) or {}).items()})
+    new.update({f"metadata.{k}": v for k, v in (new.pop("metadata", None) or {}).items()})
+    return [
+        {"field": name, "before": old.get(name), "after": new.get(name)}
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    ]
+
+
+def apply_plan(
+    conn, plan: Plan, spills: dict[str, Path], district_id: int, sync_id: int, now: datetime
+) -> None:
+    changes: list[tuple] = []
+    for entity, ep in plan.entities.items():
+        _apply_entity(conn, ep, spills[entity], district_id, sync_id, now, changes)
+        changes.extend((sync_id, entity, key, "removed", "[]") for key in ep.removed)
+    store.insert_rows(conn, "ingest_change", list(CHANGE_COLUMNS), changes)
+
+
+def _apply_entity(
+    conn, ep: EntityPlan, spill: Path, district_id: int, sync_id: int, now, changes: list
+) -> None:
+    wanted = pl.concat([ep.added, ep.updated, ep.reactivated])
+    if len(wanted):
+        scan = pl.scan_ipc(spill).with_row_index(ROW)
+        total = scan.select(pl.len()).collect().item()
+        for start in range(0, total, WINDOW):
+            window = scan.slice(start, WINDOW).filter(pl.col(ROW).is_in(wanted.implode())).collect()
+            if window.height:
+                _apply_window(conn, ep, window, district_id, sync_id, now, changes)
+    store.write_records(
+        conn, district_id, ep.entity, sync_id, now,
+        added=_EMPTY, changed=_EMPTY, removed=pl.DataFrame({KEY: ep.removed}),
+    )  # fmt: skip
+
+
+def _apply_window(conn, ep: EntityPlan, window: pl.DataFrame, district_id, sync_id, now, changes):
+    added = window.filter(pl.col(ROW).is_in(ep.added.implode()))
+    updated = window.filter(pl.col(ROW).is_in(ep.updated.implode()))
+    back = window.filter(pl.col(ROW).is_in(ep.reactivated.implode()))
+    if updated.height:
+        old = store.old_data(conn, district_id, ep.entity, updated.select(KEY))
+        for key, before, after in updated.join(old, on=KEY).select(KEY, "_old", DATA).iter_rows():
+            changes.append(
+                (sync_id, ep.entity, key, "updated", json.dumps(field_changes(before, after)))
+            )
+    changes.extend((sync_id, ep.entity, key, "reactivated", "[]") for key in back[KEY])
+    store.write_records(
+        conn, district_id, ep.entity, sync_id, now,
+        added=added.select(KEY, DATA, HASH),
+        changed=pl.concat([updated, back]).select(KEY, DATA, HASH),
+        removed=_EMPTY.select(KEY),
+    )  # fmt: skip

@@ -1,0 +1,170 @@
+"""Validate across rows and files: unique source IDs, and every reference resolving.
+
+Runs on canonical records, entity by entity in dependency order, so that a record skipped
+for its own problem also breaks the references to it ("the class was skipped, see line N").
+"""
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from rosterdrop.ingest.findings import ERROR, WARNING, Finding, FindingLog
+from rosterdrop.ingest.mapping import HASH, KEY
+from rosterdrop.ingest.read import LINE
+from rosterdrop.ingest.validate import STATUS
+from rosterdrop.roster.models import ENTITIES
+from rosterdrop.roster.schema import LABELS, REFS
+
+ROW, FILE = "_row", "_file"
+SAMPLES = 100
+
+
+@dataclass
+class EntityRows:
+    """All records of one entity in this upload, without their data (that is spilled)."""
+
+    entity: str
+    mode: str
+    frames: list[pl.DataFrame] = field(default_factory=list)
+    # canonical field -> source column, for messages
+    columns: dict[str, str] = field(default_factory=dict)
+    rows: int = 0
+
+    def add(self, frame: pl.DataFrame, file: str) -> None:
+        self.frames.append(
+            frame.drop("_data").with_columns(
+                pl.int_range(self.rows, self.rows + frame.height, dtype=pl.UInt32).alias(ROW),
+                pl.lit(file).cast(pl.Categorical).alias(FILE),
+            )
+        )
+        self.rows += frame.height
+
+    def frame(self) -> pl.DataFrame:
+        if not self.frames:
+            return pl.DataFrame(
+                schema={
+                    KEY: pl.String,
+                    HASH: pl.Int64,
+                    LINE: pl.UInt32,
+                    STATUS: pl.String,
+                    ROW: pl.UInt32,
+                    FILE: pl.Categorical,
+                }  # fmt: skip
+            )
+        return pl.concat(self.frames, how="diagonal_relaxed")
+
+
+def check_keys(
+    entities: dict[str, EntityRows], known: dict[str, pl.Series], log: FindingLog
+) -> dict[str, pl.DataFrame]:
+    """Accepted records per entity (_key, _hash, _status, _row); findings for the rest.
+
+    `known` holds the active keys of the current roster, used for references into entities
+    this upload does not send in full.
+    """
+    accepted: dict[str, pl.DataFrame] = {}
+    active_keys: dict[str, pl.Series] = {}
+    empty = pl.Series(KEY, [], pl.String)
+    for entity in ENTITIES:
+        rows = entities.get(entity)
+        if rows is None:
+            active_keys[entity] = known.get(entity, empty)
+            continue
+        frame = _drop_duplicates(rows, log)
+        live = frame[STATUS] == "active"
+        # A delta or partial upload may refer to records already in the roster.
+        carried = known.get(entity, empty) if rows.mode != "bulk" else empty
+        own_keys = pl.concat([frame.filter(live)[KEY], carried])
+        keep = pl.Series([True] * frame.height, dtype=pl.Boolean)
+        for ref in REFS.get(entity, ()):
+            if ref.field not in frame.columns:
+                continue
+            targets = own_keys if ref.target == entity else active_keys[ref.target]
+            missing, values = _missing(frame, ref.field, ref.many, targets)
+            missing = missing & live
+            if missing.any():
+                _report_missing(rows, frame, missing, values, ref, log)
+                if ref.strong:
+                    keep = keep & ~missing
+        kept = frame.filter(keep)
+        accepted[entity] = kept.select(KEY, HASH, STATUS, ROW)
+        active_keys[entity] = pl.concat([kept.filter(pl.col(STATUS) == "active")[KEY], carried])
+    return accepted
+
+
+def _missing(
+    frame: pl.DataFrame, field: str, many: bool, targets: pl.Series
+) -> tuple[pl.Series, pl.Series]:
+    """Rows whose reference (or any item of a list) is not among `targets`, and that value."""
+    if not many:
+        values = frame[field]
+        return (values != "") & ~values.is_in(targets.implode()), values
+    items = (
+        frame.select(ROW, pl.col(field).str.split(","))
+        .explode(field)
+        .filter(pl.col(field) != "")
+        .filter(~pl.col(field).is_in(targets.implode()))
+        .group_by(ROW)
+        .agg(pl.col(field).first().alias("_value"))
+    )
+    values = (
+        frame.select(ROW)
+        .join(items, on=ROW, how="left", maintain_order="left")["_value"]
+        .fill_null("")
+    )
+    return values != "", values
+
+
+def _drop_duplicates(rows: EntityRows, log: FindingLog) -> pl.DataFrame:
+    frame = rows.frame()
+    first = frame.with_columns(pl.col(LINE).first().over(KEY).alias("_first_line"))
+    dupes = ~frame[KEY].is_first_distinct()
+    total = int(dupes.sum())
+    if total:
+        label = LABELS[rows.entity]
+        column = rows.columns.get("sourcedId", "sourcedId")
+        sample = first.filter(dupes).head(SAMPLES)
+        log.add_counted(
+            [
+                Finding(
+                    ERROR,
+                    "duplicate_id",
+                    f"The {label} ID {key!r} on line {line} was already used on line "
+                    f"{first_line}; this row was skipped. Each ID must appear once.",
+                    str(file),
+                    line,
+                    column,
+                    key,
+                )
+                for key, line, first_line, file in sample.select(
+                    KEY, LINE, "_first_line", FILE
+                ).iter_rows()
+            ],
+            total,
+        )
+    return frame.filter(~dupes)
+
+
+def _report_missing(rows: EntityRows, frame, missing, values, ref, log: FindingLog) -> None:
+    target = LABELS[ref.target]
+    consequence = (
+        f"this {LABELS[rows.entity]} was skipped" if ref.strong else "it was imported without it"
+    )
+    column = rows.columns.get(ref.field, ref.field)
+    sample = frame.with_columns(values.alias("_value")).filter(missing).head(SAMPLES)
+    log.add_counted(
+        [
+            Finding(
+                ERROR if ref.strong else WARNING,
+                "reference_missing",
+                f"{column} {value!r} on line {line} does not match any {target} that was "
+                f"imported; {consequence}. Check that the {target} is in its file and valid.",
+                str(file),
+                line,
+                column,
+                value,
+            )
+            for value, line, file in sample.select("_value", LINE, FILE).iter_rows()
+        ],
+        int(missing.sum()),
+    )

@@ -1,0 +1,34 @@
+import json as jsonlib
+import sys
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from rosterdrop.districts.models import District
+from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.report import summary
+from rosterdrop.ingest.text import describe
+
+
+class Command(BaseCommand):
+    help = "Import roster files (a zip, a folder or a file) for a district. Exit 1 if it failed."
+
+    def add_arguments(self, parser):
+        parser.add_argument("path", type=Path)
+        parser.add_argument("--district", required=True)
+        parser.add_argument("--dry-run", action="store_true", help="Plan only; change nothing.")
+        parser.add_argument("--json", action="store_true")
+
+    def handle(self, *args, path: Path, district: str, dry_run: bool, json: bool, **options):
+        if not path.exists():
+            raise CommandError(f"{path} does not exist")
+        try:
+            account = District.objects.get(slug=district)
+        except District.DoesNotExist:
+            raise CommandError(f"no district {district!r}; create it with `district add`") from None
+        if not json:
+            self.stderr.write(f"Importing {path} for {account.slug}...")
+        sync = import_path(account, path, dry_run=dry_run)
+        result = summary(sync)
+        self.stdout.write(jsonlib.dumps(result, indent=2) if json else describe(result))
+        sys.exit(1 if sync.status == "failed" else 0)

@@ -1,0 +1,48 @@
+"""What the pipeline found and decided, handed from stage to stage and to the report."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
+
+from rosterdrop.ingest.findings import FindingLog
+from rosterdrop.ingest.keys import EntityRows
+from rosterdrop.ingest.plan import Plan
+
+
+@dataclass
+class Checked:
+    """What reading and validating found: the shape `rosterdrop validate --json` prints."""
+
+    format: str = ""
+    reason: str = ""
+    files: list[dict] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    log: FindingLog = field(default_factory=FindingLog)
+    entities: dict[str, EntityRows] = field(default_factory=dict)
+    # After the key checks: per entity _key, _hash, _status, _row of the records kept.
+    accepted: dict[str, pl.DataFrame] = field(default_factory=dict)
+    spills: dict[str, Path] = field(default_factory=dict)
+    writers: dict[str, pa.ipc.RecordBatchFileWriter] = field(default_factory=dict, repr=False)
+
+    @property
+    def fatal(self) -> bool:
+        return self.log.fatal
+
+    def as_dict(self) -> dict:
+        return {
+            "format": self.format,
+            "files": self.files,
+            "counts": self.counts,
+            "issues": [f.as_dict() for f in self.log.all()],
+        }
+
+
+@dataclass
+class Outcome:
+    status: str
+    checked: Checked
+    plan: Plan | None = None
+    message: str = ""

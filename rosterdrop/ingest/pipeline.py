@@ -1,0 +1,254 @@
+"""The pipeline, stage after stage, the same from SFTP, the web page and the command line.
+
+`check` reads and validates an upload without a database (`rosterdrop validate`); `run`
+also plans against the district's roster and applies in one transaction, or holds.
+"""
+
+import logging
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
+from django.conf import settings
+
+from rosterdrop.formats.spec import Mode
+from rosterdrop.ingest.apply import apply_plan
+from rosterdrop.ingest.decode import decode
+from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
+from rosterdrop.ingest.keys import EntityRows, check_keys
+from rosterdrop.ingest.mapping import DATA, HASH, KEY, extra_columns, map_batch
+from rosterdrop.ingest.match import match
+from rosterdrop.ingest.outcome import Checked, Outcome
+from rosterdrop.ingest.plan import Plan, plan_entity
+from rosterdrop.ingest.read import read_table
+from rosterdrop.ingest.report import record_in
+from rosterdrop.ingest.unpack import Limits, unpack
+from rosterdrop.ingest.validate import STATUS, RowChecker, check_header
+
+log = logging.getLogger(__name__)
+
+
+def limits() -> Limits:
+    return Limits(settings.ZIP_MAX_MEMBERS, settings.ZIP_MAX_TOTAL_BYTES, settings.ZIP_MAX_RATIO)
+
+
+def expand(path: Path) -> list[Path]:
+    """A folder stands for the files in it."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    return [path]
+
+
+def check(
+    paths: list[Path],
+    format_slug: str | None = None,
+    fallback_encoding: str = "cp1252",
+    spill_dir: Path | None = None,
+    known: dict[str, pl.Series] | None = None,
+) -> Checked:
+    """Unpack, match, decode, read, map and validate; spill record data if `spill_dir`.
+
+    `known`: active keys of the current roster, for references to records not sent now.
+    """
+    result = Checked()
+    try:
+        members = unpack(paths, limits())
+        matched = match(members, format_slug, result.log)
+        result.format, result.reason = matched.format.slug, matched.reason
+        for file, member, mode in matched.files:
+            _read_file(result, file, member, mode, fallback_encoding, spill_dir)
+    except Failure as failure:
+        result.log.add(failure.finding)
+        return result
+    finally:
+        _close_spills(result)
+    if not result.fatal:
+        result.accepted = check_keys(result.entities, known or {}, result.log)
+        result.counts = {
+            e: int((frame[STATUS] == "active").sum()) for e, frame in result.accepted.items()
+        }
+    return result
+
+
+def _read_file(result: Checked, file, member, mode: Mode, fallback: str, spill_dir) -> None:
+    with member.open() as stream:
+        decoded = decode(stream, file.name, fallback)
+        table = read_table(file.name, decoded.chunks)
+        check_header(file, table.header, True, result.log)
+        checker = RowChecker(file, table.header, mode, result.log)
+        extras = extra_columns(file, table.header)
+        for batch in table.batches:
+            batch = checker.check(batch)
+            for output in file.outputs:
+                mapped = map_batch(file, output, batch, extras)
+                rows = result.entities.setdefault(output.entity, EntityRows(output.entity, mode))
+                rows.columns = rows.columns or {
+                    f: s for f, s in output.fields.items() if s != "@item"
+                }
+                if spill_dir is not None:
+                    _spill(result, spill_dir, output.entity, mapped)
+                rows.add(mapped, file.name)
+        checker.finish()
+        result.log.extend(table.findings)
+        result.files.append({"name": file.name, "rows": checker.rows, "encoding": decoded.encoding})
+
+
+def _spill(result: Checked, spill_dir: Path, entity: str, mapped: pl.DataFrame) -> None:
+    """Keep record data on disk until apply, in the order rows were numbered."""
+    table = mapped.select(KEY, DATA, HASH).to_arrow()
+    if entity not in result.writers:
+        path = result.spills[entity] = spill_dir / f"{entity}.arrow"
+        result.writers[entity] = pa.ipc.new_file(str(path), table.schema)
+    result.writers[entity].write_table(table)
+
+
+def _close_spills(result: Checked) -> None:
+    while result.writers:
+        result.writers.popitem()[1].close()
+
+
+def run(
+    paths: list[Path],
+    district,
+    sync,
+    *,
+    approved: bool = False,
+    dry_run: bool = False,
+) -> Outcome:
+    """Check, plan against the roster, then apply (or hold) -- the whole import."""
+    from rosterdrop.roster import store
+
+    work = Path(tempfile.mkdtemp(prefix="spill-", dir=_tmp_dir()))
+    try:
+        with store.bulk_connection() as conn:
+            snapshot = store.snapshot(conn, district.pk)
+        known = {
+            e: snapshot.filter((pl.col("entity") == e) & (pl.col("status") == "active"))[KEY]
+            for e in snapshot["entity"].unique()
+        }
+        checked = check(paths, district.format, district.fallback_encoding, work, known)
+        if checked.fatal:
+            return Outcome("failed", checked, message=_first_fatal(checked))
+        with store.bulk_connection() as conn:
+            plan = Plan()
+            for entity, frame in checked.accepted.items():
+                current = snapshot.filter(pl.col("entity") == entity).drop("entity")
+                plan.entities[entity] = plan_entity(
+                    entity, checked.entities[entity].mode, frame, current
+                )
+            status, message = _decide(plan, district, checked, approved)
+            if status in ("applied", "applied_with_errors") and not dry_run:
+                apply_plan(conn, plan, checked.spills, district.pk, sync.pk, datetime.now(UTC))
+                record_in(conn, sync, Outcome(status, checked, plan, message))
+            return Outcome(status, checked, plan, message)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _decide(plan: Plan, district, checked: Checked, approved: bool) -> tuple[str, str]:
+    threshold = district.effective_removal_threshold
+    over = plan.over_threshold(threshold)
+    if over and not approved:
+        worst = max(over, key=lambda p: p.removal_share)
+        return "held", (
+            f"This sync would remove {len(worst.removed)} of {worst.active_before} "
+            f"{worst.entity} ({worst.removal_share:.0%}), more than the "
+            f"{threshold:.0%} allowed; it waits for approval."
+        )
+    if not plan.has_changes:
+        return "no_changes", "Nothing changed since the last sync."
+    if any(f.severity == ERROR for f in checked.log.findings):
+        return "applied_with_errors", "Applied; rows with errors were skipped."
+    return "applied", "Applied."
+
+
+def _first_fatal(checked: Checked) -> str:
+    finding: Finding = next(f for f in checked.log.findings if f.severity == "fatal")
+    return finding.message
+
+
+def _tmp_dir() -> Path:
+    path = settings.DATA_DIR / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+APPLIED = ("applied", "applied_with_errors")
+
+
+def import_uploads(
+    district, uploads: list, *, dry_run: bool = False, sync=None, approved: bool = False
+):
+    """Import stored uploads as one set (a zip, or loose files together) and record the sync."""
+    from rosterdrop.inbox.models import Upload
+    from rosterdrop.inbox.store import stored_file
+    from rosterdrop.ingest.models import Sync
+    from rosterdrop.ingest.report import record
+
+    if sync is None:
+        sync = Sync.objects.create(district=district, dry_run=dry_run)
+        sync.uploads.set(uploads)
+    work = Path(tempfile.mkdtemp(prefix="upload-", dir=_tmp_dir()))
+    try:
+        paths = []
+        for upload in uploads:
+            # Under its name as sent, which is what the format matches on.
+            target = work / upload.filename
+            target.hardlink_to(stored_file(upload))
+            paths.append(target)
+        outcome = run(paths, district, sync, approved=approved, dry_run=dry_run)
+    except Exception:
+        # Nothing was applied (the transaction rolled back); say so rather than stay "running".
+        log.exception("import of sync %s failed", sync.pk)
+        checked = Checked()
+        checked.log.add(
+            Finding(
+                FATAL,
+                "internal_error",
+                "rosterdrop could not finish this import because of an internal error; nothing "
+                "was applied. The operator has the details in the server log.",
+            )
+        )
+        outcome = Outcome("failed", checked, message="Internal error; nothing was applied.")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if outcome.status in APPLIED and not dry_run:
+        sync.refresh_from_db()
+    else:
+        record(sync, outcome)
+    if not dry_run:
+        upload_status = (
+            Upload.Status.FAILED if outcome.status == "failed" else Upload.Status.IMPORTED
+        )
+        Upload.objects.filter(pk__in=[u.pk for u in uploads]).update(
+            status=upload_status, outcome=outcome.message[:1000]
+        )
+    return sync
+
+
+def import_path(district, path: Path, *, dry_run: bool = False, login: str = ""):
+    """`rosterdrop import PATH`: keep the files in the inbox like any upload, then import."""
+    from rosterdrop.inbox.store import receive
+
+    uploads = [receive(district, p.name, p, "cli", login=login) for p in expand(path)]
+    return import_uploads(district, uploads, dry_run=dry_run)
+
+
+def approve(sync, who: str = ""):
+    """Apply a held sync against the roster as it is now, past the removal guard."""
+    sync.issues.all().delete()
+    sync.record_changes.all().delete()
+    sync.decided_by = who
+    sync.save(update_fields=["decided_by"])
+    return import_uploads(sync.district, list(sync.uploads.all()), sync=sync, approved=True)
+
+
+def discard(sync, who: str = ""):
+    sync.status = "discarded"
+    sync.decided_by = who
+    sync.save(update_fields=["status", "decided_by"])
+    return sync

@@ -1,0 +1,96 @@
+"""Report: the sync record, its issues and changes, and the JSON the CLI prints."""
+
+import json
+from datetime import UTC, datetime
+
+from django.db import transaction
+
+from rosterdrop.ingest.models import Change, Issue, Sync
+from rosterdrop.ingest.outcome import Outcome
+from rosterdrop.roster import store
+
+# A held sync lists what it would remove, up to this many records.
+HELD_CHANGES_SHOWN = 10_000
+ISSUE_COLUMNS = ("sync_id", "severity", "code", "file", "line", "column", "value", "message")
+
+
+def _issue_rows(sync: Sync, outcome: Outcome) -> list[dict]:
+    return [
+        {
+            "sync_id": sync.pk,
+            "severity": f.severity,
+            "code": f.code,
+            "file": f.file,
+            "line": f.line,
+            "column": f.column,
+            "value": f.value[:2000],
+            "message": f.message,
+        }
+        for f in outcome.checked.log.all()
+    ]
+
+
+def _sync_values(outcome: Outcome) -> dict:
+    return {
+        "status": outcome.status,
+        "format": outcome.checked.format,
+        "files": outcome.checked.files,
+        "changes": outcome.plan.changes if outcome.plan else {},
+        "message": outcome.message,
+        "finished_at": datetime.now(UTC),
+    }
+
+
+def record_in(conn, sync: Sync, outcome: Outcome) -> None:
+    """Record an applied sync inside the transaction that applied it."""
+    rows = [tuple(row[c] for c in ISSUE_COLUMNS) for row in _issue_rows(sync, outcome)]
+    columns = [f'"{c}"' if c == "column" else c for c in ISSUE_COLUMNS]  # an SQL keyword
+    store.insert_rows(conn, Issue._meta.db_table, columns, rows)
+    values = _sync_values(outcome)
+    values["finished_at"] = store.sql_time(values["finished_at"])
+    values["files"] = json.dumps(values["files"])
+    values["changes"] = json.dumps(values["changes"])
+    store.update_row(conn, Sync._meta.db_table, sync.pk, values, json_columns=("files", "changes"))
+
+
+@transaction.atomic
+def record(sync: Sync, outcome: Outcome) -> None:
+    """Record a sync that changed nothing in the roster (failed, held, no changes, dry run)."""
+    Issue.objects.bulk_create(Issue(**row) for row in _issue_rows(sync, outcome))
+    if outcome.status == "held" and outcome.plan:
+        Change.objects.bulk_create(
+            Change(sync=sync, entity=p.entity, sourced_id=key, action="removed")
+            for p in outcome.plan.entities.values()
+            for key in p.removed[:HELD_CHANGES_SHOWN]
+        )
+    for name, value in _sync_values(outcome).items():
+        setattr(sync, name, value)
+    sync.save()
+
+
+def summary(sync: Sync) -> dict:
+    """The object `rosterdrop import --json` prints."""
+    return {
+        "sync": sync.pk,
+        "status": sync.status,
+        "district": sync.district.slug,
+        "dry_run": sync.dry_run,
+        "files": sync.files,
+        "uploads": [u.filename for u in sync.uploads.all()],
+        "changes": sync.changes,
+        "message": sync.message,
+        "started_at": sync.started_at.isoformat(),
+        "finished_at": sync.finished_at.isoformat() if sync.finished_at else None,
+        "issues": [
+            {
+                "severity": i.severity,
+                "code": i.code,
+                "file": i.file,
+                "line": i.line,
+                "column": i.column,
+                "value": i.value,
+                "message": i.message,
+            }
+            for i in sync.issues.all()
+        ],
+    }
