@@ -1,0 +1,30 @@
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Settings read the data folder at import: give the test run its own before Django starts.
+os.environ.setdefault("ROSTERDROP_DATA_DIR", tempfile.mkdtemp(prefix="rosterdrop-test-"))
+
+SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
+SCHOOL_SMALL = SAMPLES / "oneroster11-generated" / "school-small"
+DISTRICT_LARGE = SAMPLES / "oneroster11-generated" / "district-large.zip"
+
+
+@pytest.fixture
+def school(tmp_path) -> Path:
+    """A writable copy of the small OneRoster 1.1 school, to break or change."""
+    folder = tmp_path / "school"
+    shutil.copytree(SCHOOL_SMALL, folder)
+    for f in folder.iterdir():
+        f.chmod(0o644)
+    return folder
+
+
+@pytest.fixture
+def district(db):
+    from rosterdrop.districts.models import District
+
+    return District.objects.create(slug="springfield", name="Springfield", format="oneroster-1.1")

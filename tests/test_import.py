@@ -1,0 +1,139 @@
+"""Importing into the roster (SQLite or PostgreSQL, whichever the run is configured for)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import DISTRICT_LARGE
+from helpers import edit, rows, write
+
+from rosterdrop.ingest.models import Change, Sync
+from rosterdrop.ingest.pipeline import approve, import_path
+from rosterdrop.ingest.report import summary
+from rosterdrop.roster.models import Record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def active(district, entity: str) -> int:
+    return Record.objects.filter(district=district, entity=entity, status="active").count()
+
+
+def test_large_district_sample_imports_with_exact_counts_then_changes_nothing(district):
+    sync = import_path(district, DISTRICT_LARGE)
+    assert sync.status == "applied"
+    expected = {
+        "orgs": 21, "users": 4441, "classes": 1470, "courses": 91,
+        "academicSessions": 2, "enrollments": 31045, "demographics": 4225,
+    }  # fmt: skip
+    for entity, count in expected.items():
+        assert sync.changes[entity]["added"] == count
+        assert active(district, entity) == count
+    again = import_path(district, DISTRICT_LARGE)
+    assert again.status == "no_changes"
+    assert all(c["unchanged"] == expected.get(e, c["unchanged"]) for e, c in again.changes.items())
+    assert Record.objects.filter(district=district, changed_sync_id=again.pk).count() == 0
+
+
+def test_changed_field_shows_before_and_after(district, school):
+    import_path(district, school)
+    before = edit(school / "users.csv", 4, "familyName", "Okonkwo")
+    sync = import_path(district, school)
+    assert sync.changes["users"]["updated"] == 1
+    change = Change.objects.get(sync=sync, action="updated")
+    assert change.sourced_id == before[0]
+    [diff] = change.fields
+    assert diff["field"] == "familyName" and diff["after"] == "Okonkwo"
+    assert Record.objects.get(district=district, entity="users", sourced_id=before[0]).data[
+        "familyName"
+    ] == "Okonkwo"
+
+
+def test_big_removal_is_held_then_approved(district, school):
+    import_path(district, school)
+    table = rows(school / "enrollments.csv")
+    write(school / "enrollments.csv", table[: len(table) // 2])
+    held = import_path(district, school)
+    assert held.status == "held"
+    assert active(district, "enrollments") == 546  # nothing applied
+    assert Change.objects.filter(sync=held, action="removed").count() == 546 - (len(table) // 2 - 1)
+    applied = approve(held, "test")
+    assert applied.status == "applied"
+    assert active(district, "enrollments") == len(table) // 2 - 1
+
+
+def test_removed_record_comes_back_as_reactivated(district, school):
+    import_path(district, school)
+    table = rows(school / "courses.csv")
+    classes = rows(school / "classes.csv")
+    gone = table.pop(5)
+    write(school / "courses.csv", table)
+    still_used = [c for c in classes if c[classes[0].index("courseSourcedId")] != gone[0]]
+    write(school / "classes.csv", still_used)
+    removed = import_path(district, school)
+    assert removed.changes["courses"]["removed"] == 1
+    write(school / "courses.csv", table + [gone])
+    write(school / "classes.csv", classes)
+    back = import_path(district, school)
+    assert back.changes["courses"]["reactivated"] == 1
+    assert Record.objects.get(entity="courses", sourced_id=gone[0]).status == "active"
+
+
+def test_a_failure_while_applying_leaves_the_roster_whole(district, school, monkeypatch):
+    import_path(district, school)
+    edit(school / "users.csv", 2, "givenName", "Changed")
+    edit(school / "classes.csv", 2, "title", "Changed")
+    from rosterdrop.roster import store
+
+    real = store.write_records
+    calls = []
+
+    def fail_on_second(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 4:  # orgs, sessions, courses applied; then classes fails
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "write_records", fail_on_second)
+    sync = import_path(district, school)
+    assert sync.status == "failed"
+    assert not Record.objects.filter(district=district, data__givenName="Changed").exists()
+    assert not Record.objects.filter(district=district, data__title="Changed").exists()
+    assert Record.objects.filter(district=district, changed_sync_id=sync.pk).count() == 0
+
+
+def test_delta_file_removes_only_what_it_says(district, school):
+    import_path(district, school)
+    manifest = rows(school / "manifest.csv")
+    for row in manifest:
+        if row[0] == "file.users":
+            row[1] = "delta"
+    write(school / "manifest.csv", manifest)
+    users = rows(school / "users.csv")
+    target = users[3]
+    target[users[0].index("status")] = "tobedeleted"
+    write(school / "users.csv", [users[0], target])
+    sync = import_path(district, school)
+    assert sync.changes["users"]["removed"] == 1
+    assert active(district, "users") == 78
+
+
+def test_fatal_upload_applies_nothing_and_explains(district, school):
+    (school / "manifest.csv").unlink()
+    sync = import_path(district, school)
+    assert sync.status == "failed"
+    assert summary(sync)["issues"][0]["code"] == "manifest_missing"
+    assert Record.objects.filter(district=district).count() == 0
+
+
+def test_cli_contract(district, school, tmp_path):
+    cli = [sys.executable, "-m", "rosterdrop"]
+    validate = subprocess.run([*cli, "validate", str(school), "--json"], capture_output=True)
+    assert validate.returncode == 0, validate.stderr
+    result = json.loads(validate.stdout)
+    assert set(result) >= {"format", "files", "counts", "issues"}
+    assert {"name", "rows", "encoding"} <= set(result["files"][0])
+    (school / "orgs.csv").write_text("nothing,useful\n")
+    broken = subprocess.run([*cli, "validate", str(school), "--json"], capture_output=True)
+    assert broken.returncode == 1
