@@ -29,6 +29,8 @@ class EntityRows:
     # canonical field -> source column, for messages
     columns: dict[str, str] = field(default_factory=dict)
     rows: int = 0
+    # Records made from list items of another file's rows: their duplicates echo that file's.
+    derived: bool = False
 
     def add(self, frame: pl.DataFrame, file: str) -> None:
         self.frames.append(
@@ -120,7 +122,7 @@ def _drop_duplicates(rows: EntityRows, log: FindingLog) -> pl.DataFrame:
     first = frame.with_columns(pl.col(LINE).first().over(KEY).alias("_first_line"))
     dupes = ~frame[KEY].is_first_distinct()
     total = int(dupes.sum())
-    if total:
+    if total and not rows.derived:
         label = LABELS[rows.entity]
         column = rows.columns.get("sourcedId", "sourcedId")
         sample = first.filter(dupes).head(SAMPLES)

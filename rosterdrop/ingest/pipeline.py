@@ -85,7 +85,9 @@ def _read_file(result: Checked, file, member, mode: Mode, fallback: str, spill_d
             batch = checker.check(batch)
             for output in file.outputs:
                 mapped = map_batch(file, output, batch, extras)
-                rows = result.entities.setdefault(output.entity, EntityRows(output.entity, mode))
+                rows = result.entities.setdefault(
+                    output.entity, EntityRows(output.entity, mode, derived=bool(output.explode))
+                )
                 rows.columns = rows.columns or {
                     f: s for f, s in output.fields.items() if s != "@item"
                 }
