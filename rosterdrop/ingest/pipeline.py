@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.ipc
 from django.conf import settings
 
-from rosterdrop.formats.spec import Mode
+from rosterdrop.formats.spec import FormatSpec, Mode
 from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
@@ -60,7 +60,7 @@ def check(
         matched = match(members, format_slug, result.log)
         result.format, result.reason = matched.format.slug, matched.reason
         for file, member, mode in matched.files:
-            _read_file(result, file, member, mode, fallback_encoding, spill_dir)
+            _read_file(result, matched.format, file, member, mode, fallback_encoding, spill_dir)
     except Failure as failure:
         result.log.add(failure.finding)
         return result
@@ -74,11 +74,13 @@ def check(
     return result
 
 
-def _read_file(result: Checked, file, member, mode: Mode, fallback: str, spill_dir) -> None:
+def _read_file(
+    result: Checked, fmt: FormatSpec, file, member, mode: Mode, fallback: str, spill_dir
+) -> None:
     with member.open() as stream:
         decoded = decode(stream, file.name, fallback)
         table = read_table(file.name, decoded.chunks)
-        check_header(file, table.header, True, result.log)
+        check_header(file, table.header, fmt.header_order, result.log)
         checker = RowChecker(file, table.header, mode, result.log)
         extras = extra_columns(file, table.header)
         for batch in table.batches:
