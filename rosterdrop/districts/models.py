@@ -1,7 +1,13 @@
 """District accounts: who sends files, in which format, with which safety settings."""
 
+import secrets
+
 from django.conf import settings
 from django.db import models
+
+
+def new_roster_token() -> int:
+    return secrets.randbits(62) + 1
 
 
 class District(models.Model):
@@ -25,6 +31,9 @@ class District(models.Model):
         default=300, help_text="Loose files are imported together after this long with no upload."
     )
     paused = models.BooleanField(default=False)
+    # A new random value with every sync that changes the roster: it names the saved
+    # content-hash snapshot and stops two imports applying plans made against the same roster.
+    roster_token = models.BigIntegerField(default=new_roster_token, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -15,7 +15,8 @@ from rosterdrop.ingest.mapping import DATA, HASH, KEY
 from rosterdrop.ingest.plan import EntityPlan, Plan
 from rosterdrop.roster import store
 
-WINDOW = 1_000_000
+# Rows of record data in memory at once while writing.
+WINDOW = 250_000
 _EMPTY = pl.DataFrame(schema={KEY: pl.String, DATA: pl.String, HASH: pl.Int64})
 CHANGE_COLUMNS = ("sync_id", "entity", "sourced_id", "action", "fields")
 

@@ -33,8 +33,11 @@ class EntityRows:
     derived: bool = False
 
     def add(self, frame: pl.DataFrame, file: str) -> None:
+        # References repeat a few thousand values millions of times: keep them categorical.
+        refs = [c for c in frame.columns if not c.startswith("_")]
         self.frames.append(
             frame.drop("_data").with_columns(
+                pl.col([*refs, STATUS]).cast(pl.Categorical),
                 pl.int_range(self.rows, self.rows + frame.height, dtype=pl.UInt32).alias(ROW),
                 pl.lit(file).cast(pl.Categorical).alias(FILE),
             )
@@ -73,7 +76,7 @@ def check_keys(
             active_keys[entity] = known.get(entity, empty)
             continue
         frame = _drop_duplicates(rows, log)
-        live = frame[STATUS] == "active"
+        live = frame[STATUS].cast(pl.String) == "active"
         # A delta or partial upload may refer to records already in the roster.
         carried = known.get(entity, empty) if rows.mode != "bulk" else empty
         own_keys = pl.concat([frame.filter(live)[KEY], carried])
@@ -89,8 +92,10 @@ def check_keys(
                 if ref.strong:
                     keep = keep & ~missing
         kept = frame.filter(keep)
-        accepted[entity] = kept.select(KEY, HASH, STATUS, ROW)
-        active_keys[entity] = pl.concat([kept.filter(pl.col(STATUS) == "active")[KEY], carried])
+        accepted[entity] = kept.select(KEY, HASH, pl.col(STATUS).cast(pl.String), ROW)
+        active_keys[entity] = pl.concat(
+            [kept.filter(pl.col(STATUS).cast(pl.String) == "active")[KEY], carried]
+        )
     return accepted
 
 
@@ -99,10 +104,10 @@ def _missing(
 ) -> tuple[pl.Series, pl.Series]:
     """Rows whose reference (or any item of a list) is not among `targets`, and that value."""
     if not many:
-        values = frame[field]
+        values = frame[field].cast(pl.String)
         return (values != "") & ~values.is_in(targets.implode()), values
     items = (
-        frame.select(ROW, pl.col(field).str.split(","))
+        frame.select(ROW, pl.col(field).cast(pl.String).str.split(","))
         .explode(field)
         .filter(pl.col(field) != "")
         .filter(~pl.col(field).is_in(targets.implode()))

@@ -30,6 +30,7 @@ from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.ingest.validate import STATUS, RowChecker, check_header
 
 log = logging.getLogger(__name__)
+APPLIED = ("applied", "applied_with_errors")
 
 
 def limits() -> Limits:
@@ -124,12 +125,13 @@ def run(
     dry_run: bool = False,
 ) -> Outcome:
     """Check, plan against the roster, then apply (or hold) -- the whole import."""
-    from rosterdrop.roster import store
+    from rosterdrop.roster import hashes, store
 
     work = Path(tempfile.mkdtemp(prefix="spill-", dir=_tmp_dir()))
     try:
-        with store.bulk_connection() as conn:
-            snapshot = store.snapshot(conn, district.pk)
+        district.refresh_from_db(fields=["roster_token"])
+        token = district.roster_token
+        snapshot = hashes.load(district.pk, token)
         known = {
             e: snapshot.filter((pl.col("entity") == e) & (pl.col("status") == "active"))[KEY]
             for e in snapshot["entity"].unique()
@@ -145,10 +147,25 @@ def run(
                     entity, checked.entities[entity].mode, frame, current
                 )
             status, message = _decide(plan, district, checked, approved)
-            if status in ("applied", "applied_with_errors") and not dry_run:
+            applying = status in APPLIED and not dry_run
+            if applying:
+                try:
+                    token = store.claim_roster(conn, district.pk, token)
+                except store.RosterChanged:
+                    checked.log.add(
+                        Finding(
+                            FATAL,
+                            "roster_changed",
+                            "Another sync changed this district's roster while this one was "
+                            "being checked; nothing was applied. Import the files again.",
+                        )
+                    )
+                    return Outcome("failed", checked, plan, "The roster changed meanwhile.")
                 apply_plan(conn, plan, checked.spills, district.pk, sync.pk, datetime.now(UTC))
                 record_in(conn, sync, Outcome(status, checked, plan, message))
-            return Outcome(status, checked, plan, message)
+        if applying:
+            hashes.save(district.pk, token, plan.applied_to(snapshot, checked.accepted))
+        return Outcome(status, checked, plan, message)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -179,9 +196,6 @@ def _tmp_dir() -> Path:
     path = settings.DATA_DIR / "tmp"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-APPLIED = ("applied", "applied_with_errors")
 
 
 def import_uploads(

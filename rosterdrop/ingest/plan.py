@@ -57,6 +57,28 @@ class Plan:
     def over_threshold(self, threshold: float) -> list[EntityPlan]:
         return [p for p in self.entities.values() if p.removal_share > threshold]
 
+    def applied_to(self, snapshot: pl.DataFrame, accepted: dict[str, pl.DataFrame]) -> pl.DataFrame:
+        """The roster's (entity, _key, _hash, status) once this plan is applied."""
+        parts = [snapshot.filter(~pl.col("entity").is_in(list(self.entities)))]
+        for entity, ep in self.entities.items():
+            rows = pl.concat([ep.added, ep.updated, ep.reactivated]).implode()
+            written = (
+                accepted[entity]
+                .filter(pl.col(ROW).is_in(rows))
+                .select(pl.lit(entity).alias("entity"), KEY, HASH, pl.lit("active").alias("status"))
+            )
+            kept = snapshot.filter(pl.col("entity") == entity).join(written, on=KEY, how="anti")
+            parts.append(
+                kept.with_columns(
+                    pl.when(pl.col(KEY).is_in(ep.removed.implode()))
+                    .then(pl.lit("tobedeleted"))
+                    .otherwise(pl.col("status"))
+                    .alias("status")
+                )
+            )
+            parts.append(written)
+        return pl.concat(parts, how="vertical_relaxed")
+
 
 def plan_entity(
     entity: str, mode: str, incoming: pl.DataFrame, current: pl.DataFrame

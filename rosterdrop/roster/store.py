@@ -14,6 +14,7 @@ from datetime import datetime
 import polars as pl
 from django.db import connection, transaction
 
+from rosterdrop.districts.models import new_roster_token
 from rosterdrop.roster.models import Record
 
 TABLE = Record._meta.db_table
@@ -27,6 +28,9 @@ def _is_postgres() -> bool:
 def bulk_connection():
     """One transaction on Django's connection; yields a raw DB-API cursor."""
     with transaction.atomic(), connection.cursor() as wrapper:
+        if not _is_postgres():
+            # Index pages of a large roster must stay in memory while keys arrive (~200 MB).
+            wrapper.execute("PRAGMA cache_size = -200000")
         yield wrapper.cursor
 
 
@@ -43,25 +47,37 @@ def _param() -> str:
     return "%s" if _is_postgres() else "?"
 
 
-def _load(cur, table: str, columns: list[str], rows: Iterable[tuple]) -> None:
-    """Append rows with the database's bulk path."""
-    names = ", ".join(columns)
+def _literal(value) -> str:
+    return str(int(value)) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
+
+
+def _load(cur, table: str, columns: list[str], rows: Iterable[tuple], constants=None) -> None:
+    """Append rows with the database's bulk path; `constants` are the same on every row."""
+    constants = constants or {}
+    names = ", ".join([*columns, *constants])
     if _is_postgres():
+        extra = tuple(constants.values())
         with cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row(row)
+                copy.write_row(row + extra)
     else:
-        marks = ", ".join("?" for _ in columns)
-        cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+        values = ", ".join(["?"] * len(columns) + [_literal(v) for v in constants.values()])
+        cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({values})", rows)
+
+
+def _columns(frame: pl.DataFrame) -> Iterable[tuple]:
+    """Rows of a frame as tuples, built column-wise (much faster than iter_rows)."""
+    return zip(*(frame[c].to_list() for c in frame.columns), strict=True)
 
 
 def _stage(cur, name: str, frame: pl.DataFrame) -> str:
     """A temporary table holding `frame` (text and bigint columns)."""
     types = {pl.Int64: "BIGINT", pl.UInt32: "BIGINT"}
     cols = ", ".join(f"{c} {types.get(t, 'TEXT')}" for c, t in frame.schema.items())
+    # The key is unique (duplicates were dropped); declaring it lets joins use an index.
     cur.execute(f"DROP TABLE IF EXISTS {name}")
-    cur.execute(f"CREATE TEMPORARY TABLE {name} ({cols})")
-    _load(cur, name, frame.columns, frame.iter_rows())
+    cur.execute(f"CREATE TEMPORARY TABLE {name} ({cols}, PRIMARY KEY (_key))")
+    _load(cur, name, frame.columns, _columns(frame))
     return name
 
 
@@ -112,12 +128,14 @@ def write_records(
         _load(
             cur,
             TABLE,
-            ["district_id", "entity", "sourced_id", "status", "data", "content_hash",
-             "first_seen_sync_id", "changed_sync_id", "first_seen_at", "changed_at"],
-            (
-                (district_id, entity, key, "active", data, digest, sync_id, sync_id, when, when)
-                for key, data, digest in added.iter_rows()
-            ),
+            ["sourced_id", "data", "content_hash"],
+            # In key order, so index pages fill one after another instead of at random.
+            _columns(added.sort("_key").select("_key", "_data", "_hash")),
+            constants={
+                "district_id": district_id, "entity": entity, "status": "active",
+                "first_seen_sync_id": sync_id, "changed_sync_id": sync_id,
+                "first_seen_at": when, "changed_at": when,
+            },
         )  # fmt: skip
     if changed.height:
         staged = _stage(cur, "rd_changed", changed)
@@ -132,6 +150,23 @@ def write_records(
             f"UPDATE {TABLE} SET status = 'tobedeleted', {stamp} FROM {staged} s "
             f"WHERE {where} AND {TABLE}.sourced_id = s._key"
         )
+
+
+class RosterChanged(Exception):
+    """Another sync changed the district's roster after this one planned against it."""
+
+
+def claim_roster(cur, district_id: int, token: int) -> int:
+    """Give the district's roster a new token, or fail if it no longer has `token`."""
+    new = new_roster_token()
+    p = _param()
+    cur.execute(
+        f"UPDATE districts_district SET roster_token = {p} WHERE id = {p} AND roster_token = {p}",
+        [new, district_id, token],
+    )
+    if cur.rowcount != 1:
+        raise RosterChanged(f"district {district_id} changed while this import was planned")
+    return new
 
 
 def insert_rows(cur, table: str, columns: list[str], rows: Iterable[tuple]) -> None:

@@ -1,0 +1,45 @@
+"""The roster's content hashes, kept beside the database as a file per district and token.
+
+A re-import compares the upload against (entity, key, hash, status) for every record; reading
+millions of rows back through the database driver costs more than the whole comparison, so the
+snapshot is saved after each applied sync and named by the district's roster token. A
+missing or stale file is rebuilt from the database.
+"""
+
+from pathlib import Path
+
+import polars as pl
+from django.conf import settings
+
+from rosterdrop.roster import store
+
+
+def _folder() -> Path:
+    return settings.DATA_DIR / "roster"
+
+
+def _path(district_id: int, token: int) -> Path:
+    return _folder() / f"{int(district_id)}-t{int(token)}.arrow"
+
+
+def load(district_id: int, token: int) -> pl.DataFrame:
+    path = _path(district_id, token)
+    if path.exists():
+        return pl.read_ipc(path)
+    with store.bulk_connection() as cur:
+        frame = store.snapshot(cur, district_id)
+    save(district_id, token, frame)
+    return frame
+
+
+def save(district_id: int, token: int, frame: pl.DataFrame) -> None:
+    """Write the snapshot for `token` (temp name, then rename) and drop older ones."""
+    folder = _folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = _path(district_id, token)
+    tmp = path.with_suffix(".tmp")
+    frame.write_ipc(tmp)
+    tmp.replace(path)
+    for old in folder.glob(f"{int(district_id)}-t*.arrow"):
+        if old != path:
+            old.unlink(missing_ok=True)
