@@ -5,6 +5,7 @@ from the database for the receiving account at import time.
 """
 
 from rosterdrop.formats.oneroster import ONEROSTER_10, ONEROSTER_11, ONEROSTER_12
+from rosterdrop.formats.sds import SDS_V1, SDS_V2, SDS_V21
 from rosterdrop.formats.spec import FormatSpec
 
 CUSTOM = "custom"
@@ -15,6 +16,9 @@ FORMATS: dict[str, FormatSpec] = {
         ONEROSTER_11,
         ONEROSTER_12,
         ONEROSTER_10,
+        SDS_V1,
+        SDS_V2,
+        SDS_V21,
         FormatSpec(CUSTOM, "custom import templates", files=(), detectable=False),
     )
 }

@@ -33,7 +33,8 @@ def extra_columns(file: FileSpec, header: list[str]) -> list[str]:
             continue
         if col is not None and col.numbered and any(col.name in o.unpivot for o in file.outputs):
             continue
-        extras.append(name)
+        # A column known by an alias has been renamed to the spec's name by then.
+        extras.append(col.name if col is not None and not col.numbered else name)
     return extras
 
 
@@ -96,7 +97,9 @@ def map_batch(
     fields = {f: mapped.get(f, pl.lit(None, pl.String)) for f in FIELDS[output.entity]}
     if output.keep_extra and extras:
         fields["metadata"] = pl.struct(**{name: _value(name) for name in extras})
-    key = pl.concat_str([pl.col(k) for k in output.key], separator=":")
+    key = pl.concat_str(
+        [pl.col(k) if k in present else pl.lit("") for k in output.key], separator=":"
+    )
     refs = {
         r.field: key if r.field == SOURCED_ID else fields[r.field]
         for r in REFS.get(output.entity, ())

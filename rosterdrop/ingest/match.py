@@ -8,7 +8,7 @@ said in words.
 
 import codecs
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rosterdrop.formats import FORMATS, get_format
 from rosterdrop.formats.spec import FileSpec, FormatSpec, Manifest, Mode
@@ -196,7 +196,8 @@ def match(
                         file.name,
                     )
                 )
-        files.append((file, member, mode))
+        # Read and reported under the name it was sent as (school.csv for School.csv).
+        files.append((replace(file, name=member.name), member, mode))
     _unknown_files(spec, by_name, {m.name for _, m, _ in files}, log)
     if not files:
         raise _fatal("no_roster_files", f"The upload holds no {spec.title} roster files.")

@@ -140,14 +140,25 @@ def _year_range(e: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
 def _enum_rule(col: Column, values: tuple[str, ...], quiet: bool, code: str, expected: str):
     """Exact values; other case folded (a warning, or silently where the format allows it)."""
     allowed = list(values)
+    lowered = [v.lower() for v in values]
     ext = col.extensible
     fold = _fold_case(values)
+
+    def invalid(e: pl.Expr) -> pl.Expr:
+        term = e.str.contains(EXT_TERM) if ext else pl.lit(False)
+        known = e.str.to_lowercase().is_in(lowered) if quiet else e.is_in(allowed)
+        return ~(known | term)
+
+    def other_case(e: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+        mask, normalised = fold(e)
+        return mask & ~e.is_in(allowed), normalised
+
     return Rule(
         code,
         expected + (" (or ext:Name)" if ext else ""),
-        lambda e: ~(e.is_in(allowed) | (e.str.contains(EXT_TERM) if ext else pl.lit(False))),
+        invalid,
         None if quiet else fold,
-        fold if quiet else None,
+        other_case if quiet else None,
     )
 
 
