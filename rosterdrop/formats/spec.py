@@ -1,19 +1,23 @@
 """The vocabulary in which roster formats are written: data that the import engine interprets.
 
 A format names its files; a file names its columns (with a type, whether required, allowed
-values) and the canonical entities it feeds (`Output`). Nothing in the engine knows a format
-by name.
+values) and the canonical entities it feeds (`Output`). How values are written (delimiter,
+date forms, enum case) is the format's `Dialect`; which problems stop a whole upload is its
+`fatal` list. Nothing in the engine knows a format by name.
 """
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+
+from rosterdrop.roster.schema import REFS, Ref
 
 
 class Type(StrEnum):
     STRING = "string"
     ID = "id"  # OneRoster GUID: letters, digits and . - _ / @
     IDS = "ids"  # comma list of IDs
-    DATE = "date"  # YYYY-MM-DD
+    DATE = "date"  # YYYY-MM-DD (or the dialect's other date forms, normalised)
     DATETIME = "datetime"  # ISO 8601 in UTC with Z
     BOOLEAN = "boolean"  # true / false
     YEAR = "year"  # YYYY
@@ -21,6 +25,8 @@ class Type(StrEnum):
     ENUMS = "enums"  # comma list of enum values
     USER_IDS = "userIds"  # {type:id},{type:id}
     INTEGER = "integer"
+    PHONE = "phone"  # E.164: + then up to 15 digits
+    EMAIL = "email"  # an RFC 5322 addr-spec (the common dot-atom form)
 
 
 class Mode(StrEnum):
@@ -29,6 +35,9 @@ class Mode(StrEnum):
     BULK = "bulk"  # the full set: records missing from it are removed
     DELTA = "delta"  # only changes, each row carrying its status
     ABSENT = "absent"  # not sent: leave the roster as it is
+
+
+NUMBER = "{n}"  # in a column name: a numbered column such as location_id_2 .. location_id_999
 
 
 @dataclass(frozen=True)
@@ -40,22 +49,84 @@ class Column:
     extensible: bool = False  # OneRoster 1.2: custom enum terms written "ext:Name"
     # Columns that only carry delta bookkeeping (status, dateLastModified).
     delta_only: bool = False
+    # Other header names that mean this column (a national variant of a format).
+    aliases: tuple[str, ...] = ()
+    # Read and checked, never kept (passwords).
+    secret: bool = False
+    # With "{n}" in the name: the range of numbers the format allows (first, last).
+    numbered: tuple[int, int] | None = None
+
+    def matches(self, header_name: str) -> bool:
+        if self.numbered is None:
+            return header_name == self.name or header_name in self.aliases
+        found = re.fullmatch(re.escape(self.name).replace(re.escape(NUMBER), r"(\d+)"), header_name)
+        return bool(found) and self.numbered[0] <= int(found[1]) <= self.numbered[1]
 
 
 @dataclass(frozen=True)
 class Output:
     """One canonical entity fed by a file: canonical field -> source column.
 
-    With `explode`, one record is made per item of that comma-list column, and the source
-    column name "@item" stands for the item. The key joins the values of `key` with ":".
+    With `explode`, one record is made per item of that comma-list column; with `unpivot`,
+    one per non-empty value among those columns (a name may hold "{n}"). In both, the source
+    column name "@item" stands for the item. The key joins the values of `key` with ":"; a
+    field whose source is a tuple of columns gets them joined the same way (a derived ID).
+    `where` keeps only rows whose column is non-empty (True) or empty (False). `translate`
+    maps source values to canonical ones per field. `deduplicate`: several rows may describe
+    the same record (one row per contact, per school...); the first is kept, silently.
     """
 
     entity: str
-    fields: dict[str, str]
+    fields: dict[str, str | tuple[str, ...]]
     key: tuple[str, ...] = ("sourcedId",)
     explode: str | None = None
+    unpivot: tuple[str, ...] = ()
     constants: dict[str, str] = field(default_factory=dict)
     keep_extra: bool = True
+    where: dict[str, bool] = field(default_factory=dict)
+    translate: dict[str, dict[str, str]] = field(default_factory=dict)
+    deduplicate: bool = False
+
+    @property
+    def derived(self) -> bool:
+        """Records made from items or repeated rows: their duplicates echo the source rows."""
+        return bool(self.explode or self.unpivot or self.deduplicate)
+
+    def sources(self) -> set[str]:
+        """Every source column this output reads."""
+        names = set(self.key) | set(self.where) | set(self.unpivot)
+        for source in self.fields.values():
+            names.update((source,) if isinstance(source, str) else source)
+        if self.explode:
+            names.add(self.explode)
+        return names
+
+
+@dataclass(frozen=True)
+class RequireOneOf:
+    """A row rule: at least one of these columns must hold a value, or the row is skipped."""
+
+    columns: tuple[str, ...]
+    code: str
+    why: str  # "staff need a phone or an email to be reached"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a format writes its values and names its files and columns."""
+
+    # Candidate field separators; the one found in the header line is used.
+    delimiters: str = ","
+    # Accepted date forms (strptime); values in any but the first are normalised to ISO.
+    date_formats: tuple[str, ...] = ("%Y-%m-%d",)
+    # Enum and boolean values match in any case and are stored in the spec's case, silently.
+    case_insensitive_enums: bool = False
+    # File names match whatever their case (SDS v1 samples come in lower case).
+    case_insensitive_names: bool = False
+    # Optional columns may be left out of the header without a warning.
+    optional_columns_may_be_absent: bool = False
+    # Encoding used when a file is neither UTF-8 nor has a byte order mark ("" = district's).
+    encoding: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,20 +137,35 @@ class FileSpec:
     # Source column that holds a row's status in delta mode ("" when the format has none).
     status_column: str = ""
     extra_prefix: str = "metadata."  # extension columns the format allows to the right
+    # Any extra column is welcome (kept as metadata, no warning): "student attributes".
+    open_columns: bool = False
+    required: bool = False  # the file must be in every upload
+    # Columns whose non-empty values must be unique in the file (names of schools...).
+    unique: tuple[str, ...] = ()
+    row_rules: tuple[RequireOneOf, ...] = ()
+    dialect: Dialect | None = None  # None: the format's
 
     def column(self, name: str) -> Column | None:
-        return next((c for c in self.columns if c.name == name), None)
+        return next((c for c in self.columns if c.matches(name)), None)
+
+    def present(self, header: list[str]) -> list[tuple[Column, str]]:
+        """The spec's columns found in a header, each with the header name it goes by."""
+        return [(col, h) for h in header if (col := self.column(h)) is not None]
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """A manifest file declaring version and per-file mode (OneRoster's manifest.csv)."""
+    """A manifest file: OneRoster's property list, or a one-row table (ALO's Manifest.csv)."""
 
     name: str
-    version_property: str
-    versions: tuple[str, ...]
-    file_property_prefix: str  # "file." + file stem
-    required_properties: tuple[str, ...]
+    version_property: str = ""  # "" = the manifest names no version
+    versions: tuple[str, ...] = ()
+    file_property_prefix: str = ""  # "file." + file stem; "" = no per-file modes
+    required_properties: tuple[str, ...] = ()
+    # A one-row table with these columns instead of propertyName,value rows.
+    columns: tuple[str, ...] = ()
+    # The property that must equal the receiving account's ID ("" = not checked).
+    account_property: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,6 +180,19 @@ class FormatSpec:
     header_order: bool = True  # columns must come in the spec's order
     # Files of the format that carry no roster data: recognised, then left alone.
     ignored_files: tuple[str, ...] = ()
+    dialect: Dialect = field(default_factory=Dialect)
+    # Issue codes that refuse the whole upload in this format: code -> files ((): any file).
+    fatal: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The upload must be one zip file.
+    zip_required: bool = False
+    # "entity.field" references that skip the record when broken, where the schema only warns.
+    strict_references: tuple[str, ...] = ()
+    # Whether `validate` may pick this format by itself (custom templates cannot be guessed).
+    detectable: bool = True
+
+    def __post_init__(self) -> None:
+        files = tuple(f if f.dialect else replace(f, dialect=self.dialect) for f in self.files)
+        object.__setattr__(self, "files", files)
 
     def file(self, name: str) -> FileSpec | None:
         return next((f for f in self.files if f.name == name), None)
@@ -101,3 +200,12 @@ class FormatSpec:
     @property
     def entities(self) -> set[str]:
         return {o.entity for f in self.files for o in f.outputs}
+
+    @property
+    def references(self) -> dict[str, tuple[Ref, ...]]:
+        """The canonical references, with this format's strict ones made strong."""
+        strict = {tuple(s.split(".", 1)) for s in self.strict_references}
+        return {
+            entity: tuple(replace(r, strong=r.strong or (entity, r.field) in strict) for r in refs)
+            for entity, refs in REFS.items()
+        }

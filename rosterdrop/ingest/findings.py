@@ -1,7 +1,7 @@
 """Issues as the pipeline finds them, before they are stored with a sync."""
 
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 FATAL, ERROR, WARNING = "fatal", "error", "warning"
 
@@ -43,8 +43,24 @@ class FindingLog:
     def __init__(self) -> None:
         self.findings: list[Finding] = []
         self._kinds: Counter[tuple[str, str, str]] = Counter()
+        # The format's refusals: code -> files (() = any), and the format's name for messages.
+        self.fatal_codes: dict[str, tuple[str, ...]] = {}
+        self.format_title = ""
+
+    def _escalated(self, finding: Finding) -> Finding:
+        """A finding the format treats as fatal, saying so."""
+        files = self.fatal_codes.get(finding.code)
+        if files is None or finding.severity == FATAL or (files and finding.file not in files):
+            return finding
+        return replace(
+            finding,
+            severity=FATAL,
+            message=f"{finding.message} {self.format_title} refuses an upload with this problem, "
+            "so nothing was applied.",
+        )
 
     def add(self, finding: Finding) -> None:
+        finding = self._escalated(finding)
         kind = (finding.file, finding.code, finding.column)
         self._kinds[kind] += 1
         if self._kinds[kind] <= KEEP_PER_KIND:
@@ -58,6 +74,7 @@ class FindingLog:
         """Record `total` findings of one kind from a few samples (vectorised checks)."""
         if not samples:
             return
+        samples = [self._escalated(f) for f in samples]
         first = samples[0]
         kind = (first.file, first.code, first.column)
         room = max(KEEP_PER_KIND - self._kinds[kind], 0)

@@ -13,7 +13,7 @@ from rosterdrop.ingest.mapping import HASH, KEY
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster.models import ENTITIES
-from rosterdrop.roster.schema import LABELS, REFS
+from rosterdrop.roster.schema import LABELS, REFS, Ref
 
 ROW, FILE = "_row", "_file"
 SAMPLES = 100
@@ -60,13 +60,17 @@ class EntityRows:
 
 
 def check_keys(
-    entities: dict[str, EntityRows], known: dict[str, pl.Series], log: FindingLog
+    entities: dict[str, EntityRows],
+    known: dict[str, pl.Series],
+    log: FindingLog,
+    refs: dict[str, tuple[Ref, ...]] | None = None,
 ) -> dict[str, pl.DataFrame]:
     """Accepted records per entity (_key, _hash, _status, _row); findings for the rest.
 
     `known` holds the active keys of the current roster, used for references into entities
-    this upload does not send in full.
+    this upload does not send in full. `refs`: the format's references (default: the schema's).
     """
+    refs = REFS if refs is None else refs
     accepted: dict[str, pl.DataFrame] = {}
     active_keys: dict[str, pl.Series] = {}
     empty = pl.Series(KEY, [], pl.String)
@@ -81,7 +85,7 @@ def check_keys(
         carried = known.get(entity, empty) if rows.mode != "bulk" else empty
         own_keys = pl.concat([frame.filter(live)[KEY], carried])
         keep = pl.Series([True] * frame.height, dtype=pl.Boolean)
-        for ref in REFS.get(entity, ()):
+        for ref in refs.get(entity, ()):
             if ref.field not in frame.columns:
                 continue
             targets = own_keys if ref.target == entity else active_keys[ref.target]

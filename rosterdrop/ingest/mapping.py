@@ -1,7 +1,9 @@
 """Map: a validated batch of source rows -> canonical records of each entity the file feeds.
 
-Each record carries its key (source ID), its canonical fields as JSON (`_data`, extra source
-columns under "metadata"), a content hash of that JSON, its status and its source line.
+Each record carries its key (source ID), its canonical fields as JSON (`_data`: every field of
+the entity in schema order, extra source columns under "metadata"), a content hash of that
+JSON, its status and its source line. Fixed field order and nulls for what a format lacks mean
+the same record sent in two formats hashes the same.
 """
 
 import polars as pl
@@ -9,54 +11,124 @@ import polars as pl
 from rosterdrop.formats.spec import FileSpec, Output
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
-from rosterdrop.roster.schema import REFS
+from rosterdrop.roster.schema import FIELDS, REFS
 
 KEY, DATA, HASH = "_key", "_data", "_hash"
 ITEM = "@item"
+SOURCED_ID = "sourcedId"
 # Fixed, so that hashes stay comparable from one import to the next.
 HASH_SEED = 20261122
 
 
 def extra_columns(file: FileSpec, header: list[str]) -> list[str]:
-    """Source columns the spec does not define (metadata.* and unknown): kept, never dropped."""
-    return [h for h in header if file.column(h) is None]
+    """Source columns no output reads (metadata.*, unknown, defined but unmapped): kept.
+
+    Secret columns (passwords) and delta bookkeeping are never kept.
+    """
+    used = set().union(*(o.sources() for o in file.outputs)) if file.outputs else set()
+    extras = []
+    for name in header:
+        col = file.column(name)
+        if col is not None and (col.secret or col.delta_only or col.name in used):
+            continue
+        if col is not None and col.numbered and any(col.name in o.unpivot for o in file.outputs):
+            continue
+        # A column known by an alias has been renamed to the spec's name by then.
+        extras.append(col.name if col is not None and not col.numbered else name)
+    return extras
 
 
 def _value(source: str) -> pl.Expr:
-    col = pl.col(ITEM) if source == ITEM else pl.col(source)
+    col = pl.col(source)
     return pl.when(col == "").then(None).otherwise(col)
 
 
-def map_batch(
-    file: FileSpec, output: Output, frame: pl.DataFrame, extras: list[str]
-) -> pl.DataFrame:
+def _source(source: str | tuple[str, ...], present: set[str]) -> pl.Expr:
+    """A field's value: one column, or several joined with ":" (null if any is empty)."""
+    parts = (source,) if isinstance(source, str) else source
+    if not all(p in present for p in parts):
+        return pl.lit(None, pl.String)
+    if len(parts) == 1:
+        return _value(parts[0])
+    return pl.concat_str([_value(p) for p in parts], separator=":")
+
+
+def _rows(file: FileSpec, output: Output, frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows this output reads: filtered by `where`, one per item if it explodes/unpivots."""
+    present = set(frame.columns)
+    for name, filled in output.where.items():
+        value = pl.col(name) != "" if name in present else pl.lit(False)
+        frame = frame.filter(value if filled else ~value)
     if output.explode:
-        frame = (
+        return (
             frame.with_columns(pl.col(output.explode).str.split(",").alias(ITEM))
             .explode(ITEM)
             .with_columns(pl.col(ITEM).str.strip_chars())
             .filter(pl.col(ITEM).is_not_null() & (pl.col(ITEM) != ""))
         )
+    if output.unpivot:
+        columns = [h for h in frame.columns if any(_is(file, u, h) for u in output.unpivot)]
+        if not columns:
+            return frame.clear().with_columns(pl.lit("").alias(ITEM))
+        rest = [c for c in frame.columns if c not in columns]
+        return (
+            frame.unpivot(on=columns, index=rest, value_name=ITEM)
+            .drop("variable")
+            .filter(pl.col(ITEM) != "")
+            .sort(LINE, maintain_order=True)
+        )
+    return frame
+
+
+def _is(file: FileSpec, spec_name: str, header_name: str) -> bool:
+    col = file.column(header_name)
+    return col is not None and col.name == spec_name
+
+
+def map_batch(
+    file: FileSpec, output: Output, frame: pl.DataFrame, extras: list[str]
+) -> pl.DataFrame:
+    frame = _rows(file, output, frame)
     present = set(frame.columns)
-    fields = {
-        field: _value(source) if source in present or source == ITEM else pl.lit(None, pl.String)
-        for field, source in output.fields.items()
-    }
-    fields.update({field: pl.lit(value) for field, value in output.constants.items()})
+    mapped = {f: _source(s, present) for f, s in output.fields.items()}
+    for name, table in output.translate.items():
+        mapped[name] = mapped[name].replace(table)
+    mapped.update({f: pl.lit(v) for f, v in output.constants.items()})
+    fields = {f: mapped.get(f, pl.lit(None, pl.String)) for f in FIELDS[output.entity]}
     if output.keep_extra and extras:
         fields["metadata"] = pl.struct(**{name: _value(name) for name in extras})
-    key_parts = [pl.col(ITEM) if k == ITEM else pl.col(k) for k in output.key]
-    refs = [r.field for r in REFS.get(output.entity, ()) if r.field in fields]
+    key = pl.concat_str(
+        [pl.col(k) if k in present else pl.lit("") for k in output.key], separator=":"
+    )
+    refs = {
+        r.field: key if r.field == SOURCED_ID else fields[r.field]
+        for r in REFS.get(output.entity, ())
+        if r.field in mapped or r.field == SOURCED_ID
+    }
     return frame.select(
-        pl.concat_str(key_parts, separator=":").alias(KEY),
+        key.alias(KEY),
         pl.struct(**fields).struct.json_encode().alias(DATA),
         pl.col(LINE),
         pl.col(STATUS),
-        *(fields[f].fill_null("").alias(f) for f in refs),
+        *(expr.fill_null("").alias(f) for f, expr in refs.items()),
     ).with_columns(pl.col(DATA).hash(HASH_SEED).reinterpret(signed=True).alias(HASH))
 
 
 def source_column(output: Output, field: str) -> str:
     """The source column a canonical field came from, for messages."""
     source = output.fields.get(field, field)
-    return output.explode if source == ITEM and output.explode else source
+    if source == ITEM:
+        return _item_column(output) or field
+    return source if isinstance(source, str) else " + ".join(source)
+
+
+def _item_column(output: Output) -> str:
+    return output.explode or " / ".join(output.unpivot)
+
+
+def message_columns(output: Output) -> dict[str, str]:
+    """Canonical field -> source column(s) as the district wrote them, for messages."""
+    columns = {f: source_column(output, f) for f in output.fields}
+    key = [_item_column(output) if k == ITEM else k for k in output.key]
+    columns.setdefault(SOURCED_ID, " + ".join(key))
+    return columns

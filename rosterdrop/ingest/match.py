@@ -1,17 +1,23 @@
 """Match: the members of an upload -> the format, each file's spec and its mode.
 
-Names match exactly (case-sensitive), as OneRoster and most vendors require; a near miss
-("Users.csv") is named in the finding so the fix is obvious.
+Names match exactly (case-sensitive) unless the format's dialect says otherwise; a near miss
+("Users.csv") is named in the finding so the fix is obvious. Without a configured format the
+format is recognised from file names, the manifest and each file's header, and the reason is
+said in words.
 """
 
-from dataclasses import dataclass
+import codecs
+import csv
+from dataclasses import dataclass, replace
 
 from rosterdrop.formats import FORMATS, get_format
-from rosterdrop.formats.spec import FileSpec, FormatSpec, Mode
+from rosterdrop.formats.spec import FileSpec, FormatSpec, Manifest, Mode
 from rosterdrop.ingest.decode import decode
-from rosterdrop.ingest.findings import FATAL, WARNING, Failure, Finding, FindingLog
+from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding, FindingLog
 from rosterdrop.ingest.read import read_table
 from rosterdrop.ingest.unpack import Member
+
+HEADER_BYTES = 64 << 10
 
 
 @dataclass
@@ -21,39 +27,119 @@ class Matched:
     files: list[tuple[FileSpec, Member, Mode]]
 
 
-def read_manifest(member: Member) -> dict[str, str]:
+def _fatal(code: str, message: str, file: str = "", column: str = "", value: str = "") -> Failure:
+    return Failure(Finding(FATAL, code, message, file, 1 if column else None, column, value))
+
+
+def read_manifest(member: Member, manifest: Manifest) -> dict[str, str]:
+    """The manifest's properties: propertyName,value rows, or the columns of a one-row table."""
     with member.open() as stream:
         table = read_table(member.name, decode(stream, member.name).chunks)
+        rows = [row for batch in table.batches for row in batch.iter_rows()]
+    if not manifest.columns:
         if table.header[:2] != ["propertyName", "value"]:
-            raise Failure(
-                Finding(
-                    FATAL,
-                    "manifest_invalid",
-                    f"{member.name} must have the columns propertyName,value.",
-                    member.name,
-                    1,
-                )
+            raise _fatal(
+                "manifest_invalid",
+                f"{member.name} must have the columns propertyName,value.",
+                member.name,
+                "propertyName",
             )
-        return {k.strip(): v.strip() for b in table.batches for k, v, _ in b.iter_rows()}
+        return {row[0].strip(): row[1].strip() for row in rows}
+    missing = [c for c in manifest.columns if c not in table.header]
+    if missing:
+        raise _fatal(
+            "manifest_invalid",
+            f"{member.name} has no {missing[0]!r} column; its header must be "
+            + ",".join(manifest.columns)
+            + ". Download the file template for this account.",
+            member.name,
+            missing[0],
+        )
+    if len(rows) != 1:
+        raise _fatal(
+            "manifest_invalid",
+            f"{member.name} must have exactly one row under its header; it has {len(rows)}.",
+            member.name,
+        )
+    return {h: str(v).strip() for h, v in zip(table.header, rows[0], strict=False)}
+
+
+def _header(member: Member, delimiters: str) -> list[str]:
+    """A member's header row, read cheaply for recognising the format."""
+    with member.open() as stream:
+        head = stream.read(HEADER_BYTES)
+    for bom, encoding in ((codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if head.startswith(bom):
+            text = head.decode(encoding, errors="replace")
+            break
+    else:
+        text = head.removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="replace")
+    line = text.splitlines()[0] if text else ""
+    delimiter = next((d for d in delimiters if d in line), delimiters[0])
+    return [h.strip() for h in next(csv.reader([line], delimiter=delimiter), [])]
+
+
+def _lookup(spec: FormatSpec, members: dict[str, Member]) -> dict[str, Member]:
+    """Members by the name the format gives them (any case, if the format allows it)."""
+    if not spec.dialect.case_insensitive_names:
+        return members
+    lower = {name.lower(): m for name, m in members.items()}
+    names = [f.name for f in spec.files] + list(spec.ignored_files)
+    return {**members, **{n: lower[n.lower()] for n in names if n.lower() in lower}}
+
+
+def _fit(spec: FormatSpec, members: dict[str, Member]) -> tuple[int, str]:
+    """How well an upload fits a format (0 = not at all), and why, in words."""
+    why = []
+    score = 0
+    if spec.manifest:
+        manifest = members.get(spec.manifest.name)
+        if manifest is None:
+            return 0, ""
+        try:
+            props = read_manifest(manifest, spec.manifest)
+        except Failure:
+            return 0, ""
+        if spec.manifest.version_property:
+            version = props.get(spec.manifest.version_property, "")
+            if version not in spec.manifest.versions:
+                return 0, ""
+            why.append(f"{spec.manifest.name} says {spec.manifest.version_property} = {version}")
+        else:
+            why.append(f"{spec.manifest.name} has the columns " + ",".join(spec.manifest.columns))
+        score += 1000
+    found = _lookup(spec, members)
+    fitting, named = [], []
+    for file in spec.files:
+        member = found.get(file.name)
+        if member is None:
+            continue
+        header = _header(member, file.dialect.delimiters)
+        present = {c.name for c, _ in file.present(header)}
+        required = [c.name for c in file.columns if c.required]
+        if required and all(c in present for c in required):
+            fitting.append(file.name)
+            score += 10
+        elif present:
+            named.append(file.name)
+            score += 1
+    if not fitting:
+        return 0, ""
+    why.append(f"{', '.join(fitting)} have the file names and required columns of {spec.title}")
+    if named:
+        why.append(f"{', '.join(named)} have its file names")
+    return score, "; ".join(why)
 
 
 def detect(members: dict[str, Member]) -> tuple[FormatSpec, str]:
-    """Recognise the format from the file names (and the manifest's version)."""
+    """Recognise the format from the manifest, the file names and the headers."""
+    best, best_score, best_why = None, 0, ""
     for spec in FORMATS.values():
-        if spec.manifest and spec.manifest.name in members:
-            props = read_manifest(members[spec.manifest.name])
-            version = props.get(spec.manifest.version_property, "")
-            if version in spec.manifest.versions:
-                return spec, (
-                    f"{spec.manifest.name} says {spec.manifest.version_property} = {version}"
-                )
-    best, best_names = None, set()
-    for spec in FORMATS.values():
-        if spec.manifest:
+        if not spec.detectable:
             continue
-        names = {f.name for f in spec.files} & set(members)
-        if len(names) > len(best_names):
-            best, best_names = spec, names
+        score, why = _fit(spec, members)
+        if score > best_score:
+            best, best_score, best_why = spec, score, why
     if best is None:
         raise Failure(
             Finding(
@@ -64,50 +150,82 @@ def detect(members: dict[str, Member]) -> tuple[FormatSpec, str]:
                 + ".",
             )
         )
-    return best, f"no manifest; file names {', '.join(sorted(best_names))} match {best.title}"
+    return best, f"recognised as {best.title}: {best_why}"
 
 
-def match(members: list[Member], format_slug: str | None, log: FindingLog) -> Matched:
+def match(
+    members: list[Member], format_slug: str | None, log: FindingLog, account: str = ""
+) -> Matched:
     by_name = {m.name: m for m in members}
     if format_slug:
-        spec, reason = get_format(format_slug), "the format configured for the district"
+        spec, reason = get_format(format_slug, account), "the format configured for the district"
     else:
         spec, reason = detect(by_name)
-    modes = _modes(spec, by_name, log)
+    log.fatal_codes, log.format_title = spec.fatal, spec.title
+    if spec.zip_required and any(not m.package for m in members):
+        raise _fatal(
+            "zip_required",
+            f"{spec.title} files must arrive together in one .zip file; "
+            f"{', '.join(sorted(by_name))} came as loose files.",
+        )
+    found = _lookup(spec, by_name)
+    props = _manifest(spec, found, account)
+    modes = _modes(spec, props)
     files = []
     for file in spec.files:
-        member = by_name.get(file.name)
+        member = found.get(file.name)
         mode = modes.get(file.name, Mode.ABSENT)
         if member is None:
             near = next((n for n in by_name if n.lower() == file.name.lower()), None)
-            if mode != Mode.ABSENT or spec.all_files_required or near:
+            if mode != Mode.ABSENT or spec.all_files_required or file.required:
                 hint = f" (found {near!r}: file names are case-sensitive)" if near else ""
-                raise Failure(
-                    Finding(
-                        FATAL,
-                        "file_missing",
-                        f"{file.name} is missing from the upload{hint}.",
-                        file.name,
-                        value=near or "",
-                    )
+                raise _fatal(
+                    "file_missing", f"{file.name} is missing from the upload{hint}.", file.name
                 )
             continue
         if mode == Mode.ABSENT:
+            mode = spec.default_mode
+            if spec.manifest and spec.manifest.file_property_prefix:
+                mode = Mode.BULK
+                log.add(
+                    Finding(
+                        WARNING,
+                        "file_not_in_manifest",
+                        f"{file.name} was sent but the manifest does not list it as bulk or "
+                        "delta; it was read as a full (bulk) file.",
+                        file.name,
+                    )
+                )
+        # Read and reported under the name it was sent as (school.csv for School.csv).
+        files.append((replace(file, name=member.name), member, mode))
+    _unknown_files(spec, by_name, {m.name for _, m, _ in files}, log)
+    if not files:
+        raise _fatal("no_roster_files", f"The upload holds no {spec.title} roster files.")
+    return Matched(spec, reason, files)
+
+
+def _unknown_files(spec: FormatSpec, by_name: dict, read: set[str], log: FindingLog) -> None:
+    """Files the format does not read: a near miss of a known name is an error, else a warning."""
+    known = [f.name for f in spec.files] + list(spec.ignored_files)
+    if spec.manifest:
+        known.append(spec.manifest.name)
+    insensitive = spec.dialect.case_insensitive_names
+    for name in sorted(set(by_name) - read - set(known)):
+        near = next((k for k in known if k.lower() == name.lower()), None)
+        if insensitive and near:
+            continue
+        if near:
             log.add(
                 Finding(
-                    WARNING,
-                    "file_not_in_manifest",
-                    f"{file.name} was sent but the manifest does not list it as bulk or delta; "
-                    "it was read as a full (bulk) file.",
-                    file.name,
+                    ERROR,
+                    "file_misnamed",
+                    f"{name} was not read: {spec.title} names this file {near!r}, and file names "
+                    "are case-sensitive. Rename the file and send it again.",
+                    name,
+                    value=near,
                 )
             )
-            mode = Mode.BULK
-        files.append((file, member, mode))
-    known = {f.name for f in spec.files} | set(spec.ignored_files)
-    if spec.manifest:
-        known.add(spec.manifest.name)
-    for name in sorted(set(by_name) - known):
+            continue
         log.add(
             Finding(
                 WARNING,
@@ -116,66 +234,72 @@ def match(members: list[Member], format_slug: str | None, log: FindingLog) -> Ma
                 name,
             )
         )
-    if not files:
-        raise Failure(
-            Finding(FATAL, "no_roster_files", f"The upload holds no {spec.title} roster files.")
-        )
-    return Matched(spec, reason, files)
 
 
-def _modes(spec: FormatSpec, members: dict[str, Member], log: FindingLog) -> dict[str, Mode]:
-    if spec.manifest is None:
-        return {f.name: spec.default_mode for f in spec.files}
-    manifest = members.get(spec.manifest.name)
+def _manifest(spec: FormatSpec, members: dict[str, Member], account: str) -> dict[str, str]:
+    """The manifest's properties, checked: present, complete, the right version and account."""
+    manifest = spec.manifest
     if manifest is None:
-        raise Failure(
-            Finding(
-                FATAL,
-                "manifest_missing",
-                f"{spec.manifest.name} is missing; {spec.title} requires it to say which files "
-                "are sent and whether each is a full (bulk) or a change (delta) file.",
-                spec.manifest.name,
-            )
+        return {}
+    member = members.get(manifest.name)
+    if member is None:
+        purpose = (
+            "to say which files are sent and whether each is a full (bulk) or a change (delta) file"
+            if manifest.file_property_prefix
+            else "to say which account the files are for"
         )
-    props = read_manifest(manifest)
-    for prop in spec.manifest.required_properties:
+        raise _fatal(
+            "manifest_missing",
+            f"{manifest.name} is missing; {spec.title} requires it {purpose}.",
+            manifest.name,
+        )
+    props = read_manifest(member, manifest)
+    for prop in manifest.required_properties:
         if not props.get(prop):
-            raise Failure(
-                Finding(
-                    FATAL,
-                    "manifest_invalid",
-                    f"{spec.manifest.name} has no {prop} row.",
-                    spec.manifest.name,
-                    column=prop,
-                )
+            raise _fatal(
+                "manifest_invalid", f"{manifest.name} has no {prop} value.", manifest.name, prop
             )
-    version = props[spec.manifest.version_property]
-    if version not in spec.manifest.versions:
-        raise Failure(
-            Finding(
-                FATAL,
+    if manifest.version_property:
+        version = props[manifest.version_property]
+        if version not in manifest.versions:
+            raise _fatal(
                 "format_mismatch",
-                f"{spec.manifest.name} says {spec.manifest.version_property} = {version}, "
+                f"{manifest.name} says {manifest.version_property} = {version}, "
                 f"but this upload is read as {spec.title}. Send {spec.title} files or ask for "
                 "the district's format to be changed.",
-                spec.manifest.name,
+                manifest.name,
                 value=version,
             )
-        )
+    if manifest.account_property and account:
+        stated = props.get(manifest.account_property, "")
+        if stated != account:
+            raise _fatal(
+                "manifest_account_mismatch",
+                f"{manifest.name} says {manifest.account_property} = {stated!r}, but these files "
+                f"were sent to the account {account!r}. Use the Manifest.csv downloaded for this "
+                "account.",
+                manifest.name,
+                manifest.account_property,
+                stated,
+            )
+    return props
+
+
+def _modes(spec: FormatSpec, props: dict[str, str]) -> dict[str, Mode]:
+    manifest = spec.manifest
+    if manifest is None or not manifest.file_property_prefix:
+        return {f.name: spec.default_mode for f in spec.files if f.required}
     modes = {}
     for file in spec.files:
-        value = props.get(spec.manifest.file_property_prefix + file.name.removesuffix(".csv"), "")
+        value = props.get(manifest.file_property_prefix + file.name.removesuffix(".csv"), "")
         try:
             modes[file.name] = Mode(value) if value else Mode.ABSENT
         except ValueError:
-            raise Failure(
-                Finding(
-                    FATAL,
-                    "manifest_invalid",
-                    f"{spec.manifest.name} gives {file.name} the mode {value!r}; it must be "
-                    "absent, bulk or delta.",
-                    spec.manifest.name,
-                    value=value,
-                )
+            raise _fatal(
+                "manifest_invalid",
+                f"{manifest.name} gives {file.name} the mode {value!r}; it must be "
+                "absent, bulk or delta.",
+                manifest.name,
+                value=value,
             ) from None
     return modes

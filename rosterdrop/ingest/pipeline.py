@@ -20,7 +20,7 @@ from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
 from rosterdrop.ingest.keys import EntityRows, check_keys
-from rosterdrop.ingest.mapping import DATA, HASH, KEY, extra_columns, map_batch
+from rosterdrop.ingest.mapping import DATA, HASH, KEY, extra_columns, map_batch, message_columns
 from rosterdrop.ingest.match import match
 from rosterdrop.ingest.outcome import Checked, Outcome
 from rosterdrop.ingest.plan import Plan, plan_entity
@@ -50,15 +50,19 @@ def check(
     fallback_encoding: str = "cp1252",
     spill_dir: Path | None = None,
     known: dict[str, pl.Series] | None = None,
+    account: str = "",
 ) -> Checked:
     """Unpack, match, decode, read, map and validate; spill record data if `spill_dir`.
 
     `known`: active keys of the current roster, for references to records not sent now.
+    `account`: the receiving district's slug (manifests naming a district, custom templates).
     """
     result = Checked()
+    refs = None
     try:
         members = unpack(paths, limits())
-        matched = match(members, format_slug, result.log)
+        matched = match(members, format_slug, result.log, account)
+        refs = matched.format.references
         result.format, result.reason = matched.format.slug, matched.reason
         for file, member, mode in matched.files:
             _read_file(result, matched.format, file, member, mode, fallback_encoding, spill_dir)
@@ -68,7 +72,7 @@ def check(
     finally:
         _close_spills(result)
     if not result.fatal:
-        result.accepted = check_keys(result.entities, known or {}, result.log)
+        result.accepted = check_keys(result.entities, known or {}, result.log, refs)
         result.counts = {
             e: int((frame[STATUS] == "active").sum()) for e, frame in result.accepted.items()
         }
@@ -79,8 +83,8 @@ def _read_file(
     result: Checked, fmt: FormatSpec, file, member, mode: Mode, fallback: str, spill_dir
 ) -> None:
     with member.open() as stream:
-        decoded = decode(stream, file.name, fallback)
-        table = read_table(file.name, decoded.chunks)
+        decoded = decode(stream, file.name, file.dialect.encoding or fallback)
+        table = read_table(file.name, decoded.chunks, file.dialect.delimiters)
         check_header(file, table.header, fmt.header_order, result.log)
         checker = RowChecker(file, table.header, mode, result.log)
         extras = extra_columns(file, table.header)
@@ -89,11 +93,9 @@ def _read_file(
             for output in file.outputs:
                 mapped = map_batch(file, output, batch, extras)
                 rows = result.entities.setdefault(
-                    output.entity, EntityRows(output.entity, mode, derived=bool(output.explode))
+                    output.entity, EntityRows(output.entity, mode, derived=output.derived)
                 )
-                rows.columns = rows.columns or {
-                    f: s for f, s in output.fields.items() if s != "@item"
-                }
+                rows.columns = rows.columns or message_columns(output)
                 if spill_dir is not None:
                     _spill(result, spill_dir, output.entity, mapped)
                 rows.add(mapped, file.name)
@@ -136,7 +138,9 @@ def run(
             e: snapshot.filter((pl.col("entity") == e) & (pl.col("status") == "active"))[KEY]
             for e in snapshot["entity"].unique()
         }
-        checked = check(paths, district.format, district.fallback_encoding, work, known)
+        checked = check(
+            paths, district.format, district.fallback_encoding, work, known, district.slug
+        )
         if checked.fatal:
             return Outcome("failed", checked, message=_first_fatal(checked))
         with store.bulk_connection() as conn:

@@ -33,6 +33,7 @@ class Table:
 
 
 def read_table(name: str, chunks: Iterator[bytes], delimiter: str = ",") -> Table:
+    """`delimiter`: one character, or several candidates: the first found in the header wins."""
     pieces = _pieces(name, _line_endings(chunks))
     try:
         first, _ = next(pieces)
@@ -41,6 +42,7 @@ def read_table(name: str, chunks: Iterator[bytes], delimiter: str = ",") -> Tabl
             Finding(FATAL, "file_empty", f"{name} is empty: it needs at least a header row.", name)
         ) from None
     header_text, _, rest = first.partition(b"\n")
+    delimiter = next((d for d in delimiter if d.encode() in header_text), delimiter[0])
     header = next(csv.reader([header_text.decode("utf-8").rstrip("\r")], delimiter=delimiter), [])
     header = [h.strip() for h in header]
     if not any(header):

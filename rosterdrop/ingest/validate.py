@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from rosterdrop.formats.spec import Column, FileSpec, Mode, Type
+from rosterdrop.formats.spec import Column, Dialect, FileSpec, Mode, Type
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding, FindingLog
 from rosterdrop.ingest.read import LINE
 
@@ -22,11 +22,17 @@ ID_LIST_CHARS = r"^[0-9A-Za-z.\-_/@]+(,[0-9A-Za-z.\-_/@]+)*$"
 DATETIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$"
 USER_IDS = r"^\{[^:}]+:[^}]+\}(,\{[^:}]+:[^}]+\})*$"
 EXT_TERM = r"^ext:[A-Za-z0-9.\-_]+$"
+PHONE = r"^\+[1-9][0-9]{1,14}$"
+# RFC 5322 addr-spec in its dot-atom form (what every SIS writes; quoted local parts refused).
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+EMAIL = rf"^{_ATOM}(\.{_ATOM})*@{_LABEL}(\.{_LABEL})+$"
 
 
 def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingLog) -> None:
     """Fatal if a required column is missing; warnings for order, unknown and missing optional."""
     name = file.name
+    dialect = file.dialect or Dialect()
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise Failure(
@@ -40,8 +46,9 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
             )
         )
     lower = {h.lower(): h for h in header}
+    found = {col.name for col, _ in file.present(header)}
     for col in file.columns:
-        if col.name in header:
+        if col.name in found or col.numbered:
             continue
         hint = ""
         if col.name.lower() in lower:
@@ -58,6 +65,8 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
                     col.name,
                 )
             )
+        if dialect.optional_columns_may_be_absent and not hint:
+            continue
         log.add(
             Finding(
                 WARNING,
@@ -68,8 +77,9 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
                 col.name,
             )
         )
-    known = [c.name for c in file.columns if c.name in header]
-    if ordered and [h for h in header if h in known] != known:
+    order = [c.name for c in file.columns]
+    seen = [order.index(col.name) for col, _ in file.present(header)]
+    if ordered and seen != sorted(seen):
         log.add(
             Finding(
                 WARNING,
@@ -80,6 +90,8 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
                 1,
             )
         )
+    if file.open_columns:
+        return
     for h in header:
         if file.column(h) is None and not (file.extra_prefix and h.startswith(file.extra_prefix)):
             log.add(
@@ -104,6 +116,8 @@ class Rule:
     invalid: Callable[[pl.Expr], pl.Expr]
     # Values that are invalid as written but have one clear meaning -> (mask, normalised).
     fixable: Callable[[pl.Expr], tuple[pl.Expr, pl.Expr]] | None = None
+    # Valid values written in another accepted form -> (mask, normalised); no issue.
+    normalise: Callable[[pl.Expr], tuple[pl.Expr, pl.Expr]] | None = None
 
 
 def _fold_case(values: tuple[str, ...]) -> Callable[[pl.Expr], tuple[pl.Expr, pl.Expr]]:
@@ -123,7 +137,54 @@ def _year_range(e: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     return (last - first == 1).fill_null(False), parts.struct.field("2")
 
 
-def rule_for(col: Column) -> Rule | None:
+def _enum_rule(col: Column, values: tuple[str, ...], quiet: bool, code: str, expected: str):
+    """Exact values; other case folded (a warning, or silently where the format allows it)."""
+    allowed = list(values)
+    lowered = [v.lower() for v in values]
+    ext = col.extensible
+    fold = _fold_case(values)
+
+    def invalid(e: pl.Expr) -> pl.Expr:
+        term = e.str.contains(EXT_TERM) if ext else pl.lit(False)
+        known = e.str.to_lowercase().is_in(lowered) if quiet else e.is_in(allowed)
+        return ~(known | term)
+
+    def other_case(e: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+        mask, normalised = fold(e)
+        return mask & ~e.is_in(allowed), normalised
+
+    return Rule(
+        code,
+        expected + (" (or ext:Name)" if ext else ""),
+        invalid,
+        None if quiet else fold,
+        other_case if quiet else None,
+    )
+
+
+def _date_rule(formats: tuple[str, ...]) -> Rule:
+    iso, *others = formats
+
+    def parse_iso(e: pl.Expr) -> pl.Expr:
+        return e.str.to_date(iso, strict=False).is_not_null() & (
+            e.str.contains(r"^\d{4}-\d{2}-\d{2}$") if iso == "%Y-%m-%d" else pl.lit(True)
+        )
+
+    def other_form(e: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+        parsed = pl.coalesce([e.str.to_date(f, strict=False) for f in others])
+        return parsed.is_not_null() & ~parse_iso(e), parsed.dt.strftime("%Y-%m-%d")
+
+    return Rule(
+        "date_invalid",
+        "a date written YYYY-MM-DD (e.g. 2025-08-15)",
+        lambda e: ~parse_iso(e) & (other_form(e)[0].not_() if others else pl.lit(True)),
+        normalise=other_form if others else None,
+    )
+
+
+def rule_for(col: Column, dialect: Dialect | None = None) -> Rule | None:
+    dialect = dialect or Dialect()
+    quiet = dialect.case_insensitive_enums
     match col.type:
         case Type.STRING:
             return None
@@ -140,14 +201,7 @@ def rule_for(col: Column) -> Rule | None:
                 lambda e: ~e.str.contains(ID_LIST_CHARS),
             )
         case Type.DATE:
-            return Rule(
-                "date_invalid",
-                "a date written YYYY-MM-DD (e.g. 2025-08-15)",
-                lambda e: (
-                    e.str.to_date("%Y-%m-%d", strict=False).is_null()
-                    | ~e.str.contains(r"^\d{4}-\d{2}-\d{2}$")
-                ),
-            )
+            return _date_rule(dialect.date_formats)
         case Type.DATETIME:
             return Rule(
                 "datetime_invalid",
@@ -155,12 +209,7 @@ def rule_for(col: Column) -> Rule | None:
                 lambda e: ~e.str.contains(DATETIME),
             )
         case Type.BOOLEAN:
-            return Rule(
-                "boolean_invalid",
-                "true or false",
-                lambda e: ~e.is_in(["true", "false"]),
-                _fold_case(("true", "false")),
-            )
+            return _enum_rule(col, ("true", "false"), quiet, "boolean_invalid", "true or false")
         case Type.YEAR:
             return Rule(
                 "year_invalid",
@@ -169,15 +218,8 @@ def rule_for(col: Column) -> Rule | None:
                 _year_range,
             )
         case Type.ENUM:
-            allowed = list(col.values)
-            ext = col.extensible
-            return Rule(
-                "enum_invalid",
-                "one of " + ", ".join(col.values) + (" (or ext:Name)" if ext else ""),
-                lambda e: (
-                    ~(e.is_in(allowed) | (e.str.contains(EXT_TERM) if ext else pl.lit(False)))
-                ),
-                _fold_case(col.values),
+            return _enum_rule(
+                col, col.values, quiet, "enum_invalid", "one of " + ", ".join(col.values)
             )
         case Type.USER_IDS:
             return Rule(
@@ -187,6 +229,18 @@ def rule_for(col: Column) -> Rule | None:
             )
         case Type.INTEGER:
             return Rule("integer_invalid", "a whole number", lambda e: ~e.str.contains(r"^-?\d+$"))
+        case Type.PHONE:
+            return Rule(
+                "phone_invalid",
+                "a phone number in E.164 form: + and the country code, e.g. +14255550100",
+                lambda e: ~e.str.contains(PHONE),
+            )
+        case Type.EMAIL:
+            return Rule(
+                "email_invalid",
+                "an email address such as jane.doe@example.org",
+                lambda e: ~e.str.contains(EMAIL),
+            )
     return None
 
 
@@ -195,64 +249,119 @@ class RowChecker:
 
     def __init__(self, file: FileSpec, header: list[str], mode: Mode, log: FindingLog):
         self.file, self.mode, self.log = file, mode, log
-        self.columns = [c for c in file.columns if c.name in header and not c.delta_only]
+        self.dialect = file.dialect or Dialect()
+        present = [(c, h) for c, h in file.present(header) if not c.delta_only]
+        # Columns known by an alias are renamed to the spec's name; numbered ones keep theirs.
+        self.renames = {h: c.name for c, h in present if h != c.name and not c.numbered}
+        self.columns = [(c, h if c.numbered else c.name) for c, h in present]
         self.rows = 0
         self.skipped = 0
         self.status_column = file.status_column if file.status_column in header else ""
         self._bulk_status_rows = 0
+        self._seen: dict[str, pl.DataFrame] = {}
 
     def check(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Return the batch with fixable values normalised and invalid rows removed."""
+        frame = frame.rename(self.renames) if self.renames else frame
         self.rows += frame.height
         bad = pl.Series("bad", [False] * frame.height, dtype=pl.Boolean)
         fixes = {}
-        for col in self.columns:
-            values = frame[col.name]
+        for col, name in self.columns:
+            values = frame[name]
             empty = values == ""
             if col.required:
-                self._report(frame, empty, col, "required_missing", ERROR, "is empty but required")
+                self._report(frame, empty, name, "required_missing", ERROR, "is empty but required")
                 bad = bad | empty
-            rule = rule_for(col)
+            rule = rule_for(col, self.dialect)
             if rule is None:
                 continue
-            nonempty = frame.select(~pl.col(col.name).eq("")).to_series()
-            invalid = frame.select(rule.invalid(pl.col(col.name))).to_series() & nonempty
+            nonempty = ~empty
+            invalid = frame.select(rule.invalid(pl.col(name))).to_series() & nonempty
+            if rule.normalise is not None:
+                other, normalised = rule.normalise(pl.col(name))
+                mask = frame.select(other).to_series().fill_null(False) & nonempty & ~invalid
+                if mask.any():
+                    fixes[name] = pl.when(pl.lit(mask)).then(normalised).otherwise(pl.col(name))
             if rule.fixable is not None and invalid.any():
-                fixable, normalised = rule.fixable(pl.col(col.name))
+                fixable, normalised = rule.fixable(pl.col(name))
                 can_fix = frame.select(fixable).to_series() & invalid
                 if can_fix.any():
                     self._report(
-                        frame, can_fix, col, rule.code.replace("invalid", "normalised"), WARNING,
+                        frame, can_fix, name, rule.code.replace("invalid", "normalised"), WARNING,
                         f"is not written as {rule.expected}; it was read as its obvious meaning",
                     )  # fmt: skip
-                    fixes[col.name] = (
-                        pl.when(pl.lit(can_fix)).then(normalised).otherwise(pl.col(col.name))
-                    )
+                    fixes[name] = pl.when(pl.lit(can_fix)).then(normalised).otherwise(pl.col(name))
                     invalid = invalid & ~can_fix
             if not invalid.any():
                 continue
             if col.required:
                 self._report(
-                    frame, invalid, col, rule.code, ERROR,
+                    frame, invalid, name, rule.code, ERROR,
                     f"should be {rule.expected}; the row was skipped",
                 )  # fmt: skip
                 bad = bad | invalid
             else:
                 self._report(
-                    frame, invalid, col, rule.code, WARNING,
+                    frame, invalid, name, rule.code, WARNING,
                     f"should be {rule.expected}; the value was left empty",
                 )  # fmt: skip
-                fixes[col.name] = (
-                    pl.when(pl.lit(invalid))
-                    .then(pl.lit(""))
-                    .otherwise(fixes.get(col.name, pl.col(col.name)))
-                )
+                kept = fixes.get(name, pl.col(name))
+                fixes[name] = pl.when(pl.lit(invalid)).then(pl.lit("")).otherwise(kept)
+        bad = bad | self._row_rules(frame, bad) | self._repeated(frame, bad)
         height = frame.height
         frame = frame.with_columns(**fixes) if fixes else frame
         frame = frame.with_columns(self._status(frame))
         frame = frame.filter(~bad & pl.col(STATUS).is_not_null())
         self.skipped += height - frame.height
         return frame
+
+    def _row_rules(self, frame: pl.DataFrame, bad: pl.Series) -> pl.Series:
+        """Rows that break one of the file's row rules (none of the columns filled)."""
+        broken = pl.Series([False] * frame.height, dtype=pl.Boolean)
+        for rule in self.file.row_rules:
+            filled = [frame[c] != "" for c in rule.columns if c in frame.columns]
+            none = ~pl.select(pl.any_horizontal(filled)).to_series() if filled else ~broken
+            none = none & ~bad
+            names = " or ".join(rule.columns)
+            self._report(
+                frame, none, rule.columns[0], rule.code, ERROR,
+                f"has no {names}; {rule.why}, so the row was not imported",
+                label="The row",
+            )  # fmt: skip
+            broken = broken | none
+        return broken
+
+    def _repeated(self, frame: pl.DataFrame, bad: pl.Series) -> pl.Series:
+        """Rows repeating a value that must be unique in the file (e.g. a school's name)."""
+        repeated = pl.Series([False] * frame.height, dtype=pl.Boolean)
+        for name in self.file.unique:
+            if name not in frame.columns:
+                continue
+            rows = frame.select(pl.col(name).alias("_v"), pl.col(LINE)).filter(
+                (pl.col("_v") != "") & ~pl.lit(bad)
+            )
+            seen = self._seen.get(name, rows.clear())
+            both = pl.concat([seen, rows])
+            first = both.group_by("_v", maintain_order=True).agg(pl.col(LINE).first().alias("_f"))
+            dupes = rows.join(first, on="_v").filter(pl.col(LINE) != pl.col("_f"))
+            self._seen[name] = both.unique("_v", keep="first", maintain_order=True)
+            mask = frame[LINE].is_in(dupes[LINE].implode())
+            for value, line, first_line in dupes.head(SAMPLES).iter_rows():
+                self.log.add(
+                    Finding(
+                        ERROR,
+                        "duplicate_value",
+                        f"{name} {value!r} on line {line} was already used on line {first_line}; "
+                        f"each value of {name} must appear once in {self.file.name}, so the row "
+                        "was skipped.",
+                        self.file.name,
+                        line,
+                        name,
+                        value,
+                    )
+                )
+            repeated = repeated | mask
+        return repeated
 
     def finish(self) -> None:
         """File-level findings, once the last batch is checked."""
@@ -283,30 +392,37 @@ class RowChecker:
                 .alias(STATUS)
             )
         valid = status.is_in(["active", "tobedeleted"])
-        col = self.file.column(self.status_column)
         self._report(
-            frame, ~valid, col, "status_invalid", ERROR,
+            frame, ~valid, self.status_column, "status_invalid", ERROR,
             "must be active or tobedeleted in a delta file; the row was skipped",
         )  # fmt: skip
         return pl.when(pl.lit(valid)).then(pl.col(self.status_column)).otherwise(None).alias(STATUS)
 
     def _report(
-        self, frame: pl.DataFrame, mask: pl.Series, col: Column, code: str, severity: str, what: str
+        self,
+        frame: pl.DataFrame,
+        mask: pl.Series,
+        column: str,
+        code: str,
+        severity: str,
+        what: str,
+        label: str = "",
     ) -> None:
         total = int(mask.sum())
         if not total:
             return
-        sample = frame.filter(mask).head(SAMPLES).select(LINE, col.name)
+        label = label or column
+        sample = frame.filter(mask).head(SAMPLES).select(LINE, column)
         findings = [
             Finding(
                 severity,
                 code,
-                f"{col.name} {value!r} on line {line} {what}."
+                f"{label} {value!r} on line {line} {what}."
                 if value
-                else f"{col.name} on line {line} {what}.",
+                else f"{label} on line {line} {what}.",
                 self.file.name,
                 line,
-                col.name,
+                column,
                 value,
             )
             for line, value in sample.iter_rows()

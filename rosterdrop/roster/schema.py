@@ -26,7 +26,10 @@ REFS: dict[str, tuple[Ref, ...]] = {
         Ref("schoolSourcedId", "orgs"),
         Ref("termSourcedIds", "academicSessions", many=True),
     ),
-    "users": (Ref("primaryOrgSourcedId", "orgs", strong=False),),
+    "users": (
+        Ref("primaryOrgSourcedId", "orgs", strong=False),
+        Ref("agentSourcedIds", "users", many=True, strong=False),
+    ),
     "roles": (Ref("userSourcedId", "users"), Ref("orgSourcedId", "orgs")),
     "demographics": (Ref("sourcedId", "users"),),
     "agents": (Ref("userSourcedId", "users"), Ref("agentSourcedId", "users", strong=False)),
@@ -36,6 +39,42 @@ REFS: dict[str, tuple[Ref, ...]] = {
         Ref("userSourcedId", "users"),
     ),
 }
+
+# The fields of each entity, in a fixed order: every record carries all of them (null when
+# its format has no such column), so the same person sent in two formats hashes the same.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "orgs": ("name", "type", "identifier", "parentSourcedId"),
+    "academicSessions": ("title", "type", "startDate", "endDate", "parentSourcedId", "schoolYear"),
+    "courses": (
+        "schoolYearSourcedId", "title", "courseCode", "grades", "orgSourcedId", "subjects",
+        "subjectCodes",
+    ),
+    "classes": (
+        "title", "grades", "courseSourcedId", "classCode", "classType", "location",
+        "schoolSourcedId", "termSourcedIds", "subjects", "subjectCodes", "periods",
+    ),
+    "users": (
+        "enabledUser", "username", "userIds", "givenName", "familyName", "middleName",
+        "identifier", "email", "sms", "phone", "agentSourcedIds", "grades", "userMasterIdentifier",
+        "preferredGivenName", "preferredMiddleName", "preferredFamilyName", "primaryOrgSourcedId",
+        "pronouns",
+    ),
+    "roles": (
+        "userSourcedId", "roleType", "role", "beginDate", "endDate", "orgSourcedId",
+        "userProfileSourcedId",
+    ),
+    "demographics": (
+        "birthDate", "sex", "americanIndianOrAlaskaNative", "asian", "blackOrAfricanAmerican",
+        "nativeHawaiianOrOtherPacificIslander", "white", "demographicRaceTwoOrMoreRaces",
+        "hispanicOrLatinoEthnicity", "countryOfBirthCode", "stateOfBirthAbbreviation",
+        "cityOfBirth", "publicSchoolResidenceStatus",
+    ),
+    "agents": ("userSourcedId", "agentSourcedId"),
+    "enrollments": (
+        "classSourcedId", "schoolSourcedId", "userSourcedId", "role", "primary", "beginDate",
+        "endDate",
+    ),
+}  # fmt: skip
 
 # What a district data manager calls each entity, for messages.
 LABELS = {
