@@ -6,7 +6,9 @@ from pathlib import Path
 import dj_database_url
 
 DATA_DIR = Path(os.environ.get("ROSTERDROP_DATA_DIR", "var")).resolve()
-DATABASE_URL = os.environ.get("ROSTERDROP_DATABASE_URL", f"sqlite:///{DATA_DIR / 'rosterdrop.sqlite3'}")
+DATABASE_URL = os.environ.get(
+    "ROSTERDROP_DATABASE_URL", f"sqlite:///{DATA_DIR / 'rosterdrop.sqlite3'}"
+)
 
 SECRET_KEY = os.environ.get("ROSTERDROP_SECRET_KEY", "")
 if not SECRET_KEY:
@@ -33,6 +35,8 @@ INSTALLED_APPS = [
     "rosterdrop.inbox",
     "rosterdrop.roster",
     "rosterdrop.ingest",
+    "rosterdrop.audit",
+    "rosterdrop.intake",
 ]
 
 MIDDLEWARE = [
@@ -98,3 +102,40 @@ ZIP_MAX_TOTAL_BYTES = int(os.environ.get("ROSTERDROP_ZIP_MAX_TOTAL_BYTES", str(8
 ZIP_MAX_RATIO = int(os.environ.get("ROSTERDROP_ZIP_MAX_RATIO", "200"))
 # Share of any entity's active records a sync may remove before it is held for approval.
 REMOVAL_THRESHOLD = float(os.environ.get("ROSTERDROP_REMOVAL_THRESHOLD", "0.10"))
+
+
+# SFTP intake (rosterdrop serve). Defaults follow OpenSSH and SFTPGo; see reference/stack.md.
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, str(default)))
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, str(default)))
+
+
+SFTP_HOST_KEY = DATA_DIR / "ssh_host_ed25519_key"
+SFTP_LOGIN_TIMEOUT = _env_float("ROSTERDROP_SFTP_LOGIN_TIMEOUT", 30)
+SFTP_KEEPALIVE_INTERVAL = _env_float("ROSTERDROP_SFTP_KEEPALIVE_INTERVAL", 15)
+SFTP_KEEPALIVE_COUNT_MAX = _env_int("ROSTERDROP_SFTP_KEEPALIVE_COUNT_MAX", 3)
+SFTP_LOGIN_DELAY = _env_float("ROSTERDROP_SFTP_LOGIN_DELAY", 1.0)  # seconds after a failure
+SFTP_MAX_AUTH_TRIES = _env_int("ROSTERDROP_SFTP_MAX_AUTH_TRIES", 6)  # per connection
+SFTP_MAX_CONNECTIONS_PER_IP = _env_int("ROSTERDROP_SFTP_MAX_CONNECTIONS_PER_IP", 20)
+SFTP_MAX_CONNECTIONS = _env_int("ROSTERDROP_SFTP_MAX_CONNECTIONS", 500)
+SFTP_MAX_SESSIONS = _env_int("ROSTERDROP_SFTP_MAX_SESSIONS", 4)  # per connection
+SFTP_MAX_OPEN_HANDLES = _env_int("ROSTERDROP_SFTP_MAX_OPEN_HANDLES", 16)  # per session
+SFTP_MAX_FILE_SIZE = _env_int("ROSTERDROP_SFTP_MAX_FILE_SIZE", 4 * 1024**3)
+# Defender (SFTPGo style): failures add to a per-IP score; at the threshold the IP is banned.
+DEFENDER_SCORE_INVALID_USER = _env_int("ROSTERDROP_DEFENDER_SCORE_INVALID_USER", 2)
+DEFENDER_SCORE_FAILED = _env_int("ROSTERDROP_DEFENDER_SCORE_FAILED", 1)
+DEFENDER_SCORE_LIMIT = _env_int("ROSTERDROP_DEFENDER_SCORE_LIMIT", 3)  # too many per-IP conns
+DEFENDER_THRESHOLD = _env_int("ROSTERDROP_DEFENDER_THRESHOLD", 15)
+DEFENDER_OBSERVATION_SECONDS = _env_int("ROSTERDROP_DEFENDER_OBSERVATION_SECONDS", 1800)
+DEFENDER_BAN_SECONDS = _env_int("ROSTERDROP_DEFENDER_BAN_SECONDS", 1800)
+DEFENDER_BAN_INCREASE = _env_float("ROSTERDROP_DEFENDER_BAN_INCREASE", 0.5)  # +50 % per repeat
+# Sources never banned (comma-separated IPs or networks), e.g. the district's own NAT.
+DEFENDER_SAFELIST = os.environ.get("ROSTERDROP_DEFENDER_SAFELIST", "")
+# The worker polls this often for uploads from other processes (seconds).
+WORKER_POLL_SECONDS = _env_float("ROSTERDROP_WORKER_POLL_SECONDS", 2)
+# Upload sources the in-process worker imports (the web page and CLI may import directly).
+WORKER_SOURCES = os.environ.get("ROSTERDROP_WORKER_SOURCES", "sftp,ftps").split(",")
+

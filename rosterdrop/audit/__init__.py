@@ -1,0 +1,1 @@
+"""The append-only audit log: logins, bans, uploads, downloads and admin changes."""

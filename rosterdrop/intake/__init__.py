@@ -1,0 +1,1 @@
+"""File transfer intake: SFTP logins, the SFTP server and the import worker."""

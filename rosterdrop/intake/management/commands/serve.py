@@ -1,0 +1,122 @@
+"""`rosterdrop serve`: web, SFTP and the import worker in one process, ready on first start."""
+
+import asyncio
+import os
+import secrets
+import signal
+import threading
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from rosterdrop.districts.models import District
+from rosterdrop.intake import hostkey, sftp, worker
+from rosterdrop.intake.models import Login
+
+DEMO_SLUG = "demo"
+
+
+class Command(BaseCommand):
+    help = "Run the web server, the SFTP server and the import worker (embedded default)."
+    requires_system_checks = []
+    requires_migrations_checks = False
+
+    def add_arguments(self, parser):
+        env = os.environ.get
+        parser.add_argument(
+            "--host",
+            default=env("ROSTERDROP_HOST", "127.0.0.1"),
+            help="Bind address (0.0.0.0 to accept other machines).",
+        )
+        parser.add_argument("--web-port", type=int, default=int(env("ROSTERDROP_WEB_PORT", "8000")))
+        parser.add_argument(
+            "--sftp-port", type=int, default=int(env("ROSTERDROP_SFTP_PORT", "2222"))
+        )
+        parser.add_argument(
+            "--no-demo", action="store_true", help="Do not create the demo district."
+        )
+
+    def handle(self, *args, host: str, web_port: int, sftp_port: int, no_demo: bool, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        key = hostkey.load_or_create()
+        lines = [f"rosterdrop {settings.DATA_DIR}"]
+        lines += self._operator()
+        if not no_demo:
+            lines += self._demo(host, sftp_port)
+        web = self._start_web(host, web_port)
+        stop = threading.Event()
+        threading.Thread(
+            target=worker.run_forever, args=(stop,), name="worker", daemon=True
+        ).start()
+        lines.insert(1, f"  web:      http://{host}:{web_port}/")
+        lines.insert(2, f"  sftp:     {host} port {sftp_port}")
+        lines.insert(3, f"  host key: {hostkey.fingerprint(key)}")
+        try:
+            asyncio.run(self._run_sftp(host, sftp_port, lines))
+        finally:
+            stop.set()
+            worker.wake()
+            web.close()
+
+    def _operator(self) -> list[str]:
+        users = get_user_model()
+        if users.objects.filter(is_superuser=True).exists():
+            return []
+        password = os.environ.get("ROSTERDROP_OPERATOR_PASSWORD") or secrets.token_urlsafe(12)
+        users.objects.create_superuser("operator", "", password)
+        return [f"  operator: operator / {password}  (shown once; change it after logging in)"]
+
+    def _demo(self, host: str, sftp_port: int) -> list[str]:
+        district, created = District.objects.get_or_create(
+            slug=DEMO_SLUG,
+            defaults={
+                "name": "Demo School District",
+                "format": "oneroster-1.1",
+                "quiet_period_seconds": int(os.environ.get("ROSTERDROP_DEMO_QUIET_SECONDS", "60")),
+            },
+        )
+        login = Login.objects.filter(district=district).first()
+        if login is None:
+            password = os.environ.get("ROSTERDROP_DEMO_SFTP_PASSWORD") or secrets.token_urlsafe(12)
+            login = Login(district=district, name=DEMO_SLUG)
+            login.set_password(password)
+            login.save()
+            shown = f"password: {password}  (shown once)"
+        else:
+            shown = (
+                "password: shown at first start (to set a new one: "
+                f"rosterdrop sftp-user passwd {login.name} --password-stdin)"
+            )
+        return [
+            f"  demo district {district.slug} ({district.format}):",
+            f"    sftp -P {sftp_port} {login.name}@{host}",
+            f"    username: {login.name}  {shown}",
+        ]
+
+    def _start_web(self, host: str, port: int):
+        from django.core.wsgi import get_wsgi_application
+        from waitress.server import create_server
+
+        try:
+            server = create_server(get_wsgi_application(), host=host, port=port, threads=4)
+        except OSError as exc:
+            raise CommandError(f"cannot listen for the web on {host}:{port}: {exc}") from None
+        threading.Thread(target=server.run, name="web", daemon=True).start()
+        return server
+
+    async def _run_sftp(self, host: str, port: int, lines: list[str]) -> None:
+        try:
+            acceptor = await sftp.start_server(host, port)
+        except OSError as exc:
+            raise CommandError(f"cannot listen for SFTP on {host}:{port}: {exc}") from None
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, done.set)
+        self.stdout.write("\n".join([*lines, "Ready."]))
+        self.stdout.flush()
+        await done.wait()
+        acceptor.close()
+        await acceptor.wait_closed()

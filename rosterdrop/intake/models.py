@@ -1,0 +1,102 @@
+"""SFTP logins of districts, and the per-IP defender state that bans brute-force sources."""
+
+import ipaddress
+from datetime import datetime
+
+import asyncssh
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from rosterdrop.districts.models import District
+
+# argon2id with SFTPGo's parameters (64 MiB, 1 iteration, parallelism 2).
+_hasher = PasswordHasher(time_cost=1, memory_cost=64 * 1024, parallelism=2)
+
+
+def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Networks from 'IP or CIDR' entries separated by newlines, commas or spaces."""
+    return [ipaddress.ip_network(item, strict=False) for item in text.replace(",", " ").split()]
+
+
+def ip_in(ip: str | None, networks: list) -> bool:
+    if not ip:
+        return False
+    addr = ipaddress.ip_address(ip)
+    return any(addr in net for net in networks)
+
+
+class Login(models.Model):
+    district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="sftp_logins")
+    name = models.CharField(max_length=150, unique=True)
+    password_hash = models.CharField(max_length=200, blank=True)
+    public_keys = models.TextField(blank=True, help_text="OpenSSH authorized_keys lines.")
+    allowed_ips = models.TextField(blank=True, help_text="IPs or CIDR networks; blank = any.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        try:
+            parse_networks(self.allowed_ips)
+        except ValueError as exc:
+            raise ValidationError({"allowed_ips": str(exc)}) from exc
+
+    def set_password(self, raw: str) -> None:
+        self.password_hash = _hasher.hash(raw)
+
+    def check_password(self, raw: str) -> bool:
+        if not self.password_hash:
+            return False
+        try:
+            return _hasher.verify(self.password_hash, raw)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def ip_allowed(self, ip: str | None) -> bool:
+        return not self.allowed_ips.strip() or ip_in(ip, parse_networks(self.allowed_ips))
+
+    def authorized_keys(self) -> list[asyncssh.SSHKey]:
+        return _keys_from_text(self.public_keys)
+
+    def add_public_key(self, line: str) -> str:
+        """Add one key (validated); return its SHA256 fingerprint."""
+        key = asyncssh.import_public_key(line.strip())
+        text = key.export_public_key().decode().strip()
+        if text not in self.public_keys.splitlines():
+            self.public_keys = "\n".join([*self.public_keys.splitlines(), text]).strip()
+        return key.get_fingerprint("sha256")
+
+
+def _keys_from_text(text: str) -> list[asyncssh.SSHKey]:
+    keys = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keys.append(asyncssh.import_public_key(line))
+    return keys
+
+
+class Ban(models.Model):
+    """Defender state for one source IP: a failure score in a window, and a ban with expiry."""
+
+    ip = models.GenericIPAddressField(unique=True)
+    score = models.PositiveIntegerField(default=0)
+    window_start = models.DateTimeField()
+    banned_until = models.DateTimeField(null=True, blank=True)
+    ban_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-banned_until"]
+
+    def __str__(self) -> str:
+        return self.ip
+
+    def is_banned(self, now: datetime) -> bool:
+        return self.banned_until is not None and self.banned_until > now

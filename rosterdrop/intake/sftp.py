@@ -1,0 +1,518 @@
+"""The SFTP front end: each district login sees one flat folder; complete uploads go to the inbox.
+
+asyncssh handles the protocol. What it leaves to the application (stack.md section 1) is here:
+path confinement with no links, atomic uploads (temp file outside the folder, kept only on a
+clean close), WinSCP-style temp-then-rename, the auth limits and defender, and caps on
+connections, sessions and open handles.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import posixpath
+import shutil
+import stat
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+from asgiref.sync import sync_to_async
+from asyncssh.sftp import MIN_SFTP_VERSION
+from asyncssh.stream import SSHServerStreamSession
+from django.conf import settings
+
+from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.inbox import store
+from rosterdrop.intake import defender, worker
+from rosterdrop.intake.models import Login
+
+log = logging.getLogger(__name__)
+
+# No CBC ciphers, no SHA-1 or MD5 MACs, no SHA-1 or small-group key exchange. asyncssh always
+# offers strict kex (kex-strict-s-v00@openssh.com), which closes Terrapin (CVE-2023-48795).
+KEX_ALGS = [
+    "mlkem768x25519-sha256",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "ecdh-sha2-nistp521",
+    "ecdh-sha2-nistp384",
+    "ecdh-sha2-nistp256",
+    "diffie-hellman-group-exchange-sha256",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group18-sha512",
+    "diffie-hellman-group14-sha256",
+]
+ENCRYPTION_ALGS = [
+    "chacha20-poly1305@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-gcm@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+]
+MAC_ALGS = [
+    "hmac-sha2-256-etm@openssh.com",
+    "hmac-sha2-512-etm@openssh.com",
+    "umac-128-etm@openssh.com",
+    "hmac-sha2-256",
+    "hmac-sha2-512",
+    "umac-128@openssh.com",
+]
+
+# Names clients upload to and then rename (WinSCP "name.filepart", "name.part", ".name.tmp").
+STAGING_SUFFIXES = (".filepart", ".part", ".tmp")
+MAX_NAME_BYTES = 255
+
+
+def is_staging_name(name: str) -> bool:
+    """A temporary name: kept in the folder on close, imported only once renamed."""
+    return name.startswith(".") or name.endswith(STAGING_SUFFIXES)
+
+
+def district_root(slug: str) -> Path:
+    return settings.DATA_DIR / "sftp" / slug
+
+
+def staging_dir(slug: str) -> Path:
+    """Uploads in progress: outside the district's folder, on the same filesystem."""
+    return settings.DATA_DIR / "sftp-tmp" / slug
+
+
+def virtual_name(path: bytes) -> str:
+    """Canonicalise a client path once, at the edge: "" for the folder, else one file name.
+
+    `..` never climbs above `/` (lexical, like a chroot); names are kept exactly as sent (no
+    case folding or Unicode normalisation, so no variant can alias another name).
+    """
+    try:
+        text = path.decode("utf-8")
+    except UnicodeDecodeError:
+        raise asyncssh.SFTPNoSuchFile("File names must be UTF-8") from None
+    if "\\" in text or any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise asyncssh.SFTPPermissionDenied("File name contains a forbidden character")
+    parts = [p for p in posixpath.normpath("/" + text).split("/") if p]
+    if not parts:
+        return ""
+    if len(parts) > 1:
+        raise asyncssh.SFTPNoSuchFile("No such file (this folder has no subfolders)")
+    if len(parts[0].encode()) > MAX_NAME_BYTES:
+        raise asyncssh.SFTPPermissionDenied("File name too long")
+    return parts[0]
+
+
+def _regular(st: os.stat_result) -> None:
+    """Only plain files are served: symlinks, hard links and special files are refused."""
+    if stat.S_ISLNK(st.st_mode):
+        raise asyncssh.SFTPPermissionDenied("Links are not allowed")
+    if not stat.S_ISREG(st.st_mode):
+        raise asyncssh.SFTPPermissionDenied("Not a regular file")
+    if st.st_nlink > 1:
+        raise asyncssh.SFTPPermissionDenied("Hard links are not allowed")
+
+
+@dataclass
+class ConnState:
+    """Per-connection facts the SFTP sessions need (set by the SSH server on connect)."""
+
+    ip: str | None
+    login: Login | None = None
+    sessions: int = 0
+    failures: int = 0
+    method: str = ""
+
+
+@dataclass
+class _Upload:
+    """An open upload: its bytes go to a temp file until a clean close."""
+
+    name: str
+    tmp: Path
+    file: object
+    append: bool = False
+    failed: str = ""
+    written: int = 0
+
+
+def _db(fn):
+    return sync_to_async(fn, thread_sensitive=True)
+
+
+class RosterSFTPServer(asyncssh.SFTPServer):
+    """One SFTP session of an authenticated district login."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel):
+        super().__init__(chan)  # no chroot argument: every path goes through _local()
+        self.state: ConnState = self.connection.get_extra_info("rosterdrop")
+        self.login = self.state.login
+        assert self.login is not None
+        self.district = self.login.district
+        root = district_root(self.district.slug)
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(os.path.realpath(root))
+        self.staging = staging_dir(self.district.slug)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self.handles = 0
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def _local(self, path: bytes) -> tuple[str, Path]:
+        name = virtual_name(path)
+        if not name:
+            return "", self.root
+        local = self.root / name
+        with contextlib.suppress(FileNotFoundError):
+            _regular(os.lstat(local))
+        real = os.path.realpath(local)
+        if os.path.commonpath([str(self.root), real]) != str(self.root):
+            raise asyncssh.SFTPPermissionDenied("Outside your folder")
+        return name, local
+
+    def map_path(self, path: bytes) -> bytes:
+        return os.fsencode(self._local(path)[1])
+
+    def realpath(self, path: bytes) -> bytes:
+        return b"/" + virtual_name(path).encode()
+
+    async def scandir(self, path: bytes):
+        name, local = self._local(path)
+        if name:
+            raise asyncssh.SFTPNoSuchFile("Not a folder")
+        for dot in (b".", b".."):
+            yield asyncssh.SFTPName(dot, attrs=asyncssh.SFTPAttrs.from_local(os.stat(local)))
+        with os.scandir(local) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                    attrs = asyncssh.SFTPAttrs.from_local(st)
+                    yield asyncssh.SFTPName(os.fsencode(entry.name), attrs=attrs)
+
+    # -- files ---------------------------------------------------------------------------
+
+    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        name, local = self._local(path)
+        if not name:
+            raise asyncssh.SFTPPermissionDenied("Is a folder")
+        if self.handles >= settings.SFTP_MAX_OPEN_HANDLES:
+            raise asyncssh.SFTPFailure("Too many open files")
+        exists = local.exists()
+        if pflags & asyncssh.FXF_WRITE:
+            if pflags & asyncssh.FXF_EXCL and exists:
+                raise asyncssh.SFTPFileAlreadyExists("File already exists")
+            if not exists and not pflags & asyncssh.FXF_CREAT:
+                raise asyncssh.SFTPNoSuchFile("No such file")
+            fd, tmp = tempfile.mkstemp(dir=self.staging, prefix=".upload-")
+            file = os.fdopen(fd, "r+b", buffering=0)
+            upload = _Upload(name, Path(tmp), file, append=bool(pflags & asyncssh.FXF_APPEND))
+            if exists and not pflags & asyncssh.FXF_TRUNC:
+                # Resume or append: start from the current content, never a sparse hole.
+                with open(os.open(local, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src:
+                    shutil.copyfileobj(src, file)
+            self.handles += 1
+            return upload
+        if not exists:
+            raise asyncssh.SFTPNoSuchFile("No such file")
+        fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            _regular(os.fstat(fd))
+        except asyncssh.SFTPError:
+            os.close(fd)
+            raise
+        self.handles += 1
+        return os.fdopen(fd, "rb", buffering=0)
+
+    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        if isinstance(file_obj, _Upload):
+            return os.pread(file_obj.file.fileno(), size, offset)
+        return super().read(file_obj, offset, size)
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        if not isinstance(file_obj, _Upload):
+            raise asyncssh.SFTPPermissionDenied("File is open for reading")
+        if file_obj.failed:
+            raise asyncssh.SFTPFailure(file_obj.failed)
+        fileno = file_obj.file.fileno()
+        if file_obj.append:
+            offset = os.fstat(fileno).st_size
+        if offset + len(data) > settings.SFTP_MAX_FILE_SIZE:
+            file_obj.failed = f"File is larger than the {settings.SFTP_MAX_FILE_SIZE} byte limit"
+            raise asyncssh.SFTPFailure(file_obj.failed)
+        try:
+            os.pwrite(fileno, data, offset)
+        except OSError as exc:
+            file_obj.failed = f"Could not store the file ({exc.strerror})"
+            raise asyncssh.SFTPFailure(file_obj.failed) from None
+        file_obj.written += len(data)
+        return len(data)
+
+    def fstat(self, file_obj: object) -> os.stat_result:
+        if isinstance(file_obj, _Upload):
+            return os.fstat(file_obj.file.fileno())
+        return super().fstat(file_obj)
+
+    def fsync(self, file_obj: object) -> None:
+        if isinstance(file_obj, _Upload):
+            os.fsync(file_obj.file.fileno())
+
+    async def close(self, file_obj: object) -> None:
+        self.handles -= 1
+        if not isinstance(file_obj, _Upload):
+            file_obj.close()
+            return
+        upload = file_obj
+        try:
+            # close() also runs when the connection drops mid-transfer (asyncssh _cleanup):
+            # only a close the client asked for, on a live channel, completes an upload.
+            if self.channel.is_closing() or upload.failed:
+                upload.file.close()
+                reason = upload.failed or "connection lost before the file was closed"
+                await _db(record)(
+                    AuditEvent.Kind.UPLOAD_ABORTED,
+                    login=self.login.name,
+                    ip=self.state.ip,
+                    detail=f"{upload.name}: {reason}; nothing kept",
+                )
+                return
+            os.fsync(upload.file.fileno())
+            upload.file.close()
+            if is_staging_name(upload.name):
+                os.replace(upload.tmp, self.root / upload.name)
+            else:
+                await self._receive(upload.name, upload.tmp)
+        finally:
+            upload.tmp.unlink(missing_ok=True)
+
+    async def _receive(self, name: str, source: Path) -> None:
+        """Record a complete file in the inbox, then show it in the folder and wake the worker."""
+        try:
+            upload = await _db(store.receive)(
+                self.district, name, source, "sftp", self.login.name, self.state.ip
+            )
+        except Exception:
+            log.exception("could not store upload %s for %s", name, self.district.slug)
+            raise asyncssh.SFTPFailure("Could not store the file; please retry") from None
+        os.replace(source, self.root / name)
+        await _db(record)(
+            AuditEvent.Kind.UPLOAD,
+            login=self.login.name,
+            ip=self.state.ip,
+            detail=f"{name}: {upload.size} bytes, sha256 {upload.sha256}, upload {upload.pk}",
+        )
+        worker.wake()
+
+    def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        """Ignored (SFTPGo setstat_mode 1): `put -p` must not fail an upload."""
+        self._local(path)
+
+    def lsetstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        self._local(path)
+
+    def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
+        return None
+
+    async def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        await self._rename(oldpath, newpath, overwrite=False)
+
+    async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        await self._rename(oldpath, newpath, overwrite=True)
+
+    async def _rename(self, oldpath: bytes, newpath: bytes, overwrite: bool) -> None:
+        old, old_local = self._local(oldpath)
+        new, new_local = self._local(newpath)
+        if not old or not new:
+            raise asyncssh.SFTPPermissionDenied("Folders cannot be renamed")
+        if not old_local.exists():
+            raise asyncssh.SFTPNoSuchFile("No such file")
+        if old == new:
+            return
+        finishing = is_staging_name(old) and not is_staging_name(new)
+        if new_local.exists() and not overwrite and not finishing:
+            raise asyncssh.SFTPFileAlreadyExists("File already exists")
+        if finishing:
+            # WinSCP and friends: the upload is complete when it gets its real name.
+            await self._receive(new, old_local)
+        else:
+            os.replace(old_local, new_local)
+
+    def remove(self, path: bytes) -> None:
+        name, local = self._local(path)
+        if not name:
+            raise asyncssh.SFTPPermissionDenied("Is a folder")
+        os.remove(local)
+
+    def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        raise asyncssh.SFTPPermissionDenied("Folders cannot be created here")
+
+    def rmdir(self, path: bytes) -> None:
+        raise asyncssh.SFTPPermissionDenied("Folders cannot be removed here")
+
+    def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        raise asyncssh.SFTPPermissionDenied("Links are not allowed")
+
+    def link(self, oldpath: bytes, newpath: bytes) -> None:
+        raise asyncssh.SFTPPermissionDenied("Links are not allowed")
+
+    def readlink(self, path: bytes) -> bytes:
+        raise asyncssh.SFTPPermissionDenied("Links are not allowed")
+
+
+class _Session(SSHServerStreamSession):
+    """An SFTP-only session (no shell, exec or SCP) that counts toward the per-connection cap."""
+
+    def __init__(self, state: ConnState):
+        super().__init__(None, RosterSFTPServer, MIN_SFTP_VERSION, False)
+        self.state = state
+        state.sessions += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.sessions -= 1
+        super().connection_lost(exc)
+
+
+class RosterSSHServer(asyncssh.SSHServer):
+    """Authentication and connection limits for one SSH connection."""
+
+    per_ip: dict[str, int] = {}
+    total = 0
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername")
+        self.ip: str | None = peer[0] if peer else None
+        self.state = ConnState(ip=self.ip)
+        conn.set_extra_info(rosterdrop=self.state)
+        key = self.ip or ""
+        RosterSSHServer.per_ip[key] = RosterSSHServer.per_ip.get(key, 0) + 1
+        RosterSSHServer.total += 1
+        if RosterSSHServer.per_ip[key] > settings.SFTP_MAX_CONNECTIONS_PER_IP:
+            self._refuse_connection("too many connections from this address")
+        elif RosterSSHServer.total > settings.SFTP_MAX_CONNECTIONS:
+            self._refuse_connection("too many connections")
+
+    def _refuse_connection(self, reason: str) -> None:
+        self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, reason.capitalize())
+
+        async def note() -> None:
+            await _db(record)(AuditEvent.Kind.CONNECTION_REFUSED, ip=self.ip, detail=reason)
+            await _db(defender.add_score)(self.ip, settings.DEFENDER_SCORE_LIMIT, reason)
+
+        asyncio.get_running_loop().create_task(note())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        key = self.ip or ""
+        RosterSSHServer.per_ip[key] -= 1
+        if not RosterSSHServer.per_ip[key]:
+            del RosterSSHServer.per_ip[key]
+        RosterSSHServer.total -= 1
+
+    async def begin_auth(self, username: str) -> bool:
+        # Never return False here: asyncssh reads False as "no authentication needed".
+        if await _db(defender.is_banned)(self.ip):
+            await _db(record)(
+                AuditEvent.Kind.LOGIN_REFUSED, login=username, ip=self.ip, detail="IP is banned"
+            )
+            self.conn.disconnect(asyncssh.DISC_HOST_NOT_ALLOWED_TO_CONNECT, "Access denied")
+            return True
+        self.state.login = await _db(_find_login)(username)
+        return True
+
+    def session_requested(self) -> _Session | bool:
+        # asyncssh never calls this when create_server gets sftp_factory, hence no factory
+        # there: this is where the sessions-per-connection cap can refuse a channel cleanly.
+        if self.state.sessions >= settings.SFTP_MAX_SESSIONS:
+            log.info("refusing session %d on one connection", self.state.sessions + 1)
+            return False
+        return _Session(self.state)
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def _login_for(self, username: str) -> Login | None:
+        login = self.state.login
+        return login if login is not None and login.name == username else None
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        login = self._login_for(username)
+        allowed = login is not None and login.ip_allowed(self.ip)
+        if allowed and await _db(login.check_password)(password):
+            self.state.method = "password"
+            return True
+        await self._failed(username, login, "password")
+        await asyncio.sleep(settings.SFTP_LOGIN_DELAY)
+        return False
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        # Called twice for a good key (query, then signed): only refusals count as failures.
+        login = self._login_for(username)
+        allowed = login is not None and login.ip_allowed(self.ip)
+        if allowed and any(k.public_data == key.public_data for k in login.authorized_keys()):
+            self.state.method = f"public key {key.get_fingerprint('sha256')}"
+            return True
+        await self._failed(username, login, "public key")
+        return False
+
+    async def _failed(self, username: str, login: Login | None, method: str) -> None:
+        self.state.failures += 1
+        if login is None:
+            reason, points = "unknown login", settings.DEFENDER_SCORE_INVALID_USER
+        elif not login.ip_allowed(self.ip):
+            reason, points = "address not allowed for this login", settings.DEFENDER_SCORE_FAILED
+        else:
+            reason = f"wrong {method}"
+            points = settings.DEFENDER_SCORE_FAILED if method == "password" else 0
+        await _db(record)(
+            AuditEvent.Kind.LOGIN_FAILED, login=username, ip=self.ip, detail=f"{reason} (sftp)"
+        )
+        banned = await _db(defender.add_score)(self.ip, points, f"failed logins ({reason})")
+        if banned or self.state.failures >= settings.SFTP_MAX_AUTH_TRIES:
+            self.conn.disconnect(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures"
+            )
+
+    def auth_completed(self) -> None:
+        login = self.state.login
+        assert login is not None
+
+        async def note() -> None:
+            await _db(record)(
+                AuditEvent.Kind.LOGIN_OK,
+                login=login.name,
+                ip=self.ip,
+                detail=f"sftp, {self.state.method}, district {login.district.slug}",
+            )
+
+        asyncio.get_running_loop().create_task(note())
+
+
+def _find_login(username: str) -> Login | None:
+    return Login.objects.select_related("district").filter(name=username, active=True).first()
+
+
+async def start_server(host: str, port: int) -> asyncssh.SSHAcceptor:
+    """Listen for SFTP on host:port with the deployment's persistent host key."""
+    from rosterdrop.intake import hostkey
+
+    key = await _db(hostkey.load_or_create)()
+    return await asyncssh.create_server(
+        RosterSSHServer,
+        host,
+        port,
+        server_host_keys=[key],
+        send_server_host_keys=True,
+        server_version="rosterdrop",
+        allow_pty=False,
+        agent_forwarding=False,
+        x11_forwarding=False,
+        kbdint_auth=False,
+        login_timeout=settings.SFTP_LOGIN_TIMEOUT,
+        keepalive_interval=settings.SFTP_KEEPALIVE_INTERVAL,
+        keepalive_count_max=settings.SFTP_KEEPALIVE_COUNT_MAX,
+        kex_algs=KEX_ALGS,
+        encryption_algs=ENCRYPTION_ALGS,
+        mac_algs=MAC_ALGS,
+    )

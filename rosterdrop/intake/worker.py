@@ -1,0 +1,186 @@
+"""The in-process import worker: turns waiting uploads into syncs.
+
+The state lives in the Upload rows (status "received" = waiting), so a restart or a crash loses
+nothing: whatever is still waiting is picked up again. A .zip is imported on its own at once;
+loose files of a district are imported together once its quiet period has passed with no new
+loose file; a file whose name the district's format does not know is recorded as unmatched.
+"""
+
+import logging
+import threading
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from rosterdrop.districts.models import District
+from rosterdrop.formats import get_format
+from rosterdrop.formats.spec import FormatSpec
+from rosterdrop.inbox.models import Upload
+from rosterdrop.ingest.models import Sync
+
+log = logging.getLogger(__name__)
+
+_wake = threading.Event()
+
+
+def wake() -> None:
+    """Called after each upload so the worker need not wait for its next poll."""
+    _wake.set()
+
+
+def expected_names(spec: FormatSpec) -> set[str]:
+    names = {f.name for f in spec.files} | set(spec.ignored_files)
+    if spec.manifest is not None:
+        names.add(spec.manifest.name)
+    return names
+
+
+def is_zip(filename: str) -> bool:
+    return filename.lower().endswith(".zip")
+
+
+def unmatched_reason(filename: str, spec: FormatSpec) -> str:
+    names = expected_names(spec)
+    hint = next((n for n in sorted(names) if n.lower() == filename.lower()), None)
+    expected = ", ".join(sorted(f.name for f in spec.files))
+    reason = (
+        f"{filename} is not a file of {spec.title}, so it was not imported. Expected a .zip "
+        f"or one of: {expected} (names are case-sensitive)."
+    )
+    if hint:
+        reason += f" Did you mean {hint}?"
+    return reason
+
+
+def waiting_uploads() -> dict[District, list[Upload]]:
+    uploads = (
+        Upload.objects.filter(
+            status=Upload.Status.RECEIVED,
+            source__in=settings.WORKER_SOURCES,
+            district__paused=False,
+        )
+        .select_related("district")
+        .order_by("id")
+    )
+    by_district: dict[District, list[Upload]] = defaultdict(list)
+    for upload in uploads:
+        by_district[upload.district].append(upload)
+    return by_district
+
+
+def run_once(now: datetime | None = None) -> float | None:
+    """Import what is ready; return seconds until the next quiet period ends, if any waits."""
+    now = now or timezone.now()
+    next_due: float | None = None
+    for district, uploads in waiting_uploads().items():
+        try:
+            spec = get_format(district.format)
+        except ValueError as exc:
+            _finish(uploads, Upload.Status.FAILED, str(exc))
+            continue
+        names = expected_names(spec)
+        loose = []
+        for upload in uploads:
+            if is_zip(upload.filename):
+                import_set(district, [upload])
+            elif upload.filename in names:
+                loose.append(upload)
+            else:
+                _finish([upload], Upload.Status.UNMATCHED, unmatched_reason(upload.filename, spec))
+        if not loose:
+            continue
+        due = max(u.received_at for u in loose) + timedelta(seconds=district.quiet_period_seconds)
+        if now >= due:
+            import_set(district, latest_per_name(loose))
+        else:
+            wait = (due - now).total_seconds()
+            next_due = wait if next_due is None else min(next_due, wait)
+    return next_due
+
+
+def latest_per_name(uploads: list[Upload]) -> list[Upload]:
+    """A file sent twice before the import: the newer one wins, the older is marked replaced."""
+    latest: dict[str, Upload] = {}
+    for upload in sorted(uploads, key=lambda u: u.pk):
+        older = latest.get(upload.filename)
+        if older is not None:
+            _finish(
+                [older],
+                Upload.Status.EXPIRED,
+                f"Replaced by a newer {upload.filename} (upload {upload.pk}) before it was "
+                "imported.",
+            )
+        latest[upload.filename] = upload
+    return sorted(latest.values(), key=lambda u: u.pk)
+
+
+def import_set(district: District, uploads: list[Upload]) -> Sync | None:
+    from rosterdrop.ingest.pipeline import import_uploads
+
+    names = ", ".join(u.filename for u in uploads)
+    log.info("importing %s for %s", names, district.slug)
+    try:
+        sync = import_uploads(district, uploads)
+    except Exception as exc:  # one bad import must not stop the worker
+        log.exception("import of %s for %s failed", names, district.slug)
+        _finish(uploads, Upload.Status.FAILED, f"The import stopped with an error: {exc}")
+        return None
+    # The pipeline sets each upload's status; never leave one waiting (it would loop).
+    status = Upload.Status.FAILED if sync.status == Sync.Status.FAILED else Upload.Status.IMPORTED
+    _finish(uploads, status, f"Sync {sync.pk}: {sync.status}.")
+    return sync
+
+
+def _finish(uploads: list[Upload], status: str, outcome: str) -> None:
+    Upload.objects.filter(pk__in=[u.pk for u in uploads], status=Upload.Status.RECEIVED).update(
+        status=status, outcome=outcome[:1000]
+    )
+
+
+def recover() -> None:
+    """At start: settle uploads a crash left between a finished sync and their status update.
+
+    A sync still "running" was interrupted (its apply transaction never committed), so its
+    uploads are simply imported again; one that finished only needs the upload status copied.
+    """
+    waiting = Upload.objects.filter(status=Upload.Status.RECEIVED, syncs__isnull=False)
+    for upload in waiting.distinct():
+        syncs = upload.syncs.filter(dry_run=False).order_by("-id")
+        done = syncs.exclude(status=Sync.Status.RUNNING).first()
+        with transaction.atomic():
+            if done is not None:
+                status = (
+                    Upload.Status.FAILED
+                    if done.status == Sync.Status.FAILED
+                    else Upload.Status.IMPORTED
+                )
+                _finish([upload], status, f"Sync {done.pk}: {done.status}.")
+            syncs.filter(status=Sync.Status.RUNNING).update(
+                status=Sync.Status.FAILED,
+                message="Interrupted by a restart before it finished; nothing was applied.",
+                finished_at=timezone.now(),
+            )
+
+
+def run_forever(stop: threading.Event) -> None:
+    """The worker thread of `rosterdrop serve`."""
+    try:
+        recover()
+    except Exception:
+        log.exception("worker recovery failed")
+    while not stop.is_set():
+        next_due = None
+        try:
+            next_due = run_once()
+        except Exception:
+            log.exception("worker pass failed")
+        finally:
+            close_old_connections()
+        timeout = settings.WORKER_POLL_SECONDS
+        if next_due is not None:
+            timeout = max(0.05, min(timeout, next_due))
+        _wake.wait(timeout)
+        _wake.clear()

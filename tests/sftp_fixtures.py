@@ -1,0 +1,233 @@
+"""A real `rosterdrop serve` in a subprocess with its own data folder, and clients to drive it.
+
+Each server copies a data folder prepared once per session (migrated database, host key, two
+districts with SFTP logins), so starting one takes about a second. Loopback only; free ports.
+"""
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ROSTERDROP = str(Path(sys.executable).with_name("rosterdrop"))
+SAMPLES = ROOT.parent / "shared" / "samples" / "oneroster11-generated"
+SCHOOL_SMALL = SAMPLES / "school-small"
+DISTRICT_LARGE = SAMPLES / "district-large.zip"
+PASSWORD = "correct horse battery"
+
+SETUP = f"""
+from rosterdrop.districts.models import District
+from rosterdrop.intake.models import Login
+for slug in ("alpha", "beta"):
+    d = District.objects.create(slug=slug, name=slug.title(), format="oneroster-1.1",
+                                quiet_period_seconds=1)
+    login = Login(district=d, name=slug)
+    login.set_password({PASSWORD!r})
+    login.add_public_key(open({{key!r}}).read())
+    login.save()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTERDROP_")}
+    env.update(ROSTERDROP_DATA_DIR=str(data_dir), ROSTERDROP_SFTP_LOGIN_DELAY="0.2")
+    return env
+
+
+class Server:
+    def __init__(self, data_dir: Path, key: Path, env: dict[str, str]):
+        self.data_dir = data_dir
+        self.key = key
+        self.env = {**base_env(data_dir), **env}
+        self.port = free_port()
+        self.web_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.output = ""
+        self.known_hosts = data_dir / "known_hosts"
+        pub = (data_dir / "ssh_host_ed25519_key.pub").read_text().strip()
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {pub}\n")
+
+    def start(self) -> None:
+        cmd = [
+            ROSTERDROP,
+            "serve",
+            "--no-demo",
+            "--host",
+            "127.0.0.1",
+            "--web-port",
+            str(self.web_port),
+            "--sftp-port",
+            str(self.port),
+        ]
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        deadline = time.monotonic() + 60
+        lines = []
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.strip() == "Ready.":
+                self.output = "".join(lines)
+                os.set_blocking(self.proc.stdout.fileno(), False)
+                return
+        raise RuntimeError("server did not start:\n" + "".join(lines))
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+    def cli(self, *args: str, input: str | None = None) -> str:
+        result = subprocess.run(
+            [ROSTERDROP, *args],
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def query(self, sql: str, *params) -> list[sqlite3.Row]:
+        with sqlite3.connect(self.data_dir / "rosterdrop.sqlite3", timeout=30) as db:
+            db.row_factory = sqlite3.Row
+            return db.execute(sql, params).fetchall()
+
+    def uploads(self) -> list[sqlite3.Row]:
+        return self.query("select * from inbox_upload order by id")
+
+    def syncs(self) -> list[sqlite3.Row]:
+        return self.query("select * from ingest_sync order by id")
+
+    def audit(self, kind: str) -> list[sqlite3.Row]:
+        return self.query("select * from audit_auditevent where kind = ? order by id", kind)
+
+    def root(self, slug: str = "alpha") -> Path:
+        return self.data_dir / "sftp" / slug
+
+    def wait_for(self, check, timeout: float = 60.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Until no upload waits and no sync runs."""
+        self.wait_for(
+            lambda: (
+                not self.query("select 1 from inbox_upload where status = 'received'")
+                and not self.query("select 1 from ingest_sync where status = 'running'")
+            ),
+            timeout,
+            "the worker to finish",
+        )
+
+    def openssh(
+        self, batch: str, login: str = "alpha", *extra: str, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        """Run the OpenSSH sftp client in batch mode with key auth and a pinned host key."""
+        cmd = [
+            "sftp",
+            "-b",
+            "-",
+            "-P",
+            str(self.port),
+            "-i",
+            str(self.key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=10",
+            *extra,
+            f"{login}@127.0.0.1",
+        ]
+        result = subprocess.run(cmd, input=batch, capture_output=True, text=True, timeout=120)
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def connect(self, login: str = "alpha", **kwargs):
+        """An asyncssh client connection (use with `async with`)."""
+        options = dict(
+            username=login,
+            known_hosts=str(self.known_hosts),
+            client_keys=[str(self.key)],
+            agent_path=None,
+            connect_timeout=10,
+        )
+        options.update(kwargs)
+        return asyncssh.connect("127.0.0.1", self.port, **options)
+
+    def sync_list(self) -> list[dict]:
+        return json.loads(self.cli("sync", "list", "--json"))
+
+
+@pytest.fixture(scope="session")
+def sftp_template(tmp_path_factory) -> tuple[Path, Path]:
+    """A data folder with the database migrated, a host key and two districts with logins."""
+    base = tmp_path_factory.mktemp("sftp-template")
+    key = base / "client_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    data = base / "data"
+    env = base_env(data)
+    run = dict(env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run([ROSTERDROP, "migrate", "-v0"], **run)
+    subprocess.run([ROSTERDROP, "hostkey"], **run)
+    subprocess.run([ROSTERDROP, "shell", "-c", SETUP.format(key=str(key) + ".pub")], **run)
+    return data, key
+
+
+@pytest.fixture
+def make_server(sftp_template, tmp_path):
+    """Start servers (with extra environment) on copies of the template data folder."""
+    servers: list[Server] = []
+
+    def make(data_dir: Path | None = None, **env: str) -> Server:
+        if data_dir is None:
+            data_dir = tmp_path / f"data{len(servers)}"
+            shutil.copytree(sftp_template[0], data_dir)
+        server = Server(data_dir, sftp_template[1], env)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server) -> Server:
+    return make_server()

@@ -1,0 +1,187 @@
+"""Intake layers without a server: path canonicalisation, defender, logins, worker selection."""
+
+from datetime import timedelta
+
+import asyncssh
+import pytest
+from django.utils import timezone
+
+from rosterdrop.inbox.models import Upload
+from rosterdrop.intake import defender, worker
+from rosterdrop.intake.models import Ban, Login
+from rosterdrop.intake.sftp import RosterSSHServer, is_staging_name, virtual_name
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        (b"/", ""),
+        (b".", ""),
+        (b"/../..", ""),
+        (b"..", ""),
+        (b"//users.csv", "users.csv"),
+        (b"/../users.csv", "users.csv"),
+        (b"users.csv/", "users.csv"),
+        (b"./a/../b.csv", "b.csv"),
+        ("．．".encode(), "．．"),
+        (b"Users.CSV", "Users.CSV"),
+    ],
+)
+def test_virtual_name(path, name):
+    assert virtual_name(path) == name
+
+
+@pytest.mark.parametrize("path", [b"a\x00b", b"..\\x", b"a/b", b"/etc/passwd", b"\xff", b"x" * 300])
+def test_virtual_name_refuses(path):
+    with pytest.raises(asyncssh.SFTPError):
+        virtual_name(path)
+
+
+def test_staging_names():
+    assert is_staging_name("users.csv.filepart") and is_staging_name(".users.csv.tmp")
+    assert not is_staging_name("users.csv") and not is_staging_name("roster.zip")
+
+
+def test_begin_auth_never_returns_false():
+    """asyncssh reads False from begin_auth as "no authentication needed"."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(RosterSSHServer.begin_auth)))
+    returns = [n.value for n in ast.walk(tree) if isinstance(n, ast.Return)]
+    assert returns and all(isinstance(v, ast.Constant) and v.value is True for v in returns)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_login_password_keys_and_ips(district, tmp_path):
+    login = Login(district=district, name="x", allowed_ips="10.0.0.0/8, 192.168.1.5")
+    login.set_password("s3cret-pass")
+    assert login.password_hash.startswith("$argon2id$")
+    assert login.check_password("s3cret-pass") and not login.check_password("nope")
+    assert login.ip_allowed("10.1.2.3") and login.ip_allowed("192.168.1.5")
+    assert not login.ip_allowed("127.0.0.1")
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    fingerprint = login.add_public_key(key.export_public_key().decode())
+    login.add_public_key(key.export_public_key().decode())
+    assert fingerprint.startswith("SHA256:")
+    assert [k.public_data for k in login.authorized_keys()] == [key.public_data]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_defender(settings):
+    settings.DEFENDER_THRESHOLD = 3
+    settings.DEFENDER_BAN_SECONDS = 100
+    settings.DEFENDER_SAFELIST = "10.9.0.0/16"
+    assert not defender.add_score("1.2.3.4", 2, "test")
+    assert defender.add_score("1.2.3.4", 1, "test")
+    assert defender.is_banned("1.2.3.4")
+    ban = Ban.objects.get(ip="1.2.3.4")
+    first = ban.banned_until - timezone.now()
+    Ban.objects.filter(pk=ban.pk).update(banned_until=timezone.now() - timedelta(seconds=1))
+    assert not defender.is_banned("1.2.3.4")
+    assert defender.add_score("1.2.3.4", 3, "test")
+    second = Ban.objects.get(ip="1.2.3.4").banned_until - timezone.now()
+    assert second > first * 1.4  # escalates by half
+    for _ in range(10):
+        assert not defender.add_score("10.9.1.1", 5, "test")
+    assert not defender.is_banned("10.9.1.1")
+
+
+def make_upload(district, name, seconds_ago=0.0, source="sftp") -> Upload:
+    upload = Upload.objects.create(
+        district=district, filename=name, size=1, sha256="0" * 64, source=source, stored_path="x"
+    )
+    Upload.objects.filter(pk=upload.pk).update(
+        received_at=timezone.now() - timedelta(seconds=seconds_ago)
+    )
+    return upload
+
+
+@pytest.fixture
+def imported(monkeypatch):
+    """Replace the pipeline: record which sets would be imported."""
+    from rosterdrop.ingest import pipeline
+    from rosterdrop.ingest.models import Sync
+
+    calls = []
+
+    def fake(district, uploads, **kwargs):
+        calls.append(sorted(u.filename for u in uploads))
+        sync = Sync.objects.create(district=district, status="applied")
+        Upload.objects.filter(pk__in=[u.pk for u in uploads]).update(status="imported")
+        return sync
+
+    monkeypatch.setattr(pipeline, "import_uploads", fake)
+    return calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_zip_at_once_loose_after_quiet_period(district, imported):
+    district.quiet_period_seconds = 60
+    district.save()
+    make_upload(district, "roster.zip")
+    make_upload(district, "users.csv", 30)
+    make_upload(district, "orgs.csv", 10)
+    make_upload(district, "notes.txt")
+    make_upload(district, "cli.zip", source="cli")
+    wait = worker.run_once()
+    assert imported == [["roster.zip"]]
+    assert 45 < wait <= 50
+    notes = Upload.objects.get(filename="notes.txt")
+    assert notes.status == "unmatched" and "users.csv" in notes.outcome
+    worker.run_once(timezone.now() + timedelta(seconds=51))
+    assert imported == [["roster.zip"], ["orgs.csv", "users.csv"]]
+    assert Upload.objects.get(filename="cli.zip").status == "received"  # not the worker's
+    assert worker.run_once(timezone.now() + timedelta(seconds=500)) is None
+    assert len(imported) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_newer_copy_wins_and_paused_waits(district, imported):
+    district.quiet_period_seconds = 0
+    district.paused = True
+    district.save()
+    old = make_upload(district, "users.csv", 5)
+    new = make_upload(district, "users.csv", 1)
+    worker.run_once()
+    assert imported == []
+    district.paused = False
+    district.save()
+    worker.run_once()
+    assert imported == [["users.csv"]]
+    old.refresh_from_db()
+    new.refresh_from_db()
+    assert (old.status, new.status) == ("expired", "imported")
+    assert f"upload {new.pk}" in old.outcome
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_case_hint_and_failure(district, monkeypatch):
+    from rosterdrop.ingest import pipeline
+
+    make_upload(district, "Users.csv")
+    monkeypatch.setattr(pipeline, "import_uploads", lambda *a, **k: 1 / 0)
+    make_upload(district, "roster.zip")
+    worker.run_once()
+    assert "Did you mean users.csv?" in Upload.objects.get(filename="Users.csv").outcome
+    failed = Upload.objects.get(filename="roster.zip")
+    assert failed.status == "failed" and "division by zero" in failed.outcome
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recover_settles_interrupted_syncs(district):
+    from rosterdrop.ingest.models import Sync
+
+    done_upload = make_upload(district, "a.zip")
+    Sync.objects.create(district=district, status="applied").uploads.add(done_upload)
+    crashed_upload = make_upload(district, "b.zip")
+    crashed = Sync.objects.create(district=district, status="running")
+    crashed.uploads.add(crashed_upload)
+    worker.recover()
+    done_upload.refresh_from_db()
+    crashed_upload.refresh_from_db()
+    crashed.refresh_from_db()
+    assert done_upload.status == "imported"
+    assert crashed_upload.status == "received"  # imported again by the next pass
+    assert crashed.status == "failed"

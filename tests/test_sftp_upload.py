@@ -1,0 +1,187 @@
+"""Uploads over SFTP with real clients, through to the sync: the district's everyday path."""
+
+import asyncio
+import base64
+import hashlib
+import shutil
+import subprocess
+import time
+
+import pytest
+import sftp_fixtures
+from sftp_fixtures import DISTRICT_LARGE, PASSWORD, SCHOOL_SMALL
+
+# Fixtures shared with the other SFTP test module.
+make_server = sftp_fixtures.make_server
+server = sftp_fixtures.server
+sftp_template = sftp_fixtures.sftp_template
+
+pytestmark = pytest.mark.slow
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_openssh_zip_upload_with_put_p_is_imported(server, tmp_path):
+    zip_path = tmp_path / "roster.zip"
+    shutil.copy(DISTRICT_LARGE, zip_path)
+    result = server.openssh(f"put -p {zip_path}\nls -l\n")
+    assert "roster.zip" in result.stdout
+    server.wait_idle()
+
+    [upload] = server.uploads()
+    assert (upload["filename"], upload["source"], upload["login"]) == (
+        "roster.zip",
+        "sftp",
+        "alpha",
+    )
+    assert upload["source_ip"] == "127.0.0.1"
+    assert upload["sha256"] == sha256(DISTRICT_LARGE)
+    assert upload["status"] == "imported"
+    assert sha256(server.data_dir / upload["stored_path"]) == upload["sha256"]
+    assert (server.root() / "roster.zip").read_bytes() == DISTRICT_LARGE.read_bytes()
+    [sync] = server.syncs()
+    assert sync["status"] == "applied"
+    assert len(server.audit("upload")) == 1
+    assert server.audit("login_ok")[0]["login"] == "alpha"
+    assert not list((server.data_dir / "sftp-tmp" / "alpha").iterdir())
+    listed = server.sync_list()
+    assert listed[0]["status"] == "applied"
+
+
+def test_curl_loose_files_make_one_sync_after_quiet_period(server):
+    fingerprint = server.output.split("host key: SHA256:")[1].split()[0]
+    digest = base64.b64encode(base64.b64decode(fingerprint + "=")).decode().rstrip("=")
+    for f in sorted(SCHOOL_SMALL.iterdir()):
+        subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--fail",
+                "--max-time",
+                "30",
+                "-T",
+                str(f),
+                "--hostpubsha256",
+                digest,
+                "--user",
+                f"alpha:{PASSWORD}",
+                f"sftp://127.0.0.1:{server.port}/",
+            ],
+            check=True,
+            timeout=60,
+        )
+    server.wait_idle()
+    uploads = server.uploads()
+    assert sorted(u["filename"] for u in uploads) == sorted(f.name for f in SCHOOL_SMALL.iterdir())
+    assert {u["status"] for u in uploads} == {"imported"}
+    [sync] = server.syncs()
+    assert sync["status"] == "applied"
+    linked = server.query("select count(*) from ingest_sync_uploads where sync_id = ?", sync["id"])
+    assert linked[0][0] == len(uploads)
+
+
+def test_curl_refuses_wrong_host_key(server):
+    result = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "30",
+            "-T",
+            str(SCHOOL_SMALL / "orgs.csv"),
+            "--hostpubsha256",
+            base64.b64encode(b"x" * 32).decode().rstrip("="),
+            "--user",
+            f"alpha:{PASSWORD}",
+            f"sftp://127.0.0.1:{server.port}/",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert server.uploads() == []
+
+
+@pytest.mark.parametrize("temp_name", ["roster.zip.filepart", ".roster.zip.tmp"])
+def test_temp_then_rename_imports_once_under_final_name(server, tmp_path, temp_name):
+    zip_path = tmp_path / "roster.zip"
+    shutil.copy(DISTRICT_LARGE, zip_path)
+    server.openssh(f"put {zip_path} {temp_name}\nrename {temp_name} roster.zip\n")
+    server.wait_idle()
+    [upload] = server.uploads()
+    assert upload["filename"] == "roster.zip"
+    assert upload["status"] == "imported"
+    assert len(server.syncs()) == 1
+    assert sorted(p.name for p in server.root().iterdir()) == ["roster.zip"]
+
+
+def test_sftp_v3_rename_over_existing_file_from_winscp_temp(server):
+    """WinSCP renames name.filepart over an existing name with a plain SSH_FXP_RENAME."""
+
+    async def go():
+        async with server.connect() as conn, conn.start_sftp_client() as sftp:
+            for _ in range(2):
+                await sftp.put(str(SCHOOL_SMALL / "orgs.csv"), "orgs.csv.filepart")
+                await sftp.rename("orgs.csv.filepart", "orgs.csv")
+
+    asyncio.run(go())
+    server.wait_idle()
+    uploads = server.uploads()
+    assert [u["filename"] for u in uploads] == ["orgs.csv", "orgs.csv"]
+    assert sorted(p.name for p in server.root().iterdir()) == ["orgs.csv"]
+
+
+def test_same_bytes_again_is_a_no_change_sync(server, tmp_path):
+    zip_path = tmp_path / "roster.zip"
+    shutil.copy(DISTRICT_LARGE, zip_path)
+    server.openssh(f"put {zip_path}\n")
+    server.wait_idle()
+    server.openssh(f"put {zip_path}\n")
+    server.wait_idle()
+    statuses = [s["status"] for s in server.syncs()]
+    assert statuses == ["applied", "no_changes"]
+    assert [u["status"] for u in server.uploads()] == ["imported", "imported"]
+
+
+def test_unmatched_file_is_recorded_with_reason(server, tmp_path):
+    odd = tmp_path / "Users.CSV"
+    odd.write_text("sourcedId\n1\n")
+    server.openssh(f"put {odd}\n")
+    server.wait_idle()
+    [upload] = server.uploads()
+    assert upload["status"] == "unmatched"
+    assert "case-sensitive" in upload["outcome"] and "users.csv" in upload["outcome"]
+    assert server.syncs() == []
+
+
+def test_kill_9_between_upload_and_import_imports_exactly_once(make_server, tmp_path):
+    server = make_server()
+    server.cli(
+        "shell",
+        "-c",
+        "from rosterdrop.districts.models import District;"
+        "District.objects.filter(slug='alpha').update(paused=True)",
+    )
+    zip_path = tmp_path / "roster.zip"
+    shutil.copy(DISTRICT_LARGE, zip_path)
+    server.openssh(f"put {zip_path}\n")
+    assert [u["status"] for u in server.uploads()] == ["received"]
+    server.stop(kill=True)
+    assert server.syncs() == []
+
+    server.cli(
+        "shell",
+        "-c",
+        "from rosterdrop.districts.models import District;"
+        "District.objects.filter(slug='alpha').update(paused=False)",
+    )
+    again = make_server(server.data_dir)
+    again.wait_idle()
+    assert [u["status"] for u in again.uploads()] == ["imported"]
+    assert [s["status"] for s in again.syncs()] == ["applied"]
+    again.stop()
+    third = make_server(server.data_dir)
+    time.sleep(2)
+    assert len(third.syncs()) == 1
