@@ -8,7 +8,7 @@ import pytest
 from conftest import DISTRICT_LARGE
 from helpers import edit, rows, write
 
-from rosterdrop.ingest.models import Change, Sync
+from rosterdrop.ingest.models import Change
 from rosterdrop.ingest.pipeline import approve, import_path
 from rosterdrop.ingest.report import summary
 from rosterdrop.roster.models import Record
