@@ -1,5 +1,6 @@
 """What the pipeline found and decided, handed from stage to stage and to the report."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pyarrow.ipc
 from rosterdrop.ingest.findings import FindingLog
 from rosterdrop.ingest.keys import EntityRows
 from rosterdrop.ingest.plan import Plan
+
+# Told (file name, rows read so far) while a file is read: the CLI's progress line.
+Progress = Callable[[str, int], None]
 
 
 @dataclass
@@ -25,6 +29,7 @@ class Checked:
     # After the key checks: per entity _key, _hash, _status, _row of the records kept.
     accepted: dict[str, pl.DataFrame] = field(default_factory=dict)
     spills: dict[str, Path] = field(default_factory=dict)
+    progress: Progress | None = field(default=None, repr=False)
     writers: dict[str, pa.ipc.RecordBatchFileWriter] = field(default_factory=dict, repr=False)
 
     @property

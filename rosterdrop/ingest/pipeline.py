@@ -22,7 +22,7 @@ from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
 from rosterdrop.ingest.keys import EntityRows, check_keys
 from rosterdrop.ingest.mapping import DATA, HASH, KEY, extra_columns, map_batch, message_columns
 from rosterdrop.ingest.match import match
-from rosterdrop.ingest.outcome import Checked, Outcome
+from rosterdrop.ingest.outcome import Checked, Outcome, Progress
 from rosterdrop.ingest.plan import Plan, plan_entity
 from rosterdrop.ingest.read import read_table
 from rosterdrop.ingest.report import record_in
@@ -51,13 +51,15 @@ def check(
     spill_dir: Path | None = None,
     known: dict[str, pl.Series] | None = None,
     account: str = "",
+    progress: Progress | None = None,
 ) -> Checked:
     """Unpack, match, decode, read, map and validate; spill record data if `spill_dir`.
 
     `known`: active keys of the current roster, for references to records not sent now.
     `account`: the receiving district's slug (manifests naming a district, custom templates).
+    `progress`: called with (file name, rows read so far) after every batch.
     """
-    result = Checked()
+    result = Checked(progress=progress)
     refs = None
     try:
         members = unpack(paths, limits())
@@ -99,6 +101,8 @@ def _read_file(
                 if spill_dir is not None:
                     _spill(result, spill_dir, output.entity, mapped)
                 rows.add(mapped, file.name)
+            if result.progress:
+                result.progress(file.name, checker.rows)
         checker.finish()
         result.log.extend(table.findings)
         result.files.append({"name": file.name, "rows": checker.rows, "encoding": decoded.encoding})
@@ -125,6 +129,7 @@ def run(
     *,
     approved: bool = False,
     dry_run: bool = False,
+    progress: Progress | None = None,
 ) -> Outcome:
     """Check, plan against the roster, then apply (or hold) -- the whole import."""
     from rosterdrop.roster import hashes, store
@@ -139,7 +144,7 @@ def run(
             for e in snapshot["entity"].unique()
         }
         checked = check(
-            paths, district.format, district.fallback_encoding, work, known, district.slug
+            paths, district.format, district.fallback_encoding, work, known, district.slug, progress
         )
         if checked.fatal:
             return Outcome("failed", checked, message=_first_fatal(checked))
@@ -203,7 +208,13 @@ def _tmp_dir() -> Path:
 
 
 def import_uploads(
-    district, uploads: list, *, dry_run: bool = False, sync=None, approved: bool = False
+    district,
+    uploads: list,
+    *,
+    dry_run: bool = False,
+    sync=None,
+    approved: bool = False,
+    progress: Progress | None = None,
 ):
     """Import stored uploads as one set (a zip, or loose files together) and record the sync."""
     from rosterdrop.inbox.models import Upload
@@ -222,7 +233,7 @@ def import_uploads(
             target = work / upload.filename
             target.hardlink_to(stored_file(upload))
             paths.append(target)
-        outcome = run(paths, district, sync, approved=approved, dry_run=dry_run)
+        outcome = run(paths, district, sync, approved=approved, dry_run=dry_run, progress=progress)
     except Exception:
         # Nothing was applied (the transaction rolled back); say so rather than stay "running".
         log.exception("import of sync %s failed", sync.pk)
@@ -252,12 +263,19 @@ def import_uploads(
     return sync
 
 
-def import_path(district, path: Path, *, dry_run: bool = False, login: str = ""):
+def import_path(
+    district,
+    path: Path,
+    *,
+    dry_run: bool = False,
+    login: str = "",
+    progress: Progress | None = None,
+):
     """`rosterdrop import PATH`: keep the files in the inbox like any upload, then import."""
     from rosterdrop.inbox.store import receive
 
     uploads = [receive(district, p.name, p, "cli", login=login) for p in expand(path)]
-    return import_uploads(district, uploads, dry_run=dry_run)
+    return import_uploads(district, uploads, dry_run=dry_run, progress=progress)
 
 
 def approve(sync, who: str = ""):
