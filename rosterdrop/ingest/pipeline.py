@@ -98,7 +98,7 @@ def _read_file(
                 rows.columns = rows.columns or message_columns(output)
                 if spill_dir is not None:
                     _spill(result, spill_dir, output.entity, mapped)
-                rows.add(mapped, file.name)
+                rows.add(mapped, file.name, output.derived)
         checker.finish()
         result.log.extend(table.findings)
         result.files.append({"name": file.name, "rows": checker.rows, "encoding": decoded.encoding})
