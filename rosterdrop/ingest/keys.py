@@ -15,7 +15,7 @@ from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster.models import ENTITIES
 from rosterdrop.roster.schema import LABELS, REFS, Ref
 
-ROW, FILE = "_row", "_file"
+ROW, FILE, DERIVED = "_row", "_file", "_derived"
 SAMPLES = 100
 
 
@@ -32,7 +32,8 @@ class EntityRows:
     # Records made from list items of another file's rows: their duplicates echo that file's.
     derived: bool = False
 
-    def add(self, frame: pl.DataFrame, file: str) -> None:
+    def add(self, frame: pl.DataFrame, file: str, derived: bool = False) -> None:
+        """`derived`: these records repeat by design (one per list item or repeated row)."""
         # References repeat a few thousand values millions of times: keep them categorical.
         refs = [c for c in frame.columns if not c.startswith("_")]
         self.frames.append(
@@ -40,6 +41,7 @@ class EntityRows:
                 pl.col([*refs, STATUS]).cast(pl.Categorical),
                 pl.int_range(self.rows, self.rows + frame.height, dtype=pl.UInt32).alias(ROW),
                 pl.lit(file).cast(pl.Categorical).alias(FILE),
+                pl.lit(derived or self.derived).alias(DERIVED),
             )
         )
         self.rows += frame.height
@@ -54,6 +56,7 @@ class EntityRows:
                     STATUS: pl.String,
                     ROW: pl.UInt32,
                     FILE: pl.Categorical,
+                    DERIVED: pl.Boolean,
                 }  # fmt: skip
             )
         return pl.concat(self.frames, how="diagonal_relaxed")
@@ -130,11 +133,12 @@ def _drop_duplicates(rows: EntityRows, log: FindingLog) -> pl.DataFrame:
     frame = rows.frame()
     first = frame.with_columns(pl.col(LINE).first().over(KEY).alias("_first_line"))
     dupes = ~frame[KEY].is_first_distinct()
-    total = int(dupes.sum())
-    if total and not rows.derived:
+    reported = dupes & ~frame[DERIVED]
+    total = int(reported.sum())
+    if total:
         label = LABELS[rows.entity]
         column = rows.columns.get("sourcedId", "sourcedId")
-        sample = first.filter(dupes).head(SAMPLES)
+        sample = first.filter(reported).head(SAMPLES)
         log.add_counted(
             [
                 Finding(

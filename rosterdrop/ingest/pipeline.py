@@ -100,7 +100,7 @@ def _read_file(
                 rows.columns = rows.columns or message_columns(output)
                 if spill_dir is not None:
                     _spill(result, spill_dir, output.entity, mapped)
-                rows.add(mapped, file.name)
+                rows.add(mapped, file.name, output.derived)
             if result.progress:
                 result.progress(file.name, checker.rows)
         checker.finish()

@@ -1,0 +1,266 @@
+"""Clever, Apple School Manager, ParentSquare-style and ALO-style: the fixtures in
+tests/fixtures (tests/fixtures/generate.py) and one broken variant per rule of each format."""
+
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from helpers import edit, issues, rows, write
+
+from rosterdrop.ingest.pipeline import check, expand
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def validate(path: Path, fmt: str | None = None, account: str = "") -> dict:
+    checked = check(expand(path), fmt, account=account)
+    return {**checked.as_dict(), "reason": checked.reason}
+
+
+def where(issue: dict) -> tuple:
+    return issue["severity"], issue["file"], issue["line"]
+
+
+@pytest.fixture
+def folder(tmp_path, request) -> Path:
+    """A writable copy of one format's fixture folder."""
+    target = tmp_path / request.param
+    shutil.copytree(FIXTURES / request.param, target)
+    return target
+
+
+def unzip(path: Path) -> dict[str, str]:
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n).decode("utf-8") for n in z.namelist()}
+
+
+def rezip(path: Path, files: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return path
+
+
+def change_line(data: str, line: int, old: str, new: str) -> str:
+    lines = data.split("\n")
+    assert old in lines[line - 1], lines[line - 1]
+    lines[line - 1] = lines[line - 1].replace(old, new, 1)
+    return "\n".join(lines)
+
+
+# --- Clever ---------------------------------------------------------------------------------
+
+CLEVER = pytest.mark.parametrize("folder", ["clever"], indirect=True)
+
+
+def test_clever_fixture_imports_with_co_teachers_and_contacts():
+    result = validate(FIXTURES / "clever")
+    assert result["format"] == "clever" and "schools.csv" in result["reason"]
+    assert result["issues"] == []  # columns in another order are fine in Clever
+    counts = result["counts"]
+    assert (counts["orgs"], counts["classes"], counts["demographics"]) == (3, 30, 300)
+    # 1200 student enrollments + 30 primary teachers + 10 co-teachers (Teacher_2_id/_3_id)
+    assert counts["enrollments"] == 1240
+    # Terms and courses derived from section columns.
+    assert (counts["academicSessions"], counts["courses"]) == (1, 6)
+    # One guardian link per contact row: 300 first contacts + 30 second contacts.
+    assert counts["agents"] == 330
+
+
+@CLEVER
+def test_clever_file_names_are_exact(folder):
+    (folder / "schools.csv").rename(folder / "Schools.csv")
+    [issue] = issues(validate(folder, "clever"), "file_missing")
+    assert issue["severity"] == "fatal" and "Schools.csv" in issue["message"]
+
+
+@CLEVER
+def test_clever_headers_are_exact(folder):
+    table = rows(folder / "enrollments.csv")
+    table[0][table[0].index("Student_id")] = "student_id"
+    write(folder / "enrollments.csv", table)
+    [issue] = issues(validate(folder, "clever"), "header_missing_column")
+    assert where(issue) == ("fatal", "enrollments.csv", 1) and "case-sensitive" in issue["message"]
+
+
+@CLEVER
+def test_clever_unknown_co_teacher_skips_that_enrollment(folder):
+    edit(folder / "sections.csv", 5, "Teacher_2_id", "T9999")
+    result = validate(folder, "clever")
+    [issue] = issues(result, "reference_missing")
+    assert where(issue) == ("error", "sections.csv", 5) and issue["value"] == "T9999"
+    assert result["counts"]["enrollments"] == 1239
+
+
+@CLEVER
+def test_clever_bad_birth_date_is_cleared(folder):
+    edit(folder / "students.csv", 3, "DOB", "31/31/2014")
+    [issue] = issues(validate(folder, "clever"), "date_invalid")
+    assert where(issue) == ("warning", "students.csv", 3) and issue["column"] == "DOB"
+
+
+@CLEVER
+def test_clever_student_without_name_is_skipped(folder):
+    edit(folder / "students.csv", 4, "Last_name", "")
+    [issue] = issues(validate(folder, "clever"), "required_missing")
+    assert where(issue) == ("error", "students.csv", 4)
+
+
+# --- Apple School Manager ---------------------------------------------------------------------
+
+ASM = FIXTURES / "apple-school-manager" / "asm.zip"
+
+
+def test_asm_fixture_imports():
+    result = validate(ASM)
+    assert result["format"] == "apple-school-manager"
+    assert result["issues"] == []
+    counts = result["counts"]
+    # 300 students + 15 staff; one staff member at two locations (location_id_2).
+    assert (counts["users"], counts["roles"], counts["enrollments"]) == (315, 316, 1240)
+
+
+def test_asm_semicolon_separator_reads_the_same(tmp_path):
+    files = {n: d.replace(",", ";") for n, d in unzip(ASM).items()}
+    assert validate(rezip(tmp_path / "asm.zip", files))["counts"] == validate(ASM)["counts"]
+
+
+def test_asm_loose_files_are_refused(tmp_path):
+    for name, data in unzip(ASM).items():
+        (tmp_path / name).write_text(data)
+    [issue] = validate(tmp_path, "apple-school-manager")["issues"]
+    assert (issue["code"], issue["severity"]) == ("zip_required", "fatal")
+
+
+def test_asm_any_broken_reference_fails_the_whole_upload(tmp_path):
+    files = unzip(ASM)
+    files["rosters.csv"] = change_line(files["rosters.csv"], 7, ",000", ",999")
+    result = validate(rezip(tmp_path / "asm.zip", files))
+    [issue] = issues(result, "reference_missing")
+    assert where(issue) == ("fatal", "rosters.csv", 7)
+    assert "nothing was applied" in issue["message"]
+
+
+# --- ParentSquare-style ---------------------------------------------------------------------
+
+PSQ = pytest.mark.parametrize("folder", ["parentsquare"], indirect=True)
+
+
+def test_parentsquare_fixture_keeps_student_attributes():
+    result = validate(FIXTURES / "parentsquare")
+    assert result["format"] == "parentsquare"
+    assert result["issues"] == []  # homeroom, bus_route: attribute columns, no warning
+    assert result["counts"]["agents"] == 300
+
+
+@PSQ
+def test_parentsquare_staff_without_phone_or_email_is_not_imported(folder):
+    before = validate(folder)["counts"]["users"]
+    edit(folder / "staff.csv", 6, "email", "")
+    result = validate(folder)
+    [issue] = issues(result, "contact_missing")
+    assert where(issue) == ("error", "staff.csv", 6) and "phone or email" in issue["message"]
+    assert result["counts"]["users"] == before - 1
+
+
+@PSQ
+def test_parentsquare_parent_of_a_student_not_loaded_is_not_imported(folder):
+    before = validate(folder)["counts"]["users"]
+    edit(folder / "parents.csv", 4, "student_id", "999999")
+    result = validate(folder)
+    users = [i for i in issues(result, "reference_missing") if "user was skipped" in i["message"]]
+    assert [where(i) for i in users] == [("error", "parents.csv", 4)]
+    assert result["counts"]["users"] == before - 1
+
+
+# --- ALO-style --------------------------------------------------------------------------------
+
+ALO = FIXTURES / "alo" / "springfield.zip"
+
+
+def alo_variant(tmp_path: Path, **changes) -> Path:
+    files = unzip(ALO)
+    for name, data in changes.items():
+        name = name.replace("_", ".")
+        if data is None:
+            files.pop(name)
+        else:
+            files[name] = data
+    return rezip(tmp_path / "upload.zip", files)
+
+
+def test_alo_fixture_imports_for_its_account():
+    result = validate(ALO, account="springfield")
+    assert result["format"] == "alo" and "Manifest.csv" in result["reason"]
+    assert result["issues"] == []
+    # 300 students, 15 teachers, a principal (school level) and a superintendent (district).
+    assert result["counts"]["users"] == 317
+    # Students, teachers at each school they teach at, the principal, the superintendent.
+    assert result["counts"]["roles"] == 316
+
+
+def test_alo_manifest_of_another_district_is_refused():
+    [issue] = validate(ALO, "alo", account="shelbyville")["issues"]
+    assert (issue["code"], issue["file"], issue["severity"]) == (
+        "manifest_account_mismatch",
+        "Manifest.csv",
+        "fatal",
+    )
+
+
+def test_alo_missing_file_is_fatal(tmp_path):
+    [issue] = validate(alo_variant(tmp_path, Staff_csv=None), "alo")["issues"]
+    assert (issue["code"], issue["severity"]) == ("file_missing", "fatal")
+
+
+def test_alo_extra_file_is_fatal(tmp_path):
+    result = validate(alo_variant(tmp_path, notes_txt="hello"), "alo")
+    [issue] = issues(result, "file_unknown")
+    assert issue["severity"] == "fatal"
+
+
+def test_alo_duplicate_school_name_is_fatal(tmp_path):
+    schools = unzip(ALO)["Schools.csv"]
+    schools = change_line(schools, 3, "O'Connor Middle School", "Lincoln High School")
+    [issue] = issues(validate(alo_variant(tmp_path, Schools_csv=schools), "alo"), "duplicate_value")
+    assert where(issue) == ("fatal", "Schools.csv", 4) and "line 3" in issue["message"]
+
+
+def test_alo_student_listed_twice_is_fatal(tmp_path):
+    students = unzip(ALO)["Students.csv"].rstrip("\n").split("\n")
+    students.append(students[5])
+    data = "\n".join(students) + "\n"
+    found = issues(validate(alo_variant(tmp_path, Students_csv=data), "alo"), "duplicate_id")
+    assert {where(i) for i in found} == {("fatal", "Students.csv", len(students))}
+
+
+def test_alo_ids_that_do_not_map_across_files_are_fatal(tmp_path):
+    data = change_line(unzip(ALO)["StudentEnrollments.csv"], 10, ",000", ",998")
+    result = validate(alo_variant(tmp_path, StudentEnrollments_csv=data), "alo")
+    [issue] = issues(result, "reference_missing")
+    assert where(issue) == ("fatal", "StudentEnrollments.csv", 10)
+
+
+def test_alo_missing_required_field_is_fatal(tmp_path):
+    data = change_line(unzip(ALO)["Staff.csv"], 2, "t001@springfield.example.org", "")
+    [issue] = issues(validate(alo_variant(tmp_path, Staff_csv=data), "alo"), "required_missing")
+    assert where(issue) == ("fatal", "Staff.csv", 2)
+
+
+def test_alo_other_row_errors_are_left_out_and_the_rest_applied(tmp_path):
+    enrollments = unzip(ALO)["StudentEnrollments.csv"].rstrip("\n").split("\n")
+    enrollments.append(enrollments[8])  # the same enrollment ID twice: not on ALO's fatal list
+    data = "\n".join(enrollments) + "\n"
+    result = validate(alo_variant(tmp_path, StudentEnrollments_csv=data), "alo")
+    [issue] = issues(result, "duplicate_id")
+    assert where(issue) == ("error", "StudentEnrollments.csv", len(enrollments))
+    assert result["counts"]["enrollments"] == 1240
+
+
+def test_alo_not_a_zip_is_fatal(tmp_path):
+    with zipfile.ZipFile(io.BytesIO(ALO.read_bytes())) as z:
+        z.extractall(tmp_path / "loose")
+    [issue] = validate(tmp_path / "loose", "alo")["issues"]
+    assert (issue["code"], issue["severity"]) == ("zip_required", "fatal")
