@@ -139,3 +139,6 @@ WORKER_POLL_SECONDS = _env_float("ROSTERDROP_WORKER_POLL_SECONDS", 2)
 # Upload sources the in-process worker imports (the web page and CLI may import directly).
 WORKER_SOURCES = os.environ.get("ROSTERDROP_WORKER_SOURCES", "sftp,ftps").split(",")
 
+
+# Custom import templates (rosterdrop.custom): a district's own file layouts.
+INSTALLED_APPS += ["rosterdrop.custom"]

@@ -144,6 +144,8 @@ class FileSpec:
     unique: tuple[str, ...] = ()
     row_rules: tuple[RequireOneOf, ...] = ()
     dialect: Dialect | None = None  # None: the format's
+    # This file's own mode when sent (a custom template's add-only = delta); None: the format's.
+    mode: Mode | None = None
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.matches(name)), None)
