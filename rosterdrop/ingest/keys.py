@@ -131,11 +131,13 @@ def _missing(
 
 def _drop_duplicates(rows: EntityRows, log: FindingLog) -> pl.DataFrame:
     frame = rows.frame()
-    first = frame.with_columns(pl.col(LINE).first().over(KEY).alias("_first_line"))
     dupes = ~frame[KEY].is_first_distinct()
+    if not dupes.any():
+        return frame
     reported = dupes & ~frame[DERIVED]
     total = int(reported.sum())
     if total:
+        first = frame.with_columns(pl.col(LINE).first().over(KEY).alias("_first_line"))
         label = LABELS[rows.entity]
         column = rows.columns.get("sourcedId", "sourcedId")
         sample = first.filter(reported).head(SAMPLES)
