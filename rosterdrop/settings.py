@@ -100,6 +100,8 @@ LOGGING = {
 ZIP_MAX_MEMBERS = int(os.environ.get("ROSTERDROP_ZIP_MAX_MEMBERS", "64"))
 ZIP_MAX_TOTAL_BYTES = int(os.environ.get("ROSTERDROP_ZIP_MAX_TOTAL_BYTES", str(8 * 1024**3)))
 ZIP_MAX_RATIO = int(os.environ.get("ROSTERDROP_ZIP_MAX_RATIO", "200"))
+# Raw uploads are deleted this many days after they arrive (0 keeps them for ever).
+UPLOAD_RETENTION_DAYS = int(os.environ.get("ROSTERDROP_RETENTION_DAYS", "90"))
 # Share of any entity's active records a sync may remove before it is held for approval.
 REMOVAL_THRESHOLD = float(os.environ.get("ROSTERDROP_REMOVAL_THRESHOLD", "0.10"))
 
