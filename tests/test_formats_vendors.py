@@ -6,10 +6,14 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import polars as pl
 import pytest
 from helpers import edit, issues, rows, write
 
-from rosterdrop.ingest.pipeline import check, expand
+from rosterdrop.formats.apple import APPLE_SCHOOL_MANAGER
+from rosterdrop.ingest.pipeline import check, expand, import_path
+from rosterdrop.ingest.read import LINE, read_table
+from rosterdrop.roster.models import Record
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -141,6 +145,65 @@ def test_asm_any_broken_reference_fails_the_whole_upload(tmp_path):
     [issue] = issues(result, "reference_missing")
     assert where(issue) == ("fatal", "rosters.csv", 7)
     assert "nothing was applied" in issue["message"]
+
+
+def _asm_escaped(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """ASM's backslash escapes: a quote and a separator in names, a line break in a class name."""
+    files = unzip(ASM)
+    students = change_line(
+        files["students.csv"], 3, "Éloïse,,Nuñez", 'Éloïse \\"Lulu\\",,Nuñez\\, Jr.'
+    )
+    files["students.csv"] = students
+    files["classes.csv"] = change_line(files["classes.csv"], 2, "English 1", "English 1\\\nHonors")
+    return rezip(tmp_path / "asm.zip", files), files
+
+
+def test_asm_backslash_escapes_are_read_with_their_exact_lines(tmp_path):
+    _, files = _asm_escaped(tmp_path)
+    dialect = APPLE_SCHOOL_MANAGER.file("classes.csv").dialect
+    for name, line, column, value in [
+        ("students.csv", 3, "first_name", 'Éloïse "Lulu"'),
+        ("students.csv", 3, "last_name", "Nuñez, Jr."),
+        ("students.csv", 4, "first_name", "Mateo"),
+        ("classes.csv", 2, "class_display_name", "English 1\nHonors"),
+        ("classes.csv", 4, "class_display_name", "Science 2"),  # lines 2-3 are one row
+    ]:
+        chunks = iter([files[name].encode()])
+        table = read_table(name, chunks, dialect.delimiters, dialect.escapechar)
+        frame = pl.concat(list(table.batches))
+        assert frame.filter(pl.col(LINE) == line)[column].to_list() == [value], (name, line)
+        assert table.findings == []
+    # The same rows whichever way a piece is parsed: escape-free pieces still go the fast way.
+    text = files["students.csv"].encode()
+    head, rest = text.split(b"\n", 1)
+    chunks = [head + b"\n"] + [line + b"\n" for line in rest.rstrip(b"\n").split(b"\n")]
+    piecewise = pl.concat(list(read_table("students.csv", iter(chunks), ",;", "\\").batches))
+    whole = pl.concat(list(read_table("students.csv", iter([text]), ",;", "\\").batches))
+    assert piecewise.equals(whole) and piecewise.height == 300
+
+
+def test_asm_escaped_line_break_keeps_later_lines_exact(tmp_path):
+    files = _asm_escaped(tmp_path)[1]
+    # Physical line 6 is the fifth class, because the first one spans lines 2 and 3.
+    files["classes.csv"] = change_line(files["classes.csv"], 6, ",001,Art", ",099,Art")
+    result = validate(rezip(tmp_path / "broken.zip", files))
+    found = [i for i in issues(result, "reference_missing") if i["file"] == "classes.csv"]
+    assert {where(i) for i in found} == {("fatal", "classes.csv", 6)}
+    assert found[0]["value"] == "099" and found[0]["column"] == "location_id"
+
+
+def test_asm_escaped_values_are_stored_as_written(district, tmp_path):
+    district.format = "apple-school-manager"
+    district.save()
+    sync = import_path(district, _asm_escaped(tmp_path)[0])
+    assert sync.status == "applied", sync.message
+    student = Record.objects.get(district=district, entity="users", sourced_id="000002")
+    assert (student.data["givenName"], student.data["familyName"]) == (
+        'Éloïse "Lulu"',
+        "Nuñez, Jr.",
+    )
+    course = Record.objects.get(district=district, entity="classes", sourced_id="00001")
+    assert course.data["title"] == "English 1\nHonors"
 
 
 # --- ParentSquare-style ---------------------------------------------------------------------

@@ -117,6 +117,8 @@ class Dialect:
 
     # Candidate field separators; the one found in the header line is used.
     delimiters: str = ","
+    # Makes the next character literal (a quote, the delimiter, a newline); "" = none.
+    escapechar: str = ""
     # Accepted date forms (strptime); values in any but the first are normalised to ISO.
     date_formats: tuple[str, ...] = ("%Y-%m-%d",)
     # Enum and boolean values match in any case and are stored in the spec's case, silently.

@@ -86,7 +86,9 @@ def _read_file(
 ) -> None:
     with member.open() as stream:
         decoded = decode(stream, file.name, file.dialect.encoding or fallback)
-        table = read_table(file.name, decoded.chunks, file.dialect.delimiters)
+        table = read_table(
+            file.name, decoded.chunks, file.dialect.delimiters, file.dialect.escapechar
+        )
         check_header(file, table.header, fmt.header_order, result.log)
         checker = RowChecker(file, table.header, mode, result.log)
         extras = extra_columns(file, table.header)
