@@ -306,6 +306,19 @@ def test_alo_ids_that_do_not_map_across_files_are_fatal(tmp_path):
     assert where(issue) == ("fatal", "StudentEnrollments.csv", 10)
 
 
+@pytest.mark.parametrize("teacher", ["T9999", "000001"])  # no one; a student, not a staff ID
+def test_alo_student_teacher_must_be_one_of_the_staff(tmp_path, teacher):
+    data = change_line(unzip(ALO)["Students.csv"], 5, ",T0001", f",{teacher}")
+    result = validate(alo_variant(tmp_path, Students_csv=data), "alo")
+    [issue] = result["issues"]
+    assert (issue["code"], issue["column"], issue["value"]) == (
+        "reference_missing",
+        "Teacher ID",
+        teacher,
+    )
+    assert where(issue) == ("fatal", "Students.csv", 5) and "Staff.csv" in issue["message"]
+
+
 def test_alo_missing_required_field_is_fatal(tmp_path):
     data = change_line(unzip(ALO)["Staff.csv"], 2, "t001@springfield.example.org", "")
     [issue] = issues(validate(alo_variant(tmp_path, Staff_csv=data), "alo"), "required_missing")

@@ -112,6 +112,20 @@ class RequireOneOf:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A column whose values must name a row of another file: `file`.`target`.
+
+    For links no canonical field carries (ALO: Students.`Teacher ID` = Staff.`ID`, kept as
+    metadata), so they are checked on the source files. A broken link is a warning (the value
+    is kept as sent) unless the format makes `reference_missing` fatal.
+    """
+
+    column: str
+    file: str
+    target: str
+
+
+@dataclass(frozen=True)
 class Dialect:
     """How a format writes its values and names its files and columns."""
 
@@ -145,6 +159,7 @@ class FileSpec:
     # Columns whose non-empty values must be unique in the file (names of schools...).
     unique: tuple[str, ...] = ()
     row_rules: tuple[RequireOneOf, ...] = ()
+    links: tuple[Link, ...] = ()
     dialect: Dialect | None = None  # None: the format's
     # This file's own mode when sent (a custom template's add-only = delta); None: the format's.
     mode: Mode | None = None

@@ -20,6 +20,7 @@ from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
 from rosterdrop.ingest.keys import EntityRows, check_keys
+from rosterdrop.ingest.links import check_links, gather
 from rosterdrop.ingest.mapping import DATA, HASH, KEY, extra_columns, map_batch, message_columns
 from rosterdrop.ingest.match import match
 from rosterdrop.ingest.outcome import Checked, Outcome, Progress
@@ -68,6 +69,7 @@ def check(
         result.format, result.reason = matched.format.slug, matched.reason
         for file, member, mode in matched.files:
             _read_file(result, matched.format, file, member, mode, fallback_encoding, spill_dir)
+        check_links(result.links, result.log)
     except Failure as failure:
         result.log.add(failure.finding)
         return result
@@ -94,6 +96,7 @@ def _read_file(
         extras = extra_columns(file, table.header)
         for batch in table.batches:
             batch = checker.check(batch)
+            gather(result.links, fmt, file, batch)
             for output in file.outputs:
                 mapped = map_batch(file, output, batch, extras)
                 rows = result.entities.setdefault(
