@@ -233,8 +233,15 @@ def test_parentsquare_parent_of_a_student_not_loaded_is_not_imported(folder):
     before = validate(folder)["counts"]["users"]
     edit(folder / "parents.csv", 4, "student_id", "999999")
     result = validate(folder)
-    users = [i for i in issues(result, "reference_missing") if "user was skipped" in i["message"]]
-    assert [where(i) for i in users] == [("error", "parents.csv", 4)]
+    # One issue for the row, naming the district's column; not a second one for the link.
+    [issue] = result["issues"]
+    assert where(issue) == ("error", "parents.csv", 4)
+    assert (issue["code"], issue["column"], issue["value"]) == (
+        "reference_missing",
+        "student_id",
+        "999999",
+    )
+    assert "a parent is imported only with a student who is loaded" in issue["message"]
     assert result["counts"]["users"] == before - 1
 
 

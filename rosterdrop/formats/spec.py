@@ -204,8 +204,9 @@ class FormatSpec:
     fatal: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # The upload must be one zip file.
     zip_required: bool = False
-    # "entity.field" references that skip the record when broken, where the schema only warns.
-    strict_references: tuple[str, ...] = ()
+    # "entity.field" references that skip the record when broken, where the schema only warns:
+    # each with the format's reason, said in the issue ("" = none).
+    strict_references: dict[str, str] = field(default_factory=dict)
     # Whether `validate` may pick this format by itself (custom templates cannot be guessed).
     detectable: bool = True
 
@@ -223,8 +224,12 @@ class FormatSpec:
     @property
     def references(self) -> dict[str, tuple[Ref, ...]]:
         """The canonical references, with this format's strict ones made strong."""
-        strict = {tuple(s.split(".", 1)) for s in self.strict_references}
+        strict = {tuple(s.split(".", 1)): why for s, why in self.strict_references.items()}
+
+        def made_strict(entity: str, ref: Ref) -> Ref:
+            why = strict.get((entity, ref.field))
+            return ref if why is None else replace(ref, strong=True, why=why)
+
         return {
-            entity: tuple(replace(r, strong=r.strong or (entity, r.field) in strict) for r in refs)
-            for entity, refs in REFS.items()
+            entity: tuple(made_strict(entity, r) for r in refs) for entity, refs in REFS.items()
         }

@@ -102,7 +102,7 @@ def _read_file(
                 rows = result.entities.setdefault(
                     output.entity, EntityRows(output.entity, mode, derived=output.derived)
                 )
-                rows.columns = rows.columns or message_columns(output)
+                rows.columns.setdefault(file.name, message_columns(output))
                 if spill_dir is not None:
                     _spill(result, spill_dir, output.entity, mapped)
                 rows.add(mapped, file.name, output.derived)
