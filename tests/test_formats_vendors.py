@@ -112,6 +112,54 @@ def test_clever_student_without_name_is_skipped(folder):
     assert where(issue) == ("error", "students.csv", 4)
 
 
+def accepted_keys(path: Path, entity: str) -> set[str]:
+    checked = check(expand(path), "clever")
+    assert not checked.fatal
+    return set(checked.accepted[entity]["_key"].to_list())
+
+
+@CLEVER
+def test_clever_contacts_without_sis_id_are_kept_under_a_stable_key(folder):
+    table = rows(folder / "students.csv")
+    sis = table[0].index("Contact_sis_id")
+    for row in table[1:]:
+        if row[table[0].index("Contact_name")] == "Second Contact":
+            row[sis] = ""
+    write(folder / "students.csv", table)
+    result = validate(folder, "clever")
+    assert result["issues"] == []
+    assert result["counts"]["agents"] == 330  # as many links as with SIS IDs
+    users = accepted_keys(folder, "users")
+    assert "000001:Second Contact" in users and "C000001" not in users
+    assert "G00000" in users  # contacts with a SIS ID keep it
+    assert accepted_keys(folder, "agents") >= {"000001:000001:Second Contact"}
+    # Sent again in another row order, the same keys: nothing would be removed and re-added.
+    write(folder / "students.csv", [table[0], *reversed(table[1:])])
+    assert accepted_keys(folder, "users") == users
+
+
+@CLEVER
+def test_clever_terms_and_courses_follow_clevers_rules(folder):
+    table = rows(folder / "sections.csv")
+    col = {name: i for i, name in enumerate(table[0])}
+    table[2][col["Term_start"]] = "2026-09-01"  # same name, other dates: another term
+    table[3][col["Term_name"]] = ""  # dates alone make a term (the Fall 2026 dates)
+    table[4][col["Term_name"]] = table[4][col["Term_start"]] = table[4][col["Term_end"]] = ""
+    table[5][col["Course_number"]] = "MUS-ADV"  # same school and name, another number
+    table[6][col["Course_name"]] = ""  # a number alone makes no course
+    write(folder / "sections.csv", table)
+    result = validate(folder, "clever")
+    assert result["issues"] == []
+    terms = accepted_keys(folder, "academicSessions")
+    assert terms == {
+        "Fall 2026:2026-08-24:2026-12-18",
+        "Fall 2026:2026-09-01:2026-12-18",
+        ":2026-08-24:2026-12-18",
+    }
+    assert result["counts"]["classes"] == 30  # a class with no term or course is still a class
+    assert result["counts"]["courses"] == 7
+
+
 # --- Apple School Manager ---------------------------------------------------------------------
 
 ASM = FIXTURES / "apple-school-manager" / "asm.zip"

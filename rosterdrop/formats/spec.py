@@ -64,26 +64,41 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Joined:
+    """The ID of a record a format only implies (Clever's terms, courses, unnamed contacts).
+
+    These columns' values joined with ":" (empty ones too), the same way as a key of those
+    columns; null unless at least one of `needs` holds a value (then there is no record).
+    """
+
+    columns: tuple[str, ...]
+    needs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Output:
     """One canonical entity fed by a file: canonical field -> source column.
 
     With `explode`, one record is made per item of that comma-list column; with `unpivot`,
     one per non-empty value among those columns (a name may hold "{n}"). In both, the source
     column name "@item" stands for the item. The key joins the values of `key` with ":"; a
-    field whose source is a tuple of columns gets them joined the same way (a derived ID).
-    `where` keeps only rows whose column is non-empty (True) or empty (False). `translate`
+    field whose source is a tuple of columns gets them joined the same way (a derived ID), or
+    null if any is empty; a `Joined` source is null only when all its `needs` are empty.
+    `where` keeps only rows whose column is non-empty (True) or empty (False); `where_any`,
+    rows where at least one of those columns is non-empty. `translate`
     maps source values to canonical ones per field. `deduplicate`: several rows may describe
     the same record (one row per contact, per school...); the first is kept, silently.
     """
 
     entity: str
-    fields: dict[str, str | tuple[str, ...]]
+    fields: dict[str, str | tuple[str, ...] | Joined]
     key: tuple[str, ...] = ("sourcedId",)
     explode: str | None = None
     unpivot: tuple[str, ...] = ()
     constants: dict[str, str] = field(default_factory=dict)
     keep_extra: bool = True
     where: dict[str, bool] = field(default_factory=dict)
+    where_any: tuple[str, ...] = ()
     translate: dict[str, dict[str, str]] = field(default_factory=dict)
     deduplicate: bool = False
 
@@ -94,9 +109,12 @@ class Output:
 
     def sources(self) -> set[str]:
         """Every source column this output reads."""
-        names = set(self.key) | set(self.where) | set(self.unpivot)
+        names = set(self.key) | set(self.where) | set(self.where_any) | set(self.unpivot)
         for source in self.fields.values():
-            names.update((source,) if isinstance(source, str) else source)
+            if isinstance(source, Joined):
+                names.update(source.columns)
+            else:
+                names.update((source,) if isinstance(source, str) else source)
         if self.explode:
             names.add(self.explode)
         return names
