@@ -127,6 +127,14 @@ def _close_spills(result: Checked) -> None:
         result.writers.popitem()[1].close()
 
 
+def active_keys(snapshot: pl.DataFrame) -> dict[str, pl.Series]:
+    """The roster's active keys per entity: references may name records not sent now."""
+    return {
+        e: snapshot.filter((pl.col("entity") == e) & (pl.col("status") == "active"))[KEY]
+        for e in snapshot["entity"].unique()
+    }
+
+
 def run(
     paths: list[Path],
     district,
@@ -144,10 +152,7 @@ def run(
         district.refresh_from_db(fields=["roster_token"])
         token = district.roster_token
         snapshot = hashes.load(district.pk, token)
-        known = {
-            e: snapshot.filter((pl.col("entity") == e) & (pl.col("status") == "active"))[KEY]
-            for e in snapshot["entity"].unique()
-        }
+        known = active_keys(snapshot)
         checked = check(
             paths, district.format, district.fallback_encoding, work, known, district.slug, progress
         )
