@@ -155,6 +155,7 @@ AXES_FAILURE_LIMIT = int(os.environ.get("ROSTERDROP_LOGIN_FAILURE_LIMIT", 5))
 AXES_COOLOFF_TIME = float(os.environ.get("ROSTERDROP_LOGIN_COOLOFF_HOURS", 0.25))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no banner on every command
 AXES_LOCKOUT_TEMPLATE = "web/locked_out.html"
 # Secure cookies by default; ROSTERDROP_SECURE_COOKIES=0 for plain-http use on localhost.
 SESSION_COOKIE_SECURE = os.environ.get("ROSTERDROP_SECURE_COOKIES", "1") == "1"

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.ipc
 from django.conf import settings
 
+from rosterdrop import notify
 from rosterdrop.formats.spec import FormatSpec, Mode
 from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.decode import decode
@@ -264,6 +265,7 @@ def import_uploads(
     else:
         record(sync, outcome)
     if not dry_run:
+        notify.sync_finished(sync)
         upload_status = (
             Upload.Status.FAILED if outcome.status == "failed" else Upload.Status.IMPORTED
         )

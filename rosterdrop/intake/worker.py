@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from rosterdrop import notify
 from rosterdrop.districts.models import District
 from rosterdrop.formats import get_format
 from rosterdrop.formats.spec import FormatSpec
@@ -90,6 +91,7 @@ def run_once(now: datetime | None = None) -> float | None:
                 loose.append(upload)
             else:
                 _finish([upload], Upload.Status.UNMATCHED, unmatched_reason(upload.filename, spec))
+                notify.upload_unmatched(upload)
         if not loose:
             continue
         due = max(u.received_at for u in loose) + timedelta(seconds=district.quiet_period_seconds)
@@ -175,6 +177,7 @@ def run_forever(stop: threading.Event) -> None:
         next_due = None
         try:
             next_due = run_once()
+            notify.send_pending()
         except Exception:
             log.exception("worker pass failed")
         finally:

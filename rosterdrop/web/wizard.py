@@ -1,29 +1,21 @@
-"""The custom import template wizard (Istation's flow): kind, sample, mapping, validate, save.
+"""Custom import templates (Istation's flow: kind, sample, mapping, validate, save).
 
-The templates themselves belong to `rosterdrop.custom` (ImportTemplate and its Python API);
-until that app exists the page says so instead of guessing at its rules.
+The templates belong to `rosterdrop.custom` (ImportTemplate and its Python API). Until its
+wizard pages are built here, this page lists the district's templates, and says so when the
+app is not installed.
 """
 
+from django.apps import apps
 from django.shortcuts import render
 
 from rosterdrop.web.access import district_view
 
 
-def custom_api():
-    try:
-        from rosterdrop import custom
-    except ImportError:
-        return None
-    return custom
-
-
 @district_view
 def wizard(request, district):
-    return render(
-        request,
-        "web/wizard.html",
-        {
-            "district": district,
-            "available": custom_api() is not None,
-        },
-    )
+    templates = None
+    if apps.is_installed("rosterdrop.custom"):
+        from rosterdrop.custom.models import ImportTemplate
+
+        templates = ImportTemplate.objects.filter(district=district)
+    return render(request, "web/wizard.html", {"district": district, "templates": templates})
