@@ -116,6 +116,8 @@ def _env_float(name: str, default: float) -> float:
 
 
 SFTP_HOST_KEY = DATA_DIR / "ssh_host_ed25519_key"
+# Login names made by `sftp-user add --person NAME` (FTPS also accepts the dotted form).
+SFTP_LOGIN_SCHEME = os.environ.get("ROSTERDROP_LOGIN_SCHEME", "{person}_admin_{district}_{state}")
 SFTP_LOGIN_TIMEOUT = _env_float("ROSTERDROP_SFTP_LOGIN_TIMEOUT", 30)
 SFTP_KEEPALIVE_INTERVAL = _env_float("ROSTERDROP_SFTP_KEEPALIVE_INTERVAL", 15)
 SFTP_KEEPALIVE_COUNT_MAX = _env_int("ROSTERDROP_SFTP_KEEPALIVE_COUNT_MAX", 3)
