@@ -250,13 +250,13 @@ def check(request, district):
                 request, f"Saved: the next file named {saved.file_name} is read with this template."
             )
             return redirect("web:wizard", district.slug)
-    existing = set(district.templates.values_list("file_name", flat=True))
+    labels = {f.name: f.label for f in KINDS[draft["kind"]]}
     context = {
         "result": result,
         "fatal": fatal,
         "form": form,
-        "existing": existing,
-        "mapped": [(s, t) for s, t in draft["columns"].items() if t],
+        "replaces": district.templates.filter(file_name=draft["sample_name"]).exists(),
+        "mapped": [(s, labels[t]) for s, t in draft["columns"].items() if t],
         "ignored": [s for s, t in draft["columns"].items() if not t],
     }
     return _page(request, district, 4, "template_check", context, 400 if form.errors else 200)
