@@ -20,7 +20,7 @@ from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import stored_file
 from rosterdrop.ingest.models import Sync
 from rosterdrop.notify.models import Subscription
-from rosterdrop.web.access import client_ip, district_view, require_operator
+from rosterdrop.web.access import audit_admin, client_ip, district_view, require_operator
 from rosterdrop.web.connection import connection_for
 from rosterdrop.web.forms import AllowListForm, DistrictSettingsForm, SubscriptionForm, UploadForm
 from rosterdrop.web.imports import receive_files, start_import
@@ -124,9 +124,7 @@ def update_settings(request, district):
     form = DistrictSettingsForm(request.POST, instance=district)
     if form.is_valid():
         form.save()
-        _audit_admin(
-            request, f"changed settings of {district.slug}: {', '.join(form.changed_data)}"
-        )
+        audit_admin(request, f"changed settings of {district.slug}: {', '.join(form.changed_data)}")
         messages.success(request, "Settings saved.")
     else:
         messages.error(
@@ -153,7 +151,7 @@ def update_allow_list(request, district):
             messages.error(request, f"Allow list not saved: {' '.join(exc.messages)}")
         else:
             login.save(update_fields=["allowed_ips"])
-            _audit_admin(request, f"changed the IP allow list of SFTP login {login.name}")
+            audit_admin(request, f"changed the IP allow list of SFTP login {login.name}")
             messages.success(request, "IP allow list saved.")
     return redirect("web:district", district.slug)
 
@@ -168,7 +166,7 @@ def subscribe(request, district):
             email=form.cleaned_data["email"],
             defaults={"on_success": form.cleaned_data["on_success"]},
         )
-        _audit_admin(
+        audit_admin(
             request, f"notifications of {district.slug}: added {form.cleaned_data['email']}"
         )
         messages.success(request, "Notification address saved.")
@@ -182,17 +180,8 @@ def subscribe(request, district):
 def unsubscribe(request, district, pk: int):
     sub = get_object_or_404(Subscription, pk=pk, district=district)
     sub.delete()
-    _audit_admin(request, f"notifications of {district.slug}: removed {sub.email}")
+    audit_admin(request, f"notifications of {district.slug}: removed {sub.email}")
     return redirect("web:district", district.slug)
-
-
-def _audit_admin(request, detail: str) -> None:
-    record(
-        AuditEvent.Kind.ADMIN,
-        login=request.user.get_username(),
-        ip=client_ip(request),
-        detail=detail,
-    )
 
 
 @district_view

@@ -17,7 +17,6 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.custom.models import ImportTemplate
 from rosterdrop.custom.templates import (
     KIND_TITLES,
@@ -33,7 +32,7 @@ from rosterdrop.custom.templates import (
 from rosterdrop.formats import CUSTOM, FORMATS
 from rosterdrop.formats.spec import Type
 from rosterdrop.ingest.findings import Failure
-from rosterdrop.web.access import client_ip, district_view
+from rosterdrop.web.access import audit_admin, district_view
 from rosterdrop.web.forms import TemplateKindForm, TemplateSampleForm, TemplateSaveForm
 
 STEPS = ("What the file holds", "Sample file", "Columns", "Check and save")
@@ -107,15 +106,6 @@ def _page(request, district, step: int, name: str, context: dict, status: int = 
         **context,
     }
     return render(request, f"web/{name}.html", context, status=status)
-
-
-def _audit(request, detail: str) -> None:
-    record(
-        AuditEvent.Kind.ADMIN,
-        login=request.user.get_username(),
-        ip=client_ip(request),
-        detail=detail,
-    )
 
 
 @district_view
@@ -245,7 +235,7 @@ def check(request, district):
             form.add_error(None, str(exc))
         else:
             _forget(request, district)
-            _audit(request, f"saved import template {saved.file_name} of {district.slug}")
+            audit_admin(request, f"saved import template {saved.file_name} of {district.slug}")
             messages.success(
                 request, f"Saved: the next file named {saved.file_name} is read with this template."
             )
@@ -267,7 +257,7 @@ def check(request, district):
 def delete(request, district, pk: int):
     template = get_object_or_404(ImportTemplate, pk=pk, district=district)
     template.delete()
-    _audit(request, f"deleted import template {template.file_name} of {district.slug}")
+    audit_admin(request, f"deleted import template {template.file_name} of {district.slug}")
     messages.success(request, f"Deleted the template for {template.file_name}.")
     return redirect("web:wizard", district.slug)
 
