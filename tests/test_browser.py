@@ -177,7 +177,7 @@ SCHOOLS = "Campus ID;School Name\n001;Escuela José Martí\n"
 
 
 def test_wizard_template_reads_the_next_sftp_upload(browser, make_server, tmp_path):
-    server = make_server(ROSTERDROP_SECURE_COOKIES="0")  # plain http on loopback
+    server = make_server()
     server.cli(
         "shell",
         "-c",
