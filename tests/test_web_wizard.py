@@ -5,6 +5,7 @@ import json
 
 import pytest
 import web_fixtures
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
@@ -108,6 +109,10 @@ def test_incomplete_mapping_and_bad_names_are_not_saved(district, admin):
     assert (
         "Continue with Student Export.csv" in client.get(url("wizard", district)).content.decode()
     )
+    for sample in (settings.DATA_DIR / "template-samples").iterdir():
+        sample.unlink()  # cleared away: the draft starts again rather than failing
+    restart = client.get(url("template_check", district))
+    assert restart["Location"] == url("template_sample", district)
 
 
 def test_a_sample_that_cannot_be_read_says_why(district, admin):

@@ -56,7 +56,12 @@ def _key(district) -> str:
 
 
 def _draft(request, district) -> dict:
-    return request.session.get(_key(district), {})
+    """The draft in progress; one whose sample was cleared away starts again."""
+    draft = request.session.get(_key(district), {})
+    if draft.get("sample") and not (_samples() / draft["sample"]).exists():
+        del request.session[_key(district)]
+        return {}
+    return draft
 
 
 def _forget(request, district) -> None:
@@ -162,7 +167,6 @@ def sample(request, district):
                     "sample": token,
                     "sample_name": Path(upload.name).name,
                     "header": found.header,
-                    "rows": found.rows,
                     "delimiter": found.delimiter,
                     "encoding": encoding,
                     "columns": suggested_columns(draft["kind"], found.header),
@@ -173,14 +177,22 @@ def sample(request, district):
     return _page(request, district, 2, "template_sample", {"form": form}, status)
 
 
-def _column_rows(draft: dict) -> list[dict]:
-    """Each source column with its first values, its field and whether the name suggested it."""
+def _column_rows(district, draft: dict) -> list[dict]:
+    """Each source column with its first values, its field and whether the name suggested it.
+
+    The values are read again from the sample, so no student data is kept in the session.
+    """
     suggested = suggested_columns(draft["kind"], draft["header"])
+    rows = read_sample(
+        _samples() / draft["sample"],
+        draft["delimiter"],
+        draft["encoding"] or district.fallback_encoding,
+    ).rows
     return [
         {
             "index": i,
             "name": name,
-            "values": [row[i] for row in draft["rows"] if i < len(row) and row[i]],
+            "values": [row[i] for row in rows if i < len(row) and row[i]],
             "target": draft["columns"].get(name, ""),
             "suggested": suggested[name] and suggested[name] == draft["columns"].get(name),
         }
@@ -210,7 +222,7 @@ def columns(request, district):
         return redirect("web:template_check", district.slug)
     context = {
         "template": _template(district, draft),
-        "rows": _column_rows(draft),
+        "rows": _column_rows(district, draft),
         "fields": fields,
         "problems": problems,
         "date_formats": DATE_FORMATS if any(f.type == Type.DATE for f in fields) else (),
