@@ -100,6 +100,8 @@ LOGGING = {
 ZIP_MAX_MEMBERS = int(os.environ.get("ROSTERDROP_ZIP_MAX_MEMBERS", "64"))
 ZIP_MAX_TOTAL_BYTES = int(os.environ.get("ROSTERDROP_ZIP_MAX_TOTAL_BYTES", str(8 * 1024**3)))
 ZIP_MAX_RATIO = int(os.environ.get("ROSTERDROP_ZIP_MAX_RATIO", "200"))
+# Raw uploads are deleted this many days after they arrive (0 keeps them for ever).
+UPLOAD_RETENTION_DAYS = int(os.environ.get("ROSTERDROP_RETENTION_DAYS", "90"))
 # Share of any entity's active records a sync may remove before it is held for approval.
 REMOVAL_THRESHOLD = float(os.environ.get("ROSTERDROP_REMOVAL_THRESHOLD", "0.10"))
 
@@ -116,6 +118,8 @@ def _env_float(name: str, default: float) -> float:
 SFTP_HOST_KEY = DATA_DIR / "ssh_host_ed25519_key"
 # The port `serve` listens on (its --sftp-port sets this too, so the console shows the real one).
 SFTP_PORT = _env_int("ROSTERDROP_SFTP_PORT", 2222)
+# Login names made by `sftp-user add --person NAME` (FTPS also accepts the dotted form).
+SFTP_LOGIN_SCHEME = os.environ.get("ROSTERDROP_LOGIN_SCHEME", "{person}_admin_{district}_{state}")
 SFTP_LOGIN_TIMEOUT = _env_float("ROSTERDROP_SFTP_LOGIN_TIMEOUT", 30)
 SFTP_KEEPALIVE_INTERVAL = _env_float("ROSTERDROP_SFTP_KEEPALIVE_INTERVAL", 15)
 SFTP_KEEPALIVE_COUNT_MAX = _env_int("ROSTERDROP_SFTP_KEEPALIVE_COUNT_MAX", 3)
@@ -157,6 +161,7 @@ AXES_FAILURE_LIMIT = int(os.environ.get("ROSTERDROP_LOGIN_FAILURE_LIMIT", 5))
 AXES_COOLOFF_TIME = float(os.environ.get("ROSTERDROP_LOGIN_COOLOFF_HOURS", 0.25))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no banner on every command
 AXES_LOCKOUT_TEMPLATE = "web/locked_out.html"
 # Secure cookies by default; ROSTERDROP_SECURE_COOKIES=0 for plain-http use on localhost.
 SESSION_COOKIE_SECURE = os.environ.get("ROSTERDROP_SECURE_COOKIES", "1") == "1"

@@ -6,10 +6,14 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import polars as pl
 import pytest
 from helpers import edit, issues, rows, write
 
-from rosterdrop.ingest.pipeline import check, expand
+from rosterdrop.formats.apple import APPLE_SCHOOL_MANAGER
+from rosterdrop.ingest.pipeline import check, expand, import_path
+from rosterdrop.ingest.read import LINE, read_table
+from rosterdrop.roster.models import Record
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -108,6 +112,54 @@ def test_clever_student_without_name_is_skipped(folder):
     assert where(issue) == ("error", "students.csv", 4)
 
 
+def accepted_keys(path: Path, entity: str) -> set[str]:
+    checked = check(expand(path), "clever")
+    assert not checked.fatal
+    return set(checked.accepted[entity]["_key"].to_list())
+
+
+@CLEVER
+def test_clever_contacts_without_sis_id_are_kept_under_a_stable_key(folder):
+    table = rows(folder / "students.csv")
+    sis = table[0].index("Contact_sis_id")
+    for row in table[1:]:
+        if row[table[0].index("Contact_name")] == "Second Contact":
+            row[sis] = ""
+    write(folder / "students.csv", table)
+    result = validate(folder, "clever")
+    assert result["issues"] == []
+    assert result["counts"]["agents"] == 330  # as many links as with SIS IDs
+    users = accepted_keys(folder, "users")
+    assert "000001:Second Contact" in users and "C000001" not in users
+    assert "G00000" in users  # contacts with a SIS ID keep it
+    assert accepted_keys(folder, "agents") >= {"000001:000001:Second Contact"}
+    # Sent again in another row order, the same keys: nothing would be removed and re-added.
+    write(folder / "students.csv", [table[0], *reversed(table[1:])])
+    assert accepted_keys(folder, "users") == users
+
+
+@CLEVER
+def test_clever_terms_and_courses_follow_clevers_rules(folder):
+    table = rows(folder / "sections.csv")
+    col = {name: i for i, name in enumerate(table[0])}
+    table[2][col["Term_start"]] = "2026-09-01"  # same name, other dates: another term
+    table[3][col["Term_name"]] = ""  # dates alone make a term (the Fall 2026 dates)
+    table[4][col["Term_name"]] = table[4][col["Term_start"]] = table[4][col["Term_end"]] = ""
+    table[5][col["Course_number"]] = "MUS-ADV"  # same school and name, another number
+    table[6][col["Course_name"]] = ""  # a number alone makes no course
+    write(folder / "sections.csv", table)
+    result = validate(folder, "clever")
+    assert result["issues"] == []
+    terms = accepted_keys(folder, "academicSessions")
+    assert terms == {
+        "Fall 2026:2026-08-24:2026-12-18",
+        "Fall 2026:2026-09-01:2026-12-18",
+        ":2026-08-24:2026-12-18",
+    }
+    assert result["counts"]["classes"] == 30  # a class with no term or course is still a class
+    assert result["counts"]["courses"] == 7
+
+
 # --- Apple School Manager ---------------------------------------------------------------------
 
 ASM = FIXTURES / "apple-school-manager" / "asm.zip"
@@ -143,6 +195,65 @@ def test_asm_any_broken_reference_fails_the_whole_upload(tmp_path):
     assert "nothing was applied" in issue["message"]
 
 
+def _asm_escaped(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """ASM's backslash escapes: a quote and a separator in names, a line break in a class name."""
+    files = unzip(ASM)
+    students = change_line(
+        files["students.csv"], 3, "Éloïse,,Nuñez", 'Éloïse \\"Lulu\\",,Nuñez\\, Jr.'
+    )
+    files["students.csv"] = students
+    files["classes.csv"] = change_line(files["classes.csv"], 2, "English 1", "English 1\\\nHonors")
+    return rezip(tmp_path / "asm.zip", files), files
+
+
+def test_asm_backslash_escapes_are_read_with_their_exact_lines(tmp_path):
+    _, files = _asm_escaped(tmp_path)
+    dialect = APPLE_SCHOOL_MANAGER.file("classes.csv").dialect
+    for name, line, column, value in [
+        ("students.csv", 3, "first_name", 'Éloïse "Lulu"'),
+        ("students.csv", 3, "last_name", "Nuñez, Jr."),
+        ("students.csv", 4, "first_name", "Mateo"),
+        ("classes.csv", 2, "class_display_name", "English 1\nHonors"),
+        ("classes.csv", 4, "class_display_name", "Science 2"),  # lines 2-3 are one row
+    ]:
+        chunks = iter([files[name].encode()])
+        table = read_table(name, chunks, dialect.delimiters, dialect.escapechar)
+        frame = pl.concat(list(table.batches))
+        assert frame.filter(pl.col(LINE) == line)[column].to_list() == [value], (name, line)
+        assert table.findings == []
+    # The same rows whichever way a piece is parsed: escape-free pieces still go the fast way.
+    text = files["students.csv"].encode()
+    head, rest = text.split(b"\n", 1)
+    chunks = [head + b"\n"] + [line + b"\n" for line in rest.rstrip(b"\n").split(b"\n")]
+    piecewise = pl.concat(list(read_table("students.csv", iter(chunks), ",;", "\\").batches))
+    whole = pl.concat(list(read_table("students.csv", iter([text]), ",;", "\\").batches))
+    assert piecewise.equals(whole) and piecewise.height == 300
+
+
+def test_asm_escaped_line_break_keeps_later_lines_exact(tmp_path):
+    files = _asm_escaped(tmp_path)[1]
+    # Physical line 6 is the fifth class, because the first one spans lines 2 and 3.
+    files["classes.csv"] = change_line(files["classes.csv"], 6, ",001,Art", ",099,Art")
+    result = validate(rezip(tmp_path / "broken.zip", files))
+    found = [i for i in issues(result, "reference_missing") if i["file"] == "classes.csv"]
+    assert {where(i) for i in found} == {("fatal", "classes.csv", 6)}
+    assert found[0]["value"] == "099" and found[0]["column"] == "location_id"
+
+
+def test_asm_escaped_values_are_stored_as_written(district, tmp_path):
+    district.format = "apple-school-manager"
+    district.save()
+    sync = import_path(district, _asm_escaped(tmp_path)[0])
+    assert sync.status == "applied", sync.message
+    student = Record.objects.get(district=district, entity="users", sourced_id="000002")
+    assert (student.data["givenName"], student.data["familyName"]) == (
+        'Éloïse "Lulu"',
+        "Nuñez, Jr.",
+    )
+    course = Record.objects.get(district=district, entity="classes", sourced_id="00001")
+    assert course.data["title"] == "English 1\nHonors"
+
+
 # --- ParentSquare-style ---------------------------------------------------------------------
 
 PSQ = pytest.mark.parametrize("folder", ["parentsquare"], indirect=True)
@@ -170,8 +281,15 @@ def test_parentsquare_parent_of_a_student_not_loaded_is_not_imported(folder):
     before = validate(folder)["counts"]["users"]
     edit(folder / "parents.csv", 4, "student_id", "999999")
     result = validate(folder)
-    users = [i for i in issues(result, "reference_missing") if "user was skipped" in i["message"]]
-    assert [where(i) for i in users] == [("error", "parents.csv", 4)]
+    # One issue for the row, naming the district's column; not a second one for the link.
+    [issue] = result["issues"]
+    assert where(issue) == ("error", "parents.csv", 4)
+    assert (issue["code"], issue["column"], issue["value"]) == (
+        "reference_missing",
+        "student_id",
+        "999999",
+    )
+    assert "a parent is imported only with a student who is loaded" in issue["message"]
     assert result["counts"]["users"] == before - 1
 
 
@@ -241,6 +359,19 @@ def test_alo_ids_that_do_not_map_across_files_are_fatal(tmp_path):
     result = validate(alo_variant(tmp_path, StudentEnrollments_csv=data), "alo")
     [issue] = issues(result, "reference_missing")
     assert where(issue) == ("fatal", "StudentEnrollments.csv", 10)
+
+
+@pytest.mark.parametrize("teacher", ["T9999", "000001"])  # no one; a student, not a staff ID
+def test_alo_student_teacher_must_be_one_of_the_staff(tmp_path, teacher):
+    data = change_line(unzip(ALO)["Students.csv"], 5, ",T0001", f",{teacher}")
+    result = validate(alo_variant(tmp_path, Students_csv=data), "alo")
+    [issue] = result["issues"]
+    assert (issue["code"], issue["column"], issue["value"]) == (
+        "reference_missing",
+        "Teacher ID",
+        teacher,
+    )
+    assert where(issue) == ("fatal", "Students.csv", 5) and "Staff.csv" in issue["message"]
 
 
 def test_alo_missing_required_field_is_fatal(tmp_path):

@@ -5,7 +5,7 @@ import json
 import zipfile
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from rosterdrop.custom.models import ImportTemplate
 from rosterdrop.custom.templates import export_json, import_json, suggest, try_sample
@@ -140,3 +140,30 @@ def test_download_fills_in_the_alo_manifest(custom, tmp_path):
     assert {"Manifest.csv", "Schools.csv", "StaffEnrollments.csv", "README.txt"} <= names
     assert manifest.splitlines()[1].startswith("istown,Istown ISD,")
     assert "Students.csv (required); required columns: ID, First Name" in readme
+
+
+def _validate(capsys, *args) -> tuple[int, dict]:
+    with pytest.raises(SystemExit) as done:
+        call_command("validate", *map(str, args), "--json")
+    return done.value.code, json.loads(capsys.readouterr().out)
+
+
+def test_validate_with_district_uses_its_templates_and_account(custom, tmp_path, capsys):
+    from test_formats_vendors import ALO
+
+    save_templates(custom)
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "Campuses.csv").write_text(SCHOOLS, encoding="utf-8")
+    (folder / "Students Export.csv").write_text(STUDENTS, encoding="utf-8")
+    code, result = _validate(capsys, folder, "--district", "istown")
+    assert code == 0 and result["format"] == "custom" and result["issues"] == []
+    assert (result["counts"]["orgs"], result["counts"]["users"]) == (2, 3)
+    # The ALO manifest names springfield: refused for istown, as its import would be.
+    code, result = _validate(capsys, ALO, "--district", "istown", "--format", "alo")
+    assert code == 1 and result["issues"][0]["code"] == "manifest_account_mismatch"
+    # Without --district nothing is read from the database; custom needs a district.
+    code, result = _validate(capsys, ALO)
+    assert code == 0 and result["format"] == "alo"
+    with pytest.raises(CommandError, match="--district"):
+        call_command("validate", str(folder), "--format", "custom")

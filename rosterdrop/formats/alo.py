@@ -4,11 +4,11 @@ One zip with exactly Manifest.csv and six data files, a full overwrite of the cu
 school year. The manifest names the district, which must be the receiving account. The
 problems ALO lists refuse the whole upload; any other row with an error is left out and the
 rest applied. In StaffEnrollments a blank Class ID means school-level staff, and blank
-Class ID and School ID district-level staff.
+Class ID and School ID district-level staff. A student's `Teacher ID` must be a Staff `ID`.
 """
 
 from rosterdrop.formats.common import enrollment, person
-from rosterdrop.formats.spec import Column, FileSpec, FormatSpec, Manifest, Output
+from rosterdrop.formats.spec import Column, FileSpec, FormatSpec, Link, Manifest, Output
 
 NAME = {"givenName": "First Name", "familyName": "Last Name"}
 FILES = ("Schools.csv", "Classes.csv", "Students.csv", "Staff.csv")
@@ -52,6 +52,8 @@ ALO = FormatSpec(
                 Column("Teacher ID"),
             ),
             person("ID", {**NAME, "grades": "Grade"}, "student", school="School ID"),
+            # The student's teacher: kept as metadata, but it must be one of the staff.
+            links=(Link("Teacher ID", "Staff.csv", "ID"),),
         ),
         FileSpec(
             "Staff.csv",

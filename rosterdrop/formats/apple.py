@@ -2,7 +2,8 @@
 
 Six files in one zip, `,` or `;` separated, exact headers. People may belong to several
 locations (location_id_2 .. location_id_999) and classes name up to fifteen instructors.
-Every reference must resolve: one broken reference fails the whole upload.
+Every reference must resolve: one broken reference fails the whole upload. A literal quote,
+separator or line break inside a value is escaped with a backslash.
 """
 
 from rosterdrop.formats.common import ITEM, enrollment, person
@@ -140,7 +141,8 @@ APPLE_SCHOOL_MANAGER = FormatSpec(
             required=True,
         ),
     ),
-    dialect=Dialect(delimiters=",;"),
+    # `\"`, `\,` and an escaped line break stand for themselves inside a value.
+    dialect=Dialect(delimiters=",;", escapechar="\\"),
     fatal={"reference_missing": ()},
     zip_required=True,
 )

@@ -2,12 +2,24 @@
 
 Exact lower-case file names, exact headers in any order, active data only, a full snapshot
 each upload. Sections name their primary teacher and up to nine co-teachers and carry their
-course and term, from which courses and terms are derived. A student row may repeat once
-per contact; contacts with a SIS ID become guardian users linked to the student.
+course and term, from which courses and terms are derived: a course where Course_name is
+given (one per school, name and number), a term where any of Term_name, Term_start and
+Term_end is (one per name and dates). A student row may repeat once per contact; each contact
+becomes a guardian user linked to the student, known by its Contact_sis_id or, without one,
+by the student and the contact's name (stable from one upload to the next).
 """
 
 from rosterdrop.formats.common import ITEM, enrollment, person
-from rosterdrop.formats.spec import NUMBER, Column, Dialect, FileSpec, FormatSpec, Output, Type
+from rosterdrop.formats.spec import (
+    NUMBER,
+    Column,
+    Dialect,
+    FileSpec,
+    FormatSpec,
+    Joined,
+    Output,
+    Type,
+)
 
 DIALECT = Dialect(
     date_formats=("%Y-%m-%d", "%m/%d/%Y"),
@@ -19,6 +31,47 @@ GRADES = (
 )  # fmt: skip
 CONTACT_TYPES = ("parent", "guardian", "relative", "sibling", "aunt/uncle", "grandparent",
                  "family", "other")  # fmt: skip
+
+
+def _contacts(contact: str | Joined, where: dict[str, bool]) -> tuple[Output, ...]:
+    """A student's contact: a guardian user, their role at the student's school, the link."""
+    key = contact.columns if isinstance(contact, Joined) else (contact,)
+    return (
+        Output(
+            "users",
+            {
+                "givenName": "Contact_name",
+                "email": "Contact_email",
+                "phone": "Contact_phone",
+                "username": "Contact_email",
+            },
+            key=key,
+            where=where,
+            constants={"enabledUser": "true"},
+            keep_extra=False,
+            deduplicate=True,
+        ),
+        Output(
+            "roles",
+            {"userSourcedId": contact, "orgSourcedId": "School_id"},
+            key=(*key, "School_id"),
+            where=where,
+            constants={"role": "guardian", "roleType": "primary"},
+            keep_extra=False,
+            deduplicate=True,
+        ),
+        Output(
+            "agents",
+            {"userSourcedId": "Student_id", "agentSourcedId": contact},
+            key=("Student_id", *key),
+            where=where,
+            keep_extra=False,
+        ),
+    )
+
+
+# A contact without a SIS ID: the same student and contact name mean the same person.
+UNNAMED_CONTACT = Joined(("Student_id", "Contact_name"), needs=("Contact_name",))
 
 SCHOOLS = FileSpec(
     "schools.csv",
@@ -120,37 +173,9 @@ STUDENTS = FileSpec(
             keep_extra=False,
             deduplicate=True,
         ),
-        # One contact per row; only contacts with a SIS ID can be kept apart and linked.
-        Output(
-            "users",
-            {
-                "givenName": "Contact_name",
-                "email": "Contact_email",
-                "phone": "Contact_phone",
-                "username": "Contact_email",
-            },
-            key=("Contact_sis_id",),
-            where={"Contact_sis_id": True},
-            constants={"enabledUser": "true"},
-            keep_extra=False,
-            deduplicate=True,
-        ),
-        Output(
-            "roles",
-            {"userSourcedId": "Contact_sis_id", "orgSourcedId": "School_id"},
-            key=("Contact_sis_id", "School_id"),
-            where={"Contact_sis_id": True},
-            constants={"role": "guardian", "roleType": "primary"},
-            keep_extra=False,
-            deduplicate=True,
-        ),
-        Output(
-            "agents",
-            {"userSourcedId": "Student_id", "agentSourcedId": "Contact_sis_id"},
-            key=("Student_id", "Contact_sis_id"),
-            where={"Contact_sis_id": True},
-            keep_extra=False,
-        ),
+        # One contact per row.
+        *_contacts("Contact_sis_id", {"Contact_sis_id": True}),
+        *_contacts(UNNAMED_CONTACT, {"Contact_sis_id": False, "Contact_name": True}),
     ),
     required=True,
     extra_prefix="ext.",
@@ -218,8 +243,11 @@ STAFF = FileSpec(
     extra_prefix="ext.",
 )
 
-COURSE = ("School_id", "Course_name")  # Clever derives a course per school and name
-TERM = ("Term_name",)
+# Courses and terms are implied by section columns (Clever: a course needs Course_name, a term
+# any of its name and dates).
+COURSE = Joined(("School_id", "Course_name", "Course_number"), needs=("Course_name",))
+TERM_COLUMNS = ("Term_name", "Term_start", "Term_end")
+TERM = Joined(TERM_COLUMNS, needs=TERM_COLUMNS)
 
 SECTIONS = FileSpec(
     "sections.csv",
@@ -251,7 +279,7 @@ SECTIONS = FileSpec(
                 "subjects": "Subject",
                 "schoolSourcedId": "School_id",
                 "courseSourcedId": COURSE,
-                "termSourcedIds": TERM[0],
+                "termSourcedIds": TERM,
             },
             key=("Section_id",),
             constants={"classType": "scheduled"},
@@ -259,16 +287,16 @@ SECTIONS = FileSpec(
         Output(
             "courses",
             {"title": "Course_name", "courseCode": "Course_number", "orgSourcedId": "School_id"},
-            key=COURSE,
-            where={"Course_name": True},
+            key=COURSE.columns,
+            where_any=COURSE.needs,
             keep_extra=False,
             deduplicate=True,
         ),
         Output(
             "academicSessions",
             {"title": "Term_name", "startDate": "Term_start", "endDate": "Term_end"},
-            key=TERM,
-            where={"Term_name": True},
+            key=TERM.columns,
+            where_any=TERM.needs,
             constants={"type": "term"},
             keep_extra=False,
             deduplicate=True,

@@ -142,6 +142,8 @@ PARENTSQUARE = FormatSpec(
         ),
     ),
     header_order=False,
-    # A parent whose student is not loaded is not imported (see module docstring).
-    strict_references=("users.agentSourcedIds",),
+    # A parent whose student is not loaded is not imported: one issue on the parent's row.
+    strict_references={
+        "users.agentSourcedIds": "a parent is imported only with a student who is loaded"
+    },
 )

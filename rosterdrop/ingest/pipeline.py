@@ -21,6 +21,7 @@ from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
 from rosterdrop.ingest.keys import EntityRows, check_keys
+from rosterdrop.ingest.links import check_links, gather
 from rosterdrop.ingest.mapping import DATA, HASH, KEY, extra_columns, map_batch, message_columns
 from rosterdrop.ingest.match import match
 from rosterdrop.ingest.outcome import Checked, Outcome, Progress
@@ -69,6 +70,7 @@ def check(
         result.format, result.reason = matched.format.slug, matched.reason
         for file, member, mode in matched.files:
             _read_file(result, matched.format, file, member, mode, fallback_encoding, spill_dir)
+        check_links(result.links, result.log)
     except Failure as failure:
         result.log.add(failure.finding)
         return result
@@ -87,18 +89,21 @@ def _read_file(
 ) -> None:
     with member.open() as stream:
         decoded = decode(stream, file.name, file.dialect.encoding or fallback)
-        table = read_table(file.name, decoded.chunks, file.dialect.delimiters)
+        table = read_table(
+            file.name, decoded.chunks, file.dialect.delimiters, file.dialect.escapechar
+        )
         check_header(file, table.header, fmt.header_order, result.log)
         checker = RowChecker(file, table.header, mode, result.log)
         extras = extra_columns(file, table.header)
         for batch in table.batches:
             batch = checker.check(batch)
+            gather(result.links, fmt, file, batch)
             for output in file.outputs:
                 mapped = map_batch(file, output, batch, extras)
                 rows = result.entities.setdefault(
                     output.entity, EntityRows(output.entity, mode, derived=output.derived)
                 )
-                rows.columns = rows.columns or message_columns(output)
+                rows.columns.setdefault(file.name, message_columns(output))
                 if spill_dir is not None:
                     _spill(result, spill_dir, output.entity, mapped)
                 rows.add(mapped, file.name, output.derived)
@@ -123,6 +128,14 @@ def _close_spills(result: Checked) -> None:
         result.writers.popitem()[1].close()
 
 
+def active_keys(snapshot: pl.DataFrame) -> dict[str, pl.Series]:
+    """The roster's active keys per entity: references may name records not sent now."""
+    return {
+        e: snapshot.filter((pl.col("entity") == e) & (pl.col("status") == "active"))[KEY]
+        for e in snapshot["entity"].unique()
+    }
+
+
 def run(
     paths: list[Path],
     district,
@@ -140,10 +153,7 @@ def run(
         district.refresh_from_db(fields=["roster_token"])
         token = district.roster_token
         snapshot = hashes.load(district.pk, token)
-        known = {
-            e: snapshot.filter((pl.col("entity") == e) & (pl.col("status") == "active"))[KEY]
-            for e in snapshot["entity"].unique()
-        }
+        known = active_keys(snapshot)
         checked = check(
             paths, district.format, district.fallback_encoding, work, known, district.slug, progress
         )

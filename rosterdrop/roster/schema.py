@@ -12,6 +12,7 @@ class Ref:
     many: bool = False
     # A broken strong reference skips the row; a weak one is kept and reported as a warning.
     strong: bool = True
+    why: str = ""  # a format's reason for skipping, said in the issue
 
 
 REFS: dict[str, tuple[Ref, ...]] = {
