@@ -92,6 +92,10 @@ def test_wizard_builds_a_template_under_the_exact_file_name(district, admin):
     assert "Student Export.csv" in listing and "semicolon" in listing
     exported = json.loads(client.get(url("template_export", district)).content)
     assert exported["templates"][0]["file_name"] == "Student Export.csv"
+    # The overview offers the template's file, header only, under its exact name.
+    assert "Student Export.csv" in client.get(url("district", district)).content.decode()
+    blank = client.get(reverse("web:file_template", args=[district.slug, "Student Export.csv"]))
+    assert blank.content.decode().startswith("Campus ID;Student ID;First Name;Apellido")
 
 
 def test_incomplete_mapping_and_bad_names_are_not_saved(district, admin):

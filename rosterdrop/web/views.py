@@ -56,7 +56,7 @@ def home(request):
 
 def _format_title(district) -> str:
     try:
-        return get_format(district.format).title
+        return get_format(district.format, district.slug).title
     except ValueError:
         return f"{district.format} (unknown)"
 
@@ -65,7 +65,7 @@ def _format_title(district) -> str:
 def district(request, district):
     operator = is_operator(request.user)
     try:
-        files = [f.name for f in get_format(district.format).files]
+        files = [f.name for f in get_format(district.format, district.slug).files]
     except ValueError:
         files = []
     return render(
@@ -89,12 +89,15 @@ def district(request, district):
 @district_view
 def file_template(request, district, name: str):
     """A header-only CSV of one file of the district's format, to fill in."""
-    spec = get_format(district.format)
+    spec = get_format(district.format, district.slug)
     file = next((f for f in spec.files if f.name == name), None)
     if file is None:
         raise Http404("No such file in this format.")
     out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerow([c.name for c in file.columns])
+    delimiter = file.dialect.delimiters[0]  # a custom template's own, e.g. ";"
+    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerow(
+        [c.name for c in file.columns]
+    )
     response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{file.name}"'
     return response
