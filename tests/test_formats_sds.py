@@ -6,7 +6,7 @@ import pytest
 from conftest import SAMPLES
 from helpers import rows, write
 
-from rosterdrop.ingest.pipeline import approve, check, expand, import_path
+from rosterdrop.ingest.pipeline import check, expand, import_path
 from rosterdrop.roster.models import Record
 
 SDS = SAMPLES / "sds-microsoft"
@@ -297,17 +297,16 @@ def _to_oneroster_11(v1: Path, out: Path) -> Path:
 
 @pytest.mark.django_db(transaction=True)
 def test_district_moving_from_sds_v1_to_oneroster_keeps_people_and_classes(district, tmp_path):
-    """People, schools, classes, courses and terms are matched by source ID. Enrollments are
-    not: SDS v1 has no enrollment IDs (they are keyed section:person), OneRoster's have their
-    own sourcedIds, so every enrollment is removed and added again and the removal guard holds
-    the sync until someone approves it (README, "Moving a district to another format")."""
+    """People, schools, classes, courses and terms are matched by source ID. Enrollments have
+    no ID in SDS v1 (they are keyed section:person) and their own sourcedIds in OneRoster: they
+    are matched by class, person and role, and renamed -- nothing removed and added again."""
     district.format = "sds-v1"
     district.save()
     assert import_path(district, SDS / "v1-us" / "100 Users").status == "applied"
     district.format = "oneroster-1.1"
     district.save()
     moved = import_path(district, _to_oneroster_11(SDS / "v1-us" / "100 Users", tmp_path / "or"))
-    assert moved.status == "held" and "enrollments" in moved.message, moved.message
+    assert moved.status == "applied", moved.message
     for entity in ("orgs", "academicSessions", "courses", "classes", "users", "roles"):
         counts = moved.changes[entity]
         assert (counts["added"], counts["removed"], counts["reactivated"]) == (0, 0, 0), entity
@@ -315,15 +314,14 @@ def test_district_moving_from_sds_v1_to_oneroster_keeps_people_and_classes(distr
         "added": 0, "updated": 0, "removed": 0, "reactivated": 0, "unchanged": 86,
     }  # fmt: skip
     assert moved.changes["enrollments"] == {
-        "added": 630, "updated": 0, "removed": 630, "reactivated": 0, "unchanged": 0,
+        "added": 0, "updated": 630, "removed": 0, "reactivated": 0, "unchanged": 0,
     }  # fmt: skip
-    approved = approve(moved)
-    assert approved.status == "applied"
-    # Only what really differs is an update: SDS v1's extra columns (kept as metadata) and
-    # what OneRoster says that SDS v1 does not (a term's school year).
+    # Only what really differs is an update: SDS v1's extra columns (kept as metadata), what
+    # OneRoster says that SDS v1 does not (a term's school year, an enrollment's school), and
+    # the enrollments' new IDs.
     changed = {
         (c.entity, f["field"].split(".")[0])
-        for c in approved.record_changes.filter(action="updated")
+        for c in moved.record_changes.filter(action="updated")
         for f in c.fields
     }
     assert changed == {
@@ -331,8 +329,14 @@ def test_district_moving_from_sds_v1_to_oneroster_keeps_people_and_classes(distr
         ("academicSessions", "schoolYear"),
         ("classes", "metadata"),
         ("users", "metadata"),
+        ("enrollments", "sourcedId"),
+        ("enrollments", "schoolSourcedId"),
     }
+    renamed = moved.record_changes.filter(entity="enrollments").first().fields[0]
+    assert ":" in renamed["before"] and renamed["after"].startswith("E")
     assert Record.objects.filter(district=district, entity="users", status="active").count() == 98
     enrollments = Record.objects.filter(district=district, entity="enrollments")
     assert enrollments.filter(status="active", sourced_id__startswith="E").count() == 630
-    assert enrollments.filter(status="tobedeleted", sourced_id__contains=":").count() == 630
+    assert enrollments.count() == 630  # renamed in place: no tobedeleted copies
+    again = import_path(district, tmp_path / "or")
+    assert again.status == "no_changes"

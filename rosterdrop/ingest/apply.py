@@ -13,6 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.ipc
 
+from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.mapping import DATA, HASH, KEY
 from rosterdrop.ingest.plan import EntityPlan, Plan
 from rosterdrop.roster import store
@@ -52,11 +53,19 @@ def _apply_entity(
     conn, ep: EntityPlan, spill: Path, district_id: int, sync_id: int, now, changes: list
 ) -> None:
     """Read the spill once, batch by batch, keeping only the rows the plan writes."""
+    if ep.renamed.height:
+        # Renamed first, so that they are then updated like any record under their new ID.
+        store.rename_records(conn, district_id, ep.entity, ep.renamed)
     with pa.OSFile(str(spill)) as source:
         reader = pa.ipc.open_file(source)
         total = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
         action = np.zeros(total, dtype=np.int8)
-        for code, rows in ((ADDED, ep.added), (UPDATED, ep.updated), (REACTIVATED, ep.reactivated)):
+        for code, rows in (
+            (ADDED, ep.added),
+            (UPDATED, ep.updated),
+            (UPDATED, ep.renamed[ROW]),
+            (REACTIVATED, ep.reactivated),
+        ):
             action[rows.to_numpy()] = code
         pending: list[pl.DataFrame] = []
         offset = 0
@@ -85,10 +94,12 @@ def _apply_window(conn, ep: EntityPlan, window: pl.DataFrame, district_id, sync_
     back = window.filter(pl.col("_action") == REACTIVATED)
     if updated.height:
         old = store.old_data(conn, district_id, ep.entity, updated.select(KEY))
+        old_ids = dict(ep.renamed.select(KEY, "_old_key").iter_rows()) if ep.renamed.height else {}
         for key, before, after in updated.join(old, on=KEY).select(KEY, "_old", DATA).iter_rows():
-            changes.append(
-                (sync_id, ep.entity, key, "updated", json.dumps(field_changes(before, after)))
-            )
+            fields = field_changes(before, after)
+            if key in old_ids:
+                fields.insert(0, {"field": "sourcedId", "before": old_ids[key], "after": key})
+            changes.append((sync_id, ep.entity, key, "updated", json.dumps(fields)))
     changes.extend((sync_id, ep.entity, key, "reactivated", "[]") for key in back[KEY])
     store.write_records(
         conn, district_id, ep.entity, sync_id, now,

@@ -13,7 +13,7 @@ from rosterdrop.ingest.mapping import HASH, KEY
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster.models import ENTITIES
-from rosterdrop.roster.schema import LABELS, REFS, Ref
+from rosterdrop.roster.schema import LABELS, NATURAL_KEYS, REFS, Ref
 
 ROW, FILE, DERIVED = "_row", "_file", "_derived"
 SAMPLES = 100
@@ -108,7 +108,10 @@ def check_keys(
         skipped = frame.filter(~keep).select(pl.col(FILE).cast(pl.String), LINE)
         reported = pl.concat([reported, skipped])
         kept = frame.filter(keep)
-        accepted[entity] = kept.select(KEY, HASH, pl.col(STATUS).cast(pl.String), ROW)
+        natural = [
+            pl.col(f).cast(pl.String) for f in NATURAL_KEYS.get(entity, ()) if f in kept.columns
+        ]
+        accepted[entity] = kept.select(KEY, HASH, pl.col(STATUS).cast(pl.String), ROW, *natural)
         active_keys[entity] = pl.concat(
             [kept.filter(pl.col(STATUS).cast(pl.String) == "active")[KEY], carried]
         )

@@ -11,7 +11,7 @@ import polars as pl
 from rosterdrop.formats.spec import FileSpec, Joined, Output
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
-from rosterdrop.roster.schema import FIELDS, REFS
+from rosterdrop.roster.schema import FIELDS, NATURAL_KEYS, REFS
 
 KEY, DATA, HASH = "_key", "_data", "_hash"
 ITEM = "@item"
@@ -117,6 +117,7 @@ def map_batch(
         for r in REFS.get(output.entity, ())
         if r.field in mapped or r.field == SOURCED_ID
     }
+    refs.update({f: fields[f] for f in NATURAL_KEYS.get(output.entity, ()) if f in mapped})
     return frame.select(
         key.alias(KEY),
         pl.struct(**fields).struct.json_encode().alias(DATA),

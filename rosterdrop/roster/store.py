@@ -113,6 +113,39 @@ def old_data(cur, district_id: int, entity: str, keys: pl.DataFrame) -> pl.DataF
     return pl.DataFrame(cur.fetchall(), schema={"_key": pl.String, "_old": pl.String}, orient="row")
 
 
+def _json_field(column: str, name: str) -> str:
+    return f"{column} ->> '{name}'" if _is_postgres() else f"{column} ->> '$.{name}'"
+
+
+def natural_keys(
+    cur, district_id: int, entity: str, keys: pl.Series, fields: tuple[str, ...]
+) -> pl.DataFrame:
+    """The given records' natural key fields (e.g. an enrollment's class, user and role)."""
+    staged = _stage(cur, "rd_keys", pl.DataFrame({"_key": keys}))
+    values = ", ".join(_json_field("r.data", f) for f in fields)
+    cur.execute(
+        f"SELECT r.sourced_id, {values} FROM {TABLE} r JOIN {staged} s "
+        f"ON r.sourced_id = s._key WHERE r.district_id = {int(district_id)} "
+        f"AND r.entity = '{entity}'"
+    )
+    schema = {"_key": pl.String, **dict.fromkeys(fields, pl.String)}
+    return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
+
+
+def rename_records(cur, district_id: int, entity: str, renames: pl.DataFrame) -> None:
+    """Give records a new source ID: `renames` has _old_key and _key (the new one)."""
+    staged = _stage(
+        cur,
+        "rd_renamed",
+        renames.select(pl.col("_old_key").alias("_key"), pl.col("_key").alias("_new")),
+    )
+    cur.execute(
+        f"UPDATE {TABLE} SET sourced_id = s._new FROM {staged} s "
+        f"WHERE {TABLE}.district_id = {int(district_id)} AND {TABLE}.entity = '{entity}' "
+        f"AND {TABLE}.sourced_id = s._key"
+    )
+
+
 def write_records(
     cur,
     district_id: int,
