@@ -101,15 +101,41 @@ def snapshot(cur, district_id: int) -> pl.DataFrame:
     )
 
 
+def _from_staged(staged: str, district_id: int, entity: str) -> str:
+    """FROM a few staged keys into the roster: CROSS JOIN keeps SQLite from scanning the
+    whole entity and probing the keys; it starts from the keys and seeks the unique index."""
+    return (
+        f"FROM {staged} s CROSS JOIN {TABLE} r WHERE r.district_id = {int(district_id)} "
+        f"AND r.entity = '{entity}' AND r.sourced_id = s._key"
+    )
+
+
+def _update_staged(
+    cur, staged: str, district_id: int, entity: str, sets: str, columns: tuple[str, ...] = ()
+) -> None:
+    """UPDATE the records named in a staged table, seeking each by the unique index.
+
+    `columns` are taken from the staged row of the same key (e.g. `_data` for `data`); written
+    as IN + a correlated row, which both SQLite and PostgreSQL plan as index lookups.
+    """
+    assignments = [sets] if sets else []
+    if columns:
+        targets = ", ".join(c for c, _ in columns)
+        values = ", ".join(v for _, v in columns)
+        assignments.insert(
+            0, f"({targets}) = (SELECT {values} FROM {staged} s WHERE s._key = {TABLE}.sourced_id)"
+        )
+    cur.execute(
+        f"UPDATE {TABLE} SET {', '.join(assignments)} WHERE district_id = {int(district_id)} "
+        f"AND entity = '{entity}' AND sourced_id IN (SELECT _key FROM {staged})"
+    )
+
+
 def old_data(cur, district_id: int, entity: str, keys: pl.DataFrame) -> pl.DataFrame:
     """Stored JSON of the given keys (column _key), for field-level before/after."""
     staged = _stage(cur, "rd_keys", keys)
     data = "r.data::text" if _is_postgres() else "r.data"
-    cur.execute(
-        f"SELECT r.sourced_id, {data} FROM {TABLE} r JOIN {staged} s "
-        f"ON r.sourced_id = s._key WHERE r.district_id = {int(district_id)} "
-        f"AND r.entity = '{entity}'"
-    )
+    cur.execute(f"SELECT r.sourced_id, {data} {_from_staged(staged, district_id, entity)}")
     return pl.DataFrame(cur.fetchall(), schema={"_key": pl.String, "_old": pl.String}, orient="row")
 
 
@@ -123,11 +149,7 @@ def natural_keys(
     """The given records' natural key fields (e.g. an enrollment's class, user and role)."""
     staged = _stage(cur, "rd_keys", pl.DataFrame({"_key": keys}))
     values = ", ".join(_json_field("r.data", f) for f in fields)
-    cur.execute(
-        f"SELECT r.sourced_id, {values} FROM {TABLE} r JOIN {staged} s "
-        f"ON r.sourced_id = s._key WHERE r.district_id = {int(district_id)} "
-        f"AND r.entity = '{entity}'"
-    )
+    cur.execute(f"SELECT r.sourced_id, {values} {_from_staged(staged, district_id, entity)}")
     schema = {"_key": pl.String, **dict.fromkeys(fields, pl.String)}
     return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
 
@@ -139,11 +161,7 @@ def rename_records(cur, district_id: int, entity: str, renames: pl.DataFrame) ->
         "rd_renamed",
         renames.select(pl.col("_old_key").alias("_key"), pl.col("_key").alias("_new")),
     )
-    cur.execute(
-        f"UPDATE {TABLE} SET sourced_id = s._new FROM {staged} s "
-        f"WHERE {TABLE}.district_id = {int(district_id)} AND {TABLE}.entity = '{entity}' "
-        f"AND {TABLE}.sourced_id = s._key"
-    )
+    _update_staged(cur, staged, district_id, entity, "", (("sourced_id", "s._new"),))
 
 
 def write_records(
@@ -161,7 +179,6 @@ def write_records(
 
     `added` and `changed` have columns _key, _data, _hash; `removed` has _key.
     """
-    where = f"{TABLE}.district_id = {int(district_id)} AND {TABLE}.entity = '{entity}'"
     stamp = f"changed_sync_id = {int(sync_id)}, changed_at = '{sql_time(now)}'"
     if added.height:
         when = sql_time(now)
@@ -182,17 +199,11 @@ def write_records(
         )  # fmt: skip
     if changed.height:
         staged = _stage(cur, "rd_changed", changed)
-        cur.execute(
-            f"UPDATE {TABLE} SET status = 'active', data = {json_value('s._data')}, "
-            f"content_hash = s._hash, {stamp} FROM {staged} s "
-            f"WHERE {where} AND {TABLE}.sourced_id = s._key"
-        )
+        taken = (("data", json_value("s._data")), ("content_hash", "s._hash"))
+        _update_staged(cur, staged, district_id, entity, f"status = 'active', {stamp}", taken)
     if removed.height:
         staged = _stage(cur, "rd_removed", removed)
-        cur.execute(
-            f"UPDATE {TABLE} SET status = 'tobedeleted', {stamp} FROM {staged} s "
-            f"WHERE {where} AND {TABLE}.sourced_id = s._key"
-        )
+        _update_staged(cur, staged, district_id, entity, f"status = 'tobedeleted', {stamp}")
 
 
 class RosterChanged(Exception):
