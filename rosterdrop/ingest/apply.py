@@ -56,32 +56,32 @@ def _apply_entity(
     if ep.renamed.height:
         # Renamed first, so that they are then updated like any record under their new ID.
         store.rename_records(conn, district_id, ep.entity, ep.renamed)
+    groups = ((ADDED, ep.added), (UPDATED, ep.updated), (UPDATED, ep.renamed[ROW]))
+    groups += ((REACTIVATED, ep.reactivated),)
+    last = max((int(rows.max()) for _, rows in groups if len(rows)), default=-1)
+    # What to do with each spilled row, up to the last one written (later batches are not read).
+    action = np.zeros(last + 1, dtype=np.int8)
+    for code, rows in groups:
+        action[rows.to_numpy()] = code
+    pending: list[pl.DataFrame] = []
+    offset = 0
     with pa.OSFile(str(spill)) as source:
         reader = pa.ipc.open_file(source)
-        total = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
-        action = np.zeros(total, dtype=np.int8)
-        for code, rows in (
-            (ADDED, ep.added),
-            (UPDATED, ep.updated),
-            (UPDATED, ep.renamed[ROW]),
-            (REACTIVATED, ep.reactivated),
-        ):
-            action[rows.to_numpy()] = code
-        pending: list[pl.DataFrame] = []
-        offset = 0
         for i in range(reader.num_record_batches):
+            if offset > last:
+                break
             batch = pl.from_arrow(reader.get_batch(i))
             wanted = action[offset : offset + batch.height]
             offset += batch.height
             if wanted.any():
-                pending.append(
-                    batch.with_columns(pl.Series("_action", wanted)).filter(pl.col("_action") > 0)
-                )
+                wanted = np.pad(wanted, (0, batch.height - len(wanted)))
+                marked = batch.with_columns(pl.Series("_action", wanted))
+                pending.append(marked.filter(pl.col("_action") > 0))
             if sum(p.height for p in pending) >= WINDOW:
                 _apply_window(conn, ep, pl.concat(pending), district_id, sync_id, now, changes)
                 pending = []
-        if pending:
-            _apply_window(conn, ep, pl.concat(pending), district_id, sync_id, now, changes)
+    if pending:
+        _apply_window(conn, ep, pl.concat(pending), district_id, sync_id, now, changes)
     store.write_records(
         conn, district_id, ep.entity, sync_id, now,
         added=_EMPTY, changed=_EMPTY, removed=pl.DataFrame({KEY: ep.removed}),

@@ -220,6 +220,7 @@ def run(
                 apply_plan(conn, plan, checked.spills, district.pk, sync.pk, datetime.now(UTC))
                 record_in(conn, sync, Outcome(status, checked, plan, message))
         if applying:
+            checked.entities.clear()  # no longer needed: room for the new snapshot
             hashes.save(district.pk, token, plan.applied_to(snapshot, checked.accepted))
         return Outcome(status, checked, plan, message)
     finally:
