@@ -1,11 +1,13 @@
 """A real `rosterdrop serve` in a subprocess with its own data folder, and clients to drive it.
 
-Each server copies a data folder prepared once per session (migrated database, host key, two
-districts with SFTP logins), so starting one takes about a second. Loopback only; free ports.
+Each server copies a data folder prepared once per session (migrated database, host key and
+FTPS certificate, two districts with logins), so starting one takes about a second. It serves
+SFTP and FTPS (explicit and implicit). Loopback only; free ports.
 """
 
 import json
 import os
+import random
 import shutil
 import socket
 import sqlite3
@@ -34,6 +36,10 @@ for slug in ("alpha", "beta"):
     login.set_password({PASSWORD!r})
     login.add_public_key(open({{key!r}}).read())
     login.save()
+# Istation's naming scheme; FTPS clients may write it with dots (alpha.admin.district.st).
+login = Login(district=District.objects.get(slug="alpha"), name="alpha_admin_district_st")
+login.set_password({PASSWORD!r})
+login.save()
 """
 
 
@@ -56,6 +62,11 @@ class Server:
         self.env = {**base_env(data_dir), **env}
         self.port = free_port()
         self.web_port = free_port()
+        self.ftps_port = free_port()
+        self.ftps_implicit_port = free_port()
+        first = random.randrange(30000, 60000)  # pyftpdlib falls back to any port if all taken
+        self.passive_ports = range(first, first + 20)
+        self.env.setdefault("ROSTERDROP_FTPS_PASSIVE_PORTS", f"{first}-{first + 19}")
         self.proc: subprocess.Popen | None = None
         self.output = ""
         self.known_hosts = data_dir / "known_hosts"
@@ -73,6 +84,10 @@ class Server:
             str(self.web_port),
             "--sftp-port",
             str(self.port),
+            "--ftps-port",
+            str(self.ftps_port),
+            "--ftps-implicit-port",
+            str(self.ftps_implicit_port),
         ]
         self.proc = subprocess.Popen(
             cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
