@@ -24,6 +24,7 @@ ROSTERDROP = str(Path(sys.executable).with_name("rosterdrop"))
 SAMPLES = ROOT.parent / "shared" / "samples" / "oneroster11-generated"
 SCHOOL_SMALL = SAMPLES / "school-small"
 DISTRICT_LARGE = SAMPLES / "district-large.zip"
+ORGS = SCHOOL_SMALL / "orgs.csv"
 PASSWORD = "correct horse battery"
 
 SETUP = f"""
@@ -246,3 +247,39 @@ def make_server(sftp_template, tmp_path):
 @pytest.fixture
 def server(make_server) -> Server:
     return make_server()
+
+
+def snapshot(path) -> dict[str, bytes]:
+    """Every file under path (links recorded as their target), to compare before and after."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                out[full] = b"->" + os.readlink(full).encode()
+            elif os.path.isfile(full):
+                with open(full, "rb") as f:
+                    out[full] = f.read()
+    return out
+
+
+@pytest.fixture
+def planted(server):
+    """Outside files, a prefix sibling, and links pre-placed in the district's folder."""
+    outside = server.data_dir / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("SECRET")
+    evil = server.data_dir / "sftp" / "alpha_evil"
+    evil.mkdir(parents=True)
+    (evil / "x.csv").write_text("EVIL")
+    root = server.root()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "orgs.csv").write_bytes(ORGS.read_bytes())
+    os.symlink(outside / "secret.txt", root / "escape_link")
+    os.symlink(outside / "missing.txt", root / "dangling_link")
+    os.symlink(outside, root / "dir_link")
+    os.symlink("orgs.csv", root / "inside_link")
+    os.symlink("loop_b", root / "loop_a")
+    os.symlink("loop_a", root / "loop_b")
+    os.link(outside / "secret.txt", root / "hard_link")
+    return server, outside
