@@ -15,6 +15,7 @@ stderr; the table and then the JSON figures go to stdout (only the JSON with --j
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.util
 import json
 import os
@@ -43,7 +44,7 @@ SIZES = {"small": 5_000, "medium": 50_000, "large": 200_000, "huge": 500_000}
 TARGETS = {"first": 1.3, "no_change": 0.5, "change_1pct": 0.6}
 RSS_TARGET_MB = 1500
 EXPECTED_STATUS = {"first": "applied", "no_change": "no_changes", "change_1pct": "applied"}
-PG_BENCH_DB = "rosterdrop_bench"
+PG_BENCH_DB = "rosterdrop_bench_{size}"  # one per size: runs of two sizes do not collide
 FORMAT = "oneroster-1.1"
 
 
@@ -53,10 +54,11 @@ def log(message: str) -> None:
 
 @dataclass
 class Child:
-    """One finished child process: wall time from start to exit, its own peak RSS."""
+    """One finished child process: wall time from start to exit, its CPU time and peak RSS."""
 
     argv: list[str]
     seconds: float
+    cpu_seconds: float
     rss_mb: float
     returncode: int
     stdout: str
@@ -97,6 +99,7 @@ def run_child(
     return Child(
         argv=argv,
         seconds=round(seconds, 3),
+        cpu_seconds=round(usage.ru_utime + usage.ru_stime, 2),
         rss_mb=round(usage.ru_maxrss / 1024, 1),  # Linux: kilobytes
         returncode=proc.returncode,
         stdout=out_path.read_text(errors="replace"),
@@ -372,6 +375,7 @@ class Step:
     step: str
     seconds: float | None = None
     ratio: float | None = None
+    cpu_s: float | None = None  # the child's own user+sys CPU (not the PostgreSQL server's)
     rss_mb: float | None = None
     status: str | None = None
     counts: str | None = None
@@ -390,6 +394,7 @@ def bench_database(
     floor_only: bool = False,
 ) -> list[Step]:
     """Floor, then the three imports, for one database; returns one Step per line."""
+    pg_db = PG_BENCH_DB.format(size=run_dir.parent.name)
     logs = run_dir / "logs" / db
     shutil.rmtree(run_dir / db, ignore_errors=True)
     (run_dir / db).mkdir(parents=True)
@@ -423,6 +428,7 @@ def bench_database(
         floor.verdict, floor.notes = "FAIL", [child.stderr.strip()[-500:]]
         return steps
     floor.seconds, floor.rss_mb, floor.ratio = child.seconds, child.rss_mb, 1.0
+    floor.cpu_s = child.cpu_seconds
     floor.counts = "ok" if loaded == meta["base"]["rows"] else "mismatch"
     if floor.counts != "ok":
         floor.notes.append(f"rows loaded {loaded} != written {meta['base']['rows']}")
@@ -442,15 +448,14 @@ def bench_database(
         env["ROSTERDROP_DATABASE_URL"] = f"sqlite:///{run_dir / db / 'rosterdrop.sqlite3'}"
     else:
         assert pg_url is not None
-        admin = pg_url
-        pg_admin(admin, f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
-        pg_admin(admin, f"CREATE DATABASE {PG_BENCH_DB}")
-        env["ROSTERDROP_DATABASE_URL"] = with_database(pg_url, PG_BENCH_DB)
+        pg_admin(pg_url, f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)")
+        pg_admin(pg_url, f"CREATE DATABASE {pg_db}")
+        env["ROSTERDROP_DATABASE_URL"] = with_database(pg_url, pg_db)
     try:
         steps.extend(_imports(db, cli, env, base, change, meta, logs, floor))
     finally:
-        if db == "postgresql":
-            pg_admin(admin, f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
+        if pg_url is not None:
+            pg_admin(pg_url, f"DROP DATABASE IF EXISTS {pg_db} WITH (FORCE)")
     return steps
 
 
@@ -487,7 +492,7 @@ def _imports(
         log(f"{db}: import {step} ({folder.name})")
         argv = [*cli, "import", str(folder), "--district", "bench", "--json"]
         child = run_child(argv, env=env, logs=logs, name=f"import-{step}")
-        s.seconds, s.rss_mb = child.seconds, child.rss_mb
+        s.seconds, s.rss_mb, s.cpu_s = child.seconds, child.rss_mb, child.cpu_seconds
         s.ratio = round(child.seconds / floor.seconds, 2) if floor.seconds else None
         report = parse_json(child.stdout)
         s.status = str(report.get("status")) if report else None
@@ -496,9 +501,10 @@ def _imports(
         if child.returncode:
             s.notes.insert(0, f"exit {child.returncode}: {child.stderr.strip()[-400:]}")
         fast = s.ratio is not None and s.ratio <= TARGETS[step] and s.rss_mb <= RSS_TARGET_MB
-        right = s.status == EXPECTED_STATUS[step] and not child.returncode
+        right_status = s.status == EXPECTED_STATUS[step] and not child.returncode
+        right = right_status and s.counts != "mismatch"
         s.verdict = ("PASS" if fast else "MISS") if right else "FAIL"
-        if not right:
+        if not right_status:
             s.notes.insert(0, f"status {s.status!r}, expected {EXPECTED_STATUS[step]!r}")
         log(f"{db}: {step} {s.seconds:.2f} s ({s.ratio}x), {s.rss_mb} MB, {s.status}")
         if child.returncode:
@@ -508,13 +514,15 @@ def _imports(
 
 def table(steps: list[Step]) -> str:
     """A plain-text table of the steps."""
-    head = ["db", "step", "seconds", "x floor", "peak MB", "status", "counts", "target", "verdict"]
+    head = ["db", "step", "seconds", "x floor", "cpu s", "peak MB", "status", "counts"]
+    head += ["target", "verdict"]
     body = [
         [
             s.db,
             s.step,
             "" if s.seconds is None else f"{s.seconds:.2f}",
             "" if s.ratio is None else f"{s.ratio:.2f}",
+            "" if s.cpu_s is None else f"{s.cpu_s:.1f}",
             "" if s.rss_mb is None else f"{s.rss_mb:.0f}",
             s.status or "",
             s.counts or "",
@@ -552,6 +560,13 @@ def main(argv: list[str] | None = None) -> int:
 
     python = venv_python()
     workdir = a.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock = (workdir / f".lock-{a.size}").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"another run.py --size {a.size} is running on {workdir}") from None
+    loadavg_start = os.getloadavg()
     run_dir = workdir / a.size / "run"
     base, change, meta = ensure_data(workdir, a.size, a.seed, python, run_dir / "logs")
     dbs = ["sqlite", "postgresql"] if a.db == "both" else [a.db]
@@ -568,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "targets": {**TARGETS, "rss_mb": RSS_TARGET_MB},
         "machine": {
+            "loadavg_1_5_15_start": [round(x, 2) for x in loadavg_start],
+            "loadavg_1_5_15_end": [round(x, 2) for x in os.getloadavg()],
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
             "platform": platform.platform(),

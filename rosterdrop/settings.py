@@ -100,6 +100,8 @@ LOGGING = {
 ZIP_MAX_MEMBERS = int(os.environ.get("ROSTERDROP_ZIP_MAX_MEMBERS", "64"))
 ZIP_MAX_TOTAL_BYTES = int(os.environ.get("ROSTERDROP_ZIP_MAX_TOTAL_BYTES", str(8 * 1024**3)))
 ZIP_MAX_RATIO = int(os.environ.get("ROSTERDROP_ZIP_MAX_RATIO", "200"))
+# Raw uploads are deleted this many days after they arrive (0 keeps them for ever).
+UPLOAD_RETENTION_DAYS = int(os.environ.get("ROSTERDROP_RETENTION_DAYS", "90"))
 # Share of any entity's active records a sync may remove before it is held for approval.
 REMOVAL_THRESHOLD = float(os.environ.get("ROSTERDROP_REMOVAL_THRESHOLD", "0.10"))
 
@@ -114,6 +116,8 @@ def _env_float(name: str, default: float) -> float:
 
 
 SFTP_HOST_KEY = DATA_DIR / "ssh_host_ed25519_key"
+# Login names made by `sftp-user add --person NAME` (FTPS also accepts the dotted form).
+SFTP_LOGIN_SCHEME = os.environ.get("ROSTERDROP_LOGIN_SCHEME", "{person}_admin_{district}_{state}")
 SFTP_LOGIN_TIMEOUT = _env_float("ROSTERDROP_SFTP_LOGIN_TIMEOUT", 30)
 SFTP_KEEPALIVE_INTERVAL = _env_float("ROSTERDROP_SFTP_KEEPALIVE_INTERVAL", 15)
 SFTP_KEEPALIVE_COUNT_MAX = _env_int("ROSTERDROP_SFTP_KEEPALIVE_COUNT_MAX", 3)
@@ -150,3 +154,47 @@ WORKER_POLL_SECONDS = _env_float("ROSTERDROP_WORKER_POLL_SECONDS", 2)
 # Upload sources the in-process worker imports (the web page and CLI may import directly).
 WORKER_SOURCES = os.environ.get("ROSTERDROP_WORKER_SOURCES", "sftp,ftps").split(",")
 
+
+# Web console, JSON API and mail (rosterdrop.web, .api, .accounts, .notify).
+INSTALLED_APPS += ["axes", "ninja", "rosterdrop.accounts", "rosterdrop.notify", "rosterdrop.web"]
+MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")  # static files, no collectstatic
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # login throttling
+WHITENOISE_USE_FINDERS = True
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+AXES_FAILURE_LIMIT = int(os.environ.get("ROSTERDROP_LOGIN_FAILURE_LIMIT", 5))
+AXES_COOLOFF_TIME = float(os.environ.get("ROSTERDROP_LOGIN_COOLOFF_HOURS", 0.25))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no banner on every command
+AXES_LOCKOUT_TEMPLATE = "web/locked_out.html"
+# Secure cookies by default; ROSTERDROP_SECURE_COOKIES=0 for plain-http use on localhost.
+SESSION_COOKIE_SECURE = os.environ.get("ROSTERDROP_SECURE_COOKIES", "1") == "1"
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = 8 * 3600
+X_FRAME_OPTIONS = "DENY"
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("ROSTERDROP_CSRF_ORIGINS", "").split(",") if o]
+BASE_URL = os.environ.get("ROSTERDROP_BASE_URL", "http://127.0.0.1:8000")  # links in mails
+SFTP_PUBLIC_HOST = os.environ.get("ROSTERDROP_SFTP_PUBLIC_HOST", "")  # shown; blank = web host
+SFTP_PUBLIC_PORT = int(os.environ.get("ROSTERDROP_SFTP_PUBLIC_PORT", 2222))
+WEB_MAX_UPLOAD_BYTES = int(os.environ.get("ROSTERDROP_WEB_MAX_UPLOAD_BYTES", 2 * 1024**3))
+WEB_IMPORT_IN_BACKGROUND = os.environ.get("ROSTERDROP_WEB_IMPORT_IN_BACKGROUND", "1") == "1"
+NINJA_PAGINATION_PER_PAGE = 100
+NINJA_PAGINATION_MAX_LIMIT = 1000
+EMAIL_HOST = os.environ.get("ROSTERDROP_SMTP_HOST", "")  # blank = no notification mails
+EMAIL_PORT = int(os.environ.get("ROSTERDROP_SMTP_PORT", 587))
+EMAIL_HOST_USER = os.environ.get("ROSTERDROP_SMTP_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("ROSTERDROP_SMTP_PASSWORD", "")
+EMAIL_USE_TLS = os.environ.get("ROSTERDROP_SMTP_TLS", "starttls") == "starttls"
+EMAIL_USE_SSL = os.environ.get("ROSTERDROP_SMTP_TLS", "starttls") == "ssl"
+EMAIL_TIMEOUT = int(os.environ.get("ROSTERDROP_SMTP_TIMEOUT", 10))
+DEFAULT_FROM_EMAIL = os.environ.get("ROSTERDROP_MAIL_FROM", "rosterdrop@localhost")
+
+# Custom import templates (rosterdrop.custom): a district's own file layouts.
+INSTALLED_APPS += ["rosterdrop.custom"]

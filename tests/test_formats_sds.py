@@ -218,3 +218,125 @@ def test_district_moving_from_sds_v1_to_v21_keeps_its_people(district, tmp_path)
         f.startswith("metadata") or f in ("middleName", "identifier", "grades") for f in changed
     )
     assert moved.changes["enrollments"]["unchanged"] == 630
+
+
+def _to_oneroster_11(v1: Path, out: Path) -> Path:
+    """The same district written as OneRoster 1.1: the same IDs, the same values."""
+    out.mkdir()
+    school, section = rows(v1 / "School.csv")[1:], rows(v1 / "Section.csv")[1:]
+    students, teachers = rows(v1 / "Student.csv")[1:], rows(v1 / "Teacher.csv")[1:]
+    blank = ["", ""]  # status, dateLastModified (a bulk file)
+
+    def iso(us: str) -> str:
+        month, day, year = us.split("/")
+        return f"{year}-{int(month):02d}-{int(day):02d}"
+
+    write(
+        out / "manifest.csv",
+        [["propertyName", "value"], ["manifest.version", "1.0"], ["oneroster.version", "1.1"]]
+        + [[f"file.{name}", "bulk"] for name in (
+            "academicSessions", "classes", "courses", "demographics", "enrollments", "orgs",
+            "users",
+        )],
+    )  # fmt: skip
+    write(
+        out / "orgs.csv",
+        [["sourcedId", "status", "dateLastModified", "name", "type", "identifier",
+          "parentSourcedId"]]
+        + [[r[0], *blank, r[1], "school", r[2], ""] for r in school],
+    )  # fmt: skip
+    write(
+        out / "academicSessions.csv",
+        [["sourcedId", "status", "dateLastModified", "title", "type", "startDate", "endDate",
+          "parentSourcedId", "schoolYear"],
+         ["12000", *blank, "SY1516", "term", "2017-07-01", "2018-06-30", "", "2018"]],
+    )  # fmt: skip
+    courses = {r[8]: r for r in section}
+    write(
+        out / "courses.csv",
+        [["sourcedId", "status", "dateLastModified", "schoolYearSourcedId", "title",
+          "courseCode", "grades", "orgSourcedId", "subjects", "subjectCodes"]]
+        + [[c, *blank, "", r[9], r[10], "", r[1], r[12], ""] for c, r in courses.items()],
+    )  # fmt: skip
+    write(
+        out / "classes.csv",
+        [["sourcedId", "status", "dateLastModified", "title", "grades", "courseSourcedId",
+          "classCode", "classType", "location", "schoolSourcedId", "termSourcedIds", "subjects",
+          "subjectCodes", "periods"]]
+        + [[r[0], *blank, r[2], "", r[8], r[3], "scheduled", "", r[1], r[4], r[12], "", r[13]]
+           for r in section],
+    )  # fmt: skip
+    people = [(r, "student", r[8], r[10]) for r in students]
+    people += [(r, "teacher", r[7], "") for r in teachers]
+    write(
+        out / "users.csv",
+        [["sourcedId", "status", "dateLastModified", "enabledUser", "orgSourcedIds", "role",
+          "username", "userIds", "givenName", "familyName", "middleName", "identifier", "email",
+          "sms", "phone", "agentSourcedIds", "grades", "password"]]
+        + [[r[0], *blank, "true", r[1], role, r[4], "", r[2], r[3],
+            r[9], number, "", "", "", "", grade, ""]
+           for r, role, number, grade in people],
+    )  # fmt: skip
+    write(
+        out / "demographics.csv",
+        [["sourcedId", "status", "dateLastModified", "birthDate", "sex"]]
+        + [[r[0], *blank, iso(r[12]), ""] for r in students if r[12]],
+    )
+    school_of = {r[0]: r[1] for r in section}
+    enrol = [(s, p, "student") for s, p in rows(v1 / "StudentEnrollment.csv")[1:]]
+    enrol += [(s, p, "teacher") for s, p in rows(v1 / "TeacherRoster.csv")[1:]]
+    write(
+        out / "enrollments.csv",
+        [["sourcedId", "status", "dateLastModified", "classSourcedId", "schoolSourcedId",
+          "userSourcedId", "role", "primary", "beginDate", "endDate"]]
+        + [[f"E{n:05d}", *blank, s, school_of[s], p, role, "", "", ""]
+           for n, (s, p, role) in enumerate(enrol, 1)],
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_district_moving_from_sds_v1_to_oneroster_keeps_people_and_classes(district, tmp_path):
+    """People, schools, classes, courses and terms are matched by source ID. Enrollments have
+    no ID in SDS v1 (they are keyed section:person) and their own sourcedIds in OneRoster: they
+    are matched by class, person and role, and renamed -- nothing removed and added again."""
+    district.format = "sds-v1"
+    district.save()
+    assert import_path(district, SDS / "v1-us" / "100 Users").status == "applied"
+    district.format = "oneroster-1.1"
+    district.save()
+    moved = import_path(district, _to_oneroster_11(SDS / "v1-us" / "100 Users", tmp_path / "or"))
+    assert moved.status == "applied", moved.message
+    for entity in ("orgs", "academicSessions", "courses", "classes", "users", "roles"):
+        counts = moved.changes[entity]
+        assert (counts["added"], counts["removed"], counts["reactivated"]) == (0, 0, 0), entity
+    assert moved.changes["demographics"] == {
+        "added": 0, "updated": 0, "removed": 0, "reactivated": 0, "unchanged": 86,
+    }  # fmt: skip
+    assert moved.changes["enrollments"] == {
+        "added": 0, "updated": 630, "removed": 0, "reactivated": 0, "unchanged": 0,
+    }  # fmt: skip
+    # Only what really differs is an update: SDS v1's extra columns (kept as metadata), what
+    # OneRoster says that SDS v1 does not (a term's school year, an enrollment's school), and
+    # the enrollments' new IDs.
+    changed = {
+        (c.entity, f["field"].split(".")[0])
+        for c in moved.record_changes.filter(action="updated")
+        for f in c.fields
+    }
+    assert changed == {
+        ("orgs", "metadata"),
+        ("academicSessions", "schoolYear"),
+        ("classes", "metadata"),
+        ("users", "metadata"),
+        ("enrollments", "sourcedId"),
+        ("enrollments", "schoolSourcedId"),
+    }
+    renamed = moved.record_changes.filter(entity="enrollments").first().fields[0]
+    assert ":" in renamed["before"] and renamed["after"].startswith("E")
+    assert Record.objects.filter(district=district, entity="users", status="active").count() == 98
+    enrollments = Record.objects.filter(district=district, entity="enrollments")
+    assert enrollments.filter(status="active", sourced_id__startswith="E").count() == 630
+    assert enrollments.count() == 630  # renamed in place: no tobedeleted copies
+    again = import_path(district, tmp_path / "or")
+    assert again.status == "no_changes"

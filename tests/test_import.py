@@ -8,7 +8,7 @@ import pytest
 from conftest import DISTRICT_LARGE
 from helpers import edit, rows, write
 
-from rosterdrop.ingest.models import Change, Sync
+from rosterdrop.ingest.models import Change
 from rosterdrop.ingest.pipeline import approve, import_path
 from rosterdrop.ingest.report import summary
 from rosterdrop.roster.models import Record
@@ -45,9 +45,12 @@ def test_changed_field_shows_before_and_after(district, school):
     assert change.sourced_id == before[0]
     [diff] = change.fields
     assert diff["field"] == "familyName" and diff["after"] == "Okonkwo"
-    assert Record.objects.get(district=district, entity="users", sourced_id=before[0]).data[
-        "familyName"
-    ] == "Okonkwo"
+    assert (
+        Record.objects.get(district=district, entity="users", sourced_id=before[0]).data[
+            "familyName"
+        ]
+        == "Okonkwo"
+    )
 
 
 def test_big_removal_is_held_then_approved(district, school):
@@ -137,3 +140,35 @@ def test_cli_contract(district, school, tmp_path):
     (school / "orgs.csv").write_text("nothing,useful\n")
     broken = subprocess.run([*cli, "validate", str(school), "--json"], capture_output=True)
     assert broken.returncode == 1
+
+
+def test_lost_hash_snapshot_is_rebuilt_from_the_database(district, school, settings):
+    import_path(district, school)
+    for snapshot in (settings.DATA_DIR / "roster").glob(f"{district.pk}-*.arrow"):
+        snapshot.unlink()
+    edit(school / "users.csv", 5, "givenName", "Rebuilt")
+    sync = import_path(district, school)
+    assert sync.changes["users"] == {
+        "added": 0, "updated": 1, "removed": 0, "reactivated": 0, "unchanged": 78,
+    }  # fmt: skip
+
+
+def test_roster_changed_by_another_sync_meanwhile_applies_nothing(district, school, monkeypatch):
+    from rosterdrop.districts.models import District
+    from rosterdrop.roster import hashes
+
+    first = import_path(district, school)
+    edit(school / "users.csv", 5, "givenName", "Late")
+    real_load = hashes.load
+
+    def load_then_someone_else_applies(district_id, token):
+        frame = real_load(district_id, token)
+        District.objects.filter(pk=district_id).update(roster_token=token + 1)
+        return frame
+
+    monkeypatch.setattr(hashes, "load", load_then_someone_else_applies)
+    sync = import_path(district, school)
+    assert sync.status == "failed"
+    assert summary(sync)["issues"][-1]["code"] == "roster_changed"
+    assert not Record.objects.filter(district=district, data__givenName="Late").exists()
+    assert first.status == "applied"

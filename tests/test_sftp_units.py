@@ -69,6 +69,18 @@ def test_login_password_keys_and_ips(district, tmp_path):
     assert [k.public_data for k in login.authorized_keys()] == [key.public_data]
 
 
+def test_login_names_follow_the_configured_scheme(district, settings, capsys):
+    from django.core.management import call_command
+
+    call_command(
+        "sftp-user", "add", "--district", district.slug, "--person", "Ana María", "--state", "TX"
+    )
+    assert Login.objects.get(district=district).name == "anamaria_admin_springfield_tx"
+    settings.SFTP_LOGIN_SCHEME = "{district}-{person}"
+    call_command("sftp-user", "add", "--district", district.slug, "--person", "Bo")
+    assert Login.objects.filter(name="springfield-bo").exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_defender(settings):
     settings.DEFENDER_THRESHOLD = 3

@@ -1,4 +1,4 @@
-"""`check` (what `rosterdrop validate` runs): broken inputs give the right issue at the right line."""
+"""`check`, as `rosterdrop validate` runs it: each broken input, its issue and its line."""
 
 import io
 import zipfile

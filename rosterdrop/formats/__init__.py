@@ -4,7 +4,11 @@
 from the database for the receiving account at import time.
 """
 
+from rosterdrop.formats.alo import ALO
+from rosterdrop.formats.apple import APPLE_SCHOOL_MANAGER
+from rosterdrop.formats.clever import CLEVER
 from rosterdrop.formats.oneroster import ONEROSTER_10, ONEROSTER_11, ONEROSTER_12
+from rosterdrop.formats.parentsquare import PARENTSQUARE
 from rosterdrop.formats.sds import SDS_V1, SDS_V2, SDS_V21
 from rosterdrop.formats.spec import FormatSpec
 
@@ -19,6 +23,10 @@ FORMATS: dict[str, FormatSpec] = {
         SDS_V1,
         SDS_V2,
         SDS_V21,
+        CLEVER,
+        APPLE_SCHOOL_MANAGER,
+        PARENTSQUARE,
+        ALO,
         FormatSpec(CUSTOM, "custom import templates", files=(), detectable=False),
     )
 }

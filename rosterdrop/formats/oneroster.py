@@ -176,6 +176,16 @@ AGENT_LINKS = Output(
     keep_extra=False,
 )
 
+# A user's role at each org of its orgSourcedIds list (OneRoster 1.1, SDS v2).
+ROLES_FROM_ORG_LIST = Output(
+    "roles",
+    {"userSourcedId": "sourcedId", "orgSourcedId": "@item", "role": "role"},
+    key=("sourcedId", "@item"),
+    explode="orgSourcedIds",
+    constants={"roleType": "primary"},
+    keep_extra=False,
+)
+
 USERS_11 = _file(
     "users.csv",
     (
@@ -212,14 +222,7 @@ USERS_11 = _file(
             "grades",
         ),  # fmt: skip
     ),
-    Output(
-        "roles",
-        {"userSourcedId": "sourcedId", "orgSourcedId": "@item", "role": "role"},
-        key=("sourcedId", "@item"),
-        explode="orgSourcedIds",
-        constants={"roleType": "primary"},
-        keep_extra=False,
-    ),
+    ROLES_FROM_ORG_LIST,
     AGENT_LINKS,
 )
 

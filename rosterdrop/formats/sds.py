@@ -6,6 +6,7 @@ OneRoster-like but every upload is a full snapshot, IDs are case-sensitive while
 not, phones are E.164 and emails RFC 5322 (SDS data handling rules, s. 5.3).
 """
 
+from rosterdrop.formats.oneroster import ROLES_FROM_ORG_LIST
 from rosterdrop.formats.spec import Column, Dialect, FileSpec, FormatSpec, Output, Type
 
 # SDS v1: Microsoft's own samples use US dates (7/1/2017) and lower-case file names exist.
@@ -525,14 +526,7 @@ SDS_V2 = FormatSpec(
                     },
                     constants={"enabledUser": "true"},
                 ),
-                Output(
-                    "roles",
-                    {"userSourcedId": "sourcedId", "orgSourcedId": "@item", "role": "role"},
-                    key=("sourcedId", "@item"),
-                    explode="orgSourcedIds",
-                    constants={"roleType": "primary"},
-                    keep_extra=False,
-                ),
+                ROLES_FROM_ORG_LIST,
             ),
             required=True,
         ),

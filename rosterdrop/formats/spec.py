@@ -64,26 +64,41 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Joined:
+    """The ID of a record a format only implies (Clever's terms, courses, unnamed contacts).
+
+    These columns' values joined with ":" (empty ones too), the same way as a key of those
+    columns; null unless at least one of `needs` holds a value (then there is no record).
+    """
+
+    columns: tuple[str, ...]
+    needs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Output:
     """One canonical entity fed by a file: canonical field -> source column.
 
     With `explode`, one record is made per item of that comma-list column; with `unpivot`,
     one per non-empty value among those columns (a name may hold "{n}"). In both, the source
     column name "@item" stands for the item. The key joins the values of `key` with ":"; a
-    field whose source is a tuple of columns gets them joined the same way (a derived ID).
-    `where` keeps only rows whose column is non-empty (True) or empty (False). `translate`
+    field whose source is a tuple of columns gets them joined the same way (a derived ID), or
+    null if any is empty; a `Joined` source is null only when all its `needs` are empty.
+    `where` keeps only rows whose column is non-empty (True) or empty (False); `where_any`,
+    rows where at least one of those columns is non-empty. `translate`
     maps source values to canonical ones per field. `deduplicate`: several rows may describe
     the same record (one row per contact, per school...); the first is kept, silently.
     """
 
     entity: str
-    fields: dict[str, str | tuple[str, ...]]
+    fields: dict[str, str | tuple[str, ...] | Joined]
     key: tuple[str, ...] = ("sourcedId",)
     explode: str | None = None
     unpivot: tuple[str, ...] = ()
     constants: dict[str, str] = field(default_factory=dict)
     keep_extra: bool = True
     where: dict[str, bool] = field(default_factory=dict)
+    where_any: tuple[str, ...] = ()
     translate: dict[str, dict[str, str]] = field(default_factory=dict)
     deduplicate: bool = False
 
@@ -94,9 +109,12 @@ class Output:
 
     def sources(self) -> set[str]:
         """Every source column this output reads."""
-        names = set(self.key) | set(self.where) | set(self.unpivot)
+        names = set(self.key) | set(self.where) | set(self.where_any) | set(self.unpivot)
         for source in self.fields.values():
-            names.update((source,) if isinstance(source, str) else source)
+            if isinstance(source, Joined):
+                names.update(source.columns)
+            else:
+                names.update((source,) if isinstance(source, str) else source)
         if self.explode:
             names.add(self.explode)
         return names
@@ -112,11 +130,27 @@ class RequireOneOf:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A column whose values must name a row of another file: `file`.`target`.
+
+    For links no canonical field carries (ALO: Students.`Teacher ID` = Staff.`ID`, kept as
+    metadata), so they are checked on the source files. A broken link is a warning (the value
+    is kept as sent) unless the format makes `reference_missing` fatal.
+    """
+
+    column: str
+    file: str
+    target: str
+
+
+@dataclass(frozen=True)
 class Dialect:
     """How a format writes its values and names its files and columns."""
 
     # Candidate field separators; the one found in the header line is used.
     delimiters: str = ","
+    # Makes the next character literal (a quote, the delimiter, a newline); "" = none.
+    escapechar: str = ""
     # Accepted date forms (strptime); values in any but the first are normalised to ISO.
     date_formats: tuple[str, ...] = ("%Y-%m-%d",)
     # Enum and boolean values match in any case and are stored in the spec's case, silently.
@@ -143,7 +177,10 @@ class FileSpec:
     # Columns whose non-empty values must be unique in the file (names of schools...).
     unique: tuple[str, ...] = ()
     row_rules: tuple[RequireOneOf, ...] = ()
+    links: tuple[Link, ...] = ()
     dialect: Dialect | None = None  # None: the format's
+    # This file's own mode when sent (a custom template's add-only = delta); None: the format's.
+    mode: Mode | None = None
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.matches(name)), None)
@@ -185,8 +222,9 @@ class FormatSpec:
     fatal: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # The upload must be one zip file.
     zip_required: bool = False
-    # "entity.field" references that skip the record when broken, where the schema only warns.
-    strict_references: tuple[str, ...] = ()
+    # "entity.field" references that skip the record when broken, where the schema only warns:
+    # each with the format's reason, said in the issue ("" = none).
+    strict_references: dict[str, str] = field(default_factory=dict)
     # Whether `validate` may pick this format by itself (custom templates cannot be guessed).
     detectable: bool = True
 
@@ -204,8 +242,12 @@ class FormatSpec:
     @property
     def references(self) -> dict[str, tuple[Ref, ...]]:
         """The canonical references, with this format's strict ones made strong."""
-        strict = {tuple(s.split(".", 1)) for s in self.strict_references}
+        strict = {tuple(s.split(".", 1)): why for s, why in self.strict_references.items()}
+
+        def made_strict(entity: str, ref: Ref) -> Ref:
+            why = strict.get((entity, ref.field))
+            return ref if why is None else replace(ref, strong=True, why=why)
+
         return {
-            entity: tuple(replace(r, strong=r.strong or (entity, r.field) in strict) for r in refs)
-            for entity, refs in REFS.items()
+            entity: tuple(made_strict(entity, r) for r in refs) for entity, refs in REFS.items()
         }

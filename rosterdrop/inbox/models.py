@@ -30,6 +30,9 @@ class Upload(models.Model):
     stored_path = models.CharField(max_length=500, help_text="Relative to the data folder.")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.RECEIVED)
     outcome = models.TextField(blank=True)
+    purged_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the retention setting deleted the raw bytes."
+    )
 
     class Meta:
         ordering = ["-received_at", "-id"]

@@ -8,7 +8,10 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
 
 from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.mapping import DATA, HASH, KEY
@@ -43,17 +46,42 @@ def apply_plan(
     store.insert_rows(conn, "ingest_change", list(CHANGE_COLUMNS), changes)
 
 
+ADDED, UPDATED, REACTIVATED = 1, 2, 3
+
+
 def _apply_entity(
     conn, ep: EntityPlan, spill: Path, district_id: int, sync_id: int, now, changes: list
 ) -> None:
-    wanted = pl.concat([ep.added, ep.updated, ep.reactivated])
-    if len(wanted):
-        scan = pl.scan_ipc(spill).with_row_index(ROW)
-        total = scan.select(pl.len()).collect().item()
-        for start in range(0, total, WINDOW):
-            window = scan.slice(start, WINDOW).filter(pl.col(ROW).is_in(wanted.implode())).collect()
-            if window.height:
-                _apply_window(conn, ep, window, district_id, sync_id, now, changes)
+    """Read the spill once, batch by batch, keeping only the rows the plan writes."""
+    if ep.renamed.height:
+        # Renamed first, so that they are then updated like any record under their new ID.
+        store.rename_records(conn, district_id, ep.entity, ep.renamed)
+    with pa.OSFile(str(spill)) as source:
+        reader = pa.ipc.open_file(source)
+        total = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+        action = np.zeros(total, dtype=np.int8)
+        for code, rows in (
+            (ADDED, ep.added),
+            (UPDATED, ep.updated),
+            (UPDATED, ep.renamed[ROW]),
+            (REACTIVATED, ep.reactivated),
+        ):
+            action[rows.to_numpy()] = code
+        pending: list[pl.DataFrame] = []
+        offset = 0
+        for i in range(reader.num_record_batches):
+            batch = pl.from_arrow(reader.get_batch(i))
+            wanted = action[offset : offset + batch.height]
+            offset += batch.height
+            if wanted.any():
+                pending.append(
+                    batch.with_columns(pl.Series("_action", wanted)).filter(pl.col("_action") > 0)
+                )
+            if sum(p.height for p in pending) >= WINDOW:
+                _apply_window(conn, ep, pl.concat(pending), district_id, sync_id, now, changes)
+                pending = []
+        if pending:
+            _apply_window(conn, ep, pl.concat(pending), district_id, sync_id, now, changes)
     store.write_records(
         conn, district_id, ep.entity, sync_id, now,
         added=_EMPTY, changed=_EMPTY, removed=pl.DataFrame({KEY: ep.removed}),
@@ -61,15 +89,17 @@ def _apply_entity(
 
 
 def _apply_window(conn, ep: EntityPlan, window: pl.DataFrame, district_id, sync_id, now, changes):
-    added = window.filter(pl.col(ROW).is_in(ep.added.implode()))
-    updated = window.filter(pl.col(ROW).is_in(ep.updated.implode()))
-    back = window.filter(pl.col(ROW).is_in(ep.reactivated.implode()))
+    added = window.filter(pl.col("_action") == ADDED)
+    updated = window.filter(pl.col("_action") == UPDATED)
+    back = window.filter(pl.col("_action") == REACTIVATED)
     if updated.height:
         old = store.old_data(conn, district_id, ep.entity, updated.select(KEY))
+        old_ids = dict(ep.renamed.select(KEY, "_old_key").iter_rows()) if ep.renamed.height else {}
         for key, before, after in updated.join(old, on=KEY).select(KEY, "_old", DATA).iter_rows():
-            changes.append(
-                (sync_id, ep.entity, key, "updated", json.dumps(field_changes(before, after)))
-            )
+            fields = field_changes(before, after)
+            if key in old_ids:
+                fields.insert(0, {"field": "sourcedId", "before": old_ids[key], "after": key})
+            changes.append((sync_id, ep.entity, key, "updated", json.dumps(fields)))
     changes.extend((sync_id, ep.entity, key, "reactivated", "[]") for key in back[KEY])
     store.write_records(
         conn, district_id, ep.entity, sync_id, now,

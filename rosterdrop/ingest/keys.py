@@ -13,9 +13,9 @@ from rosterdrop.ingest.mapping import HASH, KEY
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster.models import ENTITIES
-from rosterdrop.roster.schema import LABELS, REFS, Ref
+from rosterdrop.roster.schema import LABELS, NATURAL_KEYS, REFS, Ref
 
-ROW, FILE = "_row", "_file"
+ROW, FILE, DERIVED = "_row", "_file", "_derived"
 SAMPLES = 100
 
 
@@ -26,13 +26,14 @@ class EntityRows:
     entity: str
     mode: str
     frames: list[pl.DataFrame] = field(default_factory=list)
-    # canonical field -> source column, for messages
-    columns: dict[str, str] = field(default_factory=dict)
+    # file -> canonical field -> source column, for messages
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)
     rows: int = 0
     # Records made from list items of another file's rows: their duplicates echo that file's.
     derived: bool = False
 
-    def add(self, frame: pl.DataFrame, file: str) -> None:
+    def add(self, frame: pl.DataFrame, file: str, derived: bool = False) -> None:
+        """`derived`: these records repeat by design (one per list item or repeated row)."""
         # References repeat a few thousand values millions of times: keep them categorical.
         refs = [c for c in frame.columns if not c.startswith("_")]
         self.frames.append(
@@ -40,9 +41,14 @@ class EntityRows:
                 pl.col([*refs, STATUS]).cast(pl.Categorical),
                 pl.int_range(self.rows, self.rows + frame.height, dtype=pl.UInt32).alias(ROW),
                 pl.lit(file).cast(pl.Categorical).alias(FILE),
+                pl.lit(derived or self.derived).alias(DERIVED),
             )
         )
         self.rows += frame.height
+
+    def column(self, file: str, name: str) -> str:
+        """The source column a field came from in `file`, as the district wrote it."""
+        return self.columns.get(file, {}).get(name, name)
 
     def frame(self) -> pl.DataFrame:
         if not self.frames:
@@ -54,6 +60,7 @@ class EntityRows:
                     STATUS: pl.String,
                     ROW: pl.UInt32,
                     FILE: pl.Categorical,
+                    DERIVED: pl.Boolean,
                 }  # fmt: skip
             )
         return pl.concat(self.frames, how="diagonal_relaxed")
@@ -71,6 +78,8 @@ def check_keys(
     this upload does not send in full. `refs`: the format's references (default: the schema's).
     """
     refs = REFS if refs is None else refs
+    # Source lines whose record was skipped and reported: their other records stay quiet.
+    reported = pl.DataFrame(schema={FILE: pl.String, LINE: pl.UInt32})
     accepted: dict[str, pl.DataFrame] = {}
     active_keys: dict[str, pl.Series] = {}
     empty = pl.Series(KEY, [], pl.String)
@@ -85,6 +94,7 @@ def check_keys(
         carried = known.get(entity, empty) if rows.mode != "bulk" else empty
         own_keys = pl.concat([frame.filter(live)[KEY], carried])
         keep = pl.Series([True] * frame.height, dtype=pl.Boolean)
+        quiet = _on_lines(frame, reported)
         for ref in refs.get(entity, ()):
             if ref.field not in frame.columns:
                 continue
@@ -92,15 +102,32 @@ def check_keys(
             missing, values = _missing(frame, ref.field, ref.many, targets)
             missing = missing & live
             if missing.any():
-                _report_missing(rows, frame, missing, values, ref, log)
+                _report_missing(rows, frame, missing & ~quiet, values, ref, log)
                 if ref.strong:
                     keep = keep & ~missing
+        skipped = frame.filter(~keep).select(pl.col(FILE).cast(pl.String), LINE)
+        reported = pl.concat([reported, skipped])
         kept = frame.filter(keep)
-        accepted[entity] = kept.select(KEY, HASH, pl.col(STATUS).cast(pl.String), ROW)
+        natural = [
+            pl.col(f).cast(pl.String) for f in NATURAL_KEYS.get(entity, ()) if f in kept.columns
+        ]
+        accepted[entity] = kept.select(KEY, HASH, pl.col(STATUS).cast(pl.String), ROW, *natural)
         active_keys[entity] = pl.concat(
             [kept.filter(pl.col(STATUS).cast(pl.String) == "active")[KEY], carried]
         )
     return accepted
+
+
+def _on_lines(frame: pl.DataFrame, lines: pl.DataFrame) -> pl.Series:
+    """Which records come from one of these source lines (file, line): one issue per row."""
+    if lines.is_empty():
+        return pl.Series([False] * frame.height, dtype=pl.Boolean)
+    marks = lines.unique().with_columns(pl.lit(True).alias("_seen"))
+    return (
+        frame.select(pl.col(FILE).cast(pl.String), LINE)
+        .join(marks, on=[FILE, LINE], how="left", maintain_order="left")["_seen"]
+        .fill_null(False)
+    )
 
 
 def _missing(
@@ -128,13 +155,15 @@ def _missing(
 
 def _drop_duplicates(rows: EntityRows, log: FindingLog) -> pl.DataFrame:
     frame = rows.frame()
-    first = frame.with_columns(pl.col(LINE).first().over(KEY).alias("_first_line"))
     dupes = ~frame[KEY].is_first_distinct()
-    total = int(dupes.sum())
-    if total and not rows.derived:
+    if not dupes.any():
+        return frame
+    reported = dupes & ~frame[DERIVED]
+    total = int(reported.sum())
+    if total:
+        first = frame.with_columns(pl.col(LINE).first().over(KEY).alias("_first_line"))
         label = LABELS[rows.entity]
-        column = rows.columns.get("sourcedId", "sourcedId")
-        sample = first.filter(dupes).head(SAMPLES)
+        sample = first.filter(reported).head(SAMPLES)
         log.add_counted(
             [
                 Finding(
@@ -144,7 +173,7 @@ def _drop_duplicates(rows: EntityRows, log: FindingLog) -> pl.DataFrame:
                     f"{first_line}; this row was skipped. Each ID must appear once.",
                     str(file),
                     line,
-                    column,
+                    rows.column(str(file), "sourcedId"),
                     key,
                 )
                 for key, line, first_line, file in sample.select(
@@ -161,18 +190,20 @@ def _report_missing(rows: EntityRows, frame, missing, values, ref, log: FindingL
     consequence = (
         f"this {LABELS[rows.entity]} was skipped" if ref.strong else "it was imported without it"
     )
-    column = rows.columns.get(ref.field, ref.field)
+    if ref.why:
+        consequence += f" ({ref.why})"
     sample = frame.with_columns(values.alias("_value")).filter(missing).head(SAMPLES)
     log.add_counted(
         [
             Finding(
                 ERROR if ref.strong else WARNING,
                 "reference_missing",
-                f"{column} {value!r} on line {line} does not match any {target} that was "
-                f"imported; {consequence}. Check that the {target} is in its file and valid.",
+                f"{rows.column(str(file), ref.field)} {value!r} on line {line} does not match any "
+                f"{target} that was imported; {consequence}. Check that the {target} is in its "
+                "file and valid.",
                 str(file),
                 line,
-                column,
+                rows.column(str(file), ref.field),
                 value,
             )
             for value, line, file in sample.select("_value", LINE, FILE).iter_rows()

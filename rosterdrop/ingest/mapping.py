@@ -8,10 +8,10 @@ the same record sent in two formats hashes the same.
 
 import polars as pl
 
-from rosterdrop.formats.spec import FileSpec, Output
+from rosterdrop.formats.spec import FileSpec, Joined, Output
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
-from rosterdrop.roster.schema import FIELDS, REFS
+from rosterdrop.roster.schema import FIELDS, NATURAL_KEYS, REFS
 
 KEY, DATA, HASH = "_key", "_data", "_hash"
 ITEM = "@item"
@@ -43,8 +43,19 @@ def _value(source: str) -> pl.Expr:
     return pl.when(col == "").then(None).otherwise(col)
 
 
-def _source(source: str | tuple[str, ...], present: set[str]) -> pl.Expr:
+def _joined(columns: tuple[str, ...], present: set[str]) -> pl.Expr:
+    """Columns joined with ":" as they are (empty or absent ones as ""): how keys are made."""
+    return pl.concat_str(
+        [pl.col(c) if c in present else pl.lit("") for c in columns], separator=":"
+    )
+
+
+def _source(source: str | tuple[str, ...] | Joined, present: set[str]) -> pl.Expr:
     """A field's value: one column, or several joined with ":" (null if any is empty)."""
+    if isinstance(source, Joined):
+        needed = [pl.col(c) != "" for c in source.needs if c in present]
+        exists = pl.any_horizontal(needed) if needed else pl.lit(False)
+        return pl.when(exists).then(_joined(source.columns, present)).otherwise(None)
     parts = (source,) if isinstance(source, str) else source
     if not all(p in present for p in parts):
         return pl.lit(None, pl.String)
@@ -59,6 +70,9 @@ def _rows(file: FileSpec, output: Output, frame: pl.DataFrame) -> pl.DataFrame:
     for name, filled in output.where.items():
         value = pl.col(name) != "" if name in present else pl.lit(False)
         frame = frame.filter(value if filled else ~value)
+    if output.where_any:
+        filled = [pl.col(c) != "" for c in output.where_any if c in present]
+        frame = frame.filter(pl.any_horizontal(filled)) if filled else frame.clear()
     if output.explode:
         return (
             frame.with_columns(pl.col(output.explode).str.split(",").alias(ITEM))
@@ -97,14 +111,13 @@ def map_batch(
     fields = {f: mapped.get(f, pl.lit(None, pl.String)) for f in FIELDS[output.entity]}
     if output.keep_extra and extras:
         fields["metadata"] = pl.struct(**{name: _value(name) for name in extras})
-    key = pl.concat_str(
-        [pl.col(k) if k in present else pl.lit("") for k in output.key], separator=":"
-    )
+    key = _joined(output.key, present)
     refs = {
         r.field: key if r.field == SOURCED_ID else fields[r.field]
         for r in REFS.get(output.entity, ())
         if r.field in mapped or r.field == SOURCED_ID
     }
+    refs.update({f: fields[f] for f in NATURAL_KEYS.get(output.entity, ()) if f in mapped})
     return frame.select(
         key.alias(KEY),
         pl.struct(**fields).struct.json_encode().alias(DATA),
@@ -119,6 +132,8 @@ def source_column(output: Output, field: str) -> str:
     source = output.fields.get(field, field)
     if source == ITEM:
         return _item_column(output) or field
+    if isinstance(source, Joined):
+        return " + ".join(source.columns)
     return source if isinstance(source, str) else " + ".join(source)
 
 

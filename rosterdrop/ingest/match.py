@@ -184,7 +184,7 @@ def match(
                 )
             continue
         if mode == Mode.ABSENT:
-            mode = spec.default_mode
+            mode = file.mode or spec.default_mode
             if spec.manifest and spec.manifest.file_property_prefix:
                 mode = Mode.BULK
                 log.add(

@@ -1,5 +1,6 @@
 """What the pipeline found and decided, handed from stage to stage and to the report."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,7 +10,11 @@ import pyarrow.ipc
 
 from rosterdrop.ingest.findings import FindingLog
 from rosterdrop.ingest.keys import EntityRows
+from rosterdrop.ingest.links import LinkValues
 from rosterdrop.ingest.plan import Plan
+
+# Told (file name, rows read so far) while a file is read: the CLI's progress line.
+Progress = Callable[[str, int], None]
 
 
 @dataclass
@@ -25,6 +30,8 @@ class Checked:
     # After the key checks: per entity _key, _hash, _status, _row of the records kept.
     accepted: dict[str, pl.DataFrame] = field(default_factory=dict)
     spills: dict[str, Path] = field(default_factory=dict)
+    links: LinkValues = field(default_factory=LinkValues)
+    progress: Progress | None = field(default=None, repr=False)
     writers: dict[str, pa.ipc.RecordBatchFileWriter] = field(default_factory=dict, repr=False)
 
     @property

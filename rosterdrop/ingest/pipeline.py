@@ -8,6 +8,7 @@ import logging
 import shutil
 import tempfile
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -15,19 +16,22 @@ import pyarrow as pa
 import pyarrow.ipc
 from django.conf import settings
 
+from rosterdrop import notify
 from rosterdrop.formats.spec import FormatSpec, Mode
 from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
 from rosterdrop.ingest.keys import EntityRows, check_keys
+from rosterdrop.ingest.links import check_links, gather
 from rosterdrop.ingest.mapping import DATA, HASH, KEY, extra_columns, map_batch, message_columns
 from rosterdrop.ingest.match import match
-from rosterdrop.ingest.outcome import Checked, Outcome
+from rosterdrop.ingest.outcome import Checked, Outcome, Progress
 from rosterdrop.ingest.plan import Plan, plan_entity
 from rosterdrop.ingest.read import read_table
 from rosterdrop.ingest.report import record_in
 from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.ingest.validate import STATUS, RowChecker, check_header
+from rosterdrop.roster.schema import NATURAL_KEYS
 
 log = logging.getLogger(__name__)
 APPLIED = ("applied", "applied_with_errors")
@@ -51,13 +55,15 @@ def check(
     spill_dir: Path | None = None,
     known: dict[str, pl.Series] | None = None,
     account: str = "",
+    progress: Progress | None = None,
 ) -> Checked:
     """Unpack, match, decode, read, map and validate; spill record data if `spill_dir`.
 
     `known`: active keys of the current roster, for references to records not sent now.
     `account`: the receiving district's slug (manifests naming a district, custom templates).
+    `progress`: called with (file name, rows read so far) after every batch.
     """
-    result = Checked()
+    result = Checked(progress=progress)
     refs = None
     try:
         members = unpack(paths, limits())
@@ -66,6 +72,7 @@ def check(
         result.format, result.reason = matched.format.slug, matched.reason
         for file, member, mode in matched.files:
             _read_file(result, matched.format, file, member, mode, fallback_encoding, spill_dir)
+        check_links(result.links, result.log)
     except Failure as failure:
         result.log.add(failure.finding)
         return result
@@ -84,21 +91,26 @@ def _read_file(
 ) -> None:
     with member.open() as stream:
         decoded = decode(stream, file.name, file.dialect.encoding or fallback)
-        table = read_table(file.name, decoded.chunks, file.dialect.delimiters)
+        table = read_table(
+            file.name, decoded.chunks, file.dialect.delimiters, file.dialect.escapechar
+        )
         check_header(file, table.header, fmt.header_order, result.log)
         checker = RowChecker(file, table.header, mode, result.log)
         extras = extra_columns(file, table.header)
         for batch in table.batches:
             batch = checker.check(batch)
+            gather(result.links, fmt, file, batch)
             for output in file.outputs:
                 mapped = map_batch(file, output, batch, extras)
                 rows = result.entities.setdefault(
                     output.entity, EntityRows(output.entity, mode, derived=output.derived)
                 )
-                rows.columns = rows.columns or message_columns(output)
+                rows.columns.setdefault(file.name, message_columns(output))
                 if spill_dir is not None:
                     _spill(result, spill_dir, output.entity, mapped)
-                rows.add(mapped, file.name)
+                rows.add(mapped, file.name, output.derived)
+            if result.progress:
+                result.progress(file.name, checker.rows)
         checker.finish()
         result.log.extend(table.findings)
         result.files.append({"name": file.name, "rows": checker.rows, "encoding": decoded.encoding})
@@ -118,6 +130,14 @@ def _close_spills(result: Checked) -> None:
         result.writers.popitem()[1].close()
 
 
+def active_keys(snapshot: pl.DataFrame) -> dict[str, pl.Series]:
+    """The roster's active keys per entity: references may name records not sent now."""
+    return {
+        e: snapshot.filter((pl.col("entity") == e) & (pl.col("status") == "active"))[KEY]
+        for e in snapshot["entity"].unique()
+    }
+
+
 def run(
     paths: list[Path],
     district,
@@ -125,6 +145,7 @@ def run(
     *,
     approved: bool = False,
     dry_run: bool = False,
+    progress: Progress | None = None,
 ) -> Outcome:
     """Check, plan against the roster, then apply (or hold) -- the whole import."""
     from rosterdrop.roster import hashes, store
@@ -134,12 +155,9 @@ def run(
         district.refresh_from_db(fields=["roster_token"])
         token = district.roster_token
         snapshot = hashes.load(district.pk, token)
-        known = {
-            e: snapshot.filter((pl.col("entity") == e) & (pl.col("status") == "active"))[KEY]
-            for e in snapshot["entity"].unique()
-        }
+        known = active_keys(snapshot)
         checked = check(
-            paths, district.format, district.fallback_encoding, work, known, district.slug
+            paths, district.format, district.fallback_encoding, work, known, district.slug, progress
         )
         if checked.fatal:
             return Outcome("failed", checked, message=_first_fatal(checked))
@@ -148,7 +166,17 @@ def run(
             for entity, frame in checked.accepted.items():
                 current = snapshot.filter(pl.col("entity") == entity).drop("entity")
                 plan.entities[entity] = plan_entity(
-                    entity, checked.entities[entity].mode, frame, current
+                    entity,
+                    checked.entities[entity].mode,
+                    frame,
+                    current,
+                    partial(
+                        store.natural_keys,
+                        conn,
+                        district.pk,
+                        entity,
+                        fields=NATURAL_KEYS.get(entity, ()),
+                    ),
                 )
             status, message = _decide(plan, district, checked, approved)
             applying = status in APPLIED and not dry_run
@@ -203,7 +231,13 @@ def _tmp_dir() -> Path:
 
 
 def import_uploads(
-    district, uploads: list, *, dry_run: bool = False, sync=None, approved: bool = False
+    district,
+    uploads: list,
+    *,
+    dry_run: bool = False,
+    sync=None,
+    approved: bool = False,
+    progress: Progress | None = None,
 ):
     """Import stored uploads as one set (a zip, or loose files together) and record the sync."""
     from rosterdrop.inbox.models import Upload
@@ -222,7 +256,7 @@ def import_uploads(
             target = work / upload.filename
             target.hardlink_to(stored_file(upload))
             paths.append(target)
-        outcome = run(paths, district, sync, approved=approved, dry_run=dry_run)
+        outcome = run(paths, district, sync, approved=approved, dry_run=dry_run, progress=progress)
     except Exception:
         # Nothing was applied (the transaction rolled back); say so rather than stay "running".
         log.exception("import of sync %s failed", sync.pk)
@@ -243,6 +277,7 @@ def import_uploads(
     else:
         record(sync, outcome)
     if not dry_run:
+        notify.sync_finished(sync)
         upload_status = (
             Upload.Status.FAILED if outcome.status == "failed" else Upload.Status.IMPORTED
         )
@@ -252,12 +287,19 @@ def import_uploads(
     return sync
 
 
-def import_path(district, path: Path, *, dry_run: bool = False, login: str = ""):
+def import_path(
+    district,
+    path: Path,
+    *,
+    dry_run: bool = False,
+    login: str = "",
+    progress: Progress | None = None,
+):
     """`rosterdrop import PATH`: keep the files in the inbox like any upload, then import."""
     from rosterdrop.inbox.store import receive
 
     uploads = [receive(district, p.name, p, "cli", login=login) for p in expand(path)]
-    return import_uploads(district, uploads, dry_run=dry_run)
+    return import_uploads(district, uploads, dry_run=dry_run, progress=progress)
 
 
 def approve(sync, who: str = ""):

@@ -4,6 +4,7 @@ Compared by source ID and content hash in memory (perf-floors.md: an in-process 
 an order of magnitude faster than diffing in SQL). Also the removal guard.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -11,6 +12,10 @@ import polars as pl
 from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.mapping import HASH, KEY
 from rosterdrop.ingest.validate import STATUS
+from rosterdrop.roster.schema import NATURAL_KEYS
+
+# Reads the natural key fields of current records: keys -> _key and those fields.
+NaturalKeys = Callable[[pl.Series], pl.DataFrame]
 
 COUNTS = ("added", "updated", "removed", "reactivated", "unchanged")
 
@@ -24,12 +29,18 @@ class EntityPlan:
     removed: pl.Series  # keys of active records to mark tobedeleted
     unchanged: int
     active_before: int
+    # Records arriving under a new ID, matched by their natural key: _row, _key, _old_key.
+    renamed: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(
+            schema={ROW: pl.UInt32, KEY: pl.String, "_old_key": pl.String}
+        )
+    )
 
     @property
     def counts(self) -> dict[str, int]:
         return {
             "added": len(self.added),
-            "updated": len(self.updated),
+            "updated": len(self.updated) + self.renamed.height,
             "removed": len(self.removed),
             "reactivated": len(self.reactivated),
             "unchanged": self.unchanged,
@@ -61,13 +72,17 @@ class Plan:
         """The roster's (entity, _key, _hash, status) once this plan is applied."""
         parts = [snapshot.filter(~pl.col("entity").is_in(list(self.entities)))]
         for entity, ep in self.entities.items():
-            rows = pl.concat([ep.added, ep.updated, ep.reactivated]).implode()
+            rows = pl.concat([ep.added, ep.updated, ep.reactivated, ep.renamed[ROW]]).implode()
             written = (
                 accepted[entity]
                 .filter(pl.col(ROW).is_in(rows))
                 .select(pl.lit(entity).alias("entity"), KEY, HASH, pl.lit("active").alias("status"))
             )
-            kept = snapshot.filter(pl.col("entity") == entity).join(written, on=KEY, how="anti")
+            kept = (
+                snapshot.filter(pl.col("entity") == entity)
+                .join(written, on=KEY, how="anti")
+                .filter(~pl.col(KEY).is_in(ep.renamed["_old_key"].implode()))
+            )
             parts.append(
                 kept.with_columns(
                     pl.when(pl.col(KEY).is_in(ep.removed.implode()))
@@ -81,9 +96,16 @@ class Plan:
 
 
 def plan_entity(
-    entity: str, mode: str, incoming: pl.DataFrame, current: pl.DataFrame
+    entity: str,
+    mode: str,
+    incoming: pl.DataFrame,
+    current: pl.DataFrame,
+    natural_keys: NaturalKeys | None = None,
 ) -> EntityPlan:
-    """incoming: _key, _hash, _status, _row; current: _key, _hash, status."""
+    """incoming: _key, _hash, _status, _row (+ natural key fields); current: _key, _hash, status.
+
+    `natural_keys` reads the natural key fields of current records, for entities that have one.
+    """
     current = current.rename({HASH: "_old_hash", "status": "_old_status"})
     live = incoming.filter(pl.col(STATUS) == "active")
     joined = live.join(current, on=KEY, how="left")
@@ -96,7 +118,7 @@ def plan_entity(
     else:
         gone = incoming.filter(pl.col(STATUS) == "tobedeleted")
         removed = active_before.join(gone, on=KEY, how="semi")[KEY]
-    return EntityPlan(
+    plan = EntityPlan(
         entity=entity,
         added=joined.filter(new)[ROW],
         updated=joined.filter(~new & differs.fill_null(False))[ROW],
@@ -105,3 +127,25 @@ def plan_entity(
         unchanged=int((~new & ~back.fill_null(False) & ~differs.fill_null(False)).sum()),
         active_before=active_before.height,
     )
+    fields = list(NATURAL_KEYS.get(entity, ()))
+    if natural_keys and fields and set(fields) <= set(incoming.columns):
+        _match_renamed(plan, joined.filter(new), natural_keys, fields)
+    return plan
+
+
+def _match_renamed(plan: EntityPlan, new: pl.DataFrame, natural_keys, fields: list[str]) -> None:
+    """Pair records that would be added with records that would be removed, by natural key.
+
+    A natural key that appears more than once on either side is ambiguous and left alone.
+    """
+    if not len(plan.added) or not len(plan.removed):
+        return
+    arriving = new.select(ROW, KEY, *fields).unique(subset=fields, keep="none")
+    leaving = natural_keys(plan.removed).rename({KEY: "_old_key"})
+    leaving = leaving.unique(subset=fields, keep="none")
+    pairs = arriving.join(leaving, on=fields).select(ROW, KEY, "_old_key")
+    if not pairs.height:
+        return
+    plan.renamed = pairs
+    plan.added = plan.added.filter(~plan.added.is_in(pairs[ROW].implode()))
+    plan.removed = plan.removed.filter(~plan.removed.is_in(pairs["_old_key"].implode()))

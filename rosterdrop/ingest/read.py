@@ -1,13 +1,17 @@
-"""Read: UTF-8 chunks -> batches of rows as strings, each row with its physical line number.
+r"""Read: UTF-8 chunks -> batches of rows as strings, each row with its physical line number.
 
-Pieces of a file that hold no quote character and whose every line has exactly the header's
-number of delimiters are parsed by polars (fast); any other piece goes through the stdlib csv
-module in strict mode, which reports ragged rows and broken quotes at their exact lines. Both
-give the same rows, so the choice is only about speed. Header = line 1.
+Pieces of a file that hold no quote (nor escape) character and whose every line has exactly
+the header's number of delimiters are parsed by polars (fast); any other piece goes through the
+stdlib csv module in strict mode, which reports ragged rows and broken quotes at their exact
+lines. Both give the same rows, so the choice is only about speed. Header = line 1.
+
+A format may escape characters with a backslash (Apple School Manager: `\"`, `\,`, and an
+escaped newline inside a value); the escape character is then honoured wherever it appears.
 """
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -32,9 +36,14 @@ class Table:
     findings: list[Finding] = field(default_factory=list)
 
 
-def read_table(name: str, chunks: Iterator[bytes], delimiter: str = ",") -> Table:
-    """`delimiter`: one character, or several candidates: the first found in the header wins."""
-    pieces = _pieces(name, _line_endings(chunks))
+def read_table(
+    name: str, chunks: Iterator[bytes], delimiter: str = ",", escapechar: str = ""
+) -> Table:
+    """`delimiter`: one character, or several candidates: the first found in the header wins.
+
+    `escapechar`: the character that makes the next one literal ("" = none).
+    """
+    pieces = _pieces(name, _line_endings(chunks), escapechar.encode())
     try:
         first, _ = next(pieces)
     except StopIteration:
@@ -43,14 +52,15 @@ def read_table(name: str, chunks: Iterator[bytes], delimiter: str = ",") -> Tabl
         ) from None
     header_text, _, rest = first.partition(b"\n")
     delimiter = next((d for d in delimiter if d.encode() in header_text), delimiter[0])
-    header = next(csv.reader([header_text.decode("utf-8").rstrip("\r")], delimiter=delimiter), [])
+    header_line = header_text.decode("utf-8").rstrip("\r")
+    header = next(csv.reader([header_line], delimiter=delimiter, escapechar=escapechar or None), [])
     header = [h.strip() for h in header]
     if not any(header):
         raise Failure(
             Finding(FATAL, "header_missing", f"{name} has no header row on line 1.", name, 1)
         )
     table = Table(name=name, header=header, batches=iter(()))
-    table.batches = _batches(table, delimiter, _chain(rest, 2, pieces))
+    table.batches = _batches(table, delimiter, escapechar, _chain(rest, 2, pieces))
     return table
 
 
@@ -67,14 +77,15 @@ def _line_endings(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield from chunks
 
 
-def _pieces(name: str, chunks: Iterator[bytes]) -> Iterator[tuple[bytes, int]]:
-    """Cut the text at newlines outside quotes; yield (piece, line of its first byte)."""
+def _pieces(name: str, chunks: Iterator[bytes], escape: bytes = b"") -> Iterator[tuple[bytes, int]]:
+    """Cut the text at newlines outside quotes and escapes; yield (piece, its first line)."""
     pending = b""
     line = 1
     for chunk in chunks:
         pending += chunk
-        cut = pending.rfind(b"\n") + 1
-        if cut == 0 or pending.count(b'"', 0, cut) % 2:
+        plain = _unescaped(pending, escape)
+        cut = plain.rfind(b"\n") + 1
+        if cut == 0 or plain.count(b'"', 0, cut) % 2:
             if len(pending) > MAX_PENDING:
                 _refuse_pending(name, pending, line)
             continue
@@ -83,6 +94,14 @@ def _pieces(name: str, chunks: Iterator[bytes]) -> Iterator[tuple[bytes, int]]:
         line += piece.count(b"\n")
     if pending:
         yield pending + b"\n", line
+
+
+def _unescaped(text: bytes, escape: bytes) -> bytes:
+    """`text` with each escape sequence blanked out (same length): escaped quotes and newlines
+    must neither open a quoted value nor end a line."""
+    if not escape or escape not in text:
+        return text
+    return re.sub(re.escape(escape) + b".", b"\0\0", text, flags=re.DOTALL)
 
 
 def _refuse_pending(name: str, pending: bytes, line: int) -> None:
@@ -111,13 +130,15 @@ def _chain(
 
 
 def _batches(
-    table: Table, delimiter: str, pieces: Iterator[tuple[bytes, int]]
+    table: Table, delimiter: str, escapechar: str, pieces: Iterator[tuple[bytes, int]]
 ) -> Iterator[pl.DataFrame]:
     sep = ord(delimiter)
+    special = [b'"', *([escapechar.encode()] if escapechar else [])]
     for piece, line in pieces:
-        frame = _fast(piece, line, table.header, sep) if b'"' not in piece else None
+        plain = not any(c in piece for c in special)
+        frame = _fast(piece, line, table.header, sep) if plain else None
         if frame is None:
-            frame = _strict(piece, line, table, delimiter)
+            frame = _strict(piece, line, table, delimiter, escapechar)
         if frame.height:
             yield frame
 
@@ -144,12 +165,17 @@ def _fast(piece: bytes, line: int, header: list[str], sep: int) -> pl.DataFrame 
     return frame.with_columns(pl.int_range(line, line + frame.height, dtype=pl.UInt32).alias(LINE))
 
 
-def _strict(piece: bytes, line: int, table: Table, delimiter: str) -> pl.DataFrame:
+def _strict(
+    piece: bytes, line: int, table: Table, delimiter: str, escapechar: str = ""
+) -> pl.DataFrame:
     """Parse with the stdlib csv module, reporting each broken row at its physical line."""
     width = len(table.header)
     name = table.name
     reader = csv.reader(
-        io.StringIO(piece.decode("utf-8"), newline=""), delimiter=delimiter, strict=True
+        io.StringIO(piece.decode("utf-8"), newline=""),
+        delimiter=delimiter,
+        escapechar=escapechar or None,
+        strict=True,
     )
     rows: list[list[str]] = []
     lines: list[int] = []

@@ -44,7 +44,7 @@ def _sync_values(outcome: Outcome) -> dict:
 def record_in(conn, sync: Sync, outcome: Outcome) -> None:
     """Record an applied sync inside the transaction that applied it."""
     rows = [tuple(row[c] for c in ISSUE_COLUMNS) for row in _issue_rows(sync, outcome)]
-    columns = [f'"{c}"' if c == "column" else c for c in ISSUE_COLUMNS]  # an SQL keyword
+    columns = list(ISSUE_COLUMNS)  # quoted by the loader ("column" is an SQL keyword)
     store.insert_rows(conn, Issue._meta.db_table, columns, rows)
     values = _sync_values(outcome)
     values["finished_at"] = store.sql_time(values["finished_at"])

@@ -7,6 +7,7 @@ meaning is unambiguous (TRUE for true, Student for student) is normalised (warni
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import polars as pl
 
@@ -261,28 +262,32 @@ class RowChecker:
         self._seen: dict[str, pl.DataFrame] = {}
 
     def check(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Return the batch with fixable values normalised and invalid rows removed."""
+        """Return the batch with fixable values normalised and invalid rows removed.
+
+        Every column's masks are computed in one pass over the batch; the per-column work
+        after that only runs for columns where something was found.
+        """
         frame = frame.rename(self.renames) if self.renames else frame
         self.rows += frame.height
+        masks = frame.select(self._mask_exprs)
         bad = pl.Series("bad", [False] * frame.height, dtype=pl.Boolean)
         fixes = {}
-        for col, name in self.columns:
-            values = frame[name]
-            empty = values == ""
-            if col.required:
+        for i, (col, name, rule) in enumerate(self._rules):
+            empty = masks[f"{i}:empty"]
+            if col.required and empty.any():
                 self._report(frame, empty, name, "required_missing", ERROR, "is empty but required")
                 bad = bad | empty
-            rule = rule_for(col, self.dialect)
             if rule is None:
                 continue
-            nonempty = ~empty
-            invalid = frame.select(rule.invalid(pl.col(name))).to_series() & nonempty
+            invalid = masks[f"{i}:invalid"]
             if rule.normalise is not None:
-                other, normalised = rule.normalise(pl.col(name))
-                mask = frame.select(other).to_series().fill_null(False) & nonempty & ~invalid
+                mask = masks[f"{i}:normalise"]
                 if mask.any():
+                    normalised = rule.normalise(pl.col(name))[1]
                     fixes[name] = pl.when(pl.lit(mask)).then(normalised).otherwise(pl.col(name))
-            if rule.fixable is not None and invalid.any():
+            if not invalid.any():
+                continue
+            if rule.fixable is not None:
                 fixable, normalised = rule.fixable(pl.col(name))
                 can_fix = frame.select(fixable).to_series() & invalid
                 if can_fix.any():
@@ -311,9 +316,30 @@ class RowChecker:
         height = frame.height
         frame = frame.with_columns(**fixes) if fixes else frame
         frame = frame.with_columns(self._status(frame))
-        frame = frame.filter(~bad & pl.col(STATUS).is_not_null())
+        if bad.any() or self.status_column and self.mode != Mode.BULK:
+            frame = frame.filter(~bad & pl.col(STATUS).is_not_null())
         self.skipped += height - frame.height
         return frame
+
+    @cached_property
+    def _rules(self) -> list[tuple[Column, str, Rule | None]]:
+        return [(col, name, rule_for(col, self.dialect)) for col, name in self.columns]
+
+    @cached_property
+    def _mask_exprs(self) -> list[pl.Expr]:
+        exprs = []
+        for i, (_, name, rule) in enumerate(self._rules):
+            value = pl.col(name)
+            empty = value == ""
+            exprs.append(empty.alias(f"{i}:empty"))
+            if rule is None:
+                continue
+            invalid = rule.invalid(value).fill_null(False) & ~empty
+            exprs.append(invalid.alias(f"{i}:invalid"))
+            if rule.normalise is not None:
+                other = rule.normalise(value)[0].fill_null(False)
+                exprs.append((other & ~empty & ~invalid).alias(f"{i}:normalise"))
+        return exprs
 
     def _row_rules(self, frame: pl.DataFrame, bad: pl.Series) -> pl.Series:
         """Rows that break one of the file's row rules (none of the columns filled)."""

@@ -1,11 +1,14 @@
 """SFTP logins of districts, and the per-IP defender state that bans brute-force sources."""
 
 import ipaddress
+import re
+import unicodedata
 from datetime import datetime
 
 import asyncssh
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -25,6 +28,27 @@ def ip_in(ip: str | None, networks: list) -> bool:
         return False
     addr = ipaddress.ip_address(ip)
     return any(addr in net for net in networks)
+
+
+def login_name(person: str, district: District, state: str = "") -> str:
+    """A login name from the configured scheme (Istation style: name_admin_district_st).
+
+    The scheme is a template over {person}, {district} (the slug) and {state}; each part is
+    lower-cased and reduced to letters and digits, and an empty part takes its separator along.
+    """
+    parts = {
+        "person": _slug_part(person),
+        "district": _slug_part(district.slug),
+        "state": _slug_part(state),
+    }
+    name = settings.SFTP_LOGIN_SCHEME.format(**parts)
+    return re.sub(r"_{2,}", "_", name).strip("_")
+
+
+def _slug_part(text: str) -> str:
+    """"Ana María" -> "anamaria": accents dropped, then only letters and digits."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]", "", ascii_text.lower())
 
 
 class Login(models.Model):

@@ -336,8 +336,9 @@ class RosterSSHServer(asyncssh.SSHServer):
         if allowed and await _db(login.check_password)(password):
             self.state.method = "password"
             return True
-        await self._failed(username, login, "password")
+        # Every failure waits, the last one too (it disconnects), as OpenSSH does.
         await asyncio.sleep(settings.SFTP_LOGIN_DELAY)
+        await self._failed(username, login, "password")
         return False
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:

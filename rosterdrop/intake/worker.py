@@ -7,7 +7,9 @@ loose file; a file whose name the district's format does not know is recorded as
 """
 
 import logging
+import stat
 import threading
+import time
 from collections import defaultdict
 from datetime import datetime, timedelta
 
@@ -15,13 +17,17 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from rosterdrop import notify
 from rosterdrop.districts.models import District
 from rosterdrop.formats import get_format
 from rosterdrop.formats.spec import FormatSpec
+from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest.models import Sync
+from rosterdrop.intake import folder
 
 log = logging.getLogger(__name__)
+RETENTION_EVERY_SECONDS = 3600
 
 _wake = threading.Event()
 
@@ -90,6 +96,7 @@ def run_once(now: datetime | None = None) -> float | None:
                 loose.append(upload)
             else:
                 _finish([upload], Upload.Status.UNMATCHED, unmatched_reason(upload.filename, spec))
+                notify.upload_unmatched(upload)
         if not loose:
             continue
         due = max(u.received_at for u in loose) + timedelta(seconds=district.quiet_period_seconds)
@@ -165,16 +172,37 @@ def recover() -> None:
             )
 
 
+def apply_retention(now: datetime | None = None) -> int:
+    """Delete expired raw uploads, and the district folders' copies of files that old."""
+    now = now or timezone.now()
+    purged = retention.purge(now)
+    days = settings.UPLOAD_RETENTION_DAYS
+    if days > 0:
+        cutoff = (now - timedelta(days=days)).timestamp()
+        for district in District.objects.all():
+            root = folder.district_root(district.slug)
+            for entry in root.glob("*") if root.is_dir() else ():
+                st = entry.lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                    entry.unlink(missing_ok=True)
+    return len(purged)
+
+
 def run_forever(stop: threading.Event) -> None:
     """The worker thread of `rosterdrop serve`."""
     try:
         recover()
     except Exception:
         log.exception("worker recovery failed")
+    last_retention = 0.0
     while not stop.is_set():
         next_due = None
         try:
             next_due = run_once()
+            notify.send_pending()
+            if time.monotonic() - last_retention > RETENTION_EVERY_SECONDS:
+                apply_retention()
+                last_retention = time.monotonic()
         except Exception:
             log.exception("worker pass failed")
         finally:

@@ -12,6 +12,7 @@ class Ref:
     many: bool = False
     # A broken strong reference skips the row; a weak one is kept and reported as a warning.
     strong: bool = True
+    why: str = ""  # a format's reason for skipping, said in the issue
 
 
 REFS: dict[str, tuple[Ref, ...]] = {
@@ -77,6 +78,14 @@ FIELDS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 # What a district data manager calls each entity, for messages.
+# Records that some formats cannot name by a stable ID of their own (SDS v1, Clever and
+# ParentSquare key an enrollment by class and person; OneRoster by the file's sourcedId): when
+# one of them arrives under a new ID but these fields match a record that would be removed,
+# it is that record, renamed -- not a removal and an addition.
+NATURAL_KEYS: dict[str, tuple[str, ...]] = {
+    "enrollments": ("classSourcedId", "userSourcedId", "role"),
+}
+
 LABELS = {
     "orgs": "school or organisation",
     "academicSessions": "academic session",

@@ -7,7 +7,6 @@ The same connection is used on purpose: a second SQLite library in the process (
 driver would bring) breaks SQLite's file locking.
 """
 
-from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -18,6 +17,7 @@ from rosterdrop.districts.models import new_roster_token
 from rosterdrop.roster.models import Record
 
 TABLE = Record._meta.db_table
+JSON_ROWS = 20_000
 
 
 def _is_postgres() -> bool:
@@ -51,23 +51,30 @@ def _literal(value) -> str:
     return str(int(value)) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
 
 
-def _load(cur, table: str, columns: list[str], rows: Iterable[tuple], constants=None) -> None:
-    """Append rows with the database's bulk path; `constants` are the same on every row."""
+def _load(cur, table: str, frame: pl.DataFrame, constants: dict | None = None) -> None:
+    """Append a frame's rows with the database's bulk path; `constants` fill other columns.
+
+    PostgreSQL: COPY. SQLite: the rows travel as one JSON array that SQLite unpacks itself
+    (json_each), which costs far less per row than binding parameters from Python.
+    """
     constants = constants or {}
-    names = ", ".join([*columns, *constants])
+    names = ", ".join(f'"{c}"' for c in [*frame.columns, *constants])
+    if not frame.height:
+        return
     if _is_postgres():
         extra = tuple(constants.values())
+        rows = zip(*(frame[c].to_list() for c in frame.columns), strict=True)
         with cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row + extra)
-    else:
-        values = ", ".join(["?"] * len(columns) + [_literal(v) for v in constants.values()])
-        cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({values})", rows)
-
-
-def _columns(frame: pl.DataFrame) -> Iterable[tuple]:
-    """Rows of a frame as tuples, built column-wise (much faster than iter_rows)."""
-    return zip(*(frame[c].to_list() for c in frame.columns), strict=True)
+        return
+    values = [f"value ->> '$.\"{c}\"'" for c in frame.columns]
+    values += [_literal(v) for v in constants.values()]
+    insert = f"INSERT INTO {table} ({names}) SELECT {', '.join(values)} FROM json_each(?)"
+    # SQLite parses each array whole: slices keep that memory small.
+    for part in frame.iter_slices(JSON_ROWS):
+        payload = part.select(pl.struct(pl.all()).struct.json_encode().str.join(",")).item()
+        cur.execute(insert, (f"[{payload}]",))
 
 
 def _stage(cur, name: str, frame: pl.DataFrame) -> str:
@@ -77,7 +84,7 @@ def _stage(cur, name: str, frame: pl.DataFrame) -> str:
     # The key is unique (duplicates were dropped); declaring it lets joins use an index.
     cur.execute(f"DROP TABLE IF EXISTS {name}")
     cur.execute(f"CREATE TEMPORARY TABLE {name} ({cols}, PRIMARY KEY (_key))")
-    _load(cur, name, frame.columns, _columns(frame))
+    _load(cur, name, frame)
     return name
 
 
@@ -94,16 +101,67 @@ def snapshot(cur, district_id: int) -> pl.DataFrame:
     )
 
 
+def _from_staged(staged: str, district_id: int, entity: str) -> str:
+    """FROM a few staged keys into the roster: CROSS JOIN keeps SQLite from scanning the
+    whole entity and probing the keys; it starts from the keys and seeks the unique index."""
+    return (
+        f"FROM {staged} s CROSS JOIN {TABLE} r WHERE r.district_id = {int(district_id)} "
+        f"AND r.entity = '{entity}' AND r.sourced_id = s._key"
+    )
+
+
+def _update_staged(
+    cur, staged: str, district_id: int, entity: str, sets: str, columns: tuple[str, ...] = ()
+) -> None:
+    """UPDATE the records named in a staged table, seeking each by the unique index.
+
+    `columns` are taken from the staged row of the same key (e.g. `_data` for `data`); written
+    as IN + a correlated row, which both SQLite and PostgreSQL plan as index lookups.
+    """
+    assignments = [sets] if sets else []
+    if columns:
+        targets = ", ".join(c for c, _ in columns)
+        values = ", ".join(v for _, v in columns)
+        assignments.insert(
+            0, f"({targets}) = (SELECT {values} FROM {staged} s WHERE s._key = {TABLE}.sourced_id)"
+        )
+    cur.execute(
+        f"UPDATE {TABLE} SET {', '.join(assignments)} WHERE district_id = {int(district_id)} "
+        f"AND entity = '{entity}' AND sourced_id IN (SELECT _key FROM {staged})"
+    )
+
+
 def old_data(cur, district_id: int, entity: str, keys: pl.DataFrame) -> pl.DataFrame:
     """Stored JSON of the given keys (column _key), for field-level before/after."""
     staged = _stage(cur, "rd_keys", keys)
     data = "r.data::text" if _is_postgres() else "r.data"
-    cur.execute(
-        f"SELECT r.sourced_id, {data} FROM {TABLE} r JOIN {staged} s "
-        f"ON r.sourced_id = s._key WHERE r.district_id = {int(district_id)} "
-        f"AND r.entity = '{entity}'"
-    )
+    cur.execute(f"SELECT r.sourced_id, {data} {_from_staged(staged, district_id, entity)}")
     return pl.DataFrame(cur.fetchall(), schema={"_key": pl.String, "_old": pl.String}, orient="row")
+
+
+def _json_field(column: str, name: str) -> str:
+    return f"{column} ->> '{name}'" if _is_postgres() else f"{column} ->> '$.{name}'"
+
+
+def natural_keys(
+    cur, district_id: int, entity: str, keys: pl.Series, fields: tuple[str, ...]
+) -> pl.DataFrame:
+    """The given records' natural key fields (e.g. an enrollment's class, user and role)."""
+    staged = _stage(cur, "rd_keys", pl.DataFrame({"_key": keys}))
+    values = ", ".join(_json_field("r.data", f) for f in fields)
+    cur.execute(f"SELECT r.sourced_id, {values} {_from_staged(staged, district_id, entity)}")
+    schema = {"_key": pl.String, **dict.fromkeys(fields, pl.String)}
+    return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
+
+
+def rename_records(cur, district_id: int, entity: str, renames: pl.DataFrame) -> None:
+    """Give records a new source ID: `renames` has _old_key and _key (the new one)."""
+    staged = _stage(
+        cur,
+        "rd_renamed",
+        renames.select(pl.col("_old_key").alias("_key"), pl.col("_key").alias("_new")),
+    )
+    _update_staged(cur, staged, district_id, entity, "", (("sourced_id", "s._new"),))
 
 
 def write_records(
@@ -121,16 +179,18 @@ def write_records(
 
     `added` and `changed` have columns _key, _data, _hash; `removed` has _key.
     """
-    where = f"{TABLE}.district_id = {int(district_id)} AND {TABLE}.entity = '{entity}'"
     stamp = f"changed_sync_id = {int(sync_id)}, changed_at = '{sql_time(now)}'"
     if added.height:
         when = sql_time(now)
         _load(
             cur,
             TABLE,
-            ["sourced_id", "data", "content_hash"],
             # In key order, so index pages fill one after another instead of at random.
-            _columns(added.sort("_key").select("_key", "_data", "_hash")),
+            added.sort("_key").select(
+                pl.col("_key").alias("sourced_id"),
+                pl.col("_data").alias("data"),
+                pl.col("_hash").alias("content_hash"),
+            ),
             constants={
                 "district_id": district_id, "entity": entity, "status": "active",
                 "first_seen_sync_id": sync_id, "changed_sync_id": sync_id,
@@ -139,17 +199,11 @@ def write_records(
         )  # fmt: skip
     if changed.height:
         staged = _stage(cur, "rd_changed", changed)
-        cur.execute(
-            f"UPDATE {TABLE} SET status = 'active', data = {json_value('s._data')}, "
-            f"content_hash = s._hash, {stamp} FROM {staged} s "
-            f"WHERE {where} AND {TABLE}.sourced_id = s._key"
-        )
+        taken = (("data", json_value("s._data")), ("content_hash", "s._hash"))
+        _update_staged(cur, staged, district_id, entity, f"status = 'active', {stamp}", taken)
     if removed.height:
         staged = _stage(cur, "rd_removed", removed)
-        cur.execute(
-            f"UPDATE {TABLE} SET status = 'tobedeleted', {stamp} FROM {staged} s "
-            f"WHERE {where} AND {TABLE}.sourced_id = s._key"
-        )
+        _update_staged(cur, staged, district_id, entity, f"status = 'tobedeleted', {stamp}")
 
 
 class RosterChanged(Exception):
@@ -169,9 +223,9 @@ def claim_roster(cur, district_id: int, token: int) -> int:
     return new
 
 
-def insert_rows(cur, table: str, columns: list[str], rows: Iterable[tuple]) -> None:
+def insert_rows(cur, table: str, columns: list[str], rows: list[tuple]) -> None:
     """Append rows to an app table with the bulk path."""
-    _load(cur, table, columns, rows)
+    _load(cur, table, pl.DataFrame(rows, schema=columns, orient="row"))
 
 
 def update_row(cur, table: str, row_id: int, values: dict, json_columns: tuple[str, ...] = ()):

@@ -28,7 +28,17 @@ class Command(BaseCommand):
             raise CommandError(f"no district {district!r}; create it with `district add`") from None
         if not json:
             self.stderr.write(f"Importing {path} for {account.slug}...")
-        sync = import_path(account, path, dry_run=dry_run)
+        sync = import_path(
+            account, path, dry_run=dry_run, progress=None if json else self._progress
+        )
+        if not json and sys.stderr.isatty():
+            sys.stderr.write("\n")
         result = summary(sync)
         self.stdout.write(jsonlib.dumps(result, indent=2) if json else describe(result))
         sys.exit(1 if sync.status == "failed" else 0)
+
+    def _progress(self, name: str, rows: int) -> None:
+        """A one-line progress display on a terminal (left alone when stderr is a file)."""
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r  reading {name}: {rows:,} rows\x1b[K")
+            sys.stderr.flush()

@@ -4,27 +4,54 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from rosterdrop.formats import FORMATS
-from rosterdrop.ingest.pipeline import check, expand
+from rosterdrop.formats import CUSTOM, FORMATS
+from rosterdrop.ingest.pipeline import active_keys, check, expand
 from rosterdrop.ingest.text import describe
 
 
 class Command(BaseCommand):
-    help = "Check roster files without importing them (no database needed). Exit 1 if fatal."
+    help = (
+        "Check roster files without importing them. Exit 1 if fatal. No database is needed "
+        "unless --district is given: then the files are checked as that district's upload "
+        "would be (its format, custom templates, manifest account, current roster)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path)
         parser.add_argument("--format", choices=sorted(FORMATS))
-        parser.add_argument("--encoding", default="cp1252", help="Fallback for non-UTF-8 files.")
+        parser.add_argument("--district", help="Check as this district's upload (database).")
+        parser.add_argument("--encoding", help="Fallback for non-UTF-8 files (default cp1252).")
         parser.add_argument("--json", action="store_true")
 
-    def handle(self, *args, path: Path, format, encoding, json: bool, **options):
+    def handle(self, *args, path: Path, format, district, encoding, json: bool, **options):
         if not path.exists():
             raise CommandError(f"{path} does not exist")
-        checked = check(expand(path), format, encoding)
+        if format == CUSTOM and not district:
+            raise CommandError("custom import templates belong to a district: add --district")
+        account, known = "", None
+        if district:
+            found = self._district(district)
+            account, known = found.slug, self._known(found)
+            format = format or found.format
+            encoding = encoding or found.fallback_encoding
+        checked = check(expand(path), format, encoding or "cp1252", known=known, account=account)
         result = checked.as_dict()
         if json:
             self.stdout.write(jsonlib.dumps({**result, "format_reason": checked.reason}, indent=2))
         else:
             self.stdout.write(describe(result, checked.reason))
         sys.exit(1 if checked.fatal else 0)
+
+    def _district(self, slug: str):
+        from rosterdrop.districts.models import District
+
+        try:
+            return District.objects.get(slug=slug)
+        except District.DoesNotExist:
+            raise CommandError(f"no district {slug!r}; create it with `district add`") from None
+
+    def _known(self, district):
+        """The district's current roster, so references to records not sent now resolve."""
+        from rosterdrop.roster import hashes
+
+        return active_keys(hashes.load(district.pk, district.roster_token))

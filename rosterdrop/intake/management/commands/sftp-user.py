@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.districts.models import District
-from rosterdrop.intake.models import Login, parse_networks
+from rosterdrop.intake.models import Login, login_name, parse_networks
 
 
 def read_password() -> str:
@@ -26,8 +26,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
         add = sub.add_parser("add", help="Create a login (a password is generated unless given).")
-        add.add_argument("login")
+        add.add_argument("login", nargs="?", help="Omit to build it from --person and the scheme.")
         add.add_argument("--district", required=True, help="District slug.")
+        add.add_argument("--person", default="", help="Whose login (for the naming scheme).")
+        add.add_argument("--state", default="", help="State code (for the naming scheme).")
         add.add_argument("--password-stdin", action="store_true")
         add.add_argument("--no-password", action="store_true", help="Public keys only.")
         add.add_argument("--allow-ip", action="append", default=[], help="IP or CIDR; repeatable.")
@@ -53,8 +55,10 @@ class Command(BaseCommand):
 
     def do_add(
         self,
-        login: str,
+        login: str | None,
         district: str,
+        person: str,
+        state: str,
         password_stdin: bool,
         no_password: bool,
         allow_ip: list[str],
@@ -64,6 +68,10 @@ class Command(BaseCommand):
             target = District.objects.get(slug=district)
         except District.DoesNotExist:
             raise CommandError(f"no district {district!r}") from None
+        if not login:
+            if not person:
+                raise CommandError("give a LOGIN, or --person NAME to build one from the scheme")
+            login = login_name(person, target, state)
         if Login.objects.filter(name=login).exists():
             raise CommandError(f"SFTP login {login!r} already exists")
         try:

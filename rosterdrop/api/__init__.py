@@ -1,0 +1,1 @@
+"""The operator JSON API (django-ninja): districts, uploads, syncs, issues, the roster."""

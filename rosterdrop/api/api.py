@@ -1,0 +1,193 @@
+"""Endpoints. Every object is fetched through `districts_for(user)`: another district's
+objects are simply not found (404), whatever their IDs."""
+
+from django.http import FileResponse
+from ninja import NinjaAPI
+from ninja.errors import HttpError
+from ninja.pagination import paginate
+
+from rosterdrop.accounts.access import districts_for, is_operator
+from rosterdrop.api.auth import TokenAuth
+from rosterdrop.api.schemas import (
+    ChangeOut,
+    DistrictOut,
+    ErrorOut,
+    IssueOut,
+    RecordOut,
+    SyncOut,
+    UploadOut,
+)
+from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.inbox.models import Upload
+from rosterdrop.inbox.store import stored_file
+from rosterdrop.ingest.models import Sync
+from rosterdrop.ingest.pipeline import discard
+from rosterdrop.roster.models import ENTITIES, Record
+from rosterdrop.web.imports import start_approval
+
+api = NinjaAPI(
+    title="rosterdrop",
+    version="1",
+    description="Roster intake: districts, uploads, syncs and their issues, the roster.",
+    auth=TokenAuth(),
+    urls_namespace="api",
+)
+
+
+def _district(request, slug: str):
+    district = districts_for(request.auth).filter(slug=slug).first()
+    if district is None:
+        raise HttpError(404, "No such district.")
+    return district
+
+
+def _sync(request, sync_id: int) -> Sync:
+    sync = Sync.objects.filter(pk=sync_id, district__in=districts_for(request.auth)).first()
+    if sync is None:
+        raise HttpError(404, "No such sync.")
+    return sync
+
+
+def _upload(request, upload_id: int) -> Upload:
+    upload = (
+        Upload.objects.filter(pk=upload_id, district__in=districts_for(request.auth))
+        .select_related("district")
+        .first()
+    )
+    if upload is None:
+        raise HttpError(404, "No such upload.")
+    return upload
+
+
+@api.get("/districts", response=list[DistrictOut], tags=["districts"])
+@paginate
+def list_districts(request):
+    return districts_for(request.auth)
+
+
+@api.get("/districts/{slug}", response={200: DistrictOut, 404: ErrorOut}, tags=["districts"])
+def get_district(request, slug: str):
+    return _district(request, slug)
+
+
+@api.get("/districts/{slug}/uploads", response=list[UploadOut], tags=["uploads"])
+@paginate
+def list_uploads(request, slug: str):
+    return _district(request, slug).uploads.select_related("district")
+
+
+@api.get("/uploads/{upload_id}", response={200: UploadOut, 404: ErrorOut}, tags=["uploads"])
+def get_upload(request, upload_id: int):
+    return _upload(request, upload_id)
+
+
+@api.get("/uploads/{upload_id}/raw", response={200: None, 404: ErrorOut}, tags=["uploads"])
+def get_upload_raw(request, upload_id: int):
+    """The bytes exactly as received, as an attachment."""
+    upload = _upload(request, upload_id)
+    path = stored_file(upload)
+    if not upload.stored_path or not path.exists():
+        raise HttpError(404, "This file is no longer kept.")
+    record(
+        AuditEvent.Kind.DOWNLOAD,
+        login=request.auth.get_username(),
+        ip=request.META.get("REMOTE_ADDR"),
+        detail=f"api: raw upload {upload.pk}",
+    )
+    return FileResponse(
+        path.open("rb"),
+        as_attachment=True,
+        filename=upload.filename,
+        content_type="application/octet-stream",
+    )
+
+
+@api.get("/districts/{slug}/syncs", response=list[SyncOut], tags=["syncs"])
+@paginate
+def list_syncs(request, slug: str, status: str = ""):
+    syncs = _district(request, slug).syncs.select_related("district").prefetch_related("uploads")
+    if status:
+        syncs = syncs.filter(status=status)
+    return syncs
+
+
+@api.get("/syncs/{sync_id}", response={200: SyncOut, 404: ErrorOut}, tags=["syncs"])
+def get_sync(request, sync_id: int):
+    return _sync(request, sync_id)
+
+
+@api.get("/syncs/{sync_id}/issues", response=list[IssueOut], tags=["syncs"])
+@paginate
+def list_issues(request, sync_id: int, severity: str = "", file: str = "", code: str = ""):
+    issues = _sync(request, sync_id).issues.all()
+    for key, value in (("severity", severity), ("file", file), ("code", code)):
+        if value:
+            issues = issues.filter(**{key: value})
+    return issues
+
+
+@api.get("/syncs/{sync_id}/changes", response=list[ChangeOut], tags=["syncs"])
+@paginate
+def list_changes(request, sync_id: int):
+    return _sync(request, sync_id).record_changes.all()
+
+
+def _decide(request, sync_id: int, decision: str) -> Sync:
+    if not is_operator(request.auth):
+        raise HttpError(403, "Only operators approve or discard syncs.")
+    sync = _sync(request, sync_id)
+    if sync.status != Sync.Status.HELD:
+        raise HttpError(409, f"Sync {sync.pk} is {sync.status}, not held.")
+    who = request.auth.get_username()
+    if decision == "approve":
+        if not start_approval(sync, who):
+            raise HttpError(409, "This sync was decided by someone else first.")
+    else:
+        discard(sync, who)
+    record(
+        AuditEvent.Kind.ADMIN,
+        login=who,
+        ip=request.META.get("REMOTE_ADDR"),
+        detail=f"api: {decision} held sync {sync.pk} of {sync.district.slug}",
+    )
+    sync.refresh_from_db()
+    return sync
+
+
+DECIDED = {200: SyncOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut}
+
+
+@api.post("/syncs/{sync_id}/approve", response=DECIDED, tags=["syncs"])
+def approve_sync(request, sync_id: int):
+    """Apply a held sync (runs in the background; poll the sync until it is not running)."""
+    return _decide(request, sync_id, "approve")
+
+
+@api.post("/syncs/{sync_id}/discard", response=DECIDED, tags=["syncs"])
+def discard_sync(request, sync_id: int):
+    return _decide(request, sync_id, "discard")
+
+
+@api.get("/districts/{slug}/roster/{entity}", response=list[RecordOut], tags=["roster"])
+@paginate
+def list_records(request, slug: str, entity: str, status: str = "active"):
+    if entity not in ENTITIES:
+        raise HttpError(404, f"No entity {entity}; one of: {', '.join(ENTITIES)}.")
+    records = Record.objects.filter(district=_district(request, slug), entity=entity)
+    if status:
+        records = records.filter(status=status)
+    return records.order_by("id")
+
+
+@api.get(
+    "/districts/{slug}/roster/{entity}/{sourced_id}",
+    response={200: RecordOut, 404: ErrorOut},
+    tags=["roster"],
+)
+def get_record(request, slug: str, entity: str, sourced_id: str):
+    found = Record.objects.filter(
+        district=_district(request, slug), entity=entity, sourced_id=sourced_id
+    ).first()
+    if found is None:
+        raise HttpError(404, "No such record.")
+    return found

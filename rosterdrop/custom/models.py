@@ -1,0 +1,32 @@
+"""A district's own import template: one exact file name, what it holds, how its columns map."""
+
+from django.db import models
+
+from rosterdrop.districts.models import District
+
+
+class ImportTemplate(models.Model):
+    class Mode(models.TextChoices):
+        SNAPSHOT = "snapshot", "Full snapshot (records missing from the file are removed)"
+        ADD_ONLY = "add_only", "Add and update only (nothing is removed)"
+
+    district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="templates")
+    file_name = models.CharField(max_length=255, help_text="Exact, case-sensitive, with extension.")
+    kind = models.CharField(max_length=20, help_text="What the file holds: students, teachers...")
+    # Source column -> template field (see rosterdrop.custom.templates.KINDS), "" = ignored.
+    columns = models.JSONField(default=dict)
+    delimiter = models.CharField(max_length=1, default=",")
+    encoding = models.CharField(max_length=40, blank=True, help_text="Blank: the district's.")
+    date_format = models.CharField(max_length=20, default="%Y-%m-%d")
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.SNAPSHOT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["district", "file_name"]
+        constraints = [
+            models.UniqueConstraint(fields=["district", "file_name"], name="template_file_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.district.slug}/{self.file_name}"

@@ -1,0 +1,288 @@
+"""Custom import templates (Istation style) as format specs: the same engine runs them.
+
+A template belongs to one district, names one exact file name, says what kind of data the
+file holds and maps each source column to a template field (or ignores it). At import time
+`district_format` turns the district's templates into a FormatSpec; a file that matches no
+template is reported by the engine like any unknown file.
+
+The API the web console's wizard uses:
+
+    draft = suggest(district, "Students.csv", "students", header)   # unsaved, mapped by name
+    checked = try_sample(draft, Path("sample.csv"))                 # rosterdrop validate's shape
+    draft.save()
+    export_json(district) / import_json(district, data)             # move templates around
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from rosterdrop.custom.models import ImportTemplate
+from rosterdrop.formats.common import enrollment, person
+from rosterdrop.formats.spec import Column, Dialect, FileSpec, FormatSpec, Mode, Output, Type
+from rosterdrop.ingest.findings import FATAL, Failure, Finding
+from rosterdrop.ingest.keys import check_keys
+from rosterdrop.ingest.outcome import Checked
+from rosterdrop.ingest.pipeline import _read_file
+from rosterdrop.ingest.unpack import Member
+
+ID, SCHOOL = "id", "school_id"
+
+
+@dataclass(frozen=True)
+class Field:
+    """A template field: a name the wizard offers, its type and whether it is required."""
+
+    name: str
+    label: str
+    type: Type = Type.STRING
+    required: bool = False
+    aliases: tuple[str, ...] = ()  # header names suggested for it
+
+
+def _f(name: str, label: str, *aliases: str, **kw) -> Field:
+    return Field(name, label, aliases=aliases, **kw)
+
+
+PERSON = (
+    _f(ID, "ID", "sis id", "student id", "teacher id", "staff id", "person id", required=True),
+    _f(SCHOOL, "School ID", "school", "campus id", "campus_id", "school sis id", required=True),
+    _f("first_name", "First name", "fname", "given name", "givenname", required=True),
+    _f("last_name", "Last name", "lname", "family name", "surname", required=True),
+    _f("middle_name", "Middle name", "mi", "middle initial"),
+    _f("email", "Email", "email address", "e-mail", type=Type.EMAIL),
+    _f("username", "Username", "login", "login id", "login_id"),
+    _f("number", "Local number", "student number", "teacher number"),
+)
+KINDS: dict[str, tuple[Field, ...]] = {
+    "schools": (
+        _f(ID, "School ID", "school id", "campus id", "sis id", required=True),
+        _f("name", "Name", "school name", required=True),
+        _f("number", "School number"),
+    ),
+    "students": PERSON
+    + (_f("grade", "Grade", "grade level"), _f("birth_date", "Birth date", "dob", type=Type.DATE)),
+    "teachers": PERSON,
+    "staff": PERSON,
+    "sections": (
+        _f(ID, "Class ID", "section id", "class id", required=True),
+        _f(SCHOOL, "School ID", "school", "campus id", required=True),
+        _f("name", "Class name", "section name", "class name", "title", required=True),
+        _f("teacher_id", "Teacher ID", "tid", "teacher"),
+        _f("period", "Period"),
+    ),
+    "enrollments": (
+        _f("class_id", "Class ID", "section id", "section", required=True),
+        _f("student_id", "Student ID", "sis id", required=True),
+    ),
+    "guardians": (
+        _f(ID, "Guardian ID", "parent id", "contact id", required=True),
+        _f("student_id", "Student ID", required=True),
+        _f("first_name", "First name", "fname"),
+        _f("last_name", "Last name", "lname"),
+        _f("email", "Email", type=Type.EMAIL),
+        _f("phone", "Phone", "mobile"),
+    ),
+}
+NAME_FIELDS = {
+    "givenName": "first_name",
+    "familyName": "last_name",
+    "middleName": "middle_name",
+    "email": "email",
+    "username": "username",
+    "identifier": "number",
+}
+
+
+def _outputs(kind: str, src: dict[str, str]) -> tuple[Output, ...]:
+    """What a kind of file feeds; `src` maps template fields to the file's column names."""
+    names = {canon: src[f] for canon, f in NAME_FIELDS.items() if f in src}
+    match kind:
+        case "schools":
+            fields = {
+                "name": src["name"],
+                **({"identifier": src["number"]} if "number" in src else {}),
+            }
+            return (Output("orgs", fields, key=(src[ID],), constants={"type": "school"}),)
+        case "students" | "teachers" | "staff":
+            role = {"students": "student", "teachers": "teacher", "staff": "administrator"}[kind]
+            extra = {"grades": src["grade"]} if "grade" in src else {}
+            outputs = person(src[ID], {**names, **extra}, role, school=src[SCHOOL], repeated=True)
+            if "birth_date" in src:
+                outputs += (
+                    Output("demographics", {"birthDate": src["birth_date"]}, key=(src[ID],),
+                           where={src["birth_date"]: True}, keep_extra=False, deduplicate=True),
+                )  # fmt: skip
+            return outputs
+        case "sections":
+            fields = {"title": src["name"], "schoolSourcedId": src[SCHOOL]}
+            if "period" in src:
+                fields["periods"] = src["period"]
+            outputs = (
+                Output("classes", fields, key=(src[ID],), constants={"classType": "scheduled"}),
+            )
+            if "teacher_id" in src:
+                outputs += (
+                    enrollment(src[ID], src["teacher_id"], "teacher", src[SCHOOL],
+                               primary="true", where={src["teacher_id"]: True}),
+                )  # fmt: skip
+            return outputs
+        case "enrollments":
+            return (enrollment(src["class_id"], src["student_id"], "student"),)
+        case "guardians":
+            return (
+                Output("users", {**names, **({"phone": src["phone"]} if "phone" in src else {})},
+                       key=(src[ID],), constants={"enabledUser": "true"}, deduplicate=True),
+                Output("agents", {"userSourcedId": src["student_id"], "agentSourcedId": src[ID]},
+                       key=(src["student_id"], src[ID]), keep_extra=False),
+            )  # fmt: skip
+    raise ValueError(f"unknown template kind {kind!r}; known kinds: {', '.join(KINDS)}")
+
+
+def file_spec(template) -> FileSpec:
+    """A template as the engine's FileSpec: its columns typed by the fields they map to."""
+    fields = {f.name: f for f in KINDS[template.kind]}
+    src = {target: source for source, target in template.columns.items() if target}
+    columns = tuple(
+        Column(source, fields[target].type, required=fields[target].required)
+        if target
+        else Column(source, secret=True)  # ignored: read, never kept
+        for source, target in template.columns.items()
+    )
+    date_formats = tuple(dict.fromkeys(("%Y-%m-%d", template.date_format)))
+    return FileSpec(
+        template.file_name,
+        columns,
+        _outputs(template.kind, src),
+        mode=Mode.BULK if template.mode == ImportTemplate.Mode.SNAPSHOT else Mode.DELTA,
+        dialect=Dialect(
+            delimiters=template.delimiter,
+            date_formats=date_formats,
+            case_insensitive_enums=True,
+            encoding=template.encoding,
+        ),
+    )
+
+
+def problems(template) -> list[str]:
+    """What keeps a template from working, in words (empty when it is complete)."""
+    kind = KINDS.get(template.kind)
+    if kind is None:
+        return [f"unknown kind {template.kind!r}; choose one of {', '.join(KINDS)}"]
+    mapped = [t for t in template.columns.values() if t]
+    out = [
+        f"no column is mapped to {f.label} ({f.name})"
+        for f in kind
+        if f.required and f.name not in mapped
+    ]
+    out += [
+        f"{t!r} is not a field of {template.kind}"
+        for t in mapped
+        if t not in {f.name for f in kind}
+    ]
+    out += [f"{t!r} is mapped twice" for t in sorted(set(mapped)) if mapped.count(t) > 1]
+    return out
+
+
+def as_format(templates, title: str) -> FormatSpec:
+    """Templates as one format; each file is optional, and its own template's mode applies."""
+    return FormatSpec(
+        slug="custom",
+        title=title,
+        files=tuple(file_spec(t) for t in templates),
+        header_order=False,
+        default_mode=Mode.BULK,
+        detectable=False,
+    )
+
+
+def district_format(slug: str) -> FormatSpec:
+    """The spec of a district whose format is `custom`: its templates, read from the database."""
+    templates = [t for t in ImportTemplate.objects.filter(district__slug=slug) if not problems(t)]
+    return as_format(templates, f"the import templates of {slug}")
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+
+
+def suggested_columns(kind: str, header: list[str]) -> dict[str, str]:
+    """Each source column -> the field its name suggests, or "" (to map by hand or ignore)."""
+    fields = KINDS[kind]
+    taken: set[str] = set()
+    out = {}
+    for source in header:
+        name = _norm(source)
+        match = next(
+            (f.name for f in fields if f.name not in taken
+             and name in {_norm(f.name), _norm(f.label), *map(_norm, f.aliases)}),
+            "",
+        )  # fmt: skip
+        taken.add(match)
+        out[source] = match
+    return out
+
+
+def suggest(district, file_name: str, kind: str, header: list[str], **settings):
+    """An unsaved template for a sample's header, its columns mapped by name where obvious."""
+    return ImportTemplate(
+        district=district,
+        file_name=file_name,
+        kind=kind,
+        columns=suggested_columns(kind, header),
+        **settings,
+    )
+
+
+def try_sample(template, path: Path, fallback_encoding: str = "cp1252") -> dict:
+    """Validate a sample file against a (possibly unsaved) template: the validate JSON shape."""
+    checked = Checked(format="custom", reason=f"the template for {template.file_name}")
+    missing = problems(template)
+    if missing:
+        checked.log.add(Finding(FATAL, "template_incomplete", "The template is not complete: "
+                                + "; ".join(missing) + ".", template.file_name))  # fmt: skip
+        return checked.as_dict()
+    spec = as_format([template], "this import template")
+    file = spec.files[0]
+    member = Member(template.file_name, path.stat().st_size, lambda: path.open("rb"), "")
+    try:
+        # The pipeline's own read stage, on one file under a spec not yet in the database.
+        _read_file(checked, spec, file, member, file.mode, fallback_encoding, None)
+    except Failure as failure:
+        checked.log.add(failure.finding)
+        return checked.as_dict()
+    # One file alone: check references among its own records only (its schools come later).
+    sent = set(checked.entities)
+    refs = {e: tuple(r for r in rs if r.target in sent) for e, rs in spec.references.items()}
+    accepted = check_keys(checked.entities, {}, checked.log, refs)
+    checked.counts = {e: f.height for e, f in accepted.items()}
+    return checked.as_dict()
+
+
+EXPORTED = ("file_name", "kind", "columns", "delimiter", "encoding", "date_format", "mode")
+
+
+def export_json(district) -> dict:
+    """A district's templates as plain JSON, to keep or to load into another account."""
+    return {
+        "rosterdrop_templates": 1,
+        "templates": [{k: getattr(t, k) for k in EXPORTED} for t in district.templates.all()],
+    }
+
+
+def import_json(district, data: dict) -> list:
+    """Create or replace the district's templates from `export_json` output."""
+    if data.get("rosterdrop_templates") != 1:
+        raise ValueError("not a rosterdrop templates file (rosterdrop_templates: 1 is missing)")
+    saved = []
+    for item in data["templates"]:
+        values = {k: item[k] for k in EXPORTED if k in item}
+        template = ImportTemplate(district=district, **values)
+        if problems(template):
+            raise ValueError(f"{values.get('file_name')}: " + "; ".join(problems(template)))
+        saved.append(
+            ImportTemplate.objects.update_or_create(
+                district=district, file_name=values["file_name"], defaults=values
+            )[0]
+        )
+    return saved

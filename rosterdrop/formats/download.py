@@ -1,0 +1,28 @@
+"""File templates for districts: a format's header-only CSV files and a README of its rules."""
+
+from rosterdrop.formats.spec import FormatSpec
+
+
+def file_templates(spec: FormatSpec, district_id: str = "", district_name: str = "") -> dict:
+    """File name -> text: each file's header, the manifest (filled in for a district), README."""
+    files = {}
+    readme = [f"{spec.title}: file templates", ""]
+    if spec.zip_required:
+        readme.append("Send all files together in one .zip file, at its top level.")
+    if spec.manifest and spec.manifest.columns:
+        values = {spec.manifest.account_property: district_id, "District Name": district_name}
+        row = [values.get(c, "") for c in spec.manifest.columns]
+        files[spec.manifest.name] = _line(spec.manifest.columns) + _line(row)
+        readme.append(f"{spec.manifest.name} is filled in for this account; fill in what is blank.")
+    for file in spec.files:
+        header = [c.name.replace("{n}", "2") for c in file.columns if not c.delta_only]
+        files[file.name] = _line(header)
+        required = ", ".join(c.name for c in file.columns if c.required) or "none"
+        need = "required" if file.required or spec.all_files_required else "optional"
+        readme.append(f"- {file.name} ({need}); required columns: {required}")
+    files["README.txt"] = "\n".join(readme) + "\n"
+    return files
+
+
+def _line(values) -> str:
+    return ",".join(f'"{v}"' if "," in v or '"' in v else v for v in values) + "\n"

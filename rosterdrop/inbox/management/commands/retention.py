@@ -1,0 +1,19 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from rosterdrop.inbox.retention import expired, purge
+
+
+class Command(BaseCommand):
+    help = "Delete raw uploads older than ROSTERDROP_RETENTION_DAYS (the worker does it hourly)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dry-run", action="store_true", help="List, delete nothing.")
+
+    def handle(self, *args, dry_run: bool, **options):
+        uploads = list(expired()) if dry_run else purge()
+        verb = "would delete" if dry_run else "deleted"
+        for upload in uploads:
+            self.stdout.write(f"{verb} {upload.district.slug}/{upload.filename} ({upload.sha256})")
+        days = settings.UPLOAD_RETENTION_DAYS
+        self.stdout.write(f"{len(uploads)} upload(s) {verb}; retention {days} days")

@@ -1,0 +1,28 @@
+"""View decorators: sign-in, the district from the URL checked against the user, operators."""
+
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+
+from rosterdrop.accounts.access import district_or_404, is_operator
+
+
+def district_view(view):
+    """Resolve `slug` to a district this user may see (404 otherwise) and pass it on."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request, slug: str, *args, **kwargs):
+        return view(request, district_or_404(request.user, slug), *args, **kwargs)
+
+    return wrapper
+
+
+def require_operator(request) -> None:
+    if not is_operator(request.user):
+        raise PermissionDenied("Only operators can do this.")
+
+
+def client_ip(request) -> str | None:
+    return request.META.get("REMOTE_ADDR")

@@ -1,0 +1,142 @@
+"""SIS data (the rows as the district sent them) beside the roster as loaded."""
+
+from django.core.paginator import Paginator
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast
+from django.http import Http404
+from django.shortcuts import get_object_or_404, render
+
+from rosterdrop.inbox.models import Upload
+from rosterdrop.roster.models import ENTITIES, Record
+from rosterdrop.web.access import district_view
+from rosterdrop.web.sis import members, read_rows
+
+PAGE = 100
+
+
+@district_view
+def sis_data(request, district):
+    """Pick an upload and one of its files; search its rows (latest import by default)."""
+    uploads = list(district.uploads.exclude(status=Upload.Status.EXPIRED)[:200])
+    chosen = None
+    if request.GET.get("upload"):
+        chosen = get_object_or_404(Upload, pk=request.GET["upload"], district=district)
+    elif uploads:
+        chosen = uploads[0]
+    files = members(chosen) if chosen else {}
+    name = request.GET.get("file") or next(iter(files), "")
+    query = request.GET.get("q", "").strip()
+    offset = max(int(request.GET.get("offset", "0") or 0), 0)
+    rows = None
+    if name:
+        if name not in files:
+            raise Http404("No such file in this upload.")
+        rows = read_rows(files[name], district.fallback_encoding, query, offset, PAGE)
+    return render(
+        request,
+        "web/sis.html",
+        {
+            "district": district,
+            "uploads": uploads,
+            "chosen": chosen,
+            "files": files,
+            "name": name,
+            "query": query,
+            "rows": rows,
+            "offset": offset,
+            "page_size": PAGE,
+            "next_offset": offset + PAGE,
+            "prev_offset": max(offset - PAGE, 0),
+        },
+    )
+
+
+def search_records(district, entity: str, query: str):
+    records = Record.objects.filter(district=district, entity=entity)
+    if query:
+        records = records.annotate(text=Cast("data", TextField())).filter(
+            Q(text__icontains=query) | Q(sourced_id=query)
+        )
+    return records.order_by("sourced_id")
+
+
+@district_view
+def roster(request, district):
+    entity = request.GET.get("entity", "users")
+    if entity not in ENTITIES:
+        raise Http404("No such entity.")
+    query = request.GET.get("q", "").strip()
+    status = request.GET.get("status", "active")
+    records = search_records(district, entity, query)
+    if status:
+        records = records.filter(status=status)
+    page = Paginator(records, PAGE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "web/roster.html",
+        {
+            "district": district,
+            "entity": entity,
+            "entities": ENTITIES,
+            "query": query,
+            "status": status,
+            "page": page,
+            "columns": _columns(entity),
+        },
+    )
+
+
+COLUMNS = {
+    "users": ("givenName", "familyName", "username", "email", "grades"),
+    "orgs": ("name", "type", "identifier"),
+    "classes": ("title", "classCode", "classType", "schoolSourcedId"),
+    "courses": ("title", "courseCode", "orgSourcedId"),
+    "enrollments": ("role", "classSourcedId", "userSourcedId"),
+    "roles": ("role", "userSourcedId", "orgSourcedId"),
+    "agents": ("userSourcedId", "agentSourcedId"),
+    "academicSessions": ("title", "type", "startDate", "endDate"),
+    "demographics": ("birthDate", "sex"),
+}
+
+
+def _columns(entity: str) -> tuple[str, ...]:
+    return COLUMNS.get(entity, ())
+
+
+def _by_ids(district, entity: str, ids) -> dict[str, Record]:
+    records = Record.objects.filter(district=district, entity=entity, sourced_id__in=list(ids))
+    return {r.sourced_id: r for r in records}
+
+
+@district_view
+def record_detail(request, district, entity: str, sourced_id: str):
+    """One record; for a person, their roles, enrollments (with class) and guardians."""
+    record = get_object_or_404(Record, district=district, entity=entity, sourced_id=sourced_id)
+    context = {"district": district, "record": record, "fields": sorted(record.data.items())}
+    if entity == "users":
+        mine = Record.objects.filter(district=district, data__userSourcedId=sourced_id)
+        enrollments = list(mine.filter(entity="enrollments"))
+        classes = _by_ids(district, "classes", (e.data.get("classSourcedId") for e in enrollments))
+        links = list(mine.filter(entity="agents"))
+        wards = Record.objects.filter(
+            district=district, entity="agents", data__agentSourcedId=sourced_id
+        )
+        people = _by_ids(
+            district,
+            "users",
+            [a.data.get("agentSourcedId") for a in links]
+            + [w.data.get("userSourcedId") for w in wards],
+        )
+        context |= {
+            "roles": mine.filter(entity="roles"),
+            "enrollments": [(e, classes.get(e.data.get("classSourcedId"))) for e in enrollments],
+            "guardians": [(a, people.get(a.data.get("agentSourcedId"))) for a in links],
+            "wards": [(w, people.get(w.data.get("userSourcedId"))) for w in wards],
+        }
+    if entity == "classes":
+        enrolled = Record.objects.filter(
+            district=district, entity="enrollments", data__classSourcedId=sourced_id
+        )
+        users = _by_ids(district, "users", (e.data.get("userSourcedId") for e in enrolled))
+        context["members"] = [(e, users.get(e.data.get("userSourcedId"))) for e in enrolled]
+    return render(request, "web/record.html", context)

@@ -1,0 +1,89 @@
+"""Web uploads and approvals run the same pipeline as SFTP, off the request thread.
+
+The request creates the sync (status "running") and returns at once; the sync page polls
+until the import thread has recorded the outcome.
+"""
+
+import logging
+import tempfile
+import threading
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import connection
+
+from rosterdrop import notify
+from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.inbox.models import Upload
+from rosterdrop.inbox.store import receive
+from rosterdrop.ingest.models import Sync
+from rosterdrop.ingest.pipeline import approve, import_uploads
+
+log = logging.getLogger(__name__)
+
+
+def receive_files(district, files: list[UploadedFile], login: str, ip: str | None) -> list[Upload]:
+    """Keep each file in the inbox exactly as sent, like an SFTP upload."""
+    uploads = []
+    for f in files:
+        with tempfile.NamedTemporaryFile(dir=settings.DATA_DIR) as tmp:
+            for chunk in f.chunks():
+                tmp.write(chunk)
+            tmp.flush()
+            name = Path(f.name).name  # browsers may send a path; the name is what matches
+            upload = receive(district, name, Path(tmp.name), Upload.Source.WEB, login, ip)
+        record(
+            AuditEvent.Kind.UPLOAD,
+            login=login,
+            ip=ip,
+            detail=f"web upload {upload.pk} {name} ({upload.size} bytes) to {district.slug}",
+        )
+        uploads.append(upload)
+    return uploads
+
+
+def _finish(sync: Sync) -> None:
+    sync.refresh_from_db()
+    notify.sync_finished(sync)
+    notify.send_pending()
+
+
+def _run_import(district, uploads: list[Upload], sync: Sync) -> None:
+    _finish(import_uploads(district, uploads, sync=sync))
+
+
+def _run_approval(sync: Sync, who: str) -> None:
+    _finish(approve(sync, who))
+
+
+def _in_background(target, *args) -> None:
+    def run() -> None:
+        try:
+            target(*args)
+        except Exception:
+            log.exception("web import failed")
+        finally:
+            connection.close()  # this thread's own connection
+
+    if settings.WEB_IMPORT_IN_BACKGROUND:
+        threading.Thread(target=run, name="web-import", daemon=True).start()
+    else:
+        target(*args)
+
+
+def start_import(district, uploads: list[Upload]) -> Sync:
+    sync = Sync.objects.create(district=district)
+    sync.uploads.set(uploads)
+    _in_background(_run_import, district, uploads, sync)
+    return sync
+
+
+def start_approval(sync: Sync, who: str) -> bool:
+    """Claim the held sync (so a double click cannot apply it twice), then apply it."""
+    claimed = Sync.objects.filter(pk=sync.pk, status=Sync.Status.HELD).update(
+        status=Sync.Status.RUNNING
+    )
+    if claimed:
+        _in_background(_run_approval, sync, who)
+    return bool(claimed)

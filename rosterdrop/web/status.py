@@ -1,0 +1,89 @@
+"""A district's state at a glance, and the sizes chart, for the operator dashboard."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.utils import timezone
+
+from rosterdrop.inbox.models import Upload
+from rosterdrop.ingest.models import Sync
+
+STALE_DAYS = 7
+PROBLEM_UPLOADS = (Upload.Status.FAILED, Upload.Status.UNMATCHED)
+MOVES = ("added", "updated", "removed", "reactivated")
+
+
+@dataclass
+class Glance:
+    district: object
+    state: str  # css class: ok, held, failed, stale, paused, new
+    label: str
+    last_upload: Upload | None
+    last_sync: Sync | None
+
+
+def glance(district) -> Glance:
+    last_upload = district.uploads.first()
+    last_sync = district.syncs.filter(dry_run=False).first()
+    upload_failed = last_upload is not None and last_upload.status in PROBLEM_UPLOADS
+    sync_failed = last_sync is not None and last_sync.status == Sync.Status.FAILED
+    state, label = "ok", "Up to date"
+    if district.paused:
+        state, label = "paused", "Paused"
+    elif last_sync and last_sync.status == Sync.Status.HELD:
+        state, label = "held", "Held, awaiting approval"
+    elif upload_failed or sync_failed:
+        state, label = "failed", "Last upload failed"
+    elif last_upload is None:
+        state, label = "new", "No upload yet"
+    elif last_upload.received_at < timezone.now() - timedelta(days=STALE_DAYS):
+        days = (timezone.now() - last_upload.received_at).days
+        state, label = "stale", f"No upload for {days} days"
+    elif last_sync and last_sync.status == Sync.Status.RUNNING:
+        state, label = "ok", "Importing…"
+    return Glance(district, state, label, last_upload, last_sync)
+
+
+def moved(sync: Sync) -> int:
+    return sum(sum(c.get(k, 0) for k in MOVES) for c in (sync.changes or {}).values())
+
+
+@dataclass
+class Bar:
+    x: float
+    y: float
+    height: float
+    cx: float
+    errors_y: float
+    sync: Sync
+    size: int
+    errors: int
+
+
+def chart(syncs: list[Sync], errors: dict[int, int], width: int = 600, height: int = 120):
+    """Bars of records changed per sync, a dot for its error count, oldest first."""
+    syncs = list(reversed(syncs))
+    top = max([moved(s) for s in syncs] + [1])
+    top_errors = max(list(errors.values()) + [1])
+    step = width / max(len(syncs), 1)
+    bar_width = min(max(step - 2, 1), 40)
+    return {
+        "width": width,
+        "height": height,
+        "bar_width": bar_width,
+        "top": top,
+        "top_errors": top_errors,
+        "bars": [
+            Bar(
+                x=i * step,
+                y=height - height * moved(s) / top,
+                height=height * moved(s) / top,
+                cx=i * step + bar_width / 2,
+                errors_y=height - height * errors.get(s.pk, 0) / top_errors,
+                sync=s,
+                size=moved(s),
+                errors=errors.get(s.pk, 0),
+            )
+            for i, s in enumerate(syncs)
+        ],
+    }

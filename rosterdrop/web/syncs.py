@@ -1,0 +1,162 @@
+"""Sync history, one sync's changes and issues, the error log download, approve and discard."""
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.ingest.models import Change, Issue, Sync
+from rosterdrop.ingest.pipeline import discard
+from rosterdrop.ingest.report import ISSUE_COLUMNS
+from rosterdrop.roster.models import Record
+from rosterdrop.web.access import client_ip, district_view, require_operator
+from rosterdrop.web.csvsafe import csv_response
+from rosterdrop.web.imports import start_approval
+
+MOVES = ("added", "updated", "removed", "reactivated")
+
+
+@district_view
+def sync_list(request, district):
+    syncs = (
+        district.syncs.annotate(
+            errors=Count("issues", filter=Q(issues__severity__in=("fatal", "error")))
+        )
+        .prefetch_related("uploads")
+        .order_by("-started_at", "-id")
+    )
+    page = Paginator(syncs, 50).get_page(request.GET.get("page"))
+    return render(request, "web/syncs.html", {"district": district, "page": page, "moves": MOVES})
+
+
+def _issues(sync: Sync, params) -> tuple:
+    issues = sync.issues.all()
+    chosen = {k: params.get(k, "") for k in ("severity", "file", "code")}
+    for key, value in chosen.items():
+        if value:
+            issues = issues.filter(**{key: value})
+    return issues, chosen
+
+
+def _changes(request, district, sync: Sync):
+    """Updated / removed / reactivated rows from Change; added ones from the roster."""
+    action = request.GET.get("action", "")
+    entity = request.GET.get("entity", "")
+    if action == "added":
+        rows = Record.objects.filter(district=district, first_seen_sync_id=sync.pk).order_by("id")
+        if entity:
+            rows = rows.filter(entity=entity)
+        page = Paginator(rows, 50).get_page(request.GET.get("cpage"))
+        items = [
+            {
+                "entity": r.entity,
+                "sourced_id": r.sourced_id,
+                "action": "added",
+                "fields": [
+                    {"field": k, "before": None, "after": v}
+                    for k, v in r.data.items()
+                    if k != "metadata"
+                ],
+            }
+            for r in page
+        ]
+        return items, page
+    changes = sync.record_changes.all()
+    if action:
+        changes = changes.filter(action=action)
+    if entity:
+        changes = changes.filter(entity=entity)
+    page = Paginator(changes, 50).get_page(request.GET.get("cpage"))
+    return list(page), page
+
+
+@district_view
+def sync_detail(request, district, pk: int):
+    sync = get_object_or_404(Sync, pk=pk, district=district)
+    if request.headers.get("HX-Request") and request.GET.get("poll"):
+        if sync.status == Sync.Status.RUNNING:
+            return render(request, "web/_sync_running.html", {"district": district, "sync": sync})
+        response = render(request, "web/_sync_running.html", {"district": district, "sync": sync})
+        response["HX-Refresh"] = "true"  # finished: reload the whole page once
+        return response
+    issues, chosen = _issues(sync, request.GET)
+    changes, change_page = _changes(request, district, sync)
+    all_issues = sync.issues.all()
+    return render(
+        request,
+        "web/sync.html",
+        {
+            "district": district,
+            "sync": sync,
+            "moves": MOVES,
+            "issues": Paginator(issues, 100).get_page(request.GET.get("ipage")),
+            "chosen": chosen,
+            "severities": Issue.Severity.values,
+            "issue_files": sorted(set(all_issues.values_list("file", flat=True)) - {""}),
+            "issue_codes": sorted(set(all_issues.values_list("code", flat=True))),
+            "severity_counts": dict(
+                all_issues.values_list("severity")
+                .annotate(n=Count("id"))
+                .values_list("severity", "n")
+            ),
+            "changes": changes,
+            "change_page": change_page,
+            "change_action": request.GET.get("action", ""),
+            "change_entity": request.GET.get("entity", ""),
+            "actions": ["added", *Change.Action.values],
+            "entities": sorted((sync.changes or {}).keys()),
+            "filter_query": request.GET.urlencode(),
+        },
+    )
+
+
+@district_view
+def issues_csv(request, district, pk: int):
+    sync = get_object_or_404(Sync, pk=pk, district=district)
+    issues, _ = _issues(sync, request.GET)
+    record(
+        AuditEvent.Kind.DOWNLOAD,
+        login=request.user.get_username(),
+        ip=client_ip(request),
+        detail=f"error log of sync {sync.pk} of {district.slug}",
+    )
+    return csv_response(
+        f"{district.slug}-sync-{sync.pk}-issues.csv",
+        list(ISSUE_COLUMNS),
+        (
+            [sync.pk, i.severity, i.code, i.file, i.line, i.column, i.value, i.message]
+            for i in issues
+        ),
+    )
+
+
+@require_POST
+@district_view
+def decide(request, district, pk: int, decision: str):
+    """Approve or discard a held sync (operators: they own the removal guard)."""
+    require_operator(request)
+    sync = get_object_or_404(Sync, pk=pk, district=district)
+    who = request.user.get_username()
+    if sync.status != Sync.Status.HELD:
+        messages.error(request, f"Sync {sync.pk} is {sync.get_status_display()}, not held.")
+        return redirect("web:sync", district.slug, sync.pk)
+    if decision == "approve":
+        ok = start_approval(sync, who)
+        messages.success(
+            request,
+            f"Sync {sync.pk} approved; applying now."
+            if ok
+            else "Someone else decided this sync first.",
+        )
+    else:
+        discard(sync, who)
+        messages.success(request, f"Sync {sync.pk} discarded; the roster is unchanged.")
+    record(
+        AuditEvent.Kind.ADMIN,
+        login=who,
+        ip=client_ip(request),
+        detail=f"{decision} held sync {sync.pk} of {district.slug}",
+    )
+    return redirect("web:sync", district.slug, sync.pk)

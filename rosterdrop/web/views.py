@@ -1,0 +1,224 @@
+"""Console pages: dashboard, district overview with its settings and upload form, uploads."""
+
+import csv
+import io
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from rosterdrop.accounts.access import districts_for, is_operator
+from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.formats import get_format
+from rosterdrop.inbox.models import Upload
+from rosterdrop.inbox.store import stored_file
+from rosterdrop.ingest.models import Sync
+from rosterdrop.notify.models import Subscription
+from rosterdrop.web.access import client_ip, district_view, require_operator
+from rosterdrop.web.connection import connection_for
+from rosterdrop.web.forms import AllowListForm, DistrictSettingsForm, SubscriptionForm, UploadForm
+from rosterdrop.web.imports import receive_files, start_import
+from rosterdrop.web.status import chart, glance
+
+
+@login_required
+def home(request):
+    """Operators land on the dashboard; a district admin on their district."""
+    districts = districts_for(request.user)
+    if not is_operator(request.user):
+        district = districts.first()
+        if district is None:
+            return render(request, "web/no_access.html", status=403)
+        return redirect("web:district", district.slug)
+    syncs = list(
+        Sync.objects.select_related("district").filter(dry_run=False).exclude(status="running")[:40]
+    )
+    errors = dict(
+        Sync.objects.filter(pk__in=[s.pk for s in syncs])
+        .annotate(n=Count("issues", filter=Q(issues__severity__in=("fatal", "error"))))
+        .values_list("pk", "n")
+    )
+    return render(
+        request,
+        "web/dashboard.html",
+        {
+            "glances": [glance(d) for d in districts],
+            "chart": chart(syncs, errors),
+        },
+    )
+
+
+def _format_title(district) -> str:
+    try:
+        return get_format(district.format).title
+    except ValueError:
+        return f"{district.format} (unknown)"
+
+
+@district_view
+def district(request, district):
+    operator = is_operator(request.user)
+    try:
+        files = [f.name for f in get_format(district.format).files]
+    except ValueError:
+        files = []
+    return render(
+        request,
+        "web/district.html",
+        {
+            "district": district,
+            "format_title": _format_title(district),
+            "files": files,
+            "connection": connection_for(district, request),
+            "subscriptions": district.subscriptions.all(),
+            "subscription_form": SubscriptionForm(),
+            "upload_form": UploadForm(),
+            "settings_form": DistrictSettingsForm(instance=district) if operator else None,
+            "glance": glance(district),
+            "max_upload": settings.WEB_MAX_UPLOAD_BYTES,
+        },
+    )
+
+
+@district_view
+def file_template(request, district, name: str):
+    """A header-only CSV of one file of the district's format, to fill in."""
+    spec = get_format(district.format)
+    file = next((f for f in spec.files if f.name == name), None)
+    if file is None:
+        raise Http404("No such file in this format.")
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow([c.name for c in file.columns])
+    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{file.name}"'
+    return response
+
+
+@require_POST
+@district_view
+def upload(request, district):
+    form = UploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, "Choose one .zip or the CSV files to upload.")
+        return redirect("web:district", district.slug)
+    files = form.cleaned_data["files"]
+    if sum(f.size for f in files) > settings.WEB_MAX_UPLOAD_BYTES:
+        messages.error(request, "These files are larger than the web upload allows; use SFTP.")
+        return redirect("web:district", district.slug)
+    uploads = receive_files(district, files, request.user.get_username(), client_ip(request))
+    sync = start_import(district, uploads)
+    messages.success(request, f"Received {len(uploads)} file(s); importing as sync {sync.pk}.")
+    return redirect("web:sync", district.slug, sync.pk)
+
+
+@require_POST
+@district_view
+def update_settings(request, district):
+    require_operator(request)
+    form = DistrictSettingsForm(request.POST, instance=district)
+    if form.is_valid():
+        form.save()
+        _audit_admin(
+            request, f"changed settings of {district.slug}: {', '.join(form.changed_data)}"
+        )
+        messages.success(request, "Settings saved.")
+    else:
+        messages.error(
+            request,
+            "Settings not saved: "
+            + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()),
+        )
+    return redirect("web:district", district.slug)
+
+
+@require_POST
+@district_view
+def update_allow_list(request, district):
+    require_operator(request)
+    from rosterdrop.intake.models import Login
+
+    form = AllowListForm(request.POST)
+    if form.is_valid():
+        login = get_object_or_404(Login, district=district, name=form.cleaned_data["login"])
+        login.allowed_ips = form.cleaned_data["allowed_ips"].strip()
+        try:
+            login.clean()
+        except ValidationError as exc:
+            messages.error(request, f"Allow list not saved: {' '.join(exc.messages)}")
+        else:
+            login.save(update_fields=["allowed_ips"])
+            _audit_admin(request, f"changed the IP allow list of SFTP login {login.name}")
+            messages.success(request, "IP allow list saved.")
+    return redirect("web:district", district.slug)
+
+
+@require_POST
+@district_view
+def subscribe(request, district):
+    form = SubscriptionForm(request.POST)
+    if form.is_valid():
+        Subscription.objects.update_or_create(
+            district=district,
+            email=form.cleaned_data["email"],
+            defaults={"on_success": form.cleaned_data["on_success"]},
+        )
+        _audit_admin(
+            request, f"notifications of {district.slug}: added {form.cleaned_data['email']}"
+        )
+        messages.success(request, "Notification address saved.")
+    else:
+        messages.error(request, "Give a valid email address.")
+    return redirect("web:district", district.slug)
+
+
+@require_POST
+@district_view
+def unsubscribe(request, district, pk: int):
+    sub = get_object_or_404(Subscription, pk=pk, district=district)
+    sub.delete()
+    _audit_admin(request, f"notifications of {district.slug}: removed {sub.email}")
+    return redirect("web:district", district.slug)
+
+
+def _audit_admin(request, detail: str) -> None:
+    record(
+        AuditEvent.Kind.ADMIN,
+        login=request.user.get_username(),
+        ip=client_ip(request),
+        detail=detail,
+    )
+
+
+@district_view
+def uploads(request, district):
+    page = Paginator(district.uploads.prefetch_related("syncs"), 50).get_page(
+        request.GET.get("page")
+    )
+    return render(request, "web/uploads.html", {"district": district, "page": page})
+
+
+@district_view
+def upload_raw(request, district, pk: int):
+    """The file exactly as received, as an attachment under its original name."""
+    item = get_object_or_404(Upload, pk=pk, district=district)
+    path = stored_file(item)
+    if not item.stored_path or not path.exists():
+        raise Http404("This file is no longer kept (retention).")
+    record(
+        AuditEvent.Kind.DOWNLOAD,
+        login=request.user.get_username(),
+        ip=client_ip(request),
+        detail=f"raw upload {item.pk} {item.filename} of {district.slug}",
+    )
+    return FileResponse(
+        path.open("rb"),
+        as_attachment=True,
+        filename=item.filename,
+        content_type="application/octet-stream",
+    )

@@ -1,0 +1,183 @@
+"""The console's pages on real imports: web upload into the pipeline, a sync's diff and issue
+log (CSV safe against formulas), approval, SIS data vs roster, the data assistant, audit."""
+
+import csv
+import io
+
+import pytest
+import web_fixtures
+from django.urls import reverse
+from helpers import edit, rows, write
+from web_fixtures import held_sync, signed_in
+
+from rosterdrop.audit.models import AuditEvent
+from rosterdrop.inbox.models import Upload
+from rosterdrop.ingest.models import Sync
+from rosterdrop.ingest.pipeline import import_path
+
+# Fixtures shared with the other console, API and mail tests.
+admin = web_fixtures.admin
+operator = web_fixtures.operator
+import_inline = web_fixtures.import_inline
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("import_inline")]
+
+
+def upload_files(client, district, paths):
+    files = [p.open("rb") for p in paths]
+    try:
+        return client.post(reverse("web:upload", args=[district.slug]), {"files": files})
+    finally:
+        for f in files:
+            f.close()
+
+
+def test_web_upload_runs_the_pipeline_and_keeps_the_bytes(district, admin, school):
+    client = signed_in(admin)
+    paths = sorted(school.iterdir())
+    response = upload_files(client, district, paths)
+    sync = Sync.objects.get(district=district)
+    assert (
+        response.status_code == 302 and response["Location"] == f"/d/springfield/syncs/{sync.pk}/"
+    )
+    assert sync.status == "applied" and sync.changes["users"]["added"] > 0
+    uploads = Upload.objects.filter(district=district, source="web")
+    assert sorted(u.filename for u in uploads) == [p.name for p in paths]
+    assert {u.login for u in uploads} == {admin.username}
+    users = uploads.get(filename="users.csv")
+    raw = client.get(reverse("web:upload_raw", args=[district.slug, users.pk]))
+    assert raw["Content-Disposition"] == 'attachment; filename="users.csv"'
+    assert b"".join(raw.streaming_content) == (school / "users.csv").read_bytes()
+    assert AuditEvent.objects.filter(kind="upload", login=admin.username).count() == len(paths)
+    assert AuditEvent.objects.filter(kind="download", login=admin.username).exists()
+    page = client.get(response["Location"])
+    assert b"Applied" in page.content and b"users.csv" in page.content
+
+
+def test_sync_page_shows_field_level_before_and_after(district, admin, school):
+    import_path(district, school)
+    before = rows(school / "users.csv")[3]
+    edit(school / "users.csv", 4, "familyName", "Okonkwo")
+    sync = import_path(district, school)
+    page = signed_in(admin).get(reverse("web:sync", args=[district.slug, sync.pk]))
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert before[0] in text and "familyName" in text
+    assert before[9] in text and "Okonkwo" in text  # old and new family name
+    added = signed_in(admin).get(
+        reverse("web:sync", args=[district.slug, sync.pk - 1]),
+        {"action": "added", "entity": "orgs"},
+    )
+    assert b"Mulberry Ashby Elementary School" in added.content
+
+
+def test_issue_log_filters_and_downloads_formula_safe(district, admin, school):
+    edit(school / "users.csv", 3, "enabledUser", '=HYPERLINK("http://x")')
+    edit(school / "users.csv", 5, "role", "@wizard")
+    sync = import_path(district, school)
+    assert sync.status == "applied_with_errors"
+    client = signed_in(admin)
+    page = client.get(reverse("web:sync", args=[district.slug, sync.pk]), {"code": "enum_invalid"})
+    assert b"@wizard" in page.content and b"HYPERLINK" not in page.content
+    response = client.get(reverse("web:issues_csv", args=[district.slug, sync.pk]))
+    assert response["Content-Disposition"].startswith("attachment;")
+    table = list(csv.DictReader(io.StringIO(response.content.decode())))
+    values = {row["value"] for row in table}
+    assert '\'=HYPERLINK("http://x")' in values and "'@wizard" in values
+    assert all(row["line"] for row in table if row["severity"] == "error")
+    only = client.get(
+        reverse("web:issues_csv", args=[district.slug, sync.pk]), {"code": "enum_invalid"}
+    )
+    assert len(list(csv.DictReader(io.StringIO(only.content.decode())))) == 1
+
+
+def test_operator_approves_a_held_sync(district, operator, school):
+    sync = held_sync(district, school)
+    client = signed_in(operator)
+    page = client.get(reverse("web:sync", args=[district.slug, sync.pk]))
+    assert b"Approve and apply" in page.content and b"enrollments" in page.content
+    response = client.post(reverse("web:approve", args=[district.slug, sync.pk]))
+    assert response.status_code == 302
+    sync.refresh_from_db()
+    assert sync.status == "applied" and sync.decided_by == operator.username
+    again = client.post(reverse("web:approve", args=[district.slug, sync.pk]), follow=True)
+    assert b"not held" in again.content
+
+
+def test_dashboard_shows_status_and_chart(district, operator, school):
+    held_sync(district, school)
+    page = signed_in(operator).get("/")
+    text = page.content.decode()
+    assert "Held, awaiting approval" in text
+    assert text.count("<rect") == 2 and "<svg" in text
+
+
+def test_sis_data_and_roster_are_searchable(district, admin, school):
+    import_path(district, school)
+    student = rows(school / "users.csv")[2]
+    client = signed_in(admin)
+    upload = Upload.objects.get(district=district, filename="users.csv")
+    sis = client.get(
+        reverse("web:sis", args=[district.slug]),
+        {"upload": upload.pk, "file": "users.csv", "q": student[0].upper()},
+    )
+    assert student[8] in sis.content.decode() and b"1 row containing" in sis.content
+    roster = client.get(
+        reverse("web:roster", args=[district.slug]), {"entity": "users", "q": student[9]}
+    )
+    assert student[0] in roster.content.decode()
+    person = client.get(reverse("web:record", args=[district.slug, "users", student[0]]))
+    assert person.status_code == 200 and b"Enrollments" in person.content
+    assert b"Mulberry" not in person.content or b"student at" in person.content
+
+
+def test_data_assistant_finds_gaps_and_traces_ids(district, admin, school):
+    table = rows(school / "enrollments.csv")
+    header = table[0]
+    user_col, role_col = header.index("userSourcedId"), header.index("role")
+    lonely = next(r[user_col] for r in table[1:] if r[role_col] == "student")
+    write(school / "enrollments.csv", [r for r in table if r[user_col] != lonely])
+    users = rows(school / "users.csv")
+    teacher_line = next(i for i, r in enumerate(users) if r[5] == "teacher") + 1
+    edit(school / "users.csv", teacher_line, "givenName", "")
+    sync = import_path(district, school)
+    client = signed_in(admin)
+    page = client.get(reverse("web:assistant", args=[district.slug])).content.decode()
+    assert lonely in page
+    assert "Staff not imported" in page and f"users.csv line {teacher_line}" in page
+    skipped_id = users[teacher_line - 1][0]
+    why = client.get(reverse("web:why", args=[district.slug]), {"id": skipped_id}).content.decode()
+    assert "No record has this ID" in why and f"users.csv line {teacher_line}" in why
+    assert f"#{sync.pk}" in why
+
+
+def test_settings_notifications_and_audit(district, operator, admin):
+    client = signed_in(operator)
+    url = reverse("web:settings", args=[district.slug])
+    client.post(
+        url,
+        {
+            "name": "Springfield USD",
+            "quiet_period_seconds": 120,
+            "removal_threshold": "0.2",
+            "fallback_encoding": "cp1252",
+        },
+    )
+    district.refresh_from_db()
+    assert district.name == "Springfield USD" and district.removal_threshold == 0.2
+    assert signed_in(admin).post(url, {"name": "x"}).status_code == 403
+    signed_in(admin).post(
+        reverse("web:subscribe", args=[district.slug]),
+        {"email": "it@springfield.test", "on_success": "on"},
+    )
+    assert district.subscriptions.get().on_success
+    audit = client.get(reverse("web:audit")).content.decode()
+    assert "changed settings of springfield" in audit and "it@springfield.test" in audit
+    mine = signed_in(admin).get(reverse("web:audit")).content.decode()
+    assert "it@springfield.test" in mine and "changed settings" not in mine
+
+
+def test_file_template_download(district, admin):
+    response = signed_in(admin).get(reverse("web:file_template", args=[district.slug, "users.csv"]))
+    assert response["Content-Disposition"] == 'attachment; filename="users.csv"'
+    assert response.content.startswith(b"sourcedId,")
