@@ -3,6 +3,7 @@ checked on disk and in the database, not only in the client's replies."""
 
 import contextlib
 import ftplib
+import hashlib
 import io
 import socket
 import ssl
@@ -258,3 +259,17 @@ def test_ban_and_allow_list_shared_with_sftp(make_server):  # item 12 across pro
         ftp(server)  # the right password, from a banned address
     assert server.audit("login_refused")
     assert server.openssh("ls\n", check=False).returncode != 0  # SFTP honours the same ban
+
+
+def test_certificate_fingerprint_printed_and_stable(make_server):
+    server = make_server()
+    printed = server.output.split("ftps cert: ")[1].split()[0]
+    client = ftp(server, implicit=True, login=None)
+    served = hashlib.sha256(client.sock.getpeercert(binary_form=True)).hexdigest().upper()
+    client.close()
+    assert printed == "SHA256:" + ":".join(served[i : i + 2] for i in range(0, 64, 2))
+    assert server.cli("ftps-cert").startswith(printed)
+    assert printed in server.cli("hostkey")
+    server.stop()
+    again = make_server(server.data_dir)
+    assert again.output.split("ftps cert: ")[1].split()[0] == printed

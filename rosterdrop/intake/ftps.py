@@ -64,10 +64,11 @@ class _Perms:
 class _UploadFile:
     """An upload's temp file, outside the district's folder, with the size cap enforced."""
 
-    def __init__(self, tmp: Path, name: str, mode: str):
+    def __init__(self, tmp: Path, name: str, mode: str, login: Login):
         self.file = open(tmp, mode)  # noqa: SIM115 (closed by pyftpdlib's data channel)
         self.name = str(tmp)
         self.target = name
+        self.login = login  # whoever started it, even if the session logs in again meanwhile
         self.failed = ""
 
     def write(self, data: bytes) -> int:
@@ -120,7 +121,7 @@ class DistrictFS(AbstractedFS):
                 # APPE or REST: start from the current content, as an SFTP resume does.
                 with open(os.open(filename, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src:
                     shutil.copyfileobj(src, out)
-        return _UploadFile(Path(tmp), os.path.basename(filename), mode)
+        return _UploadFile(Path(tmp), os.path.basename(filename), mode, self.cmd_channel.login)
 
     def mkstemp(self, *args, **kwargs):
         raise folder.refused("Unique names (STOU) are not offered")
@@ -286,23 +287,16 @@ class FTPSHandler(TLS_FTPHandler):
         """Keep a cleanly closed upload (the reply stays 226) or drop it; return a new reply
         when the outcome differs from the data channel's own."""
         upload.close()
-        tmp = Path(upload.name)
+        tmp, login, ip = Path(upload.name), upload.login, self.remote_ip
         try:
             if clean:
                 try:
-                    folder.complete(
-                        self.login.district,
-                        upload.target,
-                        tmp,
-                        "ftps",
-                        self.login.name,
-                        self.remote_ip,
-                    )
+                    folder.complete(login.district, upload.target, tmp, "ftps", login.name, ip)
                 except OSError as exc:
                     return f"451 {exc.strerror or exc}."
                 return ""
             reason = upload.failed or "data connection ended before a clean TLS close"
-            folder.aborted(upload.target, reason, self.login.name, self.remote_ip)
+            folder.aborted(upload.target, reason, login.name, ip)
             return ""
         finally:
             tmp.unlink(missing_ok=True)
