@@ -5,6 +5,7 @@ FTPS certificate, two districts with logins), so starting one takes about a seco
 SFTP and FTPS (explicit and implicit). Loopback only; free ports.
 """
 
+import hashlib
 import json
 import os
 import random
@@ -247,6 +248,26 @@ def make_server(sftp_template, tmp_path):
 @pytest.fixture
 def server(make_server) -> Server:
     return make_server()
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_zip_imported(server: Server, source: str, login: str) -> None:
+    """district-large.zip arrived as roster.zip: recorded, kept as sent, shown, applied once."""
+    [upload] = server.uploads()
+    assert (upload["filename"], upload["source"], upload["login"]) == ("roster.zip", source, login)
+    assert upload["source_ip"] == "127.0.0.1"
+    assert upload["sha256"] == sha256(DISTRICT_LARGE)
+    assert upload["status"] == "imported"
+    assert sha256(server.data_dir / upload["stored_path"]) == upload["sha256"]
+    assert (server.root() / "roster.zip").read_bytes() == DISTRICT_LARGE.read_bytes()
+    [sync] = server.syncs()
+    assert sync["status"] == "applied"
+    assert len(server.audit("upload")) == 1
+    assert server.audit("login_ok")[0]["login"] == login
+    assert not list((server.data_dir / "sftp-tmp" / "alpha").iterdir())
 
 
 def snapshot(path) -> dict[str, bytes]:

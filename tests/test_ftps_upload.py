@@ -1,12 +1,11 @@
 """Uploads over FTPS, explicit and implicit, with curl and lftp: the same syncs as over SFTP."""
 
-import hashlib
 import shutil
 
 import pytest
 import sftp_fixtures
 from ftps_fixtures import curl, lftp
-from sftp_fixtures import DISTRICT_LARGE, SCHOOL_SMALL
+from sftp_fixtures import DISTRICT_LARGE, SCHOOL_SMALL, assert_zip_imported
 
 # Fixtures shared with the SFTP test modules.
 make_server = sftp_fixtures.make_server
@@ -18,10 +17,6 @@ pytestmark = pytest.mark.slow
 LOGIN = "alpha_admin_district_st"
 
 
-def sha256(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def comparable(sync: dict) -> dict:
     """A sync as `sync list --json` prints it, without what differs between two runs."""
     return {
@@ -29,27 +24,11 @@ def comparable(sync: dict) -> dict:
     }
 
 
-def assert_zip_imported(server) -> None:
-    """What test_sftp_upload asserts for a zip sent over SFTP, for one sent over FTPS."""
-    [upload] = server.uploads()
-    assert (upload["filename"], upload["source"], upload["login"]) == ("roster.zip", "ftps", LOGIN)
-    assert upload["source_ip"] == "127.0.0.1"
-    assert upload["sha256"] == sha256(DISTRICT_LARGE)
-    assert upload["status"] == "imported"
-    assert sha256(server.data_dir / upload["stored_path"]) == upload["sha256"]
-    assert (server.root() / "roster.zip").read_bytes() == DISTRICT_LARGE.read_bytes()
-    [sync] = server.syncs()
-    assert sync["status"] == "applied"
-    assert len(server.audit("upload")) == 1
-    assert server.audit("login_ok")[0]["login"] == LOGIN
-    assert not list((server.data_dir / "sftp-tmp" / "alpha").iterdir())
-
-
 def test_curl_explicit_zip_matches_the_same_zip_over_sftp(server, tmp_path):
     result = curl(server, DISTRICT_LARGE, implicit=False, name="roster.zip")
     assert result.returncode == 0, result.stderr
     server.wait_idle()
-    assert_zip_imported(server)
+    assert_zip_imported(server, "ftps", LOGIN)
     assert "ftps, password" in server.audit("login_ok")[0]["detail"]
 
     # The same bytes over SFTP to the other district end in the same sync.
@@ -67,7 +46,7 @@ def test_lftp_implicit_zip_upload_is_imported(server):
     assert result.returncode == 0, result.stderr
     assert "roster.zip" in result.stdout
     server.wait_idle()
-    assert_zip_imported(server)
+    assert_zip_imported(server, "ftps", LOGIN)
     assert "ftps implicit" in server.audit("login_ok")[0]["detail"]
 
 
