@@ -172,3 +172,11 @@ def test_roster_changed_by_another_sync_meanwhile_applies_nothing(district, scho
     assert summary(sync)["issues"][-1]["code"] == "roster_changed"
     assert not Record.objects.filter(district=district, data__givenName="Late").exists()
     assert first.status == "applied"
+
+
+def test_passwords_in_roster_files_are_never_kept(district, school):
+    before = edit(school / "users.csv", 3, "password", "hunter2-plain")
+    import_path(district, school)
+    user = Record.objects.get(district=district, entity="users", sourced_id=before[0])
+    assert "hunter2-plain" not in str(user.data)
+    assert not Record.objects.filter(district=district, data__icontains="hunter2").exists()

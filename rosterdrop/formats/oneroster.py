@@ -186,62 +186,46 @@ ROLES_FROM_ORG_LIST = Output(
     keep_extra=False,
 )
 
-USERS_11 = _file(
-    "users.csv",
+ENABLED_USER = Column("enabledUser", Type.BOOLEAN, required=True)
+# users.csv columns that 1.1 and 1.2 share, in order.
+USER_COLUMNS = (
+    Column("username", required=True),
+    Column("userIds", Type.USER_IDS),
+    Column("givenName", required=True),
+    Column("familyName", required=True),
+    Column("middleName"),
+    Column("identifier"),
+    Column("email"),
+    Column("sms"),
+    Column("phone"),
+    Column("agentSourcedIds", Type.IDS),
+    Column("grades"),
+    Column("password", secret=True),  # read, never kept
+)
+# Read but not user fields: they become roles (1.1), or are not roster data (password).
+NOT_USER_FIELDS = ("orgSourcedIds", "role", "password", "resourceSourcedIds")
+
+
+def _users(columns: tuple[Column, ...], *outputs: Output) -> FileSpec:
+    fields = _same(*(c.name for c in columns if c.name not in NOT_USER_FIELDS))
+    return _file("users.csv", columns, Output("users", fields), *outputs)
+
+
+USERS_11 = _users(
     (
-        Column("enabledUser", Type.BOOLEAN, required=True),
+        ENABLED_USER,
         Column("orgSourcedIds", Type.IDS, required=True),
         Column("role", Type.ENUM, required=True, values=USER_ROLES_11),
-        Column("username", required=True),
-        Column("userIds", Type.USER_IDS),
-        Column("givenName", required=True),
-        Column("familyName", required=True),
-        Column("middleName"),
-        Column("identifier"),
-        Column("email"),
-        Column("sms"),
-        Column("phone"),
-        Column("agentSourcedIds", Type.IDS),
-        Column("grades"),
-        Column("password"),  # read, never kept
-    ),
-    Output(
-        "users",
-        _same(
-            "enabledUser",
-            "username",
-            "userIds",
-            "givenName",
-            "familyName",
-            "middleName",
-            "identifier",
-            "email",
-            "sms",
-            "phone",
-            "agentSourcedIds",
-            "grades",
-        ),  # fmt: skip
+        *USER_COLUMNS,
     ),
     ROLES_FROM_ORG_LIST,
     AGENT_LINKS,
 )
 
-USERS_12 = _file(
-    "users.csv",
+USERS_12 = _users(
     (
-        Column("enabledUser", Type.BOOLEAN, required=True),
-        Column("username", required=True),
-        Column("userIds", Type.USER_IDS),
-        Column("givenName", required=True),
-        Column("familyName", required=True),
-        Column("middleName"),
-        Column("identifier"),
-        Column("email"),
-        Column("sms"),
-        Column("phone"),
-        Column("agentSourcedIds", Type.IDS),
-        Column("grades"),
-        Column("password"),  # read, never kept
+        ENABLED_USER,
+        *USER_COLUMNS,
         Column("userMasterIdentifier"),
         Column("resourceSourcedIds", Type.IDS),
         Column("preferredGivenName"),
@@ -249,29 +233,6 @@ USERS_12 = _file(
         Column("preferredFamilyName"),
         Column("primaryOrgSourcedId", Type.ID),
         Column("pronouns"),
-    ),
-    Output(
-        "users",
-        _same(
-            "enabledUser",
-            "username",
-            "userIds",
-            "givenName",
-            "familyName",
-            "middleName",
-            "identifier",
-            "email",
-            "sms",
-            "phone",
-            "agentSourcedIds",
-            "grades",
-            "userMasterIdentifier",
-            "preferredGivenName",
-            "preferredMiddleName",
-            "preferredFamilyName",
-            "primaryOrgSourcedId",
-            "pronouns",
-        ),  # fmt: skip
     ),
     AGENT_LINKS,
 )

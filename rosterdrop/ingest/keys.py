@@ -4,6 +4,7 @@ Runs on canonical records, entity by entity in dependency order, so that a recor
 for its own problem also breaks the references to it ("the class was skipped, see line N").
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -63,12 +64,14 @@ class EntityRows:
                     DERIVED: pl.Boolean,
                 }  # fmt: skip
             )
-        return pl.concat(self.frames, how="diagonal_relaxed")
+        # Kept as one frame from now on, so the batches are not held twice.
+        self.frames = [pl.concat(self.frames, how="diagonal_relaxed")]
+        return self.frames[0]
 
 
 def check_keys(
     entities: dict[str, EntityRows],
-    known: dict[str, pl.Series],
+    known: Mapping[str, pl.Series],
     log: FindingLog,
     refs: dict[str, tuple[Ref, ...]] | None = None,
 ) -> dict[str, pl.DataFrame]:
@@ -107,7 +110,7 @@ def check_keys(
                     keep = keep & ~missing
         skipped = frame.filter(~keep).select(pl.col(FILE).cast(pl.String), LINE)
         reported = pl.concat([reported, skipped])
-        kept = frame.filter(keep)
+        kept = frame if keep.all() else frame.filter(keep)
         natural = [
             pl.col(f).cast(pl.String) for f in NATURAL_KEYS.get(entity, ()) if f in kept.columns
         ]

@@ -7,6 +7,7 @@ also plans against the district's roster and applies in one transaction, or hold
 import logging
 import shutil
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -53,7 +54,7 @@ def check(
     format_slug: str | None = None,
     fallback_encoding: str = "cp1252",
     spill_dir: Path | None = None,
-    known: dict[str, pl.Series] | None = None,
+    known: Mapping[str, pl.Series] | None = None,
     account: str = "",
     progress: Progress | None = None,
 ) -> Checked:
@@ -130,12 +131,35 @@ def _close_spills(result: Checked) -> None:
         result.writers.popitem()[1].close()
 
 
-def active_keys(snapshot: pl.DataFrame) -> dict[str, pl.Series]:
-    """The roster's active keys per entity: references may name records not sent now."""
-    return {
-        e: snapshot.filter((pl.col("entity") == e) & (pl.col("status") == "active"))[KEY]
-        for e in snapshot["entity"].unique()
-    }
+class ActiveKeys(Mapping):
+    """The roster's active keys per entity, for references to records not sent now.
+
+    Read lazily: a full upload of every entity never asks, and a large roster's keys are
+    worth not copying.
+    """
+
+    def __init__(self, snapshot: pl.DataFrame):
+        self._snapshot = snapshot
+        self._entities = set(snapshot["entity"].unique())
+        self._cache: dict[str, pl.Series] = {}
+
+    def __getitem__(self, entity: str) -> pl.Series:
+        if entity not in self._entities:
+            raise KeyError(entity)
+        if entity not in self._cache:
+            rows = (pl.col("entity") == entity) & (pl.col("status") == "active")
+            self._cache[entity] = self._snapshot.filter(rows)[KEY]
+        return self._cache[entity]
+
+    def __iter__(self):
+        return iter(self._entities)
+
+    def __len__(self) -> int:
+        return len(self._entities)
+
+
+def active_keys(snapshot: pl.DataFrame) -> ActiveKeys:
+    return ActiveKeys(snapshot)
 
 
 def run(

@@ -183,32 +183,39 @@ def _date_rule(formats: tuple[str, ...]) -> Rule:
     )
 
 
+# Types whose values are checked by one pattern: (issue code, what is expected, pattern).
+PATTERNS: dict[Type, tuple[str, str, str]] = {
+    Type.ID: ("id_invalid", "an ID of letters, digits and . - _ / @", ID_CHARS),
+    Type.IDS: (
+        "id_invalid",
+        "IDs of letters, digits and . - _ / @, separated by commas",
+        ID_LIST_CHARS,
+    ),
+    Type.DATETIME: (
+        "datetime_invalid",
+        "a UTC date and time such as 2025-08-15T13:45:00.000Z",
+        DATETIME,
+    ),
+    Type.USER_IDS: ("userids_invalid", "a list like {LDAP:abc},{LTI:123}", USER_IDS),
+    Type.INTEGER: ("integer_invalid", "a whole number", r"^-?\d+$"),
+    Type.PHONE: (
+        "phone_invalid",
+        "a phone number in E.164 form: + and the country code, e.g. +14255550100",
+        PHONE,
+    ),
+    Type.EMAIL: ("email_invalid", "an email address such as jane.doe@example.org", EMAIL),
+}
+
+
 def rule_for(col: Column, dialect: Dialect | None = None) -> Rule | None:
     dialect = dialect or Dialect()
     quiet = dialect.case_insensitive_enums
+    if col.type in PATTERNS:
+        code, expected, pattern = PATTERNS[col.type]
+        return Rule(code, expected, lambda e: ~e.str.contains(pattern))
     match col.type:
-        case Type.STRING:
-            return None
-        case Type.ID:
-            return Rule(
-                "id_invalid",
-                "an ID of letters, digits and . - _ / @",
-                lambda e: ~e.str.contains(ID_CHARS),
-            )
-        case Type.IDS:
-            return Rule(
-                "id_invalid",
-                "IDs of letters, digits and . - _ / @, separated by commas",
-                lambda e: ~e.str.contains(ID_LIST_CHARS),
-            )
         case Type.DATE:
             return _date_rule(dialect.date_formats)
-        case Type.DATETIME:
-            return Rule(
-                "datetime_invalid",
-                "a UTC date and time such as 2025-08-15T13:45:00.000Z",
-                lambda e: ~e.str.contains(DATETIME),
-            )
         case Type.BOOLEAN:
             return _enum_rule(col, ("true", "false"), quiet, "boolean_invalid", "true or false")
         case Type.YEAR:
@@ -221,26 +228,6 @@ def rule_for(col: Column, dialect: Dialect | None = None) -> Rule | None:
         case Type.ENUM:
             return _enum_rule(
                 col, col.values, quiet, "enum_invalid", "one of " + ", ".join(col.values)
-            )
-        case Type.USER_IDS:
-            return Rule(
-                "userids_invalid",
-                "a list like {LDAP:abc},{LTI:123}",
-                lambda e: ~e.str.contains(USER_IDS),
-            )
-        case Type.INTEGER:
-            return Rule("integer_invalid", "a whole number", lambda e: ~e.str.contains(r"^-?\d+$"))
-        case Type.PHONE:
-            return Rule(
-                "phone_invalid",
-                "a phone number in E.164 form: + and the country code, e.g. +14255550100",
-                lambda e: ~e.str.contains(PHONE),
-            )
-        case Type.EMAIL:
-            return Rule(
-                "email_invalid",
-                "an email address such as jane.doe@example.org",
-                lambda e: ~e.str.contains(EMAIL),
             )
     return None
 
