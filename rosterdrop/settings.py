@@ -116,6 +116,8 @@ def _env_float(name: str, default: float) -> float:
 
 
 SFTP_HOST_KEY = DATA_DIR / "ssh_host_ed25519_key"
+# The port `serve` listens on (its --sftp-port sets this too, so the console shows the real one).
+SFTP_PORT = _env_int("ROSTERDROP_SFTP_PORT", 2222)
 # Login names made by `sftp-user add --person NAME` (FTPS also accepts the dotted form).
 SFTP_LOGIN_SCHEME = os.environ.get("ROSTERDROP_LOGIN_SCHEME", "{person}_admin_{district}_{state}")
 SFTP_LOGIN_TIMEOUT = _env_float("ROSTERDROP_SFTP_LOGIN_TIMEOUT", 30)
@@ -182,7 +184,8 @@ X_FRAME_OPTIONS = "DENY"
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("ROSTERDROP_CSRF_ORIGINS", "").split(",") if o]
 BASE_URL = os.environ.get("ROSTERDROP_BASE_URL", "http://127.0.0.1:8000")  # links in mails
 SFTP_PUBLIC_HOST = os.environ.get("ROSTERDROP_SFTP_PUBLIC_HOST", "")  # shown; blank = web host
-SFTP_PUBLIC_PORT = int(os.environ.get("ROSTERDROP_SFTP_PUBLIC_PORT", 2222))
+# Shown to districts when a NAT or load balancer exposes SFTP elsewhere; 0 = SFTP_PORT.
+SFTP_PUBLIC_PORT = int(os.environ.get("ROSTERDROP_SFTP_PUBLIC_PORT") or 0)
 WEB_MAX_UPLOAD_BYTES = int(os.environ.get("ROSTERDROP_WEB_MAX_UPLOAD_BYTES", 2 * 1024**3))
 WEB_IMPORT_IN_BACKGROUND = os.environ.get("ROSTERDROP_WEB_IMPORT_IN_BACKGROUND", "1") == "1"
 NINJA_PAGINATION_PER_PAGE = 100

@@ -158,6 +158,7 @@ def test_settings_notifications_and_audit(district, operator, admin):
         url,
         {
             "name": "Springfield USD",
+            "format": "oneroster-1.1",
             "quiet_period_seconds": 120,
             "removal_threshold": "0.2",
             "fallback_encoding": "cp1252",

@@ -4,6 +4,8 @@ from django.db import models
 
 from rosterdrop.districts.models import District
 
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
 
 class ImportTemplate(models.Model):
     class Mode(models.TextChoices):
@@ -30,3 +32,8 @@ class ImportTemplate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.district.slug}/{self.file_name}"
+
+    @property
+    def delimiter_name(self) -> str:
+        """In words: a tab shows as nothing on a page."""
+        return DELIMITER_NAMES.get(self.delimiter, self.delimiter)

@@ -7,23 +7,30 @@ template is reported by the engine like any unknown file.
 
 The API the web console's wizard uses:
 
-    draft = suggest(district, "Students.csv", "students", header)   # unsaved, mapped by name
+    KINDS, KIND_TITLES, feeds("students")                           # what a file may hold
+    sample = read_sample(Path("sample.csv"))                        # header, first rows, delimiter
+    draft = suggest(district, "Students.csv", "students", sample.header)  # unsaved, mapped by name
     checked = try_sample(draft, Path("sample.csv"))                 # rosterdrop validate's shape
-    draft.save()
+    save_template(draft)                                            # complete, or ValueError
     export_json(district) / import_json(district, data)             # move templates around
 """
 
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.db import transaction
+
 from rosterdrop.custom.models import ImportTemplate
 from rosterdrop.formats.common import enrollment, person
 from rosterdrop.formats.spec import Column, Dialect, FileSpec, FormatSpec, Mode, Output, Type
+from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import FATAL, Failure, Finding
 from rosterdrop.ingest.keys import check_keys
 from rosterdrop.ingest.outcome import Checked
 from rosterdrop.ingest.pipeline import _read_file
+from rosterdrop.ingest.read import LINE, read_table
 from rosterdrop.ingest.unpack import Member
 
 ID, SCHOOL = "id", "school_id"
@@ -84,6 +91,15 @@ KINDS: dict[str, tuple[Field, ...]] = {
         _f("phone", "Phone", "mobile"),
     ),
 }
+KIND_TITLES: dict[str, str] = {
+    "schools": "Schools",
+    "students": "Students, with their school (and grade, birth date)",
+    "teachers": "Teachers, with their school",
+    "staff": "Other staff (administrators), with their school",
+    "sections": "Classes (sections), with their school and teacher",
+    "enrollments": "Students in classes",
+    "guardians": "Parents and guardians of students",
+}
 NAME_FIELDS = {
     "givenName": "first_name",
     "familyName": "last_name",
@@ -139,6 +155,12 @@ def _outputs(kind: str, src: dict[str, str]) -> tuple[Output, ...]:
     raise ValueError(f"unknown template kind {kind!r}; known kinds: {', '.join(KINDS)}")
 
 
+def feeds(kind: str) -> tuple[str, ...]:
+    """The canonical entities a kind of file fills when every field is mapped (users, roles...)."""
+    every = {f.name: f.name for f in KINDS[kind]}
+    return tuple(dict.fromkeys(o.entity for o in _outputs(kind, every)))
+
+
 def file_spec(template) -> FileSpec:
     """A template as the engine's FileSpec: its columns typed by the fields they map to."""
     fields = {f.name: f for f in KINDS[template.kind]}
@@ -164,8 +186,26 @@ def file_spec(template) -> FileSpec:
     )
 
 
+def name_problems(file_name: str) -> list[str]:
+    """Why a file name cannot name a template: it is matched exactly, as a CSV file."""
+    if not file_name.strip():
+        return ["the file name is empty"]
+    if file_name != file_name.strip() or "/" in file_name or "\\" in file_name:
+        return [f"{file_name!r} is not a plain file name (no folders, no spaces around it)"]
+    if "." not in file_name.strip("."):
+        return [f"{file_name!r} has no extension; give the exact name, e.g. Students.csv"]
+    if file_name.lower().endswith(".zip"):
+        return ["a template reads one CSV file, not a .zip (the files inside it are matched)"]
+    return []
+
+
 def problems(template) -> list[str]:
     """What keeps a template from working, in words (empty when it is complete)."""
+    return name_problems(template.file_name) + mapping_problems(template)
+
+
+def mapping_problems(template) -> list[str]:
+    """What its column mapping lacks: required fields unmapped, unknown or doubled fields."""
     kind = KINDS.get(template.kind)
     if kind is None:
         return [f"unknown kind {template.kind!r}; choose one of {', '.join(KINDS)}"]
@@ -223,6 +263,36 @@ def suggested_columns(kind: str, header: list[str]) -> dict[str, str]:
     return out
 
 
+DELIMITERS = ",;\t|"
+
+
+@dataclass
+class Sample:
+    """The start of a sample file as the engine reads it: enough to map its columns by eye."""
+
+    header: list[str]
+    rows: list[list[str]]
+    delimiter: str
+    encoding: str
+
+
+def read_sample(path: Path, delimiter: str = "", fallback_encoding: str = "", rows: int = 3):
+    """A sample's header and first rows, by the engine's own decode and read stages.
+
+    `delimiter` blank: the first of comma, semicolon, tab, pipe found in the header line.
+    Raises Failure (its finding says why) when the file cannot be read at all.
+    """
+    with path.open("rb") as stream:
+        decoded = decode(stream, path.name, fallback_encoding)
+        first = next(decoded.chunks, b"")
+        line = first.partition(b"\n")[0]
+        delimiter = delimiter or next((d for d in DELIMITERS if d.encode() in line), ",")
+        table = read_table(path.name, itertools.chain([first], decoded.chunks), delimiter)
+        batch = next(table.batches, None)
+        head = [] if batch is None else batch.drop(LINE).head(rows).rows()
+    return Sample(table.header, [list(r) for r in head], delimiter, decoded.encoding)
+
+
 def suggest(district, file_name: str, kind: str, header: list[str], **settings):
     """An unsaved template for a sample's header, its columns mapped by name where obvious."""
     return ImportTemplate(
@@ -270,19 +340,28 @@ def export_json(district) -> dict:
     }
 
 
+def save_template(template) -> ImportTemplate:
+    """Save a complete template, replacing the district's template of the same file name.
+
+    Raises ValueError saying what is missing, so nothing half-made is ever stored.
+    """
+    missing = problems(template)
+    if missing:
+        raise ValueError(f"{template.file_name}: " + "; ".join(missing))
+    values = {k: getattr(template, k) for k in EXPORTED}
+    return ImportTemplate.objects.update_or_create(
+        district=template.district, file_name=template.file_name, defaults=values
+    )[0]
+
+
+@transaction.atomic
 def import_json(district, data: dict) -> list:
-    """Create or replace the district's templates from `export_json` output."""
+    """Create or replace the district's templates from `export_json` output (all or none)."""
     if data.get("rosterdrop_templates") != 1:
         raise ValueError("not a rosterdrop templates file (rosterdrop_templates: 1 is missing)")
-    saved = []
-    for item in data["templates"]:
-        values = {k: item[k] for k in EXPORTED if k in item}
-        template = ImportTemplate(district=district, **values)
-        if problems(template):
-            raise ValueError(f"{values.get('file_name')}: " + "; ".join(problems(template)))
-        saved.append(
-            ImportTemplate.objects.update_or_create(
-                district=district, file_name=values["file_name"], defaults=values
-            )[0]
+    return [
+        save_template(
+            ImportTemplate(district=district, **{k: item[k] for k in EXPORTED if k in item})
         )
-    return saved
+        for item in data["templates"]
+    ]

@@ -19,7 +19,7 @@ from rosterdrop.ingest.plan import EntityPlan, Plan
 from rosterdrop.roster import store
 
 # Rows of record data in memory at once while writing.
-WINDOW = 250_000
+WINDOW = 100_000
 _EMPTY = pl.DataFrame(schema={KEY: pl.String, DATA: pl.String, HASH: pl.Int64})
 CHANGE_COLUMNS = ("sync_id", "entity", "sourced_id", "action", "fields")
 

@@ -111,9 +111,8 @@ def check_keys(
         skipped = frame.filter(~keep).select(pl.col(FILE).cast(pl.String), LINE)
         reported = pl.concat([reported, skipped])
         kept = frame if keep.all() else frame.filter(keep)
-        natural = [
-            pl.col(f).cast(pl.String) for f in NATURAL_KEYS.get(entity, ()) if f in kept.columns
-        ]
+        # Natural key fields stay categorical: the plan reads them for a few rows at most.
+        natural = [f for f in NATURAL_KEYS.get(entity, ()) if f in kept.columns]
         accepted[entity] = kept.select(KEY, HASH, pl.col(STATUS).cast(pl.String), ROW, *natural)
         active_keys[entity] = pl.concat(
             [kept.filter(pl.col(STATUS).cast(pl.String) == "active")[KEY], carried]

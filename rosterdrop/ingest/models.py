@@ -8,13 +8,13 @@ from rosterdrop.inbox.models import Upload
 
 class Sync(models.Model):
     class Status(models.TextChoices):
-        RUNNING = "running"
-        APPLIED = "applied"
-        APPLIED_WITH_ERRORS = "applied_with_errors"
-        HELD = "held"
-        NO_CHANGES = "no_changes"
-        FAILED = "failed"
-        DISCARDED = "discarded"
+        RUNNING = "running", "Running"
+        APPLIED = "applied", "Applied"
+        APPLIED_WITH_ERRORS = "applied_with_errors", "Applied with errors"
+        HELD = "held", "Held for approval"
+        NO_CHANGES = "no_changes", "No changes"
+        FAILED = "failed", "Failed"
+        DISCARDED = "discarded", "Discarded"
 
     district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="syncs")
     uploads = models.ManyToManyField(Upload, related_name="syncs", blank=True)

@@ -140,7 +140,8 @@ def _match_renamed(plan: EntityPlan, new: pl.DataFrame, natural_keys, fields: li
     """
     if not len(plan.added) or not len(plan.removed):
         return
-    arriving = new.select(ROW, KEY, *fields).unique(subset=fields, keep="none")
+    arriving = new.select(ROW, KEY, *(pl.col(f).cast(pl.String) for f in fields))
+    arriving = arriving.unique(subset=fields, keep="none")
     leaving = natural_keys(plan.removed).rename({KEY: "_old_key"})
     leaving = leaving.unique(subset=fields, keep="none")
     pairs = arriving.join(leaving, on=fields).select(ROW, KEY, "_old_key")

@@ -7,6 +7,7 @@ meaning is unambiguous (TRUE for true, Student for student) is normalised (warni
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from functools import cached_property
 
 import polars as pl
@@ -163,6 +164,12 @@ def _enum_rule(col: Column, values: tuple[str, ...], quiet: bool, code: str, exp
     )
 
 
+def _date_form(fmt: str) -> str:
+    """'%m/%d/%Y' -> 'a date written MM/DD/YYYY (e.g. 08/15/2025)', for messages."""
+    shown = fmt.replace("%Y", "YYYY").replace("%y", "YY").replace("%m", "MM").replace("%d", "DD")
+    return f"a date written {shown} (e.g. {date(2025, 8, 15).strftime(fmt)})"
+
+
 def _date_rule(formats: tuple[str, ...]) -> Rule:
     iso, *others = formats
 
@@ -177,7 +184,7 @@ def _date_rule(formats: tuple[str, ...]) -> Rule:
 
     return Rule(
         "date_invalid",
-        "a date written YYYY-MM-DD (e.g. 2025-08-15)",
+        " or ".join(_date_form(f) for f in formats),
         lambda e: ~parse_iso(e) & (other_form(e)[0].not_() if others else pl.lit(True)),
         normalise=other_form if others else None,
     )

@@ -46,7 +46,7 @@ def login_name(person: str, district: District, state: str = "") -> str:
 
 
 def _slug_part(text: str) -> str:
-    """"Ana María" -> "anamaria": accents dropped, then only letters and digits."""
+    """ "Ana María" -> "anamaria": accents dropped, then only letters and digits."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9]", "", ascii_text.lower())
 

@@ -83,7 +83,7 @@ def run_once(now: datetime | None = None) -> float | None:
     next_due: float | None = None
     for district, uploads in waiting_uploads().items():
         try:
-            spec = get_format(district.format)
+            spec = get_format(district.format, district.slug)
         except ValueError as exc:
             _finish(uploads, Upload.Status.FAILED, str(exc))
             continue

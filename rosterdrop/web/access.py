@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 
 from rosterdrop.accounts.access import district_or_404, is_operator
+from rosterdrop.audit.models import AuditEvent, record
 
 
 def district_view(view):
@@ -26,3 +27,13 @@ def require_operator(request) -> None:
 
 def client_ip(request) -> str | None:
     return request.META.get("REMOTE_ADDR")
+
+
+def audit_admin(request, detail: str) -> None:
+    """An admin change (settings, templates, notifications) in the audit log: who, from where."""
+    record(
+        AuditEvent.Kind.ADMIN,
+        login=request.user.get_username(),
+        ip=client_ip(request),
+        detail=detail,
+    )

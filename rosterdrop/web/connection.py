@@ -18,7 +18,8 @@ class Connection:
 
 def connection_for(district, request) -> Connection:
     host = settings.SFTP_PUBLIC_HOST or request.get_host().rsplit(":", 1)[0]
-    result = Connection(host=host, port=settings.SFTP_PUBLIC_PORT, fingerprint="")
+    port = settings.SFTP_PUBLIC_PORT or settings.SFTP_PORT
+    result = Connection(host=host, port=port, fingerprint="")
     try:
         from rosterdrop.intake import hostkey
         from rosterdrop.intake.models import Login

@@ -1,7 +1,22 @@
+import codecs
+
 from django import forms
 
+from rosterdrop.custom.models import ImportTemplate
+from rosterdrop.custom.templates import KIND_TITLES, name_problems
 from rosterdrop.districts.models import District
+from rosterdrop.formats import FORMATS
 from rosterdrop.notify.models import Subscription
+
+
+def encoding_name(value: str) -> str:
+    """A blank or a codec name Python knows (a typo would fail every later import)."""
+    value = value.strip()
+    try:
+        value and codecs.lookup(value)
+    except LookupError:
+        raise forms.ValidationError(f"{value} is not an encoding Python knows.") from None
+    return value
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -26,10 +41,17 @@ class UploadForm(forms.Form):
 
 
 class DistrictSettingsForm(forms.ModelForm):
+    format = forms.ChoiceField(
+        choices=[(slug, f"{spec.title} ({slug})") for slug, spec in FORMATS.items()],
+        help_text="Custom import templates: the district's own files, set up on its "
+        "Import templates page.",
+    )
+
     class Meta:
         model = District
         fields = [
             "name",
+            "format",
             "paused",
             "quiet_period_seconds",
             "removal_threshold",
@@ -47,14 +69,7 @@ class DistrictSettingsForm(forms.ModelForm):
         return value
 
     def clean_fallback_encoding(self):
-        import codecs
-
-        value = self.cleaned_data["fallback_encoding"].strip()
-        try:
-            value and codecs.lookup(value)
-        except LookupError:
-            raise forms.ValidationError(f"{value} is not an encoding Python knows.") from None
-        return value
+        return encoding_name(self.cleaned_data["fallback_encoding"])
 
 
 class SubscriptionForm(forms.ModelForm):
@@ -71,3 +86,55 @@ class AllowListForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="IPs or CIDR networks; blank = any address.",
     )
+
+
+class TemplateKindForm(forms.Form):
+    kind = forms.ChoiceField(choices=list(KIND_TITLES.items()), widget=forms.RadioSelect)
+
+
+class TemplateSampleForm(forms.Form):
+    sample = forms.FileField(help_text="One CSV file as your SIS exports it; a few rows suffice.")
+    delimiter = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "Find it in the header"),
+            (",", "Comma ,"),
+            (";", "Semicolon ;"),
+            ("\t", "Tab"),
+            ("|", "Pipe |"),
+        ],
+    )
+    encoding = forms.CharField(
+        required=False,
+        max_length=40,
+        help_text="Blank: UTF-8 (any byte order mark is honoured), else the district's fallback.",
+    )
+
+    def clean_sample(self):
+        sample = self.cleaned_data["sample"]
+        if sample.name.lower().endswith(".zip"):
+            raise forms.ValidationError("Choose one CSV file, not a .zip.")
+        return sample
+
+    def clean_encoding(self):
+        return encoding_name(self.cleaned_data["encoding"])
+
+
+class TemplateSaveForm(forms.Form):
+    file_name = forms.CharField(
+        max_length=255,
+        strip=False,
+        help_text="Exactly as your SIS names the file, extension included; upper and lower "
+        "case count.",
+    )
+    mode = forms.ChoiceField(
+        choices=ImportTemplate.Mode.choices,
+        initial=ImportTemplate.Mode.SNAPSHOT,
+        widget=forms.RadioSelect,
+    )
+
+    def clean_file_name(self):
+        name = self.cleaned_data["file_name"]
+        if name_problems(name):
+            raise forms.ValidationError(name_problems(name)[0].capitalize() + ".")
+        return name

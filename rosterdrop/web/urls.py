@@ -36,5 +36,11 @@ urlpatterns = [
     path("d/<slug:slug>/roster/<str:entity>/<path:sourced_id>", data.record_detail, name="record"),
     path("d/<slug:slug>/assistant/", assistant.assistant, name="assistant"),
     path("d/<slug:slug>/assistant/why/", assistant.why, name="why"),
-    path("d/<slug:slug>/templates/", wizard.wizard, name="wizard"),
+    path("d/<slug:slug>/templates/", wizard.templates, name="wizard"),
+    path("d/<slug:slug>/templates/new/", wizard.kind, name="template_kind"),
+    path("d/<slug:slug>/templates/new/sample/", wizard.sample, name="template_sample"),
+    path("d/<slug:slug>/templates/new/columns/", wizard.columns, name="template_columns"),
+    path("d/<slug:slug>/templates/new/check/", wizard.check, name="template_check"),
+    path("d/<slug:slug>/templates/<int:pk>/delete/", wizard.delete, name="template_delete"),
+    path("d/<slug:slug>/templates/export.json", wizard.export, name="template_export"),
 ]

@@ -20,7 +20,7 @@ from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import stored_file
 from rosterdrop.ingest.models import Sync
 from rosterdrop.notify.models import Subscription
-from rosterdrop.web.access import client_ip, district_view, require_operator
+from rosterdrop.web.access import audit_admin, client_ip, district_view, require_operator
 from rosterdrop.web.connection import connection_for
 from rosterdrop.web.forms import AllowListForm, DistrictSettingsForm, SubscriptionForm, UploadForm
 from rosterdrop.web.imports import receive_files, start_import
@@ -56,7 +56,7 @@ def home(request):
 
 def _format_title(district) -> str:
     try:
-        return get_format(district.format).title
+        return get_format(district.format, district.slug).title
     except ValueError:
         return f"{district.format} (unknown)"
 
@@ -65,7 +65,7 @@ def _format_title(district) -> str:
 def district(request, district):
     operator = is_operator(request.user)
     try:
-        files = [f.name for f in get_format(district.format).files]
+        files = [f.name for f in get_format(district.format, district.slug).files]
     except ValueError:
         files = []
     return render(
@@ -89,12 +89,15 @@ def district(request, district):
 @district_view
 def file_template(request, district, name: str):
     """A header-only CSV of one file of the district's format, to fill in."""
-    spec = get_format(district.format)
+    spec = get_format(district.format, district.slug)
     file = next((f for f in spec.files if f.name == name), None)
     if file is None:
         raise Http404("No such file in this format.")
     out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerow([c.name for c in file.columns])
+    delimiter = file.dialect.delimiters[0]  # a custom template's own, e.g. ";"
+    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerow(
+        [c.name for c in file.columns]
+    )
     response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{file.name}"'
     return response
@@ -124,9 +127,7 @@ def update_settings(request, district):
     form = DistrictSettingsForm(request.POST, instance=district)
     if form.is_valid():
         form.save()
-        _audit_admin(
-            request, f"changed settings of {district.slug}: {', '.join(form.changed_data)}"
-        )
+        audit_admin(request, f"changed settings of {district.slug}: {', '.join(form.changed_data)}")
         messages.success(request, "Settings saved.")
     else:
         messages.error(
@@ -153,7 +154,7 @@ def update_allow_list(request, district):
             messages.error(request, f"Allow list not saved: {' '.join(exc.messages)}")
         else:
             login.save(update_fields=["allowed_ips"])
-            _audit_admin(request, f"changed the IP allow list of SFTP login {login.name}")
+            audit_admin(request, f"changed the IP allow list of SFTP login {login.name}")
             messages.success(request, "IP allow list saved.")
     return redirect("web:district", district.slug)
 
@@ -168,7 +169,7 @@ def subscribe(request, district):
             email=form.cleaned_data["email"],
             defaults={"on_success": form.cleaned_data["on_success"]},
         )
-        _audit_admin(
+        audit_admin(
             request, f"notifications of {district.slug}: added {form.cleaned_data['email']}"
         )
         messages.success(request, "Notification address saved.")
@@ -182,17 +183,8 @@ def subscribe(request, district):
 def unsubscribe(request, district, pk: int):
     sub = get_object_or_404(Subscription, pk=pk, district=district)
     sub.delete()
-    _audit_admin(request, f"notifications of {district.slug}: removed {sub.email}")
+    audit_admin(request, f"notifications of {district.slug}: removed {sub.email}")
     return redirect("web:district", district.slug)
-
-
-def _audit_admin(request, detail: str) -> None:
-    record(
-        AuditEvent.Kind.ADMIN,
-        login=request.user.get_username(),
-        ip=client_ip(request),
-        detail=detail,
-    )
 
 
 @district_view

@@ -31,9 +31,7 @@ class Command(BaseCommand):
             help="Bind address (0.0.0.0 to accept other machines).",
         )
         parser.add_argument("--web-port", type=int, default=int(env("ROSTERDROP_WEB_PORT", "8000")))
-        parser.add_argument(
-            "--sftp-port", type=int, default=int(env("ROSTERDROP_SFTP_PORT", "2222"))
-        )
+        parser.add_argument("--sftp-port", type=int, default=settings.SFTP_PORT)
         parser.add_argument(
             "--ftps-port",
             type=int,
@@ -63,6 +61,7 @@ class Command(BaseCommand):
         no_demo: bool,
         **options,
     ):
+        settings.SFTP_PORT = sftp_port  # the console (same process) shows where SFTP listens
         call_command("migrate", interactive=False, verbosity=0)
         key = hostkey.load_or_create()
         lines = [f"rosterdrop {settings.DATA_DIR}"]
