@@ -140,6 +140,17 @@ DEFENDER_BAN_SECONDS = _env_int("ROSTERDROP_DEFENDER_BAN_SECONDS", 1800)
 DEFENDER_BAN_INCREASE = _env_float("ROSTERDROP_DEFENDER_BAN_INCREASE", 0.5)  # +50 % per repeat
 # Sources never banned (comma-separated IPs or networks), e.g. the district's own NAT.
 DEFENDER_SAFELIST = os.environ.get("ROSTERDROP_DEFENDER_SAFELIST", "")
+# FTPS intake (pyftpdlib), beside SFTP: same logins, folders, login delay, connection caps,
+# maximum file size and defender as above. TLS (1.2 or later) is required on control and data.
+# Blank certificate file: a self-signed one is made in the data folder on first start and kept;
+# an operator's PEM chain may hold its key too (then leave the key file blank).
+FTPS_CERT_FILE = os.environ.get("ROSTERDROP_FTPS_CERT_FILE", "")
+FTPS_KEY_FILE = os.environ.get("ROSTERDROP_FTPS_KEY_FILE", "")
+FTPS_PASSIVE_PORTS = os.environ.get("ROSTERDROP_FTPS_PASSIVE_PORTS", "50000-50100")
+# The public address given in PASV replies when the server is behind NAT (blank: the bound one).
+FTPS_MASQUERADE_ADDRESS = os.environ.get("ROSTERDROP_FTPS_MASQUERADE_ADDRESS", "")
+FTPS_MAX_LOGIN_ATTEMPTS = _env_int("ROSTERDROP_FTPS_MAX_LOGIN_ATTEMPTS", 3)  # per connection
+FTPS_IDLE_TIMEOUT = _env_float("ROSTERDROP_FTPS_IDLE_TIMEOUT", 300)  # control and data
 # The worker polls this often for uploads from other processes (seconds).
 WORKER_POLL_SECONDS = _env_float("ROSTERDROP_WORKER_POLL_SECONDS", 2)
 # Upload sources the in-process worker imports (the web page and CLI may import directly).

@@ -1,11 +1,14 @@
 """A real `rosterdrop serve` in a subprocess with its own data folder, and clients to drive it.
 
-Each server copies a data folder prepared once per session (migrated database, host key, two
-districts with SFTP logins), so starting one takes about a second. Loopback only; free ports.
+Each server copies a data folder prepared once per session (migrated database, host key and
+FTPS certificate, two districts with logins), so starting one takes about a second. It serves
+SFTP and FTPS (explicit and implicit). Loopback only; free ports.
 """
 
+import hashlib
 import json
 import os
+import random
 import shutil
 import socket
 import sqlite3
@@ -22,6 +25,7 @@ ROSTERDROP = str(Path(sys.executable).with_name("rosterdrop"))
 SAMPLES = ROOT.parent / "shared" / "samples" / "oneroster11-generated"
 SCHOOL_SMALL = SAMPLES / "school-small"
 DISTRICT_LARGE = SAMPLES / "district-large.zip"
+ORGS = SCHOOL_SMALL / "orgs.csv"
 PASSWORD = "correct horse battery"
 
 SETUP = f"""
@@ -34,6 +38,10 @@ for slug in ("alpha", "beta"):
     login.set_password({PASSWORD!r})
     login.add_public_key(open({{key!r}}).read())
     login.save()
+# Istation's naming scheme; FTPS clients may write it with dots (alpha.admin.district.st).
+login = Login(district=District.objects.get(slug="alpha"), name="alpha_admin_district_st")
+login.set_password({PASSWORD!r})
+login.save()
 """
 
 
@@ -56,6 +64,11 @@ class Server:
         self.env = {**base_env(data_dir), **env}
         self.port = free_port()
         self.web_port = free_port()
+        self.ftps_port = free_port()
+        self.ftps_implicit_port = free_port()
+        first = random.randrange(30000, 60000)  # pyftpdlib falls back to any port if all taken
+        self.passive_ports = range(first, first + 20)
+        self.env.setdefault("ROSTERDROP_FTPS_PASSIVE_PORTS", f"{first}-{first + 19}")
         self.proc: subprocess.Popen | None = None
         self.output = ""
         self.known_hosts = data_dir / "known_hosts"
@@ -73,6 +86,10 @@ class Server:
             str(self.web_port),
             "--sftp-port",
             str(self.port),
+            "--ftps-port",
+            str(self.ftps_port),
+            "--ftps-implicit-port",
+            str(self.ftps_implicit_port),
         ]
         self.proc = subprocess.Popen(
             cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -231,3 +248,59 @@ def make_server(sftp_template, tmp_path):
 @pytest.fixture
 def server(make_server) -> Server:
     return make_server()
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_zip_imported(server: Server, source: str, login: str) -> None:
+    """district-large.zip arrived as roster.zip: recorded, kept as sent, shown, applied once."""
+    [upload] = server.uploads()
+    assert (upload["filename"], upload["source"], upload["login"]) == ("roster.zip", source, login)
+    assert upload["source_ip"] == "127.0.0.1"
+    assert upload["sha256"] == sha256(DISTRICT_LARGE)
+    assert upload["status"] == "imported"
+    assert sha256(server.data_dir / upload["stored_path"]) == upload["sha256"]
+    assert (server.root() / "roster.zip").read_bytes() == DISTRICT_LARGE.read_bytes()
+    [sync] = server.syncs()
+    assert sync["status"] == "applied"
+    assert len(server.audit("upload")) == 1
+    assert server.audit("login_ok")[0]["login"] == login
+    assert not list((server.data_dir / "sftp-tmp" / "alpha").iterdir())
+
+
+def snapshot(path) -> dict[str, bytes]:
+    """Every file under path (links recorded as their target), to compare before and after."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                out[full] = b"->" + os.readlink(full).encode()
+            elif os.path.isfile(full):
+                with open(full, "rb") as f:
+                    out[full] = f.read()
+    return out
+
+
+@pytest.fixture
+def planted(server):
+    """Outside files, a prefix sibling, and links pre-placed in the district's folder."""
+    outside = server.data_dir / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("SECRET")
+    evil = server.data_dir / "sftp" / "alpha_evil"
+    evil.mkdir(parents=True)
+    (evil / "x.csv").write_text("EVIL")
+    root = server.root()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "orgs.csv").write_bytes(ORGS.read_bytes())
+    os.symlink(outside / "secret.txt", root / "escape_link")
+    os.symlink(outside / "missing.txt", root / "dangling_link")
+    os.symlink(outside, root / "dir_link")
+    os.symlink("orgs.csv", root / "inside_link")
+    os.symlink("loop_b", root / "loop_a")
+    os.symlink("loop_a", root / "loop_b")
+    os.link(outside / "secret.txt", root / "hard_link")
+    return server, outside

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import receive, stored_file
-from rosterdrop.intake import sftp
+from rosterdrop.intake import folder
 from rosterdrop.intake.worker import apply_retention
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +31,7 @@ def test_old_uploads_lose_their_bytes_but_keep_their_record(district, tmp_path, 
     recent = _upload(district, tmp_path, "recent.csv", "imported", 5)
     waiting = _upload(district, tmp_path, "waiting.csv", "received", 40)
     old_path = stored_file(old)
-    visible = sftp.district_root(district.slug)
+    visible = folder.district_root(district.slug)
     visible.mkdir(parents=True, exist_ok=True)
     (visible / "old.csv").write_text("x")
     os.utime(visible / "old.csv", (0, 0))

@@ -9,57 +9,20 @@ import time
 import asyncssh
 import pytest
 import sftp_fixtures
-from sftp_fixtures import PASSWORD, SCHOOL_SMALL
+from sftp_fixtures import ORGS, PASSWORD, SCHOOL_SMALL, snapshot
 
 # Fixtures shared with the other SFTP test module.
 make_server = sftp_fixtures.make_server
 server = sftp_fixtures.server
 sftp_template = sftp_fixtures.sftp_template
+planted = sftp_fixtures.planted
 
 pytestmark = pytest.mark.slow
-
-ORGS = SCHOOL_SMALL / "orgs.csv"
-
-
-def snapshot(path) -> dict[str, bytes]:
-    """Every file under path (links recorded as their target), to compare before and after."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):
-                out[full] = b"->" + os.readlink(full).encode()
-            elif os.path.isfile(full):
-                with open(full, "rb") as f:
-                    out[full] = f.read()
-    return out
 
 
 async def expect_error(coro) -> None:
     with pytest.raises((asyncssh.SFTPError, OSError)):
         await coro
-
-
-@pytest.fixture
-def planted(server):
-    """Outside files, a prefix sibling, and links pre-placed in the district's folder."""
-    outside = server.data_dir / "outside"
-    outside.mkdir()
-    (outside / "secret.txt").write_text("SECRET")
-    evil = server.data_dir / "sftp" / "alpha_evil"
-    evil.mkdir(parents=True)
-    (evil / "x.csv").write_text("EVIL")
-    root = server.root()
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "orgs.csv").write_bytes(ORGS.read_bytes())
-    os.symlink(outside / "secret.txt", root / "escape_link")
-    os.symlink(outside / "missing.txt", root / "dangling_link")
-    os.symlink(outside, root / "dir_link")
-    os.symlink("orgs.csv", root / "inside_link")
-    os.symlink("loop_b", root / "loop_a")
-    os.symlink("loop_a", root / "loop_b")
-    os.link(outside / "secret.txt", root / "hard_link")
-    return server, outside
 
 
 def test_traversal_paths_never_leave_the_folder(planted):  # items 1 and 4

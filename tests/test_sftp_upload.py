@@ -2,14 +2,13 @@
 
 import asyncio
 import base64
-import hashlib
 import shutil
 import subprocess
 import time
 
 import pytest
 import sftp_fixtures
-from sftp_fixtures import DISTRICT_LARGE, PASSWORD, SCHOOL_SMALL
+from sftp_fixtures import DISTRICT_LARGE, PASSWORD, SCHOOL_SMALL, assert_zip_imported
 
 # Fixtures shared with the other SFTP test module.
 make_server = sftp_fixtures.make_server
@@ -19,10 +18,6 @@ sftp_template = sftp_fixtures.sftp_template
 pytestmark = pytest.mark.slow
 
 
-def sha256(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_openssh_zip_upload_with_put_p_is_imported(server, tmp_path):
     zip_path = tmp_path / "roster.zip"
     shutil.copy(DISTRICT_LARGE, zip_path)
@@ -30,22 +25,7 @@ def test_openssh_zip_upload_with_put_p_is_imported(server, tmp_path):
     assert "roster.zip" in result.stdout
     server.wait_idle()
 
-    [upload] = server.uploads()
-    assert (upload["filename"], upload["source"], upload["login"]) == (
-        "roster.zip",
-        "sftp",
-        "alpha",
-    )
-    assert upload["source_ip"] == "127.0.0.1"
-    assert upload["sha256"] == sha256(DISTRICT_LARGE)
-    assert upload["status"] == "imported"
-    assert sha256(server.data_dir / upload["stored_path"]) == upload["sha256"]
-    assert (server.root() / "roster.zip").read_bytes() == DISTRICT_LARGE.read_bytes()
-    [sync] = server.syncs()
-    assert sync["status"] == "applied"
-    assert len(server.audit("upload")) == 1
-    assert server.audit("login_ok")[0]["login"] == "alpha"
-    assert not list((server.data_dir / "sftp-tmp" / "alpha").iterdir())
+    assert_zip_imported(server, "sftp", "alpha")
     listed = server.sync_list()
     assert listed[0]["status"] == "applied"
 

@@ -7,14 +7,10 @@ connections, sessions and open handles.
 """
 
 import asyncio
-import contextlib
 import logging
 import os
-import posixpath
 import shutil
-import stat
 import tempfile
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +20,7 @@ from asyncssh.sftp import MIN_SFTP_VERSION
 from asyncssh.stream import SSHServerStreamSession
 from django.conf import settings
 
-from rosterdrop.audit.models import AuditEvent, record
-from rosterdrop.inbox import store
-from rosterdrop.intake import defender, worker
+from rosterdrop.intake import auth, folder
 from rosterdrop.intake.models import Login
 
 log = logging.getLogger(__name__)
@@ -62,56 +56,6 @@ MAC_ALGS = [
     "umac-128@openssh.com",
 ]
 
-# Names clients upload to and then rename (WinSCP "name.filepart", "name.part", ".name.tmp").
-STAGING_SUFFIXES = (".filepart", ".part", ".tmp")
-MAX_NAME_BYTES = 255
-
-
-def is_staging_name(name: str) -> bool:
-    """A temporary name: kept in the folder on close, imported only once renamed."""
-    return name.startswith(".") or name.endswith(STAGING_SUFFIXES)
-
-
-def district_root(slug: str) -> Path:
-    return settings.DATA_DIR / "sftp" / slug
-
-
-def staging_dir(slug: str) -> Path:
-    """Uploads in progress: outside the district's folder, on the same filesystem."""
-    return settings.DATA_DIR / "sftp-tmp" / slug
-
-
-def virtual_name(path: bytes) -> str:
-    """Canonicalise a client path once, at the edge: "" for the folder, else one file name.
-
-    `..` never climbs above `/` (lexical, like a chroot); names are kept exactly as sent (no
-    case folding or Unicode normalisation, so no variant can alias another name).
-    """
-    try:
-        text = path.decode("utf-8")
-    except UnicodeDecodeError:
-        raise asyncssh.SFTPNoSuchFile("File names must be UTF-8") from None
-    if "\\" in text or any(unicodedata.category(ch) == "Cc" for ch in text):
-        raise asyncssh.SFTPPermissionDenied("File name contains a forbidden character")
-    parts = [p for p in posixpath.normpath("/" + text).split("/") if p]
-    if not parts:
-        return ""
-    if len(parts) > 1:
-        raise asyncssh.SFTPNoSuchFile("No such file (this folder has no subfolders)")
-    if len(parts[0].encode()) > MAX_NAME_BYTES:
-        raise asyncssh.SFTPPermissionDenied("File name too long")
-    return parts[0]
-
-
-def _regular(st: os.stat_result) -> None:
-    """Only plain files are served: symlinks, hard links and special files are refused."""
-    if stat.S_ISLNK(st.st_mode):
-        raise asyncssh.SFTPPermissionDenied("Links are not allowed")
-    if not stat.S_ISREG(st.st_mode):
-        raise asyncssh.SFTPPermissionDenied("Not a regular file")
-    if st.st_nlink > 1:
-        raise asyncssh.SFTPPermissionDenied("Hard links are not allowed")
-
 
 @dataclass
 class ConnState:
@@ -119,6 +63,7 @@ class ConnState:
 
     ip: str | None
     login: Login | None = None
+    username: str = ""
     sessions: int = 0
     failures: int = 0
     method: str = ""
@@ -149,32 +94,20 @@ class RosterSFTPServer(asyncssh.SFTPServer):
         self.login = self.state.login
         assert self.login is not None
         self.district = self.login.district
-        root = district_root(self.district.slug)
-        root.mkdir(parents=True, exist_ok=True)
-        self.root = Path(os.path.realpath(root))
-        self.staging = staging_dir(self.district.slug)
-        self.staging.mkdir(parents=True, exist_ok=True)
+        self.root = folder.open_root(self.district.slug)
+        self.staging = folder.staging_dir(self.district.slug)
         self.handles = 0
 
     # -- paths ---------------------------------------------------------------------------
 
     def _local(self, path: bytes) -> tuple[str, Path]:
-        name = virtual_name(path)
-        if not name:
-            return "", self.root
-        local = self.root / name
-        with contextlib.suppress(FileNotFoundError):
-            _regular(os.lstat(local))
-        real = os.path.realpath(local)
-        if os.path.commonpath([str(self.root), real]) != str(self.root):
-            raise asyncssh.SFTPPermissionDenied("Outside your folder")
-        return name, local
+        return folder.resolve(self.root, path)
 
     def map_path(self, path: bytes) -> bytes:
         return os.fsencode(self._local(path)[1])
 
     def realpath(self, path: bytes) -> bytes:
-        return b"/" + virtual_name(path).encode()
+        return b"/" + folder.virtual_name(path).encode()
 
     async def scandir(self, path: bytes):
         name, local = self._local(path)
@@ -182,12 +115,9 @@ class RosterSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPNoSuchFile("Not a folder")
         for dot in (b".", b".."):
             yield asyncssh.SFTPName(dot, attrs=asyncssh.SFTPAttrs.from_local(os.stat(local)))
-        with os.scandir(local) as entries:
-            for entry in entries:
-                st = entry.stat(follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-                    attrs = asyncssh.SFTPAttrs.from_local(st)
-                    yield asyncssh.SFTPName(os.fsencode(entry.name), attrs=attrs)
+        for name, st in folder.visible_files(local):
+            attrs = asyncssh.SFTPAttrs.from_local(st)
+            yield asyncssh.SFTPName(os.fsencode(name), attrs=attrs)
 
     # -- files ---------------------------------------------------------------------------
 
@@ -216,8 +146,8 @@ class RosterSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPNoSuchFile("No such file")
         fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW)
         try:
-            _regular(os.fstat(fd))
-        except asyncssh.SFTPError:
+            folder.check_regular(os.fstat(fd))
+        except OSError:
             os.close(fd)
             raise
         self.handles += 1
@@ -268,39 +198,19 @@ class RosterSFTPServer(asyncssh.SFTPServer):
             if self.channel.is_closing() or upload.failed:
                 upload.file.close()
                 reason = upload.failed or "connection lost before the file was closed"
-                await _db(record)(
-                    AuditEvent.Kind.UPLOAD_ABORTED,
-                    login=self.login.name,
-                    ip=self.state.ip,
-                    detail=f"{upload.name}: {reason}; nothing kept",
-                )
+                await _db(folder.aborted)(upload.name, reason, self.login.name, self.state.ip)
                 return
             os.fsync(upload.file.fileno())
             upload.file.close()
-            if is_staging_name(upload.name):
-                os.replace(upload.tmp, self.root / upload.name)
-            else:
-                await self._receive(upload.name, upload.tmp)
+            await self._receive(upload.name, upload.tmp)
         finally:
             upload.tmp.unlink(missing_ok=True)
 
     async def _receive(self, name: str, source: Path) -> None:
-        """Record a complete file in the inbox, then show it in the folder and wake the worker."""
-        try:
-            upload = await _db(store.receive)(
-                self.district, name, source, "sftp", self.login.name, self.state.ip
-            )
-        except Exception:
-            log.exception("could not store upload %s for %s", name, self.district.slug)
-            raise asyncssh.SFTPFailure("Could not store the file; please retry") from None
-        os.replace(source, self.root / name)
-        await _db(record)(
-            AuditEvent.Kind.UPLOAD,
-            login=self.login.name,
-            ip=self.state.ip,
-            detail=f"{name}: {upload.size} bytes, sha256 {upload.sha256}, upload {upload.pk}",
+        """A complete file: into the folder, and (unless a staging name) the inbox and worker."""
+        await _db(folder.complete)(
+            self.district, name, source, "sftp", self.login.name, self.state.ip
         )
-        worker.wake()
 
     def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         """Ignored (SFTPGo setstat_mode 1): `put -p` must not fail an upload."""
@@ -323,18 +233,9 @@ class RosterSFTPServer(asyncssh.SFTPServer):
         new, new_local = self._local(newpath)
         if not old or not new:
             raise asyncssh.SFTPPermissionDenied("Folders cannot be renamed")
-        if not old_local.exists():
-            raise asyncssh.SFTPNoSuchFile("No such file")
-        if old == new:
-            return
-        finishing = is_staging_name(old) and not is_staging_name(new)
-        if new_local.exists() and not overwrite and not finishing:
-            raise asyncssh.SFTPFileAlreadyExists("File already exists")
-        if finishing:
-            # WinSCP and friends: the upload is complete when it gets its real name.
-            await self._receive(new, old_local)
-        else:
-            os.replace(old_local, new_local)
+        await _db(folder.rename)(
+            self.district, old_local, new_local, overwrite, "sftp", self.login.name, self.state.ip
+        )
 
     def remove(self, path: bytes) -> None:
         name, local = self._local(path)
@@ -394,11 +295,7 @@ class RosterSSHServer(asyncssh.SSHServer):
     def _refuse_connection(self, reason: str) -> None:
         self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, reason.capitalize())
 
-        async def note() -> None:
-            await _db(record)(AuditEvent.Kind.CONNECTION_REFUSED, ip=self.ip, detail=reason)
-            await _db(defender.add_score)(self.ip, settings.DEFENDER_SCORE_LIMIT, reason)
-
-        asyncio.get_running_loop().create_task(note())
+        asyncio.get_running_loop().create_task(_db(auth.connection_refused)(self.ip, reason))
 
     def connection_lost(self, exc: Exception | None) -> None:
         key = self.ip or ""
@@ -409,13 +306,11 @@ class RosterSSHServer(asyncssh.SSHServer):
 
     async def begin_auth(self, username: str) -> bool:
         # Never return False here: asyncssh reads False as "no authentication needed".
-        if await _db(defender.is_banned)(self.ip):
-            await _db(record)(
-                AuditEvent.Kind.LOGIN_REFUSED, login=username, ip=self.ip, detail="IP is banned"
-            )
+        if await _db(auth.refuse_banned)(username, self.ip):
             self.conn.disconnect(asyncssh.DISC_HOST_NOT_ALLOWED_TO_CONNECT, "Access denied")
             return True
-        self.state.login = await _db(_find_login)(username)
+        self.state.username = username
+        self.state.login = await _db(auth.find_login)(username)
         return True
 
     def session_requested(self) -> _Session | bool:
@@ -433,8 +328,7 @@ class RosterSSHServer(asyncssh.SSHServer):
         return True
 
     def _login_for(self, username: str) -> Login | None:
-        login = self.state.login
-        return login if login is not None and login.name == username else None
+        return self.state.login if username == self.state.username else None
 
     async def validate_password(self, username: str, password: str) -> bool:
         login = self._login_for(username)
@@ -459,17 +353,7 @@ class RosterSSHServer(asyncssh.SSHServer):
 
     async def _failed(self, username: str, login: Login | None, method: str) -> None:
         self.state.failures += 1
-        if login is None:
-            reason, points = "unknown login", settings.DEFENDER_SCORE_INVALID_USER
-        elif not login.ip_allowed(self.ip):
-            reason, points = "address not allowed for this login", settings.DEFENDER_SCORE_FAILED
-        else:
-            reason = f"wrong {method}"
-            points = settings.DEFENDER_SCORE_FAILED if method == "password" else 0
-        await _db(record)(
-            AuditEvent.Kind.LOGIN_FAILED, login=username, ip=self.ip, detail=f"{reason} (sftp)"
-        )
-        banned = await _db(defender.add_score)(self.ip, points, f"failed logins ({reason})")
+        banned = await _db(auth.failed)(username, login, self.ip, method, "sftp")
         if banned or self.state.failures >= settings.SFTP_MAX_AUTH_TRIES:
             self.conn.disconnect(
                 asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures"
@@ -479,19 +363,8 @@ class RosterSSHServer(asyncssh.SSHServer):
         login = self.state.login
         assert login is not None
 
-        async def note() -> None:
-            await _db(record)(
-                AuditEvent.Kind.LOGIN_OK,
-                login=login.name,
-                ip=self.ip,
-                detail=f"sftp, {self.state.method}, district {login.district.slug}",
-            )
-
-        asyncio.get_running_loop().create_task(note())
-
-
-def _find_login(username: str) -> Login | None:
-    return Login.objects.select_related("district").filter(name=username, active=True).first()
+        how = f"sftp, {self.state.method}"
+        asyncio.get_running_loop().create_task(_db(auth.succeeded)(login, self.ip, how))
 
 
 async def start_server(host: str, port: int) -> asyncssh.SSHAcceptor:

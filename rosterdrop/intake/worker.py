@@ -24,7 +24,7 @@ from rosterdrop.formats.spec import FormatSpec
 from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest.models import Sync
-from rosterdrop.intake import sftp
+from rosterdrop.intake import folder
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY_SECONDS = 3600
@@ -180,7 +180,7 @@ def apply_retention(now: datetime | None = None) -> int:
     if days > 0:
         cutoff = (now - timedelta(days=days)).timestamp()
         for district in District.objects.all():
-            root = sftp.district_root(district.slug)
+            root = folder.district_root(district.slug)
             for entry in root.glob("*") if root.is_dir() else ():
                 st = entry.lstat()
                 if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:

@@ -1,4 +1,4 @@
-"""`rosterdrop serve`: web, SFTP and the import worker in one process, ready on first start."""
+"""`rosterdrop serve`: web, SFTP, FTPS and the import worker in one process, ready at once."""
 
 import asyncio
 import os
@@ -12,14 +12,14 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from rosterdrop.districts.models import District
-from rosterdrop.intake import hostkey, sftp, worker
+from rosterdrop.intake import hostkey, sftp, tlscert, worker
 from rosterdrop.intake.models import Login
 
 DEMO_SLUG = "demo"
 
 
 class Command(BaseCommand):
-    help = "Run the web server, the SFTP server and the import worker (embedded default)."
+    help = "Run the web server, the SFTP and FTPS servers and the import worker (embedded default)."
     requires_system_checks = []
     requires_migrations_checks = False
 
@@ -33,10 +33,34 @@ class Command(BaseCommand):
         parser.add_argument("--web-port", type=int, default=int(env("ROSTERDROP_WEB_PORT", "8000")))
         parser.add_argument("--sftp-port", type=int, default=settings.SFTP_PORT)
         parser.add_argument(
+            "--ftps-port",
+            type=int,
+            default=int(env("ROSTERDROP_FTPS_PORT", "2121")),
+            help="Explicit FTPS (AUTH TLS).",
+        )
+        parser.add_argument(
+            "--ftps-implicit-port",
+            type=int,
+            default=int(env("ROSTERDROP_FTPS_IMPLICIT_PORT", "9990")),
+            help="Implicit FTPS (TLS from the first byte).",
+        )
+        parser.add_argument("--no-ftps", action="store_true", help="Do not start FTPS.")
+        parser.add_argument(
             "--no-demo", action="store_true", help="Do not create the demo district."
         )
 
-    def handle(self, *args, host: str, web_port: int, sftp_port: int, no_demo: bool, **options):
+    def handle(
+        self,
+        *args,
+        host: str,
+        web_port: int,
+        sftp_port: int,
+        ftps_port: int,
+        ftps_implicit_port: int,
+        no_ftps: bool,
+        no_demo: bool,
+        **options,
+    ):
         settings.SFTP_PORT = sftp_port  # the console (same process) shows where SFTP listens
         call_command("migrate", interactive=False, verbosity=0)
         key = hostkey.load_or_create()
@@ -44,14 +68,24 @@ class Command(BaseCommand):
         lines += self._operator()
         if not no_demo:
             lines += self._demo(host, sftp_port)
-        web = self._start_web(host, web_port)
         stop = threading.Event()
+        urls = [
+            f"  web:      http://{host}:{web_port}/",
+            f"  sftp:     {host} port {sftp_port}",
+            f"  host key: {hostkey.fingerprint(key)}",
+        ]
+        if not no_ftps:
+            self._start_ftps(host, ftps_port, ftps_implicit_port, stop)
+            urls += [
+                f"  ftps:     {host} port {ftps_port} (explicit, AUTH TLS), "
+                f"port {ftps_implicit_port} (implicit)",
+                f"  ftps cert: {tlscert.fingerprint()}",
+            ]
+        lines[1:1] = urls
+        web = self._start_web(host, web_port)
         threading.Thread(
             target=worker.run_forever, args=(stop,), name="worker", daemon=True
         ).start()
-        lines.insert(1, f"  web:      http://{host}:{web_port}/")
-        lines.insert(2, f"  sftp:     {host} port {sftp_port}")
-        lines.insert(3, f"  host key: {hostkey.fingerprint(key)}")
         try:
             asyncio.run(self._run_sftp(host, sftp_port, lines))
         finally:
@@ -93,6 +127,17 @@ class Command(BaseCommand):
             f"    sftp -P {sftp_port} {login.name}@{host}",
             f"    username: {login.name}  {shown}",
         ]
+
+    def _start_ftps(self, host: str, port: int, implicit_port: int, stop: threading.Event):
+        from rosterdrop.intake.ftps import FTPSService
+
+        try:
+            service = FTPSService(host, port, implicit_port)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot start FTPS on {host}:{port}/{implicit_port}: {exc}"
+            ) from None
+        threading.Thread(target=service.run, args=(stop,), name="ftps", daemon=True).start()
 
     def _start_web(self, host: str, port: int):
         from django.core.wsgi import get_wsgi_application

@@ -1,0 +1,51 @@
+"""Login decisions shared by the SFTP and FTPS front ends: one account, one set of rules.
+
+Finding the login, scoring failures for the defender and writing the audit rows are the same
+whatever protocol the district uses; only how a refusal is sent back differs per protocol.
+"""
+
+from django.conf import settings
+
+from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.intake import defender
+from rosterdrop.intake.models import Login
+
+
+def find_login(username: str) -> Login | None:
+    """The active login named `username`; the dotted form (Istation writes name.admin.district.st
+    for FTPS) finds the same account as name_admin_district_st."""
+    names = [username, username.replace(".", "_")]
+    logins = Login.objects.select_related("district").filter(name__in=names, active=True)
+    return min(logins, key=lambda login: names.index(login.name), default=None)
+
+
+def refuse_banned(username: str, ip: str | None) -> bool:
+    """True (and audited) when the source IP is banned: the connection must end unanswered."""
+    if not defender.is_banned(ip):
+        return False
+    record(AuditEvent.Kind.LOGIN_REFUSED, login=username, ip=ip, detail="IP is banned")
+    return True
+
+
+def failed(username: str, login: Login | None, ip: str | None, method: str, protocol: str) -> bool:
+    """Audit one failed attempt and score it; True when it got the source IP banned."""
+    if login is None:
+        reason, points = "unknown login", settings.DEFENDER_SCORE_INVALID_USER
+    elif not login.ip_allowed(ip):
+        reason, points = "address not allowed for this login", settings.DEFENDER_SCORE_FAILED
+    else:
+        reason = f"wrong {method}"
+        points = settings.DEFENDER_SCORE_FAILED if method == "password" else 0
+    record(AuditEvent.Kind.LOGIN_FAILED, login=username, ip=ip, detail=f"{reason} ({protocol})")
+    return defender.add_score(ip, points, f"failed logins ({reason})")
+
+
+def succeeded(login: Login, ip: str | None, how: str) -> None:
+    detail = f"{how}, district {login.district.slug}"
+    record(AuditEvent.Kind.LOGIN_OK, login=login.name, ip=ip, detail=detail)
+
+
+def connection_refused(ip: str | None, reason: str) -> None:
+    """Too many connections: audited and scored like SFTPGo's score_limit_exceeded."""
+    record(AuditEvent.Kind.CONNECTION_REFUSED, ip=ip, detail=reason)
+    defender.add_score(ip, settings.DEFENDER_SCORE_LIMIT, reason)

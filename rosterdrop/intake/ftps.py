@@ -1,0 +1,383 @@
+"""The FTPS front end: the same district logins, folders, inbox and defender as SFTP.
+
+pyftpdlib speaks the protocol. What it leaves open (stack.md section 2) is closed here:
+TLS is required on the control and data channels (1.2 at least); implicit TLS (port 990 style)
+is a small subclass; passive mode only, and data connections only from the control
+connection's address; nothing a client pipelined behind AUTH TLS is run after the handshake;
+and, because plain FTP cannot tell a finished upload from a cut one, an upload counts only
+when its data connection ends with a TLS close_notify. Each client gets its own thread, since
+password checks and storing an upload block.
+"""
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connections
+from OpenSSL import SSL
+from pyftpdlib.filesystems import AbstractedFS
+from pyftpdlib.handlers import TLS_FTPHandler
+from pyftpdlib.handlers.ftps.data import TLS_DTPHandler
+from pyftpdlib.ioloop import IOLoop
+from pyftpdlib.servers import ThreadedFTPServer
+
+from rosterdrop.intake import auth, folder, tlscert
+from rosterdrop.intake.models import Login
+
+log = logging.getLogger(__name__)
+
+# pyftpdlib permission letters: change folder, list, download, store, append, delete, rename,
+# set time (ignored). No mkdir, rmdir or chmod: the folder stays flat.
+PERMS = "elrwadfT"
+# TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are all of that kind).
+CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL"
+NOT_CLOSED = (
+    "426 The data connection ended without a TLS close (close_notify), so the upload may be "
+    "incomplete; it was not kept. Please send it again."
+)
+
+
+class _Perms:
+    """The part of pyftpdlib's authorizer it still needs: logins are checked in ftp_PASS."""
+
+    def has_perm(self, username: str, perm: str, path: str | None = None) -> bool:
+        return perm in PERMS
+
+    def get_perms(self, username: str) -> str:
+        return PERMS
+
+    def get_msg_quit(self, username: str) -> str:
+        return "Goodbye."
+
+    def impersonate_user(self, username: str, password: str) -> None:
+        return None
+
+    def terminate_impersonation(self, username: str) -> None:
+        return None
+
+
+class _UploadFile:
+    """An upload's temp file, outside the district's folder, with the size cap enforced."""
+
+    def __init__(self, tmp: Path, name: str, mode: str, login: Login):
+        self.file = open(tmp, mode)  # noqa: SIM115 (closed by pyftpdlib's data channel)
+        self.name = str(tmp)
+        self.target = name
+        self.login = login  # whoever started it, even if the session logs in again meanwhile
+        self.failed = ""
+
+    def write(self, data: bytes) -> int:
+        if self.file.tell() + len(data) > settings.SFTP_MAX_FILE_SIZE:
+            self.failed = f"File is larger than the {settings.SFTP_MAX_FILE_SIZE} byte limit"
+            raise OSError(self.failed)
+        return self.file.write(data)
+
+    def seek(self, offset: int) -> int:
+        return self.file.seek(offset)
+
+    def close(self) -> None:
+        self.file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.file.closed
+
+
+class DistrictFS(AbstractedFS):
+    """A login's view: its district's flat folder as `/`, through the same rules as SFTP."""
+
+    def __init__(self, root: str, cmd_channel: "FTPSHandler"):
+        super().__init__(root, cmd_channel)
+        self.home = Path(root)
+        self.staging = folder.staging_dir(cmd_channel.login.district.slug)
+
+    def ftp2fs(self, ftppath: str) -> str:
+        # Raises OSError for names SFTP refuses too; FTPSHandler answers those with 550.
+        return str(folder.resolve(self.home, self.ftpnorm(ftppath))[1])
+
+    def validpath(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return os.path.commonpath([self.root, real]) == self.root
+
+    def open(self, filename: str, mode: str) -> object:
+        if "r" in mode and "+" not in mode:
+            fd = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                folder.check_regular(os.fstat(fd))
+            except OSError:
+                os.close(fd)
+                raise
+            return os.fdopen(fd, mode)
+        if filename == self.root:
+            raise folder.refused("Is a folder")
+        fd, tmp = tempfile.mkstemp(dir=self.staging, prefix=".upload-")
+        with os.fdopen(fd, "wb") as out:
+            if "w" not in mode and os.path.exists(filename):
+                # APPE or REST: start from the current content, as an SFTP resume does.
+                with open(os.open(filename, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src:
+                    shutil.copyfileobj(src, out)
+        return _UploadFile(Path(tmp), os.path.basename(filename), mode, self.cmd_channel.login)
+
+    def mkstemp(self, *args, **kwargs):
+        raise folder.refused("Unique names (STOU) are not offered")
+
+    def chdir(self, path: str) -> None:
+        if path != self.root:
+            raise folder.missing("No such folder (this folder has no subfolders)")
+
+    def mkdir(self, path: str) -> None:
+        raise folder.refused("Folders cannot be created here")
+
+    def rmdir(self, path: str) -> None:
+        raise folder.refused("Folders cannot be removed here")
+
+    def chmod(self, path: str, mode: int) -> None:
+        raise folder.refused("Permissions cannot be changed here")
+
+    def utime(self, path: str, timeval: float) -> None:
+        """Ignored, like SFTP's setstat: MFMT after an upload must not fail it."""
+
+    def listdir(self, path: str) -> list[str]:
+        if path != self.root:
+            raise folder.missing("Not a folder")
+        return [name for name, _ in folder.visible_files(self.home)]
+
+    def remove(self, path: str) -> None:
+        if path == self.root:
+            raise folder.refused("Is a folder")
+        os.remove(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        if self.root in (src, dst):
+            raise folder.refused("Folders cannot be renamed")
+        channel = self.cmd_channel
+        login = channel.login
+        folder.rename(
+            login.district, Path(src), Path(dst), True, "ftps", login.name, channel.remote_ip
+        )
+
+
+class _DataChannel(TLS_DTPHandler):
+    """A data connection: TLS 1.2 context, and an upload settled before its reply is sent."""
+
+    _settled = False
+
+    def secure_connection(self, ssl_context: SSL.Context) -> None:
+        # TLS 1.3 sends session tickets after the handshake; a client that closes the data
+        # connection without reading them makes the kernel reset it, losing the upload's tail
+        # (seen with curl). TLS 1.2 has no post-handshake messages, so the data context caps it.
+        super().secure_connection(self.cmd_channel.data_context)
+
+    def _closed_by_tls(self) -> bool:
+        sock = self.socket
+        return isinstance(sock, SSL.Connection) and bool(
+            sock.get_shutdown() & SSL.RECEIVED_SHUTDOWN
+        )
+
+    def handle_error(self) -> None:
+        """A failed read or write (size cap, TLS error, reset): the upload is not kept."""
+        if not self.receive:
+            super().handle_error()
+            return
+        self._error = True  # no TLS shutdown on a broken connection
+        failed = getattr(self.file_obj, "failed", "")
+        if not failed:
+            log.info("ftps data connection broke: %r", sys.exc_info()[1])
+        self.transfer_finished = False
+        self._resp = (f"552 {failed}." if failed else NOT_CLOSED, log.info)
+        self.close()
+
+    def close(self) -> None:
+        if self.receive and isinstance(self.file_obj, _UploadFile) and not self._settled:
+            self._settled = True
+            clean = self.transfer_finished and self._closed_by_tls()
+            if self.transfer_finished and not clean:
+                self.transfer_finished = False
+                self._resp = (NOT_CLOSED, log.info)
+            reply = self.cmd_channel.settle(self.file_obj, clean)
+            if reply:
+                self._resp = (reply, log.info)
+        super().close()
+
+
+class FTPSHandler(TLS_FTPHandler):
+    """One explicit-FTPS control connection (AUTH TLS before anything else)."""
+
+    tls_control_required = True
+    tls_data_required = True
+    dtp_handler = _DataChannel
+    abstracted_fs = DistrictFS
+    authorizer = _Perms()
+    banner = "rosterdrop FTPS ready."
+    unicode_errors = "strict"  # a name that is not UTF-8 gets 501, never a guessed name
+    permit_foreign_addresses = False  # 425 for a data connection from another address
+    # No active mode (PORT/EPRT: bounce attacks, NAT) and no STOU (unique names).
+    proto_cmds = {
+        cmd: spec
+        for cmd, spec in TLS_FTPHandler.proto_cmds.items()
+        if cmd not in ("PORT", "EPRT", "STOU", "SITE CHMOD")
+    }
+    data_context: SSL.Context
+    login: Login | None = None
+
+    def __init__(self, conn, server, ioloop=None):
+        super().__init__(conn, server, ioloop)
+        self._current_type = "i"  # bytes kept exactly as sent unless a client asks for ASCII
+
+    def handle_max_cons(self) -> None:
+        auth.connection_refused(self.remote_ip, "too many connections")
+        super().handle_max_cons()
+
+    def handle_max_cons_per_ip(self) -> None:
+        auth.connection_refused(self.remote_ip, "too many connections from this address")
+        super().handle_max_cons_per_ip()
+
+    def close(self) -> None:
+        queued = getattr(self, "_in_dtp_queue", None)  # a STOR whose data never connected
+        super().close()
+        if queued and isinstance(queued[0], _UploadFile):
+            Path(queued[0].name).unlink(missing_ok=True)
+
+    def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
+        try:
+            super().pre_process_command(line, cmd, arg)
+        except OSError as exc:  # a refused path: answer it, keep the session
+            self.respond(f"550 {exc.strerror or exc}.")
+
+    def ftp_AUTH(self, line: str) -> None:
+        # CVE-2011-1575: whatever arrived after AUTH in the same plaintext read must never run
+        # as if it came through TLS.
+        self.ac_in_buffer = b""
+        self._in_buffer, self._in_buffer_len = [], 0
+        super().ftp_AUTH(line)
+
+    def ftp_PASS(self, line: str) -> None:
+        if self.authenticated or not self.username:
+            super().ftp_PASS(line)  # the 503 replies
+            return
+        username, ip = self.username, self.remote_ip
+        if auth.refuse_banned(username, ip):
+            self.close()
+            return
+        login = auth.find_login(username)
+        if login is not None and login.ip_allowed(ip) and login.check_password(line):
+            self.login = login
+            auth.succeeded(login, ip, f"{self.protocol}, password")
+            home = str(folder.open_root(login.district.slug))
+            self.handle_auth_success(home, "", "Login successful.")
+            return
+        if auth.failed(username, login, ip, "password", self.protocol):
+            self.attempted_logins = self.max_login_attempts  # banned: disconnect now
+        self.handle_auth_failed("", "")
+
+    def flush_account(self) -> None:
+        super().flush_account()
+        self.login = None
+
+    @property
+    def protocol(self) -> str:
+        return "ftps"
+
+    def settle(self, upload: _UploadFile, clean: bool) -> str:
+        """Keep a cleanly closed upload (the reply stays 226) or drop it; return a new reply
+        when the outcome differs from the data channel's own."""
+        upload.close()
+        tmp, login, ip = Path(upload.name), upload.login, self.remote_ip
+        try:
+            if clean:
+                try:
+                    folder.complete(login.district, upload.target, tmp, "ftps", login.name, ip)
+                except OSError as exc:
+                    return f"451 {exc.strerror or exc}."
+                return ""
+            reason = upload.failed or "data connection ended before a clean TLS close"
+            folder.aborted(upload.target, reason, login.name, ip)
+            return ""
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class ImplicitFTPSHandler(FTPSHandler):
+    """Implicit FTPS: TLS from the first byte, then the greeting; plain FTP gets nothing."""
+
+    def handle(self) -> None:
+        self.secure_connection(self.ssl_context)
+
+    def handle_ssl_established(self) -> None:
+        FTPSHandler.handle(self)
+
+    @property
+    def protocol(self) -> str:
+        return "ftps implicit"
+
+
+class _Server(ThreadedFTPServer):
+    """One listening port; each client connection runs in its own thread."""
+
+    def _loop(self, handler: FTPSHandler) -> None:
+        try:
+            super()._loop(handler)
+        finally:
+            connections.close_all()  # this thread's database connection
+
+
+def tls_context(data: bool = False) -> SSL.Context:
+    cert, key = tlscert.paths()
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    if data:
+        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_options(
+        SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION
+    )
+    ctx.set_cipher_list(CIPHERS)
+    ctx.use_certificate_chain_file(str(cert))
+    ctx.use_privatekey_file(str(key))
+    ctx.check_privatekey()
+    return ctx
+
+
+def passive_ports(text: str) -> range:
+    """'50000-50100' (or one port) as a range for pyftpdlib."""
+    first, _, last = text.partition("-")
+    return range(int(first), int(last or first) + 1)
+
+
+class FTPSService:
+    """Both FTPS listeners on one IO loop, served by `run` in a thread of `rosterdrop serve`."""
+
+    def __init__(self, host: str, port: int, implicit_port: int):
+        tlscert.load_or_create()
+        attrs = {
+            "ssl_context": tls_context(),
+            "data_context": tls_context(data=True),
+            "passive_ports": passive_ports(settings.FTPS_PASSIVE_PORTS),
+            "masquerade_address": settings.FTPS_MASQUERADE_ADDRESS or None,
+            "timeout": settings.FTPS_IDLE_TIMEOUT,
+            "auth_failed_timeout": settings.SFTP_LOGIN_DELAY,
+            "max_login_attempts": settings.FTPS_MAX_LOGIN_ATTEMPTS,
+        }
+        self.ioloop = IOLoop()
+        self.servers = []
+        for address, base in (
+            ((host, port), FTPSHandler),
+            ((host, implicit_port), ImplicitFTPSHandler),
+        ):
+            handler = type(base.__name__, (base,), dict(attrs))
+            server = _Server(address, handler, ioloop=self.ioloop)
+            server.max_cons = settings.SFTP_MAX_CONNECTIONS
+            server.max_cons_per_ip = settings.SFTP_MAX_CONNECTIONS_PER_IP
+            self.servers.append(server)
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                self.ioloop.loop(timeout=0.5, blocking=False)
+        finally:
+            for server in self.servers:
+                server.close_all()
