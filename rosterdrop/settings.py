@@ -144,6 +144,9 @@ DEFENDER_SAFELIST = os.environ.get("ROSTERDROP_DEFENDER_SAFELIST", "")
 # maximum file size and defender as above. TLS (1.2 or later) is required on control and data.
 # Blank certificate file: a self-signed one is made in the data folder on first start and kept;
 # an operator's PEM chain may hold its key too (then leave the key file blank).
+FTPS_PORT = _env_int("ROSTERDROP_FTPS_PORT", 2121)  # explicit (AUTH TLS); 21 needs root
+FTPS_IMPLICIT_PORT = _env_int("ROSTERDROP_FTPS_IMPLICIT_PORT", 9990)  # 990 needs root
+FTPS_ENABLED = os.environ.get("ROSTERDROP_FTPS", "1") == "1"
 FTPS_CERT_FILE = os.environ.get("ROSTERDROP_FTPS_CERT_FILE", "")
 FTPS_KEY_FILE = os.environ.get("ROSTERDROP_FTPS_KEY_FILE", "")
 FTPS_PASSIVE_PORTS = os.environ.get("ROSTERDROP_FTPS_PASSIVE_PORTS", "50000-50100")

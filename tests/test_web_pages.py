@@ -182,3 +182,21 @@ def test_file_template_download(district, admin):
     response = signed_in(admin).get(reverse("web:file_template", args=[district.slug, "users.csv"]))
     assert response["Content-Disposition"] == 'attachment; filename="users.csv"'
     assert response.content.startswith(b"sourcedId,")
+
+
+def test_overview_shows_sftp_and_ftps_connection_settings(district, admin, settings):
+    from rosterdrop.intake import tlscert
+    from rosterdrop.intake.models import Login
+
+    Login.objects.create(district=district, name="ana_admin_springfield_tx")
+    settings.FTPS_ENABLED, settings.FTPS_PORT, settings.FTPS_IMPLICIT_PORT = True, 2121, 9990
+    page = signed_in(admin).get(reverse("web:district", args=[district.slug])).content.decode()
+    assert "ana_admin_springfield_tx" in page and "ana.admin.springfield.tx" in page
+    assert ">2121<" in page and ">9990<" in page
+    assert "made when FTPS first starts" in page
+    tlscert.load_or_create()
+    page = signed_in(admin).get(reverse("web:district", args=[district.slug])).content.decode()
+    assert tlscert.fingerprint() in page
+    settings.FTPS_ENABLED = False
+    page = signed_in(admin).get(reverse("web:district", args=[district.slug])).content.decode()
+    assert "ana.admin.springfield.tx" not in page

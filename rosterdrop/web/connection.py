@@ -14,6 +14,15 @@ class Connection:
     port: int
     fingerprint: str
     logins: list = field(default_factory=list)  # intake.models.Login rows
+    # FTPS, when the deployment runs it: ports, and the certificate's SHA256 fingerprint.
+    ftps_port: int = 0
+    ftps_implicit_port: int = 0
+    ftps_fingerprint: str = ""
+
+    @property
+    def dotted_logins(self) -> list[str]:
+        """The same logins as FTPS clients may write them (name.admin.district.st)."""
+        return [login.name.replace("_", ".") for login in self.logins]
 
 
 def connection_for(district, request) -> Connection:
@@ -30,4 +39,16 @@ def connection_for(district, request) -> Connection:
         result.fingerprint = hostkey.fingerprint()
     except Exception:
         log.exception("cannot read the SFTP host key")
+    if settings.FTPS_ENABLED:
+        from rosterdrop.intake import tlscert
+
+        result.ftps_port, result.ftps_implicit_port = (
+            settings.FTPS_PORT,
+            settings.FTPS_IMPLICIT_PORT,
+        )
+        if tlscert.paths()[0].exists():  # made by the FTPS server's first start
+            try:
+                result.ftps_fingerprint = tlscert.fingerprint()
+            except Exception:
+                log.exception("cannot read the FTPS certificate")
     return result

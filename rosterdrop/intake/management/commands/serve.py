@@ -35,13 +35,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--ftps-port",
             type=int,
-            default=int(env("ROSTERDROP_FTPS_PORT", "2121")),
+            default=settings.FTPS_PORT,
             help="Explicit FTPS (AUTH TLS).",
         )
         parser.add_argument(
             "--ftps-implicit-port",
             type=int,
-            default=int(env("ROSTERDROP_FTPS_IMPLICIT_PORT", "9990")),
+            default=settings.FTPS_IMPLICIT_PORT,
             help="Implicit FTPS (TLS from the first byte).",
         )
         parser.add_argument("--no-ftps", action="store_true", help="Do not start FTPS.")
@@ -61,7 +61,10 @@ class Command(BaseCommand):
         no_demo: bool,
         **options,
     ):
-        settings.SFTP_PORT = sftp_port  # the console (same process) shows where SFTP listens
+        # The console (same process) shows where SFTP and FTPS listen.
+        settings.SFTP_PORT = sftp_port
+        settings.FTPS_PORT, settings.FTPS_IMPLICIT_PORT = ftps_port, ftps_implicit_port
+        settings.FTPS_ENABLED = not no_ftps
         call_command("migrate", interactive=False, verbosity=0)
         key = hostkey.load_or_create()
         lines = [f"rosterdrop {settings.DATA_DIR}"]
