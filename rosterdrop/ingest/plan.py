@@ -12,6 +12,7 @@ import polars as pl
 from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.mapping import HASH, KEY
 from rosterdrop.ingest.validate import STATUS
+from rosterdrop.roster import store
 from rosterdrop.roster.schema import NATURAL_KEYS
 
 # Reads the natural key fields of current records: keys -> _key and those fields.
@@ -70,13 +71,20 @@ class Plan:
 
     def applied_to(self, snapshot: pl.DataFrame, accepted: dict[str, pl.DataFrame]) -> pl.DataFrame:
         """The roster's (entity, _key, _hash, status) once this plan is applied."""
+        entity_type, status_type = store.SNAPSHOT_SCHEMA["entity"], store.SNAPSHOT_SCHEMA["status"]
+        snapshot = snapshot.cast(store.SNAPSHOT_SCHEMA)
         parts = [snapshot.filter(~pl.col("entity").is_in(list(self.entities)))]
         for entity, ep in self.entities.items():
             rows = pl.concat([ep.added, ep.updated, ep.reactivated, ep.renamed[ROW]]).implode()
             written = (
                 accepted[entity]
                 .filter(pl.col(ROW).is_in(rows))
-                .select(pl.lit(entity).alias("entity"), KEY, HASH, pl.lit("active").alias("status"))
+                .select(
+                    pl.lit(entity, entity_type).alias("entity"),
+                    KEY,
+                    HASH,
+                    pl.lit("active", status_type).alias("status"),
+                )
             )
             kept = (
                 snapshot.filter(pl.col("entity") == entity)
@@ -86,13 +94,13 @@ class Plan:
             parts.append(
                 kept.with_columns(
                     pl.when(pl.col(KEY).is_in(ep.removed.implode()))
-                    .then(pl.lit("tobedeleted"))
+                    .then(pl.lit("tobedeleted", status_type))
                     .otherwise(pl.col("status"))
                     .alias("status")
                 )
             )
             parts.append(written)
-        return pl.concat(parts, how="vertical_relaxed")
+        return pl.concat(parts)
 
 
 def plan_entity(

@@ -25,7 +25,7 @@ def _path(district_id: int, token: int) -> Path:
 def load(district_id: int, token: int) -> pl.DataFrame:
     path = _path(district_id, token)
     if path.exists():
-        return pl.read_ipc(path)
+        return pl.read_ipc(path).cast(store.SNAPSHOT_SCHEMA)
     with store.bulk_connection() as cur:
         frame = store.snapshot(cur, district_id)
     save(district_id, token, frame)

@@ -14,9 +14,16 @@ import polars as pl
 from django.db import connection, transaction
 
 from rosterdrop.districts.models import new_roster_token
-from rosterdrop.roster.models import Record
+from rosterdrop.roster.models import ENTITIES, Record
 
 TABLE = Record._meta.db_table
+# Entity and status as enums: a byte each instead of a string on millions of rows.
+SNAPSHOT_SCHEMA = {
+    "entity": pl.Enum(ENTITIES),
+    "_key": pl.String,
+    "_hash": pl.Int64,
+    "status": pl.Enum(Record.Status.values),
+}
 JSON_ROWS = 20_000
 
 
@@ -95,11 +102,7 @@ def snapshot(cur, district_id: int) -> pl.DataFrame:
         f"SELECT entity, sourced_id, content_hash, status FROM {TABLE} "
         f"WHERE district_id = {int(district_id)}"
     )
-    return pl.DataFrame(
-        cur.fetchall(),
-        schema={"entity": pl.String, "_key": pl.String, "_hash": pl.Int64, "status": pl.String},
-        orient="row",
-    )
+    return pl.DataFrame(cur.fetchall(), schema=SNAPSHOT_SCHEMA, orient="row")
 
 
 def _from_staged(staged: str, district_id: int, entity: str) -> str:
