@@ -70,13 +70,14 @@ def _apply_entity(
         for i in range(reader.num_record_batches):
             if offset > last:
                 break
-            batch = pl.from_arrow(reader.get_batch(i))
-            wanted = action[offset : offset + batch.height]
-            offset += batch.height
+            batch = reader.get_batch(i)
+            wanted = action[offset : offset + batch.num_rows]
+            offset += batch.num_rows
             if wanted.any():
-                wanted = np.pad(wanted, (0, batch.height - len(wanted)))
-                marked = batch.with_columns(pl.Series("_action", wanted))
-                pending.append(marked.filter(pl.col("_action") > 0))
+                wanted = np.pad(wanted, (0, batch.num_rows - len(wanted)))
+                # Filtered in Arrow, which copies the kept rows: nothing holds the whole batch.
+                kept = pl.from_arrow(batch.filter(pa.array(wanted > 0)))
+                pending.append(kept.with_columns(pl.Series("_action", wanted[wanted > 0])))
             if sum(p.height for p in pending) >= WINDOW:
                 _apply_window(conn, ep, pl.concat(pending), district_id, sync_id, now, changes)
                 pending = []

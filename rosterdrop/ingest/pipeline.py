@@ -119,7 +119,8 @@ def _read_file(
 
 def _spill(result: Checked, spill_dir: Path, entity: str, mapped: pl.DataFrame) -> None:
     """Keep record data on disk until apply, in the order rows were numbered."""
-    table = mapped.select(KEY, DATA, HASH).to_arrow()
+    # Plain (not view) strings: picking a few rows later then copies just those rows' bytes.
+    table = mapped.select(KEY, DATA, HASH).to_arrow(compat_level=pl.CompatLevel.oldest())
     if entity not in result.writers:
         path = result.spills[entity] = spill_dir / f"{entity}.arrow"
         result.writers[entity] = pa.ipc.new_file(str(path), table.schema)
