@@ -62,20 +62,42 @@ class Server:
         self.data_dir = data_dir
         self.key = key
         self.env = {**base_env(data_dir), **env}
-        self.port = free_port()
-        self.web_port = free_port()
-        self.ftps_port = free_port()
-        self.ftps_implicit_port = free_port()
-        first = random.randrange(30000, 60000)  # pyftpdlib falls back to any port if all taken
+        # Below Linux's ephemeral range (32768-60999), where free_port() and clients take
+        # theirs; pyftpdlib falls back to any port if all of these are taken.
+        first = random.randrange(20000, 32000)
         self.passive_ports = range(first, first + 20)
         self.env.setdefault("ROSTERDROP_FTPS_PASSIVE_PORTS", f"{first}-{first + 19}")
         self.proc: subprocess.Popen | None = None
         self.output = ""
+        self.started = False
         self.known_hosts = data_dir / "known_hosts"
-        pub = (data_dir / "ssh_host_ed25519_key.pub").read_text().strip()
+        self._pick_ports()
+
+    def _pick_ports(self) -> None:
+        self.port = free_port()
+        self.web_port = free_port()
+        self.ftps_port = free_port()
+        self.ftps_implicit_port = free_port()
+        pub = (self.data_dir / "ssh_host_ed25519_key.pub").read_text().strip()
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {pub}\n")
 
     def start(self) -> None:
+        """Start, retrying when a port chosen as free was taken meanwhile (a known race of
+        picking free ports): new ports on a first start, the same ones after a restart."""
+        for attempt in range(3):
+            try:
+                self._start()
+                self.started = True
+                return
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                if self.started:
+                    time.sleep(1)
+                else:
+                    self._pick_ports()
+
+    def _start(self) -> None:
         cmd = [
             ROSTERDROP,
             "serve",
