@@ -43,6 +43,7 @@ class FindingLog:
     def __init__(self) -> None:
         self.findings: list[Finding] = []
         self._kinds: Counter[tuple[str, str, str]] = Counter()
+        self._severity: dict[tuple[str, str, str], str] = {}  # of each kind, for summaries
         # The format's refusals: code -> files (() = any), and the format's name for messages.
         self.fatal_codes: dict[str, tuple[str, ...]] = {}
         self.format_title = ""
@@ -62,6 +63,7 @@ class FindingLog:
     def add(self, finding: Finding) -> None:
         finding = self._escalated(finding)
         kind = (finding.file, finding.code, finding.column)
+        self._severity.setdefault(kind, finding.severity)
         self._kinds[kind] += 1
         if self._kinds[kind] <= KEEP_PER_KIND:
             self.findings.append(finding)
@@ -77,6 +79,7 @@ class FindingLog:
         samples = [self._escalated(f) for f in samples]
         first = samples[0]
         kind = (first.file, first.code, first.column)
+        self._severity.setdefault(kind, first.severity)
         room = max(KEEP_PER_KIND - self._kinds[kind], 0)
         self.findings.extend(samples[:room])
         self._kinds[kind] += total
@@ -85,18 +88,6 @@ class FindingLog:
     def fatal(self) -> bool:
         return any(f.severity == FATAL for f in self.findings)
 
-    def count(self, severity: str) -> int:
-        return sum(1 for f in self.findings if f.severity == severity) + sum(
-            n - KEEP_PER_KIND
-            for (file, code, column), n in self._kinds.items()
-            if n > KEEP_PER_KIND and self._severity_of(file, code, column) == severity
-        )
-
-    def _severity_of(self, file: str, code: str, column: str) -> str:
-        return next(
-            f.severity for f in self.findings if (f.file, f.code, f.column) == (file, code, column)
-        )
-
     def summaries(self) -> list[Finding]:
         """One warning per kind that was cut short, saying how many more there were."""
         out = []
@@ -104,7 +95,7 @@ class FindingLog:
             if n > KEEP_PER_KIND:
                 out.append(
                     Finding(
-                        self._severity_of(file, code, column),
+                        self._severity[(file, code, column)],
                         code,
                         f"{n - KEEP_PER_KIND} more rows have this same problem "
                         f"({n} in all); only the first {KEEP_PER_KIND} are listed.",

@@ -159,10 +159,6 @@ class ActiveKeys(Mapping):
         return len(self._entities)
 
 
-def active_keys(snapshot: pl.DataFrame) -> ActiveKeys:
-    return ActiveKeys(snapshot)
-
-
 def run(
     paths: list[Path],
     district,
@@ -180,7 +176,7 @@ def run(
         district.refresh_from_db(fields=["roster_token"])
         token = district.roster_token
         snapshot = hashes.load(district.pk, token)
-        known = active_keys(snapshot)
+        known = ActiveKeys(snapshot)
         checked = check(
             paths, district.format, district.fallback_encoding, work, known, district.slug, progress
         )

@@ -153,9 +153,8 @@ def _loose_member(path: Path) -> Member:
 
 
 def unpack(paths: list[Path], limits: Limits) -> list[Member]:
-    """Members of one upload: one zip, one folder of files, or several loose files."""
-    if len(paths) == 1 and paths[0].is_dir():
-        paths = sorted(p for p in paths[0].iterdir() if not p.name.startswith("."))
+    """Members of one upload: one zip, or several loose files (a folder is expanded by the
+    caller, `pipeline.expand`)."""
     if len(paths) == 1 and paths[0].is_file() and is_zip(paths[0]):
         return _zip_members(paths[0], limits)
     members = [_loose_member(p) for p in paths]

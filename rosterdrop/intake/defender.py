@@ -55,7 +55,3 @@ def add_score(ip: str | None, points: int, reason: str) -> bool:
             f"(ban {ban.ban_count}) after {reason}",
         )
     return banned
-
-
-def unban(ip: str) -> bool:
-    return Ban.objects.filter(ip=ip).update(banned_until=None, score=0) > 0

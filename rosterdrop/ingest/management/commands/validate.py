@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from rosterdrop.formats import CUSTOM, FORMATS
-from rosterdrop.ingest.pipeline import active_keys, check, expand
+from rosterdrop.ingest.pipeline import ActiveKeys, check, expand
 from rosterdrop.ingest.text import describe
 
 
@@ -54,4 +54,4 @@ class Command(BaseCommand):
         """The district's current roster, so references to records not sent now resolve."""
         from rosterdrop.roster import hashes
 
-        return active_keys(hashes.load(district.pk, district.roster_token))
+        return ActiveKeys(hashes.load(district.pk, district.roster_token))
