@@ -1,8 +1,10 @@
 """Microsoft School Data Sync: Microsoft's and OpenEducationAnalytics' real files, as they are."""
 
+import shutil
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from conftest import SAMPLES
 from helpers import rows, write
 
@@ -296,13 +298,19 @@ def _to_oneroster_11(v1: Path, out: Path) -> Path:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_district_moving_from_sds_v1_to_oneroster_keeps_people_and_classes(district, tmp_path):
+@pytest.mark.parametrize("snapshot", ["kept", "rebuilt from the database"])
+def test_district_moving_from_sds_v1_to_oneroster_keeps_people_and_classes(
+    district, tmp_path, snapshot
+):
     """People, schools, classes, courses and terms are matched by source ID. Enrollments have
     no ID in SDS v1 (they are keyed section:person) and their own sourcedIds in OneRoster: they
-    are matched by class, person and role, and renamed -- nothing removed and added again."""
+    are matched by class, person and role, and renamed -- nothing removed and added again.
+    The match holds whether the roster's snapshot file is there or rebuilt from the database."""
     district.format = "sds-v1"
     district.save()
     assert import_path(district, SDS / "v1-us" / "100 Users").status == "applied"
+    if snapshot != "kept":
+        shutil.rmtree(settings.DATA_DIR / "roster")
     district.format = "oneroster-1.1"
     district.save()
     moved = import_path(district, _to_oneroster_11(SDS / "v1-us" / "100 Users", tmp_path / "or"))

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import polars as pl
 import pytest
 from conftest import DISTRICT_LARGE
 from helpers import edit, rows, write
@@ -151,6 +152,32 @@ def test_lost_hash_snapshot_is_rebuilt_from_the_database(district, school, setti
     assert sync.changes["users"] == {
         "added": 0, "updated": 1, "removed": 0, "reactivated": 0, "unchanged": 78,
     }  # fmt: skip
+
+
+def test_saved_snapshot_is_what_the_database_holds(district, school, settings):
+    """The snapshot kept beside the database after a sync equals the one rebuilt from the
+    roster table: same keys, content hashes, statuses and natural key hashes."""
+    from rosterdrop.roster import hashes
+
+    import_path(district, school)
+    edit(school / "users.csv", 5, "givenName", "Changed")
+    (school / "enrollments.csv").write_text(
+        "".join((school / "enrollments.csv").read_text().splitlines(keepends=True)[:-3])
+    )
+    import_path(district, school)
+    district.refresh_from_db()
+    saved = hashes.load(district.pk, district.roster_token)
+    for path in (settings.DATA_DIR / "roster").glob(f"{district.pk}-*.arrow"):
+        path.unlink()
+    rebuilt = hashes.load(district.pk, district.roster_token)
+    order = ["entity", "_key"]
+    assert rebuilt.sort(order).equals(saved.sort(order))
+    assert rebuilt.filter(pl.col("status") == "tobedeleted").height == 3
+    enrollments = rebuilt.filter(pl.col("entity") == "enrollments")
+    assert enrollments["_natural"].null_count() == 0
+    assert rebuilt.filter(pl.col("entity") == "users")["_natural"].null_count() == len(
+        rebuilt.filter(pl.col("entity") == "users")
+    )
 
 
 def test_roster_changed_by_another_sync_meanwhile_applies_nothing(district, school, monkeypatch):

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from rosterdrop.ingest.findings import ERROR, WARNING, Finding, FindingLog
-from rosterdrop.ingest.mapping import HASH, KEY
+from rosterdrop.ingest.mapping import HASH, KEY, NATURAL
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster.models import ENTITIES
-from rosterdrop.roster.schema import LABELS, NATURAL_KEYS, REFS, Ref
+from rosterdrop.roster.schema import LABELS, REFS, Ref
 
 ROW, FILE, DERIVED = "_row", "_file", "_derived"
 SAMPLES = 100
@@ -75,7 +75,7 @@ def check_keys(
     log: FindingLog,
     refs: dict[str, tuple[Ref, ...]] | None = None,
 ) -> dict[str, pl.DataFrame]:
-    """Accepted records per entity (_key, _hash, _status, _row); findings for the rest.
+    """Accepted records per entity (_key, _hash, _status, _row, [_natural]); findings for the rest.
 
     `known` holds the active keys of the current roster, used for references into entities
     this upload does not send in full. `refs`: the format's references (default: the schema's).
@@ -111,8 +111,7 @@ def check_keys(
         skipped = frame.filter(~keep).select(pl.col(FILE).cast(pl.String), LINE)
         reported = pl.concat([reported, skipped])
         kept = frame if keep.all() else frame.filter(keep)
-        # Natural key fields stay categorical: the plan reads them for a few rows at most.
-        natural = [f for f in NATURAL_KEYS.get(entity, ()) if f in kept.columns]
+        natural = [NATURAL] if NATURAL in kept.columns else []
         accepted[entity] = kept.select(KEY, HASH, pl.col(STATUS).cast(pl.String), ROW, *natural)
         active_keys[entity] = pl.concat(
             [kept.filter(pl.col(STATUS).cast(pl.String) == "active")[KEY], carried]

@@ -2,8 +2,9 @@
 
 Each record carries its key (source ID), its canonical fields as JSON (`_data`: every field of
 the entity in schema order, extra source columns under "metadata"), a content hash of that
-JSON, its status and its source line. Fixed field order and nulls for what a format lacks mean
-the same record sent in two formats hashes the same.
+JSON, its status and its source line, and a hash of its natural key if the entity has one.
+Fixed field order and nulls for what a format lacks mean the same record sent in two formats
+hashes the same.
 """
 
 import polars as pl
@@ -11,9 +12,10 @@ import polars as pl
 from rosterdrop.formats.spec import FileSpec, Joined, Output
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
+from rosterdrop.roster.hashes import natural_hash
 from rosterdrop.roster.schema import FIELDS, NATURAL_KEYS, REFS
 
-KEY, DATA, HASH = "_key", "_data", "_hash"
+KEY, DATA, HASH, NATURAL = "_key", "_data", "_hash", "_natural"
 ITEM = "@item"
 SOURCED_ID = "sourcedId"
 # Fixed, so that hashes stay comparable from one import to the next.
@@ -117,13 +119,15 @@ def map_batch(
         for r in REFS.get(output.entity, ())
         if r.field in mapped or r.field == SOURCED_ID
     }
-    refs.update({f: fields[f] for f in NATURAL_KEYS.get(output.entity, ()) if f in mapped})
+    natural = NATURAL_KEYS.get(output.entity, ())
+    if natural and all(f in mapped for f in natural):
+        refs[NATURAL] = natural_hash([fields[f] for f in natural]).alias(NATURAL)
     return frame.select(
         key.alias(KEY),
         pl.struct(**fields).struct.json_encode().alias(DATA),
         pl.col(LINE),
         pl.col(STATUS),
-        *(expr.fill_null("").alias(f) for f, expr in refs.items()),
+        *(expr if f == NATURAL else expr.fill_null("").alias(f) for f, expr in refs.items()),
     ).with_columns(pl.col(DATA).hash(HASH_SEED).reinterpret(signed=True).alias(HASH))
 
 

@@ -9,7 +9,6 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -32,7 +31,6 @@ from rosterdrop.ingest.read import read_table
 from rosterdrop.ingest.report import record_in
 from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.ingest.validate import STATUS, RowChecker, check_header
-from rosterdrop.roster.schema import NATURAL_KEYS
 
 log = logging.getLogger(__name__)
 APPLIED = ("applied", "applied_with_errors")
@@ -187,17 +185,7 @@ def run(
             for entity, frame in checked.accepted.items():
                 current = snapshot.filter(pl.col("entity") == entity).drop("entity")
                 plan.entities[entity] = plan_entity(
-                    entity,
-                    checked.entities[entity].mode,
-                    frame,
-                    current,
-                    partial(
-                        store.natural_keys,
-                        conn,
-                        district.pk,
-                        entity,
-                        fields=NATURAL_KEYS.get(entity, ()),
-                    ),
+                    entity, checked.entities[entity].mode, frame, current
                 )
             status, message = _decide(plan, district, checked, approved)
             applying = status in APPLIED and not dry_run

@@ -4,19 +4,14 @@ Compared by source ID and content hash in memory (perf-floors.md: an in-process 
 an order of magnitude faster than diffing in SQL). Also the removal guard.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from rosterdrop.ingest.keys import ROW
-from rosterdrop.ingest.mapping import HASH, KEY
+from rosterdrop.ingest.mapping import HASH, KEY, NATURAL
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster import store
-from rosterdrop.roster.schema import NATURAL_KEYS
-
-# Reads the natural key fields of current records: keys -> _key and those fields.
-NaturalKeys = Callable[[pl.Series], pl.DataFrame]
 
 COUNTS = ("added", "updated", "removed", "reactivated", "unchanged")
 
@@ -70,21 +65,20 @@ class Plan:
         return [p for p in self.entities.values() if p.removal_share > threshold]
 
     def applied_to(self, snapshot: pl.DataFrame, accepted: dict[str, pl.DataFrame]) -> pl.DataFrame:
-        """The roster's (entity, _key, _hash, status) once this plan is applied."""
+        """The roster's snapshot (entity, _key, _hash, status, _natural) after this plan."""
         entity_type, status_type = store.SNAPSHOT_SCHEMA["entity"], store.SNAPSHOT_SCHEMA["status"]
         snapshot = snapshot.cast(store.SNAPSHOT_SCHEMA)
         parts = [snapshot.filter(~pl.col("entity").is_in(list(self.entities)))]
         for entity, ep in self.entities.items():
             rows = pl.concat([ep.added, ep.updated, ep.reactivated, ep.renamed[ROW]]).implode()
-            written = (
-                accepted[entity]
-                .filter(pl.col(ROW).is_in(rows))
-                .select(
-                    pl.lit(entity, entity_type).alias("entity"),
-                    KEY,
-                    HASH,
-                    pl.lit("active", status_type).alias("status"),
-                )
+            frame = accepted[entity]
+            natural = NATURAL if NATURAL in frame.columns else pl.lit(None, pl.Int64).alias(NATURAL)
+            written = frame.filter(pl.col(ROW).is_in(rows)).select(
+                pl.lit(entity, entity_type).alias("entity"),
+                KEY,
+                HASH,
+                pl.lit("active", status_type).alias("status"),
+                natural,
             )
             kept = (
                 snapshot.filter(pl.col("entity") == entity)
@@ -104,17 +98,13 @@ class Plan:
 
 
 def plan_entity(
-    entity: str,
-    mode: str,
-    incoming: pl.DataFrame,
-    current: pl.DataFrame,
-    natural_keys: NaturalKeys | None = None,
+    entity: str, mode: str, incoming: pl.DataFrame, current: pl.DataFrame
 ) -> EntityPlan:
-    """incoming: _key, _hash, _status, _row (+ natural key fields); current: _key, _hash, status.
-
-    `natural_keys` reads the natural key fields of current records, for entities that have one.
-    """
-    current = current.rename({HASH: "_old_hash", "status": "_old_status"})
+    """incoming: _key, _hash, _status, _row [, _natural]; current: _key, _hash, status, _natural."""
+    natural = current.select(pl.col(KEY).alias("_old_key"), NATURAL)
+    current = current.select(
+        KEY, pl.col(HASH).alias("_old_hash"), pl.col("status").alias("_old_status")
+    )
     live = incoming.filter(pl.col(STATUS) == "active")
     joined = live.join(current, on=KEY, how="left")
     new = joined["_old_hash"].is_null()
@@ -135,24 +125,24 @@ def plan_entity(
         unchanged=int((~new & ~back.fill_null(False) & ~differs.fill_null(False)).sum()),
         active_before=active_before.height,
     )
-    fields = list(NATURAL_KEYS.get(entity, ()))
-    if natural_keys and fields and set(fields) <= set(incoming.columns):
-        _match_renamed(plan, joined.filter(new), natural_keys, fields)
+    if NATURAL in incoming.columns:
+        _match_renamed(plan, joined.filter(new), natural)
     return plan
 
 
-def _match_renamed(plan: EntityPlan, new: pl.DataFrame, natural_keys, fields: list[str]) -> None:
+def _match_renamed(plan: EntityPlan, new: pl.DataFrame, natural: pl.DataFrame) -> None:
     """Pair records that would be added with records that would be removed, by natural key.
 
+    Compared by the natural key's 64-bit hash, kept in the snapshot: no record data is read.
     A natural key that appears more than once on either side is ambiguous and left alone.
     """
     if not len(plan.added) or not len(plan.removed):
         return
-    arriving = new.select(ROW, KEY, *(pl.col(f).cast(pl.String) for f in fields))
-    arriving = arriving.unique(subset=fields, keep="none")
-    leaving = natural_keys(plan.removed).rename({KEY: "_old_key"})
-    leaving = leaving.unique(subset=fields, keep="none")
-    pairs = arriving.join(leaving, on=fields).select(ROW, KEY, "_old_key")
+    arriving = new.select(ROW, KEY, NATURAL).drop_nulls(NATURAL)
+    arriving = arriving.unique(subset=NATURAL, keep="none")
+    leaving = natural.filter(pl.col("_old_key").is_in(plan.removed.implode())).drop_nulls(NATURAL)
+    leaving = leaving.unique(subset=NATURAL, keep="none")
+    pairs = arriving.join(leaving, on=NATURAL).select(ROW, KEY, "_old_key")
     if not pairs.height:
         return
     plan.renamed = pairs

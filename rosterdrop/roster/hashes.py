@@ -1,6 +1,7 @@
 """The roster's content hashes, kept beside the database as a file per district and token.
 
-A re-import compares the upload against (entity, key, hash, status) for every record; reading
+A re-import compares the upload against (entity, key, hash, status) for every record, plus a
+hash of its natural key where the entity has one (enrollments: class, person, role); reading
 millions of rows back through the database driver costs more than the whole comparison, so the
 snapshot is saved after each applied sync and named by the district's roster token. A
 missing or stale file is rebuilt from the database.
@@ -12,6 +13,19 @@ import polars as pl
 from django.conf import settings
 
 from rosterdrop.roster import store
+
+NATURAL_SEED = 20261123
+SEPARATOR = "\x1f"  # joins natural key fields, here and in store.snapshot
+
+
+def natural_hash(values: list[pl.Expr]) -> pl.Expr:
+    """One number for a record's natural key fields (null fields as empty), so that a record
+    arriving under a new ID can be paired with the one it replaces without reading its data."""
+    return _hash_text(pl.concat_str([v.fill_null("") for v in values], separator=SEPARATOR))
+
+
+def _hash_text(text: pl.Expr) -> pl.Expr:
+    return text.hash(NATURAL_SEED).reinterpret(signed=True)
 
 
 def _folder() -> Path:
@@ -25,9 +39,16 @@ def _path(district_id: int, token: int) -> Path:
 def load(district_id: int, token: int) -> pl.DataFrame:
     path = _path(district_id, token)
     if path.exists():
-        return pl.read_ipc(path).cast(store.SNAPSHOT_SCHEMA)
+        frame = pl.read_ipc(path)
+        if frame.columns == list(store.SNAPSHOT_SCHEMA):
+            return frame.cast(store.SNAPSHOT_SCHEMA)
     with store.bulk_connection() as cur:
         frame = store.snapshot(cur, district_id)
+    # The database gives the natural key fields joined with SEPARATOR, or null.
+    text = pl.col("_natural")
+    frame = frame.with_columns(
+        pl.when(text.is_not_null()).then(_hash_text(text)).cast(pl.Int64).alias("_natural")
+    )
     save(district_id, token, frame)
     return frame
 
