@@ -4,8 +4,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from conftest import SAMPLES
+from django.conf import settings
 from helpers import rows, write
 
 from rosterdrop.ingest.pipeline import check, expand, import_path
