@@ -1,21 +1,20 @@
 """Apply: write a plan to the roster in the caller's transaction, only what changed.
 
-Record data comes back from the spill files written while reading, a window at a time, so
-memory stays bounded however large the district.
+Record data comes back from the spill files written while reading, a key range at a time, so
+memory stays bounded however large the district, and new records go in in key order.
 """
 
 import json
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.ipc
 
 from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.mapping import DATA, HASH, KEY
 from rosterdrop.ingest.plan import EntityPlan, Plan
+from rosterdrop.ingest.spill import Spill
 from rosterdrop.roster import store
 
 # Rows of record data in memory at once while writing.
@@ -37,7 +36,7 @@ def field_changes(before: str, after: str) -> list[dict]:
 
 
 def apply_plan(
-    conn, plan: Plan, spills: dict[str, Path], district_id: int, sync_id: int, now: datetime
+    conn, plan: Plan, spills: dict[str, Spill], district_id: int, sync_id: int, now: datetime
 ) -> None:
     changes: list[tuple] = []
     for entity, ep in plan.entities.items():
@@ -50,43 +49,41 @@ ADDED, UPDATED, REACTIVATED = 1, 2, 3
 
 
 def _apply_entity(
-    conn, ep: EntityPlan, spill: Path, district_id: int, sync_id: int, now, changes: list
+    conn, ep: EntityPlan, spill: Spill, district_id: int, sync_id: int, now, changes: list
 ) -> None:
-    """Read the spill once, batch by batch, keeping only the rows the plan writes."""
+    """Read the spill once, a key range at a time, keeping only the rows the plan writes;
+    written in key order."""
     if ep.renamed.height:
         # Renamed first, so that they are then updated like any record under their new ID.
         store.rename_records(conn, district_id, ep.entity, ep.renamed)
-    groups = ((ADDED, ep.added), (UPDATED, ep.updated), (UPDATED, ep.renamed[ROW]))
-    groups += ((REACTIVATED, ep.reactivated),)
-    last = max((int(rows.max()) for _, rows in groups if len(rows)), default=-1)
-    # What to do with each spilled row, up to the last one written (later batches are not read).
-    action = np.zeros(last + 1, dtype=np.int8)
-    for code, rows in groups:
+    # What to do with each spilled row, by its row number.
+    action = np.zeros(spill.rows, dtype=np.int8)
+    for code, rows in ((ADDED, ep.added), (UPDATED, ep.updated), (UPDATED, ep.renamed[ROW])):
         action[rows.to_numpy()] = code
+    action[ep.reactivated.to_numpy()] = REACTIVATED
     pending: list[pl.DataFrame] = []
-    offset = 0
-    with pa.OSFile(str(spill)) as source:
-        reader = pa.ipc.open_file(source)
-        for i in range(reader.num_record_batches):
-            if offset > last:
-                break
-            batch = reader.get_batch(i)
-            wanted = action[offset : offset + batch.num_rows]
-            offset += batch.num_rows
-            if wanted.any():
-                wanted = np.pad(wanted, (0, batch.num_rows - len(wanted)))
-                # Filtered in Arrow, which copies the kept rows: nothing holds the whole batch.
-                kept = pl.from_arrow(batch.filter(pa.array(wanted > 0)))
-                pending.append(kept.with_columns(pl.Series("_action", wanted[wanted > 0])))
-            if sum(p.height for p in pending) >= WINDOW:
-                _apply_window(conn, ep, pl.concat(pending), district_id, sync_id, now, changes)
-                pending = []
+    for table in spill.ranges() if action.any() else ():
+        wanted = action[table.column(ROW).to_numpy()]
+        if not wanted.any():
+            continue
+        # Filtered in Arrow, which copies the kept rows: nothing holds the whole range.
+        kept = pl.from_arrow(table.filter(pa.array(wanted > 0)))
+        del table
+        pending.append(kept.with_columns(pl.Series("_action", wanted[wanted > 0])).sort(KEY))
+        if sum(p.height for p in pending) >= WINDOW:
+            _apply_windows(conn, ep, pl.concat(pending), district_id, sync_id, now, changes)
+            pending = []
     if pending:
-        _apply_window(conn, ep, pl.concat(pending), district_id, sync_id, now, changes)
+        _apply_windows(conn, ep, pl.concat(pending), district_id, sync_id, now, changes)
     store.write_records(
         conn, district_id, ep.entity, sync_id, now,
         added=_EMPTY, changed=_EMPTY, removed=pl.DataFrame({KEY: ep.removed}),
     )  # fmt: skip
+
+
+def _apply_windows(conn, ep: EntityPlan, rows: pl.DataFrame, district_id, sync_id, now, changes):
+    for window in rows.iter_slices(WINDOW):
+        _apply_window(conn, ep, window, district_id, sync_id, now, changes)
 
 
 def _apply_window(conn, ep: EntityPlan, window: pl.DataFrame, district_id, sync_id, now, changes):

@@ -2,16 +2,14 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.ipc
 
 from rosterdrop.ingest.findings import FindingLog
 from rosterdrop.ingest.keys import EntityRows
 from rosterdrop.ingest.links import LinkValues
 from rosterdrop.ingest.plan import Plan
+from rosterdrop.ingest.spill import Spill
 
 # Told (file name, rows read so far) while a file is read: the CLI's progress line.
 Progress = Callable[[str, int], None]
@@ -29,10 +27,9 @@ class Checked:
     entities: dict[str, EntityRows] = field(default_factory=dict)
     # After the key checks: per entity _key, _hash, _status, _row of the records kept.
     accepted: dict[str, pl.DataFrame] = field(default_factory=dict)
-    spills: dict[str, Path] = field(default_factory=dict)
+    spills: dict[str, Spill] = field(default_factory=dict)
     links: LinkValues = field(default_factory=LinkValues)
     progress: Progress | None = field(default=None, repr=False)
-    writers: dict[str, pa.ipc.RecordBatchFileWriter] = field(default_factory=dict, repr=False)
 
     @property
     def fatal(self) -> bool:

@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.ipc
 from django.conf import settings
 
 from rosterdrop import notify
@@ -23,12 +21,13 @@ from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
 from rosterdrop.ingest.keys import EntityRows, check_keys
 from rosterdrop.ingest.links import check_links, gather
-from rosterdrop.ingest.mapping import DATA, HASH, KEY, extra_columns, map_batch, message_columns
+from rosterdrop.ingest.mapping import KEY, extra_columns, map_batch, message_columns
 from rosterdrop.ingest.match import match
 from rosterdrop.ingest.outcome import Checked, Outcome, Progress
 from rosterdrop.ingest.plan import Plan, plan_entity
 from rosterdrop.ingest.read import read_table
 from rosterdrop.ingest.report import record_in
+from rosterdrop.ingest.spill import Spill
 from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.ingest.validate import STATUS, RowChecker, check_header
 
@@ -106,7 +105,8 @@ def _read_file(
                 )
                 rows.columns.setdefault(file.name, message_columns(output))
                 if spill_dir is not None:
-                    _spill(result, spill_dir, output.entity, mapped)
+                    spill = result.spills.setdefault(output.entity, Spill(spill_dir, output.entity))
+                    spill.write(mapped)
                 rows.add(mapped, file.name, output.derived)
             if result.progress:
                 result.progress(file.name, checker.rows)
@@ -115,19 +115,9 @@ def _read_file(
         result.files.append({"name": file.name, "rows": checker.rows, "encoding": decoded.encoding})
 
 
-def _spill(result: Checked, spill_dir: Path, entity: str, mapped: pl.DataFrame) -> None:
-    """Keep record data on disk until apply, in the order rows were numbered."""
-    # Plain (not view) strings: picking a few rows later then copies just those rows' bytes.
-    table = mapped.select(KEY, DATA, HASH).to_arrow(compat_level=pl.CompatLevel.oldest())
-    if entity not in result.writers:
-        path = result.spills[entity] = spill_dir / f"{entity}.arrow"
-        result.writers[entity] = pa.ipc.new_file(str(path), table.schema)
-    result.writers[entity].write_table(table)
-
-
 def _close_spills(result: Checked) -> None:
-    while result.writers:
-        result.writers.popitem()[1].close()
+    for spill in result.spills.values():
+        spill.close()
 
 
 class ActiveKeys(Mapping):

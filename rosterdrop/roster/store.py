@@ -93,7 +93,8 @@ def _stage(cur, name: str, frame: pl.DataFrame) -> str:
     # The key is unique (duplicates were dropped); declaring it lets joins use an index.
     cur.execute(f"DROP TABLE IF EXISTS {name}")
     cur.execute(f"CREATE TEMPORARY TABLE {name} ({cols}, PRIMARY KEY (_key))")
-    _load(cur, name, frame)
+    # In key order: the joins then walk the roster's index in order, not at random.
+    _load(cur, name, frame.sort("_key"))
     return name
 
 

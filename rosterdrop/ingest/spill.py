@@ -1,0 +1,71 @@
+"""Spill: the record data of one entity, kept on disk from reading until apply.
+
+Split by key range into a few files, so that apply can write new records in key order one
+range at a time: the roster's unique index then grows by appending instead of at random
+(measured on 6.8M records: about 40% less time than in file order), while only one range is
+in memory at once. The ranges are cut at quantiles of the first batch's keys; a range that
+grew too large (keys arriving sorted, say) is read back batch by batch instead.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
+
+from rosterdrop.ingest.keys import ROW
+from rosterdrop.ingest.mapping import DATA, HASH, KEY
+
+RANGES = 16
+# A range file larger than this is read back a batch at a time.
+MAX_RANGE_BYTES = 256 << 20
+
+
+class Spill:
+    def __init__(self, folder: Path, entity: str):
+        self.folder, self.entity = folder, entity
+        self.rows = 0
+        self._bounds: pl.Series | None = None
+        self._writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+
+    def _path(self, part: int) -> Path:
+        return self.folder / f"{self.entity}-{part:03d}.arrow"
+
+    def write(self, mapped: pl.DataFrame) -> None:
+        """Keep the batch's key, data and hash, with the row numbers the checks gave them."""
+        if not mapped.height:
+            return
+        frame = mapped.select(KEY, DATA, HASH).with_columns(
+            pl.int_range(self.rows, self.rows + mapped.height, dtype=pl.UInt32).alias(ROW)
+        )
+        self.rows += frame.height
+        if self._bounds is None:
+            keys = frame[KEY].sort()
+            picks = [keys[len(keys) * i // RANGES] for i in range(1, RANGES)]
+            self._bounds = pl.Series(picks, dtype=pl.String).unique().sort()
+        part = self._bounds.search_sorted(frame[KEY], side="right").alias("_part")
+        for (index,), rows in frame.with_columns(part).partition_by("_part", as_dict=True).items():
+            # Plain (not view) strings: picking a few rows later copies just those rows' bytes.
+            table = rows.drop("_part").to_arrow(compat_level=pl.CompatLevel.oldest())
+            if index not in self._writers:
+                self._writers[index] = pa.ipc.new_file(str(self._path(index)), table.schema)
+            self._writers[index].write_table(table)
+
+    def close(self) -> None:
+        while self._writers:
+            self._writers.popitem()[1].close()
+
+    def ranges(self) -> Iterator[pa.Table]:
+        """The spilled rows in ascending key ranges (each range unsorted inside)."""
+        for part in range(len(self._bounds) + 1 if self._bounds is not None else 0):
+            path = self._path(part)
+            if not path.exists():
+                continue
+            with pa.OSFile(str(path)) as source:
+                reader = pa.ipc.open_file(source)
+                if path.stat().st_size <= MAX_RANGE_BYTES:
+                    yield reader.read_all()
+                    continue
+                for i in range(reader.num_record_batches):
+                    yield pa.Table.from_batches([reader.get_batch(i)])

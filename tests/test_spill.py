@@ -1,0 +1,70 @@
+"""The spill gives back every row it was given, once, in ascending key ranges."""
+
+import random
+
+import polars as pl
+import pytest
+
+from rosterdrop.ingest import spill as spill_module
+from rosterdrop.ingest.spill import ROW, Spill
+
+
+def _batches(keys: list[str], size: int) -> list[pl.DataFrame]:
+    return [
+        pl.DataFrame(
+            {
+                "_key": keys[i : i + size],
+                "_data": [f'{{"n":"{k}"}}' for k in keys[i : i + size]],
+                "_hash": list(range(i, i + len(keys[i : i + size]))),
+                "extra": ["not spilled"] * len(keys[i : i + size]),
+            }
+        )
+        for i in range(0, len(keys), size)
+    ]
+
+
+def _read_back(spill: Spill) -> list[pl.DataFrame]:
+    return [pl.from_arrow(table) for table in spill.ranges()]
+
+
+@pytest.mark.parametrize("order", ["random", "sorted"])
+def test_every_row_comes_back_once_in_key_ranges(tmp_path, order):
+    rng = random.Random(7)
+    keys = [f"{rng.getrandbits(40):010x}" for _ in range(5000)]
+    if order == "sorted":
+        keys.sort()  # the first batch then says nothing about the later keys
+    spill = Spill(tmp_path, "users")
+    for batch in _batches(keys, 700):
+        spill.write(batch)
+    spill.close()
+    ranges = _read_back(spill)
+    together = pl.concat(ranges)
+    assert spill.rows == len(keys)
+    assert together.columns == ["_key", "_data", "_hash", ROW]
+    assert sorted(together[ROW].to_list()) == list(range(len(keys)))
+    by_row = dict(zip(together[ROW].to_list(), together["_key"].to_list(), strict=True))
+    assert [by_row[i] for i in range(len(keys))] == keys
+    if order == "random":
+        assert len(ranges) > 8
+        for before, after in zip(ranges, ranges[1:], strict=False):
+            assert before["_key"].max() <= after["_key"].min()
+
+
+def test_a_range_too_large_is_read_a_batch_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(spill_module, "MAX_RANGE_BYTES", 1)
+    keys = [f"k{i:05d}" for i in range(3000)]
+    spill = Spill(tmp_path, "enrollments")
+    for batch in _batches(keys, 1000):
+        spill.write(batch)
+    spill.close()
+    ranges = _read_back(spill)
+    assert max(r.height for r in ranges) <= 1000
+    assert sorted(pl.concat(ranges)["_key"].to_list()) == keys
+
+
+def test_nothing_spilled_gives_nothing_back(tmp_path):
+    spill = Spill(tmp_path, "orgs")
+    spill.write(_batches(["a"], 1)[0].clear())
+    spill.close()
+    assert spill.rows == 0
+    assert _read_back(spill) == []
