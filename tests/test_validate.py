@@ -81,6 +81,38 @@ def test_ragged_row_and_multiline_value_keep_exact_lines(school):
     assert result["counts"]["users"] == 78
 
 
+def test_a_short_row_and_a_long_row_are_both_found_even_when_they_balance_out(school):
+    """Quote-free files take the fast path; a row one value short and another one value long
+    leave the file's delimiter count right, and must still both be reported."""
+    path = school / "enrollments.csv"
+    text = path.read_text().splitlines()
+    text[3] = text[3].rsplit(",", 1)[0]  # line 4: one value short
+    text[8] = text[8] + ",extra"  # line 9: one value long
+    path.write_text("\n".join(text) + "\n")
+    result = validate(school)
+    assert sorted(i["line"] for i in issues(result, "row_width")) == [4, 9]
+    assert result["counts"]["enrollments"] == 544
+
+
+def test_tiny_read_chunks_give_the_same_rows_lines_and_issues(school, monkeypatch):
+    """Chunk edges fall inside UTF-8 characters, quoted values and CRLF pairs: same result."""
+    from rosterdrop.ingest import decode
+
+    users = school / "users.csv"
+    table = rows(users)
+    table[1][table[0].index("familyName")] = "Nguyễn, Ødegård"
+    table[2][table[0].index("givenName")] = "Ann\nMarie"
+    write(users, table)
+    users.write_bytes(users.read_bytes().replace(b"\n", b"\r\n"))
+    edit(school / "enrollments.csv", 7, "beginDate", "9/1/2025")
+    expected = validate(school)
+    monkeypatch.setattr(decode, "CHUNK", 7)
+    assert validate(school) == expected
+    assert expected["counts"]["users"] == 79
+    [issue] = issues(expected, "date_invalid")
+    assert issue["line"] == 7
+
+
 def test_unterminated_quote_is_fatal(school):
     path = school / "courses.csv"
     lines = path.read_text().splitlines()

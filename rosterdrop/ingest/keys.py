@@ -86,22 +86,25 @@ def check_keys(
     accepted: dict[str, pl.DataFrame] = {}
     active_keys: dict[str, pl.Series] = {}
     empty = pl.Series(KEY, [], pl.String)
+    targeted = {ref.target for entity_refs in refs.values() for ref in entity_refs}
     for entity in ENTITIES:
         rows = entities.get(entity)
         if rows is None:
             active_keys[entity] = known.get(entity, empty)
             continue
         frame = _drop_duplicates(rows, log)
-        live = frame[STATUS].cast(pl.String) == "active"
+        live = frame[STATUS] == "active"
         # A delta or partial upload may refer to records already in the roster.
         carried = known.get(entity, empty) if rows.mode != "bulk" else empty
-        own_keys = pl.concat([frame.filter(live)[KEY], carried])
         keep = pl.Series([True] * frame.height, dtype=pl.Boolean)
         quiet = _on_lines(frame, reported)
         for ref in refs.get(entity, ()):
             if ref.field not in frame.columns:
                 continue
-            targets = own_keys if ref.target == entity else active_keys[ref.target]
+            if ref.target == entity:
+                targets = pl.concat([frame.filter(live)[KEY], carried])
+            else:
+                targets = active_keys[ref.target]
             missing, values = _missing(frame, ref.field, ref.many, targets)
             missing = missing & live
             if missing.any():
@@ -112,10 +115,9 @@ def check_keys(
         reported = pl.concat([reported, skipped])
         kept = frame if keep.all() else frame.filter(keep)
         natural = [NATURAL] if NATURAL in kept.columns else []
-        accepted[entity] = kept.select(KEY, HASH, pl.col(STATUS).cast(pl.String), ROW, *natural)
-        active_keys[entity] = pl.concat(
-            [kept.filter(pl.col(STATUS).cast(pl.String) == "active")[KEY], carried]
-        )
+        accepted[entity] = kept.select(KEY, HASH, STATUS, ROW, *natural)
+        if entity in targeted:
+            active_keys[entity] = pl.concat([kept.filter(pl.col(STATUS) == "active")[KEY], carried])
     return accepted
 
 
@@ -136,8 +138,10 @@ def _missing(
 ) -> tuple[pl.Series, pl.Series]:
     """Rows whose reference (or any item of a list) is not among `targets`, and that value."""
     if not many:
-        values = frame[field].cast(pl.String)
-        return (values != "") & ~values.is_in(targets.implode()), values
+        # Compared as categories: no string is materialised for millions of rows.
+        values = frame[field]
+        known = targets.cast(pl.Categorical).implode()
+        return (values != "") & ~values.is_in(known), values
     items = (
         frame.select(ROW, pl.col(field).cast(pl.String).str.split(","))
         .explode(field)
@@ -193,7 +197,8 @@ def _report_missing(rows: EntityRows, frame, missing, values, ref, log: FindingL
     )
     if ref.why:
         consequence += f" ({ref.why})"
-    sample = frame.with_columns(values.alias("_value")).filter(missing).head(SAMPLES)
+    sample = frame.with_columns(values.cast(pl.String).alias("_value")).filter(missing)
+    sample = sample.head(SAMPLES)
     log.add_counted(
         [
             Finding(

@@ -15,15 +15,24 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import polars as pl
 
+from rosterdrop.ingest.decode import count_byte
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding
 
 LINE = "_line"
 # A piece is cut at a newline; an unclosed quote or a line longer than this is refused.
 MAX_PENDING = 64 << 20
 csv.field_size_limit(1 << 20)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Whole lines of a file: their text, the first one's number and how many there are."""
+
+    text: bytes
+    line: int
+    lines: int
 
 
 @dataclass
@@ -45,12 +54,12 @@ def read_table(
     """
     pieces = _pieces(name, _line_endings(chunks), escapechar.encode())
     try:
-        first, _ = next(pieces)
+        first = next(pieces)
     except StopIteration:
         raise Failure(
             Finding(FATAL, "file_empty", f"{name} is empty: it needs at least a header row.", name)
         ) from None
-    header_text, _, rest = first.partition(b"\n")
+    header_text, _, rest = first.text.partition(b"\n")
     delimiter = next((d for d in delimiter if d.encode() in header_text), delimiter[0])
     header_line = header_text.decode("utf-8").rstrip("\r")
     header = next(csv.reader([header_line], delimiter=delimiter, escapechar=escapechar or None), [])
@@ -60,7 +69,8 @@ def read_table(
             Finding(FATAL, "header_missing", f"{name} has no header row on line 1.", name, 1)
         )
     table = Table(name=name, header=header, batches=iter(()))
-    table.batches = _batches(table, delimiter, escapechar, _chain(rest, 2, pieces))
+    rest_piece = Piece(rest, 2, first.lines - 1)
+    table.batches = _batches(table, delimiter, escapechar, _chain(rest_piece, pieces))
     return table
 
 
@@ -77,23 +87,24 @@ def _line_endings(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield from chunks
 
 
-def _pieces(name: str, chunks: Iterator[bytes], escape: bytes = b"") -> Iterator[tuple[bytes, int]]:
-    """Cut the text at newlines outside quotes and escapes; yield (piece, its first line)."""
+def _pieces(name: str, chunks: Iterator[bytes], escape: bytes = b"") -> Iterator[Piece]:
+    """Cut the text at newlines outside quotes and escapes."""
     pending = b""
     line = 1
     for chunk in chunks:
         pending += chunk
         plain = _unescaped(pending, escape)
         cut = plain.rfind(b"\n") + 1
-        if cut == 0 or plain.count(b'"', 0, cut) % 2:
+        if cut == 0 or b'"' in plain and plain.count(b'"', 0, cut) % 2:
             if len(pending) > MAX_PENDING:
                 _refuse_pending(name, pending, line)
             continue
         piece, pending = pending[:cut], pending[cut:]
-        yield piece, line
-        line += piece.count(b"\n")
+        lines = count_byte(piece, 10)
+        yield Piece(piece, line, lines)
+        line += lines
     if pending:
-        yield pending + b"\n", line
+        yield Piece(pending + b"\n", line, count_byte(pending, 10) + 1)
 
 
 def _unescaped(text: bytes, escape: bytes) -> bytes:
@@ -121,48 +132,52 @@ def _refuse_pending(name: str, pending: bytes, line: int) -> None:
     )
 
 
-def _chain(
-    rest: bytes, rest_line: int, pieces: Iterator[tuple[bytes, int]]
-) -> Iterator[tuple[bytes, int]]:
-    if rest:
-        yield rest, rest_line
+def _chain(rest: Piece, pieces: Iterator[Piece]) -> Iterator[Piece]:
+    if rest.text:
+        yield rest
     yield from pieces
 
 
 def _batches(
-    table: Table, delimiter: str, escapechar: str, pieces: Iterator[tuple[bytes, int]]
+    table: Table, delimiter: str, escapechar: str, pieces: Iterator[Piece]
 ) -> Iterator[pl.DataFrame]:
     sep = ord(delimiter)
     special = [b'"', *([escapechar.encode()] if escapechar else [])]
-    for piece, line in pieces:
-        plain = not any(c in piece for c in special)
-        frame = _fast(piece, line, table.header, sep) if plain else None
+    for piece in pieces:
+        plain = not any(c in piece.text for c in special)
+        frame = _fast(piece, table.header, sep) if plain else None
         if frame is None:
-            frame = _strict(piece, line, table, delimiter, escapechar)
+            frame = _strict(piece.text, piece.line, table, delimiter, escapechar)
         if frame.height:
             yield frame
 
 
-def _fast(piece: bytes, line: int, header: list[str], sep: int) -> pl.DataFrame | None:
-    """Parse a quote-free piece with polars if every line has exactly the right width."""
-    raw = np.frombuffer(piece, dtype=np.uint8)
-    ends = np.flatnonzero(raw == 10)
-    seps = np.flatnonzero(raw == sep)
-    per_line = np.diff(np.searchsorted(seps, ends), prepend=0)
-    if not (per_line == len(header) - 1).all():
+def _fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None:
+    """Parse a quote-free piece with polars if every line has exactly the right width.
+
+    polars refuses a line with too many values; with that, the piece holding exactly
+    (width - 1) delimiters per line means no line has too few either.
+    """
+    if count_byte(piece.text, sep) != piece.lines * (len(header) - 1):
         return None
-    frame = pl.read_csv(
-        piece,
-        has_header=False,
-        new_columns=header,
-        schema=dict.fromkeys(header, pl.String),
-        quote_char=None,
-        separator=chr(sep),
-        empty_string_is_null=False,
+    try:
+        frame = pl.read_csv(
+            piece.text,
+            has_header=False,
+            new_columns=header,
+            schema=dict.fromkeys(header, pl.String),
+            quote_char=None,
+            separator=chr(sep),
+            empty_string_is_null=False,
+        )
+    except pl.exceptions.ComputeError:
+        return None
+    if frame.height != piece.lines:
+        return None
+    first = piece.line
+    return frame.with_columns(
+        pl.int_range(first, first + frame.height, dtype=pl.UInt32).alias(LINE)
     )
-    if frame.height != len(ends):
-        return None
-    return frame.with_columns(pl.int_range(line, line + frame.height, dtype=pl.UInt32).alias(LINE))
 
 
 def _strict(
