@@ -107,6 +107,23 @@ def test_a_failure_while_applying_leaves_the_roster_whole(district, school, monk
     assert Record.objects.filter(district=district, changed_sync_id=sync.pk).count() == 0
 
 
+def test_a_fingerprint_collision_fails_the_sync_with_nothing_applied(district, school, monkeypatch):
+    """Records the roster already holds are not spilled, recognised by fingerprint. If every
+    fingerprint collided, a changed record would be missing at apply: the sync must fail whole."""
+    import numpy as np
+
+    from rosterdrop.ingest import spill
+
+    import_path(district, school)
+    before = edit(school / "users.csv", 5, "givenName", "Collided")
+    monkeypatch.setattr(spill, "fingerprints", lambda frame: np.zeros(frame.height, np.uint64))
+    sync = import_path(district, school)
+    assert sync.status == "failed"
+    assert summary(sync)["issues"][-1]["code"] == "internal_error"
+    user = Record.objects.get(district=district, entity="users", sourced_id=before[0])
+    assert user.data["givenName"] != "Collided"
+
+
 def test_delta_file_removes_only_what_it_says(district, school):
     import_path(district, school)
     manifest = rows(school / "manifest.csv")

@@ -1,12 +1,14 @@
-"""The spill gives back every row it was given, once, in ascending key ranges."""
+"""The spill gives back every row it was given, once, in ascending key ranges, except the
+records the roster already holds exactly as they are."""
 
 import random
 
+import numpy as np
 import polars as pl
 import pytest
 
 from rosterdrop.ingest import spill as spill_module
-from rosterdrop.ingest.spill import ROW, Spill
+from rosterdrop.ingest.spill import ROW, Spill, fingerprints
 
 
 def _batches(keys: list[str], size: int) -> list[pl.DataFrame]:
@@ -68,3 +70,18 @@ def test_nothing_spilled_gives_nothing_back(tmp_path):
     spill.close()
     assert spill.rows == 0
     assert _read_back(spill) == []
+
+
+def test_records_the_roster_holds_as_they_are_are_not_spilled(tmp_path):
+    keys = [f"u{i:04d}" for i in range(100)]
+    [batch] = _batches(keys, 100)
+    in_roster = batch.head(60).with_columns(
+        pl.when(pl.col("_key") == "u0007").then(-1).otherwise(pl.col("_hash")).alias("_hash")
+    )  # u0007 changed since
+    spill = Spill(tmp_path, "users", np.sort(fingerprints(in_roster)))
+    spill.write(batch)
+    spill.close()
+    back = pl.concat(_read_back(spill))
+    assert spill.rows == 100 and spill.spilled == back.height == 41
+    assert sorted(back["_key"].to_list()) == ["u0007", *keys[60:]]
+    assert sorted(back[ROW].to_list()) == [7, *range(60, 100)]

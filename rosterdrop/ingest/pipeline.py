@@ -27,7 +27,7 @@ from rosterdrop.ingest.outcome import Checked, Outcome, Progress
 from rosterdrop.ingest.plan import Plan, plan_entity
 from rosterdrop.ingest.read import read_table
 from rosterdrop.ingest.report import record_in
-from rosterdrop.ingest.spill import Spill
+from rosterdrop.ingest.spill import SpillFolder, unchanged_fingerprints
 from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.ingest.validate import STATUS, RowChecker, check_header
 
@@ -50,12 +50,12 @@ def check(
     paths: list[Path],
     format_slug: str | None = None,
     fallback_encoding: str = "cp1252",
-    spill_dir: Path | None = None,
+    spill: SpillFolder | None = None,
     known: Mapping[str, pl.Series] | None = None,
     account: str = "",
     progress: Progress | None = None,
 ) -> Checked:
-    """Unpack, match, decode, read, map and validate; spill record data if `spill_dir`.
+    """Unpack, match, decode, read, map and validate; spill record data if told where.
 
     `known`: active keys of the current roster, for references to records not sent now.
     `account`: the receiving district's slug (manifests naming a district, custom templates).
@@ -69,7 +69,7 @@ def check(
         refs = matched.format.references
         result.format, result.reason = matched.format.slug, matched.reason
         for file, member, mode in matched.files:
-            _read_file(result, matched.format, file, member, mode, fallback_encoding, spill_dir)
+            _read_file(result, matched.format, file, member, mode, fallback_encoding, spill)
         check_links(result.links, result.log)
     except Failure as failure:
         result.log.add(failure.finding)
@@ -85,7 +85,7 @@ def check(
 
 
 def _read_file(
-    result: Checked, fmt: FormatSpec, file, member, mode: Mode, fallback: str, spill_dir
+    result: Checked, fmt: FormatSpec, file, member, mode: Mode, fallback: str, spill
 ) -> None:
     with member.open() as stream:
         decoded = decode(stream, file.name, file.dialect.encoding or fallback)
@@ -104,9 +104,10 @@ def _read_file(
                     output.entity, EntityRows(output.entity, mode, derived=output.derived)
                 )
                 rows.columns.setdefault(file.name, message_columns(output))
-                if spill_dir is not None:
-                    spill = result.spills.setdefault(output.entity, Spill(spill_dir, output.entity))
-                    spill.write(mapped)
+                if spill is not None:
+                    if output.entity not in result.spills:
+                        result.spills[output.entity] = spill.open(output.entity)
+                    result.spills[output.entity].write(mapped)
                 rows.add(mapped, file.name, output.derived)
             if result.progress:
                 result.progress(file.name, checker.rows)
@@ -165,8 +166,15 @@ def run(
         token = district.roster_token
         snapshot = hashes.load(district.pk, token)
         known = ActiveKeys(snapshot)
+        spill = SpillFolder(work, unchanged_fingerprints(snapshot))
         checked = check(
-            paths, district.format, district.fallback_encoding, work, known, district.slug, progress
+            paths,
+            district.format,
+            district.fallback_encoding,
+            spill,
+            known,
+            district.slug,
+            progress,
         )
         if checked.fatal:
             return Outcome("failed", checked, message=_first_fatal(checked))

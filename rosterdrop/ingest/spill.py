@@ -5,11 +5,17 @@ range at a time: the roster's unique index then grows by appending instead of at
 (measured on 6.8M records: about 40% less time than in file order), while only one range is
 in memory at once. The ranges are cut at quantiles of the first batch's keys; a range that
 grew too large (keys arriving sorted, say) is read back batch by batch instead.
+
+Records already in the roster exactly as they arrive are not spilled: apply never writes them.
+They are recognised by a 64-bit fingerprint of key and content hash; should two fingerprints
+ever collide, apply finds a record it must write missing and fails with nothing applied.
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc
@@ -18,14 +24,44 @@ from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.mapping import DATA, HASH, KEY
 
 RANGES = 16
+FINGERPRINT_SEED = 20261124
 # A range file larger than this is read back a batch at a time.
 MAX_RANGE_BYTES = 256 << 20
 
 
+def fingerprints(frame: pl.DataFrame) -> np.ndarray:
+    """One number per record for its key and content hash together (columns _key, _hash)."""
+    return frame.select(pl.struct(KEY, HASH).hash(FINGERPRINT_SEED)).to_series().to_numpy()
+
+
+def unchanged_fingerprints(snapshot: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Per entity, the sorted fingerprints of the roster's active records."""
+    active = snapshot.filter(pl.col("status") == "active")
+    return {
+        str(entity): np.sort(fingerprints(part))
+        for (entity,), part in active.partition_by("entity", as_dict=True).items()
+    }
+
+
+@dataclass
+class SpillFolder:
+    """Where an import spills, and what it need not spill (per entity, sorted fingerprints)."""
+
+    path: Path
+    unchanged: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def open(self, entity: str) -> "Spill":
+        return Spill(self.path, entity, self.unchanged.get(entity))
+
+
 class Spill:
-    def __init__(self, folder: Path, entity: str):
+    """`unchanged`: sorted fingerprints of records the roster holds as they are (not spilled)."""
+
+    def __init__(self, folder: Path, entity: str, unchanged: np.ndarray | None = None):
         self.folder, self.entity = folder, entity
-        self.rows = 0
+        self.unchanged = unchanged if unchanged is not None and len(unchanged) else None
+        self.rows = 0  # every row numbered, spilled or not
+        self.spilled = 0
         self._bounds: pl.Series | None = None
         self._writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
 
@@ -40,6 +76,14 @@ class Spill:
             pl.int_range(self.rows, self.rows + mapped.height, dtype=pl.UInt32).alias(ROW)
         )
         self.rows += frame.height
+        if self.unchanged is not None:
+            mine = fingerprints(frame)
+            found = np.minimum(np.searchsorted(self.unchanged, mine), len(self.unchanged) - 1)
+            same = self.unchanged[found] == mine
+            frame = frame.filter(pl.Series(~same))
+        self.spilled += frame.height
+        if not frame.height:
+            return
         if self._bounds is None:
             keys = frame[KEY].sort()
             picks = [keys[len(keys) * i // RANGES] for i in range(1, RANGES)]
