@@ -105,17 +105,21 @@ def plan_entity(
     current = current.select(
         KEY, pl.col(HASH).alias("_old_hash"), pl.col("status").alias("_old_status")
     )
-    live = incoming.filter(pl.col(STATUS) == "active")
-    joined = live.join(current, on=KEY, how="left")
+    # Only the columns each step needs, unfiltered where nothing is filtered: on millions of
+    # records every copied column costs hundreds of MB.
+    is_live = incoming[STATUS] == "active"
+    live = incoming if is_live.all() else incoming.filter(is_live)
+    joined = live.select(KEY, HASH, ROW).join(current, on=KEY, how="left")
     new = joined["_old_hash"].is_null()
     back = joined["_old_status"] == "tobedeleted"
     differs = (joined[HASH] != joined["_old_hash"]) & ~back
-    active_before = current.filter(pl.col("_old_status") == "active")
+    was_active = current["_old_status"] == "active"
     if mode == "bulk":
-        removed = active_before.join(live, on=KEY, how="anti")[KEY]
+        gone = current.select(KEY, was_active.alias("_was")).join(live, on=KEY, how="anti")
     else:
-        gone = incoming.filter(pl.col(STATUS) == "tobedeleted")
-        removed = active_before.join(gone, on=KEY, how="semi")[KEY]
+        sent = incoming.filter(pl.col(STATUS) == "tobedeleted").select(KEY)
+        gone = current.select(KEY, was_active.alias("_was")).join(sent, on=KEY, how="semi")
+    removed = gone.filter(pl.col("_was"))[KEY]
     plan = EntityPlan(
         entity=entity,
         added=joined.filter(new)[ROW],
@@ -123,10 +127,11 @@ def plan_entity(
         reactivated=joined.filter(back.fill_null(False))[ROW],
         removed=removed,
         unchanged=int((~new & ~back.fill_null(False) & ~differs.fill_null(False)).sum()),
-        active_before=active_before.height,
+        active_before=int(was_active.sum()),
     )
-    if NATURAL in incoming.columns:
-        _match_renamed(plan, joined.filter(new), natural)
+    if NATURAL in incoming.columns and len(plan.added):
+        arriving = live.select(ROW, KEY, NATURAL).filter(pl.col(ROW).is_in(plan.added.implode()))
+        _match_renamed(plan, arriving, natural)
     return plan
 
 
