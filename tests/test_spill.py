@@ -16,7 +16,7 @@ def _batches(keys: list[str], size: int) -> list[pl.DataFrame]:
         pl.DataFrame(
             {
                 "_key": keys[i : i + size],
-                "_data": [f'{{"n":"{k}"}}' for k in keys[i : i + size]],
+                "_record": [{"n": k} for k in keys[i : i + size]],
                 "_hash": list(range(i, i + len(keys[i : i + size]))),
                 "extra": ["not spilled"] * len(keys[i : i + size]),
             }
@@ -46,6 +46,7 @@ def test_every_row_comes_back_once_in_key_ranges(tmp_path, order):
     assert sorted(together[ROW].to_list()) == list(range(len(keys)))
     by_row = dict(zip(together[ROW].to_list(), together["_key"].to_list(), strict=True))
     assert [by_row[i] for i in range(len(keys))] == keys
+    assert together["_data"].to_list() == [f'{{"n":"{k}"}}' for k in together["_key"]]
     if order == "random":
         assert len(ranges) > 8
         for before, after in zip(ranges, ranges[1:], strict=False):

@@ -4,6 +4,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import pytest
 from helpers import edit, issues, rows, write
 
 from rosterdrop.ingest.pipeline import check, expand
@@ -190,3 +191,27 @@ def test_not_a_zip_or_csv_gives_a_clear_error(tmp_path):
     junk.write_bytes(io.BytesIO(b"\x00\xff\xfe garbage").getvalue())
     result = validate(tmp_path, "oneroster-1.0")
     assert result["issues"][0]["severity"] == "fatal"
+
+
+def test_reading_ahead_hands_over_items_errors_and_stops_when_closed():
+    """Batches are read in a thread ahead of the checks: same items in order, the reader's
+    error raised in the consumer, and the thread gone once the consumer closes early."""
+    import threading
+
+    from rosterdrop.ingest.read import ahead
+
+    assert list(ahead(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise ValueError("unterminated")
+
+    items = ahead(broken())
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="unterminated"):
+        next(items)
+
+    endless = ahead(iter(lambda: 0, 1))
+    assert next(endless) == 0
+    endless.close()
+    assert not [t for t in threading.enumerate() if t.name == "rosterdrop-read"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from rosterdrop.ingest.findings import ERROR, WARNING, Finding, FindingLog
-from rosterdrop.ingest.mapping import HASH, KEY, NATURAL
+from rosterdrop.ingest.mapping import HASH, KEY, NATURAL, RECORD
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster.models import ENTITIES
@@ -38,7 +38,7 @@ class EntityRows:
         # References repeat a few thousand values millions of times: keep them categorical.
         refs = [c for c in frame.columns if not c.startswith("_")]
         self.frames.append(
-            frame.drop("_data").with_columns(
+            frame.drop(RECORD).with_columns(
                 pl.col([*refs, STATUS]).cast(pl.Categorical),
                 pl.int_range(self.rows, self.rows + frame.height, dtype=pl.UInt32).alias(ROW),
                 pl.lit(file).cast(pl.Categorical).alias(FILE),
@@ -160,6 +160,10 @@ def _missing(
 
 def _drop_duplicates(rows: EntityRows, log: FindingLog) -> pl.DataFrame:
     frame = rows.frame()
+    # Equal keys have equal hashes: with no repeated hash there is no repeated key, and
+    # comparing 64-bit numbers is much faster than comparing millions of strings.
+    if not frame[KEY].hash().is_duplicated().any():
+        return frame
     dupes = ~frame[KEY].is_first_distinct()
     if not dupes.any():
         return frame

@@ -1,8 +1,8 @@
 """Map: a validated batch of source rows -> canonical records of each entity the file feeds.
 
-Each record carries its key (source ID), its canonical fields as JSON (`_data`: every field of
-the entity in schema order, extra source columns under "metadata"), a content hash of that
-JSON, its status and its source line, and a hash of its natural key if the entity has one.
+Each record carries its key (source ID), its canonical fields (`_record`: every field of the
+entity in schema order, extra source columns under "metadata"; stored as JSON), a content hash
+of them, its status and its source line, and a hash of its natural key if the entity has one.
 Fixed field order and nulls for what a format lacks mean the same record sent in two formats
 hashes the same.
 """
@@ -16,6 +16,7 @@ from rosterdrop.roster.hashes import natural_hash
 from rosterdrop.roster.schema import FIELDS, NATURAL_KEYS, REFS
 
 KEY, DATA, HASH, NATURAL = "_key", "_data", "_hash", "_natural"
+RECORD = "_record"  # the record's fields as a struct; encoded as JSON (DATA) only to be written
 ITEM = "@item"
 SOURCED_ID = "sourcedId"
 # Fixed, so that hashes stay comparable from one import to the next.
@@ -110,7 +111,8 @@ def map_batch(
     for name, table in output.translate.items():
         mapped[name] = mapped[name].replace(table)
     mapped.update({f: pl.lit(v) for f, v in output.constants.items()})
-    fields = {f: mapped.get(f, pl.lit(None, pl.String)) for f in FIELDS[output.entity]}
+    # Every field a string (or null): the same record hashes the same whatever its format.
+    fields = {f: mapped.get(f, pl.lit(None)).cast(pl.String) for f in FIELDS[output.entity]}
     if output.keep_extra and extras:
         fields["metadata"] = pl.struct(**{name: _value(name) for name in extras})
     key = _joined(output.key, present)
@@ -124,11 +126,16 @@ def map_batch(
         refs[NATURAL] = natural_hash([fields[f] for f in natural]).alias(NATURAL)
     return frame.select(
         key.alias(KEY),
-        pl.struct(**fields).struct.json_encode().alias(DATA),
+        pl.struct(**fields).alias(RECORD),
         pl.col(LINE),
         pl.col(STATUS),
         *(expr if f == NATURAL else expr.fill_null("").alias(f) for f, expr in refs.items()),
-    ).with_columns(pl.col(DATA).hash(HASH_SEED).reinterpret(signed=True).alias(HASH))
+    ).with_columns(pl.col(RECORD).hash(HASH_SEED).reinterpret(signed=True).alias(HASH))
+
+
+def record_json() -> pl.Expr:
+    """The stored form of a record: its fields in schema order as JSON (DATA)."""
+    return pl.col(RECORD).struct.json_encode().alias(DATA)
 
 
 def source_column(output: Output, field: str) -> str:

@@ -8,6 +8,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Mapping
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -95,25 +96,31 @@ def _read_file(
         check_header(file, table.header, fmt.header_order, result.log)
         checker = RowChecker(file, table.header, mode, result.log)
         extras = extra_columns(file, table.header)
-        for batch in table.batches:
-            batch = checker.check(batch)
-            gather(result.links, fmt, file, batch)
-            for output in file.outputs:
-                mapped = map_batch(file, output, batch, extras)
-                rows = result.entities.setdefault(
-                    output.entity, EntityRows(output.entity, mode, derived=output.derived)
-                )
-                rows.columns.setdefault(file.name, message_columns(output))
-                if spill is not None:
-                    if output.entity not in result.spills:
-                        result.spills[output.entity] = spill.open(output.entity)
-                    result.spills[output.entity].write(mapped)
-                rows.add(mapped, file.name, output.derived)
-            if result.progress:
-                result.progress(file.name, checker.rows)
+        # Closed here, whatever happens: batches are read ahead from this open stream.
+        with closing(table.batches):
+            for batch in table.batches:
+                batch = checker.check(batch)
+                gather(result.links, fmt, file, batch)
+                for output in file.outputs:
+                    _map_and_keep(result, file, output, mode, batch, extras, spill)
+                if result.progress:
+                    result.progress(file.name, checker.rows)
         checker.finish()
         result.log.extend(table.findings)
         result.files.append({"name": file.name, "rows": checker.rows, "encoding": decoded.encoding})
+
+
+def _map_and_keep(result: Checked, file, output, mode, batch, extras, spill) -> None:
+    mapped = map_batch(file, output, batch, extras)
+    rows = result.entities.setdefault(
+        output.entity, EntityRows(output.entity, mode, derived=output.derived)
+    )
+    rows.columns.setdefault(file.name, message_columns(output))
+    if spill is not None:
+        if output.entity not in result.spills:
+            result.spills[output.entity] = spill.open(output.entity)
+        result.spills[output.entity].write(mapped)
+    rows.add(mapped, file.name, output.derived)
 
 
 def _close_spills(result: Checked) -> None:

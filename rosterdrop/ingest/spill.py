@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.ipc
 
 from rosterdrop.ingest.keys import ROW
-from rosterdrop.ingest.mapping import DATA, HASH, KEY
+from rosterdrop.ingest.mapping import HASH, KEY, RECORD, record_json
 
 RANGES = 16
 FINGERPRINT_SEED = 20261124
@@ -75,7 +75,7 @@ class Spill:
         """Keep the batch's key, data and hash, with the row numbers the checks gave them."""
         if not mapped.height:
             return
-        frame = mapped.select(KEY, DATA, HASH).with_columns(
+        frame = mapped.select(KEY, RECORD, HASH).with_columns(
             pl.int_range(self.rows, self.rows + mapped.height, dtype=pl.UInt32).alias(ROW)
         )
         self.rows += frame.height
@@ -91,6 +91,7 @@ class Spill:
         self.spilled += frame.height
         if not frame.height:
             return
+        frame = frame.select(KEY, record_json(), HASH, ROW)
         if self._bounds is None:
             keys = frame[KEY].sort()
             picks = [keys[len(keys) * i // RANGES] for i in range(1, RANGES)]
