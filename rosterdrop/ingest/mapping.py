@@ -12,7 +12,7 @@ import polars as pl
 from rosterdrop.formats.spec import FileSpec, Joined, Output
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
-from rosterdrop.roster.hashes import natural_hash
+from rosterdrop.roster.natural import natural_hash
 from rosterdrop.roster.schema import FIELDS, NATURAL_KEYS, REFS
 
 KEY, DATA, HASH, NATURAL = "_key", "_data", "_hash", "_natural"

@@ -14,19 +14,6 @@ from django.conf import settings
 
 from rosterdrop.roster import store
 
-NATURAL_SEED = 20261123
-SEPARATOR = "\x1f"  # joins natural key fields, here and in store.snapshot
-
-
-def natural_hash(values: list[pl.Expr]) -> pl.Expr:
-    """One number for a record's natural key fields (null fields as empty), so that a record
-    arriving under a new ID can be paired with the one it replaces without reading its data."""
-    return _hash_text(pl.concat_str([v.fill_null("") for v in values], separator=SEPARATOR))
-
-
-def _hash_text(text: pl.Expr) -> pl.Expr:
-    return text.hash(NATURAL_SEED).reinterpret(signed=True)
-
 
 def _folder() -> Path:
     return settings.DATA_DIR / "roster"
@@ -44,11 +31,6 @@ def load(district_id: int, token: int) -> pl.DataFrame:
             return frame.cast(store.SNAPSHOT_SCHEMA)
     with store.bulk_connection() as cur:
         frame = store.snapshot(cur, district_id)
-    # The database gives the natural key fields joined with SEPARATOR, or null.
-    text = pl.col("_natural")
-    frame = frame.with_columns(
-        pl.when(text.is_not_null()).then(_hash_text(text)).cast(pl.Int64).alias("_natural")
-    )
     save(district_id, token, frame)
     return frame
 

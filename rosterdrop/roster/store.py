@@ -15,6 +15,7 @@ from django.db import connection, transaction
 
 from rosterdrop.districts.models import new_roster_token
 from rosterdrop.roster.models import ENTITIES, Record
+from rosterdrop.roster.natural import SEPARATOR, hash_joined
 from rosterdrop.roster.schema import NATURAL_KEYS
 
 TABLE = Record._meta.db_table
@@ -24,10 +25,11 @@ SNAPSHOT_SCHEMA = {
     "_key": pl.String,
     "_hash": pl.Int64,
     "status": pl.Enum(Record.Status.values),
-    "_natural": pl.Int64,  # hashes.natural_hash of the natural key fields, if the entity has one
+    "_natural": pl.Int64,  # natural.natural_hash of the natural key fields, if the entity has one
 }
 INSERT_ROWS = 20_000
 COPY_ROWS = 100_000
+FETCH_ROWS = 100_000
 
 
 def _is_postgres() -> bool:
@@ -99,9 +101,8 @@ def _stage(cur, name: str, frame: pl.DataFrame) -> str:
 
 
 def snapshot(cur, district_id: int) -> pl.DataFrame:
-    """Every record of the district: entity, key, content hash, status, and its natural key
-    fields joined with hashes.SEPARATOR (the caller hashes them)."""
-    glue = "chr(31)" if _is_postgres() else "char(31)"
+    """Every record of the district: entity, key, content hash, status and natural key hash."""
+    glue = f"chr({ord(SEPARATOR)})" if _is_postgres() else f"char({ord(SEPARATOR)})"
     natural = " ".join(
         f"WHEN '{entity}' THEN "
         + f" || {glue} || ".join(f"COALESCE({_json_field('data', f)}, '')" for f in fields)
@@ -111,8 +112,14 @@ def snapshot(cur, district_id: int) -> pl.DataFrame:
         f"SELECT entity, sourced_id, content_hash, status, CASE entity {natural} END "
         f"FROM {TABLE} WHERE district_id = {int(district_id)}"
     )
-    schema = {**SNAPSHOT_SCHEMA, "_natural": pl.String}
-    return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
+    schema = {**SNAPSHOT_SCHEMA, "_natural": pl.String}  # the fields joined, or null
+    text = pl.col("_natural")
+    hashed = pl.when(text.is_not_null()).then(hash_joined(text)).cast(pl.Int64).alias("_natural")
+    # A slice at a time: millions of rows as Python tuples at once would take gigabytes.
+    parts = [pl.DataFrame(schema=SNAPSHOT_SCHEMA)]
+    while rows := cur.fetchmany(FETCH_ROWS):
+        parts.append(pl.DataFrame(rows, schema=schema, orient="row").with_columns(hashed))
+    return pl.concat(parts)
 
 
 def _from_staged(staged: str, district_id: int, entity: str) -> str:
