@@ -41,9 +41,10 @@ def bulk_connection():
     """One transaction on Django's connection; yields a raw DB-API cursor."""
     with transaction.atomic(), connection.cursor() as wrapper:
         if not _is_postgres():
-            # Index pages stay in memory while keys arrive; new keys come sorted, so they
-            # append, and 64 MB is plenty (every MB here counts in the import's memory).
-            wrapper.execute("PRAGMA cache_size = -64000")
+            # Pages stay in memory between reading a changed record's old data and updating
+            # it (measured: old data 5.0 s -> 1.6 s for 1% of 5M enrollments). The plan's
+            # peak memory comes earlier, so this does not raise the import's peak.
+            wrapper.execute("PRAGMA cache_size = -256000")
         yield wrapper.cursor
 
 
