@@ -80,14 +80,7 @@ class Spill:
         )
         self.rows += frame.height
         if self.unchanged is not None:
-            mine = fingerprints(frame)
-            # Searched in ascending order: each search starts near the last (5x faster here).
-            order = np.argsort(mine)
-            found = np.searchsorted(self.unchanged, mine[order])
-            found = np.minimum(found, len(self.unchanged) - 1)
-            same = np.empty(len(mine), dtype=bool)
-            same[order] = self.unchanged[found] == mine[order]
-            frame = frame.filter(pl.Series(~same))
+            frame = frame.filter(pl.Series(~self._held_as_is(fingerprints(frame))))
         self.spilled += frame.height
         if not frame.height:
             return
@@ -103,6 +96,16 @@ class Spill:
             if index not in self._writers:
                 self._writers[index] = pa.ipc.new_file(str(self._path(index)), table.schema)
             self._writers[index].write_table(table)
+
+    def _held_as_is(self, mine: np.ndarray) -> np.ndarray:
+        """Which of these fingerprints the roster holds."""
+        # Searched in ascending order: each search starts near the last (5x faster here).
+        order = np.argsort(mine)
+        found = np.searchsorted(self.unchanged, mine[order])
+        found = np.minimum(found, len(self.unchanged) - 1)
+        held = np.empty(len(mine), dtype=bool)
+        held[order] = self.unchanged[found] == mine[order]
+        return held
 
     def close(self) -> None:
         while self._writers:
