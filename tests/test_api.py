@@ -7,6 +7,7 @@ import pytest
 import web_fixtures
 from django.core.management import call_command
 from django.test import Client
+from helpers import edit
 from web_fixtures import held_sync
 
 from rosterdrop.ingest.pipeline import import_path
@@ -81,6 +82,22 @@ def test_roster_is_paginated_with_a_cap(district, operator, school):
     one = first["items"][0]
     record = client.get(f"/api/districts/springfield/roster/users/{one['sourced_id']}").json()
     assert record["data"] == one["data"]
+
+
+def test_record_times_are_those_of_the_syncs_that_wrote_it(district, operator, school):
+    from datetime import datetime
+
+    first = import_path(district, school)
+    before = edit(school / "users.csv", 5, "givenName", "Later")
+    second = import_path(district, school)
+    record = api(operator).get(f"/api/districts/springfield/roster/users/{before[0]}").json()
+    assert record["data"]["givenName"] == "Later"
+    def ms(moment):  # the API writes milliseconds
+        return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+    assert datetime.fromisoformat(record["first_seen_at"]) == ms(first.finished_at)
+    assert datetime.fromisoformat(record["changed_at"]) == ms(second.finished_at)
+    assert second.finished_at > first.finished_at
 
 
 def test_raw_upload_download_is_exact(district, operator, school):

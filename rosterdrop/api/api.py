@@ -20,7 +20,7 @@ from rosterdrop.api.schemas import (
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import stored_file
-from rosterdrop.ingest.models import Sync
+from rosterdrop.ingest.models import Sync, with_sync_times
 from rosterdrop.ingest.pipeline import discard
 from rosterdrop.roster.models import ENTITIES, Record
 from rosterdrop.web.imports import start_approval
@@ -176,7 +176,7 @@ def list_records(request, slug: str, entity: str, status: str = "active"):
     records = Record.objects.filter(district=_district(request, slug), entity=entity)
     if status:
         records = records.filter(status=status)
-    return records.order_by("id")
+    return with_sync_times(records).order_by("id")
 
 
 @api.get(
@@ -185,8 +185,10 @@ def list_records(request, slug: str, entity: str, status: str = "active"):
     tags=["roster"],
 )
 def get_record(request, slug: str, entity: str, sourced_id: str):
-    found = Record.objects.filter(
-        district=_district(request, slug), entity=entity, sourced_id=sourced_id
+    found = with_sync_times(
+        Record.objects.filter(
+            district=_district(request, slug), entity=entity, sourced_id=sourced_id
+        )
     ).first()
     if found is None:
         raise HttpError(404, "No such record.")

@@ -5,7 +5,6 @@ memory stays bounded however large the district, and new records go in in key or
 """
 
 import json
-from datetime import datetime
 
 import numpy as np
 import polars as pl
@@ -35,12 +34,10 @@ def field_changes(before: str, after: str) -> list[dict]:
     ]
 
 
-def apply_plan(
-    conn, plan: Plan, spills: dict[str, Spill], district_id: int, sync_id: int, now: datetime
-) -> None:
+def apply_plan(conn, plan: Plan, spills: dict[str, Spill], district_id: int, sync_id: int) -> None:
     changes: list[tuple] = []
     for entity, ep in plan.entities.items():
-        _apply_entity(conn, ep, spills[entity], district_id, sync_id, now, changes)
+        _apply_entity(conn, ep, spills[entity], district_id, sync_id, changes)
         changes.extend((sync_id, entity, key, "removed", "[]") for key in ep.removed)
     store.insert_rows(conn, "ingest_change", list(CHANGE_COLUMNS), changes)
 
@@ -49,7 +46,7 @@ ADDED, UPDATED, REACTIVATED = 1, 2, 3
 
 
 def _apply_entity(
-    conn, ep: EntityPlan, spill: Spill, district_id: int, sync_id: int, now, changes: list
+    conn, ep: EntityPlan, spill: Spill, district_id: int, sync_id: int, changes: list
 ) -> None:
     """Read the spill once, a key range at a time, keeping only the rows the plan writes;
     written in key order."""
@@ -73,25 +70,25 @@ def _apply_entity(
         del table
         pending.append(kept.with_columns(pl.Series("_action", wanted[wanted > 0])).sort(KEY))
         if sum(p.height for p in pending) >= WINDOW:
-            _apply_windows(conn, ep, pl.concat(pending), district_id, sync_id, now, changes)
+            _apply_windows(conn, ep, pl.concat(pending), district_id, sync_id, changes)
             pending = []
     if missing:
         # Only a fingerprint collision (spill.py) leaves out a record to write: stop, roll back.
         raise RuntimeError(f"{missing} {ep.entity} records to write were not spilled")
     if pending:
-        _apply_windows(conn, ep, pl.concat(pending), district_id, sync_id, now, changes)
+        _apply_windows(conn, ep, pl.concat(pending), district_id, sync_id, changes)
     store.write_records(
-        conn, district_id, ep.entity, sync_id, now,
+        conn, district_id, ep.entity, sync_id,
         added=_EMPTY, changed=_EMPTY, removed=pl.DataFrame({KEY: ep.removed}),
     )  # fmt: skip
 
 
-def _apply_windows(conn, ep: EntityPlan, rows: pl.DataFrame, district_id, sync_id, now, changes):
+def _apply_windows(conn, ep: EntityPlan, rows: pl.DataFrame, district_id, sync_id, changes):
     for window in rows.iter_slices(WINDOW):
-        _apply_window(conn, ep, window, district_id, sync_id, now, changes)
+        _apply_window(conn, ep, window, district_id, sync_id, changes)
 
 
-def _apply_window(conn, ep: EntityPlan, window: pl.DataFrame, district_id, sync_id, now, changes):
+def _apply_window(conn, ep: EntityPlan, window: pl.DataFrame, district_id, sync_id, changes):
     added = window.filter(pl.col("_action") == ADDED)
     updated = window.filter(pl.col("_action") == UPDATED)
     back = window.filter(pl.col("_action") == REACTIVATED)
@@ -105,7 +102,7 @@ def _apply_window(conn, ep: EntityPlan, window: pl.DataFrame, district_id, sync_
             changes.append((sync_id, ep.entity, key, "updated", json.dumps(fields)))
     changes.extend((sync_id, ep.entity, key, "reactivated", "[]") for key in back[KEY])
     store.write_records(
-        conn, district_id, ep.entity, sync_id, now,
+        conn, district_id, ep.entity, sync_id,
         added=added.select(KEY, DATA, HASH),
         changed=pl.concat([updated, back]).select(KEY, DATA, HASH),
         removed=_EMPTY.select(KEY),

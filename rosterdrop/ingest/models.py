@@ -72,3 +72,17 @@ class Change(models.Model):
 
     class Meta:
         ordering = ["id"]
+
+
+def with_sync_times(records: models.QuerySet) -> models.QuerySet:
+    """Roster records with `first_seen_at` and `changed_at`: when the syncs that first wrote
+    and last changed them finished (kept once per sync, not on every record)."""
+
+    def finished(field: str) -> models.Subquery:
+        return models.Subquery(
+            Sync.objects.filter(pk=models.OuterRef(field)).values("finished_at")[:1]
+        )
+
+    return records.annotate(
+        first_seen_at=finished("first_seen_sync_id"), changed_at=finished("changed_sync_id")
+    )

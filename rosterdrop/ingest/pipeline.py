@@ -9,7 +9,6 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from contextlib import closing
-from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -207,7 +206,7 @@ def run(
                         )
                     )
                     return Outcome("failed", checked, plan, "The roster changed meanwhile.")
-                apply_plan(conn, plan, checked.spills, district.pk, sync.pk, datetime.now(UTC))
+                apply_plan(conn, plan, checked.spills, district.pk, sync.pk)
                 record_in(conn, sync, Outcome(status, checked, plan, message))
         if applying:
             checked.entities.clear()  # no longer needed: room for the new snapshot

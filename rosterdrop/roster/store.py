@@ -180,7 +180,6 @@ def write_records(
     district_id: int,
     entity: str,
     sync_id: int,
-    now: datetime,
     *,
     added: pl.DataFrame,
     changed: pl.DataFrame,
@@ -190,9 +189,8 @@ def write_records(
 
     `added` and `changed` have columns _key, _data, _hash; `removed` has _key.
     """
-    stamp = f"changed_sync_id = {int(sync_id)}, changed_at = '{sql_time(now)}'"
+    stamp = f"changed_sync_id = {int(sync_id)}"
     if added.height:
-        when = sql_time(now)
         _load(
             cur,
             TABLE,
@@ -205,7 +203,6 @@ def write_records(
             constants={
                 "district_id": district_id, "entity": entity, "status": "active",
                 "first_seen_sync_id": sync_id, "changed_sync_id": sync_id,
-                "first_seen_at": when, "changed_at": when,
             },
         )  # fmt: skip
     if changed.height:

@@ -7,6 +7,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 
 from rosterdrop.inbox.models import Upload
+from rosterdrop.ingest.models import with_sync_times
 from rosterdrop.roster.models import ENTITIES, Record
 from rosterdrop.web.access import district_view
 from rosterdrop.web.sis import members, read_rows
@@ -57,7 +58,7 @@ def search_records(district, entity: str, query: str):
         records = records.annotate(text=Cast("data", TextField())).filter(
             Q(text__icontains=query) | Q(sourced_id=query)
         )
-    return records.order_by("sourced_id")
+    return with_sync_times(records).order_by("sourced_id")
 
 
 @district_view
