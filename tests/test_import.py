@@ -138,6 +138,10 @@ def test_delta_file_removes_only_what_it_says(district, school):
     sync = import_path(district, school)
     assert sync.changes["users"]["removed"] == 1
     assert active(district, "users") == 78
+    # The bulk enrollments name users this delta did not send: found in the roster.
+    enrollments = sync.changes["enrollments"]
+    assert enrollments["added"] == enrollments["updated"] == 0
+    assert enrollments["unchanged"] + enrollments["removed"] == 546
 
 
 def test_fatal_upload_applies_nothing_and_explains(district, school):

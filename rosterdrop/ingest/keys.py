@@ -90,7 +90,8 @@ def check_keys(
     for entity in ENTITIES:
         rows = entities.get(entity)
         if rows is None:
-            active_keys[entity] = known.get(entity, empty)
+            if entity in targeted:  # asked only when needed: `known` may read from disk
+                active_keys[entity] = known.get(entity, empty)
             continue
         frame = _drop_duplicates(rows, log)
         live = frame[STATUS] == "active"

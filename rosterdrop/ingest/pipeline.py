@@ -78,6 +78,8 @@ def check(
         _close_spills(result)
     if not result.fatal:
         result.accepted = check_keys(result.entities, known or {}, result.log, refs)
+        for rows in result.entities.values():
+            rows.frames.clear()  # what the plan needs is in `accepted`
         result.counts = {
             e: int((frame[STATUS] == "active").sum()) for e, frame in result.accepted.items()
         }
@@ -130,27 +132,39 @@ def _close_spills(result: Checked) -> None:
 class ActiveKeys(Mapping):
     """The roster's active keys per entity, for references to records not sent now.
 
-    Read lazily: a full upload of every entity never asks, and a large roster's keys are
-    worth not copying.
+    Read from the roster's snapshot only when asked: an upload that sends every entity it
+    refers to never asks, and then the snapshot is not held while the upload is read.
     """
 
-    def __init__(self, snapshot: pl.DataFrame):
-        self._snapshot = snapshot
-        self._entities = set(snapshot["entity"].unique())
+    def __init__(self, district_id: int, token: int):
+        self._where = (district_id, token)
+        self._snapshot: pl.DataFrame | None = None
+        self._entities: set[str] = set()
         self._cache: dict[str, pl.Series] = {}
 
+    def _roster(self) -> pl.DataFrame:
+        if self._snapshot is None:
+            from rosterdrop.roster import hashes
+
+            self._snapshot = hashes.load(*self._where)
+            self._entities = {str(e) for e in self._snapshot["entity"].unique()}
+        return self._snapshot
+
     def __getitem__(self, entity: str) -> pl.Series:
+        roster = self._roster()
         if entity not in self._entities:
             raise KeyError(entity)
         if entity not in self._cache:
             rows = (pl.col("entity") == entity) & (pl.col("status") == "active")
-            self._cache[entity] = self._snapshot.filter(rows)[KEY]
+            self._cache[entity] = roster.filter(rows)[KEY]
         return self._cache[entity]
 
     def __iter__(self):
+        self._roster()
         return iter(self._entities)
 
     def __len__(self) -> int:
+        self._roster()
         return len(self._entities)
 
 
@@ -170,9 +184,8 @@ def run(
     try:
         district.refresh_from_db(fields=["roster_token"])
         token = district.roster_token
-        snapshot = hashes.load(district.pk, token)
-        known = ActiveKeys(snapshot)
-        spill = SpillFolder(work, unchanged_fingerprints(snapshot))
+        spill = SpillFolder(work, unchanged_fingerprints(hashes.load(district.pk, token)))
+        known = ActiveKeys(district.pk, token)
         checked = check(
             paths,
             district.format,
@@ -184,6 +197,8 @@ def run(
         )
         if checked.fatal:
             return Outcome("failed", checked, message=_first_fatal(checked))
+        # Read again rather than held while the upload was read: memory is at its peak here.
+        snapshot = hashes.load(district.pk, token)
         with store.bulk_connection() as conn:
             plan = Plan()
             for entity, frame in checked.accepted.items():

@@ -10,6 +10,8 @@ missing or stale file is rebuilt from the database.
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
 from django.conf import settings
 
 from rosterdrop.roster import store
@@ -26,7 +28,10 @@ def _path(district_id: int, token: int) -> Path:
 def load(district_id: int, token: int) -> pl.DataFrame:
     path = _path(district_id, token)
     if path.exists():
-        frame = pl.read_ipc(path)
+        # Read whole through pyarrow: polars' read_ipc maps the file and then copies it,
+        # which for a few million records briefly takes twice the memory.
+        with pa.OSFile(str(path)) as source:
+            frame = pl.from_arrow(pa.ipc.open_file(source).read_all())
         if frame.columns == list(store.SNAPSHOT_SCHEMA):
             return frame.cast(store.SNAPSHOT_SCHEMA)
     with store.bulk_connection() as cur:
