@@ -77,7 +77,9 @@ def check(
     finally:
         _close_spills(result)
     if not result.fatal:
-        result.accepted = check_keys(result.entities, known or {}, result.log, refs)
+        # Not `known or {}`: asking a lazy mapping for its length would read it.
+        known = {} if known is None else known
+        result.accepted = check_keys(result.entities, known, result.log, refs)
         for rows in result.entities.values():
             rows.frames.clear()  # what the plan needs is in `accepted`
         result.counts = {
