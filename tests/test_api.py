@@ -92,6 +92,7 @@ def test_record_times_are_those_of_the_syncs_that_wrote_it(district, operator, s
     second = import_path(district, school)
     record = api(operator).get(f"/api/districts/springfield/roster/users/{before[0]}").json()
     assert record["data"]["givenName"] == "Later"
+
     def ms(moment):  # the API writes milliseconds
         return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 

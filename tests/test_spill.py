@@ -3,12 +3,11 @@ records the roster already holds exactly as they are."""
 
 import random
 
-import numpy as np
 import polars as pl
 import pytest
 
 from rosterdrop.ingest import spill as spill_module
-from rosterdrop.ingest.spill import ROW, Spill, fingerprints
+from rosterdrop.ingest.spill import ROW, Spill, unchanged_fingerprints
 
 
 def _batches(keys: list[str], size: int) -> list[pl.DataFrame]:
@@ -74,15 +73,29 @@ def test_nothing_spilled_gives_nothing_back(tmp_path):
 
 
 def test_records_the_roster_holds_as_they_are_are_not_spilled(tmp_path):
+    """...and each row is told which roster record it matched, for the plan to confirm."""
     keys = [f"u{i:04d}" for i in range(100)]
     [batch] = _batches(keys, 100)
     in_roster = batch.head(60).with_columns(
         pl.when(pl.col("_key") == "u0007").then(-1).otherwise(pl.col("_hash")).alias("_hash")
     )  # u0007 changed since
-    spill = Spill(tmp_path, "users", np.sort(fingerprints(in_roster)))
-    spill.write(batch)
+    roster = pl.DataFrame(
+        {
+            "entity": pl.Series(["users"] * 60, dtype=pl.Enum(["orgs", "users"])),
+            "_key": in_roster["_key"],
+            "_hash": in_roster["_hash"],
+            "status": pl.Series(
+                ["active"] * 59 + ["tobedeleted"], dtype=pl.Enum(["active", "tobedeleted"])
+            ),
+        }
+    ).reverse()  # u0059, the one no longer active, first
+    spill = Spill(tmp_path, "users", unchanged_fingerprints(roster)["users"])
+    same = spill.write(batch)
     spill.close()
     back = pl.concat(_read_back(spill))
-    assert spill.rows == 100 and spill.spilled == back.height == 41
-    assert sorted(back["_key"].to_list()) == ["u0007", *keys[60:]]
-    assert sorted(back[ROW].to_list()) == [7, *range(60, 100)]
+    assert spill.rows == 100 and spill.spilled == back.height == 42
+    assert sorted(back["_key"].to_list()) == ["u0007", *keys[59:]]
+    assert sorted(back[ROW].to_list()) == [7, *range(59, 100)]
+    matched = {keys[i]: p for i, p in enumerate(same.to_list()) if p is not None}
+    assert len(matched) == 58
+    assert all(roster["_key"][p] == key for key, p in matched.items())

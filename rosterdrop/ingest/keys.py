@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from rosterdrop.ingest.findings import ERROR, WARNING, Finding, FindingLog
-from rosterdrop.ingest.mapping import HASH, KEY, NATURAL, RECORD
+from rosterdrop.ingest.mapping import HASH, KEY, NATURAL, RECORD, SAME
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster.models import ENTITIES
@@ -75,7 +75,8 @@ def check_keys(
     log: FindingLog,
     refs: dict[str, tuple[Ref, ...]] | None = None,
 ) -> dict[str, pl.DataFrame]:
-    """Accepted records per entity (_key, _hash, _status, _row, [_natural]); findings for the rest.
+    """Accepted records per entity (_key, _hash, _status, _row [, _natural, _same]); findings
+    for the rest.
 
     `known` holds the active keys of the current roster, used for references into entities
     this upload does not send in full. `refs`: the format's references (default: the schema's).
@@ -115,8 +116,8 @@ def check_keys(
         skipped = frame.filter(~keep).select(pl.col(FILE).cast(pl.String), LINE)
         reported = pl.concat([reported, skipped])
         kept = frame if keep.all() else frame.filter(keep)
-        natural = [NATURAL] if NATURAL in kept.columns else []
-        accepted[entity] = kept.select(KEY, HASH, STATUS, ROW, *natural)
+        extra = [c for c in (NATURAL, SAME) if c in kept.columns]
+        accepted[entity] = kept.select(KEY, HASH, STATUS, ROW, *extra)
         if entity in targeted:
             active_keys[entity] = pl.concat([kept.filter(pl.col(STATUS) == "active")[KEY], carried])
     return accepted

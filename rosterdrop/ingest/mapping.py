@@ -17,6 +17,7 @@ from rosterdrop.roster.schema import FIELDS, NATURAL_KEYS, REFS
 
 KEY, DATA, HASH, NATURAL = "_key", "_data", "_hash", "_natural"
 RECORD = "_record"  # the record's fields as a struct; encoded as JSON (DATA) only to be written
+SAME = "_same"  # set by the spill: the roster record it matched by fingerprint (spill.py)
 ITEM = "@item"
 SOURCED_ID = "sourcedId"
 # Fixed, so that hashes stay comparable from one import to the next.

@@ -122,7 +122,9 @@ def _map_and_keep(result: Checked, file, output, mode, batch, extras, spill) -> 
     if spill is not None:
         if output.entity not in result.spills:
             result.spills[output.entity] = spill.open(output.entity)
-        result.spills[output.entity].write(mapped)
+        same = result.spills[output.entity].write(mapped)
+        if same is not None:
+            mapped = mapped.with_columns(same)
     rows.add(mapped, file.name, output.derived)
 
 

@@ -7,8 +7,10 @@ in memory at once. The ranges are cut at quantiles of the first batch's keys; a 
 grew too large (keys arriving sorted, say) is read back batch by batch instead.
 
 Records already in the roster exactly as they arrive are not spilled: apply never writes them.
-They are recognised by a 64-bit fingerprint of key and content hash; should two fingerprints
-ever collide, apply finds a record it must write missing and fails with nothing applied.
+They are recognised by a 64-bit fingerprint of key and content hash, and each is told which
+roster record it matched (SAME) so that the plan can confirm it exactly instead of joining
+millions of keys. Should two fingerprints ever collide, the plan finds the match false, plans
+the record as a change, and apply, not finding it spilled, fails with nothing applied.
 """
 
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ import pyarrow as pa
 import pyarrow.ipc
 
 from rosterdrop.ingest.keys import ROW
-from rosterdrop.ingest.mapping import HASH, KEY, RECORD, record_json
+from rosterdrop.ingest.mapping import HASH, KEY, RECORD, SAME, record_json
 
 RANGES = 16
 FINGERPRINT_SEED = 20261124
@@ -34,16 +36,29 @@ def fingerprints(frame: pl.DataFrame) -> np.ndarray:
     return frame.select(pl.struct(KEY, HASH).hash(FINGERPRINT_SEED)).to_series().to_numpy()
 
 
-def unchanged_fingerprints(snapshot: pl.DataFrame) -> dict[str, np.ndarray]:
-    """Per entity, the sorted fingerprints of the roster's active records."""
+@dataclass(frozen=True)
+class Held:
+    """The roster's active records of one entity, by fingerprint."""
+
+    fingerprints: np.ndarray  # sorted
+    positions: np.ndarray  # of each, among the roster's records of the entity (active or not)
+
+
+def unchanged_fingerprints(snapshot: pl.DataFrame) -> dict[str, Held]:
+    """Per entity, the fingerprints of the roster's active records, sorted, and where each is
+    in `snapshot.filter(entity == ...)` (the frame the plan compares against)."""
     active = (snapshot["status"] == "active").to_numpy()
     every = fingerprints(snapshot)
     entities = snapshot["entity"].to_physical().to_numpy()
     names = snapshot.schema["entity"].categories  # the snapshot's entity is an Enum
-    return {
-        names[int(code)]: np.sort(every[active & (entities == code)])
-        for code in np.unique(entities[active])
-    }
+    held = {}
+    for code in np.unique(entities[active]):
+        rows = np.flatnonzero(entities == code)  # the entity's records, in order
+        positions = np.flatnonzero(active[rows])  # the active ones, by position among them
+        mine = every[rows[positions]]
+        order = np.argsort(mine)
+        held[names[int(code)]] = Held(mine[order], positions[order])
+    return held
 
 
 @dataclass
@@ -51,18 +66,19 @@ class SpillFolder:
     """Where an import spills, and what it need not spill (per entity, sorted fingerprints)."""
 
     path: Path
-    unchanged: dict[str, np.ndarray] = field(default_factory=dict)
+    unchanged: dict[str, Held] = field(default_factory=dict)
 
     def open(self, entity: str) -> "Spill":
         return Spill(self.path, entity, self.unchanged.get(entity))
 
 
 class Spill:
-    """`unchanged`: sorted fingerprints of records the roster holds as they are (not spilled)."""
+    """`unchanged`: the records the roster holds, by fingerprint (those are not spilled)."""
 
-    def __init__(self, folder: Path, entity: str, unchanged: np.ndarray | None = None):
+    def __init__(self, folder: Path, entity: str, unchanged: Held | None = None):
         self.folder, self.entity = folder, entity
-        self.unchanged = unchanged if unchanged is not None and len(unchanged) else None
+        empty = unchanged is None or not len(unchanged.fingerprints)
+        self.unchanged = None if empty else unchanged
         self.rows = 0  # every row numbered, spilled or not
         self.spilled = 0
         self._bounds: pl.Series | None = None
@@ -71,19 +87,26 @@ class Spill:
     def _path(self, part: int) -> Path:
         return self.folder / f"{self.entity}-{part:03d}.arrow"
 
-    def write(self, mapped: pl.DataFrame) -> None:
-        """Keep the batch's key, data and hash, with the row numbers the checks gave them."""
-        if not mapped.height:
-            return
+    def write(self, mapped: pl.DataFrame) -> pl.Series | None:
+        """Keep the batch's key, data and hash, with the row numbers the checks gave them.
+
+        Returns, if the roster holds records of this entity, each row's SAME: the position
+        of the roster record its fingerprint matched (null: none, the row was spilled).
+        """
         frame = mapped.select(KEY, RECORD, HASH).with_columns(
             pl.int_range(self.rows, self.rows + mapped.height, dtype=pl.UInt32).alias(ROW)
         )
         self.rows += frame.height
+        same = None
         if self.unchanged is not None:
-            frame = frame.filter(pl.Series(~self._held_as_is(fingerprints(frame))))
+            same = self._held_as_is(fingerprints(frame))
+            frame = frame.filter(same.is_null())
         self.spilled += frame.height
-        if not frame.height:
-            return
+        if frame.height:
+            self._write(frame)
+        return same
+
+    def _write(self, frame: pl.DataFrame) -> None:
         frame = frame.select(KEY, record_json(), HASH, ROW)
         if self._bounds is None:
             keys = frame[KEY].sort()
@@ -97,15 +120,17 @@ class Spill:
                 self._writers[index] = pa.ipc.new_file(str(self._path(index)), table.schema)
             self._writers[index].write_table(table)
 
-    def _held_as_is(self, mine: np.ndarray) -> np.ndarray:
-        """Which of these fingerprints the roster holds."""
+    def _held_as_is(self, mine: np.ndarray) -> pl.Series:
+        """For each fingerprint, the position of the roster record that has it (or null)."""
+        held = self.unchanged
         # Searched in ascending order: each search starts near the last (5x faster here).
         order = np.argsort(mine)
-        found = np.searchsorted(self.unchanged, mine[order])
-        found = np.minimum(found, len(self.unchanged) - 1)
-        held = np.empty(len(mine), dtype=bool)
-        held[order] = self.unchanged[found] == mine[order]
-        return held
+        found = np.searchsorted(held.fingerprints, mine[order])
+        found = np.minimum(found, len(held.fingerprints) - 1)
+        hit = held.fingerprints[found] == mine[order]
+        position = np.full(len(mine), -1, dtype=np.int64)
+        position[order[hit]] = held.positions[found[hit]]
+        return pl.Series(SAME, position, dtype=pl.Int64).replace(-1, None).cast(pl.UInt32)
 
     def close(self) -> None:
         while self._writers:
