@@ -155,15 +155,15 @@ def _confirmed_same(live: pl.DataFrame, current: pl.DataFrame) -> tuple[pl.Serie
     millions of matches by position is a gather and a compare, much cheaper than joining them.
     """
     kept = np.zeros(current.height, dtype=bool)
-    if SAME not in live.columns or not live.height:
+    if SAME not in live.columns or not current.height:
         return pl.Series([False] * live.height, dtype=pl.Boolean), kept
     position = live[SAME]
-    where = position.fill_null(0)
-    roster = current[[KEY, "_old_hash", "_old_status"]].gather(where) if current.height else None
-    if roster is None:
-        return pl.Series([False] * live.height, dtype=pl.Boolean), kept
+    # A position beyond the roster (its snapshot rebuilt meanwhile) confirms nothing.
+    usable = position.is_not_null() & (position < current.height)
+    where = pl.select(pl.when(usable).then(position).otherwise(0)).to_series()
+    roster = current.gather(where)
     same = (
-        position.is_not_null()
+        usable
         & (roster[KEY] == live[KEY])
         & (roster["_old_hash"] == live[HASH])
         & (roster["_old_status"] == "active")
