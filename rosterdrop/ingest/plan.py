@@ -65,11 +65,14 @@ class Plan:
     def over_threshold(self, threshold: float) -> list[EntityPlan]:
         return [p for p in self.entities.values() if p.removal_share > threshold]
 
-    def applied_to(self, snapshot: pl.DataFrame, accepted: dict[str, pl.DataFrame]) -> pl.DataFrame:
-        """The roster's snapshot (entity, _key, _hash, status, _natural) after this plan."""
+    def applied_to(self, snapshot: pl.DataFrame, accepted: dict[str, pl.DataFrame]) -> pl.LazyFrame:
+        """The roster's snapshot (entity, _key, _hash, status, _natural) after this plan.
+
+        Lazy: written out a batch at a time, it is never whole in memory beside the old one.
+        """
         entity_type, status_type = store.SNAPSHOT_SCHEMA["entity"], store.SNAPSHOT_SCHEMA["status"]
-        snapshot = snapshot.cast(store.SNAPSHOT_SCHEMA)
-        parts = [snapshot.filter(~pl.col("entity").is_in(list(self.entities)))]
+        old = snapshot.lazy().cast(store.SNAPSHOT_SCHEMA)
+        parts = [old.filter(~pl.col("entity").is_in(list(self.entities)))]
         for entity, ep in self.entities.items():
             rows = pl.concat([ep.added, ep.updated, ep.reactivated, ep.renamed[ROW]]).implode()
             frame = accepted[entity]
@@ -81,11 +84,8 @@ class Plan:
                 pl.lit("active", status_type).alias("status"),
                 natural,
             )
-            kept = (
-                snapshot.filter(pl.col("entity") == entity)
-                .join(written, on=KEY, how="anti")
-                .filter(~pl.col(KEY).is_in(ep.renamed["_old_key"].implode()))
-            )
+            replaced = pl.concat([written[KEY], ep.renamed["_old_key"]]).implode()
+            kept = old.filter((pl.col("entity") == entity) & ~pl.col(KEY).is_in(replaced))
             parts.append(
                 kept.with_columns(
                     pl.when(pl.col(KEY).is_in(ep.removed.implode()))
@@ -94,7 +94,7 @@ class Plan:
                     .alias("status")
                 )
             )
-            parts.append(written)
+            parts.append(written.lazy())
         return pl.concat(parts)
 
 

@@ -40,13 +40,13 @@ def load(district_id: int, token: int) -> pl.DataFrame:
     return frame
 
 
-def save(district_id: int, token: int, frame: pl.DataFrame) -> None:
+def save(district_id: int, token: int, frame: pl.DataFrame | pl.LazyFrame) -> None:
     """Write the snapshot for `token` (temp name, then rename) and drop older ones."""
     folder = _folder()
     folder.mkdir(parents=True, exist_ok=True)
     path = _path(district_id, token)
     tmp = path.with_suffix(".tmp")
-    frame.write_ipc(tmp)
+    frame.lazy().sink_ipc(tmp, engine="streaming")
     tmp.replace(path)
     for old in folder.glob(f"{int(district_id)}-t*.arrow"):
         if old != path:
