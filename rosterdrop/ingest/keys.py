@@ -64,8 +64,11 @@ class EntityRows:
                     DERIVED: pl.Boolean,
                 }  # fmt: skip
             )
-        # Kept as one frame from now on, so the batches are not held twice.
-        self.frames = [pl.concat(self.frames, how="diagonal_relaxed")]
+        # Kept as one frame from now on, so the batches are not held twice. Batches of one
+        # shape are chained as they are (no copy); files of different shapes are aligned.
+        same_shape = all(f.schema == self.frames[0].schema for f in self.frames)
+        how = "vertical" if same_shape else "diagonal_relaxed"
+        self.frames = [pl.concat(self.frames, how=how, rechunk=False)]
         return self.frames[0]
 
 
@@ -98,7 +101,7 @@ def check_keys(
         live = frame[STATUS] == "active"
         # A delta or partial upload may refer to records already in the roster.
         carried = known.get(entity, empty) if rows.mode != "bulk" else empty
-        keep = pl.Series([True] * frame.height, dtype=pl.Boolean)
+        keep = pl.repeat(True, frame.height, eager=True)
         quiet = _on_lines(frame, reported)
         for ref in refs.get(entity, ()):
             if ref.field not in frame.columns:
@@ -126,7 +129,7 @@ def check_keys(
 def _on_lines(frame: pl.DataFrame, lines: pl.DataFrame) -> pl.Series:
     """Which records come from one of these source lines (file, line): one issue per row."""
     if lines.is_empty():
-        return pl.Series([False] * frame.height, dtype=pl.Boolean)
+        return pl.repeat(False, frame.height, eager=True)
     marks = lines.unique().with_columns(pl.lit(True).alias("_seen"))
     return (
         frame.select(pl.col(FILE).cast(pl.String), LINE)
