@@ -156,7 +156,7 @@ def _confirmed_same(live: pl.DataFrame, current: pl.DataFrame) -> tuple[pl.Serie
     """
     kept = np.zeros(current.height, dtype=bool)
     if SAME not in live.columns or not current.height:
-        return pl.Series([False] * live.height, dtype=pl.Boolean), kept
+        return pl.repeat(False, live.height, eager=True), kept
     position = live[SAME]
     # A position beyond the roster (its snapshot rebuilt meanwhile) confirms nothing.
     usable = position.is_not_null() & (position < current.height)

@@ -264,7 +264,7 @@ class RowChecker:
         frame = frame.rename(self.renames) if self.renames else frame
         self.rows += frame.height
         masks = frame.select(self._mask_exprs)
-        bad = pl.Series("bad", [False] * frame.height, dtype=pl.Boolean)
+        bad = pl.repeat(False, frame.height, eager=True)
         fixes = {}
         for i, (col, name, rule) in enumerate(self._rules):
             empty = masks[f"{i}:empty"]
@@ -337,7 +337,7 @@ class RowChecker:
 
     def _row_rules(self, frame: pl.DataFrame, bad: pl.Series) -> pl.Series:
         """Rows that break one of the file's row rules (none of the columns filled)."""
-        broken = pl.Series([False] * frame.height, dtype=pl.Boolean)
+        broken = pl.repeat(False, frame.height, eager=True)
         for rule in self.file.row_rules:
             filled = [frame[c] != "" for c in rule.columns if c in frame.columns]
             none = ~pl.select(pl.any_horizontal(filled)).to_series() if filled else ~broken
@@ -353,7 +353,7 @@ class RowChecker:
 
     def _repeated(self, frame: pl.DataFrame, bad: pl.Series) -> pl.Series:
         """Rows repeating a value that must be unique in the file (e.g. a school's name)."""
-        repeated = pl.Series([False] * frame.height, dtype=pl.Boolean)
+        repeated = pl.repeat(False, frame.height, eager=True)
         for name in self.file.unique:
             if name not in frame.columns:
                 continue

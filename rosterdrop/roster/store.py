@@ -187,15 +187,15 @@ def write_records(
 ) -> None:
     """Insert added records, rewrite changed/reactivated ones, mark removed ones tobedeleted.
 
-    `added` and `changed` have columns _key, _data, _hash; `removed` has _key.
+    `added` and `changed` have columns _key, _data, _hash; `removed` has _key. `added` comes
+    in key order (apply sorts each key range), so index pages fill one after another.
     """
     stamp = f"changed_sync_id = {int(sync_id)}"
     if added.height:
         _load(
             cur,
             TABLE,
-            # In key order, so index pages fill one after another instead of at random.
-            added.sort("_key").select(
+            added.select(
                 pl.col("_key").alias("sourced_id"),
                 pl.col("_data").alias("data"),
                 pl.col("_hash").alias("content_hash"),
