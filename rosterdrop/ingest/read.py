@@ -1,9 +1,10 @@
 r"""Read: UTF-8 chunks -> batches of rows as strings, each row with its physical line number.
 
-Pieces of a file that hold no quote (nor escape) character and whose every line has exactly
-the header's number of delimiters are parsed by polars (fast); any other piece goes through the
-stdlib csv module in strict mode, which reports ragged rows and broken quotes at their exact
-lines. Both give the same rows, so the choice is only about speed. Header = line 1.
+Pieces of a file whose quotes (if any) are plain CSV quoting, that hold no escape character
+and whose every line has exactly the header's number of delimiters are parsed by polars (fast);
+any other piece goes through the stdlib csv module in strict mode, which reports ragged rows
+and broken quotes at their exact lines. Both give the same rows, so the choice is only about
+speed. Header = line 1.
 
 A format may escape characters with a backslash (Apple School Manager: `\"`, `\,`, and an
 escaped newline inside a value); the escape character is then honoured wherever it appears.
@@ -18,12 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import numpy as np
 import polars as pl
 
 from rosterdrop.ingest.decode import count_byte
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding
 
 LINE = "_line"
+QUOTE, NEWLINE, RETURN = ord('"'), ord("\n"), ord("\r")
 # A piece is cut at a newline; an unclosed quote or a line longer than this is refused.
 MAX_PENDING = 64 << 20
 csv.field_size_limit(1 << 20)
@@ -193,10 +196,10 @@ def _batches(
     table: Table, delimiter: str, escapechar: str, pieces: Iterator[Piece]
 ) -> Iterator[pl.DataFrame]:
     sep = ord(delimiter)
-    special = [b'"', *([escapechar.encode()] if escapechar else [])]
     for piece in pieces:
-        plain = not any(c in piece.text for c in special)
-        frame = _fast(piece, table.header, sep) if plain else None
+        frame = None
+        if not escapechar or escapechar.encode() not in piece.text:
+            frame = _fast(piece, table.header, sep)
         if frame is None:
             frame = _strict(piece.text, piece.line, table, delimiter, escapechar)
         if frame.height:
@@ -204,12 +207,15 @@ def _batches(
 
 
 def _fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None:
-    """Parse a quote-free piece with polars if every line has exactly the right width.
+    """Parse a piece with polars if every line is sure to have exactly the right width and
+    any quotes are plain CSV quoting; None sends the piece to the csv module.
 
     polars refuses a line with too many values; with that, the piece holding exactly
-    (width - 1) delimiters per line means no line has too few either.
+    (width - 1) delimiters per line, outside quotes, means no line has too few either.
     """
-    if count_byte(piece.text, sep) != piece.lines * (len(header) - 1):
+    quoted = b'"' in piece.text
+    outside = _delimiters_outside_quotes(piece.text, sep) if quoted else count_byte(piece.text, sep)
+    if outside != piece.lines * (len(header) - 1):
         return None
     try:
         frame = pl.read_csv(
@@ -217,7 +223,7 @@ def _fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None:
             has_header=False,
             new_columns=header,
             schema=dict.fromkeys(header, pl.String),
-            quote_char=None,
+            quote_char='"' if quoted else None,
             separator=chr(sep),
             empty_string_is_null=False,
         )
@@ -229,6 +235,41 @@ def _fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None:
     return frame.with_columns(
         pl.int_range(first, first + frame.height, dtype=pl.UInt32).alias(LINE)
     )
+
+
+def _delimiters_outside_quotes(text: bytes, sep: int) -> int:
+    """The delimiters outside quoted values, if every quote is plain CSV quoting; else -1.
+
+    Plain quoting: a quoted value starts at the start of a line or right after a delimiter,
+    ends right before a delimiter or the line end, holds no line break, and writes a quote
+    as "". Anything else (a stray quote, text after the closing quote, a value spanning
+    lines) is for the csv module, which reports it at its exact line.
+    """
+    data = np.frombuffer(text, dtype=np.uint8)
+    quotes = np.flatnonzero(data == QUOTE)
+    if len(quotes) % 2:
+        return -1
+    # An escaped "" closes a quoted stretch and opens the next one right after it.
+    opens, closes = quotes[0::2], quotes[1::2]
+    before = np.where(opens > 0, data[np.maximum(opens - 1, 0)], NEWLINE)
+    glued = np.zeros(len(opens), dtype=bool)
+    glued[1:] = opens[1:] == closes[:-1] + 1
+    after_at = np.minimum(closes + 1, len(data) - 1)
+    after = np.where(closes + 1 < len(data), data[after_at], NEWLINE)
+    glued_after = np.zeros(len(closes), dtype=bool)
+    glued_after[:-1] = glued[1:]
+    if not (
+        np.all((before == sep) | (before == NEWLINE) | glued)
+        and np.all((after == sep) | (after == NEWLINE) | (after == RETURN) | glued_after)
+    ):
+        return -1
+    depth = np.zeros(len(data) + 1, dtype=np.int8)
+    depth[opens] = 1
+    depth[closes] = -1
+    inside = np.cumsum(depth[:-1], dtype=np.int8).view(bool)
+    if np.count_nonzero(inside & (data == NEWLINE)):
+        return -1
+    return int(np.count_nonzero((data == sep) & ~inside))
 
 
 def _strict(
