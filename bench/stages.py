@@ -25,9 +25,9 @@ SUMS: Counter[str] = Counter()
 
 
 def memory() -> str:
-    """RSS and peak RSS of this process, in MB."""
+    """RSS (anonymous and file-backed: mapped files count too) and peak RSS, in MB."""
     fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
-    return " ".join(f"{k} {int(fields[k].split()[0]) // 1024}" for k in ("VmRSS", "VmHWM"))
+    return " ".join(f"{k} {int(fields[k].split()[0]) // 1024}" for k in ("VmRSS", "RssAnon", "RssFile", "VmHWM"))
 
 
 def each_call(owner, name: str) -> None:
