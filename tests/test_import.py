@@ -193,6 +193,12 @@ def test_saved_snapshot_is_what_the_database_holds(district, school, settings):
     rebuilt = hashes.load(district.pk, district.roster_token)
     order = ["entity", "_key"]
     assert rebuilt.sort(order).equals(saved.sort(order))
+    # Both keep an entity's records together, which is what of_entity's slices rely on.
+    for snapshot in (saved, rebuilt):
+        assert snapshot["entity"].is_sorted()
+        for entity in ("orgs", "users", "enrollments", "agents"):
+            mine = snapshot.filter(pl.col("entity") == entity).drop("entity")
+            assert hashes.of_entity(snapshot, entity).equals(mine)
     assert rebuilt.filter(pl.col("status") == "tobedeleted").height == 3
     enrollments = rebuilt.filter(pl.col("entity") == "enrollments")
     assert enrollments["_natural"].null_count() == 0

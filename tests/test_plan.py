@@ -4,6 +4,7 @@ missing: they only spare it a join, they never decide what changed."""
 import polars as pl
 import pytest
 
+from rosterdrop.ingest import plan
 from rosterdrop.ingest.plan import plan_entity
 
 STATUS = pl.Enum(["active", "tobedeleted"])
@@ -55,8 +56,11 @@ def _summary(plan):
     )
 
 
+@pytest.mark.parametrize("slice_rows", [500_000, 2])
 @pytest.mark.parametrize("kind", ["right", "wrong", "beyond"])
-def test_fingerprint_matches_never_change_the_plan(kind):
+def test_fingerprint_matches_never_change_the_plan(kind, slice_rows, monkeypatch):
+    # Matches are confirmed a slice at a time; slices of 2 records cut this upload into 5.
+    monkeypatch.setattr(plan, "CONFIRM_ROWS", slice_rows)
     expected = _summary(plan_entity("users", "bulk", _upload(), _roster()))
     assert expected == (
         {"added": 1, "updated": 1, "removed": 3, "reactivated": 1, "unchanged": 6},

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from rosterdrop import notify
 from rosterdrop.formats.spec import FormatSpec, Mode
+from rosterdrop.ingest import memory
 from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
@@ -159,8 +160,10 @@ class ActiveKeys(Mapping):
         if entity not in self._entities:
             raise KeyError(entity)
         if entity not in self._cache:
-            rows = (pl.col("entity") == entity) & (pl.col("status") == "active")
-            self._cache[entity] = roster.filter(rows)[KEY]
+            from rosterdrop.roster import hashes
+
+            records = hashes.of_entity(roster, entity)
+            self._cache[entity] = records.filter(pl.col("status") == "active")[KEY]
         return self._cache[entity]
 
     def __iter__(self):
@@ -188,25 +191,25 @@ def run(
     try:
         district.refresh_from_db(fields=["roster_token"])
         token = district.roster_token
-        spill = SpillFolder(work, unchanged_fingerprints(hashes.load(district.pk, token)))
-        known = ActiveKeys(district.pk, token)
         checked = check(
             paths,
             district.format,
             district.fallback_encoding,
-            spill,
-            known,
+            # Not kept here: its fingerprints are dropped once the files are read.
+            SpillFolder(work, unchanged_fingerprints(hashes.load(district.pk, token))),
+            ActiveKeys(district.pk, token),
             district.slug,
             progress,
         )
         if checked.fatal:
             return Outcome("failed", checked, message=_first_fatal(checked))
         # Read again rather than held while the upload was read: memory is at its peak here.
+        memory.release()
         snapshot = hashes.load(district.pk, token)
         with store.bulk_connection() as conn:
             plan = Plan()
             for entity, frame in checked.accepted.items():
-                current = snapshot.filter(pl.col("entity") == entity).drop("entity")
+                current = hashes.of_entity(snapshot, entity)
                 plan.entities[entity] = plan_entity(
                     entity, checked.entities[entity].mode, frame, current
                 )

@@ -13,7 +13,10 @@ from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.mapping import HASH, KEY, NATURAL, SAME
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster import store
+from rosterdrop.roster.models import ENTITIES
 
+# Records confirmed unchanged at a time (see _confirmed_same).
+CONFIRM_ROWS = 500_000
 COUNTS = ("added", "updated", "removed", "reactivated", "unchanged")
 
 
@@ -26,6 +29,7 @@ class EntityPlan:
     removed: pl.Series  # keys of active records to mark tobedeleted
     unchanged: int
     active_before: int
+    held_before: int  # records of the entity in the roster, active or not
     # Records arriving under a new ID, matched by their natural key: _row, _key, _old_key.
     renamed: pl.DataFrame = field(
         default_factory=lambda: pl.DataFrame(
@@ -66,36 +70,57 @@ class Plan:
         return [p for p in self.entities.values() if p.removal_share > threshold]
 
     def applied_to(self, snapshot: pl.DataFrame, accepted: dict[str, pl.DataFrame]) -> pl.LazyFrame:
-        """The roster's snapshot (entity, _key, _hash, status, _natural) after this plan.
+        """The roster's snapshot (entity, _key, _hash, status, _natural) after this plan, its
+        records grouped by entity as `hashes.of_entity` expects.
 
         Lazy: written out a batch at a time, it is never whole in memory beside the old one.
         """
         entity_type, status_type = store.SNAPSHOT_SCHEMA["entity"], store.SNAPSHOT_SCHEMA["status"]
         old = snapshot.lazy().cast(store.SNAPSHOT_SCHEMA)
-        parts = [old.filter(~pl.col("entity").is_in(list(self.entities)))]
-        for entity, ep in self.entities.items():
-            rows = pl.concat([ep.added, ep.updated, ep.reactivated, ep.renamed[ROW]]).implode()
-            frame = accepted[entity]
+        parts = []
+        for entity in ENTITIES:
+            mine = old.filter(pl.col("entity") == entity)
+            ep = self.entities.get(entity)
+            if ep is None:
+                parts.append(mine)
+                continue
+            frame = _written(ep, accepted[entity])
             natural = NATURAL if NATURAL in frame.columns else pl.lit(None, pl.Int64).alias(NATURAL)
-            written = frame.filter(pl.col(ROW).is_in(rows)).select(
+            written = frame.select(
                 pl.lit(entity, entity_type).alias("entity"),
                 KEY,
                 HASH,
                 pl.lit("active", status_type).alias("status"),
                 natural,
             )
-            replaced = pl.concat([written[KEY], ep.renamed["_old_key"]]).implode()
-            kept = old.filter((pl.col("entity") == entity) & ~pl.col(KEY).is_in(replaced))
-            parts.append(
-                kept.with_columns(
-                    pl.when(pl.col(KEY).is_in(ep.removed.implode()))
-                    .then(pl.lit("tobedeleted", status_type))
-                    .otherwise(pl.col("status"))
-                    .alias("status")
+            if ep.held_before:  # else there is nothing old to keep or replace
+                replaced = pl.concat([written[KEY], ep.renamed["_old_key"]]).implode()
+                parts.append(
+                    mine.filter(~pl.col(KEY).is_in(replaced)).with_columns(
+                        pl.when(pl.col(KEY).is_in(ep.removed.implode()))
+                        .then(pl.lit("tobedeleted", status_type))
+                        .otherwise(pl.col("status"))
+                        .alias("status")
+                    )
                 )
-            )
             parts.append(written.lazy())
         return pl.concat(parts)
+
+
+def _written(ep: EntityPlan, accepted: pl.DataFrame) -> pl.DataFrame:
+    """The accepted records this plan writes (added, updated, reactivated, renamed).
+
+    Picked by position with a mask (accepted rows keep ascending row numbers), and not
+    copied at all when every record is written, as in a first import of millions.
+    """
+    rows = np.concatenate(
+        [s.to_numpy() for s in (ep.added, ep.updated, ep.reactivated, ep.renamed[ROW])]
+    )
+    if len(rows) == accepted.height:
+        return accepted
+    picked = np.zeros(accepted.height, dtype=bool)
+    picked[np.searchsorted(accepted[ROW].to_numpy(), rows)] = True
+    return accepted.filter(pl.Series(picked))
 
 
 def plan_entity(
@@ -140,6 +165,7 @@ def plan_entity(
         unchanged=int(same.sum())
         + int((~new & ~back.fill_null(False) & ~differs.fill_null(False)).sum()),
         active_before=int(was_active.sum()),
+        held_before=current.height,
     )
     if NATURAL in incoming.columns and len(plan.added):
         arriving = live.select(ROW, KEY, NATURAL).filter(pl.col(ROW).is_in(plan.added.implode()))
@@ -152,24 +178,29 @@ def _confirmed_same(live: pl.DataFrame, current: pl.DataFrame) -> tuple[pl.Serie
     roster's active record at that position with the same key and content hash.
 
     Returns the mask over `live`, and over `current` the records so confirmed. Confirming
-    millions of matches by position is a gather and a compare, much cheaper than joining them.
+    millions of matches by position is a gather and a compare, much cheaper than joining them;
+    done a slice at a time, since gathering strings copies them (5M keys: 200 MB).
     """
     kept = np.zeros(current.height, dtype=bool)
     if SAME not in live.columns or not current.height:
         return pl.repeat(False, live.height, eager=True), kept
-    position = live[SAME]
-    # A position beyond the roster (its snapshot rebuilt meanwhile) confirms nothing.
-    usable = position.is_not_null() & (position < current.height)
-    where = pl.select(pl.when(usable).then(position).otherwise(0)).to_series()
-    roster = current.gather(where)
-    same = (
-        usable
-        & (roster[KEY] == live[KEY])
-        & (roster["_old_hash"] == live[HASH])
-        & (roster["_old_status"] == "active")
-    ).fill_null(False)
-    kept[position.filter(same).to_numpy()] = True
-    return same, kept
+    parts = []
+    for start in range(0, live.height or 1, CONFIRM_ROWS):  # one slice, if empty
+        sent = live.slice(start, CONFIRM_ROWS)
+        position = sent[SAME]
+        # A position beyond the roster (its snapshot rebuilt meanwhile) confirms nothing.
+        usable = position.is_not_null() & (position < current.height)
+        where = pl.select(pl.when(usable).then(position).otherwise(0)).to_series()
+        roster = current.gather(where)
+        same = (
+            usable
+            & (roster[KEY] == sent[KEY])
+            & (roster["_old_hash"] == sent[HASH])
+            & (roster["_old_status"] == "active")
+        ).fill_null(False)
+        kept[position.filter(same).to_numpy()] = True
+        parts.append(same)
+    return pl.concat(parts), kept
 
 
 def _match_renamed(plan: EntityPlan, new: pl.DataFrame, natural: pl.DataFrame) -> None:

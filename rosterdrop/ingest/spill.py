@@ -69,7 +69,8 @@ class SpillFolder:
     unchanged: dict[str, Held] = field(default_factory=dict)
 
     def open(self, entity: str) -> "Spill":
-        return Spill(self.path, entity, self.unchanged.get(entity))
+        """The entity's spill, handed its fingerprints (they go when it is closed)."""
+        return Spill(self.path, entity, self.unchanged.pop(entity, None))
 
 
 class Spill:
@@ -133,6 +134,8 @@ class Spill:
         return pl.Series(SAME, position, dtype=pl.Int64).replace(-1, None).cast(pl.UInt32)
 
     def close(self) -> None:
+        """No more writes: the roster's fingerprints (16 bytes a record) can go."""
+        self.unchanged = None
         while self._writers:
             self._writers.popitem()[1].close()
 

@@ -15,6 +15,7 @@ import pyarrow.ipc
 from django.conf import settings
 
 from rosterdrop.roster import store
+from rosterdrop.roster.models import ENTITIES
 
 
 def _folder() -> Path:
@@ -26,6 +27,7 @@ def _path(district_id: int, token: int) -> Path:
 
 
 def load(district_id: int, token: int) -> pl.DataFrame:
+    """The district's snapshot, its records grouped by entity (see `of_entity`)."""
     path = _path(district_id, token)
     if path.exists():
         # Read whole through pyarrow: polars' read_ipc maps the file and then copies it,
@@ -33,11 +35,26 @@ def load(district_id: int, token: int) -> pl.DataFrame:
         with pa.OSFile(str(path)) as source:
             frame = pl.from_arrow(pa.ipc.open_file(source).read_all())
         if frame.columns == list(store.SNAPSHOT_SCHEMA):
-            return frame.cast(store.SNAPSHOT_SCHEMA)
+            frame = frame.cast(store.SNAPSHOT_SCHEMA)
+            if frame["entity"].is_sorted():
+                return frame
     with store.bulk_connection() as cur:
-        frame = store.snapshot(cur, district_id)
+        frame = store.snapshot(cur, district_id).sort("entity", maintain_order=True)
     save(district_id, token, frame)
     return frame
+
+
+def of_entity(snapshot: pl.DataFrame, entity: str) -> pl.DataFrame:
+    """One entity's records, in snapshot order, without the entity column.
+
+    A slice, not a filter: the records of an entity are together, and a filtered copy of
+    millions of keys would cost hundreds of MB beside the snapshot.
+    """
+    codes = snapshot["entity"].to_physical()
+    code = ENTITIES.index(entity)  # the entity Enum's physical value
+    start = codes.search_sorted(code, side="left")
+    end = codes.search_sorted(code, side="right")
+    return snapshot.slice(start, end - start).drop("entity")
 
 
 def save(district_id: int, token: int, frame: pl.DataFrame | pl.LazyFrame) -> None:
