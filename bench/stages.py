@@ -27,7 +27,8 @@ SUMS: Counter[str] = Counter()
 def memory() -> str:
     """RSS (anonymous and file-backed: mapped files count too) and peak RSS, in MB."""
     fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
-    return " ".join(f"{k} {int(fields[k].split()[0]) // 1024}" for k in ("VmRSS", "RssAnon", "RssFile", "VmHWM"))
+    shown = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
+    return " ".join(f"{k} {int(fields[k].split()[0]) // 1024}" for k in shown)
 
 
 def each_call(owner, name: str) -> None:
