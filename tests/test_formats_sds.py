@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLES
 from django.conf import settings
-from helpers import rows, write
+from helpers import rows, same_rows_new_bytes, write
 
 from rosterdrop.ingest.pipeline import check, expand, import_path
 from rosterdrop.roster.models import Record
@@ -346,5 +346,7 @@ def test_district_moving_from_sds_v1_to_oneroster_keeps_people_and_classes(
     enrollments = Record.objects.filter(district=district, entity="enrollments")
     assert enrollments.filter(status="active", sourced_id__startswith="E").count() == 630
     assert enrollments.count() == 630  # renamed in place: no tobedeleted copies
+    same_rows_new_bytes(tmp_path / "or")  # read and compared again, not recognised as re-sent
     again = import_path(district, tmp_path / "or")
     assert again.status == "no_changes"
+    assert again.message == "Nothing changed since the last sync."

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from shutil import copy
 
 import polars as pl
 import pytest
@@ -21,7 +22,7 @@ def active(district, entity: str) -> int:
     return Record.objects.filter(district=district, entity=entity, status="active").count()
 
 
-def test_large_district_sample_imports_with_exact_counts_then_changes_nothing(district):
+def test_large_district_sample_imports_with_exact_counts_then_changes_nothing(district, tmp_path):
     sync = import_path(district, DISTRICT_LARGE)
     assert sync.status == "applied"
     expected = {
@@ -31,8 +32,10 @@ def test_large_district_sample_imports_with_exact_counts_then_changes_nothing(di
     for entity, count in expected.items():
         assert sync.changes[entity]["added"] == count
         assert active(district, entity) == count
-    again = import_path(district, DISTRICT_LARGE)
+    # Under another name, so that it is read and compared again, not recognised as re-sent.
+    again = import_path(district, copy(DISTRICT_LARGE, tmp_path / "district-again.zip"))
     assert again.status == "no_changes"
+    assert again.message == "Nothing changed since the last sync."
     assert all(c["unchanged"] == expected.get(e, c["unchanged"]) for e, c in again.changes.items())
     assert Record.objects.filter(district=district, changed_sync_id=again.pk).count() == 0
 

@@ -29,6 +29,10 @@ class Sync(models.Model):
     decided_by = models.CharField(
         max_length=150, blank=True, help_text="Who approved or discarded."
     )
+    # What lets a re-sent upload be recognised (ingest.resent): a digest of the input, and
+    # the district's roster token as this sync left it (applied or found unchanged).
+    input_digest = models.CharField(max_length=64, blank=True, db_index=True)
+    roster_token = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]

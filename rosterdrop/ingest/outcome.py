@@ -50,3 +50,6 @@ class Outcome:
     checked: Checked
     plan: Plan | None = None
     message: str = ""
+    # The district's roster token once this outcome is recorded, if the roster is as the
+    # plan left it (applied) or found it (no changes).
+    roster_token: int | None = None

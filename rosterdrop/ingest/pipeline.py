@@ -31,6 +31,7 @@ from rosterdrop.ingest.report import record_in
 from rosterdrop.ingest.spill import SpillFolder, unchanged_fingerprints
 from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.ingest.validate import STATUS, RowChecker, check_header
+from rosterdrop.roster import hashes, store
 
 log = logging.getLogger(__name__)
 APPLIED = ("applied", "applied_with_errors")
@@ -149,8 +150,6 @@ class ActiveKeys(Mapping):
 
     def _roster(self) -> pl.DataFrame:
         if self._snapshot is None:
-            from rosterdrop.roster import hashes
-
             self._snapshot = hashes.load(*self._where)
             self._entities = {str(e) for e in self._snapshot["entity"].unique()}
         return self._snapshot
@@ -160,8 +159,6 @@ class ActiveKeys(Mapping):
         if entity not in self._entities:
             raise KeyError(entity)
         if entity not in self._cache:
-            from rosterdrop.roster import hashes
-
             records = hashes.of_entity(roster, entity)
             self._cache[entity] = records.filter(pl.col("status") == "active")[KEY]
         return self._cache[entity]
@@ -185,8 +182,6 @@ def run(
     progress: Progress | None = None,
 ) -> Outcome:
     """Check, plan against the roster, then apply (or hold) -- the whole import."""
-    from rosterdrop.roster import hashes, store
-
     work = Path(tempfile.mkdtemp(prefix="spill-", dir=_tmp_dir()))
     try:
         district.refresh_from_db(fields=["roster_token"])
@@ -203,16 +198,13 @@ def run(
         )
         if checked.fatal:
             return Outcome("failed", checked, message=_first_fatal(checked))
-        # Read again rather than held while the upload was read: memory is at its peak here.
+        # The snapshot is read for the plan and again for the new snapshot, and not held in
+        # between, while the files are read or the database is written: the memory peaks.
         memory.release()
-        snapshot = hashes.load(district.pk, token)
+        planned_against = token
         with store.bulk_connection() as conn:
-            plan = Plan()
-            for entity, frame in checked.accepted.items():
-                current = hashes.of_entity(snapshot, entity)
-                plan.entities[entity] = plan_entity(
-                    entity, checked.entities[entity].mode, frame, current
-                )
+            plan = _plan(checked, hashes.load(district.pk, token))
+            memory.release()
             status, message = _decide(plan, district, checked, approved)
             applying = status in APPLIED and not dry_run
             if applying:
@@ -229,13 +221,23 @@ def run(
                     )
                     return Outcome("failed", checked, plan, "The roster changed meanwhile.")
                 apply_plan(conn, plan, checked.spills, district.pk, sync.pk)
-                record_in(conn, sync, Outcome(status, checked, plan, message))
+                record_in(conn, sync, Outcome(status, checked, plan, message, token))
         if applying:
             checked.entities.clear()  # no longer needed: room for the new snapshot
+            snapshot = hashes.load(district.pk, planned_against)
             hashes.save(district.pk, token, plan.applied_to(snapshot, checked.accepted))
-        return Outcome(status, checked, plan, message)
+        unchanged = status == "no_changes" and not dry_run
+        return Outcome(status, checked, plan, message, token if applying or unchanged else None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _plan(checked: Checked, snapshot: pl.DataFrame) -> Plan:
+    plan = Plan()
+    for entity, frame in checked.accepted.items():
+        current = hashes.of_entity(snapshot, entity)
+        plan.entities[entity] = plan_entity(entity, checked.entities[entity].mode, frame, current)
+    return plan
 
 
 def _decide(plan: Plan, district, checked: Checked, approved: bool) -> tuple[str, str]:
@@ -276,14 +278,22 @@ def import_uploads(
     progress: Progress | None = None,
 ):
     """Import stored uploads as one set (a zip, or loose files together) and record the sync."""
-    from rosterdrop.inbox.models import Upload
     from rosterdrop.inbox.store import stored_file
+    from rosterdrop.ingest import resent
     from rosterdrop.ingest.models import Sync
     from rosterdrop.ingest.report import record
 
+    digest = resent.input_digest(district, uploads)
     if sync is None:
-        sync = Sync.objects.create(district=district, dry_run=dry_run)
+        sync = Sync.objects.create(district=district, dry_run=dry_run, input_digest=digest)
         sync.uploads.set(uploads)
+    else:
+        sync.input_digest = digest
+        sync.save(update_fields=["input_digest"])
+    earlier = resent.earlier_sync(district, digest) if not approved else None
+    if earlier is not None:
+        resent.repeat(sync, earlier)
+        return _finish(sync, uploads, "no_changes", sync.message, dry_run)
     work = Path(tempfile.mkdtemp(prefix="upload-", dir=_tmp_dir()))
     try:
         paths = []
@@ -312,13 +322,18 @@ def import_uploads(
         sync.refresh_from_db()
     else:
         record(sync, outcome)
+    return _finish(sync, uploads, outcome.status, outcome.message, dry_run)
+
+
+def _finish(sync, uploads: list, status: str, message: str, dry_run: bool):
+    """Tell whoever is notified, and mark the uploads imported or failed."""
+    from rosterdrop.inbox.models import Upload
+
     if not dry_run:
         notify.sync_finished(sync)
-        upload_status = (
-            Upload.Status.FAILED if outcome.status == "failed" else Upload.Status.IMPORTED
-        )
+        upload_status = Upload.Status.FAILED if status == "failed" else Upload.Status.IMPORTED
         Upload.objects.filter(pk__in=[u.pk for u in uploads]).update(
-            status=upload_status, outcome=outcome.message[:1000]
+            status=upload_status, outcome=message[:1000]
         )
     return sync
 

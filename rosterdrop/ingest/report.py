@@ -38,6 +38,7 @@ def _sync_values(outcome: Outcome) -> dict:
         "changes": outcome.plan.changes if outcome.plan else {},
         "message": outcome.message,
         "finished_at": datetime.now(UTC),
+        "roster_token": outcome.roster_token,
     }
 
 
