@@ -72,13 +72,13 @@ def main() -> int:
     django.setup()
     from rosterdrop.districts.models import District
     from rosterdrop.inbox import store as inbox
-    from rosterdrop.ingest import apply, pipeline, plan, read, spill, validate
+    from rosterdrop.ingest import apply, pipeline, read, spill, validate
     from rosterdrop.roster import hashes, store
 
     for owner, name in [
         (inbox, "receive"), (hashes, "load"), (pipeline, "_read_file"),
         (pipeline, "check_keys"), (pipeline, "plan_entity"), (pipeline, "apply_plan"),
-        (plan.Plan, "applied_to"), (hashes, "save"),
+        (hashes, "save"),
     ]:  # fmt: skip
         each_call(owner, name)
     for owner, name, label in [

@@ -71,3 +71,55 @@ def test_fingerprint_matches_never_change_the_plan(kind, slice_rows, monkeypatch
     )
     upload = _upload().with_columns(pl.Series("_same", _positions(kind), dtype=pl.UInt32))
     assert _summary(plan_entity("users", "bulk", upload, _roster())) == expected
+
+
+def test_next_snapshot_is_made_part_by_part_with_entities_kept_together():
+    """The old snapshot arrives in parts (an entity spanning parts, parts holding two
+    entities); the new one has each entity's written records right after its old ones."""
+    from rosterdrop.ingest.plan import Plan
+    from rosterdrop.roster import store
+
+    old = pl.concat(
+        [
+            pl.DataFrame({"entity": ["orgs"], "_key": ["o1"]}),
+            _roster().with_columns(pl.lit("users").alias("entity")).select("entity", "_key"),
+            pl.DataFrame({"entity": ["enrollments"], "_key": ["e1"]}),
+        ]
+    ).with_columns(
+        _hash=pl.int_range(pl.len()),
+        status=pl.lit("active"),
+        _natural=pl.lit(None, pl.Int64),
+    )
+    old = old.with_columns(
+        status=pl.when(pl.col("_key") == "k10").then(pl.lit("tobedeleted")).otherwise("status")
+    ).cast(store.SNAPSHOT_SCHEMA)
+    upload = _upload()
+    plan = Plan({"users": plan_entity("users", "bulk", upload, _roster())})
+    parts = [old.slice(0, 4), old.slice(4, 5), old.slice(9, 4)]  # users span all three
+    new = pl.concat(plan.applied_to(parts, {"users": upload}))
+    assert new["entity"].is_sorted()
+    users = new.filter(pl.col("entity") == "users")
+    assert users["_key"].to_list() == [f"k{i:02d}" for i in (0, 1, 2, 3, 4, 5, 7, 8, 9, 6, 10, 11)]
+    status = dict(zip(users["_key"], users["status"], strict=True))
+    assert [k for k, s in status.items() if s == "tobedeleted"] == ["k07", "k08", "k09"]
+    assert status["k10"] == "active"  # reactivated
+    assert dict(zip(users["_key"], users["_hash"], strict=True))["k06"] == 66
+    assert new.filter(pl.col("entity") != "users")["_key"].to_list() == ["o1", "e1"]
+
+
+@pytest.mark.parametrize("colliding", [False, True])
+def test_key_lookup_finds_exactly_the_keys_of_its_set(colliding, monkeypatch):
+    from rosterdrop.ingest.plan import KeyLookup
+
+    wanted = pl.Series([f"k{i}" for i in range(0, 1000, 7)])
+    if colliding:  # every key hashes alike: found by exact comparison only
+        monkeypatch.setattr(
+            pl.Series,
+            "hash",
+            lambda self, seed=0: pl.repeat(1, len(self), dtype=pl.UInt64, eager=True),
+        )
+    lookup = KeyLookup(wanted)
+    assert lookup.exact_only == colliding
+    keys = pl.Series([f"k{i}" for i in range(1000)] + ["other"])
+    assert keys.filter(lookup.among(keys)).to_list() == wanted.to_list()
+    assert not KeyLookup(pl.Series([], dtype=pl.String)).among(keys).any()

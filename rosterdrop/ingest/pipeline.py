@@ -224,8 +224,9 @@ def run(
                 record_in(conn, sync, Outcome(status, checked, plan, message, token))
         if applying:
             checked.entities.clear()  # no longer needed: room for the new snapshot
-            snapshot = hashes.load(district.pk, planned_against)
-            hashes.save(district.pk, token, plan.applied_to(snapshot, checked.accepted))
+            memory.release()  # SQLite's apply cache, just given back
+            old = hashes.batches(district.pk, planned_against)
+            hashes.save(district.pk, token, plan.applied_to(old, checked.accepted))
         unchanged = status == "no_changes" and not dry_run
         return Outcome(status, checked, plan, message, token if applying or unchanged else None)
     finally:

@@ -7,6 +7,7 @@ snapshot is saved after each applied sync and named by the district's roster tok
 missing or stale file is rebuilt from the database.
 """
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -57,13 +58,37 @@ def of_entity(snapshot: pl.DataFrame, entity: str) -> pl.DataFrame:
     return snapshot.slice(start, end - start).drop("entity")
 
 
-def save(district_id: int, token: int, frame: pl.DataFrame | pl.LazyFrame) -> None:
-    """Write the snapshot for `token` (temp name, then rename) and drop older ones."""
+def batches(district_id: int, token: int) -> Iterator[pl.DataFrame]:
+    """The saved snapshot a batch at a time, in order: the next snapshot is written from it
+    without this one being whole in memory beside it."""
+    path = _path(district_id, token)
+    if not path.exists():  # gone meanwhile: whatever the database now holds
+        yield load(district_id, token)
+        return
+    with pa.OSFile(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        for i in range(reader.num_record_batches):
+            frame = pl.from_arrow(reader.get_batch(i))
+            yield frame.cast(store.SNAPSHOT_SCHEMA)
+
+
+def save(district_id: int, token: int, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> None:
+    """Write the snapshot for `token` (temp name, then rename) and drop older ones.
+
+    `frames`: the snapshot, whole or in parts (written one at a time).
+    """
     folder = _folder()
     folder.mkdir(parents=True, exist_ok=True)
     path = _path(district_id, token)
     tmp = path.with_suffix(".tmp")
-    frame.lazy().sink_ipc(tmp, engine="streaming")
+    parts = [frames] if isinstance(frames, pl.DataFrame) else frames
+    empty = pl.DataFrame(schema=store.SNAPSHOT_SCHEMA)
+    with pa.OSFile(str(tmp), "wb") as sink:
+        writer = pa.ipc.new_file(sink, empty.to_arrow().schema)
+        for frame in parts:
+            if frame.height:
+                writer.write_table(frame.cast(store.SNAPSHOT_SCHEMA).to_arrow())
+        writer.close()
     tmp.replace(path)
     for old in folder.glob(f"{int(district_id)}-t*.arrow"):
         if old != path:
