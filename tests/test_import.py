@@ -110,7 +110,9 @@ def test_a_failure_while_applying_leaves_the_roster_whole(district, school, monk
     assert Record.objects.filter(district=district, changed_sync_id=sync.pk).count() == 0
 
 
-def test_a_fingerprint_collision_fails_the_sync_with_nothing_applied(district, school, monkeypatch):
+def test_a_fingerprint_collision_fails_the_sync_with_nothing_applied(
+    district, school, monkeypatch, settings
+):
     """Records the roster already holds are not spilled, recognised by fingerprint. If every
     fingerprint collided, a changed record would be missing at apply: the sync must fail whole."""
     import numpy as np
@@ -125,6 +127,12 @@ def test_a_fingerprint_collision_fails_the_sync_with_nothing_applied(district, s
     assert summary(sync)["issues"][-1]["code"] == "internal_error"
     user = Record.objects.get(district=district, entity="users", sourced_id=before[0])
     assert user.data["givenName"] != "Collided"
+    # The new snapshot, written before apply, is gone; the one of the roster as it is stays.
+    district.refresh_from_db()
+    kept = sorted(p.name for p in (settings.DATA_DIR / "roster").glob(f"{district.pk}-*"))
+    assert kept == [f"{district.pk}-t{district.roster_token}.arrow"]
+    monkeypatch.undo()
+    assert import_path(district, school).changes["users"]["updated"] == 1
 
 
 def test_delta_file_removes_only_what_it_says(district, school):

@@ -7,7 +7,7 @@ also plans against the district's roster and applies in one transaction, or hold
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 
@@ -198,47 +198,59 @@ def run(
         )
         if checked.fatal:
             return Outcome("failed", checked, message=_first_fatal(checked))
-        # The snapshot is read for the plan and again for the new snapshot, and not held in
-        # between, while the files are read or the database is written: the memory peaks.
+        # The roster's snapshot is read an entity at a time for the plan, and a batch at a time
+        # for the new one, which is written before apply: during apply, at the memory peak,
+        # neither snapshot nor the accepted records are held.
         memory.release()
-        planned_against = token
-        with store.bulk_connection() as conn:
-            plan = _plan(checked, hashes.load(district.pk, token))
-            memory.release()
-            status, message = _decide(plan, district, checked, approved)
-            applying = status in APPLIED and not dry_run
-            if applying:
-                try:
-                    token = store.claim_roster(conn, district.pk, token)
-                except store.RosterChanged:
-                    checked.log.add(
-                        Finding(
-                            FATAL,
-                            "roster_changed",
-                            "Another sync changed this district's roster while this one was "
-                            "being checked; nothing was applied. Import the files again.",
+        planned_against, staged = token, None
+        try:
+            with store.bulk_connection() as conn:
+                plan = _plan(checked, hashes.by_entity(district.pk, token))
+                status, message = _decide(plan, district, checked, approved)
+                applying = status in APPLIED and not dry_run
+                if applying:
+                    try:
+                        token = store.claim_roster(conn, district.pk, token)
+                    except store.RosterChanged:
+                        checked.log.add(
+                            Finding(
+                                FATAL,
+                                "roster_changed",
+                                "Another sync changed this district's roster while this one "
+                                "was being checked; nothing was applied. Import the files again.",
+                            )
                         )
-                    )
-                    return Outcome("failed", checked, plan, "The roster changed meanwhile.")
-                apply_plan(conn, plan, checked.spills, district.pk, sync.pk)
-                record_in(conn, sync, Outcome(status, checked, plan, message, token))
-        if applying:
-            checked.entities.clear()  # no longer needed: room for the new snapshot
-            memory.release()  # SQLite's apply cache, just given back
-            old = hashes.batches(district.pk, planned_against)
-            hashes.save(district.pk, token, plan.applied_to(old, checked.accepted))
+                        return Outcome("failed", checked, plan, "The roster changed meanwhile.")
+                    old = hashes.batches(district.pk, planned_against)
+                    staged = hashes.stage(district.pk, plan.applied_to(old, checked.accepted))
+                    checked.accepted.clear()
+                    checked.entities.clear()
+                    memory.release()
+                    apply_plan(conn, plan, checked.spills, district.pk, sync.pk)
+                    record_in(conn, sync, Outcome(status, checked, plan, message, token))
+        except BaseException:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+            raise
+        if staged is not None:
+            hashes.publish(district.pk, token, staged)  # the roster it describes is committed
         unchanged = status == "no_changes" and not dry_run
         return Outcome(status, checked, plan, message, token if applying or unchanged else None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _plan(checked: Checked, snapshot: pl.DataFrame) -> Plan:
-    plan = Plan()
-    for entity, frame in checked.accepted.items():
-        current = hashes.of_entity(snapshot, entity)
-        plan.entities[entity] = plan_entity(entity, checked.entities[entity].mode, frame, current)
-    return plan
+def _plan(checked: Checked, roster: Iterator[tuple[str, pl.DataFrame]]) -> Plan:
+    """Plan each entity sent against the roster's records of it, read one entity at a time."""
+
+    def plan(entity: str, current: pl.DataFrame):
+        mode = checked.entities[entity].mode
+        return plan_entity(entity, mode, checked.accepted[entity], current)
+
+    planned = {e: plan(e, current) for e, current in roster if e in checked.accepted}
+    for entity in checked.accepted.keys() - planned.keys():  # none in the roster yet
+        planned[entity] = plan(entity, hashes.none())
+    return Plan({entity: planned[entity] for entity in checked.accepted})
 
 
 def _decide(plan: Plan, district, checked: Checked, approved: bool) -> tuple[str, str]:

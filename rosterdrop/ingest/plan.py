@@ -78,7 +78,7 @@ class Plan:
     ) -> Iterator[pl.DataFrame]:
         """The roster's snapshot (entity, _key, _hash, status, _natural) after this plan, in
         parts, made from the old one's parts (`hashes.batches`). Records stay grouped by
-        entity as `hashes.of_entity` expects: an entity's written records follow its old ones.
+        entity as `hashes.by_entity` expects: an entity's written records follow its old ones.
 
         A part at a time: neither snapshot is ever whole in memory.
         """

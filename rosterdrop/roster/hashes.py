@@ -7,6 +7,8 @@ snapshot is saved after each applied sync and named by the district's roster tok
 missing or stale file is rebuilt from the database.
 """
 
+import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -28,7 +30,7 @@ def _path(district_id: int, token: int) -> Path:
 
 
 def load(district_id: int, token: int) -> pl.DataFrame:
-    """The district's snapshot, its records grouped by entity (see `of_entity`)."""
+    """The district's snapshot, its records grouped by entity (`of_entity`, `by_entity`)."""
     path = _path(district_id, token)
     if path.exists():
         # Read whole through pyarrow: polars' read_ipc maps the file and then copies it,
@@ -72,24 +74,55 @@ def batches(district_id: int, token: int) -> Iterator[pl.DataFrame]:
             yield frame.cast(store.SNAPSHOT_SCHEMA)
 
 
-def save(district_id: int, token: int, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> None:
-    """Write the snapshot for `token` (temp name, then rename) and drop older ones.
+def by_entity(district_id: int, token: int) -> Iterator[tuple[str, pl.DataFrame]]:
+    """Each entity's records in turn, without the entity column: one entity in memory at a
+    time, not the whole snapshot."""
+    parts: list[pl.DataFrame] = []
+    current = None
+    for batch in batches(district_id, token):
+        codes = batch["entity"].to_physical()
+        for code in codes.unique(maintain_order=True).to_list():
+            if code != current and parts:
+                yield ENTITIES[current], pl.concat(parts).drop("entity")
+                parts = []
+            current = code
+            parts.append(batch.filter(codes == code))
+    if parts:
+        yield ENTITIES[current], pl.concat(parts).drop("entity")
 
-    `frames`: the snapshot, whole or in parts (written one at a time).
-    """
+
+def none() -> pl.DataFrame:
+    """An entity's records when the roster has none (as `by_entity` gives them)."""
+    return pl.DataFrame(schema=store.SNAPSHOT_SCHEMA).drop("entity")
+
+
+def stage(district_id: int, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> Path:
+    """Write a snapshot under a temporary name; `publish` names it once its roster is
+    committed. `frames`: the snapshot, whole or in parts (written one at a time)."""
     folder = _folder()
     folder.mkdir(parents=True, exist_ok=True)
-    path = _path(district_id, token)
-    tmp = path.with_suffix(".tmp")
+    fd, name = tempfile.mkstemp(dir=folder, prefix=f"{int(district_id)}-", suffix=".tmp")
+    os.close(fd)
     parts = [frames] if isinstance(frames, pl.DataFrame) else frames
     empty = pl.DataFrame(schema=store.SNAPSHOT_SCHEMA)
-    with pa.OSFile(str(tmp), "wb") as sink:
+    with pa.OSFile(name, "wb") as sink:
         writer = pa.ipc.new_file(sink, empty.to_arrow().schema)
         for frame in parts:
             if frame.height:
                 writer.write_table(frame.cast(store.SNAPSHOT_SCHEMA).to_arrow())
         writer.close()
-    tmp.replace(path)
-    for old in folder.glob(f"{int(district_id)}-t*.arrow"):
+    return Path(name)
+
+
+def publish(district_id: int, token: int, staged: Path) -> None:
+    """Name a staged snapshot for `token` and drop older ones."""
+    path = _path(district_id, token)
+    staged.replace(path)
+    for old in _folder().glob(f"{int(district_id)}-t*.arrow"):
         if old != path:
             old.unlink(missing_ok=True)
+
+
+def save(district_id: int, token: int, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> None:
+    """Write the snapshot for `token` and drop older ones."""
+    publish(district_id, token, stage(district_id, frames))
