@@ -12,6 +12,7 @@ import polars as pl
 
 from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.mapping import HASH, KEY, NATURAL, SAME
+from rosterdrop.ingest.spill import sorting_order
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster import store
 from rosterdrop.roster.models import ENTITIES
@@ -141,7 +142,7 @@ class KeyLookup:
 
     def __init__(self, keys: pl.Series):
         hashes = keys.hash(LOOKUP_SEED).to_numpy()
-        order = np.argsort(hashes)
+        order = sorting_order(hashes)
         self.hashes = hashes[order]
         self.keys = keys.gather(order)
         # Two keys of one hash: the search below would find only one of them.

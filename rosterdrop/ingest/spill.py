@@ -31,6 +31,12 @@ FINGERPRINT_SEED = 20261124
 MAX_RANGE_BYTES = 256 << 20
 
 
+def sorting_order(values: np.ndarray) -> np.ndarray:
+    """The positions that sort `values`: polars sorts on every core, numpy on one (5M 64-bit
+    values: 0.27 s against 0.90 s)."""
+    return pl.Series(values).arg_sort().to_numpy()
+
+
 def fingerprints(frame: pl.DataFrame) -> np.ndarray:
     """One number per record for its key and content hash together (columns _key, _hash)."""
     return frame.select(pl.struct(KEY, HASH).hash(FINGERPRINT_SEED)).to_series().to_numpy()
@@ -56,7 +62,7 @@ def unchanged_fingerprints(snapshot: pl.DataFrame) -> dict[str, Held]:
         rows = np.flatnonzero(entities == code)  # the entity's records, in order
         positions = np.flatnonzero(active[rows])  # the active ones, by position among them
         mine = every[rows[positions]]
-        order = np.argsort(mine)
+        order = sorting_order(mine)
         held[names[int(code)]] = Held(mine[order], positions[order])
     return held
 
@@ -125,7 +131,7 @@ class Spill:
         """For each fingerprint, the position of the roster record that has it (or null)."""
         held = self.unchanged
         # Searched in ascending order: each search starts near the last (5x faster here).
-        order = np.argsort(mine)
+        order = sorting_order(mine)
         found = np.searchsorted(held.fingerprints, mine[order])
         found = np.minimum(found, len(held.fingerprints) - 1)
         hit = held.fingerprints[found] == mine[order]
