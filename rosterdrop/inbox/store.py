@@ -17,6 +17,7 @@ from rosterdrop.inbox.models import Upload
 # written: the final fsync then has little left to do, and the kernel does not stall the copy
 # to flush it all at once.
 WRITEBACK_WINDOW = 64 << 20
+HASH_BLOCK = 1 << 20
 
 
 def _copy_windows(source: int, target: int, done: queue.Queue) -> None:
@@ -34,7 +35,7 @@ def _copy_windows(source: int, target: int, done: queue.Queue) -> None:
             except OSError as error:  # no kernel copy between these files: through user space
                 if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
                     raise
-                length = os.pwrite(target, os.pread(source, WRITEBACK_WINDOW, offset), offset)
+                length = os.pwrite(target, os.pread(source, HASH_BLOCK, offset), offset)
             if not length:
                 break
             # POSIX_FADV_DONTNEED starts writeback of the dirty pages just written and drops
@@ -58,6 +59,9 @@ def _copy_and_hash(source_path: Path, target: int) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
     done: queue.Queue = queue.Queue()
+    # One buffer, reused: reading 64 MB windows as new bytes objects raised glibc's dynamic
+    # mmap threshold, and the import that followed kept ~400 MB more resident.
+    buffer = bytearray(HASH_BLOCK)
     source = os.open(source_path, os.O_RDONLY)
     try:
         copier = threading.Thread(target=_copy_windows, args=(source, target, done), daemon=True)
@@ -66,7 +70,13 @@ def _copy_and_hash(source_path: Path, target: int) -> tuple[int, str]:
             if isinstance(window, BaseException):
                 raise window
             offset, length = window
-            digest.update(os.pread(target, length, offset))
+            end = offset + length
+            while offset < end:
+                read = os.preadv(target, [memoryview(buffer)[: end - offset]], offset)
+                if not read:
+                    raise OSError(f"the copy of {source_path.name} is shorter than written")
+                digest.update(memoryview(buffer)[:read])
+                offset += read
             size += length
         copier.join()
     finally:
