@@ -29,6 +29,7 @@ def test_same_files_again_are_recognised_not_read(district, school, monkeypatch)
     again = import_path(district, school)
     assert again.status == "no_changes"
     assert f"same files as sync {first.pk}" in again.message
+    assert f"Its issues ({len(_issues(first))}) are listed again." in again.message
     assert _issues(again) == _issues(first)
     assert again.files == first.files and again.format == first.format
     assert again.changes["enrollments"] == {

@@ -81,6 +81,7 @@ def repeat(sync: Sync, earlier: Sync) -> None:
             f"SELECT %s, {columns} FROM {table} WHERE sync_id = %s ORDER BY id",
             [sync.pk, earlier.pk],
         )
+        copied = cur.rowcount
     sync.status = Sync.Status.NO_CHANGES
     sync.format = earlier.format
     sync.files = earlier.files
@@ -88,7 +89,7 @@ def repeat(sync: Sync, earlier: Sync) -> None:
     sync.roster_token = earlier.roster_token
     sync.message = (
         f"The same files as sync {earlier.pk}, which the roster already reflects: nothing "
-        "changed. Their issues are listed again."
+        "changed." + (f" Its issues ({copied}) are listed again." if copied else "")
     )
     sync.finished_at = timezone.now()
     sync.save()
