@@ -212,20 +212,8 @@ def run(
                     try:
                         token = store.claim_roster(conn, district.pk, token)
                     except store.RosterChanged:
-                        checked.log.add(
-                            Finding(
-                                FATAL,
-                                "roster_changed",
-                                "Another sync changed this district's roster while this one "
-                                "was being checked; nothing was applied. Import the files again.",
-                            )
-                        )
-                        return Outcome("failed", checked, plan, "The roster changed meanwhile.")
-                    old = hashes.batches(district.pk, planned_against)
-                    staged = hashes.stage(district.pk, plan.applied_to(old, checked.accepted))
-                    checked.accepted.clear()
-                    checked.entities.clear()
-                    memory.release()
+                        return _roster_changed(checked, plan)
+                    staged = _stage_snapshot(district.pk, planned_against, plan, checked)
                     apply_plan(conn, plan, checked.spills, district.pk, sync.pk)
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))
         except BaseException:
@@ -238,6 +226,29 @@ def run(
         return Outcome(status, checked, plan, message, token if applying or unchanged else None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _roster_changed(checked: Checked, plan: Plan) -> Outcome:
+    checked.log.add(
+        Finding(
+            FATAL,
+            "roster_changed",
+            "Another sync changed this district's roster while this one was being checked; "
+            "nothing was applied. Import the files again.",
+        )
+    )
+    return Outcome("failed", checked, plan, "The roster changed meanwhile.")
+
+
+def _stage_snapshot(district_id: int, planned_against: int, plan: Plan, checked: Checked) -> Path:
+    """Write the roster's snapshot as the plan leaves it (to publish once applied), then let
+    go of the accepted records: apply needs only the plan and the spills."""
+    old = hashes.batches(district_id, planned_against)
+    staged = hashes.stage(district_id, plan.applied_to(old, checked.accepted))
+    checked.accepted.clear()
+    checked.entities.clear()
+    memory.release()
+    return staged
 
 
 def _plan(checked: Checked, roster: Iterator[tuple[str, pl.DataFrame]]) -> Plan:
