@@ -95,7 +95,12 @@ def test_next_snapshot_is_made_part_by_part_with_entities_kept_together():
     ).cast(store.SNAPSHOT_SCHEMA)
     upload = _upload()
     plan = Plan({"users": plan_entity("users", "bulk", upload, _roster())})
-    parts = [old.slice(0, 4), old.slice(4, 5), old.slice(9, 4)]  # users span all three
+    batches = [old.slice(0, 4), old.slice(4, 5), old.slice(9, 4)]  # users span all three
+    parts = [  # as hashes.entity_parts gives them: each batch split by entity
+        (entity, part)
+        for batch in batches
+        for (entity,), part in batch.partition_by("entity", as_dict=True).items()
+    ]
     new = pl.concat(plan.applied_to(parts, {"users": upload}))
     assert new["entity"].is_sorted()
     users = new.filter(pl.col("entity") == "users")

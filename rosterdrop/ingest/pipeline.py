@@ -243,7 +243,7 @@ def _roster_changed(checked: Checked, plan: Plan) -> Outcome:
 def _stage_snapshot(district_id: int, planned_against: int, plan: Plan, checked: Checked) -> Path:
     """Write the roster's snapshot as the plan leaves it (to publish once applied), then let
     go of the accepted records: apply needs only the plan and the spills."""
-    old = hashes.batches(district_id, planned_against)
+    old = hashes.entity_parts(district_id, planned_against)
     staged = hashes.stage(district_id, plan.applied_to(old, checked.accepted))
     checked.accepted.clear()
     checked.entities.clear()

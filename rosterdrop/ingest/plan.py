@@ -4,8 +4,10 @@ Compared by source ID and content hash in memory (perf-floors.md: an in-process 
 an order of magnitude faster than diffing in SQL). Also the removal guard.
 """
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 import polars as pl
@@ -34,7 +36,6 @@ class EntityPlan:
     removed: pl.Series  # keys of active records to mark tobedeleted
     unchanged: int
     active_before: int
-    held_before: int  # records of the entity in the roster, active or not
     # Records arriving under a new ID, matched by their natural key: _row, _key, _old_key.
     renamed: pl.DataFrame = field(
         default_factory=lambda: pl.DataFrame(
@@ -75,52 +76,46 @@ class Plan:
         return [p for p in self.entities.values() if p.removal_share > threshold]
 
     def applied_to(
-        self, old: Iterable[pl.DataFrame], accepted: dict[str, pl.DataFrame]
+        self, old: Iterable[tuple[str, pl.DataFrame]], accepted: dict[str, pl.DataFrame]
     ) -> Iterator[pl.DataFrame]:
         """The roster's snapshot (entity, _key, _hash, status, _natural) after this plan, in
-        parts, made from the old one's parts (`hashes.batches`). Records stay grouped by
-        entity as `hashes.by_entity` expects: an entity's written records follow its old ones.
+        parts, made from the old one's (`hashes.entity_parts`). Records stay grouped by entity
+        as `hashes.by_entity` expects: an entity's written records follow its old ones.
 
         A part at a time: neither snapshot is ever whole in memory.
         """
-        out = 0  # entities (by position in ENTITIES) whose written records are out
-        lookups: dict[str, tuple[KeyLookup, KeyLookup]] = {}
-        for batch in old:
-            codes = batch["entity"].to_physical()
-            for code in codes.unique(maintain_order=True).to_list():
-                for entity in ENTITIES[out:code]:  # all their old records are out
-                    yield from self._written_parts(entity, accepted)
-                out = max(out, code)
-                entity = ENTITIES[code]
-                kept = batch.filter(codes == code)
-                if entity in self.entities:
-                    if entity not in lookups:
-                        lookups[entity] = self._lookups(entity, accepted[entity])
-                    kept = _kept(kept, *lookups[entity])
-                yield kept
-        for entity in ENTITIES[out:]:
-            yield from self._written_parts(entity, accepted)
+        pending = [e for e in ENTITIES if e in self.entities]  # written records still to go
+        for entity, parts in itertools.groupby(old, key=itemgetter(0)):
+            while pending and ENTITIES.index(pending[0]) < ENTITIES.index(entity):
+                yield from self._written_rows(pending.pop(0), accepted)
+            ep = self.entities.get(entity)
+            if ep is None:
+                yield from (part for _, part in parts)
+                continue
+            written = _written(ep, accepted[entity])
+            replaced = KeyLookup(pl.concat([written[KEY], ep.renamed["_old_key"]]))
+            removed = KeyLookup(ep.removed)
+            yield from (_kept(part, replaced, removed) for _, part in parts)
+            pending.remove(entity)
+            yield from _snapshot_rows(entity, written)
+        for entity in pending:
+            yield from self._written_rows(entity, accepted)
 
-    def _written_parts(self, entity: str, accepted: dict[str, pl.DataFrame]):
-        ep = self.entities.get(entity)
-        if ep is None:
-            return
-        frame = _written(ep, accepted[entity])
-        natural = NATURAL if NATURAL in frame.columns else pl.lit(None, pl.Int64).alias(NATURAL)
-        rows = frame.select(
-            pl.lit(entity, store.SNAPSHOT_SCHEMA["entity"]).alias("entity"),
-            KEY,
-            HASH,
-            pl.lit("active", store.SNAPSHOT_SCHEMA["status"]).alias("status"),
-            natural,
-        )
-        yield from rows.iter_slices(WRITE_ROWS)
+    def _written_rows(self, entity: str, accepted: dict[str, pl.DataFrame]):
+        return _snapshot_rows(entity, _written(self.entities[entity], accepted[entity]))
 
-    def _lookups(self, entity: str, accepted: pl.DataFrame) -> tuple["KeyLookup", "KeyLookup"]:
-        """The old records' keys written again (replaced), and those removed."""
-        ep = self.entities[entity]
-        written = _written(ep, accepted)[KEY]
-        return KeyLookup(pl.concat([written, ep.renamed["_old_key"]])), KeyLookup(ep.removed)
+
+def _snapshot_rows(entity: str, written: pl.DataFrame) -> Iterator[pl.DataFrame]:
+    """Written records as snapshot rows, a part at a time."""
+    natural = NATURAL if NATURAL in written.columns else pl.lit(None, pl.Int64).alias(NATURAL)
+    rows = written.select(
+        pl.lit(entity, store.SNAPSHOT_SCHEMA["entity"]).alias("entity"),
+        KEY,
+        HASH,
+        pl.lit("active", store.SNAPSHOT_SCHEMA["status"]).alias("status"),
+        natural,
+    )
+    yield from rows.iter_slices(WRITE_ROWS)
 
 
 def _kept(old: pl.DataFrame, replaced: "KeyLookup", removed: "KeyLookup") -> pl.DataFrame:
@@ -222,7 +217,6 @@ def plan_entity(
         unchanged=int(same.sum())
         + int((~new & ~back.fill_null(False) & ~differs.fill_null(False)).sum()),
         active_before=int(was_active.sum()),
-        held_before=current.height,
     )
     if NATURAL in incoming.columns and len(plan.added):
         arriving = live.select(ROW, KEY, NATURAL).filter(pl.col(ROW).is_in(plan.added.implode()))

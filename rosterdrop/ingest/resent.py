@@ -19,10 +19,10 @@ from django.utils import timezone
 
 from rosterdrop.formats import get_format
 from rosterdrop.ingest.models import Issue, Sync
+from rosterdrop.ingest.plan import COUNTS
 
 # The statuses of syncs whose result still holds while the roster keeps their token.
 REPEATABLE = (Sync.Status.APPLIED, Sync.Status.APPLIED_WITH_ERRORS, Sync.Status.NO_CHANGES)
-COUNTS = ("added", "updated", "removed", "reactivated", "unchanged")
 
 
 def input_digest(district, uploads) -> str:

@@ -7,9 +7,11 @@ snapshot is saved after each applied sync and named by the district's roster tok
 missing or stale file is rebuilt from the database.
 """
 
+import itertools
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 
 import polars as pl
@@ -60,35 +62,30 @@ def of_entity(snapshot: pl.DataFrame, entity: str) -> pl.DataFrame:
     return snapshot.slice(start, end - start).drop("entity")
 
 
-def batches(district_id: int, token: int) -> Iterator[pl.DataFrame]:
-    """The saved snapshot a batch at a time, in order: the next snapshot is written from it
-    without this one being whole in memory beside it."""
+def entity_parts(district_id: int, token: int) -> Iterator[tuple[str, pl.DataFrame]]:
+    """The saved snapshot a record batch at a time, each batch split by entity, in order:
+    (entity, its records in the batch). Never whole in memory."""
     path = _path(district_id, token)
-    if not path.exists():  # gone meanwhile: whatever the database now holds
-        yield load(district_id, token)
-        return
+    # A file gone meanwhile: whatever the database now holds.
+    batches = _batches(path) if path.exists() else [load(district_id, token)]
+    for batch in batches:
+        codes = batch["entity"].to_physical()
+        for code in codes.unique(maintain_order=True).to_list():
+            yield ENTITIES[code], batch.filter(codes == code)
+
+
+def _batches(path: Path) -> Iterator[pl.DataFrame]:
     with pa.OSFile(str(path)) as source:
         reader = pa.ipc.open_file(source)
         for i in range(reader.num_record_batches):
-            frame = pl.from_arrow(reader.get_batch(i))
-            yield frame.cast(store.SNAPSHOT_SCHEMA)
+            yield pl.from_arrow(reader.get_batch(i)).cast(store.SNAPSHOT_SCHEMA)
 
 
 def by_entity(district_id: int, token: int) -> Iterator[tuple[str, pl.DataFrame]]:
     """Each entity's records in turn, without the entity column: one entity in memory at a
     time, not the whole snapshot."""
-    parts: list[pl.DataFrame] = []
-    current = None
-    for batch in batches(district_id, token):
-        codes = batch["entity"].to_physical()
-        for code in codes.unique(maintain_order=True).to_list():
-            if code != current and parts:
-                yield ENTITIES[current], pl.concat(parts).drop("entity")
-                parts = []
-            current = code
-            parts.append(batch.filter(codes == code))
-    if parts:
-        yield ENTITIES[current], pl.concat(parts).drop("entity")
+    for entity, parts in itertools.groupby(entity_parts(district_id, token), key=itemgetter(0)):
+        yield entity, pl.concat(part for _, part in parts).drop("entity")
 
 
 def none() -> pl.DataFrame:
@@ -96,14 +93,13 @@ def none() -> pl.DataFrame:
     return pl.DataFrame(schema=store.SNAPSHOT_SCHEMA).drop("entity")
 
 
-def stage(district_id: int, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> Path:
-    """Write a snapshot under a temporary name; `publish` names it once its roster is
-    committed. `frames`: the snapshot, whole or in parts (written one at a time)."""
+def stage(district_id: int, parts: Iterable[pl.DataFrame]) -> Path:
+    """Write a snapshot, part after part, under a temporary name; `publish` names it once
+    its roster is committed."""
     folder = _folder()
     folder.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=folder, prefix=f"{int(district_id)}-", suffix=".tmp")
     os.close(fd)
-    parts = [frames] if isinstance(frames, pl.DataFrame) else frames
     empty = pl.DataFrame(schema=store.SNAPSHOT_SCHEMA)
     with pa.OSFile(name, "wb") as sink:
         writer = pa.ipc.new_file(sink, empty.to_arrow().schema)
@@ -123,6 +119,6 @@ def publish(district_id: int, token: int, staged: Path) -> None:
             old.unlink(missing_ok=True)
 
 
-def save(district_id: int, token: int, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> None:
+def save(district_id: int, token: int, frame: pl.DataFrame) -> None:
     """Write the snapshot for `token` and drop older ones."""
-    publish(district_id, token, stage(district_id, frames))
+    publish(district_id, token, stage(district_id, [frame]))
