@@ -160,6 +160,22 @@ def test_clever_terms_and_courses_follow_clevers_rules(folder):
     assert result["counts"]["courses"] == 7
 
 
+@CLEVER
+def test_clever_term_name_with_a_comma_stays_one_term(folder):
+    """A derived ID is listed in termSourcedIds: a comma in the name must not split it."""
+    table = rows(folder / "sections.csv")
+    col = {name: i for i, name in enumerate(table[0])}
+    for row in table[1:]:
+        row[col["Term_name"]] = "Fall, 2026"
+        row[col["Course_name"]] = row[col["Course_name"]] + ", 100%"
+    write(folder / "sections.csv", table)
+    result = validate(folder, "clever")
+    assert result["issues"] == []
+    assert (result["counts"]["classes"], result["counts"]["enrollments"]) == (30, 1240)
+    assert accepted_keys(folder, "academicSessions") == {"Fall%2C 2026:2026-08-24:2026-12-18"}
+    assert all("%2C" in key and "%25" in key for key in accepted_keys(folder, "courses"))
+
+
 # --- Apple School Manager ---------------------------------------------------------------------
 
 ASM = FIXTURES / "apple-school-manager" / "asm.zip"

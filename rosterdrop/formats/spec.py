@@ -81,13 +81,14 @@ class Output:
 
     With `explode`, one record is made per item of that comma-list column; with `unpivot`,
     one per non-empty value among those columns (a name may hold "{n}"). In both, the source
-    column name "@item" stands for the item. The key joins the values of `key` with ":"; a
-    field whose source is a tuple of columns gets them joined the same way (a derived ID), or
-    null if any is empty; a `Joined` source is null only when all its `needs` are empty.
-    `where` keeps only rows whose column is non-empty (True) or empty (False); `where_any`,
-    rows where at least one of those columns is non-empty. `translate`
-    maps source values to canonical ones per field. `deduplicate`: several rows may describe
-    the same record (one row per contact, per school...); the first is kept, silently.
+    column name "@item" stands for the item. The key joins the values of `key` with ":" (each
+    with "," written %2C and "%" %25, so that the ID can be listed); a field whose source is a
+    tuple of columns gets them joined the same way (a derived ID), or null if any is empty;
+    a `Joined` source is null only when all its `needs` are empty. `where` keeps only rows
+    whose column is non-empty (True) or empty (False); `where_any`, rows where at least one of
+    those columns is non-empty. `translate` maps source values to canonical ones per field.
+    `deduplicate`: several rows may describe the same record (one row per contact, per
+    school...); the first is kept, silently.
     """
 
     entity: str

@@ -47,10 +47,20 @@ def _value(source: str) -> pl.Expr:
     return pl.when(col == "").then(None).otherwise(col)
 
 
+def _id_part(part: pl.Expr, parts: int) -> pl.Expr:
+    """One column's share of an ID joined from several: free text such as a term's name may
+    hold a comma, which would split the ID wherever it is listed (termSourcedIds), so commas
+    are written %2C (and % itself %25, so that two names never give one ID)."""
+    if parts == 1:
+        return part
+    return part.str.replace_all("%", "%25", literal=True).str.replace_all(",", "%2C", literal=True)
+
+
 def _joined(columns: tuple[str, ...], present: set[str]) -> pl.Expr:
-    """Columns joined with ":" as they are (empty or absent ones as ""): how keys are made."""
+    """Columns joined with ":" (empty or absent ones as ""): how keys are made."""
     return pl.concat_str(
-        [pl.col(c) if c in present else pl.lit("") for c in columns], separator=":"
+        [_id_part(pl.col(c), len(columns)) if c in present else pl.lit("") for c in columns],
+        separator=":",
     )
 
 
@@ -65,7 +75,7 @@ def _source(source: str | tuple[str, ...] | Joined, present: set[str]) -> pl.Exp
         return pl.lit(None, pl.String)
     if len(parts) == 1:
         return _value(parts[0])
-    return pl.concat_str([_value(p) for p in parts], separator=":")
+    return pl.concat_str([_id_part(_value(p), len(parts)) for p in parts], separator=":")
 
 
 def _rows(file: FileSpec, output: Output, frame: pl.DataFrame) -> pl.DataFrame:
