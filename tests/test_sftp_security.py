@@ -1,6 +1,7 @@
 """stack.md section 9, items 1-7 and 9-17, against a real server; checked on disk and in the DB."""
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -287,6 +288,25 @@ def test_defender_bans_expires_and_escalates(make_server):  # item 12
     time.sleep(first + 0.3)
     with pytest.raises((asyncssh.DisconnectError, asyncssh.PermissionDenied)):
         password_login(server)
+
+
+def test_operator_lifts_a_ban(make_server):  # item 12
+    """A district locked out by its own misconfigured job need not wait out the ban."""
+    server = make_server(
+        ROSTERDROP_SFTP_MAX_AUTH_TRIES="10",
+        ROSTERDROP_DEFENDER_THRESHOLD="3",
+        ROSTERDROP_SFTP_LOGIN_DELAY="0",
+    )
+    try_passwords(server)
+    with pytest.raises((asyncssh.DisconnectError, asyncssh.PermissionDenied)):
+        password_login(server)
+    [listed] = json.loads(server.cli("defender", "list", "--banned", "--json"))
+    assert listed["ip"] == "127.0.0.1" and listed["bans"] == 1 and listed["banned_until"]
+    assert "ban lifted" in server.cli("defender", "unban", "127.0.0.1")
+    assert password_login(server)
+    assert server.query("select * from intake_ban where banned_until is not null") == []
+    assert server.audit("admin")[-1]["detail"] == "defender ban lifted (cli)"
+    assert "No IP" in server.cli("defender", "list", "--banned")
 
 
 def test_safelisted_ip_is_never_banned(make_server):  # item 12
