@@ -7,9 +7,11 @@ snapshot is saved after each applied sync and named by the district's roster tok
 missing or stale file is rebuilt from the database.
 """
 
+import contextlib
 import itertools
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
 from pathlib import Path
@@ -110,13 +112,23 @@ def stage(district_id: int, parts: Iterable[pl.DataFrame]) -> Path:
     return Path(name)
 
 
+# A staged snapshot older than this was left by an import that was killed (a live one is
+# published within minutes of staging): its hundreds of MB are deleted at the next publish.
+STALE_STAGED_SECONDS = 24 * 3600
+
+
 def publish(district_id: int, token: int, staged: Path) -> None:
-    """Name a staged snapshot for `token` and drop older ones."""
+    """Name a staged snapshot for `token` and drop older ones, and stale staged ones."""
     path = _path(district_id, token)
     staged.replace(path)
     for old in _folder().glob(f"{int(district_id)}-t*.arrow"):
         if old != path:
             old.unlink(missing_ok=True)
+    cutoff = time.time() - STALE_STAGED_SECONDS
+    for left in _folder().glob(f"{int(district_id)}-*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if left.stat().st_mtime < cutoff:
+                left.unlink()
 
 
 def save(district_id: int, token: int, frame: pl.DataFrame) -> None:
