@@ -309,6 +309,26 @@ def test_parentsquare_parent_of_a_student_not_loaded_is_not_imported(folder):
     assert result["counts"]["users"] == before - 1
 
 
+@PSQ
+def test_parentsquare_parent_with_one_child_not_loaded_is_imported_with_the_other(folder, district):
+    """G00286 has two children (lines 288 and 289): the first naming a student who is not
+    loaded must not lose the parent, only that guardian link."""
+    before = validate(folder)["counts"]
+    edit(folder / "parents.csv", 288, "student_id", "999999")
+    result = validate(folder)
+    [issue] = result["issues"]
+    assert where(issue) == ("error", "parents.csv", 288)
+    assert (issue["column"], issue["value"]) == ("student_id", "999999")
+    assert "guardian link was skipped" in issue["message"]
+    assert result["counts"]["users"] == before["users"]
+    assert result["counts"]["agents"] == before["agents"] - 1
+    district.format = "parentsquare"
+    district.save()
+    assert import_path(district, folder).status == "applied_with_errors"
+    parent = Record.objects.get(district=district, entity="users", sourced_id="G00286")
+    assert parent.data["agentSourcedIds"] == "000288"  # made from the row of the child it has
+
+
 # --- ALO-style --------------------------------------------------------------------------------
 
 ALO = FIXTURES / "alo" / "springfield.zip"

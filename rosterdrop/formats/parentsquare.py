@@ -124,7 +124,8 @@ PARENTSQUARE = FormatSpec(
                 Column("language"),
             ),
             (
-                # One row per parent and child: the parent's first row makes the user.
+                # One row per parent and child: the parent's first row whose student is
+                # loaded makes the user.
                 Output(
                     "users",
                     {**NAME, "email": "email", "phone": "phone", "agentSourcedIds": "student_id"},

@@ -88,7 +88,7 @@ class Output:
     whose column is non-empty (True) or empty (False); `where_any`, rows where at least one of
     those columns is non-empty. `translate` maps source values to canonical ones per field.
     `deduplicate`: several rows may describe the same record (one row per contact, per
-    school...); the first is kept, silently.
+    school...); the first whose references resolve is kept, silently.
     """
 
     entity: str

@@ -7,6 +7,7 @@ for its own problem also breaks the references to it ("the class was skipped, se
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from rosterdrop.ingest.findings import ERROR, WARNING, Finding, FindingLog
@@ -97,19 +98,20 @@ def check_keys(
             if entity in targeted:  # asked only when needed: `known` may read from disk
                 active_keys[entity] = known.get(entity, empty)
             continue
-        frame = _drop_duplicates(rows, log)
-        live = frame[STATUS] == "active"
         # A delta or partial upload may refer to records already in the roster.
         carried = known.get(entity, empty) if rows.mode != "bulk" else empty
+        whole = rows.frame()
+        checks = [
+            (ref, _targets(ref, entity, whole, carried, active_keys))
+            for ref in refs.get(entity, ())
+            if ref.field in whole.columns
+        ]
+        frame = _drop_duplicates(rows, log, checks)
+        del whole
+        live = frame[STATUS] == "active"
         keep = pl.repeat(True, frame.height, eager=True)
         quiet = _on_lines(frame, reported)
-        for ref in refs.get(entity, ()):
-            if ref.field not in frame.columns:
-                continue
-            if ref.target == entity:
-                targets = pl.concat([frame.filter(live)[KEY], carried])
-            else:
-                targets = active_keys[ref.target]
+        for ref, targets in checks:
             missing, values = _missing(frame, ref.field, ref.many, targets)
             missing = missing & live
             if missing.any():
@@ -124,6 +126,24 @@ def check_keys(
         if entity in targeted:
             active_keys[entity] = pl.concat([kept.filter(pl.col(STATUS) == "active")[KEY], carried])
     return accepted
+
+
+def _targets(
+    ref: Ref, entity: str, frame: pl.DataFrame, carried: pl.Series, active: dict[str, pl.Series]
+) -> pl.Series:
+    """The keys a reference may name: the entity's own live ones, or the target's."""
+    if ref.target == entity:
+        return pl.concat([frame.filter(pl.col(STATUS) == "active")[KEY], carried])
+    return active[ref.target]
+
+
+def _unresolved(frame: pl.DataFrame, checks: list[tuple[Ref, pl.Series]]) -> pl.Series:
+    """Live rows with a strong reference that names nothing: rows that would be skipped."""
+    broken = pl.repeat(False, frame.height, eager=True)
+    for ref, targets in checks:
+        if ref.strong:
+            broken = broken | _missing(frame, ref.field, ref.many, targets)[0]
+    return broken & (frame[STATUS] == "active")
 
 
 def _on_lines(frame: pl.DataFrame, lines: pl.DataFrame) -> pl.Series:
@@ -163,7 +183,12 @@ def _missing(
     return values != "", values
 
 
-def _drop_duplicates(rows: EntityRows, log: FindingLog) -> pl.DataFrame:
+def _drop_duplicates(
+    rows: EntityRows, log: FindingLog, checks: list[tuple[Ref, pl.Series]]
+) -> pl.DataFrame:
+    """One row per key: the first, or for a record repeated by design (one row per child of
+    a parent...) the first whose references resolve, so that one row naming a student who is
+    not loaded does not lose the parent. `checks`: the entity's references and their targets."""
     frame = rows.frame()
     # Equal keys have equal hashes: with no repeated hash there is no repeated key, and
     # comparing 64-bit numbers is much faster than comparing millions of strings.
@@ -172,6 +197,17 @@ def _drop_duplicates(rows: EntityRows, log: FindingLog) -> pl.DataFrame:
     dupes = ~frame[KEY].is_first_distinct()
     if not dupes.any():
         return frame
+    if (dupes & frame[DERIVED]).any():
+        broken = _unresolved(frame, checks) & frame[DERIVED]
+        if broken.any():
+            # Broken rows move behind the others (a stable sort); the first row left per key
+            # is kept.
+            order = frame.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_at"), KEY)
+            order = order.with_columns(broken.alias("_broken")).sort("_broken", maintain_order=True)
+            kept = order.filter(pl.col(KEY).is_first_distinct())["_at"].to_numpy()
+            keeper = np.zeros(frame.height, dtype=bool)
+            keeper[kept] = True
+            dupes = ~pl.Series(keeper)
     reported = dupes & ~frame[DERIVED]
     total = int(reported.sum())
     if total:
