@@ -55,3 +55,33 @@ def test_a_failed_copy_leaves_nothing_behind(district, tmp_path, monkeypatch):
         store.receive(district, "users.csv", source, "cli")
     assert set(folder.iterdir()) == before  # no temporary copy left (.incoming-*)
     assert not district.uploads.exists()
+
+
+def test_the_same_bytes_received_again_share_one_file(district, tmp_path, settings):
+    """A nightly export that did not change costs no disk; each upload keeps its own name,
+    so that retention can delete the first and leave the second whole."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from rosterdrop.inbox import retention
+
+    source = tmp_path / "district.zip"
+    source.write_bytes(os.urandom(50_000))
+    first = store.receive(district, "district.zip", source, "sftp")
+    again = store.receive(district, "district.zip", source, "sftp")
+    source.write_bytes(os.urandom(50_000))
+    other = store.receive(district, "district.zip", source, "sftp")
+    paths = [store.stored_file(u) for u in (first, again, other)]
+    assert paths[0] != paths[1]
+    assert paths[0].stat().st_ino == paths[1].stat().st_ino and paths[1].stat().st_nlink == 2
+    assert paths[2].stat().st_ino != paths[0].stat().st_ino and paths[2].stat().st_nlink == 1
+    assert not list(store.inbox_dir(district).glob(".incoming-*"))
+    first.status = again.status = "imported"
+    first.save()
+    again.save()
+    settings.UPLOAD_RETENTION_DAYS = 1
+    type(first).objects.filter(pk=first.pk).update(received_at=timezone.now() - timedelta(days=2))
+    assert [u.pk for u in retention.purge()] == [first.pk]
+    assert not paths[0].exists()
+    assert hashlib.sha256(paths[1].read_bytes()).hexdigest() == again.sha256

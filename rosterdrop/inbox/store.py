@@ -1,4 +1,5 @@
-"""Keeping received files: copied into the data folder under their sha256, then recorded."""
+"""Keeping received files: copied into the data folder under their sha256, then recorded;
+the same bytes received again share the earlier file."""
 
 import errno
 import hashlib
@@ -107,6 +108,7 @@ def receive(
         raise
     finally:
         os.close(fd)
+    _share_earlier_copy(district, size, sha, tmp_name)
     upload = Upload.objects.create(
         district=district,
         filename=filename,
@@ -122,6 +124,30 @@ def receive(
     upload.stored_path = str(final.relative_to(settings.DATA_DIR))
     upload.save(update_fields=["stored_path"])
     return upload
+
+
+def _share_earlier_copy(district: District, size: int, sha: str, copy: str) -> None:
+    """Replace the copy just made with a hard link to an earlier upload's identical file.
+
+    An SIS that exports every night sends the same bytes whenever nothing changed: kept for
+    the retention period, they would fill the disk with copies (1.2 GB a night for a large
+    district). Each upload still has its own name, so retention deletes each in its turn.
+    Where no link can be made, the copy stays.
+    """
+    earlier = (
+        Upload.objects.filter(district=district, size=size, sha256=sha)
+        .exclude(stored_path="")
+        .order_by("-pk")
+        .first()
+    )
+    if earlier is None or not size:
+        return
+    link = copy + ".link"
+    try:
+        os.link(stored_file(earlier), link)
+    except OSError:  # purged meanwhile, or a file system without hard links
+        return
+    os.replace(link, copy)
 
 
 def stored_file(upload: Upload) -> Path:
