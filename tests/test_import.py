@@ -261,6 +261,21 @@ def test_roster_changed_by_another_sync_meanwhile_applies_nothing(district, scho
     assert first.status == "applied"
 
 
+def test_deleting_a_district_deletes_its_records(district, school):
+    """Records have no foreign key in the database (PostgreSQL would check millions at
+    commit): Django's cascade removes them with their district, and only theirs."""
+    from rosterdrop.districts.models import District
+
+    other = District.objects.create(slug="shelbyville", name="Shelbyville", format="oneroster-1.1")
+    import_path(district, school)
+    import_path(other, school)
+    theirs = Record.objects.filter(district=other).count()
+    assert theirs == Record.objects.filter(district=district).count() > 0
+    district.delete()
+    assert not Record.objects.filter(district_id=district.pk).exists()
+    assert Record.objects.filter(district=other).count() == theirs
+
+
 def test_passwords_in_roster_files_are_never_kept(district, school):
     before = edit(school / "users.csv", 3, "password", "hunter2-plain")
     import_path(district, school)
