@@ -276,6 +276,31 @@ def test_deleting_a_district_deletes_its_records(district, school):
     assert Record.objects.filter(district=other).count() == theirs
 
 
+def test_postgresql_statistics_follow_a_large_load(district, school):
+    """After a load that changes the table's make-up, PostgreSQL's statistics are refreshed:
+    stale ones made it walk a whole entity for each lookup of changed records."""
+    from django.db import connection
+
+    from rosterdrop.districts.models import District
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's planner statistics; SQLite's plans are fixed by CROSS JOIN")
+
+    def estimated() -> float:
+        with connection.cursor() as cur:
+            cur.execute("SELECT reltuples FROM pg_class WHERE relname = 'roster_record'")
+            return cur.fetchone()[0]
+
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE roster_record")  # empty: the planner expects no records
+    assert estimated() == 0
+    import_path(district, school)  # a couple of thousand records: not worth it
+    assert estimated() == 0
+    other = District.objects.create(slug="shelbyville", name="Shelbyville", format="oneroster-1.1")
+    import_path(other, DISTRICT_LARGE)
+    assert estimated() == pytest.approx(Record.objects.count(), rel=0.1)
+
+
 def test_passwords_in_roster_files_are_never_kept(district, school):
     before = edit(school / "users.csv", 3, "password", "hunter2-plain")
     import_path(district, school)

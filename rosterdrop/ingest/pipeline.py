@@ -222,6 +222,8 @@ def run(
             raise
         if staged is not None:
             hashes.publish(district.pk, token, staged)  # the roster it describes is committed
+        if applying:
+            store.refresh_statistics(*plan.growth)
         unchanged = status == "no_changes" and not dry_run
         return Outcome(status, checked, plan, message, token if applying or unchanged else None)
     finally:

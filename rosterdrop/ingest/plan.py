@@ -72,6 +72,12 @@ class Plan:
             n for p in self.entities.values() for k, n in p.counts.items() if k != "unchanged"
         )
 
+    @property
+    def growth(self) -> tuple[int, int]:
+        """Records added, and active records before."""
+        plans = self.entities.values()
+        return sum(len(p.added) for p in plans), sum(p.active_before for p in plans)
+
     def over_threshold(self, threshold: float) -> list[EntityPlan]:
         return [p for p in self.entities.values() if p.removal_share > threshold]
 

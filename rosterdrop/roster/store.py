@@ -224,6 +224,22 @@ def write_records(
         _update_staged(cur, staged, district_id, entity, f"status = 'tobedeleted', {stamp}")
 
 
+# PostgreSQL plans the lookups of staged keys from the table's statistics. After a load that
+# changed the table's make-up (a district's first import), stale ones make it walk a whole
+# entity and probe the staged keys for each record, instead of seeking each staged key
+# (measured on 2M enrollments, marking 20k removed: 6.2 s against 0.9 s). Autovacuum
+# catches up only later, and only where it runs.
+ANALYZE_ADDED_SHARE = 0.1
+ANALYZE_ADDED_MIN = 10_000
+
+
+def refresh_statistics(added: int, before: int) -> None:
+    """After a commit that added many records compared with what the district had."""
+    if _is_postgres() and added >= ANALYZE_ADDED_MIN and added > ANALYZE_ADDED_SHARE * before:
+        with connection.cursor() as cur:
+            cur.execute(f"ANALYZE {TABLE}")
+
+
 class RosterChanged(Exception):
     """Another sync changed the district's roster after this one planned against it."""
 
