@@ -65,6 +65,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path)
     parser.add_argument("--district", required=True)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read, check and plan without applying: repeatable, since a dry run is never "
+        "recognised as re-sent and leaves the roster as it is",
+    )
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rosterdrop.settings")
     import django
@@ -76,7 +82,8 @@ def main() -> int:
     from rosterdrop.roster import hashes, store
 
     for owner, name in [
-        (inbox, "receive"), (hashes, "load"), (pipeline, "_read_file"),
+        (inbox, "receive"), (hashes, "load"), (pipeline, "unchanged_fingerprints"),
+        (pipeline, "_read_file"),
         (pipeline, "check_keys"), (pipeline, "plan_entity"), (pipeline, "apply_plan"),
         (hashes, "save"),
     ]:  # fmt: skip
@@ -90,7 +97,7 @@ def main() -> int:
     ]:  # fmt: skip
         summed(owner, name, label)
     district = District.objects.get(slug=args.district)
-    sync = pipeline.import_path(district, args.path)
+    sync = pipeline.import_path(district, args.path, dry_run=args.dry_run)
     total = time.perf_counter() - START
     print(f"{total:7.1f} {sync.status}  {memory()}", file=sys.stderr)
     for label, seconds in SUMS.items():
