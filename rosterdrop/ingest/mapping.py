@@ -47,21 +47,21 @@ def _value(source: str) -> pl.Expr:
     return pl.when(col == "").then(None).otherwise(col)
 
 
-def _id_part(part: pl.Expr, parts: int) -> pl.Expr:
-    """One column's share of an ID joined from several: free text such as a term's name may
-    hold a comma, which would split the ID wherever it is listed (termSourcedIds), so commas
-    are written %2C (and % itself %25, so that two names never give one ID)."""
-    if parts == 1:
-        return part
-    return part.str.replace_all("%", "%25", literal=True).str.replace_all(",", "%2C", literal=True)
+def _join_id(parts: list[pl.Expr]) -> pl.Expr:
+    """Parts joined with ":" into one ID. Joined from several, an ID may carry free text such
+    as a term's name, whose comma would split it wherever it is listed (termSourcedIds): each
+    part then writes "," as %2C (and "%" as %25, so that two names never give one ID)."""
+    if len(parts) > 1:
+        parts = [
+            p.str.replace_all("%", "%25", literal=True).str.replace_all(",", "%2C", literal=True)
+            for p in parts
+        ]
+    return pl.concat_str(parts, separator=":")
 
 
 def _joined(columns: tuple[str, ...], present: set[str]) -> pl.Expr:
-    """Columns joined with ":" (empty or absent ones as ""): how keys are made."""
-    return pl.concat_str(
-        [_id_part(pl.col(c), len(columns)) if c in present else pl.lit("") for c in columns],
-        separator=":",
-    )
+    """Columns joined into an ID (empty or absent ones as ""): how keys are made."""
+    return _join_id([pl.col(c) if c in present else pl.lit("") for c in columns])
 
 
 def _source(source: str | tuple[str, ...] | Joined, present: set[str]) -> pl.Expr:
@@ -75,7 +75,7 @@ def _source(source: str | tuple[str, ...] | Joined, present: set[str]) -> pl.Exp
         return pl.lit(None, pl.String)
     if len(parts) == 1:
         return _value(parts[0])
-    return pl.concat_str([_id_part(_value(p), len(parts)) for p in parts], separator=":")
+    return _join_id([_value(p) for p in parts])
 
 
 def _rows(file: FileSpec, output: Output, frame: pl.DataFrame) -> pl.DataFrame:
