@@ -107,7 +107,6 @@ def check_keys(
             if ref.field in whole.columns
         ]
         frame = _drop_duplicates(rows, log, checks)
-        del whole
         live = frame[STATUS] == "active"
         keep = pl.repeat(True, frame.height, eager=True)
         quiet = _on_lines(frame, reported)

@@ -30,9 +30,6 @@ class Command(BaseCommand):
 
     def do_list(self, json: bool = False, banned: bool = False, **_):
         now = timezone.now()
-        bans = Ban.objects.all()
-        if banned:
-            bans = bans.filter(banned_until__gt=now)
         rows = [
             {
                 "ip": b.ip,
@@ -40,7 +37,8 @@ class Command(BaseCommand):
                 "bans": b.ban_count,
                 "score": b.score,
             }
-            for b in bans
+            for b in Ban.objects.all()
+            if b.is_banned(now) or not banned
         ]
         if json:
             self.stdout.write(jsonlib.dumps(rows, indent=2))
