@@ -68,8 +68,9 @@ def main() -> int:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="read, check and plan without applying: repeatable, since a dry run is never "
-        "recognised as re-sent and leaves the roster as it is",
+        help="read, check and plan without applying: repeatable, since the roster does not "
+        "change and a dry run is never taken as the earlier sync of re-sent files (files a "
+        "real sync already imported are still recognised: send them in other bytes)",
     )
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rosterdrop.settings")
