@@ -9,7 +9,7 @@ from django.conf import settings
 from helpers import rows, same_rows_new_bytes, write
 
 from rosterdrop.ingest.pipeline import check, expand, import_path
-from rosterdrop.roster.models import Record
+from rosterdrop.roster.models import records
 
 SDS = SAMPLES / "sds-microsoft"
 OEA = SAMPLES / "sds-openeducationanalytics" / "v1-lowercase"
@@ -83,11 +83,11 @@ def test_us_dates_are_stored_as_iso(db, district):
     district.save()
     sync = import_path(district, SDS / "v1-us" / "100 Users")
     assert sync.status == "applied"
-    term = Record.objects.get(district=district, entity="academicSessions")
+    term = records(district, "academicSessions").get()
     assert (term.data["startDate"], term.data["endDate"]) == ("2017-07-01", "2018-06-30")
-    birth = Record.objects.get(district=district, entity="demographics", sourced_id="13001")
+    birth = records(district, "demographics").get(sourced_id="13001")
     assert birth.data["birthDate"] == "2000-04-02"
-    student = Record.objects.get(district=district, entity="users", sourced_id="13001")
+    student = records(district, "users").get(sourced_id="13001")
     assert "Password" not in (student.data["metadata"] or {})  # secrets are never kept
     assert student.data["metadata"]["Graduation Year"] == "2019"  # unmapped columns are kept
 
@@ -342,8 +342,8 @@ def test_district_moving_from_sds_v1_to_oneroster_keeps_people_and_classes(
     }
     renamed = moved.record_changes.filter(entity="enrollments").first().fields[0]
     assert ":" in renamed["before"] and renamed["after"].startswith("E")
-    assert Record.objects.filter(district=district, entity="users", status="active").count() == 98
-    enrollments = Record.objects.filter(district=district, entity="enrollments")
+    assert records(district, "users").filter(status="active").count() == 98
+    enrollments = records(district, "enrollments")
     assert enrollments.filter(status="active", sourced_id__startswith="E").count() == 630
     assert enrollments.count() == 630  # renamed in place: no tobedeleted copies
     same_rows_new_bytes(tmp_path / "or")  # read and compared again, not recognised as re-sent

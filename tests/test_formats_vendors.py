@@ -13,7 +13,7 @@ from helpers import edit, issues, rows, write
 from rosterdrop.formats.apple import APPLE_SCHOOL_MANAGER
 from rosterdrop.ingest.pipeline import check, expand, import_path
 from rosterdrop.ingest.read import LINE, read_table
-from rosterdrop.roster.models import Record
+from rosterdrop.roster.models import records
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -261,12 +261,12 @@ def test_asm_escaped_values_are_stored_as_written(district, tmp_path):
     district.save()
     sync = import_path(district, _asm_escaped(tmp_path)[0])
     assert sync.status == "applied", sync.message
-    student = Record.objects.get(district=district, entity="users", sourced_id="000002")
+    student = records(district, "users").get(sourced_id="000002")
     assert (student.data["givenName"], student.data["familyName"]) == (
         'Éloïse "Lulu"',
         "Nuñez, Jr.",
     )
-    course = Record.objects.get(district=district, entity="classes", sourced_id="00001")
+    course = records(district, "classes").get(sourced_id="00001")
     assert course.data["title"] == "English 1\nHonors"
 
 
@@ -325,7 +325,7 @@ def test_parentsquare_parent_with_one_child_not_loaded_is_imported_with_the_othe
     district.format = "parentsquare"
     district.save()
     assert import_path(district, folder).status == "applied_with_errors"
-    parent = Record.objects.get(district=district, entity="users", sourced_id="G00286")
+    parent = records(district, "users").get(sourced_id="G00286")
     assert parent.data["agentSourcedIds"] == "000288"  # made from the row of the child it has
 
 

@@ -60,7 +60,7 @@ def test_cut_zip_closed_cleanly_is_refused_by_content_checks(server):  # item 8
     assert upload["status"] == "failed"
     [sync] = server.syncs()
     assert sync["status"] == "failed"
-    assert server.query("select count(*) from roster_record")[0][0] == 0
+    assert server.query("select count(*) from roster_user")[0][0] == 0
 
 
 def test_tls_required_before_login_and_on_data(server):  # item 18

@@ -8,6 +8,12 @@ import pytest
 
 from rosterdrop.ingest import spill as spill_module
 from rosterdrop.ingest.spill import ROW, Spill, unchanged_fingerprints
+from rosterdrop.roster.schema import FIELDS
+
+
+def _record(key: str) -> dict:
+    """A user whose username is its key, with one extra column."""
+    return {**dict.fromkeys(FIELDS["users"]), "username": key, "metadata": {"room": f"r-{key}"}}
 
 
 def _batches(keys: list[str], size: int) -> list[pl.DataFrame]:
@@ -15,7 +21,7 @@ def _batches(keys: list[str], size: int) -> list[pl.DataFrame]:
         pl.DataFrame(
             {
                 "_key": keys[i : i + size],
-                "_record": [{"n": k} for k in keys[i : i + size]],
+                "_record": [_record(k) for k in keys[i : i + size]],
                 "_hash": list(range(i, i + len(keys[i : i + size]))),
                 "extra": ["not spilled"] * len(keys[i : i + size]),
             }
@@ -41,11 +47,13 @@ def test_every_row_comes_back_once_in_key_ranges(tmp_path, order):
     ranges = _read_back(spill)
     together = pl.concat(ranges)
     assert spill.rows == len(keys)
-    assert together.columns == ["_key", "_data", "_hash", ROW]
+    assert together.columns == ["_key", *FIELDS["users"], "metadata", "_hash", ROW]
     assert sorted(together[ROW].to_list()) == list(range(len(keys)))
     by_row = dict(zip(together[ROW].to_list(), together["_key"].to_list(), strict=True))
     assert [by_row[i] for i in range(len(keys))] == keys
-    assert together["_data"].to_list() == [f'{{"n":"{k}"}}' for k in together["_key"]]
+    assert together["username"].to_list() == together["_key"].to_list()
+    assert together["givenName"].null_count() == together.height
+    assert together["metadata"].to_list() == [f'{{"room":"r-{k}"}}' for k in together["_key"]]
     if order == "random":
         assert len(ranges) > 8
         for before, after in zip(ranges, ranges[1:], strict=False):
@@ -55,7 +63,7 @@ def test_every_row_comes_back_once_in_key_ranges(tmp_path, order):
 def test_a_range_too_large_is_read_a_batch_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(spill_module, "MAX_RANGE_BYTES", 1)
     keys = [f"k{i:05d}" for i in range(3000)]
-    spill = Spill(tmp_path, "enrollments")
+    spill = Spill(tmp_path, "users")
     for batch in _batches(keys, 1000):
         spill.write(batch)
     spill.close()
@@ -65,7 +73,7 @@ def test_a_range_too_large_is_read_a_batch_at_a_time(tmp_path, monkeypatch):
 
 
 def test_nothing_spilled_gives_nothing_back(tmp_path):
-    spill = Spill(tmp_path, "orgs")
+    spill = Spill(tmp_path, "users")
     spill.write(_batches(["a"], 1)[0].clear())
     spill.close()
     assert spill.rows == 0

@@ -11,7 +11,7 @@ from rosterdrop.custom.models import ImportTemplate
 from rosterdrop.custom.templates import export_json, import_json, suggest, try_sample
 from rosterdrop.districts.models import District
 from rosterdrop.ingest.pipeline import import_path
-from rosterdrop.roster.models import Record
+from rosterdrop.roster.models import records
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,10 +72,10 @@ def test_templates_import_through_the_engine(custom, tmp_path):
     sync = import_path(custom, tmp_path)
     assert sync.status == "applied", sync.message
     assert sync.changes["users"]["added"] == 3 and sync.changes["orgs"]["added"] == 2
-    zoe = Record.objects.get(district=custom, entity="users", sourced_id="000123")
+    zoe = records(custom, "users").get(sourced_id="000123")
     assert (zoe.data["givenName"], zoe.data["familyName"]) == ("Zoë", "O'Brien")
     assert "metadata" not in zoe.data  # "Notes" is ignored: not kept
-    birth = Record.objects.get(district=custom, entity="demographics", sourced_id="000123")
+    birth = records(custom, "demographics").get(sourced_id="000123")
     assert birth.data["birthDate"] == "2017-04-02"
 
 
@@ -102,7 +102,7 @@ def test_add_only_template_never_removes(custom, tmp_path):
     path.write_text("\n".join(STUDENTS.splitlines()[:2]) + "\n", encoding="utf-8")
     again = import_path(custom, tmp_path)
     assert again.changes["users"]["removed"] == 0
-    assert Record.objects.filter(district=custom, entity="users", status="active").count() == 3
+    assert records(custom, "users").filter(status="active").count() == 3
 
 
 def test_templates_round_trip_as_json(custom):

@@ -8,6 +8,7 @@ from django.urls import reverse
 from web_fixtures import PASSWORD, held_sync, signed_in
 
 from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.roster.models import records
 
 # Fixtures shared with the other console, API and mail tests.
 admin = web_fixtures.admin
@@ -44,7 +45,7 @@ def test_district_admin_cannot_reach_other_districts_objects(district, other, ad
         for name, pk in (("sync", theirs.pk), ("issues_csv", theirs.pk), ("upload_raw", upload.pk)):
             assert client.get(reverse(f"web:{name}", args=[slug, pk])).status_code == 404
         assert client.post(reverse("web:discard", args=[slug, theirs.pk])).status_code in (403, 404)
-    record = f"/d/{other.slug}/roster/users/{theirs.district.records.first().sourced_id}"
+    record = f"/d/{other.slug}/roster/users/{records(theirs.district, 'users').first().sourced_id}"
     assert client.get(record).status_code == 404
 
 

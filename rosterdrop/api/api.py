@@ -22,7 +22,7 @@ from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import stored_file
 from rosterdrop.ingest.models import Sync, with_sync_times
 from rosterdrop.ingest.pipeline import discard
-from rosterdrop.roster.models import ENTITIES, Record
+from rosterdrop.roster.models import ENTITIES, records
 from rosterdrop.web.imports import start_approval
 
 api = NinjaAPI(
@@ -171,12 +171,10 @@ def discard_sync(request, sync_id: int):
 @api.get("/districts/{slug}/roster/{entity}", response=list[RecordOut], tags=["roster"])
 @paginate
 def list_records(request, slug: str, entity: str, status: str = "active"):
-    if entity not in ENTITIES:
-        raise HttpError(404, f"No entity {entity}; one of: {', '.join(ENTITIES)}.")
-    records = Record.objects.filter(district=_district(request, slug), entity=entity)
+    found = _records(request, slug, entity)
     if status:
-        records = records.filter(status=status)
-    return with_sync_times(records).order_by("id")
+        found = found.filter(status=status)
+    return with_sync_times(found).order_by("id")
 
 
 @api.get(
@@ -185,11 +183,13 @@ def list_records(request, slug: str, entity: str, status: str = "active"):
     tags=["roster"],
 )
 def get_record(request, slug: str, entity: str, sourced_id: str):
-    found = with_sync_times(
-        Record.objects.filter(
-            district=_district(request, slug), entity=entity, sourced_id=sourced_id
-        )
-    ).first()
+    found = with_sync_times(_records(request, slug, entity).filter(sourced_id=sourced_id)).first()
     if found is None:
         raise HttpError(404, "No such record.")
     return found
+
+
+def _records(request, slug: str, entity: str):
+    if entity not in ENTITIES:
+        raise HttpError(404, f"No entity {entity}; one of: {', '.join(ENTITIES)}.")
+    return records(_district(request, slug), entity)

@@ -11,22 +11,25 @@ import polars as pl
 import pyarrow as pa
 
 from rosterdrop.ingest.keys import ROW
-from rosterdrop.ingest.mapping import DATA, HASH, KEY
 from rosterdrop.ingest.plan import EntityPlan, Plan
 from rosterdrop.ingest.spill import Spill
 from rosterdrop.roster import store
+from rosterdrop.roster.schema import FIELDS, HASH, KEY, METADATA
 
 # Rows of record data in memory at once while writing.
 WINDOW = 100_000
-_EMPTY = pl.DataFrame(schema={KEY: pl.String, DATA: pl.String, HASH: pl.Int64})
 CHANGE_COLUMNS = ("sync_id", "entity", "sourced_id", "action", "fields")
 
 
-def field_changes(before: str, after: str) -> list[dict]:
-    """[{field, before, after}] for every canonical field (and metadata column) that differs."""
-    old, new = json.loads(before), json.loads(after)
-    old.update({f"metadata.{k}": v for k, v in (old.pop("metadata", None) or {}).items()})
-    new.update({f"metadata.{k}": v for k, v in (new.pop("metadata", None) or {}).items()})
+def field_changes(before: dict, after: dict) -> list[dict]:
+    """[{field, before, after}] for every canonical field (and metadata column) that differs.
+
+    `before` and `after`: the record's fields, with its metadata as JSON text (or None).
+    """
+    old, new = dict(before), dict(after)
+    for record in (old, new):
+        extra = json.loads(record.pop(METADATA) or "{}")
+        record.update({f"{METADATA}.{k}": v for k, v in extra.items()})
     return [
         {"field": name, "before": old.get(name), "after": new.get(name)}
         for name in sorted(set(old) | set(new))
@@ -77,10 +80,16 @@ def _apply_entity(
         raise RuntimeError(f"{missing} {ep.entity} records to write were not spilled")
     if pending:
         _apply_windows(conn, ep, pl.concat(pending), district_id, sync_id, changes)
+    nothing = _no_records(ep.entity)
     store.write_records(
         conn, district_id, ep.entity, sync_id,
-        added=_EMPTY, changed=_EMPTY, removed=pl.DataFrame({KEY: ep.removed}),
+        added=nothing, changed=nothing, removed=pl.DataFrame({KEY: ep.removed}),
     )  # fmt: skip
+
+
+def _no_records(entity: str) -> pl.DataFrame:
+    columns = {KEY: pl.String, HASH: pl.Int64, METADATA: pl.String}
+    return pl.DataFrame(schema={**columns, **dict.fromkeys(FIELDS[entity], pl.String)})
 
 
 def _apply_windows(conn, ep: EntityPlan, rows: pl.DataFrame, district_id, sync_id, changes):
@@ -95,7 +104,12 @@ def _apply_window(conn, ep: EntityPlan, window: pl.DataFrame, district_id, sync_
     if updated.height:
         old = store.old_data(conn, district_id, ep.entity, updated.select(KEY))
         old_ids = dict(ep.renamed.select(KEY, "_old_key").iter_rows()) if ep.renamed.height else {}
-        for key, before, after in updated.join(old, on=KEY).select(KEY, "_old", DATA).iter_rows():
+        stored = [*FIELDS[ep.entity], METADATA]
+        pairs = updated.select(KEY, *stored).join(old, on=KEY, suffix="_old")
+        for row in pairs.iter_rows(named=True):
+            key = row[KEY]
+            after = {name: row[name] for name in stored}
+            before = {name: row[f"{name}_old"] for name in stored}
             fields = field_changes(before, after)
             if key in old_ids:
                 fields.insert(0, {"field": "sourcedId", "before": old_ids[key], "after": key})
@@ -103,7 +117,5 @@ def _apply_window(conn, ep: EntityPlan, window: pl.DataFrame, district_id, sync_
     changes.extend((sync_id, ep.entity, key, "reactivated", "[]") for key in back[KEY])
     store.write_records(
         conn, district_id, ep.entity, sync_id,
-        added=added.select(KEY, DATA, HASH),
-        changed=pl.concat([updated, back]).select(KEY, DATA, HASH),
-        removed=_EMPTY.select(KEY),
+        added=added, changed=pl.concat([updated, back]), removed=_no_records(ep.entity).select(KEY),
     )  # fmt: skip

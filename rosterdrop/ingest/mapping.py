@@ -13,10 +13,10 @@ from rosterdrop.formats.spec import FileSpec, Joined, Output
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster.natural import natural_hash
-from rosterdrop.roster.schema import FIELDS, NATURAL_KEYS, REFS
+from rosterdrop.roster.schema import FIELDS, HASH, KEY, METADATA, NATURAL_KEYS, REFS
 
-KEY, DATA, HASH, NATURAL = "_key", "_data", "_hash", "_natural"
-RECORD = "_record"  # the record's fields as a struct; encoded as JSON (DATA) only to be written
+NATURAL = "_natural"
+RECORD = "_record"  # the record's fields as a struct; split into columns only to be written
 SAME = "_same"  # set by the spill: the roster record it matched by fingerprint (spill.py)
 ITEM = "@item"
 SOURCED_ID = "sourcedId"
@@ -125,7 +125,7 @@ def map_batch(
     # Every field a string (or null): the same record hashes the same whatever its format.
     fields = {f: mapped.get(f, pl.lit(None)).cast(pl.String) for f in FIELDS[output.entity]}
     if output.keep_extra and extras:
-        fields["metadata"] = pl.struct(**{name: _value(name) for name in extras})
+        fields[METADATA] = pl.struct(**{name: _value(name) for name in extras})
     key = _joined(output.key, present)
     refs = {
         r.field: key if r.field == SOURCED_ID else fields[r.field]
@@ -144,9 +144,15 @@ def map_batch(
     ).with_columns(pl.col(RECORD).hash(HASH_SEED).reinterpret(signed=True).alias(HASH))
 
 
-def record_json() -> pl.Expr:
-    """The stored form of a record: its fields in schema order as JSON (DATA)."""
-    return pl.col(RECORD).struct.json_encode().alias(DATA)
+def stored_columns(entity: str, record: pl.Struct) -> list[pl.Expr]:
+    """The stored form of a record (`record`: the schema of its RECORD struct): a column per
+    canonical field, in schema order, and the extra columns as JSON text (null if none)."""
+    fields = [pl.col(RECORD).struct.field(f) for f in FIELDS[entity]]
+    if any(f.name == METADATA for f in record.fields):
+        metadata = pl.col(RECORD).struct.field(METADATA).struct.json_encode()
+    else:
+        metadata = pl.lit(None, pl.String)
+    return [*fields, metadata.alias(METADATA)]
 
 
 def source_column(output: Output, field: str) -> str:

@@ -73,10 +73,10 @@ class Plan:
         )
 
     @property
-    def growth(self) -> tuple[int, int]:
-        """Records added, and active records before."""
-        plans = self.entities.values()
-        return sum(len(p.added) for p in plans), sum(p.active_before for p in plans)
+    def growth(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Per entity, records added and active records before."""
+        plans = self.entities.items()
+        return {e: len(p.added) for e, p in plans}, {e: p.active_before for e, p in plans}
 
     def over_threshold(self, threshold: float) -> list[EntityPlan]:
         return [p for p in self.entities.values() if p.removal_share > threshold]

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.ipc
 
 from rosterdrop.ingest.keys import ROW
-from rosterdrop.ingest.mapping import HASH, KEY, RECORD, SAME, record_json
+from rosterdrop.ingest.mapping import RECORD, SAME, stored_columns
+from rosterdrop.roster.schema import HASH, KEY
 
 RANGES = 16
 FINGERPRINT_SEED = 20261124
@@ -117,7 +118,7 @@ class Spill:
         return same
 
     def _write(self, frame: pl.DataFrame) -> None:
-        frame = frame.select(KEY, record_json(), HASH, ROW)
+        frame = frame.select(KEY, *stored_columns(self.entity, frame.schema[RECORD]), HASH, ROW)
         if self._bounds is None:
             keys = frame[KEY].sort()
             picks = [keys[len(keys) * i // RANGES] for i in range(1, RANGES)]

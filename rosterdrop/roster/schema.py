@@ -2,6 +2,10 @@
 
 from dataclasses import dataclass
 
+# Columns of records in flight between the pipeline and the store: source ID, content hash,
+# and the extra source columns a format keeps (JSON text, or null).
+KEY, HASH, METADATA = "_key", "_hash", "metadata"
+
 
 @dataclass(frozen=True)
 class Ref:

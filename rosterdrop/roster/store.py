@@ -1,8 +1,9 @@
-"""Bulk reads and writes of the roster table, column-wise, on Django's own connection.
+"""Bulk reads and writes of the roster tables, column-wise, on Django's own connection.
 
 The ORM is for everything else; the roster moves in bulk: a district's (key, hash, status)
-snapshot is read in one query, and only changed records are written, with each database's
-bulk path (COPY on PostgreSQL, executemany on SQLite) inside the caller's transaction.
+snapshot is read in one query per entity, and only changed records are written, with each
+database's bulk path (COPY on PostgreSQL, executemany on SQLite) inside the caller's
+transaction.
 The same connection is used on purpose: a second SQLite library in the process (as an ADBC
 driver would bring) breaks SQLite's file locking.
 """
@@ -14,17 +15,16 @@ import polars as pl
 from django.db import connection, transaction
 
 from rosterdrop.districts.models import new_roster_token
-from rosterdrop.roster.models import ENTITIES, Record
+from rosterdrop.roster.models import ENTITIES, MODELS, Status
 from rosterdrop.roster.natural import SEPARATOR, hash_joined
-from rosterdrop.roster.schema import NATURAL_KEYS
+from rosterdrop.roster.schema import FIELDS, HASH, KEY, METADATA, NATURAL_KEYS
 
-TABLE = Record._meta.db_table
 # Entity and status as enums: a byte each instead of a string on millions of rows.
 SNAPSHOT_SCHEMA = {
     "entity": pl.Enum(ENTITIES),
     "_key": pl.String,
     "_hash": pl.Int64,
-    "status": pl.Enum(Record.Status.values),
+    "status": pl.Enum(Status.values),
     "_natural": pl.Int64,  # natural.natural_hash of the natural key fields, if the entity has one
 }
 INSERT_ROWS = 20_000
@@ -34,6 +34,15 @@ FETCH_ROWS = 100_000
 
 def _is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+def table(entity: str) -> str:
+    return MODELS[entity]._meta.db_table
+
+
+def _q(name: str) -> str:
+    """A column name as SQL: the canonical fields keep their OneRoster case."""
+    return f'"{name}"'
 
 
 @contextmanager
@@ -102,7 +111,7 @@ def _load(cur, table: str, frame: pl.DataFrame, constants: dict | None = None) -
 def _stage(cur, name: str, frame: pl.DataFrame) -> str:
     """A temporary table holding `frame` (text and bigint columns)."""
     types = {pl.Int64: "BIGINT", pl.UInt32: "BIGINT"}
-    cols = ", ".join(f"{c} {types.get(t, 'TEXT')}" for c, t in frame.schema.items())
+    cols = ", ".join(f"{_q(c)} {types.get(t, 'TEXT')}" for c, t in frame.schema.items())
     # The key is unique (duplicates were dropped); declaring it lets joins use an index.
     cur.execute(f"DROP TABLE IF EXISTS {name}")
     cur.execute(f"CREATE TEMPORARY TABLE {name} ({cols}, PRIMARY KEY (_key))")
@@ -112,33 +121,37 @@ def _stage(cur, name: str, frame: pl.DataFrame) -> str:
 
 
 def snapshot(cur, district_id: int) -> pl.DataFrame:
-    """Every record of the district: entity, key, content hash, status and natural key hash."""
-    glue = f"chr({ord(SEPARATOR)})" if _is_postgres() else f"char({ord(SEPARATOR)})"
-    natural = " ".join(
-        f"WHEN '{entity}' THEN "
-        + f" || {glue} || ".join(f"COALESCE({_json_field('data', f)}, '')" for f in fields)
-        for entity, fields in NATURAL_KEYS.items()
-    )
-    cur.execute(
-        f"SELECT entity, sourced_id, content_hash, status, CASE entity {natural} END "
-        f"FROM {TABLE} WHERE district_id = {int(district_id)}"
-    )
+    """Every record of the district, entity after entity: entity, key, content hash, status
+    and natural key hash."""
     schema = {**SNAPSHOT_SCHEMA, "_natural": pl.String}  # the fields joined, or null
     text = pl.col("_natural")
     hashed = pl.when(text.is_not_null()).then(hash_joined(text)).cast(pl.Int64).alias("_natural")
-    # A slice at a time: millions of rows as Python tuples at once would take gigabytes.
     parts = [pl.DataFrame(schema=SNAPSHOT_SCHEMA)]
-    while rows := cur.fetchmany(FETCH_ROWS):
-        parts.append(pl.DataFrame(rows, schema=schema, orient="row").with_columns(hashed))
+    for entity in ENTITIES:
+        cur.execute(
+            f"SELECT '{entity}', sourced_id, content_hash, status, {_natural_sql(entity)} "
+            f"FROM {table(entity)} WHERE district_id = {int(district_id)}"
+        )
+        # A slice at a time: millions of rows as Python tuples at once would take gigabytes.
+        while rows := cur.fetchmany(FETCH_ROWS):
+            parts.append(pl.DataFrame(rows, schema=schema, orient="row").with_columns(hashed))
     return pl.concat(parts)
+
+
+def _natural_sql(entity: str) -> str:
+    """The natural key fields joined as natural.natural_hash joins them, or NULL."""
+    if entity not in NATURAL_KEYS:
+        return "NULL"
+    glue = f"chr({ord(SEPARATOR)})" if _is_postgres() else f"char({ord(SEPARATOR)})"
+    return f" || {glue} || ".join(f"COALESCE({_q(f)}, '')" for f in NATURAL_KEYS[entity])
 
 
 def _from_staged(staged: str, district_id: int, entity: str) -> str:
     """FROM a few staged keys into the roster: CROSS JOIN keeps SQLite from scanning the
     whole entity and probing the keys; it starts from the keys and seeks the unique index."""
     return (
-        f"FROM {staged} s CROSS JOIN {TABLE} r WHERE r.district_id = {int(district_id)} "
-        f"AND r.entity = '{entity}' AND r.sourced_id = s._key"
+        f"FROM {staged} s CROSS JOIN {table(entity)} r WHERE r.district_id = {int(district_id)} "
+        "AND r.sourced_id = s._key"
     )
 
 
@@ -150,29 +163,31 @@ def _update_staged(
     `columns` are taken from the staged row of the same key (e.g. `_data` for `data`); written
     as IN + a correlated row, which both SQLite and PostgreSQL plan as index lookups.
     """
+    name = table(entity)
     assignments = [sets] if sets else []
     if columns:
-        targets = ", ".join(c for c, _ in columns)
+        targets = ", ".join(_q(c) for c, _ in columns)
         values = ", ".join(v for _, v in columns)
         assignments.insert(
-            0, f"({targets}) = (SELECT {values} FROM {staged} s WHERE s._key = {TABLE}.sourced_id)"
+            0, f"({targets}) = (SELECT {values} FROM {staged} s WHERE s._key = {name}.sourced_id)"
         )
     cur.execute(
-        f"UPDATE {TABLE} SET {', '.join(assignments)} WHERE district_id = {int(district_id)} "
-        f"AND entity = '{entity}' AND sourced_id IN (SELECT _key FROM {staged})"
+        f"UPDATE {name} SET {', '.join(assignments)} WHERE district_id = {int(district_id)} "
+        f"AND sourced_id IN (SELECT _key FROM {staged})"
     )
 
 
 def old_data(cur, district_id: int, entity: str, keys: pl.DataFrame) -> pl.DataFrame:
-    """Stored JSON of the given keys (column _key), for field-level before/after."""
+    """Stored fields and metadata (as JSON text) of the given keys (column _key), for the
+    field-level before/after of changed records."""
     staged = _stage(cur, "rd_keys", keys)
-    data = "r.data::text" if _is_postgres() else "r.data"
-    cur.execute(f"SELECT r.sourced_id, {data} {_from_staged(staged, district_id, entity)}")
-    return pl.DataFrame(cur.fetchall(), schema={"_key": pl.String, "_old": pl.String}, orient="row")
-
-
-def _json_field(column: str, name: str) -> str:
-    return f"{column} ->> '{name}'" if _is_postgres() else f"{column} ->> '$.{name}'"
+    fields = ", ".join(f"r.{_q(f)}" for f in FIELDS[entity])
+    metadata = "r.metadata::text" if _is_postgres() else "r.metadata"
+    cur.execute(
+        f"SELECT r.sourced_id, {fields}, {metadata} {_from_staged(staged, district_id, entity)}"
+    )
+    schema = {KEY: pl.String, **dict.fromkeys(FIELDS[entity], pl.String), METADATA: pl.String}
+    return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
 
 
 def rename_records(cur, district_id: int, entity: str, renames: pl.DataFrame) -> None:
@@ -197,27 +212,28 @@ def write_records(
 ) -> None:
     """Insert added records, rewrite changed/reactivated ones, mark removed ones tobedeleted.
 
-    `added` and `changed` have columns _key, _data, _hash; `removed` has _key. `added` comes
-    in key order (apply sorts each key range), so index pages fill one after another.
+    `added` and `changed` have columns _key, _hash, the entity's fields and metadata (JSON
+    text, or null); `removed` has _key. `added` comes in key order (apply sorts each key
+    range), so index pages fill one after another.
     """
     stamp = f"changed_sync_id = {int(sync_id)}"
+    columns = [*FIELDS[entity], METADATA]
     if added.height:
         _load(
             cur,
-            TABLE,
+            table(entity),
             added.select(
-                pl.col("_key").alias("sourced_id"),
-                pl.col("_data").alias("data"),
-                pl.col("_hash").alias("content_hash"),
+                pl.col(KEY).alias("sourced_id"), pl.col(HASH).alias("content_hash"), *columns
             ),
             constants={
-                "district_id": district_id, "entity": entity, "status": "active",
+                "district_id": district_id, "status": "active",
                 "first_seen_sync_id": sync_id, "changed_sync_id": sync_id,
             },
         )  # fmt: skip
     if changed.height:
-        staged = _stage(cur, "rd_changed", changed)
-        taken = (("data", json_value("s._data")), ("content_hash", "s._hash"))
+        staged = _stage(cur, "rd_changed", changed.select(KEY, HASH, *columns))
+        taken = [(c, json_value(f"s.{c}") if c == METADATA else f"s.{_q(c)}") for c in columns]
+        taken.append(("content_hash", f"s.{HASH}"))
         _update_staged(cur, staged, district_id, entity, f"status = 'active', {stamp}", taken)
     if removed.height:
         staged = _stage(cur, "rd_removed", removed)
@@ -233,11 +249,14 @@ ANALYZE_ADDED_SHARE = 0.1
 ANALYZE_ADDED_MIN = 10_000
 
 
-def refresh_statistics(added: int, before: int) -> None:
-    """After a commit that added many records compared with what the district had."""
-    if _is_postgres() and added >= ANALYZE_ADDED_MIN and added > ANALYZE_ADDED_SHARE * before:
-        with connection.cursor() as cur:
-            cur.execute(f"ANALYZE {TABLE}")
+def refresh_statistics(added: dict[str, int], before: dict[str, int]) -> None:
+    """After a commit that added many records of an entity compared with what it had."""
+    if not _is_postgres():
+        return
+    with connection.cursor() as cur:
+        for entity, count in added.items():
+            if count >= ANALYZE_ADDED_MIN and count > ANALYZE_ADDED_SHARE * before.get(entity, 0):
+                cur.execute(f"ANALYZE {table(entity)}")
 
 
 class RosterChanged(Exception):

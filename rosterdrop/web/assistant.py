@@ -7,7 +7,8 @@ from django.db.models import Q
 from django.shortcuts import render
 
 from rosterdrop.ingest.models import Change, Issue, Sync
-from rosterdrop.roster.models import Record
+from rosterdrop.roster.models import ENTITIES, records
+from rosterdrop.roster.schema import FIELDS
 from rosterdrop.web.access import district_view
 from rosterdrop.web.sis import members, read_rows, rows_at
 
@@ -26,14 +27,16 @@ PARENT_ROLES = {"parent", "guardian", "relative"}
 CONTACT_COLUMNS = {"email", "phone", "sms", "mobile", "phonenumber"}
 SHOWN = 200
 DONE = ("applied", "applied_with_errors", "no_changes", "held", "failed")
+# Fields whose value names a person or a class: "referenced by N records" counts these.
+REFERRING = ("userSourcedId", "classSourcedId", "agentSourcedId")
 
 
 def _active(district, entity: str):
-    return Record.objects.filter(district=district, entity=entity, status="active")
+    return records(district, entity).filter(status="active")
 
 
 def _values(district, entity: str, *fields: str) -> list[tuple]:
-    return list(_active(district, entity).values_list(*[f"data__{f}" for f in fields]))
+    return list(_active(district, entity).values_list(*fields))
 
 
 @dataclass
@@ -50,7 +53,7 @@ def gaps(district) -> Gaps:
     enrollments = _values(district, "enrollments", "userSourcedId", "classSourcedId", "role")
     roles = _values(district, "roles", "userSourcedId", "orgSourcedId", "role")
     schools = set(
-        _active(district, "orgs").filter(data__type="school").values_list("sourced_id", flat=True)
+        _active(district, "orgs").filter(type="school").values_list("sourced_id", flat=True)
     )
     enrolled = {u for u, _, _ in enrollments}
     taught = {c for _, c, r in enrollments if r == "teacher"}
@@ -156,16 +159,12 @@ class Trace:
 
 def trace(district, query: str, uploads_searched: int = 5) -> Trace:
     result = Trace(query)
-    result.records = list(Record.objects.filter(district=district, sourced_id=query))
-    result.references = (
-        Record.objects.filter(district=district)
-        .filter(
-            Q(data__userSourcedId=query)
-            | Q(data__classSourcedId=query)
-            | Q(data__agentSourcedId=query)
-        )
-        .count()
-    )
+    for entity in ENTITIES:
+        result.records += records(district, entity).filter(sourced_id=query)
+        people = [f for f in REFERRING if f in FIELDS[entity]]
+        if people:
+            named = Q.create([(f, query) for f in people], Q.OR)
+            result.references += records(district, entity).filter(named).count()
     result.changes = list(
         Change.objects.filter(sync__district=district, sourced_id=query)
         .select_related("sync")

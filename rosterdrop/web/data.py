@@ -8,7 +8,8 @@ from django.shortcuts import get_object_or_404, render
 
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest.models import with_sync_times
-from rosterdrop.roster.models import ENTITIES, Record
+from rosterdrop.roster.models import ENTITIES, MODELS, records
+from rosterdrop.roster.schema import FIELDS
 from rosterdrop.web.access import district_view
 from rosterdrop.web.sis import members, read_rows
 
@@ -53,12 +54,15 @@ def sis_data(request, district):
 
 
 def search_records(district, entity: str, query: str):
-    records = Record.objects.filter(district=district, entity=entity)
+    """Records with `query` in any field or extra column, or with it as source ID."""
+    found = records(district, entity)
     if query:
-        records = records.annotate(text=Cast("data", TextField())).filter(
-            Q(text__icontains=query) | Q(sourced_id=query)
+        found = found.annotate(_extra=Cast("metadata", TextField())).filter(
+            Q(sourced_id=query)
+            | Q(_extra__icontains=query)
+            | Q.create([(f"{name}__icontains", query) for name in FIELDS[entity]], Q.OR)
         )
-    return with_sync_times(records).order_by("sourced_id")
+    return with_sync_times(found).order_by("sourced_id")
 
 
 @district_view
@@ -104,40 +108,35 @@ def _columns(entity: str) -> tuple[str, ...]:
     return COLUMNS.get(entity, ())
 
 
-def _by_ids(district, entity: str, ids) -> dict[str, Record]:
-    records = Record.objects.filter(district=district, entity=entity, sourced_id__in=list(ids))
-    return {r.sourced_id: r for r in records}
+def _by_ids(district, entity: str, ids) -> dict:
+    return {r.sourced_id: r for r in records(district, entity).filter(sourced_id__in=list(ids))}
 
 
 @district_view
 def record_detail(request, district, entity: str, sourced_id: str):
     """One record; for a person, their roles, enrollments (with class) and guardians."""
-    record = get_object_or_404(Record, district=district, entity=entity, sourced_id=sourced_id)
+    if entity not in MODELS:
+        raise Http404("No such entity.")
+    record = get_object_or_404(MODELS[entity], district=district, sourced_id=sourced_id)
     context = {"district": district, "record": record, "fields": sorted(record.data.items())}
     if entity == "users":
-        mine = Record.objects.filter(district=district, data__userSourcedId=sourced_id)
-        enrollments = list(mine.filter(entity="enrollments"))
-        classes = _by_ids(district, "classes", (e.data.get("classSourcedId") for e in enrollments))
-        links = list(mine.filter(entity="agents"))
-        wards = Record.objects.filter(
-            district=district, entity="agents", data__agentSourcedId=sourced_id
-        )
+        enrollments = list(records(district, "enrollments").filter(userSourcedId=sourced_id))
+        classes = _by_ids(district, "classes", (e.classSourcedId for e in enrollments))
+        links = list(records(district, "agents").filter(userSourcedId=sourced_id))
+        wards = list(records(district, "agents").filter(agentSourcedId=sourced_id))
         people = _by_ids(
             district,
             "users",
-            [a.data.get("agentSourcedId") for a in links]
-            + [w.data.get("userSourcedId") for w in wards],
+            [a.agentSourcedId for a in links] + [w.userSourcedId for w in wards],
         )
         context |= {
-            "roles": mine.filter(entity="roles"),
-            "enrollments": [(e, classes.get(e.data.get("classSourcedId"))) for e in enrollments],
-            "guardians": [(a, people.get(a.data.get("agentSourcedId"))) for a in links],
-            "wards": [(w, people.get(w.data.get("userSourcedId"))) for w in wards],
+            "roles": records(district, "roles").filter(userSourcedId=sourced_id),
+            "enrollments": [(e, classes.get(e.classSourcedId)) for e in enrollments],
+            "guardians": [(a, people.get(a.agentSourcedId)) for a in links],
+            "wards": [(w, people.get(w.userSourcedId)) for w in wards],
         }
     if entity == "classes":
-        enrolled = Record.objects.filter(
-            district=district, entity="enrollments", data__classSourcedId=sourced_id
-        )
-        users = _by_ids(district, "users", (e.data.get("userSourcedId") for e in enrolled))
-        context["members"] = [(e, users.get(e.data.get("userSourcedId"))) for e in enrolled]
+        enrolled = list(records(district, "enrollments").filter(classSourcedId=sourced_id))
+        users = _by_ids(district, "users", (e.userSourcedId for e in enrolled))
+        context["members"] = [(e, users.get(e.userSourcedId)) for e in enrolled]
     return render(request, "web/record.html", context)

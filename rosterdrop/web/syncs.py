@@ -10,7 +10,7 @@ from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.ingest.models import Change, Issue, Sync
 from rosterdrop.ingest.pipeline import discard
 from rosterdrop.ingest.report import ISSUE_COLUMNS
-from rosterdrop.roster.models import Record
+from rosterdrop.roster.models import ENTITIES, records
 from rosterdrop.web.access import client_ip, district_view, require_operator
 from rosterdrop.web.csvsafe import csv_response
 from rosterdrop.web.imports import start_approval
@@ -40,14 +40,42 @@ def _issues(sync: Sync, params) -> tuple:
     return issues, chosen
 
 
+class _Added:
+    """The records a sync added, entity after entity, as one sequence for the paginator:
+    each entity is its own table."""
+
+    def __init__(self, district, sync: Sync, entities):
+        self.parts = [
+            records(district, e).filter(first_seen_sync_id=sync.pk).order_by("id")
+            for e in entities
+        ]
+        self.counts = [part.count() for part in self.parts]
+
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, page: slice) -> list:
+        found, start, stop = [], page.start or 0, page.stop
+        for part, count in zip(self.parts, self.counts, strict=True):
+            if start < count and stop > 0:
+                found += list(part[max(start, 0) : min(stop, count)])
+            start, stop = start - count, stop - count
+        return found
+
+
+def _added(district, sync: Sync, entity: str) -> _Added:
+    return _Added(district, sync, [entity] if entity in ENTITIES else ENTITIES)
+
+
 def _changes(request, district, sync: Sync):
     """Updated / removed / reactivated rows from Change; added ones from the roster."""
     action = request.GET.get("action", "")
     entity = request.GET.get("entity", "")
     if action == "added":
-        rows = Record.objects.filter(district=district, first_seen_sync_id=sync.pk).order_by("id")
-        if entity:
-            rows = rows.filter(entity=entity)
+        rows = _added(district, sync, entity)
         page = Paginator(rows, 50).get_page(request.GET.get("cpage"))
         items = [
             {
