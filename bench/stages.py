@@ -80,7 +80,7 @@ def main() -> int:
     from rosterdrop.districts.models import District
     from rosterdrop.inbox import store as inbox
     from rosterdrop.ingest import apply, pipeline, read, spill, validate
-    from rosterdrop.roster import hashes, store
+    from rosterdrop.roster import hashes, staging, store
 
     for owner, name in [
         (inbox, "receive"), (hashes, "load"), (pipeline, "unchanged_fingerprints"),
@@ -94,6 +94,7 @@ def main() -> int:
         (validate.RowChecker, "check", "validate"), (pipeline, "map_batch", "map"),
         (pipeline.EntityRows, "add", "keep keys"), (spill.Spill, "write", "spill"),
         (store, "_load", "db insert"), (store, "_update_staged", "db update"),
+        (staging, "stage", "db staged (thread)"), (store, "_insert_staged", "db insert staged"),
         (store, "old_data", "db old data"), (apply, "field_changes", "field changes"),
     ]:  # fmt: skip
         summed(owner, name, label)

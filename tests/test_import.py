@@ -23,6 +23,12 @@ def active(district, entity: str) -> int:
     return records(district, entity).filter(status="active").count()
 
 
+def settings_tmp():
+    from django.conf import settings
+
+    return settings.DATA_DIR / "tmp"
+
+
 def in_roster(**lookup) -> int:
     """Records of any entity that match `lookup`."""
     return sum(model.objects.filter(**lookup).count() for model in MODELS.values())
@@ -139,6 +145,77 @@ def test_a_fingerprint_collision_fails_the_sync_with_nothing_applied(
     assert kept == [f"{district.pk}-t{district.roster_token}.arrow"]
     monkeypatch.undo()
     assert import_path(district, school).changes["users"]["updated"] == 1
+
+
+def test_many_new_records_go_in_through_staged_files(district, monkeypatch, tmp_path):
+    """On SQLite, new records in bulk are written to files of their own and copied in C
+    (roster/staging.py): the roster is the same as when they go in row by row, and no staged
+    file is left attached or on disk."""
+    from django.db import connection
+
+    from rosterdrop.ingest import apply
+    from rosterdrop.roster import staging
+
+    staged = []
+    real = staging.stage
+
+    def counted(frame, folder):
+        staged.append(frame.height)
+        return real(frame, folder)
+
+    monkeypatch.setattr(apply, "STAGE_MIN_ROWS", 2_000)
+    monkeypatch.setattr(staging, "stage", counted)
+    sync = import_path(district, DISTRICT_LARGE)
+    assert sync.status == "applied"
+    assert active(district, "enrollments") == 31045 and active(district, "users") == 4441
+    if connection.vendor == "sqlite":
+        # At most 10 files (SQLite's limit of attached files): 31,045 enrollments in parts of
+        # at least 4,000 rows, and the users, roles and demographics in one file each.
+        assert 5 <= len(staged) <= 10 and sum(staged) == 31045 + 3 * 4441 - 216
+        with connection.cursor() as cur:
+            cur.execute("PRAGMA database_list")
+            assert not [name for _, name, _ in cur.fetchall() if name.startswith("rd_staged")]
+    assert not list(settings_tmp().glob("spill-*"))
+    # The same records as a row-by-row import into another district.
+    monkeypatch.undo()
+    from rosterdrop.districts.models import District
+
+    other = District.objects.create(slug="shelbyville", name="Shelbyville", format="oneroster-1.1")
+    import_path(other, copy(DISTRICT_LARGE, tmp_path / "again.zip"))
+    for entity in ("users", "enrollments", "demographics"):
+        ours = records(district, entity).order_by("sourced_id")
+        theirs = records(other, entity).order_by("sourced_id")
+        assert [r.data for r in ours] == [r.data for r in theirs]
+        assert list(ours.values_list("content_hash")) == list(theirs.values_list("content_hash"))
+
+
+def test_a_failure_while_copying_staged_records_applies_nothing(district, school, monkeypatch):
+    from django.db import connection
+
+    from rosterdrop.ingest import apply
+    from rosterdrop.roster import store
+
+    if not store.stages_new_records():
+        pytest.skip("staged files are SQLite's bulk path; PostgreSQL copies with COPY")
+
+    import_path(district, school)
+    users = rows(school / "users.csv")
+    header = users[0]
+    for i, row in enumerate(users[1:]):  # every user under a new ID: all added, old removed
+        row[header.index("sourcedId")] = f"new-{i}"
+    write(school / "users.csv", users)
+    monkeypatch.setattr(apply, "STAGE_MIN_ROWS", 10)
+    monkeypatch.setattr(store, "_insert_staged", lambda *a: (_ for _ in ()).throw(OSError("full")))
+    district.removal_threshold = 1.0
+    district.save()
+    sync = import_path(district, school)
+    assert sync.status == "failed"
+    assert not records(district, "users").filter(sourced_id__startswith="new-").exists()
+    assert active(district, "users") == len(users) - 1
+    with connection.cursor() as cur:
+        cur.execute("PRAGMA database_list")
+        assert not [name for _, name, _ in cur.fetchall() if name.startswith("rd_staged")]
+    assert not list(settings_tmp().glob("spill-*"))
 
 
 def test_delta_file_removes_only_what_it_says(district, school):

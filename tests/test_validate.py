@@ -198,7 +198,7 @@ def test_reading_ahead_hands_over_items_errors_and_stops_when_closed():
     error raised in the consumer, and the thread gone once the consumer closes early."""
     import threading
 
-    from rosterdrop.ingest.read import ahead
+    from rosterdrop.ingest.ahead import ahead
 
     assert list(ahead(iter(range(50)), depth=2)) == list(range(50))
 
@@ -214,4 +214,4 @@ def test_reading_ahead_hands_over_items_errors_and_stops_when_closed():
     endless = ahead(iter(lambda: 0, 1))
     assert next(endless) == 0
     endless.close()
-    assert not [t for t in threading.enumerate() if t.name == "rosterdrop-read"]
+    assert not [t for t in threading.enumerate() if t.name == "rosterdrop-ahead"]

@@ -1,20 +1,26 @@
 """Apply: write a plan to the roster in the caller's transaction, only what changed.
 
 Record data comes back from the spill files written while reading, a key range at a time, so
-memory stays bounded however large the district, and new records go in in key order.
+memory stays bounded however large the district, and new records go in in key order; many of
+them go through staged files (roster/staging.py).
 """
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from rosterdrop.ingest.ahead import ahead
 from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.plan import EntityPlan, Plan
 from rosterdrop.ingest.spill import Spill
-from rosterdrop.roster import store
+from rosterdrop.roster import staging, store
 from rosterdrop.roster.schema import FIELDS, HASH, KEY, METADATA
+from rosterdrop.roster.staging import Staged
 
 # Rows of record data in memory at once while writing.
 WINDOW = 100_000
@@ -39,30 +45,82 @@ def field_changes(before: dict, after: dict) -> list[dict]:
 
 def apply_plan(conn, plan: Plan, spills: dict[str, Spill], district_id: int, sync_id: int) -> None:
     changes: list[tuple] = []
+    bulk = _Bulk.for_plan(plan)
     for entity, ep in plan.entities.items():
-        _apply_entity(conn, ep, spills[entity], district_id, sync_id, changes)
+        _apply_entity(conn, ep, spills[entity], district_id, sync_id, changes, bulk)
         changes.extend((sync_id, entity, key, "removed", "[]") for key in ep.removed)
     store.insert_rows(conn, "ingest_change", list(CHANGE_COLUMNS), changes)
 
 
 ADDED, UPDATED, REACTIVATED = 1, 2, 3
+# New records go to the database through staged files (roster/staging.py) when an entity has
+# at least this many, in parts of at least this many: each part costs a file and attaching it.
+STAGE_MIN_ROWS = 100_000
+# SQLite attaches at most 10 files to one connection, and the transaction keeps them all.
+STAGED_FILES = 10
+
+
+@dataclass
+class _Bulk:
+    """How an apply hands new records to the database: an entity with at least STAGE_MIN_ROWS
+    of them, in staged files of at least `part` rows (no files if 0); others as rows."""
+
+    part: int
+
+    @classmethod
+    def for_plan(cls, plan: Plan) -> "_Bulk":
+        """The smallest part that needs no more than STAGED_FILES files in all."""
+        added = [len(ep.added) for ep in plan.entities.values()]
+        many = [n for n in added if n >= STAGE_MIN_ROWS]
+        if not store.stages_new_records() or not many:
+            return cls(part=0)
+        part = STAGE_MIN_ROWS
+        while sum(-(-n // part) for n in many) > STAGED_FILES:
+            part += STAGE_MIN_ROWS
+        return cls(part=part)
+
+    def files(self, ep: EntityPlan) -> bool:
+        """Whether the entity's new records go to staged files."""
+        return bool(self.part) and len(ep.added) >= STAGE_MIN_ROWS
+
+
+@dataclass
+class Window:
+    """Spilled rows to write, in key order: updated and reactivated ones (with _action) as
+    rows, added ones as rows or as a staged file."""
+
+    changed: pl.DataFrame
+    added: pl.DataFrame | Staged
 
 
 def _apply_entity(
-    conn, ep: EntityPlan, spill: Spill, district_id: int, sync_id: int, changes: list
+    conn, ep: EntityPlan, spill: Spill, district_id: int, sync_id: int, changes: list, bulk
 ) -> None:
-    """Read the spill once, a key range at a time, keeping only the rows the plan writes;
-    written in key order."""
+    """Write what the plan says, from the spill, in key order. The spill is read, filtered,
+    sorted and staged in a thread one window ahead of the writes."""
     if ep.renamed.height:
         # Renamed first, so that they are then updated like any record under their new ID.
         store.rename_records(conn, district_id, ep.entity, ep.renamed)
+    for window in ahead(_windows(ep, spill, bulk), depth=1):
+        _apply_window(conn, ep, window, district_id, sync_id, changes)
+    nothing = _no_records(ep.entity)
+    store.write_records(
+        conn, district_id, ep.entity, sync_id,
+        added=nothing, changed=nothing, removed=pl.DataFrame({KEY: ep.removed}),
+    )  # fmt: skip
+
+
+def _windows(ep: EntityPlan, spill: Spill, bulk: _Bulk) -> Iterator[Window]:
+    """Read the spill once, a key range at a time, keeping only the rows the plan writes."""
     # What to do with each spilled row, by its row number.
     action = np.zeros(spill.rows, dtype=np.int8)
     for code, rows in ((ADDED, ep.added), (UPDATED, ep.updated), (UPDATED, ep.renamed[ROW])):
         action[rows.to_numpy()] = code
     action[ep.reactivated.to_numpy()] = REACTIVATED
-    pending: list[pl.DataFrame] = []
     missing = int(np.count_nonzero(action))
+    files = bulk.files(ep)
+    changed: list[pl.DataFrame] = []
+    added: list[pl.DataFrame] = []
     for table in spill.ranges() if missing else ():
         wanted = action[table.column(ROW).to_numpy()]
         missing -= int(np.count_nonzero(wanted))
@@ -71,36 +129,41 @@ def _apply_entity(
         # Filtered in Arrow, which copies the kept rows: nothing holds the whole range.
         kept = pl.from_arrow(table.filter(pa.array(wanted > 0)))
         del table
-        pending.append(kept.with_columns(pl.Series("_action", wanted[wanted > 0])).sort(KEY))
-        if sum(p.height for p in pending) >= WINDOW:
-            _apply_windows(conn, ep, pl.concat(pending), district_id, sync_id, changes)
-            pending = []
+        kept = kept.with_columns(pl.Series("_action", wanted[wanted > 0])).sort(KEY)
+        changed.append(kept.filter(pl.col("_action") != ADDED))
+        added.append(kept.filter(pl.col("_action") == ADDED))
+        if sum(f.height for f in changed) >= WINDOW:
+            yield Window(pl.concat(changed), _no_records(ep.entity))
+            changed = []
+        if sum(f.height for f in added) >= (bulk.part if files else WINDOW):
+            yield from _added_windows(ep.entity, pl.concat(added), spill.folder, files)
+            added = []
     if missing:
         # Only a fingerprint collision (spill.py) leaves out a record to write: stop, roll back.
         raise RuntimeError(f"{missing} {ep.entity} records to write were not spilled")
-    if pending:
-        _apply_windows(conn, ep, pl.concat(pending), district_id, sync_id, changes)
-    nothing = _no_records(ep.entity)
-    store.write_records(
-        conn, district_id, ep.entity, sync_id,
-        added=nothing, changed=nothing, removed=pl.DataFrame({KEY: ep.removed}),
-    )  # fmt: skip
+    if changed:
+        yield Window(pl.concat(changed), _no_records(ep.entity))
+    if added:
+        yield from _added_windows(ep.entity, pl.concat(added), spill.folder, files)
+
+
+def _added_windows(entity: str, rows: pl.DataFrame, folder: Path, files: bool):
+    nothing = _no_records(entity)
+    if files:
+        yield Window(nothing, staging.stage(store.new_rows(entity, rows), folder))
+        return
+    for window in rows.iter_slices(WINDOW):
+        yield Window(nothing, window)
 
 
 def _no_records(entity: str) -> pl.DataFrame:
-    columns = {KEY: pl.String, HASH: pl.Int64, METADATA: pl.String}
+    columns = {KEY: pl.String, HASH: pl.Int64, METADATA: pl.String, "_action": pl.Int8}
     return pl.DataFrame(schema={**columns, **dict.fromkeys(FIELDS[entity], pl.String)})
 
 
-def _apply_windows(conn, ep: EntityPlan, rows: pl.DataFrame, district_id, sync_id, changes):
-    for window in rows.iter_slices(WINDOW):
-        _apply_window(conn, ep, window, district_id, sync_id, changes)
-
-
-def _apply_window(conn, ep: EntityPlan, window: pl.DataFrame, district_id, sync_id, changes):
-    added = window.filter(pl.col("_action") == ADDED)
-    updated = window.filter(pl.col("_action") == UPDATED)
-    back = window.filter(pl.col("_action") == REACTIVATED)
+def _apply_window(conn, ep: EntityPlan, window: Window, district_id, sync_id, changes):
+    updated = window.changed.filter(pl.col("_action") == UPDATED)
+    back = window.changed.filter(pl.col("_action") == REACTIVATED)
     if updated.height:
         old = store.old_data(conn, district_id, ep.entity, updated.select(KEY))
         old_ids = dict(ep.renamed.select(KEY, "_old_key").iter_rows()) if ep.renamed.height else {}
@@ -117,5 +180,5 @@ def _apply_window(conn, ep: EntityPlan, window: pl.DataFrame, district_id, sync_
     changes.extend((sync_id, ep.entity, key, "reactivated", "[]") for key in back[KEY])
     store.write_records(
         conn, district_id, ep.entity, sync_id,
-        added=added, changed=pl.concat([updated, back]), removed=_no_records(ep.entity).select(KEY),
+        added=window.added, changed=window.changed, removed=_no_records(ep.entity).select(KEY),
     )  # fmt: skip

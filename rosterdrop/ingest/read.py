@@ -12,16 +12,14 @@ escaped newline inside a value); the escape character is then honoured wherever 
 
 import csv
 import io
-import queue
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 import polars as pl
 
+from rosterdrop.ingest.ahead import ahead
 from rosterdrop.ingest.decode import count_byte
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding
 
@@ -78,54 +76,6 @@ def read_table(
     rest_piece = Piece(rest, 2, first.lines - 1)
     table.batches = ahead(_batches(table, delimiter, escapechar, _chain(rest_piece, pieces)))
     return table
-
-
-T = TypeVar("T")
-_END = object()
-
-
-def ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Produce `items` in a thread, up to `depth` ahead of the consumer.
-
-    Reading a piece is mostly numpy and polars, which let go of the GIL: the next batch is
-    read on the second core while this one is checked. Exceptions reach the consumer as
-    raised; closing the generator stops the thread before the file it reads is closed.
-    """
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def hand_over(item, error=None) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put((item, error), timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not hand_over(item):
-                    return
-        except BaseException as error:  # handed to the consumer, raised there
-            hand_over(_END, error)
-            return
-        hand_over(_END)
-
-    thread = threading.Thread(target=produce, name="rosterdrop-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = ready.get()
-            if item is _END:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _line_endings(chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -2,22 +2,23 @@
 
 The ORM is for everything else; the roster moves in bulk: a district's (key, hash, status)
 snapshot is read in one query per entity, and only changed records are written, with each
-database's bulk path (COPY on PostgreSQL, executemany on SQLite) inside the caller's
-transaction.
-The same connection is used on purpose: a second SQLite library in the process (as an ADBC
-driver would bring) breaks SQLite's file locking.
+database's bulk path (COPY on PostgreSQL; on SQLite executemany, or for many new records a
+staged file copied in C, see staging.py) inside the caller's transaction.
 """
 
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
+from pathlib import Path
 
 import polars as pl
 from django.db import connection, transaction
 
 from rosterdrop.districts.models import new_roster_token
+from rosterdrop.roster import staging
 from rosterdrop.roster.models import ENTITIES, MODELS, Status
 from rosterdrop.roster.natural import SEPARATOR, hash_joined
 from rosterdrop.roster.schema import FIELDS, HASH, KEY, METADATA, NATURAL_KEYS
+from rosterdrop.roster.staging import Staged
 
 # Entity and status as enums: a byte each instead of a string on millions of rows.
 SNAPSHOT_SCHEMA = {
@@ -36,6 +37,12 @@ def _is_postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
+def stages_new_records() -> bool:
+    """Whether many new records are better written through staged files (SQLite's case:
+    PostgreSQL's COPY is its bulk path already)."""
+    return not _is_postgres()
+
+
 def table(entity: str) -> str:
     return MODELS[entity]._meta.db_table
 
@@ -48,20 +55,36 @@ def _q(name: str) -> str:
 @contextmanager
 def bulk_connection():
     """One transaction on Django's connection; yields a raw DB-API cursor."""
-    with transaction.atomic(), connection.cursor() as wrapper:
-        if _is_postgres():
+    if _is_postgres():
+        with transaction.atomic(), connection.cursor() as wrapper:
             yield wrapper.cursor
-            return
-        # Pages stay in memory between reading a changed record's old data and updating it
-        # (measured: old data 5.0 s -> 1.6 s for 1% of 5M enrollments). Given back after the
-        # transaction: the connection would otherwise keep 256 MB of pages it no longer needs.
-        wrapper.execute("PRAGMA cache_size")
-        (default,) = wrapper.fetchone()
-        wrapper.execute("PRAGMA cache_size = -256000")
-        try:
-            yield wrapper.cursor
-        finally:
-            wrapper.execute(f"PRAGMA cache_size = {int(default)}")
+        return
+    try:
+        with transaction.atomic(), connection.cursor() as wrapper:
+            # Pages stay in memory between reading a changed record's old data and updating
+            # it (measured: old data 5.0 s -> 1.6 s for 1% of 5M enrollments). Given back after
+            # the transaction: the connection would otherwise keep 256 MB it no longer needs.
+            wrapper.execute("PRAGMA cache_size")
+            (default,) = wrapper.fetchone()
+            wrapper.execute("PRAGMA cache_size = -256000")
+            try:
+                yield wrapper.cursor
+            finally:
+                wrapper.execute(f"PRAGMA cache_size = {int(default)}")
+    finally:
+        _detach_staged()
+
+
+def _detach_staged() -> None:
+    """Let go of the staged files the transaction copied from (SQLite refuses to detach a
+    file a transaction has read until it ends)."""
+    with connection.cursor() as cur:
+        cur.execute("PRAGMA database_list")
+        for _, name, path in cur.fetchall():
+            if name.startswith(staging.ALIAS):
+                cur.execute(f"DETACH DATABASE {name}")
+                with suppress(FileNotFoundError):
+                    Path(path).unlink()
 
 
 def sql_time(moment: datetime) -> str:
@@ -206,30 +229,26 @@ def write_records(
     entity: str,
     sync_id: int,
     *,
-    added: pl.DataFrame,
+    added: pl.DataFrame | Staged,
     changed: pl.DataFrame,
     removed: pl.DataFrame,
 ) -> None:
     """Insert added records, rewrite changed/reactivated ones, mark removed ones tobedeleted.
 
-    `added` and `changed` have columns _key, _hash, the entity's fields and metadata (JSON
-    text, or null); `removed` has _key. `added` comes in key order (apply sorts each key
-    range), so index pages fill one after another.
+    `changed` has columns _key, _hash, the entity's fields and metadata (JSON text, or null),
+    and so has `added`, or it is a staged file of `new_rows`; `removed` has _key. `added`
+    comes in key order (apply sorts each key range), so index pages fill one after another.
     """
     stamp = f"changed_sync_id = {int(sync_id)}"
     columns = [*FIELDS[entity], METADATA]
-    if added.height:
-        _load(
-            cur,
-            table(entity),
-            added.select(
-                pl.col(KEY).alias("sourced_id"), pl.col(HASH).alias("content_hash"), *columns
-            ),
-            constants={
-                "district_id": district_id, "status": "active",
-                "first_seen_sync_id": sync_id, "changed_sync_id": sync_id,
-            },
-        )  # fmt: skip
+    constants = {
+        "district_id": district_id, "status": "active",
+        "first_seen_sync_id": sync_id, "changed_sync_id": sync_id,
+    }  # fmt: skip
+    if isinstance(added, Staged):
+        _insert_staged(cur, table(entity), added, constants)
+    elif added.height:
+        _load(cur, table(entity), new_rows(entity, added), constants)
     if changed.height:
         staged = _stage(cur, "rd_changed", changed.select(KEY, HASH, *columns))
         taken = [(c, json_value(f"s.{c}") if c == METADATA else f"s.{_q(c)}") for c in columns]
@@ -238,6 +257,26 @@ def write_records(
     if removed.height:
         staged = _stage(cur, "rd_removed", removed)
         _update_staged(cur, staged, district_id, entity, f"status = 'tobedeleted', {stamp}")
+
+
+def new_rows(entity: str, records: pl.DataFrame) -> pl.DataFrame:
+    """New records (_key, _hash, fields, metadata) as the columns of their table."""
+    return records.select(
+        pl.col(KEY).alias("sourced_id"),
+        pl.col(HASH).alias("content_hash"),
+        *FIELDS[entity],
+        METADATA,
+    )
+
+
+def _insert_staged(cur, table_name: str, staged: Staged, constants: dict) -> None:
+    """Copy a staged file's rows into `table_name`, in SQLite, with one statement."""
+    cur.execute("PRAGMA database_list")
+    alias = f"{staging.ALIAS}{len(cur.fetchall())}"
+    cur.execute(f"ATTACH DATABASE ? AS {alias}", [str(staged.path)])
+    names = ", ".join(_q(c) for c in [*staged.columns, *constants])
+    values = ", ".join([*(_q(c) for c in staged.columns), *map(_literal, constants.values())])
+    cur.execute(f"INSERT INTO {table_name} ({names}) SELECT {values} FROM {alias}.{staging.TABLE}")
 
 
 # PostgreSQL plans the lookups of staged keys from the table's statistics. After a load that
