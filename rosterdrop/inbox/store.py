@@ -97,18 +97,18 @@ def receive(
     login: str = "",
     source_ip: str | None = None,
 ) -> Upload:
-    """Copy a complete file into the inbox (temp name, fsync, rename) and record it."""
+    """Keep a complete file in the inbox (temp name, fsync, rename) and record it."""
     folder = inbox_dir(district)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".incoming-")
     try:
-        size, sha = _copy_and_hash(source_path, fd)
+        kept = _link_earlier_copy(district, source_path, tmp_name)
+        size, sha = kept if kept else _copy_and_hash(source_path, fd)
     except BaseException:
         os.unlink(tmp_name)
         raise
     finally:
         os.close(fd)
-    _share_earlier_copy(district, size, sha, tmp_name)
     upload = Upload.objects.create(
         district=district,
         filename=filename,
@@ -126,28 +126,37 @@ def receive(
     return upload
 
 
-def _share_earlier_copy(district: District, size: int, sha: str, copy: str) -> None:
-    """Replace the copy just made with a hard link to an earlier upload's identical file.
+def _link_earlier_copy(district: District, source_path: Path, target: str):
+    """If an earlier upload of the district kept the same bytes, make `target` a hard link to
+    its file instead of a copy: (size, sha256); else None.
 
     An SIS that exports every night sends the same bytes whenever nothing changed: kept for
     the retention period, they would fill the disk with copies (1.2 GB a night for a large
-    district). Each upload still has its own name, so retention deletes each in its turn.
-    Where no link can be made, the copy stays.
+    district), and copying them costs more than reading them (900 MB: 0.65 s to hash from the
+    page cache, 1.2-2 s to copy durably). Only a file of a size seen before is hashed first.
+    Each upload still has its own name, so retention deletes each in its turn. Where no link
+    can be made (purged meanwhile, or no hard links on this file system), it is copied.
     """
-    earlier = (
-        Upload.objects.filter(district=district, size=size, sha256=sha)
-        .exclude(stored_path="")
-        .order_by("-pk")
-        .first()
-    )
-    if earlier is None or not size:
-        return
-    link = copy + ".link"
+    size = source_path.stat().st_size
+    same_size = Upload.objects.filter(district=district, size=size).exclude(stored_path="")
+    if not size or not same_size.exists():
+        return None
+    sha = _hash(source_path)
+    earlier = same_size.filter(sha256=sha).order_by("-pk").first()
+    if earlier is None:
+        return None
+    link = target + ".link"
     try:
         os.link(stored_file(earlier), link)
-    except OSError:  # purged meanwhile, or a file system without hard links
-        return
-    os.replace(link, copy)
+    except OSError:
+        return None
+    os.replace(link, target)
+    return size, sha
+
+
+def _hash(path: Path) -> str:
+    with open(path, "rb", buffering=0) as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def stored_file(upload: Upload) -> Path:
