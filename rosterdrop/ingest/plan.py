@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 
 from rosterdrop.ingest.keys import ROW
+from rosterdrop.ingest.lookup import HashIndex, sorting_order
 from rosterdrop.ingest.mapping import HASH, KEY, NATURAL, SAME
-from rosterdrop.ingest.spill import sorting_order
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster import store
 from rosterdrop.roster.models import ENTITIES
@@ -144,10 +144,10 @@ class KeyLookup:
     def __init__(self, keys: pl.Series):
         hashes = keys.hash(LOOKUP_SEED).to_numpy()
         order = sorting_order(hashes)
-        self.hashes = hashes[order]
+        self.hashes = HashIndex(hashes[order])
         self.keys = keys.gather(order)
         # Two keys of one hash: the search below would find only one of them.
-        self.exact_only = bool(np.any(self.hashes[1:] == self.hashes[:-1]))
+        self.exact_only = bool(np.any(self.hashes.hashes[1:] == self.hashes.hashes[:-1]))
 
     def among(self, keys: pl.Series) -> pl.Series:
         """Which of `keys` are in the set."""
@@ -155,9 +155,8 @@ class KeyLookup:
             return pl.repeat(False, len(keys), eager=True)
         if self.exact_only:
             return keys.is_in(self.keys.implode())
-        mine = keys.hash(LOOKUP_SEED).to_numpy()
-        at = np.minimum(np.searchsorted(self.hashes, mine), len(self.hashes) - 1)
-        hits = np.flatnonzero(self.hashes[at] == mine)
+        at = self.hashes.find(keys.hash(LOOKUP_SEED).to_numpy())
+        hits = np.flatnonzero(at >= 0)
         found = np.zeros(len(keys), dtype=bool)
         if len(hits):
             same = (keys.gather(hits) == self.keys.gather(at[hits])).to_numpy()
@@ -187,6 +186,12 @@ def plan_entity(
     """incoming: _key, _hash, _status, _row [, _natural, _same];
     current: _key, _hash, status, _natural (the roster's records of the entity, in the order
     the spill's SAME positions refer to)."""
+    if not current.height:
+        # Nothing to compare with (a district's first import): every live record is new.
+        # Joining millions of keys against nothing still hashes them all (5M: 1.5-1.9 s).
+        added = incoming.filter(pl.col(STATUS) == "active")[ROW]
+        empty = pl.Series(KEY, [], pl.String)
+        return EntityPlan(entity, added, added.clear(), added.clear(), empty, 0, 0)
     natural = current.select(pl.col(KEY).alias("_old_key"), NATURAL)
     current = current.select(
         KEY, pl.col(HASH).alias("_old_hash"), pl.col("status").alias("_old_status")
