@@ -271,7 +271,7 @@ def test_lost_hash_snapshot_is_rebuilt_from_the_database(district, school, setti
 
 def test_saved_snapshot_is_what_the_database_holds(district, school, settings):
     """The snapshot kept beside the database after a sync equals the one rebuilt from the
-    roster table: same keys, content hashes, statuses and natural key hashes."""
+    roster table: same keys and key hashes, content hashes, statuses and natural key hashes."""
     from rosterdrop.roster import hashes
 
     import_path(district, school)
@@ -331,8 +331,8 @@ def test_roster_changed_by_another_sync_meanwhile_applies_nothing(district, scho
     edit(school / "users.csv", 5, "givenName", "Late")
     real_load = hashes.load
 
-    def load_then_someone_else_applies(district_id, token):
-        frame = real_load(district_id, token)
+    def load_then_someone_else_applies(district_id, token, **kwargs):
+        frame = real_load(district_id, token, **kwargs)
         District.objects.filter(pk=district_id).update(roster_token=token + 1)
         return frame
 

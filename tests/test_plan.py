@@ -2,10 +2,13 @@
 missing: they only spare it a join, they never decide what changed."""
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from rosterdrop.ingest import plan
 from rosterdrop.ingest.plan import plan_entity
+from rosterdrop.roster.hashes import Records
+from rosterdrop.roster.natural import key_hash
 
 STATUS = pl.Enum(["active", "tobedeleted"])
 
@@ -20,7 +23,12 @@ def _roster() -> pl.DataFrame:
             "_natural": [None] * 11,
         },
         schema_overrides={"_natural": pl.Int64},
-    )
+    ).with_columns(key_hash(pl.col("_key")).alias("_keyhash"))
+
+
+def _records(roster: pl.DataFrame) -> Records:
+    """As hashes.by_entity gives them: hashes in memory, keys where they lie."""
+    return Records(roster.drop("_key"), pa.chunked_array([roster["_key"].to_arrow()]))
 
 
 def _upload() -> pl.DataFrame:
@@ -34,7 +42,7 @@ def _upload() -> pl.DataFrame:
             "_status": pl.Series(["active"] * len(keys), dtype=pl.Categorical),
             "_row": pl.Series(range(len(keys)), dtype=pl.UInt32),
         }
-    )
+    ).with_columns(key_hash(pl.col("_key")).alias("_keyhash"))
 
 
 def _positions(kind: str) -> list[int | None]:
@@ -58,10 +66,16 @@ def _summary(plan):
 
 @pytest.mark.parametrize("slice_rows", [500_000, 2])
 @pytest.mark.parametrize("kind", ["right", "wrong", "beyond"])
-def test_fingerprint_matches_never_change_the_plan(kind, slice_rows, monkeypatch):
+@pytest.mark.parametrize("key_hashes", ["distinct", "all alike"])
+def test_fingerprint_matches_never_change_the_plan(kind, slice_rows, key_hashes, monkeypatch):
     # Matches are confirmed a slice at a time; slices of 2 records cut this upload into 5.
     monkeypatch.setattr(plan, "CONFIRM_ROWS", slice_rows)
-    expected = _summary(plan_entity("users", "bulk", _upload(), _roster()))
+    roster, upload = _roster(), _upload()
+    if key_hashes == "all alike":  # records are then told apart by their keys alone
+        roster, upload = (
+            f.with_columns(pl.lit(7, pl.UInt64).alias("_keyhash")) for f in (roster, upload)
+        )
+    expected = _summary(plan_entity("users", "bulk", upload, _records(roster)))
     assert expected == (
         {"added": 1, "updated": 1, "removed": 3, "reactivated": 1, "unchanged": 6},
         [8],
@@ -69,8 +83,8 @@ def test_fingerprint_matches_never_change_the_plan(kind, slice_rows, monkeypatch
         [7],
         ["k07", "k08", "k09"],
     )
-    upload = _upload().with_columns(pl.Series("_same", _positions(kind), dtype=pl.UInt32))
-    assert _summary(plan_entity("users", "bulk", upload, _roster())) == expected
+    upload = upload.with_columns(pl.Series("_same", _positions(kind), dtype=pl.UInt32))
+    assert _summary(plan_entity("users", "bulk", upload, _records(roster))) == expected
 
 
 def test_next_snapshot_is_made_part_by_part_with_entities_kept_together():
@@ -86,6 +100,7 @@ def test_next_snapshot_is_made_part_by_part_with_entities_kept_together():
             pl.DataFrame({"entity": ["enrollments"], "_key": ["e1"]}),
         ]
     ).with_columns(
+        _keyhash=key_hash(pl.col("_key")),
         _hash=pl.int_range(pl.len()),
         status=pl.lit("active"),
         _natural=pl.lit(None, pl.Int64),
@@ -94,7 +109,7 @@ def test_next_snapshot_is_made_part_by_part_with_entities_kept_together():
         status=pl.when(pl.col("_key") == "k10").then(pl.lit("tobedeleted")).otherwise("status")
     ).cast(store.SNAPSHOT_SCHEMA)
     upload = _upload()
-    plan = Plan({"users": plan_entity("users", "bulk", upload, _roster())})
+    plan = Plan({"users": plan_entity("users", "bulk", upload, _records(_roster()))})
     batches = [old.slice(0, 4), old.slice(4, 5), old.slice(9, 4)]  # users span all three
     parts = [  # as hashes.entity_parts gives them: each batch split by entity
         (entity, part)

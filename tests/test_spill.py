@@ -8,6 +8,7 @@ import pytest
 
 from rosterdrop.ingest import spill as spill_module
 from rosterdrop.ingest.spill import ROW, Spill, unchanged_fingerprints
+from rosterdrop.roster.natural import key_hash
 from rosterdrop.roster.schema import FIELDS
 
 
@@ -25,7 +26,7 @@ def _batches(keys: list[str], size: int) -> list[pl.DataFrame]:
                 "_hash": list(range(i, i + len(keys[i : i + size]))),
                 "extra": ["not spilled"] * len(keys[i : i + size]),
             }
-        )
+        ).with_columns(key_hash(pl.col("_key")).alias("_keyhash"))
         for i in range(0, len(keys), size)
     ]
 
@@ -91,6 +92,7 @@ def test_records_the_roster_holds_as_they_are_are_not_spilled(tmp_path):
         {
             "entity": pl.Series(["users"] * 60, dtype=pl.Enum(["orgs", "users"])),
             "_key": in_roster["_key"],
+            "_keyhash": in_roster["_keyhash"],
             "_hash": in_roster["_hash"],
             "status": pl.Series(
                 ["active"] * 59 + ["tobedeleted"], dtype=pl.Enum(["active", "tobedeleted"])

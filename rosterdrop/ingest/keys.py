@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from rosterdrop.ingest.findings import ERROR, WARNING, Finding, FindingLog
-from rosterdrop.ingest.mapping import HASH, KEY, NATURAL, RECORD, SAME
+from rosterdrop.ingest.mapping import HASH, KEY, KEYHASH, NATURAL, RECORD, SAME
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster.models import ENTITIES
@@ -57,6 +57,7 @@ class EntityRows:
             return pl.DataFrame(
                 schema={
                     KEY: pl.String,
+                    KEYHASH: pl.UInt64,
                     HASH: pl.Int64,
                     LINE: pl.UInt32,
                     STATUS: pl.String,
@@ -79,8 +80,8 @@ def check_keys(
     log: FindingLog,
     refs: dict[str, tuple[Ref, ...]] | None = None,
 ) -> dict[str, pl.DataFrame]:
-    """Accepted records per entity (_key, _hash, _status, _row [, _natural, _same]); findings
-    for the rest.
+    """Accepted records per entity (_key, _keyhash, _hash, _status, _row [, _natural, _same]);
+    findings for the rest.
 
     `known` holds the active keys of the current roster, used for references into entities
     this upload does not send in full. `refs`: the format's references (default: the schema's).
@@ -121,7 +122,7 @@ def check_keys(
         reported = pl.concat([reported, skipped])
         kept = frame if keep.all() else frame.filter(keep)
         extra = [c for c in (NATURAL, SAME) if c in kept.columns]
-        accepted[entity] = kept.select(KEY, HASH, STATUS, ROW, *extra)
+        accepted[entity] = kept.select(KEY, KEYHASH, HASH, STATUS, ROW, *extra)
         if entity in targeted:
             active_keys[entity] = pl.concat([kept.filter(pl.col(STATUS) == "active")[KEY], carried])
     return accepted
@@ -191,7 +192,7 @@ def _drop_duplicates(
     frame = rows.frame()
     # Equal keys have equal hashes: with no repeated hash there is no repeated key, and
     # comparing 64-bit numbers is much faster than comparing millions of strings.
-    if not frame[KEY].hash().is_duplicated().any():
+    if not frame[KEYHASH].is_duplicated().any():
         return frame
     dupes = ~frame[KEY].is_first_distinct()
     if not dupes.any():

@@ -12,8 +12,8 @@ import polars as pl
 from rosterdrop.formats.spec import FileSpec, Joined, Output
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
-from rosterdrop.roster.natural import natural_hash
-from rosterdrop.roster.schema import FIELDS, HASH, KEY, METADATA, NATURAL_KEYS, REFS
+from rosterdrop.roster.natural import key_hash, natural_hash
+from rosterdrop.roster.schema import FIELDS, HASH, KEY, KEYHASH, METADATA, NATURAL_KEYS, REFS
 
 NATURAL = "_natural"
 RECORD = "_record"  # the record's fields as a struct; split into columns only to be written
@@ -141,7 +141,10 @@ def map_batch(
         pl.col(LINE),
         pl.col(STATUS),
         *(expr if f == NATURAL else expr.fill_null("").alias(f) for f, expr in refs.items()),
-    ).with_columns(pl.col(RECORD).hash(HASH_SEED).reinterpret(signed=True).alias(HASH))
+    ).with_columns(
+        pl.col(RECORD).hash(HASH_SEED).reinterpret(signed=True).alias(HASH),
+        key_hash(pl.col(KEY)).alias(KEYHASH),
+    )
 
 
 def stored_columns(entity: str, record: pl.Struct) -> list[pl.Expr]:

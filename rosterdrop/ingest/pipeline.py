@@ -191,7 +191,7 @@ def run(
             district.format,
             district.fallback_encoding,
             # Not kept here: its fingerprints are dropped once the files are read.
-            SpillFolder(work, unchanged_fingerprints(hashes.load(district.pk, token))),
+            SpillFolder(work, unchanged_fingerprints(hashes.load(district.pk, token, keys=False))),
             ActiveKeys(district.pk, token),
             district.slug,
             progress,
@@ -253,10 +253,10 @@ def _stage_snapshot(district_id: int, planned_against: int, plan: Plan, checked:
     return staged
 
 
-def _plan(checked: Checked, roster: Iterator[tuple[str, pl.DataFrame]]) -> Plan:
+def _plan(checked: Checked, roster: Iterator[tuple[str, hashes.Records]]) -> Plan:
     """Plan each entity sent against the roster's records of it, read one entity at a time."""
 
-    def plan(entity: str, current: pl.DataFrame):
+    def plan(entity: str, current: hashes.Records):
         mode = checked.entities[entity].mode
         return plan_entity(entity, mode, checked.accepted[entity], current)
 

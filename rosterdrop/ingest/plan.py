@@ -14,9 +14,10 @@ import polars as pl
 
 from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.lookup import HashIndex, sorting_order
-from rosterdrop.ingest.mapping import HASH, KEY, NATURAL, SAME
+from rosterdrop.ingest.mapping import HASH, KEY, KEYHASH, NATURAL, SAME
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster import store
+from rosterdrop.roster.hashes import Records
 from rosterdrop.roster.models import ENTITIES
 
 # Records confirmed unchanged at a time (see _confirmed_same).
@@ -84,7 +85,7 @@ class Plan:
     def applied_to(
         self, old: Iterable[tuple[str, pl.DataFrame]], accepted: dict[str, pl.DataFrame]
     ) -> Iterator[pl.DataFrame]:
-        """The roster's snapshot (entity, _key, _hash, status, _natural) after this plan, in
+        """The roster's snapshot (store.SNAPSHOT_SCHEMA) after this plan, in
         parts, made from the old one's (`hashes.entity_parts`). Records stay grouped by entity
         as `hashes.by_entity` expects: an entity's written records follow its old ones.
 
@@ -117,6 +118,7 @@ def _snapshot_rows(entity: str, written: pl.DataFrame) -> Iterator[pl.DataFrame]
     rows = written.select(
         pl.lit(entity, store.SNAPSHOT_SCHEMA["entity"]).alias("entity"),
         KEY,
+        KEYHASH,
         HASH,
         pl.lit("active", store.SNAPSHOT_SCHEMA["status"]).alias("status"),
         natural,
@@ -180,68 +182,84 @@ def _written(ep: EntityPlan, accepted: pl.DataFrame) -> pl.DataFrame:
     return accepted.filter(pl.Series(picked))
 
 
-def plan_entity(
-    entity: str, mode: str, incoming: pl.DataFrame, current: pl.DataFrame
-) -> EntityPlan:
-    """incoming: _key, _hash, _status, _row [, _natural, _same];
-    current: _key, _hash, status, _natural (the roster's records of the entity, in the order
-    the spill's SAME positions refer to)."""
+def plan_entity(entity: str, mode: str, incoming: pl.DataFrame, roster: Records) -> EntityPlan:
+    """incoming: _key, _keyhash, _hash, _status, _row [, _natural, _same];
+    roster: the roster's records of the entity (hashes.Records), in the order the spill's
+    SAME positions refer to.
+
+    Records are matched by key hash, and only the few candidates that are not confirmed the
+    same are then compared by their key strings, read from the snapshot file for them alone.
+    """
+    current = roster.frame
     if not current.height:
         # Nothing to compare with (a district's first import): every live record is new.
         # Joining millions of keys against nothing still hashes them all (5M: 1.5-1.9 s).
         added = incoming.filter(pl.col(STATUS) == "active")[ROW]
-        empty = pl.Series(KEY, [], pl.String)
-        return EntityPlan(entity, added, added.clear(), added.clear(), empty, 0, 0)
-    natural = current.select(pl.col(KEY).alias("_old_key"), NATURAL)
-    current = current.select(
-        KEY, pl.col(HASH).alias("_old_hash"), pl.col("status").alias("_old_status")
-    )
+        return EntityPlan(entity, added, added.clear(), added.clear(), roster.keys([]), 0, 0)
     # Only the columns each step needs, unfiltered where nothing is filtered: on millions of
     # records every copied column costs hundreds of MB.
     is_live = incoming[STATUS] == "active"
     live = incoming if is_live.all() else incoming.filter(is_live)
     same, kept = _confirmed_same(live, current)
     rest = live.filter(~same) if same.any() else live
-    # Joins build a hash table of their right side: the roster's records are first narrowed
-    # to the few keys sent (measured: a left join of 100k keys on 5M took 586 MB more).
-    is_sent = current[KEY].is_in(rest[KEY].implode())
-    theirs = current.filter(is_sent)
+    # The roster's records of the other keys sent: found by key hash, then paired by key.
+    theirs = _with_keys(roster, rest[KEYHASH])
     joined = rest.select(KEY, HASH, ROW).join(theirs, on=KEY, how="left")
     new = joined["_old_hash"].is_null()
     back = joined["_old_status"] == "tobedeleted"
     differs = (joined[HASH] != joined["_old_hash"]) & ~back
-    was_active = current["_old_status"] == "active"
+    was_active = (current["status"] == "active").to_numpy()
     if mode == "bulk":
         # Active records neither confirmed the same nor among the others sent.
-        unseen = ~pl.Series(kept) & ~is_sent
-        gone = current.select(KEY, was_active.alias("_was")).filter(unseen)
+        sent = np.zeros(current.height, dtype=bool)
+        sent[joined["_at"].drop_nulls().to_numpy()] = True
+        gone = np.flatnonzero(was_active & ~kept & ~sent)
     else:
-        deleted = incoming.filter(pl.col(STATUS) == "tobedeleted")[KEY].implode()
-        gone = current.select(KEY, was_active.alias("_was")).filter(pl.col(KEY).is_in(deleted))
-    removed = gone.filter(pl.col("_was"))[KEY]
+        deleted = incoming.filter(pl.col(STATUS) == "tobedeleted")
+        named = _with_keys(roster, deleted[KEYHASH])
+        named = named.filter(pl.col(KEY).is_in(deleted[KEY].implode()))["_at"].to_numpy()
+        gone = named[was_active[named]]
     plan = EntityPlan(
         entity=entity,
         added=joined.filter(new)[ROW],
         updated=joined.filter(~new & differs.fill_null(False))[ROW],
         reactivated=joined.filter(back.fill_null(False))[ROW],
-        removed=removed,
+        removed=roster.keys(gone),
         unchanged=int(same.sum())
         + int((~new & ~back.fill_null(False) & ~differs.fill_null(False)).sum()),
         active_before=int(was_active.sum()),
     )
     if NATURAL in incoming.columns and len(plan.added):
         arriving = live.select(ROW, KEY, NATURAL).filter(pl.col(ROW).is_in(plan.added.implode()))
-        _match_renamed(plan, arriving, natural)
+        leaving = pl.DataFrame({"_old_key": plan.removed, NATURAL: current[NATURAL].gather(gone)})
+        _match_renamed(plan, arriving, leaving)
     return plan
 
 
+def _with_keys(roster: Records, keyhashes: pl.Series) -> pl.DataFrame:
+    """The roster's records whose key hash is among `keyhashes`, with their keys: _key,
+    _old_hash, _old_status, _at (position). A key hash shared by two keys gives both; the
+    caller pairs them by key."""
+    current = roster.frame
+    at = np.flatnonzero(current[KEYHASH].is_in(keyhashes.implode()).to_numpy())
+    return pl.DataFrame(
+        {
+            KEY: roster.keys(at),
+            "_old_hash": current[HASH].gather(at),
+            "_old_status": current["status"].gather(at),
+            "_at": pl.Series(at, dtype=pl.UInt32),
+        }
+    )
+
+
 def _confirmed_same(live: pl.DataFrame, current: pl.DataFrame) -> tuple[pl.Series, np.ndarray]:
-    """Records the spill matched by fingerprint (SAME) and that are, compared exactly, the
-    roster's active record at that position with the same key and content hash.
+    """Records the spill matched by fingerprint (SAME) and that are the roster's active
+    record at that position, with the same key hash and content hash: 128 bits compared, on
+    top of the 64-bit fingerprint that found them.
 
     Returns the mask over `live`, and over `current` the records so confirmed. Confirming
     millions of matches by position is a gather and a compare, much cheaper than joining them;
-    done a slice at a time, since gathering strings copies them (5M keys: 200 MB).
+    done a slice at a time.
     """
     kept = np.zeros(current.height, dtype=bool)
     if SAME not in live.columns or not current.height:
@@ -256,17 +274,18 @@ def _confirmed_same(live: pl.DataFrame, current: pl.DataFrame) -> tuple[pl.Serie
         roster = current.gather(where)
         same = (
             usable
-            & (roster[KEY] == sent[KEY])
-            & (roster["_old_hash"] == sent[HASH])
-            & (roster["_old_status"] == "active")
+            & (roster[KEYHASH] == sent[KEYHASH])
+            & (roster[HASH] == sent[HASH])
+            & (roster["status"] == "active")
         ).fill_null(False)
         kept[position.filter(same).to_numpy()] = True
         parts.append(same)
     return pl.concat(parts), kept
 
 
-def _match_renamed(plan: EntityPlan, new: pl.DataFrame, natural: pl.DataFrame) -> None:
-    """Pair records that would be added with records that would be removed, by natural key.
+def _match_renamed(plan: EntityPlan, new: pl.DataFrame, leaving: pl.DataFrame) -> None:
+    """Pair records that would be added with records that would be removed (`leaving`:
+    _old_key, _natural), by natural key.
 
     Compared by the natural key's 64-bit hash, kept in the snapshot: no record data is read.
     A natural key that appears more than once on either side is ambiguous and left alone.
@@ -275,8 +294,7 @@ def _match_renamed(plan: EntityPlan, new: pl.DataFrame, natural: pl.DataFrame) -
         return
     arriving = new.select(ROW, KEY, NATURAL).drop_nulls(NATURAL)
     arriving = arriving.unique(subset=NATURAL, keep="none")
-    leaving = natural.filter(pl.col("_old_key").is_in(plan.removed.implode())).drop_nulls(NATURAL)
-    leaving = leaving.unique(subset=NATURAL, keep="none")
+    leaving = leaving.drop_nulls(NATURAL).unique(subset=NATURAL, keep="none")
     pairs = arriving.join(leaving, on=NATURAL).select(ROW, KEY, "_old_key")
     if not pairs.height:
         return

@@ -25,7 +25,7 @@ import pyarrow.ipc
 from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.lookup import HashIndex
 from rosterdrop.ingest.mapping import RECORD, SAME, stored_columns
-from rosterdrop.roster.schema import HASH, KEY
+from rosterdrop.roster.schema import HASH, KEY, KEYHASH
 
 RANGES = 16
 FINGERPRINT_SEED = 20261124
@@ -34,8 +34,9 @@ MAX_RANGE_BYTES = 256 << 20
 
 
 def fingerprints(frame: pl.DataFrame) -> np.ndarray:
-    """One number per record for its key and content hash together (columns _key, _hash)."""
-    return frame.select(pl.struct(KEY, HASH).hash(FINGERPRINT_SEED)).to_series().to_numpy()
+    """One number per record for its key and content hash together (columns _keyhash,
+    _hash): two numbers hashed, not a string."""
+    return frame.select(pl.struct(KEYHASH, HASH).hash(FINGERPRINT_SEED)).to_series().to_numpy()
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class Spill:
         Returns, if the roster holds records of this entity, each row's SAME: the position
         of the roster record its fingerprint matched (null: none, the row was spilled).
         """
-        frame = mapped.select(KEY, RECORD, HASH).with_columns(
+        frame = mapped.select(KEY, RECORD, HASH, KEYHASH).with_columns(
             pl.int_range(self.rows, self.rows + mapped.height, dtype=pl.UInt32).alias(ROW)
         )
         self.rows += frame.height

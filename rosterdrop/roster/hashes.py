@@ -1,21 +1,24 @@
 """The roster's content hashes, kept beside the database as a file per district and token.
 
-A re-import compares the upload against (entity, key, hash, status) for every record, plus a
-hash of its natural key where the entity has one (enrollments: class, person, role); reading
-millions of rows back through the database driver costs more than the whole comparison, so the
-snapshot is saved after each applied sync and named by the district's roster token. A
-missing or stale file is rebuilt from the database.
+A re-import compares the upload against (entity, key, key hash, content hash, status) for
+every record, plus a hash of its natural key where the entity has one (enrollments: class,
+person, role); reading millions of rows back through the database driver costs more than the
+whole comparison, so the snapshot is saved after each applied sync and named by the
+district's roster token. A missing or stale file is rebuilt from the database.
+
+The file is read memory-mapped: what matches records by hash reads the hash columns only, and
+the key strings of the few records that need them are taken where they lie.
 """
 
 import contextlib
-import itertools
 import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from operator import itemgetter
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc
@@ -23,6 +26,9 @@ from django.conf import settings
 
 from rosterdrop.roster import store
 from rosterdrop.roster.models import ENTITIES
+from rosterdrop.roster.schema import KEY
+
+COLUMNS = list(store.SNAPSHOT_SCHEMA)
 
 
 def _folder() -> Path:
@@ -33,22 +39,43 @@ def _path(district_id: int, token: int) -> Path:
     return _folder() / f"{int(district_id)}-t{int(token)}.arrow"
 
 
-def load(district_id: int, token: int) -> pl.DataFrame:
-    """The district's snapshot, its records grouped by entity (`of_entity`, `by_entity`)."""
+def _mapped(path: Path) -> pa.Table:
+    """The file's records, memory-mapped: nothing is read until it is used."""
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def _table(district_id: int, token: int) -> pa.Table:
+    """The snapshot for `token`: its file, or rebuilt from the database if it is missing or
+    was written by another version (other columns, or not grouped by entity)."""
     path = _path(district_id, token)
     if path.exists():
-        # Read whole through pyarrow: polars' read_ipc maps the file and then copies it,
-        # which for a few million records briefly takes twice the memory.
-        with pa.OSFile(str(path)) as source:
-            frame = pl.from_arrow(pa.ipc.open_file(source).read_all())
-        if frame.columns == list(store.SNAPSHOT_SCHEMA):
-            frame = frame.cast(store.SNAPSHOT_SCHEMA)
-            if frame["entity"].is_sorted():
-                return frame
+        table = _mapped(path)
+        if table.column_names == COLUMNS and _entity_codes(table).is_sorted():
+            return table
     with store.bulk_connection() as cur:
         frame = store.snapshot(cur, district_id).sort("entity", maintain_order=True)
     save(district_id, token, frame)
-    return frame
+    return _mapped(path)
+
+
+def _entity_codes(table: pa.Table) -> pl.Series:
+    """Each record's entity as its position in ENTITIES."""
+    entity = pl.from_arrow(table.column("entity"))
+    return entity.cast(store.SNAPSHOT_SCHEMA["entity"]).to_physical()
+
+
+def _frame(table: pa.Table, columns: list[str]) -> pl.DataFrame:
+    return pl.from_arrow(table.select(columns)).cast(
+        {c: store.SNAPSHOT_SCHEMA[c] for c in columns}
+    )
+
+
+def load(district_id: int, token: int, keys: bool = True) -> pl.DataFrame:
+    """The district's snapshot, its records grouped by entity (`of_entity`); without the key
+    strings unless `keys`, which is a fifth of the memory."""
+    columns = COLUMNS if keys else [c for c in COLUMNS if c != KEY]
+    return _frame(_table(district_id, token), columns)
 
 
 def of_entity(snapshot: pl.DataFrame, entity: str) -> pl.DataFrame:
@@ -64,35 +91,48 @@ def of_entity(snapshot: pl.DataFrame, entity: str) -> pl.DataFrame:
     return snapshot.slice(start, end - start).drop("entity")
 
 
+@dataclass
+class Records:
+    """The roster's records of one entity as a plan compares with them: their hashes and
+    statuses in memory (`frame`: _keyhash, _hash, status, _natural), their key strings read
+    from the snapshot file only for the positions asked for."""
+
+    frame: pl.DataFrame
+    _keys: pa.ChunkedArray | None = None
+
+    def keys(self, positions: np.ndarray) -> pl.Series:
+        """The source IDs of the records at these positions (of `frame`)."""
+        if self._keys is None or not len(positions):
+            return pl.Series(KEY, [], pl.String)
+        taken = self._keys.take(pa.array(positions, type=pa.int64()))
+        return pl.Series(KEY, pl.from_arrow(taken), pl.String)
+
+
+def none() -> Records:
+    """An entity's records when the roster has none."""
+    columns = [c for c in COLUMNS if c not in ("entity", KEY)]
+    return Records(pl.DataFrame(schema={c: store.SNAPSHOT_SCHEMA[c] for c in columns}))
+
+
+def by_entity(district_id: int, token: int) -> Iterator[tuple[str, Records]]:
+    """Each entity's records in turn: one entity's hashes in memory at a time."""
+    table = _table(district_id, token)
+    codes = _entity_codes(table)
+    hashed = [c for c in COLUMNS if c not in ("entity", KEY)]
+    for code in codes.unique(maintain_order=True).to_list():
+        start = codes.search_sorted(code, side="left")
+        part = table.slice(start, codes.search_sorted(code, side="right") - start)
+        yield ENTITIES[code], Records(_frame(part, hashed), part.column(KEY))
+
+
 def entity_parts(district_id: int, token: int) -> Iterator[tuple[str, pl.DataFrame]]:
     """The saved snapshot a record batch at a time, each batch split by entity, in order:
     (entity, its records in the batch). Never whole in memory."""
-    path = _path(district_id, token)
-    # A file gone meanwhile: whatever the database now holds.
-    batches = _batches(path) if path.exists() else [load(district_id, token)]
-    for batch in batches:
-        codes = batch["entity"].to_physical()
+    for batch in _table(district_id, token).to_batches():
+        frame = _frame(pa.Table.from_batches([batch]), COLUMNS)
+        codes = frame["entity"].to_physical()
         for code in codes.unique(maintain_order=True).to_list():
-            yield ENTITIES[code], batch.filter(codes == code)
-
-
-def _batches(path: Path) -> Iterator[pl.DataFrame]:
-    with pa.OSFile(str(path)) as source:
-        reader = pa.ipc.open_file(source)
-        for i in range(reader.num_record_batches):
-            yield pl.from_arrow(reader.get_batch(i)).cast(store.SNAPSHOT_SCHEMA)
-
-
-def by_entity(district_id: int, token: int) -> Iterator[tuple[str, pl.DataFrame]]:
-    """Each entity's records in turn, without the entity column: one entity in memory at a
-    time, not the whole snapshot."""
-    for entity, parts in itertools.groupby(entity_parts(district_id, token), key=itemgetter(0)):
-        yield entity, pl.concat(part for _, part in parts).drop("entity")
-
-
-def none() -> pl.DataFrame:
-    """An entity's records when the roster has none (as `by_entity` gives them)."""
-    return pl.DataFrame(schema=store.SNAPSHOT_SCHEMA).drop("entity")
+            yield ENTITIES[code], frame.filter(codes == code)
 
 
 def stage(district_id: int, parts: Iterable[pl.DataFrame]) -> Path:
@@ -107,7 +147,7 @@ def stage(district_id: int, parts: Iterable[pl.DataFrame]) -> Path:
         writer = pa.ipc.new_file(sink, empty.to_arrow().schema)
         for frame in parts:
             if frame.height:
-                writer.write_table(frame.cast(store.SNAPSHOT_SCHEMA).to_arrow())
+                writer.write_table(frame.select(COLUMNS).cast(store.SNAPSHOT_SCHEMA).to_arrow())
         writer.close()
     return Path(name)
 

@@ -1,12 +1,15 @@
-"""Natural keys: the fields that name a record when its source ID changes (schema.NATURAL_KEYS).
+"""Keys as hashes, kept in the roster's snapshot beside each record.
 
-Kept as one 64-bit hash per record, in the roster's snapshot, so that a record arriving under a
-new ID can be paired with the one it replaces without reading that one's data.
+The natural key: the fields that name a record when its source ID changes (schema.NATURAL_KEYS),
+so that a record arriving under a new ID can be paired with the one it replaces without reading
+that one's data. The key hash: a 64-bit hash of the source ID itself, by which millions of
+records are matched with the roster's without holding or comparing their ID strings.
 """
 
 import polars as pl
 
 SEED = 20261123
+KEY_SEED = 20261204
 SEPARATOR = "\x1f"  # joins the fields, in memory and in the database's query alike
 
 
@@ -18,3 +21,8 @@ def natural_hash(values: list[pl.Expr]) -> pl.Expr:
 def hash_joined(text: pl.Expr) -> pl.Expr:
     """The hash of natural key fields already joined with SEPARATOR."""
     return text.hash(SEED).reinterpret(signed=True)
+
+
+def key_hash(keys: pl.Expr) -> pl.Expr:
+    """The hash of a source ID (unsigned 64-bit)."""
+    return keys.hash(KEY_SEED)

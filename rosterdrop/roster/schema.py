@@ -3,8 +3,9 @@
 from dataclasses import dataclass
 
 # Columns of records in flight between the pipeline and the store: source ID, content hash,
-# and the extra source columns a format keeps (JSON text, or null).
-KEY, HASH, METADATA = "_key", "_hash", "metadata"
+# and the extra source columns a format keeps (JSON text, or null); and a hash of the source
+# ID, by which records are matched with the roster's without comparing millions of strings.
+KEY, HASH, METADATA, KEYHASH = "_key", "_hash", "metadata", "_keyhash"
 
 
 @dataclass(frozen=True)

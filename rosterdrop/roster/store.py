@@ -16,14 +16,15 @@ from django.db import connection, transaction
 from rosterdrop.districts.models import new_roster_token
 from rosterdrop.roster import staging
 from rosterdrop.roster.models import ENTITIES, MODELS, Status
-from rosterdrop.roster.natural import SEPARATOR, hash_joined
-from rosterdrop.roster.schema import FIELDS, HASH, KEY, METADATA, NATURAL_KEYS
+from rosterdrop.roster.natural import SEPARATOR, hash_joined, key_hash
+from rosterdrop.roster.schema import FIELDS, HASH, KEY, KEYHASH, METADATA, NATURAL_KEYS
 from rosterdrop.roster.staging import Staged
 
 # Entity and status as enums: a byte each instead of a string on millions of rows.
 SNAPSHOT_SCHEMA = {
     "entity": pl.Enum(ENTITIES),
     "_key": pl.String,
+    "_keyhash": pl.UInt64,  # natural.key_hash of _key
     "_hash": pl.Int64,
     "status": pl.Enum(Status.values),
     "_natural": pl.Int64,  # natural.natural_hash of the natural key fields, if the entity has one
@@ -72,7 +73,8 @@ def bulk_connection():
             finally:
                 wrapper.execute(f"PRAGMA cache_size = {int(default)}")
     finally:
-        _detach_staged()
+        if not connection.in_atomic_block:
+            _detach_staged()
 
 
 def _detach_staged() -> None:
@@ -146,7 +148,8 @@ def _stage(cur, name: str, frame: pl.DataFrame) -> str:
 def snapshot(cur, district_id: int) -> pl.DataFrame:
     """Every record of the district, entity after entity: entity, key, content hash, status
     and natural key hash."""
-    schema = {**SNAPSHOT_SCHEMA, "_natural": pl.String}  # the fields joined, or null
+    fetched = {c: t for c, t in SNAPSHOT_SCHEMA.items() if c != KEYHASH}
+    fetched["_natural"] = pl.String  # the fields joined, or null
     text = pl.col("_natural")
     hashed = pl.when(text.is_not_null()).then(hash_joined(text)).cast(pl.Int64).alias("_natural")
     parts = [pl.DataFrame(schema=SNAPSHOT_SCHEMA)]
@@ -157,7 +160,12 @@ def snapshot(cur, district_id: int) -> pl.DataFrame:
         )
         # A slice at a time: millions of rows as Python tuples at once would take gigabytes.
         while rows := cur.fetchmany(FETCH_ROWS):
-            parts.append(pl.DataFrame(rows, schema=schema, orient="row").with_columns(hashed))
+            part = pl.DataFrame(rows, schema=fetched, orient="row")
+            parts.append(
+                part.with_columns(hashed, key_hash(pl.col(KEY)).alias(KEYHASH)).select(
+                    list(SNAPSHOT_SCHEMA)
+                )
+            )
     return pl.concat(parts)
 
 
