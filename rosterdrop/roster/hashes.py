@@ -6,8 +6,9 @@ person, role); reading millions of rows back through the database driver costs m
 whole comparison, so the snapshot is saved after each applied sync and named by the
 district's roster token. A missing or stale file is rebuilt from the database.
 
-The file is read memory-mapped: what matches records by hash reads the hash columns only, and
-the key strings of the few records that need them are taken where they lie.
+What matches records by hash reads the file's hash columns only, memory-mapped; the key strings
+of the few records that need them are read a batch at a time and let go (memory-mapped, taking
+a hundred thousand keys spread over 5M touched every page of them: 450 MB more resident).
 """
 
 import contextlib
@@ -48,15 +49,23 @@ def _mapped(path: Path) -> pa.Table:
 def _table(district_id: int, token: int) -> pa.Table:
     """The snapshot for `token`: its file, or rebuilt from the database if it is missing or
     was written by another version (other columns, or not grouped by entity)."""
+    return _opened(district_id, token)[0]
+
+
+def _opened(district_id: int, token: int) -> tuple[pa.Table, "KeyReader"]:
+    """The snapshot for `token` (as `_table`), and its keys' reader on the same file."""
     path = _path(district_id, token)
-    if path.exists():
+    with contextlib.suppress(FileNotFoundError):  # gone meanwhile: rebuilt below
+        # The reader first: an open file stays whole even if a newer snapshot replaces it.
+        keys = KeyReader(path)
         table = _mapped(path)
         if table.column_names == COLUMNS and _entity_codes(table).is_sorted():
-            return table
+            return table, keys.of(table)
     with store.bulk_connection() as cur:
         frame = store.snapshot(cur, district_id).sort("entity", maintain_order=True)
     save(district_id, token, frame)
-    return _mapped(path)
+    table = _mapped(path)
+    return table, KeyReader(path).of(table)
 
 
 def _entity_codes(table: pa.Table) -> pl.Series:
@@ -91,6 +100,36 @@ def of_entity(snapshot: pl.DataFrame, entity: str) -> pl.DataFrame:
     return snapshot.slice(start, end - start).drop("entity")
 
 
+class KeyReader:
+    """A snapshot file read a record batch at a time: its key strings for given records, or
+    all its batches in turn."""
+
+    def __init__(self, path: Path):
+        self._reader = pa.ipc.open_file(pa.OSFile(str(path)))
+        self._starts = np.zeros(1, dtype=np.int64)
+
+    def of(self, table: pa.Table) -> "KeyReader":
+        """Told where each record batch starts, from the same file memory-mapped."""
+        self._starts = np.cumsum([0, *(len(b) for b in table.to_batches())])
+        return self
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        for i in range(self._reader.num_record_batches):
+            yield self._reader.get_batch(i)
+
+    def take(self, rows: np.ndarray) -> pl.Series:
+        """The keys of these records (positions in the file), in the order given."""
+        order = np.argsort(rows, kind="stable")
+        batch_of = np.searchsorted(self._starts, rows[order], side="right") - 1
+        taken = []
+        for batch in np.unique(batch_of):
+            wanted = rows[order][batch_of == batch] - self._starts[batch]
+            keys = self._reader.get_batch(int(batch)).column(KEY)
+            taken.append(pl.from_arrow(keys.take(pa.array(wanted, type=pa.int64()))))
+        keys = pl.concat(taken) if taken else pl.Series(KEY, [], pl.String)
+        return keys.gather(np.argsort(order)).cast(pl.String).alias(KEY)
+
+
 @dataclass
 class Records:
     """The roster's records of one entity as a plan compares with them: their hashes and
@@ -98,14 +137,15 @@ class Records:
     from the snapshot file only for the positions asked for."""
 
     frame: pl.DataFrame
-    _keys: pa.ChunkedArray | None = None
+    _keys: KeyReader | None = None
+    _start: int = 0  # of the entity's records in the file
 
-    def keys(self, positions: np.ndarray) -> pl.Series:
+    def keys(self, positions) -> pl.Series:
         """The source IDs of the records at these positions (of `frame`)."""
+        positions = np.asarray(positions, dtype=np.int64)
         if self._keys is None or not len(positions):
             return pl.Series(KEY, [], pl.String)
-        taken = self._keys.take(pa.array(positions, type=pa.int64()))
-        return pl.Series(KEY, pl.from_arrow(taken), pl.String)
+        return self._keys.take(positions + self._start)
 
 
 def none() -> Records:
@@ -116,19 +156,20 @@ def none() -> Records:
 
 def by_entity(district_id: int, token: int) -> Iterator[tuple[str, Records]]:
     """Each entity's records in turn: one entity's hashes in memory at a time."""
-    table = _table(district_id, token)
+    table, keys = _opened(district_id, token)
     codes = _entity_codes(table)
     hashed = [c for c in COLUMNS if c not in ("entity", KEY)]
     for code in codes.unique(maintain_order=True).to_list():
         start = codes.search_sorted(code, side="left")
         part = table.slice(start, codes.search_sorted(code, side="right") - start)
-        yield ENTITIES[code], Records(_frame(part, hashed), part.column(KEY))
+        yield ENTITIES[code], Records(_frame(part, hashed), keys, start)
 
 
 def entity_parts(district_id: int, token: int) -> Iterator[tuple[str, pl.DataFrame]]:
     """The saved snapshot a record batch at a time, each batch split by entity, in order:
-    (entity, its records in the batch). Never whole in memory."""
-    for batch in _table(district_id, token).to_batches():
+    (entity, its records in the batch). Never whole in memory: read, not memory-mapped,
+    since every page of a mapping read through stays resident until it is unmapped."""
+    for batch in _opened(district_id, token)[1].batches():
         frame = _frame(pa.Table.from_batches([batch]), COLUMNS)
         codes = frame["entity"].to_physical()
         for code in codes.unique(maintain_order=True).to_list():
