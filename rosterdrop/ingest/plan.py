@@ -19,12 +19,12 @@ from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster import store
 from rosterdrop.roster.hashes import Records
 from rosterdrop.roster.models import ENTITIES
+from rosterdrop.roster.natural import key_hash
 
 # Records confirmed unchanged at a time (see _confirmed_same).
 CONFIRM_ROWS = 500_000
 # Written records per part of the new snapshot.
 WRITE_ROWS = 200_000
-LOOKUP_SEED = 20261125
 COUNTS = ("added", "updated", "removed", "reactivated", "unchanged")
 
 
@@ -128,8 +128,8 @@ def _snapshot_rows(entity: str, written: pl.DataFrame) -> Iterator[pl.DataFrame]
 
 def _kept(old: pl.DataFrame, replaced: "KeyLookup", removed: "KeyLookup") -> pl.DataFrame:
     """Old records as they stay: without those written again, removed ones tobedeleted."""
-    old = old.filter(~replaced.among(old[KEY]))
-    gone = removed.among(old[KEY])
+    old = old.filter(~replaced.among(old[KEY], old[KEYHASH]))
+    gone = removed.among(old[KEY], old[KEYHASH])
     if not gone.any():
         return old
     tobedeleted = pl.lit("tobedeleted", store.SNAPSHOT_SCHEMA["status"])
@@ -144,20 +144,20 @@ class KeyLookup:
     against 150k keys took 2.9 s.)"""
 
     def __init__(self, keys: pl.Series):
-        hashes = keys.hash(LOOKUP_SEED).to_numpy()
+        hashes = key_hash(keys).to_numpy()
         order = sorting_order(hashes)
         self.hashes = HashIndex(hashes[order])
         self.keys = keys.gather(order)
         # Two keys of one hash: the search below would find only one of them.
         self.exact_only = bool(np.any(self.hashes.hashes[1:] == self.hashes.hashes[:-1]))
 
-    def among(self, keys: pl.Series) -> pl.Series:
-        """Which of `keys` are in the set."""
+    def among(self, keys: pl.Series, hashes: pl.Series | None = None) -> pl.Series:
+        """Which of `keys` are in the set (`hashes`: their key hashes, if known)."""
         if not len(self.hashes) or not len(keys):
             return pl.repeat(False, len(keys), eager=True)
         if self.exact_only:
             return keys.is_in(self.keys.implode())
-        at = self.hashes.find(keys.hash(LOOKUP_SEED).to_numpy())
+        at = self.hashes.find((key_hash(keys) if hashes is None else hashes).to_numpy())
         hits = np.flatnonzero(at >= 0)
         found = np.zeros(len(keys), dtype=bool)
         if len(hits):

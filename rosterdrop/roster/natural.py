@@ -23,6 +23,6 @@ def hash_joined(text: pl.Expr) -> pl.Expr:
     return text.hash(SEED).reinterpret(signed=True)
 
 
-def key_hash(keys: pl.Expr) -> pl.Expr:
+def key_hash(keys: pl.Expr | pl.Series) -> pl.Expr | pl.Series:
     """The hash of a source ID (unsigned 64-bit)."""
     return keys.hash(KEY_SEED)
