@@ -218,6 +218,25 @@ def test_a_failure_while_copying_staged_records_applies_nothing(district, school
     assert not list(settings_tmp().glob("spill-*"))
 
 
+def test_repeated_ids_of_records_already_in_the_roster_are_found(district, school):
+    """Records matched with the roster keep no key of their own in memory (enrollments):
+    a repeated ID among them is still told apart by key, and reported at its line."""
+    import_path(district, school)
+    table = rows(school / "enrollments.csv")
+    header = table[0]
+    again = list(table[3])  # the same row twice
+    changed = list(table[5])  # a second row for an ID, with other content
+    changed[header.index("endDate")] = "2026-06-30"
+    write(school / "enrollments.csv", [*table, again, changed])
+    sync = import_path(district, school)
+    issues = summary(sync)["issues"]
+    found = {(i["line"], i["value"]) for i in issues if i["code"] == "duplicate_id"}
+    n = len(table)
+    assert found == {(n + 1, again[0]), (n + 2, changed[0])}
+    assert sync.changes["enrollments"]["updated"] == 0  # the first row of each ID wins
+    assert sync.status == "no_changes"
+
+
 def test_delta_file_removes_only_what_it_says(district, school):
     import_path(district, school)
     manifest = rows(school / "manifest.csv")

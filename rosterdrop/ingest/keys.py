@@ -4,7 +4,7 @@ Runs on canonical records, entity by entity in dependency order, so that a recor
 for its own problem also breaks the references to it ("the class was skipped, see line N").
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +19,10 @@ from rosterdrop.roster.schema import LABELS, REFS, Ref
 
 ROW, FILE, DERIVED = "_row", "_file", "_derived"
 SAMPLES = 100
+# The keys of the roster's records of an entity at given positions (hashes.roster_keys).
+RosterKeys = Callable[[str, np.ndarray], pl.Series]
+# Entities that records refer to.
+TARGETS = {ref.target for refs in REFS.values() for ref in refs}
 
 
 @dataclass
@@ -34,10 +38,22 @@ class EntityRows:
     # Records made from list items of another file's rows: their duplicates echo that file's.
     derived: bool = False
 
+    @property
+    def matched_keys(self) -> bool:
+        """Whether records the spill matched with the roster (SAME) keep their key strings:
+        only where other records refer to this entity. Elsewhere their keys are the roster's
+        (5M enrollments: about 180 MB less), read back from the snapshot should they be needed.
+        """
+        return self.entity in TARGETS
+
     def add(self, frame: pl.DataFrame, file: str, derived: bool = False) -> None:
         """`derived`: these records repeat by design (one per list item or repeated row)."""
         # References repeat a few thousand values millions of times: keep them categorical.
         refs = [c for c in frame.columns if not c.startswith("_")]
+        if not self.matched_keys and SAME in frame.columns:
+            # concat_str copies the keys left, so that the batch's key buffer can go.
+            kept = pl.when(pl.col(SAME).is_null()).then(pl.col(KEY))
+            frame = frame.with_columns(pl.concat_str([kept, pl.lit("")]).alias(KEY))
         self.frames.append(
             frame.drop(RECORD).with_columns(
                 pl.col([*refs, STATUS]).cast(pl.Categorical),
@@ -79,12 +95,14 @@ def check_keys(
     known: Mapping[str, pl.Series],
     log: FindingLog,
     refs: dict[str, tuple[Ref, ...]] | None = None,
+    roster_keys: RosterKeys | None = None,
 ) -> dict[str, pl.DataFrame]:
     """Accepted records per entity (_key, _keyhash, _hash, _status, _row [, _natural, _same]);
     findings for the rest.
 
     `known` holds the active keys of the current roster, used for references into entities
     this upload does not send in full. `refs`: the format's references (default: the schema's).
+    `roster_keys`: the roster's keys by position, for records that let theirs go.
     """
     refs = REFS if refs is None else refs
     # Source lines whose record was skipped and reported: their other records stay quiet.
@@ -107,7 +125,7 @@ def check_keys(
             for ref in refs.get(entity, ())
             if ref.field in whole.columns
         ]
-        frame = _drop_duplicates(rows, log, checks)
+        frame = _drop_duplicates(rows, log, checks, roster_keys)
         live = frame[STATUS] == "active"
         keep = pl.repeat(True, frame.height, eager=True)
         quiet = _on_lines(frame, reported)
@@ -184,34 +202,42 @@ def _missing(
 
 
 def _drop_duplicates(
-    rows: EntityRows, log: FindingLog, checks: list[tuple[Ref, pl.Series]]
+    rows: EntityRows,
+    log: FindingLog,
+    checks: list[tuple[Ref, pl.Series]],
+    roster_keys: RosterKeys | None,
 ) -> pl.DataFrame:
     """One row per key: the first, or for a record repeated by design (one row per child of
     a parent...) the first whose references resolve, so that one row naming a student who is
-    not loaded does not lose the parent. `checks`: the entity's references and their targets."""
+    not loaded does not lose the parent. `checks`: the entity's references and their targets.
+    """
     frame = rows.frame()
     # Equal keys have equal hashes: with no repeated hash there is no repeated key, and
-    # comparing 64-bit numbers is much faster than comparing millions of strings.
-    if not frame[KEYHASH].is_duplicated().any():
+    # comparing 64-bit numbers is much faster than comparing millions of strings. Only the
+    # records of a repeated hash are compared by key.
+    repeated = frame[KEYHASH].is_duplicated()
+    if not repeated.any():
         return frame
-    dupes = ~frame[KEY].is_first_distinct()
+    at = np.flatnonzero(repeated.to_numpy())
+    among = frame[at].with_columns(_keys_of(rows.entity, frame[at], roster_keys))
+    dupes = ~among[KEY].is_first_distinct()
     if not dupes.any():
         return frame
-    if (dupes & frame[DERIVED]).any():
-        broken = _unresolved(frame, checks) & frame[DERIVED]
+    if (dupes & among[DERIVED]).any():
+        broken = _unresolved(among, checks) & among[DERIVED]
         if broken.any():
             # Broken rows move behind the others (a stable sort); the first row left per key
             # is kept.
-            order = frame.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_at"), KEY)
+            order = among.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_at"), KEY)
             order = order.with_columns(broken.alias("_broken")).sort("_broken", maintain_order=True)
             kept = order.filter(pl.col(KEY).is_first_distinct())["_at"].to_numpy()
-            keeper = np.zeros(frame.height, dtype=bool)
+            keeper = np.zeros(among.height, dtype=bool)
             keeper[kept] = True
             dupes = ~pl.Series(keeper)
-    reported = dupes & ~frame[DERIVED]
+    reported = dupes & ~among[DERIVED]
     total = int(reported.sum())
     if total:
-        first = frame.with_columns(pl.col(LINE).first().over(KEY).alias("_first_line"))
+        first = among.with_columns(pl.col(LINE).first().over(KEY).alias("_first_line"))
         label = LABELS[rows.entity]
         sample = first.filter(reported).head(SAMPLES)
         log.add_counted(
@@ -232,7 +258,21 @@ def _drop_duplicates(
             ],
             total,
         )
-    return frame.filter(~dupes)
+    dropped = np.zeros(frame.height, dtype=bool)
+    dropped[at[dupes.to_numpy()]] = True
+    return frame.filter(~pl.Series(dropped))
+
+
+def _keys_of(entity: str, frame: pl.DataFrame, roster_keys: RosterKeys | None) -> pl.Series:
+    """The records' keys, the roster's for those that let theirs go (EntityRows.matched_keys)."""
+    keys = frame[KEY]
+    missing = np.flatnonzero(keys.is_null().to_numpy())
+    if not len(missing):
+        return keys
+    if roster_keys is None:
+        raise RuntimeError(f"{entity} records matched with a roster that is not at hand")
+    found = roster_keys(entity, frame[SAME].gather(missing).to_numpy())
+    return keys.scatter(missing, found)
 
 
 def _report_missing(rows: EntityRows, frame, missing, values, ref, log: FindingLog) -> None:

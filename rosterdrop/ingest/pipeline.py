@@ -20,7 +20,7 @@ from rosterdrop.ingest import memory
 from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
-from rosterdrop.ingest.keys import EntityRows, check_keys
+from rosterdrop.ingest.keys import EntityRows, RosterKeys, check_keys
 from rosterdrop.ingest.links import check_links, gather
 from rosterdrop.ingest.mapping import KEY, extra_columns, map_batch, message_columns
 from rosterdrop.ingest.match import match
@@ -56,10 +56,12 @@ def check(
     known: Mapping[str, pl.Series] | None = None,
     account: str = "",
     progress: Progress | None = None,
+    roster_keys: RosterKeys | None = None,
 ) -> Checked:
     """Unpack, match, decode, read, map and validate; spill record data if told where.
 
-    `known`: active keys of the current roster, for references to records not sent now.
+    `known`: active keys of the current roster, for references to records not sent now;
+    `roster_keys`: its keys by position, for records the spill matched with it.
     `account`: the receiving district's slug (manifests naming a district, custom templates).
     `progress`: called with (file name, rows read so far) after every batch.
     """
@@ -81,7 +83,7 @@ def check(
     if not result.fatal:
         # Not `known or {}`: asking a lazy mapping for its length would read it.
         known = {} if known is None else known
-        result.accepted = check_keys(result.entities, known, result.log, refs)
+        result.accepted = check_keys(result.entities, known, result.log, refs, roster_keys)
         for rows in result.entities.values():
             rows.frames.clear()  # what the plan needs is in `accepted`
         result.counts = {
@@ -195,6 +197,7 @@ def run(
             ActiveKeys(district.pk, token),
             district.slug,
             progress,
+            hashes.roster_keys(district.pk, token),
         )
         if checked.fatal:
             return Outcome("failed", checked, message=_first_fatal(checked))

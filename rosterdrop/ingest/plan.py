@@ -202,6 +202,11 @@ def plan_entity(entity: str, mode: str, incoming: pl.DataFrame, roster: Records)
     live = incoming if is_live.all() else incoming.filter(is_live)
     same, kept = _confirmed_same(live, current)
     rest = live.filter(~same) if same.any() else live
+    if rest[KEY].null_count():
+        # Records the spill matched with the roster let their keys go (keys.EntityRows) and
+        # were not spilled; one that is not confirmed here (a fingerprint collision, or a
+        # snapshot rebuilt meanwhile) cannot be written: stop, nothing applied.
+        raise RuntimeError(f"{entity} records matched by fingerprint are not in the roster")
     # The roster's records of the other keys sent: found by key hash, then paired by key.
     theirs = _with_keys(roster, rest[KEYHASH])
     joined = rest.select(KEY, HASH, ROW).join(theirs, on=KEY, how="left")

@@ -148,6 +148,22 @@ class Records:
         return self._keys.take(positions + self._start)
 
 
+def roster_keys(district_id: int, token: int):
+    """(entity, positions) -> the keys of the roster's records there, the file opened on the
+    first call."""
+    opened: list = []
+
+    def keys(entity: str, positions: np.ndarray) -> pl.Series:
+        if not opened:
+            table, reader = _opened(district_id, token)
+            opened.extend([_entity_codes(table), reader])
+        codes, reader = opened
+        start = codes.search_sorted(ENTITIES.index(entity), side="left")
+        return reader.take(np.asarray(positions, dtype=np.int64) + start)
+
+    return keys
+
+
 def none() -> Records:
     """An entity's records when the roster has none."""
     columns = [c for c in COLUMNS if c not in ("entity", KEY)]
