@@ -142,7 +142,8 @@ def test_a_fingerprint_collision_fails_the_sync_with_nothing_applied(
     # The new snapshot, written before apply, is gone; the one of the roster as it is stays.
     district.refresh_from_db()
     kept = sorted(p.name for p in (settings.DATA_DIR / "roster").glob(f"{district.pk}-*"))
-    assert kept == [f"{district.pk}-t{district.roster_token}.arrow"]
+    current = f"{district.pk}-t{district.roster_token}"
+    assert kept == [f"{current}.arrow", f"{current}.vouched.json"]
     monkeypatch.undo()
     assert import_path(district, school).changes["users"]["updated"] == 1
 

@@ -26,11 +26,12 @@ from rosterdrop.ingest.mapping import KEY, extra_columns, map_batch, message_col
 from rosterdrop.ingest.match import match
 from rosterdrop.ingest.outcome import Checked, Outcome, Progress
 from rosterdrop.ingest.plan import Plan, plan_entity
-from rosterdrop.ingest.read import read_table
+from rosterdrop.ingest.read import LINE, read_table
 from rosterdrop.ingest.report import record_in
 from rosterdrop.ingest.spill import SpillFolder, unchanged_fingerprints
 from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.ingest.validate import STATUS, RowChecker, check_header
+from rosterdrop.ingest.vouched import carried, context, vouchable
 from rosterdrop.roster import hashes, store
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,13 @@ def check(
     account: str = "",
     progress: Progress | None = None,
     roster_keys: RosterKeys | None = None,
+    vouched: frozenset[str] = frozenset(),
 ) -> Checked:
     """Unpack, match, decode, read, map and validate; spill record data if told where.
 
     `known`: active keys of the current roster, for references to records not sent now;
-    `roster_keys`: its keys by position, for records the spill matched with it.
+    `roster_keys`: its keys by position, for records the spill matched with it; `vouched`:
+    the entities whose records the roster vouches for (ingest/vouched.py).
     `account`: the receiving district's slug (manifests naming a district, custom templates).
     `progress`: called with (file name, rows read so far) after every batch.
     """
@@ -73,7 +76,9 @@ def check(
         refs = matched.format.references
         result.format, result.reason = matched.format.slug, matched.reason
         for file, member, mode in matched.files:
-            _read_file(result, matched.format, file, member, mode, fallback_encoding, spill)
+            _read_file(
+                result, matched.format, file, member, mode, fallback_encoding, spill, vouched
+            )
         check_links(result.links, result.log)
     except Failure as failure:
         result.log.add(failure.finding)
@@ -93,7 +98,14 @@ def check(
 
 
 def _read_file(
-    result: Checked, fmt: FormatSpec, file, member, mode: Mode, fallback: str, spill
+    result: Checked,
+    fmt: FormatSpec,
+    file,
+    member,
+    mode: Mode,
+    fallback: str,
+    spill,
+    vouched: frozenset[str] = frozenset(),
 ) -> None:
     with member.open() as stream:
         decoded = decode(stream, file.name, file.dialect.encoding or fallback)
@@ -103,13 +115,22 @@ def _read_file(
         check_header(file, table.header, fmt.header_order, result.log)
         checker = RowChecker(file, table.header, mode, result.log)
         extras = extra_columns(file, table.header)
+        vouching = (
+            spill is not None
+            and vouchable(fmt, file, mode, checker.checked_columns, extras)
+            and file.outputs[0].entity in vouched
+        )
         # Closed here, whatever happens: batches are read ahead from this open stream.
         with closing(table.batches):
             for batch in table.batches:
-                batch = checker.check(batch)
-                gather(result.links, fmt, file, batch)
-                for output in file.outputs:
-                    _map_and_keep(result, file, output, mode, batch, extras, spill)
+                if vouching:
+                    _read_vouched(result, file, mode, checker, batch, extras, spill)
+                else:
+                    batch = checker.check(batch)
+                    gather(result.links, fmt, file, batch)
+                    for output in file.outputs:
+                        mapped = map_batch(file, output, batch, extras)
+                        _keep(result, file, output, mode, mapped, spill)
                 if result.progress:
                     result.progress(file.name, checker.rows)
         checker.finish()
@@ -117,19 +138,41 @@ def _read_file(
         result.files.append({"name": file.name, "rows": checker.rows, "encoding": decoded.encoding})
 
 
-def _map_and_keep(result: Checked, file, output, mode, batch, extras, spill) -> None:
+def _read_vouched(result: Checked, file, mode, checker, batch, extras, spill) -> None:
+    """A batch of a file the roster vouches for: mapped first, and only the rows whose
+    records the roster does not hold as they are are checked (then mapped again, fixed)."""
+    [output] = file.outputs
+    batch = checker.prepare(batch)
     mapped = map_batch(file, output, batch, extras)
+    same = _spill_of(result, output.entity, spill).match(mapped)
+    held = None if same is None else same.is_not_null() & (mapped[STATUS] == "active")
+    if held is None or not held.any():
+        mapped = map_batch(file, output, checker.check_prepared(batch), extras)
+    else:
+        rest = map_batch(file, output, checker.check_prepared(batch.filter(~held)), extras)
+        mapped = pl.concat(
+            [mapped.filter(held).with_columns(same.filter(held)), rest], how="diagonal"
+        ).sort(LINE)
+    _keep(result, file, output, mode, mapped, spill)
+
+
+def _keep(result: Checked, file, output, mode, mapped: pl.DataFrame, spill) -> None:
+    """Spill a mapped batch's record data and keep its keys for the checks across rows."""
     rows = result.entities.setdefault(
         output.entity, EntityRows(output.entity, mode, derived=output.derived)
     )
     rows.columns.setdefault(file.name, message_columns(output))
     if spill is not None:
-        if output.entity not in result.spills:
-            result.spills[output.entity] = spill.open(output.entity)
-        same = result.spills[output.entity].write(mapped)
+        same = _spill_of(result, output.entity, spill).write(mapped)
         if same is not None:
             mapped = mapped.with_columns(same)
     rows.add(mapped, file.name, output.derived)
+
+
+def _spill_of(result: Checked, entity: str, spill: SpillFolder):
+    if entity not in result.spills:
+        result.spills[entity] = spill.open(entity)
+    return result.spills[entity]
 
 
 def _close_spills(result: Checked) -> None:
@@ -188,16 +231,19 @@ def run(
     try:
         district.refresh_from_db(fields=["roster_token"])
         token = district.roster_token
+        # Not kept here: its fingerprints are dropped once the files are read.
+        held = unchanged_fingerprints(hashes.load(district.pk, token, keys=False))
+        now, vouched = context(district), hashes.vouched(district.pk, token)
         checked = check(
             paths,
             district.format,
             district.fallback_encoding,
-            # Not kept here: its fingerprints are dropped once the files are read.
-            SpillFolder(work, unchanged_fingerprints(hashes.load(district.pk, token, keys=False))),
+            SpillFolder(work, held),
             ActiveKeys(district.pk, token),
             district.slug,
             progress,
             hashes.roster_keys(district.pk, token),
+            frozenset(e for e, then in vouched.items() if then == now),
         )
         if checked.fatal:
             return Outcome("failed", checked, message=_first_fatal(checked))
@@ -211,6 +257,10 @@ def run(
                 plan = _plan(checked, hashes.by_entity(district.pk, token))
                 status, message = _decide(plan, district, checked, approved)
                 applying = status in APPLIED and not dry_run
+                # What the roster vouches for once this sync is recorded (it checked the rows
+                # it read), should it be applied or find nothing changed.
+                modes = {e: rows.mode for e, rows in checked.entities.items()}
+                vouched = carried(vouched, modes, now)
                 if applying:
                     try:
                         token = store.claim_roster(conn, district.pk, token)
@@ -223,11 +273,13 @@ def run(
             if staged is not None:
                 staged.unlink(missing_ok=True)
             raise
-        if staged is not None:
-            hashes.publish(district.pk, token, staged)  # the roster it describes is committed
+        if staged is not None:  # the roster it describes is committed
+            hashes.publish(district.pk, token, staged, vouched)
         if applying:
             store.refresh_statistics(*plan.growth)
         unchanged = status == "no_changes" and not dry_run
+        if unchanged:
+            hashes.vouch(district.pk, token, vouched)
         return Outcome(status, checked, plan, message, token if applying or unchanged else None)
     finally:
         shutil.rmtree(work, ignore_errors=True)

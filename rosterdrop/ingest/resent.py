@@ -12,33 +12,23 @@ another format) and rosterdrop's version.
 """
 
 import hashlib
-from importlib.metadata import version
 
 from django.db import connection, transaction
 from django.utils import timezone
 
-from rosterdrop.formats import get_format
 from rosterdrop.ingest.models import Issue, Sync
 from rosterdrop.ingest.plan import COUNTS
+from rosterdrop.ingest.vouched import context
 
 # The statuses of syncs whose result still holds while the roster keeps their token.
 REPEATABLE = (Sync.Status.APPLIED, Sync.Status.APPLIED_WITH_ERRORS, Sync.Status.NO_CHANGES)
 
 
 def input_digest(district, uploads) -> str:
-    """sha256 of everything that decides what importing these uploads finds."""
-    try:
-        spec = repr(get_format(district.format, district.slug))
-    except ValueError:
-        spec = f"unknown format {district.format!r}"
+    """sha256 of everything that decides what importing these uploads finds: how rows are
+    read (vouched.context) and the files."""
     digest = hashlib.sha256()
-    for part in (
-        version("rosterdrop"),
-        str(district.pk),
-        district.fallback_encoding,
-        spec,
-        *sorted(f"{u.filename}\0{u.sha256}" for u in uploads),
-    ):
+    for part in (context(district), *sorted(f"{u.filename}\0{u.sha256}" for u in uploads)):
         digest.update(part.encode() + b"\n")
     return digest.hexdigest()
 

@@ -94,11 +94,19 @@ class Spill:
     def _path(self, part: int) -> Path:
         return self.folder / f"{self.entity}-{part:03d}.arrow"
 
+    def match(self, mapped: pl.DataFrame) -> pl.Series | None:
+        """Each record's SAME: the position of the roster record its fingerprint matched
+        (null: none); None if the roster holds no records of this entity."""
+        if self.unchanged is None:
+            return None
+        return self._held_as_is(fingerprints(mapped.select(KEYHASH, HASH)))
+
     def write(self, mapped: pl.DataFrame) -> pl.Series | None:
         """Keep the batch's key, data and hash, with the row numbers the checks gave them.
 
         Returns, if the roster holds records of this entity, each row's SAME: the position
         of the roster record its fingerprint matched (null: none, the row was spilled).
+        Rows that come with a SAME already (ingest/vouched.py) keep it.
         """
         frame = mapped.select(KEY, RECORD, HASH, KEYHASH).with_columns(
             pl.int_range(self.rows, self.rows + mapped.height, dtype=pl.UInt32).alias(ROW)
@@ -106,7 +114,14 @@ class Spill:
         self.rows += frame.height
         same = None
         if self.unchanged is not None:
-            same = self._held_as_is(fingerprints(frame))
+            same = (
+                mapped[SAME]
+                if SAME in mapped.columns
+                else pl.repeat(None, mapped.height, dtype=pl.UInt32, eager=True).alias(SAME)
+            )
+            unknown = np.flatnonzero(same.is_null().to_numpy())
+            if len(unknown):
+                same = same.scatter(unknown, self.match(mapped[unknown]))
             frame = frame.filter(same.is_null())
         self.spilled += frame.height
         if frame.height:

@@ -256,13 +256,22 @@ class RowChecker:
         self._seen: dict[str, pl.DataFrame] = {}
 
     def check(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Return the batch with fixable values normalised and invalid rows removed.
+        """Return the batch with fixable values normalised and invalid rows removed."""
+        return self.check_prepared(self.prepare(frame))
+
+    def prepare(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """What every row goes through, checked or vouched for (ingest/vouched.py): columns
+        known by an alias renamed, the row counted, its status given."""
+        frame = frame.rename(self.renames) if self.renames else frame
+        self.rows += frame.height
+        return frame.with_columns(self._status(frame))
+
+    def check_prepared(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`check` of a prepared batch.
 
         Every column's masks are computed in one pass over the batch; the per-column work
         after that only runs for columns where something was found.
         """
-        frame = frame.rename(self.renames) if self.renames else frame
-        self.rows += frame.height
         masks = frame.select(self._mask_exprs)
         bad = pl.repeat(False, frame.height, eager=True)
         fixes = {}
@@ -309,11 +318,15 @@ class RowChecker:
         bad = bad | self._row_rules(frame, bad) | self._repeated(frame, bad)
         height = frame.height
         frame = frame.with_columns(**fixes) if fixes else frame
-        frame = frame.with_columns(self._status(frame))
         if bad.any() or self.status_column and self.mode != Mode.BULK:
             frame = frame.filter(~bad & pl.col(STATUS).is_not_null())
         self.skipped += height - frame.height
         return frame
+
+    @property
+    def checked_columns(self) -> list[str]:
+        """The columns whose values are checked, by their spec names."""
+        return [name for _, name in self.columns]
 
     @cached_property
     def _rules(self) -> list[tuple[Column, str, Rule | None]]:

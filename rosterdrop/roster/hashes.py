@@ -12,6 +12,7 @@ a hundred thousand keys spread over 5M touched every page of them: 450 MB more r
 """
 
 import contextlib
+import json
 import os
 import tempfile
 import time
@@ -214,12 +215,15 @@ def stage(district_id: int, parts: Iterable[pl.DataFrame]) -> Path:
 STALE_STAGED_SECONDS = 24 * 3600
 
 
-def publish(district_id: int, token: int, staged: Path) -> None:
-    """Name a staged snapshot for `token` and drop older ones, and stale staged ones."""
+def publish(district_id: int, token: int, staged: Path, vouched: dict[str, str]) -> None:
+    """Name a staged snapshot for `token`, with what it vouches for, and drop older ones,
+    and stale staged ones."""
     path = _path(district_id, token)
+    vouch(district_id, token, vouched)
     staged.replace(path)
-    for old in _folder().glob(f"{int(district_id)}-t*.arrow"):
-        if old != path:
+    kept = (path, _vouched_path(district_id, token))
+    for old in _folder().glob(f"{int(district_id)}-t*"):
+        if old not in kept:
             old.unlink(missing_ok=True)
     cutoff = time.time() - STALE_STAGED_SECONDS
     for left in _folder().glob(f"{int(district_id)}-*.tmp"):
@@ -228,6 +232,31 @@ def publish(district_id: int, token: int, staged: Path) -> None:
                 left.unlink()
 
 
+def _vouched_path(district_id: int, token: int) -> Path:
+    return _folder() / f"{int(district_id)}-t{int(token)}.vouched.json"
+
+
+def vouched(district_id: int, token: int) -> dict[str, str]:
+    """Entity -> the context in which all the roster's records of it were checked
+    (ingest/vouched.py); nothing if not known, as for a snapshot rebuilt from the database
+    or still to be."""
+    if not _path(district_id, token).exists():
+        return {}
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        return json.loads(_vouched_path(district_id, token).read_text())
+    return {}
+
+
+def vouch(district_id: int, token: int, vouched: dict[str, str]) -> None:
+    """Keep what the roster at `token` vouches for (written whole, then named)."""
+    path = _vouched_path(district_id, token)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{int(district_id)}-", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(vouched, f)
+    os.replace(name, path)
+
+
 def save(district_id: int, token: int, frame: pl.DataFrame) -> None:
-    """Write the snapshot for `token` and drop older ones."""
-    publish(district_id, token, stage(district_id, [frame]))
+    """Write the snapshot for `token`, rebuilt from the database: it vouches for nothing."""
+    publish(district_id, token, stage(district_id, [frame]), {})
