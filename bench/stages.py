@@ -83,7 +83,7 @@ def main() -> int:
     from rosterdrop.roster import hashes, staging, store
 
     for owner, name in [
-        (inbox, "receive"), (hashes, "load"), (pipeline, "unchanged_fingerprints"),
+        (inbox, "receive"), (hashes, "load"),
         (pipeline, "_read_file"),
         (pipeline, "check_keys"), (pipeline, "plan_entity"), (pipeline, "apply_plan"),
         (hashes, "save"),

@@ -109,3 +109,29 @@ def test_records_the_roster_holds_as_they_are_are_not_spilled(tmp_path):
     matched = {keys[i]: p for i, p in enumerate(same.to_list()) if p is not None}
     assert len(matched) == 58
     assert all(roster["_key"][p] == key for key, p in matched.items())
+
+
+def test_fingerprints_made_in_a_thread_are_those_made_at_once():
+    """Each entity's, waited for by its own spill; an error there is raised where asked."""
+    from rosterdrop.ingest.spill import Fingerprinting
+
+    roster = pl.DataFrame(
+        {
+            "entity": pl.Series(["orgs"] * 3 + ["users"] * 4, dtype=pl.Enum(["orgs", "users"])),
+            "_keyhash": pl.Series(range(7), dtype=pl.UInt64),
+            "_hash": list(range(10, 17)),
+            "status": pl.Series(
+                ["active"] * 6 + ["tobedeleted"], dtype=pl.Enum(["active", "tobedeleted"])
+            ),
+        }
+    )
+    at_once = unchanged_fingerprints(roster)
+    later = Fingerprinting(roster)
+    for entity in ("users", "orgs"):
+        mine = later.pop(entity)
+        assert (mine.fingerprints.hashes == at_once[entity].fingerprints.hashes).all()
+        assert (mine.positions == at_once[entity].positions).all()
+    assert len(at_once["users"].positions) == 3
+    broken = Fingerprinting(roster.drop("_hash"))
+    with pytest.raises(pl.exceptions.ColumnNotFoundError):
+        broken.pop("users")

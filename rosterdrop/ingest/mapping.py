@@ -1,8 +1,9 @@
 """Map: a validated batch of source rows -> canonical records of each entity the file feeds.
 
 Each record carries its key (source ID), its canonical fields (`_record`: every field of the
-entity in schema order, extra source columns under "metadata"; stored as JSON), a content hash
-of them, its status and its source line, and a hash of its natural key if the entity has one.
+entity in schema order, extra source columns under "metadata"), a content hash of them, its
+status and its source line; a hash of its natural key, if the entity has one, is added for
+the records that may be written (`natural_key`).
 Fixed field order and nulls for what a format lacks mean the same record sent in two formats
 hashes the same.
 """
@@ -132,19 +133,26 @@ def map_batch(
         for r in REFS.get(output.entity, ())
         if r.field in mapped or r.field == SOURCED_ID
     }
-    natural = NATURAL_KEYS.get(output.entity, ())
-    if natural and all(f in mapped for f in natural):
-        refs[NATURAL] = natural_hash([fields[f] for f in natural]).alias(NATURAL)
     return frame.select(
         key.alias(KEY),
         pl.struct(**fields).alias(RECORD),
         pl.col(LINE),
         pl.col(STATUS),
-        *(expr if f == NATURAL else expr.fill_null("").alias(f) for f, expr in refs.items()),
+        *(expr.fill_null("").alias(f) for f, expr in refs.items()),
     ).with_columns(
         pl.col(RECORD).hash(HASH_SEED).reinterpret(signed=True).alias(HASH),
         key_hash(pl.col(KEY)).alias(KEYHASH),
     )
+
+
+def natural_key(output: Output) -> pl.Expr | None:
+    """The hash of a mapped record's natural key (NATURAL), from its fields; None if the
+    entity has none or the format does not give all its fields."""
+    natural = NATURAL_KEYS.get(output.entity, ())
+    given = set(output.fields) | set(output.constants)
+    if not natural or not all(f in given for f in natural):
+        return None
+    return natural_hash([pl.col(RECORD).struct.field(f) for f in natural]).alias(NATURAL)
 
 
 def stored_columns(entity: str, record: pl.Struct) -> list[pl.Expr]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from django.conf import settings
 
@@ -22,13 +23,21 @@ from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
 from rosterdrop.ingest.keys import EntityRows, RosterKeys, check_keys
 from rosterdrop.ingest.links import check_links, gather
-from rosterdrop.ingest.mapping import KEY, extra_columns, map_batch, message_columns
+from rosterdrop.ingest.mapping import (
+    KEY,
+    NATURAL,
+    SAME,
+    extra_columns,
+    map_batch,
+    message_columns,
+    natural_key,
+)
 from rosterdrop.ingest.match import match
 from rosterdrop.ingest.outcome import Checked, Outcome, Progress
 from rosterdrop.ingest.plan import Plan, plan_entity
 from rosterdrop.ingest.read import LINE, read_table
 from rosterdrop.ingest.report import record_in
-from rosterdrop.ingest.spill import SpillFolder, unchanged_fingerprints
+from rosterdrop.ingest.spill import Fingerprinting, SpillFolder
 from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.ingest.validate import STATUS, RowChecker, check_header
 from rosterdrop.ingest.vouched import carried, context, vouchable
@@ -166,7 +175,22 @@ def _keep(result: Checked, file, output, mode, mapped: pl.DataFrame, spill) -> N
         same = _spill_of(result, output.entity, spill).write(mapped)
         if same is not None:
             mapped = mapped.with_columns(same)
-    rows.add(mapped, file.name, output.derived)
+    rows.add(_with_natural_key(output, mapped), file.name, output.derived)
+
+
+def _with_natural_key(output, mapped: pl.DataFrame) -> pl.DataFrame:
+    """The natural key's hash, for the records the roster does not hold as they are (SAME):
+    only records to write are ever paired by it (5M enrollments: ~0.3 s otherwise)."""
+    natural = natural_key(output)
+    if natural is None:
+        return mapped
+    if SAME not in mapped.columns:
+        return mapped.with_columns(natural)
+    at = np.flatnonzero(mapped[SAME].is_null().to_numpy())
+    values = pl.repeat(None, mapped.height, dtype=pl.Int64, eager=True).alias(NATURAL)
+    if len(at):
+        values = values.scatter(at, mapped[at].select(natural).to_series())
+    return mapped.with_columns(values)
 
 
 def _spill_of(result: Checked, entity: str, spill: SpillFolder):
@@ -232,7 +256,7 @@ def run(
         district.refresh_from_db(fields=["roster_token"])
         token = district.roster_token
         # Not kept here: its fingerprints are dropped once the files are read.
-        held = unchanged_fingerprints(hashes.load(district.pk, token, keys=False))
+        held = Fingerprinting(hashes.load(district.pk, token, keys=False))
         now, vouched = context(district), hashes.vouched(district.pk, token)
         checked = check(
             paths,

@@ -15,6 +15,9 @@ class Command(BaseCommand):
         "unless --district is given: then the files are checked as that district's upload "
         "would be (its format, custom templates, manifest account, current roster)."
     )
+    # Django's system checks (0.3 s) run before every command; this one reads files that
+    # may be large, where its own time is what counts.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path)
