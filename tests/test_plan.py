@@ -118,12 +118,15 @@ def test_next_snapshot_is_made_part_by_part_with_entities_kept_together():
     upload = _upload()
     plan = Plan({"users": plan_entity("users", "bulk", upload, _records(_roster()))})
     batches = [old.slice(0, 4), old.slice(4, 5), old.slice(9, 4)]  # users span all three
-    parts = [  # as hashes.entity_parts gives them: each batch split by entity
-        (entity, part)
+    parts = [  # as hashes.entity_parts gives them: each batch split by entity, in Arrow
+        (entity, part.to_arrow().to_batches()[0])
         for batch in batches
         for (entity,), part in batch.partition_by("entity", as_dict=True).items()
     ]
-    new = pl.concat(plan.applied_to(parts, {"users": upload}))
+    new = pl.concat(
+        part if isinstance(part, pl.DataFrame) else pl.from_arrow(part).cast(store.SNAPSHOT_SCHEMA)
+        for part in plan.applied_to(parts, {"users": upload})
+    )
     assert new["entity"].is_sorted()
     users = new.filter(pl.col("entity") == "users")
     assert users["_key"].to_list() == [f"k{i:02d}" for i in (0, 1, 2, 3, 4, 5, 7, 8, 9, 6, 10, 11)]

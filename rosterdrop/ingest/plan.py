@@ -11,6 +11,7 @@ from operator import itemgetter
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.lookup import HashIndex, sorting_order
@@ -83,11 +84,12 @@ class Plan:
         return [p for p in self.entities.values() if p.removal_share > threshold]
 
     def applied_to(
-        self, old: Iterable[tuple[str, pl.DataFrame]], accepted: dict[str, pl.DataFrame]
-    ) -> Iterator[pl.DataFrame]:
-        """The roster's snapshot (store.SNAPSHOT_SCHEMA) after this plan, in
-        parts, made from the old one's (`hashes.entity_parts`). Records stay grouped by entity
-        as `hashes.by_entity` expects: an entity's written records follow its old ones.
+        self, old: Iterable[tuple[str, pa.RecordBatch]], accepted: dict[str, pl.DataFrame]
+    ) -> Iterator[pa.RecordBatch | pl.DataFrame]:
+        """The roster's snapshot (store.SNAPSHOT_SCHEMA) after this plan, in parts, made from
+        the old one's (`hashes.entity_parts`, kept in Arrow: its millions of keys are never
+        converted). Records stay grouped by entity as `hashes.by_entity` expects: an
+        entity's written records follow its old ones.
 
         A part at a time: neither snapshot is ever whole in memory.
         """
@@ -126,16 +128,23 @@ def _snapshot_rows(entity: str, written: pl.DataFrame) -> Iterator[pl.DataFrame]
     yield from rows.iter_slices(WRITE_ROWS)
 
 
-def _kept(old: pl.DataFrame, replaced: "KeyLookup", removed: "KeyLookup") -> pl.DataFrame:
+def _kept(old: pa.RecordBatch, replaced: "KeyLookup", removed: "KeyLookup") -> pa.RecordBatch:
     """Old records as they stay: without those written again, removed ones tobedeleted."""
-    old = old.filter(~replaced.among(old[KEY], old[KEYHASH]))
-    gone = removed.among(old[KEY], old[KEYHASH])
+    def found(lookup: KeyLookup, batch: pa.RecordBatch) -> np.ndarray:
+        hashes = batch.column(KEYHASH).to_numpy()
+        return lookup.among(batch.column(KEY), pl.Series(hashes)).to_numpy()
+
+    old = old.filter(pa.array(~found(replaced, old)))
+    gone = found(removed, old)
     if not gone.any():
         return old
-    tobedeleted = pl.lit("tobedeleted", store.SNAPSHOT_SCHEMA["status"])
-    return old.with_columns(
-        pl.when(gone).then(tobedeleted).otherwise(pl.col("status")).alias("status")
+    status = old.column("status")
+    tobedeleted = status.dictionary.to_pylist().index("tobedeleted")
+    indices = np.where(gone, tobedeleted, status.indices.to_numpy(zero_copy_only=False))
+    marked = pa.DictionaryArray.from_arrays(
+        pa.array(indices, type=status.type.index_type), status.dictionary, ordered=True
     )
+    return old.set_column(old.schema.get_field_index("status"), old.schema.field("status"), marked)
 
 
 class KeyLookup:
@@ -151,17 +160,24 @@ class KeyLookup:
         # Two keys of one hash: the search below would find only one of them.
         self.exact_only = bool(np.any(self.hashes.hashes[1:] == self.hashes.hashes[:-1]))
 
-    def among(self, keys: pl.Series, hashes: pl.Series | None = None) -> pl.Series:
-        """Which of `keys` are in the set (`hashes`: their key hashes, if known)."""
+    def among(self, keys: pl.Series | pa.Array, hashes: pl.Series | None = None) -> pl.Series:
+        """Which of `keys` are in the set (`hashes`: their key hashes, if known; `keys` may be
+        Arrow's, of which only those whose hash is found are read)."""
         if not len(self.hashes) or not len(keys):
             return pl.repeat(False, len(keys), eager=True)
+        if isinstance(keys, pa.Array) and (self.exact_only or hashes is None):
+            keys = pl.Series(KEY, keys)
         if self.exact_only:
             return keys.is_in(self.keys.implode())
         at = self.hashes.find((key_hash(keys) if hashes is None else hashes).to_numpy())
         hits = np.flatnonzero(at >= 0)
         found = np.zeros(len(keys), dtype=bool)
         if len(hits):
-            same = (keys.gather(hits) == self.keys.gather(at[hits])).to_numpy()
+            if isinstance(keys, pa.Array):
+                theirs = pl.Series(KEY, keys.take(pa.array(hits)), pl.String)
+            else:
+                theirs = keys.gather(hits)
+            same = (theirs == self.keys.gather(at[hits])).to_numpy()
             found[hits[same]] = True
         return pl.Series(found)
 

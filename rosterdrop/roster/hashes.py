@@ -182,30 +182,38 @@ def by_entity(district_id: int, token: int) -> Iterator[tuple[str, Records]]:
         yield ENTITIES[code], Records(_frame(part, hashed), keys, start)
 
 
-def entity_parts(district_id: int, token: int) -> Iterator[tuple[str, pl.DataFrame]]:
+def entity_parts(district_id: int, token: int) -> Iterator[tuple[str, pa.RecordBatch]]:
     """The saved snapshot a record batch at a time, each batch split by entity, in order:
-    (entity, its records in the batch). Never whole in memory: read, not memory-mapped,
-    since every page of a mapping read through stays resident until it is unmapped."""
+    (entity, its records in the batch), as Arrow read them. Never whole in memory: read, not
+    memory-mapped, since every page of a mapping read through stays resident until it is
+    unmapped."""
     for batch in _opened(district_id, token)[1].batches():
-        frame = _frame(pa.Table.from_batches([batch]), COLUMNS)
-        codes = frame["entity"].to_physical()
-        for code in codes.unique(maintain_order=True).to_list():
-            yield ENTITIES[code], frame.filter(codes == code)
+        entity = batch.column("entity")
+        names = np.array(entity.dictionary.to_pylist(), dtype=object)
+        codes = entity.indices.to_numpy(zero_copy_only=False)
+        # An entity's records are together: each run of one code is one part.
+        starts = np.flatnonzero(np.diff(codes, prepend=-1))
+        for start, end in zip(starts, [*starts[1:], len(codes)], strict=True):
+            yield str(names[codes[start]]), batch.slice(start, end - start)
 
 
-def stage(district_id: int, parts: Iterable[pl.DataFrame]) -> Path:
+def stage(district_id: int, parts: Iterable[pl.DataFrame | pa.RecordBatch]) -> Path:
     """Write a snapshot, part after part, under a temporary name; `publish` names it once
-    its roster is committed."""
+    its roster is committed. Parts in Arrow are written as they are (read from a snapshot)."""
     folder = _folder()
     folder.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=folder, prefix=f"{int(district_id)}-", suffix=".tmp")
     os.close(fd)
-    empty = pl.DataFrame(schema=store.SNAPSHOT_SCHEMA)
+    schema = pl.DataFrame(schema=store.SNAPSHOT_SCHEMA).to_arrow().schema
     with pa.OSFile(name, "wb") as sink:
-        writer = pa.ipc.new_file(sink, empty.to_arrow().schema)
-        for frame in parts:
-            if frame.height:
-                writer.write_table(frame.select(COLUMNS).cast(store.SNAPSHOT_SCHEMA).to_arrow())
+        writer = pa.ipc.new_file(sink, schema)
+        for part in parts:
+            if isinstance(part, pl.DataFrame):
+                part = part.select(COLUMNS).cast(store.SNAPSHOT_SCHEMA).to_arrow()
+            elif not part.schema.equals(schema):  # written by another version
+                part = pa.Table.from_batches([part]).cast(schema)
+            if len(part):
+                writer.write(part)
         writer.close()
     return Path(name)
 
