@@ -238,6 +238,16 @@ def test_repeated_ids_of_records_already_in_the_roster_are_found(district, schoo
     assert sync.status == "no_changes"
 
 
+def test_a_folder_is_its_files_not_its_subfolders(district, school):
+    """A folder of an SIS's exports often keeps older ones in a subfolder: not read."""
+    (school / "archive").mkdir()
+    (school / "archive" / "users.csv").write_text("not,a,roster\n")
+    sync = import_path(district, school)
+    assert sync.status == "applied"
+    sent = sorted(u.filename for u in sync.uploads.all())
+    assert sent == sorted(p.name for p in school.glob("*.csv"))
+
+
 def test_delta_file_removes_only_what_it_says(district, school):
     import_path(district, school)
     manifest = rows(school / "manifest.csv")

@@ -52,9 +52,9 @@ def limits() -> Limits:
 
 
 def expand(path: Path) -> list[Path]:
-    """A folder stands for the files in it."""
+    """A folder stands for the files in it (not those of its subfolders, nor hidden ones)."""
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if not p.name.startswith("."))
+        return sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
     return [path]
 
 
