@@ -215,9 +215,11 @@ def _drop_duplicates(
     # Equal keys have equal hashes: with no repeated hash there is no repeated key, and
     # comparing 64-bit numbers is much faster than comparing millions of strings. Only the
     # records of a repeated hash are compared by key.
-    repeated = frame[KEYHASH].is_duplicated()
-    if not repeated.any():
+    hashes = frame[KEYHASH].sort()  # a sorted copy: 8 bytes a record, not a hash table
+    if len(hashes) < 2 or not (hashes.slice(1) == hashes.slice(0, len(hashes) - 1)).any():
         return frame
+    del hashes
+    repeated = frame[KEYHASH].is_duplicated()
     at = np.flatnonzero(repeated.to_numpy())
     among = frame[at].with_columns(_keys_of(rows.entity, frame[at], roster_keys))
     dupes = ~among[KEY].is_first_distinct()
