@@ -93,7 +93,7 @@ def main() -> int:
         (read, "_fast", "read (polars)"), (read, "_strict", "read (csv module)"),
         (validate.RowChecker, "check", "validate"), (pipeline, "map_batch", "map"),
         (pipeline.EntityRows, "add", "keep keys"), (spill.Spill, "write", "spill"),
-        (store, "_load", "db insert"), (store, "_update_staged", "db update"),
+        (store, "_load", "db insert"), (store, "_update_keyed", "db update"),
         (staging, "stage", "db staged (thread)"), (store, "_insert_staged", "db insert staged"),
         (store, "old_data", "db old data"), (apply, "field_changes", "field changes"),
     ]:  # fmt: skip

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from rosterdrop.ingest import spill as spill_module
-from rosterdrop.ingest.spill import ROW, Spill, unchanged_fingerprints
+from rosterdrop.ingest.spill import ROW, Fingerprinting, Spill, fingerprints
 from rosterdrop.roster.natural import key_hash
 from rosterdrop.roster.schema import FIELDS
 
@@ -99,7 +99,7 @@ def test_records_the_roster_holds_as_they_are_are_not_spilled(tmp_path):
             ),
         }
     ).reverse()  # u0059, the one no longer active, first
-    spill = Spill(tmp_path, "users", unchanged_fingerprints(roster)["users"])
+    spill = Spill(tmp_path, "users", Fingerprinting(roster).pop("users"))
     same = spill.write(batch)
     spill.close()
     back = pl.concat(_read_back(spill))
@@ -111,27 +111,28 @@ def test_records_the_roster_holds_as_they_are_are_not_spilled(tmp_path):
     assert all(roster["_key"][p] == key for key, p in matched.items())
 
 
-def test_fingerprints_made_in_a_thread_are_those_made_at_once():
-    """Each entity's, waited for by its own spill; an error there is raised where asked."""
-    from rosterdrop.ingest.spill import Fingerprinting
-
+def test_fingerprints_are_made_in_a_thread_entity_by_entity():
+    """Each entity's active records' fingerprints, sorted, with their positions among the
+    entity's records; waited for by each spill; an error there is raised where asked."""
     roster = pl.DataFrame(
         {
             "entity": pl.Series(["orgs"] * 3 + ["users"] * 4, dtype=pl.Enum(["orgs", "users"])),
             "_keyhash": pl.Series(range(7), dtype=pl.UInt64),
             "_hash": list(range(10, 17)),
             "status": pl.Series(
-                ["active"] * 6 + ["tobedeleted"], dtype=pl.Enum(["active", "tobedeleted"])
+                ["active"] * 5 + ["tobedeleted", "active"],
+                dtype=pl.Enum(["active", "tobedeleted"]),
             ),
         }
     )
-    at_once = unchanged_fingerprints(roster)
-    later = Fingerprinting(roster)
-    for entity in ("users", "orgs"):
-        mine = later.pop(entity)
-        assert (mine.fingerprints.hashes == at_once[entity].fingerprints.hashes).all()
-        assert (mine.positions == at_once[entity].positions).all()
-    assert len(at_once["users"].positions) == 3
+    made = Fingerprinting(roster)
+    for entity, start, active in (("users", 3, [0, 1, 3]), ("orgs", 0, [0, 1, 2])):
+        held = made.pop(entity)
+        records = roster.slice(start, 4 if entity == "users" else 3)
+        expected = sorted((int(f), p) for p, f in enumerate(fingerprints(records)) if p in active)
+        pairs = zip(held.fingerprints.hashes.tolist(), held.positions.tolist(), strict=True)
+        assert list(pairs) == expected
+    assert made.pop("users") is None  # handed over once
     broken = Fingerprinting(roster.drop("_hash"))
     with pytest.raises(pl.exceptions.ColumnNotFoundError):
         broken.pop("users")

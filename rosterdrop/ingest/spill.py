@@ -48,14 +48,10 @@ class Held:
     positions: np.ndarray  # of each, among the roster's records of the entity (active or not)
 
 
-def unchanged_fingerprints(snapshot: pl.DataFrame) -> dict[str, Held]:
-    """Per entity, the fingerprints of the roster's active records, sorted, and where each is
-    in `snapshot.filter(entity == ...)` (the frame the plan compares against)."""
-    return dict(_held_by_entity(snapshot))
-
-
 def _held_by_entity(snapshot: pl.DataFrame) -> Iterator[tuple[str, Held]]:
-    """unchanged_fingerprints, an entity at a time, in the order of the snapshot."""
+    """Per entity, in the order of the snapshot, the fingerprints of the roster's active
+    records, sorted, and where each is in `snapshot.filter(entity == ...)` (the frame the plan
+    compares against)."""
     codes = snapshot["entity"].to_physical()
     names = snapshot.schema["entity"].categories  # the snapshot's entity is an Enum
     for code in codes.unique(maintain_order=True).to_list():
@@ -72,8 +68,8 @@ def _held_by_entity(snapshot: pl.DataFrame) -> Iterator[tuple[str, Held]]:
 
 
 class Fingerprinting:
-    """unchanged_fingerprints made in a thread, an entity at a time, while the first files are
-    read (the snapshot is grouped in the order files usually come: enrollments last); the
+    """The roster's fingerprints made in a thread, an entity at a time, while the first files
+    are read (the snapshot is grouped in the order files usually come: enrollments last); the
     spill of an entity waits for its own (6.8M records: 0.7-0.9 s no longer before reading)."""
 
     def __init__(self, snapshot: pl.DataFrame):

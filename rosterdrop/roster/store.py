@@ -133,8 +133,9 @@ def _load(cur, table: str, frame: pl.DataFrame, constants: dict | None = None) -
         cur.executemany(insert, zip(*columns, strict=True))
 
 
-def _stage(cur, name: str, frame: pl.DataFrame) -> str:
-    """A temporary table holding `frame` (text and bigint columns)."""
+def _keyed_table(cur, name: str, frame: pl.DataFrame) -> str:
+    """A temporary table holding `frame` (text and bigint columns), keyed by _key: the
+    records a statement is to look up (not to be confused with keyed files, staging.py)."""
     types = {pl.Int64: "BIGINT", pl.UInt32: "BIGINT"}
     cols = ", ".join(f"{_q(c)} {types.get(t, 'TEXT')}" for c, t in frame.schema.items())
     # The key is unique (duplicates were dropped); declaring it lets joins use an index.
@@ -177,21 +178,21 @@ def _natural_sql(entity: str) -> str:
     return f" || {glue} || ".join(f"COALESCE({_q(f)}, '')" for f in NATURAL_KEYS[entity])
 
 
-def _from_staged(staged: str, district_id: int, entity: str) -> str:
-    """FROM a few staged keys into the roster: CROSS JOIN keeps SQLite from scanning the
-    whole entity and probing the keys; it starts from the keys and seeks the unique index."""
+def _from_keyed(keyed: str, district_id: int, entity: str) -> str:
+    """FROM a few keys (a _keyed_table) into the roster: CROSS JOIN keeps SQLite from scanning
+    the whole entity and probing the keys; it starts from the keys and seeks the unique index."""
     return (
-        f"FROM {staged} s CROSS JOIN {table(entity)} r WHERE r.district_id = {int(district_id)} "
+        f"FROM {keyed} s CROSS JOIN {table(entity)} r WHERE r.district_id = {int(district_id)} "
         "AND r.sourced_id = s._key"
     )
 
 
-def _update_staged(
-    cur, staged: str, district_id: int, entity: str, sets: str, columns: tuple[str, ...] = ()
+def _update_keyed(
+    cur, keyed: str, district_id: int, entity: str, sets: str, columns: tuple[str, ...] = ()
 ) -> None:
-    """UPDATE the records named in a staged table, seeking each by the unique index.
+    """UPDATE the records named in a _keyed_table, seeking each by the unique index.
 
-    `columns` are taken from the staged row of the same key (e.g. `_data` for `data`); written
+    `columns` are taken from the table's row of the same key (e.g. `s.title` for `title`); written
     as IN + a correlated row, which both SQLite and PostgreSQL plan as index lookups.
     """
     name = table(entity)
@@ -200,22 +201,22 @@ def _update_staged(
         targets = ", ".join(_q(c) for c, _ in columns)
         values = ", ".join(v for _, v in columns)
         assignments.insert(
-            0, f"({targets}) = (SELECT {values} FROM {staged} s WHERE s._key = {name}.sourced_id)"
+            0, f"({targets}) = (SELECT {values} FROM {keyed} s WHERE s._key = {name}.sourced_id)"
         )
     cur.execute(
         f"UPDATE {name} SET {', '.join(assignments)} WHERE district_id = {int(district_id)} "
-        f"AND sourced_id IN (SELECT _key FROM {staged})"
+        f"AND sourced_id IN (SELECT _key FROM {keyed})"
     )
 
 
 def old_data(cur, district_id: int, entity: str, keys: pl.DataFrame) -> pl.DataFrame:
     """Stored fields and metadata (as JSON text) of the given keys (column _key), for the
     field-level before/after of changed records."""
-    staged = _stage(cur, "rd_keys", keys)
+    keyed = _keyed_table(cur, "rd_keys", keys)
     fields = ", ".join(f"r.{_q(f)}" for f in FIELDS[entity])
     metadata = "r.metadata::text" if _is_postgres() else "r.metadata"
     cur.execute(
-        f"SELECT r.sourced_id, {fields}, {metadata} {_from_staged(staged, district_id, entity)}"
+        f"SELECT r.sourced_id, {fields}, {metadata} {_from_keyed(keyed, district_id, entity)}"
     )
     schema = {KEY: pl.String, **dict.fromkeys(FIELDS[entity], pl.String), METADATA: pl.String}
     return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
@@ -223,12 +224,12 @@ def old_data(cur, district_id: int, entity: str, keys: pl.DataFrame) -> pl.DataF
 
 def rename_records(cur, district_id: int, entity: str, renames: pl.DataFrame) -> None:
     """Give records a new source ID: `renames` has _old_key and _key (the new one)."""
-    staged = _stage(
+    keyed = _keyed_table(
         cur,
         "rd_renamed",
         renames.select(pl.col("_old_key").alias("_key"), pl.col("_key").alias("_new")),
     )
-    _update_staged(cur, staged, district_id, entity, "", (("sourced_id", "s._new"),))
+    _update_keyed(cur, keyed, district_id, entity, "", (("sourced_id", "s._new"),))
 
 
 def write_records(
@@ -244,7 +245,7 @@ def write_records(
     """Insert added records, rewrite changed/reactivated ones, mark removed ones tobedeleted.
 
     `changed` has columns _key, _hash, the entity's fields and metadata (JSON text, or null),
-    and so has `added`, or it is a staged file of `new_rows`; `removed` has _key. `added`
+    and so has `added`, or it is a keyed file of `new_rows`; `removed` has _key. `added`
     comes in key order (apply sorts each key range), so index pages fill one after another.
     """
     stamp = f"changed_sync_id = {int(sync_id)}"
@@ -258,13 +259,13 @@ def write_records(
     elif added.height:
         _load(cur, table(entity), new_rows(entity, added), constants)
     if changed.height:
-        staged = _stage(cur, "rd_changed", changed.select(KEY, HASH, *columns))
+        keyed = _keyed_table(cur, "rd_changed", changed.select(KEY, HASH, *columns))
         taken = [(c, json_value(f"s.{c}") if c == METADATA else f"s.{_q(c)}") for c in columns]
         taken.append(("content_hash", f"s.{HASH}"))
-        _update_staged(cur, staged, district_id, entity, f"status = 'active', {stamp}", taken)
+        _update_keyed(cur, keyed, district_id, entity, f"status = 'active', {stamp}", taken)
     if removed.height:
-        staged = _stage(cur, "rd_removed", removed)
-        _update_staged(cur, staged, district_id, entity, f"status = 'tobedeleted', {stamp}")
+        keyed = _keyed_table(cur, "rd_removed", removed)
+        _update_keyed(cur, keyed, district_id, entity, f"status = 'tobedeleted', {stamp}")
 
 
 def new_rows(entity: str, records: pl.DataFrame) -> pl.DataFrame:
@@ -287,9 +288,9 @@ def _insert_staged(cur, table_name: str, staged: Staged, constants: dict) -> Non
     cur.execute(f"INSERT INTO {table_name} ({names}) SELECT {values} FROM {alias}.{staging.TABLE}")
 
 
-# PostgreSQL plans the lookups of staged keys from the table's statistics. After a load that
+# PostgreSQL plans the lookups of listed keys from the table's statistics. After a load that
 # changed the table's make-up (a district's first import), stale ones make it walk a whole
-# entity and probe the staged keys for each record, instead of seeking each staged key
+# entity and probe the listed keys for each record, instead of seeking each listed key
 # (measured on 2M enrollments, marking 20k removed: 6.2 s against 0.9 s). Autovacuum
 # catches up only later, and only where it runs.
 ANALYZE_ADDED_SHARE = 0.1
