@@ -248,6 +248,19 @@ def test_a_folder_is_its_files_not_its_subfolders(district, school):
     assert sent == sorted(p.name for p in school.glob("*.csv"))
 
 
+def test_a_district_saved_from_an_older_copy_keeps_its_roster_token(district, school):
+    """Settings saved through an object read before a sync do not take the roster back."""
+    from rosterdrop.districts.models import District
+
+    earlier = District.objects.get(pk=district.pk)
+    import_path(district, school)
+    district.refresh_from_db()
+    earlier.name = "Springfield USD"
+    earlier.save()
+    saved = District.objects.get(pk=district.pk)
+    assert saved.name == "Springfield USD" and saved.roster_token == district.roster_token
+
+
 def test_delta_file_removes_only_what_it_says(district, school):
     import_path(district, school)
     manifest = rows(school / "manifest.csv")

@@ -42,6 +42,18 @@ class District(models.Model):
     def __str__(self) -> str:
         return self.slug
 
+    def save(self, *args, **kwargs):
+        """A district read earlier and saved never writes back its roster token: only the
+        pipeline changes it (store.claim_roster). A stale one would name a snapshot that is
+        gone (the next import then rebuilds it from the database) and hide the earlier sync
+        of re-sent files."""
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields
+                if not f.primary_key and f.name != "roster_token"
+            ]  # fmt: skip
+        super().save(*args, **kwargs)
+
     @property
     def effective_removal_threshold(self) -> float:
         if self.removal_threshold is None:
