@@ -83,7 +83,7 @@ def main() -> int:
     from rosterdrop.roster import hashes, staging, store
 
     for owner, name in [
-        (inbox, "receive"), (hashes, "load"),
+        (inbox, "receive"), (hashes.Snapshot, "frame"),
         (pipeline, "_read_file"),
         (pipeline, "check_keys"), (pipeline, "plan_entity"), (pipeline, "apply_plan"),
         (hashes, "save"),

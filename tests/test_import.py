@@ -324,18 +324,19 @@ def test_saved_snapshot_is_what_the_database_holds(district, school, settings):
     )
     import_path(district, school)
     district.refresh_from_db()
-    saved = hashes.load(district.pk, district.roster_token)
+    saved = hashes.Snapshot(district.pk, district.roster_token).frame()
     for path in (settings.DATA_DIR / "roster").glob(f"{district.pk}-*.arrow"):
         path.unlink()
-    rebuilt = hashes.load(district.pk, district.roster_token)
+    rebuilt = hashes.Snapshot(district.pk, district.roster_token).frame()
     order = ["entity", "_key"]
     assert rebuilt.sort(order).equals(saved.sort(order))
-    # Both keep an entity's records together, which is what of_entity's slices rely on.
+    # Both keep an entity's records together, which is what entity_slices relies on.
     for snapshot in (saved, rebuilt):
         assert snapshot["entity"].is_sorted()
+        slices = dict(hashes.entity_slices(snapshot))
         for entity in ("orgs", "users", "enrollments", "agents"):
             mine = snapshot.filter(pl.col("entity") == entity).drop("entity")
-            assert hashes.of_entity(snapshot, entity).equals(mine)
+            assert slices.get(entity, mine.clear()).equals(mine)
     assert rebuilt.filter(pl.col("status") == "tobedeleted").height == 3
     enrollments = rebuilt.filter(pl.col("entity") == "enrollments")
     assert enrollments["_natural"].null_count() == 0
@@ -372,14 +373,14 @@ def test_roster_changed_by_another_sync_meanwhile_applies_nothing(district, scho
 
     first = import_path(district, school)
     edit(school / "users.csv", 5, "givenName", "Late")
-    real_load = hashes.load
+    real_frame = hashes.Snapshot.frame
 
-    def load_then_someone_else_applies(district_id, token, **kwargs):
-        frame = real_load(district_id, token, **kwargs)
-        District.objects.filter(pk=district_id).update(roster_token=token + 1)
+    def read_then_someone_else_applies(snapshot, **kwargs):
+        frame = real_frame(snapshot, **kwargs)
+        District.objects.filter(pk=snapshot.district_id).update(roster_token=snapshot.token + 1)
         return frame
 
-    monkeypatch.setattr(hashes, "load", load_then_someone_else_applies)
+    monkeypatch.setattr(hashes.Snapshot, "frame", read_then_someone_else_applies)
     sync = import_path(district, school)
     assert sync.status == "failed"
     assert summary(sync)["issues"][-1]["code"] == "roster_changed"

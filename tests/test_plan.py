@@ -25,17 +25,19 @@ def _roster() -> pl.DataFrame:
     ).with_columns(key_hash(pl.col("_key")).alias("_keyhash"))
 
 
-class _Keys:
-    def __init__(self, keys: pl.Series):
-        self.keys = keys
+class _Snapshot:
+    """Keys by position, as hashes.Snapshot reads them from its file."""
 
-    def take(self, rows):
-        return self.keys.gather(rows)
+    def __init__(self, keys: pl.Series):
+        self._keys = keys
+
+    def keys(self, entity, positions):
+        return self._keys.gather(positions)
 
 
 def _records(roster: pl.DataFrame) -> Records:
-    """As hashes.by_entity gives them: hashes in memory, keys read when asked for."""
-    return Records(roster.drop("_key"), _Keys(roster["_key"]))
+    """As hashes.Snapshot.entities gives them: hashes in memory, keys read when asked for."""
+    return Records(roster.drop("_key"), "users", _Snapshot(roster["_key"]))
 
 
 def _upload() -> pl.DataFrame:
@@ -118,7 +120,7 @@ def test_next_snapshot_is_made_part_by_part_with_entities_kept_together():
     upload = _upload()
     plan = Plan({"users": plan_entity("users", "bulk", upload, _records(_roster()))})
     batches = [old.slice(0, 4), old.slice(4, 5), old.slice(9, 4)]  # users span all three
-    parts = [  # as hashes.entity_parts gives them: each batch split by entity, in Arrow
+    parts = [  # as hashes.Snapshot.parts gives them: each batch split by entity, in Arrow
         (entity, part.to_arrow().to_batches()[0])
         for batch in batches
         for (entity,), part in batch.partition_by("entity", as_dict=True).items()

@@ -19,7 +19,7 @@ from rosterdrop.roster.schema import LABELS, REFS, Ref
 
 ROW, FILE, DERIVED = "_row", "_file", "_derived"
 SAMPLES = 100
-# The keys of the roster's records of an entity at given positions (hashes.roster_keys).
+# The keys of the roster's records of an entity at given positions (hashes.Snapshot.keys).
 RosterKeys = Callable[[str, np.ndarray], pl.Series]
 # Entities that records refer to.
 TARGETS = {ref.target for refs in REFS.values() for ref in refs}

@@ -4,10 +4,11 @@
 also plans against the district's roster and applies in one transaction, or holds.
 """
 
+import functools
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 
@@ -24,7 +25,6 @@ from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
 from rosterdrop.ingest.keys import EntityRows, RosterKeys, check_keys
 from rosterdrop.ingest.links import check_links, gather
 from rosterdrop.ingest.mapping import (
-    KEY,
     NATURAL,
     SAME,
     extra_columns,
@@ -209,38 +209,26 @@ def _close_spills(result: Checked) -> None:
 class ActiveKeys(Mapping):
     """The roster's active keys per entity, for references to records not sent now.
 
-    Read from the roster's snapshot only when asked: an upload that sends every entity it
-    refers to never asks, and then the snapshot is not held while the upload is read.
+    Read from the roster's snapshot only when asked, an entity at a time: an upload that
+    sends every entity it refers to never asks, and then the snapshot is not even opened.
     """
 
-    def __init__(self, district_id: int, token: int):
-        self._where = (district_id, token)
-        self._snapshot: pl.DataFrame | None = None
-        self._entities: set[str] = set()
+    def __init__(self, snapshot: Callable[[], hashes.Snapshot]):
+        self._snapshot = functools.cache(snapshot)
         self._cache: dict[str, pl.Series] = {}
 
-    def _roster(self) -> pl.DataFrame:
-        if self._snapshot is None:
-            self._snapshot = hashes.load(*self._where)
-            self._entities = {str(e) for e in self._snapshot["entity"].unique()}
-        return self._snapshot
-
     def __getitem__(self, entity: str) -> pl.Series:
-        roster = self._roster()
-        if entity not in self._entities:
+        if entity not in self._snapshot().ranges:
             raise KeyError(entity)
         if entity not in self._cache:
-            records = hashes.of_entity(roster, entity)
-            self._cache[entity] = records.filter(pl.col("status") == "active")[KEY]
+            self._cache[entity] = self._snapshot().active_keys(entity)
         return self._cache[entity]
 
     def __iter__(self):
-        self._roster()
-        return iter(self._entities)
+        return iter(self._snapshot().ranges)
 
     def __len__(self) -> int:
-        self._roster()
-        return len(self._entities)
+        return len(self._snapshot().ranges)
 
 
 def run(
@@ -257,18 +245,18 @@ def run(
     try:
         district.refresh_from_db(fields=["roster_token"])
         token = district.roster_token
-        # Not kept here: its fingerprints are dropped once the files are read.
-        held = Fingerprinting(hashes.load(district.pk, token, keys=False))
-        now, vouched = context(district), hashes.vouched(district.pk, token)
+        snapshot = hashes.Snapshot(district.pk, token)
+        now, vouched = context(district), snapshot.vouched
         checked = check(
             paths,
             district.format,
             district.fallback_encoding,
-            SpillFolder(work, held),
-            ActiveKeys(district.pk, token),
+            # Its fingerprints are dropped once the files are read.
+            SpillFolder(work, Fingerprinting(snapshot.frame(keys=False))),
+            ActiveKeys(lambda: snapshot),
             district.slug,
             progress,
-            hashes.roster_keys(district.pk, token),
+            snapshot.keys,
             frozenset(e for e, then in vouched.items() if then == now),
         )
         if checked.fatal:
@@ -277,10 +265,10 @@ def run(
         # for the new one, which is written before apply: during apply, at the memory peak,
         # neither snapshot nor the accepted records are held.
         memory.release()
-        planned_against, staged = token, None
+        staged = None
         try:
             with store.bulk_connection() as conn:
-                plan = _plan(checked, hashes.by_entity(district.pk, token))
+                plan = _plan(checked, snapshot.entities())
                 status, message = _decide(plan, district, checked, approved)
                 applying = status in APPLIED and not dry_run
                 # What the roster vouches for once this sync is recorded (it checked the rows
@@ -292,7 +280,7 @@ def run(
                         token = store.claim_roster(conn, district.pk, token)
                     except store.RosterChanged:
                         return _roster_changed(checked, plan)
-                    staged = _stage_snapshot(district.pk, planned_against, plan, checked)
+                    staged = _stage_snapshot(snapshot, plan, checked)
                     apply_plan(conn, plan, checked.spills, district.pk, sync.pk)
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))
         except BaseException:
@@ -323,11 +311,11 @@ def _roster_changed(checked: Checked, plan: Plan) -> Outcome:
     return Outcome("failed", checked, plan, "The roster changed meanwhile.")
 
 
-def _stage_snapshot(district_id: int, planned_against: int, plan: Plan, checked: Checked) -> Path:
+def _stage_snapshot(planned_against: hashes.Snapshot, plan: Plan, checked: Checked) -> Path:
     """Write the roster's snapshot as the plan leaves it (to publish once applied), then let
     go of the accepted records: apply needs only the plan and the spills."""
-    old = hashes.entity_parts(district_id, planned_against)
-    staged = hashes.stage(district_id, plan.applied_to(old, checked.accepted))
+    new = plan.applied_to(planned_against.parts(), checked.accepted)
+    staged = hashes.stage(planned_against.district_id, new)
     checked.accepted.clear()
     checked.entities.clear()
     memory.release()

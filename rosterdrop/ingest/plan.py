@@ -87,8 +87,8 @@ class Plan:
         self, old: Iterable[tuple[str, pa.RecordBatch]], accepted: dict[str, pl.DataFrame]
     ) -> Iterator[pa.RecordBatch | pl.DataFrame]:
         """The roster's snapshot (store.SNAPSHOT_SCHEMA) after this plan, in parts, made from
-        the old one's (`hashes.entity_parts`, kept in Arrow: its millions of keys are never
-        converted). Records stay grouped by entity as `hashes.by_entity` expects: an
+        the old one's (`hashes.Snapshot.parts`, kept in Arrow: its millions of keys are never
+        converted). Records stay grouped by entity as `hashes.Snapshot` expects: an
         entity's written records follow its old ones.
 
         A part at a time: neither snapshot is ever whole in memory.

@@ -26,6 +26,7 @@ import pyarrow.ipc
 from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.lookup import HashIndex
 from rosterdrop.ingest.mapping import RECORD, SAME, stored_columns
+from rosterdrop.roster.hashes import entity_slices
 from rosterdrop.roster.schema import HASH, KEY, KEYHASH
 
 RANGES = 16
@@ -52,11 +53,7 @@ def _held_by_entity(snapshot: pl.DataFrame) -> Iterator[tuple[str, Held]]:
     """Per entity, in the order of the snapshot, the fingerprints of the roster's active
     records, sorted, and where each is in `snapshot.filter(entity == ...)` (the frame the plan
     compares against)."""
-    codes = snapshot["entity"].to_physical()
-    names = snapshot.schema["entity"].categories  # the snapshot's entity is an Enum
-    for code in codes.unique(maintain_order=True).to_list():
-        start = codes.search_sorted(code, side="left")
-        records = snapshot.slice(start, codes.search_sorted(code, side="right") - start)
+    for entity, records in entity_slices(snapshot):
         positions = np.flatnonzero((records["status"] == "active").to_numpy())
         if not len(positions):
             continue
@@ -64,7 +61,7 @@ def _held_by_entity(snapshot: pl.DataFrame) -> Iterator[tuple[str, Held]]:
         # 0.7-0.8 s for numpy's argsort and two gathers.
         mine = fingerprints(records)[positions]
         pairs = pl.DataFrame({"f": mine, "p": positions}).sort("f")
-        yield names[int(code)], Held(HashIndex(pairs["f"].to_numpy()), pairs["p"].to_numpy())
+        yield entity, Held(HashIndex(pairs["f"].to_numpy()), pairs["p"].to_numpy())
 
 
 class Fingerprinting:

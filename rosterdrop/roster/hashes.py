@@ -13,6 +13,7 @@ a hundred thousand keys spread over 5M touched every page of them: 450 MB more r
 
 import contextlib
 import json
+import mmap
 import os
 import tempfile
 import time
@@ -41,38 +42,116 @@ def _path(district_id: int, token: int) -> Path:
     return _folder() / f"{int(district_id)}-t{int(token)}.arrow"
 
 
-def _mapped(path: Path) -> pa.Table:
-    """The file's records, memory-mapped: nothing is read until it is used."""
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_file(source).read_all()
+class Snapshot:
+    """The district's snapshot for one token, opened once for everything an import reads of
+    it: rebuilt from the database first if missing or written by another version (other
+    columns, or not grouped by entity).
+
+    The file stays open, so an import reads one snapshot throughout even if a newer one
+    replaces it. What matches records by hash maps the file for its hash columns only, for
+    as long as it uses them (every page of a mapping read through stays resident until it is
+    unmapped); key strings and whole batches are read a record batch at a time and let go
+    (taking a hundred thousand keys spread over 5M from a mapping touched every page of them:
+    450 MB more resident).
+    """
+
+    def __init__(self, district_id: int, token: int):
+        self.district_id, self.token = district_id, token
+        path = _path(district_id, token)
+        if not self._open(path):
+            with store.bulk_connection() as cur:
+                frame = store.snapshot(cur, district_id).sort("entity", maintain_order=True)
+            save(district_id, token, frame)
+            self._open(path)
+
+    def _open(self, path: Path) -> bool:
+        """Open the file; whether it holds a snapshot as this version writes it."""
+        try:
+            # Mapped from the open file itself, as it is read: the same inode throughout.
+            self._file = open(path, "rb")  # noqa: SIM115 -- open as long as the object lives
+            self._reader = pa.ipc.open_file(pa.PythonFile(self._file, mode="r"))
+            table = self._mapped()
+        except (FileNotFoundError, pa.ArrowInvalid):
+            return False
+        codes = pl.from_arrow(table.column("entity")).cast(store.SNAPSHOT_SCHEMA["entity"])
+        codes = codes.to_physical()
+        if table.column_names != COLUMNS or not codes.is_sorted():
+            self._file.close()
+            return False
+        self._batch_starts = np.cumsum([0, *(len(b) for b in table.to_batches())])
+        self.ranges = {  # entity -> (start, end) of its records in the file
+            ENTITIES[code]: (
+                codes.search_sorted(code, side="left"),
+                codes.search_sorted(code, side="right"),
+            )
+            for code in codes.unique(maintain_order=True).to_list()
+        }
+        return True
+
+    def _mapped(self) -> pa.Table:
+        """The file's records, memory-mapped: nothing is read until it is used."""
+        mapping = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        return pa.ipc.open_file(pa.py_buffer(mapping)).read_all()
+
+    def frame(self, keys: bool = True) -> pl.DataFrame:
+        """The whole snapshot, its records grouped by entity; without the key strings unless
+        `keys`, which is a fifth of the memory."""
+        columns = COLUMNS if keys else [c for c in COLUMNS if c != KEY]
+        return _frame(self._mapped(), columns)
+
+    def entities(self) -> Iterator[tuple[str, "Records"]]:
+        """Each entity's records in turn: one entity's hashes in memory at a time."""
+        table = self._mapped()
+        for entity, (start, end) in self.ranges.items():
+            yield entity, Records(_frame(table.slice(start, end - start), HASHED), entity, self)
+
+    def active_keys(self, entity: str) -> pl.Series:
+        """The keys of the entity's active records."""
+        start, end = self.ranges[entity]
+        status = _frame(self._mapped().slice(start, end - start), ["status"])["status"]
+        return self.keys(entity, np.flatnonzero((status == "active").to_numpy()))
+
+    def keys(self, entity: str, positions) -> pl.Series:
+        """The source IDs of the entity's records at these positions (among its own), in the
+        order given."""
+        rows = np.asarray(positions, dtype=np.int64)
+        if entity not in self.ranges or not len(rows):
+            return pl.Series(KEY, [], pl.String)
+        rows = rows + self.ranges[entity][0]
+        order = np.argsort(rows, kind="stable")
+        batch_of = np.searchsorted(self._batch_starts, rows[order], side="right") - 1
+        taken = []
+        for batch in np.unique(batch_of):
+            wanted = rows[order][batch_of == batch] - self._batch_starts[batch]
+            keys = self._reader.get_batch(int(batch)).column(KEY)
+            taken.append(pl.from_arrow(keys.take(pa.array(wanted, type=pa.int64()))))
+        return pl.concat(taken).gather(np.argsort(order)).cast(pl.String).alias(KEY)
+
+    def parts(self) -> Iterator[tuple[str, pa.RecordBatch]]:
+        """The snapshot a record batch at a time, each batch split by entity, in order:
+        (entity, its records in the batch), as Arrow read them. Never whole in memory."""
+        for i in range(self._reader.num_record_batches):
+            batch = self._reader.get_batch(i)
+            entity = batch.column("entity")
+            names = np.array(entity.dictionary.to_pylist(), dtype=object)
+            codes = entity.indices.to_numpy(zero_copy_only=False)
+            # An entity's records are together: each run of one code is one part.
+            starts = np.flatnonzero(np.diff(codes, prepend=-1))
+            for start, end in zip(starts, [*starts[1:], len(codes)], strict=True):
+                yield str(names[codes[start]]), batch.slice(start, end - start)
+
+    @property
+    def vouched(self) -> dict[str, str]:
+        """Entity -> the context in which all the roster's records of it were checked
+        (ingest/vouched.py); nothing if not known, as for a snapshot rebuilt from the
+        database."""
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return json.loads(_vouched_path(self.district_id, self.token).read_text())
+        return {}
 
 
-def _table(district_id: int, token: int) -> pa.Table:
-    """The snapshot for `token`: its file, or rebuilt from the database if it is missing or
-    was written by another version (other columns, or not grouped by entity)."""
-    return _opened(district_id, token)[0]
-
-
-def _opened(district_id: int, token: int) -> tuple[pa.Table, "KeyReader"]:
-    """The snapshot for `token` (as `_table`), and its keys' reader on the same file."""
-    path = _path(district_id, token)
-    with contextlib.suppress(FileNotFoundError):  # gone meanwhile: rebuilt below
-        # The reader first: an open file stays whole even if a newer snapshot replaces it.
-        keys = KeyReader(path)
-        table = _mapped(path)
-        if table.column_names == COLUMNS and _entity_codes(table).is_sorted():
-            return table, keys.of(table)
-    with store.bulk_connection() as cur:
-        frame = store.snapshot(cur, district_id).sort("entity", maintain_order=True)
-    save(district_id, token, frame)
-    table = _mapped(path)
-    return table, KeyReader(path).of(table)
-
-
-def _entity_codes(table: pa.Table) -> pl.Series:
-    """Each record's entity as its position in ENTITIES."""
-    entity = pl.from_arrow(table.column("entity"))
-    return entity.cast(store.SNAPSHOT_SCHEMA["entity"]).to_physical()
+# What a plan compares: the snapshot's columns but the entity and the key strings.
+HASHED = [c for c in COLUMNS if c not in ("entity", KEY)]
 
 
 def _frame(table: pa.Table, columns: list[str]) -> pl.DataFrame:
@@ -81,54 +160,18 @@ def _frame(table: pa.Table, columns: list[str]) -> pl.DataFrame:
     )
 
 
-def load(district_id: int, token: int, keys: bool = True) -> pl.DataFrame:
-    """The district's snapshot, its records grouped by entity (`of_entity`); without the key
-    strings unless `keys`, which is a fifth of the memory."""
-    columns = COLUMNS if keys else [c for c in COLUMNS if c != KEY]
-    return _frame(_table(district_id, token), columns)
+def entity_slices(snapshot: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:
+    """Each entity's records in turn, in snapshot order, without the entity column.
 
-
-def of_entity(snapshot: pl.DataFrame, entity: str) -> pl.DataFrame:
-    """One entity's records, in snapshot order, without the entity column.
-
-    A slice, not a filter: the records of an entity are together, and a filtered copy of
+    Slices, not filters: the records of an entity are together, and a filtered copy of
     millions of keys would cost hundreds of MB beside the snapshot.
     """
     codes = snapshot["entity"].to_physical()
-    code = ENTITIES.index(entity)  # the entity Enum's physical value
-    start = codes.search_sorted(code, side="left")
-    end = codes.search_sorted(code, side="right")
-    return snapshot.slice(start, end - start).drop("entity")
-
-
-class KeyReader:
-    """A snapshot file read a record batch at a time: its key strings for given records, or
-    all its batches in turn."""
-
-    def __init__(self, path: Path):
-        self._reader = pa.ipc.open_file(pa.OSFile(str(path)))
-        self._starts = np.zeros(1, dtype=np.int64)
-
-    def of(self, table: pa.Table) -> "KeyReader":
-        """Told where each record batch starts, from the same file memory-mapped."""
-        self._starts = np.cumsum([0, *(len(b) for b in table.to_batches())])
-        return self
-
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        for i in range(self._reader.num_record_batches):
-            yield self._reader.get_batch(i)
-
-    def take(self, rows: np.ndarray) -> pl.Series:
-        """The keys of these records (positions in the file), in the order given."""
-        order = np.argsort(rows, kind="stable")
-        batch_of = np.searchsorted(self._starts, rows[order], side="right") - 1
-        taken = []
-        for batch in np.unique(batch_of):
-            wanted = rows[order][batch_of == batch] - self._starts[batch]
-            keys = self._reader.get_batch(int(batch)).column(KEY)
-            taken.append(pl.from_arrow(keys.take(pa.array(wanted, type=pa.int64()))))
-        keys = pl.concat(taken) if taken else pl.Series(KEY, [], pl.String)
-        return keys.gather(np.argsort(order)).cast(pl.String).alias(KEY)
+    names = snapshot.schema["entity"].categories  # the snapshot's entity is an Enum
+    for code in codes.unique(maintain_order=True).to_list():
+        start = codes.search_sorted(code, side="left")
+        end = codes.search_sorted(code, side="right")
+        yield names[code], snapshot.slice(start, end - start).drop("entity")
 
 
 @dataclass
@@ -138,63 +181,19 @@ class Records:
     from the snapshot file only for the positions asked for."""
 
     frame: pl.DataFrame
-    _keys: KeyReader | None = None
-    _start: int = 0  # of the entity's records in the file
+    entity: str = ""
+    snapshot: Snapshot | None = None
 
     def keys(self, positions) -> pl.Series:
         """The source IDs of the records at these positions (of `frame`)."""
-        positions = np.asarray(positions, dtype=np.int64)
-        if self._keys is None or not len(positions):
+        if self.snapshot is None:
             return pl.Series(KEY, [], pl.String)
-        return self._keys.take(positions + self._start)
-
-
-def roster_keys(district_id: int, token: int):
-    """(entity, positions) -> the keys of the roster's records there, the file opened on the
-    first call."""
-    opened: list = []
-
-    def keys(entity: str, positions: np.ndarray) -> pl.Series:
-        if not opened:
-            table, reader = _opened(district_id, token)
-            opened.extend([_entity_codes(table), reader])
-        codes, reader = opened
-        start = codes.search_sorted(ENTITIES.index(entity), side="left")
-        return reader.take(np.asarray(positions, dtype=np.int64) + start)
-
-    return keys
+        return self.snapshot.keys(self.entity, positions)
 
 
 def none() -> Records:
     """An entity's records when the roster has none."""
-    columns = [c for c in COLUMNS if c not in ("entity", KEY)]
-    return Records(pl.DataFrame(schema={c: store.SNAPSHOT_SCHEMA[c] for c in columns}))
-
-
-def by_entity(district_id: int, token: int) -> Iterator[tuple[str, Records]]:
-    """Each entity's records in turn: one entity's hashes in memory at a time."""
-    table, keys = _opened(district_id, token)
-    codes = _entity_codes(table)
-    hashed = [c for c in COLUMNS if c not in ("entity", KEY)]
-    for code in codes.unique(maintain_order=True).to_list():
-        start = codes.search_sorted(code, side="left")
-        part = table.slice(start, codes.search_sorted(code, side="right") - start)
-        yield ENTITIES[code], Records(_frame(part, hashed), keys, start)
-
-
-def entity_parts(district_id: int, token: int) -> Iterator[tuple[str, pa.RecordBatch]]:
-    """The saved snapshot a record batch at a time, each batch split by entity, in order:
-    (entity, its records in the batch), as Arrow read them. Never whole in memory: read, not
-    memory-mapped, since every page of a mapping read through stays resident until it is
-    unmapped."""
-    for batch in _opened(district_id, token)[1].batches():
-        entity = batch.column("entity")
-        names = np.array(entity.dictionary.to_pylist(), dtype=object)
-        codes = entity.indices.to_numpy(zero_copy_only=False)
-        # An entity's records are together: each run of one code is one part.
-        starts = np.flatnonzero(np.diff(codes, prepend=-1))
-        for start, end in zip(starts, [*starts[1:], len(codes)], strict=True):
-            yield str(names[codes[start]]), batch.slice(start, end - start)
+    return Records(pl.DataFrame(schema={c: store.SNAPSHOT_SCHEMA[c] for c in HASHED}))
 
 
 def stage(district_id: int, parts: Iterable[pl.DataFrame | pa.RecordBatch]) -> Path:
@@ -242,17 +241,6 @@ def publish(district_id: int, token: int, staged: Path, vouched: dict[str, str])
 
 def _vouched_path(district_id: int, token: int) -> Path:
     return _folder() / f"{int(district_id)}-t{int(token)}.vouched.json"
-
-
-def vouched(district_id: int, token: int) -> dict[str, str]:
-    """Entity -> the context in which all the roster's records of it were checked
-    (ingest/vouched.py); nothing if not known, as for a snapshot rebuilt from the database
-    or still to be."""
-    if not _path(district_id, token).exists():
-        return {}
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        return json.loads(_vouched_path(district_id, token).read_text())
-    return {}
 
 
 def vouch(district_id: int, token: int, vouched: dict[str, str]) -> None:

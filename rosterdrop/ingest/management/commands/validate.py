@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from rosterdrop.formats import CUSTOM, FORMATS
 from rosterdrop.ingest.pipeline import ActiveKeys, check, expand
 from rosterdrop.ingest.text import describe
+from rosterdrop.roster.hashes import Snapshot
 
 
 class Command(BaseCommand):
@@ -55,4 +56,4 @@ class Command(BaseCommand):
 
     def _known(self, district):
         """The district's current roster, so references to records not sent now resolve."""
-        return ActiveKeys(district.pk, district.roster_token)
+        return ActiveKeys(lambda: Snapshot(district.pk, district.roster_token))
