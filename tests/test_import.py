@@ -61,12 +61,7 @@ def test_changed_field_shows_before_and_after(district, school):
     assert change.sourced_id == before[0]
     [diff] = change.fields
     assert diff["field"] == "familyName" and diff["after"] == "Okonkwo"
-    assert (
-        records(district, "users").get(sourced_id=before[0]).data[
-            "familyName"
-        ]
-        == "Okonkwo"
-    )
+    assert records(district, "users").get(sourced_id=before[0]).data["familyName"] == "Okonkwo"
 
 
 def test_big_removal_is_held_then_approved(district, school):

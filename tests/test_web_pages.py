@@ -71,6 +71,21 @@ def test_sync_page_shows_field_level_before_and_after(district, admin, school):
     assert b"Mulberry Ashby Elementary School" in added.content
 
 
+def test_records_a_sync_added_are_paged_across_entities(district, admin, school):
+    """Each entity is its own table: a page of added records may end one and begin the next."""
+    sync = import_path(district, school)
+    total = sum(c["added"] for c in sync.changes.values())
+    client = signed_in(admin)
+    url = reverse("web:sync", args=[district.slug, sync.pk])
+    shown = []
+    for number in range(1, -(-total // 50) + 1):
+        page = client.get(url, {"action": "added", "cpage": number}).context["change_page"]
+        assert page.paginator.count == total
+        shown += [(record.entity, record.sourced_id) for record in page]
+    assert total > 50 and len(shown) == len(set(shown)) == total
+    assert shown[0][0] == "orgs" and shown[-1][0] == "enrollments"
+
+
 def test_issue_log_filters_and_downloads_formula_safe(district, admin, school):
     edit(school / "users.csv", 3, "enabledUser", '=HYPERLINK("http://x")')
     edit(school / "users.csv", 5, "role", "@wizard")

@@ -130,6 +130,7 @@ def _snapshot_rows(entity: str, written: pl.DataFrame) -> Iterator[pl.DataFrame]
 
 def _kept(old: pa.RecordBatch, replaced: "KeyLookup", removed: "KeyLookup") -> pa.RecordBatch:
     """Old records as they stay: without those written again, removed ones tobedeleted."""
+
     def found(lookup: KeyLookup, batch: pa.RecordBatch) -> np.ndarray:
         hashes = batch.column(KEYHASH).to_numpy()
         return lookup.among(batch.column(KEY), pl.Series(hashes)).to_numpy()

@@ -155,9 +155,7 @@ HASHED = [c for c in COLUMNS if c not in ("entity", KEY)]
 
 
 def _frame(table: pa.Table, columns: list[str]) -> pl.DataFrame:
-    return pl.from_arrow(table.select(columns)).cast(
-        {c: store.SNAPSHOT_SCHEMA[c] for c in columns}
-    )
+    return pl.from_arrow(table.select(columns)).cast({c: store.SNAPSHOT_SCHEMA[c] for c in columns})
 
 
 def entity_slices(snapshot: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:

@@ -135,7 +135,7 @@ def _load(cur, table: str, frame: pl.DataFrame, constants: dict | None = None) -
 
 def _keyed_table(cur, name: str, frame: pl.DataFrame) -> str:
     """A temporary table holding `frame` (text and bigint columns), keyed by _key: the
-    records a statement is to look up (not to be confused with keyed files, staging.py)."""
+    records a statement is to look up (not to be confused with staged files, staging.py)."""
     types = {pl.Int64: "BIGINT", pl.UInt32: "BIGINT"}
     cols = ", ".join(f"{_q(c)} {types.get(t, 'TEXT')}" for c, t in frame.schema.items())
     # The key is unique (duplicates were dropped); declaring it lets joins use an index.
@@ -245,7 +245,7 @@ def write_records(
     """Insert added records, rewrite changed/reactivated ones, mark removed ones tobedeleted.
 
     `changed` has columns _key, _hash, the entity's fields and metadata (JSON text, or null),
-    and so has `added`, or it is a keyed file of `new_rows`; `removed` has _key. `added`
+    and so has `added`, or it is a staged file of `new_rows`; `removed` has _key. `added`
     comes in key order (apply sorts each key range), so index pages fill one after another.
     """
     stamp = f"changed_sync_id = {int(sync_id)}"
