@@ -86,6 +86,25 @@ def test_records_a_sync_added_are_paged_across_entities(district, admin, school)
     assert shown[0][0] == "orgs" and shown[-1][0] == "enrollments"
 
 
+def test_a_held_sync_shows_its_added_records_once_approved(district, operator, school):
+    import_path(district, school)
+    users = rows(school / "users.csv")
+    newcomer = list(users[1])
+    newcomer[users[0].index("sourcedId")] = "newcomer-1"
+    write(school / "users.csv", [*users, newcomer])
+    enrollments = rows(school / "enrollments.csv")
+    write(school / "enrollments.csv", enrollments[: len(enrollments) // 2])
+    sync = import_path(district, school)
+    assert sync.status == "held" and sync.changes["users"]["added"] == 1  # and their role
+    client = signed_in(operator)
+    url = reverse("web:sync", args=[district.slug, sync.pk])
+    assert client.get(url, {"action": "added"}).context["change_page"].paginator.count == 0
+    client.post(reverse("web:approve", args=[district.slug, sync.pk]))
+    page = client.get(url, {"action": "added"}).context["change_page"]
+    shown = [(r.entity, r.sourced_id.split(":")[0]) for r in page]
+    assert shown == [("users", "newcomer-1"), ("roles", "newcomer-1")]
+
+
 def test_issue_log_filters_and_downloads_formula_safe(district, admin, school):
     edit(school / "users.csv", 3, "enabledUser", '=HYPERLINK("http://x")')
     edit(school / "users.csv", 5, "role", "@wizard")

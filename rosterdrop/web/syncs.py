@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.ingest.models import Change, Issue, Sync
-from rosterdrop.ingest.pipeline import discard
+from rosterdrop.ingest.pipeline import APPLIED, discard
 from rosterdrop.ingest.report import ISSUE_COLUMNS
 from rosterdrop.roster.models import ENTITIES, records
 from rosterdrop.web.access import client_ip, district_view, require_operator
@@ -42,14 +42,16 @@ def _issues(sync: Sync, params) -> tuple:
 
 class _Added:
     """The records a sync added, entity after entity, as one sequence for the paginator:
-    each entity is its own table. How many each has is what the sync counted (counting them
-    again would read every table whole, millions of rows, on each page)."""
+    each entity is its own table. How many each has is what the sync counted, if it was
+    applied (counting them again would read every table whole, millions of rows, on each
+    page); a sync held, failed or discarded added none."""
 
     def __init__(self, district, sync: Sync, entities):
         self.parts = [
             records(district, e).filter(first_seen_sync_id=sync.pk).order_by("id") for e in entities
         ]
-        self.counts = [sync.changes.get(e, {}).get("added", 0) for e in entities]
+        applied = sync.status in APPLIED
+        self.counts = [sync.changes.get(e, {}).get("added", 0) if applied else 0 for e in entities]
 
     def count(self) -> int:
         return sum(self.counts)
