@@ -307,6 +307,24 @@ def test_lost_hash_snapshot_is_rebuilt_from_the_database(district, school, setti
     }  # fmt: skip
 
 
+@pytest.mark.parametrize("written", ["older columns", "not a snapshot"])
+def test_a_snapshot_this_version_cannot_read_is_rebuilt(district, school, settings, written):
+    import_path(district, school)
+    district.refresh_from_db()
+    [path] = (settings.DATA_DIR / "roster").glob(f"{district.pk}-t*.arrow")
+    if written == "older columns":  # as written before key hashes were kept
+        pl.read_ipc(path.read_bytes()).drop("_keyhash").write_ipc(path)
+    else:
+        path.write_bytes(b"half a file")
+    edit(school / "users.csv", 5, "givenName", "Rebuilt")
+    sync = import_path(district, school)
+    assert sync.changes["users"]["updated"] == 1 and sync.changes["users"]["unchanged"] == 78
+    district.refresh_from_db()
+    [path] = (settings.DATA_DIR / "roster").glob(f"{district.pk}-t*.arrow")
+    assert path.name == f"{district.pk}-t{district.roster_token}.arrow"
+    assert "_keyhash" in pl.read_ipc_schema(path)
+
+
 def test_saved_snapshot_is_what_the_database_holds(district, school, settings):
     """The snapshot kept beside the database after a sync equals the one rebuilt from the
     roster table: same keys and key hashes, content hashes, statuses and natural key hashes."""

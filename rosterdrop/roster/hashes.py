@@ -69,13 +69,19 @@ class Snapshot:
         try:
             # Mapped from the open file itself, as it is read: the same inode throughout.
             self._file = open(path, "rb")  # noqa: SIM115 -- open as long as the object lives
+        except FileNotFoundError:
+            return False
+        try:
             self._reader = pa.ipc.open_file(pa.PythonFile(self._file, mode="r"))
             table = self._mapped()
-        except (FileNotFoundError, pa.ArrowInvalid):
+        except pa.ArrowInvalid:
+            table = None
+        if table is None or table.column_names != COLUMNS:
+            self._file.close()
             return False
         codes = pl.from_arrow(table.column("entity")).cast(store.SNAPSHOT_SCHEMA["entity"])
         codes = codes.to_physical()
-        if table.column_names != COLUMNS or not codes.is_sorted():
+        if not codes.is_sorted():
             self._file.close()
             return False
         self._batch_starts = np.cumsum([0, *(len(b) for b in table.to_batches())])
