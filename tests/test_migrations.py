@@ -1,0 +1,65 @@
+"""Migrations: the models and their migrations agree, and a roster kept in the one JSON table
+of earlier versions moves into its entity tables with every field, metadata and sync stamp."""
+
+import json
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from rosterdrop.roster.models import records
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BEFORE = [("roster", "0004_record_district_without_constraint")]
+
+
+def test_models_and_migrations_agree():
+    """A model changed without its migration would leave the database behind it."""
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def migrate(targets=None) -> None:
+    """To `targets`, or else to the latest migrations, as the other tests expect."""
+    executor = MigrationExecutor(connection)
+    executor.migrate(targets or executor.loader.graph.leaf_nodes())
+
+
+def test_records_of_the_json_table_move_to_their_entity_tables(district):
+    migrate(BEFORE)
+    try:
+        rows = [
+            (1, "orgs", "school-1", "active", {"name": "Ashby", "type": "school"}, 11, 5, 5),
+            (
+                2, "users", "stu-1", "tobedeleted",
+                {"givenName": "Ana", "familyName": "Lopez", "metadata": {"homeroom": "4B"}},
+                -7, 5, 6,
+            ),
+            (3, "enrollments", "enr-1", "active", {"userSourcedId": "stu-1", "role": "student"},
+             2**62, 6, 6),
+        ]  # fmt: skip
+        with connection.cursor() as cur:
+            for pk, entity, key, status, data, content_hash, first, changed in rows:
+                cur.execute(
+                    "INSERT INTO roster_record (id, district_id, entity, sourced_id, status, data,"
+                    " content_hash, first_seen_sync_id, changed_sync_id)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [pk, district.pk, entity, key, status, json.dumps(data), content_hash, first,
+                     changed],
+                )  # fmt: skip
+    finally:
+        migrate()
+    school = records(district, "orgs").get()
+    assert (school.pk, school.sourced_id, school.status) == (1, "school-1", "active")
+    assert school.data == {"name": "Ashby", "type": "school", "identifier": None,
+                           "parentSourcedId": None}  # fmt: skip
+    student = records(district, "users").get()
+    assert (student.status, student.content_hash) == ("tobedeleted", -7)
+    assert (student.first_seen_sync_id, student.changed_sync_id) == (5, 6)
+    assert (student.givenName, student.familyName) == ("Ana", "Lopez")
+    assert student.metadata == {"homeroom": "4B"}
+    enrollment = records(district, "enrollments").get()
+    assert enrollment.content_hash == 2**62 and enrollment.metadata is None
+    assert (enrollment.userSourcedId, enrollment.role) == ("stu-1", "student")
+    assert not records(district, "classes").exists()
