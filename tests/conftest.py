@@ -8,7 +8,9 @@ import pytest
 # Settings read the data folder at import: give the test run its own before Django starts.
 os.environ.setdefault("ROSTERDROP_DATA_DIR", tempfile.mkdtemp(prefix="rosterdrop-test-"))
 
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
+# Real files written by others, copied into the repository with their sources and licences
+# (samples/SOURCES.md), so a clone anywhere runs the suite.
+SAMPLES = Path(__file__).resolve().parent / "samples"
 SCHOOL_SMALL = SAMPLES / "oneroster11-generated" / "school-small"
 DISTRICT_LARGE = SAMPLES / "oneroster11-generated" / "district-large.zip"
 

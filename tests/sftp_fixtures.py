@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROSTERDROP = str(Path(sys.executable).with_name("rosterdrop"))
-SAMPLES = ROOT.parent / "shared" / "samples" / "oneroster11-generated"
+SAMPLES = ROOT / "tests" / "samples" / "oneroster11-generated"
 SCHOOL_SMALL = SAMPLES / "school-small"
 DISTRICT_LARGE = SAMPLES / "district-large.zip"
 ORGS = SCHOOL_SMALL / "orgs.csv"
