@@ -124,3 +124,32 @@ def test_issues_filter(district, operator, school):
     sync = import_path(district, school)
     issues = api(operator).get(f"/api/syncs/{sync.pk}/issues?code=enum_invalid").json()
     assert issues["count"] == 1 and issues["items"][0]["line"] == 5
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "offset=100000000000000000000",
+        "offset=9223372036854775807",
+        "offset=-1",
+        "offset=abc",
+        "limit=abc",
+        "limit=-5",
+        "limit=100000000000000000000",
+    ],
+)
+def test_every_paginated_endpoint_refuses_bad_paging_with_422(district, operator, school, query):
+    sync = import_path(district, school)
+    client = api(operator)
+    for path in (
+        "/api/districts",
+        "/api/districts/springfield/uploads",
+        "/api/districts/springfield/syncs",
+        f"/api/syncs/{sync.pk}/issues",
+        f"/api/syncs/{sync.pk}/changes",
+        "/api/districts/springfield/roster/users",
+    ):
+        response = client.get(f"{path}?{query}")
+        assert response.status_code == 422, (path, query, response.status_code)
+        assert response.json()["detail"], (path, query)
+        assert client.get(f"{path}?offset=1000000").json()["items"] == []
