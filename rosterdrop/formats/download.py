@@ -1,6 +1,7 @@
 """File templates for districts: a format's header-only CSV files and a README of its rules."""
 
-from rosterdrop.formats.spec import FormatSpec
+from rosterdrop.csvsafe import csv_text
+from rosterdrop.formats.spec import FileSpec, FormatSpec
 
 
 def file_templates(spec: FormatSpec, district_id: str = "", district_name: str = "") -> dict:
@@ -12,11 +13,10 @@ def file_templates(spec: FormatSpec, district_id: str = "", district_name: str =
     if spec.manifest and spec.manifest.columns:
         values = {spec.manifest.account_property: district_id, "District Name": district_name}
         row = [values.get(c, "") for c in spec.manifest.columns]
-        files[spec.manifest.name] = _line(spec.manifest.columns) + _line(row)
+        files[spec.manifest.name] = csv_text([spec.manifest.columns, row])
         readme.append(f"{spec.manifest.name} is filled in for this account; fill in what is blank.")
     for file in spec.files:
-        header = [c.name.replace("{n}", "2") for c in file.columns if not c.delta_only]
-        files[file.name] = _line(header)
+        files[file.name] = header_text(file)
         required = ", ".join(c.name for c in file.columns if c.required) or "none"
         need = "required" if file.required or spec.all_files_required else "optional"
         readme.append(f"- {file.name} ({need}); required columns: {required}")
@@ -24,5 +24,7 @@ def file_templates(spec: FormatSpec, district_id: str = "", district_name: str =
     return files
 
 
-def _line(values) -> str:
-    return ",".join(f'"{v}"' if "," in v or '"' in v else v for v in values) + "\n"
+def header_text(file: FileSpec) -> str:
+    """One file's header line, in its own delimiter (a custom template's may be ";")."""
+    header = [c.name.replace("{n}", "2") for c in file.columns if not c.delta_only]
+    return csv_text([header], delimiter=file.dialect.delimiters[0])

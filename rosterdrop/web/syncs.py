@@ -12,7 +12,7 @@ from rosterdrop.ingest.pipeline import APPLIED, discard
 from rosterdrop.ingest.report import ISSUE_COLUMNS
 from rosterdrop.roster.models import ENTITIES, records
 from rosterdrop.web.access import client_ip, district_view, require_operator
-from rosterdrop.web.csvsafe import csv_response
+from rosterdrop.web.downloads import csv_response
 from rosterdrop.web.imports import start_approval
 
 MOVES = ("added", "updated", "removed", "reactivated")

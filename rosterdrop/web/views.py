@@ -1,27 +1,26 @@
 """Console pages: dashboard, district overview with its settings and upload form, uploads."""
 
-import csv
-import io
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from rosterdrop.accounts.access import districts_for, is_operator
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.formats import get_format
+from rosterdrop.formats.download import header_text
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import stored_file
 from rosterdrop.ingest.models import Sync
 from rosterdrop.notify.models import Subscription
 from rosterdrop.web.access import audit_admin, client_ip, district_view, require_operator
 from rosterdrop.web.connection import connection_for
+from rosterdrop.web.downloads import attachment
 from rosterdrop.web.forms import AllowListForm, DistrictSettingsForm, SubscriptionForm, UploadForm
 from rosterdrop.web.imports import receive_files, start_import
 from rosterdrop.web.status import chart, glance
@@ -93,14 +92,7 @@ def file_template(request, district, name: str):
     file = next((f for f in spec.files if f.name == name), None)
     if file is None:
         raise Http404("No such file in this format.")
-    out = io.StringIO()
-    delimiter = file.dialect.delimiters[0]  # a custom template's own, e.g. ";"
-    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerow(
-        [c.name for c in file.columns]
-    )
-    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{file.name}"'
-    return response
+    return attachment(header_text(file), file.name, "text/csv; charset=utf-8")
 
 
 @require_POST

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -33,6 +32,7 @@ from rosterdrop.formats import CUSTOM, FORMATS
 from rosterdrop.formats.spec import Type
 from rosterdrop.ingest.findings import Failure
 from rosterdrop.web.access import audit_admin, district_view
+from rosterdrop.web.downloads import attachment
 from rosterdrop.web.forms import TemplateKindForm, TemplateSampleForm, TemplateSaveForm
 
 STEPS = ("What the file holds", "Sample file", "Columns", "Check and save")
@@ -278,6 +278,4 @@ def delete(request, district, pk: int):
 def export(request, district):
     """The district's templates as JSON, for `rosterdrop template import` elsewhere."""
     body = json.dumps(export_json(district), indent=2, ensure_ascii=False)
-    response = HttpResponse(body, content_type="application/json; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{district.slug}-templates.json"'
-    return response
+    return attachment(body, f"{district.slug}-templates.json", "application/json; charset=utf-8")
