@@ -1,11 +1,18 @@
 """Retention: raw uploads older than the setting are really deleted; history stays."""
 
 import os
+import subprocess
+import tempfile
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from conftest import DISTRICT_LARGE
 from django.utils import timezone
+from sftp_fixtures import ROSTERDROP
 
+from rosterdrop.audit.models import AuditEvent
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import receive, stored_file
 from rosterdrop.intake import folder
@@ -51,3 +58,88 @@ def test_zero_days_keeps_everything(district, tmp_path, settings):
     old = _upload(district, tmp_path, "old.csv", "imported", 3650)
     assert apply_retention() == 0
     assert stored_file(old).exists()
+
+
+def test_retention_audits_what_it_deleted(district, tmp_path, settings):
+    settings.UPLOAD_RETENTION_DAYS = 30
+    old = _upload(district, tmp_path, "old.csv", "imported", 31)
+    path = stored_file(old)
+    apply_retention()
+    [event] = AuditEvent.objects.filter(kind="retention")
+    assert f"raw upload {old.pk} old.csv of springfield" in event.detail
+    assert (
+        str(path.relative_to(settings.DATA_DIR)) in event.detail and "no copy left" in event.detail
+    )
+
+
+def test_bytes_another_upload_keeps_stay_with_its_links(district, tmp_path, settings):
+    """The same bytes sent twice share one file: purging the older upload deletes only its own
+    name while the newer keeps the bytes (and its import's links); purging the newer deletes
+    the last name and the leftover link of a crashed import."""
+    settings.UPLOAD_RETENTION_DAYS = 30
+    old = _upload(district, tmp_path, "users.csv", "imported", 40)
+    new = _upload(district, tmp_path, "users.csv", "imported", 5)
+    assert stored_file(old).stat().st_ino == stored_file(new).stat().st_ino  # one inode
+    (settings.DATA_DIR / "tmp").mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="upload-", dir=settings.DATA_DIR / "tmp"))
+    (work / "users.csv").hardlink_to(stored_file(new))  # as an import makes it
+
+    apply_retention()
+    assert stored_file(new).exists() and (work / "users.csv").exists()
+    [event] = AuditEvent.objects.filter(kind="retention")
+    assert "kept by a later upload" in event.detail
+
+    Upload.objects.filter(pk=new.pk).update(received_at=timezone.now() - timedelta(days=31))
+    inode = stored_file(new).stat().st_ino
+    apply_retention()
+    assert not (work / "users.csv").exists() and not stored_file(new).exists()
+    latest = AuditEvent.objects.filter(kind="retention").order_by("-id").first()
+    assert f"tmp/{work.name}/users.csv" in latest.detail and "no copy left" in latest.detail
+    assert inode not in {p.stat().st_ino for p in settings.DATA_DIR.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_crashed_import_leaves_no_copy_after_retention(tmp_path):
+    """A real `rosterdrop import` killed with SIGKILL mid-import leaves hard links to the raw
+    upload in tmp/upload-*/; once the upload expires, retention deletes them too."""
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTERDROP_")}
+    env["ROSTERDROP_DATA_DIR"] = str(data)
+    run = dict(env=env, capture_output=True, text=True, timeout=120)
+    subprocess.run([ROSTERDROP, "migrate", "-v0"], check=True, **run)
+    subprocess.run(
+        [ROSTERDROP, "district", "add", "big", "--name", "Big", "--format", "oneroster-1.1"],
+        check=True,
+        **run,
+    )
+    proc = subprocess.Popen(
+        [ROSTERDROP, "import", str(DISTRICT_LARGE), "--district", "big"], env=env
+    )
+    deadline = time.monotonic() + 60
+    links: list = []
+    while not links and time.monotonic() < deadline and proc.poll() is None:
+        links = list((data / "tmp").glob("upload-*/district-large.zip"))
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    assert links and links[0].exists() and links[0].stat().st_nlink == 2  # the crash's leftover
+    # Later the upload is settled (recovered and imported again) and grows old.
+    settle = (
+        "from datetime import timedelta; from django.utils import timezone;"
+        "from rosterdrop.inbox.models import Upload; from rosterdrop.ingest.models import Sync;"
+        "Sync.objects.update(status='failed');"
+        "Upload.objects.update(status='imported', received_at=timezone.now()-timedelta(days=91))"
+    )
+    subprocess.run([ROSTERDROP, "shell", "-c", settle], check=True, **run)
+    dry = subprocess.run([ROSTERDROP, "retention", "--dry-run"], check=True, **run).stdout
+    assert "would delete big/district-large.zip" in dry and links[0].exists()
+    out = subprocess.run([ROSTERDROP, "retention"], check=True, **run).stdout
+    assert "1 upload(s) deleted" in out
+    assert not links[0].exists() and not list((data / "inbox").rglob("0*"))
+    audit = subprocess.run(
+        [ROSTERDROP, "shell", "-c", "from rosterdrop.audit.models import AuditEvent as A;"
+         "print([e.detail for e in A.objects.filter(kind='retention')])"],
+        check=True,
+        **run,
+    ).stdout  # fmt: skip
+    assert str(links[0].relative_to(data)) in audit and "no copy left" in audit

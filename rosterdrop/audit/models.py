@@ -14,6 +14,7 @@ class AuditEvent(models.Model):
         UPLOAD_ABORTED = "upload_aborted"
         DOWNLOAD = "download"
         ADMIN = "admin"
+        RETENTION = "retention"  # raw uploads deleted, and where
 
     time = models.DateTimeField(auto_now_add=True, db_index=True)
     kind = models.CharField(max_length=24, choices=Kind.choices)

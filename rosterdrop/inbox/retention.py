@@ -2,16 +2,50 @@
 
 Roster files are student data; keeping them for ever is a liability. The upload's record stays
 (name, size, sha256, outcome) so history still reads; only the bytes go. Files still waiting
-for import, or behind a sync held for approval, are kept until that is settled.
+for import, being imported, or behind a sync held for approval, are kept until that is settled.
+
+The bytes may have more names than the upload's own: an import works on hard links to them
+under `tmp/` (left behind when it crashed), a half-received file in the inbox may be a link to
+an earlier upload's (the same bytes sent again share one file), and the district's SFTP/FTPS
+folder keeps a copy. Each is found by its inode and deleted, the remaining link count
+(st_nlink) says whether the bytes are really gone, and each deletion goes to the audit log.
 """
 
+import itertools
+import logging
+import os
+import stat
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.utils import timezone
 
+from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
-from rosterdrop.inbox.store import stored_file
+from rosterdrop.inbox.store import inbox_dir, stored_file
+from rosterdrop.intake import folder
+
+log = logging.getLogger(__name__)
+
+AUDIT_LOGIN = "retention"
+
+Inode = tuple[int, int]
+
+
+@dataclass
+class Purged:
+    """What retention deleted of one upload's bytes."""
+
+    upload: Upload
+    deleted: list[Path] = field(default_factory=list)
+    # Names the bytes still have after the deletions (0 = gone): another upload kept the same
+    # bytes (`shared`), or a link outside the places rosterdrop makes them.
+    links_left: int = 0
+    shared: bool = False
 
 
 def expired(now: datetime | None = None):
@@ -24,18 +58,129 @@ def expired(now: datetime | None = None):
         Upload.objects.filter(received_at__lt=cutoff, purged_at__isnull=True)
         .exclude(stored_path="")
         .exclude(status=Upload.Status.RECEIVED)
-        .exclude(syncs__status="held")
+        .exclude(syncs__status__in=("held", "running"))
+        .select_related("district")
     )
 
 
-def purge(now: datetime | None = None) -> list[Upload]:
-    """Delete the raw bytes of expired uploads; return the uploads purged."""
+def purge(now: datetime | None = None) -> list[Purged]:
+    """Delete every copy of the raw bytes of expired uploads, and the district folders' copies
+    of files that old; each deletion is audited. The uploads purged, with what went."""
     now = now or timezone.now()
-    purged = []
-    for upload in expired(now):
-        stored_file(upload).unlink(missing_ok=True)
-        upload.stored_path = ""
-        upload.purged_at = now
-        upload.save(update_fields=["stored_path", "purged_at"])
-        purged.append(upload)
+    uploads = list(expired(now))
+    links = _temporary_links(uploads) if uploads else {}
+    purged = [_purge(upload, links, now) for upload in uploads]
+    _sweep_district_folders(now)
     return purged
+
+
+def _purge(upload: Upload, links: dict[Inode, list[Path]], now: datetime) -> Purged:
+    done = Purged(upload)
+    path = stored_file(upload)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        fd = None
+    if fd is not None:
+        try:
+            st = os.fstat(fd)
+            _delete(path, done)
+            done.shared = _kept_by_another_upload(upload, st)
+            if not done.shared:  # else the links belong to that upload's imports
+                for link in links.get((st.st_dev, st.st_ino), []):
+                    _delete(link, done)
+            # The open descriptor still counts the file's names after the deletions.
+            done.links_left = os.fstat(fd).st_nlink
+        finally:
+            os.close(fd)
+    upload.stored_path = ""
+    upload.purged_at = now
+    upload.save(update_fields=["stored_path", "purged_at"])
+    _audit(done)
+    return done
+
+
+def _delete(path: Path, done: Purged) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    done.deleted.append(path)
+
+
+def _kept_by_another_upload(upload: Upload, st: os.stat_result) -> bool:
+    """Whether an upload not purged keeps the same bytes under its own name (same inode)."""
+    same = Upload.objects.filter(district=upload.district_id, sha256=upload.sha256)
+    for other in same.exclude(pk=upload.pk).exclude(stored_path=""):
+        try:
+            other_st = stored_file(other).stat()
+        except FileNotFoundError:
+            continue
+        if (other_st.st_dev, other_st.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
+
+
+def _temporary_links(uploads: list[Upload]) -> dict[Inode, list[Path]]:
+    """Files that may be hard links to raw uploads, by inode: everything under `tmp/` (an
+    import's work folder, `tmp/upload-*`, links the uploads it reads) and half-received files
+    in the inbox (`.incoming-*`, which may be a link to an earlier upload of the same bytes)."""
+    work = settings.DATA_DIR / "tmp"
+    candidates = itertools.chain(
+        (Path(root) / name for root, _dirs, names in os.walk(work) for name in names),
+        *(inbox_dir(d).glob(".incoming-*") for d in {u.district for u in uploads}),
+    )
+    found: dict[Inode, list[Path]] = defaultdict(list)
+    for path in candidates:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            found[(st.st_dev, st.st_ino)].append(path)
+    return found
+
+
+def _sweep_district_folders(now: datetime) -> None:
+    """The copies in each district's SFTP/FTPS folder (what a listing shows) of that age."""
+    days = settings.UPLOAD_RETENTION_DAYS
+    if days <= 0:
+        return
+    cutoff = (now - timedelta(days=days)).timestamp()
+    for district in District.objects.all():
+        root = folder.district_root(district.slug)
+        for entry in root.glob("*") if root.is_dir() else ():
+            st = entry.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                entry.unlink(missing_ok=True)
+                record(
+                    AuditEvent.Kind.RETENTION,
+                    login=AUDIT_LOGIN,
+                    detail=f"deleted {_shown(entry)} of {district.slug} from its upload folder "
+                    f"(older than {days} days)",
+                )
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(settings.DATA_DIR))
+    except ValueError:
+        return str(path)
+
+
+def _audit(done: Purged) -> None:
+    upload = done.upload
+    if done.links_left == 0:
+        left = "no copy left"
+    elif done.shared:
+        left = "the same bytes stay, kept by a later upload"
+    else:
+        left = f"{done.links_left} link(s) outside rosterdrop's folders remain"
+        log.warning("raw upload %s: %s", upload.pk, left)
+    paths = ", ".join(_shown(p) for p in done.deleted) or "nothing on disk"
+    record(
+        AuditEvent.Kind.RETENTION,
+        login=AUDIT_LOGIN,
+        detail=f"deleted raw upload {upload.pk} {upload.filename} of {upload.district.slug} "
+        f"(sha256 {upload.sha256}): {paths}; {left}",
+    )

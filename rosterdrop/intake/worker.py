@@ -7,7 +7,6 @@ loose file; a file whose name the district's format does not know is recorded as
 """
 
 import logging
-import stat
 import threading
 import time
 from collections import defaultdict
@@ -24,7 +23,6 @@ from rosterdrop.formats.spec import FormatSpec
 from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest.models import Sync
-from rosterdrop.intake import folder
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY_SECONDS = 3600
@@ -173,19 +171,8 @@ def recover() -> None:
 
 
 def apply_retention(now: datetime | None = None) -> int:
-    """Delete expired raw uploads, and the district folders' copies of files that old."""
-    now = now or timezone.now()
-    purged = retention.purge(now)
-    days = settings.UPLOAD_RETENTION_DAYS
-    if days > 0:
-        cutoff = (now - timedelta(days=days)).timestamp()
-        for district in District.objects.all():
-            root = folder.district_root(district.slug)
-            for entry in root.glob("*") if root.is_dir() else ():
-                st = entry.lstat()
-                if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
-                    entry.unlink(missing_ok=True)
-    return len(purged)
+    """Delete every copy of expired raw uploads (`inbox/retention.py`); how many uploads."""
+    return len(retention.purge(now))
 
 
 def run_forever(stop: threading.Event) -> None:

@@ -11,9 +11,11 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="List, delete nothing.")
 
     def handle(self, *args, dry_run: bool, **options):
-        uploads = list(expired()) if dry_run else purge()
+        uploads = list(expired()) if dry_run else [p.upload for p in purge()]
         verb = "would delete" if dry_run else "deleted"
         for upload in uploads:
             self.stdout.write(f"{verb} {upload.district.slug}/{upload.filename} ({upload.sha256})")
+        if not dry_run:
+            self.stdout.write("every copy of each, temporary links included; see the audit log")
         days = settings.UPLOAD_RETENTION_DAYS
         self.stdout.write(f"{len(uploads)} upload(s) {verb}; retention {days} days")
