@@ -129,13 +129,16 @@ def test_microsofts_2021_first_upload_gives_exactly_its_known_defects():
     year = "schoolYearSourcedId"
     dangling_year = {("reference_missing", "courses.csv", n, year) for n in (2, 3, 4)}
     misnamed = {("file_misnamed", "userflags.csv", None, "")}
-    # What follows from the skipped sessions: their classes, then those classes' enrollments.
+    # What follows from the skipped sessions: their classes, then those classes' enrollments,
+    # each naming the skipped row it follows from.
     consequences = {
-        ("reference_missing", "classes.csv", n, "sessionSourcedIds") for n in (2, 3)
-    } | {("reference_missing", "enrollments.csv", n, "classSourcedId") for n in range(2, 8)}
+        ("reference_skipped", "classes.csv", n, "sessionSourcedIds") for n in (2, 3)
+    } | {("reference_skipped", "enrollments.csv", n, "classSourcedId") for n in range(2, 8)}
     assert found == us_dates | phones | dangling_year | misnamed | consequences
     assert len(result["issues"]) == len(found)
     assert not [i for i in result["issues"] if i["severity"] == "fatal"]
+    [first] = [i for i in result["issues"] if i["file"] == "classes.csv" and i["line"] == 2]
+    assert "academicSessions.csv line 3" in first["message"]
     [misnamed_issue] = [i for i in result["issues"] if i["code"] == "file_misnamed"]
     assert "userFlags.csv" in misnamed_issue["message"]
 

@@ -5,12 +5,26 @@ school year. The manifest names the district, which must be the receiving accoun
 problems ALO lists refuse the whole upload; any other row with an error is left out and the
 rest applied. In StaffEnrollments a blank Class ID means school-level staff, and blank
 Class ID and School ID district-level staff. A student's `Teacher ID` must be a Staff `ID`.
+StudentEnrollments and StaffEnrollments number their IDs each for itself: separate key
+spaces. A staff member may teach at a school and be school-level staff there (two roles).
+The guide's optional columns (`Student Number`, `Primary ID`) may be left out; an email that
+is not an address or a grade that is not one (PK, K, 1-12) skips its row.
 """
 
 from rosterdrop.formats.common import enrollment, person
-from rosterdrop.formats.spec import Column, FileSpec, FormatSpec, Link, Manifest, Output
+from rosterdrop.formats.spec import (
+    Column,
+    Dialect,
+    FileSpec,
+    FormatSpec,
+    Link,
+    Manifest,
+    Output,
+    Type,
+)
 
 NAME = {"givenName": "First Name", "familyName": "Last Name"}
+GRADES = ("PK", "K", *(str(n) for n in range(1, 13)))
 FILES = ("Schools.csv", "Classes.csv", "Students.csv", "Staff.csv")
 
 ALO = FormatSpec(
@@ -47,11 +61,17 @@ ALO = FormatSpec(
                 Column("ID", required=True),
                 Column("First Name", required=True),
                 Column("Last Name", required=True),
-                Column("Grade", required=True),
+                Column("Grade", Type.ENUM, required=True, values=GRADES),
                 Column("School ID", required=True),
                 Column("Teacher ID"),
+                Column("Student Number"),
             ),
-            person("ID", {**NAME, "grades": "Grade"}, "student", school="School ID"),
+            person(
+                "ID",
+                {**NAME, "grades": "Grade", "identifier": "Student Number"},
+                "student",
+                school="School ID",
+            ),
             # The student's teacher: kept as metadata, but it must be one of the staff.
             links=(Link("Teacher ID", "Staff.csv", "ID"),),
         ),
@@ -61,7 +81,8 @@ ALO = FormatSpec(
                 Column("ID", required=True),
                 Column("First Name", required=True),
                 Column("Last Name", required=True),
-                Column("Email", required=True),
+                Column("Email", Type.EMAIL, required=True),
+                Column("Primary ID"),  # kept as sent (metadata)
             ),
             person("ID", {**NAME, "email": "Email", "username": "Email"}, "teacher"),
         ),
@@ -90,6 +111,7 @@ ALO = FormatSpec(
                     "School ID",
                     key=("ID",),
                     where={"Class ID": True},
+                    key_space="staff",
                 ),  # fmt: skip
                 Output(
                     "roles",
@@ -107,6 +129,7 @@ ALO = FormatSpec(
                     where={"Class ID": False, "School ID": True},
                     constants={"role": "siteAdministrator", "roleType": "primary"},
                     keep_extra=False,
+                    key_space="siteAdministrator",
                 ),
                 # District level: a role at no school.
                 Output(
@@ -128,6 +151,7 @@ ALO = FormatSpec(
     ),
     all_files_required=True,
     zip_required=True,
+    dialect=Dialect(optional_columns_may_be_absent=True),
     fatal={
         "file_unknown": (),
         "file_misnamed": (),

@@ -1,4 +1,12 @@
-"""File templates for districts: a format's header-only CSV files and a README of its rules."""
+"""File templates for districts: a format's header-only CSV files and a README of its rules.
+
+The same files come from `rosterdrop template download` and from the overview page, one by
+one or as one zip, the manifest filled in for the district (ALO's account-specific
+Manifest.csv).
+"""
+
+import io
+import zipfile
 
 from rosterdrop.csvsafe import csv_text
 from rosterdrop.formats.spec import FileSpec, FormatSpec
@@ -28,3 +36,12 @@ def header_text(file: FileSpec) -> str:
     """One file's header line, in its own delimiter (a custom template's may be ";")."""
     header = [c.name.replace("{n}", "2") for c in file.columns if not c.delta_only]
     return csv_text([header], delimiter=file.dialect.delimiters[0])
+
+
+def templates_zip(spec: FormatSpec, district_id: str = "", district_name: str = "") -> bytes:
+    """Every file template of a format in one zip, at its top level."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, text in file_templates(spec, district_id, district_name).items():
+            z.writestr(name, text)
+    return buffer.getvalue()

@@ -88,7 +88,9 @@ class Output:
     whose column is non-empty (True) or empty (False); `where_any`, rows where at least one of
     those columns is non-empty. `translate` maps source values to canonical ones per field.
     `deduplicate`: several rows may describe the same record (one row per contact, per
-    school...); the first whose references resolve is kept, silently.
+    school...); the first whose references resolve is kept, silently. `key_space` keeps
+    the keys of this output apart from those of another output of the same entity whose IDs
+    may repeat them (ALO's two enrollment files both number from 1): "space:" + key.
     """
 
     entity: str
@@ -102,6 +104,7 @@ class Output:
     where_any: tuple[str, ...] = ()
     translate: dict[str, dict[str, str]] = field(default_factory=dict)
     deduplicate: bool = False
+    key_space: str = ""
 
     @property
     def derived(self) -> bool:

@@ -14,7 +14,9 @@ class Finding:
     """One problem: where it is, what it is, and a sentence saying how to fix it.
 
     fatal = nothing applied; error = the row is skipped; warning = applied as is.
-    `line` is the physical line in the file (header = 1).
+    `line` is the physical line in the file (header = 1). `outcome`: the words of the
+    message that say what became of the data ("its values are kept as extra data"); a
+    format that refuses the upload for this finding says that instead.
     """
 
     severity: str
@@ -24,9 +26,12 @@ class Finding:
     line: int | None = None
     column: str = ""
     value: str = ""
+    outcome: str = ""
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        found = asdict(self)
+        del found["outcome"]
+        return found
 
 
 class Failure(Exception):
@@ -53,12 +58,12 @@ class FindingLog:
         files = self.fatal_codes.get(finding.code)
         if files is None or finding.severity == FATAL or (files and finding.file not in files):
             return finding
-        return replace(
-            finding,
-            severity=FATAL,
-            message=f"{finding.message} {self.format_title} refuses an upload with this problem, "
-            "so nothing was applied.",
-        )
+        refused = f"{self.format_title} refuses an upload with this problem, so nothing was applied"
+        if finding.outcome and finding.outcome in finding.message:
+            message = finding.message.replace(finding.outcome, refused, 1)
+        else:
+            message = f"{finding.message} {refused}."
+        return replace(finding, severity=FATAL, message=message, outcome="")
 
     def add(self, finding: Finding) -> None:
         finding = self._escalated(finding)

@@ -37,6 +37,11 @@ class EntityRows:
     rows: int = 0
     # Records made from list items of another file's rows: their duplicates echo that file's.
     derived: bool = False
+    # file -> the (key space, key columns) of each output feeding this entity, for messages
+    keys: dict[str, list[tuple[str, tuple[str, ...]]]] = field(default_factory=dict)
+    # The keys of rows the row checks skipped (_key, _file, _line): what a reference to them
+    # is told.
+    skipped: list[pl.DataFrame] = field(default_factory=list)
 
     @property
     def matched_keys(self) -> bool:
@@ -63,6 +68,30 @@ class EntityRows:
             )
         )
         self.rows += frame.height
+
+    def add_skipped(self, frame: pl.DataFrame, file: str) -> None:
+        """Keys of rows skipped for their own errors (KEY, LINE)."""
+        if frame.height:
+            self.skipped.append(
+                frame.select(KEY, pl.lit(file).alias(FILE), pl.col(LINE).cast(pl.UInt32))
+            )
+
+    def shown(self, file: str, key: str) -> tuple[str, str]:
+        """A key as the district wrote it, as a value ("ST2 + 2") and in words ("Staff ID
+        'ST2' and School ID '2'"): without the key space and joins that make it one ID."""
+        for space, columns in sorted(self.keys.get(file, ()), key=lambda k: not k[0]):
+            rest = key.removeprefix(f"{space}:")
+            if space and rest == key:
+                continue
+            parts = rest.split(":", len(columns) - 1)
+            if len(parts) != len(columns):
+                continue
+            if len(parts) > 1:
+                parts = [p.replace("%2C", ",").replace("%25", "%") for p in parts]
+                words = " and ".join(f"{c} {p!r}" for c, p in zip(columns, parts, strict=True))
+                return " + ".join(parts), words
+            return rest, f"ID {rest!r}"
+        return key, f"ID {key!r}"
 
     def column(self, file: str, name: str) -> str:
         """The source column a field came from in `file`, as the district wrote it."""
@@ -107,6 +136,9 @@ def check_keys(
     refs = REFS if refs is None else refs
     # Source lines whose record was skipped and reported: their other records stay quiet.
     reported = pl.DataFrame(schema={FILE: pl.String, LINE: pl.UInt32})
+    # Per entity, the keys of records skipped for a problem of their own, and where they were:
+    # a reference to one of them names that row, the cause (_key, _file, _line).
+    lost: dict[str, pl.DataFrame] = {}
     accepted: dict[str, pl.DataFrame] = {}
     active_keys: dict[str, pl.Series] = {}
     empty = pl.Series(KEY, [], pl.String)
@@ -133,17 +165,24 @@ def check_keys(
             missing, values = _missing(frame, ref.field, ref.many, targets)
             missing = missing & live
             if missing.any():
-                _report_missing(rows, frame, missing & ~quiet, values, ref, log)
+                causes = lost.get(ref.target, LOST)
+                _report_missing(rows, frame, missing & ~quiet, values, ref, log, causes)
                 if ref.strong:
                     keep = keep & ~missing
-        skipped = frame.filter(~keep).select(pl.col(FILE).cast(pl.String), LINE)
-        reported = pl.concat([reported, skipped])
+        skipped = frame.filter(~keep).select(pl.col(KEY).cast(pl.String), FILE, LINE)
+        reported = pl.concat([reported, skipped.select(pl.col(FILE).cast(pl.String), LINE)])
+        lost[entity] = pl.concat(
+            [f.cast(LOST.schema) for f in (*rows.skipped, skipped)], how="vertical"
+        )
         kept = frame if keep.all() else frame.filter(keep)
         extra = [c for c in (NATURAL, SAME) if c in kept.columns]
         accepted[entity] = kept.select(KEY, KEYHASH, HASH, STATUS, ROW, *extra)
         if entity in targeted:
             active_keys[entity] = pl.concat([kept.filter(pl.col(STATUS) == "active")[KEY], carried])
     return accepted
+
+
+LOST = pl.DataFrame(schema={KEY: pl.String, FILE: pl.String, LINE: pl.UInt32})
 
 
 def _targets(
@@ -239,30 +278,40 @@ def _drop_duplicates(
     reported = dupes & ~among[DERIVED]
     total = int(reported.sum())
     if total:
-        first = among.with_columns(pl.col(LINE).first().over(KEY).alias("_first_line"))
-        label = LABELS[rows.entity]
-        sample = first.filter(reported).head(SAMPLES)
-        log.add_counted(
-            [
-                Finding(
-                    ERROR,
-                    "duplicate_id",
-                    f"The {label} ID {key!r} on line {line} was already used on line "
-                    f"{first_line}; this row was skipped. Each ID must appear once.",
-                    str(file),
-                    line,
-                    rows.column(str(file), "sourcedId"),
-                    key,
-                )
-                for key, line, first_line, file in sample.select(
-                    KEY, LINE, "_first_line", FILE
-                ).iter_rows()
-            ],
-            total,
+        first = among.with_columns(
+            pl.col(LINE).first().over(KEY).alias("_first_line"),
+            pl.col(FILE).cast(pl.String).first().over(KEY).alias("_first_file"),
         )
+        sample = first.filter(reported).head(SAMPLES)
+        rows_of = sample.select(KEY, LINE, FILE, "_first_line", "_first_file").iter_rows()
+        log.add_counted([_duplicate(rows, *row) for row in rows_of], total)
     dropped = np.zeros(frame.height, dtype=bool)
     dropped[at[dupes.to_numpy()]] = True
     return frame.filter(~pl.Series(dropped))
+
+
+def _duplicate(
+    rows: EntityRows, key: str, line: int, file: str, first_line: int, first_file: str
+) -> Finding:
+    """A repeated record, naming both rows (file and line) by the values the district wrote."""
+    file = str(file)
+    value, words = rows.shown(file, key)
+    column = rows.column(file, "sourcedId")
+    label = LABELS[rows.entity]
+    composite = " + " in column
+    what = f"of {words}" if composite else words
+    return Finding(
+        ERROR,
+        "duplicate_id",
+        f"The {label} {what} on {file} line {line} was already "
+        f"{'given' if composite else 'used'} on {first_file} line {first_line}; this row was "
+        f"skipped. Each {label if composite else 'ID'} must appear once.",
+        file,
+        line,
+        column,
+        value,
+        outcome="this row was skipped",
+    )
 
 
 def _keys_of(entity: str, frame: pl.DataFrame, roster_keys: RosterKeys | None) -> pl.Series:
@@ -277,29 +326,69 @@ def _keys_of(entity: str, frame: pl.DataFrame, roster_keys: RosterKeys | None) -
     return keys.scatter(missing, found)
 
 
-def _report_missing(rows: EntityRows, frame, missing, values, ref, log: FindingLog) -> None:
+def _report_missing(
+    rows: EntityRows, frame, missing, values, ref, log: FindingLog, causes: pl.DataFrame
+) -> None:
+    """Broken references: to a record that was skipped for its own problem (reference_skipped,
+    naming its row), or to one that is nowhere (reference_missing)."""
     target = LABELS[ref.target]
     consequence = (
         f"this {LABELS[rows.entity]} was skipped" if ref.strong else "it was imported without it"
     )
     if ref.why:
         consequence += f" ({ref.why})"
-    sample = frame.with_columns(values.cast(pl.String).alias("_value")).filter(missing)
-    sample = sample.head(SAMPLES)
-    log.add_counted(
-        [
-            Finding(
-                ERROR if ref.strong else WARNING,
-                "reference_missing",
-                f"{rows.column(str(file), ref.field)} {value!r} on line {line} does not match any "
-                f"{target} that was imported; {consequence}. Check that the {target} is in its "
-                "file and valid.",
-                str(file),
-                line,
-                rows.column(str(file), ref.field),
-                value,
-            )
-            for value, line, file in sample.select("_value", LINE, FILE).iter_rows()
-        ],
-        int(missing.sum()),
+    found = frame.with_columns(values.cast(pl.String).alias("_value")).filter(missing)
+    causes = causes.unique(KEY, keep="first", maintain_order=True).rename(
+        {KEY: "_value", FILE: "_cause_file", LINE: "_cause_line"}
     )
+    found = found.join(causes, on="_value", how="left", maintain_order="left")
+    for code, kind in (
+        ("reference_skipped", pl.col("_cause_line").is_not_null()),
+        ("reference_missing", pl.col("_cause_line").is_null()),
+    ):
+        of_kind = found.filter(kind)
+        sample = of_kind.head(SAMPLES).select("_value", LINE, FILE, "_cause_file", "_cause_line")
+        log.add_counted(
+            [
+                _broken(
+                    rows,
+                    code,
+                    target,
+                    consequence,
+                    *row,
+                    severity=ERROR if ref.strong else WARNING,
+                    field=ref.field,
+                )
+                for row in sample.iter_rows()
+            ],
+            of_kind.height,
+        )
+
+
+def _broken(
+    rows: EntityRows,
+    code: str,
+    target: str,
+    consequence: str,
+    value: str,
+    line: int,
+    file: str,
+    cause_file: str | None,
+    cause_line: int | None,
+    *,
+    severity: str,
+    field: str,
+) -> Finding:
+    column = rows.column(str(file), field)
+    if cause_line is None:
+        what = (
+            f"{column} {value!r} on line {line} does not match any {target} that was imported; "
+            f"{consequence}. Check that the {target} is in its file and valid."
+        )
+    else:
+        what = (
+            f"{column} {value!r} on line {line} names the {target} on {cause_file} line "
+            f"{cause_line}, which was skipped for its own problem (see that line); "
+            f"{consequence}."
+        )
+    return Finding(severity, code, what, str(file), line, column, value, outcome=consequence)

@@ -128,6 +128,8 @@ def map_batch(
     if output.keep_extra and extras:
         fields[METADATA] = pl.struct(**{name: _value(name) for name in extras})
     key = _joined(output.key, present)
+    if output.key_space:
+        key = pl.concat_str([pl.lit(f"{output.key_space}:"), key])
     refs = {
         r.field: key if r.field == SOURCED_ID else fields[r.field]
         for r in REFS.get(output.entity, ())
@@ -180,9 +182,13 @@ def _item_column(output: Output) -> str:
     return output.explode or " / ".join(output.unpivot)
 
 
+def key_columns(output: Output) -> tuple[str, ...]:
+    """The source columns whose values make a record's key, as the district wrote them."""
+    return tuple(_item_column(output) if k == ITEM else k for k in output.key)
+
+
 def message_columns(output: Output) -> dict[str, str]:
     """Canonical field -> source column(s) as the district wrote them, for messages."""
     columns = {f: source_column(output, f) for f in output.fields}
-    key = [_item_column(output) if k == ITEM else k for k in output.key]
-    columns.setdefault(SOURCED_ID, " + ".join(key))
+    columns.setdefault(SOURCED_ID, " + ".join(key_columns(output)))
     return columns

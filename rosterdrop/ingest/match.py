@@ -232,6 +232,7 @@ def _unknown_files(spec: FormatSpec, by_name: dict, read: set[str], log: Finding
                 "file_unknown",
                 f"{name} is not a file of {spec.title}; it was not read.",
                 name,
+                outcome="it was not read",
             )
         )
 

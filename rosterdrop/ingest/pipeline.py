@@ -28,6 +28,7 @@ from rosterdrop.ingest.mapping import (
     NATURAL,
     SAME,
     extra_columns,
+    key_columns,
     map_batch,
     message_columns,
     natural_key,
@@ -42,6 +43,7 @@ from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.ingest.validate import STATUS, RowChecker, check_header
 from rosterdrop.ingest.vouched import carried, context, vouchable
 from rosterdrop.roster import hashes, store
+from rosterdrop.roster.schema import KEY
 
 log = logging.getLogger(__name__)
 APPLIED = ("applied", "applied_with_errors")
@@ -140,6 +142,7 @@ def _read_file(
                     for output in file.outputs:
                         mapped = map_batch(file, output, batch, extras)
                         _keep(result, file, output, mode, mapped, spill)
+                    _keep_skipped(result, file, mode, checker, extras)
                 if result.progress:
                     result.progress(file.name, checker.rows)
         checker.finish()
@@ -159,12 +162,14 @@ def _read_vouched(result: Checked, file, mode, checker, batch, extras, spill) ->
         mapped = map_batch(file, output, checker.check_prepared(batch), extras)
     elif held.all():  # the usual nightly batch: nothing to check
         mapped = mapped.with_columns(same)
+        checker.rejected = batch.clear()
     else:
         rest = map_batch(file, output, checker.check_prepared(batch.filter(~held)), extras)
         mapped = pl.concat(
             [mapped.filter(held).with_columns(same.filter(held)), rest], how="diagonal"
         ).sort(LINE)
     _keep(result, file, output, mode, mapped, spill)
+    _keep_skipped(result, file, mode, checker, extras)
 
 
 def _keep(result: Checked, file, output, mode, mapped: pl.DataFrame, spill) -> None:
@@ -173,11 +178,26 @@ def _keep(result: Checked, file, output, mode, mapped: pl.DataFrame, spill) -> N
         output.entity, EntityRows(output.entity, mode, derived=output.derived)
     )
     rows.columns.setdefault(file.name, message_columns(output))
+    shape = (output.key_space, key_columns(output))
+    if shape not in rows.keys.setdefault(file.name, []):
+        rows.keys[file.name].append(shape)
     if spill is not None:
         same = _spill_of(result, output.entity, spill).write(mapped)
         if same is not None:
             mapped = mapped.with_columns(same)
     rows.add(_with_natural_key(output, mapped), file.name, output.derived)
+
+
+def _keep_skipped(result: Checked, file, mode, checker: RowChecker, extras) -> None:
+    """The keys of the rows the checks skipped: a reference to one of them is told why."""
+    if not checker.rejected.height:
+        return
+    for output in file.outputs:
+        keys = map_batch(file, output, checker.rejected, extras).select(KEY, LINE)
+        rows = result.entities.setdefault(
+            output.entity, EntityRows(output.entity, mode, derived=output.derived)
+        )
+        rows.add_skipped(keys, file.name)
 
 
 def _with_natural_key(output, mapped: pl.DataFrame) -> pl.DataFrame:

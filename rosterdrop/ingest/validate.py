@@ -77,6 +77,7 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
                 name,
                 1,
                 col.name,
+                outcome="it is read as empty",
             )
         )
     order = [c.name for c in file.columns]
@@ -105,6 +106,7 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
                     name,
                     1,
                     h,
+                    outcome="its values are kept as extra data",
                 )
             )
 
@@ -251,6 +253,8 @@ class RowChecker:
         self.columns = [(c, h if c.numbered else c.name) for c, h in present]
         self.rows = 0
         self.skipped = 0
+        # The rows the last batch's checks skipped, for what refers to them.
+        self.rejected = pl.DataFrame()
         self.status_column = file.status_column if file.status_column in header else ""
         self._bulk_status_rows = 0
         self._seen: dict[str, pl.DataFrame] = {}
@@ -306,20 +310,25 @@ class RowChecker:
                 self._report(
                     frame, invalid, name, rule.code, ERROR,
                     f"should be {rule.expected}; the row was skipped",
+                    outcome="the row was skipped",
                 )  # fmt: skip
                 bad = bad | invalid
             else:
                 self._report(
                     frame, invalid, name, rule.code, WARNING,
                     f"should be {rule.expected}; the value was left empty",
+                    outcome="the value was left empty",
                 )  # fmt: skip
                 kept = fixes.get(name, pl.col(name))
                 fixes[name] = pl.when(pl.lit(invalid)).then(pl.lit("")).otherwise(kept)
         bad = bad | self._row_rules(frame, bad) | self._repeated(frame, bad)
         height = frame.height
         frame = frame.with_columns(**fixes) if fixes else frame
+        self.rejected = frame.clear()
         if bad.any() or self.status_column and self.mode != Mode.BULK:
-            frame = frame.filter(~bad & pl.col(STATUS).is_not_null())
+            kept = ~bad & frame[STATUS].is_not_null()
+            self.rejected = frame.filter(~kept)
+            frame = frame.filter(kept)
         self.skipped += height - frame.height
         return frame
 
@@ -360,6 +369,7 @@ class RowChecker:
                 frame, none, rule.columns[0], rule.code, ERROR,
                 f"has no {names}; {rule.why}, so the row was not imported",
                 label="The row",
+                outcome="so the row was not imported",
             )  # fmt: skip
             broken = broken | none
         return broken
@@ -391,6 +401,7 @@ class RowChecker:
                         line,
                         name,
                         value,
+                        outcome="so the row was skipped",
                     )
                 )
             repeated = repeated | mask
@@ -428,6 +439,7 @@ class RowChecker:
         self._report(
             frame, ~valid, self.status_column, "status_invalid", ERROR,
             "must be active or tobedeleted in a delta file; the row was skipped",
+            outcome="the row was skipped",
         )  # fmt: skip
         return pl.when(pl.lit(valid)).then(pl.col(self.status_column)).otherwise(None).alias(STATUS)
 
@@ -440,7 +452,9 @@ class RowChecker:
         severity: str,
         what: str,
         label: str = "",
+        outcome: str = "",
     ) -> None:
+        """`outcome`: the words of `what` that say what became of the row (Finding)."""
         total = int(mask.sum())
         if not total:
             return
@@ -457,6 +471,7 @@ class RowChecker:
                 line,
                 column,
                 value,
+                outcome=outcome,
             )
             for line, value in sample.iter_rows()
         ]

@@ -9,7 +9,7 @@ from django.utils.http import content_disposition_header
 from rosterdrop.csvsafe import csv_text
 
 
-def attachment(body: str, filename: str, content_type: str) -> HttpResponse:
+def attachment(body: str | bytes, filename: str, content_type: str) -> HttpResponse:
     response = HttpResponse(body, content_type=content_type)
     # The same function FileResponse uses for raw uploads: filename= for plain ASCII,
     # filename*=utf-8''... (percent-encoded) otherwise.

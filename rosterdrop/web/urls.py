@@ -13,6 +13,7 @@ urlpatterns = [
     path("d/<slug:slug>/allow-list/", views.update_allow_list, name="allow_list"),
     path("d/<slug:slug>/notifications/", views.subscribe, name="subscribe"),
     path("d/<slug:slug>/notifications/<int:pk>/remove/", views.unsubscribe, name="unsubscribe"),
+    path("d/<slug:slug>/file-templates.zip", views.file_templates_zip, name="file_templates_zip"),
     path("d/<slug:slug>/file-templates/<str:name>", views.file_template, name="file_template"),
     path("d/<slug:slug>/uploads/", views.uploads, name="uploads"),
     path("d/<slug:slug>/uploads/<int:pk>/raw", views.upload_raw, name="upload_raw"),

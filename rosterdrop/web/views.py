@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from rosterdrop.accounts.access import districts_for, is_operator
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.formats import get_format
-from rosterdrop.formats.download import header_text
+from rosterdrop.formats.download import file_templates, templates_zip
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import stored_file
 from rosterdrop.ingest.models import Sync
@@ -64,9 +64,13 @@ def _format_title(district) -> str:
 def district(request, district):
     operator = is_operator(request.user)
     try:
-        files = [f.name for f in get_format(district.format, district.slug).files]
+        spec = get_format(district.format, district.slug)
     except ValueError:
-        files = []
+        files, manifest = [], ""
+    else:
+        # A one-row manifest naming the account is filled in for it (ALO's Manifest.csv).
+        manifest = spec.manifest.name if spec.manifest and spec.manifest.columns else ""
+        files = [manifest] * bool(manifest) + [f.name for f in spec.files]
     return render(
         request,
         "web/district.html",
@@ -74,6 +78,7 @@ def district(request, district):
             "district": district,
             "format_title": _format_title(district),
             "files": files,
+            "manifest": manifest,
             "connection": connection_for(district, request),
             "subscriptions": district.subscriptions.all(),
             "subscription_form": SubscriptionForm(),
@@ -87,12 +92,20 @@ def district(request, district):
 
 @district_view
 def file_template(request, district, name: str):
-    """A header-only CSV of one file of the district's format, to fill in."""
-    spec = get_format(district.format, district.slug)
-    file = next((f for f in spec.files if f.name == name), None)
-    if file is None:
+    """A header-only CSV of one file of the district's format (or its filled-in manifest)."""
+    text = file_templates(get_format(district.format, district.slug), district.slug,
+                          district.name).get(name)  # fmt: skip
+    if text is None or name == "README.txt":
         raise Http404("No such file in this format.")
-    return attachment(header_text(file), file.name, "text/csv; charset=utf-8")
+    return attachment(text, name, "text/csv; charset=utf-8")
+
+
+@district_view
+def file_templates_zip(request, district):
+    """Every file template of the district's format in one zip, the manifest filled in."""
+    spec = get_format(district.format, district.slug)
+    name = f"{district.slug}-{spec.slug}-templates.zip"
+    return attachment(templates_zip(spec, district.slug, district.name), name, "application/zip")
 
 
 @require_POST

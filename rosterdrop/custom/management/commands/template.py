@@ -1,9 +1,7 @@
 """`rosterdrop template add|list|show|test|download|export|import`."""
 
-import io
 import json as jsonlib
 import sys
-import zipfile
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -19,7 +17,7 @@ from rosterdrop.custom.templates import (
 )
 from rosterdrop.districts.models import District
 from rosterdrop.formats import FORMATS
-from rosterdrop.formats.download import file_templates
+from rosterdrop.formats.download import file_templates, templates_zip
 from rosterdrop.ingest.match import _header
 from rosterdrop.ingest.text import describe
 
@@ -119,15 +117,10 @@ class Command(BaseCommand):
         sys.exit(1 if any(i["severity"] == "fatal" for i in result["issues"]) else 0)
 
     def _download(self, district, format: str, output: Path | None, **o):
-        files = file_templates(FORMATS[format], district.slug if district else "",
-                               district.name if district else "")  # fmt: skip
+        owner = (district.slug, district.name) if district else ("", "")
         output = output or Path(f"{format}-templates.zip")
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
-            for name, text in files.items():
-                z.writestr(name, text)
-        output.write_bytes(buffer.getvalue())
-        self.stdout.write(f"wrote {output} ({', '.join(files)})")
+        output.write_bytes(templates_zip(FORMATS[format], *owner))
+        self.stdout.write(f"wrote {output} ({', '.join(file_templates(FORMATS[format], *owner))})")
 
     def _export(self, district, **o):
         self.stdout.write(jsonlib.dumps(export_json(district), indent=2, ensure_ascii=False))
