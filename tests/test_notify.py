@@ -3,7 +3,11 @@ right people, none when not opted in, imports unaffected while the server is dow
 
 import email
 import socket
+import threading
+import time
+import zipfile
 from email.policy import default
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -163,4 +167,116 @@ def test_web_upload_sends_its_mail(district, school, subscribers, smtp, settings
     client.post(f"/d/{district.slug}/upload/", {"files": files})
     for f in files:
         f.close()
+    assert smtp.messages == []  # queued: the request never talks to SMTP
+    assert notify.send_pending() == 1  # what the mail thread of `serve` does
     assert len(smtp.to("all@springfield.test")) == 1
+
+
+SILENT_TIMEOUT = 5  # seconds a send waits on the silent server before giving up
+
+
+def school_zip(school, tmp_path) -> Path:
+    path = tmp_path / "school.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for f in sorted(school.iterdir()):
+            z.write(f, f.name)
+    return path
+
+
+def wait_for(condition, seconds: float = 30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if found := condition():
+            return found
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def silent_smtp(smtp_port, settings):
+    """A mail server that accepts connections and never answers, not even with its greeting:
+    a listening socket nobody accepts from (the kernel completes the handshake)."""
+    settings.EMAIL_TIMEOUT = SILENT_TIMEOUT
+    server = socket.create_server(("127.0.0.1", smtp_port))
+    yield server
+    server.close()
+
+
+@pytest.mark.slow
+def test_a_silent_mail_server_never_delays_another_districts_import(
+    district, school, subscribers, smtp_port, silent_smtp, settings, tmp_path
+):
+    from rosterdrop.districts.models import District
+    from rosterdrop.ingest.models import Sync
+    from rosterdrop.intake import worker
+    from rosterdrop.notify import mailer
+
+    other = District.objects.create(slug="shelbyville", name="Shelbyville", format="oneroster-1.1")
+    settings.WORKER_POLL_SECONDS = 0.05
+    package = school_zip(school, tmp_path)
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=worker.run_forever, args=(stop,), daemon=True),
+        mailer.start(stop, poll=0.1),
+    ]
+    threads[0].start()
+
+    def imported(d):
+        return Sync.objects.filter(district=d).exclude(status="running").first()
+
+    try:
+        started = time.monotonic()
+        receive(district, "school.zip", package, "sftp")
+        worker.wake()
+        assert wait_for(lambda: imported(district)).status == "applied"
+        first = time.monotonic() - started
+        # Springfield's mail is now being sent to the silent server; Shelbyville uploads.
+        started = time.monotonic()
+        receive(other, "school.zip", package, "sftp")
+        worker.wake()
+        assert wait_for(lambda: imported(other)).status == "applied"
+        second = time.monotonic() - started
+        assert second < first + 2 < SILENT_TIMEOUT, (first, second)
+        mail = OutboxMail.objects.get()
+        assert mail.sent_at is None and "springfield" in mail.to
+        # The silent server times out; the mail waits for its retry.
+        assert wait_for(
+            lambda: OutboxMail.objects.filter(attempts=1).first(), SILENT_TIMEOUT + 10
+        ).last_error
+        silent_smtp.close()
+        sink = Sink()
+        controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
+        controller.start()
+        try:
+            OutboxMail.objects.update(next_attempt_at=timezone.now())  # the backoff has passed
+            mailer.wake()
+            wait_for(lambda: OutboxMail.objects.filter(sent_at__isnull=False).exists())
+            assert len(sink.to("all@springfield.test")) == 1
+        finally:
+            controller.stop()
+    finally:
+        stop.set()
+        worker.wake()
+        mailer.wake()
+        for thread in threads:
+            thread.join(SILENT_TIMEOUT + 5)
+
+
+@pytest.mark.slow
+def test_a_web_upload_never_waits_on_a_silent_mail_server(
+    district, school, subscribers, silent_smtp, settings, tmp_path
+):
+    from django.test import Client
+    from web_fixtures import make_user
+
+    settings.WEB_IMPORT_IN_BACKGROUND = False  # the request waits for its import
+    client = Client()
+    client.force_login(make_user("data@springfield.test", district))
+    with school_zip(school, tmp_path).open("rb") as f:
+        started = time.monotonic()
+        response = client.post(f"/d/{district.slug}/upload/", {"files": [f]})
+        took = time.monotonic() - started
+    assert response.status_code == 302 and took < SILENT_TIMEOUT - 2, took
+    assert district.syncs.get().status == "applied"
+    mail = OutboxMail.objects.get()
+    assert mail.sent_at is None and mail.attempts == 0  # still to be sent, by the mail thread

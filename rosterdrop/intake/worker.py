@@ -186,7 +186,6 @@ def run_forever(stop: threading.Event) -> None:
         next_due = None
         try:
             next_due = run_once()
-            notify.send_pending()
             if time.monotonic() - last_retention > RETENTION_EVERY_SECONDS:
                 apply_retention()
                 last_retention = time.monotonic()

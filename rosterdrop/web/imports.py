@@ -45,8 +45,7 @@ def receive_files(district, files: list[UploadedFile], login: str, ip: str | Non
 
 def _finish(sync: Sync) -> None:
     sync.refresh_from_db()
-    notify.sync_finished(sync)
-    notify.send_pending()
+    notify.sync_finished(sync)  # queued; the mail thread sends it
 
 
 def _run_import(district, uploads: list[Upload], sync: Sync) -> None:

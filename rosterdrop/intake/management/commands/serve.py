@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from rosterdrop.districts.models import District
 from rosterdrop.intake import hostkey, sftp, tlscert, worker
 from rosterdrop.intake.models import Login
+from rosterdrop.notify import mailer
 
 DEMO_SLUG = "demo"
 
@@ -89,11 +90,13 @@ class Command(BaseCommand):
         threading.Thread(
             target=worker.run_forever, args=(stop,), name="worker", daemon=True
         ).start()
+        mailer.start(stop)  # SMTP on its own thread: no import waits on it
         try:
             asyncio.run(self._run_sftp(host, sftp_port, lines))
         finally:
             stop.set()
             worker.wake()
+            mailer.wake()
             web.close()
 
     def _operator(self) -> list[str]:
