@@ -7,6 +7,9 @@ FATAL, ERROR, WARNING = "fatal", "error", "warning"
 
 # Beyond this many issues of one kind (file, code, column), only a count is kept.
 KEEP_PER_KIND = 100
+# Lines that could not be read into a row, so their record's ID is unknown: a full file with
+# one removes nothing (ingest/kept.py).
+UNREADABLE = frozenset({"csv_syntax", "row_width"})
 
 
 @dataclass(frozen=True)

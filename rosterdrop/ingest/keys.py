@@ -11,13 +11,14 @@ import numpy as np
 import polars as pl
 
 from rosterdrop.ingest.findings import ERROR, WARNING, Finding, FindingLog
+from rosterdrop.ingest.kept import FILE, Kept
 from rosterdrop.ingest.mapping import HASH, KEY, KEYHASH, NATURAL, RECORD, SAME
 from rosterdrop.ingest.read import LINE
 from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster.models import ENTITIES
 from rosterdrop.roster.schema import LABELS, REFS, Ref
 
-ROW, FILE, DERIVED = "_row", "_file", "_derived"
+ROW, DERIVED = "_row", "_derived"
 SAMPLES = 100
 # The keys of the roster's records of an entity at given positions (hashes.Snapshot.keys).
 RosterKeys = Callable[[str, np.ndarray], pl.Series]
@@ -42,6 +43,8 @@ class EntityRows:
     # The keys of rows the row checks skipped (_key, _file, _line): what a reference to them
     # is told.
     skipped: list[pl.DataFrame] = field(default_factory=list)
+    # The roster's records that rows skipped here keep as they were (full files only).
+    kept: Kept = field(default_factory=Kept)
 
     @property
     def matched_keys(self) -> bool:
@@ -149,8 +152,9 @@ def check_keys(
             if entity in targeted:  # asked only when needed: `known` may read from disk
                 active_keys[entity] = known.get(entity, empty)
             continue
-        # A delta or partial upload may refer to records already in the roster.
-        carried = known.get(entity, empty) if rows.mode != "bulk" else empty
+        # A delta or partial upload may refer to records already in the roster; a full one to
+        # those its skipped rows keep as they were.
+        carried = known.get(entity, empty) if rows.mode != "bulk" else _kept(rows, known)
         whole = rows.frame()
         checks = [
             (ref, _targets(ref, entity, whole, carried, active_keys))
@@ -174,6 +178,10 @@ def check_keys(
         lost[entity] = pl.concat(
             [f.cast(LOST.schema) for f in (*rows.skipped, skipped)], how="vertical"
         )
+        if rows.mode == "bulk" and not keep.all():
+            _keep_skipped(rows, frame.filter(~keep), roster_keys)
+            if entity in targeted:
+                carried = _kept(rows, known)
         kept = frame if keep.all() else frame.filter(keep)
         extra = [c for c in (NATURAL, SAME) if c in kept.columns]
         accepted[entity] = kept.select(KEY, KEYHASH, HASH, STATUS, ROW, *extra)
@@ -183,6 +191,22 @@ def check_keys(
 
 
 LOST = pl.DataFrame(schema={KEY: pl.String, FILE: pl.String, LINE: pl.UInt32})
+
+
+def _kept(rows: EntityRows, known: Mapping[str, pl.Series]) -> pl.Series:
+    """The roster's active records of a full file's entity that its skipped rows keep: still
+    in the roster, so references to them resolve (asked only if a row was skipped: `known`
+    may read from disk)."""
+    keys = rows.kept.keys()
+    if not len(keys):
+        return keys
+    return keys.filter(keys.is_in(known.get(rows.entity, keys.clear()).implode())).unique()
+
+
+def _keep_skipped(rows: EntityRows, skipped: pl.DataFrame, roster_keys: RosterKeys | None) -> None:
+    """Records of a full file skipped for a broken reference keep what the roster holds."""
+    keys = _keys_of(rows.entity, skipped, roster_keys)
+    rows.kept.add(skipped.select(pl.Series(KEY, keys), LINE, FILE))
 
 
 def _targets(

@@ -65,6 +65,11 @@ def _joined(columns: tuple[str, ...], present: set[str]) -> pl.Expr:
     return _join_id([pl.col(c) if c in present else pl.lit("") for c in columns])
 
 
+def key_prefix(key: tuple[str, ...], present: set[str]) -> pl.Expr:
+    """What every key made of `key`'s columns and more starts with ("u1:" of "u1:org1")."""
+    return _joined((*key, ""), present)
+
+
 def _source(source: str | tuple[str, ...] | Joined, present: set[str]) -> pl.Expr:
     """A field's value: one column, or several joined with ":" (null if any is empty)."""
     if isinstance(source, Joined):

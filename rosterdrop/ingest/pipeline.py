@@ -22,13 +22,16 @@ from rosterdrop.ingest import memory
 from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
+from rosterdrop.ingest.kept import unreadable, withheld
 from rosterdrop.ingest.keys import EntityRows, RosterKeys, check_keys
 from rosterdrop.ingest.links import check_links, gather
 from rosterdrop.ingest.mapping import (
+    KEY,
     NATURAL,
     SAME,
     extra_columns,
     key_columns,
+    key_prefix,
     map_batch,
     message_columns,
     natural_key,
@@ -40,10 +43,9 @@ from rosterdrop.ingest.read import LINE, read_table
 from rosterdrop.ingest.report import record_in
 from rosterdrop.ingest.spill import Fingerprinting, SpillFolder
 from rosterdrop.ingest.unpack import Limits, unpack
-from rosterdrop.ingest.validate import STATUS, RowChecker, check_header
+from rosterdrop.ingest.validate import STATUS, RowChecker, check_header, unreadable_id
 from rosterdrop.ingest.vouched import carried, context, vouchable
 from rosterdrop.roster import hashes, store
-from rosterdrop.roster.schema import KEY
 
 log = logging.getLogger(__name__)
 APPLIED = ("applied", "applied_with_errors")
@@ -126,6 +128,8 @@ def _read_file(
         check_header(file, table.header, fmt.header_order, result.log)
         checker = RowChecker(file, table.header, mode, result.log)
         extras = extra_columns(file, table.header)
+        for output in file.outputs:  # a file with no rows fills its entities all the same
+            _rows_of(result, file, output, mode, spill)
         vouching = (
             spill is not None
             and vouchable(fmt, file, mode, checker.checked_columns, extras)
@@ -172,8 +176,8 @@ def _read_vouched(result: Checked, file, mode, checker, batch, extras, spill) ->
     _keep_skipped(result, file, mode, checker, extras)
 
 
-def _keep(result: Checked, file, output, mode, mapped: pl.DataFrame, spill) -> None:
-    """Spill a mapped batch's record data and keep its keys for the checks across rows."""
+def _rows_of(result: Checked, file, output, mode, spill) -> EntityRows:
+    """The records of an output's entity, from every file that fills it."""
     rows = result.entities.setdefault(
         output.entity, EntityRows(output.entity, mode, derived=output.derived)
     )
@@ -182,6 +186,14 @@ def _keep(result: Checked, file, output, mode, mapped: pl.DataFrame, spill) -> N
     if shape not in rows.keys.setdefault(file.name, []):
         rows.keys[file.name].append(shape)
     if spill is not None:
+        _spill_of(result, output.entity, spill)
+    return rows
+
+
+def _keep(result: Checked, file, output, mode, mapped: pl.DataFrame, spill) -> None:
+    """Spill a mapped batch's record data and keep its keys for the checks across rows."""
+    rows = _rows_of(result, file, output, mode, spill)
+    if spill is not None:
         same = _spill_of(result, output.entity, spill).write(mapped)
         if same is not None:
             mapped = mapped.with_columns(same)
@@ -189,15 +201,38 @@ def _keep(result: Checked, file, output, mode, mapped: pl.DataFrame, spill) -> N
 
 
 def _keep_skipped(result: Checked, file, mode, checker: RowChecker, extras) -> None:
-    """The keys of the rows the checks skipped: a reference to one of them is told why."""
+    """The keys of the rows the checks just skipped: a reference to one of them is told why,
+    and in a full file the roster keeps their records as they were (ingest/kept.py)."""
     if not checker.rejected.height:
         return
     for output in file.outputs:
         keys = map_batch(file, output, checker.rejected, extras).select(KEY, LINE)
-        rows = result.entities.setdefault(
-            output.entity, EntityRows(output.entity, mode, derived=output.derived)
-        )
-        rows.add_skipped(keys, file.name)
+        _rows_of(result, file, output, mode, None).add_skipped(keys, file.name)
+    if mode == Mode.BULK:
+        _keep_rejected(result, file, checker.rejected, extras)
+
+
+def _keep_rejected(result: Checked, file, rejected: pl.DataFrame, extras: list[str]) -> None:
+    """The records that skipped rows of a full file name keep what the roster holds: mapped
+    as sent, spaces around values aside, for their keys; the records made from a row's list
+    items also by the row's own key (a prefix of theirs). A row whose own ID cannot be read
+    might be any record: its file removes nothing."""
+    # An ID sent with spaces around it still names its record.
+    rejected = rejected.with_columns(pl.col(pl.String).str.strip_chars())
+    present = set(rejected.columns)
+    primary = file.outputs[0]
+    for output in file.outputs:
+        kept = result.entities[output.entity].kept
+        keys = map_batch(file, output, rejected, extras).select(KEY, LINE)
+        kept.add(keys, file.name)
+        if output is not primary and output.key[: len(primary.key)] == primary.key:
+            prefixes = rejected.select(key_prefix(primary.key, present).alias(KEY), LINE)
+            kept.add(prefixes, file.name, prefix=True)
+    unknown = rejected.filter(unreadable_id(primary.key, present))
+    if unknown.height:
+        for output in file.outputs:
+            unread = result.entities[output.entity].kept.unread
+            unread.setdefault(file.name, int(unknown[LINE].min()))
 
 
 def _with_natural_key(output, mapped: pl.DataFrame) -> pl.DataFrame:
@@ -343,16 +378,40 @@ def _stage_snapshot(planned_against: hashes.Snapshot, plan: Plan, checked: Check
 
 
 def _plan(checked: Checked, roster: Iterator[tuple[str, hashes.Records]]) -> Plan:
-    """Plan each entity sent against the roster's records of it, read one entity at a time."""
+    """Plan each entity sent against the roster's records of it, read one entity at a time.
+
+    A full file with a line that could not be read removes nothing (ingest/kept.py)."""
+    unread = unreadable(checked.log.findings)
 
     def plan(entity: str, current: hashes.Records):
-        mode = checked.entities[entity].mode
-        return plan_entity(entity, mode, checked.accepted[entity], current)
+        rows = checked.entities[entity]
+        for file, line in unread.items():
+            if file in rows.columns:
+                rows.kept.unread[file] = min(line, rows.kept.unread.get(file, line))
+        return plan_entity(entity, rows.mode, checked.accepted[entity], current, rows.kept)
 
     planned = {e: plan(e, current) for e, current in roster if e in checked.accepted}
     for entity in checked.accepted.keys() - planned.keys():  # none in the roster yet
         planned[entity] = plan(entity, hashes.none())
-    return Plan({entity: planned[entity] for entity in checked.accepted})
+    result = Plan({entity: planned[entity] for entity in checked.accepted})
+    _report_kept(result, checked)
+    return result
+
+
+def _report_kept(plan: Plan, checked: Checked) -> None:
+    """Say which records stay as they were although their full file left them out, and why."""
+    withheld_by: dict[str, int] = {}
+    for entity, ep in plan.entities.items():
+        rows = checked.entities[entity]
+        for file in rows.kept.unread:
+            withheld_by[file] = withheld_by.get(file, 0) + len(ep.kept)
+        column = functools.partial(rows.column, name="sourcedId")
+        for samples, total in rows.kept.findings(entity, ep.kept, column):
+            checked.log.add_counted(samples, total)
+    lines = {f: line for rows in checked.entities.values() for f, line in rows.kept.unread.items()}
+    for file, removals in withheld_by.items():
+        if removals:
+            checked.log.add(withheld(file, lines[file], removals))
 
 
 def _decide(plan: Plan, district, checked: Checked, approved: bool) -> tuple[str, str]:
@@ -365,10 +424,12 @@ def _decide(plan: Plan, district, checked: Checked, approved: bool) -> tuple[str
             f"{worst.entity} ({worst.removal_share:.0%}), more than the "
             f"{threshold:.0%} allowed; it waits for approval."
         )
+    errors = any(f.severity == ERROR for f in checked.log.findings)
+    skipped = " Rows with errors were skipped; the roster keeps their records as they were."
     if not plan.has_changes:
-        return "no_changes", "Nothing changed since the last sync."
-    if any(f.severity == ERROR for f in checked.log.findings):
-        return "applied_with_errors", "Applied; rows with errors were skipped."
+        return "no_changes", "Nothing changed since the last sync." + (skipped if errors else "")
+    if errors:
+        return "applied_with_errors", "Applied." + skipped
     return "applied", "Applied."
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from rosterdrop.ingest.kept import Kept
 from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.lookup import HashIndex, sorting_order
 from rosterdrop.ingest.mapping import HASH, KEY, KEYHASH, NATURAL, SAME
@@ -44,6 +45,9 @@ class EntityPlan:
             schema={ROW: pl.UInt32, KEY: pl.String, "_old_key": pl.String}
         )
     )
+    # Keys of active records a full file left out but did not validly leave out (kept.py):
+    # not removed, not changed.
+    kept: pl.Series = field(default_factory=lambda: pl.Series(KEY, [], pl.String))
 
     @property
     def counts(self) -> dict[str, int]:
@@ -199,10 +203,12 @@ def _written(ep: EntityPlan, accepted: pl.DataFrame) -> pl.DataFrame:
     return accepted.filter(pl.Series(picked))
 
 
-def plan_entity(entity: str, mode: str, incoming: pl.DataFrame, roster: Records) -> EntityPlan:
+def plan_entity(
+    entity: str, mode: str, incoming: pl.DataFrame, roster: Records, spared: Kept | None = None
+) -> EntityPlan:
     """incoming: _key, _keyhash, _hash, _status, _row [, _natural, _same];
     roster: the roster's records of the entity (hashes.Records), in the order the spill's
-    SAME positions refer to.
+    SAME positions refer to; `spared`: what a full file keeps as it was, whatever it leaves out.
 
     Records are matched by key hash, and only the few candidates that are not confirmed the
     same are then compared by their key strings, read from the snapshot file for them alone.
@@ -241,15 +247,22 @@ def plan_entity(entity: str, mode: str, incoming: pl.DataFrame, roster: Records)
         named = _with_keys(roster, deleted[KEYHASH])
         named = named.filter(pl.col(KEY).is_in(deleted[KEY].implode()))["_at"].to_numpy()
         gone = named[was_active[named]]
+    removed = roster.keys(gone)
+    left = removed.clear()  # as it was: the file did not validly leave these out
+    if mode == "bulk" and spared is not None:
+        keep = spared.spared(removed)
+        if keep.any():
+            gone, removed, left = gone[~keep], removed.filter(~keep), removed.filter(keep)
     plan = EntityPlan(
         entity=entity,
         added=joined.filter(new)[ROW],
         updated=joined.filter(~new & differs.fill_null(False))[ROW],
         reactivated=joined.filter(back.fill_null(False))[ROW],
-        removed=roster.keys(gone),
+        removed=removed,
         unchanged=int(same.sum())
         + int((~new & ~back.fill_null(False) & ~differs.fill_null(False)).sum()),
         active_before=int(was_active.sum()),
+        kept=left,
     )
     if NATURAL in incoming.columns and len(plan.added):
         arriving = live.select(ROW, KEY, NATURAL).filter(pl.col(ROW).is_in(plan.added.implode()))

@@ -29,6 +29,11 @@ PHONE = r"^\+[1-9][0-9]{1,14}$"
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
 EMAIL = rf"^{_ATOM}(\.{_ATOM})*@{_LABEL}(\.{_LABEL})+$"
+# Characters no value keeps: C0 and C1 controls, DEL, bidi overrides and isolates. Free text
+# may hold a tab or a line break (a quoted multi-line value); an identifier may not.
+_BIDI = r"\x{202A}-\x{202E}\x{2066}-\x{2069}"
+CONTROL = rf"[\x00-\x1F\x7F-\x9F{_BIDI}]"
+TEXT_CONTROL = rf"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F{_BIDI}]"
 
 
 def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingLog) -> None:
@@ -109,6 +114,14 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
                     outcome="its values are kept as extra data",
                 )
             )
+
+
+def unreadable_id(key: tuple[str, ...], present: set[str]) -> pl.Expr:
+    """Rows whose own ID cannot be read: a part of it empty, or holding a control character."""
+    parts = [pl.col(c) for c in key if c in present]
+    if not parts:
+        return pl.lit(False)
+    return pl.any_horizontal([(p == "") | p.str.contains(CONTROL) for p in parts])
 
 
 @dataclass(frozen=True)
