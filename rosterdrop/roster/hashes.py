@@ -243,6 +243,11 @@ def publish(district_id: int, token: int, staged: Path, vouched: dict[str, str])
                 left.unlink()
 
 
+def files(district_id: int, token: int) -> tuple[Path, Path]:
+    """The snapshot kept for `token` and what it vouches for (what a backup copies)."""
+    return _path(district_id, token), _vouched_path(district_id, token)
+
+
 def _vouched_path(district_id: int, token: int) -> Path:
     return _folder() / f"{int(district_id)}-t{int(token)}.vouched.json"
 

@@ -1,0 +1,102 @@
+"""The data folder's part of a backup: the files the copied database refers to, and the keys.
+
+Copied: every raw upload the database keeps (the same bytes kept twice stay one file, hard
+linked, in the backup as in the inbox), the roster snapshots of the roster tokens the copy
+holds (any other is rebuilt from the database when needed), the SSH host key, the FTPS
+certificate made in the data folder, Django's secret key, and the district SFTP/FTPS folders.
+Temporary folders (`tmp/`, `sftp-tmp/`, wizard samples) are not: nothing in them is kept.
+"""
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+
+from rosterdrop.backup.database import Held
+from rosterdrop.intake import folder, hostkey, tlscert
+from rosterdrop.roster import hashes
+
+# Replaced whole by a restore that replaces: they hold only what a backup brings back.
+RESTORED_FOLDERS = ("inbox", "roster", "sftp")
+
+
+def wanted(held: Held) -> list[str]:
+    """What to copy, relative to the data folder."""
+    data = settings.DATA_DIR
+    key = hostkey.host_key_path()
+    paths = [data / "secret_key", key, key.with_name(key.name + ".pub"), *tlscert.paths()]
+    for district, slug, token in held.districts:
+        paths += hashes.files(district, token)
+        root = folder.district_root(slug)
+        if root.is_dir():
+            paths += [root / name for name, _st in folder.visible_files(root)]
+    inside = [str(p.relative_to(data)) for p in paths if p.is_relative_to(data)]
+    return list(dict.fromkeys(inside + held.stored_paths))
+
+
+def copy_out(names: list[str], target: Path) -> dict:
+    """Copy the files into `target`; the manifest's part: sha256 per file, links, missing.
+
+    A file gone meanwhile (retention, a newer snapshot) is listed as missing, not an error:
+    the database copy still describes it, and a snapshot is rebuilt."""
+    files: dict[str, str] = {}
+    links: dict[str, str] = {}
+    missing: list[str] = []
+    first: dict[tuple[int, int], str] = {}
+    for name in names:
+        source = settings.DATA_DIR / name
+        out = target / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            st = source.stat()
+            inode = (st.st_dev, st.st_ino)
+            if inode in first:
+                os.link(target / first[inode], out)
+                links[name] = first[inode]
+                continue
+            shutil.copy2(source, out)
+        except FileNotFoundError:
+            missing.append(name)
+            continue
+        first[inode] = name
+        files[name] = sha256(out)
+    return {"files": files, "links": links, "missing": missing}
+
+
+def check(source: Path, manifest: dict) -> list[str]:
+    """What is wrong with a backup's files (empty when every one is there, unchanged)."""
+    problems = []
+    for name, sha in manifest["files"].items():
+        path = source / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif sha256(path) != sha:
+            problems.append(f"{name} is damaged (its sha256 differs)")
+    return problems
+
+
+def copy_in(source: Path, manifest: dict, replace: bool) -> None:
+    """Put a backup's files into the data folder (each written whole, then named)."""
+    data = settings.DATA_DIR
+    if replace:
+        for name in RESTORED_FOLDERS:
+            shutil.rmtree(data / name, ignore_errors=True)
+    for name in manifest["files"]:
+        _place(data / name, lambda tmp, name=name: shutil.copy2(source / name, tmp))
+    for name, first in manifest["links"].items():
+        _place(data / name, lambda tmp, first=first: os.link(data / first, tmp))
+
+
+def _place(path: Path, make) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".restoring-{path.name}")
+    tmp.unlink(missing_ok=True)
+    make(tmp)
+    os.replace(tmp, path)
+
+
+def sha256(path: Path) -> str:
+    with open(path, "rb", buffering=0) as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
