@@ -206,3 +206,11 @@ DEFAULT_FROM_EMAIL = os.environ.get("ROSTERDROP_MAIL_FROM", "rosterdrop@localhos
 
 # Custom import templates (rosterdrop.custom): a district's own file layouts.
 INSTALLED_APPS += ["rosterdrop.custom"]
+
+# The OneRoster 1.2 service (rosterdrop.oneroster): REST reads by OAuth 2.0 clients.
+INSTALLED_APPS += ["rosterdrop.oneroster"]
+ONEROSTER_TOKEN_SECONDS = int(os.environ.get("ROSTERDROP_ONEROSTER_TOKEN_SECONDS", 3600))
+ONEROSTER_PAGE_SIZE = 100  # the binding's default limit
+ONEROSTER_MAX_PAGE_SIZE = int(os.environ.get("ROSTERDROP_ONEROSTER_MAX_PAGE_SIZE", 10_000))
+# Requests a minute per client before 429 (0 = no limit).
+ONEROSTER_RATE_LIMIT = int(os.environ.get("ROSTERDROP_ONEROSTER_RATE_LIMIT", 600))

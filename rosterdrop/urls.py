@@ -11,5 +11,6 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", api.urls),
+    path("", include("rosterdrop.oneroster.urls")),
     path("", include("rosterdrop.web.urls")),
 ]

@@ -1,0 +1,151 @@
+"""A collection request's query parameters (limit, offset, sort, orderBy, filter, fields) read
+by the REST binding's rules and turned into ORM terms: no SQL is ever built from the input."""
+
+import operator
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db.models import Q
+from django.http import QueryDict
+
+from rosterdrop.oneroster.objects import Kind, timestamp
+
+CLAUSE = re.compile(r"\s*([A-Za-z][\w.]*)\s*(!=|>=|<=|=|>|<|~)\s*'((?:[^']|'')*)'\s*")
+JOIN = re.compile(r"(AND|OR)(?=\s)")
+LOOKUPS = {">": "gt", ">=": "gte", "<": "lt", "<=": "lte", "=": "exact", "~": "icontains"}
+COMPARE = {
+    "=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge,
+    "<": operator.lt, "<=": operator.le,
+}  # fmt: skip
+
+
+class QueryError(Exception):
+    """A request the binding answers with a status-info error (400 or 422)."""
+
+    def __init__(self, code_minor: str, description: str, status: int = 400):
+        super().__init__(description)
+        self.code_minor, self.description, self.status = code_minor, description, status
+
+
+@dataclass(frozen=True)
+class Query:
+    where: Q
+    order: list[str]
+    fields: list[str] | None
+    limit: int
+    offset: int
+
+
+def columns(kind: Kind) -> dict[str, str]:
+    """Field names a filter or sort may use, and their columns (dateLastModified apart)."""
+    named = {"sourcedId": "sourced_id", "status": "status"}
+    return named | {f.filter_name: f.column for f in kind.fields if f.kind not in ("refs",)}
+
+
+def read(params: QueryDict, kind: Kind, sync_times: dict[int, datetime]) -> Query:
+    return Query(
+        where=where(params.get("filter", ""), kind, sync_times),
+        order=order(params.get("sort", ""), params.get("orderBy", ""), kind),
+        fields=selected(params, kind),
+        limit=_number(params, "limit", settings.ONEROSTER_PAGE_SIZE, low=1),
+        offset=_number(params, "offset", 0, low=0),
+    )
+
+
+def selected(params: QueryDict, kind: Kind) -> list[str] | None:
+    """The `fields` asked for, comma-separated or repeated (implementations do both)."""
+    names = [n.strip() for value in params.getlist("fields") for n in value.split(",")]
+    names = [n for n in names if n]
+    if not names:
+        return None
+    unknown = [n for n in names if n not in kind.names()]
+    if unknown:
+        raise QueryError("invalid_selection_field", f"No field {unknown[0]!r} in {kind.many}.")
+    return names
+
+
+def _number(params: QueryDict, name: str, default: int, low: int) -> int:
+    raw = params.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise QueryError("invaliddata", f"{name} must be a whole number.") from None
+    if value < low:
+        raise QueryError("invaliddata", f"{name} must be at least {low}.")
+    return min(value, settings.ONEROSTER_MAX_PAGE_SIZE) if name == "limit" else value
+
+
+def order(sort: str, direction: str, kind: Kind) -> list[str]:
+    """ORM ordering; the row ID last, so that pages never overlap."""
+    if direction not in ("", "asc", "desc"):
+        raise QueryError("invalid_selection_field", "orderBy is asc or desc.")
+    if not sort:
+        return ["-id"] if direction == "desc" else ["id"]
+    known = columns(kind) | {"dateLastModified": "changed_sync_id"}
+    if sort not in known:
+        raise QueryError("invalid_selection_field", f"Cannot sort {kind.many} by {sort!r}.")
+    sign = "-" if direction == "desc" else ""
+    return [f"{sign}{known[sort]}", f"{sign}id"]
+
+
+def where(text: str, kind: Kind, sync_times: dict[int, datetime]) -> Q:
+    """The filter as a Q: clauses `field op 'value'` joined by AND or by OR (not both)."""
+    if not text.strip():
+        return Q()
+    terms, joins, pos = [], set(), 0
+    while True:
+        found = CLAUSE.match(text, pos)
+        if found is None:
+            raise QueryError("invalid_filter_field", f"Cannot read the filter at {text[pos:]!r}.")
+        name, op, value = found.group(1), found.group(2), found.group(3).replace("''", "'")
+        terms.append(_term(name, op, value, kind, sync_times))
+        pos = found.end()
+        if pos == len(text):
+            break
+        join = JOIN.match(text, pos)
+        if join is None:
+            raise QueryError("invalid_filter_field", f"Expected AND or OR at {text[pos:]!r}.")
+        joins.add(join.group(1))
+        pos = join.end()
+    if len(joins) > 1:
+        raise QueryError("invalid_filter_field", "A filter joins its clauses by AND or by OR.")
+    combined = terms[0]
+    for term in terms[1:]:
+        combined = combined | term if joins == {"OR"} else combined & term
+    return combined
+
+
+def _term(name: str, op: str, value: str, kind: Kind, sync_times: dict[int, datetime]) -> Q:
+    if name == "dateLastModified":
+        return Q(changed_sync_id__in=_syncs(op, value, sync_times))
+    column = columns(kind).get(name)
+    if column is None:
+        raise QueryError("invalid_filter_field", f"Cannot filter {kind.many} by {name!r}.")
+    if op == "!=":
+        return ~Q(**{column: value})
+    return Q(**{f"{column}__{LOOKUPS[op]}": value})
+
+
+def _syncs(op: str, value: str, sync_times: dict[int, datetime]) -> list[int]:
+    """The syncs whose time, as dateLastModified shows it (to the millisecond), matches: the
+    records they last changed are the ones the clause selects."""
+    if op == "~":
+        return [pk for pk, at in sync_times.items() if value in timestamp(at)]
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise QueryError(
+            "invaliddata", f"dateLastModified compares with a date-time, not {value!r}.", 422
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    compare = COMPARE[op]
+    return [
+        pk
+        for pk, at in sync_times.items()
+        if compare(at.replace(microsecond=at.microsecond // 1000 * 1000), moment)
+    ]
