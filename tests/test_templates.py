@@ -85,11 +85,12 @@ def test_a_file_matching_no_template_is_reported(custom, tmp_path):
     (tmp_path / "students export.csv").write_text(STUDENTS, encoding="utf-8")
     (tmp_path / "grades.csv").write_text("a,b\n1,2\n", encoding="utf-8")
     sync = import_path(custom, tmp_path)
-    found = {(i.code, i.file) for i in sync.issues.all()}
-    assert ("file_misnamed", "students export.csv") in found  # names are case-sensitive
-    assert ("file_unknown", "grades.csv") in found
-    unknown = sync.issues.get(code="file_unknown")
-    assert "import templates of istown" in unknown.message
+    # Loose files no template claims are unmatched, as over SFTP; Campuses.csv is imported.
+    assert list(sync.uploads.values_list("filename", flat=True)) == ["Campuses.csv"]
+    unmatched = dict(custom.uploads.filter(status="unmatched").values_list("filename", "outcome"))
+    assert set(unmatched) == {"students export.csv", "grades.csv"}
+    assert "Did you mean Students Export.csv?" in unmatched["students export.csv"]
+    assert "import templates of istown" in unmatched["grades.csv"]
 
 
 def test_add_only_template_never_removes(custom, tmp_path):

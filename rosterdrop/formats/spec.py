@@ -210,6 +210,27 @@ class Manifest:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A format's answer to "is this file mine?" for a name sent to it.
+
+    `name`: the format's own name for the file ("" when it is not one of its files, or is a
+    zip); `near`: not its file, but one of its names in another letter case (the did-you-mean);
+    `reason`: why it is not read, in the words every path (match, SFTP/FTPS, web, CLI, mail)
+    uses.
+    """
+
+    sent: str
+    name: str = ""
+    package: bool = False  # a .zip: its members are asked one by one
+    near: str = ""
+    reason: str = ""
+
+    @property
+    def mine(self) -> bool:
+        return bool(self.name) or self.package
+
+
+@dataclass(frozen=True)
 class FormatSpec:
     slug: str
     title: str
@@ -238,6 +259,32 @@ class FormatSpec:
 
     def file(self, name: str) -> FileSpec | None:
         return next((f for f in self.files if f.name == name), None)
+
+    @property
+    def known_names(self) -> tuple[str, ...]:
+        """Every file name the format knows: its manifest, its files, those it leaves alone."""
+        manifest = (self.manifest.name,) if self.manifest else ()
+        return (*manifest, *(f.name for f in self.files), *self.ignored_files)
+
+    def claim(self, sent: str) -> Claim:
+        """Whether a file sent under this name is the format's: its exact name, or the same
+        name in another case where the dialect allows it (SDS v1); a zip is a package."""
+        if sent.lower().endswith(".zip"):
+            return Claim(sent, package=True)
+        if sent in self.known_names:
+            return Claim(sent, sent)
+        near = next((n for n in self.known_names if n.lower() == sent.lower()), "")
+        if near and self.dialect.case_insensitive_names:
+            return Claim(sent, near)
+        names = ", ".join(f.name for f in self.files)
+        exact = "" if self.dialect.case_insensitive_names else " (file names are case-sensitive)"
+        reason = (
+            f"{sent} is not a file of {self.title}, so it was not imported. The files it reads "
+            f"are {names}{exact}."
+        )
+        if near:
+            reason += f" Did you mean {near}?"
+        return Claim(sent, near=near, reason=reason)
 
     @property
     def entities(self) -> set[str]:

@@ -27,12 +27,6 @@ class LinkValues:
     targets: dict[Link, list[pl.Series]] = field(default_factory=dict)
 
 
-def _same_file(fmt: FormatSpec, spec_name: str, sent_name: str) -> bool:
-    if fmt.dialect.case_insensitive_names:
-        return spec_name.lower() == sent_name.lower()
-    return spec_name == sent_name
-
-
 def gather(values: LinkValues, fmt: FormatSpec, file: FileSpec, batch: pl.DataFrame) -> None:
     """Keep the link values of one checked batch: its own links, and targets in it."""
     for link in file.links:
@@ -40,7 +34,7 @@ def gather(values: LinkValues, fmt: FormatSpec, file: FileSpec, batch: pl.DataFr
             rows = batch.select(pl.col(link.column).alias(VALUE), LINE).filter(pl.col(VALUE) != "")
             values.sources.setdefault(link, (file.name, []))[1].append(rows)
     for link in (lk for f in fmt.files for lk in f.links):
-        if _same_file(fmt, link.file, file.name):
+        if fmt.claim(file.name).name == link.file:
             found = values.targets.setdefault(link, [])
             if link.target in batch.columns:
                 found.append(batch[link.target])

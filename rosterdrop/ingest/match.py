@@ -80,12 +80,14 @@ def _header(member: Member, delimiters: str) -> list[str]:
 
 
 def _lookup(spec: FormatSpec, members: dict[str, Member]) -> dict[str, Member]:
-    """Members by the name the format gives them (any case, if the format allows it)."""
-    if not spec.dialect.case_insensitive_names:
-        return members
-    lower = {name.lower(): m for name, m in members.items()}
-    names = [f.name for f in spec.files] + list(spec.ignored_files)
-    return {**members, **{n: lower[n.lower()] for n in names if n.lower() in lower}}
+    """Members by the name the format gives them (`FormatSpec.claim`); a name sent exactly
+    wins over the same name in another case."""
+    found: dict[str, Member] = {}
+    for sent, member in sorted(members.items(), key=lambda item: item[0] not in spec.known_names):
+        name = spec.claim(sent).name
+        if name:
+            found.setdefault(name, member)
+    return found
 
 
 def _fit(spec: FormatSpec, members: dict[str, Member]) -> tuple[int, str]:
@@ -176,7 +178,7 @@ def match(
         member = found.get(file.name)
         mode = modes.get(file.name, Mode.ABSENT)
         if member is None:
-            near = next((n for n in by_name if n.lower() == file.name.lower()), None)
+            near = next((n for n in by_name if spec.claim(n).near == file.name), None)
             if mode != Mode.ABSENT or spec.all_files_required or file.required:
                 hint = f" (found {near!r}: file names are case-sensitive)" if near else ""
                 raise _fatal(
@@ -200,39 +202,25 @@ def match(
         files.append((replace(file, name=member.name), member, mode))
     _unknown_files(spec, by_name, {m.name for _, m, _ in files}, log)
     if not files:
-        raise _fatal("no_roster_files", f"The upload holds no {spec.title} roster files.")
+        raise _fatal("no_roster_files", f"The upload holds no file of {spec.title}.")
     return Matched(spec, reason, files)
 
 
 def _unknown_files(spec: FormatSpec, by_name: dict, read: set[str], log: FindingLog) -> None:
-    """Files the format does not read: a near miss of a known name is an error, else a warning."""
-    known = [f.name for f in spec.files] + list(spec.ignored_files)
-    if spec.manifest:
-        known.append(spec.manifest.name)
-    insensitive = spec.dialect.case_insensitive_names
-    for name in sorted(set(by_name) - read - set(known)):
-        near = next((k for k in known if k.lower() == name.lower()), None)
-        if insensitive and near:
-            continue
-        if near:
-            log.add(
-                Finding(
-                    ERROR,
-                    "file_misnamed",
-                    f"{name} was not read: {spec.title} names this file {near!r}, and file names "
-                    "are case-sensitive. Rename the file and send it again.",
-                    name,
-                    value=near,
-                )
-            )
+    """Files the format does not claim: a near miss of a known name is an error, else a
+    warning; either says what `FormatSpec.claim` says everywhere else."""
+    for name in sorted(set(by_name) - read):
+        claim = spec.claim(name)
+        if claim.mine:
             continue
         log.add(
             Finding(
-                WARNING,
-                "file_unknown",
-                f"{name} is not a file of {spec.title}; it was not read.",
+                ERROR if claim.near else WARNING,
+                "file_misnamed" if claim.near else "file_unknown",
+                claim.reason,
                 name,
-                outcome="it was not read",
+                value=claim.near,
+                outcome="so it was not imported",
             )
         )
 

@@ -522,11 +522,31 @@ def import_path(
     login: str = "",
     progress: Progress | None = None,
 ):
-    """`rosterdrop import PATH`: keep the files in the inbox like any upload, then import."""
+    """`rosterdrop import PATH`: keep the files in the inbox like any upload, then import
+    those the format claims, as SFTP and the web page do. None when it claims none: each
+    is then recorded as unmatched, with the reason."""
+    uploads = claimed(district, receive_path(district, path, login), dry_run)
+    if not uploads:
+        return None
+    return import_uploads(district, uploads, dry_run=dry_run, progress=progress)
+
+
+def receive_path(district, path: Path, login: str = "") -> list:
+    """The files of a path (a zip, a folder, a file) kept in the inbox like any upload."""
     from rosterdrop.inbox.store import receive
 
-    uploads = [receive(district, p.name, p, "cli", login=login) for p in expand(path)]
-    return import_uploads(district, uploads, dry_run=dry_run, progress=progress)
+    return [receive(district, p.name, p, "cli", login=login) for p in expand(path)]
+
+
+def claimed(district, uploads: list, dry_run: bool = False) -> list:
+    """The uploads the district's format claims (`ingest/claims.py`); the others are recorded
+    as unmatched and, unless this is a dry run, mailed."""
+    from rosterdrop.ingest.claims import claim_uploads
+
+    try:
+        return claim_uploads(district, uploads, tell=not dry_run).importable
+    except ValueError:
+        return uploads  # a format that does not exist: the import says so
 
 
 def approve(sync, who: str = ""):

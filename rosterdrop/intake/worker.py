@@ -3,7 +3,8 @@
 The state lives in the Upload rows (status "received" = waiting), so a restart or a crash loses
 nothing: whatever is still waiting is picked up again. A .zip is imported on its own at once;
 loose files of a district are imported together once its quiet period has passed with no new
-loose file; a file whose name the district's format does not know is recorded as unmatched.
+loose file; a file the district's format does not claim is recorded as unmatched, as on every
+other path (`ingest/claims.py`).
 """
 
 import logging
@@ -16,12 +17,10 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from rosterdrop import notify
 from rosterdrop.districts.models import District
-from rosterdrop.formats import get_format
-from rosterdrop.formats.spec import FormatSpec
 from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
+from rosterdrop.ingest.claims import claim_uploads
 from rosterdrop.ingest.models import Sync
 
 log = logging.getLogger(__name__)
@@ -33,30 +32,6 @@ _wake = threading.Event()
 def wake() -> None:
     """Called after each upload so the worker need not wait for its next poll."""
     _wake.set()
-
-
-def expected_names(spec: FormatSpec) -> set[str]:
-    names = {f.name for f in spec.files} | set(spec.ignored_files)
-    if spec.manifest is not None:
-        names.add(spec.manifest.name)
-    return names
-
-
-def is_zip(filename: str) -> bool:
-    return filename.lower().endswith(".zip")
-
-
-def unmatched_reason(filename: str, spec: FormatSpec) -> str:
-    names = expected_names(spec)
-    hint = next((n for n in sorted(names) if n.lower() == filename.lower()), None)
-    expected = ", ".join(sorted(f.name for f in spec.files))
-    reason = (
-        f"{filename} is not a file of {spec.title}, so it was not imported. Expected a .zip "
-        f"or one of: {expected} (names are case-sensitive)."
-    )
-    if hint:
-        reason += f" Did you mean {hint}?"
-    return reason
 
 
 def waiting_uploads() -> dict[District, list[Upload]]:
@@ -81,20 +56,13 @@ def run_once(now: datetime | None = None) -> float | None:
     next_due: float | None = None
     for district, uploads in waiting_uploads().items():
         try:
-            spec = get_format(district.format, district.slug)
+            claimed = claim_uploads(district, uploads)
         except ValueError as exc:
             _finish(uploads, Upload.Status.FAILED, str(exc))
             continue
-        names = expected_names(spec)
-        loose = []
-        for upload in uploads:
-            if is_zip(upload.filename):
-                import_set(district, [upload])
-            elif upload.filename in names:
-                loose.append(upload)
-            else:
-                _finish([upload], Upload.Status.UNMATCHED, unmatched_reason(upload.filename, spec))
-                notify.upload_unmatched(upload)
+        for package in claimed.packages:
+            import_set(district, [package])
+        loose = claimed.loose
         if not loose:
             continue
         due = max(u.received_at for u in loose) + timedelta(seconds=district.quiet_period_seconds)

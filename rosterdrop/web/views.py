@@ -17,6 +17,7 @@ from rosterdrop.formats.download import file_templates, templates_zip
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import stored_file
 from rosterdrop.ingest.models import Sync
+from rosterdrop.ingest.pipeline import claimed
 from rosterdrop.notify.models import Subscription
 from rosterdrop.web.access import audit_admin, client_ip, district_view, require_operator
 from rosterdrop.web.connection import connection_for
@@ -120,8 +121,14 @@ def upload(request, district):
         messages.error(request, "These files are larger than the web upload allows; use SFTP.")
         return redirect("web:district", district.slug)
     uploads = receive_files(district, files, request.user.get_username(), client_ip(request))
-    sync = start_import(district, uploads)
-    messages.success(request, f"Received {len(uploads)} file(s); importing as sync {sync.pk}.")
+    wanted = claimed(district, uploads)  # as over SFTP: the rest is unmatched, with the reason
+    for upload in uploads:
+        if upload not in wanted:
+            messages.error(request, upload.outcome)
+    if not wanted:
+        return redirect("web:uploads", district.slug)
+    sync = start_import(district, wanted)
+    messages.success(request, f"Received {len(wanted)} file(s); importing as sync {sync.pk}.")
     return redirect("web:sync", district.slug, sync.pk)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from rosterdrop.districts.models import District
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.pipeline import claimed, import_uploads, receive_path
 from rosterdrop.ingest.report import summary
 from rosterdrop.ingest.text import describe
 
@@ -31,14 +31,25 @@ class Command(BaseCommand):
             raise CommandError(f"no district {district!r}; create it with `district add`") from None
         if not json:
             self.stderr.write(f"Importing {path} for {account.slug}...")
-        sync = import_path(
-            account, path, dry_run=dry_run, progress=None if json else self._progress
-        )
+        uploads = receive_path(account, path)
+        wanted = claimed(account, uploads, dry_run)
+        sync = None
+        if wanted:
+            progress = None if json else self._progress
+            sync = import_uploads(account, wanted, dry_run=dry_run, progress=progress)
         if not json and sys.stderr.isatty():
             sys.stderr.write("\n")
-        result = summary(sync)
-        self.stdout.write(jsonlib.dumps(result, indent=2) if json else describe(result))
-        sys.exit(1 if sync.status == "failed" else 0)
+        unmatched = [
+            {"filename": u.filename, "outcome": u.outcome} for u in uploads if u not in wanted
+        ]
+        result = summary(sync) if sync else {"status": "unmatched", "issues": []}
+        if json:
+            self.stdout.write(jsonlib.dumps({**result, "unmatched": unmatched}, indent=2))
+        else:
+            for upload in unmatched:
+                self.stdout.write(f"not imported: {upload['outcome']}")
+            self.stdout.write(describe(result) if sync else "Nothing was imported.")
+        sys.exit(1 if sync is None or sync.status == "failed" else 0)
 
     def _progress(self, name: str, rows: int) -> None:
         """A one-line progress display on a terminal (left alone when stderr is a file)."""
