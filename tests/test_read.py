@@ -31,7 +31,7 @@ def _strict_only(monkeypatch) -> None:
 def test_plain_quoting_reads_the_same_through_polars_and_the_csv_module(monkeypatch):
     text = HEADER + "".join(QUOTED)
     with monkeypatch.context() as patched:
-        patched.setattr(read, "_strict", None)  # polars must read every piece
+        patched.setattr(read._Strict, "read", None)  # polars must read every piece
         fast, fast_findings = _read(text)
     _strict_only(monkeypatch)
     strict, strict_findings = _read(text)

@@ -150,6 +150,7 @@ def _read_file(
                 if result.progress:
                     result.progress(file.name, checker.rows)
         checker.finish()
+        result.log.extend(decoded.findings)
         result.log.extend(table.findings)
         result.files.append({"name": file.name, "rows": checker.rows, "encoding": decoded.encoding})
 

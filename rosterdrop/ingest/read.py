@@ -1,42 +1,69 @@
-r"""Read: UTF-8 chunks -> batches of rows as strings, each row with its physical line number.
+r"""Read: UTF-8 text -> batches of rows as strings, each row with its physical line number.
+
+A line ends at LF (CRLF counts as one line end; decode gave an old-Mac file LF line ends); a
+lone CR elsewhere is a character of its line, to polars and to the csv module alike. Header =
+line 1.
 
 Pieces of a file whose quotes (if any) are plain CSV quoting, that hold no escape character
 and whose every line has exactly the header's number of delimiters are parsed by polars (fast);
-any other piece goes through the stdlib csv module in strict mode, which reports ragged rows
-and broken quotes at their exact lines. Both give the same rows, so the choice is only about
-speed. Header = line 1.
+any other piece goes through the stdlib csv module in strict mode, fed one physical line at a
+time, which reports ragged rows and broken quotes at their exact lines. Both give the same
+rows, so the choice is only about speed.
+
+Where the csv module cannot tell where a row ends (a quote that opens a value and never
+closes, text after a closing quote, a value over the field limit), only the line that row
+starts on is lost: it is reported (a code in findings.UNREADABLE) and reading starts again at
+the next physical line. A value spanning lines is kept only when it makes a row of the
+header's width and none of the lines it spans reads as a row of its own; otherwise its opening
+quote is taken as stray. Where that cannot be sound the file is refused: a broken header, a
+last line cut off without a line break (`file_truncated`), more than MAX_UNREADABLE broken rows.
 
 A format may escape characters with a backslash (Apple School Manager: `\"`, `\,`, and an
 escaped newline inside a value); the escape character is then honoured wherever it appears.
 """
 
 import csv
-import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 import polars as pl
 
 from rosterdrop.ingest.ahead import ahead
-from rosterdrop.ingest.decode import count_byte
+from rosterdrop.ingest.decode import MAX_LINE, count_byte, line_too_long
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding
 
 LINE = "_line"
 QUOTE, NEWLINE, RETURN = ord('"'), ord("\n"), ord("\r")
-# A piece is cut at a newline; an unclosed quote or a line longer than this is refused.
-MAX_PENDING = 64 << 20
-csv.field_size_limit(1 << 20)
+FIELD_LIMIT = 1 << 20
+csv.field_size_limit(FIELD_LIMIT)
+# A row still open at the end of a piece (a quoted value running on) is carried into the next
+# piece up to this size; beyond it, its first line is taken as broken.
+MAX_CARRY = 8 << 20
+# More broken rows than this and the file is refused: its dialect is not what it seems.
+MAX_UNREADABLE = 1000
+# Stand-ins for a lone CR while the csv module reads a line (it would end the row there):
+# Unicode noncharacters, the first one the piece does not hold.
+_CR_STAND_INS = [chr(c) for c in range(0xFDD0, 0xFDF0)]
+_LONE_CR = re.compile("\r(?!\n)")
+# What is left of a last line cut by an old exporter's end-of-file mark (Ctrl-Z) or blanks.
+_NOTHING = " \t\r\x1a"
 
 
 @dataclass(frozen=True)
 class Piece:
-    """Whole lines of a file: their text, the first one's number and how many there are."""
+    """Whole lines of a file: their text, the first one's number and how many there are.
+
+    `final`: the file's last piece; `cut`: the file did not end with a line break.
+    """
 
     text: bytes
     line: int
     lines: int
+    final: bool = False
+    cut: bool = False
 
 
 @dataclass
@@ -56,59 +83,83 @@ def read_table(
 
     `escapechar`: the character that makes the next one literal ("" = none).
     """
-    pieces = _pieces(name, _line_endings(chunks), escapechar.encode())
-    try:
-        first = next(pieces)
-    except StopIteration:
+    pieces = _pieces(name, chunks, escapechar.encode())
+    first = next(pieces)
+    if not first.text:
         raise Failure(
             Finding(FATAL, "file_empty", f"{name} is empty: it needs at least a header row.", name)
-        ) from None
+        )
     header_text, _, rest = first.text.partition(b"\n")
     delimiter = next((d for d in delimiter if d.encode() in header_text), delimiter[0])
-    header_line = header_text.decode("utf-8").rstrip("\r")
-    header = next(csv.reader([header_line], delimiter=delimiter, escapechar=escapechar or None), [])
-    header = [h.strip() for h in header]
-    if not any(header):
-        raise Failure(
-            Finding(FATAL, "header_missing", f"{name} has no header row on line 1.", name, 1)
-        )
+    header = _header(name, header_text.decode("utf-8"), delimiter, escapechar)
     table = Table(name=name, header=header, batches=iter(()))
-    rest_piece = Piece(rest, 2, first.lines - 1)
+    rest_piece = Piece(rest, 2, first.lines - 1, first.final, first.cut)
     table.batches = ahead(_batches(table, delimiter, escapechar, _chain(rest_piece, pieces)))
     return table
 
 
-def _line_endings(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Turn old-Mac bare CR line endings into LF; CRLF and LF are read as they are."""
-    chunks = iter(chunks)
-    first = next(chunks, b"")
-    if b"\r" in first and b"\n" not in first:
-        yield first.replace(b"\r", b"\n")
-        for chunk in chunks:
-            yield chunk.replace(b"\r", b"\n")
-    else:
-        yield first
-        yield from chunks
+def _header(name: str, text: str, delimiter: str, escapechar: str) -> list[str]:
+    """Line 1's names; a header the csv module cannot read as one line is refused."""
+    text = text.removesuffix("\r")
+
+    def refuse(what: str) -> Failure:
+        return Failure(
+            Finding(
+                FATAL,
+                "header_invalid",
+                f"Line 1 of {name}, the header, {what}; nothing was read. Save the file again "
+                "from the program that made it, with one header row of column names.",
+                name,
+                1,
+            )
+        )
+
+    if "\r" in text:
+        raise refuse("holds a carriage return (CR) character inside it")
+    try:
+        row = next(
+            csv.reader([text], delimiter=delimiter, escapechar=escapechar or None, strict=True), []
+        )
+    except csv.Error as exc:
+        raise refuse(f"is not valid CSV ({_plain(exc)})") from None
+    header = [h.strip() for h in row]
+    if not any(header):
+        raise Failure(
+            Finding(FATAL, "header_missing", f"{name} has no header row on line 1.", name, 1)
+        )
+    return header
 
 
 def _pieces(name: str, chunks: Iterator[bytes], escape: bytes = b"") -> Iterator[Piece]:
-    """Cut the text at newlines outside quotes and escapes."""
+    """Cut the text at line ends, where the quotes before are balanced if there is such a line
+    end (a value spanning lines then stays in one piece), else at the last one."""
     pending = b""
     line = 1
     for chunk in chunks:
         pending += chunk
         plain = _unescaped(pending, escape)
         cut = plain.rfind(b"\n") + 1
-        if cut == 0 or b'"' in plain and plain.count(b'"', 0, cut) % 2:
-            if len(pending) > MAX_PENDING:
-                _refuse_pending(name, pending, line)
+        if cut == 0:
+            if len(pending) > MAX_LINE:
+                raise Failure(line_too_long(name, line))
             continue
+        if b'"' in plain and plain.count(b'"', 0, cut) % 2:
+            cut = _last_balanced_line_end(plain, cut) or cut
         piece, pending = pending[:cut], pending[cut:]
-        lines = count_byte(piece, 10)
+        lines = count_byte(piece, NEWLINE)
         yield Piece(piece, line, lines)
         line += lines
-    if pending:
-        yield Piece(pending + b"\n", line, count_byte(pending, 10) + 1)
+    cut = bool(pending) and not pending.endswith(b"\n")
+    text = pending + b"\n" if cut else pending
+    yield Piece(text, line, count_byte(text, NEWLINE), final=True, cut=cut)
+
+
+def _last_balanced_line_end(plain: bytes, cut: int) -> int:
+    """The end of the last line before `cut` after which the quotes are balanced (0: none)."""
+    data = np.frombuffer(plain, dtype=np.uint8, count=cut)
+    odd = np.logical_xor.accumulate(data == QUOTE)
+    ends = np.flatnonzero((data == NEWLINE) & ~odd)
+    return int(ends[-1]) + 1 if len(ends) else 0
 
 
 def _unescaped(text: bytes, escape: bytes) -> bytes:
@@ -119,25 +170,8 @@ def _unescaped(text: bytes, escape: bytes) -> bytes:
     return re.sub(re.escape(escape) + b".", b"\0\0", text, flags=re.DOTALL)
 
 
-def _refuse_pending(name: str, pending: bytes, line: int) -> None:
-    if b"\n" not in pending:
-        raise Failure(
-            Finding(FATAL, "line_too_long", f"Line {line} of {name} is too long.", name, line)
-        )
-    raise Failure(
-        Finding(
-            FATAL,
-            "unterminated_quote",
-            f"{name} has a quoted value that never ends (near line {line}); "
-            'check for a stray " character.',
-            name,
-            line,
-        )
-    )
-
-
 def _chain(rest: Piece, pieces: Iterator[Piece]) -> Iterator[Piece]:
-    if rest.text:
+    if rest.text or rest.final:
         yield rest
     yield from pieces
 
@@ -146,12 +180,15 @@ def _batches(
     table: Table, delimiter: str, escapechar: str, pieces: Iterator[Piece]
 ) -> Iterator[pl.DataFrame]:
     sep = ord(delimiter)
+    strict = _Strict(table, delimiter, escapechar)
     for piece in pieces:
+        if not piece.text and not strict.carry:
+            continue
         frame = None
-        if not escapechar or escapechar.encode() not in piece.text:
+        if not strict.carry and not (escapechar and escapechar.encode() in piece.text):
             frame = _fast(piece, table.header, sep)
         if frame is None:
-            frame = _strict(piece.text, piece.line, table, delimiter, escapechar)
+            frame = strict.read(piece)
         if frame.height:
             yield frame
 
@@ -181,10 +218,17 @@ def _fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None:
         return None
     if frame.height != piece.lines:
         return None
+    # The csv module refuses a value over its field limit: so must this path.
+    if len(piece.text) > FIELD_LIMIT and _longest(frame) > FIELD_LIMIT:
+        return None
     first = piece.line
     return frame.with_columns(
         pl.int_range(first, first + frame.height, dtype=pl.UInt32).alias(LINE)
     )
+
+
+def _longest(frame: pl.DataFrame) -> int:
+    return frame.select(pl.all().str.len_bytes().max()).max_horizontal().item() or 0
 
 
 def _delimiters_outside_quotes(text: bytes, sep: int) -> int:
@@ -206,11 +250,14 @@ def _delimiters_outside_quotes(text: bytes, sep: int) -> int:
     glued[1:] = opens[1:] == closes[:-1] + 1
     after_at = np.minimum(closes + 1, len(data) - 1)
     after = np.where(closes + 1 < len(data), data[after_at], NEWLINE)
+    # A CR after a closing quote is a line end only as the first half of CRLF.
+    then = data[np.minimum(closes + 2, len(data) - 1)]
+    crlf = (after == RETURN) & (then == NEWLINE) & (closes + 2 < len(data))
     glued_after = np.zeros(len(closes), dtype=bool)
     glued_after[:-1] = glued[1:]
     if not (
         np.all((before == sep) | (before == NEWLINE) | glued)
-        and np.all((after == sep) | (after == NEWLINE) | (after == RETURN) | glued_after)
+        and np.all((after == sep) | (after == NEWLINE) | crlf | glued_after)
     ):
         return -1
     depth = np.zeros(len(data) + 1, dtype=np.int8)
@@ -222,78 +269,223 @@ def _delimiters_outside_quotes(text: bytes, sep: int) -> int:
     return int(np.count_nonzero((data == sep) & ~inside))
 
 
-def _strict(
-    piece: bytes, line: int, table: Table, delimiter: str, escapechar: str = ""
-) -> pl.DataFrame:
-    """Parse with the stdlib csv module, reporting each broken row at its physical line."""
-    width = len(table.header)
-    name = table.name
-    reader = csv.reader(
-        io.StringIO(piece.decode("utf-8"), newline=""),
-        delimiter=delimiter,
-        escapechar=escapechar or None,
-        strict=True,
-    )
-    rows: list[list[str]] = []
-    lines: list[int] = []
-    while True:
-        start = line + reader.line_num
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            if "unexpected end of data" in str(exc):
-                raise Failure(
-                    Finding(
-                        FATAL,
-                        "unterminated_quote",
-                        f"{name} has a quoted value starting on line {start} that never ends; "
-                        'check for a stray " character.',
-                        name,
-                        start,
-                    )
-                ) from None
-            table.findings.append(
+def _plain(exc: csv.Error) -> str:
+    """The csv module's complaint in words a data manager reads."""
+    text = str(exc)
+    if "expected after" in text:
+        return "there is text right after the closing quote of a value"
+    if "unexpected end of data" in text:
+        return "a quoted value is never closed"
+    return text
+
+
+class _Strict:
+    """The csv module in strict mode over whole physical lines, carrying a row still open at
+    the end of one piece into the next, and starting again at the line after a broken row."""
+
+    def __init__(self, table: Table, delimiter: str, escapechar: str):
+        self.table, self.width = table, len(table.header)
+        self.options = {"delimiter": delimiter, "escapechar": escapechar or None, "strict": True}
+        self.escapechar = escapechar
+        self.carry: list[str] = []  # the lines of a row still open, from the last piece
+        self.carry_line = 0
+        self.unreadable = 0
+
+    def read(self, piece: Piece) -> pl.DataFrame:
+        text = piece.text.decode("utf-8")
+        stand_in = ""
+        if "\r" in text and _LONE_CR.search(text):
+            # None free: the csv module reports such a line as broken.
+            stand_in = next((c for c in _CR_STAND_INS if c not in text), "")
+            if stand_in:
+                text = _LONE_CR.sub(stand_in, text)
+        lines = _split(text, self.escapechar)
+        first = piece.line
+        if self.carry:
+            lines, first = self.carry + lines, self.carry_line
+            self.carry = []
+        numbers = _numbers(lines, first, self.escapechar)
+        rows: list[list[str]] = []
+        at: list[int] = []
+        pos = 0
+        while pos < len(lines):
+            start = pos
+            reader = csv.reader(islice(lines, start, None), **self.options)
+            try:
+                row = next(reader, None)
+            except csv.Error as exc:
+                end = start + reader.line_num
+                open_at_end = "unexpected end of data" in str(exc)
+                if open_at_end and not piece.final and sum(map(len, lines[start:])) <= MAX_CARRY:
+                    self.carry, self.carry_line = lines[start:], numbers[start]
+                    break
+                if open_at_end and piece.cut and end >= len(lines) and start == len(lines) - 1:
+                    raise Failure(self._truncated(numbers[start])) from None
+                self._broken(numbers, start, end, exc)
+                pos = start + 1
+                continue
+            if row is None:
+                break
+            pos = start + reader.line_num
+            if not row:
+                continue  # a blank line
+            line = numbers[start]
+            if pos - start > 1 and not self._spans_soundly(row, lines, start, pos):
+                self._broken(numbers, start, pos, None, len(row))
+                pos = start + 1
+                continue
+            last = piece.cut and pos >= len(lines)
+            if last and len(row) < self.width:
+                if not "".join(row).strip(_NOTHING):
+                    continue  # an end-of-file mark, not a row
+                raise Failure(self._truncated(line))
+            row = self._fitted(row, line)
+            if row is not None:
+                rows.append(row)
+                at.append(line)
+        frame = pl.DataFrame(rows, schema=dict.fromkeys(self.table.header, pl.String), orient="row")
+        if stand_in:
+            frame = frame.with_columns(pl.all().str.replace_all(stand_in, "\r", literal=True))
+        return frame.with_columns(pl.Series(LINE, at, dtype=pl.UInt32))
+
+    def _fits(self, row: list[str]) -> bool:
+        return len(row) == self.width or (
+            len(row) > self.width and not any(v.strip() for v in row[self.width :])
+        )
+
+    def _spans_soundly(self, row: list[str], lines: list[str], start: int, end: int) -> bool:
+        """A row over several lines is a value with line breaks only if it fits the header and
+        none of the lines after its first is a row of its own (else its first quote is stray)."""
+        if not self._fits(row):
+            return False
+        for line in lines[start + 1 : end]:
+            try:
+                alone = next(csv.reader([line], **self.options), [])
+            except csv.Error:
+                continue
+            if len(alone) == self.width:
+                return False
+        return True
+
+    def _fitted(self, row: list[str], line: int) -> list[str] | None:
+        """The row cut to the header's width (trailing empty values), or None if it is ragged."""
+        name, width = self.table.name, self.width
+        if len(row) == width:
+            return row
+        if self._fits(row):
+            self.table.findings.append(
                 Finding(
-                    ERROR,
-                    "csv_syntax",
-                    f"Line {start} is not valid CSV ({exc}); the row was skipped. Values "
-                    'containing quotes must be quoted, with each " written as "".',
+                    WARNING,
+                    "row_trailing_delimiters",
+                    f"Line {line} has {len(row) - width} empty value(s) beyond the last "
+                    "column; they were ignored.",
                     name,
-                    start,
+                    line,
                 )
             )
-            continue
-        if not row:
-            continue  # a blank line
-        if len(row) != width:
-            if len(row) > width and not any(v.strip() for v in row[width:]):
-                table.findings.append(
-                    Finding(
-                        WARNING,
-                        "row_trailing_delimiters",
-                        f"Line {start} has {len(row) - width} empty value(s) beyond the last "
-                        "column; they were ignored.",
-                        name,
-                        start,
-                    )
+            return row[:width]
+        self.table.findings.append(
+            Finding(
+                ERROR,
+                "row_width",
+                f"Line {line} has {len(row)} values but the header has {width} "
+                "columns; the row was skipped. Check for a missing or extra delimiter.",
+                name,
+                line,
+                value=self.options["delimiter"].join(row)[:200],
+            )
+        )
+        return None
+
+    def _broken(
+        self, numbers: Sequence[int], start: int, end: int, exc: csv.Error | None, values: int = 0
+    ) -> None:
+        """Report the row starting at `start` as unreadable: reading goes on at the next line."""
+        name, line = self.table.name, numbers[start]
+        last = numbers[max(end - 1, start)]
+        text = "" if exc is None else str(exc)
+        again = f"the line was skipped and reading went on at line {line + 1}"
+        stray = (
+            'Check that line for a stray " character: a quote inside a value must be written '
+            '"" and the whole value put in quotes.'
+        )
+        if "field larger than field limit" in text:
+            code = "field_too_large"
+            message = (
+                f"Line {line} has a value longer than {FIELD_LIMIT:,} characters (often a quote "
+                f"that runs on); {again}. {stray}"
+            )
+        elif exc is None:
+            code = "unterminated_quote"
+            message = (
+                f"Line {line} has a quote that opens a value which closes only on line {last}, "
+                + (
+                    f"making a row of {values} values for {self.width} columns"
+                    if values != self.width
+                    else "and the lines in between read as rows of their own"
                 )
-                row = row[:width]
-            else:
-                table.findings.append(
-                    Finding(
-                        ERROR,
-                        "row_width",
-                        f"Line {start} has {len(row)} values but the header has {width} "
-                        "columns; the row was skipped. Check for a missing or extra delimiter.",
-                        name,
-                        start,
-                        value=delimiter.join(row)[:200],
-                    )
+                + f"; {again}. {stray}"
+            )
+        elif "unexpected end of data" in text:
+            code = "unterminated_quote"
+            message = (
+                f"Line {line} has a quote that opens a value which never closes; {again}. {stray}"
+            )
+        elif last > line:
+            code = "unterminated_quote"
+            message = (
+                f"Line {line} has a quote that opens a value which closes only on line {last}, "
+                f"where text follows the closing quote; {again}. {stray}"
+            )
+        else:
+            code = "csv_syntax"
+            message = f"Line {line} is not valid CSV ({_plain(exc)}); {again}. {stray}"
+        self.table.findings.append(Finding(ERROR, code, message, name, line))
+        self.unreadable += 1
+        if self.unreadable > MAX_UNREADABLE:
+            raise Failure(
+                Finding(
+                    FATAL,
+                    "csv_unreadable",
+                    f"More than {MAX_UNREADABLE} rows of {name} could not be read as CSV (the "
+                    f"last on line {line}); nothing was applied. Check the file's quotes and "
+                    "delimiter, or save it again as CSV.",
+                    name,
+                    line,
                 )
-                continue
-        rows.append(row)
-        lines.append(start)
-    frame = pl.DataFrame(rows, schema=dict.fromkeys(table.header, pl.String), orient="row")
-    return frame.with_columns(pl.Series(LINE, lines, dtype=pl.UInt32))
+            )
+
+    def _truncated(self, line: int) -> Finding:
+        return Finding(
+            FATAL,
+            "file_truncated",
+            f"{self.table.name} ends in the middle of a row (line {line} is cut off and the file "
+            "has no final line break): the upload looks cut off, so nothing was applied. Send "
+            "the whole file again.",
+            self.table.name,
+            line,
+        )
+
+
+def _split(text: str, escapechar: str) -> list[str]:
+    """The text's lines, each with its LF; with an escape character, an escaped line break
+    does not end a line."""
+    if not escapechar or escapechar not in text:
+        parts = text.split("\n")
+        return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    blanked = re.sub(re.escape(escapechar) + ".", "\0\0", text, flags=re.DOTALL)
+    lines, begin = [], 0
+    for end in (m.end() for m in re.finditer("\n", blanked)):
+        lines.append(text[begin:end])
+        begin = end
+    if begin < len(text):
+        lines.append(text[begin:])
+    return lines
+
+
+def _numbers(lines: list[str], first: int, escapechar: str) -> Sequence[int]:
+    """The physical line each of `lines` starts on."""
+    if not escapechar:
+        return range(first, first + len(lines))
+    counts = np.fromiter((line.count("\n") for line in lines), dtype=np.int64, count=len(lines))
+    return (first + np.concatenate(([0], np.cumsum(counts)[:-1]))).tolist()
