@@ -9,7 +9,9 @@ FATAL, ERROR, WARNING = "fatal", "error", "warning"
 KEEP_PER_KIND = 100
 # Lines that could not be read into a row, so their record's ID is unknown: a full file with
 # one removes nothing (ingest/kept.py).
-UNREADABLE = frozenset({"csv_syntax", "row_width"})
+UNREADABLE = frozenset(
+    {"csv_syntax", "row_width", "unterminated_quote", "field_too_large", "utf8_invalid"}
+)
 
 
 @dataclass(frozen=True)

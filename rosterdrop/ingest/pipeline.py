@@ -84,7 +84,7 @@ def check(
     result = Checked(progress=progress)
     refs = None
     try:
-        members = unpack(paths, limits())
+        members = unpack(paths, limits(), result.log)
         matched = match(members, format_slug, result.log, account)
         refs = matched.format.references
         result.format, result.reason = matched.format.slug, matched.reason

@@ -1,21 +1,43 @@
 """Unpack: a zip, a folder or loose files -> named members, read as streams, never extracted.
 
 A zip is checked before anything is read (member count, declared sizes, ratio, paths,
-links, nesting, encryption, duplicates) and again while streaming, because headers can lie.
+links, nesting, encryption, duplicates, overlapping entries) and again while streaming,
+because headers can lie: a member that outgrows its declared size, fails its CRC or cannot be
+inflated is refused by name, never with a traceback. What macOS adds to a zip it makes
+(`__MACOSX/` resource forks, `.DS_Store`, `._` files) is ignored with a warning. A file named
+.zip that is not one is refused as "not a zip file".
 """
 
 import io
+import lzma
 import stat
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from rosterdrop.ingest.findings import FATAL, Failure, Finding
+from rosterdrop.ingest.findings import FATAL, WARNING, Failure, Finding, FindingLog
 
 ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+# What zipfile raises on a damaged or crafted archive, as it reads the directory or a member.
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    zlib.error,
+    lzma.LZMAError,
+    struct.error,
+)
+# A local file header is at least this long, before its name and the member's data.
+LOCAL_HEADER = 30
 
 
 @dataclass(frozen=True)
@@ -47,14 +69,18 @@ def is_zip(path: Path) -> bool:
 class _LimitedReader(io.RawIOBase):
     """Streams a zip member and stops as soon as it outgrows what its header declared."""
 
-    def __init__(self, raw: BinaryIO, name: str, declared: int, budget: list[int]):
-        self._raw, self._name, self._left, self._budget = raw, name, declared, budget
+    def __init__(self, raw: BinaryIO, name: str, package: str, declared: int, budget: list[int]):
+        self._raw, self._name, self._package = raw, name, package
+        self._left, self._budget = declared, budget
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._raw.read(len(buffer))
+        try:
+            data = self._raw.read(len(buffer))
+        except ZIP_ERRORS as exc:
+            raise _damaged(self._name, self._package, exc) from None
         n = len(data)
         self._left -= n
         self._budget[0] -= n
@@ -73,16 +99,51 @@ class _LimitedReader(io.RawIOBase):
         super().close()
 
 
-def _zip_members(path: Path, limits: Limits) -> list[Member]:
+def _damaged(name: str, package: str, exc: BaseException) -> Failure:
+    why = "its CRC-32 does not match" if "CRC" in str(exc) else "it cannot be unpacked"
+    return _refuse(
+        "zip_member_damaged",
+        f"{name} in {package} is damaged ({why}): the zip was not written completely or was "
+        "changed on the way; nothing was applied. Make the zip again and send it.",
+        file=name,
+        value=package,
+    )
+
+
+def _not_a_zip(package: str, why: str) -> Failure:
+    return _refuse(
+        "zip_invalid",
+        f"{package} is not a zip file that can be read ({why}); nothing was applied. Send the "
+        "zip again, made with a standard zip tool, or the CSV files themselves.",
+        file=package,
+    )
+
+
+def _made_by_macos(name: str) -> bool:
+    """Resource forks and folder settings that macOS's Compress adds: never roster data."""
+    return (
+        name.startswith("__MACOSX/")
+        or PurePosixPath(name).name == ".DS_Store"
+        or (name.startswith("._") and "/" not in name)
+    )
+
+
+def _overlapping(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> str:
+    """The name of an entry whose data runs into the next entry (a crafted zip), or ""."""
+    spans = sorted(infos, key=lambda i: i.header_offset)
+    ends = [i.header_offset for i in spans[1:]] + [archive.start_dir]
+    for info, end in zip(spans, ends, strict=True):
+        if info.header_offset + LOCAL_HEADER + info.compress_size > end:
+            return info.filename
+    return ""
+
+
+def _zip_members(path: Path, limits: Limits, log: FindingLog) -> list[Member]:
     package = path.name
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise _refuse(
-            "zip_invalid",
-            f"{package} is not a readable zip file (it may be truncated). Send it again.",
-            file=package,
-        ) from None
+    except ZIP_ERRORS:
+        raise _not_a_zip(package, "its list of entries cannot be read: it may be cut off") from None
     infos = archive.infolist()
     if len(infos) > limits.max_members:
         raise _refuse(
@@ -90,6 +151,20 @@ def _zip_members(path: Path, limits: Limits) -> list[Member]:
             f"{package} holds {len(infos)} entries; at most {limits.max_members} are accepted.",
             file=package,
         )
+    ignored = [i.filename for i in infos if _made_by_macos(i.filename)]
+    if ignored:
+        log.add(
+            Finding(
+                WARNING,
+                "zip_member_ignored",
+                f"{len(ignored)} entries of {package} that macOS adds to a zip it makes "
+                f"({', '.join(ignored[:3])}{', ...' if len(ignored) > 3 else ''}) were ignored: "
+                "they hold no roster data.",
+                file=package,
+                value=ignored[0],
+            )
+        )
+        infos = [i for i in infos if not _made_by_macos(i.filename)]
     seen: set[str] = set()
     total = 0
     for info in infos:
@@ -126,6 +201,14 @@ def _zip_members(path: Path, limits: Limits) -> list[Member]:
                 package,
                 name,
             )
+    overlapping = _overlapping(archive, archive.infolist())
+    if overlapping:
+        raise _refuse(
+            "zip_member_refused",
+            f"Entry {overlapping!r} in {package} overlaps another entry (a crafted zip).",
+            package,
+            overlapping,
+        )
     if total > limits.max_total_bytes:
         raise _refuse(
             "zip_too_large",
@@ -136,8 +219,12 @@ def _zip_members(path: Path, limits: Limits) -> list[Member]:
 
     def opener(info: zipfile.ZipInfo) -> Callable[[], BinaryIO]:
         def open_member() -> BinaryIO:
-            raw = archive.open(info)
-            return io.BufferedReader(_LimitedReader(raw, info.filename, info.file_size, budget))
+            try:
+                raw = archive.open(info)
+            except ZIP_ERRORS as exc:
+                raise _damaged(info.filename, package, exc) from None
+            reader = _LimitedReader(raw, info.filename, package, info.file_size, budget)
+            return io.BufferedReader(reader)
 
         return open_member
 
@@ -152,11 +239,15 @@ def _loose_member(path: Path) -> Member:
     return Member(path.name, path.stat().st_size, lambda: path.open("rb"), "")
 
 
-def unpack(paths: list[Path], limits: Limits) -> list[Member]:
+def unpack(paths: list[Path], limits: Limits, log: FindingLog | None = None) -> list[Member]:
     """Members of one upload: one zip, or several loose files (a folder is expanded by the
-    caller, `pipeline.expand`)."""
+    caller, `pipeline.expand`). Warnings (entries ignored) go to `log`."""
+    log = FindingLog() if log is None else log
+    for path in paths:
+        if path.name.lower().endswith(".zip") and path.is_file() and not is_zip(path):
+            raise _not_a_zip(path.name, "it does not start as a zip file does")
     if len(paths) == 1 and paths[0].is_file() and is_zip(paths[0]):
-        return _zip_members(paths[0], limits)
+        return _zip_members(paths[0], limits, log)
     members = [_loose_member(p) for p in paths]
     zips = [m.name for m, p in zip(members, paths, strict=True) if is_zip(p)]
     if zips:
