@@ -5,6 +5,7 @@ records made from it; a line that could not be read at all withholds every remov
 entities its file fills; a header-only full file removes everything, past the guard.
 """
 
+import polars as pl
 import pytest
 from helpers import edit, rows, write
 
@@ -176,3 +177,70 @@ def test_a_row_whose_id_cannot_be_read_withholds_every_removal(district, school)
     [withheld] = Issue.objects.filter(sync=sync, code="removal_withheld")
     # Two users, the one left out and the one of line 5, and their roles.
     assert withheld.line == 5 and withheld.message.startswith("4 records not in users.csv")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "code"),
+    [
+        ("sourcedId", "{id}\x00", "id_invalid"),
+        ("sourcedId", "\u202e{id}", "id_invalid"),
+        ("username", "x" * 300, "value_too_long"),
+        ("givenName", "N" * 200_000, "value_too_long"),
+        ("email", "a@b.org" + "x" * 1000, "value_too_long"),
+    ],
+)
+def test_a_value_that_cannot_be_kept_skips_its_row_and_keeps_the_record(
+    district, school, column, value, code
+):
+    import_path(district, school)
+    line, row = a_student(school)
+    before = snapshot(district)
+    edit(school / "users.csv", line, column, value.format(id=row[0]))
+    sync = import_path(district, school)
+    assert sync.status == "no_changes"
+    [issue] = Issue.objects.filter(sync=sync, code=code)
+    assert issue.line == line and issue.severity == "error" and issue.value.isprintable()
+    assert len(issue.value) < 300 and len(issue.message) < 600
+    assert snapshot(district) == before
+    assert Issue.objects.filter(sync=sync, code="kept_as_it_was", value=row[0]).exists()
+
+
+def test_control_characters_are_removed_from_text(district, school):
+    import_path(district, school)
+    line, row = a_student(school)
+    edit(school / "users.csv", line, "givenName", "Ana\x00\x1b[0m Mar\u202eía\tB")
+    sync = import_path(district, school)
+    assert sync.status == "applied"
+    user = records(district, "users").get(sourced_id=row[0])
+    assert user.givenName == "Ana[0m María\tB"
+    [issue] = Issue.objects.filter(sync=sync, code="control_character_removed")
+    assert issue.severity == "warning" and issue.line == line and issue.value.isprintable()
+
+
+def test_an_id_of_free_text_with_a_control_character_skips_its_row():
+    from rosterdrop.formats.clever import SCHOOLS
+    from rosterdrop.formats.spec import Mode
+    from rosterdrop.ingest.findings import FindingLog
+    from rosterdrop.ingest.validate import RowChecker
+
+    header = ["School_id", "School_name", "School_number"]
+    frame = pl.DataFrame(
+        {
+            "School_id": ["S\x1b1", "S2", "S3"],
+            "School_name": ["One", "Two\x00", "Th\u2066ree"],
+            "School_number": ["1", "2", "3"],
+            "_line": pl.Series([2, 3, 4], dtype=pl.UInt32),
+        }
+    )
+    log = FindingLog()
+    checker = RowChecker(SCHOOLS, header, Mode.BULK, log)
+    kept = checker.check(frame)
+    assert kept["School_id"].to_list() == ["S2", "S3"]
+    assert kept["School_name"].to_list() == ["Two", "Three"]
+    assert checker.rejected["_line"].to_list() == [2]
+    found = {(f.code, f.line, f.severity, f.value) for f in log.findings}
+    assert found == {
+        ("control_character", 2, "error", "S\\x1b1"),
+        ("control_character_removed", 3, "warning", "Two\\x00"),
+        ("control_character_removed", 4, "warning", "Th\\u2066ree"),
+    }

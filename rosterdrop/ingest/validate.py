@@ -12,12 +12,17 @@ from functools import cached_property
 
 import polars as pl
 
-from rosterdrop.formats.spec import Column, Dialect, FileSpec, Mode, Type
+from rosterdrop.formats.spec import Column, Dialect, FileSpec, Joined, Mode, Type
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding, FindingLog
 from rosterdrop.ingest.read import LINE
+from rosterdrop.roster.schema import ID_LENGTH, LIST_LENGTH, REFS, TEXT_LENGTH, max_length
 
 SAMPLES = 100
 STATUS = "_status"
+# Values in issues are cut to this many characters.
+SHOWN = 200
+# Types whose rule refuses any value with a control character: only other columns are looked at.
+STRICT_TYPES = frozenset(Type) - {Type.STRING, Type.ENUMS, Type.USER_IDS}
 
 ID_CHARS = r"^[0-9A-Za-z.\-_/@]+$"
 ID_LIST_CHARS = r"^[0-9A-Za-z.\-_/@]+(,[0-9A-Za-z.\-_/@]+)*$"
@@ -122,6 +127,69 @@ def unreadable_id(key: tuple[str, ...], present: set[str]) -> pl.Expr:
     if not parts:
         return pl.lit(False)
     return pl.any_horizontal([(p == "") | p.str.contains(CONTROL) for p in parts])
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How a kept column's values are kept clean: the longest value, and whether it holds an
+    identifier (a control character skips the row) or text (control characters are removed).
+    """
+
+    name: str
+    length: int
+    identifier: bool
+    controls: bool  # looked at for control characters (else its type's rule refuses them)
+
+
+def _sources(source: str | tuple[str, ...] | Joined) -> tuple[str, ...]:
+    if isinstance(source, Joined):
+        return source.columns
+    return (source,) if isinstance(source, str) else source
+
+
+def value_bounds(file: FileSpec, header: list[str], renames: dict[str, str]) -> list[Bounds]:
+    """The bounds of every column whose values are kept (secret and delta columns are not)."""
+    lengths: dict[str, int] = {}
+    ids: set[str] = set()
+
+    def use(name: str, length: int, identifier: bool) -> None:
+        lengths[name] = min(lengths.get(name, length), length)
+        if identifier:
+            ids.add(name)
+
+    for output in file.outputs:
+        refs = {r.field for r in REFS.get(output.entity, ())}
+        for field, source in output.fields.items():
+            for name in _sources(source):
+                use(name, max_length(field), field in refs)
+        for name in output.key:
+            use(name, ID_LENGTH, True)
+        if output.explode:
+            use(output.explode, LIST_LENGTH, True)
+    bounds = []
+    for h in header:
+        col = file.column(h)
+        if col is not None and (col.secret or col.delta_only):
+            continue
+        name = renames.get(h, h)
+        unpivoted = any(col is not None and col.name in o.unpivot for o in file.outputs)
+        identifier = name in ids or unpivoted
+        length = ID_LENGTH if unpivoted else lengths.get(name, TEXT_LENGTH)
+        strict = col is not None and col.type in STRICT_TYPES
+        bounds.append(Bounds(name, length, identifier, not strict))
+    return bounds
+
+
+def cut(value: str) -> str:
+    """A value as an issue shows it: cut to SHOWN characters."""
+    return value[:SHOWN] + ("..." if len(value) > SHOWN else "")
+
+
+def shown(value: str) -> str:
+    """A value as an issue keeps it: cut, control characters written as escapes (a NUL
+    cannot be stored in PostgreSQL's text)."""
+    value = cut(value)
+    return value if value.isprintable() else repr(value)[1:-1]
 
 
 @dataclass(frozen=True)
@@ -264,6 +332,7 @@ class RowChecker:
         # Columns known by an alias are renamed to the spec's name; numbered ones keep theirs.
         self.renames = {h: c.name for c, h in present if h != c.name and not c.numbered}
         self.columns = [(c, h if c.numbered else c.name) for c, h in present]
+        self.bounds = value_bounds(file, header, self.renames)
         self.rows = 0
         self.skipped = 0
         # The rows the last batch's checks skipped, for what refers to them.
@@ -289,8 +358,8 @@ class RowChecker:
         Every column's masks are computed in one pass over the batch; the per-column work
         after that only runs for columns where something was found.
         """
+        frame, bad = self._bounded(frame)
         masks = frame.select(self._mask_exprs)
-        bad = pl.repeat(False, frame.height, eager=True)
         fixes = {}
         for i, (col, name, rule) in enumerate(self._rules):
             empty = masks[f"{i}:empty"]
@@ -344,6 +413,55 @@ class RowChecker:
             frame = frame.filter(kept)
         self.skipped += height - frame.height
         return frame
+
+    def _bounded(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+        """Values kept clean and bounded (README, "Values are bounded and clean"): a value
+        too long, or an identifier holding a control character, skips its row; control
+        characters in text are removed. Returns the batch and the rows to skip."""
+        bad = pl.repeat(False, frame.height, eager=True)
+        masks = frame.select(self._bound_exprs)
+        if not masks.select(pl.any_horizontal(pl.all().any())).item():
+            return frame, bad
+        cleaned = {}
+        for i, b in enumerate(self.bounds):
+            long = masks[f"{i}:long"]
+            if long.any():  # bytes first (cheap); characters where that says it may be
+                long = long & frame.select(pl.col(b.name).str.len_chars() > b.length).to_series()
+                self._report(
+                    frame, long, b.name, "value_too_long", ERROR,
+                    f"is longer than the {b.length} characters allowed; the row was skipped",
+                    outcome="the row was skipped",
+                )  # fmt: skip
+                bad = bad | long
+            control = masks[f"{i}:control"] if b.controls else None
+            if control is None or not control.any():
+                continue
+            if b.identifier:
+                self._report(
+                    frame, control, b.name, "control_character", ERROR,
+                    "holds a control or text-direction character, which an ID cannot; the row "
+                    "was skipped", outcome="the row was skipped",
+                )  # fmt: skip
+                bad = bad | control
+            else:
+                self._report(
+                    frame, control, b.name, "control_character_removed", WARNING,
+                    "holds control or text-direction characters; they were removed",
+                    outcome="they were removed",
+                )  # fmt: skip
+                cleaned[b.name] = pl.col(b.name).str.replace_all(TEXT_CONTROL, "")
+        return (frame.with_columns(**cleaned) if cleaned else frame), bad
+
+    @cached_property
+    def _bound_exprs(self) -> list[pl.Expr]:
+        exprs = []
+        for i, b in enumerate(self.bounds):
+            value = pl.col(b.name)
+            exprs.append((value.str.len_bytes() > b.length).fill_null(False).alias(f"{i}:long"))
+            if b.controls:
+                pattern = CONTROL if b.identifier else TEXT_CONTROL
+                exprs.append(value.str.contains(pattern).fill_null(False).alias(f"{i}:control"))
+        return exprs
 
     @property
     def checked_columns(self) -> list[str]:
@@ -477,13 +595,13 @@ class RowChecker:
             Finding(
                 severity,
                 code,
-                f"{label} {value!r} on line {line} {what}."
+                f"{label} {cut(value)!r} on line {line} {what}."
                 if value
                 else f"{label} on line {line} {what}.",
                 self.file.name,
                 line,
                 column,
-                value,
+                shown(value),
                 outcome=outcome,
             )
             for line, value in sample.iter_rows()

@@ -82,6 +82,28 @@ FIELDS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
+# The longest value a field may hold, in characters: a longer one is a row error (the row is
+# skipped), never stored. Names and IDs 255, a comma list of IDs 64 KiB (an administrator at
+# a thousand schools), any other text 1000 (README, "Values are bounded and clean").
+ID_LENGTH, NAME_LENGTH, LIST_LENGTH, TEXT_LENGTH = 255, 255, 65_536, 1000
+NAME_FIELDS = frozenset(
+    {
+        "name", "title", "username", "givenName", "familyName", "middleName",
+        "preferredGivenName", "preferredMiddleName", "preferredFamilyName",
+    }
+)  # fmt: skip
+
+
+def max_length(field: str) -> int:
+    """The longest value of a canonical field (an unknown one, such as an extra column: text)."""
+    refs = {r.field: r.many for refs in REFS.values() for r in refs}
+    if field in refs:
+        return LIST_LENGTH if refs[field] else ID_LENGTH
+    if field == "sourcedId":
+        return ID_LENGTH
+    return NAME_LENGTH if field in NAME_FIELDS else TEXT_LENGTH
+
+
 # What a district data manager calls each entity, for messages.
 # Records that some formats cannot name by a stable ID of their own (SDS v1, Clever and
 # ParentSquare key an enrollment by class and person; OneRoster by the file's sourcedId): when
