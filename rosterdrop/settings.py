@@ -214,3 +214,7 @@ ONEROSTER_PAGE_SIZE = 100  # the binding's default limit
 ONEROSTER_MAX_PAGE_SIZE = int(os.environ.get("ROSTERDROP_ONEROSTER_MAX_PAGE_SIZE", 10_000))
 # Requests a minute per client before 429 (0 = no limit).
 ONEROSTER_RATE_LIMIT = int(os.environ.get("ROSTERDROP_ONEROSTER_RATE_LIMIT", 600))
+
+# The change feed (rosterdrop.feed): events of every applied sync, kept this many days.
+INSTALLED_APPS += ["rosterdrop.feed"]
+FEED_RETENTION_DAYS = int(os.environ.get("ROSTERDROP_FEED_RETENTION_DAYS", 30))

@@ -18,6 +18,7 @@ from rosterdrop.api.schemas import (
     UploadOut,
 )
 from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.feed.api import router as feed_router
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import stored_file
 from rosterdrop.ingest.models import Sync, with_sync_times
@@ -32,6 +33,7 @@ api = NinjaAPI(
     auth=TokenAuth(),
     urls_namespace="api",
 )
+api.add_router("", feed_router)
 
 
 def _district(request, slug: str):

@@ -17,6 +17,7 @@ import polars as pl
 from django.conf import settings
 
 from rosterdrop import notify
+from rosterdrop.feed.events import record_events, renamed_in
 from rosterdrop.formats.spec import FormatSpec, Mode
 from rosterdrop.ingest import memory
 from rosterdrop.ingest.apply import apply_plan
@@ -338,6 +339,7 @@ def run(
                         return _roster_changed(checked, plan)
                     staged = _stage_snapshot(snapshot, plan, checked)
                     apply_plan(conn, plan, checked.spills, district.pk, sync.pk)
+                    record_events(conn, district.pk, sync.pk, renamed_in(plan))
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))
         except BaseException:
             if staged is not None:

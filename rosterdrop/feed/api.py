@@ -1,0 +1,72 @@
+"""`GET /api/districts/SLUG/events`: the change feed, paged by an `after` cursor."""
+
+from datetime import datetime
+
+from django.conf import settings
+from ninja import Router, Schema
+from ninja.errors import HttpError
+from ninja.responses import Status
+
+from rosterdrop.accounts.access import districts_for
+from rosterdrop.feed.models import Batch, Counter, Event
+
+router = Router(tags=["feed"])
+MAX_LIMIT = 10_000
+
+
+class EventOut(Schema):
+    seq: int
+    sync: int
+    applied_at: datetime
+    entity: str
+    sourced_id: str
+    action: str
+
+
+class FeedOut(Schema):
+    events: list[EventOut]
+    next: int  # the `after` of the next call
+    has_more: bool
+    last_seq: int  # the district's newest event number
+
+
+class GoneOut(Schema):
+    detail: str
+    oldest_after: int  # the oldest cursor that can still be read
+
+
+@router.get("/districts/{slug}/events", response={200: FeedOut, 410: GoneOut})
+def list_events(request, slug: str, after: int = 0, limit: int = 100):
+    """Events after the cursor `after` (0: from the start), oldest first. 410 when events
+    after it were deleted (kept FEED_RETENTION_DAYS): read the roster in full, then follow
+    from `last_seq`."""
+    district = districts_for(request.auth).filter(slug=slug).first()
+    if district is None:
+        raise HttpError(404, "No such district.")
+    if limit < 1 or after < 0:
+        raise HttpError(422, "limit is at least 1 and after at least 0.")
+    counter = Counter.objects.filter(pk=district.pk).first() or Counter(district=district)
+    if after < counter.pruned_through:
+        return Status(
+            410,
+            {
+                "detail": f"Events up to {counter.pruned_through} are no longer kept "
+                f"({settings.FEED_RETENTION_DAYS} days): read the roster in full, then follow "
+                f"the feed from last_seq.",
+                "oldest_after": counter.pruned_through,
+            },
+        )
+    limit = min(limit, MAX_LIMIT)
+    found = Event.objects.filter(district=district, seq__gt=after).order_by("seq")
+    page = list(found.values("seq", "sync_id", "entity", "sourced_id", "action")[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    batches = Batch.objects.filter(sync_id__in={e["sync_id"] for e in page})
+    times = dict(batches.values_list("sync_id", "applied_at"))
+    events = [{**e, "sync": e["sync_id"], "applied_at": times.get(e["sync_id"])} for e in page]
+    return {
+        "events": events,
+        "next": page[-1]["seq"] if page else after,
+        "has_more": more,
+        "last_seq": counter.last_seq,
+    }

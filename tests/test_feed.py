@@ -1,0 +1,162 @@
+"""The change feed: every applied sync's record-level events, written with the roster change,
+numbered without gaps per district, paged by a cursor; expired cursors answer 410."""
+
+import io
+from datetime import timedelta
+
+import pytest
+import web_fixtures
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+from helpers import rows, write
+
+from rosterdrop.feed.models import Batch, Counter, Event
+from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.roster.models import ENTITIES, MODELS
+
+operator = web_fixtures.operator
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def api(user) -> Client:
+    out = io.StringIO()
+    call_command("token", "create", user.username, stdout=out)
+    return Client(headers={"Authorization": f"Bearer {out.getvalue().strip()}"})
+
+
+class Consumer:
+    """A vendor's reader of the feed: follows it from a cursor and keeps its own copy of the
+    roster, reading each created or updated record."""
+
+    def __init__(self, client: Client, slug: str):
+        self.client, self.slug = client, slug
+        self.cursor = 0
+        self.roster: dict[tuple[str, str], dict] = {}
+
+    def follow(self, page_size: int = 37) -> int:
+        read = 0
+        while True:
+            url = f"/api/districts/{self.slug}/events?after={self.cursor}&limit={page_size}"
+            page = self.client.get(url).json()
+            for event in page["events"]:
+                assert event["seq"] == self.cursor + 1  # no gap, no repeat
+                self.cursor = event["seq"]
+                key = (event["entity"], event["sourced_id"])
+                if event["action"] == "deleted":
+                    self.roster.pop(key, None)
+                else:
+                    record = self.client.get(
+                        f"/api/districts/{self.slug}/roster/{key[0]}/{key[1]}"
+                    ).json()
+                    assert record["status"] == "active", (event, record)
+                    self.roster[key] = record["data"]
+                read += 1
+            assert page["next"] == self.cursor
+            if not page["has_more"]:
+                assert self.cursor == page["last_seq"]
+                return read
+
+
+def roster_of(district) -> dict[tuple[str, str], dict]:
+    return {
+        (entity, record.sourced_id): record.data
+        for entity in ENTITIES
+        for record in MODELS[entity].objects.filter(district=district, status="active")
+    }
+
+
+def _without(table: list[list[str]], column: str, value: str) -> list[list[str]]:
+    at = table[0].index(column)
+    return [table[0]] + [row for row in table[1:] if row[at] != value]
+
+
+def test_a_consumer_following_the_feed_through_20_syncs_ends_with_the_roster(
+    district, operator, school
+):
+    consumer = Consumer(api(operator), district.slug)
+    assert import_path(district, school).status == "applied"
+    first = consumer.follow()
+    assert first == sum(MODELS[e].objects.filter(district=district).count() for e in ENTITIES)
+    users_csv, enrollments_csv = school / "users.csv", school / "enrollments.csv"
+    demographics_csv = school / "demographics.csv"
+    removed: list[list[str]] = []
+    for step in range(20):
+        users, enrollments = rows(users_csv), rows(enrollments_csv)
+        # A new student, enrolled in the first enrollment's class.
+        new = list(users[-1])
+        new[0], new[5], new[6] = f"new-student-{step}", "student", f"new.student.{step}"
+        users.append(new)
+        enrolled = list(enrollments[1])
+        enrolled[0], enrolled[5], enrolled[6:8] = f"new-enrollment-{step}", new[0], ["student", ""]
+        enrollments.append(enrolled)
+        # A changed name.
+        users[2 + step][8] = f"Renamed{step}"
+        # A student removed, with what refers to it; every fifth sync one comes back.
+        if step % 5 == 4 and removed:
+            users.append(removed.pop(0))
+        else:
+            gone = users.pop(30 + step)
+            removed.append(gone)
+            enrollments = _without(enrollments, "userSourcedId", gone[0])
+            write(demographics_csv, _without(rows(demographics_csv), "sourcedId", gone[0]))
+        write(users_csv, users)
+        write(enrollments_csv, enrollments)
+        sync = import_path(district, school)
+        assert sync.status == "applied", (step, sync.message)
+        read = consumer.follow(page_size=1 + step * 7)
+        assert read > 0
+        assert consumer.roster == roster_of(district), step
+    counter = Counter.objects.get(pk=district.pk)
+    assert consumer.cursor == counter.last_seq == Event.objects.filter(district=district).count()
+    assert sorted(Event.objects.values_list("seq", flat=True)) == list(
+        range(1, counter.last_seq + 1)
+    )
+    # Each sync's batch: consecutive ranges whose counts add up to its events.
+    batches = list(Batch.objects.filter(district=district))
+    assert len(batches) == 21 and batches[0].first_seq == 1
+    assert all(a.last_seq + 1 == b.first_seq for a, b in zip(batches, batches[1:], strict=False))
+    assert all(sum(b.counts.values()) == b.last_seq - b.first_seq + 1 for b in batches)
+    kinds = set(Event.objects.values_list("action", flat=True))
+    assert kinds == {"created", "updated", "deleted"}
+
+
+def test_a_sync_that_changes_nothing_or_is_held_writes_no_events(district, school):
+    import_path(district, school)
+    before = Counter.objects.get(pk=district.pk).last_seq
+    assert import_path(district, school).status in ("no_changes", "applied")
+    users = rows(school / "users.csv")
+    write(school / "users.csv", users[:2])  # nearly everyone removed: held for approval
+    held = import_path(district, school)
+    assert held.status == "held"
+    assert Counter.objects.get(pk=district.pk).last_seq == before
+    assert Event.objects.filter(district=district).count() == before
+
+
+def test_an_expired_cursor_answers_410(district, operator, school, settings):
+    settings.FEED_RETENTION_DAYS = 30
+    client = api(operator)
+    first = import_path(district, school)
+    old = Counter.objects.get(pk=district.pk).last_seq
+    Batch.objects.filter(sync_id=first.pk).update(applied_at=timezone.now() - timedelta(days=31))
+    users = rows(school / "users.csv")
+    users[1][8] = "Changed"
+    write(school / "users.csv", users)
+    assert import_path(district, school).status == "applied"
+    gone = client.get(f"/api/districts/{district.slug}/events?after=0")
+    assert gone.status_code == 410 and gone.json()["oldest_after"] == old
+    assert client.get(f"/api/districts/{district.slug}/events?after={old - 1}").status_code == 410
+    kept = client.get(f"/api/districts/{district.slug}/events?after={old}").json()
+    assert [e["action"] for e in kept["events"]] == ["updated"]
+    assert kept["events"][0]["seq"] == old + 1 and not kept["has_more"]
+    assert not Event.objects.filter(district=district, seq__lte=old).exists()
+
+
+def test_the_feed_is_only_for_the_districts_of_the_token(district, school, db):
+    from rosterdrop.districts.models import District
+
+    import_path(district, school)
+    other = District.objects.create(slug="shelbyville", name="S", format="oneroster-1.1")
+    theirs = web_fixtures.make_user("data@shelbyville.test", other)
+    assert api(theirs).get(f"/api/districts/{district.slug}/events").status_code == 404
+    assert Client().get(f"/api/districts/{district.slug}/events").status_code == 401
