@@ -10,6 +10,7 @@ from email.policy import default
 from pathlib import Path
 
 import pytest
+import sftp_fixtures
 from aiosmtpd.controller import Controller
 from django.utils import timezone
 from helpers import edit, rows, write
@@ -21,6 +22,9 @@ from rosterdrop.ingest.pipeline import import_path
 from rosterdrop.notify.models import OutboxMail, Subscription
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+make_server = sftp_fixtures.make_server
+sftp_template = sftp_fixtures.sftp_template
 
 
 class Sink:
@@ -280,3 +284,25 @@ def test_a_web_upload_never_waits_on_a_silent_mail_server(
     assert district.syncs.get().status == "applied"
     mail = OutboxMail.objects.get()
     assert mail.sent_at is None and mail.attempts == 0  # still to be sent, by the mail thread
+
+
+@pytest.mark.slow
+def test_serve_sends_mail_from_its_own_thread(make_server, smtp, smtp_port, school, tmp_path):
+    """`rosterdrop serve` starts the mail thread: an SFTP upload's mail arrives."""
+    server = make_server(
+        ROSTERDROP_SMTP_HOST="127.0.0.1",
+        ROSTERDROP_SMTP_PORT=str(smtp_port),
+        ROSTERDROP_SMTP_TLS="none",
+    )
+    server.cli(
+        "shell",
+        "-c",
+        "from rosterdrop.districts.models import District as D;"
+        "from rosterdrop.notify.models import Subscription as S;"
+        "S.objects.create(district=D.objects.get(slug='alpha'), email='all@alpha.test',"
+        " on_success=True)",
+    )
+    server.openssh(f"put {school_zip(school, tmp_path)}\n")
+    server.wait_idle()
+    [mail] = wait_for(lambda: smtp.to("all@alpha.test"), 30)
+    assert "roster updated" in mail["Subject"]
