@@ -226,6 +226,14 @@ def mapping_problems(template) -> list[str]:
 
 def as_format(templates, title: str) -> FormatSpec:
     """Templates as one format; each file is optional, and its own template's mode applies."""
+    add_file: dict[str, str] = {}
+    for kind in KINDS:
+        for entity in feeds(kind):
+            add_file.setdefault(
+                entity,
+                f"Add an import template of the kind {kind} (Import templates in the console, "
+                f"or `rosterdrop template add --kind {kind}`) and send its file with the others.",
+            )
     return FormatSpec(
         slug="custom",
         title=title,
@@ -233,6 +241,7 @@ def as_format(templates, title: str) -> FormatSpec:
         header_order=False,
         default_mode=Mode.BULK,
         detectable=False,
+        add_file=add_file,
     )
 
 

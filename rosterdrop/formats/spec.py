@@ -252,6 +252,9 @@ class FormatSpec:
     strict_references: dict[str, str] = field(default_factory=dict)
     # Whether `validate` may pick this format by itself (custom templates cannot be guessed).
     detectable: bool = True
+    # entity -> how a district adds a file of it when the format has none yet (custom
+    # templates: the kind of template to add).
+    add_file: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         files = tuple(f if f.dialect else replace(f, dialect=self.dialect) for f in self.files)
@@ -285,6 +288,14 @@ class FormatSpec:
         if near:
             reason += f" Did you mean {near}?"
         return Claim(sent, near=near, reason=reason)
+
+    def how_to_send(self, entity: str) -> str:
+        """What to do when rows name records of an entity that no file sent: send the files
+        of the format that hold them, or add one."""
+        files = [f.name for f in self.files if any(o.entity == entity for o in f.outputs)]
+        if files:
+            return f"Send {' or '.join(files)} with the other files."
+        return self.add_file.get(entity, f"{self.title} has no file that holds them.")
 
     @property
     def entities(self) -> set[str]:

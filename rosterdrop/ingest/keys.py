@@ -128,6 +128,7 @@ def check_keys(
     log: FindingLog,
     refs: dict[str, tuple[Ref, ...]] | None = None,
     roster_keys: RosterKeys | None = None,
+    how_to_send: Callable[[str], str] | None = None,
 ) -> dict[str, pl.DataFrame]:
     """Accepted records per entity (_key, _keyhash, _hash, _status, _row [, _natural, _same]);
     findings for the rest.
@@ -135,6 +136,8 @@ def check_keys(
     `known` holds the active keys of the current roster, used for references into entities
     this upload does not send in full. `refs`: the format's references (default: the schema's).
     `roster_keys`: the roster's keys by position, for records that let theirs go.
+    `how_to_send`: what to do about an entity that rows name but that neither the upload nor
+    the roster holds (the format's words); its rows then get one issue, not one each.
     """
     refs = REFS if refs is None else refs
     # Source lines whose record was skipped and reported: their other records stay quiet.
@@ -146,11 +149,15 @@ def check_keys(
     active_keys: dict[str, pl.Series] = {}
     empty = pl.Series(KEY, [], pl.String)
     targeted = {ref.target for entity_refs in refs.values() for ref in entity_refs}
+    # Targets neither sent nor in the roster -> the references to them, told once.
+    unsent: dict[str, list[tuple]] = {}
     for entity in ENTITIES:
         rows = entities.get(entity)
         if rows is None:
             if entity in targeted:  # asked only when needed: `known` may read from disk
                 active_keys[entity] = known.get(entity, empty)
+                if how_to_send is not None and not len(active_keys[entity]):
+                    unsent[entity] = []
             continue
         # A delta or partial upload may refer to records already in the roster; a full one to
         # those its skipped rows keep as they were.
@@ -169,8 +176,13 @@ def check_keys(
             missing, values = _missing(frame, ref.field, ref.many, targets)
             missing = missing & live
             if missing.any():
-                causes = lost.get(ref.target, LOST)
-                _report_missing(rows, frame, missing & ~quiet, values, ref, log, causes)
+                if ref.target in unsent:
+                    unsent[ref.target].append(
+                        (rows, frame.filter(missing), values.filter(missing), ref)
+                    )
+                else:
+                    causes = lost.get(ref.target, LOST)
+                    _report_missing(rows, frame, missing & ~quiet, values, ref, log, causes)
                 if ref.strong:
                     keep = keep & ~missing
         skipped = frame.filter(~keep).select(pl.col(KEY).cast(pl.String), FILE, LINE)
@@ -187,7 +199,47 @@ def check_keys(
         accepted[entity] = kept.select(KEY, KEYHASH, HASH, STATUS, ROW, *extra)
         if entity in targeted:
             active_keys[entity] = pl.concat([kept.filter(pl.col(STATUS) == "active")[KEY], carried])
+    for target, named in unsent.items():
+        if named:
+            log.add(_unsent(target, named, how_to_send(target)))
     return accepted
+
+
+def _unsent(target: str, named: list[tuple], advice: str) -> Finding:
+    """One issue for all the rows naming records of an entity that nothing holds (a custom
+    district sending students but no schools): what is missing and how to fix it."""
+    label = LABELS[target]
+    first = None
+    lines: list[pl.DataFrame] = []
+    values: dict[str, None] = {}
+    places: dict[str, None] = {}
+    outcomes: dict[str, None] = {}
+    for rows, frame, value_of, ref in named:
+        found = frame.select(LINE, pl.col(FILE).cast(pl.String))
+        lines.append(found)
+        if first is None:
+            first = (found[FILE][0], found[LINE][0], rows.column(found[FILE][0], ref.field))
+        at = value_of.filter(value_of != "").cast(pl.String).unique(maintain_order=True)
+        values.update(dict.fromkeys(at.head(5).to_list()))
+        for file in found[FILE].unique(maintain_order=True):
+            places[f"{file} ({rows.column(file, ref.field)})"] = None
+        what = LABELS[rows.entity]
+        outcomes[f"their {what}s were skipped" if ref.strong else f"their {what}s were "
+                 "imported without it"] = None  # fmt: skip
+    rows_of = pl.concat(lines).unique().height  # a row may name it in several records
+    shown = ", ".join(list(values)[:5]) + (", ..." if len(values) > 5 else "")
+    strong = any(ref.strong for *_, ref in named)
+    return Finding(
+        ERROR if strong else WARNING,
+        "reference_not_sent",
+        f"No file of this upload holds any {label}, and the roster has none yet, but "
+        f"{rows_of} rows name one in {', '.join(places)}: {shown}. "
+        f"{'; '.join(outcomes).capitalize()}. {advice}",
+        first[0],
+        first[1],
+        first[2],
+        shown,
+    )
 
 
 LOST = pl.DataFrame(schema={KEY: pl.String, FILE: pl.String, LINE: pl.UInt32})

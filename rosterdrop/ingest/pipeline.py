@@ -102,7 +102,9 @@ def check(
     if not result.fatal:
         # Not `known or {}`: asking a lazy mapping for its length would read it.
         known = {} if known is None else known
-        result.accepted = check_keys(result.entities, known, result.log, refs, roster_keys)
+        result.accepted = check_keys(
+            result.entities, known, result.log, refs, roster_keys, matched.format.how_to_send
+        )
         for rows in result.entities.values():
             rows.frames.clear()  # what the plan needs is in `accepted`
         result.counts = {

@@ -3,6 +3,7 @@
 import logging
 
 from django.conf import settings
+from django.db.models import Case, Count, When
 from django.urls import reverse
 
 from rosterdrop.notify.models import Subscription
@@ -34,30 +35,55 @@ def _counts(changes: dict) -> str:
     return "\n".join(lines) or "  no records changed"
 
 
+def _files(sync) -> str:
+    """The files read, with their rows (counts of what came in)."""
+    read = [f"  {f['name']}: {f.get('rows', 0)} rows" for f in sync.files or []]
+    return "\n".join(read) or "  none could be read"
+
+
+def _issues(sync) -> str:
+    """How many issues of each severity, then the first ones with file:line."""
+    counted = dict(
+        sync.issues.values("severity").annotate(n=Count("id")).values_list("severity", "n")
+    )
+    totals = ", ".join(f"{counted.get(s, 0)} {s}" for s in ("fatal", "error", "warning"))
+    first = sync.issues.order_by(
+        Case(*(When(severity=s, then=n) for n, s in enumerate(("fatal", "error"))), default=2),
+        "id",
+    )[:ISSUES_IN_MAIL]
+    listed = "\n".join(
+        f"  - {i.file or '-'}{f':{i.line}' if i.line else ''}: {i.message}" for i in first
+    )
+    return f"Issues: {totals}\n\nFirst issues:\n{listed}" if listed else "Issues: none"
+
+
 def _sync_mail(sync) -> tuple[str, str] | None:
+    """Every result mail: what happened, the counts, the issues and the link to the full log."""
     name = sync.district.name
     files = ", ".join(u.filename for u in sync.uploads.all()) or "(no files)"
     page = link("web:sync", sync.district.slug, sync.pk)
     if sync.status in SUCCESS:
-        return (
-            f"[rosterdrop] {name}: roster updated (sync {sync.pk})",
-            f"Sync {sync.pk} of {files}: {sync.message}\n\n{_counts(sync.changes)}\n\n{page}\n",
-        )
-    if sync.status == "held":
-        return (
-            f"[rosterdrop] {name}: sync {sync.pk} is held for approval",
+        subject = f"[rosterdrop] {name}: roster updated (sync {sync.pk})"
+        if sync.status == "applied_with_errors":
+            subject = f"[rosterdrop] {name}: roster updated with errors (sync {sync.pk})"
+        head = f"Sync {sync.pk} of {files}: {sync.message}"
+    elif sync.status == "held":
+        subject = f"[rosterdrop] {name}: sync {sync.pk} is held for approval"
+        head = (
             f"Sync {sync.pk} of {files} was not applied.\n\n{sync.message}\n\n"
-            f"An operator can approve or discard it here:\n{page}\n",
+            "An operator can approve or discard it on the sync's page."
         )
-    if sync.status == "failed":
-        issues = sync.issues.filter(severity__in=("fatal", "error"))[:ISSUES_IN_MAIL]
-        listed = "\n".join(f"  - {i.file or '-'} line {i.line or '-'}: {i.message}" for i in issues)
-        return (
-            f"[rosterdrop] {name}: sync {sync.pk} failed",
-            f"Sync {sync.pk} of {files} failed; nothing was applied.\n\nReason: {sync.message}"
-            f"\n\nFirst issues:\n{listed or '  (none recorded)'}\n\nFull log: {page}\n",
-        )
-    return None  # running, discarded
+    elif sync.status == "failed":
+        subject = f"[rosterdrop] {name}: sync {sync.pk} failed"
+        head = f"Sync {sync.pk} of {files} failed; nothing was applied.\n\nReason: {sync.message}"
+    else:
+        return None  # running, discarded
+    changes = "Changes:" if sync.status in SUCCESS else "Changes it would make:"
+    body = (
+        f"{head}\n\nFiles read:\n{_files(sync)}\n\n{changes}\n{_counts(sync.changes or {})}"
+        f"\n\n{_issues(sync)}\n\nFull log: {page}\n"
+    )
+    return subject, body
 
 
 def sync_finished(sync) -> None:
