@@ -26,16 +26,22 @@ def wake() -> None:
     _wake.set()
 
 
+# Mails sent per connection; a fuller outbox is drained batch after batch, without waiting.
+BATCH = 200
+
+
 def run_forever(stop: threading.Event, poll: float = POLL_SECONDS) -> None:
     while not stop.is_set():
         _wake.clear()
+        sent = 0
         try:
-            send_pending()
+            sent = send_pending(BATCH)
         except Exception:  # send_pending keeps SMTP errors; anything else must not end mail
             log.exception("mail pass failed")
         finally:
             close_old_connections()
-        _wake.wait(poll)
+        if sent < BATCH:
+            _wake.wait(poll)
 
 
 def start(stop: threading.Event, poll: float = POLL_SECONDS) -> threading.Thread:
