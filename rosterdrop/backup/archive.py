@@ -9,6 +9,7 @@ A restore checks every file's sha256 before it changes anything.
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,20 +34,25 @@ def backup(dest: Path) -> Summary:
     if dest.exists():
         raise FileExistsError(f"{dest} exists; a backup goes to a new folder")
     partial = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # a backup that died half-way
     partial.mkdir(mode=0o700, parents=True)  # student data and private keys
-    name, held = database.dump(partial)
-    copied = files.copy_out(files.wanted(held), partial / "files")
-    manifest = {
-        "rosterdrop_backup": FORMAT,
-        "made_at": datetime.now(UTC).isoformat(),
-        "engine": connection.vendor,
-        "database": name,
-        "database_sha256": files.sha256(partial / name),
-        "uploads": len(held.stored_paths),
-        **copied,
-    }
-    (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    os.replace(partial, dest)
+    try:
+        name, held = database.dump(partial)
+        copied = files.copy_out(files.wanted(held), partial / "files")
+        manifest = {
+            "rosterdrop_backup": FORMAT,
+            "made_at": datetime.now(UTC).isoformat(),
+            "engine": connection.vendor,
+            "database": name,
+            "database_sha256": files.sha256(partial / name),
+            "uploads": len(held.stored_paths),
+            **copied,
+        }
+        (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        os.replace(partial, dest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     count = len(copied["files"]) + len(copied["links"])
     return Summary(connection.vendor, len(held.stored_paths), count, copied["missing"])
 
