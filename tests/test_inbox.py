@@ -82,6 +82,6 @@ def test_the_same_bytes_received_again_share_one_file(district, tmp_path, settin
     again.save()
     settings.UPLOAD_RETENTION_DAYS = 1
     type(first).objects.filter(pk=first.pk).update(received_at=timezone.now() - timedelta(days=2))
-    assert [u.pk for u in retention.purge()] == [first.pk]
+    assert [p.upload.pk for p in retention.purge()] == [first.pk]
     assert not paths[0].exists()
     assert hashlib.sha256(paths[1].read_bytes()).hexdigest() == again.sha256
