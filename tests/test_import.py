@@ -358,28 +358,6 @@ def test_saved_snapshot_is_what_the_database_holds(district, school, settings):
     )
 
 
-def test_snapshot_left_staged_by_a_killed_import_is_deleted_later(district, school, settings):
-    """A staged snapshot is only ever a few minutes old while its import runs: one a day old
-    was left by a killed process, and goes at the next publish; a fresh one is left alone."""
-    import os
-    import time
-
-    from rosterdrop.roster import hashes
-
-    folder = settings.DATA_DIR / "roster"
-    folder.mkdir(parents=True, exist_ok=True)
-    killed, running = folder / f"{district.pk}-killed.tmp", folder / f"{district.pk}-live.tmp"
-    other = folder / f"{district.pk + 1}-killed.tmp"  # another district's: not this one's business
-    for path in (killed, running, other):
-        path.write_bytes(b"x" * 1000)
-    old = time.time() - hashes.STALE_STAGED_SECONDS - 60
-    for path in (killed, other):
-        os.utime(path, (old, old))
-    import_path(district, school)
-    assert not killed.exists()
-    assert running.exists() and other.exists()
-
-
 def test_roster_changed_by_another_sync_meanwhile_applies_nothing(district, school, monkeypatch):
     from rosterdrop.districts.models import District
     from rosterdrop.roster import hashes

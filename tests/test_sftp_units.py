@@ -183,18 +183,18 @@ def test_worker_case_hint_and_failure(district, monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_recover_settles_interrupted_syncs(district):
+def test_recover_settles_interrupted_syncs(district, imported):
+    from rosterdrop.ingest import recovery
     from rosterdrop.ingest.models import Sync
 
     done_upload = make_upload(district, "a.zip")
     Sync.objects.create(district=district, status="applied").uploads.add(done_upload)
     crashed_upload = make_upload(district, "b.zip")
-    crashed = Sync.objects.create(district=district, status="running")
+    crashed = Sync.objects.create(district=district, status="running")  # no runner: dead
     crashed.uploads.add(crashed_upload)
-    worker.recover()
+    recovery.recover()
     done_upload.refresh_from_db()
-    crashed_upload.refresh_from_db()
     crashed.refresh_from_db()
     assert done_upload.status == "imported"
-    assert crashed_upload.status == "received"  # imported again by the next pass
-    assert crashed.status == "failed"
+    assert crashed.status == "interrupted"
+    assert imported == [["b.zip"]]  # imported again, once

@@ -21,10 +21,11 @@ from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.feed.api import router as feed_router
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import stored_file
+from rosterdrop.ingest import states
 from rosterdrop.ingest.models import Sync, with_sync_times
 from rosterdrop.ingest.pipeline import discard
 from rosterdrop.roster.models import ENTITIES, records
-from rosterdrop.web.imports import start_approval
+from rosterdrop.web.imports import start_approval, start_retry
 
 api = NinjaAPI(
     title="rosterdrop",
@@ -145,7 +146,10 @@ def _decide(request, sync_id: int, decision: str) -> Sync:
         if not start_approval(sync, who):
             raise HttpError(409, "This sync was decided by someone else first.")
     else:
-        discard(sync, who)
+        try:
+            discard(sync, who)
+        except states.Conflict:
+            raise HttpError(409, "This sync was decided by someone else first.") from None
     record(
         AuditEvent.Kind.ADMIN,
         login=who,
@@ -168,6 +172,27 @@ def approve_sync(request, sync_id: int):
 @api.post("/syncs/{sync_id}/discard", response=DECIDED, tags=["syncs"])
 def discard_sync(request, sync_id: int):
     return _decide(request, sync_id, "discard")
+
+
+@api.post("/syncs/{sync_id}/retry", response=DECIDED, tags=["syncs"])
+def retry_sync(request, sync_id: int):
+    """Import a failed or interrupted sync's files again, as a new sync (returned; it runs in
+    the background: poll it until it is not running)."""
+    if not is_operator(request.auth):
+        raise HttpError(403, "Only operators retry syncs.")
+    sync = _sync(request, sync_id)
+    try:
+        again = start_retry(sync)
+    except states.IllegalMove as exc:
+        raise HttpError(409, f"Cannot retry: {exc}.") from None
+    record(
+        AuditEvent.Kind.ADMIN,
+        login=request.auth.get_username(),
+        ip=request.META.get("REMOTE_ADDR"),
+        detail=f"api: retry sync {sync.pk} of {sync.district.slug} as sync {again.pk}",
+    )
+    again.refresh_from_db()
+    return again
 
 
 @api.get("/districts/{slug}/roster/{entity}", response=list[RecordOut], tags=["roster"])

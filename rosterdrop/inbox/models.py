@@ -3,6 +3,7 @@
 from django.db import models
 
 from rosterdrop.districts.models import District
+from rosterdrop.ingest.states import UploadStatus
 
 
 class Upload(models.Model):
@@ -12,12 +13,7 @@ class Upload(models.Model):
         WEB = "web"
         CLI = "cli"
 
-    class Status(models.TextChoices):
-        RECEIVED = "received"
-        IMPORTED = "imported"
-        UNMATCHED = "unmatched"
-        FAILED = "failed"
-        EXPIRED = "expired"
+    Status = UploadStatus  # every write goes through ingest.states
 
     district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="uploads")
     filename = models.CharField(max_length=255)

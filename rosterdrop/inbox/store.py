@@ -1,18 +1,20 @@
 """Keeping received files: copied into the data folder under their sha256, then recorded;
 the same bytes received again share the earlier file."""
 
+import contextlib
 import errno
 import hashlib
 import os
 import queue
-import tempfile
 import threading
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
+from rosterdrop.ingest import process
 
 # Files are copied a window at a time, each window handed to the disk as soon as it is
 # written: the final fsync then has little left to do, and the kernel does not stall the copy
@@ -97,33 +99,52 @@ def receive(
     login: str = "",
     source_ip: str | None = None,
 ) -> Upload:
-    """Keep a complete file in the inbox (temp name, fsync, rename) and record it."""
+    """Keep a complete file in the inbox (temp name, fsync, rename) and record it.
+
+    The row and the file's final name are one transaction: the worker sees the upload only
+    once its bytes are durable under the path recorded (never a row without its file).
+    """
     folder = inbox_dir(district)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".incoming-")
+    fd, tmp_name = process.mkstemp(".incoming-", folder)
+    final = None
     try:
         kept = _link_earlier_copy(district, source_path, tmp_name)
         size, sha = kept if kept else _copy_and_hash(source_path, fd)
-    except BaseException:
-        os.unlink(tmp_name)
+        with transaction.atomic():
+            upload = Upload.objects.create(
+                district=district,
+                filename=filename,
+                size=size,
+                sha256=sha,
+                source=source,
+                login=login,
+                source_ip=source_ip,
+                stored_path="",
+            )
+            final = folder / f"{upload.pk:08d}-{sha[:16]}"
+            os.replace(tmp_name, final)
+            _sync_folder(folder)
+            upload.stored_path = str(final.relative_to(settings.DATA_DIR))
+            upload.save(update_fields=["stored_path"])
+            process.checkpoint("received")
+    except BaseException:  # the row was rolled back: no file without its row either
+        for name in (tmp_name, final):
+            with contextlib.suppress(FileNotFoundError, TypeError):
+                os.unlink(name)
         raise
     finally:
         os.close(fd)
-    upload = Upload.objects.create(
-        district=district,
-        filename=filename,
-        size=size,
-        sha256=sha,
-        source=source,
-        login=login,
-        source_ip=source_ip,
-        stored_path="",
-    )
-    final = folder / f"{upload.pk:08d}-{sha[:16]}"
-    os.replace(tmp_name, final)
-    upload.stored_path = str(final.relative_to(settings.DATA_DIR))
-    upload.save(update_fields=["stored_path"])
     return upload
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _link_earlier_copy(district: District, source_path: Path, target: str):

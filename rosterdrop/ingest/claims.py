@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from rosterdrop import notify
 from rosterdrop.formats import get_format
 from rosterdrop.inbox.models import Upload
+from rosterdrop.ingest import states
 
 
 @dataclass
@@ -44,9 +45,7 @@ def claim_uploads(district, uploads: list[Upload], tell: bool = True) -> Claimed
 
 def unmatched(upload: Upload, reason: str, tell: bool = True) -> None:
     """Record a file no format file or template claims, and tell the district why."""
+    states.settle([upload], Upload.Status.UNMATCHED, reason, waiting_only=True)
     upload.status, upload.outcome = Upload.Status.UNMATCHED, reason[:1000]
-    Upload.objects.filter(pk=upload.pk, status=Upload.Status.RECEIVED).update(
-        status=upload.status, outcome=upload.outcome
-    )
     if tell:
         notify.upload_unmatched(upload)

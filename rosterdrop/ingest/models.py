@@ -4,17 +4,11 @@ from django.db import models
 
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
+from rosterdrop.ingest.states import SyncStatus
 
 
 class Sync(models.Model):
-    class Status(models.TextChoices):
-        RUNNING = "running", "Running"
-        APPLIED = "applied", "Applied"
-        APPLIED_WITH_ERRORS = "applied_with_errors", "Applied with errors"
-        HELD = "held", "Held for approval"
-        NO_CHANGES = "no_changes", "No changes"
-        FAILED = "failed", "Failed"
-        DISCARDED = "discarded", "Discarded"
+    Status = SyncStatus  # every write goes through ingest.states
 
     district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="syncs")
     uploads = models.ManyToManyField(Upload, related_name="syncs", blank=True)
@@ -33,6 +27,16 @@ class Sync(models.Model):
     # the district's roster token as this sync left it (applied or found unchanged).
     input_digest = models.CharField(max_length=64, blank=True, db_index=True)
     roster_token = models.BigIntegerField(null=True, blank=True)
+    # The process running it (ingest.process), to tell a crashed import from a live one.
+    runner = models.CharField(max_length=80, blank=True)
+    retry_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retries",
+        help_text="The failed or interrupted sync this one imports again.",
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]

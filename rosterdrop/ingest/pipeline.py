@@ -4,10 +4,10 @@
 also plans against the district's roster and applies in one transaction, or holds.
 """
 
+import errno
 import functools
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
@@ -19,7 +19,7 @@ from django.conf import settings
 from rosterdrop import notify
 from rosterdrop.feed.events import record_events, renamed_in
 from rosterdrop.formats.spec import FormatSpec, Mode
-from rosterdrop.ingest import memory
+from rosterdrop.ingest import memory, process, states
 from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
@@ -41,7 +41,7 @@ from rosterdrop.ingest.match import match
 from rosterdrop.ingest.outcome import Checked, Outcome, Progress
 from rosterdrop.ingest.plan import Plan, plan_entity
 from rosterdrop.ingest.read import LINE, read_table
-from rosterdrop.ingest.report import record_in
+from rosterdrop.ingest.report import forget_findings, record_in
 from rosterdrop.ingest.spill import Fingerprinting, SpillFolder
 from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.ingest.validate import STATUS, RowChecker, check_header, unreadable_id
@@ -300,7 +300,7 @@ def run(
     progress: Progress | None = None,
 ) -> Outcome:
     """Check, plan against the roster, then apply (or hold) -- the whole import."""
-    work = Path(tempfile.mkdtemp(prefix="spill-", dir=_tmp_dir()))
+    work = process.mkdtemp("spill-", tmp_dir())
     try:
         district.refresh_from_db(fields=["roster_token"])
         token = district.roster_token
@@ -340,8 +340,10 @@ def run(
                     except store.RosterChanged:
                         return _roster_changed(checked, plan)
                     staged = _stage_snapshot(snapshot, plan, checked)
+                    forget_findings(sync.pk)  # a held sync's, when approved
                     apply_plan(conn, plan, checked.spills, district.pk, sync.pk)
                     record_events(conn, district.pk, sync.pk, renamed_in(plan))
+                    process.checkpoint("apply")
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))
         except BaseException:
             if staged is not None:
@@ -443,7 +445,7 @@ def _first_fatal(checked: Checked) -> str:
     return finding.message
 
 
-def _tmp_dir() -> Path:
+def tmp_dir() -> Path:
     path = settings.DATA_DIR / "tmp"
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -458,7 +460,10 @@ def import_uploads(
     approved: bool = False,
     progress: Progress | None = None,
 ):
-    """Import stored uploads as one set (a zip, or loose files together) and record the sync."""
+    """Import stored uploads as one set (a zip, or loose files together) and record the sync.
+
+    `sync`: one already running for them (started by states.start or claimed for approval).
+    """
     from rosterdrop.inbox.store import stored_file
     from rosterdrop.ingest import resent
     from rosterdrop.ingest.models import Sync
@@ -466,16 +471,15 @@ def import_uploads(
 
     digest = resent.input_digest(district, uploads)
     if sync is None:
-        sync = Sync.objects.create(district=district, dry_run=dry_run, input_digest=digest)
-        sync.uploads.set(uploads)
+        sync = states.start(district, uploads, dry_run=dry_run, input_digest=digest)
     else:
+        Sync.objects.filter(pk=sync.pk).update(input_digest=digest)
         sync.input_digest = digest
-        sync.save(update_fields=["input_digest"])
     earlier = resent.earlier_sync(district, digest) if not approved else None
     if earlier is not None:
         resent.repeat(sync, earlier)
         return _finish(sync, uploads, "no_changes", sync.message, dry_run)
-    work = Path(tempfile.mkdtemp(prefix="upload-", dir=_tmp_dir()))
+    work = process.mkdtemp("upload-", tmp_dir())
     try:
         paths = []
         for upload in uploads:
@@ -484,19 +488,10 @@ def import_uploads(
             target.hardlink_to(stored_file(upload))
             paths.append(target)
         outcome = run(paths, district, sync, approved=approved, dry_run=dry_run, progress=progress)
-    except Exception:
+    except Exception as exc:
         # Nothing was applied (the transaction rolled back); say so rather than stay "running".
         log.exception("import of sync %s failed", sync.pk)
-        checked = Checked()
-        checked.log.add(
-            Finding(
-                FATAL,
-                "internal_error",
-                "rosterdrop could not finish this import because of an internal error; nothing "
-                "was applied. The operator has the details in the server log.",
-            )
-        )
-        outcome = Outcome("failed", checked, message="Internal error; nothing was applied.")
+        outcome = _stopped(sync, exc)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if outcome.status in APPLIED and not dry_run:
@@ -506,16 +501,52 @@ def import_uploads(
     return _finish(sync, uploads, outcome.status, outcome.message, dry_run)
 
 
+def _stopped(sync, exc: Exception) -> Outcome:
+    """The outcome of an import that raised: a full disk says so and how to retry; anything
+    else is an internal error (the details are in the server log)."""
+    checked = Checked()
+    if disk_full(exc):
+        checked.log.add(
+            Finding(
+                FATAL,
+                "disk_full",
+                "The server's disk was full during this import, so it stopped; nothing was "
+                "applied. Once the operator has freed space it can be imported again: "
+                f"`rosterdrop sync retry {sync.pk}` (or Retry on the sync's page).",
+            )
+        )
+        return Outcome("failed", checked, message="The disk was full; nothing was applied.")
+    checked.log.add(
+        Finding(
+            FATAL,
+            "internal_error",
+            "rosterdrop could not finish this import because of an internal error; nothing "
+            "was applied. The operator has the details in the server log.",
+        )
+    )
+    return Outcome("failed", checked, message="Internal error; nothing was applied.")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether an error, or one it came from, is a full disk (or quota), as the OS, SQLite,
+    Arrow or polars report it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc)
+        if "No space left on device" in text or "database or disk is full" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _finish(sync, uploads: list, status: str, message: str, dry_run: bool):
     """Tell whoever is notified, and mark the uploads imported or failed."""
-    from rosterdrop.inbox.models import Upload
-
     if not dry_run:
         notify.sync_finished(sync)
-        upload_status = Upload.Status.FAILED if status == "failed" else Upload.Status.IMPORTED
-        Upload.objects.filter(pk__in=[u.pk for u in uploads]).update(
-            status=upload_status, outcome=message[:1000]
-        )
+        states.settle(uploads, states.upload_outcome(status), message)
     return sync
 
 
@@ -555,16 +586,44 @@ def claimed(district, uploads: list, dry_run: bool = False) -> list:
 
 
 def approve(sync, who: str = ""):
-    """Apply a held sync against the roster as it is now, past the removal guard."""
-    sync.issues.all().delete()
-    sync.record_changes.all().delete()
-    sync.decided_by = who
-    sync.save(update_fields=["decided_by"])
+    """Apply a held sync against the roster as it is now, past the removal guard.
+
+    Raises states.Conflict if it is no longer held (decided by someone else first).
+    """
+    states.claim_approval(sync, who)
+    return apply_approved(sync)
+
+
+def apply_approved(sync):
+    """Run an approval claimed with states.claim_approval. The held sync's issues and
+    changes are replaced only when its new outcome is recorded: an approval cut short by a
+    crash returns to held with them (ingest.recovery)."""
     return import_uploads(sync.district, list(sync.uploads.all()), sync=sync, approved=True)
 
 
 def discard(sync, who: str = ""):
-    sync.status = "discarded"
-    sync.decided_by = who
-    sync.save(update_fields=["status", "decided_by"])
+    """Raises states.Conflict if it is no longer held."""
+    states.move(sync, states.SyncStatus.DISCARDED, decided_by=who)
     return sync
+
+
+def start_retry(sync):
+    """A new running sync that imports the uploads of a failed or interrupted one again
+    (a full disk, a crash); raises states.IllegalMove if that cannot be."""
+    if sync.status not in states.RETRYABLE or sync.dry_run:
+        raise states.IllegalMove(
+            f"sync {sync.pk} is {sync.status}; only a failed or interrupted import is retried"
+        )
+    uploads = list(sync.uploads.all())
+    purged = [u.filename for u in uploads if not u.stored_path]
+    if not uploads or purged:
+        raise states.IllegalMove(
+            f"the files of sync {sync.pk} are no longer kept ({', '.join(purged)}); send them again"
+        )
+    return states.start(sync.district, uploads, retry_of=sync)
+
+
+def retry(sync):
+    """Import a failed or interrupted sync's uploads again, as a new sync."""
+    again = start_retry(sync)
+    return import_uploads(again.district, list(again.uploads.all()), sync=again)

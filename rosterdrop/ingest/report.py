@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 from django.db import transaction
 
+from rosterdrop.ingest import states
 from rosterdrop.ingest.models import Change, Issue, Sync
 from rosterdrop.ingest.outcome import Outcome
 from rosterdrop.roster import store
@@ -42,8 +43,16 @@ def _sync_values(outcome: Outcome) -> dict:
     }
 
 
+def forget_findings(sync_id: int) -> None:
+    """Drop what a sync recorded before (a held sync being approved), inside the transaction
+    that records it anew: until that commits, the held sync keeps its issues and changes."""
+    Issue.objects.filter(sync_id=sync_id).delete()
+    Change.objects.filter(sync_id=sync_id).delete()
+
+
 def record_in(conn, sync: Sync, outcome: Outcome) -> None:
     """Record an applied sync inside the transaction that applied it."""
+    states.check(sync.status, outcome.status)
     rows = [tuple(row[c] for c in ISSUE_COLUMNS) for row in _issue_rows(sync, outcome)]
     columns = list(ISSUE_COLUMNS)  # quoted by the loader ("column" is an SQL keyword)
     store.insert_rows(conn, Issue._meta.db_table, columns, rows)
@@ -57,6 +66,7 @@ def record_in(conn, sync: Sync, outcome: Outcome) -> None:
 @transaction.atomic
 def record(sync: Sync, outcome: Outcome) -> None:
     """Record a sync that changed nothing in the roster (failed, held, no changes, dry run)."""
+    forget_findings(sync.pk)  # a held sync's, when approved
     Issue.objects.bulk_create(Issue(**row) for row in _issue_rows(sync, outcome))
     if outcome.status == "held" and outcome.plan:
         Change.objects.bulk_create(
@@ -64,9 +74,8 @@ def record(sync: Sync, outcome: Outcome) -> None:
             for p in outcome.plan.entities.values()
             for key in p.removed[:HELD_CHANGES_SHOWN]
         )
-    for name, value in _sync_values(outcome).items():
-        setattr(sync, name, value)
-    sync.save()
+    values = _sync_values(outcome)
+    states.move(sync, values.pop("status"), **values)
 
 
 def summary(sync: Sync) -> dict:

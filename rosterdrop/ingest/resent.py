@@ -16,6 +16,7 @@ import hashlib
 from django.db import connection, transaction
 from django.utils import timezone
 
+from rosterdrop.ingest import states
 from rosterdrop.ingest.models import Issue, Sync
 from rosterdrop.ingest.plan import COUNTS
 from rosterdrop.ingest.vouched import context
@@ -72,14 +73,16 @@ def repeat(sync: Sync, earlier: Sync) -> None:
             [sync.pk, earlier.pk],
         )
         copied = cur.rowcount
-    sync.status = Sync.Status.NO_CHANGES
-    sync.format = earlier.format
-    sync.files = earlier.files
-    sync.changes = _unchanged(earlier.changes)
-    sync.roster_token = earlier.roster_token
-    sync.message = (
-        f"The same files as sync {earlier.pk}, which the roster already reflects: nothing "
-        "changed." + (f" Its issues ({copied}) are listed again." if copied else "")
+    states.move(
+        sync,
+        Sync.Status.NO_CHANGES,
+        format=earlier.format,
+        files=earlier.files,
+        changes=_unchanged(earlier.changes),
+        roster_token=earlier.roster_token,
+        message=(
+            f"The same files as sync {earlier.pk}, which the roster already reflects: nothing "
+            "changed." + (f" Its issues ({copied}) are listed again." if copied else "")
+        ),
+        finished_at=timezone.now(),
     )
-    sync.finished_at = timezone.now()
-    sync.save()

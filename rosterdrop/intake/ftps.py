@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from pyftpdlib.handlers.ftps.data import TLS_DTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import ThreadedFTPServer
 
+from rosterdrop.ingest import process
 from rosterdrop.intake import auth, folder, tlscert
 from rosterdrop.intake.models import Login
 
@@ -115,7 +115,7 @@ class DistrictFS(AbstractedFS):
             return os.fdopen(fd, mode)
         if filename == self.root:
             raise folder.refused("Is a folder")
-        fd, tmp = tempfile.mkstemp(dir=self.staging, prefix=".upload-")
+        fd, tmp = process.mkstemp(".upload-", self.staging)
         with os.fdopen(fd, "wb") as out:
             if "w" not in mode and os.path.exists(filename):
                 # APPE or REST: start from the current content, as an SFTP resume does.

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from asyncssh.sftp import MIN_SFTP_VERSION
 from asyncssh.stream import SSHServerStreamSession
 from django.conf import settings
 
+from rosterdrop.ingest import process
 from rosterdrop.intake import auth, folder
 from rosterdrop.intake.models import Login
 
@@ -133,7 +133,7 @@ class RosterSFTPServer(asyncssh.SFTPServer):
                 raise asyncssh.SFTPFileAlreadyExists("File already exists")
             if not exists and not pflags & asyncssh.FXF_CREAT:
                 raise asyncssh.SFTPNoSuchFile("No such file")
-            fd, tmp = tempfile.mkstemp(dir=self.staging, prefix=".upload-")
+            fd, tmp = process.mkstemp(".upload-", self.staging)
             file = os.fdopen(fd, "r+b", buffering=0)
             upload = _Upload(name, Path(tmp), file, append=bool(pflags & asyncssh.FXF_APPEND))
             if exists and not pflags & asyncssh.FXF_TRUNC:

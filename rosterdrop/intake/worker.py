@@ -1,7 +1,8 @@
 """The in-process import worker: turns waiting uploads into syncs.
 
 The state lives in the Upload rows (status "received" = waiting), so a restart or a crash loses
-nothing: whatever is still waiting is picked up again. A .zip is imported on its own at once;
+nothing: whatever is still waiting is picked up again, and ingest.recovery settles what a
+crash left running. A .zip is imported on its own at once;
 loose files of a district are imported together once its quiet period has passed with no new
 loose file; a file the district's format does not claim is recorded as unmatched, as on every
 other path (`ingest/claims.py`).
@@ -14,17 +15,19 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections
 from django.utils import timezone
 
 from rosterdrop.districts.models import District
 from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
+from rosterdrop.ingest import recovery, states
 from rosterdrop.ingest.claims import claim_uploads
 from rosterdrop.ingest.models import Sync
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY_SECONDS = 3600
+RECOVERY_EVERY_SECONDS = 60
 
 _wake = threading.Event()
 
@@ -102,40 +105,12 @@ def import_set(district: District, uploads: list[Upload]) -> Sync | None:
         _finish(uploads, Upload.Status.FAILED, f"The import stopped with an error: {exc}")
         return None
     # The pipeline sets each upload's status; never leave one waiting (it would loop).
-    status = Upload.Status.FAILED if sync.status == Sync.Status.FAILED else Upload.Status.IMPORTED
-    _finish(uploads, status, f"Sync {sync.pk}: {sync.status}.")
+    _finish(uploads, states.upload_outcome(sync.status), f"Sync {sync.pk}: {sync.status}.")
     return sync
 
 
 def _finish(uploads: list[Upload], status: str, outcome: str) -> None:
-    Upload.objects.filter(pk__in=[u.pk for u in uploads], status=Upload.Status.RECEIVED).update(
-        status=status, outcome=outcome[:1000]
-    )
-
-
-def recover() -> None:
-    """At start: settle uploads a crash left between a finished sync and their status update.
-
-    A sync still "running" was interrupted (its apply transaction never committed), so its
-    uploads are simply imported again; one that finished only needs the upload status copied.
-    """
-    waiting = Upload.objects.filter(status=Upload.Status.RECEIVED, syncs__isnull=False)
-    for upload in waiting.distinct():
-        syncs = upload.syncs.filter(dry_run=False).order_by("-id")
-        done = syncs.exclude(status=Sync.Status.RUNNING).first()
-        with transaction.atomic():
-            if done is not None:
-                status = (
-                    Upload.Status.FAILED
-                    if done.status == Sync.Status.FAILED
-                    else Upload.Status.IMPORTED
-                )
-                _finish([upload], status, f"Sync {done.pk}: {done.status}.")
-            syncs.filter(status=Sync.Status.RUNNING).update(
-                status=Sync.Status.FAILED,
-                message="Interrupted by a restart before it finished; nothing was applied.",
-                finished_at=timezone.now(),
-            )
+    states.settle(uploads, status, outcome, waiting_only=True)
 
 
 def apply_retention(now: datetime | None = None) -> int:
@@ -144,14 +119,17 @@ def apply_retention(now: datetime | None = None) -> int:
 
 
 def run_forever(stop: threading.Event) -> None:
-    """The worker thread of `rosterdrop serve`."""
-    try:
-        recover()
-    except Exception:
-        log.exception("worker recovery failed")
-    last_retention = 0.0
+    """The worker thread of `rosterdrop serve`: recovers what a crash left (at start, then
+    now and then for a `rosterdrop import` that died meanwhile), then imports."""
+    last_retention, last_recovery = 0.0, -float("inf")
     while not stop.is_set():
         next_due = None
+        if time.monotonic() - last_recovery > RECOVERY_EVERY_SECONDS:
+            last_recovery = time.monotonic()
+            try:
+                recovery.recover()
+            except Exception:
+                log.exception("recovery failed")
         try:
             next_due = run_once()
             if time.monotonic() - last_retention > RETENTION_EVERY_SECONDS:

@@ -15,8 +15,6 @@ import contextlib
 import json
 import mmap
 import os
-import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ import pyarrow as pa
 import pyarrow.ipc
 from django.conf import settings
 
+from rosterdrop.ingest import process
 from rosterdrop.roster import store
 from rosterdrop.roster.models import ENTITIES
 from rosterdrop.roster.schema import KEY
@@ -205,7 +204,7 @@ def stage(district_id: int, parts: Iterable[pl.DataFrame | pa.RecordBatch]) -> P
     its roster is committed. Parts in Arrow are written as they are (read from a snapshot)."""
     folder = _folder()
     folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=folder, prefix=f"{int(district_id)}-", suffix=".tmp")
+    fd, name = process.mkstemp(f"{int(district_id)}-", folder, suffix=".tmp")
     os.close(fd)
     schema = pl.DataFrame(schema=store.SNAPSHOT_SCHEMA).to_arrow().schema
     with pa.OSFile(name, "wb") as sink:
@@ -221,14 +220,9 @@ def stage(district_id: int, parts: Iterable[pl.DataFrame | pa.RecordBatch]) -> P
     return Path(name)
 
 
-# A staged snapshot older than this was left by an import that was killed (a live one is
-# published within minutes of staging): its hundreds of MB are deleted at the next publish.
-STALE_STAGED_SECONDS = 24 * 3600
-
-
 def publish(district_id: int, token: int, staged: Path, vouched: dict[str, str]) -> None:
-    """Name a staged snapshot for `token`, with what it vouches for, and drop older ones,
-    and stale staged ones."""
+    """Name a staged snapshot for `token`, with what it vouches for, and drop older ones
+    (those staged by a killed import are ingest.recovery's)."""
     path = _path(district_id, token)
     vouch(district_id, token, vouched)
     staged.replace(path)
@@ -236,11 +230,6 @@ def publish(district_id: int, token: int, staged: Path, vouched: dict[str, str])
     for old in _folder().glob(f"{int(district_id)}-t*"):
         if old not in kept:
             old.unlink(missing_ok=True)
-    cutoff = time.time() - STALE_STAGED_SECONDS
-    for left in _folder().glob(f"{int(district_id)}-*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            if left.stat().st_mtime < cutoff:
-                left.unlink()
 
 
 def files(district_id: int, token: int) -> tuple[Path, Path]:
@@ -256,7 +245,7 @@ def vouch(district_id: int, token: int, vouched: dict[str, str]) -> None:
     """Keep what the roster at `token` vouches for (written whole, then named)."""
     path = _vouched_path(district_id, token)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{int(district_id)}-", suffix=".tmp")
+    fd, name = process.mkstemp(f"{int(district_id)}-", path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(vouched, f)
     os.replace(name, path)

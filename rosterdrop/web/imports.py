@@ -5,7 +5,7 @@ until the import thread has recorded the outcome.
 """
 
 import logging
-import tempfile
+import os
 import threading
 from pathlib import Path
 
@@ -17,8 +17,9 @@ from rosterdrop import notify
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import receive
+from rosterdrop.ingest import pipeline, process, states
 from rosterdrop.ingest.models import Sync
-from rosterdrop.ingest.pipeline import approve, import_uploads
+from rosterdrop.ingest.pipeline import apply_approved, import_uploads, tmp_dir
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,15 @@ def receive_files(district, files: list[UploadedFile], login: str, ip: str | Non
     """Keep each file in the inbox exactly as sent, like an SFTP upload."""
     uploads = []
     for f in files:
-        with tempfile.NamedTemporaryFile(dir=settings.DATA_DIR) as tmp:
-            for chunk in f.chunks():
-                tmp.write(chunk)
-            tmp.flush()
+        fd, tmp = process.mkstemp("web-", tmp_dir())
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in f.chunks():
+                    out.write(chunk)
             name = Path(f.name).name  # browsers may send a path; the name is what matches
-            upload = receive(district, name, Path(tmp.name), Upload.Source.WEB, login, ip)
+            upload = receive(district, name, Path(tmp), Upload.Source.WEB, login, ip)
+        finally:
+            os.unlink(tmp)
         record(
             AuditEvent.Kind.UPLOAD,
             login=login,
@@ -52,8 +56,8 @@ def _run_import(district, uploads: list[Upload], sync: Sync) -> None:
     _finish(import_uploads(district, uploads, sync=sync))
 
 
-def _run_approval(sync: Sync, who: str) -> None:
-    _finish(approve(sync, who))
+def _run_approval(sync: Sync) -> None:
+    _finish(apply_approved(sync))
 
 
 def _in_background(target, *args) -> None:
@@ -72,17 +76,24 @@ def _in_background(target, *args) -> None:
 
 
 def start_import(district, uploads: list[Upload]) -> Sync:
-    sync = Sync.objects.create(district=district)
-    sync.uploads.set(uploads)
+    sync = states.start(district, uploads)
     _in_background(_run_import, district, uploads, sync)
     return sync
 
 
 def start_approval(sync: Sync, who: str) -> bool:
     """Claim the held sync (so a double click cannot apply it twice), then apply it."""
-    claimed = Sync.objects.filter(pk=sync.pk, status=Sync.Status.HELD).update(
-        status=Sync.Status.RUNNING
-    )
-    if claimed:
-        _in_background(_run_approval, sync, who)
-    return bool(claimed)
+    try:
+        states.claim_approval(sync, who)
+    except states.Conflict:
+        return False
+    _in_background(_run_approval, sync)
+    return True
+
+
+def start_retry(sync: Sync) -> Sync:
+    """Import a failed or interrupted sync's files again, as a new sync (raises
+    states.IllegalMove if that cannot be)."""
+    again = pipeline.start_retry(sync)
+    _in_background(_run_import, again.district, list(again.uploads.all()), again)
+    return again

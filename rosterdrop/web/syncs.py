@@ -1,4 +1,5 @@
-"""Sync history, one sync's changes and issues, the error log download, approve and discard."""
+"""Sync history, one sync's changes and issues, the error log download, approve and discard,
+and retry (a failed or interrupted import)."""
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -7,13 +8,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.ingest import states
 from rosterdrop.ingest.models import Change, Issue, Sync
 from rosterdrop.ingest.pipeline import APPLIED, discard
 from rosterdrop.ingest.report import ISSUE_COLUMNS
 from rosterdrop.roster.models import ENTITIES, records
 from rosterdrop.web.access import client_ip, district_view, require_operator
 from rosterdrop.web.downloads import csv_response
-from rosterdrop.web.imports import start_approval
+from rosterdrop.web.imports import start_approval, start_retry
 
 MOVES = ("added", "updated", "removed", "reactivated")
 
@@ -181,8 +183,11 @@ def decide(request, district, pk: int, decision: str):
             else "Someone else decided this sync first.",
         )
     else:
-        discard(sync, who)
-        messages.success(request, f"Sync {sync.pk} discarded; the roster is unchanged.")
+        try:
+            discard(sync, who)
+            messages.success(request, f"Sync {sync.pk} discarded; the roster is unchanged.")
+        except states.Conflict:
+            messages.error(request, "Someone else decided this sync first.")
     record(
         AuditEvent.Kind.ADMIN,
         login=who,
@@ -190,3 +195,24 @@ def decide(request, district, pk: int, decision: str):
         detail=f"{decision} held sync {sync.pk} of {district.slug}",
     )
     return redirect("web:sync", district.slug, sync.pk)
+
+
+@require_POST
+@district_view
+def retry(request, district, pk: int):
+    """Import a failed or interrupted sync's files again (operators), as a new sync."""
+    require_operator(request)
+    sync = get_object_or_404(Sync, pk=pk, district=district)
+    try:
+        again = start_retry(sync)
+    except states.IllegalMove as exc:
+        messages.error(request, f"Cannot retry: {exc}.")
+        return redirect("web:sync", district.slug, sync.pk)
+    record(
+        AuditEvent.Kind.ADMIN,
+        login=request.user.get_username(),
+        ip=client_ip(request),
+        detail=f"retry sync {sync.pk} of {district.slug} as sync {again.pk}",
+    )
+    messages.success(request, f"Sync {sync.pk} is imported again as sync {again.pk}.")
+    return redirect("web:sync", district.slug, again.pk)

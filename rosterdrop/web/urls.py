@@ -32,6 +32,7 @@ urlpatterns = [
         {"decision": "discard"},
         name="discard",
     ),
+    path("d/<slug:slug>/syncs/<int:pk>/retry/", syncs.retry, name="retry"),
     path("d/<slug:slug>/sis/", data.sis_data, name="sis"),
     path("d/<slug:slug>/roster/", data.roster, name="roster"),
     path("d/<slug:slug>/roster/<str:entity>/<path:sourced_id>", data.record_detail, name="record"),

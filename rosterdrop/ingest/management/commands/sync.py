@@ -2,14 +2,15 @@ import json as jsonlib
 
 from django.core.management.base import BaseCommand, CommandError
 
+from rosterdrop.ingest import states
 from rosterdrop.ingest.models import Sync
-from rosterdrop.ingest.pipeline import approve, discard
+from rosterdrop.ingest.pipeline import approve, discard, retry
 from rosterdrop.ingest.report import summary
 from rosterdrop.ingest.text import describe
 
 
 class Command(BaseCommand):
-    help = "Syncs: list, show, approve or discard a held one."
+    help = "Syncs: list, show, approve or discard a held one, retry a failed or interrupted one."
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
@@ -23,6 +24,11 @@ class Command(BaseCommand):
             decide = sub.add_parser(name, help=f"{name.title()} a held sync.")
             decide.add_argument("id", type=int)
             decide.add_argument("--json", action="store_true")
+        again = sub.add_parser(
+            "retry", help="Import a failed or interrupted sync's files again, as a new sync."
+        )
+        again.add_argument("id", type=int)
+        again.add_argument("--json", action="store_true")
 
     def handle(self, *args, action: str, json: bool = False, **options):
         if action == "list":
@@ -43,9 +49,16 @@ class Command(BaseCommand):
             sync = Sync.objects.get(pk=options["id"])
         except Sync.DoesNotExist:
             raise CommandError(f"no sync {options['id']}") from None
-        if action in ("approve", "discard"):
-            if sync.status != Sync.Status.HELD:
-                raise CommandError(f"sync {sync.pk} is {sync.status}, not held")
-            sync = approve(sync, "cli") if action == "approve" else discard(sync, "cli")
+        try:
+            if action in ("approve", "discard"):
+                if sync.status != Sync.Status.HELD:
+                    raise CommandError(f"sync {sync.pk} is {sync.status}, not held")
+                sync = approve(sync, "cli") if action == "approve" else discard(sync, "cli")
+            elif action == "retry":
+                sync = retry(sync)
+        except states.Conflict:
+            raise CommandError(f"sync {sync.pk} was decided by someone else first") from None
+        except states.IllegalMove as exc:
+            raise CommandError(str(exc)) from None
         result = summary(sync)
         self.stdout.write(jsonlib.dumps(result, indent=2) if json else describe(result))

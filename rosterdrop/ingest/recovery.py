@@ -1,0 +1,155 @@
+"""Recovery: every state a crash (kill -9, power loss, OOM) can leave behind, settled.
+
+Run when `rosterdrop serve` starts its worker (and every minute after, for a `rosterdrop
+import` that died meanwhile), and by `rosterdrop recover`. Only what a dead process left is
+touched (ingest/process.py tells a dead process from a live one), so it is safe beside a live
+web process, worker or import:
+
+- a sync left `running` by a dead import is marked `interrupted` (its apply transaction
+  never committed: nothing was applied) and its uploads are imported again once, as a new
+  sync, whatever their source (SFTP, FTPS, web, CLI); if that import is interrupted too, its
+  uploads are marked failed and wait for `rosterdrop sync retry`;
+- a held sync whose approval died returns to `held`, its issues and changes intact;
+- uploads whose sync finished just before the crash get that sync's outcome;
+- temporary files of dead processes (import folders, upload links, staged roster snapshots,
+  files being received) are deleted.
+"""
+
+import contextlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from rosterdrop.ingest import process, states
+from rosterdrop.ingest.states import SyncStatus
+
+log = logging.getLogger(__name__)
+
+# A temporary file of an older version (no process in its name) is deleted once this old.
+UNNAMED_STALE_SECONDS = 24 * 3600
+
+
+@dataclass
+class Recovered:
+    interrupted: list[int] = field(default_factory=list)  # syncs
+    reimported: list[int] = field(default_factory=list)  # their new syncs
+    held_again: list[int] = field(default_factory=list)
+    settled_uploads: int = 0
+    removed: list[Path] = field(default_factory=list)
+
+
+def recover() -> Recovered:
+    from rosterdrop.ingest.models import Sync
+
+    done = Recovered(removed=sweep())
+    for sync in Sync.objects.filter(status=SyncStatus.RUNNING).select_related("retry_of"):
+        runner = process.parse(sync.runner)
+        if runner is not None and runner.alive:
+            continue
+        try:
+            _recover(sync, done)
+        except states.Conflict:  # another recovery (a second process starting) took it
+            continue
+    done.settled_uploads = _settle_finished()
+    if done.interrupted or done.held_again or done.settled_uploads or done.removed:
+        log.warning("recovered after a crash: %s", done)
+    return done
+
+
+def _recover(sync, done: Recovered) -> None:
+    from rosterdrop.ingest.pipeline import import_uploads
+
+    if sync.decided_by and not sync.dry_run:
+        states.move(
+            sync,
+            SyncStatus.HELD,
+            decided_by="",
+            runner="",
+            finished_at=sync.finished_at,
+            message=(
+                f"The approval by {sync.decided_by} was interrupted (the server stopped) "
+                "before it was applied; nothing was applied and it is held again: approve it "
+                f"again. {sync.message}"
+            ),
+        )
+        done.held_again.append(sync.pk)
+        return
+    stopped = "It was interrupted (the process importing it stopped); nothing was applied."
+    uploads = list(sync.uploads.all())
+    second = sync.retry_of is not None and sync.retry_of.status == SyncStatus.INTERRUPTED
+    if sync.dry_run or second or not uploads or any(not u.stored_path for u in uploads):
+        how = f" Import it again with `rosterdrop sync retry {sync.pk}`." if uploads else ""
+        states.move(sync, SyncStatus.INTERRUPTED, message=stopped + how)
+        done.interrupted.append(sync.pk)
+        if not sync.dry_run:
+            states.settle(uploads, states.UploadStatus.FAILED, stopped + how)
+        return
+    again = states.start(sync.district, uploads, retry_of=sync)
+    states.move(
+        sync, SyncStatus.INTERRUPTED, message=f"{stopped} Imported again as sync {again.pk}."
+    )
+    done.interrupted.append(sync.pk)
+    done.reimported.append(again.pk)
+    import_uploads(sync.district, uploads, sync=again)
+
+
+def _settle_finished() -> int:
+    """Uploads still waiting although a sync of them finished (a crash between the two)."""
+    from rosterdrop.inbox.models import Upload
+
+    waiting = Upload.objects.filter(status=states.UploadStatus.RECEIVED, syncs__isnull=False)
+    settled = 0
+    for upload in waiting.distinct():
+        done = (
+            upload.syncs.filter(dry_run=False, status__in=states.OUTCOMES).order_by("-id").first()
+        )
+        if done is not None:
+            outcome = states.upload_outcome(done.status)
+            settled += states.settle(
+                [upload], outcome, f"Sync {done.pk}: {done.status}.", waiting_only=True
+            )
+    return settled
+
+
+def _temporary_places() -> list[Path]:
+    """The folders where imports and transfers keep temporary files and folders."""
+    data = settings.DATA_DIR
+    places = [data / "tmp", data / "roster"]
+    for parent in (data / "inbox", data / "sftp-tmp"):
+        if parent.is_dir():
+            places += [p for p in parent.iterdir() if p.is_dir()]
+    return places
+
+
+def _is_temporary(path: Path) -> bool:
+    """Named by a dead process, or by an old version and stale; never anything else (the
+    roster folder also holds the published snapshots, the inbox the uploads)."""
+    if process.parse(path.name) is not None:
+        return process.left_by_dead(path.name)
+    unnamed = (
+        path.parent.name == "tmp"
+        or path.suffix == ".tmp"
+        or path.name.startswith((".incoming-", ".upload-"))
+    )
+    with contextlib.suppress(FileNotFoundError):
+        return unnamed and path.lstat().st_mtime < time.time() - UNNAMED_STALE_SECONDS
+    return False
+
+
+def sweep() -> list[Path]:
+    """Delete the temporary files and folders of dead processes; the paths deleted."""
+    removed = []
+    for place in _temporary_places():
+        for path in place.iterdir() if place.is_dir() else ():
+            if not _is_temporary(path):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -1,0 +1,137 @@
+"""The states of an upload and of a sync, and every move between them (one owner).
+
+Like Canvas's SisBatch, the moves allowed are declared here and every status write goes
+through `move` (a sync) or `settle` (uploads): a move not declared raises IllegalMove, and a
+move another process made first (two approvals at once) raises Conflict, decided by the
+database (a conditional UPDATE), never by what a caller read earlier.
+
+A running sync names the process running it (`runner`, see ingest/process.py), so that
+recovery (ingest/recovery.py) can tell a sync whose process died from one still at work.
+"""
+
+from collections.abc import Iterable
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from rosterdrop.ingest import process
+
+
+class SyncStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    APPLIED = "applied", "Applied"
+    APPLIED_WITH_ERRORS = "applied_with_errors", "Applied with errors"
+    HELD = "held", "Held for approval"
+    NO_CHANGES = "no_changes", "No changes"
+    FAILED = "failed", "Failed"
+    DISCARDED = "discarded", "Discarded"
+    INTERRUPTED = "interrupted", "Interrupted"
+
+
+class UploadStatus(models.TextChoices):
+    RECEIVED = "received"  # waiting for its import
+    IMPORTED = "imported"
+    UNMATCHED = "unmatched"
+    FAILED = "failed"
+    EXPIRED = "expired"  # replaced by a newer file of the same name before its import
+
+
+S, U = SyncStatus, UploadStatus
+# What an import ends in (also an approval, and a dry run, which applies nothing).
+OUTCOMES = frozenset({S.APPLIED, S.APPLIED_WITH_ERRORS, S.HELD, S.NO_CHANGES, S.FAILED})
+SYNC_MOVES: dict[str, frozenset[str]] = {
+    # Finished, or stopped by a crash (recovery); a dead approval goes back to held.
+    S.RUNNING: OUTCOMES | {S.INTERRUPTED},
+    # Approved (claimed, then run) or discarded.
+    S.HELD: frozenset({S.RUNNING, S.DISCARDED}),
+    # A failed or interrupted sync is retried as a new sync; these never move again.
+    S.APPLIED: frozenset(),
+    S.APPLIED_WITH_ERRORS: frozenset(),
+    S.NO_CHANGES: frozenset(),
+    S.FAILED: frozenset(),
+    S.DISCARDED: frozenset(),
+    S.INTERRUPTED: frozenset(),
+}
+# Whether a sync of them ended imported or failed
+FINISHED_UPLOAD = frozenset({U.IMPORTED, U.FAILED})
+UPLOAD_MOVES: dict[str, frozenset[str]] = {
+    U.RECEIVED: frozenset({U.IMPORTED, U.FAILED, U.UNMATCHED, U.EXPIRED}),
+    # A later sync of the same upload (an approval, a retry) says how it ended now.
+    U.IMPORTED: FINISHED_UPLOAD,
+    U.FAILED: FINISHED_UPLOAD,
+    U.UNMATCHED: frozenset(),
+    U.EXPIRED: frozenset(),
+}
+RETRYABLE = frozenset({S.FAILED, S.INTERRUPTED})
+
+
+class IllegalMove(Exception):
+    """A move the state machine does not allow (a bug in the caller)."""
+
+
+class Conflict(Exception):
+    """The sync is no longer in the state the move starts from: someone else moved it."""
+
+
+def check(current: str, to: str) -> None:
+    if to not in SYNC_MOVES[current]:
+        raise IllegalMove(f"a sync cannot go from {current} to {to}")
+
+
+def start(district, uploads: Iterable, **fields):
+    """A new running sync of `uploads`, owned by this process: one transaction, so that a
+    running sync always has its uploads."""
+    from rosterdrop.ingest.models import Sync
+
+    with transaction.atomic():
+        sync = Sync.objects.create(
+            district=district, status=S.RUNNING, runner=str(process.me()), **fields
+        )
+        sync.uploads.set(list(uploads))
+    return sync
+
+
+def move(sync, to: str, **fields) -> None:
+    """Move `sync` (as read) to `to`, with other fields written in the same UPDATE.
+
+    A sync leaving `running` gets its finish time unless told one.
+    """
+    check(sync.status, to)
+    if sync.status == S.RUNNING and to != S.RUNNING:
+        fields.setdefault("finished_at", timezone.now())
+    moved = type(sync).objects.filter(pk=sync.pk, status=sync.status).update(status=to, **fields)
+    if not moved:
+        raise Conflict(f"sync {sync.pk} is no longer {sync.status}")
+    sync.status = to
+    for name, value in fields.items():
+        setattr(sync, name, value)
+
+
+def claim_approval(sync, who: str) -> None:
+    """Take a held sync to apply it past the removal guard (raises Conflict if it is no
+    longer held: a double click, or two operators). A running sync with `decided_by` set is an
+    approval: if its process dies, recovery returns it to held."""
+    move(sync, S.RUNNING, runner=str(process.me()), decided_by=who or "unknown")
+
+
+def settle(uploads: Iterable, to: str, outcome: str, *, waiting_only: bool = False) -> int:
+    """Say how the import of these uploads ended. `waiting_only`: settle only those still
+    waiting (an upload an import already settled keeps what that import said)."""
+    from rosterdrop.inbox.models import Upload
+
+    ids = [u.pk for u in uploads]
+    sources = [s for s, moves in UPLOAD_MOVES.items() if to in moves]
+    if waiting_only:
+        sources = [U.RECEIVED]
+    else:
+        stuck = Upload.objects.filter(pk__in=ids).exclude(status__in=sources)
+        if stuck.exists():
+            raise IllegalMove(f"uploads {[u.pk for u in stuck]} cannot become {to}")
+    return Upload.objects.filter(pk__in=ids, status__in=sources).update(
+        status=to, outcome=outcome[:1000]
+    )
+
+
+def upload_outcome(sync_status: str) -> str:
+    """What a finished sync makes of its uploads."""
+    return U.FAILED if sync_status in (S.FAILED, S.INTERRUPTED) else U.IMPORTED
