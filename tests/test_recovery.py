@@ -5,6 +5,7 @@ it with kill -9 at a named point (ROSTERDROP_PAUSE_AT, ingest/process.checkpoint
 waits there, so the kill lands at a known moment, no sleeps), then start it again.
 """
 
+import json
 import os
 import re
 import signal
@@ -138,11 +139,11 @@ def dead_runner() -> str:
     return str(process.Runner(me.host, me.pid, me.started + 1))
 
 
-def test_only_temporary_files_of_dead_processes_are_removed(settings):
+def test_only_temporary_files_of_dead_processes_are_removed(settings, tmp_path):
     from rosterdrop.ingest.recovery import sweep
 
     dead, alive = dead_runner(), str(process.me())
-    data = settings.DATA_DIR
+    data = settings.DATA_DIR = tmp_path
     for folder in ("tmp", "roster", "inbox/x", "sftp-tmp/x"):
         (data / folder).mkdir(parents=True, exist_ok=True)
     left = [
@@ -359,3 +360,113 @@ def test_kill_of_rosterdrop_import_imports_it_again_once(make_server, tmp_path):
     assert (first["status"], again["status"]) == ("interrupted", "applied")
     assert server.uploads()[0]["source"] == "cli"
     assert_recovered(server)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of its own, whose size the test can shrink (root only; skipped elsewhere)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)])
+    if made.returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def resize(mount: Path, free: int) -> None:
+    """Leave `free` bytes free on the tmpfs at `mount`."""
+    st = os.statvfs(mount)
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    subprocess.run(["mount", "-o", f"remount,size={used + free}", str(mount)], check=True)
+
+
+@pytest.mark.slow
+def test_a_disk_full_during_an_import_fails_clearly_and_can_be_retried(
+    sftp_template, small_disk, tmp_path
+):
+    """The data folder's disk fills while an import spills: the sync fails with a message
+    saying so (never `running`), nothing is left behind, and `sync retry` imports it once."""
+    data = small_disk / "data"
+    subprocess.run(["cp", "-a", str(sftp_template[0]), str(data)], check=True)
+    flag = tmp_path / "paused"
+    env = {**base_env(data), "ROSTERDROP_PAUSE_AT": "received", "ROSTERDROP_PAUSE_FILE": str(flag)}
+    cli = subprocess.Popen(
+        [ROSTERDROP, "import", str(sftp_fixtures.DISTRICT_LARGE), "--district", "alpha", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_paused(flag, cli)
+    resize(small_disk, 1 << 20)  # the upload is kept; its import has 1 MB to work in
+    flag.unlink()
+    out, err = cli.communicate(timeout=300)
+    assert cli.returncode == 1, err
+    server = sftp_fixtures.Server(data, sftp_template[1], {})
+    [failed] = server.syncs()
+    assert failed["status"] == "failed" and "disk was full" in failed["message"]
+    [issue] = server.query("select * from ingest_issue where sync_id = ?", failed["id"])
+    assert issue["code"] == "disk_full" and f"sync retry {failed['id']}" in issue["message"]
+    assert temporary_files(data) == []
+    resize(small_disk, 256 << 20)  # the operator frees space
+    again = json.loads(server.cli("sync", "retry", str(failed["id"]), "--json"))
+    assert again["status"] == "applied"
+    [upload] = server.uploads()
+    assert upload["status"] == "imported"
+    assert [s["status"] for s in server.syncs()] == ["failed", "applied"]
+    assert server.syncs()[1]["retry_of_id"] == failed["id"]
+    assert temporary_files(data) == []
+
+
+SETUP_200 = """
+from rosterdrop.districts.models import District
+from rosterdrop.intake.models import Login
+key = open({key!r}).read()
+for n in range(200):
+    d = District.objects.create(slug=f"d{{n:03}}", name=f"D{{n}}", format="oneroster-1.1")
+    login = Login(district=d, name=f"d{{n:03}}")
+    login.add_public_key(key)
+    login.save()
+"""
+
+
+@pytest.mark.slow
+def test_200_concurrent_sftp_uploads_are_each_imported_once(make_server, tmp_path):
+    """200 districts upload at once with OpenSSH's sftp (40 at a time): none is lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    orgs = tmp_path / "orgs"
+    orgs.mkdir()
+    manifest = (SCHOOL_SMALL / "manifest.csv").read_text()
+    sent = ("academicSessions", "classes", "courses", "demographics", "enrollments", "users")
+    for name in sent:
+        manifest = manifest.replace(f"file.{name},bulk", f"file.{name},absent")
+    zipped = tmp_path / "roster.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("manifest.csv", manifest)
+        z.write(SCHOOL_SMALL / "orgs.csv", "orgs.csv")
+    # Its output goes to a pipe nobody reads: asyncssh's lines for 200 logins would fill it.
+    server = make_server(
+        ROSTERDROP_SFTP_MAX_CONNECTIONS_PER_IP="64", ROSTERDROP_LOG_LEVEL="WARNING"
+    )
+    server.cli("shell", "-c", SETUP_200.format(key=str(server.key) + ".pub"))
+
+    def put(n: int) -> None:
+        server.openssh(f"put {zipped} roster.zip\n", f"d{n:03}")
+
+    with ThreadPoolExecutor(40) as pool:
+        list(pool.map(put, range(200)))
+    server.wait_for(
+        lambda: len(server.query("select id from ingest_sync where status = 'applied'")) >= 200,
+        300,
+        "200 imports",
+    )
+    server.wait_idle(60)
+    uploads = server.uploads()
+    assert len(uploads) == 200 and {u["status"] for u in uploads} == {"imported"}
+    per_upload = server.query(
+        "select upload_id, count(*) as n from ingest_sync_uploads group by upload_id"
+    )
+    assert len(per_upload) == 200 and {row["n"] for row in per_upload} == {1}
+    assert len(server.syncs()) == 200
