@@ -244,3 +244,17 @@ def test_an_id_of_free_text_with_a_control_character_skips_its_row():
         ("control_character_removed", 3, "warning", "Two\\x00"),
         ("control_character_removed", 4, "warning", "Th\\u2066ree"),
     }
+
+
+def test_a_control_character_in_a_header_never_reaches_the_database(district, school):
+    text = (school / "users.csv").read_text().splitlines(keepends=True)
+    text[0] = text[0].rstrip("\n") + ",metadata.no\x00te\n"
+    text[1:] = [line.rstrip("\n") + ",x\n" for line in text[1:]]
+    (school / "users.csv").write_text("".join(text))
+    sync = import_path(district, school)
+    assert sync.status == "applied"
+    [issue] = Issue.objects.filter(sync=sync, code="header_control_character")
+    assert issue.column == "metadata.no\\x00te" and issue.severity == "warning"
+    metadata = records(district, "users").values_list("metadata", flat=True)
+    kept = {k for m in metadata for k in m or {}}
+    assert not [k for k in kept if k.endswith("te")]

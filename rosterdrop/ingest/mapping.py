@@ -12,7 +12,7 @@ import polars as pl
 
 from rosterdrop.formats.spec import FileSpec, Joined, Output
 from rosterdrop.ingest.read import LINE
-from rosterdrop.ingest.validate import STATUS
+from rosterdrop.ingest.validate import STATUS, has_control
 from rosterdrop.roster.natural import key_hash, natural_hash
 from rosterdrop.roster.schema import FIELDS, HASH, KEY, KEYHASH, METADATA, NATURAL_KEYS, REFS
 
@@ -28,11 +28,14 @@ HASH_SEED = 20261122
 def extra_columns(file: FileSpec, header: list[str]) -> list[str]:
     """Source columns no output reads (metadata.*, unknown, defined but unmapped): kept.
 
-    Secret columns (passwords) and delta bookkeeping are never kept.
+    Secret columns (passwords), delta bookkeeping and columns whose name holds a control
+    character are never kept.
     """
     used = set().union(*(o.sources() for o in file.outputs)) if file.outputs else set()
     extras = []
     for name in header:
+        if has_control(name):
+            continue
         col = file.column(name)
         if col is not None and (col.secret or col.delta_only or col.name in used):
             continue

@@ -15,17 +15,22 @@ HELD_CHANGES_SHOWN = 10_000
 ISSUE_COLUMNS = ("sync_id", "severity", "code", "file", "line", "column", "value", "message")
 
 
+def _stored(text: str) -> str:
+    """Text as the database can keep it: PostgreSQL refuses a NUL in text."""
+    return text.replace("\x00", "\\x00")
+
+
 def _issue_rows(sync: Sync, outcome: Outcome) -> list[dict]:
     return [
         {
             "sync_id": sync.pk,
             "severity": f.severity,
             "code": f.code,
-            "file": f.file,
+            "file": _stored(f.file),
             "line": f.line,
-            "column": f.column,
-            "value": f.value[:2000],
-            "message": f.message,
+            "column": _stored(f.column),
+            "value": _stored(f.value[:2000]),
+            "message": _stored(f.message),
         }
         for f in outcome.checked.log.all()
     ]
@@ -37,7 +42,7 @@ def _sync_values(outcome: Outcome) -> dict:
         "format": outcome.checked.format,
         "files": outcome.checked.files,
         "changes": outcome.plan.changes if outcome.plan else {},
-        "message": outcome.message,
+        "message": _stored(outcome.message),
         "finished_at": datetime.now(UTC),
         "roster_token": outcome.roster_token,
     }

@@ -5,6 +5,7 @@ required value skips the row (error); a bad optional value is cleared (warning);
 meaning is unambiguous (TRUE for true, Student for student) is normalised (warning).
 """
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -36,9 +37,11 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
 EMAIL = rf"^{_ATOM}(\.{_ATOM})*@{_LABEL}(\.{_LABEL})+$"
 # Characters no value keeps: C0 and C1 controls, DEL, bidi overrides and isolates. Free text
 # may hold a tab or a line break (a quoted multi-line value); an identifier may not.
-_BIDI = r"\x{202A}-\x{202E}\x{2066}-\x{2069}"
+# (One pattern for polars' regex and Python's re alike.)
+_BIDI = r"\u202A-\u202E\u2066-\u2069"
 CONTROL = rf"[\x00-\x1F\x7F-\x9F{_BIDI}]"
 TEXT_CONTROL = rf"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F{_BIDI}]"
+has_control = re.compile(CONTROL).search
 
 
 def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingLog) -> None:
@@ -103,9 +106,24 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
                 1,
             )
         )
+    for h in filter(has_control, header):
+        log.add(
+            Finding(
+                WARNING,
+                "header_control_character",
+                f"{name} has a column {cut(h)!r} whose name holds control or text-direction "
+                "characters; its values were ignored.",
+                name,
+                1,
+                shown(h),
+                outcome="its values were ignored",
+            )
+        )
     if file.open_columns:
         return
     for h in header:
+        if has_control(h):
+            continue
         if file.column(h) is None and not (file.extra_prefix and h.startswith(file.extra_prefix)):
             log.add(
                 Finding(
