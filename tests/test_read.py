@@ -68,3 +68,122 @@ def test_a_ragged_row_among_quoted_ones_is_reported_at_its_line():
     assert frame["sourcedId"].to_list() == ["c1", "c3"]
     [finding] = findings
     assert (finding.code, finding.line) == ("row_width", 3)
+
+
+# Where the csv module cannot tell where a row ends: only the line it starts on is lost.
+
+WIDE = "id,name,grade\n"
+ROWS = [f"u{i},Name {i},{i % 12}\n" for i in range(1, 9)]
+
+
+def _lines_of(text: str, chunks: int = 0) -> tuple[dict[int, tuple], list]:
+    """Rows by line and the findings, the text handed over whole or in `chunks`-byte chunks."""
+    data = text.encode()
+    parts = [data[i : i + chunks] for i in range(0, len(data), chunks)] if chunks else [data]
+    table = read_table("users.csv", iter(parts))
+    frames = list(table.batches)
+    frame = pl.concat(frames) if frames else pl.DataFrame({LINE: []})
+    return {r[-1]: r[:-1] for r in frame.rows()}, [(f.code, f.line) for f in table.findings]
+
+
+LINE = read.LINE
+
+
+@pytest.mark.parametrize("chunks", [0, 7])
+@pytest.mark.parametrize(
+    "broken, code",
+    [
+        ('u4,"Bob,4\n', "unterminated_quote"),  # a quote that never closes
+        ('u4,"Bob"x,4\n', "csv_syntax"),  # text after the closing quote
+        ('u4,"Bob,4\nu5,x,5\nu6,"Smith, J",6\n', "unterminated_quote"),  # closes 2 lines on
+        ('u4,"Bob\nu5,x",4\n', "unterminated_quote"),  # closes on the next line, wrong width
+    ],
+)
+def test_a_row_that_cannot_be_read_costs_only_its_first_line(broken, code, chunks):
+    text = WIDE + "".join(ROWS[:3]) + broken + "".join(ROWS[4:])
+    rows, findings = _lines_of(text, chunks)
+    assert findings == [(code, 5)]
+    later = text.splitlines()[5:]
+    assert [rows[n][0] for n in range(6, 6 + len(later))] == [r.split(",")[0] for r in later]
+    assert [rows[n][0] for n in (2, 3, 4)] == ["u1", "u2", "u3"]
+
+
+def test_a_value_over_lines_is_kept_when_it_makes_one_row_and_no_line_stands_alone():
+    rows, findings = _lines_of(WIDE + 'u1,"Ann\nMarie",1\nu2,b,2\n')
+    assert rows == {2: ("u1", "Ann\nMarie", "1"), 4: ("u2", "b", "2")} and findings == []
+    # The lines a stray quote joined would each be a row: the quote is stray.
+    rows, findings = _lines_of(WIDE + 'u1,"Ann,1\nu2,b,2\nu3,c",3\n')
+    assert findings == [("unterminated_quote", 2)] and rows[3] == ("u2", "b", "2")
+
+
+def test_a_row_left_open_at_the_end_of_a_piece_is_read_with_the_next(monkeypatch):
+    """Pieces are cut where the quotes before are balanced; where none is, the open row is
+    carried into the next piece, and a legitimate value over lines still reads as one."""
+    text = WIDE + 'u1,"Ann\nMarie",1\n' + "".join(ROWS[1:])
+    for size in (1, 3, 11):
+        rows, findings = _lines_of(text, size)
+        assert rows[2] == ("u1", "Ann\nMarie", "1") and rows[4][0] == "u2" and findings == []
+
+
+def test_a_stray_quote_in_a_big_file_loses_no_other_row():
+    rows = [f"u{i},Name {i},{i % 12}\n" for i in range(1, 60_001)]
+    rows[29_999] = 'u30000,"Name 30000,0\n'
+    found, findings = _lines_of(WIDE + "".join(rows))
+    assert findings == [("unterminated_quote", 30_001)]
+    assert len(found) == 59_999 and 30_001 not in found and found[30_002][0] == "u30001"
+
+
+@pytest.mark.parametrize(
+    "last, line",
+    [("u4,Bo", 5), ('u4,"Bob', 5), ("u4,", 5), ('u4,"Bob\nMar', 6), ('u4,"Bob\nMarie', 6)],
+)
+def test_a_last_line_cut_without_a_line_break_refuses_the_file(last, line):
+    from rosterdrop.ingest.findings import Failure
+
+    text = WIDE + "".join(ROWS[:3]) + last
+    with pytest.raises(Failure) as refused:
+        _lines_of(text)
+    finding = refused.value.finding
+    assert (finding.code, finding.severity, finding.line) == ("file_truncated", "fatal", line)
+    assert "cut off" in finding.message and "again" in finding.message
+
+
+@pytest.mark.parametrize("end", ["u4,Bob,4", 'u4,"Bob",4', "\x1a", "u4,Bob,4\r"])
+def test_a_complete_last_row_without_a_line_break_is_read(end):
+    rows, findings = _lines_of(WIDE + "".join(ROWS[:3]) + end)
+    assert findings == [] and len(rows) == (3 if end == "\x1a" else 4)
+
+
+def test_a_lone_cr_is_a_character_of_its_line_on_both_paths(monkeypatch):
+    text = WIDE + "u1,Bob\rSmith,1\nu2,x,2\n" + 'u3,"A\rB",3\nu4,y,4\n'
+    fast, findings = _lines_of(text)
+    assert findings == []
+    assert fast == {
+        2: ("u1", "Bob\rSmith", "1"), 3: ("u2", "x", "2"), 4: ("u3", "A\rB", "3"),
+        5: ("u4", "y", "4"),
+    }  # fmt: skip
+    _strict_only(monkeypatch)
+    assert _lines_of(text) == (fast, findings)
+
+
+def test_a_lone_cr_in_the_header_is_a_finding():
+    from rosterdrop.ingest.findings import Failure
+
+    with pytest.raises(Failure) as refused:
+        _lines_of("id,na\rme,grade\nu1,x,1\n")
+    assert (refused.value.finding.code, refused.value.finding.line) == ("header_invalid", 1)
+
+
+def test_a_ten_megabyte_field_of_quotes_is_one_broken_line():
+    for quotes in (10 << 20, (10 << 20) + 1):
+        rows, findings = _lines_of(WIDE + "u1," + '"' * quotes + ",1\nu2,x,2\n")
+        assert findings == [("field_too_large", 2)] and rows == {3: ("u2", "x", "2")}
+
+
+def test_more_broken_rows_than_the_limit_refuse_the_file(monkeypatch):
+    from rosterdrop.ingest.findings import Failure
+
+    monkeypatch.setattr(read, "MAX_UNREADABLE", 3)
+    with pytest.raises(Failure) as refused:
+        _lines_of(WIDE + 'u1,"a"b,1\n' * 5)
+    assert refused.value.finding.code == "csv_unreadable"

@@ -79,10 +79,10 @@ def decode(stream: BinaryIO, name: str, fallback: str = "") -> Decoded:
         if head.startswith(bom):
             result.encoding = encoding
             if encoding == "utf-8-sig":
-                lines = _whole_lines(_raw(stream, head[len(bom) :]), name)
+                lines = _whole_lines(_raw(stream, head[len(bom) :]), name, result)
                 result.chunks = _checked(lines, name, fallback, result)
             else:
-                result.chunks = _recoded(_raw(stream, head), encoding, name)
+                result.chunks = _recoded(_raw(stream, head), encoding, name, result)
             return result
     utf16 = _utf16_without_bom(head)
     if utf16:
@@ -96,7 +96,7 @@ def decode(stream: BinaryIO, name: str, fallback: str = "") -> Decoded:
                 name,
             )
         )
-        result.chunks = _recoded(_raw(stream, head), utf16, name)
+        result.chunks = _recoded(_raw(stream, head), utf16, name, result)
         return result
     if head.count(0) * 10 > len(head):
         raise Failure(
@@ -108,7 +108,7 @@ def decode(stream: BinaryIO, name: str, fallback: str = "") -> Decoded:
                 name,
             )
         )
-    result.chunks = _checked(_whole_lines(_raw(stream, head), name), name, fallback, result)
+    result.chunks = _checked(_whole_lines(_raw(stream, head), name, result), name, fallback, result)
     return result
 
 
@@ -132,7 +132,7 @@ def _utf16_without_bom(head: bytes) -> str:
     return ""
 
 
-def _recoded(chunks: Iterator[bytes], encoding: str, name: str) -> Iterator[bytes]:
+def _recoded(chunks: Iterator[bytes], encoding: str, name: str, result: Decoded) -> Iterator[bytes]:
     """UTF-16 text as UTF-8 in whole lines; a byte that is not UTF-16 refuses the file."""
 
     def utf8() -> Iterator[bytes]:
@@ -152,17 +152,31 @@ def _recoded(chunks: Iterator[bytes], encoding: str, name: str) -> Iterator[byte
                 )
             ) from None
 
-    for data, _ in _whole_lines(utf8(), name):
+    for data, _ in _whole_lines(utf8(), name, result):
         yield data
 
 
-def _whole_lines(chunks: Iterator[bytes], name: str) -> Iterator[tuple[bytes, int]]:
+def _whole_lines(
+    chunks: Iterator[bytes], name: str, result: Decoded
+) -> Iterator[tuple[bytes, int]]:
     """The chunks cut after their last LF (the rest goes with the next one), each with the
-    number of its first line; an old-Mac file's CRs (CR and no LF in its first chunk) become
-    LFs."""
+    number of its first line. An old-Mac file's CRs (CR and no LF in its first chunk) become
+    LFs; a file whose first line ends in CR CR LF (a CRLF file saved again through a text mode
+    that adds a CR) gets CRLF line ends, with a warning."""
     chunks = iter(chunks)
     first = next(chunks, b"")
     mac = b"\r" in first and b"\n" not in first
+    doubled = first[: first.find(b"\n") + 1].endswith(b"\r\r\n")
+    if doubled:
+        result.findings.append(
+            Finding(
+                WARNING,
+                "line_ends_doubled",
+                f"{name} ends its lines with CR CR LF (a file saved twice through a program that "
+                "adds a CR); they were read as line ends.",
+                name,
+            )
+        )
     carry = b""
     line = 1
     for chunk in itertools.chain((first,), chunks):
@@ -170,12 +184,14 @@ def _whole_lines(chunks: Iterator[bytes], name: str) -> Iterator[tuple[bytes, in
             chunk = chunk.replace(b"\r", b"\n")
         data = carry + chunk
         cut = data.rfind(b"\n") + 1
-        if cut == 0:
+        if cut == 0 or carry and data.find(b"\n", len(carry)) > MAX_LINE:
             if len(data) > MAX_LINE:
                 raise Failure(line_too_long(name, line))
             carry = data
             continue
         whole, carry = (data, b"") if cut == len(data) else (data[:cut], data[cut:])
+        if doubled:
+            whole = whole.replace(b"\r\r\n", b"\r\n")
         yield whole, line
         line += count_byte(whole, 10)
     if carry:
@@ -289,6 +305,19 @@ def _without_bad_lines(data: bytes, line: int, name: str, result: Decoded) -> by
         counted = begin
         byte = ord(bad.group()) - 0xDC00
         offset = len(text[begin : bad.start()].encode("utf-8", "surrogateescape")) + 1
+        if line == 1:  # without its header, no line of the file can be read
+            raise Failure(
+                Finding(
+                    FATAL,
+                    "encoding_invalid",
+                    f"Line 1 of {name}, the header, holds the byte 0x{byte:02X} (byte {offset} of "
+                    "the line), which is not UTF-8, though the rest of the file is; nothing was "
+                    "read. Fix that character, save the file as UTF-8 and send it again.",
+                    name,
+                    1,
+                    value=f"0x{byte:02X}",
+                )
+            )
         result.findings.append(
             Finding(
                 ERROR,
