@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.http import QueryDict
 
+from rosterdrop.api.paging import MAX_OFFSET
 from rosterdrop.oneroster.objects import Kind, timestamp
 
 CLAUSE = re.compile(r"\s*([A-Za-z][\w.]*)\s*(!=|>=|<=|=|>|<|~)\s*'((?:[^']|'')*)'\s*")
@@ -50,7 +51,8 @@ def read(params: QueryDict, kind: Kind, sync_times: dict[int, datetime]) -> Quer
         order=order(params.get("sort", ""), params.get("orderBy", ""), kind),
         fields=selected(params, kind),
         limit=_number(params, "limit", settings.ONEROSTER_PAGE_SIZE, low=1),
-        offset=_number(params, "offset", 0, low=0),
+        # Past a 64-bit integer the database fails (500): one bound with the JSON API's paging.
+        offset=_number(params, "offset", 0, low=0, high=MAX_OFFSET),
     )
 
 
@@ -66,7 +68,7 @@ def selected(params: QueryDict, kind: Kind) -> list[str] | None:
     return names
 
 
-def _number(params: QueryDict, name: str, default: int, low: int) -> int:
+def _number(params: QueryDict, name: str, default: int, low: int, high: int | None = None) -> int:
     raw = params.get(name, "")
     if raw == "":
         return default
@@ -76,6 +78,8 @@ def _number(params: QueryDict, name: str, default: int, low: int) -> int:
         raise QueryError("invaliddata", f"{name} must be a whole number.") from None
     if value < low:
         raise QueryError("invaliddata", f"{name} must be at least {low}.")
+    if high is not None and value > high:
+        raise QueryError("invaliddata", f"{name} must be at most {high}.")
     return min(value, settings.ONEROSTER_MAX_PAGE_SIZE) if name == "limit" else value
 
 
