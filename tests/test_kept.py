@@ -86,6 +86,8 @@ def test_a_skipped_row_keeps_its_record_and_what_hangs_on_it(district, school, c
     assert code in codes(sync)
     assert snapshot(district) == before  # nothing removed, nothing updated
     assert related(district, user) == mine
+    # Its enrollments and demographics, sent again, name a user the roster still holds.
+    assert "reference_missing" not in codes(sync)
     [kept] = Issue.objects.filter(sync=sync, code="kept_as_it_was", value=user)
     assert kept.line == line and kept.value == user and kept.severity == "warning"
     assert "kept as it was" in kept.message and f"line {line}" in kept.message

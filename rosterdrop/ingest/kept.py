@@ -30,7 +30,7 @@ SCHEMA = {KEY: pl.String, LINE: pl.UInt32, FILE: pl.String, PREFIX: pl.Boolean}
 class Kept:
     """What one entity's full files keep as it was, whatever they leave out."""
 
-    rows: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SCHEMA))
+    parts: list[pl.DataFrame] = field(default_factory=list)
     # The first line, per file, that could not be read: then nothing is removed.
     unread: dict[str, int] = field(default_factory=dict)
 
@@ -44,7 +44,14 @@ class Kept:
             source.alias(FILE),
             pl.lit(prefix).alias(PREFIX),
         )
-        self.rows = pl.concat([self.rows, keys.filter(pl.col(KEY) != "")])
+        self.parts.append(keys.filter(pl.col(KEY) != ""))
+
+    @property
+    def rows(self) -> pl.DataFrame:
+        """Every record kept so far (SCHEMA): the parts, joined once."""
+        if len(self.parts) != 1:
+            self.parts = [pl.concat([pl.DataFrame(schema=SCHEMA), *self.parts])]
+        return self.parts[0]
 
     def keys(self) -> pl.Series:
         """The exact keys kept."""
