@@ -195,3 +195,36 @@ def test_the_seven_templates_with_the_accounts_manifest_download_from_the_overvi
     # Another district's admin gets nothing.
     District.objects.create(slug="elm", name="Elm", format="alo")
     assert client.get(reverse("web:file_templates_zip", args=["elm"])).status_code == 404
+
+
+def test_a_zip_with_several_fatal_defects_lists_them_all_at_once(tmp_path):
+    manifest = MANIFEST.replace("oakridge,", "elmwood,")
+    classes = "ID,Grade\n1,3\n"
+    schools = SCHOOLS + "3,Oak Ridge Middle\n"  # a school name twice: a row check
+    path = alo_zip(
+        tmp_path,
+        Manifest_csv=manifest,
+        Staff_csv=None,
+        Students_csv=None,
+        Classes_csv=classes,
+        Schools_csv=schools,
+    )
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("students.csv", STUDENTS)
+        z.writestr("notes.txt", "remember the bus routes\n")
+    found = validate(path)["issues"]
+    fatal = {(i["code"], i["file"]) for i in found if i["severity"] == "fatal"}
+    assert {
+        ("manifest_account_mismatch", "Manifest.csv"),
+        ("file_missing", "Staff.csv"),
+        ("file_missing", "Students.csv"),
+        ("file_misnamed", "students.csv"),
+        ("file_unknown", "notes.txt"),
+        ("header_missing_column", "Classes.csv"),
+        ("duplicate_value", "Schools.csv"),
+    } <= fatal
+    [header] = [i for i in found if i["code"] == "header_missing_column"]
+    assert "'Name'" in header["message"] and "'School ID'" in header["message"]
+    assert "the columns found are ID, Grade" in header["message"]
+    [missing] = [i for i in found if i["file"] == "Students.csv"]
+    assert "found 'students.csv'" in missing["message"]

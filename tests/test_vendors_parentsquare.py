@@ -113,3 +113,25 @@ def test_an_id_in_the_roster_is_said_to_be_there_with_a_link(synced, district, a
     roster = section(page, "In the roster")
     assert "is in the roster" in roster
     assert reverse("web:record", args=[district.slug, "users", "S01"]) in roster
+
+
+def test_a_header_with_dashes_says_what_was_found_and_the_other_files_are_checked_too(tmp_path):
+    from rosterdrop.ingest.pipeline import check
+
+    folder = tmp_path / "nightly"
+    folder.mkdir()
+    for name, text in FILES.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    sections = FILES["sections.csv"].replace("section_id,school_id", "section-id,school-id", 1)
+    (folder / "sections.csv").write_text(sections, encoding="utf-8")
+    (folder / "schools.csv").unlink()
+    found = check(sorted(folder.iterdir()), "parentsquare").as_dict()["issues"]
+    [header] = [i for i in found if i["code"] == "header_missing_column"]
+    assert header["severity"] == "fatal" and header["file"] == "sections.csv"
+    assert "found 'section-id': this format uses underscores" in header["message"]
+    assert "found 'school-id': this format uses underscores" in header["message"]
+    assert "section-id, school-id, section_name, teacher_id" in header["message"]
+    # Every other problem of the upload, in the same report.
+    codes = {(i["code"], i["file"]) for i in found}
+    assert ("file_missing", "schools.csv") in codes
+    assert ("contact_missing", "staff.csv") in codes  # the rows of the files that could be read

@@ -49,9 +49,9 @@ def read_manifest(member: Member, manifest: Manifest) -> dict[str, str]:
     if missing:
         raise _fatal(
             "manifest_invalid",
-            f"{member.name} has no {missing[0]!r} column; its header must be "
-            + ",".join(manifest.columns)
-            + ". Download the file template for this account.",
+            f"{member.name} has no {' or '.join(repr(c) for c in missing)} column; its header "
+            f"must be {','.join(manifest.columns)} (found {','.join(table.header)}). Download "
+            "the file template for this account.",
             member.name,
             missing[0],
         )
@@ -158,6 +158,10 @@ def detect(members: dict[str, Member]) -> tuple[FormatSpec, str]:
 def match(
     members: list[Member], format_slug: str | None, log: FindingLog, account: str = ""
 ) -> Matched:
+    """The files of an upload, each with its spec and mode. Every problem with the files as
+    a set (a missing, extra or misnamed file, the manifest) is logged, all of them at once;
+    the files that are there are returned all the same, so that their headers and rows are
+    checked too (nothing is applied once anything is fatal)."""
     by_name = {m.name: m for m in members}
     if format_slug:
         spec, reason = get_format(format_slug, account), "the format configured for the district"
@@ -165,14 +169,16 @@ def match(
         spec, reason = detect(by_name)
     log.fatal_codes, log.format_title = spec.fatal, spec.title
     if spec.zip_required and any(not m.package for m in members):
-        raise _fatal(
-            "zip_required",
-            f"{spec.title} files must arrive together in one .zip file; "
-            f"{', '.join(sorted(by_name))} came as loose files.",
+        log.add(
+            _fatal(
+                "zip_required",
+                f"{spec.title} files must arrive together in one .zip file; "
+                f"{', '.join(sorted(by_name))} came as loose files.",
+            ).finding
         )
     found = _lookup(spec, by_name)
-    props = _manifest(spec, found, account)
-    modes = _modes(spec, props)
+    props = _manifest(spec, found, account, log)
+    modes = _modes(spec, props, log)
     files = []
     for file in spec.files:
         member = found.get(file.name)
@@ -181,13 +187,15 @@ def match(
             near = next((n for n in by_name if spec.claim(n).near == file.name), None)
             if mode != Mode.ABSENT or spec.all_files_required or file.required:
                 hint = f" (found {near!r}: file names are case-sensitive)" if near else ""
-                raise _fatal(
-                    "file_missing", f"{file.name} is missing from the upload{hint}.", file.name
+                log.add(
+                    _fatal(
+                        "file_missing", f"{file.name} is missing from the upload{hint}.", file.name
+                    ).finding
                 )
             continue
         if mode == Mode.ABSENT:
             mode = file.mode or spec.default_mode
-            if spec.manifest and spec.manifest.file_property_prefix:
+            if props is not None and spec.manifest and spec.manifest.file_property_prefix:
                 mode = Mode.BULK
                 log.add(
                     Finding(
@@ -225,8 +233,12 @@ def _unknown_files(spec: FormatSpec, by_name: dict, read: set[str], log: Finding
         )
 
 
-def _manifest(spec: FormatSpec, members: dict[str, Member], account: str) -> dict[str, str]:
-    """The manifest's properties, checked: present, complete, the right version and account."""
+def _manifest(
+    spec: FormatSpec, members: dict[str, Member], account: str, log: FindingLog
+) -> dict[str, str] | None:
+    """The manifest's properties, checked: present, complete, the right version and account;
+    every problem logged. None when there is no manifest to read (a format without one gives
+    {})."""
     manifest = spec.manifest
     if manifest is None:
         return {}
@@ -237,46 +249,60 @@ def _manifest(spec: FormatSpec, members: dict[str, Member], account: str) -> dic
             if manifest.file_property_prefix
             else "to say which account the files are for"
         )
-        raise _fatal(
-            "manifest_missing",
-            f"{manifest.name} is missing; {spec.title} requires it {purpose}.",
-            manifest.name,
+        log.add(
+            _fatal(
+                "manifest_missing",
+                f"{manifest.name} is missing; {spec.title} requires it {purpose}.",
+                manifest.name,
+            ).finding
         )
-    props = read_manifest(member, manifest)
+        return None
+    try:
+        props = read_manifest(member, manifest)
+    except Failure as failure:
+        log.add(failure.finding)
+        return None
     for prop in manifest.required_properties:
         if not props.get(prop):
-            raise _fatal(
-                "manifest_invalid", f"{manifest.name} has no {prop} value.", manifest.name, prop
+            log.add(
+                _fatal(
+                    "manifest_invalid", f"{manifest.name} has no {prop} value.", manifest.name, prop
+                ).finding
             )
-    if manifest.version_property:
-        version = props[manifest.version_property]
-        if version not in manifest.versions:
-            raise _fatal(
+    version = props.get(manifest.version_property, "")
+    if manifest.version_property and version and version not in manifest.versions:
+        log.add(
+            _fatal(
                 "format_mismatch",
                 f"{manifest.name} says {manifest.version_property} = {version}, "
                 f"but this upload is read as {spec.title}. Send {spec.title} files or ask for "
                 "the district's format to be changed.",
                 manifest.name,
                 value=version,
-            )
+            ).finding
+        )
     if manifest.account_property and account:
         stated = props.get(manifest.account_property, "")
-        if stated != account:
-            raise _fatal(
-                "manifest_account_mismatch",
-                f"{manifest.name} says {manifest.account_property} = {stated!r}, but these files "
-                f"were sent to the account {account!r}. Use the Manifest.csv downloaded for this "
-                "account.",
-                manifest.name,
-                manifest.account_property,
-                stated,
+        if stated and stated != account:
+            log.add(
+                _fatal(
+                    "manifest_account_mismatch",
+                    f"{manifest.name} says {manifest.account_property} = {stated!r}, but these "
+                    f"files were sent to the account {account!r}. Use the {manifest.name} "
+                    "downloaded for this account.",
+                    manifest.name,
+                    manifest.account_property,
+                    stated,
+                ).finding
             )
     return props
 
 
-def _modes(spec: FormatSpec, props: dict[str, str]) -> dict[str, Mode]:
+def _modes(spec: FormatSpec, props: dict[str, str] | None, log: FindingLog) -> dict[str, Mode]:
+    """Each file's mode: the manifest's word for it, or the format's default. Without a
+    manifest to read (already fatal), every file sent is read as a full file."""
     manifest = spec.manifest
-    if manifest is None or not manifest.file_property_prefix:
+    if manifest is None or not manifest.file_property_prefix or props is None:
         return {f.name: spec.default_mode for f in spec.files if f.required}
     modes = {}
     for file in spec.files:
@@ -284,11 +310,14 @@ def _modes(spec: FormatSpec, props: dict[str, str]) -> dict[str, Mode]:
         try:
             modes[file.name] = Mode(value) if value else Mode.ABSENT
         except ValueError:
-            raise _fatal(
-                "manifest_invalid",
-                f"{manifest.name} gives {file.name} the mode {value!r}; it must be "
-                "absent, bulk or delta.",
-                manifest.name,
-                value=value,
-            ) from None
+            log.add(
+                _fatal(
+                    "manifest_invalid",
+                    f"{manifest.name} gives {file.name} the mode {value!r}; it must be "
+                    "absent, bulk or delta.",
+                    manifest.name,
+                    value=value,
+                ).finding
+            )
+            modes[file.name] = Mode.ABSENT
     return modes

@@ -50,6 +50,8 @@ from rosterdrop.roster import hashes, store
 
 log = logging.getLogger(__name__)
 APPLIED = ("applied", "applied_with_errors")
+# The upload's bounds (zip limits): past them nothing more of it is read.
+BOUNDS = frozenset({"zip_too_large", "zip_ratio"})
 
 
 def limits() -> Limits:
@@ -90,9 +92,16 @@ def check(
         refs = matched.format.references
         result.format, result.reason = matched.format.slug, matched.reason
         for file, member, mode in matched.files:
-            _read_file(
-                result, matched.format, file, member, mode, fallback_encoding, spill, vouched
-            )
+            try:
+                _read_file(
+                    result, matched.format, file, member, mode, fallback_encoding, spill, vouched
+                )
+            except Failure as failure:
+                if failure.finding.code in BOUNDS:
+                    raise
+                # This file cannot be read on: said, and the other files are read all the
+                # same, so that every problem of the upload is told at once.
+                result.log.add(failure.finding)
         check_links(result.links, result.log)
     except Failure as failure:
         result.log.add(failure.finding)
@@ -128,7 +137,9 @@ def _read_file(
         table = read_table(
             file.name, decoded.chunks, file.dialect.delimiters, file.dialect.escapechar
         )
-        check_header(file, table.header, fmt.header_order, result.log)
+        if not check_header(file, table.header, fmt.header_order, result.log):
+            table.batches.close()
+            return
         checker = RowChecker(file, table.header, mode, result.log)
         extras = extra_columns(file, table.header)
         for output in file.outputs:  # a file with no rows fills its entities all the same

@@ -14,7 +14,7 @@ from functools import cached_property
 import polars as pl
 
 from rosterdrop.formats.spec import Column, Dialect, FileSpec, Joined, Mode, Type
-from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding, FindingLog
+from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Finding, FindingLog
 from rosterdrop.ingest.read import LINE
 from rosterdrop.roster.schema import ID_LENGTH, LIST_LENGTH, REFS, TEXT_LENGTH, max_length
 
@@ -44,42 +44,55 @@ TEXT_CONTROL = rf"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F{_BIDI}]"
 has_control = re.compile(CONTROL).search
 
 
-def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingLog) -> None:
-    """Fatal if a required column is missing; warnings for order, unknown and missing optional."""
+def _shape(name: str) -> str:
+    """A column name without case and separators: how a near miss is recognised."""
+    return re.sub(r"[\s_\-.]+", "", name.casefold())
+
+
+def _near(col: Column, header: list[str]) -> tuple[str, str]:
+    """A header name that is this column written another way, and how it differs."""
+    for h in header:
+        if h != col.name and _shape(h) == _shape(col.name):
+            if h.casefold() == col.name.casefold():
+                return h, "column names are case-sensitive"
+            if "_" in col.name and "_" not in h:
+                return h, "this format uses underscores"
+            return h, f"this format writes it {col.name!r}"
+    return "", ""
+
+
+def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingLog) -> bool:
+    """Whether the rows can be read: fatal if a column is doubled or a required one missing
+    (every such problem in one finding, with the columns found); warnings for order, unknown
+    and missing optional columns."""
     name = file.name
     dialect = file.dialect or Dialect()
+    readable = True
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
-        raise Failure(
+        readable = False
+        log.add(
             Finding(
                 FATAL,
                 "header_duplicate_column",
-                f"Column {dupes[0]!r} appears more than once in the header of {name}.",
+                f"{', '.join(repr(d) for d in dupes)} appear{'s' * (len(dupes) == 1)} more than "
+                f"once in the header of {name}.",
                 name,
                 1,
                 dupes[0],
             )
         )
-    lower = {h.lower(): h for h in header}
     found = {col.name for col, _ in file.present(header)}
+    missing, near_names = [], set()
     for col in file.columns:
         if col.name in found or col.numbered:
             continue
-        hint = ""
-        if col.name.lower() in lower:
-            hint = f" (found {lower[col.name.lower()]!r}: column names are case-sensitive)"
+        near, why = _near(col, header)
+        hint = f" (found {near!r}: {why})" if near else ""
+        near_names.add(near)
         if col.required:
-            raise Failure(
-                Finding(
-                    FATAL,
-                    "header_missing_column",
-                    f"{name} has no {col.name!r} column, which is required{hint}. "
-                    "Use the file template for the exact header.",
-                    name,
-                    1,
-                    col.name,
-                )
-            )
+            missing.append(f"{col.name!r}{hint}")
+            continue
         if dialect.optional_columns_may_be_absent and not hint:
             continue
         log.add(
@@ -91,6 +104,21 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
                 1,
                 col.name,
                 outcome="it is read as empty",
+            )
+        )
+    if missing:
+        readable = False
+        first = next(c.name for c in file.columns if c.required and c.name not in found)
+        log.add(
+            Finding(
+                FATAL,
+                "header_missing_column",
+                f"{name} has no {', '.join(missing)} column{'s' * (len(missing) > 1)}, which "
+                f"{'are' if len(missing) > 1 else 'is'} required; the columns found are "
+                f"{', '.join(header) or 'none'}. Use the file template for the exact header.",
+                name,
+                1,
+                first,
             )
         )
     order = [c.name for c in file.columns]
@@ -120,10 +148,10 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
             )
         )
     if file.open_columns:
-        return
+        return readable
     for h in header:
-        if has_control(h):
-            continue
+        if has_control(h) or h in near_names:
+            continue  # said above, or named with the column it stands for
         if file.column(h) is None and not (file.extra_prefix and h.startswith(file.extra_prefix)):
             log.add(
                 Finding(
@@ -137,6 +165,7 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
                     outcome="its values are kept as extra data",
                 )
             )
+    return readable
 
 
 def unreadable_id(key: tuple[str, ...], present: set[str]) -> pl.Expr:
