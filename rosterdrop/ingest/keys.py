@@ -161,7 +161,10 @@ def check_keys(
             continue
         # A delta or partial upload may refer to records already in the roster; a full one to
         # those its skipped rows keep as they were.
-        carried = known.get(entity, empty) if rows.mode != "bulk" else _kept(rows, known)
+        if rows.mode != "bulk":
+            carried = known.get(entity, empty)
+        else:  # every entity a record refers to within its own is a target
+            carried = _kept(rows, known) if entity in targeted else empty
         whole = rows.frame()
         checks = [
             (ref, _targets(ref, entity, whole, carried, active_keys))
@@ -246,9 +249,11 @@ LOST = pl.DataFrame(schema={KEY: pl.String, FILE: pl.String, LINE: pl.UInt32})
 
 
 def _kept(rows: EntityRows, known: Mapping[str, pl.Series]) -> pl.Series:
-    """The roster's active records of a full file's entity that its skipped rows keep: still
-    in the roster, so references to them resolve (asked only if a row was skipped: `known`
-    may read from disk)."""
+    """The roster's active records of a full file's entity that its skipped or unreadable rows
+    keep: still in the roster, so references to them resolve (`known` may read from disk: asked
+    only for a row skipped or unread)."""
+    if rows.kept.unread:  # its file removes nothing: every active record stays
+        return known.get(rows.entity, pl.Series(KEY, [], pl.String))
     keys = rows.kept.keys()
     if not len(keys):
         return keys

@@ -109,6 +109,7 @@ def check(
     finally:
         _close_spills(result)
     if not result.fatal:
+        _withhold_removals(result)
         # Not `known or {}`: asking a lazy mapping for its length would read it.
         known = {} if known is None else known
         result.accepted = check_keys(
@@ -395,17 +396,20 @@ def _stage_snapshot(planned_against: hashes.Snapshot, plan: Plan, checked: Check
     return staged
 
 
-def _plan(checked: Checked, roster: Iterator[tuple[str, hashes.Records]]) -> Plan:
-    """Plan each entity sent against the roster's records of it, read one entity at a time.
+def _withhold_removals(checked: Checked) -> None:
+    """A full file with a line that could not be read (findings.UNREADABLE) removes nothing of
+    what it fills (ingest/kept.py): those records stay, and references to them resolve."""
+    for file, line in unreadable(checked.log.findings).items():
+        for rows in checked.entities.values():
+            if file in rows.columns and rows.mode == Mode.BULK:
+                rows.kept.unread[file] = min(line, rows.kept.unread.get(file, line))
 
-    A full file with a line that could not be read removes nothing (ingest/kept.py)."""
-    unread = unreadable(checked.log.findings)
+
+def _plan(checked: Checked, roster: Iterator[tuple[str, hashes.Records]]) -> Plan:
+    """Plan each entity sent against the roster's records of it, read one entity at a time."""
 
     def plan(entity: str, current: hashes.Records):
         rows = checked.entities[entity]
-        for file, line in unread.items():
-            if file in rows.columns:
-                rows.kept.unread[file] = min(line, rows.kept.unread.get(file, line))
         return plan_entity(entity, rows.mode, checked.accepted[entity], current, rows.kept)
 
     planned = {e: plan(e, current) for e, current in roster if e in checked.accepted}
