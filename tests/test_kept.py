@@ -5,6 +5,9 @@ records made from it; a line that could not be read at all withholds every remov
 entities its file fills; a header-only full file removes everything, past the guard.
 """
 
+import shutil
+from pathlib import Path
+
 import polars as pl
 import pytest
 from helpers import edit, rows, write
@@ -265,3 +268,20 @@ def test_a_control_character_in_a_header_never_reaches_the_database(district, sc
     metadata = records(district, "users").values_list("metadata", flat=True)
     kept = {k for m in metadata for k in m or {}}
     assert not [k for k in kept if k.endswith("te")]
+
+
+def test_a_skipped_clever_section_keeps_its_class_course_term_and_teachers(db, tmp_path):
+    from rosterdrop.districts.models import District
+
+    clever = District.objects.create(slug="clever", name="Clever", format="clever")
+    folder = tmp_path / "clever"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "clever", folder)
+    assert import_path(clever, folder).status in ("applied", "applied_with_errors")
+    before = snapshot(clever)
+    assert {"00004:T0013", "00004:T0001"} <= set(before["enrollments"])
+    edit(folder / "sections.csv", 5, "Teacher_id", "")  # section 00004, two teachers
+    sync = import_path(clever, folder)
+    assert "required_missing" in codes(sync)
+    assert snapshot(clever) == before
+    kept = set(Issue.objects.filter(sync=sync, code="kept_as_it_was").values_list("value", "line"))
+    assert {("00004", 5), ("00004:T0013", 5), ("00004:T0001", 5)} <= kept
