@@ -24,6 +24,7 @@ from rosterdrop.inbox.store import stored_file
 from rosterdrop.ingest import states
 from rosterdrop.ingest.models import Sync, with_sync_times
 from rosterdrop.ingest.pipeline import discard
+from rosterdrop.oneroster.api import router as export_router
 from rosterdrop.roster.models import ENTITIES, records
 from rosterdrop.web.imports import start_approval, start_retry
 
@@ -35,6 +36,7 @@ api = NinjaAPI(
     urls_namespace="api",
 )
 api.add_router("", feed_router)
+api.add_router("", export_router)
 
 
 def _district(request, slug: str):

@@ -6,6 +6,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
+from urllib.parse import quote
 
 from rosterdrop.roster.models import MODELS
 
@@ -196,8 +198,14 @@ class Writer:
     def __init__(self, district, base: str, sync_times: dict[int, datetime]):
         self.district, self.base, self.sync_times = district, base, sync_times
 
+    @cached_property
+    def first_org(self) -> str:
+        """The district's first org: where a role that names none is held."""
+        orgs = MODELS["orgs"].objects.filter(district=self.district, status="active")
+        return orgs.order_by("id").values_list("sourced_id", flat=True).first() or ""
+
     def ref(self, type_: str, sourced_id: str) -> dict:
-        href = f"{self.base}/{COLLECTIONS[type_]}/{sourced_id}"
+        href = f"{self.base}/{COLLECTIONS[type_]}/{quote(sourced_id, safe='')}"
         return {"href": href, "sourcedId": sourced_id, "type": type_}
 
     def value(self, f: Field, raw: str | None):
@@ -257,7 +265,7 @@ class Writer:
         roster says: their enrollments, else guardian of a child (at the child's orgs), else
         no known role at their primary org or the district's first."""
         active = {e: MODELS[e].objects.filter(district=self.district, status="active") for e in
-                  ("enrollments", "agents", "roles", "orgs")}  # fmt: skip
+                  ("enrollments", "agents", "roles")}  # fmt: skip
         taught = active["enrollments"].filter(userSourcedId__in=missing)
         rows = list(
             taught.values_list("userSourcedId", "role", "schoolSourcedId", "classSourcedId")
@@ -282,10 +290,9 @@ class Writer:
             for agent in sorted(guardians[child]):
                 found.add(agent)
                 yield agent, "guardian", org
-        first = active["orgs"].order_by("id").values_list("sourced_id", flat=True).first()
         for user in page:
             if user.sourced_id in missing and user.sourced_id not in found:
-                org = user.primaryOrgSourcedId or first
+                org = user.primaryOrgSourcedId or self.first_org
                 if org:
                     yield user.sourced_id, "ext:unspecified", org
 
@@ -296,10 +303,12 @@ class Writer:
         found = MODELS["roles"].objects.filter(
             district=self.district, userSourcedId__in=ids, status="active"
         )
+        orgs = {u.sourced_id: u.primaryOrgSourcedId or self.first_org for u in page}
         for r in found.order_by("id"):
             role = {"roleType": enum(r.roleType, ("primary", "secondary")) or "primary"}
             role |= {"role": enum(r.role, ROLES) or "ext:unspecified"}
-            role |= {"org": self.ref("org", r.orgSourcedId)}
+            # A role at no org (Clever's staff): the user's primary org, else the district's.
+            role |= {"org": self.ref("org", r.orgSourcedId or orgs[r.userSourcedId])}
             role |= {k: getattr(r, k) for k in ("beginDate", "endDate") if getattr(r, k)}
             roles[r.userSourcedId].append(role)
         for user, role, org in self._implied_roles([i for i in ids if i not in roles], page):

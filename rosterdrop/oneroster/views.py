@@ -75,7 +75,6 @@ def _answer(request: HttpRequest, slug: str, rest: str) -> HttpResponse:
     if found is None:
         raise Refused(404, "unknownobject", f"No such endpoint: /{rest}.")
     endpoint, ids = found
-    ids = {name: unquote(value) for name, value in ids.items()}
     if not endpoints.scopes(endpoint.path) & set(token.scopes.split()):
         needed = " or ".join(sorted(endpoints.scopes(endpoint.path)))
         raise Refused(403, "forbidden", f"This path needs the scope {needed}.")
