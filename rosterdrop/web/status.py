@@ -1,10 +1,11 @@
 """A district's state at a glance, and the sizes chart, for the operator dashboard."""
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
+from rosterdrop.formats import get_format
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest.models import Sync
 
@@ -16,32 +17,55 @@ MOVES = ("added", "updated", "removed", "reactivated")
 @dataclass
 class Glance:
     district: object
-    state: str  # css class: ok, held, failed, stale, paused, new
+    state: str  # css class: ok, held, failed, stale, paused, new, waiting, attention
     label: str
     last_upload: Upload | None
     last_sync: Sync | None
 
 
 def glance(district) -> Glance:
+    """The district's state as the latest thing that happened says it: a running, held or
+    waiting import first; a failure only if nothing happened after it; a sync's errors."""
     last_upload = district.uploads.first()
     last_sync = district.syncs.filter(dry_run=False).first()
-    upload_failed = last_upload is not None and last_upload.status in PROBLEM_UPLOADS
-    sync_failed = last_sync is not None and last_sync.status == Sync.Status.FAILED
+    waiting = district.uploads.filter(status=Upload.Status.RECEIVED).order_by("-received_at")
+    problem = district.uploads.filter(status__in=PROBLEM_UPLOADS).first()
+    since = last_sync.started_at if last_sync else None
+    failed = (last_sync is not None and last_sync.status == Sync.Status.FAILED) or (
+        problem is not None and (since is None or problem.received_at > since)
+    )
     state, label = "ok", "Up to date"
     if district.paused:
         state, label = "paused", "Paused"
+    elif last_sync and last_sync.status == Sync.Status.RUNNING:
+        state, label = "running", "Importing…"
     elif last_sync and last_sync.status == Sync.Status.HELD:
         state, label = "held", "Held, awaiting approval"
-    elif upload_failed or sync_failed:
+    elif waiting.exists():
+        state, label = "waiting", f"Waiting: imports at {_due(district, waiting):%H:%M}"
+    elif failed:
         state, label = "failed", "Last upload failed"
     elif last_upload is None:
         state, label = "new", "No upload yet"
     elif last_upload.received_at < timezone.now() - timedelta(days=STALE_DAYS):
         days = (timezone.now() - last_upload.received_at).days
         state, label = "stale", f"No upload for {days} days"
-    elif last_sync and last_sync.status == Sync.Status.RUNNING:
-        state, label = "ok", "Importing…"
+    elif last_sync and (errors := last_sync.issues.filter(severity="error").count()):
+        state, label = "attention", f"Needs attention ({errors} error{'s' * (errors != 1)})"
     return Glance(district, state, label, last_upload, last_sync)
+
+
+def _due(district, waiting) -> datetime:
+    """When the waiting files are imported (local time): a zip at once, loose files once the
+    district's quiet period has passed since the last of them."""
+    try:
+        spec = get_format(district.format, district.slug)
+    except ValueError:
+        spec = None
+    if spec and any(spec.claim(u.filename).package for u in waiting[:50]):
+        return timezone.localtime()
+    quiet = timedelta(seconds=district.quiet_period_seconds)
+    return timezone.localtime(waiting.first().received_at + quiet)
 
 
 def moved(sync: Sync) -> int:
