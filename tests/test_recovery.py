@@ -200,6 +200,30 @@ def test_a_sync_of_a_live_process_is_left_running(district, school):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_web_and_cli_uploads_whose_import_never_began_are_failed(district, school):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from rosterdrop.inbox.models import Upload
+    from rosterdrop.inbox.store import receive
+    from rosterdrop.ingest.recovery import recover
+
+    stranded = receive(district, "users.csv", school / "users.csv", "web")
+    fresh = receive(district, "orgs.csv", school / "orgs.csv", "cli")  # its import may start
+    waiting = receive(district, "courses.csv", school / "courses.csv", "sftp")  # the worker's
+    hours_ago = timezone.now() - timedelta(hours=2)
+    Upload.objects.filter(pk__in=[stranded.pk, waiting.pk]).update(received_at=hours_ago)
+    assert recover().never_started == 1
+    statuses = {u.filename: (u.status, u.outcome) for u in Upload.objects.all()}
+    assert (
+        statuses["users.csv"][0] == "failed" and "Send the files again" in statuses["users.csv"][1]
+    )
+    assert statuses["orgs.csv"][0] == statuses["courses.csv"][0] == "received"
+    assert fresh.pk and waiting.pk
+
+
+@pytest.mark.django_db(transaction=True)
 def test_an_upload_is_seen_only_once_complete(district, school, tmp_path, monkeypatch):
     """The worker never reads an upload whose file is not yet under its recorded path (one
     of 200 concurrent SFTP uploads was lost so: its row was read before its path was saved)."""
@@ -233,6 +257,44 @@ def test_an_upload_is_seen_only_once_complete(district, school, tmp_path, monkey
         thread.join()
     [done] = Upload.objects.all()
     assert stored_file(done).is_file()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_sync_is_retried_by_an_operator_as_a_new_sync(district, school, settings):
+    import io
+
+    from django.core.management import call_command
+    from django.test import Client
+    from web_fixtures import make_user
+
+    from rosterdrop.ingest.pipeline import import_path
+    from rosterdrop.web.status import glance
+
+    settings.WEB_IMPORT_IN_BACKGROUND = False
+    (school / "manifest.csv").unlink()
+    failed = import_path(district, school)
+    assert failed.status == "failed"
+
+    def api(user) -> Client:
+        out = io.StringIO()
+        call_command("token", "create", user.username, stdout=out)
+        return Client(headers={"Authorization": f"Bearer {out.getvalue().strip()}"})
+
+    admin, operator = (
+        make_user("data@springfield.test", district),
+        make_user("ops@x.test", None, True),
+    )
+    assert api(admin).post(f"/api/syncs/{failed.pk}/retry").status_code == 403
+    answer = api(operator).post(f"/api/syncs/{failed.pk}/retry")
+    assert answer.status_code == 200 and answer.json()["id"] != failed.pk
+    again = type(failed).objects.get(pk=answer.json()["id"])
+    assert again.retry_of_id == failed.pk and again.status == "failed"  # the same bytes
+    interrupted = states.start(district, [])
+    states.move(interrupted, SyncStatus.INTERRUPTED)
+    assert glance(district).state == "failed"
+    applied = states.start(district, [])
+    states.move(applied, SyncStatus.APPLIED)
+    assert api(operator).post(f"/api/syncs/{applied.pk}/retry").status_code == 409
 
 
 # -- kill -9 of the real server and the real CLI --------------------------------------------

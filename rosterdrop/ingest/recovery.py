@@ -11,6 +11,9 @@ web process, worker or import:
   uploads are marked failed and wait for `rosterdrop sync retry`;
 - a held sync whose approval died returns to `held`, its issues and changes intact;
 - uploads whose sync finished just before the crash get that sync's outcome;
+- web and CLI uploads whose import never began (the process stopped between receiving them
+  and starting their sync) are marked failed, saying to send them again: a set cut short
+  is not imported in part (SFTP and FTPS uploads simply wait for the worker);
 - temporary files of dead processes (import folders, upload links, staged roster snapshots,
   files being received) are deleted.
 """
@@ -20,9 +23,11 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.utils import timezone
 
 from rosterdrop.ingest import process, states
 from rosterdrop.ingest.states import SyncStatus
@@ -31,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # A temporary file of an older version (no process in its name) is deleted once this old.
 UNNAMED_STALE_SECONDS = 24 * 3600
+# A web or CLI upload starts its sync within seconds of being received; one still without a
+# sync this long after was received by a process that stopped.
+NEVER_STARTED_SECONDS = 3600
 
 
 @dataclass
@@ -39,6 +47,7 @@ class Recovered:
     reimported: list[int] = field(default_factory=list)  # their new syncs
     held_again: list[int] = field(default_factory=list)
     settled_uploads: int = 0
+    never_started: int = 0  # web and CLI uploads
     removed: list[Path] = field(default_factory=list)
 
 
@@ -55,7 +64,8 @@ def recover() -> Recovered:
         except states.Conflict:  # another recovery (a second process starting) took it
             continue
     done.settled_uploads = _settle_finished()
-    if done.interrupted or done.held_again or done.settled_uploads or done.removed:
+    done.never_started = _fail_never_started()
+    if done != Recovered():
         log.warning("recovered after a crash: %s", done)
     return done
 
@@ -113,6 +123,25 @@ def _settle_finished() -> int:
                 [upload], outcome, f"Sync {done.pk}: {done.status}.", waiting_only=True
             )
     return settled
+
+
+def _fail_never_started() -> int:
+    from rosterdrop.inbox.models import Upload
+
+    cutoff = timezone.now() - timedelta(seconds=NEVER_STARTED_SECONDS)
+    stranded = Upload.objects.filter(
+        status=states.UploadStatus.RECEIVED,
+        source__in=(Upload.Source.WEB, Upload.Source.CLI),
+        syncs__isnull=True,
+        received_at__lt=cutoff,
+    )
+    return states.settle(
+        list(stranded),
+        states.UploadStatus.FAILED,
+        "The server stopped after receiving this file and before its import began; nothing "
+        "was imported. Send the files again.",
+        waiting_only=True,
+    )
 
 
 def _temporary_places() -> list[Path]:

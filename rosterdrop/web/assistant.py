@@ -10,6 +10,7 @@ from django.shortcuts import render
 
 from rosterdrop.formats import get_format
 from rosterdrop.formats.spec import FormatSpec
+from rosterdrop.ingest import states
 from rosterdrop.ingest.models import Change, Issue, Sync
 from rosterdrop.ingest.unpack import Member
 from rosterdrop.roster.models import ENTITIES, records
@@ -31,7 +32,7 @@ STAFF_ROLES = {
 PARENT_ROLES = {"parent", "guardian", "relative"}
 CONTACT_COLUMNS = {"email", "phone", "sms", "mobile", "phonenumber"}
 SHOWN = 200
-DONE = ("applied", "applied_with_errors", "no_changes", "held", "failed")
+DONE = states.OUTCOMES
 # Fields whose value names a person or a class: "referenced by N records" counts these.
 REFERRING = ("userSourcedId", "classSourcedId", "agentSourcedId")
 

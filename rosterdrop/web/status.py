@@ -10,6 +10,9 @@ from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest.models import Sync
 
 STALE_DAYS = 7
+# An interrupted sync is the last only when its import was interrupted twice: it waits for a
+# retry.
+LAST_SYNC_FAILED = (Sync.Status.FAILED, Sync.Status.INTERRUPTED)
 PROBLEM_UPLOADS = (Upload.Status.FAILED, Upload.Status.UNMATCHED)
 MOVES = ("added", "updated", "removed", "reactivated")
 
@@ -31,7 +34,7 @@ def glance(district) -> Glance:
     waiting = district.uploads.filter(status=Upload.Status.RECEIVED).order_by("-received_at")
     problem = district.uploads.filter(status__in=PROBLEM_UPLOADS).first()
     since = last_sync.started_at if last_sync else None
-    failed = (last_sync is not None and last_sync.status == Sync.Status.FAILED) or (
+    failed = (last_sync is not None and last_sync.status in LAST_SYNC_FAILED) or (
         problem is not None and (since is None or problem.received_at > since)
     )
     state, label = "ok", "Up to date"

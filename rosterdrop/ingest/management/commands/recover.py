@@ -14,6 +14,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"interrupted syncs: {done.interrupted or 'none'}; imported again as: "
             f"{done.reimported or 'none'}; approvals held again: {done.held_again or 'none'}; "
-            f"uploads settled: {done.settled_uploads}; temporary files removed: "
+            f"uploads settled: {done.settled_uploads}; web/CLI uploads whose import never "
+            f"began, failed: {done.never_started}; temporary files removed: "
             f"{len(done.removed)}"
         )
