@@ -98,7 +98,13 @@ def assert_recovered(server) -> None:
 # -- the states, one owner ------------------------------------------------------------------
 
 
-def test_a_move_not_declared_raises(district):
+def test_a_move_not_declared_raises(district, school):
+    from rosterdrop.inbox.store import receive
+
+    upload = receive(district, "Users.csv", school / "users.csv", "web")
+    states.settle([upload], states.UploadStatus.UNMATCHED, "not a file of the format")
+    with pytest.raises(states.IllegalMove):
+        states.settle([upload], states.UploadStatus.IMPORTED, "imported after all?")
     sync = states.start(district, [])
     states.move(sync, SyncStatus.APPLIED)
     with pytest.raises(states.IllegalMove):

@@ -52,7 +52,7 @@ SYNC_MOVES: dict[str, frozenset[str]] = {
     S.DISCARDED: frozenset(),
     S.INTERRUPTED: frozenset(),
 }
-# Whether a sync of them ended imported or failed
+# What the last sync of an upload made of it.
 FINISHED_UPLOAD = frozenset({U.IMPORTED, U.FAILED})
 UPLOAD_MOVES: dict[str, frozenset[str]] = {
     U.RECEIVED: frozenset({U.IMPORTED, U.FAILED, U.UNMATCHED, U.EXPIRED}),
@@ -120,10 +120,12 @@ def settle(uploads: Iterable, to: str, outcome: str, *, waiting_only: bool = Fal
     from rosterdrop.inbox.models import Upload
 
     ids = [u.pk for u in uploads]
-    sources = [s for s, moves in UPLOAD_MOVES.items() if to in moves]
+    if to not in UPLOAD_MOVES[U.RECEIVED] | FINISHED_UPLOAD:
+        raise IllegalMove(f"an upload cannot become {to}")
     if waiting_only:
         sources = [U.RECEIVED]
     else:
+        sources = [s for s, moves in UPLOAD_MOVES.items() if to in moves]
         stuck = Upload.objects.filter(pk__in=ids).exclude(status__in=sources)
         if stuck.exists():
             raise IllegalMove(f"uploads {[u.pk for u in stuck]} cannot become {to}")
