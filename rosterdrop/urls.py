@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from rosterdrop.api.api import api
+from rosterdrop.web import account
 
 urlpatterns = [
     path(
@@ -10,6 +11,18 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password/", account.PasswordChange.as_view(), name="password_change"),
+    path("accounts/reset/", account.PasswordReset.as_view(), name="password_reset"),
+    path(
+        "accounts/reset/sent/",
+        auth_views.PasswordResetDoneView.as_view(),
+        name="password_reset_done",
+    ),
+    path(
+        "accounts/reset/<uidb64>/<token>/",
+        account.PasswordResetConfirm.as_view(),
+        name="password_reset_confirm",
+    ),
     path("api/", api.urls),
     path("", include("rosterdrop.oneroster.urls")),
     path("", include("rosterdrop.web.urls")),

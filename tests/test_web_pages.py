@@ -196,10 +196,12 @@ def test_settings_notifications_and_audit(district, operator, admin):
             "quiet_period_seconds": 120,
             "removal_threshold": "0.2",
             "fallback_encoding": "cp1252",
+            "time_zone": "America/Chicago",
         },
     )
     district.refresh_from_db()
     assert district.name == "Springfield USD" and district.removal_threshold == 0.2
+    assert district.time_zone == "America/Chicago"
     assert signed_in(admin).post(url, {"name": "x"}).status_code == 403
     signed_in(admin).post(
         reverse("web:subscribe", args=[district.slug]),

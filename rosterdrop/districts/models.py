@@ -1,9 +1,19 @@
 """District accounts: who sends files, in which format, with which safety settings."""
 
 import secrets
+import zoneinfo
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+
+
+def time_zone_name(value: str) -> None:
+    """An IANA time zone name (a typo would show every time wrongly)."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{value} is not a time zone name such as America/Chicago.") from None
 
 
 def new_roster_token() -> int:
@@ -31,6 +41,12 @@ class District(models.Model):
         default=300, help_text="Loose files are imported together after this long with no upload."
     )
     paused = models.BooleanField(default=False)
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[time_zone_name],
+        help_text="IANA name, e.g. America/Chicago: the district's times are shown in it.",
+    )
     # A new random value with every sync that changes the roster: it names the saved
     # content-hash snapshot and stops two imports applying plans made against the same roster.
     roster_token = models.BigIntegerField(default=new_roster_token, editable=False)

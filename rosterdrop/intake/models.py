@@ -51,6 +51,19 @@ def _slug_part(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", ascii_text.lower())
 
 
+# What a login may do in its folder besides uploading (SFTPGo's per-user permissions).
+PERMISSIONS = {
+    "list": "list its folder's files",
+    "download": "download them",
+    "delete": "delete them",
+}
+
+
+def all_permissions() -> list[str]:
+    """Every permission: what logins made before permissions existed could already do."""
+    return list(PERMISSIONS)
+
+
 class Login(models.Model):
     district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="sftp_logins")
     name = models.CharField(max_length=150, unique=True)
@@ -58,6 +71,11 @@ class Login(models.Model):
     public_keys = models.TextField(blank=True, help_text="OpenSSH authorized_keys lines.")
     allowed_ips = models.TextField(blank=True, help_text="IPs or CIDR networks; blank = any.")
     active = models.BooleanField(default=True)
+    permissions = models.JSONField(
+        default=all_permissions,
+        blank=True,
+        help_text="Beyond uploading: any of list, download, delete.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -82,6 +100,9 @@ class Login(models.Model):
             return _hasher.verify(self.password_hash, raw)
         except (VerificationError, InvalidHashError):
             return False
+
+    def may(self, permission: str) -> bool:
+        return permission in self.permissions
 
     def ip_allowed(self, ip: str | None) -> bool:
         return not self.allowed_ips.strip() or ip_in(ip, parse_networks(self.allowed_ips))

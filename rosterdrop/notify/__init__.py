@@ -28,3 +28,12 @@ def send_pending(limit: int = 200) -> int:
     from rosterdrop.notify.outbox import send_pending
 
     return send_pending(limit)
+
+
+def mail_later(key: str, to: str, subject: str, body: str) -> None:
+    """One mail outside imports (an invitation, a password reset): queued like the others."""
+    from rosterdrop.notify import mailer
+    from rosterdrop.notify.outbox import queue
+
+    queue(key, [to], subject, body)
+    mailer.wake()

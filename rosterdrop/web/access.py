@@ -20,6 +20,30 @@ def district_view(view):
     return wrapper
 
 
+def operator_view(view):
+    """A page only operators may use (a signed-in district admin gets 403)."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        require_operator(request)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def operator_district_view(view):
+    """A district page only operators may use."""
+
+    @district_view
+    @wraps(view)
+    def wrapper(request, district, *args, **kwargs):
+        require_operator(request)
+        return view(request, district, *args, **kwargs)
+
+    return wrapper
+
+
 def require_operator(request) -> None:
     if not is_operator(request.user):
         raise PermissionDenied("Only operators can do this.")

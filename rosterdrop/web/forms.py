@@ -6,6 +6,7 @@ from rosterdrop.custom.models import ImportTemplate
 from rosterdrop.custom.templates import KIND_TITLES, name_problems
 from rosterdrop.districts.models import District
 from rosterdrop.formats import FORMATS
+from rosterdrop.intake.models import PERMISSIONS
 from rosterdrop.notify.models import Subscription
 
 
@@ -56,6 +57,7 @@ class DistrictSettingsForm(forms.ModelForm):
             "quiet_period_seconds",
             "removal_threshold",
             "fallback_encoding",
+            "time_zone",
         ]
         labels = {
             "quiet_period_seconds": "Quiet period (seconds)",
@@ -72,20 +74,19 @@ class DistrictSettingsForm(forms.ModelForm):
         return encoding_name(self.cleaned_data["fallback_encoding"])
 
 
+class DistrictCreateForm(DistrictSettingsForm):
+    """A new district: its slug too, which names its folder and URLs for good."""
+
+    class Meta(DistrictSettingsForm.Meta):
+        fields = ["slug", *DistrictSettingsForm.Meta.fields]
+        help_texts = {"slug": "Letters, digits and dashes; it names the district's folder."}
+
+
 class SubscriptionForm(forms.ModelForm):
     class Meta:
         model = Subscription
         fields = ["email", "on_success"]
         labels = {"on_success": "Also when a sync succeeds"}
-
-
-class AllowListForm(forms.Form):
-    login = forms.CharField(widget=forms.HiddenInput)
-    allowed_ips = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="IPs or CIDR networks; blank = any address.",
-    )
 
 
 class TemplateKindForm(forms.Form):
@@ -138,3 +139,31 @@ class TemplateSaveForm(forms.Form):
         if name_problems(name):
             raise forms.ValidationError(name_problems(name)[0].capitalize() + ".")
         return name
+
+
+class LoginAddForm(forms.Form):
+    person = forms.CharField(max_length=100, help_text="Whose login, e.g. Ana Ruiz.")
+    state = forms.CharField(max_length=20, required=False, help_text="State code, e.g. TX.")
+
+
+class LoginPermissionsForm(forms.Form):
+    permissions = forms.MultipleChoiceField(
+        choices=list(PERMISSIONS.items()),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Uploading is always allowed; none ticked = upload only.",
+    )
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField()
+    district = forms.ModelChoiceField(
+        queryset=District.objects.all(),
+        required=False,
+        empty_label="None: an operator (sees every district)",
+        help_text="The one district a district admin sees.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["district"].label_from_instance = lambda district: district.name

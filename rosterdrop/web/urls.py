@@ -1,6 +1,16 @@
 from django.urls import path
 
-from rosterdrop.web import assistant, audit, data, syncs, views, wizard
+from rosterdrop.web import (
+    assistant,
+    audit,
+    data,
+    districts,
+    logins,
+    people,
+    syncs,
+    views,
+    wizard,
+)
 
 app_name = "web"
 
@@ -10,7 +20,6 @@ urlpatterns = [
     path("d/<slug:slug>/", views.district, name="district"),
     path("d/<slug:slug>/upload/", views.upload, name="upload"),
     path("d/<slug:slug>/settings/", views.update_settings, name="settings"),
-    path("d/<slug:slug>/allow-list/", views.update_allow_list, name="allow_list"),
     path("d/<slug:slug>/notifications/", views.subscribe, name="subscribe"),
     path("d/<slug:slug>/notifications/<int:pk>/remove/", views.unsubscribe, name="unsubscribe"),
     path("d/<slug:slug>/file-templates.zip", views.file_templates_zip, name="file_templates_zip"),
@@ -45,4 +54,16 @@ urlpatterns = [
     path("d/<slug:slug>/templates/new/check/", wizard.check, name="template_check"),
     path("d/<slug:slug>/templates/<int:pk>/delete/", wizard.delete, name="template_delete"),
     path("d/<slug:slug>/templates/export.json", wizard.export, name="template_export"),
+    # Onboarding (operators): districts, their SFTP/FTPS logins, console users.
+    path("districts/new/", districts.new_district, name="district_new"),
+    path("people/", people.people, name="people"),
+    path("people/invite/", people.invite, name="invite"),
+    path("d/<slug:slug>/logins/", logins.logins, name="logins"),
+    path("d/<slug:slug>/logins/add/", logins.add, name="login_add"),
+    path("d/<slug:slug>/logins/<int:pk>/password/", logins.password, name="login_password"),
+    path("d/<slug:slug>/logins/<int:pk>/active/", logins.active, name="login_active"),
+    path("d/<slug:slug>/logins/<int:pk>/remove/", logins.remove, name="login_remove"),
+    path("d/<slug:slug>/logins/<int:pk>/key/", logins.add_key, name="login_key"),
+    path("d/<slug:slug>/logins/<int:pk>/allow-list/", logins.allow_list, name="login_allow"),
+    path("d/<slug:slug>/logins/<int:pk>/permissions/", logins.permissions, name="login_perms"),
 ]

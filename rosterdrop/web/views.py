@@ -3,7 +3,6 @@
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import FileResponse, Http404
@@ -22,7 +21,7 @@ from rosterdrop.notify.models import Subscription
 from rosterdrop.web.access import audit_admin, client_ip, district_view, require_operator
 from rosterdrop.web.connection import connection_for
 from rosterdrop.web.downloads import attachment
-from rosterdrop.web.forms import AllowListForm, DistrictSettingsForm, SubscriptionForm, UploadForm
+from rosterdrop.web.forms import DistrictSettingsForm, SubscriptionForm, UploadForm
 from rosterdrop.web.imports import receive_files, start_import
 from rosterdrop.web.status import chart, glance
 
@@ -147,27 +146,6 @@ def update_settings(request, district):
             "Settings not saved: "
             + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()),
         )
-    return redirect("web:district", district.slug)
-
-
-@require_POST
-@district_view
-def update_allow_list(request, district):
-    require_operator(request)
-    from rosterdrop.intake.models import Login
-
-    form = AllowListForm(request.POST)
-    if form.is_valid():
-        login = get_object_or_404(Login, district=district, name=form.cleaned_data["login"])
-        login.allowed_ips = form.cleaned_data["allowed_ips"].strip()
-        try:
-            login.clean()
-        except ValidationError as exc:
-            messages.error(request, f"Allow list not saved: {' '.join(exc.messages)}")
-        else:
-            login.save(update_fields=["allowed_ips"])
-            audit_admin(request, f"changed the IP allow list of SFTP login {login.name}")
-            messages.success(request, "IP allow list saved.")
     return redirect("web:district", district.slug)
 
 

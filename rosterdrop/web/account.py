@@ -1,0 +1,56 @@
+"""A console user's own account: set a password from an invitation or reset mail, change it.
+
+Django's auth views do the work; these subclasses only audit and queue the mail in the
+outbox (a web request never waits on SMTP). Changing a password ends the user's other
+sessions: Django checks each session against the password's hash.
+"""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import PasswordResetForm
+from django.template import loader
+from django.urls import reverse_lazy
+
+from rosterdrop import notify
+from rosterdrop.web.access import audit_admin
+
+
+class QueuedPasswordResetForm(PasswordResetForm):
+    """Django's reset form, its mail queued in the outbox rather than sent in the request."""
+
+    def send_mail(self, subject_template_name, email_template_name, context, from_email,
+                  to_email, html_email_template_name=None):  # fmt: skip
+        subject = "".join(loader.render_to_string(subject_template_name, context).splitlines())
+        body = loader.render_to_string(email_template_name, context)
+        notify.mail_later(f"reset:{context['uid']}:{context['token']}", to_email, subject, body)
+
+
+class PasswordReset(auth_views.PasswordResetView):
+    form_class = QueuedPasswordResetForm
+    email_template_name = "registration/password_reset_email.txt"
+    extra_email_context = {"base_url": settings.BASE_URL.rstrip("/")}
+
+
+class PasswordResetConfirm(auth_views.PasswordResetConfirmView):
+    """Sets the password of an invitation or a reset mail, then signs the person in."""
+
+    post_reset_login = True
+    post_reset_login_backend = "django.contrib.auth.backends.ModelBackend"
+    success_url = reverse_lazy("web:home")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        audit_admin(self.request, "set their password from a mailed link")
+        messages.success(self.request, "Password set; you are signed in.")
+        return response
+
+
+class PasswordChange(auth_views.PasswordChangeView):
+    success_url = reverse_lazy("web:home")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        audit_admin(self.request, "changed their password")
+        messages.success(self.request, "Password changed; your other sessions are signed out.")
+        return response
