@@ -102,3 +102,44 @@ def test_a_forgotten_password_is_reset_by_mail(admin):
     Client().post("/accounts/reset/", {"email": "unknown@springfield.test"})
     [mail] = OutboxMail.objects.all()
     assert mail.to == "data@springfield.test" and "/accounts/reset/" in mail.body
+
+
+def api_status(token: str) -> int:
+    return Client().get("/api/districts", HTTP_AUTHORIZATION=f"Bearer {token}").status_code
+
+
+def test_api_tokens_are_named_expire_and_are_revoked_in_console_and_cli(admin):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from rosterdrop.accounts.models import ApiToken
+
+    web = signed_in(admin)
+    page = web.post("/account/tokens/", {"name": "nightly export", "days": 30}).text
+    token = re.search(r'id="new-token">([^<]+)<', page).group(1)
+    assert api_status(token) == 200
+    made = ApiToken.objects.get(name="nightly export")
+    assert token not in web.get("/account/").text and made.hint in web.get("/account/").text
+    assert 29 <= (made.expires_at - timezone.now()).days <= 30
+    ApiToken.objects.filter(pk=made.pk).update(expires_at=timezone.now())
+    assert api_status(token) == 401
+    assert "expired" in web.get("/account/").text
+
+    out = StringIO()
+    call_command("token", "create", admin.username, "--name", "sis", stdout=out)
+    cli_token = out.getvalue().strip()
+    out = StringIO()
+    call_command("token", "list", admin.username, "--json", stdout=out)
+    listed = {t["name"]: t for t in __import__("json").loads(out.getvalue())}
+    assert listed["sis"]["expires"] == "" and listed["nightly export"]["expired"]
+    assert api_status(cli_token) == 200
+    call_command("token", "revoke", str(listed["sis"]["id"]), stdout=StringIO())
+    assert api_status(cli_token) == 401
+    web.post(f"/account/tokens/{made.pk}/revoke/")
+    assert not ApiToken.objects.exists()
+    other = make_user("x@springfield.test")
+    mine = ApiToken.issue(other)
+    assert web.post(f"/account/tokens/{ApiToken.objects.get().pk}/revoke/").status_code == 404
+    assert api_status(mine) == 200

@@ -1,4 +1,5 @@
-"""Bearer tokens from `rosterdrop token create EMAIL`; the user's districts bound every call."""
+"""Bearer tokens (`rosterdrop token create EMAIL` or the console's Account page), unexpired;
+the user's districts bound every call."""
 
 from datetime import timedelta
 
@@ -11,9 +12,7 @@ from rosterdrop.accounts.models import ApiToken, digest
 class TokenAuth(HttpBearer):
     def authenticate(self, request, token: str):
         found = (
-            ApiToken.objects.select_related("user")
-            .filter(digest=digest(token), user__is_active=True)
-            .first()
+            ApiToken.valid().select_related("user").filter(digest=digest(token)).first()
         )
         if found is None:
             return None

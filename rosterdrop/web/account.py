@@ -1,4 +1,5 @@
-"""A console user's own account: set a password from an invitation or reset mail, change it.
+"""A console user's own account: set a password from an invitation or reset mail, change it;
+API tokens, named, expiring and revocable (also `rosterdrop token`).
 
 Django's auth views do the work; these subclasses only audit and queue the mail in the
 outbox (a web request never waits on SMTP). Changing a password ends the user's other
@@ -8,12 +9,17 @@ sessions: Django checks each session against the password's hash.
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import PasswordResetForm
+from django.shortcuts import get_object_or_404, redirect, render
 from django.template import loader
 from django.urls import reverse_lazy
+from django.views.decorators.http import require_POST
 
 from rosterdrop import notify
+from rosterdrop.accounts.models import ApiToken
 from rosterdrop.web.access import audit_admin
+from rosterdrop.web.forms import TokenForm
 
 
 class QueuedPasswordResetForm(PasswordResetForm):
@@ -47,10 +53,46 @@ class PasswordResetConfirm(auth_views.PasswordResetConfirmView):
 
 
 class PasswordChange(auth_views.PasswordChangeView):
-    success_url = reverse_lazy("web:home")
+    success_url = reverse_lazy("web:account")
 
     def form_valid(self, form):
         response = super().form_valid(form)
         audit_admin(self.request, "changed their password")
         messages.success(self.request, "Password changed; your other sessions are signed out.")
         return response
+
+
+@login_required
+def account(request, shown: str = "", form=None):
+    """The user's own API tokens (never their secret, once made) and a form for a new one."""
+    return render(
+        request,
+        "web/account.html",
+        {
+            "tokens": request.user.api_tokens.all(),
+            "form": form or TokenForm(),
+            "shown": shown,
+        },
+    )
+
+
+@require_POST
+@login_required
+def token_create(request):
+    form = TokenForm(request.POST)
+    if not form.is_valid():
+        return account(request, form=form)
+    days = int(form.cleaned_data["days"]) or None
+    token = ApiToken.issue(request.user, name=form.cleaned_data["name"], days=days)
+    audit_admin(request, f"made API token {token[:10]}… ({form.cleaned_data['name']})")
+    return account(request, shown=token)
+
+
+@require_POST
+@login_required
+def token_revoke(request, pk: int):
+    token = get_object_or_404(ApiToken, pk=pk, user=request.user)
+    token.delete()
+    audit_admin(request, f"revoked API token {token.hint}… ({token.name})")
+    messages.success(request, f"Token {token.hint}… revoked; it opens nothing any more.")
+    return redirect("web:account")

@@ -167,3 +167,13 @@ class InviteForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["district"].label_from_instance = lambda district: district.name
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What uses it, e.g. nightly export.")
+    days = forms.TypedChoiceField(
+        label="Valid for",
+        coerce=int,
+        choices=[(30, "30 days"), (90, "90 days"), (365, "a year"), (0, "until revoked")],
+        initial=90,
+    )

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from rosterdrop.web import (
+    account,
     assistant,
     audit,
     data,
@@ -66,4 +67,7 @@ urlpatterns = [
     path("d/<slug:slug>/logins/<int:pk>/key/", logins.add_key, name="login_key"),
     path("d/<slug:slug>/logins/<int:pk>/allow-list/", logins.allow_list, name="login_allow"),
     path("d/<slug:slug>/logins/<int:pk>/permissions/", logins.permissions, name="login_perms"),
+    path("account/", account.account, name="account"),
+    path("account/tokens/", account.token_create, name="token_create"),
+    path("account/tokens/<int:pk>/revoke/", account.token_revoke, name="token_revoke"),
 ]
