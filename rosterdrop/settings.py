@@ -219,3 +219,5 @@ ONEROSTER_RATE_LIMIT = int(os.environ.get("ROSTERDROP_ONEROSTER_RATE_LIMIT", 600
 # The change feed (rosterdrop.feed): events of every applied sync, kept this many days.
 INSTALLED_APPS += ["rosterdrop.feed"]
 FEED_RETENTION_DAYS = int(os.environ.get("ROSTERDROP_FEED_RETENTION_DAYS", 30))
+# A webhook sender claims a delivery for this long (a killed sender's claim runs out).
+WEBHOOK_CLAIM_SECONDS = int(os.environ.get("ROSTERDROP_WEBHOOK_CLAIM_SECONDS", 120))

@@ -11,9 +11,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Max
+from django.db.models import Count, Max
 from django.utils import timezone
 
+from rosterdrop.feed import webhooks
 from rosterdrop.feed.models import Batch, Counter, Event
 from rosterdrop.ingest.models import Change
 from rosterdrop.roster.models import ENTITIES, MODELS
@@ -32,7 +33,13 @@ def record_events(cur, district_id: int, sync_id: int, renamed: dict[str, list])
     """
     counter = _locked_counter(district_id)
     first = seq = counter.last_seq
-    counts = dict.fromkeys(("created", "updated", "deleted"), 0)
+    counts: dict[str, dict[str, int]] = {}
+
+    def count(entity: str, action: str, n: int) -> None:
+        if n > 0:
+            per = counts.setdefault(entity, {})
+            per[action] = per.get(action, 0) + n
+
     p = "%s" if connection.vendor == "postgresql" else "?"
     insert = f"INSERT INTO {Event._meta.db_table} ({COLUMNS}) "
     moved = [
@@ -46,8 +53,8 @@ def record_events(cur, district_id: int, sync_id: int, renamed: dict[str, list])
         [(district_id, seq + n, sync_id, *row) for n, row in enumerate(moved, start=1)],
     )
     seq += len(moved)
-    for _, _, action in moved:
-        counts[action] += 1
+    for entity, _, action in moved:
+        count(entity, action, 1)
     for entity in ENTITIES:
         cur.execute(
             f"{insert} SELECT district_id, {p} + ROW_NUMBER() OVER (ORDER BY id), "
@@ -57,7 +64,7 @@ def record_events(cur, district_id: int, sync_id: int, renamed: dict[str, list])
             [seq, entity, district_id, sync_id],
         )
         seq += max(cur.rowcount, 0)
-        counts["created"] += max(cur.rowcount, 0)
+        count(entity, "created", cur.rowcount)
     for change, action in ACTIONS.items():
         cur.execute(
             f"{insert} SELECT {p}, {p} + ROW_NUMBER() OVER (ORDER BY id), sync_id, entity, "
@@ -65,12 +72,14 @@ def record_events(cur, district_id: int, sync_id: int, renamed: dict[str, list])
             [district_id, seq, action, sync_id, change],
         )
         seq += max(cur.rowcount, 0)
-        counts[action] += max(cur.rowcount, 0)
+    changed = Change.objects.filter(sync_id=sync_id).values("entity", "action")
+    for row in changed.annotate(n=Count("id")).order_by():
+        count(row["entity"], ACTIONS[row["action"]], row["n"])
     _prune(district_id)
     if seq == first:
         return None
     Counter.objects.filter(pk=district_id).update(last_seq=seq)
-    return Batch.objects.create(
+    batch = Batch.objects.create(
         district_id=district_id,
         sync_id=sync_id,
         first_seq=first + 1,
@@ -78,6 +87,8 @@ def record_events(cur, district_id: int, sync_id: int, renamed: dict[str, list])
         applied_at=timezone.now(),
         counts=counts,
     )
+    webhooks.announce(batch)
+    return batch
 
 
 def renamed_in(plan) -> dict[str, list[tuple[str, str]]]:

@@ -50,3 +50,56 @@ class Batch(models.Model):
 
     class Meta:
         ordering = ["first_seq"]
+
+
+class Subscription(models.Model):
+    """A vendor's webhook endpoint for one district: told of each applied sync's events."""
+
+    district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="+")
+    url = models.URLField(max_length=500)
+    # whsec_<base64>: Standard Webhooks signs with it (HMAC-SHA256), so it is kept as is.
+    secret = models.CharField(max_length=100)
+    # Entities whose changes are announced (empty: all).
+    entities = models.JSONField(default=list, blank=True)
+    active = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk} of {self.district_id} to {self.url}"
+
+
+class Delivery(models.Model):
+    """One message to one subscription, in the outbox until its endpoint took it (2xx)."""
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    message_id = models.CharField(max_length=64, unique=True)  # webhook-id, the same on retries
+    body = models.TextField()  # the exact bytes signed and sent
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)  # null: nothing more to try
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    gave_up_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class Attempt(models.Model):
+    """The delivery log: each try, its answer or error."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="log")
+    at = models.DateTimeField(auto_now_add=True)
+    status = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    seconds = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["id"]

@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from rosterdrop.districts.models import District
+from rosterdrop.feed import webhooks
 from rosterdrop.intake import hostkey, sftp, tlscert, worker
 from rosterdrop.intake.models import Login
 from rosterdrop.notify import mailer
@@ -91,12 +92,14 @@ class Command(BaseCommand):
             target=worker.run_forever, args=(stop,), name="worker", daemon=True
         ).start()
         mailer.start(stop)  # SMTP on its own thread: no import waits on it
+        webhooks.start(stop)  # signed webhooks from their outbox, on their own thread
         try:
             asyncio.run(self._run_sftp(host, sftp_port, lines))
         finally:
             stop.set()
             worker.wake()
             mailer.wake()
+            webhooks.wake()
             web.close()
 
     def _operator(self) -> list[str]:
