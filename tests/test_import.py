@@ -277,10 +277,13 @@ def test_delta_file_removes_only_what_it_says(district, school):
 
 
 def test_fatal_upload_applies_nothing_and_explains(district, school):
-    (school / "manifest.csv").unlink()
+    manifest = (school / "manifest.csv").read_text()
+    (school / "manifest.csv").write_text(
+        manifest.replace("oneroster.version,1.1", "oneroster.version,")
+    )
     sync = import_path(district, school)
     assert sync.status == "failed"
-    assert summary(sync)["issues"][0]["code"] == "manifest_missing"
+    assert summary(sync)["issues"][0]["code"] == "manifest_invalid"
     assert in_roster(district=district) == 0
 
 

@@ -47,6 +47,11 @@ class District(models.Model):
         validators=[time_zone_name],
         help_text="IANA name, e.g. America/Chicago: the district's times are shown in it.",
     )
+    strict = models.BooleanField(
+        default=False,
+        help_text="Take files only as the specification writes them: what real exports "
+        "commonly get wrong (accepted with a warning otherwise) refuses the upload.",
+    )
     # A new random value with every sync that changes the roster: it names the saved
     # content-hash snapshot and stops two imports applying plans made against the same roster.
     roster_token = models.BigIntegerField(default=new_roster_token, editable=False)

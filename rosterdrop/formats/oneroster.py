@@ -259,6 +259,7 @@ def _manifest(versions: tuple[str, ...]) -> Manifest:
         versions=versions,
         file_property_prefix="file.",
         required_properties=("manifest.version", "oneroster.version"),
+        optional_properties=("source.systemName", "source.systemCode"),
     )
 
 

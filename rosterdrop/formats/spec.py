@@ -207,6 +207,8 @@ class Manifest:
     columns: tuple[str, ...] = ()
     # The property that must equal the receiving account's ID ("" = not checked).
     account_property: str = ""
+    # Other properties it may hold (any other is told, with a did-you-mean).
+    optional_properties: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,23 @@ UNREADABLE = frozenset(
     {"csv_syntax", "row_width", "unterminated_quote", "field_too_large", "utf8_invalid"}
 )
 
+# What real exports commonly get wrong and rosterdrop accepts with a warning, since its
+# meaning is certain (README, "Tolerance policy"). A strict district (District.strict) takes
+# files only as the specification writes them: for it, each of these refuses the upload.
+TOLERATED = frozenset(
+    {
+        "manifest_missing",  # OneRoster without manifest.csv: every file read as bulk
+        "file_not_sent",  # a file the manifest lists is not there: its records left alone
+        "manifest_property_unknown",  # a property the manifest does not define (a typo)
+        "file_not_in_manifest",  # a file sent but not listed: read as bulk
+        "header_near_column",  # an unknown column close to a known one: kept as extra data
+        "header_missing_column",  # an optional column left out: read as empty
+        "boolean_normalised",  # TRUE, Yes, Y, 1 for true
+        "enum_normalised",  # another letter case of a known value
+        "value_derived",  # a value the export left out, derived from another one
+    }
+)
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -57,13 +74,25 @@ class FindingLog:
         # The format's refusals: code -> files (() = any), and the format's name for messages.
         self.fatal_codes: dict[str, tuple[str, ...]] = {}
         self.format_title = ""
+        # The district takes files only as the specification writes them (TOLERATED).
+        self.strict = False
 
     def _escalated(self, finding: Finding) -> Finding:
-        """A finding the format treats as fatal, saying so."""
-        files = self.fatal_codes.get(finding.code)
-        if files is None or finding.severity == FATAL or (files and finding.file not in files):
+        """A finding the format, or a strict district, treats as fatal, saying so."""
+        if finding.severity == FATAL:
             return finding
-        refused = f"{self.format_title} refuses an upload with this problem, so nothing was applied"
+        files = self.fatal_codes.get(finding.code)
+        if self.strict and finding.code in TOLERATED:
+            refused = (
+                "this district takes files only as the specification writes them (strict), "
+                "so nothing was applied"
+            )
+        elif files is None or (files and finding.file not in files):
+            return finding
+        else:
+            refused = (
+                f"{self.format_title} refuses an upload with this problem, so nothing was applied"
+            )
         if finding.outcome and finding.outcome in finding.message:
             message = finding.message.replace(finding.outcome, refused, 1)
         else:

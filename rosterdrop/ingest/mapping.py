@@ -97,6 +97,8 @@ def _rows(file: FileSpec, output: Output, frame: pl.DataFrame) -> pl.DataFrame:
         filled = [pl.col(c) != "" for c in output.where_any if c in present]
         frame = frame.filter(pl.any_horizontal(filled)) if filled else frame.clear()
     if output.explode:
+        if output.explode not in present:  # an optional list column left out: no items
+            return frame.clear().with_columns(pl.lit("").alias(ITEM))
         return (
             frame.with_columns(pl.col(output.explode).str.split(",").alias(ITEM))
             .explode(ITEM)

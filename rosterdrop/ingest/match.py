@@ -8,6 +8,7 @@ said in words.
 
 import codecs
 import csv
+import difflib
 from dataclasses import dataclass, replace
 
 from rosterdrop.formats import FORMATS, get_format
@@ -185,7 +186,20 @@ def match(
         mode = modes.get(file.name, Mode.ABSENT)
         if member is None:
             near = next((n for n in by_name if spec.claim(n).near == file.name), None)
-            if mode != Mode.ABSENT or spec.all_files_required or file.required:
+            needed = spec.all_files_required or file.required
+            if mode != Mode.ABSENT and not needed and not near:
+                log.add(
+                    Finding(
+                        WARNING,
+                        "file_not_sent",
+                        f"The manifest lists {file.name} as {mode}, but it was not sent; its "
+                        "records were left as they are.",
+                        file.name,
+                        outcome="its records were left as they are",
+                    )
+                )
+                continue
+            if mode != Mode.ABSENT or needed:
                 hint = f" (found {near!r}: file names are case-sensitive)" if near else ""
                 log.add(
                     _fatal(
@@ -243,6 +257,20 @@ def _manifest(
     if manifest is None:
         return {}
     member = members.get(manifest.name)
+    if member is None and manifest.file_property_prefix:
+        # A set without its manifest (many exporters leave it out): each file is whole.
+        log.add(
+            Finding(
+                WARNING,
+                "manifest_missing",
+                f"{manifest.name} is missing; each file sent was read as a full (bulk) file, "
+                "and files not sent were left as they are.",
+                manifest.name,
+                outcome="each file sent was read as a full (bulk) file, and files not sent "
+                "were left as they are",
+            )
+        )
+        return None
     if member is None:
         purpose = (
             "to say which files are sent and whether each is a full (bulk) or a change (delta) file"
@@ -262,6 +290,7 @@ def _manifest(
     except Failure as failure:
         log.add(failure.finding)
         return None
+    _unknown_properties(spec, props, log)
     for prop in manifest.required_properties:
         if not props.get(prop):
             log.add(
@@ -296,6 +325,37 @@ def _manifest(
                 ).finding
             )
     return props
+
+
+def _unknown_properties(spec: FormatSpec, props: dict[str, str], log: FindingLog) -> None:
+    """A property the manifest does not define (fiel.demographics): said, with the one it
+    most likely means; it is not read."""
+    manifest = spec.manifest
+    if manifest is None or manifest.columns:
+        return
+    stems = [n.removesuffix(".csv") for n in (*(f.name for f in spec.files), *spec.ignored_files)]
+    known = [
+        manifest.version_property,
+        *manifest.required_properties,
+        *manifest.optional_properties,
+        *(manifest.file_property_prefix + stem for stem in stems),
+    ]
+    for prop in props:
+        if prop in known:
+            continue
+        near = difflib.get_close_matches(prop, known, n=1, cutoff=0.75)
+        hint = f" Did you mean {near[0]}?" if near else ""
+        log.add(
+            Finding(
+                WARNING,
+                "manifest_property_unknown",
+                f"{manifest.name} has a property {prop!r} that the format does not define; it "
+                f"was not read.{hint}",
+                manifest.name,
+                value=prop,
+                outcome="it was not read",
+            )
+        )
 
 
 def _modes(spec: FormatSpec, props: dict[str, str] | None, log: FindingLog) -> dict[str, Mode]:

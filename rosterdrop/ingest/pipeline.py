@@ -75,6 +75,7 @@ def check(
     progress: Progress | None = None,
     roster_keys: RosterKeys | None = None,
     vouched: frozenset[str] = frozenset(),
+    strict: bool = False,
 ) -> Checked:
     """Unpack, match, decode, read, map and validate; spill record data if told where.
 
@@ -83,8 +84,10 @@ def check(
     the entities whose records the roster vouches for (ingest/vouched.py).
     `account`: the receiving district's slug (manifests naming a district, custom templates).
     `progress`: called with (file name, rows read so far) after every batch.
+    `strict`: what real exports get wrong refuses the upload (findings.TOLERATED).
     """
     result = Checked(progress=progress)
+    result.log.strict = strict
     refs = None
     try:
         members = unpack(paths, limits(), result.log)
@@ -329,6 +332,7 @@ def run(
             progress,
             snapshot.keys,
             frozenset(e for e, then in vouched.items() if then == now),
+            district.strict,
         )
         if checked.fatal:
             return Outcome("failed", checked, message=_first_fatal(checked))

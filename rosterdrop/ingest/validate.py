@@ -5,6 +5,7 @@ required value skips the row (error); a bad optional value is cleared (warning);
 meaning is unambiguous (TRUE for true, Student for student) is normalised (warning).
 """
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -153,6 +154,26 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
         if has_control(h) or h in near_names:
             continue  # said above, or named with the column it stands for
         if file.column(h) is None and not (file.extra_prefix and h.startswith(file.extra_prefix)):
+            near = difflib.get_close_matches(
+                h, [c.name for c in file.columns if c.name not in found], n=1, cutoff=0.8
+            )
+            if near:
+                log.add(
+                    Finding(
+                        WARNING,
+                        "header_near_column",
+                        f"{name} has a column {h!r} that the format does not define; did you "
+                        f"mean {near[0]!r}? Its values are kept as extra data, and {near[0]!r} "
+                        "is read as empty.",
+                        name,
+                        1,
+                        h,
+                        near[0],
+                        outcome=f"Its values are kept as extra data, and {near[0]!r} is read "
+                        "as empty",
+                    )
+                )
+                continue
             log.add(
                 Finding(
                     WARNING,
@@ -294,6 +315,42 @@ def _enum_rule(col: Column, values: tuple[str, ...], quiet: bool, code: str, exp
     )
 
 
+# What exports write for a boolean: each read as true or false, with a warning (TRUE, Yes).
+BOOLEAN_WORDS = {
+    **dict.fromkeys(("true", "t", "yes", "y", "1"), "true"),
+    **dict.fromkeys(("false", "f", "no", "n", "0"), "false"),
+}
+
+
+def _boolean_rule(quiet: bool) -> Rule:
+    """true or false; other case silently where the format allows it, and every other way
+    of writing them (TRUE, Yes, Y, 1, No, 0) read with a warning."""
+    words = list(BOOLEAN_WORDS)
+
+    def invalid(e: pl.Expr) -> pl.Expr:
+        return ~e.str.to_lowercase().is_in(words)
+
+    def synonym(e: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+        low = e.str.to_lowercase()
+        other = ~low.is_in(["true", "false"]) if quiet else ~e.is_in(["true", "false"])
+        return low.is_in(words) & other, low.replace_strict(BOOLEAN_WORDS, default=None)
+
+    def other_case(e: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+        low = e.str.to_lowercase()
+        return low.is_in(["true", "false"]) & ~e.is_in(["true", "false"]), low
+
+    def invalid_as_written(e: pl.Expr) -> pl.Expr:
+        return invalid(e) | synonym(e)[0]
+
+    return Rule(
+        "boolean_invalid",
+        "true or false",
+        invalid_as_written,
+        synonym,
+        other_case if quiet else None,
+    )
+
+
 def _date_form(fmt: str) -> str:
     """'%m/%d/%Y' -> 'a date written MM/DD/YYYY (e.g. 08/15/2025)', for messages."""
     shown = fmt.replace("%Y", "YYYY").replace("%y", "YY").replace("%m", "MM").replace("%d", "DD")
@@ -354,7 +411,7 @@ def rule_for(col: Column, dialect: Dialect | None = None) -> Rule | None:
         case Type.DATE:
             return _date_rule(dialect.date_formats)
         case Type.BOOLEAN:
-            return _enum_rule(col, ("true", "false"), quiet, "boolean_invalid", "true or false")
+            return _boolean_rule(quiet)
         case Type.YEAR:
             return Rule(
                 "year_invalid",

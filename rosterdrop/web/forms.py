@@ -54,6 +54,7 @@ class DistrictSettingsForm(forms.ModelForm):
             "name",
             "format",
             "paused",
+            "strict",
             "quiet_period_seconds",
             "removal_threshold",
             "fallback_encoding",
@@ -62,6 +63,7 @@ class DistrictSettingsForm(forms.ModelForm):
         labels = {
             "quiet_period_seconds": "Quiet period (seconds)",
             "removal_threshold": "Removal threshold (0-1, blank = default)",
+            "strict": "Strict (the specification to the letter)",
         }
 
     def clean_removal_threshold(self):

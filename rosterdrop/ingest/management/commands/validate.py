@@ -25,9 +25,16 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=sorted(FORMATS))
         parser.add_argument("--district", help="Check as this district's upload (database).")
         parser.add_argument("--encoding", help="Fallback for non-UTF-8 files (default cp1252).")
+        parser.add_argument(
+            "--strict",
+            action="store_true",
+            help="Refuse what real exports commonly get wrong (a strict district's check).",
+        )
         parser.add_argument("--json", action="store_true")
 
-    def handle(self, *args, path: Path, format, district, encoding, json: bool, **options):
+    def handle(
+        self, *args, path: Path, format, district, encoding, strict: bool, json: bool, **options
+    ):
         if not path.exists():
             raise CommandError(f"{path} does not exist")
         if format == CUSTOM and not district:
@@ -38,7 +45,10 @@ class Command(BaseCommand):
             account, known = found.slug, self._known(found)
             format = format or found.format
             encoding = encoding or found.fallback_encoding
-        checked = check(expand(path), format, encoding or "cp1252", known=known, account=account)
+            strict = strict or found.strict
+        checked = check(
+            expand(path), format, encoding or "cp1252", known=known, account=account, strict=strict
+        )
         result = checked.as_dict()
         if json:
             self.stdout.write(jsonlib.dumps({**result, "format_reason": checked.reason}, indent=2))

@@ -1,0 +1,114 @@
+"""What real exports get wrong (issue 14, item 6): accepted with a warning where the meaning
+is certain, refused where not, and refused outright for a district that is strict. Every
+file here is written by the test itself."""
+
+from pathlib import Path
+
+import pytest
+from helpers import rows, write
+
+from rosterdrop.formats import FORMATS
+from rosterdrop.ingest.pipeline import check
+
+
+def validate(folder: Path, fmt: str = "oneroster-1.1", strict: bool = False) -> dict:
+    return check(sorted(folder.iterdir()), fmt, strict=strict).as_dict()
+
+
+def fatal(result: dict) -> list[dict]:
+    return [i for i in result["issues"] if i["severity"] == "fatal"]
+
+
+def codes(result: dict) -> dict[str, str]:
+    return {i["code"]: i["severity"] for i in result["issues"]}
+
+
+OPTIONAL = [
+    (f.name, c.name)
+    for f in FORMATS["oneroster-1.1"].files
+    for c in f.columns
+    if not c.required and not c.delta_only and not c.numbered
+]
+
+
+@pytest.mark.parametrize(("file", "column"), OPTIONAL)
+def test_a_missing_optional_column_never_breaks_anything(school, file, column):
+    table = rows(school / file)
+    if column not in table[0]:
+        pytest.skip(f"{file} of the sample has no {column}")
+    at = table[0].index(column)
+    write(school / file, [r[:at] + r[at + 1 :] for r in table])
+    result = validate(school)
+    assert not fatal(result), fatal(result)
+    assert result["counts"]["users"] > 0
+
+
+def test_a_set_without_its_manifest_is_read_as_bulk_with_a_warning(school):
+    (school / "manifest.csv").unlink()
+    result = validate(school)
+    assert codes(result)["manifest_missing"] == "warning" and not fatal(result)
+    assert result["counts"]["users"] > 0
+    [strict] = fatal(validate(school, strict=True))
+    assert strict["code"] == "manifest_missing" and "strict" in strict["message"]
+
+
+def test_a_set_without_an_optional_file_it_lists_leaves_those_records_alone(school):
+    (school / "demographics.csv").unlink()  # the manifest still says file.demographics,bulk
+    result = validate(school)
+    assert codes(result)["file_not_sent"] == "warning" and not fatal(result)
+    assert "demographics" not in result["counts"]
+    assert {i["code"] for i in fatal(validate(school, strict=True))} == {"file_not_sent"}
+
+
+def test_an_unknown_manifest_property_is_told_with_a_did_you_mean(school):
+    manifest = (school / "manifest.csv").read_text()
+    (school / "manifest.csv").write_text(manifest.replace("file.demographics", "fiel.demographics"))
+    result = validate(school)
+    [typo] = [i for i in result["issues"] if i["code"] == "manifest_property_unknown"]
+    assert typo["severity"] == "warning" and "Did you mean file.demographics?" in typo["message"]
+    assert typo["value"] == "fiel.demographics"
+
+
+def test_an_unknown_column_close_to_a_known_one_is_a_warning_naming_both(school):
+    table = rows(school / "users.csv")
+    table[0][table[0].index("agentSourcedIds")] = "agentSourceIds"
+    write(school / "users.csv", table)
+    result = validate(school)
+    [near] = [i for i in result["issues"] if i["code"] == "header_near_column"]
+    assert near["severity"] == "warning" and near["column"] == "agentSourceIds"
+    assert "did you mean 'agentSourcedIds'?" in near["message"]
+    assert not fatal(result)
+
+
+def test_agents_instead_of_agent_sourced_ids_is_no_traceback(school):
+    table = rows(school / "users.csv")
+    table[0][table[0].index("agentSourcedIds")] = "agents"
+    write(school / "users.csv", table)
+    result = validate(school)
+    assert not fatal(result) and result["counts"]["users"] > 0
+
+
+@pytest.mark.parametrize("written", ["TRUE", "Yes", "Y", "1", "No", "0"])
+def test_booleans_as_exports_write_them_are_read_with_a_warning(school, written):
+    table = rows(school / "users.csv")
+    at = table[0].index("enabledUser")
+    table[1][at] = written
+    write(school / "users.csv", table)
+    result = validate(school)
+    [found] = [i for i in result["issues"] if i["code"] == "boolean_normalised"]
+    assert (found["line"], found["value"], found["severity"]) == (2, written, "warning")
+    assert not fatal(result)
+    assert fatal(validate(school, strict=True))[0]["code"] == "boolean_normalised"
+
+
+def test_a_strict_district_refuses_what_the_others_accept_with_a_warning(district, school):
+    from rosterdrop.ingest.pipeline import import_path
+
+    (school / "manifest.csv").unlink()
+    district.strict = True
+    district.save()
+    sync = import_path(district, school)
+    assert sync.status == "failed" and "strict" in sync.message
+    district.strict = False
+    district.save()
+    assert import_path(district, school).status == "applied"
