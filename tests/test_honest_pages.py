@@ -3,6 +3,7 @@ district's state on the dashboard says what really is the latest thing that happ
 
 import re
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import web_fixtures
@@ -76,10 +77,12 @@ def test_an_applied_with_errors_sync_needs_attention_with_its_error_count(distri
 
 
 def test_a_waiting_file_says_when_it_is_imported(district, nightly):
-    district.quiet_period_seconds = 600
+    district.quiet_period_seconds, district.time_zone = 600, "America/Chicago"
     district.save()
     upload = receive(district, "staff.csv", nightly / "staff.csv", "sftp", login="x")
-    due = timezone.localtime(upload.received_at + timedelta(seconds=600))
+    due = timezone.localtime(
+        upload.received_at + timedelta(seconds=600), ZoneInfo("America/Chicago")
+    )
     assert glance(district).label == f"Waiting: imports at {due:%H:%M}"
 
 

@@ -11,9 +11,7 @@ from rosterdrop.accounts.models import ApiToken, digest
 
 class TokenAuth(HttpBearer):
     def authenticate(self, request, token: str):
-        found = (
-            ApiToken.valid().select_related("user").filter(digest=digest(token)).first()
-        )
+        found = ApiToken.valid().select_related("user").filter(digest=digest(token)).first()
         if found is None:
             return None
         now = timezone.now()

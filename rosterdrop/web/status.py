@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 
@@ -59,16 +60,17 @@ def glance(district) -> Glance:
 
 
 def _due(district, waiting) -> datetime:
-    """When the waiting files are imported (local time): a zip at once, loose files once the
-    district's quiet period has passed since the last of them."""
+    """When the waiting files are imported, in the district's time: a zip at once, loose
+    files once the district's quiet period has passed since the last of them."""
     try:
         spec = get_format(district.format, district.slug)
     except ValueError:
         spec = None
+    zone = ZoneInfo(district.time_zone or "UTC")
     if spec and any(spec.claim(u.filename).package for u in waiting[:50]):
-        return timezone.localtime()
+        return timezone.localtime(timezone=zone)
     quiet = timedelta(seconds=district.quiet_period_seconds)
-    return timezone.localtime(waiting.first().received_at + quiet)
+    return timezone.localtime(waiting.first().received_at + quiet, zone)
 
 
 def moved(sync: Sync) -> int:
