@@ -2,6 +2,7 @@
 durable outbox, signed the Standard Webhooks way, checked by a real receiver on loopback;
 retries keep the webhook-id, 410 disables; a sender killed with -9 delivers after restart."""
 
+import io
 import json
 import os
 import signal
@@ -218,3 +219,37 @@ def test_a_sender_killed_after_delivery_delivers_again_once_per_webhook_id(tmp_p
     assert first["id"] == again["id"] and first["data"] == again["data"]
     assert list(receiver.processed) == [first["id"]]
     assert json.loads(json.dumps(first["data"]))["data"]["district"] == "springfield"
+
+
+def test_subscriptions_and_their_delivery_log_over_the_api(district, receiver, school):
+    from django.core.management import call_command
+    from django.test import Client
+    from web_fixtures import make_user
+
+    from rosterdrop.districts.models import District
+
+    def api(user) -> Client:
+        out = io.StringIO()
+        call_command("token", "create", user.username, stdout=out)
+        return Client(headers={"Authorization": f"Bearer {out.getvalue().strip()}"})
+
+    admin = api(make_user("data@springfield.test", district))
+    base = f"/api/districts/{district.slug}/webhooks"
+    bad = admin.post(base, {"url": receiver.url, "entities": ["pets"]}, "application/json")
+    assert bad.status_code == 422
+    made = admin.post(base, {"url": receiver.url}, "application/json")
+    assert made.status_code == 201 and made.json()["secret"].startswith("whsec_")
+    receiver.secret = made.json()["secret"]
+    listed = admin.get(base).json()
+    assert [w["url"] for w in listed] == [receiver.url] and "secret" not in listed[0]
+    import_path(district, school)
+    webhooks.send_due()
+    hook = made.json()["id"]
+    log = admin.get(f"/api/webhooks/{hook}/deliveries").json()["items"]
+    assert log[0]["delivered_at"] and [a["status"] for a in log[0]["log"]] == [200]
+    other = District.objects.create(slug="shelbyville", name="S", format="oneroster-1.1")
+    stranger = api(make_user("data@shelbyville.test", other))
+    assert stranger.get(f"/api/webhooks/{hook}/deliveries").status_code == 404
+    assert stranger.delete(f"/api/webhooks/{hook}").status_code == 404
+    assert admin.delete(f"/api/webhooks/{hook}").status_code == 204
+    assert admin.get(base).json() == []

@@ -19,6 +19,7 @@ from rosterdrop.api.schemas import (
 )
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.feed.api import router as feed_router
+from rosterdrop.feed.api import webhook_router
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import stored_file
 from rosterdrop.ingest import states
@@ -37,6 +38,7 @@ api = NinjaAPI(
 )
 api.add_router("", feed_router)
 api.add_router("", export_router)
+api.add_router("", webhook_router)
 
 
 def _district(request, slug: str):
