@@ -137,6 +137,28 @@ def test_a_process_is_alive_by_pid_and_start_time():
     assert process.Runner("otherhost", child.pid, 1).alive  # never guessed dead
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_sync_run_on_another_host_is_dead_once_its_heartbeat_is_old(district):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from rosterdrop.ingest.models import Sync
+    from rosterdrop.ingest.recovery import recover
+
+    elsewhere = "p4242s99hotherhost"
+    beating, silent = states.start(district, []), states.start(district, [])
+    Sync.objects.filter(pk__in=[beating.pk, silent.pk]).update(runner=elsewhere)
+    old = timezone.now() - timedelta(seconds=states.LEASE_SECONDS + 60)
+    Sync.objects.filter(pk=silent.pk).update(heartbeat_at=old)
+    assert recover().interrupted == [silent.pk]
+    assert Sync.objects.get(pk=beating.pk).status == "running"
+    mine = states.start(district, [])
+    Sync.objects.filter(pk=mine.pk).update(heartbeat_at=old)
+    assert states.beat() == 1  # what this process's heartbeat thread does every minute
+    assert not states.is_dead(Sync.objects.get(pk=mine.pk))
+
+
 # -- recovery, in process -------------------------------------------------------------------
 
 

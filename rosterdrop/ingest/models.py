@@ -29,6 +29,9 @@ class Sync(models.Model):
     roster_token = models.BigIntegerField(null=True, blank=True)
     # The process running it (ingest.process), to tell a crashed import from a live one.
     runner = models.CharField(max_length=80, blank=True)
+    # Renewed by its process while it runs (ingest.states.beat): how a process on another
+    # host, whose pid cannot be checked, is known to be dead.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     retry_of = models.ForeignKey(
         "self",
         null=True,

@@ -45,7 +45,7 @@ class Runner:
     @property
     def alive(self) -> bool:
         """Whether this process still runs. One on another host is taken as alive: only a
-        process on this host can be checked (and recovery never guesses)."""
+        process on this host can be checked (a sync's heartbeat tells more: states.is_dead)."""
         if self.host != me().host:
             return True
         return _start_time(self.pid) == self.started

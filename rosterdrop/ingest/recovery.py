@@ -2,8 +2,8 @@
 
 Run when `rosterdrop serve` starts its worker (and every minute after, for a `rosterdrop
 import` that died meanwhile), and by `rosterdrop recover`. Only what a dead process left is
-touched (ingest/process.py tells a dead process from a live one), so it is safe beside a live
-web process, worker or import:
+touched (states.is_dead: by pid and start time on this host, by the sync's heartbeat on
+another), so it is safe beside a live web process, worker or import:
 
 - a sync left `running` by a dead import is marked `interrupted` (its apply transaction
   never committed: nothing was applied) and its uploads are imported again once, as a new
@@ -56,8 +56,7 @@ def recover() -> Recovered:
 
     done = Recovered(removed=sweep())
     for sync in Sync.objects.filter(status=SyncStatus.RUNNING).select_related("retry_of"):
-        runner = process.parse(sync.runner)
-        if runner is not None and runner.alive:
+        if not states.is_dead(sync):
             continue
         try:
             _recover(sync, done)

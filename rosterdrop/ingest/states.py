@@ -6,15 +6,26 @@ move another process made first (two approvals at once) raises Conflict, decided
 database (a conditional UPDATE), never by what a caller read earlier.
 
 A running sync names the process running it (`runner`, see ingest/process.py), so that
-recovery (ingest/recovery.py) can tell a sync whose process died from one still at work.
+recovery (ingest/recovery.py) can tell a sync whose process died from one still at work: on
+this host by the process itself, on another by the sync's heartbeat, which the process
+renews while it runs (`beat`).
 """
 
+import functools
+import logging
+import threading
 from collections.abc import Iterable
+from datetime import timedelta
 
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from rosterdrop.ingest import process
+
+log = logging.getLogger(__name__)
+# A running sync whose heartbeat is older than this was run by a process that is gone.
+LEASE_SECONDS = 300
+BEAT_SECONDS = 60
 
 
 class SyncStatus(models.TextChoices):
@@ -84,11 +95,60 @@ def start(district, uploads: Iterable, **fields):
     from rosterdrop.ingest.models import Sync
 
     with transaction.atomic():
-        sync = Sync.objects.create(
-            district=district, status=S.RUNNING, runner=str(process.me()), **fields
-        )
+        sync = Sync.objects.create(district=district, status=S.RUNNING, **_owned(), **fields)
         sync.uploads.set(list(uploads))
     return sync
+
+
+def _owned() -> dict:
+    """The fields of a sync this process starts running, its heartbeat kept from now on."""
+    _beating()
+    return {"runner": str(process.me()), "heartbeat_at": timezone.now()}
+
+
+@functools.cache
+def _beating_in(pid: int) -> threading.Thread:
+    thread = threading.Thread(target=_beat_forever, name="sync-heartbeat", daemon=True)
+    thread.start()
+    return thread
+
+
+def _beating() -> None:
+    _beating_in(process.me().pid)
+
+
+def _beat_forever() -> None:
+    stop = threading.Event()
+    while not stop.wait(BEAT_SECONDS):
+        try:
+            beat()
+        except Exception:  # a busy database: the next beat comes well within the lease
+            log.warning("sync heartbeat failed", exc_info=True)
+        finally:
+            connection.close()  # this thread's own
+
+
+def beat() -> int:
+    """Renew the heartbeat of the syncs this process runs; how many."""
+    from rosterdrop.ingest.models import Sync
+
+    mine = Sync.objects.filter(status=S.RUNNING, runner=str(process.me()))
+    if not mine.exists():  # a read: no write lock asked for when nothing runs
+        return 0
+    return mine.update(heartbeat_at=timezone.now())
+
+
+def is_dead(sync) -> bool:
+    """Whether the process running `sync` is gone: one on this host by its pid and start
+    time, one on another by a heartbeat older than the lease; a sync that names no process
+    was started before processes were named."""
+    runner = process.parse(sync.runner)
+    if runner is None:
+        return True
+    if runner.host == process.me().host:
+        return not runner.alive
+    beat = sync.heartbeat_at or sync.started_at
+    return beat < timezone.now() - timedelta(seconds=LEASE_SECONDS)
 
 
 def move(sync, to: str, **fields) -> None:
@@ -111,7 +171,7 @@ def claim_approval(sync, who: str) -> None:
     """Take a held sync to apply it past the removal guard (raises Conflict if it is no
     longer held: a double click, or two operators). A running sync with `decided_by` set is an
     approval: if its process dies, recovery returns it to held."""
-    move(sync, S.RUNNING, runner=str(process.me()), decided_by=who or "unknown")
+    move(sync, S.RUNNING, decided_by=who or "unknown", **_owned())
 
 
 def settle(uploads: Iterable, to: str, outcome: str, *, waiting_only: bool = False) -> int:
