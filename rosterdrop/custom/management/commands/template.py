@@ -4,8 +4,9 @@ import json as jsonlib
 import sys
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from rosterdrop.cli import ActionCommand
 from rosterdrop.custom.models import ImportTemplate
 from rosterdrop.custom.templates import (
     KINDS,
@@ -22,11 +23,11 @@ from rosterdrop.ingest.match import _header
 from rosterdrop.ingest.text import describe
 
 
-class Command(BaseCommand):
+class Command(ActionCommand):
     help = "Custom import templates of a district, and header-only file templates of a format."
 
     def add_arguments(self, parser):
-        sub = parser.add_subparsers(dest="action", required=True)
+        sub = self.actions(parser)
         add = sub.add_parser("add", help="Create a template from a sample file's header.")
         add.add_argument("sample", type=Path)
         add.add_argument("--district", required=True)
@@ -57,9 +58,9 @@ class Command(BaseCommand):
         load.add_argument("file", type=Path)
         load.add_argument("--district", required=True)
 
-    def handle(self, *args, action: str, **options):
-        district = self._district(options.pop("district", None))
-        getattr(self, "_" + action.replace("import", "load"))(district, **options)
+    def handle(self, *args, **options):
+        options["district"] = self._district(options.pop("district", None))
+        return super().handle(*args, **options)
 
     def _district(self, slug: str | None) -> District | None:
         if not slug:
@@ -78,7 +79,7 @@ class Command(BaseCommand):
                 "(file names are exact and case-sensitive)"
             ) from None
 
-    def _add(self, district, sample: Path, kind: str, **o):
+    def do_add(self, district, sample: Path, kind: str, **o):
         from rosterdrop.ingest.unpack import Member
 
         member = Member(sample.name, 0, lambda: sample.open("rb"), "")
@@ -97,35 +98,35 @@ class Command(BaseCommand):
         if missing:
             raise CommandError("; ".join(missing) + ". Map them with --map COLUMN=FIELD.")
         template.save()
-        self._show(district, template.file_name)
+        self.do_show(district, template.file_name)
 
-    def _list(self, district, **o):
+    def do_list(self, district, **o):
         for t in district.templates.all():
             self.stdout.write(f"{t.file_name}\t{t.kind}\t{t.mode}")
 
-    def _show(self, district, file_name: str, **o):
+    def do_show(self, district, file_name: str, **o):
         t = self._template(district, file_name)
         self.stdout.write(f"{t.file_name} ({t.kind}, {t.mode}, delimiter {t.delimiter!r}, "
                           f"dates {t.date_format})")  # fmt: skip
         for source, field in t.columns.items():
             self.stdout.write(f"  {source} -> {field or '(ignored)'}")
 
-    def _test(self, district, file: Path, json: bool, **o):
+    def do_test(self, district, file: Path, json: bool, **o):
         template = self._template(district, file.name)
         result = try_sample(template, file, district.fallback_encoding)
         self.stdout.write(jsonlib.dumps(result, indent=2) if json else describe(result))
         sys.exit(1 if any(i["severity"] == "fatal" for i in result["issues"]) else 0)
 
-    def _download(self, district, format: str, output: Path | None, **o):
+    def do_download(self, district, format: str, output: Path | None, **o):
         owner = (district.slug, district.name) if district else ("", "")
         output = output or Path(f"{format}-templates.zip")
         output.write_bytes(templates_zip(FORMATS[format], *owner))
         self.stdout.write(f"wrote {output} ({', '.join(file_templates(FORMATS[format], *owner))})")
 
-    def _export(self, district, **o):
+    def do_export(self, district, **o):
         self.stdout.write(jsonlib.dumps(export_json(district), indent=2, ensure_ascii=False))
 
-    def _load(self, district, file: Path, **o):
+    def do_import(self, district, file: Path, **o):
         try:
             saved = import_json(district, jsonlib.loads(file.read_text(encoding="utf-8")))
         except (ValueError, KeyError) as exc:

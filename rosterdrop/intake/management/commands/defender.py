@@ -7,26 +7,24 @@ operator lifts the ban once the job is fixed, instead of waiting out an escalati
 import ipaddress
 import json as jsonlib
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.cli import ActionCommand
 from rosterdrop.intake.models import Ban
 
 
-class Command(BaseCommand):
+class Command(ActionCommand):
     help = "List the source IPs the defender scores or bans, or lift a ban."
 
     def add_arguments(self, parser):
-        sub = parser.add_subparsers(dest="action", required=True)
+        sub = self.actions(parser)
         listing = sub.add_parser("list", help="IPs with a failure score or a ban.")
         listing.add_argument("--json", action="store_true")
         listing.add_argument("--banned", action="store_true", help="Only IPs banned now.")
         unban = sub.add_parser("unban", help="Lift an IP's ban and forget its score and history.")
         unban.add_argument("ip")
-
-    def handle(self, *args, action: str, **options):
-        getattr(self, "do_" + action)(**options)
 
     def do_list(self, json: bool = False, banned: bool = False, **_):
         now = timezone.now()

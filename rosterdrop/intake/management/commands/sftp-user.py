@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import asyncssh
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.cli import ActionCommand
 from rosterdrop.districts.models import District
 from rosterdrop.intake.models import Login, login_name, parse_networks
 
@@ -20,11 +21,11 @@ def read_password() -> str:
     return password
 
 
-class Command(BaseCommand):
+class Command(ActionCommand):
     help = "Manage the SFTP logins of districts."
 
     def add_arguments(self, parser):
-        sub = parser.add_subparsers(dest="action", required=True)
+        sub = self.actions(parser)
         add = sub.add_parser("add", help="Create a login (a password is generated unless given).")
         add.add_argument("login", nargs="?", help="Omit to build it from --person and the scheme.")
         add.add_argument("--district", required=True, help="District slug.")
@@ -43,9 +44,6 @@ class Command(BaseCommand):
         key_add.add_argument("pubkey_file")
         remove = sub.add_parser("remove")
         remove.add_argument("login")
-
-    def handle(self, *args, action: str, **options):
-        getattr(self, "do_" + action.replace("-", "_"))(**options)
 
     def _login(self, name: str) -> Login:
         try:

@@ -1,15 +1,16 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from rosterdrop.cli import ActionCommand
 from rosterdrop.districts.models import District
 from rosterdrop.oneroster.clients import create_client, revoke_client
 from rosterdrop.oneroster.models import SCOPES, Client
 
 
-class Command(BaseCommand):
+class Command(ActionCommand):
     help = "OAuth 2.0 clients of the OneRoster service: add (prints the secret once), list, revoke."
 
     def add_arguments(self, parser):
-        sub = parser.add_subparsers(dest="action", required=True)
+        sub = self.actions(parser)
         add = sub.add_parser("add", help="Create a client for a vendor app and one district.")
         add.add_argument("name")
         add.add_argument("--district", required=True)
@@ -22,10 +23,7 @@ class Command(BaseCommand):
         revoke = sub.add_parser("revoke", help="Revoke a client and every token it holds.")
         revoke.add_argument("client_id")
 
-    def handle(self, *args, action: str, **options):
-        getattr(self, f"_{action}")(**options)
-
-    def _add(self, name: str, district: str, scope: list[str], **options):
+    def do_add(self, name: str, district: str, scope: list[str], **options):
         found = District.objects.filter(slug=district).first()
         if found is None:
             raise CommandError(f"no district {district}")
@@ -35,7 +33,7 @@ class Command(BaseCommand):
         self.stdout.write(f"scopes        {client.scopes}")
         self.stdout.write("The secret is shown only now.")
 
-    def _list(self, district: str, **options):
+    def do_list(self, district: str, **options):
         clients = Client.objects.select_related("district")
         if district:
             clients = clients.filter(district__slug=district)
@@ -43,7 +41,7 @@ class Command(BaseCommand):
             state = f"revoked {c.revoked_at:%Y-%m-%d %H:%M}" if c.revoked_at else "active"
             self.stdout.write(f"{c.client_id}  {c.district.slug}  {c.name}  [{c.scopes}]  {state}")
 
-    def _revoke(self, client_id: str, **options):
+    def do_revoke(self, client_id: str, **options):
         client = Client.objects.filter(client_id=client_id).first()
         if client is None:
             raise CommandError(f"no client {client_id}")

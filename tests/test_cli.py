@@ -1,0 +1,114 @@
+"""The real `rosterdrop` command in a subprocess: its help, the commands it withholds, one-line
+errors for a missing database or data folder, and a quiet exit on a closed pipe."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROSTERDROP = str(Path(sys.executable).with_name("rosterdrop"))
+SLUG = "a-district-with-the-longest-slug-a-slug-field-takes"[:50]
+
+
+def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTERDROP_")}
+    return {**env, "ROSTERDROP_DATA_DIR": str(data_dir), **extra}
+
+
+def run(env: dict[str, str], *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [ROSTERDROP, *args], env=env, capture_output=True, text=True, timeout=120, **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory) -> Path:
+    """A migrated data folder with one district and 1,500 syncs: their list is more than the
+    64 KiB a pipe holds, so the writer is still writing when the reader goes."""
+    data = tmp_path_factory.mktemp("cli") / "data"
+    env = env_for(data)
+    assert run(env, "migrate", "-v0").returncode == 0
+    setup = (
+        f"SLUG = {SLUG!r}\n"
+        "from rosterdrop.districts.models import District\n"
+        "from rosterdrop.ingest.models import Sync\n"
+        "d = District.objects.create(slug=SLUG, name='CLI', format='oneroster-1.1')\n"
+        "Sync.objects.bulk_create(Sync(district=d, status='applied') for _ in range(1500))\n"
+    )
+    assert run(env, "shell", "-c", setup).returncode == 0
+    return data
+
+
+@pytest.mark.parametrize("args", [(), ("--help",), ("help",)])
+def test_help_lists_rosterdrop_commands_first_grouped_one_line_each(tmp_path, args):
+    result = run(env_for(tmp_path), *args)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    django = lines.index("Django's own (schema, shell, checks):")
+    ours = lines[:django]
+    assert "Imports:" in ours and "Serve and receive:" in ours
+    for command in ("serve", "sync", "import", "validate", "template", "sftp-user", "district"):
+        [line] = [line for line in ours if line.split()[:1] == [command]]
+        assert len(line.split()) > 2, line  # with its one-line summary
+    assert "migrate," in " ".join(lines[django:]).split()  # Django's own come after
+    assert max(map(len, lines)) <= 100
+    for withheld in ("flush", "sqlflush", "testserver", "loaddata", "runserver"):
+        assert withheld not in result.stdout.replace(",", " ").split()
+
+
+@pytest.mark.slow
+def test_destructive_django_commands_are_not_offered(migrated):
+    env = env_for(migrated)
+    result = run(env, "flush", "--noinput")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "rosterdrop: flush is not offered (it erases every table). "
+        "Type 'rosterdrop help' for the commands."
+    ]
+    assert run(env, "district", "list").stdout.startswith(SLUG)  # nothing was erased
+    assert "flush" not in run(env, "help", "--commands").stdout.split()
+
+
+def test_a_missing_data_folder_is_one_line_and_is_not_created(tmp_path):
+    missing = tmp_path / "nowhere"
+    result = run(env_for(missing), "sync", "list")
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"rosterdrop: no data folder at {missing}: ")
+    assert "ROSTERDROP_DATA_DIR=" in line
+    assert not missing.exists()
+
+
+def test_a_data_folder_without_a_database_is_one_line(tmp_path):
+    result = run(env_for(tmp_path), "district", "list")
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert f"the database {tmp_path}/rosterdrop.sqlite3" in line
+    assert "has no rosterdrop tables: run `rosterdrop migrate`" in line
+
+
+def test_an_unreachable_database_is_one_line_without_its_password(tmp_path):
+    url = "postgresql://someone:s3cret@127.0.0.1:1/rosterdrop"
+    result = run(env_for(tmp_path, ROSTERDROP_DATABASE_URL=url), "sync", "list")
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "cannot open the database postgresql://someone:***@127.0.0.1:1/rosterdrop" in line
+    assert "ROSTERDROP_DATABASE_URL" in line and "s3cret" not in line
+
+
+@pytest.mark.slow
+def test_a_closed_pipe_ends_quietly(migrated):
+    reader = subprocess.Popen(
+        [ROSTERDROP, "sync", "list"],
+        env=env_for(migrated),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdout.readline() == f"1500\t{SLUG}\tapplied\t\n"
+    reader.stdout.close()  # as `| head -1` does
+    stderr = reader.stderr.read()
+    assert reader.wait(timeout=60) == 1
+    assert stderr == ""
