@@ -299,8 +299,9 @@ def test_a_failed_sync_is_retried_by_an_operator_as_a_new_sync(district, school,
     from rosterdrop.web.status import glance
 
     settings.WEB_IMPORT_IN_BACKGROUND = False
-    (school / "manifest.csv").unlink()
-    failed = import_path(district, school)
+    broken = school / "roster.zip"
+    broken.write_bytes(b"not a zip at all" * 100)
+    failed = import_path(district, broken)
     assert failed.status == "failed"
 
     def api(user) -> Client:
