@@ -12,6 +12,7 @@ from urllib.parse import quote
 from rosterdrop.roster.models import MODELS
 
 EXT = re.compile(r"[^a-zA-Z0-9.\-_]")
+PLAIN = re.compile(r"[\w.\-~]*", re.ASCII)  # an ID a URL path holds as it is
 USER_ID = re.compile(r"\{([^:{}]*):([^{}]*)\}")
 TRUE, FALSE = ("true", "t", "yes", "y", "1"), ("false", "f", "no", "n", "0")
 
@@ -66,6 +67,13 @@ class Kind:
     ref: str  # GUIDRef type
     fields: tuple[Field, ...]
     computed: tuple[str, ...] = field(default=())  # written from other tables (users' roles)
+
+    def columns(self) -> list[str]:
+        """The columns a page of records is read with (no model objects: a dict per row)."""
+        own = [f.column for f in self.fields] + [f.via[0] for f in self.fields if f.via]
+        extra = ["agentSourcedIds", "primaryOrgSourcedId"] if self.computed else []
+        base = ["sourced_id", "status", "changed_sync_id", "metadata"]
+        return list(dict.fromkeys(base + own + extra))
 
     def names(self) -> list[str]:
         base = ["sourcedId", "status", "dateLastModified", "metadata"]
@@ -197,6 +205,8 @@ class Writer:
 
     def __init__(self, district, base: str, sync_times: dict[int, datetime]):
         self.district, self.base, self.sync_times = district, base, sync_times
+        self._stamps: dict[int, str] = {}
+        self._refs: dict[tuple[str, str], dict] = {}
 
     @cached_property
     def first_org(self) -> str:
@@ -204,9 +214,20 @@ class Writer:
         orgs = MODELS["orgs"].objects.filter(district=self.district, status="active")
         return orgs.order_by("id").values_list("sourced_id", flat=True).first() or ""
 
+    def _stamp(self, sync_id: int) -> str:
+        """dateLastModified: the same for every record of a sync, so written once per sync."""
+        if sync_id not in self._stamps:
+            self._stamps[sync_id] = timestamp(self.sync_times.get(sync_id))
+        return self._stamps[sync_id]
+
     def ref(self, type_: str, sourced_id: str) -> dict:
-        href = f"{self.base}/{COLLECTIONS[type_]}/{quote(sourced_id, safe='')}"
-        return {"href": href, "sourcedId": sourced_id, "type": type_}
+        """A GUIDRef (the same dict for every mention on a page: written once, shared)."""
+        key = (type_, sourced_id)
+        if key not in self._refs:
+            path = sourced_id if PLAIN.fullmatch(sourced_id) else quote(sourced_id, safe="")
+            href = f"{self.base}/{COLLECTIONS[type_]}/{path}"
+            self._refs[key] = {"href": href, "sourcedId": sourced_id, "type": type_}
+        return self._refs[key]
 
     def value(self, f: Field, raw: str | None):
         match f.kind:
@@ -236,16 +257,16 @@ class Writer:
         out = []
         for record in page:
             obj = {
-                "sourcedId": record.sourced_id,
-                "status": record.status,
-                "dateLastModified": timestamp(self.sync_times.get(record.changed_sync_id)),
+                "sourcedId": record["sourced_id"],
+                "status": record["status"],
+                "dateLastModified": self._stamp(record["changed_sync_id"]),
             }
-            if record.metadata:
-                obj["metadata"] = record.metadata
+            if record["metadata"]:
+                obj["metadata"] = record["metadata"]
             for f in kind.fields:
-                raw = getattr(record, f.column)
+                raw = record[f.column]
                 if raw is None and f.via:
-                    raw = borrowed[f.name].get(getattr(record, f.via[0]))
+                    raw = borrowed[f.name].get(record[f.via[0]])
                 value = self.value(f, raw)
                 if value is not None:
                     obj[f.name] = value
@@ -256,7 +277,7 @@ class Writer:
     def _borrowed(self, f: Field, page: list) -> dict[str, str]:
         """For the page's records that lack the field: their other record's value of it."""
         column, entity, there = f.via
-        wanted = {getattr(r, column) for r in page if getattr(r, f.column) is None}
+        wanted = {r[column] for r in page if r[f.column] is None}
         found = MODELS[entity].objects.filter(district=self.district, sourced_id__in=wanted)
         return dict(found.values_list("sourced_id", there))
 
@@ -291,19 +312,19 @@ class Writer:
                 found.add(agent)
                 yield agent, "guardian", org
         for user in page:
-            if user.sourced_id in missing and user.sourced_id not in found:
-                org = user.primaryOrgSourcedId or self.first_org
+            if user["sourced_id"] in missing and user["sourced_id"] not in found:
+                org = user["primaryOrgSourcedId"] or self.first_org
                 if org:
-                    yield user.sourced_id, "ext:unspecified", org
+                    yield user["sourced_id"], "ext:unspecified", org
 
     def _people(self, page: list) -> Callable[[object], dict]:
         """Each user's roles (the roles table; else what the enrollments say) and agents."""
-        ids = [u.sourced_id for u in page]
+        ids = [u["sourced_id"] for u in page]
         roles, agents = defaultdict(list), defaultdict(list)
         found = MODELS["roles"].objects.filter(
             district=self.district, userSourcedId__in=ids, status="active"
         )
-        orgs = {u.sourced_id: u.primaryOrgSourcedId or self.first_org for u in page}
+        orgs = {u["sourced_id"]: u["primaryOrgSourcedId"] or self.first_org for u in page}
         for r in found.order_by("id"):
             role = {"roleType": enum(r.roleType, ("primary", "secondary")) or "primary"}
             role |= {"role": enum(r.role, ROLES) or "ext:unspecified"}
@@ -321,9 +342,9 @@ class Writer:
             agents[user].append(agent)
 
         def people(user) -> dict:
-            listed = items(user.agentSourcedIds)
-            linked = listed + [a for a in agents[user.sourced_id] if a not in listed]
-            out = {"roles": roles[user.sourced_id]}
+            listed = items(user["agentSourcedIds"])
+            linked = listed + [a for a in agents[user["sourced_id"]] if a not in listed]
+            out = {"roles": roles[user["sourced_id"]]}
             if linked:
                 out["agents"] = [self.ref("user", a) for a in linked]
             return out

@@ -88,14 +88,15 @@ def _answer(request: HttpRequest, slug: str, rest: str) -> HttpResponse:
     chosen = table.filter(endpoint.select(district, ids))
     if endpoint.single:
         fields = selected(request.GET, kind)
-        record = chosen.first()
+        record = chosen.values(*kind.columns()).first()
         if record is None:
             raise Refused(404, "unknownobject", f"No {kind.one} {ids['sourcedId']}.")
         return JsonResponse({kind.one: _fields(writer.objects(kind, [record])[0], fields)})
     query = read(request.GET, kind, sync_times)
     chosen = chosen.filter(query.where)
     total = chosen.count()
-    page = list(chosen.order_by(*query.order)[query.offset : query.offset + query.limit])
+    ordered = chosen.order_by(*query.order).values(*kind.columns())
+    page = list(ordered[query.offset : query.offset + query.limit])
     body = {kind.many: [_fields(obj, query.fields) for obj in writer.objects(kind, page)]}
     response = HttpResponse(json.dumps(body), content_type="application/json")
     response["X-Total-Count"] = str(total)
