@@ -105,6 +105,9 @@ ZIP_MAX_RATIO = int(os.environ.get("ROSTERDROP_ZIP_MAX_RATIO", "200"))
 UPLOAD_RETENTION_DAYS = int(os.environ.get("ROSTERDROP_RETENTION_DAYS", "90"))
 # Share of any entity's active records a sync may remove before it is held for approval.
 REMOVAL_THRESHOLD = float(os.environ.get("ROSTERDROP_REMOVAL_THRESHOLD", "0.10"))
+# Bytes of raw uploads a district may keep (the same bytes sent again count once); a district's
+# own setting overrides it. An SFTP/FTPS upload that would go past it is refused as it arrives.
+DISTRICT_QUOTA_BYTES = int(os.environ.get("ROSTERDROP_DISTRICT_QUOTA_BYTES", str(20 * 1024**3)))
 
 
 # SFTP intake (rosterdrop serve). Defaults follow OpenSSH and SFTPGo; see reference/stack.md.
@@ -131,6 +134,8 @@ SFTP_MAX_CONNECTIONS = _env_int("ROSTERDROP_SFTP_MAX_CONNECTIONS", 500)
 SFTP_MAX_SESSIONS = _env_int("ROSTERDROP_SFTP_MAX_SESSIONS", 4)  # per connection
 SFTP_MAX_OPEN_HANDLES = _env_int("ROSTERDROP_SFTP_MAX_OPEN_HANDLES", 16)  # per session
 SFTP_MAX_FILE_SIZE = _env_int("ROSTERDROP_SFTP_MAX_FILE_SIZE", 4 * 1024**3)
+# An authenticated SFTP connection that sends nothing for this long is closed (0 = never).
+SFTP_IDLE_TIMEOUT = _env_float("ROSTERDROP_SFTP_IDLE_TIMEOUT", 300)
 # Defender (SFTPGo style): failures add to a per-IP score; at the threshold the IP is banned.
 DEFENDER_SCORE_INVALID_USER = _env_int("ROSTERDROP_DEFENDER_SCORE_INVALID_USER", 2)
 DEFENDER_SCORE_FAILED = _env_int("ROSTERDROP_DEFENDER_SCORE_FAILED", 1)

@@ -85,3 +85,33 @@ def test_the_same_bytes_received_again_share_one_file(district, tmp_path, settin
     assert [p.upload.pk for p in retention.purge()] == [first.pk]
     assert not paths[0].exists()
     assert hashlib.sha256(paths[1].read_bytes()).hexdigest() == again.sha256
+
+
+def test_quota_counts_each_content_kept_once(district, tmp_path, settings):
+    """The same bytes received again share one file on disk, so they count once; uploads
+    retention purged count no more."""
+    settings.DISTRICT_QUOTA_BYTES = 10_000
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_bytes(b"a" * 1000)
+    b.write_bytes(b"b" * 3000)
+    first = store.receive(district, "users.csv", a, "cli")
+    store.receive(district, "users.csv", a, "cli")
+    store.receive(district, "orgs.csv", b, "cli")
+    assert store.stored_bytes(district) == 4000
+    assert store.quota_room(district) == 6000
+    district.upload_quota_bytes = 3500
+    assert store.quota_room(district) == 0  # over: no room, never negative
+    first.purged_at = first.received_at
+    first.save()
+    assert store.stored_bytes(district) == 4000  # the second copy of a.csv is still kept
+
+
+def test_a_hash_given_by_the_sender_is_checked_against_the_copy(district, tmp_path):
+    source = tmp_path / "users.csv"
+    source.write_bytes(b"sourcedId\n")
+    with pytest.raises(OSError, match="changed while it was being stored"):
+        store.receive(district, "users.csv", source, "sftp", sha256="0" * 64)
+    assert not list(store.inbox_dir(district).glob(".incoming-*"))
+    assert not district.uploads.exists()
+    right = hashlib.sha256(b"sourcedId\n").hexdigest()
+    assert store.receive(district, "users.csv", source, "sftp", sha256=right).sha256 == right

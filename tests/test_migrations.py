@@ -63,3 +63,25 @@ def test_records_of_the_json_table_move_to_their_entity_tables(district):
     assert enrollment.content_hash == 2**62 and enrollment.metadata is None
     assert (enrollment.userSourcedId, enrollment.role) == ("stu-1", "student")
     assert not records(district, "classes").exists()
+
+
+def test_districts_keep_their_rows_and_get_the_default_quota(district):
+    """0005 adds the per-district upload quota to existing districts as "the default"."""
+    migrate([("districts", "0004_strict")])
+    try:
+        with connection.cursor() as cur:
+            cur.execute(
+                "INSERT INTO districts_district (slug, name, format, fallback_encoding,"
+                " quiet_period_seconds, paused, roster_token, created_at, time_zone, strict)"
+                " VALUES ('old', 'Old', 'oneroster-1.1', 'cp1252', 300, %s, 7, %s, 'UTC', %s)",
+                [False, "2026-01-01 00:00:00+00:00", False],
+            )
+    finally:
+        migrate()
+    from django.conf import settings
+
+    from rosterdrop.districts.models import District
+
+    old = District.objects.get(slug="old")
+    assert old.upload_quota_bytes is None
+    assert old.effective_upload_quota == settings.DISTRICT_QUOTA_BYTES == 20 * 1024**3

@@ -40,6 +40,11 @@ class District(models.Model):
     quiet_period_seconds = models.PositiveIntegerField(
         default=300, help_text="Loose files are imported together after this long with no upload."
     )
+    upload_quota_bytes = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Bytes of raw uploads this district may keep; blank = the default.",
+    )
     paused = models.BooleanField(default=False)
     time_zone = models.CharField(
         max_length=64,
@@ -80,3 +85,9 @@ class District(models.Model):
         if self.removal_threshold is None:
             return settings.REMOVAL_THRESHOLD
         return self.removal_threshold
+
+    @property
+    def effective_upload_quota(self) -> int:
+        if self.upload_quota_bytes is None:
+            return settings.DISTRICT_QUOTA_BYTES
+        return self.upload_quota_bytes

@@ -98,19 +98,25 @@ def receive(
     source: str,
     login: str = "",
     source_ip: str | None = None,
+    sha256: str | None = None,
 ) -> Upload:
     """Keep a complete file in the inbox (temp name, fsync, rename) and record it.
 
     The row and the file's final name are one transaction: the worker sees the upload only
     once its bytes are durable under the path recorded (never a row without its file).
+
+    `sha256`, when the sender hashed the bytes as they arrived (an SFTP or FTPS transfer), saves
+    reading the file again to look for an earlier copy, and is checked against the copy kept.
     """
     folder = inbox_dir(district)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = process.mkstemp(".incoming-", folder)
     final = None
     try:
-        kept = _link_earlier_copy(district, source_path, tmp_name)
+        kept = _link_earlier_copy(district, source_path, tmp_name, sha256)
         size, sha = kept if kept else _copy_and_hash(source_path, fd)
+        if sha256 and sha != sha256:
+            raise OSError(errno.EIO, f"{filename} changed while it was being stored")
         with transaction.atomic():
             upload = Upload.objects.create(
                 district=district,
@@ -147,7 +153,7 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _link_earlier_copy(district: District, source_path: Path, target: str):
+def _link_earlier_copy(district: District, source_path: Path, target: str, sha: str | None):
     """If an earlier upload of the district kept the same bytes, make `target` a hard link to
     its file instead of a copy: (size, sha256); else None.
 
@@ -162,7 +168,7 @@ def _link_earlier_copy(district: District, source_path: Path, target: str):
     same_size = Upload.objects.filter(district=district, size=size).exclude(stored_path="")
     if not size or not same_size.exists():
         return None
-    sha = _hash(source_path)
+    sha = sha or _hash(source_path)
     earlier = same_size.filter(sha256=sha).order_by("-pk").first()
     if earlier is None:
         return None
@@ -178,6 +184,18 @@ def _link_earlier_copy(district: District, source_path: Path, target: str):
 def _hash(path: Path) -> str:
     with open(path, "rb", buffering=0) as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def stored_bytes(district: District) -> int:
+    """Disk the district's raw uploads take: each distinct content once, since the same bytes
+    received again are a hard link to the earlier file (_link_earlier_copy)."""
+    kept = Upload.objects.filter(district=district, purged_at__isnull=True).exclude(stored_path="")
+    return sum(size for _, size in kept.order_by().values_list("sha256", "size").distinct())
+
+
+def quota_room(district: District) -> int:
+    """Bytes of new raw uploads the district may still keep under its quota (0 when over)."""
+    return max(0, district.effective_upload_quota - stored_bytes(district))
 
 
 def stored_file(upload: Upload) -> Path:

@@ -45,7 +45,10 @@ def succeeded(login: Login, ip: str | None, how: str) -> None:
     record(AuditEvent.Kind.LOGIN_OK, login=login.name, ip=ip, detail=detail)
 
 
-def connection_refused(ip: str | None, reason: str) -> None:
-    """Too many connections: audited and scored like SFTPGo's score_limit_exceeded."""
+def connection_refused(ip: str | None, reason: str, scored: bool) -> None:
+    """Too many connections: audited; scored like SFTPGo's score_limit_exceeded only when the
+    source itself went past its own limit (per address), never for the global cap, which
+    other clients filled: a district retrying then would be banned for their doing."""
     record(AuditEvent.Kind.CONNECTION_REFUSED, ip=ip, detail=reason)
-    defender.add_score(ip, settings.DEFENDER_SCORE_LIMIT, reason)
+    if scored:
+        defender.add_score(ip, settings.DEFENDER_SCORE_LIMIT, reason)

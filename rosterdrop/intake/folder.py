@@ -118,7 +118,13 @@ def open_root(slug: str) -> Path:
 
 
 def complete(
-    district: District, name: str, source_path: Path, source: str, login: str, ip: str | None
+    district: District,
+    name: str,
+    source_path: Path,
+    source: str,
+    login: str,
+    ip: str | None,
+    sha256: str | None = None,
 ) -> Upload | None:
     """A file closed cleanly under `name`: show it in the folder and, unless it is a staging
     name waiting for its rename, record it in the inbox and wake the worker."""
@@ -127,7 +133,7 @@ def complete(
         os.replace(source_path, root / name)
         return None
     try:
-        upload = store.receive(district, name, source_path, source, login, ip)
+        upload = store.receive(district, name, source_path, source, login, ip, sha256)
     except Exception:
         log.exception("could not store upload %s for %s", name, district.slug)
         raise OSError(errno.EIO, "Could not store the file; please retry") from None

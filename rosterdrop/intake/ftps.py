@@ -11,7 +11,6 @@ password checks and storing an upload block.
 
 import logging
 import os
-import shutil
 import sys
 import threading
 from pathlib import Path
@@ -25,9 +24,9 @@ from pyftpdlib.handlers.ftps.data import TLS_DTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import ThreadedFTPServer
 
-from rosterdrop.ingest import process
 from rosterdrop.intake import auth, folder, tlscert
 from rosterdrop.intake.models import Login
+from rosterdrop.intake.transfer import Transfer
 
 log = logging.getLogger(__name__)
 
@@ -61,40 +60,12 @@ class _Perms:
         return None
 
 
-class _UploadFile:
-    """An upload's temp file, outside the district's folder, with the size cap enforced."""
-
-    def __init__(self, tmp: Path, name: str, mode: str, login: Login):
-        self.file = open(tmp, mode)  # noqa: SIM115 (closed by pyftpdlib's data channel)
-        self.name = str(tmp)
-        self.target = name
-        self.login = login  # whoever started it, even if the session logs in again meanwhile
-        self.failed = ""
-
-    def write(self, data: bytes) -> int:
-        if self.file.tell() + len(data) > settings.SFTP_MAX_FILE_SIZE:
-            self.failed = f"File is larger than the {settings.SFTP_MAX_FILE_SIZE} byte limit"
-            raise OSError(self.failed)
-        return self.file.write(data)
-
-    def seek(self, offset: int) -> int:
-        return self.file.seek(offset)
-
-    def close(self) -> None:
-        self.file.close()
-
-    @property
-    def closed(self) -> bool:
-        return self.file.closed
-
-
 class DistrictFS(AbstractedFS):
     """A login's view: its district's flat folder as `/`, through the same rules as SFTP."""
 
     def __init__(self, root: str, cmd_channel: "FTPSHandler"):
         super().__init__(root, cmd_channel)
         self.home = Path(root)
-        self.staging = folder.staging_dir(cmd_channel.login.district.slug)
 
     def ftp2fs(self, ftppath: str) -> str:
         # Raises OSError for names SFTP refuses too; FTPSHandler answers those with 550.
@@ -115,13 +86,20 @@ class DistrictFS(AbstractedFS):
             return os.fdopen(fd, mode)
         if filename == self.root:
             raise folder.refused("Is a folder")
-        fd, tmp = process.mkstemp(".upload-", self.staging)
-        with os.fdopen(fd, "wb") as out:
-            if "w" not in mode and os.path.exists(filename):
-                # APPE or REST: start from the current content, as an SFTP resume does.
-                with open(os.open(filename, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src:
-                    shutil.copyfileobj(src, out)
-        return _UploadFile(Path(tmp), os.path.basename(filename), mode, self.cmd_channel.login)
+        channel = self.cmd_channel
+        login = channel.login  # whoever started it, even if the session logs in again meanwhile
+        upload = Transfer(
+            login.district,
+            os.path.basename(filename),
+            "ftps",
+            login.name,
+            channel.remote_ip,
+            append="a" in mode,
+        )
+        if "w" not in mode and os.path.exists(filename):
+            # APPE or REST: start from the current content, as an SFTP resume does.
+            upload.resume_from(Path(filename))
+        return upload
 
     def mkstemp(self, *args, **kwargs):
         raise folder.refused("Unique names (STOU) are not offered")
@@ -193,7 +171,7 @@ class _DataChannel(TLS_DTPHandler):
         self.close()
 
     def close(self) -> None:
-        if self.receive and isinstance(self.file_obj, _UploadFile) and not self._settled:
+        if self.receive and isinstance(self.file_obj, Transfer) and not self._settled:
             self._settled = True
             clean = self.transfer_finished and self._closed_by_tls()
             if self.transfer_finished and not clean:
@@ -229,19 +207,32 @@ class FTPSHandler(TLS_FTPHandler):
         super().__init__(conn, server, ioloop)
         self._current_type = "i"  # bytes kept exactly as sent unless a client asks for ASCII
 
+    def handle(self) -> None:
+        if not self.refused_as_banned():
+            super().handle()
+
+    def refused_as_banned(self) -> bool:
+        """A banned address is closed as it connects: no greeting, no TLS handshake."""
+        if not auth.refuse_banned("", self.remote_ip):
+            return False
+        self.close()
+        return True
+
     def handle_max_cons(self) -> None:
-        auth.connection_refused(self.remote_ip, "too many connections")
+        auth.connection_refused(self.remote_ip, "too many connections", scored=False)
         super().handle_max_cons()
 
     def handle_max_cons_per_ip(self) -> None:
-        auth.connection_refused(self.remote_ip, "too many connections from this address")
+        auth.connection_refused(
+            self.remote_ip, "too many connections from this address", scored=True
+        )
         super().handle_max_cons_per_ip()
 
     def close(self) -> None:
         queued = getattr(self, "_in_dtp_queue", None)  # a STOR whose data never connected
         super().close()
-        if queued and isinstance(queued[0], _UploadFile):
-            Path(queued[0].name).unlink(missing_ok=True)
+        if queued and isinstance(queued[0], Transfer):
+            queued[0].discard()
 
     def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
         try:
@@ -283,33 +274,25 @@ class FTPSHandler(TLS_FTPHandler):
     def protocol(self) -> str:
         return "ftps"
 
-    def settle(self, upload: _UploadFile, clean: bool) -> str:
+    def settle(self, upload: Transfer, clean: bool) -> str:
         """Keep a cleanly closed upload (the reply stays 226) or drop it; return a new reply
         when the outcome differs from the data channel's own."""
-        upload.close()
-        tmp, login, ip = Path(upload.name), upload.login, self.remote_ip
         try:
-            if clean:
-                try:
-                    folder.complete(login.district, upload.target, tmp, "ftps", login.name, ip)
-                except OSError as exc:
-                    return f"451 {exc.strerror or exc}."
-                return ""
-            reason = upload.failed or "data connection ended before a clean TLS close"
-            folder.aborted(upload.target, reason, login.name, ip)
-            return ""
-        finally:
-            tmp.unlink(missing_ok=True)
+            upload.finish(clean, "data connection ended before a clean TLS close")
+        except OSError as exc:
+            return f"451 {exc.strerror or exc}."
+        return ""
 
 
 class ImplicitFTPSHandler(FTPSHandler):
     """Implicit FTPS: TLS from the first byte, then the greeting; plain FTP gets nothing."""
 
     def handle(self) -> None:
-        self.secure_connection(self.ssl_context)
+        if not self.refused_as_banned():
+            self.secure_connection(self.ssl_context)
 
     def handle_ssl_established(self) -> None:
-        FTPSHandler.handle(self)
+        TLS_FTPHandler.handle(self)  # the greeting
 
     @property
     def protocol(self) -> str:

@@ -9,8 +9,9 @@ connections, sessions and open handles.
 import asyncio
 import logging
 import os
-import shutil
-from dataclasses import dataclass
+import socket
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncssh
@@ -19,9 +20,9 @@ from asyncssh.sftp import MIN_SFTP_VERSION
 from asyncssh.stream import SSHServerStreamSession
 from django.conf import settings
 
-from rosterdrop.ingest import process
 from rosterdrop.intake import auth, folder
 from rosterdrop.intake.models import Login
+from rosterdrop.intake.transfer import Transfer
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +68,7 @@ class ConnState:
     sessions: int = 0
     failures: int = 0
     method: str = ""
-
-
-@dataclass
-class _Upload:
-    """An open upload: its bytes go to a temp file until a clean close."""
-
-    name: str
-    tmp: Path
-    file: object
-    append: bool = False
-    failed: str = ""
-    written: int = 0
+    active: float = field(default_factory=time.monotonic)  # when the client last sent data
 
 
 def _db(fn):
@@ -88,14 +78,14 @@ def _db(fn):
 class RosterSFTPServer(asyncssh.SFTPServer):
     """One SFTP session of an authenticated district login."""
 
-    def __init__(self, chan: asyncssh.SSHServerChannel):
+    def __init__(self, chan: asyncssh.SSHServerChannel, session: "_Session"):
         super().__init__(chan)  # no chroot argument: every path goes through _local()
+        self.session = session
         self.state: ConnState = self.connection.get_extra_info("rosterdrop")
         self.login = self.state.login
         assert self.login is not None
         self.district = self.login.district
         self.root = folder.open_root(self.district.slug)
-        self.staging = folder.staging_dir(self.district.slug)
         self.handles = 0
 
     # -- paths ---------------------------------------------------------------------------
@@ -121,7 +111,7 @@ class RosterSFTPServer(asyncssh.SFTPServer):
 
     # -- files ---------------------------------------------------------------------------
 
-    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+    async def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
         name, local = self._local(path)
         if not name:
             raise asyncssh.SFTPPermissionDenied("Is a folder")
@@ -133,13 +123,22 @@ class RosterSFTPServer(asyncssh.SFTPServer):
                 raise asyncssh.SFTPFileAlreadyExists("File already exists")
             if not exists and not pflags & asyncssh.FXF_CREAT:
                 raise asyncssh.SFTPNoSuchFile("No such file")
-            fd, tmp = process.mkstemp(".upload-", self.staging)
-            file = os.fdopen(fd, "r+b", buffering=0)
-            upload = _Upload(name, Path(tmp), file, append=bool(pflags & asyncssh.FXF_APPEND))
-            if exists and not pflags & asyncssh.FXF_TRUNC:
-                # Resume or append: start from the current content, never a sparse hole.
-                with open(os.open(local, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src:
-                    shutil.copyfileobj(src, file)
+            # Without truncation (a resume such as `reput`, or an append) the transfer starts
+            # from the file's current content.
+            resume = local if exists and not pflags & asyncssh.FXF_TRUNC else None
+            try:
+                upload = await _db(Transfer)(
+                    self.district,
+                    name,
+                    "sftp",
+                    self.login.name,
+                    self.state.ip,
+                    append=bool(pflags & asyncssh.FXF_APPEND),
+                )
+                if resume:  # a copy of up to the size cap: in a thread of its own
+                    await asyncio.to_thread(upload.resume_from, resume)
+            except OSError as exc:
+                raise asyncssh.SFTPFailure(exc.strerror or str(exc)) from None
             self.handles += 1
             return upload
         if not exists:
@@ -154,63 +153,41 @@ class RosterSFTPServer(asyncssh.SFTPServer):
         return os.fdopen(fd, "rb", buffering=0)
 
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
-        if isinstance(file_obj, _Upload):
-            return os.pread(file_obj.file.fileno(), size, offset)
+        if isinstance(file_obj, Transfer):
+            return file_obj.read_at(offset, size)
         return super().read(file_obj, offset, size)
 
     def write(self, file_obj: object, offset: int, data: bytes) -> int:
-        if not isinstance(file_obj, _Upload):
+        if not isinstance(file_obj, Transfer):
             raise asyncssh.SFTPPermissionDenied("File is open for reading")
-        if file_obj.failed:
-            raise asyncssh.SFTPFailure(file_obj.failed)
-        fileno = file_obj.file.fileno()
-        if file_obj.append:
-            offset = os.fstat(fileno).st_size
-        if offset + len(data) > settings.SFTP_MAX_FILE_SIZE:
-            file_obj.failed = f"File is larger than the {settings.SFTP_MAX_FILE_SIZE} byte limit"
-            raise asyncssh.SFTPFailure(file_obj.failed)
         try:
-            os.pwrite(fileno, data, offset)
+            return file_obj.write_at(offset, data)
         except OSError as exc:
-            file_obj.failed = f"Could not store the file ({exc.strerror})"
-            raise asyncssh.SFTPFailure(file_obj.failed) from None
-        file_obj.written += len(data)
-        return len(data)
+            raise asyncssh.SFTPFailure(exc.strerror or str(exc)) from None
 
     def fstat(self, file_obj: object) -> os.stat_result:
-        if isinstance(file_obj, _Upload):
-            return os.fstat(file_obj.file.fileno())
+        if isinstance(file_obj, Transfer):
+            return file_obj.stat()
         return super().fstat(file_obj)
 
     def fsync(self, file_obj: object) -> None:
-        if isinstance(file_obj, _Upload):
-            os.fsync(file_obj.file.fileno())
+        if isinstance(file_obj, Transfer):
+            file_obj.fsync()
 
     async def close(self, file_obj: object) -> None:
         self.handles -= 1
-        if not isinstance(file_obj, _Upload):
+        if not isinstance(file_obj, Transfer):
             file_obj.close()
             return
-        upload = file_obj
-        try:
-            # close() also runs when the connection drops mid-transfer (asyncssh _cleanup):
-            # only a close the client asked for, on a live channel, completes an upload.
-            if self.channel.is_closing() or upload.failed:
-                upload.file.close()
-                reason = upload.failed or "connection lost before the file was closed"
-                await _db(folder.aborted)(upload.name, reason, self.login.name, self.state.ip)
-                return
-            os.fsync(upload.file.fileno())
-            upload.file.close()
-            await self._receive(upload.name, upload.tmp)
-        finally:
-            upload.tmp.unlink(missing_ok=True)
-
-    async def _receive(self, name: str, source: Path) -> None:
-        """A complete file: into the folder, and (unless a staging name) the inbox and worker."""
-        await _db(folder.complete)(
-            self.district, name, source, "sftp", self.login.name, self.state.ip
+        # asyncssh calls close() for the client's SSH_FXP_CLOSE and also, when the session
+        # ends, for every file still open: only the first completes an upload.
+        ended = self.session.ended or (
+            "connection closing before the file was closed" if self.channel.is_closing() else ""
         )
+        try:
+            await _db(file_obj.finish)(not ended, ended)
+        except OSError as exc:
+            raise asyncssh.SFTPFailure(exc.strerror or str(exc)) from None
 
     def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         """Ignored (SFTPGo setstat_mode 1): `put -p` must not fail an upload."""
@@ -260,14 +237,37 @@ class RosterSFTPServer(asyncssh.SFTPServer):
 
 
 class _Session(SSHServerStreamSession):
-    """An SFTP-only session (no shell, exec or SCP) that counts toward the per-connection cap."""
+    """An SFTP-only session (no shell, exec or SCP) that counts toward the per-connection cap,
+    and knows when the client's requests have ended.
+
+    asyncssh's SFTP server reads requests until a read of the channel fails (end of file, the
+    channel or the connection closed), then closes every file still open through the same
+    SFTPServer.close() as a client's SSH_FXP_CLOSE. `ended` tells the two apart: it is set
+    before those closes, by the failed read or the lost connection.
+    """
 
     def __init__(self, state: ConnState):
-        super().__init__(None, RosterSFTPServer, MIN_SFTP_VERSION, False)
+        super().__init__(None, self._sftp_server, MIN_SFTP_VERSION, False)
         self.state = state
+        self.ended = ""
         state.sessions += 1
 
+    def _sftp_server(self, chan: asyncssh.SSHServerChannel) -> RosterSFTPServer:
+        return RosterSFTPServer(chan, self)
+
+    async def read(self, datatype, n: int, exact: bool):
+        try:
+            return await super().read(datatype, n, exact)
+        except BaseException:
+            self.ended = self.ended or "the client sent end of file with the file still open"
+            raise
+
+    def data_received(self, data: bytes, datatype) -> None:
+        self.state.active = time.monotonic()
+        super().data_received(data, datatype)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.ended = self.ended or "connection lost with the file still open"
         self.state.sessions -= 1
         super().connection_lost(exc)
 
@@ -287,17 +287,21 @@ class RosterSSHServer(asyncssh.SSHServer):
         key = self.ip or ""
         RosterSSHServer.per_ip[key] = RosterSSHServer.per_ip.get(key, 0) + 1
         RosterSSHServer.total += 1
+        self.idle_watch: asyncio.Task | None = None
         if RosterSSHServer.per_ip[key] > settings.SFTP_MAX_CONNECTIONS_PER_IP:
-            self._refuse_connection("too many connections from this address")
+            self._refuse_connection("too many connections from this address", scored=True)
         elif RosterSSHServer.total > settings.SFTP_MAX_CONNECTIONS:
-            self._refuse_connection("too many connections")
+            # Not this client's doing (others hold the slots): no defender points.
+            self._refuse_connection("too many connections", scored=False)
 
-    def _refuse_connection(self, reason: str) -> None:
+    def _refuse_connection(self, reason: str, scored: bool) -> None:
         self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, reason.capitalize())
-
-        asyncio.get_running_loop().create_task(_db(auth.connection_refused)(self.ip, reason))
+        refused = _db(auth.connection_refused)(self.ip, reason, scored)
+        asyncio.get_running_loop().create_task(refused)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle_watch:
+            self.idle_watch.cancel()
         key = self.ip or ""
         RosterSSHServer.per_ip[key] -= 1
         if not RosterSSHServer.per_ip[key]:
@@ -364,18 +368,69 @@ class RosterSSHServer(asyncssh.SSHServer):
         assert login is not None
 
         how = f"sftp, {self.state.method}"
-        asyncio.get_running_loop().create_task(_db(auth.succeeded)(login, self.ip, how))
+        loop = asyncio.get_running_loop()
+        loop.create_task(_db(auth.succeeded)(login, self.ip, how))
+        if settings.SFTP_IDLE_TIMEOUT > 0:
+            self.idle_watch = loop.create_task(self._close_when_idle(settings.SFTP_IDLE_TIMEOUT))
+
+    async def _close_when_idle(self, timeout: float) -> None:
+        """Close a logged-in connection that sends nothing for `timeout` seconds (SFTPGo's
+        idle_timeout; asyncssh has no such option): its slots go back to other districts."""
+        self.state.active = time.monotonic()
+        while (idle := time.monotonic() - self.state.active) < timeout:
+            await asyncio.sleep(timeout - idle)
+        log.info("closing sftp connection of %s: idle for %g s", self.state.username, timeout)
+        self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, f"Idle for {timeout:g} seconds")
 
 
-async def start_server(host: str, port: int) -> asyncssh.SSHAcceptor:
+class Listener:
+    """The SFTP port. Connections are accepted here rather than by asyncssh, so that one from
+    a banned address is closed before the server sends a byte (no version, no key exchange:
+    nothing to spend CPU on); every other one is handed to asyncssh."""
+
+    def __init__(self, sock: socket.socket, options: asyncssh.SSHServerConnectionOptions):
+        self.sock = sock
+        self.options = options
+        self.connections: set[asyncio.Task] = set()
+        self.accepting = asyncio.get_running_loop().create_task(self._accept())
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, peer = await loop.sock_accept(self.sock)
+            except OSError as exc:  # out of file descriptors, a connection reset meanwhile
+                log.warning("sftp accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = loop.create_task(self._serve(conn, peer[0]))
+            self.connections.add(task)
+            task.add_done_callback(self.connections.discard)
+
+    async def _serve(self, conn: socket.socket, ip: str) -> None:
+        if await _db(auth.refuse_banned)("", ip):
+            conn.close()
+            return
+        try:
+            await asyncssh.run_server(conn, options=self.options)
+        except Exception as exc:  # refused logins and dropped connections end here
+            log.info("sftp connection from %s ended before login: %s", ip, exc)
+
+    def close(self) -> None:
+        self.accepting.cancel()
+        self.sock.close()
+
+    async def wait_closed(self) -> None:
+        await asyncio.gather(self.accepting, return_exceptions=True)
+
+
+async def start_server(host: str, port: int) -> Listener:
     """Listen for SFTP on host:port with the deployment's persistent host key."""
     from rosterdrop.intake import hostkey
 
     key = await _db(hostkey.load_or_create)()
-    return await asyncssh.create_server(
-        RosterSSHServer,
-        host,
-        port,
+    options = await asyncssh.SSHServerConnectionOptions.construct(
+        server_factory=RosterSSHServer,
         server_host_keys=[key],
         send_server_host_keys=True,
         server_version="rosterdrop",
@@ -390,3 +445,6 @@ async def start_server(host: str, port: int) -> asyncssh.SSHAcceptor:
         encryption_algs=ENCRYPTION_ALGS,
         mac_algs=MAC_ALGS,
     )
+    sock = socket.create_server((host, port), backlog=128)
+    sock.setblocking(False)
+    return Listener(sock, options)

@@ -59,11 +59,13 @@ class DistrictSettingsForm(forms.ModelForm):
             "removal_threshold",
             "fallback_encoding",
             "time_zone",
+            "upload_quota_bytes",
         ]
         labels = {
             "quiet_period_seconds": "Quiet period (seconds)",
             "removal_threshold": "Removal threshold (0-1, blank = default)",
             "strict": "Strict (the specification to the letter)",
+            "upload_quota_bytes": "Upload quota (bytes, blank = default)",
         }
 
     def clean_removal_threshold(self):

@@ -14,6 +14,9 @@ class Command(BaseCommand):
         add.add_argument("--name", required=True)
         add.add_argument("--format", required=True, choices=sorted(FORMATS))
         add.add_argument("--removal-threshold", type=float)
+        add.add_argument(
+            "--upload-quota-bytes", type=int, help="raw uploads it may keep (default: the setting)"
+        )
         sub.add_parser("list", help="List district accounts.")
 
     def handle(self, *args, action, **options):
@@ -25,6 +28,7 @@ class Command(BaseCommand):
                 name=options["name"],
                 format=options["format"],
                 removal_threshold=options["removal_threshold"],
+                upload_quota_bytes=options["upload_quota_bytes"],
             )
             self.stdout.write(f"created district {district.slug} ({district.format})")
         else:
