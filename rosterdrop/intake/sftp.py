@@ -1,9 +1,10 @@
 """The SFTP front end: each district login sees one flat folder; complete uploads go to the inbox.
 
 asyncssh handles the protocol. What it leaves to the application (stack.md section 1) is here:
-path confinement with no links, atomic uploads (temp file outside the folder, kept only on a
-clean close), WinSCP-style temp-then-rename, the auth limits and defender, and caps on
-connections, sessions and open handles.
+path confinement with no links, uploads kept only on the client's own close (the Transfer of
+transfer.py; end of file or a disconnect with a file open aborts it), WinSCP-style
+temp-then-rename, the auth limits and defender (a banned address is closed before the SSH
+version), caps on connections, sessions and open handles, and an idle timeout.
 """
 
 import asyncio
