@@ -2,6 +2,7 @@
 is certain, refused where not, and refused outright for a district that is strict. Every
 file here is written by the test itself."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,43 @@ def test_a_strict_district_refuses_what_the_others_accept_with_a_warning(distric
     district.strict = False
     district.save()
     assert import_path(district, school).status == "applied"
+
+
+def test_a_school_year_left_out_is_derived_from_the_sessions_end_date(district, school):
+    from rosterdrop.ingest.pipeline import import_path
+    from rosterdrop.roster.models import records
+
+    table = rows(school / "academicSessions.csv")
+    at, end = table[0].index("schoolYear"), table[0].index("endDate")
+    expected = {r[0]: r[end][:4] for r in table[1:]}
+    write(school / "academicSessions.csv", [r[:at] + r[at + 1 :] for r in table])
+    result = validate(school)
+    [derived] = [i for i in result["issues"] if i["code"] == "value_derived"]
+    assert derived["severity"] == "warning" and "endDate" in derived["message"]
+    assert not fatal(result)
+    assert fatal(validate(school, strict=True))[0]["code"] == "value_derived"
+    assert import_path(district, school).status == "applied"
+    years = {r.sourced_id: r.data["schoolYear"] for r in records(district, "academicSessions")}
+    assert years == expected
+
+
+def test_an_empty_school_year_is_derived_row_by_row(school):
+    table = rows(school / "academicSessions.csv")
+    table[1][table[0].index("schoolYear")] = ""
+    write(school / "academicSessions.csv", table)
+    result = validate(school)
+    [derived] = [i for i in result["issues"] if i["code"] == "value_derived"]
+    assert (derived["line"], derived["severity"]) == (2, "warning")
+    assert not [i for i in result["issues"] if i["code"] == "required_missing"]
+
+
+def test_a_clever_school_number_left_out_is_the_school_id(tmp_path):
+    folder = tmp_path / "clever"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "clever", folder)
+    table = rows(folder / "schools.csv")
+    at = table[0].index("School_number")
+    write(folder / "schools.csv", [r[:at] + r[at + 1 :] for r in table])
+    result = validate(folder, "clever")
+    assert not fatal(result), fatal(result)
+    assert codes(result)["value_derived"] == "warning"
+    assert result["counts"]["orgs"] == 3

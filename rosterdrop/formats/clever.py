@@ -13,6 +13,7 @@ from rosterdrop.formats.common import ITEM, enrollment, person
 from rosterdrop.formats.spec import (
     NUMBER,
     Column,
+    Derive,
     Dialect,
     FileSpec,
     FormatSpec,
@@ -78,7 +79,7 @@ SCHOOLS = FileSpec(
     (
         Column("School_id", required=True),
         Column("School_name", required=True),
-        Column("School_number", required=True),
+        Column("School_number", required=True, derive=Derive("School_id")),
         *(
             Column(c)
             for c in (

@@ -3,7 +3,16 @@
 Only the rostering files are mapped; gradebook and resource files are recognised and left alone.
 """
 
-from rosterdrop.formats.spec import Column, FileSpec, FormatSpec, Manifest, Mode, Output, Type
+from rosterdrop.formats.spec import (
+    Column,
+    Derive,
+    FileSpec,
+    FormatSpec,
+    Manifest,
+    Mode,
+    Output,
+    Type,
+)
 
 ORG_TYPES = ("department", "school", "district", "local", "state", "national")
 SESSION_TYPES = ("gradingPeriod", "semester", "schoolYear", "term")
@@ -96,7 +105,7 @@ def _sessions(ext: bool) -> FileSpec:
             Column("startDate", Type.DATE, required=True),
             Column("endDate", Type.DATE, required=True),
             Column("parentSourcedId", Type.ID),
-            Column("schoolYear", Type.YEAR, required=True),
+            Column("schoolYear", Type.YEAR, required=True, derive=Derive("endDate", year=True)),
         ),
     )
 

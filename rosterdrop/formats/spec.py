@@ -41,6 +41,16 @@ NUMBER = "{n}"  # in a column name: a numbered column such as location_id_2 .. l
 
 
 @dataclass(frozen=True)
+class Derive:
+    """How a required value that exporters commonly leave out is made from another column
+    of the same row, with a warning: that column's value, or the year in it (a school year
+    from a session's end date)."""
+
+    column: str
+    year: bool = False
+
+
+@dataclass(frozen=True)
 class Column:
     name: str
     type: Type = Type.STRING
@@ -55,6 +65,8 @@ class Column:
     secret: bool = False
     # With "{n}" in the name: the range of numbers the format allows (first, last).
     numbered: tuple[int, int] | None = None
+    # Required, but derived from another column where the export left it out.
+    derive: Derive | None = None
 
     def matches(self, header_name: str) -> bool:
         if self.numbered is None:

@@ -62,6 +62,11 @@ def _near(col: Column, header: list[str]) -> tuple[str, str]:
     return "", ""
 
 
+def _derivation(col: Column) -> str:
+    """'endDate (its year)': where a derived value comes from, for messages."""
+    return f"{col.derive.column}" + (" (its year)" if col.derive.year else "")
+
+
 def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingLog) -> bool:
     """Whether the rows can be read: fatal if a column is doubled or a required one missing
     (every such problem in one finding, with the columns found); warnings for order, unknown
@@ -91,6 +96,20 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
         near, why = _near(col, header)
         hint = f" (found {near!r}: {why})" if near else ""
         near_names.add(near)
+        if col.required and col.derive and file.column(col.derive.column) and not near:
+            log.add(
+                Finding(
+                    WARNING,
+                    "value_derived",
+                    f"{name} has no {col.name!r} column; each row's value was derived from "
+                    f"its {_derivation(col)}.",
+                    name,
+                    1,
+                    col.name,
+                    outcome=f"each row's value was derived from its {_derivation(col)}",
+                )
+            )
+            continue
         if col.required:
             missing.append(f"{col.name!r}{hint}")
             continue
@@ -436,6 +455,13 @@ class RowChecker:
         # Columns known by an alias are renamed to the spec's name; numbered ones keep theirs.
         self.renames = {h: c.name for c, h in present if h != c.name and not c.numbered}
         self.columns = [(c, h if c.numbered else c.name) for c, h in present]
+        # Required columns made from another one where the export left them out (Derive).
+        names = {c.name for c, _ in present}
+        self.derived = [
+            c for c in file.columns if c.derive and c.required and c.derive.column in names
+        ]
+        self.columns += [(c, c.name) for c in self.derived if c.name not in names]
+        self._sent = names
         self.bounds = value_bounds(file, header, self.renames)
         self.rows = 0
         self.skipped = 0
@@ -454,7 +480,27 @@ class RowChecker:
         known by an alias renamed, the row counted, its status given."""
         frame = frame.rename(self.renames) if self.renames else frame
         self.rows += frame.height
-        return frame.with_columns(self._status(frame))
+        return self._derive(frame).with_columns(self._status(frame))
+
+    def _derive(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Required values the export left out, made from another column (a warning each;
+        one for the file where the whole column is missing, said with the header)."""
+        for col in self.derived:
+            source = pl.col(col.derive.column)
+            value = source.str.extract(r"(\d{4})").fill_null("") if col.derive.year else source
+            if col.name not in self._sent:
+                frame = frame.with_columns(value.alias(col.name))
+                continue
+            empty = frame.select((pl.col(col.name) == "") & (source != "")).to_series()
+            if not empty.any():
+                continue
+            what = f"was empty; it was derived from its {_derivation(col)}"
+            self._report(frame, empty, col.name, "value_derived", WARNING, what,
+                         outcome=f"it was derived from its {_derivation(col)}")  # fmt: skip
+            frame = frame.with_columns(
+                pl.when(pl.lit(empty)).then(value).otherwise(pl.col(col.name)).alias(col.name)
+            )
+        return frame
 
     def check_prepared(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`check` of a prepared batch.
