@@ -158,6 +158,7 @@ def test_district_admin_and_operator_walk_through_the_console(
     ops.wait_for_status("held")
     ops.shot("11-held-sync")
     ops.page.click("text=Approve and apply")
+    ops.page.click("#confirm-decision")  # after the confirmation page
     ops.wait_for_status("applied_with_errors")
     assert ops.page.locator("text=decided by ops@vendor.test").count() == 1
     ops.go("/audit/", shot="12-audit-log")

@@ -24,3 +24,10 @@ def district_or_404(user, slug: str) -> District:
         return districts_for(user).get(slug=slug)
     except District.DoesNotExist:
         raise Http404("No such district.") from None
+
+
+def may_decide_holds(user, district: District) -> bool:
+    """Operators decide every held sync; a district's admins theirs when it lets them."""
+    if is_operator(user):
+        return True
+    return district.admins_decide_holds and districts_for(user).filter(pk=district.pk).exists()

@@ -6,7 +6,7 @@ from ninja import NinjaAPI
 from ninja.errors import HttpError
 from ninja.pagination import paginate
 
-from rosterdrop.accounts.access import districts_for, is_operator
+from rosterdrop.accounts.access import districts_for, is_operator, may_decide_holds
 from rosterdrop.api.auth import TokenAuth
 from rosterdrop.api.schemas import (
     ChangeOut,
@@ -140,9 +140,9 @@ def list_changes(request, sync_id: int):
 
 
 def _decide(request, sync_id: int, decision: str) -> Sync:
-    if not is_operator(request.auth):
-        raise HttpError(403, "Only operators approve or discard syncs.")
     sync = _sync(request, sync_id)
+    if not may_decide_holds(request.auth, sync.district):
+        raise HttpError(403, "Only operators, or this district's admins if it lets them, decide.")
     if sync.status != Sync.Status.HELD:
         raise HttpError(409, f"Sync {sync.pk} is {sync.status}, not held.")
     who = request.auth.get_username()

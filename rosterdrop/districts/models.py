@@ -46,6 +46,11 @@ class District(models.Model):
         help_text="Bytes of raw uploads this district may keep; blank = the default.",
     )
     paused = models.BooleanField(default=False)
+    admins_decide_holds = models.BooleanField(
+        default=False,
+        help_text="The district's own admins may approve or discard its held syncs "
+        "(operators always may).",
+    )
     time_zone = models.CharField(
         max_length=64,
         default="UTC",

@@ -55,6 +55,7 @@ class DistrictSettingsForm(forms.ModelForm):
             "format",
             "paused",
             "strict",
+            "admins_decide_holds",
             "quiet_period_seconds",
             "removal_threshold",
             "fallback_encoding",

@@ -2,11 +2,13 @@
 and retry (a failed or interrupted import)."""
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
+from rosterdrop.accounts.access import may_decide_holds
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.ingest import states
 from rosterdrop.ingest.models import Change, Issue, Sync
@@ -15,6 +17,7 @@ from rosterdrop.ingest.report import ISSUE_COLUMNS
 from rosterdrop.roster.models import ENTITIES, records
 from rosterdrop.web.access import client_ip, district_view, require_operator
 from rosterdrop.web.downloads import csv_response
+from rosterdrop.web.holds import hold_summary, names
 from rosterdrop.web.imports import start_approval, start_retry
 
 MOVES = ("added", "updated", "removed", "reactivated")
@@ -101,7 +104,11 @@ def _changes(request, district, sync: Sync):
     if entity:
         changes = changes.filter(entity=entity)
     page = Paginator(changes, 50).get_page(request.GET.get("cpage"))
-    return list(page), page
+    items = [
+        {"entity": c.entity, "sourced_id": c.sourced_id, "action": c.action, "fields": c.fields}
+        for c in page
+    ]
+    return items, page
 
 
 @district_view
@@ -115,6 +122,9 @@ def sync_detail(request, district, pk: int):
         return response
     issues, chosen = _issues(sync, request.GET)
     changes, change_page = _changes(request, district, sync)
+    labels = names(district, [(c["entity"], c["sourced_id"]) for c in changes])
+    for c in changes:
+        c["label"] = labels.get((c["entity"], c["sourced_id"]), "")
     all_issues = sync.issues.all()
     return render(
         request,
@@ -140,6 +150,8 @@ def sync_detail(request, district, pk: int):
             "actions": ["added", *Change.Action.values],
             "entities": sorted((sync.changes or {}).keys()),
             "filter_query": request.GET.urlencode(),
+            "may_decide": may_decide_holds(request.user, district),
+            "hold": hold_summary(district, sync) if sync.status == Sync.Status.HELD else [],
         },
     )
 
@@ -164,13 +176,22 @@ def issues_csv(request, district, pk: int):
     )
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @district_view
 def decide(request, district, pk: int, decision: str):
-    """Approve or discard a held sync (operators: they own the removal guard)."""
-    require_operator(request)
+    """Approve or discard a held sync: operators, and the district's admins when it lets
+    them. GET asks for confirmation with what the sync would remove; POST decides."""
+    if not may_decide_holds(request.user, district):
+        raise PermissionDenied("Only operators decide held syncs of this district.")
     sync = get_object_or_404(Sync, pk=pk, district=district)
     who = request.user.get_username()
+    if request.method == "GET" and sync.status == Sync.Status.HELD:
+        return render(
+            request,
+            "web/hold_confirm.html",
+            {"district": district, "sync": sync, "decision": decision,
+             "hold": hold_summary(district, sync)},
+        )  # fmt: skip
     if sync.status != Sync.Status.HELD:
         messages.error(request, f"Sync {sync.pk} is {sync.get_status_display()}, not held.")
         return redirect("web:sync", district.slug, sync.pk)
