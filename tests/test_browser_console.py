@@ -14,10 +14,10 @@ pytestmark = [
 
 
 def test_district_admin_approves_their_own_hold_after_confirming(
-    browser,
+    browser,  # noqa: F811
     live_server,
     district,
-    school,  # noqa: F811
+    school,
 ):
     sync, gone = held_without_young_students(district, school)
     district.admins_decide_holds = True

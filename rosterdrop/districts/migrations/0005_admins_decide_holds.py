@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('districts', '0003_district_time_zone'),
+        ('districts', '0004_strict'),
     ]
 
     operations = [
