@@ -10,23 +10,25 @@ or as `ext:` terms, booleans as true/false, IDs in the GUID alphabet.
 import csv
 import hashlib
 import io
-import itertools
 import re
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import BinaryIO
 
 import polars as pl
+from django.core.exceptions import EmptyResultSet
+from django.db import connection
 from django.db.models import QuerySet
 
 from rosterdrop.formats.oneroster import NON_ROSTER_FILES_12, ONEROSTER_12
 from rosterdrop.formats.spec import Column, FileSpec, Type
 from rosterdrop.ingest.models import Sync
-from rosterdrop.oneroster.objects import boolean, enum, timestamp
+from rosterdrop.oneroster.objects import FALSE, TRUE, timestamp
 from rosterdrop.roster.models import MODELS
+from rosterdrop.roster.schema import FIELDS
 
 # Not in the 1.2.1 users.csv (user-resource links moved to userResources.csv).
 DROPPED = ("resourceSourcedIds",)
@@ -34,8 +36,6 @@ ID_ALPHABET = re.compile(r"[0-9A-Za-z.\-_/@]+")
 BATCH = 20_000
 # Values a required column gets when the district's format has none (documented in README).
 DEFAULTS = {"enabledUser": "true", "classType": "scheduled"}
-# A user with no username is known by the first of these it has.
-USERNAME_FROM = ("email", "identifier")
 
 
 @dataclass(frozen=True)
@@ -62,34 +62,81 @@ def safe_id(value: str) -> str:
     return "h-" + hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
-def _one_line(value: str) -> str:
-    """No carriage return or line feed inside a field (the binding forbids them)."""
-    return " ".join(value.splitlines()) if "\n" in value or "\r" in value else value
-
-
 def school_year_now(today: date) -> int:
     """The school year running now, by the year it ends in (August to July)."""
     return today.year + 1 if today.month >= 8 else today.year
 
 
 class Writer:
-    """Writes a district's records as rows of the package's files, completing what a
-    format does not carry but the binding requires (see README: the OneRoster export)."""
+    """Writes a district's records as the package's files, a whole column at a time (polars),
+    completing what a format does not carry but the binding requires (README: the OneRoster
+    export)."""
 
     def __init__(self, district, delta: bool, selection: Callable[[str], QuerySet]):
         self.district, self.delta, self.selection = district, delta, selection
-        syncs = Sync.objects.filter(district=district).values_list(
-            "pk", "finished_at", "started_at"
-        )
-        self.times = {pk: finished or started for pk, finished, started in syncs}
+        syncs = Sync.objects.filter(district=district)
+        syncs = syncs.values_list("pk", "finished_at", "started_at")
+        self.stamps = {pk: timestamp(finished or started) for pk, finished, started in syncs}
         orgs = MODELS["orgs"].objects.filter(district=district, status="active").order_by("id")
         self.first_org = orgs.values_list("sourced_id", flat=True).first() or ""
         self.term = f"rosterdrop-term-{school_year_now(date.today())}"
 
-    def rows(self, table: Table, records: list) -> Iterator[list[str | None]]:
-        schools = self._class_schools(records) if table.entity == "enrollments" else {}
-        for record in records:
-            yield [self._cell(table, record, c, schools) or None for c in table.columns]
+    def frame(self, table: Table) -> pl.DataFrame:
+        """The file's rows: the records the selection holds, and those made up for them."""
+        records = _read(self.selection(table.entity), FIELDS[table.entity])
+        if table.entity == "enrollments":
+            records = records.with_columns(_class_school=self._class_schools(records))
+        written = records.select(self._expr(table, c) for c in table.columns)
+        for column in table.columns:
+            if column.type in (Type.ID, Type.IDS):
+                written = written.with_columns(_safe_ids(written[column.name], column.type))
+        extra = self.extra_rows(table)
+        if extra:
+            names = {c.name: pl.String for c in table.columns}
+            written = pl.concat([written, pl.DataFrame(extra, schema=names, orient="row")])
+        return written
+
+    def _expr(self, table: Table, column: Column) -> pl.Expr:
+        name = column.name
+        if name == "sourcedId":
+            return pl.col("sourced_id").alias(name)
+        if name in ("status", "dateLastModified"):
+            if not self.delta:
+                return pl.lit(None, pl.String).alias(name)
+            if name == "status":
+                return pl.col("status")
+            stamps = pl.col("changed_sync_id").replace_strict(self.stamps, default=None)
+            return stamps.cast(pl.String).alias(name)
+        if column.secret or name not in FIELDS[table.entity]:
+            return pl.lit(None, pl.String).alias(name)
+        value = pl.coalesce(_given(name), *self._instead(table.entity, name))
+        value = _typed(column, value)
+        if name in DEFAULTS:
+            value = value.fill_null(DEFAULTS[name])
+        elif column.required and column.extensible:
+            value = value.fill_null("ext:unspecified")
+        return value.str.replace_all(r"[\r\n]+", " ").alias(name)
+
+    def _instead(self, entity: str, name: str) -> list[pl.Expr]:
+        """What stands for a value the record lacks, from what else the roster says."""
+        match entity, name:
+            case "enrollments", "schoolSourcedId":
+                return [pl.col("_class_school")]
+            case "users", "username":
+                return [_given("email"), _given("identifier"), pl.col("sourced_id")]
+            case "users", "familyName":  # one name known: it is both
+                return [_given("givenName")]
+            case "users", "givenName":
+                return [_given("familyName")]
+            case "academicSessions", "schoolYear":
+                return [_given("endDate").str.slice(0, 4)]
+            case "classes", "courseSourcedId":
+                return [pl.lit("rosterdrop-course-") + pl.col("sourced_id")]
+            case "classes", "termSourcedIds":
+                return [pl.lit(self.term)]
+            case "roles", "orgSourcedId":
+                return [pl.lit(self.first_org or None, pl.String)]
+        return []
 
     def extra_rows(self, table: Table) -> list[list[str | None]]:
         """Records the binding needs that the roster has not: a course for each class that
@@ -99,7 +146,8 @@ class Writer:
             rows = []
             for record in missing.order_by("id"):
                 cells = {"title": record.title, "orgSourcedId": safe_id(record.schoolSourcedId)}
-                rows.append(self._made(table, self.course_for(record), record, cells))
+                course = safe_id(f"rosterdrop-course-{record.sourced_id}")
+                rows.append(self._made(table, course, record, cells))
             return rows
         if table.entity == "academicSessions":
             record = self.selection("classes").filter(termSourcedIds=None).order_by("id").first()
@@ -114,78 +162,85 @@ class Writer:
             return [self._made(table, self.term, record, cells)]
         return []
 
-    def course_for(self, record) -> str:
-        return safe_id(f"rosterdrop-course-{record.sourced_id}")
-
     def _made(self, table: Table, sourced_id: str, like, cells: dict) -> list[str | None]:
         """A made-up record's row, with the status and time of the record it is made for."""
         head = {"sourcedId": sourced_id}
         if self.delta:
-            head |= {"status": like.status, "dateLastModified": self._time(like)}
+            head |= {"status": like.status, "dateLastModified": self.stamps[like.changed_sync_id]}
         return [{**head, **cells}.get(c.name) or None for c in table.columns]
 
-    def _time(self, record) -> str:
-        return timestamp(self.times.get(record.changed_sync_id))
-
-    def _cell(self, table: Table, record, column: Column, schools: dict[str, str]) -> str:
-        name = column.name
-        if name == "sourcedId":
-            return safe_id(record.sourced_id)
-        if name == "status":
-            return record.status if self.delta else ""
-        if name == "dateLastModified":
-            return self._time(record) if self.delta else ""
-        value = getattr(record, name, None) if not column.secret else None
-        if value is None:
-            value = self._missing(table, record, name, schools)
-        return _one_line(self._typed(column, value))
-
-    def _missing(self, table: Table, record, name: str, schools: dict[str, str]) -> str | None:
-        """A required value the record lacks, from what else the roster says."""
-        match table.entity, name:
-            case "enrollments", "schoolSourcedId":
-                return schools.get(record.classSourcedId)
-            case "users", "username":
-                found = (getattr(record, f) for f in USERNAME_FROM)
-                return next((v for v in found if v), record.sourced_id)
-            case "users", "familyName" | "givenName":  # one name known: it is both
-                return record.givenName or record.familyName
-            case "academicSessions", "schoolYear":
-                return (record.endDate or "")[:4] or None
-            case "classes", "courseSourcedId":
-                return self.course_for(record)
-            case "classes", "termSourcedIds":
-                return self.term
-            case "roles", "orgSourcedId":
-                return self.first_org
-        return None
-
-    def _typed(self, column: Column, value: str | None) -> str:
-        if value is None or value == "":
-            unknown = "ext:unspecified" if column.required and column.extensible else ""
-            return DEFAULTS.get(column.name, unknown)
-        match column.type:
-            case Type.ID:
-                return safe_id(value)
-            case Type.IDS:
-                return ",".join(safe_id(v.strip()) for v in value.split(",") if v.strip())
-            case Type.ENUM:
-                return (
-                    enum(value, column.values)
-                    if column.extensible
-                    else next((v for v in column.values if v.lower() == value.lower()), value)
-                ) or ""
-            case Type.BOOLEAN:
-                return boolean(value) or ""
-        return value
-
-    def _class_schools(self, records: list) -> dict[str, str]:
+    def _class_schools(self, records: pl.DataFrame) -> pl.Series:
         """SDS and other formats name no school on an enrollment: its class's."""
-        wanted = {r.classSourcedId for r in records if not r.schoolSourcedId}
-        if not wanted:
-            return {}
-        classes = MODELS["classes"].objects.filter(district=self.district, sourced_id__in=wanted)
-        return dict(classes.values_list("sourced_id", "schoolSourcedId"))
+        wanted = records.filter(pl.col("schoolSourcedId").is_null())["classSourcedId"]
+        classes = MODELS["classes"].objects.filter(district=self.district)
+        schools = dict(
+            classes.filter(sourced_id__in=wanted.unique().to_list()).values_list(
+                "sourced_id", "schoolSourcedId"
+            )
+        ) if wanted.len() else {}  # fmt: skip
+        return records["classSourcedId"].replace_strict(
+            schools, default=None, return_dtype=pl.String
+        )
+
+
+def _given(name: str) -> pl.Expr:
+    """A column's value, an empty string being no value."""
+    return pl.when(pl.col(name) != "").then(pl.col(name))
+
+
+def _typed(column: Column, value: pl.Expr) -> pl.Expr:
+    match column.type:
+        case Type.ENUM:
+            known = {v.lower(): v for v in column.values}
+            low = value.str.to_lowercase()
+            spelled = low.replace_strict(known, default=None, return_dtype=pl.String)
+            if not column.extensible:
+                return pl.coalesce(spelled, value)
+            cleaned = value.str.replace(r"^ext:", "").str.replace_all(r"[^a-zA-Z0-9.\-_]", "")
+            ext = pl.when(cleaned != "").then(pl.lit("ext:") + cleaned)
+            return pl.when(low.is_in(list(known))).then(spelled).otherwise(ext)
+        case Type.BOOLEAN:
+            low = value.str.strip_chars().str.to_lowercase()
+            return (
+                pl.when(low.is_in(TRUE))
+                .then(pl.lit("true"))
+                .when(low.is_in(FALSE))
+                .then(pl.lit("false"))
+            )
+        case Type.IDS:
+            return value.str.split(",").list.eval(pl.element().str.strip_chars()).list.eval(
+                pl.element().filter(pl.element() != "")
+            ).list.join(",").pipe(lambda e: pl.when(e != "").then(e))  # fmt: skip
+    return value
+
+
+def _safe_ids(values: pl.Series, kind: Type) -> pl.Series:
+    """IDs outside the GUID alphabet as digests (safe_id), a whole column at once."""
+    items = values.str.split(",").explode() if kind == Type.IDS else values
+    bad = items.filter(~items.str.contains(f"^{ID_ALPHABET.pattern}$")).drop_nulls().unique()
+    if not bad.len():
+        return values
+    mapping = {v: safe_id(v) for v in bad.to_list()}
+    if kind == Type.ID:
+        return values.replace(mapping)
+    fixed = values.str.split(",").list.eval(pl.element().replace(mapping)).list.join(",")
+    return fixed.alias(values.name)
+
+
+def _read(records: QuerySet, fields: tuple[str, ...]) -> pl.DataFrame:
+    """The records' columns as a frame, fetched in batches by the database cursor."""
+    columns = ("sourced_id", "status", "changed_sync_id", *fields)
+    schema = {c: pl.String for c in columns} | {"changed_sync_id": pl.Int64}
+    try:
+        sql, params = records.order_by().values_list(*columns).query.sql_with_params()
+    except EmptyResultSet:  # selected by an empty list of syncs: nothing
+        return pl.DataFrame(schema=schema)
+    parts = []
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        while batch := cursor.fetchmany(BATCH):
+            parts.append(pl.DataFrame(batch, schema=schema, orient="row"))
+    return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
 
 
 def changed_since(district, since: Sync) -> list[int]:
@@ -212,7 +267,7 @@ def write_package(district, out: BinaryIO, since: Sync | None = None) -> dict[st
     written: dict[str, int] = {}
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as package:
         for table in TABLES:
-            count = _write_file(package, table, selection(table.entity).order_by("id"), writer)
+            count = _write_file(package, table, writer)
             if count:
                 written[table.spec.name] = count
         manifest = [["propertyName", "value"], ["manifest.version", "1.0"]]
@@ -226,24 +281,15 @@ def write_package(district, out: BinaryIO, since: Sync | None = None) -> dict[st
     return written
 
 
-def _write_file(package: zipfile.ZipFile, table: Table, records, writer: Writer) -> int:
+def _write_file(package: zipfile.ZipFile, table: Table, writer: Writer) -> int:
     """Write the file sorted by its (written) sourcedId, only if it has rows: the binding
     permits no empty data file. The order is the bytes' order, whatever the database's
     collation, so that a package read back and written again is the same."""
-    names = {c.name: pl.String for c in table.columns}
-    found = records.iterator(chunk_size=BATCH)
-    parts = [
-        pl.DataFrame(list(writer.rows(table, batch)), schema=names, orient="row")
-        for batch in iter(lambda: list(itertools.islice(found, BATCH)), [])
-    ]
-    extra = writer.extra_rows(table)
-    if extra:
-        parts.append(pl.DataFrame(extra, schema=names, orient="row"))
-    if not parts:
+    frame = writer.frame(table)
+    if not frame.height:
         return 0
-    frame = pl.concat(parts).sort("sourcedId")
     with package.open(table.spec.name, "w", force_zip64=True) as member:
-        frame.write_csv(member, line_terminator="\r\n", quote_style="necessary")
+        frame.sort("sourcedId").write_csv(member, line_terminator="\r\n", quote_style="necessary")
     return frame.height
 
 
