@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('districts', '0004_strict'),
+        ('districts', '0005_upload_quota'),
     ]
 
     operations = [
