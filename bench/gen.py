@@ -39,7 +39,8 @@ TARGET = {
     "courses": 5_000,
 }
 
-# The exact header line of each bulk file (formats.md section 2: OneRoster 1.1, in order).
+# The exact header line of each bulk file (docs/reference/formats.md section 2: OneRoster 1.1,
+# in order).
 HEADER_LINES = {
     "orgs": "sourcedId,status,dateLastModified,name,type,identifier,parentSourcedId",
     "academicSessions": (

@@ -209,8 +209,8 @@ def pg_floor_child(url: str, base: Path) -> None:
     """Child side of the PostgreSQL floor: COPY every file into TEXT tables in a new schema.
 
     The file bytes are streamed in 1 MB blocks into `COPY ... FROM STDIN (FORMAT csv, HEADER)`,
-    so the server parses the CSV (as in perf-floors.md 4b). Timed up to the commit; the schema
-    is dropped afterwards. Prints {"seconds": ..., "rows": {...}} on stdout.
+    so the server parses the CSV (as in docs/reference/perf-floors.md 4b). Timed up to the
+    commit; the schema is dropped afterwards. Prints {"seconds": ..., "rows": {...}} on stdout.
     """
     import psycopg
     from psycopg import sql

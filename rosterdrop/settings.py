@@ -110,7 +110,7 @@ REMOVAL_THRESHOLD = float(os.environ.get("ROSTERDROP_REMOVAL_THRESHOLD", "0.10")
 DISTRICT_QUOTA_BYTES = int(os.environ.get("ROSTERDROP_DISTRICT_QUOTA_BYTES", str(20 * 1024**3)))
 
 
-# SFTP intake (rosterdrop serve). Defaults follow OpenSSH and SFTPGo; see reference/stack.md.
+# SFTP intake (rosterdrop serve). Defaults follow OpenSSH and SFTPGo; see docs/reference/stack.md.
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, str(default)))
 

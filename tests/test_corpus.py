@@ -1,6 +1,6 @@
 """A corpus of malformed uploads, each made here the way real exporters (and attackers) get
 things wrong, with the outcome it must have: the zip and CSV cases of the reference's security
-list (stack.md section 9, items 21-22) and every input case of issue 13.
+list (docs/reference/stack.md section 9, items 21-22) and every input case of issue 13.
 
 Every case runs through `check` (no database, as `rosterdrop validate`); the ones with an
 `imported` status also run as a full import over the small school already in the roster, on
@@ -351,7 +351,7 @@ CASES = [
          "control_character_removed", USERS, 23),
     Case("a name of 200,000 characters", edited(given(24, b"A" * 200_000)), "applied_with_errors",
          "value_too_long", USERS, 24),
-    # Zips (stack.md 21).
+    # Zips (docs/reference/stack.md section 9, item 21).
     Case("random bytes named .zip", upload_zip(RANDOM), "failed", "zip_invalid", "upload.zip"),
     Case("an empty file named .zip", upload_zip(b""), "failed", "zip_invalid", "upload.zip"),
     Case("a zip cut in half", upload_zip(lambda: zipped()[: len(zipped()) // 2]), "failed",

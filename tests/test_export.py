@@ -1,5 +1,5 @@
 """The OneRoster 1.2 CSV export: for every sample format, a package that keeps the CSV
-binding's rules (checked here on their own, from reference/formats.md), that rosterdrop's own
+binding's rules (checked here on their own, from docs/reference/formats.md), that rosterdrop's own
 validator reads with no error, and that round-trips: export, import elsewhere, export again."""
 
 import csv
@@ -32,7 +32,7 @@ SOURCES = [
 ]
 
 # The OneRoster 1.2.1 CSV binding's rostering files: columns in order, required columns
-# (reference/formats.md section 3), and enumerations (section 1; + "ext:" where extensible).
+# (docs/reference/formats.md section 3), and enumerations (section 1; + "ext:" where extensible).
 HEAD = ["sourcedId", "status", "dateLastModified"]
 BINDING = {
     "orgs.csv": (HEAD + ["name", "type", "identifier", "parentSourcedId"], ["name", "type"]),

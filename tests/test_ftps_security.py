@@ -1,5 +1,5 @@
-"""stack.md section 9, items 8, 18, 19 and 20 (FTPS), and the SFTP rules seen through FTPS;
-checked on disk and in the database, not only in the client's replies."""
+"""docs/reference/stack.md section 9, items 8, 18, 19 and 20 (FTPS), and the SFTP rules seen
+through FTPS; checked on disk and in the database, not only in the client's replies."""
 
 import contextlib
 import ftplib

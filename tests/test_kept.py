@@ -1,4 +1,5 @@
-"""A record leaves the roster only when a valid file no longer lists it (issue 13, DESIGN.md 3).
+"""A record leaves the roster only when a valid file no longer lists it (issue 13,
+docs/DESIGN.md 3).
 
 A row of a full file that is skipped keeps the record the roster holds for its ID, with the
 records made from it; a line that could not be read at all withholds every removal of the

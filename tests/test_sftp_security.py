@@ -1,4 +1,5 @@
-"""stack.md section 9, items 1-7 and 9-17, against a real server; checked on disk and in the DB."""
+"""docs/reference/stack.md section 9, items 1-7 and 9-17, against a real server; checked on disk
+and in the DB."""
 
 import asyncio
 import json

@@ -1,4 +1,4 @@
-"""ALO-style seven-file zip (reference/formats.md section 7).
+"""ALO-style seven-file zip (docs/reference/formats.md section 7).
 
 One zip with exactly Manifest.csv and six data files, a full overwrite of the current
 school year. The manifest names the district, which must be the receiving account. The

@@ -1,4 +1,4 @@
-"""Apple School Manager SFTP templates (reference/formats.md section 6).
+"""Apple School Manager SFTP templates (docs/reference/formats.md section 6).
 
 Six files in one zip, `,` or `;` separated, exact headers. People may belong to several
 locations (location_id_2 .. location_id_999) and classes name up to fifteen instructors.

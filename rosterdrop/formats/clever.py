@@ -1,4 +1,4 @@
-"""Clever SFTP CSV (reference/formats.md section 4).
+"""Clever SFTP CSV (docs/reference/formats.md section 4).
 
 Exact lower-case file names, exact headers in any order, active data only, a full snapshot
 each upload. Sections name their primary teacher and up to nine co-teachers and carry their

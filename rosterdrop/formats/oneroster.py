@@ -1,4 +1,4 @@
-"""OneRoster CSV 1.0, 1.1 and 1.2 (reference/formats.md sections 1-3), as data.
+"""OneRoster CSV 1.0, 1.1 and 1.2 (docs/reference/formats.md sections 1-3), as data.
 
 Only the rostering files are mapped; gradebook and resource files are recognised and left alone.
 """

@@ -1,4 +1,4 @@
-"""ParentSquare-style SFTP CSV (reference/formats.md section 7): fixed names, exact headers.
+"""ParentSquare-style SFTP CSV (docs/reference/formats.md section 7): fixed names, exact headers.
 
 Every `*_id` links files. Staff who can't be reached (no phone and no email) are not
 imported, and neither are parents whose student is not loaded; each gets a row issue saying

@@ -1,4 +1,4 @@
-"""Microsoft School Data Sync: v1 (US and UK headers), v2 and v2.1 (reference/formats.md s. 5).
+"""Microsoft School Data Sync: v1 (US and UK headers), v2 and v2.1 (docs/reference/formats.md s. 5).
 
 SDS v1 has no IDs for terms, courses or enrollments of their own: terms and courses are
 derived from section columns, enrollments are keyed by section and person. v2.1 is

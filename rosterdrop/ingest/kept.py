@@ -1,6 +1,6 @@
 """Kept as it was: the roster's records that a full file would remove but did not validly leave out.
 
-A record leaves the roster only when a valid file no longer lists it (DESIGN.md, principle 3).
+A record leaves the roster only when a valid file no longer lists it (docs/DESIGN.md, principle 3).
 A row of a full file skipped for an error keeps the record the roster holds for its ID, and the
 records made from it (a user's roles, from its list of schools); a line that could not be read
 at all, or a row whose own ID could not be read, might be any record, so its file removes

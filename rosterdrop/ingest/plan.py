@@ -1,7 +1,7 @@
 """Plan: the difference between the accepted records and the district's current roster.
 
-Compared by source ID and content hash in memory (perf-floors.md: an in-process hash join is
-an order of magnitude faster than diffing in SQL). Also the removal guard.
+Compared by source ID and content hash in memory (docs/reference/perf-floors.md: an in-process
+hash join is an order of magnitude faster than diffing in SQL). Also the removal guard.
 """
 
 import itertools

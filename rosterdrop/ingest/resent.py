@@ -1,7 +1,7 @@
 """Re-sent uploads: the same bytes, read the same way, against the roster they left.
 
 An SIS that exports on a schedule often sends the very same files again when nothing changed
-(DESIGN.md: "re-sending the same bytes changes nothing"). When a sync was made from the same
+(docs/DESIGN.md: "re-sending the same bytes changes nothing"). When a sync was made from the same
 files, with the same format spec and settings, and the roster still carries the token that
 sync left, reading the files again can only find what it found: every record unchanged and
 the same issues. The new sync says so, with those issues, without reading the files.

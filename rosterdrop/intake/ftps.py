@@ -1,6 +1,7 @@
 """The FTPS front end: the same district logins, folders, inbox and defender as SFTP.
 
-pyftpdlib speaks the protocol. What it leaves open (stack.md section 2) is closed here:
+pyftpdlib speaks the protocol. What it leaves open (docs/reference/stack.md section 2) is closed
+here:
 TLS is required on the control and data channels (1.2 at least); implicit TLS (port 990 style)
 is a small subclass; passive mode only, and data connections only from the control
 connection's address; nothing a client pipelined behind AUTH TLS is run after the handshake;

@@ -1,6 +1,7 @@
 """The SFTP front end: each district login sees one flat folder; complete uploads go to the inbox.
 
-asyncssh handles the protocol. What it leaves to the application (stack.md section 1) is here:
+asyncssh handles the protocol. What it leaves to the application (docs/reference/stack.md
+section 1) is here:
 path confinement with no links, uploads kept only on the client's own close (the Transfer of
 transfer.py; end of file or a disconnect with a file open aborts it), WinSCP-style
 temp-then-rename, the auth limits and defender (a banned address is closed before the SSH

@@ -200,7 +200,8 @@ def document() -> dict:
 @cache
 def scopes(path: str) -> frozenset[str]:
     """The short scope names of which a token needs one for this path, as the document lists
-    them (either of roster and roster-core for the core paths: see output-and-scale.md A.1)."""
+    them (either of roster and roster-core for the core paths: see
+    docs/reference/output-and-scale.md A.1)."""
     security = document()["paths"][path]["get"]["security"]
     return frozenset(short_scope(s) for req in security for s in req.get("OAuth2CC", []))
 
