@@ -37,3 +37,27 @@ def test_district_admin_approves_their_own_hold_after_confirming(
     admin.wait_for_status("applied")
     assert admin.page.locator("text=decided by data@springfield.test").count() == 1
     admin.context.close()
+
+
+def test_check_only_shows_the_issues_and_applies_nothing(browser, live_server, district, school):  # noqa: F811
+    from helpers import edit
+
+    from rosterdrop.inbox.models import Upload
+    from rosterdrop.ingest.models import Sync
+    from rosterdrop.roster.models import records
+
+    make_user("data@springfield.test", district)
+    edit(school / "users.csv", 5, "role", "wizard")  # a row error
+    admin = Console(browser, live_server.url)
+    admin.sign_in("data@springfield.test")
+    admin.go("/d/springfield/")
+    admin.page.set_input_files("input[name=files]", sorted(str(p) for p in school.iterdir()))
+    admin.page.click("#check-only")
+    admin.page.wait_for_selector("#check-result")
+    admin.shot("42-check-only")
+    assert "Would be imported with 9 errors" in admin.page.inner_text("#check-result")
+    row = admin.page.locator("#issue-table tr", has_text="wizard")
+    assert "users.csv" in row.inner_text() and "5" in row.inner_text()
+    assert Upload.objects.count() == Sync.objects.count() == 0
+    assert not records(district, "users").exists()
+    admin.context.close()

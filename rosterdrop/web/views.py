@@ -19,6 +19,7 @@ from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.pipeline import claimed
 from rosterdrop.notify.models import Subscription
 from rosterdrop.web.access import audit_admin, client_ip, district_view, require_operator
+from rosterdrop.web.check_only import check_only
 from rosterdrop.web.connection import connection_for
 from rosterdrop.web.downloads import attachment
 from rosterdrop.web.forms import DistrictSettingsForm, SubscriptionForm, UploadForm
@@ -119,6 +120,8 @@ def upload(request, district):
     if sum(f.size for f in files) > settings.WEB_MAX_UPLOAD_BYTES:
         messages.error(request, "These files are larger than the web upload allows; use SFTP.")
         return redirect("web:district", district.slug)
+    if "check_only" in request.POST:
+        return check_only(request, district, files)
     uploads = receive_files(district, files, request.user.get_username(), client_ip(request))
     wanted = claimed(district, uploads)  # as over SFTP: the rest is unmatched, with the reason
     for upload in uploads:

@@ -5,9 +5,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from rosterdrop.formats import CUSTOM, FORMATS
-from rosterdrop.ingest.pipeline import ActiveKeys, check, expand
+from rosterdrop.ingest.district_check import check_for_district
+from rosterdrop.ingest.pipeline import check, expand
 from rosterdrop.ingest.text import describe
-from rosterdrop.roster.hashes import Snapshot
 
 
 class Command(BaseCommand):
@@ -39,16 +39,13 @@ class Command(BaseCommand):
             raise CommandError(f"{path} does not exist")
         if format == CUSTOM and not district:
             raise CommandError("custom import templates belong to a district: add --district")
-        account, known = "", None
         if district:
-            found = self._district(district)
-            account, known = found.slug, self._known(found)
-            format = format or found.format
-            encoding = encoding or found.fallback_encoding
-            strict = strict or found.strict
-        checked = check(
-            expand(path), format, encoding or "cp1252", known=known, account=account, strict=strict
-        )
+            checked = check_for_district(
+                expand(path), self._district(district), format_slug=format,
+                encoding=encoding, strict=strict,
+            )  # fmt: skip
+        else:
+            checked = check(expand(path), format, encoding or "cp1252", strict=strict)
         result = checked.as_dict()
         if json:
             self.stdout.write(jsonlib.dumps({**result, "format_reason": checked.reason}, indent=2))
@@ -63,7 +60,3 @@ class Command(BaseCommand):
             return District.objects.get(slug=slug)
         except District.DoesNotExist:
             raise CommandError(f"no district {slug!r}; create it with `district add`") from None
-
-    def _known(self, district):
-        """The district's current roster, so references to records not sent now resolve."""
-        return ActiveKeys(lambda: Snapshot(district.pk, district.roster_token))
