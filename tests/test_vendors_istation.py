@@ -2,6 +2,8 @@
 made import templates in the console and reads what happened in the mail."""
 
 import pytest
+import sftp_fixtures
+import test_notify
 
 from rosterdrop.custom.templates import suggest
 from rosterdrop.districts.models import District
@@ -9,6 +11,9 @@ from rosterdrop.ingest.pipeline import import_path
 from rosterdrop.notify.models import OutboxMail, Subscription
 
 pytestmark = pytest.mark.django_db(transaction=True)
+# A real serve, and a real SMTP sink.
+make_server, sftp_template = sftp_fixtures.make_server, sftp_fixtures.sftp_template
+smtp, smtp_port = test_notify.smtp, test_notify.smtp_port
 
 SCHOOLS = "Campus ID,School Name\n001,Elm Elementary\n002,Oak Middle\n"
 STUDENTS = (
@@ -67,3 +72,59 @@ def test_a_students_only_custom_district_is_told_once_that_schools_are_missing(i
     assert "import template of the kind schools" in issue.message
     # Not one issue per row about the same missing schools.
     assert not sync.issues.filter(code="reference_missing").exists()
+
+
+# The district's own export, with its own column names (odd ones included).
+EXPORT = (
+    "Campus ID,Student ID,First Name,Apellido,Grade Lvl\n"
+    "001,000123,Zoe,Brien,3\n"
+    "001,000124,Jose,Munoz,3\n"
+)
+
+
+@pytest.mark.slow
+def test_istation_exact_names_over_sftp_and_ftps_are_mailed_and_a_wrong_case_is_mailed_with_the_did_you_mean(  # noqa: E501
+    make_server, smtp, smtp_port, tmp_path
+):
+    from ftps_fixtures import curl
+
+    server = make_server(
+        ROSTERDROP_SMTP_HOST="127.0.0.1",
+        ROSTERDROP_SMTP_PORT=str(smtp_port),
+        ROSTERDROP_SMTP_TLS="none",
+    )
+    server.cli(
+        "shell",
+        "-c",
+        "from rosterdrop.districts.models import District as D;"
+        "from rosterdrop.notify.models import Subscription as S;"
+        "D.objects.filter(slug='alpha').update(format='custom', quiet_period_seconds=1);"
+        "S.objects.create(district=D.objects.get(slug='alpha'), email='data@alpha.test',"
+        " on_success=True)",
+    )
+    export = tmp_path / "Users2018.csv"
+    export.write_text(EXPORT, encoding="utf-8")
+    campuses = tmp_path / "Campuses.csv"
+    campuses.write_text(SCHOOLS, encoding="utf-8")
+    server.cli("template", "add", str(campuses), "--district", "alpha", "--kind", "schools")
+    server.cli("template", "add", str(export), "--district", "alpha", "--kind", "students",
+               "--map", "Apellido=last_name", "--map", "Grade Lvl=grade")  # fmt: skip
+    # SFTP: the exact names.
+    server.openssh(f'put "{campuses}"\nput "{export}"\n')
+    server.wait_idle()
+    [first] = test_notify.wait_for(lambda: smtp.to("data@alpha.test"), 30)
+    body = first.get_content()
+    assert "roster updated" in first["Subject"] and "users: 2 added" in body
+    assert "Users2018.csv: 2 rows" in body and "Full log: " in body
+    # FTPS with the dotted login: the exact name again (a change), then a wrong case.
+    export.write_text(EXPORT.replace("Zoe,Brien", "Zoe,Brienne"), encoding="utf-8")
+    assert curl(server, export, implicit=False, name="Users2018.csv").returncode == 0
+    assert curl(server, export, implicit=True, name="users2018.csv").returncode == 0
+    server.wait_idle()
+    mails = test_notify.wait_for(lambda: len(smtp.to("data@alpha.test")) >= 3 and smtp.to(
+        "data@alpha.test"), 30)  # fmt: skip
+    updated = [m for m in mails if "roster updated" in m["Subject"]][-1].get_content()
+    assert "users: 0 added, 1 updated" in updated
+    [unmatched] = [m for m in mails if "was not imported" in m["Subject"]]
+    said = unmatched.get_content()
+    assert "users2018.csv" in unmatched["Subject"] and "Did you mean Users2018.csv?" in said
