@@ -126,6 +126,24 @@ def test_a_move_made_by_someone_else_first_is_a_conflict(district):
     assert Sync.objects.get(pk=sync.pk).decided_by == "ana"
 
 
+def test_no_status_of_a_sync_or_an_upload_is_written_outside_states():
+    """One owner: a status written anywhere else would skip the declared moves."""
+    root = Path(states.__file__).parents[1]
+    writes = re.compile(
+        r"\b(sync|upload|again|held|earlier)\.status\s*=[^=]"
+        r"|(Sync|Upload)\.objects\.[^\n]*\.update\([^)]*\bstatus="
+        r"|(Sync|Upload)\.objects\.create\([^)]*\bstatus="
+    )
+    found = [
+        f"{path.relative_to(root)}: {line.strip()}"
+        for path in root.rglob("*.py")
+        if path.name != "states.py" and "migrations" not in path.parts
+        for line in path.read_text().splitlines()
+        if writes.search(line)
+    ]
+    assert found == []
+
+
 def test_a_process_is_alive_by_pid_and_start_time():
     me = process.me()
     assert me.alive and process.parse(str(me)) == me
