@@ -418,3 +418,38 @@ def test_hrefs_lead_to_their_records_whatever_their_ids_hold(district):
             assert next(iter(answer.json().values()))["sourcedId"] == enrollment[ref]["sourcedId"]
         own = app.get(f"{BASE}/enrollments/{quote(enrollment['sourcedId'], safe='')}")
         assert own.json()["enrollment"]["sourcedId"] == enrollment["sourcedId"]
+
+
+def test_the_console_reading_page(served):
+    """Operators create and revoke clients and webhooks in the console (the secret shown
+    once); a district's admin sees the page and downloads the export, and creates nothing."""
+    import web_fixtures
+
+    operator = web_fixtures.signed_in(web_fixtures.make_user("ops@vendor.test", operator=True))
+    page = f"/d/{served.slug}/reading/"
+    assert "Reading the roster" in operator.get(page).content.decode()
+    made = operator.post(f"{page}clients/", {"name": "Reader", "scope": ["roster.readonly"]})
+    text = made.content.decode()
+    client_id = re.search(r"client_id <code class=\"copy\">(\w+)</code>", text)[1]
+    secret = re.search(r"client_secret <code class=\"copy\">([\w-]+)</code>", text)[1]
+    app = Client(headers={"Authorization": f"Bearer {token(client_id, secret)}"})
+    assert app.get(f"{BASE}/classes/{CLASS}/students").status_code == 200
+    assert secret not in operator.get(page).content.decode()  # shown once
+    from rosterdrop.oneroster.models import Client as OAuthClient
+
+    pk = OAuthClient.objects.get(client_id=client_id).pk
+    operator.post(f"{page}clients/{pk}/revoke/")
+    assert app.get(f"{BASE}/orgs").status_code == 401
+    hooked = operator.post(
+        f"{page}webhooks/", {"url": "https://vendor.example/h", "entity": ["users"]}
+    )
+    assert "whsec_" in hooked.content.decode()
+    admin = web_fixtures.signed_in(web_fixtures.make_user("data@springfield.test", served))
+    seen = admin.get(page).content.decode()
+    assert (
+        client_id in seen and "https://vendor.example/h" in seen and "Create a client" not in seen
+    )
+    assert admin.post(f"{page}clients/", {"name": "x"}).status_code == 403
+    download = admin.get(f"{page}export.zip")
+    assert download["Content-Type"] == "application/zip"
+    assert b"manifest.csv" in b"".join(download.streaming_content)

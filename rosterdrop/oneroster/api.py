@@ -1,15 +1,11 @@
 """`GET /api/districts/SLUG/export`: the OneRoster 1.2 CSV package, bulk or `?since=SYNC_ID`."""
 
-import tempfile
-
-from django.http import FileResponse
 from ninja import Router
 from ninja.errors import HttpError
 
 from rosterdrop.accounts.access import districts_for
-from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.ingest.models import Sync
-from rosterdrop.oneroster.package import write_package
+from rosterdrop.oneroster.views import package_download
 
 router = Router(tags=["roster"])
 
@@ -26,14 +22,5 @@ def export_roster(request, slug: str, since: int | None = None):
         after = Sync.objects.filter(pk=since, district=district).exclude(finished_at=None).first()
         if after is None:
             raise HttpError(404, f"No finished sync {since} of this district.")
-    package = tempfile.TemporaryFile()  # noqa: SIM115 (FileResponse closes it)
-    write_package(district, package, after)
-    package.seek(0)
-    record(
-        AuditEvent.Kind.DOWNLOAD,
-        login=request.auth.get_username(),
-        ip=request.META.get("REMOTE_ADDR"),
-        detail=f"api: OneRoster export of {slug}" + (f" since sync {since}" if after else ""),
-    )
-    name = f"{slug}-oneroster-{'delta-' + str(since) if after else 'bulk'}.zip"
-    return FileResponse(package, as_attachment=True, filename=name, content_type="application/zip")
+    login, ip = request.auth.get_username(), request.META.get("REMOTE_ADDR")
+    return package_download(district, after, login, ip, "api")

@@ -4,18 +4,21 @@ discovery document. Errors are the binding's status-info object."""
 import base64
 import copy
 import json
+import tempfile
 from urllib.parse import unquote, urlencode
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.ingest.models import Sync
 from rosterdrop.oneroster import clients, endpoints
 from rosterdrop.oneroster.objects import KINDS, Writer
+from rosterdrop.oneroster.package import write_package
 from rosterdrop.oneroster.query import QueryError, read, selected
 from rosterdrop.roster.models import MODELS
 
@@ -224,3 +227,16 @@ def revoke(request: HttpRequest) -> HttpResponse:
         return _oauth_error(refused.error, refused.description, refused.status)
     clients.revoke_token(request.POST.get("token", ""), holder)
     return HttpResponse(status=200)
+
+
+def package_download(district, after, login: str, ip: str | None, via: str) -> FileResponse:
+    """The OneRoster 1.2 CSV package as an attachment (bulk, or a delta after a sync), and
+    the download in the audit log."""
+    package = tempfile.TemporaryFile()  # noqa: SIM115 (FileResponse closes it)
+    write_package(district, package, after)
+    package.seek(0)
+    since = f" since sync {after.pk}" if after else ""
+    record(AuditEvent.Kind.DOWNLOAD, login=login, ip=ip, detail=f"{via}: OneRoster export of "
+           f"{district.slug}{since}")  # fmt: skip
+    name = f"{district.slug}-oneroster-{f'delta-{after.pk}' if after else 'bulk'}.zip"
+    return FileResponse(package, as_attachment=True, filename=name, content_type="application/zip")
