@@ -153,3 +153,20 @@ def test_a_clever_school_number_left_out_is_the_school_id(tmp_path):
     assert not fatal(result), fatal(result)
     assert codes(result)["value_derived"] == "warning"
     assert result["counts"]["orgs"] == 3
+
+
+def test_trailing_empty_fields_are_ignored_with_a_warning_and_refused_when_strict(school):
+    text = (school / "orgs.csv").read_text().splitlines()
+    text[1] += ",,"
+    (school / "orgs.csv").write_text("\n".join(text) + "\n")
+    result = validate(school)
+    assert codes(result)["row_trailing_delimiters"] == "warning" and not fatal(result)
+    assert fatal(validate(school, strict=True))[0]["code"] == "row_trailing_delimiters"
+
+
+def test_a_date_in_a_form_the_format_does_not_declare_is_never_guessed(school):
+    table = rows(school / "academicSessions.csv")
+    table[1][table[0].index("startDate")] = "04/05/2025"  # April 5 or May 4?
+    write(school / "academicSessions.csv", table)
+    [bad] = [i for i in validate(school)["issues"] if i["code"] == "date_invalid"]
+    assert (bad["line"], bad["value"], bad["severity"]) == (2, "04/05/2025", "error")
