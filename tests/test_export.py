@@ -17,6 +17,7 @@ from helpers import rows, write
 
 from rosterdrop.districts.models import District
 from rosterdrop.ingest.pipeline import check, expand, import_path
+from rosterdrop.roster.models import MODELS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 operator = web_fixtures.operator
@@ -143,13 +144,19 @@ def binding_problems(package: bytes) -> list[str]:
             raw = zf.read(name).decode("utf-8")
             table = list(csv.reader(io.StringIO(raw, newline="")))
             columns, required = BINDING[name]
-            if table[0] != columns:
+            header, extra = table[0][: len(columns)], table[0][len(columns) :]
+            # Extensions only as metadata.* columns to the right of the binding's, named once.
+            if (
+                header != columns
+                or not all(c.startswith("metadata.") for c in extra)
+                or len(set(extra)) != len(extra)
+            ):
                 problems.append(f"{name} header {table[0]}")
                 continue
             if len(table) < 2:
                 problems.append(f"{name} has no rows")
             for line, row in enumerate(table[1:], start=2):
-                cell = dict(zip(columns, row, strict=True))
+                cell = dict(zip(columns, row[: len(columns)], strict=True))
                 where = f"{name}:{line}"
                 if any("\r" in v or "\n" in v for v in row):
                     problems.append(f"{where} a line break inside a field")
@@ -214,6 +221,13 @@ def test_every_sample_exports_as_valid_oneroster_12_that_round_trips(fmt, sample
     assert problems == [], sorted({re.sub(r":\d+ ", " ", p).split("=")[0] for p in problems})
     assert errors_when_read(package, tmp_path) == []
     assert {"manifest.csv", "orgs.csv", "users.csv"} <= set(members(package))
+    # Extra source columns the roster kept travel as metadata.* columns, none lost.
+    kept = MODELS["users"].objects.filter(district=source).exclude(metadata=None).first()
+    if kept is not None:
+        header = members(package)["users.csv"].split(b"\r\n", 1)[0].decode().split(",")
+        assert {k if k.startswith("metadata.") else f"metadata.{k}" for k in kept.metadata} <= set(
+            header
+        )
     # Round trip: import the package into a new district, export that: the same bytes.
     path = tmp_path / "round.zip"
     path.write_bytes(package)

@@ -10,6 +10,7 @@ or as `ext:` terms, booleans as true/false, IDs in the GUID alphabet.
 import csv
 import hashlib
 import io
+import json
 import re
 import zipfile
 from collections.abc import Callable
@@ -21,7 +22,8 @@ from typing import BinaryIO
 import polars as pl
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
 
 from rosterdrop.formats.oneroster import NON_ROSTER_FILES_12, ONEROSTER_12
 from rosterdrop.formats.spec import Column, FileSpec, Type
@@ -32,6 +34,7 @@ from rosterdrop.roster.schema import FIELDS
 
 # Not in the 1.2.1 users.csv (user-resource links moved to userResources.csv).
 DROPPED = ("resourceSourcedIds",)
+METADATA_PREFIX = "metadata."
 ID_ALPHABET = re.compile(r"[0-9A-Za-z.\-_/@]+")
 BATCH = 20_000
 # Values a required column gets when the district's format has none (documented in README).
@@ -87,13 +90,15 @@ class Writer:
         if table.entity == "enrollments":
             records = records.with_columns(_class_school=self._class_schools(records))
         written = records.select(self._expr(table, c) for c in table.columns)
+        written = written.with_columns(_metadata(records["metadata"]))
         for column in table.columns:
             if column.type in (Type.ID, Type.IDS):
                 written = written.with_columns(_safe_ids(written[column.name], column.type))
         extra = self.extra_rows(table)
         if extra:
             names = {c.name: pl.String for c in table.columns}
-            written = pl.concat([written, pl.DataFrame(extra, schema=names, orient="row")])
+            made = pl.DataFrame(extra, schema=names, orient="row")
+            written = pl.concat([written, made], how="diagonal")
         return written
 
     def _expr(self, table: Table, column: Column) -> pl.Expr:
@@ -227,12 +232,28 @@ def _safe_ids(values: pl.Series, kind: Type) -> pl.Series:
     return fixed.alias(values.name)
 
 
+def _metadata(found: pl.Series) -> list[pl.Series]:
+    """The records' extra source columns, as `metadata.*` columns (sorted, to the right of
+    the binding's): a key read from such a column already carries the prefix."""
+    keys = sorted({key for text in found.drop_nulls().unique() for key in json.loads(text)})
+    if not keys:
+        return []
+    values = found.str.json_decode(pl.Struct({k: pl.String for k in keys}))
+    return [
+        values.struct.field(k)
+        .str.replace_all(r"[\r\n]+", " ")
+        .alias(k if k.startswith(METADATA_PREFIX) else METADATA_PREFIX + k)
+        for k in keys
+    ]
+
+
 def _read(records: QuerySet, fields: tuple[str, ...]) -> pl.DataFrame:
     """The records' columns as a frame, fetched in batches by the database cursor."""
-    columns = ("sourced_id", "status", "changed_sync_id", *fields)
+    columns = ("sourced_id", "status", "changed_sync_id", *fields, "metadata")
     schema = {c: pl.String for c in columns} | {"changed_sync_id": pl.Int64}
+    records = records.order_by().annotate(metadata_text=Cast("metadata", TextField()))
     try:
-        sql, params = records.order_by().values_list(*columns).query.sql_with_params()
+        sql, params = records.values_list(*columns[:-1], "metadata_text").query.sql_with_params()
     except EmptyResultSet:  # selected by an empty list of syncs: nothing
         return pl.DataFrame(schema=schema)
     parts = []
