@@ -70,6 +70,7 @@ def test_a_students_only_custom_district_is_told_once_that_schools_are_missing(i
     assert "No file of this upload holds any school" in issue.message
     assert ": 001." in issue.message and "2 rows" in issue.message  # line 4 has its own error
     assert "import template of the kind schools" in issue.message
+    assert "--make-schools" in issue.message  # or the template makes them from their codes
     # Not one issue per row about the same missing schools.
     assert not sync.issues.filter(code="reference_missing").exists()
 
@@ -128,3 +129,17 @@ def test_istation_exact_names_over_sftp_and_ftps_are_mailed_and_a_wrong_case_is_
     [unmatched] = [m for m in mails if "was not imported" in m["Subject"]]
     said = unmatched.get_content()
     assert "users2018.csv" in unmatched["Subject"] and "Did you mean Users2018.csv?" in said
+
+
+def test_a_students_template_can_make_schools_from_their_codes(istown, tmp_path):
+    from rosterdrop.roster.models import records
+
+    suggest(istown, "Students.csv", "students", STUDENTS.splitlines()[0].split(","),
+            make_schools=True).save()  # fmt: skip
+    (tmp_path / "Students.csv").write_text(STUDENTS)
+    sync = import_path(istown, tmp_path)
+    assert not sync.issues.filter(code__startswith="reference_").exists()
+    schools = {r.sourced_id: r.data["name"] for r in records(istown, "orgs")}
+    assert schools == {"001": "001"}  # line 4 (its own error) names 002: not loaded
+    roles = {(r.data["userSourcedId"], r.data["orgSourcedId"]) for r in records(istown, "roles")}
+    assert roles == {("000123", "001"), ("000124", "001")}

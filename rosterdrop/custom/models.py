@@ -21,6 +21,11 @@ class ImportTemplate(models.Model):
     encoding = models.CharField(max_length=40, blank=True, help_text="Blank: the district's.")
     date_format = models.CharField(max_length=20, default="%Y-%m-%d")
     mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.SNAPSHOT)
+    make_schools = models.BooleanField(
+        default=False,
+        help_text="Make a school of each school code the file names (named by its code), for "
+        "a district that sends no schools file.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -161,6 +161,18 @@ def feeds(kind: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(o.entity for o in _outputs(kind, every)))
 
 
+def _schools_from_codes(column: str) -> Output:
+    """A school for each code a file names, named by its code (the make_schools option)."""
+    return Output(
+        "orgs",
+        {"name": column},
+        key=(column,),
+        constants={"type": "school"},
+        keep_extra=False,
+        deduplicate=True,
+    )
+
+
 def file_spec(template) -> FileSpec:
     """A template as the engine's FileSpec: its columns typed by the fields they map to."""
     fields = {f.name: f for f in KINDS[template.kind]}
@@ -172,10 +184,13 @@ def file_spec(template) -> FileSpec:
         for source, target in template.columns.items()
     )
     date_formats = tuple(dict.fromkeys(("%Y-%m-%d", template.date_format)))
+    outputs = _outputs(template.kind, src)
+    if template.make_schools and SCHOOL in src:
+        outputs += (_schools_from_codes(src[SCHOOL]),)
     return FileSpec(
         template.file_name,
         columns,
-        _outputs(template.kind, src),
+        outputs,
         mode=Mode.BULK if template.mode == ImportTemplate.Mode.SNAPSHOT else Mode.DELTA,
         dialect=Dialect(
             delimiters=template.delimiter,
@@ -234,6 +249,10 @@ def as_format(templates, title: str) -> FormatSpec:
                 f"Add an import template of the kind {kind} (Import templates in the console, "
                 f"or `rosterdrop template add --kind {kind}`) and send its file with the others.",
             )
+    add_file["orgs"] += (
+        " Or let the template that names them make a school of each code "
+        "(`rosterdrop template add ... --make-schools`)."
+    )
     return FormatSpec(
         slug="custom",
         title=title,
@@ -338,7 +357,9 @@ def try_sample(template, path: Path, fallback_encoding: str = "cp1252") -> dict:
     return checked.as_dict()
 
 
-EXPORTED = ("file_name", "kind", "columns", "delimiter", "encoding", "date_format", "mode")
+EXPORTED = (
+    "file_name", "kind", "columns", "delimiter", "encoding", "date_format", "mode", "make_schools"
+)  # fmt: skip
 
 
 def export_json(district) -> dict:

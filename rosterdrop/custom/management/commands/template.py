@@ -39,6 +39,11 @@ class Command(ActionCommand):
         add.add_argument("--encoding", default="")
         add.add_argument("--date-format", default="%Y-%m-%d")
         add.add_argument("--add-only", action="store_true", help="Never remove records.")
+        add.add_argument(
+            "--make-schools",
+            action="store_true",
+            help="Make a school of each school code the file names (no schools file sent).",
+        )
         listing = sub.add_parser("list")
         listing.add_argument("--district", required=True)
         show = sub.add_parser("show")
@@ -87,7 +92,7 @@ class Command(ActionCommand):
         template = suggest(
             district, o["name"] or sample.name, kind, header, delimiter=o["delimiter"],
             encoding=o["encoding"], date_format=o["date_format"],
-            mode="add_only" if o["add_only"] else "snapshot",
+            mode="add_only" if o["add_only"] else "snapshot", make_schools=o["make_schools"],
         )  # fmt: skip
         for pair in o["map"]:
             column, _, field = pair.partition("=")
