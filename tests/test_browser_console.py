@@ -2,9 +2,15 @@
 live server: a district admin decides their own held sync after a confirmation."""
 
 import pytest
-from test_browser import CHROMIUM, Console, browser  # noqa: F401  (fixture)
+import test_browser
+import web_fixtures
+from test_browser import CHROMIUM, Console
 from test_holds import SCHOOL, held_without_young_students
 from web_fixtures import make_user
+
+other = web_fixtures.other
+
+browser = test_browser.browser
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -14,7 +20,7 @@ pytestmark = [
 
 
 def test_district_admin_approves_their_own_hold_after_confirming(
-    browser,  # noqa: F811
+    browser,
     live_server,
     district,
     school,
@@ -39,7 +45,7 @@ def test_district_admin_approves_their_own_hold_after_confirming(
     admin.context.close()
 
 
-def test_check_only_shows_the_issues_and_applies_nothing(browser, live_server, district, school):  # noqa: F811
+def test_check_only_shows_the_issues_and_applies_nothing(browser, live_server, district, school):
     from helpers import edit
 
     from rosterdrop.inbox.models import Upload
@@ -61,3 +67,61 @@ def test_check_only_shows_the_issues_and_applies_nothing(browser, live_server, d
     assert Upload.objects.count() == Sync.objects.count() == 0
     assert not records(district, "users").exists()
     admin.context.close()
+
+
+def test_a_paused_district_receives_and_later_applies(
+    browser, live_server, district, school, tmp_path
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from test_schedule import zipped
+
+    from rosterdrop.inbox.store import receive
+    from rosterdrop.intake import worker
+
+    make_user("ops@vendor.test", operator=True)
+    ops = Console(browser, live_server.url)
+    ops.sign_in("ops@vendor.test")
+    ops.go("/d/springfield/")
+    today = timezone.localdate()
+    ops.page.fill("input[name=starts_on]", f"{today:%Y-%m-%d}")
+    ops.page.fill("input[name=ends_on]", f"{today + timedelta(days=70):%Y-%m-%d}")
+    ops.page.fill("input[name=reason]", "summer")
+    ops.page.click("text=Schedule pause")
+    assert "summer" in ops.page.inner_text("#pauses")
+    receive(district, "roster.zip", zipped(school, tmp_path / "roster.zip"), "sftp", login="x")
+    worker.run_once()
+    ops.go("/d/springfield/", shot="43-paused-district")
+    assert "(1 file waiting)" in ops.page.inner_text("#district-state")
+    assert not district.syncs.exists()
+    ops.page.click("#pauses >> text=Remove")
+    worker.run_once()
+    ops.go("/d/springfield/syncs/")
+    [sync] = district.syncs.all()
+    assert sync.status == "applied"
+    assert ops.page.locator(f"a[href='/d/springfield/syncs/{sync.pk}/']").count() >= 1
+    ops.context.close()
+
+
+def test_the_dashboard_flags_a_late_district(browser, live_server, district, school, other):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from rosterdrop.inbox.models import Upload
+    from rosterdrop.inbox.store import receive
+
+    for d, hours in ((district, 26), (other, 3)):
+        upload = receive(d, "users.csv", school / "users.csv", "sftp", login="x")
+        Upload.objects.filter(pk=upload.pk).update(
+            status="imported", received_at=timezone.now() - timedelta(hours=hours)
+        )
+    make_user("ops@vendor.test", operator=True)
+    ops = Console(browser, live_server.url)
+    ops.sign_in("ops@vendor.test")
+    ops.go("/", shot="44-dashboard-late")
+    late = ops.page.locator(".badge.late")
+    assert late.count() == 1
+    assert late.inner_text() == "Late: no file for 26 h, expected nightly"
+    ops.context.close()

@@ -9,12 +9,15 @@ import shutil
 
 import pytest
 import sftp_fixtures
-from test_browser import ARGS, CHROMIUM, Console, browser  # noqa: F401  (fixture)
+import test_browser
+from test_browser import CHROMIUM, Console
 from test_notify import Sink, free_port
 from web_fixtures import PASSWORD
 
 make_server = sftp_fixtures.make_server
 sftp_template = sftp_fixtures.sftp_template
+
+browser = test_browser.browser
 
 pytestmark = [
     pytest.mark.slow,
@@ -33,7 +36,7 @@ def sink():
     controller.stop()
 
 
-def test_operator_onboards_a_district_end_to_end(browser, make_server, sink, school, tmp_path):  # noqa: F811
+def test_operator_onboards_a_district_end_to_end(browser, make_server, sink, school, tmp_path):
     mails, smtp_port = sink
     server = make_server(
         ROSTERDROP_SMTP_HOST="127.0.0.1", ROSTERDROP_SMTP_PORT=str(smtp_port),

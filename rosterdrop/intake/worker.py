@@ -4,8 +4,10 @@ The state lives in the Upload rows (status "received" = waiting), so a restart o
 nothing: whatever is still waiting is picked up again, and ingest.recovery settles what a
 crash left running. A .zip is imported on its own at once;
 loose files of a district are imported together once its quiet period has passed with no new
-loose file; a file the district's format does not claim is recorded as unmatched, as on every
-other path (`ingest/claims.py`).
+loose file (or at once when someone asked to import them now); nothing of a paused district
+is imported until its pause ends, then everything in the order it came; a file the
+district's format does not claim is recorded as unmatched, as on every other path
+(`ingest/claims.py`).
 """
 
 import logging
@@ -58,6 +60,8 @@ def run_once(now: datetime | None = None) -> float | None:
     now = now or timezone.now()
     next_due: float | None = None
     for district, uploads in waiting_uploads().items():
+        if district.paused_at(now):  # a scheduled pause: they wait, in order, until it ends
+            continue
         try:
             claimed = claim_uploads(district, uploads)
         except ValueError as exc:
@@ -68,8 +72,10 @@ def run_once(now: datetime | None = None) -> float | None:
         loose = claimed.loose
         if not loose:
             continue
-        due = max(u.received_at for u in loose) + timedelta(seconds=district.quiet_period_seconds)
-        if now >= due:
+        last = max(u.received_at for u in loose)
+        due = last + timedelta(seconds=district.quiet_period_seconds)
+        asked = district.import_requested_at  # "Import now" after the last of them came
+        if now >= due or (asked is not None and asked >= last):
             import_set(district, latest_per_name(loose))
         else:
             wait = (due - now).total_seconds()

@@ -4,7 +4,7 @@ from django import forms
 
 from rosterdrop.custom.models import ImportTemplate
 from rosterdrop.custom.templates import KIND_TITLES, name_problems
-from rosterdrop.districts.models import District
+from rosterdrop.districts.models import District, Pause
 from rosterdrop.formats import FORMATS
 from rosterdrop.intake.models import PERMISSIONS
 from rosterdrop.notify.models import Subscription
@@ -54,6 +54,7 @@ class DistrictSettingsForm(forms.ModelForm):
             "name",
             "format",
             "paused",
+            "expected_every_hours",
             "strict",
             "admins_decide_holds",
             "quiet_period_seconds",
@@ -64,6 +65,7 @@ class DistrictSettingsForm(forms.ModelForm):
         ]
         labels = {
             "quiet_period_seconds": "Quiet period (seconds)",
+            "expected_every_hours": "Files expected every (hours)",
             "removal_threshold": "Removal threshold (0-1, blank = default)",
             "strict": "Strict (the specification to the letter)",
             "upload_quota_bytes": "Upload quota (bytes, blank = default)",
@@ -182,3 +184,13 @@ class TokenForm(forms.Form):
         choices=[(30, "30 days"), (90, "90 days"), (365, "a year"), (0, "until revoked")],
         initial=90,
     )
+
+
+class PauseForm(forms.ModelForm):
+    class Meta:
+        model = Pause
+        fields = ["starts_on", "ends_on", "reason"]
+        widgets = {
+            "starts_on": forms.DateInput(attrs={"type": "date"}),
+            "ends_on": forms.DateInput(attrs={"type": "date"}),
+        }

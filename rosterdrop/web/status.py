@@ -10,7 +10,8 @@ from rosterdrop.formats import get_format
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest.models import Sync
 
-STALE_DAYS = 7
+# A district is late once its expected interval and this much more pass without a file.
+LATE_GRACE = timedelta(hours=1)
 # An interrupted sync is the last only when its import was interrupted twice: it waits for a
 # retry.
 LAST_SYNC_FAILED = (Sync.Status.FAILED, Sync.Status.INTERRUPTED)
@@ -21,7 +22,7 @@ MOVES = ("added", "updated", "removed", "reactivated")
 @dataclass
 class Glance:
     district: object
-    state: str  # css class: ok, held, failed, stale, paused, new, waiting, attention
+    state: str  # css class: ok, held, failed, late, paused, new, waiting, attention
     label: str
     last_upload: Upload | None
     last_sync: Sync | None
@@ -39,8 +40,12 @@ def glance(district) -> Glance:
         problem is not None and (since is None or problem.received_at > since)
     )
     state, label = "ok", "Up to date"
-    if district.paused:
-        state, label = "paused", "Paused"
+    now = timezone.now()
+    pause = district.pause_on(now)
+    if district.paused or pause:
+        state, label = "paused", f"Paused until {pause.ends_on:%b %-d}" if pause else "Paused"
+        if n := waiting.count():
+            label += f" ({n} file{'s' * (n != 1)} waiting)"
     elif last_sync and last_sync.status == Sync.Status.RUNNING:
         state, label = "running", "Importing…"
     elif last_sync and last_sync.status == Sync.Status.HELD:
@@ -51,12 +56,22 @@ def glance(district) -> Glance:
         state, label = "failed", "Last upload failed"
     elif last_upload is None:
         state, label = "new", "No upload yet"
-    elif last_upload.received_at < timezone.now() - timedelta(days=STALE_DAYS):
-        days = (timezone.now() - last_upload.received_at).days
-        state, label = "stale", f"No upload for {days} days"
+    elif (late := _late(district, last_upload, now)) is not None:
+        state, label = "late", f"Late: no file for {late}, expected {district.cadence}"
     elif last_sync and (errors := last_sync.issues.filter(severity="error").count()):
         state, label = "attention", f"Needs attention ({errors} error{'s' * (errors != 1)})"
     return Glance(district, state, label, last_upload, last_sync)
+
+
+def _late(district, last_upload: Upload, now: datetime) -> str | None:
+    """How long the district has sent nothing, when that is past its expected cadence."""
+    if not district.expected_every_hours:
+        return None
+    quiet = now - last_upload.received_at
+    if quiet <= timedelta(hours=district.expected_every_hours) + LATE_GRACE:
+        return None
+    hours = int(quiet.total_seconds() // 3600)
+    return f"{hours} h" if hours < 72 else f"{hours // 24} days"
 
 
 def _due(district, waiting) -> datetime:

@@ -8,6 +8,7 @@ from rosterdrop.web import (
     districts,
     logins,
     people,
+    schedule,
     syncs,
     views,
     wizard,
@@ -70,4 +71,7 @@ urlpatterns = [
     path("account/", account.account, name="account"),
     path("account/tokens/", account.token_create, name="token_create"),
     path("account/tokens/<int:pk>/revoke/", account.token_revoke, name="token_revoke"),
+    path("d/<slug:slug>/import-now/", schedule.import_now, name="import_now"),
+    path("d/<slug:slug>/pauses/", schedule.pause_add, name="pause_add"),
+    path("d/<slug:slug>/pauses/<int:pk>/remove/", schedule.pause_remove, name="pause_remove"),
 ]

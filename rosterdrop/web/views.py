@@ -7,6 +7,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from rosterdrop.accounts.access import districts_for, is_operator
@@ -22,7 +23,7 @@ from rosterdrop.web.access import audit_admin, client_ip, district_view, require
 from rosterdrop.web.check_only import check_only
 from rosterdrop.web.connection import connection_for
 from rosterdrop.web.downloads import attachment
-from rosterdrop.web.forms import DistrictSettingsForm, SubscriptionForm, UploadForm
+from rosterdrop.web.forms import DistrictSettingsForm, PauseForm, SubscriptionForm, UploadForm
 from rosterdrop.web.imports import receive_files, start_import
 from rosterdrop.web.status import chart, glance
 
@@ -61,6 +62,12 @@ def _format_title(district) -> str:
         return f"{district.format} (unknown)"
 
 
+PAUSED_WEB_UPLOAD = (
+    "This district is paused: send the files by SFTP or FTPS (they wait and are imported when "
+    "the pause ends), or use Check only."
+)
+
+
 @district_view
 def district(request, district):
     operator = is_operator(request.user)
@@ -85,6 +92,8 @@ def district(request, district):
             "subscription_form": SubscriptionForm(),
             "upload_form": UploadForm(),
             "settings_form": DistrictSettingsForm(instance=district) if operator else None,
+            "pauses": district.pauses.filter(ends_on__gte=timezone.localdate()),
+            "pause_form": PauseForm() if operator else None,
             "glance": glance(district),
             "max_upload": settings.WEB_MAX_UPLOAD_BYTES,
         },
@@ -122,6 +131,9 @@ def upload(request, district):
         return redirect("web:district", district.slug)
     if "check_only" in request.POST:
         return check_only(request, district, files)
+    if district.paused_at(timezone.now()):
+        messages.error(request, PAUSED_WEB_UPLOAD)
+        return redirect("web:district", district.slug)
     uploads = receive_files(district, files, request.user.get_username(), client_ip(request))
     wanted = claimed(district, uploads)  # as over SFTP: the rest is unmatched, with the reason
     for upload in uploads:

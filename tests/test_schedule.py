@@ -1,0 +1,96 @@
+"""What happens next, and health: scheduled pauses keep files waiting and import them in
+order when they end; "Import now" skips the quiet period; a district with no file for longer
+than its expected cadence is flagged late."""
+
+import zipfile
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import web_fixtures
+from django.utils import timezone
+from web_fixtures import signed_in
+
+from rosterdrop.districts.models import Pause
+from rosterdrop.inbox.models import Upload
+from rosterdrop.inbox.store import receive
+from rosterdrop.intake import worker
+from rosterdrop.web.status import glance
+
+admin = web_fixtures.admin
+operator = web_fixtures.operator
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def zipped(folder, path):
+    with zipfile.ZipFile(path, "w") as z:
+        for f in sorted(folder.iterdir()):
+            z.write(f, f.name)
+    return path
+
+
+def test_a_paused_district_receives_and_imports_in_order_when_the_pause_ends(
+    district, school, tmp_path, operator
+):
+    today = timezone.localdate()
+    web = signed_in(operator)
+    web.post("/d/springfield/pauses/", {"starts_on": today - timedelta(days=1),
+             "ends_on": today + timedelta(days=60), "reason": "summer"})  # fmt: skip
+    pause = Pause.objects.get(district=district)
+    first = receive(district, "a.zip", zipped(school, tmp_path / "a.zip"), "sftp", login="x")
+    (school / "orgs.csv").write_text((school / "orgs.csv").read_text().replace("Elementary", "El."))
+    second = receive(district, "b.zip", zipped(school, tmp_path / "b.zip"), "sftp", login="x")
+    worker.run_once()
+    assert not district.syncs.exists()
+    assert glance(district).label == f"Paused until {pause.ends_on:%b %-d} (2 files waiting)"
+    with (tmp_path / "a.zip").open("rb") as f:
+        refused = web.post("/d/springfield/upload/", {"files": [f]}, follow=True)
+    assert "This district is paused" in refused.text and Upload.objects.count() == 2
+    web.post(f"/d/springfield/pauses/{pause.pk}/remove/")
+    worker.run_once()
+    syncs = list(district.syncs.order_by("id"))
+    assert [list(s.uploads.all()) for s in syncs] == [[first], [second]]
+    assert syncs[1].changes["orgs"]["updated"] == 1  # the later file applied last
+
+
+def test_a_pause_covers_its_days_in_the_district_time_zone(district):
+    district.time_zone = "Pacific/Auckland"  # UTC+12/13: its day starts before UTC's
+    district.save()
+    Pause.objects.create(district=district, starts_on=date(2026, 7, 2), ends_on=date(2026, 7, 3))
+    noon_utc_1st = datetime(2026, 7, 1, 12, 30, tzinfo=UTC)
+    assert district.paused_at(noon_utc_1st)  # 00:30 on the 2nd in Auckland
+    assert not district.paused_at(noon_utc_1st - timedelta(hours=1))
+
+
+def test_import_now_skips_the_quiet_period(district, school, admin):
+    district.quiet_period_seconds = 3600
+    district.save()
+    for path in sorted(school.iterdir()):
+        receive(district, path.name, path, "sftp", login="x")
+    worker.run_once()
+    assert not district.syncs.exists()
+    assert glance(district).label.startswith("Waiting: imports at")
+    page = signed_in(admin).get("/d/springfield/").text
+    assert 'id="import-now"' in page
+    signed_in(admin).post("/d/springfield/import-now/")
+    worker.run_once()
+    [sync] = district.syncs.all()
+    assert sync.status == "applied"
+    # A file that comes after the click waits for its quiet period again.
+    receive(district, "users.csv", school / "users.csv", "sftp", login="x")
+    worker.run_once()
+    assert district.syncs.count() == 1
+
+
+def test_a_district_quiet_past_its_cadence_is_flagged_late(district, school):
+    upload = receive(district, "users.csv", school / "users.csv", "sftp", login="x")
+    Upload.objects.filter(pk=upload.pk).update(
+        status="imported", received_at=timezone.now() - timedelta(hours=26)
+    )
+    assert glance(district).label == "Late: no file for 26 h, expected nightly"
+    district.expected_every_hours = 168
+    district.save()
+    assert glance(district).state != "late"
+    district.expected_every_hours = None
+    district.save()
+    assert glance(district).state != "late"
