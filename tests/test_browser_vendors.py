@@ -1,11 +1,14 @@
 """Each seed's flow in a real browser (Debian's Chromium driven by Playwright) against a live
-server, with mail in a real SMTP sink (aiosmtpd): ALO's data manager and ParentSquare's."""
+server or a real `rosterdrop serve`, with mail in a real SMTP sink (aiosmtpd): ALO's,
+ParentSquare's and Istation's data managers."""
 
 import io
+import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
+import sftp_fixtures
 import test_browser
 import test_notify
 from test_browser import CHROMIUM, Console
@@ -19,6 +22,7 @@ from rosterdrop.notify.models import Subscription
 
 # The fixtures of the console's and the mail's own tests.
 browser = test_browser.browser
+make_server, sftp_template = sftp_fixtures.make_server, sftp_fixtures.sftp_template
 smtp, smtp_port = test_notify.smtp, test_notify.smtp_port
 
 pytestmark = [
@@ -128,4 +132,77 @@ def test_parentsquare_uploads_syncs_sis_data_assistant_and_why(browser, live_ser
     why = web.page.inner_text("main")
     assert "S3 is in the roster" in why
     assert why.index("sections.csv line 3") < why.index("staff.csv line 3")
+    web.context.close()
+
+
+def test_istation_wizard_then_sftp_and_ftps_with_the_dotted_login_then_mails(
+    browser, make_server, smtp, smtp_port, tmp_path
+):
+    from ftps_fixtures import curl
+    from test_browser import SCHOOLS, STUDENTS
+    from web_fixtures import PASSWORD
+
+    server = make_server(
+        ROSTERDROP_SMTP_HOST="127.0.0.1",
+        ROSTERDROP_SMTP_PORT=str(smtp_port),
+        ROSTERDROP_SMTP_TLS="none",
+    )
+    server.cli(
+        "shell",
+        "-c",
+        "from rosterdrop.districts.models import District as D;"
+        "from rosterdrop.notify.models import Subscription as S;"
+        "D.objects.filter(slug='alpha').update(format='custom');"
+        "S.objects.create(district=D.objects.get(slug='alpha'), email='data@alpha.test',"
+        " on_success=True)",
+    )
+    server.cli("user", "add", "data@alpha.test", "--district", "alpha", "--password-stdin",
+               input=PASSWORD + "\n")  # fmt: skip
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Campuses.csv").write_text(SCHOOLS, encoding="utf-8")
+    server.cli("template", "add", str(export / "Campuses.csv"), "--district", "alpha",
+               "--kind", "schools", "--delimiter", ";")  # fmt: skip
+    sample = tmp_path / "Student Export.csv"
+    sample.write_text(STUDENTS.format(date="12/31/2016"), encoding="utf-8")
+
+    # The wizard, from a sample whose columns have the district's own names.
+    web = Console(browser, f"http://127.0.0.1:{server.web_port}")
+    web.sign_in("data@alpha.test")
+    web.go("/d/alpha/templates/")
+    web.page.click("text=New template")
+    web.page.check("input[value=students]")
+    web.page.click("text=Next: sample file")
+    web.page.set_input_files("input[name=sample]", str(sample))
+    web.page.click("text=Next: map the columns")
+    web.page.select_option('select[aria-label="Field for Apellido"]', "last_name")
+    web.page.wait_for_selector("#mapping-ok")
+    web.page.select_option("select[name=date_format]", "%m/%d/%Y")
+    web.page.click("text=Check against the sample")
+    web.page.wait_for_url("**/templates/new/check/")
+    web.page.click("text=Save template")
+    web.page.wait_for_url("**/d/alpha/templates/")
+    web.shot("ist-01-template-saved")
+
+    # The exact file name over SFTP, then over FTPS with the dotted login; then a wrong case.
+    shutil.copy(sample, export / "Student Export.csv")
+    server.openssh(f'put "{export / "Campuses.csv"}"\nput "{export / "Student Export.csv"}"\n')
+    server.wait_idle()
+    first = test_notify.wait_for(lambda: smtp.to("data@alpha.test"), 30)[0].get_content()
+    assert "users: 2 added" in first and "Student Export.csv: 2 rows" in first
+    changed = export / "changed.csv"
+    changed.write_text(STUDENTS.format(date="12/31/2016").replace("Muñoz", "Munoz"), "utf-8")
+    assert curl(server, changed, implicit=False, name="Student%20Export.csv").returncode == 0
+    server.wait_idle()
+    assert curl(server, changed, implicit=True, name="student%20export.csv").returncode == 0
+    server.wait_idle()
+    mails = test_notify.wait_for(
+        lambda: len(smtp.to("data@alpha.test")) >= 3 and smtp.to("data@alpha.test"), 30
+    )
+    updated = [m.get_content() for m in mails if "roster updated" in m["Subject"]]
+    assert any("users: 0 added, 1 updated" in body for body in updated)
+    [wrong] = [m for m in mails if "was not imported" in m["Subject"]]
+    assert "Did you mean Student Export.csv?" in wrong.get_content()
+    web.go("/d/alpha/uploads/", shot="ist-02-uploads")
+    assert web.page.locator(".badge.unmatched").count() == 1
     web.context.close()
