@@ -84,7 +84,7 @@ def main() -> int:
 
     for owner, name in [
         (inbox, "receive"), (hashes.Snapshot, "frame"),
-        (pipeline, "_read_file"),
+        (pipeline, "read_file"),
         (pipeline, "check_keys"), (pipeline, "plan_entity"), (pipeline, "apply_plan"),
         (hashes, "save"),
     ]:  # fmt: skip

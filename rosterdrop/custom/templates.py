@@ -29,7 +29,7 @@ from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import FATAL, Failure, Finding
 from rosterdrop.ingest.keys import check_keys
 from rosterdrop.ingest.outcome import Checked
-from rosterdrop.ingest.pipeline import _read_file
+from rosterdrop.ingest.pipeline import read_file
 from rosterdrop.ingest.read import LINE, read_table
 from rosterdrop.ingest.unpack import Member
 
@@ -345,7 +345,7 @@ def try_sample(template, path: Path, fallback_encoding: str = "cp1252") -> dict:
     member = Member(template.file_name, path.stat().st_size, lambda: path.open("rb"), "")
     try:
         # The pipeline's own read stage, on one file under a spec not yet in the database.
-        _read_file(checked, spec, file, member, file.mode, fallback_encoding, None)
+        read_file(checked, spec, file, member, file.mode, fallback_encoding, None)
     except Failure as failure:
         checked.log.add(failure.finding)
         return checked.as_dict()

@@ -1,8 +1,12 @@
 """The roster formats rosterdrop reads, by slug.
 
 `custom` stands for a district's own import templates (rosterdrop.custom): its spec is built
-from the database for the receiving account at import time.
+from the database for the receiving account at import time, by the builder that the custom app
+registers from its AppConfig.ready() (`register_builder`), so this package imports no app above
+it.
 """
+
+from collections.abc import Callable
 
 from rosterdrop.formats.alo import ALO
 from rosterdrop.formats.apple import APPLE_SCHOOL_MANAGER
@@ -32,12 +36,19 @@ FORMATS: dict[str, FormatSpec] = {
 }
 
 
+# Formats whose spec depends on the account (slug -> build(account)).
+BUILDERS: dict[str, Callable[[str], FormatSpec]] = {}
+
+
+def register_builder(slug: str, build: Callable[[str], FormatSpec]) -> None:
+    """Build the spec of `slug` per account (a district slug) whenever it is asked for."""
+    BUILDERS[slug] = build
+
+
 def get_format(slug: str, account: str = "") -> FormatSpec:
     """The spec for a slug; for `custom`, the import templates of `account` (a district slug)."""
-    if slug == CUSTOM:
-        from rosterdrop.custom.templates import district_format
-
-        return district_format(account)
+    if slug in BUILDERS:
+        return BUILDERS[slug](account)
     try:
         return FORMATS[slug]
     except KeyError:

@@ -65,7 +65,7 @@ def read_manifest(member: Member, manifest: Manifest) -> dict[str, str]:
     return {h: str(v).strip() for h, v in zip(table.header, rows[0], strict=False)}
 
 
-def _header(member: Member, delimiters: str) -> list[str]:
+def read_header(member: Member, delimiters: str) -> list[str]:
     """A member's header row, read cheaply for recognising the format."""
     with member.open() as stream:
         head = stream.read(HEADER_BYTES)
@@ -117,7 +117,7 @@ def _fit(spec: FormatSpec, members: dict[str, Member]) -> tuple[int, str]:
         member = found.get(file.name)
         if member is None:
             continue
-        header = _header(member, file.dialect.delimiters)
+        header = read_header(member, file.dialect.delimiters)
         present = {c.name for c, _ in file.present(header)}
         required = [c.name for c in file.columns if c.required]
         if required and all(c in present for c in required):

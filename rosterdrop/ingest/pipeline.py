@@ -19,8 +19,10 @@ from django.conf import settings
 from rosterdrop import notify
 from rosterdrop.feed.events import record_events, renamed_in
 from rosterdrop.formats.spec import FormatSpec, Mode
-from rosterdrop.ingest import memory, process, states
+from rosterdrop.inbox.store import receive, stored_file
+from rosterdrop.ingest import memory, process, resent, states
 from rosterdrop.ingest.apply import apply_plan
+from rosterdrop.ingest.claims import claim_uploads
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
 from rosterdrop.ingest.kept import unreadable, withheld
@@ -38,10 +40,11 @@ from rosterdrop.ingest.mapping import (
     natural_key,
 )
 from rosterdrop.ingest.match import match
+from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.outcome import Checked, Outcome, Progress
 from rosterdrop.ingest.plan import Plan, plan_entity
 from rosterdrop.ingest.read import LINE, read_table
-from rosterdrop.ingest.report import forget_findings, record_in
+from rosterdrop.ingest.report import forget_findings, record, record_in
 from rosterdrop.ingest.spill import Fingerprinting, SpillFolder
 from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.ingest.validate import STATUS, RowChecker, check_header, unreadable_id
@@ -96,7 +99,7 @@ def check(
         result.format, result.reason = matched.format.slug, matched.reason
         for file, member, mode in matched.files:
             try:
-                _read_file(
+                read_file(
                     result, matched.format, file, member, mode, fallback_encoding, spill, vouched
                 )
             except Failure as failure:
@@ -126,7 +129,7 @@ def check(
     return result
 
 
-def _read_file(
+def read_file(
     result: Checked,
     fmt: FormatSpec,
     file,
@@ -136,6 +139,9 @@ def _read_file(
     spill,
     vouched: frozenset[str] = frozenset(),
 ) -> None:
+    """Read one file of an upload into `result`: decoded, its header checked, its rows checked
+    and mapped to records (spilled to disk when `spill` is given), every issue in `result.log`.
+    `check` reads each file of an upload with it; a custom template's sample test one file."""
     with member.open() as stream:
         decoded = decode(stream, file.name, file.dialect.encoding or fallback)
         table = read_table(
@@ -483,11 +489,6 @@ def import_uploads(
 
     `sync`: one already running for them (started by states.start or claimed for approval).
     """
-    from rosterdrop.inbox.store import stored_file
-    from rosterdrop.ingest import resent
-    from rosterdrop.ingest.models import Sync
-    from rosterdrop.ingest.report import record
-
     digest = resent.input_digest(district, uploads)
     if sync is None:
         sync = states.start(district, uploads, dry_run=dry_run, input_digest=digest)
@@ -588,16 +589,12 @@ def import_path(
 
 def receive_path(district, path: Path, login: str = "") -> list:
     """The files of a path (a zip, a folder, a file) kept in the inbox like any upload."""
-    from rosterdrop.inbox.store import receive
-
     return [receive(district, p.name, p, "cli", login=login) for p in expand(path)]
 
 
 def claimed(district, uploads: list, dry_run: bool = False) -> list:
     """The uploads the district's format claims (`ingest/claims.py`); the others are recorded
     as unmatched and, unless this is a dry run, mailed."""
-    from rosterdrop.ingest.claims import claim_uploads
-
     try:
         return claim_uploads(district, uploads, tell=not dry_run).importable
     except ValueError:

@@ -29,7 +29,9 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from rosterdrop.ingest import process, states
+from rosterdrop.inbox.models import Upload
+from rosterdrop.ingest import pipeline, process, states
+from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.states import SyncStatus
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,6 @@ class Recovered:
 
 
 def recover() -> Recovered:
-    from rosterdrop.ingest.models import Sync
 
     done = Recovered(removed=sweep())
     for sync in Sync.objects.filter(status=SyncStatus.RUNNING).select_related("retry_of"):
@@ -70,7 +71,6 @@ def recover() -> Recovered:
 
 
 def _recover(sync, done: Recovered) -> None:
-    from rosterdrop.ingest.pipeline import import_uploads
 
     if sync.decided_by and not sync.dry_run:
         states.move(
@@ -103,13 +103,11 @@ def _recover(sync, done: Recovered) -> None:
     )
     done.interrupted.append(sync.pk)
     done.reimported.append(again.pk)
-    import_uploads(sync.district, uploads, sync=again)
+    pipeline.import_uploads(sync.district, uploads, sync=again)
 
 
 def _settle_finished() -> int:
     """Uploads still waiting although a sync of them finished (a crash between the two)."""
-    from rosterdrop.inbox.models import Upload
-
     waiting = Upload.objects.filter(status=states.UploadStatus.RECEIVED, syncs__isnull=False)
     settled = 0
     for upload in waiting.distinct():
@@ -125,7 +123,6 @@ def _settle_finished() -> int:
 
 
 def _fail_never_started() -> int:
-    from rosterdrop.inbox.models import Upload
 
     cutoff = timezone.now() - timedelta(seconds=NEVER_STARTED_SECONDS)
     stranded = Upload.objects.filter(

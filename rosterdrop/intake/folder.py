@@ -22,7 +22,7 @@ from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.districts.models import District
 from rosterdrop.inbox import store
 from rosterdrop.inbox.models import Upload
-from rosterdrop.intake import worker
+from rosterdrop.inbox.signals import upload_waiting
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def complete(
         ip=ip,
         detail=f"{name}: {upload.size} bytes, sha256 {upload.sha256}, upload {upload.pk}",
     )
-    worker.wake()
+    upload_waiting.send(sender=Upload, upload=upload)
     return upload
 
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 from rosterdrop.districts.models import District
 from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import recovery, states
+from rosterdrop.ingest import pipeline, recovery, states
 from rosterdrop.ingest.claims import claim_uploads
 from rosterdrop.ingest.models import Sync
 
@@ -37,6 +37,11 @@ _wake = threading.Event()
 def wake() -> None:
     """Called after each upload so the worker need not wait for its next poll."""
     _wake.set()
+
+
+def woken(sender, **kwargs) -> None:
+    """`inbox.signals.upload_waiting`: an upload was stored."""
+    wake()
 
 
 def waiting_uploads() -> dict[District, list[Upload]]:
@@ -100,12 +105,11 @@ def latest_per_name(uploads: list[Upload]) -> list[Upload]:
 
 
 def import_set(district: District, uploads: list[Upload]) -> Sync | None:
-    from rosterdrop.ingest.pipeline import import_uploads
 
     names = ", ".join(u.filename for u in uploads)
     log.info("importing %s for %s", names, district.slug)
     try:
-        sync = import_uploads(district, uploads)
+        sync = pipeline.import_uploads(district, uploads)
     except Exception as exc:  # one bad import must not stop the worker
         log.exception("import of %s for %s failed", names, district.slug)
         _finish(uploads, Upload.Status.FAILED, f"The import stopped with an error: {exc}")

@@ -19,8 +19,9 @@ from rosterdrop.custom.templates import (
 from rosterdrop.districts.models import District
 from rosterdrop.formats import FORMATS
 from rosterdrop.formats.download import file_templates, templates_zip
-from rosterdrop.ingest.match import _header
+from rosterdrop.ingest.match import read_header
 from rosterdrop.ingest.text import describe
+from rosterdrop.ingest.unpack import Member
 
 
 class Command(ActionCommand):
@@ -85,10 +86,8 @@ class Command(ActionCommand):
             ) from None
 
     def do_add(self, district, sample: Path, kind: str, **o):
-        from rosterdrop.ingest.unpack import Member
-
         member = Member(sample.name, 0, lambda: sample.open("rb"), "")
-        header = _header(member, o["delimiter"])
+        header = read_header(member, o["delimiter"])
         template = suggest(
             district, o["name"] or sample.name, kind, header, delimiter=o["delimiter"],
             encoding=o["encoding"], date_format=o["date_format"],

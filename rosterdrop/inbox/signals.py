@@ -1,0 +1,10 @@
+"""What the inbox tells the rest: an upload is stored and waits to be imported.
+
+Sent by whoever received the file (intake's folder, for SFTP and FTPS); the import worker
+listens (intake's AppConfig.ready()), so a transfer front end never imports the worker.
+"""
+
+from django.dispatch import Signal
+
+# Sent with `upload=` (an inbox Upload) once it is stored and recorded.
+upload_waiting = Signal()
