@@ -187,3 +187,10 @@ def test_more_broken_rows_than_the_limit_refuse_the_file(monkeypatch):
     with pytest.raises(Failure) as refused:
         _lines_of(WIDE + 'u1,"a"b,1\n' * 5)
     assert refused.value.finding.code == "csv_unreadable"
+
+
+def test_a_first_line_too_wide_balanced_by_a_short_one_is_a_finding():
+    """The delimiter count of the piece is right, but polars refuses its first line (a
+    SchemaError, found by tests/test_fuzz.py): the csv module reads it and reports both."""
+    rows, findings = _lines_of(WIDE + "u1,a,b,c,d\nu2\nu3,x,3\n")
+    assert findings == [("row_width", 2), ("row_width", 3)] and rows == {4: ("u3", "x", "3")}

@@ -26,7 +26,7 @@ import csv
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from operator import length_hint
 
 import numpy as np
 import polars as pl
@@ -200,6 +200,8 @@ def _fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None:
     polars refuses a line with too many values; with that, the piece holding exactly
     (width - 1) delimiters per line, outside quotes, means no line has too few either.
     """
+    if b"\r" in piece.text and _cr_before_delimiter(piece.text, sep):
+        return None
     quoted = b'"' in piece.text
     outside = _delimiters_outside_quotes(piece.text, sep) if quoted else count_byte(piece.text, sep)
     if outside != piece.lines * (len(header) - 1):
@@ -214,7 +216,7 @@ def _fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None:
             separator=chr(sep),
             empty_string_is_null=False,
         )
-    except pl.exceptions.ComputeError:
+    except pl.exceptions.PolarsError:  # a line too wide (the first: a SchemaError)
         return None
     if frame.height != piece.lines:
         return None
@@ -225,6 +227,14 @@ def _fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None:
     return frame.with_columns(
         pl.int_range(first, first + frame.height, dtype=pl.UInt32).alias(LINE)
     )
+
+
+def _cr_before_delimiter(text: bytes, sep: int) -> bool:
+    """polars drops a CR that ends an unquoted value, the csv module keeps it (as it keeps a
+    lone CR anywhere): such a piece is for the csv module. CRLF files pay one pass of numpy."""
+    data = np.frombuffer(text, dtype=np.uint8)
+    returns = np.flatnonzero(data[:-1] == RETURN)
+    return bool(np.count_nonzero(data[returns + 1] == sep))
 
 
 def _longest(frame: pl.DataFrame) -> int:
@@ -307,14 +317,14 @@ class _Strict:
         numbers = _numbers(lines, first, self.escapechar)
         rows: list[list[str]] = []
         at: list[int] = []
+        source, reader = self._reader(lines, 0)
         pos = 0
         while pos < len(lines):
             start = pos
-            reader = csv.reader(islice(lines, start, None), **self.options)
             try:
                 row = next(reader, None)
             except csv.Error as exc:
-                end = start + reader.line_num
+                end = len(lines) - length_hint(source)
                 open_at_end = "unexpected end of data" in str(exc)
                 if open_at_end and not piece.final and sum(map(len, lines[start:])) <= MAX_CARRY:
                     self.carry, self.carry_line = lines[start:], numbers[start]
@@ -323,16 +333,18 @@ class _Strict:
                     raise Failure(self._truncated(numbers[start])) from None
                 self._broken(numbers, start, end, exc)
                 pos = start + 1
+                source, reader = self._reader(lines, pos)
                 continue
             if row is None:
                 break
-            pos = start + reader.line_num
+            pos = len(lines) - length_hint(source)
             if not row:
                 continue  # a blank line
             line = numbers[start]
             if pos - start > 1 and not self._spans_soundly(row, lines, start, pos):
                 self._broken(numbers, start, pos, None, len(row))
                 pos = start + 1
+                source, reader = self._reader(lines, pos)
                 continue
             last = piece.cut and pos >= len(lines)
             if last and len(row) < self.width:
@@ -347,6 +359,13 @@ class _Strict:
         if stand_in:
             frame = frame.with_columns(pl.all().str.replace_all(stand_in, "\r", literal=True))
         return frame.with_columns(pl.Series(LINE, at, dtype=pl.UInt32))
+
+    def _reader(self, lines: list[str], pos: int):
+        """A csv reader over `lines` from `pos` on, and its source, whose place says how many
+        lines the reader took (a list iterator starts at `pos` in O(1): its pickle state)."""
+        source = iter(lines)
+        source.__setstate__(pos)
+        return source, csv.reader(source, **self.options)
 
     def _fits(self, row: list[str]) -> bool:
         return len(row) == self.width or (
@@ -409,7 +428,13 @@ class _Strict:
             'Check that line for a stray " character: a quote inside a value must be written '
             '"" and the whole value put in quotes.'
         )
-        if "field larger than field limit" in text:
+        if "field larger than field limit" in text and last > line:
+            code = "unterminated_quote"
+            message = (
+                f"Line {line} has a quote that opens a value which runs on past line {last}, "
+                f"over {FIELD_LIMIT:,} characters; {again}. {stray}"
+            )
+        elif "field larger than field limit" in text:
             code = "field_too_large"
             message = (
                 f"Line {line} has a value longer than {FIELD_LIMIT:,} characters (often a quote "
