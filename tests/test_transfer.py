@@ -9,6 +9,7 @@ really do (sequential writes, `reput` resumes) keeps working.
 import asyncio
 import base64
 import socket
+import struct
 import subprocess
 import time
 
@@ -81,6 +82,24 @@ def test_disconnect_with_the_handle_open_is_no_upload(server):
     transport.close()
     assert_nothing_kept(server, "connection")
     del f
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [struct.pack(">I", 1 << 30), struct.pack(">I", 1) + b"\x04"],
+    ids=["too long", "too short"],
+)
+def test_a_malformed_request_with_the_handle_open_is_no_upload(server, garbage):
+    """A request longer than any allowed, or too short to be one, ends the session: the file
+    still open is an aborted transfer, as with end of file."""
+    transport, sftp = paramiko_sftp(server)
+    f = write_part(sftp)
+    sftp.get_channel().sendall(garbage)
+    try:
+        assert_nothing_kept(server, "malformed request")
+    finally:
+        transport.close()
+        del f
 
 
 def test_paramiko_clean_close_is_one_upload(server):

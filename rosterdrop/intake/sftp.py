@@ -186,6 +186,8 @@ class RosterSFTPServer(asyncssh.SFTPServer):
         ended = self.session.ended or (
             "connection closing before the file was closed" if self.channel.is_closing() else ""
         )
+        if self.session.in_request:  # a length read, its request refused unread (too long)
+            ended = ended or "the client sent a malformed request"
         try:
             await _db(file_obj.finish)(not ended, ended)
         except OSError as exc:
@@ -243,15 +245,20 @@ class _Session(SSHServerStreamSession):
     and knows when the client's requests have ended.
 
     asyncssh's SFTP server reads requests until a read of the channel fails (end of file, the
-    channel or the connection closed), then closes every file still open through the same
-    SFTPServer.close() as a client's SSH_FXP_CLOSE. `ended` tells the two apart: it is set
-    before those closes, by the failed read or the lost connection.
+    channel or the connection closed) or a request is malformed, then closes every file still
+    open through the same SFTPServer.close() as a client's SSH_FXP_CLOSE. `ended` tells the two
+    apart: it is set before those closes, by the failed read, the lost connection or a request
+    that is not one.
     """
 
     def __init__(self, state: ConnState):
         super().__init__(None, self._sftp_server, MIN_SFTP_VERSION, False)
         self.state = state
         self.ended = ""
+        # SFTP frames each request as a 4-byte length, then the request (type, id, ...): the
+        # server's reads alternate between the two. A close is the client's own only when the
+        # last read completed a whole request.
+        self.in_request = False
         state.sessions += 1
 
     def _sftp_server(self, chan: asyncssh.SSHServerChannel) -> RosterSFTPServer:
@@ -259,10 +266,14 @@ class _Session(SSHServerStreamSession):
 
     async def read(self, datatype, n: int, exact: bool):
         try:
-            return await super().read(datatype, n, exact)
+            data = await super().read(datatype, n, exact)
         except BaseException:
             self.ended = self.ended or "the client sent end of file with the file still open"
             raise
+        self.in_request = not self.in_request
+        if not self.in_request and len(data) < 5:  # shorter than a type and an id
+            self.ended = self.ended or "the client sent a malformed request"
+        return data
 
     def data_received(self, data: bytes, datatype) -> None:
         self.state.active = time.monotonic()
