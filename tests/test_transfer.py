@@ -198,10 +198,14 @@ def test_district_quota_refuses_an_upload_as_it_arrives(make_server, tmp_path):
         "District.objects.filter(slug='beta').update(upload_quota_bytes=100000)",
     )
     refused = curl(server, tmp_path / "two.csv", implicit=False, name="two.csv", login="beta")
-    # 552 (exceeded storage allocation), which curl reports as its exit code 70.
+    # 552 (exceeded storage allocation), which curl reports as its exit code 70; lftp shows
+    # the server's sentence.
     assert refused.returncode == 70 and "storage allocation" in refused.stderr
+    told = lftp(server, f"put {tmp_path / 'two.csv'}", implicit=True, login="beta")
+    assert told.returncode != 0 and "Storage quota exceeded" in told.stderr
     assert [u["filename"] for u in server.uploads()] == ["one.csv"]
-    assert "quota" in server.audit("upload_aborted")[-1]["detail"].lower()
+    assert all("quota" in a["detail"].lower() for a in server.audit("upload_aborted")[2:])
+    assert {a["login"] for a in server.audit("upload_aborted")[2:]} == {"beta"}
     assert not list((server.data_dir / "sftp-tmp" / "beta").iterdir())
 
 
