@@ -34,6 +34,16 @@ log = logging.getLogger(__name__)
 # pyftpdlib permission letters: change folder, list, download, store, append, delete, rename,
 # set time (ignored). No mkdir, rmdir or chmod: the folder stays flat.
 PERMS = "elrwadfT"
+# The letters of what a login may be given beyond uploading (intake.models.PERMISSIONS).
+GRANTED = {"list": "l", "download": "r", "delete": "d"}
+
+
+def perms_of(login: Login) -> str:
+    return "".join(p for p in PERMS if p not in GRANTED.values()) + "".join(
+        GRANTED[p] for p in login.permissions if p in GRANTED
+    )
+
+
 # TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are all of that kind).
 CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL"
 NOT_CLOSED = (
@@ -43,13 +53,17 @@ NOT_CLOSED = (
 
 
 class _Perms:
-    """The part of pyftpdlib's authorizer it still needs: logins are checked in ftp_PASS."""
+    """The part of pyftpdlib's authorizer it still needs: logins are checked in ftp_PASS,
+    which gives the session the signed-in login's permissions."""
+
+    def __init__(self, perms: str = PERMS):
+        self.perms = perms
 
     def has_perm(self, username: str, perm: str, path: str | None = None) -> bool:
-        return perm in PERMS
+        return perm in self.perms
 
     def get_perms(self, username: str) -> str:
-        return PERMS
+        return self.perms
 
     def get_msg_quit(self, username: str) -> str:
         return "Goodbye."
@@ -259,6 +273,7 @@ class FTPSHandler(TLS_FTPHandler):
         login = auth.find_login(username)
         if login is not None and login.ip_allowed(ip) and login.check_password(line):
             self.login = login
+            self.authorizer = _Perms(perms_of(login))
             auth.succeeded(login, ip, f"{self.protocol}, password")
             home = str(folder.open_root(login.district.slug))
             self.handle_auth_success(home, "", "Login successful.")
@@ -270,6 +285,7 @@ class FTPSHandler(TLS_FTPHandler):
     def flush_account(self) -> None:
         super().flush_account()
         self.login = None
+        self.authorizer = FTPSHandler.authorizer
 
     @property
     def protocol(self) -> str:

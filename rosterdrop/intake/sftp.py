@@ -95,6 +95,11 @@ class RosterSFTPServer(asyncssh.SFTPServer):
     def _local(self, path: bytes) -> tuple[str, Path]:
         return folder.resolve(self.root, path)
 
+    def _may(self, permission: str) -> None:
+        """Beyond uploading, what the operator gave this login (intake.models.PERMISSIONS)."""
+        if not self.login.may(permission):
+            raise asyncssh.SFTPPermissionDenied(f"This login may not {permission} files")
+
     def map_path(self, path: bytes) -> bytes:
         return os.fsencode(self._local(path)[1])
 
@@ -102,6 +107,7 @@ class RosterSFTPServer(asyncssh.SFTPServer):
         return b"/" + folder.virtual_name(path).encode()
 
     async def scandir(self, path: bytes):
+        self._may("list")
         name, local = self._local(path)
         if name:
             raise asyncssh.SFTPNoSuchFile("Not a folder")
@@ -143,6 +149,7 @@ class RosterSFTPServer(asyncssh.SFTPServer):
                 raise asyncssh.SFTPFailure(exc.strerror or str(exc)) from None
             self.handles += 1
             return upload
+        self._may("download")
         if not exists:
             raise asyncssh.SFTPNoSuchFile("No such file")
         fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW)
@@ -219,6 +226,7 @@ class RosterSFTPServer(asyncssh.SFTPServer):
         )
 
     def remove(self, path: bytes) -> None:
+        self._may("delete")
         name, local = self._local(path)
         if not name:
             raise asyncssh.SFTPPermissionDenied("Is a folder")
