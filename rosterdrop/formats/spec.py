@@ -7,6 +7,7 @@ date forms, enum case) is the format's `Dialect`; which problems stop a whole up
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -72,7 +73,7 @@ class Column:
         if self.numbered is None:
             return header_name == self.name or header_name in self.aliases
         found = re.fullmatch(re.escape(self.name).replace(re.escape(NUMBER), r"(\d+)"), header_name)
-        return bool(found) and self.numbered[0] <= int(found[1]) <= self.numbered[1]
+        return found is not None and self.numbered[0] <= int(found[1]) <= self.numbered[1]
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class Output:
     """
 
     entity: str
-    fields: dict[str, str | tuple[str, ...] | Joined]
+    fields: Mapping[str, str | tuple[str, ...] | Joined]
     key: tuple[str, ...] = ("sourcedId",)
     explode: str | None = None
     unpivot: tuple[str, ...] = ()

@@ -136,8 +136,9 @@ def receive(
             process.checkpoint("received")
     except BaseException:  # the row was rolled back: no file without its row either
         for name in (tmp_name, final):
-            with contextlib.suppress(FileNotFoundError, TypeError):
-                os.unlink(name)
+            with contextlib.suppress(FileNotFoundError):
+                if name is not None:
+                    os.unlink(name)
         raise
     finally:
         os.close(fd)

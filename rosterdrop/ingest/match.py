@@ -117,6 +117,7 @@ def _fit(spec: FormatSpec, members: dict[str, Member]) -> tuple[int, str]:
         member = found.get(file.name)
         if member is None:
             continue
+        assert file.dialect is not None  # a FormatSpec gives each of its files a dialect
         header = read_header(member, file.dialect.delimiters)
         present = {c.name for c, _ in file.present(header)}
         required = [c.name for c in file.columns if c.required]

@@ -182,6 +182,7 @@ def settle(uploads: Iterable, to: str, outcome: str, *, waiting_only: bool = Fal
     ids = [u.pk for u in uploads]
     if to not in UPLOAD_MOVES[U.RECEIVED] | FINISHED_UPLOAD:
         raise IllegalMove(f"an upload cannot become {to}")
+    sources: list[str]
     if waiting_only:
         sources = [U.RECEIVED]
     else:

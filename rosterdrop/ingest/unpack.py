@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from rosterdrop.ingest.findings import FATAL, WARNING, Failure, Finding, FindingLog
 
@@ -69,7 +69,7 @@ def is_zip(path: Path) -> bool:
 class _LimitedReader(io.RawIOBase):
     """Streams a zip member and stops as soon as it outgrows what its header declared."""
 
-    def __init__(self, raw: BinaryIO, name: str, package: str, declared: int, budget: list[int]):
+    def __init__(self, raw: IO[bytes], name: str, package: str, declared: int, budget: list[int]):
         self._raw, self._name, self._package = raw, name, package
         self._left, self._budget = declared, budget
 

@@ -259,7 +259,8 @@ class FTPSHandler(TLS_FTPHandler):
         # CVE-2011-1575: whatever arrived after AUTH in the same plaintext read must never run
         # as if it came through TLS.
         self.ac_in_buffer = b""
-        self._in_buffer, self._in_buffer_len = [], 0
+        self._in_buffer: list[bytes] = []
+        self._in_buffer_len = 0
         super().ftp_AUTH(line)
 
     def ftp_PASS(self, line: str) -> None:

@@ -41,7 +41,7 @@ def _create(cert_path: Path, key_path: Path) -> None:
     host = socket.gethostname()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
     now = datetime.datetime.now(datetime.UTC)
-    alt_names = [x509.DNSName(host), x509.DNSName("localhost")]
+    alt_names: list[x509.GeneralName] = [x509.DNSName(host), x509.DNSName("localhost")]
     alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "::1")]
     cert = (
         x509.CertificateBuilder()

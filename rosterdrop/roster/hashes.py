@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -78,8 +79,8 @@ class Snapshot:
         if table is None or table.column_names != COLUMNS:
             self._file.close()
             return False
-        codes = pl.from_arrow(table.column("entity")).cast(store.SNAPSHOT_SCHEMA["entity"])
-        codes = codes.to_physical()
+        entity = cast(pl.Series, pl.from_arrow(table.column("entity")))
+        codes = entity.cast(store.SNAPSHOT_SCHEMA["entity"]).to_physical()
         if not codes.is_sorted():
             self._file.close()
             return False
@@ -129,7 +130,9 @@ class Snapshot:
         for batch in np.unique(batch_of):
             wanted = rows[order][batch_of == batch] - self._batch_starts[batch]
             keys = self._reader.get_batch(int(batch)).column(KEY)
-            taken.append(pl.from_arrow(keys.take(pa.array(wanted, type=pa.int64()))))
+            taken.append(
+                cast(pl.Series, pl.from_arrow(keys.take(pa.array(wanted, type=pa.int64()))))
+            )
         return pl.concat(taken).gather(np.argsort(order)).cast(pl.String).alias(KEY)
 
     def parts(self) -> Iterator[tuple[str, pa.RecordBatch]]:
@@ -160,7 +163,8 @@ HASHED = [c for c in COLUMNS if c not in ("entity", KEY)]
 
 
 def _frame(table: pa.Table, columns: list[str]) -> pl.DataFrame:
-    return pl.from_arrow(table.select(columns)).cast({c: store.SNAPSHOT_SCHEMA[c] for c in columns})
+    frame = cast(pl.DataFrame, pl.from_arrow(table.select(columns)))
+    return frame.cast({c: store.SNAPSHOT_SCHEMA[c] for c in columns})
 
 
 def entity_slices(snapshot: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:
@@ -170,7 +174,7 @@ def entity_slices(snapshot: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:
     millions of keys would cost hundreds of MB beside the snapshot.
     """
     codes = snapshot["entity"].to_physical()
-    names = snapshot.schema["entity"].categories  # the snapshot's entity is an Enum
+    names = cast(pl.Enum, snapshot.schema["entity"]).categories
     for code in codes.unique(maintain_order=True).to_list():
         start = codes.search_sorted(code, side="left")
         end = codes.search_sorted(code, side="right")
@@ -211,7 +215,7 @@ def stage(district_id: int, parts: Iterable[pl.DataFrame | pa.RecordBatch]) -> P
         writer = pa.ipc.new_file(sink, schema)
         for part in parts:
             if isinstance(part, pl.DataFrame):
-                part = part.select(COLUMNS).cast(store.SNAPSHOT_SCHEMA).to_arrow()
+                part = part.select(COLUMNS).cast(pl.Schema(store.SNAPSHOT_SCHEMA)).to_arrow()
             elif not part.schema.equals(schema):  # written by another version
                 part = pa.Table.from_batches([part]).cast(schema)
             if len(part):

@@ -130,4 +130,4 @@ Enrollment = _roster_table("enrollments", "Enrollment")
 
 def records(district, entity: str) -> models.QuerySet:
     """The district's records of one entity."""
-    return MODELS[entity].objects.filter(district=district)
+    return MODELS[entity]._default_manager.filter(district=district)

@@ -6,12 +6,14 @@ database's bulk path (COPY on PostgreSQL; on SQLite executemany, or for many new
 staged file copied in C, see staging.py) inside the caller's transaction.
 """
 
+from collections.abc import Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 from django.db import connection, transaction
+from polars._typing import PolarsDataType
 
 from rosterdrop.districts.models import new_roster_token
 from rosterdrop.roster import staging
@@ -21,7 +23,7 @@ from rosterdrop.roster.schema import FIELDS, HASH, KEY, KEYHASH, METADATA, NATUR
 from rosterdrop.roster.staging import Staged
 
 # Entity and status as enums: a byte each instead of a string on millions of rows.
-SNAPSHOT_SCHEMA = {
+SNAPSHOT_SCHEMA: dict[str, PolarsDataType] = {
     "entity": pl.Enum(ENTITIES),
     "_key": pl.String,
     "_keyhash": pl.UInt64,  # natural.key_hash of _key
@@ -136,7 +138,7 @@ def _load(cur, table: str, frame: pl.DataFrame, constants: dict | None = None) -
 def _keyed_table(cur, name: str, frame: pl.DataFrame) -> str:
     """A temporary table holding `frame` (text and bigint columns), keyed by _key: the
     records a statement is to look up (not to be confused with staged files, staging.py)."""
-    types = {pl.Int64: "BIGINT", pl.UInt32: "BIGINT"}
+    types: dict[PolarsDataType, str] = {pl.Int64: "BIGINT", pl.UInt32: "BIGINT"}
     cols = ", ".join(f"{_q(c)} {types.get(t, 'TEXT')}" for c, t in frame.schema.items())
     # The key is unique (duplicates were dropped); declaring it lets joins use an index.
     cur.execute(f"DROP TABLE IF EXISTS {name}")
@@ -188,7 +190,12 @@ def _from_keyed(keyed: str, district_id: int, entity: str) -> str:
 
 
 def _update_keyed(
-    cur, keyed: str, district_id: int, entity: str, sets: str, columns: tuple[str, ...] = ()
+    cur,
+    keyed: str,
+    district_id: int,
+    entity: str,
+    sets: str,
+    columns: Sequence[tuple[str, str]] = (),
 ) -> None:
     """UPDATE the records named in a _keyed_table, seeking each by the unique index.
 
