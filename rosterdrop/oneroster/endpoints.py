@@ -91,6 +91,8 @@ class Endpoint:
     single: bool = False
     # Path IDs that must name an existing record: {ID name: path of its collection}.
     parents: tuple[tuple[str, str], ...] = ()
+    # Serves the made-up records of its kind too (completion.py): the unfiltered single paths.
+    made: bool = False
 
     @cached_property
     def pattern(self) -> re.Pattern:
@@ -100,7 +102,8 @@ class Endpoint:
 def _pair(path: str, kind: str, select: Select = _all) -> list[Endpoint]:
     """A collection and its single-object path."""
     one = lambda district, ids: select(district, ids) & Q(sourced_id=ids["sourcedId"])  # noqa: E731
-    return [Endpoint(path, kind, select), Endpoint(f"{path}/{{sourcedId}}", kind, one, True)]
+    single = Endpoint(f"{path}/{{sourcedId}}", kind, one, True, made=select is _all)
+    return [Endpoint(path, kind, select), single]
 
 
 SCHOOL = ("schoolSourcedId", "/schools")

@@ -5,10 +5,11 @@ import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import cached_property
 from urllib.parse import quote
 
+from rosterdrop.oneroster.completion import COURSE_PREFIX, SchoolYear, course_for
 from rosterdrop.roster.models import MODELS
 
 EXT = re.compile(r"[^a-zA-Z0-9.\-_]")
@@ -35,6 +36,8 @@ class Field:
     # Where an empty column is read from instead: (this record's column naming another
     # record, that record's entity, its column). SDS enrollments name no school: the class's.
     via: tuple[str, str, str] | None = None
+    # A record made up when there is none (completion.py): "course" or "school_year".
+    made: str = ""
 
     @property
     def filter_name(self) -> str:
@@ -113,9 +116,11 @@ KINDS: dict[str, Kind] = {
             Field("location", "location"),
             Field("grades", "grades", "list"),
             Field("subjects", "subjects", "list"),
-            Field("course", "courseSourcedId", "ref", True, ref="course"),
+            Field("course", "courseSourcedId", "ref", True, ref="course", made="course"),
             Field("school", "schoolSourcedId", "ref", True, ref="org"),
-            Field("terms", "termSourcedIds", "refs", True, ref="academicSession"),
+            Field(
+                "terms", "termSourcedIds", "refs", True, ref="academicSession", made="school_year"
+            ),
             Field("subjectCodes", "subjectCodes", "list"),
             Field("periods", "periods", "list"),
         )),
@@ -267,12 +272,45 @@ class Writer:
                 raw = record[f.column]
                 if raw is None and f.via:
                     raw = borrowed[f.name].get(record[f.via[0]])
+                if raw is None and f.made:
+                    raw = self._made_id(f.made, record)
                 value = self.value(f, raw)
                 if value is not None:
                     obj[f.name] = value
             obj.update(extra(record))
             out.append(obj)
         return out
+
+    def _made_id(self, made: str, record: dict) -> str:
+        if made == "course":
+            return course_for(record["sourced_id"])
+        return SchoolYear.of(date.today()).sourced_id
+
+    def made_object(self, kind: Kind, sourced_id: str) -> dict | None:
+        """A made-up course or school year (completion.py) read by its ID, if a class of the
+        district refers to it."""
+        classes = MODELS["classes"].objects.filter(district=self.district)
+        if kind.ref == "course" and sourced_id.startswith(COURSE_PREFIX):
+            found = classes.filter(
+                sourced_id=sourced_id.removeprefix(COURSE_PREFIX), courseSourcedId=None
+            ).first()
+            if found is None:
+                return None
+            made = {"title": found.title or "", "courseCode": ""}
+            if found.schoolSourcedId:
+                made["org"] = self.ref("org", found.schoolSourcedId)
+            return self._made_head(sourced_id, found) | made
+        year = SchoolYear.named(sourced_id)
+        if kind.ref == "academicSession" and year is not None:
+            found = classes.filter(termSourcedIds=None).order_by("-changed_sync_id").first()
+            return None if found is None else self._made_head(sourced_id, found) | year.fields
+        return None
+
+    def _made_head(self, sourced_id: str, like) -> dict:
+        return {
+            "sourcedId": sourced_id, "status": like.status,
+            "dateLastModified": self._stamp(like.changed_sync_id),
+        }  # fmt: skip
 
     def _borrowed(self, f: Field, page: list) -> dict[str, str]:
         """For the page's records that lack the field: their other record's value of it."""

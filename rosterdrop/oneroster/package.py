@@ -28,6 +28,7 @@ from django.db.models.functions import Cast
 from rosterdrop.formats.oneroster import NON_ROSTER_FILES_12, ONEROSTER_12
 from rosterdrop.formats.spec import Column, FileSpec, Type
 from rosterdrop.ingest.models import Sync
+from rosterdrop.oneroster.completion import COURSE_PREFIX, SchoolYear, course_for
 from rosterdrop.oneroster.objects import FALSE, TRUE, timestamp
 from rosterdrop.roster.models import MODELS
 from rosterdrop.roster.schema import FIELDS
@@ -65,11 +66,6 @@ def safe_id(value: str) -> str:
     return "h-" + hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
-def school_year_now(today: date) -> int:
-    """The school year running now, by the year it ends in (August to July)."""
-    return today.year + 1 if today.month >= 8 else today.year
-
-
 class Writer:
     """Writes a district's records as the package's files, a whole column at a time (polars),
     completing what a format does not carry but the binding requires (README: the OneRoster
@@ -82,7 +78,7 @@ class Writer:
         self.stamps = {pk: timestamp(finished or started) for pk, finished, started in syncs}
         orgs = MODELS["orgs"].objects.filter(district=district, status="active").order_by("id")
         self.first_org = orgs.values_list("sourced_id", flat=True).first() or ""
-        self.term = f"rosterdrop-term-{school_year_now(date.today())}"
+        self.term = SchoolYear.of(date.today())
 
     def frame(self, table: Table) -> pl.DataFrame:
         """The file's rows: the records the selection holds, and those made up for them."""
@@ -136,9 +132,9 @@ class Writer:
             case "academicSessions", "schoolYear":
                 return [_given("endDate").str.slice(0, 4)]
             case "classes", "courseSourcedId":
-                return [pl.lit("rosterdrop-course-") + pl.col("sourced_id")]
+                return [pl.lit(COURSE_PREFIX) + pl.col("sourced_id")]
             case "classes", "termSourcedIds":
-                return [pl.lit(self.term)]
+                return [pl.lit(self.term.sourced_id)]
             case "roles", "orgSourcedId":
                 return [pl.lit(self.first_org or None, pl.String)]
         return []
@@ -151,20 +147,14 @@ class Writer:
             rows = []
             for record in missing.order_by("id"):
                 cells = {"title": record.title, "orgSourcedId": safe_id(record.schoolSourcedId)}
-                course = safe_id(f"rosterdrop-course-{record.sourced_id}")
+                course = safe_id(course_for(record.sourced_id))
                 rows.append(self._made(table, course, record, cells))
             return rows
         if table.entity == "academicSessions":
             record = self.selection("classes").filter(termSourcedIds=None).order_by("id").first()
             if record is None:
                 return []
-            year = int(self.term.rsplit("-", 1)[1])
-            cells = {
-                "title": f"School year {year - 1}-{year}", "type": "schoolYear",
-                "startDate": f"{year - 1}-08-01", "endDate": f"{year}-07-31",
-                "schoolYear": str(year),
-            }  # fmt: skip
-            return [self._made(table, self.term, record, cells)]
+            return [self._made(table, self.term.sourced_id, record, self.term.fields)]
         return []
 
     def _made(self, table: Table, sourced_id: str, like, cells: dict) -> list[str | None]:

@@ -92,9 +92,12 @@ def _answer(request: HttpRequest, slug: str, rest: str) -> HttpResponse:
     if endpoint.single:
         fields = selected(request.GET, kind)
         record = chosen.values(*kind.columns()).first()
-        if record is None:
+        if record is not None:
+            return JsonResponse({kind.one: _fields(writer.objects(kind, [record])[0], fields)})
+        made = writer.made_object(kind, ids["sourcedId"]) if endpoint.made else None
+        if made is None:
             raise Refused(404, "unknownobject", f"No {kind.one} {ids['sourcedId']}.")
-        return JsonResponse({kind.one: _fields(writer.objects(kind, [record])[0], fields)})
+        return JsonResponse({kind.one: _fields(made, fields)})
     query = read(request.GET, kind, sync_times)
     chosen = chosen.filter(query.where)
     total = chosen.count()
