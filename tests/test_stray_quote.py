@@ -64,6 +64,7 @@ def test_a_stray_quote_in_a_big_district_removes_no_one(server, tmp_path):
     server.openssh(f"put {_zip(broken, tmp_path / 'roster-again.zip')}\n")
     server.wait_idle(timeout=600)
 
+    assert {table: _active(server, table) for table in TABLES} == before
     syncs = server.syncs()
     assert len(syncs) == 2 and syncs[1]["status"] == "no_changes"
     issues = server.query(
@@ -73,4 +74,3 @@ def test_a_stray_quote_in_a_big_district_removes_no_one(server, tmp_path):
     assert [tuple(i) for i in issues if i["file"] == "users.csv"] == [
         ("unterminated_quote", "users.csv", middle)
     ]
-    assert {table: _active(server, table) for table in TABLES} == before
