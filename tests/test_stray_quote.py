@@ -1,7 +1,8 @@
 """Issue 13's first finding, end to end: a generated district of 50,000 students sent in a zip
 by OpenSSH's sftp to `rosterdrop serve`, then sent again with one stray quote in the middle of
-users.csv. That line is reported; no other user, role, demographics record or enrollment is
-lost (the quote once swallowed the rest of the file, and the sync removed what followed it)."""
+users.csv and a user renamed 1,000 lines after it. The quote's line is reported; no other user,
+role, demographics record or enrollment is lost, and the rename is applied (the quote once
+swallowed the rest of the file, and the sync removed what followed it)."""
 
 import shutil
 import subprocess
@@ -60,13 +61,20 @@ def test_a_stray_quote_in_a_big_district_removes_no_one(server, tmp_path):
     values = lines[middle - 1].split(b",")
     values[8] = b'"' + values[8]  # givenName opens a quote that never closes
     lines[middle - 1] = b",".join(values)
+    later = lines[middle + 999].split(b",")  # a user far after it is renamed: read, not lost
+    later[9] = b"Afterquote"
+    lines[middle + 999] = b",".join(later)
     users.write_bytes(b"\n".join(lines))
     server.openssh(f"put {_zip(broken, tmp_path / 'roster-again.zip')}\n")
     server.wait_idle(timeout=600)
 
     assert {table: _active(server, table) for table in TABLES} == before
+    [renamed] = server.query(
+        'select "familyName" from roster_user where sourced_id = ?', later[0].decode()
+    )
+    assert renamed[0] == "Afterquote"
     syncs = server.syncs()
-    assert len(syncs) == 2 and syncs[1]["status"] == "no_changes"
+    assert len(syncs) == 2 and syncs[1]["status"] == "applied_with_errors"
     issues = server.query(
         "select code, file, line from ingest_issue where sync_id = ? and severity = 'error'",
         syncs[1]["id"],
