@@ -220,9 +220,12 @@ def test_file_template_download(district, admin):
     assert response.content.startswith(b"sourcedId,")
 
 
-def test_overview_shows_sftp_and_ftps_connection_settings(district, admin, settings):
+def test_overview_shows_sftp_and_ftps_connection_settings(district, admin, settings, tmp_path):
     from rosterdrop.intake import tlscert
     from rosterdrop.intake.models import Login
+
+    # A data folder of its own: whether a certificate exists must not depend on earlier tests.
+    settings.DATA_DIR = tmp_path
 
     Login.objects.create(district=district, name="ana_admin_springfield_tx")
     settings.FTPS_ENABLED, settings.FTPS_PORT, settings.FTPS_IMPLICIT_PORT = True, 2121, 9990
