@@ -83,7 +83,7 @@ class EntityRows:
         """A key as the district wrote it, as a value ("ST2 + 2") and in words ("Staff ID
         'ST2' and School ID '2'"): without the key space and joins that make it one ID."""
         for space, columns in sorted(self.keys.get(file, ()), key=lambda k: not k[0]):
-            rest = key.removeprefix(f"{space}:")
+            rest = key.removeprefix(f"{space}:") if space else key
             if space and rest == key:
                 continue
             parts = rest.split(":", len(columns) - 1)
