@@ -112,3 +112,25 @@ def test_a_closed_pipe_ends_quietly(migrated):
     stderr = reader.stderr.read()
     assert reader.wait(timeout=60) == 1
     assert stderr == ""
+
+
+def test_every_command_with_actions_follows_one_convention():
+    """A command with actions is an ActionCommand with a `do_<action>` method for each."""
+    from django.core.management import get_commands, load_command_class
+
+    from rosterdrop.cli import ActionCommand
+
+    with_actions = []
+    for name, app in get_commands().items():
+        if not app.startswith("rosterdrop."):
+            continue
+        command = load_command_class(app, name)
+        parser = command.create_parser("rosterdrop", name)
+        if parser._subparsers is None:
+            continue
+        with_actions.append(name)
+        assert isinstance(command, ActionCommand), name
+        [actions] = parser._subparsers._group_actions
+        for action in actions.choices:
+            assert callable(getattr(command, "do_" + action.replace("-", "_"), None)), action
+    assert {"sync", "template", "sftp-user", "user", "token", "district"} <= set(with_actions)

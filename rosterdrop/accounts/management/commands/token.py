@@ -3,21 +3,22 @@
 import json
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from rosterdrop.accounts.models import ApiToken
 from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.cli import ActionCommand
 
 
 def _time(value) -> str:
     return value.isoformat(timespec="seconds") if value else ""
 
 
-class Command(BaseCommand):
+class Command(ActionCommand):
     help = "API tokens: create one for a user (printed once; send as 'Authorization: Bearer')."
 
     def add_arguments(self, parser):
-        sub = parser.add_subparsers(dest="action", required=True)
+        sub = self.actions(parser)
         create = sub.add_parser("create", help="Create a token for a web user.")
         create.add_argument("email")
         create.add_argument("--name", default="", help="What uses it, e.g. 'nightly export'.")
@@ -29,9 +30,6 @@ class Command(BaseCommand):
         listing.add_argument("--json", action="store_true", dest="as_json")
         revoke = sub.add_parser("revoke", help="Revoke a token by its ID (see list).")
         revoke.add_argument("id", type=int)
-
-    def handle(self, *args, action: str, **options):
-        getattr(self, "do_" + action)(**options)
 
     def do_create(self, email: str, name: str, expires_days: int | None, **_):
         user = get_user_model().objects.filter(username=email, is_active=True).first()

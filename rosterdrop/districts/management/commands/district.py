@@ -1,14 +1,15 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from rosterdrop.cli import ActionCommand
 from rosterdrop.districts.models import District
 from rosterdrop.formats import FORMATS
 
 
-class Command(BaseCommand):
+class Command(ActionCommand):
     help = "Manage district accounts: add, list."
 
     def add_arguments(self, parser):
-        sub = parser.add_subparsers(dest="action", required=True)
+        sub = self.actions(parser)
         add = sub.add_parser("add", help="Create a district account.")
         add.add_argument("slug")
         add.add_argument("--name", required=True)
@@ -19,18 +20,26 @@ class Command(BaseCommand):
         )
         sub.add_parser("list", help="List district accounts.")
 
-    def handle(self, *args, action, **options):
-        if action == "add":
-            if District.objects.filter(slug=options["slug"]).exists():
-                raise CommandError(f"district {options['slug']!r} already exists")
-            district = District.objects.create(
-                slug=options["slug"],
-                name=options["name"],
-                format=options["format"],
-                removal_threshold=options["removal_threshold"],
-                upload_quota_bytes=options["upload_quota_bytes"],
-            )
-            self.stdout.write(f"created district {district.slug} ({district.format})")
-        else:
-            for d in District.objects.all():
-                self.stdout.write(f"{d.slug}\t{d.format}\t{d.name}")
+    def do_add(
+        self,
+        slug: str,
+        name: str,
+        format: str,
+        removal_threshold: float | None,
+        upload_quota_bytes: int | None,
+        **_,
+    ):
+        if District.objects.filter(slug=slug).exists():
+            raise CommandError(f"district {slug!r} already exists")
+        district = District.objects.create(
+            slug=slug,
+            name=name,
+            format=format,
+            removal_threshold=removal_threshold,
+            upload_quota_bytes=upload_quota_bytes,
+        )
+        self.stdout.write(f"created district {district.slug} ({district.format})")
+
+    def do_list(self, **_):
+        for d in District.objects.all():
+            self.stdout.write(f"{d.slug}\t{d.format}\t{d.name}")

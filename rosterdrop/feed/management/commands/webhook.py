@@ -1,21 +1,22 @@
 import threading
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from rosterdrop.cli import ActionCommand
 from rosterdrop.districts.models import District
 from rosterdrop.feed import webhooks
 from rosterdrop.feed.models import Delivery, Subscription
 from rosterdrop.roster.models import ENTITIES
 
 
-class Command(BaseCommand):
+class Command(ActionCommand):
     help = (
         "Signed webhooks: add (prints the signing secret), list, remove, log, and send what "
         "is due (`serve` sends on its own; --loop keeps sending)."
     )
 
     def add_arguments(self, parser):
-        sub = parser.add_subparsers(dest="action", required=True)
+        sub = self.actions(parser)
         add = sub.add_parser("add", help="Announce a district's applied syncs to a URL.")
         add.add_argument("district")
         add.add_argument("url")
@@ -32,10 +33,7 @@ class Command(BaseCommand):
         send = sub.add_parser("send", help="Send the deliveries that are due.")
         send.add_argument("--loop", action="store_true", help="Keep sending until stopped.")
 
-    def handle(self, *args, action: str, **options):
-        getattr(self, f"_{action}")(**options)
-
-    def _add(self, district: str, url: str, entity: list[str], **options):
+    def do_add(self, district: str, url: str, entity: list[str], **options):
         found = District.objects.filter(slug=district).first()
         if found is None:
             raise CommandError(f"no district {district}")
@@ -43,7 +41,7 @@ class Command(BaseCommand):
         self.stdout.write(f"webhook {sub.pk}: {url}")
         self.stdout.write(f"secret {sub.secret}")
 
-    def _list(self, district: str, **options):
+    def do_list(self, district: str, **options):
         subs = Subscription.objects.select_related("district")
         if district:
             subs = subs.filter(district__slug=district)
@@ -52,13 +50,13 @@ class Command(BaseCommand):
             kinds = ",".join(s.entities) or "all"
             self.stdout.write(f"{s.pk}  {s.district.slug}  {s.url}  [{kinds}]  {state}")
 
-    def _remove(self, id: int, **options):
+    def do_remove(self, id: int, **options):
         deleted, _ = Subscription.objects.filter(pk=id).delete()
         if not deleted:
             raise CommandError(f"no webhook {id}")
         self.stdout.write(f"removed webhook {id}")
 
-    def _log(self, id: int, **options):
+    def do_log(self, id: int, **options):
         for d in Delivery.objects.filter(subscription_id=id).prefetch_related("log"):
             state = (
                 f"delivered {d.delivered_at:%Y-%m-%d %H:%M:%S}" if d.delivered_at
@@ -69,7 +67,7 @@ class Command(BaseCommand):
             for a in d.log.all():
                 self.stdout.write(f"    {a.at:%H:%M:%S}  {a.status or '-'}  {a.error}")
 
-    def _send(self, loop: bool, **options):
+    def do_send(self, loop: bool, **options):
         if loop:
             webhooks.run_forever(threading.Event(), poll=1.0)
             return
