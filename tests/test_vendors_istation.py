@@ -143,3 +143,23 @@ def test_a_students_template_can_make_schools_from_their_codes(istown, tmp_path)
     assert schools == {"001": "001"}  # line 4 (its own error) names 002: not loaded
     roles = {(r.data["userSourcedId"], r.data["orgSourcedId"]) for r in records(istown, "roles")}
     assert roles == {("000123", "001"), ("000124", "001")}
+
+
+def test_the_wizard_saves_the_make_schools_option(istown, db):
+    from django.test import Client
+    from django.urls import reverse
+    from test_web_wizard import mapping, start
+    from web_fixtures import make_user
+
+    client = Client()
+    client.force_login(make_user("data@istown.test", istown))
+    start(client, istown)
+    client.post(reverse("web:template_columns", args=["istown"]),
+                mapping(**{"col-3": "last_name"}))  # fmt: skip
+    page = client.get(reverse("web:template_check", args=["istown"])).content.decode()
+    assert "Make a school of each school code" in page
+    client.post(
+        reverse("web:template_check", args=["istown"]),
+        {"file_name": "Student Export.csv", "mode": "snapshot", "make_schools": "on"},
+    )
+    assert istown.templates.get().make_schools

@@ -140,6 +140,10 @@ class TemplateSaveForm(forms.Form):
         initial=ImportTemplate.Mode.SNAPSHOT,
         widget=forms.RadioSelect,
     )
+    make_schools = forms.BooleanField(
+        required=False,
+        label="Make a school of each school code this file names (when no schools file is sent)",
+    )
 
     def clean_file_name(self):
         name = self.cleaned_data["file_name"]
