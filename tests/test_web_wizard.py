@@ -153,9 +153,11 @@ def test_only_own_district_and_csrf(district, other, admin, operator):
 
 
 def test_operator_sets_a_district_to_its_templates(district, operator):
-    response = signed_in(operator).post(
-        url("settings", district),
-        {"name": district.name, "format": "custom", "quiet_period_seconds": 60},
-    )
+    from rosterdrop.web.forms import DistrictSettingsForm
+
+    # The whole settings form, as the browser posts it, with only the format changed.
+    form = DistrictSettingsForm(instance=district)
+    posted = {name: value for name, value in form.initial.items() if value not in (None, False)}
+    response = signed_in(operator).post(url("settings", district), {**posted, "format": "custom"})
     assert response.status_code == 302
     assert District.objects.get(pk=district.pk).format == "custom"
