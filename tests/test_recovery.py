@@ -1,7 +1,7 @@
 """Nothing lost after a crash: the states of uploads and syncs, and their recovery.
 
 The kill tests run a real `rosterdrop serve` (or `rosterdrop import`) in a subprocess and stop
-it with kill -9 at a named point (ROSTERDROP_PAUSE_AT, ingest/process.checkpoint: the process
+it with kill -9 at a named point (ROSTERDROP_PAUSE_AT, rosterdrop/process.checkpoint: the process
 waits there, so the kill lands at a known moment, no sleeps), then start it again.
 """
 
@@ -19,7 +19,8 @@ import pytest
 import sftp_fixtures
 from sftp_fixtures import ROSTERDROP, SCHOOL_SMALL, base_env
 
-from rosterdrop.ingest import process, states
+from rosterdrop import process
+from rosterdrop.ingest import states
 from rosterdrop.ingest.states import SyncStatus
 
 # Fixtures shared with the SFTP test modules.

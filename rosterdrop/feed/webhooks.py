@@ -23,7 +23,7 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 from rosterdrop.feed.models import Attempt, Batch, Delivery, Subscription
-from rosterdrop.ingest.process import checkpoint
+from rosterdrop.process import checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from rosterdrop import process
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import process
 
 # Files are copied a window at a time, each window handed to the disk as soon as it is
 # written: the final fsync then has little left to do, and the kernel does not stall the copy

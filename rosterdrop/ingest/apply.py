@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -127,7 +128,7 @@ def _windows(ep: EntityPlan, spill: Spill, bulk: _Bulk) -> Iterator[Window]:
         if not wanted.any():
             continue
         # Filtered in Arrow, which copies the kept rows: nothing holds the whole range.
-        kept = pl.from_arrow(table.filter(pa.array(wanted > 0)))
+        kept = cast(pl.DataFrame, pl.from_arrow(table.filter(pa.array(wanted > 0))))
         del table
         kept = kept.with_columns(pl.Series("_action", wanted[wanted > 0])).sort(KEY)
         changed.append(kept.filter(pl.col("_action") != ADDED))

@@ -27,7 +27,7 @@ class Sync(models.Model):
     # the district's roster token as this sync left it (applied or found unchanged).
     input_digest = models.CharField(max_length=64, blank=True, db_index=True)
     roster_token = models.BigIntegerField(null=True, blank=True)
-    # The process running it (ingest.process), to tell a crashed import from a live one.
+    # The process running it (rosterdrop.process), to tell a crashed import from a live one.
     runner = models.CharField(max_length=80, blank=True)
     # Renewed by its process while it runs (ingest.states.beat): how a process on another
     # host, whose pid cannot be checked, is known to be dead.

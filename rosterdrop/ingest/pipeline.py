@@ -16,11 +16,11 @@ import numpy as np
 import polars as pl
 from django.conf import settings
 
-from rosterdrop import notify
+from rosterdrop import notify, process
 from rosterdrop.feed.events import record_events, renamed_in
 from rosterdrop.formats.spec import FormatSpec, Mode
 from rosterdrop.inbox.store import receive, stored_file
-from rosterdrop.ingest import memory, process, resent, states
+from rosterdrop.ingest import memory, resent, states
 from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.claims import claim_uploads
 from rosterdrop.ingest.decode import decode

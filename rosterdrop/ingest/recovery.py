@@ -29,8 +29,9 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
+from rosterdrop import process
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import pipeline, process, states
+from rosterdrop.ingest import pipeline, states
 from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.states import SyncStatus
 

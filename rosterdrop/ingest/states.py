@@ -5,7 +5,7 @@ through `move` (a sync) or `settle` (uploads): a move not declared raises Illega
 move another process made first (two approvals at once) raises Conflict, decided by the
 database (a conditional UPDATE), never by what a caller read earlier.
 
-A running sync names the process running it (`runner`, see ingest/process.py), so that
+A running sync names the process running it (`runner`, see rosterdrop/process.py), so that
 recovery (ingest/recovery.py) can tell a sync whose process died from one still at work: on
 this host by the process itself, on another by the sync's heartbeat, which the process
 renews while it runs (`beat`).
@@ -20,7 +20,7 @@ from datetime import timedelta
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from rosterdrop.ingest import process
+from rosterdrop import process
 
 log = logging.getLogger(__name__)
 # A running sync whose heartbeat is older than this was run by a process that is gone.

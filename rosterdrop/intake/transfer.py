@@ -21,10 +21,10 @@ from pathlib import Path
 
 from django.conf import settings
 
+from rosterdrop import process
 from rosterdrop.districts.models import District
 from rosterdrop.inbox import store
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import process
 from rosterdrop.intake import folder
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.ipc
 from django.conf import settings
 
-from rosterdrop.ingest import process
+from rosterdrop import process
 from rosterdrop.roster import store
 from rosterdrop.roster.models import ENTITIES
 from rosterdrop.roster.schema import KEY

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.shortcuts import render
 
-from rosterdrop.ingest import process
+from rosterdrop import process
 from rosterdrop.ingest.district_check import check_for_district
 from rosterdrop.ingest.pipeline import tmp_dir
 

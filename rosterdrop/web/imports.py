@@ -13,11 +13,11 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import connection
 
-from rosterdrop import notify
+from rosterdrop import notify, process
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import receive
-from rosterdrop.ingest import pipeline, process, states
+from rosterdrop.ingest import pipeline, states
 from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.pipeline import apply_approved, import_uploads, tmp_dir
 
