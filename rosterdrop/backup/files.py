@@ -25,8 +25,7 @@ RESTORED_FOLDERS = ("inbox", "roster", "sftp")
 def wanted(held: Held) -> list[str]:
     """What to copy, relative to the data folder."""
     data = settings.DATA_DIR
-    key = hostkey.host_key_path()
-    paths = [data / "secret_key", key, key.with_name(key.name + ".pub"), *tlscert.paths()]
+    paths = [data / "secret_key", *hostkey.key_files(), *tlscert.paths()]
     for district, slug, token in held.districts:
         paths += hashes.files(district, token)
         root = folder.district_root(slug)

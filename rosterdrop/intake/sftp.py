@@ -9,6 +9,7 @@ version), caps on connections, sessions and open handles, and an idle timeout.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -89,6 +90,12 @@ class RosterSFTPServer(asyncssh.SFTPServer):
         self.district = self.login.district
         self.root = folder.open_root(self.district.slug)
         self.handles = 0
+
+    def exit(self) -> None:
+        """The session ended: tell the client it went well (exit status 0), as OpenSSH's
+        sftp-server does. OpenSSH's scp (SFTP underneath) otherwise exits 1."""
+        with contextlib.suppress(OSError):  # the connection is already gone
+            self.channel.exit(0)
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -446,13 +453,17 @@ class Listener:
 
 
 async def start_server(host: str, port: int) -> Listener:
-    """Listen for SFTP on host:port with the deployment's persistent host key."""
+    """Listen for SFTP on host:port with the deployment's persistent host keys."""
     from rosterdrop.intake import hostkey
 
-    key = await _db(hostkey.load_or_create)()
+    keys = asyncssh.load_keypairs(await _db(hostkey.load_all)())
+    for keypair in keys:  # the RSA key would also sign with ssh-rsa (SHA-1): never offered
+        keypair.host_key_algorithms = [
+            a for a in keypair.host_key_algorithms if a in hostkey.HOST_KEY_ALGS
+        ]
     options = await asyncssh.SSHServerConnectionOptions.construct(
         server_factory=RosterSSHServer,
-        server_host_keys=[key],
+        server_host_keys=keys,
         send_server_host_keys=True,
         server_version="rosterdrop",
         allow_pty=False,

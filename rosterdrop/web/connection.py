@@ -14,6 +14,8 @@ class Connection:
     port: int
     fingerprint: str
     logins: list = field(default_factory=list)  # intake.models.Login rows
+    # The other host keys, for clients that know no ed25519: (algorithm, fingerprint).
+    other_fingerprints: list = field(default_factory=list)
     # FTPS, when the deployment runs it: ports, and the certificate's SHA256 fingerprint.
     ftps_port: int = 0
     ftps_implicit_port: int = 0
@@ -36,7 +38,7 @@ def connection_for(district, request) -> Connection:
         return result
     result.logins = list(Login.objects.filter(district=district))
     try:
-        result.fingerprint = hostkey.fingerprint()
+        (_, result.fingerprint), *result.other_fingerprints = hostkey.fingerprints()
     except Exception:
         log.exception("cannot read the SFTP host key")
     if settings.FTPS_ENABLED:

@@ -68,7 +68,7 @@ class Command(BaseCommand):
         settings.FTPS_PORT, settings.FTPS_IMPLICIT_PORT = ftps_port, ftps_implicit_port
         settings.FTPS_ENABLED = not no_ftps
         call_command("migrate", interactive=False, verbosity=0)
-        key = hostkey.load_or_create()
+        (_, key_print), *other_keys = hostkey.fingerprints()
         lines = [f"rosterdrop {settings.DATA_DIR}"]
         lines += self._operator()
         if not no_demo:
@@ -77,7 +77,8 @@ class Command(BaseCommand):
         urls = [
             f"  web:      http://{host}:{web_port}/",
             f"  sftp:     {host} port {sftp_port}",
-            f"  host key: {hostkey.fingerprint(key)}",
+            f"  host key: {key_print}",
+            *(f"  also:     {printed} ({algorithm})" for algorithm, printed in other_keys),
         ]
         if not no_ftps:
             self._start_ftps(host, ftps_port, ftps_implicit_port, stop)
