@@ -9,13 +9,10 @@ from pathlib import Path
 import asyncssh
 from django.conf import settings
 
-# Algorithm -> (file name part, generation options). The first is the one clients pinned
-# before there were others: its file is settings.SFTP_HOST_KEY.
-KINDS = {
-    "ssh-ed25519": ("ed25519", {}),
-    "ecdsa-sha2-nistp256": ("ecdsa", {}),
-    "ssh-rsa": ("rsa", {"key_size": 3072}),
-}
+# Algorithm -> file name part. The first is the one clients pinned before there were others:
+# its file is settings.SFTP_HOST_KEY.
+KINDS = {"ssh-ed25519": "ed25519", "ecdsa-sha2-nistp256": "ecdsa", "ssh-rsa": "rsa"}
+RSA_BITS = 3072
 # What the server offers to sign with, in its order of preference.
 HOST_KEY_ALGS = (b"ssh-ed25519", b"ecdsa-sha2-nistp256", b"rsa-sha2-512", b"rsa-sha2-256")
 
@@ -24,7 +21,7 @@ def host_key_path(algorithm: str = "ssh-ed25519") -> Path:
     first = Path(settings.SFTP_HOST_KEY)
     if algorithm == "ssh-ed25519":
         return first
-    return first.with_name(f"ssh_host_{KINDS[algorithm][0]}_key")
+    return first.with_name(f"ssh_host_{KINDS[algorithm]}_key")
 
 
 def key_files() -> list[Path]:
@@ -41,7 +38,10 @@ def load_or_create(algorithm: str = "ssh-ed25519") -> asyncssh.SSHKey:
     path = host_key_path(algorithm)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = asyncssh.generate_private_key(algorithm, **KINDS[algorithm][1])
+        if algorithm == "ssh-rsa":
+            key = asyncssh.generate_private_key(algorithm, key_size=RSA_BITS)
+        else:
+            key = asyncssh.generate_private_key(algorithm)
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
