@@ -3,7 +3,16 @@
 from django.db import models
 
 from rosterdrop.districts.models import District
-from rosterdrop.ingest.states import UploadStatus
+
+
+class UploadStatus(models.TextChoices):
+    """Where an upload is; every move is made by ingest.states (`settle`)."""
+
+    RECEIVED = "received"  # waiting for its import
+    IMPORTED = "imported"
+    UNMATCHED = "unmatched"
+    FAILED = "failed"
+    EXPIRED = "expired"  # replaced by a newer file of the same name before its import
 
 
 class Upload(models.Model):

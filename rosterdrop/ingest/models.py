@@ -4,7 +4,19 @@ from django.db import models
 
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest.states import SyncStatus
+
+
+class SyncStatus(models.TextChoices):
+    """Where a sync is; every move is made by ingest.states (`move`)."""
+
+    RUNNING = "running", "Running"
+    APPLIED = "applied", "Applied"
+    APPLIED_WITH_ERRORS = "applied_with_errors", "Applied with errors"
+    HELD = "held", "Held for approval"
+    NO_CHANGES = "no_changes", "No changes"
+    FAILED = "failed", "Failed"
+    DISCARDED = "discarded", "Discarded"
+    INTERRUPTED = "interrupted", "Interrupted"
 
 
 class Sync(models.Model):

@@ -32,8 +32,7 @@ from django.utils import timezone
 from rosterdrop import process
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import pipeline, states
-from rosterdrop.ingest.models import Sync
-from rosterdrop.ingest.states import SyncStatus
+from rosterdrop.ingest.models import Sync, SyncStatus
 
 log = logging.getLogger(__name__)
 

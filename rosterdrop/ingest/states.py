@@ -17,34 +17,17 @@ import threading
 from collections.abc import Iterable
 from datetime import timedelta
 
-from django.db import connection, models, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from rosterdrop import process
+from rosterdrop.inbox.models import Upload, UploadStatus
+from rosterdrop.ingest.models import Sync, SyncStatus
 
 log = logging.getLogger(__name__)
 # A running sync whose heartbeat is older than this was run by a process that is gone.
 LEASE_SECONDS = 300
 BEAT_SECONDS = 60
-
-
-class SyncStatus(models.TextChoices):
-    RUNNING = "running", "Running"
-    APPLIED = "applied", "Applied"
-    APPLIED_WITH_ERRORS = "applied_with_errors", "Applied with errors"
-    HELD = "held", "Held for approval"
-    NO_CHANGES = "no_changes", "No changes"
-    FAILED = "failed", "Failed"
-    DISCARDED = "discarded", "Discarded"
-    INTERRUPTED = "interrupted", "Interrupted"
-
-
-class UploadStatus(models.TextChoices):
-    RECEIVED = "received"  # waiting for its import
-    IMPORTED = "imported"
-    UNMATCHED = "unmatched"
-    FAILED = "failed"
-    EXPIRED = "expired"  # replaced by a newer file of the same name before its import
 
 
 S, U = SyncStatus, UploadStatus
@@ -92,8 +75,6 @@ def check(current: str, to: str) -> None:
 def start(district, uploads: Iterable, **fields):
     """A new running sync of `uploads`, owned by this process: one transaction, so that a
     running sync always has its uploads."""
-    from rosterdrop.ingest.models import Sync
-
     with transaction.atomic():
         sync = Sync.objects.create(district=district, status=S.RUNNING, **_owned(), **fields)
         sync.uploads.set(list(uploads))
@@ -130,8 +111,6 @@ def _beat_forever() -> None:
 
 def beat() -> int:
     """Renew the heartbeat of the syncs this process runs; how many."""
-    from rosterdrop.ingest.models import Sync
-
     mine = Sync.objects.filter(status=S.RUNNING, runner=str(process.me()))
     if not mine.exists():  # a read: no write lock asked for when nothing runs
         return 0
@@ -177,8 +156,6 @@ def claim_approval(sync, who: str) -> None:
 def settle(uploads: Iterable, to: str, outcome: str, *, waiting_only: bool = False) -> int:
     """Say how the import of these uploads ended. `waiting_only`: settle only those still
     waiting (an upload an import already settled keeps what that import said)."""
-    from rosterdrop.inbox.models import Upload
-
     ids = [u.pk for u in uploads]
     if to not in UPLOAD_MOVES[U.RECEIVED] | FINISHED_UPLOAD:
         raise IllegalMove(f"an upload cannot become {to}")
