@@ -93,9 +93,16 @@ STATIC_URL = "static/"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "rosterdrop.ops.logs.JsonFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("ROSTERDROP_LOG_LEVEL", "INFO")},
 }
+# ROSTERDROP_LOG_FORMAT=json: one JSON object a line (time, level, logger, message).
+LOG_FORMAT = os.environ.get("ROSTERDROP_LOG_FORMAT", "text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ValueError(f"ROSTERDROP_LOG_FORMAT is text or json, not {LOG_FORMAT!r}")
+if LOG_FORMAT == "json":
+    LOGGING["handlers"]["console"]["formatter"] = "json"
 
 # Import limits (zip members are streamed, never extracted to disk).
 ZIP_MAX_MEMBERS = int(os.environ.get("ROSTERDROP_ZIP_MAX_MEMBERS", "64"))
@@ -226,3 +233,11 @@ INSTALLED_APPS += ["rosterdrop.feed"]
 FEED_RETENTION_DAYS = int(os.environ.get("ROSTERDROP_FEED_RETENTION_DAYS", 30))
 # A webhook sender claims a delivery for this long (a killed sender's claim runs out).
 WEBHOOK_CLAIM_SECONDS = int(os.environ.get("ROSTERDROP_WEBHOOK_CLAIM_SECONDS", 120))
+
+# Health, readiness and Prometheus metrics (rosterdrop.ops; README "Health and metrics"):
+# who may read /metrics, as addresses or networks (/healthz and /readyz are open).
+METRICS_ALLOW = [
+    a.strip()
+    for a in os.environ.get("ROSTERDROP_METRICS_ALLOW", "127.0.0.1,::1").split(",")
+    if a.strip()
+]

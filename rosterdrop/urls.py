@@ -23,6 +23,7 @@ urlpatterns = [
         account.PasswordResetConfirm.as_view(),
         name="password_reset_confirm",
     ),
+    path("", include("rosterdrop.ops.urls")),  # /healthz, /readyz, /metrics
     path("api/", api.urls),
     path("", include("rosterdrop.oneroster.urls")),
     path("", include("rosterdrop.web.urls")),

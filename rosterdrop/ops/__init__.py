@@ -1,0 +1,1 @@
+"""Operations: health and readiness for a load balancer, Prometheus metrics, JSON logs."""
