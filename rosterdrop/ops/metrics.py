@@ -27,9 +27,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest.models import Sync
-from rosterdrop.ingest.states import SyncStatus, UploadStatus
+from rosterdrop.inbox.models import Upload, UploadStatus
+from rosterdrop.ingest.models import Sync, SyncStatus
 from rosterdrop.intake.models import Ban
 
 # Upper bounds (seconds) of the import time buckets: small districts in seconds, big in minutes.
