@@ -23,11 +23,11 @@ from rosterdrop.feed.api import webhook_router
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import stored_file
 from rosterdrop.ingest import states
+from rosterdrop.ingest.jobs import start_approval, start_retry
 from rosterdrop.ingest.models import Sync, with_sync_times
 from rosterdrop.ingest.pipeline import discard
 from rosterdrop.oneroster.api import router as export_router
 from rosterdrop.roster.models import ENTITIES, records
-from rosterdrop.web.imports import start_approval, start_retry
 
 api = NinjaAPI(
     title="rosterdrop",

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from rosterdrop.accounts.access import may_decide_holds
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.ingest import states
+from rosterdrop.ingest.jobs import start_approval, start_retry
 from rosterdrop.ingest.models import Change, Issue, Sync
 from rosterdrop.ingest.pipeline import APPLIED, discard
 from rosterdrop.ingest.report import ISSUE_COLUMNS
@@ -18,7 +19,6 @@ from rosterdrop.roster.models import ENTITIES, records
 from rosterdrop.web.access import client_ip, district_view, require_operator
 from rosterdrop.web.downloads import csv_response
 from rosterdrop.web.holds import hold_summary, names
-from rosterdrop.web.imports import start_approval, start_retry
 
 MOVES = ("added", "updated", "removed", "reactivated")
 

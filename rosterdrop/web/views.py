@@ -16,6 +16,7 @@ from rosterdrop.formats import get_format
 from rosterdrop.formats.download import file_templates, templates_zip
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import stored_file
+from rosterdrop.ingest.jobs import start_import
 from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.pipeline import claimed
 from rosterdrop.notify.models import Subscription
@@ -24,7 +25,7 @@ from rosterdrop.web.check_only import check_only
 from rosterdrop.web.connection import connection_for
 from rosterdrop.web.downloads import attachment
 from rosterdrop.web.forms import DistrictSettingsForm, PauseForm, SubscriptionForm, UploadForm
-from rosterdrop.web.imports import receive_files, start_import
+from rosterdrop.web.imports import receive_files
 from rosterdrop.web.status import chart, glance
 
 
