@@ -245,8 +245,8 @@ def plan_entity(
     else:
         deleted = incoming.filter(pl.col(STATUS) == "tobedeleted")
         named = _with_keys(roster, deleted[KEYHASH])
-        named = named.filter(pl.col(KEY).is_in(deleted[KEY].implode()))["_at"].to_numpy()
-        gone = named[was_active[named]]
+        at = named.filter(pl.col(KEY).is_in(deleted[KEY].implode()))["_at"].to_numpy()
+        gone = at[was_active[at]]
     removed = roster.keys(gone)
     left = removed.clear()  # as it was: the file did not validly leave these out
     if mode == "bulk" and spared is not None:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -79,7 +80,7 @@ class Fingerprinting:
         ).start()
 
     def _make(self, snapshot: pl.DataFrame) -> None:
-        names = snapshot.schema["entity"].categories
+        names = cast(pl.Enum, snapshot.schema["entity"]).categories
         try:
             for entity, held in _held_by_entity(snapshot):
                 with self._changed:
@@ -163,7 +164,8 @@ class Spill:
         return same
 
     def _write(self, frame: pl.DataFrame) -> None:
-        frame = frame.select(KEY, *stored_columns(self.entity, frame.schema[RECORD]), HASH, ROW)
+        record = cast(pl.Struct, frame.schema[RECORD])
+        frame = frame.select(KEY, *stored_columns(self.entity, record), HASH, ROW)
         if self._bounds is None:
             keys = frame[KEY].sort()
             picks = [keys[len(keys) * i // RANGES] for i in range(1, RANGES)]
@@ -179,6 +181,7 @@ class Spill:
     def _held_as_is(self, mine: np.ndarray) -> pl.Series:
         """For each fingerprint, the position of the roster record that has it (or null)."""
         held = self.unchanged
+        assert held is not None  # asked only of a spill that holds fingerprints
         found = held.fingerprints.find(mine)
         hit = found >= 0
         position = np.full(len(mine), -1, dtype=np.int64)

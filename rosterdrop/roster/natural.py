@@ -6,6 +6,8 @@ that one's data. The key hash: a 64-bit hash of the source ID itself, by which m
 records are matched with the roster's without holding or comparing their ID strings.
 """
 
+from typing import overload
+
 import polars as pl
 
 SEED = 20261123
@@ -23,6 +25,10 @@ def hash_joined(text: pl.Expr) -> pl.Expr:
     return text.hash(SEED).reinterpret(signed=True)
 
 
+@overload
+def key_hash(keys: pl.Series) -> pl.Series: ...
+@overload
+def key_hash(keys: pl.Expr) -> pl.Expr: ...
 def key_hash(keys: pl.Expr | pl.Series) -> pl.Expr | pl.Series:
     """The hash of a source ID (unsigned 64-bit)."""
     return keys.hash(KEY_SEED)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import stored_file
+from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import Failure
 from rosterdrop.ingest.pipeline import limits
 from rosterdrop.ingest.unpack import Member, is_zip, unpack
@@ -45,8 +46,6 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
 
 
 def _records(member: Member, fallback: str) -> Iterator[tuple[int, list[str]]]:
-    from rosterdrop.ingest.decode import decode
-
     with member.open() as stream:
         reader = csv.reader(_lines(decode(stream, member.name, fallback).chunks))
         start = 1
