@@ -94,3 +94,13 @@ def test_a_district_quiet_past_its_cadence_is_flagged_late(district, school):
     district.expected_every_hours = None
     district.save()
     assert glance(district).state != "late"
+
+
+def test_district_pages_show_times_in_the_district_time_zone(district, school, admin):
+    upload = receive(district, "users.csv", school / "users.csv", "sftp", login="x")
+    noon = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    Upload.objects.filter(pk=upload.pk).update(received_at=noon)
+    district.time_zone = "America/Chicago"
+    district.save()
+    page = signed_in(admin).get("/d/springfield/uploads/").text
+    assert "2026-07-01 07:00:00" in page and "America/Chicago time" in page

@@ -4,18 +4,22 @@ from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.utils import timezone
 
 from rosterdrop.accounts.access import district_or_404, is_operator
 from rosterdrop.audit.models import AuditEvent, record
 
 
 def district_view(view):
-    """Resolve `slug` to a district this user may see (404 otherwise) and pass it on."""
+    """Resolve `slug` to a district this user may see (404 otherwise) and pass it on; the
+    page shows times in the district's time zone."""
 
     @login_required
     @wraps(view)
     def wrapper(request, slug: str, *args, **kwargs):
-        return view(request, district_or_404(request.user, slug), *args, **kwargs)
+        district = district_or_404(request.user, slug)
+        with timezone.override(district.time_zone or "UTC"):  # its pages in its own time
+            return view(request, district, *args, **kwargs)
 
     return wrapper
 
