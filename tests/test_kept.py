@@ -286,3 +286,24 @@ def test_a_skipped_clever_section_keeps_its_class_course_term_and_teachers(db, t
     assert snapshot(clever) == before
     kept = set(Issue.objects.filter(sync=sync, code="kept_as_it_was").values_list("value", "line"))
     assert {("00004", 5), ("00004:T0013", 5), ("00004:T0001", 5)} <= kept
+
+
+def test_a_section_skipped_for_its_school_keeps_the_course_keyed_by_that_school(db, tmp_path):
+    """A course is keyed by its school: a section row without one cannot say which course it
+    kept, so sections.csv removes no course (one warning), and the course stays."""
+    from rosterdrop.districts.models import District
+
+    clever = District.objects.create(slug="clever", name="Clever", format="clever")
+    folder = tmp_path / "clever"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "clever", folder)
+    edit(folder / "sections.csv", 5, "Course_number", "ART404")  # a course of this row alone
+    assert import_path(clever, folder).status in ("applied", "applied_with_errors")
+    before = snapshot(clever)
+    assert before["courses"]["001:Art:ART404"][0] == "active"
+    edit(folder / "sections.csv", 5, "School_id", "")
+    sync = import_path(clever, folder)
+    assert "required_missing" in codes(sync)
+    assert snapshot(clever) == before
+    [withheld] = Issue.objects.filter(sync=sync, code="removal_withheld")
+    assert (withheld.file, withheld.line, withheld.severity) == ("sections.csv", 5, "warning")
+    assert withheld.message.startswith("1 records not in sections.csv")

@@ -115,9 +115,9 @@ def withheld(file: str, line: int, removals: int) -> Finding:
     return Finding(
         WARNING,
         "removal_withheld",
-        f"{removals} records not in {file} were kept because line {line} could not be read: a "
-        "record is removed only when a valid file no longer lists it. Fix the line and send "
-        "the file again.",
+        f"{removals} records not in {file} were kept because line {line} could not be read, or "
+        "not well enough to tell which records it names: a record is removed only when a valid "
+        "file no longer lists it. Fix the line and send the file again.",
         file,
         line,
     )

@@ -8,6 +8,8 @@ Fixed field order and nulls for what a format lacks mean the same record sent in
 hashes the same.
 """
 
+from collections.abc import Iterable
+
 import polars as pl
 
 from rosterdrop.formats.spec import FileSpec, Joined, Output
@@ -195,6 +197,14 @@ def _item_column(output: Output) -> str:
 def key_columns(output: Output) -> tuple[str, ...]:
     """The source columns whose values make a record's key, as the district wrote them."""
     return tuple(_item_column(output) if k == ITEM else k for k in output.key)
+
+
+def key_sources(file: FileSpec, output: Output, header: Iterable[str]) -> tuple[str, ...]:
+    """The columns of `header` whose values make an output's keys (each a list's item)."""
+    items = [
+        h for h in header if h == output.explode or any(_is(file, u, h) for u in output.unpivot)
+    ]
+    return (*(k for k in output.key if k != ITEM), *(items if ITEM in output.key else ()))
 
 
 def message_columns(output: Output) -> dict[str, str]:

@@ -35,6 +35,7 @@ from rosterdrop.ingest.mapping import (
     extra_columns,
     key_columns,
     key_prefix,
+    key_sources,
     map_batch,
     message_columns,
     natural_key,
@@ -47,7 +48,13 @@ from rosterdrop.ingest.read import LINE, read_table
 from rosterdrop.ingest.report import forget_findings, record, record_in
 from rosterdrop.ingest.spill import Fingerprinting, SpillFolder
 from rosterdrop.ingest.unpack import Limits, unpack
-from rosterdrop.ingest.validate import STATUS, RowChecker, check_header, unreadable_id
+from rosterdrop.ingest.validate import (
+    STATUS,
+    RowChecker,
+    check_header,
+    faulty,
+    unreadable_id,
+)
 from rosterdrop.ingest.vouched import carried, context, vouchable
 from rosterdrop.roster import hashes, store
 
@@ -241,23 +248,31 @@ def _keep_rejected(result: Checked, file, rejected: pl.DataFrame, extras: list[s
     """The records that skipped rows of a full file name keep what the roster holds: mapped
     as sent, spaces around values aside, for their keys; the records made from a row's list
     items also by the row's own key (a prefix of theirs). A row whose own ID cannot be read
-    might be any record: its file removes nothing."""
+    might be any record: its file removes nothing. Nor does it remove any record made from
+    other columns of a row skipped for one of those columns' values (Clever's course, keyed
+    by its school, of a section without one): that record's key is not known."""
     # An ID sent with spaces around it still names its record.
     rejected = rejected.with_columns(pl.col(pl.String).str.strip_chars())
     present = set(rejected.columns)
     primary = file.outputs[0]
+    unknown = rejected.filter(unreadable_id(primary.key, present))[LINE]
     for output in file.outputs:
         kept = result.entities[output.entity].kept
         keys = map_batch(file, output, rejected, extras).select(KEY, LINE)
         kept.add(keys, file.name)
-        if output is not primary and output.key[: len(primary.key)] == primary.key:
+        if output is primary:
+            continue
+        if output.key[: len(primary.key)] == primary.key:
             prefixes = rejected.select(key_prefix(primary.key, present).alias(KEY), LINE)
             kept.add(prefixes, file.name, prefix=True)
-    unknown = rejected.filter(unreadable_id(primary.key, present))
-    if unknown.height:
+            continue
+        lost = rejected.filter(faulty(key_sources(file, output, present), present))[LINE]
+        if len(lost) and not len(unknown):
+            kept.unread.setdefault(file.name, int(lost.min()))
+    if len(unknown):
         for output in file.outputs:
             unread = result.entities[output.entity].kept.unread
-            unread.setdefault(file.name, int(unknown[LINE].min()))
+            unread.setdefault(file.name, int(unknown.min()))
 
 
 def _with_natural_key(output, mapped: pl.DataFrame) -> pl.DataFrame:

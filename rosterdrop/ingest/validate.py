@@ -21,6 +21,9 @@ from rosterdrop.roster.schema import ID_LENGTH, LIST_LENGTH, REFS, TEXT_LENGTH, 
 
 SAMPLES = 100
 STATUS = "_status"
+# On a skipped row (RowChecker.rejected), FAULT + column is true where that column's value was
+# why: a key made from it names no record the district meant.
+FAULT = "_fault:"
 # Values in issues are cut to this many characters.
 SHOWN = 200
 # Types whose rule refuses any value with a control character: only other columns are looked at.
@@ -214,6 +217,12 @@ def unreadable_id(key: tuple[str, ...], present: set[str]) -> pl.Expr:
     if not parts:
         return pl.lit(False)
     return pl.any_horizontal([(p == "") | p.str.contains(CONTROL) for p in parts])
+
+
+def faulty(columns: tuple[str, ...], present: set[str]) -> pl.Expr:
+    """Skipped rows skipped for the value of one of these columns (FAULT)."""
+    marks = [pl.col(FAULT + c).fill_null(False) for c in columns if FAULT + c in present]
+    return pl.any_horizontal(marks) if marks else pl.lit(False)
 
 
 @dataclass(frozen=True)
@@ -445,6 +454,12 @@ def rule_for(col: Column, dialect: Dialect | None = None) -> Rule | None:
     return None
 
 
+def _fault(faults: dict[str, pl.Series], column: str, mask: pl.Series) -> pl.Series:
+    """Note that `column`'s value skips the rows of `mask`; returns `mask`."""
+    faults[column] = faults[column] | mask if column in faults else mask
+    return mask
+
+
 class RowChecker:
     """Checks batches of one file; keeps the running row count and findings."""
 
@@ -508,14 +523,15 @@ class RowChecker:
         Every column's masks are computed in one pass over the batch; the per-column work
         after that only runs for columns where something was found.
         """
-        frame, bad = self._bounded(frame)
+        faults: dict[str, pl.Series] = {}
+        frame, bad = self._bounded(frame, faults)
         masks = frame.select(self._mask_exprs)
         fixes = {}
         for i, (col, name, rule) in enumerate(self._rules):
             empty = masks[f"{i}:empty"]
             if col.required and empty.any():
                 self._report(frame, empty, name, "required_missing", ERROR, "is empty but required")
-                bad = bad | empty
+                bad = bad | _fault(faults, name, empty)
             if rule is None:
                 continue
             invalid = masks[f"{i}:invalid"]
@@ -544,7 +560,7 @@ class RowChecker:
                     f"should be {rule.expected}; the row was skipped",
                     outcome="the row was skipped",
                 )  # fmt: skip
-                bad = bad | invalid
+                bad = bad | _fault(faults, name, invalid)
             else:
                 self._report(
                     frame, invalid, name, rule.code, WARNING,
@@ -559,15 +575,18 @@ class RowChecker:
         self.rejected = frame.clear()
         if bad.any() or self.status_column and self.mode != Mode.BULK:
             kept = ~bad & frame[STATUS].is_not_null()
-            self.rejected = frame.filter(~kept)
+            marks = [mask.alias(FAULT + name) for name, mask in faults.items()]
+            self.rejected = frame.with_columns(marks).filter(~kept)
             frame = frame.filter(kept)
         self.skipped += height - frame.height
         return frame
 
-    def _bounded(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+    def _bounded(
+        self, frame: pl.DataFrame, faults: dict[str, pl.Series]
+    ) -> tuple[pl.DataFrame, pl.Series]:
         """Values kept clean and bounded (README, "Values are bounded and clean"): a value
         too long, or an identifier holding a control character, skips its row; control
-        characters in text are removed. Returns the batch and the rows to skip."""
+        characters in text are removed. Returns the batch and the rows to skip (why: `faults`)."""
         bad = pl.repeat(False, frame.height, eager=True)
         masks = frame.select(self._bound_exprs)
         if not masks.select(pl.any_horizontal(pl.all().any())).item():
@@ -582,7 +601,7 @@ class RowChecker:
                     f"is longer than the {b.length} characters allowed; the row was skipped",
                     outcome="the row was skipped",
                 )  # fmt: skip
-                bad = bad | long
+                bad = bad | _fault(faults, b.name, long)
             control = masks[f"{i}:control"] if b.controls else None
             if control is None or not control.any():
                 continue
@@ -592,7 +611,7 @@ class RowChecker:
                     "holds a control or text-direction character, which an ID cannot; the row "
                     "was skipped", outcome="the row was skipped",
                 )  # fmt: skip
-                bad = bad | control
+                bad = bad | _fault(faults, b.name, control)
             else:
                 self._report(
                     frame, control, b.name, "control_character_removed", WARNING,
