@@ -175,6 +175,7 @@ WORKER_SOURCES = os.environ.get("ROSTERDROP_WORKER_SOURCES", "sftp,ftps").split(
 
 # Web console, JSON API and mail (rosterdrop.web, .api, .accounts, .notify).
 INSTALLED_APPS += ["axes", "ninja", "rosterdrop.accounts", "rosterdrop.notify", "rosterdrop.web"]
+INSTALLED_APPS += ["django.contrib.humanize"]  # thousands separators in the console
 INSTALLED_APPS += ["rosterdrop.backup"]  # `rosterdrop backup` and `restore`; no models
 MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")  # static files, no collectstatic
 MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # login throttling

@@ -104,3 +104,20 @@ def test_district_pages_show_times_in_the_district_time_zone(district, school, a
     district.save()
     page = signed_in(admin).get("/d/springfield/uploads/").text
     assert "2026-07-01 07:00:00" in page and "America/Chicago time" in page
+
+
+def test_counts_have_thousands_separators_and_pages_say_next(district, school, admin):
+    from types import SimpleNamespace
+
+    from django.template.loader import render_to_string
+
+    changes = {"users": {"added": 1690, "updated": 12000, "removed": 2500, "reactivated": 0}}
+    html = render_to_string(
+        "web/_counts.html",
+        {"sync": SimpleNamespace(changes=changes), "moves": ("added", "updated", "removed")},
+    )
+    assert "+1,690" in html and "12,000" in html and "−2,500" in html
+    for n in range(51):
+        receive(district, f"x{n}.csv", school / "orgs.csv", "sftp", login="x")
+    page = signed_in(admin).get("/d/springfield/uploads/").text
+    assert "Next →" in page and "Page 1 of 2" in page
