@@ -218,3 +218,14 @@ def test_reading_ahead_hands_over_items_errors_and_stops_when_closed():
     assert next(endless) == 0
     endless.close()
     assert not [t for t in threading.enumerate() if t.name == "rosterdrop-ahead"]
+
+
+def test_extra_columns_named_like_polars_arguments_are_kept(school):
+    """Extra columns are kept as metadata whatever their names, `schema` and `eager` too."""
+    table = rows(school / "users.csv")
+    write(
+        school / "users.csv", [table[0] + ["schema", "eager"]] + [r + ["s", "e"] for r in table[1:]]
+    )
+    result = validate(school)
+    assert result["counts"]["users"] == 79
+    assert not [i for i in result["issues"] if i["severity"] != "warning"]

@@ -6,6 +6,7 @@ for its own problem also breaks the references to it ("the class was skipped, se
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -117,7 +118,9 @@ class EntityRows:
         # Kept as one frame from now on, so the batches are not held twice. Batches of one
         # shape are chained as they are (no copy); files of different shapes are aligned.
         same_shape = all(f.schema == self.frames[0].schema for f in self.frames)
-        how = "vertical" if same_shape else "diagonal_relaxed"
+        how: Literal["vertical", "diagonal_relaxed"] = (
+            "vertical" if same_shape else "diagonal_relaxed"
+        )
         self.frames = [pl.concat(self.frames, how=how, rechunk=False)]
         return self.frames[0]
 
@@ -203,7 +206,7 @@ def check_keys(
         if entity in targeted:
             active_keys[entity] = pl.concat([kept.filter(pl.col(STATUS) == "active")[KEY], carried])
     for target, named in unsent.items():
-        if named:
+        if named and how_to_send is not None:  # only then is anything unsent
             log.add(_unsent(target, named, how_to_send(target)))
     return accepted
 
@@ -232,6 +235,7 @@ def _unsent(target: str, named: list[tuple], advice: str) -> Finding:
     rows_of = pl.concat(lines).unique().height  # a row may name it in several records
     shown = ", ".join(list(values)[:5]) + (", ..." if len(values) > 5 else "")
     strong = any(ref.strong for *_, ref in named)
+    assert first is not None  # `named` is never empty
     return Finding(
         ERROR if strong else WARNING,
         "reference_not_sent",

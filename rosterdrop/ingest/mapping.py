@@ -53,6 +53,12 @@ def _value(source: str) -> pl.Expr:
     return pl.when(col == "").then(None).otherwise(col)
 
 
+def _struct(fields: dict[str, pl.Expr]) -> pl.Expr:
+    """A struct of named fields. Never `pl.struct(**fields)`: a source column named `schema`
+    or `eager` (kept as metadata) would be taken for one of pl.struct's own arguments."""
+    return pl.struct([expr.alias(name) for name, expr in fields.items()])
+
+
 def _join_id(parts: list[pl.Expr]) -> pl.Expr:
     """Parts joined with ":" into one ID. Joined from several, an ID may carry free text such
     as a term's name, whose comma would split it wherever it is listed (termSourcedIds): each
@@ -96,8 +102,8 @@ def _rows(file: FileSpec, output: Output, frame: pl.DataFrame) -> pl.DataFrame:
         value = pl.col(name) != "" if name in present else pl.lit(False)
         frame = frame.filter(value if filled else ~value)
     if output.where_any:
-        filled = [pl.col(c) != "" for c in output.where_any if c in present]
-        frame = frame.filter(pl.any_horizontal(filled)) if filled else frame.clear()
+        any_filled = [pl.col(c) != "" for c in output.where_any if c in present]
+        frame = frame.filter(pl.any_horizontal(any_filled)) if any_filled else frame.clear()
     if output.explode:
         if output.explode not in present:  # an optional list column left out: no items
             return frame.clear().with_columns(pl.lit("").alias(ITEM))
@@ -138,7 +144,7 @@ def map_batch(
     # Every field a string (or null): the same record hashes the same whatever its format.
     fields = {f: mapped.get(f, pl.lit(None)).cast(pl.String) for f in FIELDS[output.entity]}
     if output.keep_extra and extras:
-        fields[METADATA] = pl.struct(**{name: _value(name) for name in extras})
+        fields[METADATA] = _struct({name: _value(name) for name in extras})
     key = _joined(output.key, present)
     if output.key_space:
         key = pl.concat_str([pl.lit(f"{output.key_space}:"), key])
@@ -149,7 +155,7 @@ def map_batch(
     }
     return frame.select(
         key.alias(KEY),
-        pl.struct(**fields).alias(RECORD),
+        _struct(fields).alias(RECORD),
         pl.col(LINE),
         pl.col(STATUS),
         *(expr.fill_null("").alias(f) for f, expr in refs.items()),
