@@ -121,3 +121,14 @@ def test_counts_have_thousands_separators_and_pages_say_next(district, school, a
         receive(district, f"x{n}.csv", school / "orgs.csv", "sftp", login="x")
     page = signed_in(admin).get("/d/springfield/uploads/").text
     assert "Next →" in page and "Page 1 of 2" in page
+
+
+def test_sync_durations_are_in_seconds(district, school, admin):
+    from rosterdrop.ingest.models import Sync
+    from rosterdrop.ingest.pipeline import import_path
+
+    sync = import_path(district, school)
+    Sync.objects.filter(pk=sync.pk).update(finished_at=sync.started_at + timedelta(seconds=3.24))
+    web = signed_in(admin)
+    assert "took 3.2 s" in web.get(f"/d/springfield/syncs/{sync.pk}/").text
+    assert "3.2 s" in web.get("/d/springfield/syncs/").text
