@@ -6,14 +6,14 @@ C, which let go of the GIL: the next item is made on the second core while this 
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 _END = object()
 
 
-def ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+def ahead(items: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     """Produce `items` in a thread, up to `depth` ahead of the consumer.
 
     Exceptions reach the consumer as raised; closing the generator stops the thread before

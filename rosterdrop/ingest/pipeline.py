@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -268,11 +269,11 @@ def _keep_rejected(result: Checked, file, rejected: pl.DataFrame, extras: list[s
             continue
         lost = rejected.filter(faulty(key_sources(file, output, present), present))[LINE]
         if len(lost) and not len(unknown):
-            kept.unread.setdefault(file.name, int(lost.min()))
+            kept.unread.setdefault(file.name, int(cast(int, lost.min())))
     if len(unknown):
         for output in file.outputs:
             unread = result.entities[output.entity].kept.unread
-            unread.setdefault(file.name, int(unknown.min()))
+            unread.setdefault(file.name, int(cast(int, unknown.min())))
 
 
 def _with_natural_key(output, mapped: pl.DataFrame) -> pl.DataFrame:
@@ -562,7 +563,7 @@ def _stopped(sync, exc: Exception) -> Outcome:
     return Outcome("failed", checked, message="Internal error; nothing was applied.")
 
 
-def disk_full(exc: BaseException) -> bool:
+def disk_full(exc: BaseException | None) -> bool:
     """Whether an error, or one it came from, is a full disk (or quota), as the OS, SQLite,
     Arrow or polars report it."""
     seen = set()

@@ -24,9 +24,10 @@ escaped newline inside a value); the escape character is then honoured wherever 
 
 import csv
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import length_hint
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -72,7 +73,7 @@ class Table:
 
     name: str
     header: list[str]
-    batches: Iterator[pl.DataFrame] = field(repr=False)
+    batches: Generator[pl.DataFrame, None, None] = field(repr=False)
     findings: list[Finding] = field(default_factory=list)
 
 
@@ -92,7 +93,7 @@ def read_table(
     header_text, _, rest = first.text.partition(b"\n")
     delimiter = next((d for d in delimiter if d.encode() in header_text), delimiter[0])
     header = _header(name, header_text.decode("utf-8"), delimiter, escapechar)
-    table = Table(name=name, header=header, batches=iter(()))
+    table = Table(name=name, header=header, batches=_no_batches())
     rest_piece = Piece(rest, 2, first.lines - 1, first.final, first.cut)
     table.batches = ahead(_batches(table, delimiter, escapechar, _chain(rest_piece, pieces)))
     return table
@@ -128,6 +129,11 @@ def _header(name: str, text: str, delimiter: str, escapechar: str) -> list[str]:
             Finding(FATAL, "header_missing", f"{name} has no header row on line 1.", name, 1)
         )
     return header
+
+
+def _no_batches() -> Generator[pl.DataFrame, None, None]:
+    """A table's batches until its own are made (they need the table)."""
+    yield from ()
 
 
 def _pieces(name: str, chunks: Iterator[bytes], escape: bytes = b"") -> Iterator[Piece]:
@@ -295,7 +301,11 @@ class _Strict:
 
     def __init__(self, table: Table, delimiter: str, escapechar: str):
         self.table, self.width = table, len(table.header)
-        self.options = {"delimiter": delimiter, "escapechar": escapechar or None, "strict": True}
+        self.options: dict[str, Any] = {
+            "delimiter": delimiter,
+            "escapechar": escapechar or None,
+            "strict": True,
+        }
         self.escapechar = escapechar
         self.carry: list[str] = []  # the lines of a row still open, from the last piece
         self.carry_line = 0
@@ -364,7 +374,7 @@ class _Strict:
         """A csv reader over `lines` from `pos` on, and its source, whose place says how many
         lines the reader took (a list iterator starts at `pos` in O(1): its pickle state)."""
         source = iter(lines)
-        source.__setstate__(pos)
+        source.__setstate__(pos)  # type: ignore[attr-defined]  # a list_iterator's
         return source, csv.reader(source, **self.options)
 
     def _fits(self, row: list[str]) -> bool:
