@@ -132,3 +132,19 @@ def test_sync_durations_are_in_seconds(district, school, admin):
     web = signed_in(admin)
     assert "took 3.2 s" in web.get(f"/d/springfield/syncs/{sync.pk}/").text
     assert "3.2 s" in web.get("/d/springfield/syncs/").text
+
+
+def test_the_dashboard_chart_has_a_log_axis_dates_and_district_names():
+    from types import SimpleNamespace
+
+    from rosterdrop.web.status import chart
+
+    def sync(pk, day, changed):
+        return SimpleNamespace(pk=pk, started_at=datetime(2026, 9, day, tzinfo=UTC),
+                               changes={"users": {"removed": changed}})  # fmt: skip
+
+    drawn = chart([sync(2, 3, 10), sync(1, 1, 1690)], {})  # newest first, as the view gives
+    big, small = drawn["bars"]  # oldest left
+    assert big.height == drawn["height"] and 0.3 < small.height / big.height < 0.35  # log
+    assert [label for label, _ in drawn["ticks"]] == ["1", "10", "100", "1,000"]
+    assert [label for _, label in drawn["dates"]] == ["Sep 1", "Sep 3"]

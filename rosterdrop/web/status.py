@@ -1,5 +1,6 @@
 """A district's state at a glance, and the sizes chart, for the operator dashboard."""
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -104,25 +105,42 @@ class Bar:
     errors: int
 
 
+# Room left of the bars for the records axis, and below them for the dates.
+AXIS_WIDTH, DATE_HEIGHT = 44, 16
+
+
+def _log_share(value: int, top: int) -> float:
+    """A share of the plot's height on a log scale: 1,690 removals and 3 updates both show."""
+    return math.log10(1 + value) / math.log10(1 + top)
+
+
 def chart(syncs: list[Sync], errors: dict[int, int], width: int = 600, height: int = 120):
-    """Bars of records changed per sync, a dot for its error count, oldest first."""
+    """Bars of records changed per sync (log scale, with its axis), a dot for its error count,
+    oldest first, dates along the bottom; each bar names its district and sync."""
     syncs = list(reversed(syncs))
     top = max([moved(s) for s in syncs] + [1])
     top_errors = max(list(errors.values()) + [1])
-    step = width / max(len(syncs), 1)
+    plot = width - AXIS_WIDTH
+    step = plot / max(len(syncs), 1)
     bar_width = min(max(step - 2, 1), 40)
+    ticks = [10**k for k in range(int(math.log10(top)) + 1)]
+    picked = sorted({0, len(syncs) // 2, len(syncs) - 1}) if syncs else []
     return {
         "width": width,
         "height": height,
+        "full_height": height + DATE_HEIGHT,
+        "left": AXIS_WIDTH,
         "bar_width": bar_width,
         "top": top,
         "top_errors": top_errors,
+        "ticks": [(f"{t:,}", height - height * _log_share(t, top)) for t in ticks],
+        "dates": [(AXIS_WIDTH + i * step, f"{syncs[i].started_at:%b %-d}") for i in picked],
         "bars": [
             Bar(
-                x=i * step,
-                y=height - height * moved(s) / top,
-                height=height * moved(s) / top,
-                cx=i * step + bar_width / 2,
+                x=AXIS_WIDTH + i * step,
+                y=height - height * _log_share(moved(s), top),
+                height=height * _log_share(moved(s), top),
+                cx=AXIS_WIDTH + i * step + bar_width / 2,
                 errors_y=height - height * errors.get(s.pk, 0) / top_errors,
                 sync=s,
                 size=moved(s),
