@@ -67,6 +67,7 @@ def _near(col: Column, header: list[str]) -> tuple[str, str]:
 
 def _derivation(col: Column) -> str:
     """'endDate (its year)': where a derived value comes from, for messages."""
+    assert col.derive is not None  # asked only of a derived column
     return f"{col.derive.column}" + (" (its year)" if col.derive.year else "")
 
 
@@ -176,22 +177,22 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
         if has_control(h) or h in near_names:
             continue  # said above, or named with the column it stands for
         if file.column(h) is None and not (file.extra_prefix and h.startswith(file.extra_prefix)):
-            near = difflib.get_close_matches(
+            close = difflib.get_close_matches(
                 h, [c.name for c in file.columns if c.name not in found], n=1, cutoff=0.8
             )
-            if near:
+            if close:
                 log.add(
                     Finding(
                         WARNING,
                         "header_near_column",
                         f"{name} has a column {h!r} that the format does not define; did you "
-                        f"mean {near[0]!r}? Its values are kept as extra data, and {near[0]!r} "
+                        f"mean {close[0]!r}? Its values are kept as extra data, and {close[0]!r} "
                         "is read as empty.",
                         name,
                         1,
                         h,
-                        near[0],
-                        outcome=f"Its values are kept as extra data, and {near[0]!r} is read "
+                        close[0],
+                        outcome=f"Its values are kept as extra data, and {close[0]!r} is read "
                         "as empty",
                     )
                 )
@@ -501,6 +502,7 @@ class RowChecker:
         """Required values the export left out, made from another column (a warning each;
         one for the file where the whole column is missing, said with the header)."""
         for col in self.derived:
+            assert col.derive is not None  # `derived` holds the columns that have one
             source = pl.col(col.derive.column)
             value = source.str.extract(r"(\d{4})").fill_null("") if col.derive.year else source
             if col.name not in self._sent:
@@ -567,8 +569,8 @@ class RowChecker:
                     f"should be {rule.expected}; the value was left empty",
                     outcome="the value was left empty",
                 )  # fmt: skip
-                kept = fixes.get(name, pl.col(name))
-                fixes[name] = pl.when(pl.lit(invalid)).then(pl.lit("")).otherwise(kept)
+                current = fixes.get(name, pl.col(name))
+                fixes[name] = pl.when(pl.lit(invalid)).then(pl.lit("")).otherwise(current)
         bad = bad | self._row_rules(frame, bad) | self._repeated(frame, bad)
         height = frame.height
         frame = frame.with_columns(**fixes) if fixes else frame
