@@ -46,6 +46,9 @@ class EntityRows:
     skipped: list[pl.DataFrame] = field(default_factory=list)
     # The roster's records that rows skipped here keep as they were (full files only).
     kept: Kept = field(default_factory=Kept)
+    # Where a delta's tobedeleted rows are (_row, _key, _file, _line), kept by `release`: the
+    # plan's report names those that name no record of the roster.
+    deletions: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     @property
     def matched_keys(self) -> bool:
@@ -60,8 +63,10 @@ class EntityRows:
         # References repeat a few thousand values millions of times: keep them categorical.
         refs = [c for c in frame.columns if not c.startswith("_")]
         if not self.matched_keys and SAME in frame.columns:
-            # concat_str copies the keys left, so that the batch's key buffer can go.
-            kept = pl.when(pl.col(SAME).is_null()).then(pl.col(KEY))
+            # concat_str copies the keys left, so that the batch's key buffer can go. A delta's
+            # tobedeleted rows keep theirs: the plan finds the records they remove by key.
+            matched = pl.col(SAME).is_not_null() & (pl.col(STATUS) == "active")
+            kept = pl.when(~matched).then(pl.col(KEY))
             frame = frame.with_columns(pl.concat_str([kept, pl.lit("")]).alias(KEY))
         self.frames.append(
             frame.drop(RECORD).with_columns(
@@ -100,6 +105,14 @@ class EntityRows:
     def column(self, file: str, name: str) -> str:
         """The source column a field came from in `file`, as the district wrote it."""
         return self.columns.get(file, {}).get(name, name)
+
+    def release(self) -> None:
+        """Let the records go once checked (what the plan needs is in `accepted`), but for
+        where the tobedeleted rows are: few, and only in a delta."""
+        if self.frames and self.mode != "bulk":
+            deleted = self.frame().filter(pl.col(STATUS) == "tobedeleted")
+            self.deletions = deleted.select(ROW, KEY, FILE, LINE)
+        self.frames.clear()
 
     def frame(self) -> pl.DataFrame:
         if not self.frames:

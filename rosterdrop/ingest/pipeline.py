@@ -25,9 +25,9 @@ from rosterdrop.ingest import memory, resent, states
 from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.claims import claim_uploads
 from rosterdrop.ingest.decode import decode
-from rosterdrop.ingest.findings import ERROR, FATAL, Failure, Finding
-from rosterdrop.ingest.kept import unreadable, withheld
-from rosterdrop.ingest.keys import EntityRows, RosterKeys, check_keys
+from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding
+from rosterdrop.ingest.kept import FILE, unreadable, withheld
+from rosterdrop.ingest.keys import ROW, EntityRows, RosterKeys, check_keys
 from rosterdrop.ingest.links import check_links, gather
 from rosterdrop.ingest.mapping import (
     KEY,
@@ -58,6 +58,7 @@ from rosterdrop.ingest.validate import (
 )
 from rosterdrop.ingest.vouched import carried, context, vouchable
 from rosterdrop.roster import hashes, store
+from rosterdrop.roster.schema import LABELS
 
 log = logging.getLogger(__name__)
 APPLIED = ("applied", "applied_with_errors")
@@ -130,7 +131,7 @@ def check(
             result.entities, known, result.log, refs, roster_keys, matched.format.how_to_send
         )
         for rows in result.entities.values():
-            rows.frames.clear()  # what the plan needs is in `accepted`
+            rows.release()
         result.counts = {
             e: int((frame[STATUS] == "active").sum()) for e, frame in result.accepted.items()
         }
@@ -443,6 +444,7 @@ def _plan(checked: Checked, roster: Iterator[tuple[str, hashes.Records]]) -> Pla
         planned[entity] = plan(entity, hashes.none())
     result = Plan({entity: planned[entity] for entity in checked.accepted})
     _report_kept(result, checked)
+    _report_unknown(result, checked)
     return result
 
 
@@ -460,6 +462,37 @@ def _report_kept(plan: Plan, checked: Checked) -> None:
     for file, removals in withheld_by.items():
         if removals:
             checked.log.add(withheld(file, lines[file], removals))
+
+
+def _report_unknown(plan: Plan, checked: Checked) -> None:
+    """Warn of each delta row marking tobedeleted a record the roster does not have: nothing
+    to remove, likely a wrong ID. One warning a line: the records a line makes after the
+    first (a user's roles) share it."""
+    told: set[tuple[str, int]] = set()
+    for entity, ep in plan.entities.items():  # in dependency order: users before their roles
+        if not len(ep.unknown):
+            continue
+        rows = checked.entities[entity]
+        named = rows.deletions.filter(pl.col(ROW).is_in(ep.unknown.implode()))
+        label = LABELS[entity]
+        for key, file, line in named.select(KEY, pl.col(FILE).cast(pl.String), LINE).iter_rows():
+            if (file, line) in told:
+                continue
+            told.add((file, line))
+            value, words = rows.shown(file, key)
+            checked.log.add(
+                Finding(
+                    WARNING,
+                    "delete_not_in_roster",
+                    f"This row marks the {label} with {words} tobedeleted, but the roster has "
+                    f"no such {label}: nothing was removed. Check the ID: only a record an "
+                    "earlier sync added can be deleted.",
+                    file,
+                    line,
+                    rows.column(file, "sourcedId"),
+                    value,
+                )
+            )
 
 
 def _decide(plan: Plan, district, checked: Checked, approved: bool) -> tuple[str, str]:

@@ -48,6 +48,9 @@ class EntityPlan:
     # Keys of active records a full file left out but did not validly leave out (kept.py):
     # not removed, not changed.
     kept: pl.Series = field(default_factory=lambda: pl.Series(KEY, [], pl.String))
+    # _row numbers of a delta's tobedeleted rows naming no record of the roster: nothing to
+    # remove, and the district is told (pipeline._report_unknown).
+    unknown: pl.Series = field(default_factory=lambda: pl.Series(ROW, [], pl.UInt32))
 
     @property
     def counts(self) -> dict[str, int]:
@@ -218,7 +221,9 @@ def plan_entity(
         # Nothing to compare with (a district's first import): every live record is new.
         # Joining millions of keys against nothing still hashes them all (5M: 1.5-1.9 s).
         added = incoming.filter(pl.col(STATUS) == "active")[ROW]
-        return EntityPlan(entity, added, added.clear(), added.clear(), roster.keys([]), 0, 0)
+        unknown = incoming.filter(pl.col(STATUS) == "tobedeleted")[ROW]
+        nothing = added.clear()
+        return EntityPlan(entity, added, nothing, nothing, roster.keys([]), 0, 0, unknown=unknown)
     # Only the columns each step needs, unfiltered where nothing is filtered: on millions of
     # records every copied column costs hundreds of MB.
     is_live = incoming[STATUS] == "active"
@@ -242,10 +247,15 @@ def plan_entity(
         sent = np.zeros(current.height, dtype=bool)
         sent[joined["_at"].drop_nulls().to_numpy()] = True
         gone = np.flatnonzero(was_active & ~kept & ~sent)
+        unknown = incoming[ROW].clear()
     else:
-        deleted = incoming.filter(pl.col(STATUS) == "tobedeleted")
-        named = _with_keys(roster, deleted[KEYHASH])
-        at = named.filter(pl.col(KEY).is_in(deleted[KEY].implode()))["_at"].to_numpy()
+        # The records a delta's tobedeleted rows name, active ones removed; those already
+        # tobedeleted stay so.
+        deleted = incoming.filter(pl.col(STATUS) == "tobedeleted").select(KEY, KEYHASH, ROW)
+        theirs = _with_keys(roster, deleted[KEYHASH]).select(KEY, "_at")
+        named = deleted.join(theirs, on=KEY, how="left")
+        unknown = named.filter(pl.col("_at").is_null())[ROW]
+        at = named["_at"].drop_nulls().to_numpy()
         gone = at[was_active[at]]
     removed = roster.keys(gone)
     left = removed.clear()  # as it was: the file did not validly leave these out
@@ -263,6 +273,7 @@ def plan_entity(
         + int((~new & ~back.fill_null(False) & ~differs.fill_null(False)).sum()),
         active_before=int(was_active.sum()),
         kept=left,
+        unknown=unknown,
     )
     if NATURAL in incoming.columns and len(plan.added):
         arriving = live.select(ROW, KEY, NATURAL).filter(pl.col(ROW).is_in(plan.added.implode()))
