@@ -134,3 +134,25 @@ def test_every_command_with_actions_follows_one_convention():
         for action in actions.choices:
             assert callable(getattr(command, "do_" + action.replace("-", "_"), None)), action
     assert {"sync", "template", "sftp-user", "user", "token", "district"} <= set(with_actions)
+
+
+def test_an_import_over_the_quota_is_one_line_and_keeps_nothing(migrated, tmp_path):
+    """`rosterdrop import` holds the district's quota as SFTP and the web page do."""
+    env = env_for(migrated)
+    added = run(env, "district", "add", "tight", "--name", "Tight", "--format", "oneroster-1.1",
+                "--upload-quota-bytes", "100")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    sent = tmp_path / "users.csv"
+    sent.write_text("sourcedId,givenName\n" + "u,Ann\n" * 50)
+    done = run(env, "import", str(sent), "--district", "tight")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"Importing {sent} for tight...",
+        "CommandError: Storage quota exceeded: the district may keep 100 bytes of uploads and "
+        "this file does not fit; nothing was kept",
+    ]
+    listed = run(env, "shell", "--no-imports", "-c",
+                 "from rosterdrop.inbox.models import Upload;"
+                 "print(Upload.objects.filter(district__slug='tight').count())")  # fmt: skip
+    assert listed.stdout.strip() == "0"
+    assert not (migrated / "inbox" / "tight").exists()

@@ -11,6 +11,7 @@ from helpers import edit, rows, write
 from web_fixtures import held_sync, signed_in
 
 from rosterdrop.audit.models import AuditEvent
+from rosterdrop.inbox import store
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.pipeline import import_path
@@ -239,3 +240,25 @@ def test_overview_shows_sftp_and_ftps_connection_settings(district, admin, setti
     settings.FTPS_ENABLED = False
     page = signed_in(admin).get(reverse("web:district", args=[district.slug])).content.decode()
     assert "ana.admin.springfield.tx" not in page
+
+
+def test_a_web_upload_over_the_quota_is_refused_and_nothing_is_kept(district, admin, school):
+    """The quota SFTP and FTPS transfers hold (store.quota_room) holds for the web page too."""
+    district.upload_quota_bytes = 1000
+    district.save()
+    inbox = store.inbox_dir(district)
+    held = set(inbox.iterdir()) if inbox.exists() else set()
+    client = signed_in(admin)
+    files = [(school / "users.csv").open("rb")]
+    try:
+        page = client.post(
+            reverse("web:upload", args=[district.slug]), {"files": files}, follow=True
+        )
+    finally:
+        files[0].close()
+    text = page.content.decode()
+    assert "Storage quota exceeded: the district may keep 1000 bytes" in text
+    assert "nothing was kept" in text
+    assert not Upload.objects.filter(district=district).exists()
+    assert not Sync.objects.filter(district=district).exists()
+    assert (set(inbox.iterdir()) if inbox.exists() else set()) == held

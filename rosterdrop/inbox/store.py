@@ -199,5 +199,24 @@ def quota_room(district: District) -> int:
     return max(0, district.effective_upload_quota - stored_bytes(district))
 
 
+def quota_exceeded(district: District) -> str:
+    """What the sender of an upload that does not fit the district's quota is told."""
+    return (
+        f"Storage quota exceeded: the district may keep {district.effective_upload_quota} "
+        "bytes of uploads and this file does not fit"
+    )
+
+
+class QuotaExceeded(Exception):
+    """Uploads refused before anything is kept: they do not fit the district's quota."""
+
+
+def check_quota(district: District, size: int) -> None:
+    """Refuse (QuotaExceeded) `size` bytes of new uploads past the district's quota_room:
+    the rule SFTP and FTPS transfers apply as bytes arrive, for uploads whose size is known."""
+    if size > quota_room(district):
+        raise QuotaExceeded(quota_exceeded(district))
+
+
 def stored_file(upload: Upload) -> Path:
     return settings.DATA_DIR / upload.stored_path

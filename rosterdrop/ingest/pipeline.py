@@ -20,7 +20,7 @@ from django.conf import settings
 from rosterdrop import notify, process
 from rosterdrop.feed.events import record_events, renamed_in
 from rosterdrop.formats.spec import FormatSpec, Mode
-from rosterdrop.inbox.store import receive, stored_file
+from rosterdrop.inbox.store import check_quota, receive, stored_file
 from rosterdrop.ingest import memory, resent, states
 from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.claims import claim_uploads
@@ -637,8 +637,11 @@ def import_path(
 
 
 def receive_path(district, path: Path, login: str = "") -> list:
-    """The files of a path (a zip, a folder, a file) kept in the inbox like any upload."""
-    return [receive(district, p.name, p, "cli", login=login) for p in expand(path)]
+    """The files of a path (a zip, a folder, a file) kept in the inbox like any upload; none
+    if they do not fit the district's quota (store.QuotaExceeded)."""
+    files = expand(path)
+    check_quota(district, sum(p.stat().st_size for p in files))
+    return [receive(district, p.name, p, "cli", login=login) for p in files]
 
 
 def claimed(district, uploads: list, dry_run: bool = False) -> list:

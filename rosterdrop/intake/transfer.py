@@ -64,7 +64,6 @@ class Transfer:
         self.ip = ip
         self.append = append
         staging = folder.staging_dir(district.slug)
-        self.quota = district.effective_upload_quota
         # What the district may still keep: its quota less its stored uploads and the other
         # transfers it has in progress.
         self.room = store.quota_room(district) - _in_progress(staging)
@@ -120,8 +119,7 @@ class Transfer:
         if end > self.room:
             self._refuse(
                 errno.EDQUOT,
-                f"Storage quota exceeded: the district may keep {self.quota} bytes of uploads "
-                "and this file does not fit; the operator has been told",
+                f"{store.quota_exceeded(self.district)}; the operator has been told",
             )
         try:
             os.pwrite(self.fd, data, offset)

@@ -8,12 +8,14 @@ from django.core.files.uploadedfile import UploadedFile
 from rosterdrop import process
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.inbox.models import Upload
-from rosterdrop.inbox.store import receive
+from rosterdrop.inbox.store import check_quota, receive
 from rosterdrop.ingest.pipeline import tmp_dir
 
 
 def receive_files(district, files: list[UploadedFile], login: str, ip: str | None) -> list[Upload]:
-    """Keep each file in the inbox exactly as sent, like an SFTP upload."""
+    """Keep each file in the inbox exactly as sent, like an SFTP upload; none if they do not
+    fit the district's quota (store.QuotaExceeded)."""
+    check_quota(district, sum(f.size for f in files))
     uploads = []
     for f in files:
         fd, tmp = process.mkstemp("web-", tmp_dir())

@@ -15,7 +15,7 @@ from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.formats import get_format
 from rosterdrop.formats.download import file_templates, templates_zip
 from rosterdrop.inbox.models import Upload
-from rosterdrop.inbox.store import stored_file
+from rosterdrop.inbox.store import QuotaExceeded, stored_file
 from rosterdrop.ingest.jobs import start_import
 from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.pipeline import claimed
@@ -135,7 +135,11 @@ def upload(request, district):
     if district.paused_at(timezone.now()):
         messages.error(request, PAUSED_WEB_UPLOAD)
         return redirect("web:district", district.slug)
-    uploads = receive_files(district, files, request.user.get_username(), client_ip(request))
+    try:
+        uploads = receive_files(district, files, request.user.get_username(), client_ip(request))
+    except QuotaExceeded as refused:
+        messages.error(request, f"{refused}; nothing was kept.")
+        return redirect("web:district", district.slug)
     wanted = claimed(district, uploads)  # as over SFTP: the rest is unmatched, with the reason
     for upload in uploads:
         if upload not in wanted:

@@ -5,6 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from rosterdrop.districts.models import District
+from rosterdrop.inbox.store import QuotaExceeded
 from rosterdrop.ingest.pipeline import claimed, import_uploads, receive_path
 from rosterdrop.ingest.report import summary
 from rosterdrop.ingest.text import describe
@@ -31,7 +32,10 @@ class Command(BaseCommand):
             raise CommandError(f"no district {district!r}; create it with `district add`") from None
         if not json:
             self.stderr.write(f"Importing {path} for {account.slug}...")
-        uploads = receive_path(account, path)
+        try:
+            uploads = receive_path(account, path)
+        except QuotaExceeded as refused:
+            raise CommandError(f"{refused}; nothing was kept") from None
         wanted = claimed(account, uploads, dry_run)
         sync = None
         if wanted:
