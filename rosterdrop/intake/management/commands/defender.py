@@ -31,7 +31,9 @@ class Command(ActionCommand):
         rows = [
             {
                 "ip": b.ip,
-                "banned_until": b.banned_until.isoformat() if b.is_banned(now) else None,
+                "banned_until": (
+                    b.banned_until.isoformat() if b.banned_until and b.is_banned(now) else None
+                ),
                 "bans": b.ban_count,
                 "score": b.score,
             }

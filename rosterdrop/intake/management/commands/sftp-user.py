@@ -4,6 +4,7 @@ import json as jsonlib
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 from django.core.management.base import CommandError
@@ -90,7 +91,7 @@ class Command(ActionCommand):
             self.stdout.write(f"Password (shown once): {generated}")
 
     def do_list(self, json: bool = False, **_):
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "login": u.name,
                 "district": u.district.slug,
