@@ -125,6 +125,14 @@ def test_microsofts_2021_first_upload_gives_exactly_its_known_defects():
         | {("date_invalid", "roles.csv", n, c) for n in range(2, 9) for c in role_dates}
         | {("date_invalid", "demographics.csv", n, "birthDate") for n in range(2, 8)}
     )
+    # Of these US dates, those no other reading fits (8/24/2021, 10/26/1973, 6/6/2001) are
+    # read with a warning; the rest (6/11/2022: June 11 or November 6?) stay refused.
+    certain = (
+        {("academicSessions.csv", 2, "startDate"), ("demographics.csv", 6, "birthDate")}
+        | {("demographics.csv", 7, "birthDate")}
+        | {("roles.csv", n, "roleStartDate") for n in (2, 3, 4, 6, 7)}
+    )
+    us_dates = {("date_normalised", *d[1:]) if d[1:] in certain else d for d in us_dates}
     phones = {("phone_invalid", "users.csv", n, c) for n in (3, 6) for c in ("phone", "sms")}
     year = "schoolYearSourcedId"
     dangling_year = {("reference_missing", "courses.csv", n, year) for n in (2, 3, 4)}

@@ -164,9 +164,79 @@ def test_trailing_empty_fields_are_ignored_with_a_warning_and_refused_when_stric
     assert fatal(validate(school, strict=True))[0]["code"] == "row_trailing_delimiters"
 
 
+CERTAIN_DATES = [
+    ("8/24/2021", "2021-08-24"),  # US: 24 cannot be a month
+    ("24/8/2021", "2021-08-24"),  # UK: 24 cannot be a month
+    ("8/8/2021", "2021-08-08"),  # both ways the same day
+    ("2021/08/24", "2021-08-24"),
+    ("2021-8-24", "2021-08-24"),
+    ("8/24/2021 0:00", "2021-08-24"),  # a spreadsheet's midnight
+    ("24/08/2021 00:00:00", "2021-08-24"),
+    ("2021-08-24T00:00:00Z", "2021-08-24"),
+]
+
+
+@pytest.mark.parametrize(("written", "read"), CERTAIN_DATES)
+def test_a_date_whose_meaning_is_certain_is_read_with_a_warning(school, written, read):
+    table = rows(school / "academicSessions.csv")
+    table[1][table[0].index("startDate")] = written
+    write(school / "academicSessions.csv", table)
+    result = validate(school)
+    [found] = [i for i in result["issues"] if i["code"] == "date_normalised"]
+    assert (found["line"], found["value"], found["severity"]) == (2, written, "warning")
+    assert f"it was read as {read}" in found["message"] and written in found["message"]
+    assert not fatal(result) and not codes(result).get("date_invalid")
+    [strict] = fatal(validate(school, strict=True))
+    assert strict["code"] == "date_normalised" and "strict" in strict["message"]
+
+
+def test_a_certain_date_is_stored_as_the_date_it_was_read_as(district, school):
+    from rosterdrop.ingest.pipeline import import_path
+    from rosterdrop.roster.models import records
+
+    table = rows(school / "academicSessions.csv")
+    table[1][table[0].index("startDate")] = "24/8/2021 0:00"
+    write(school / "academicSessions.csv", table)
+    assert import_path(district, school).status == "applied"
+    [session] = [r for r in records(district, "academicSessions") if r.sourced_id == table[1][0]]
+    assert session.data["startDate"] == "2021-08-24"
+
+
 def test_a_date_in_a_form_the_format_does_not_declare_is_never_guessed(school):
     table = rows(school / "academicSessions.csv")
     table[1][table[0].index("startDate")] = "04/05/2025"  # April 5 or May 4?
     write(school / "academicSessions.csv", table)
     [bad] = [i for i in validate(school)["issues"] if i["code"] == "date_invalid"]
     assert (bad["line"], bad["value"], bad["severity"]) == (2, "04/05/2025", "error")
+    assert "could be 2025-04-05 or 2025-05-04" in bad["message"]
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["8/24/21", "13/13/2021", "2/30/2021", "8/24/2021 13:45", "2021/13/01", "8-24/2021", "soon"],
+)
+def test_what_is_not_certainly_a_date_is_refused_for_its_row(school, written):
+    """A two-digit year, no such day, a time of day, mixed separators: not read."""
+    table = rows(school / "academicSessions.csv")
+    table[1][table[0].index("startDate")] = written
+    write(school / "academicSessions.csv", table)
+    result = validate(school)
+    [bad] = [i for i in result["issues"] if i["code"] == "date_invalid"]
+    assert (bad["line"], bad["value"], bad["severity"]) == (2, written, "error")
+    assert "date_normalised" not in codes(result)
+
+
+def test_a_format_that_declares_month_first_never_reads_day_first(tmp_path):
+    """Clever writes M/D/YYYY: a day-first value says the file is not what it declares, so
+    its other dates cannot be trusted either; the midnight time alone is dropped."""
+    folder = tmp_path / "clever"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "clever", folder)
+    table = rows(folder / "students.csv")
+    at = table[0].index("DOB")
+    table[1][at], table[2][at] = "20/5/2016", "5/20/2016 12:00:00 AM"
+    write(folder / "students.csv", table)
+    result = validate(folder, "clever")
+    [bad] = [i for i in result["issues"] if i["code"] == "date_invalid"]
+    [read] = [i for i in result["issues"] if i["code"] == "date_normalised"]
+    assert (bad["line"], read["line"]) == (2, 3)
+    assert "it was read as 2016-05-20" in read["message"]

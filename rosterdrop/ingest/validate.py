@@ -300,6 +300,10 @@ class Rule:
     fixable: Callable[[pl.Expr], tuple[pl.Expr, pl.Expr]] | None = None
     # Valid values written in another accepted form -> (mask, normalised); no issue.
     normalise: Callable[[pl.Expr], tuple[pl.Expr, pl.Expr]] | None = None
+    # Invalid values that could mean more than one thing -> (mask, what they could mean);
+    # refused like the others, saying the readings and why (`ambiguous_why`).
+    ambiguous: Callable[[pl.Expr], tuple[pl.Expr, pl.Expr]] | None = None
+    ambiguous_why: str = ""
 
 
 def _fold_case(values: tuple[str, ...]) -> Callable[[pl.Expr], tuple[pl.Expr, pl.Expr]]:
@@ -386,23 +390,99 @@ def _date_form(fmt: str) -> str:
     return f"a date written {shown} (e.g. {date(2025, 8, 15).strftime(fmt)})"
 
 
-def _date_rule(formats: tuple[str, ...]) -> Rule:
-    iso, *others = formats
+# A time of day that says nothing: midnight, as spreadsheets and databases append it.
+MIDNIGHT = r"(?:[ T]0{1,2}:00(?::00(?:\.0+)?)?Z?| 12:00(?::00)? ?AM)$"
+YEAR_FIRST = r"^(\d{4})([/.-])(\d{1,2})([/.-])(\d{1,2})$"
+YEAR_LAST = r"^(\d{1,2})([/.-])(\d{1,2})([/.-])(\d{4})$"
 
-    def parse_iso(e: pl.Expr) -> pl.Expr:
-        return e.str.to_date(iso, strict=False).is_not_null() & (
-            e.str.contains(r"^\d{4}-\d{2}-\d{2}$") if iso == "%Y-%m-%d" else pl.lit(True)
+
+def _iso(year: pl.Expr, month: pl.Expr, day: pl.Expr) -> pl.Expr:
+    """The date these parts make, or null where there is no such day."""
+    pad = [p.cast(pl.String).str.zfill(2) for p in (month, day)]
+    return pl.format("{}-{}-{}", year, *pad).str.to_date("%Y-%m-%d", strict=False)
+
+
+def _year_last(e: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """A day and a month before a four-digit year, one separator: (first, second, year)."""
+    parts = e.str.replace(MIDNIGHT, "").str.extract_groups(YEAR_LAST)
+    same = parts.struct.field("2") == parts.struct.field("4")
+    first, second = (parts.struct.field(n).cast(pl.Int32) for n in ("1", "3"))
+    return (
+        pl.when(same).then(first),
+        pl.when(same).then(second),
+        parts.struct.field("5"),
+    )
+
+
+def _certain_date(
+    e: pl.Expr, declared: Callable[[pl.Expr], pl.Expr], order_declared: bool
+) -> pl.Expr:
+    """The one date a value not written in a declared form can mean, else null: a declared
+    form with a midnight time after it, year/month/day with any separator, and -- where the
+    format declares no day-month order of its own -- a day and month either way round when
+    one of them is over 12 or both are the same."""
+    day = e.str.replace(MIDNIGHT, "")
+    ymd = day.str.extract_groups(YEAR_FIRST)
+    year_first = pl.when(ymd.struct.field("2") == ymd.struct.field("4")).then(
+        _iso(*(ymd.struct.field(n) for n in ("1", "3", "5")))
+    )
+    readings = [declared(day), year_first]
+    if not order_declared:
+        first, second, year = _year_last(e)
+        month = (
+            pl.when((first > 12) & (second <= 12))
+            .then(second)
+            .when(((second > 12) & (first <= 12)) | (first == second))
+            .then(first)
+        )
+        readings.append(_iso(year, month, pl.when(month == second).then(first).otherwise(second)))
+    return pl.coalesce(readings)
+
+
+def _ambiguous_date(e: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """Values that are a date read either way round (04/05/2021): (mask, both readings)."""
+    first, second, year = _year_last(e)
+    as_us, as_uk = _iso(year, first, second), _iso(year, second, first)
+    both = as_us.is_not_null() & as_uk.is_not_null() & (first != second)
+    shown = pl.format("{} or {}", as_us.dt.strftime("%Y-%m-%d"), as_uk.dt.strftime("%Y-%m-%d"))
+    return both.fill_null(False), shown
+
+
+def _date_rule(formats: tuple[str, ...]) -> Rule:
+    """Declared forms; beyond them a date whose meaning is certain is read (a warning), one
+    that could be two dates is refused saying which two (README, "Tolerance policy")."""
+    iso, *others = formats
+    # Whether the format itself says which of day and month comes first (M/D/YYYY).
+    order_declared = any(f.index("%Y") > 0 for f in formats if "%Y" in f)
+
+    def as_iso(e: pl.Expr) -> pl.Expr:
+        parsed = e.str.to_date(iso, strict=False)
+        return (
+            pl.when(e.str.contains(r"^\d{4}-\d{2}-\d{2}$")).then(parsed)
+            if iso == "%Y-%m-%d"
+            else parsed
         )
 
+    def declared(e: pl.Expr) -> pl.Expr:
+        """The date a value written in a declared form is, else null."""
+        return pl.coalesce([as_iso(e), *(e.str.to_date(f, strict=False) for f in others)])
+
     def other_form(e: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-        parsed = pl.coalesce([e.str.to_date(f, strict=False) for f in others])
-        return parsed.is_not_null() & ~parse_iso(e), parsed.dt.strftime("%Y-%m-%d")
+        parsed = declared(e)
+        return parsed.is_not_null() & as_iso(e).is_null(), parsed.dt.strftime("%Y-%m-%d")
+
+    def certain(e: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+        read = _certain_date(e, declared, order_declared)
+        return read.is_not_null(), read.dt.strftime("%Y-%m-%d")
 
     return Rule(
         "date_invalid",
         " or ".join(_date_form(f) for f in formats),
-        lambda e: ~parse_iso(e) & (other_form(e)[0].not_() if others else pl.lit(True)),
+        lambda e: declared(e).is_null(),
+        fixable=certain,
         normalise=other_form if others else None,
+        ambiguous=None if order_declared else _ambiguous_date,
+        ambiguous_why="its day and month are both 12 or under, so which is which is not certain",
     )
 
 
@@ -550,25 +630,34 @@ class RowChecker:
                 if can_fix.any():
                     self._report(
                         frame, can_fix, name, rule.code.replace("invalid", "normalised"), WARNING,
-                        f"is not written as {rule.expected}; it was read as its obvious meaning",
+                        f"is not written as {rule.expected}; it was read as {{detail}}",
+                        detail=normalised,
                     )  # fmt: skip
-                    fixes[name] = pl.when(pl.lit(can_fix)).then(normalised).otherwise(pl.col(name))
+                    current = fixes.get(name, pl.col(name))
+                    fixes[name] = pl.when(pl.lit(can_fix)).then(normalised).otherwise(current)
                     invalid = invalid & ~can_fix
             if not invalid.any():
                 continue
-            if col.required:
+            severity, outcome = (
+                (ERROR, "the row was skipped")
+                if col.required
+                else (WARNING, "the value was left empty")
+            )
+            should = f"should be {rule.expected}; {outcome}"
+            unclear = pl.repeat(False, frame.height, eager=True)
+            if rule.ambiguous is not None:
+                two_ways, readings = rule.ambiguous(pl.col(name))
+                unclear = frame.select(two_ways).to_series() & invalid
                 self._report(
-                    frame, invalid, name, rule.code, ERROR,
-                    f"should be {rule.expected}; the row was skipped",
-                    outcome="the row was skipped",
+                    frame, unclear, name, rule.code, severity,
+                    f"could be {{detail}}: {rule.ambiguous_why}; it {should}",
+                    outcome=outcome, detail=readings,
                 )  # fmt: skip
+            self._report(frame, invalid & ~unclear, name, rule.code, severity, should,
+                         outcome=outcome)  # fmt: skip
+            if col.required:
                 bad = bad | _fault(faults, name, invalid)
             else:
-                self._report(
-                    frame, invalid, name, rule.code, WARNING,
-                    f"should be {rule.expected}; the value was left empty",
-                    outcome="the value was left empty",
-                )  # fmt: skip
                 current = fixes.get(name, pl.col(name))
                 fixes[name] = pl.when(pl.lit(invalid)).then(pl.lit("")).otherwise(current)
         bad = bad | self._row_rules(frame, bad) | self._repeated(frame, bad)
@@ -755,18 +844,21 @@ class RowChecker:
         what: str,
         label: str = "",
         outcome: str = "",
+        detail: pl.Expr | None = None,
     ) -> None:
-        """`outcome`: the words of `what` that say what became of the row (Finding)."""
+        """`outcome`: the words of `what` that say what became of the row (Finding);
+        `detail`: a value of each row, put where `what` says {detail} (what it was read as)."""
         total = int(mask.sum())
         if not total:
             return
         label = label or column
-        sample = frame.filter(mask).head(SAMPLES).select(LINE, column)
+        detail = pl.lit("") if detail is None else detail
+        sample = frame.filter(mask).head(SAMPLES).select(LINE, column, detail.alias("_detail"))
         findings = [
             Finding(
                 severity,
                 code,
-                f"{label} {cut(value)!r} on line {line} {what}."
+                f"{label} {cut(value)!r} on line {line} {what.replace('{detail}', more)}."
                 if value
                 else f"{label} on line {line} {what}.",
                 self.file.name,
@@ -775,6 +867,6 @@ class RowChecker:
                 shown(value),
                 outcome=outcome,
             )
-            for line, value in sample.iter_rows()
+            for line, value, more in sample.iter_rows()
         ]
         self.log.add_counted(findings, total)
