@@ -14,8 +14,10 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import asyncssh
 from asgiref.sync import sync_to_async
@@ -168,7 +170,7 @@ class RosterSFTPServer(asyncssh.SFTPServer):
         self.handles += 1
         return os.fdopen(fd, "rb", buffering=0)
 
-    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+    def read(self, file_obj: object, offset: int, size: int) -> bytes | Awaitable[bytes]:
         if isinstance(file_obj, Transfer):
             return file_obj.read_at(offset, size)
         return super().read(file_obj, offset, size)
@@ -181,7 +183,9 @@ class RosterSFTPServer(asyncssh.SFTPServer):
         except OSError as exc:
             raise asyncssh.SFTPFailure(exc.strerror or str(exc)) from None
 
-    def fstat(self, file_obj: object) -> os.stat_result:
+    def fstat(
+        self, file_obj: object
+    ) -> os.stat_result | asyncssh.SFTPAttrs | Awaitable[os.stat_result | asyncssh.SFTPAttrs]:
         if isinstance(file_obj, Transfer):
             return file_obj.stat()
         return super().fstat(file_obj)
@@ -193,7 +197,7 @@ class RosterSFTPServer(asyncssh.SFTPServer):
     async def close(self, file_obj: object) -> None:
         self.handles -= 1
         if not isinstance(file_obj, Transfer):
-            file_obj.close()
+            cast(BinaryIO, file_obj).close()
             return
         # asyncssh calls close() for the client's SSH_FXP_CLOSE and also, when the session
         # ends, for every file still open: only the first completes an upload.
@@ -267,7 +271,8 @@ class _Session(SSHServerStreamSession):
     """
 
     def __init__(self, state: ConnState):
-        super().__init__(None, self._sftp_server, MIN_SFTP_VERSION, False)
+        # asyncssh hands the factory its SSHServerChannel; its annotation says SSHChannel.
+        super().__init__(None, self._sftp_server, MIN_SFTP_VERSION, False)  # type: ignore[arg-type]
         self.state = state
         self.ended = ""
         # SFTP frames each request as a 4-byte length, then the request (type, id, ...): the
@@ -365,7 +370,7 @@ class RosterSSHServer(asyncssh.SSHServer):
     async def validate_password(self, username: str, password: str) -> bool:
         login = self._login_for(username)
         allowed = login is not None and login.ip_allowed(self.ip)
-        if allowed and await _db(login.check_password)(password):
+        if login is not None and allowed and await _db(login.check_password)(password):
             self.state.method = "password"
             return True
         # Every failure waits, the last one too (it disconnects), as OpenSSH does.
@@ -377,7 +382,8 @@ class RosterSSHServer(asyncssh.SSHServer):
         # Called twice for a good key (query, then signed): only refusals count as failures.
         login = self._login_for(username)
         allowed = login is not None and login.ip_allowed(self.ip)
-        if allowed and any(k.public_data == key.public_data for k in login.authorized_keys()):
+        keys = login.authorized_keys() if login is not None and allowed else []
+        if any(k.public_data == key.public_data for k in keys):
             self.state.method = f"public key {key.get_fingerprint('sha256')}"
             return True
         await self._failed(username, login, "public key")
