@@ -24,10 +24,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from rosterdrop.audit.models import AuditEvent, record
-from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import inbox_dir, stored_file
-from rosterdrop.intake import folder
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +62,13 @@ def expired(now: datetime | None = None):
 
 
 def purge(now: datetime | None = None) -> list[Purged]:
-    """Delete every copy of the raw bytes of expired uploads, and the district folders' copies
-    of files that old; each deletion is audited. The uploads purged, with what went."""
+    """Delete every copy of the raw bytes of expired uploads; each deletion is audited. The
+    uploads purged, with what went. (The copies in the SFTP/FTPS folders: intake's
+    `folder.sweep_old`.)"""
     now = now or timezone.now()
     uploads = list(expired(now))
     links = _temporary_links(uploads) if uploads else {}
     purged = [_purge(upload, links, now) for upload in uploads]
-    _sweep_district_folders(now)
     return purged
 
 
@@ -139,26 +137,6 @@ def _temporary_links(uploads: list[Upload]) -> dict[Inode, list[Path]]:
         if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
             found[(st.st_dev, st.st_ino)].append(path)
     return found
-
-
-def _sweep_district_folders(now: datetime) -> None:
-    """The copies in each district's SFTP/FTPS folder (what a listing shows) of that age."""
-    days = settings.UPLOAD_RETENTION_DAYS
-    if days <= 0:
-        return
-    cutoff = (now - timedelta(days=days)).timestamp()
-    for district in District.objects.all():
-        root = folder.district_root(district.slug)
-        for entry in root.glob("*") if root.is_dir() else ():
-            st = entry.lstat()
-            if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
-                entry.unlink(missing_ok=True)
-                record(
-                    AuditEvent.Kind.RETENTION,
-                    login=AUDIT_LOGIN,
-                    detail=f"deleted {_shown(entry)} of {district.slug} from its upload folder "
-                    f"(older than {days} days)",
-                )
 
 
 def _shown(path: Path) -> str:

@@ -14,13 +14,14 @@ import posixpath
 import stat
 import unicodedata
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.districts.models import District
-from rosterdrop.inbox import store
+from rosterdrop.inbox import retention, store
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.signals import upload_waiting
 
@@ -176,3 +177,24 @@ def aborted(name: str, reason: str, login: str, ip: str | None) -> None:
     """An upload that ended without a clean close: recorded, nothing kept."""
     detail = f"{name}: {reason}; nothing kept"
     record(AuditEvent.Kind.UPLOAD_ABORTED, login=login, ip=ip, detail=detail)
+
+
+def sweep_old(now: datetime) -> None:
+    """Retention of the folders: delete the files in each district's folder (what a listing
+    shows) older than ROSTERDROP_RETENTION_DAYS, each deletion audited as the inbox's are."""
+    days = settings.UPLOAD_RETENTION_DAYS
+    if days <= 0:
+        return
+    cutoff = (now - timedelta(days=days)).timestamp()
+    for district in District.objects.all():
+        root = district_root(district.slug)
+        for entry in root.glob("*") if root.is_dir() else ():
+            st = entry.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                entry.unlink(missing_ok=True)
+                record(
+                    AuditEvent.Kind.RETENTION,
+                    login=retention.AUDIT_LOGIN,
+                    detail=f"deleted {entry.relative_to(settings.DATA_DIR)} of {district.slug} "
+                    f"from its upload folder (older than {days} days)",
+                )

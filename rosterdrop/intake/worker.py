@@ -26,6 +26,7 @@ from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import pipeline, recovery, states
 from rosterdrop.ingest.claims import claim_uploads
 from rosterdrop.ingest.models import Sync
+from rosterdrop.intake import folder
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY_SECONDS = 3600
@@ -124,8 +125,12 @@ def _finish(uploads: list[Upload], status: str, outcome: str) -> None:
 
 
 def apply_retention(now: datetime | None = None) -> int:
-    """Delete every copy of expired raw uploads (`inbox/retention.py`); how many uploads."""
-    return len(retention.purge(now))
+    """Delete every copy of expired raw uploads (`inbox/retention.py`) and the files that old
+    in the SFTP/FTPS folders; how many uploads."""
+    now = now or timezone.now()
+    purged = retention.purge(now)
+    folder.sweep_old(now)
+    return len(purged)
 
 
 def run_forever(stop: threading.Event) -> None:

@@ -1,7 +1,9 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
 from rosterdrop.inbox.retention import expired, purge
+from rosterdrop.intake import folder
 
 
 class Command(BaseCommand):
@@ -11,7 +13,10 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="List, delete nothing.")
 
     def handle(self, *args, dry_run: bool, **options):
-        uploads = list(expired()) if dry_run else [p.upload for p in purge()]
+        now = timezone.now()
+        uploads = list(expired(now)) if dry_run else [p.upload for p in purge(now)]
+        if not dry_run:
+            folder.sweep_old(now)
         verb = "would delete" if dry_run else "deleted"
         for upload in uploads:
             self.stdout.write(f"{verb} {upload.district.slug}/{upload.filename} ({upload.sha256})")
