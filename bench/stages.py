@@ -83,11 +83,14 @@ def main() -> int:
     from rosterdrop.roster import hashes, staging, store
 
     for owner, name in [
-        (inbox, "receive"), (hashes.Snapshot, "frame"),
+        (inbox, "receive"),
+        (hashes.Snapshot, "frame"),
         (pipeline, "read_file"),
-        (pipeline, "check_keys"), (pipeline, "plan_entity"), (pipeline, "apply_plan"),
+        (pipeline, "check_keys"),
+        (pipeline, "plan_entity"),
+        (pipeline, "apply_plan"),
         (hashes, "save"),
-    ]:  # fmt: skip
+    ]:
         each_call(owner, name)
     for owner, name, label in [
         (read, "_fast", "read (polars)"), (read, "_strict", "read (csv module)"),

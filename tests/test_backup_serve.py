@@ -40,8 +40,9 @@ def test_backup_of_a_running_serve_during_an_upload_restores_a_working_deploymen
 
     restored = tmp_path / "restored"  # a new machine: an empty data folder
     env = {**server.env, "ROSTERDROP_DATA_DIR": str(restored)}
-    out = subprocess.run([ROSTERDROP, "restore", str(dest)], env=env, capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [ROSTERDROP, "restore", str(dest)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     again = Server(restored, server.key, {})
     assert applied in again.syncs()
@@ -56,8 +57,9 @@ def test_backup_of_a_running_serve_during_an_upload_restores_a_working_deploymen
         again.wait_idle()  # an upload the backup caught waiting is imported now
         assert applied in again.syncs()
         # The client pinned the key of the first server (its known_hosts), and connects.
-        again.known_hosts.write_text(server.known_hosts.read_text().replace(
-            f"]:{server.port} ", f"]:{again.port} "))  # fmt: skip
+        again.known_hosts.write_text(
+            server.known_hosts.read_text().replace(f"]:{server.port} ", f"]:{again.port} ")
+        )
         assert "roster.zip" in again.openssh("ls\n").stdout
     finally:
         again.stop()

@@ -39,11 +39,13 @@ def sink():
 def test_operator_onboards_a_district_end_to_end(browser, make_server, sink, school, tmp_path):
     mails, smtp_port = sink
     server = make_server(
-        ROSTERDROP_SMTP_HOST="127.0.0.1", ROSTERDROP_SMTP_PORT=str(smtp_port),
+        ROSTERDROP_SMTP_HOST="127.0.0.1",
+        ROSTERDROP_SMTP_PORT=str(smtp_port),
         ROSTERDROP_SMTP_TLS="none",
-    )  # fmt: skip
-    server.cli("user", "add", "ops@vendor.test", "--operator", "--password-stdin",
-               input=PASSWORD + "\n")  # fmt: skip
+    )
+    server.cli(
+        "user", "add", "ops@vendor.test", "--operator", "--password-stdin", input=PASSWORD + "\n"
+    )
     ops = Console(browser, f"http://127.0.0.1:{server.web_port}")
     ops.sign_in("ops@vendor.test")
 

@@ -148,8 +148,10 @@ def test_a_delta_deleting_an_id_the_roster_lacks_warns_and_changes_nothing(
     warning = found["enrollments.csv"]
     assert warning["severity"] == "warning"
     assert (warning["line"], warning["column"], warning["value"]) == (
-        2, "sourcedId", "no-such-enrollment"
-    )  # fmt: skip
+        2,
+        "sourcedId",
+        "no-such-enrollment",
+    )
     assert (
         "'no-such-enrollment'" in warning["message"] and "nothing was removed" in warning["message"]
     )

@@ -31,9 +31,13 @@ def problems(result: dict) -> list[dict]:
 
 # SOURCES.md row counts; users = students + teachers, enrollments = students + teachers rosters.
 V1_100 = {
-    "School.csv": 2, "Section.csv": 28, "Student.csv": 86, "Teacher.csv": 12,
-    "StudentEnrollment.csv": 602, "TeacherRoster.csv": 28,
-}  # fmt: skip
+    "School.csv": 2,
+    "Section.csv": 28,
+    "Student.csv": 86,
+    "Teacher.csv": 12,
+    "StudentEnrollment.csv": 602,
+    "TeacherRoster.csv": 28,
+}
 
 
 @pytest.mark.parametrize("variant", ["v1-us", "v1-uk"])
@@ -70,9 +74,13 @@ def test_lower_case_v1_from_openeducationanalytics():
     result = validate(OEA)
     assert result["format"] == "sds-v1"
     assert file_rows(result) == {
-        "school.csv": 5, "section.csv": 90, "student.csv": 100, "teacher.csv": 5,
-        "studentenrollment.csv": 1050, "teacherroster.csv": 90,
-    }  # fmt: skip
+        "school.csv": 5,
+        "section.csv": 90,
+        "student.csv": 100,
+        "teacher.csv": 5,
+        "studentenrollment.csv": 1050,
+        "teacherroster.csv": 90,
+    }
     assert result["counts"]["users"] == 105 and result["counts"]["enrollments"] == 1140
     assert result["counts"]["academicSessions"] == 10
     assert result["issues"] == []
@@ -187,9 +195,11 @@ def _to_sds_v21(v1: Path, out: Path) -> Path:
     )
     write(
         out / "academicSessions.csv",
-        [["sourcedId", "title", "type", "schoolYear", "startDate", "endDate"],
-         ["12000", "SY1516", "term", "2018", "2017-07-01", "2018-06-30"]],
-    )  # fmt: skip
+        [
+            ["sourcedId", "title", "type", "schoolYear", "startDate", "endDate"],
+            ["12000", "SY1516", "term", "2018", "2017-07-01", "2018-06-30"],
+        ],
+    )
     write(
         out / "courses.csv",
         [["sourcedId", "orgSourcedId", "title", "code"]]
@@ -330,11 +340,19 @@ def test_district_moving_from_sds_v1_to_oneroster_keeps_people_and_classes(
         counts = moved.changes[entity]
         assert (counts["added"], counts["removed"], counts["reactivated"]) == (0, 0, 0), entity
     assert moved.changes["demographics"] == {
-        "added": 0, "updated": 0, "removed": 0, "reactivated": 0, "unchanged": 86,
-    }  # fmt: skip
+        "added": 0,
+        "updated": 0,
+        "removed": 0,
+        "reactivated": 0,
+        "unchanged": 86,
+    }
     assert moved.changes["enrollments"] == {
-        "added": 0, "updated": 630, "removed": 0, "reactivated": 0, "unchanged": 0,
-    }  # fmt: skip
+        "added": 0,
+        "updated": 630,
+        "removed": 0,
+        "reactivated": 0,
+        "unchanged": 0,
+    }
     # Only what really differs is an update: SDS v1's extra columns (kept as metadata), what
     # OneRoster says that SDS v1 does not (a term's school year, an enrollment's school), and
     # the enrollments' new IDs.

@@ -306,8 +306,12 @@ def test_lost_hash_snapshot_is_rebuilt_from_the_database(district, school, setti
     edit(school / "users.csv", 5, "givenName", "Rebuilt")
     sync = import_path(district, school)
     assert sync.changes["users"] == {
-        "added": 0, "updated": 1, "removed": 0, "reactivated": 0, "unchanged": 78,
-    }  # fmt: skip
+        "added": 0,
+        "updated": 1,
+        "removed": 0,
+        "reactivated": 0,
+        "unchanged": 78,
+    }
 
 
 @pytest.mark.parametrize("written", ["older columns", "not a snapshot"])

@@ -80,8 +80,12 @@ def test_one_invalid_row_through_rosterdrop_import_keeps_its_user(sftp_template,
     def rosterdrop_import(path) -> dict:
         done = subprocess.run(
             [ROSTERDROP, "import", str(path), "--district", "alpha", "--json"],
-            env=env, capture_output=True, text=True, timeout=300, check=True,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
         return json.loads(done.stdout)
 
     assert rosterdrop_import(DISTRICT_LARGE)["status"] == "applied"

@@ -19,8 +19,12 @@ pytestmark = pytest.mark.slow
 
 
 def set_permissions(server, permissions: list[str]) -> None:
-    server.cli("shell", "-c", "from rosterdrop.intake.models import Login; "
-               f"Login.objects.update(permissions={json.dumps(permissions)})")  # fmt: skip
+    server.cli(
+        "shell",
+        "-c",
+        "from rosterdrop.intake.models import Login; "
+        f"Login.objects.update(permissions={json.dumps(permissions)})",
+    )
 
 
 def test_an_upload_only_login_uploads_and_nothing_else(server):

@@ -52,8 +52,12 @@ def test_records_of_the_json_table_move_to_their_entity_tables(district):
         migrate()
     school = records(district, "orgs").get()
     assert (school.pk, school.sourced_id, school.status) == (1, "school-1", "active")
-    assert school.data == {"name": "Ashby", "type": "school", "identifier": None,
-                           "parentSourcedId": None}  # fmt: skip
+    assert school.data == {
+        "name": "Ashby",
+        "type": "school",
+        "identifier": None,
+        "parentSourcedId": None,
+    }
     student = records(district, "users").get()
     assert (student.status, student.content_hash) == ("tobedeleted", -7)
     assert (student.first_seen_sync_id, student.changed_sync_id) == (5, 6)

@@ -85,12 +85,14 @@ def real_ids(district) -> dict[str, str]:
     terms = active["academicSessions"].filter(type="term").values_list("sourced_id", flat=True)
     teacher = active["enrollments"].filter(role="teacher").values_list("userSourcedId", flat=True)
     return {
-        "classSourcedId": one.sourced_id, "schoolSourcedId": one.schoolSourcedId,
+        "classSourcedId": one.sourced_id,
+        "schoolSourcedId": one.schoolSourcedId,
         "courseSourcedId": one.courseSourcedId or "none",
         "termSourcedId": next(iter(terms), "none"),
-        "studentSourcedId": student.userSourcedId, "userSourcedId": student.userSourcedId,
+        "studentSourcedId": student.userSourcedId,
+        "userSourcedId": student.userSourcedId,
         "teacherSourcedId": next(iter(teacher), "none"),
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.slow
@@ -137,9 +139,12 @@ def test_every_answer_is_valid_against_the_official_document(district, settings,
             read += answer.status_code == 200 and query == {}
 
         @hypothesis_settings(
-            max_examples=4, deadline=None, database=None, derandomize=True,
+            max_examples=4,
+            deadline=None,
+            database=None,
+            derandomize=True,
             suppress_health_check=list(HealthCheck),
-        )  # fmt: skip
+        )
         @given(case=operation.as_strategy())
         def generated(case):
             # Strings the document types as mere strings (filter, sort, fields) can be
@@ -215,10 +220,12 @@ def test_scopes_are_enforced_per_path(served):
     wider = Client().post(
         "/oneroster/token",
         {
-            "grant_type": "client_credentials", "client_id": client_id, "client_secret": secret,
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": secret,
             "scope": "https://purl.imsglobal.org/spec/or/v1p2/scope/roster.readonly",
         },
-    )  # fmt: skip
+    )
     assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
 
 
@@ -246,8 +253,10 @@ def test_envelopes_refs_and_required_fields(served):
     )
     one = app.get(f"{BASE}/classes/{CLASS}").json()["class"]
     assert one["school"] == {
-        "href": f"http://testserver{BASE}/orgs/{SCHOOL}", "sourcedId": SCHOOL, "type": "org",
-    }  # fmt: skip
+        "href": f"http://testserver{BASE}/orgs/{SCHOOL}",
+        "sourcedId": SCHOOL,
+        "type": "org",
+    }
     assert one["terms"][0]["type"] == "academicSession" and one["course"]["type"] == "course"
     # The 1.1 role 'administrator' has no 1.2 user role of that name: an extension.
     admin = app.get(f"{BASE}/users/ad249d65-f88e-4f46-802c-943a5b0f6fba").json()["user"]
@@ -408,8 +417,9 @@ def test_hrefs_lead_to_their_records_whatever_their_ids_hold(district):
     district.format = "clever"
     district.save()
     assert import_path(district, Path(__file__).parent / "fixtures" / "clever").status in (
-        "applied", "applied_with_errors",
-    )  # fmt: skip
+        "applied",
+        "applied_with_errors",
+    )
     app = reader()
     enrollments = app.get(f"{BASE}/enrollments?limit=1000").json()["enrollments"]
     odd = [e for e in enrollments if re.search(r"[^\w.\-]", e["sourcedId"])]
@@ -465,8 +475,9 @@ def test_classes_of_formats_without_courses_or_terms_get_made_up_ones(district):
     district.format = "alo"
     district.save()
     assert import_path(district, Path(__file__).parent / "fixtures" / "alo").status in (
-        "applied", "applied_with_errors",
-    )  # fmt: skip
+        "applied",
+        "applied_with_errors",
+    )
     app = reader()
     one = app.get(f"{BASE}/classes?limit=1").json()["classes"][0]
     assert one["course"]["sourcedId"] == f"rosterdrop-course-{one['sourcedId']}"

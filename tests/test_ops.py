@@ -160,8 +160,11 @@ def test_json_formatter_writes_one_object_a_line():
 def curl(url: str) -> tuple[int, str]:
     result = subprocess.run(
         ["curl", "-sS", "--max-time", "20", "-w", "\n%{http_code}", url],
-        capture_output=True, text=True, timeout=30, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     body, _, status = result.stdout.rpartition("\n")
     return int(status), body
 

@@ -159,9 +159,11 @@ def test_a_lone_cr_is_a_character_of_its_line_on_both_paths(monkeypatch):
     fast, findings = _lines_of(text)
     assert findings == []
     assert fast == {
-        2: ("u1", "Bob\rSmith", "1"), 3: ("u2", "x", "2"), 4: ("u3", "A\rB", "3"),
+        2: ("u1", "Bob\rSmith", "1"),
+        3: ("u2", "x", "2"),
+        4: ("u3", "A\rB", "3"),
         5: ("u4", "y", "4"),
-    }  # fmt: skip
+    }
     _strict_only(monkeypatch)
     assert _lines_of(text) == (fast, findings)
 

@@ -33,9 +33,12 @@ def test_same_files_again_are_recognised_not_read(district, school, monkeypatch)
     assert _issues(again) == _issues(first)
     assert again.files == first.files and again.format == first.format
     assert again.changes["enrollments"] == {
-        "added": 0, "updated": 0, "removed": 0, "reactivated": 0,
+        "added": 0,
+        "updated": 0,
+        "removed": 0,
+        "reactivated": 0,
         "unchanged": first.changes["enrollments"]["added"],
-    }  # fmt: skip
+    }
     assert again.roster_token == first.roster_token
     assert {u.status for u in again.uploads.all()} == {"imported"}
     third = import_path(district, school)  # recognised again, through the repeat itself

@@ -140,8 +140,11 @@ def test_the_dashboard_chart_has_a_log_axis_dates_and_district_names():
     from rosterdrop.web.status import chart
 
     def sync(pk, day, changed):
-        return SimpleNamespace(pk=pk, started_at=datetime(2026, 9, day, tzinfo=UTC),
-                               changes={"users": {"removed": changed}})  # fmt: skip
+        return SimpleNamespace(
+            pk=pk,
+            started_at=datetime(2026, 9, day, tzinfo=UTC),
+            changes={"users": {"removed": changed}},
+        )
 
     drawn = chart([sync(2, 3, 10), sync(1, 1, 1690)], {})  # newest first, as the view gives
     big, small = drawn["bars"]  # oldest left

@@ -37,9 +37,13 @@ def save_templates(district: District) -> None:
     schools = suggest(district, "Campuses.csv", "schools", header(SCHOOLS), delimiter=";")
     schools.save()
     students = suggest(
-        district, "Students Export.csv", "students", header(STUDENTS),
-        delimiter=";", date_format="%m/%d/%Y",
-    )  # fmt: skip
+        district,
+        "Students Export.csv",
+        "students",
+        header(STUDENTS),
+        delimiter=";",
+        date_format="%m/%d/%Y",
+    )
     students.columns["mi"] = "middle_name"
     students.save()
 

@@ -123,10 +123,12 @@ WITH_STUDENT_NUMBER = (
     ("name", "data"),
     [
         ("Students_csv", WITH_STUDENT_NUMBER),
-        ("Staff_csv", STAFF.replace("Email\n", "Email,Primary ID\n", 1)
-         .replace(".org\n", ".org,1\n")),
+        (
+            "Staff_csv",
+            STAFF.replace("Email\n", "Email,Primary ID\n", 1).replace(".org\n", ".org,1\n"),
+        ),
     ],
-)  # fmt: skip
+)
 def test_the_guides_optional_columns_are_accepted(tmp_path, name, data):
     result = validate(alo_zip(tmp_path, **{name: data}))
     assert result["issues"] == [] and result["counts"]["users"] == 6

@@ -122,8 +122,9 @@ def test_istation_exact_names_over_sftp_and_ftps_are_mailed_and_a_wrong_case_is_
     assert curl(server, export, implicit=False, name="Users2018.csv").returncode == 0
     assert curl(server, export, implicit=True, name="users2018.csv").returncode == 0
     server.wait_idle()
-    mails = test_notify.wait_for(lambda: len(smtp.to("data@alpha.test")) >= 3 and smtp.to(
-        "data@alpha.test"), 30)  # fmt: skip
+    mails = test_notify.wait_for(
+        lambda: len(smtp.to("data@alpha.test")) >= 3 and smtp.to("data@alpha.test"), 30
+    )
     updated = [m for m in mails if "roster updated" in m["Subject"]][-1].get_content()
     assert "users: 0 added, 1 updated" in updated
     [unmatched] = [m for m in mails if "was not imported" in m["Subject"]]
@@ -134,8 +135,9 @@ def test_istation_exact_names_over_sftp_and_ftps_are_mailed_and_a_wrong_case_is_
 def test_a_students_template_can_make_schools_from_their_codes(istown, tmp_path):
     from rosterdrop.roster.models import records
 
-    suggest(istown, "Students.csv", "students", STUDENTS.splitlines()[0].split(","),
-            make_schools=True).save()  # fmt: skip
+    suggest(
+        istown, "Students.csv", "students", STUDENTS.splitlines()[0].split(","), make_schools=True
+    ).save()
     (tmp_path / "Students.csv").write_text(STUDENTS)
     sync = import_path(istown, tmp_path)
     assert not sync.issues.filter(code__startswith="reference_").exists()
@@ -154,8 +156,7 @@ def test_the_wizard_saves_the_make_schools_option(istown, db):
     client = Client()
     client.force_login(make_user("data@istown.test", istown))
     start(client, istown)
-    client.post(reverse("web:template_columns", args=["istown"]),
-                mapping(**{"col-3": "last_name"}))  # fmt: skip
+    client.post(reverse("web:template_columns", args=["istown"]), mapping(**{"col-3": "last_name"}))
     page = client.get(reverse("web:template_check", args=["istown"])).content.decode()
     assert "Make a school of each school code" in page
     client.post(

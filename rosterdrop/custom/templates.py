@@ -282,10 +282,14 @@ def suggested_columns(kind: str, header: list[str]) -> dict[str, str]:
     for source in header:
         name = _norm(source)
         match = next(
-            (f.name for f in fields if f.name not in taken
-             and name in {_norm(f.name), _norm(f.label), *map(_norm, f.aliases)}),
+            (
+                f.name
+                for f in fields
+                if f.name not in taken
+                and name in {_norm(f.name), _norm(f.label), *map(_norm, f.aliases)}
+            ),
             "",
-        )  # fmt: skip
+        )
         taken.add(match)
         out[source] = match
     return out

@@ -94,9 +94,10 @@ class District(models.Model):
         of re-sent files."""
         if not self._state.adding and kwargs.get("update_fields") is None:
             kwargs["update_fields"] = [
-                f.name for f in self._meta.concrete_fields
+                f.name
+                for f in self._meta.concrete_fields
                 if not f.primary_key and f.name != "roster_token"
-            ]  # fmt: skip
+            ]
         super().save(*args, **kwargs)
 
     def pause_on(self, when: datetime) -> "Pause | None":

@@ -112,7 +112,7 @@ ALO = FormatSpec(
                     key=("ID",),
                     where={"Class ID": True},
                     key_space="staff",
-                ),  # fmt: skip
+                ),
                 Output(
                     "roles",
                     {"userSourcedId": "Staff ID", "orgSourcedId": "School ID"},

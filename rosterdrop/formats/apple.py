@@ -127,7 +127,7 @@ APPLE_SCHOOL_MANAGER = FormatSpec(
                     primary="false",
                     unpivot=(f"instructor_id_{NUMBER}",),
                 ),
-            ),  # fmt: skip
+            ),
             required=True,
         ),
         FileSpec(

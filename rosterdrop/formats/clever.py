@@ -94,7 +94,7 @@ SCHOOLS = FileSpec(
                 "School_zip",
                 "School_phone",
             )
-        ),  # fmt: skip
+        ),
     ),
     (
         Output(
@@ -136,7 +136,7 @@ STUDENTS = FileSpec(
                 "Student_state",
                 "Student_zip",
             )
-        ),  # fmt: skip
+        ),
         Column("Student_email", Type.EMAIL),
         Column("Contact_relationship"),
         Column("Contact_type", Type.ENUM, values=CONTACT_TYPES),
@@ -311,7 +311,7 @@ SECTIONS = FileSpec(
             key=("Section_id", ITEM),
             primary="false",
             unpivot=(f"Teacher_{NUMBER}_id",),
-        ),  # fmt: skip
+        ),
     ),
     required=True,
     extra_prefix="ext.",

@@ -17,8 +17,9 @@ def person(
 
     `repeated`: the same person may come on several rows (one per school or contact).
     """
-    user = Output("users", fields, key=(user_id,), constants={"enabledUser": "true"},
-                  deduplicate=repeated)  # fmt: skip
+    user = Output(
+        "users", fields, key=(user_id,), constants={"enabledUser": "true"}, deduplicate=repeated
+    )
     org = ITEM if schools else school
     roles = Output(
         "roles",

@@ -39,14 +39,22 @@ RACE_FLAGS = (
 # Gradebook and resource files: part of OneRoster, not of a roster. Named so they are not
 # reported as unknown files.
 NON_ROSTER_FILES_11 = (
-    "categories.csv", "classResources.csv", "courseResources.csv", "lineItems.csv",
-    "resources.csv", "results.csv",
-)  # fmt: skip
+    "categories.csv",
+    "classResources.csv",
+    "courseResources.csv",
+    "lineItems.csv",
+    "resources.csv",
+    "results.csv",
+)
 NON_ROSTER_FILES_12 = NON_ROSTER_FILES_11 + (
-    "userProfiles.csv", "userResources.csv", "scoreScales.csv", "lineItemScoreScales.csv",
-    "resultScoreScales.csv", "lineItemLearningObjectiveIds.csv",
+    "userProfiles.csv",
+    "userResources.csv",
+    "scoreScales.csv",
+    "lineItemScoreScales.csv",
+    "resultScoreScales.csv",
+    "lineItemLearningObjectiveIds.csv",
     "resultLearningObjectiveIds.csv",
-)  # fmt: skip
+)
 
 
 def _head() -> tuple[Column, ...]:

@@ -30,7 +30,7 @@ PARENTSQUARE = FormatSpec(
                 ),
             ),
             required=True,
-        ),  # fmt: skip
+        ),
         FileSpec(
             "students.csv",
             (
@@ -101,7 +101,7 @@ PARENTSQUARE = FormatSpec(
                     "school_id",
                     primary="true",
                     where={"teacher_id": True},
-                ),  # fmt: skip
+                ),
             ),
             required=True,
         ),

@@ -126,7 +126,7 @@ class EntityRows:
                     ROW: pl.UInt32,
                     FILE: pl.Categorical,
                     DERIVED: pl.Boolean,
-                }  # fmt: skip
+                }
             )
         # Kept as one frame from now on, so the batches are not held twice. Batches of one
         # shape are chained as they are (no copy); files of different shapes are aligned.
@@ -243,8 +243,11 @@ def _unsent(target: str, named: list[tuple], advice: str) -> Finding:
         for file in found[FILE].unique(maintain_order=True):
             places[f"{file} ({rows.column(file, ref.field)})"] = None
         what = LABELS[rows.entity]
-        outcomes[f"their {what}s were skipped" if ref.strong else f"their {what}s were "
-                 "imported without it"] = None  # fmt: skip
+        outcomes[
+            f"their {what}s were skipped"
+            if ref.strong
+            else f"their {what}s were imported without it"
+        ] = None
     rows_of = pl.concat(lines).unique().height  # a row may name it in several records
     shown = ", ".join(list(values)[:5]) + (", ..." if len(values) > 5 else "")
     strong = any(ref.strong for *_, ref in named)

@@ -629,10 +629,14 @@ class RowChecker:
                 can_fix = frame.select(fixable).to_series() & invalid
                 if can_fix.any():
                     self._report(
-                        frame, can_fix, name, rule.code.replace("invalid", "normalised"), WARNING,
+                        frame,
+                        can_fix,
+                        name,
+                        rule.code.replace("invalid", "normalised"),
+                        WARNING,
                         f"is not written as {rule.expected}; it was read as {{detail}}",
                         detail=normalised,
-                    )  # fmt: skip
+                    )
                     current = fixes.get(name, pl.col(name))
                     fixes[name] = pl.when(pl.lit(can_fix)).then(normalised).otherwise(current)
                     invalid = invalid & ~can_fix
@@ -653,8 +657,9 @@ class RowChecker:
                     f"could be {{detail}}: {rule.ambiguous_why}; it {should}",
                     outcome=outcome, detail=readings,
                 )  # fmt: skip
-            self._report(frame, invalid & ~unclear, name, rule.code, severity, should,
-                         outcome=outcome)  # fmt: skip
+            self._report(
+                frame, invalid & ~unclear, name, rule.code, severity, should, outcome=outcome
+            )
             if col.required:
                 bad = bad | _fault(faults, name, invalid)
             else:
@@ -688,10 +693,14 @@ class RowChecker:
             if long.any():  # bytes first (cheap); characters where that says it may be
                 long = long & frame.select(pl.col(b.name).str.len_chars() > b.length).to_series()
                 self._report(
-                    frame, long, b.name, "value_too_long", ERROR,
+                    frame,
+                    long,
+                    b.name,
+                    "value_too_long",
+                    ERROR,
                     f"is longer than the {b.length} characters allowed; the row was skipped",
                     outcome="the row was skipped",
-                )  # fmt: skip
+                )
                 bad = bad | _fault(faults, b.name, long)
             control = masks[f"{i}:control"] if b.controls else None
             if control is None or not control.any():
@@ -705,10 +714,14 @@ class RowChecker:
                 bad = bad | _fault(faults, b.name, control)
             else:
                 self._report(
-                    frame, control, b.name, "control_character_removed", WARNING,
+                    frame,
+                    control,
+                    b.name,
+                    "control_character_removed",
+                    WARNING,
                     "holds control or text-direction characters; they were removed",
                     outcome="they were removed",
-                )  # fmt: skip
+                )
                 cleaned[b.name] = pl.col(b.name).str.replace_all(TEXT_CONTROL, "")
         return (frame.with_columns(**cleaned) if cleaned else frame), bad
 
@@ -757,11 +770,15 @@ class RowChecker:
             none = none & ~bad
             names = " or ".join(rule.columns)
             self._report(
-                frame, none, rule.columns[0], rule.code, ERROR,
+                frame,
+                none,
+                rule.columns[0],
+                rule.code,
+                ERROR,
                 f"has no {names}; {rule.why}, so the row was not imported",
                 label="The row",
                 outcome="so the row was not imported",
-            )  # fmt: skip
+            )
             broken = broken | none
         return broken
 
@@ -828,10 +845,14 @@ class RowChecker:
             )
         valid = status.is_in(["active", "tobedeleted"])
         self._report(
-            frame, ~valid, self.status_column, "status_invalid", ERROR,
+            frame,
+            ~valid,
+            self.status_column,
+            "status_invalid",
+            ERROR,
             "must be active or tobedeleted in a delta file; the row was skipped",
             outcome="the row was skipped",
-        )  # fmt: skip
+        )
         return pl.when(pl.lit(valid)).then(pl.col(self.status_column)).otherwise(None).alias(STATUS)
 
     def _report(

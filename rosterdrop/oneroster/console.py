@@ -53,8 +53,10 @@ def add_client(request, district):
     name = request.POST.get("name", "").strip()[:100] or "Vendor app"
     client, secret = create_client(name, district, scopes)
     audit_admin(request, f"OneRoster client {client.client_id} ({name}) for {district.slug}")
-    shown = {"title": f"Client {name}", "lines": [("client_id", client.client_id),
-                                                 ("client_secret", secret)]}  # fmt: skip
+    shown = {
+        "title": f"Client {name}",
+        "lines": [("client_id", client.client_id), ("client_secret", secret)],
+    }
     return _page(request, district, shown)
 
 

@@ -54,10 +54,14 @@ ROLES = (
 ENROLLMENT_ROLES = ("administrator", "proctor", "student", "teacher")
 SEXES = ("male", "female", "unspecified", "other")
 RACES = (
-    "americanIndianOrAlaskaNative", "asian", "blackOrAfricanAmerican",
-    "nativeHawaiianOrOtherPacificIslander", "white", "demographicRaceTwoOrMoreRaces",
+    "americanIndianOrAlaskaNative",
+    "asian",
+    "blackOrAfricanAmerican",
+    "nativeHawaiianOrOtherPacificIslander",
+    "white",
+    "demographicRaceTwoOrMoreRaces",
     "hispanicOrLatinoEthnicity",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -308,9 +312,10 @@ class Writer:
 
     def _made_head(self, sourced_id: str, like) -> dict:
         return {
-            "sourcedId": sourced_id, "status": like.status,
+            "sourcedId": sourced_id,
+            "status": like.status,
             "dateLastModified": self._stamp(like.changed_sync_id),
-        }  # fmt: skip
+        }
 
     def _borrowed(self, f: Field, page: list) -> dict[str, str]:
         """For the page's records that lack the field: their other record's value of it."""
@@ -323,8 +328,10 @@ class Writer:
         """(user, role, org) for users the roles table has nothing on, as the rest of the
         roster says: their enrollments, else guardian of a child (at the child's orgs), else
         no known role at their primary org or the district's first."""
-        active = {e: MODELS[e].objects.filter(district=self.district, status="active") for e in
-                  ("enrollments", "agents", "roles")}  # fmt: skip
+        active = {
+            e: MODELS[e].objects.filter(district=self.district, status="active")
+            for e in ("enrollments", "agents", "roles")
+        }
         taught = active["enrollments"].filter(userSourcedId__in=missing)
         rows = list(
             taught.values_list("userSourcedId", "role", "schoolSourcedId", "classSourcedId")

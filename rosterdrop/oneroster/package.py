@@ -168,11 +168,15 @@ class Writer:
         """SDS and other formats name no school on an enrollment: its class's."""
         wanted = records.filter(pl.col("schoolSourcedId").is_null())["classSourcedId"]
         classes = MODELS["classes"].objects.filter(district=self.district)
-        schools = dict(
-            classes.filter(sourced_id__in=wanted.unique().to_list()).values_list(
-                "sourced_id", "schoolSourcedId"
+        schools = (
+            dict(
+                classes.filter(sourced_id__in=wanted.unique().to_list()).values_list(
+                    "sourced_id", "schoolSourcedId"
+                )
             )
-        ) if wanted.len() else {}  # fmt: skip
+            if wanted.len()
+            else {}
+        )
         return records["classSourcedId"].replace_strict(
             schools, default=None, return_dtype=pl.String
         )
@@ -203,9 +207,13 @@ def _typed(column: Column, value: pl.Expr) -> pl.Expr:
                 .then(pl.lit("false"))
             )
         case Type.IDS:
-            return value.str.split(",").list.eval(pl.element().str.strip_chars()).list.eval(
-                pl.element().filter(pl.element() != "")
-            ).list.join(",").pipe(lambda e: pl.when(e != "").then(e))  # fmt: skip
+            return (
+                value.str.split(",")
+                .list.eval(pl.element().str.strip_chars())
+                .list.eval(pl.element().filter(pl.element() != ""))
+                .list.join(",")
+                .pipe(lambda e: pl.when(e != "").then(e))
+            )
     return value
 
 

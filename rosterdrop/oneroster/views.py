@@ -239,7 +239,11 @@ def package_download(district, after, login: str, ip: str | None, via: str) -> F
     write_package(district, package, after)
     package.seek(0)
     since = f" since sync {after.pk}" if after else ""
-    record(AuditEvent.Kind.DOWNLOAD, login=login, ip=ip, detail=f"{via}: OneRoster export of "
-           f"{district.slug}{since}")  # fmt: skip
+    record(
+        AuditEvent.Kind.DOWNLOAD,
+        login=login,
+        ip=ip,
+        detail=f"{via}: OneRoster export of {district.slug}{since}",
+    )
     name = f"{district.slug}-oneroster-{f'delta-{after.pk}' if after else 'bulk'}.zip"
     return FileResponse(package, as_attachment=True, filename=name, content_type="application/zip")

@@ -258,9 +258,11 @@ def write_records(
     stamp = f"changed_sync_id = {int(sync_id)}"
     columns = [*FIELDS[entity], METADATA]
     constants = {
-        "district_id": district_id, "status": "active",
-        "first_seen_sync_id": sync_id, "changed_sync_id": sync_id,
-    }  # fmt: skip
+        "district_id": district_id,
+        "status": "active",
+        "first_seen_sync_id": sync_id,
+        "changed_sync_id": sync_id,
+    }
     if isinstance(added, Staged):
         _insert_staged(cur, table(entity), added, constants)
     elif added.height:

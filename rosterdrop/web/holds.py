@@ -40,8 +40,9 @@ class HoldLine:
     schools: str = ""
 
     def __str__(self) -> str:
-        return ", ".join(part for part in (f"{self.count:,} {self.what}", self.grades,
-                                           self.schools) if part)  # fmt: skip
+        return ", ".join(
+            part for part in (f"{self.count:,} {self.what}", self.grades, self.schools) if part
+        )
 
 
 def _chunks(ids: list[str]) -> Iterator[list[str]]:
@@ -120,8 +121,9 @@ def _drop_parts_of(district, removed: dict[str, list[str]], people: set[str]) ->
     if not people:
         return
     removed["demographics"] = [k for k in removed.get("demographics", []) if k not in people]
-    rows = _rows(district, "roles", "sourced_id", removed.get("roles", []), "sourced_id",
-                 "userSourcedId")  # fmt: skip
+    rows = _rows(
+        district, "roles", "sourced_id", removed.get("roles", []), "sourced_id", "userSourcedId"
+    )
     removed["roles"] = [key for key, user in rows if user not in people]
 
 
@@ -142,8 +144,9 @@ def hold_summary(district, sync) -> list[HoldLine]:
         schools = ""
         if entity in SCHOOL_FIELD:
             field = SCHOOL_FIELD[entity]
-            orgs = Counter(org for _, org in _rows(district, entity, "sourced_id", ids,
-                                                     "sourced_id", field))  # fmt: skip
+            orgs = Counter(
+                org for _, org in _rows(district, entity, "sourced_id", ids, "sourced_id", field)
+            )
             schools = _schools(district, orgs)
         lines.append(HoldLine(count=len(ids), what=PLURAL[entity], schools=schools))
     return lines
@@ -176,8 +179,9 @@ def names(district, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], st
     for entity in ("enrollments", "roles", "demographics", "agents"):
         field = "sourced_id" if entity == "demographics" else "userSourcedId"
         extra = "classSourcedId" if entity == "enrollments" else field
-        for key, user, other in _rows(district, entity, "sourced_id", wanted.get(entity, ()),
-                                      "sourced_id", field, extra):  # fmt: skip
+        for key, user, other in _rows(
+            district, entity, "sourced_id", wanted.get(entity, ()), "sourced_id", field, extra
+        ):
             linked[(entity, key)] = (user, other if entity == "enrollments" else "")
             people.add(user)
     persons = _person_names(district, people)

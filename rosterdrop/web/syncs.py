@@ -189,9 +189,13 @@ def decide(request, district, pk: int, decision: str):
         return render(
             request,
             "web/hold_confirm.html",
-            {"district": district, "sync": sync, "decision": decision,
-             "hold": hold_summary(district, sync)},
-        )  # fmt: skip
+            {
+                "district": district,
+                "sync": sync,
+                "decision": decision,
+                "hold": hold_summary(district, sync),
+            },
+        )
     if sync.status != Sync.Status.HELD:
         messages.error(request, f"Sync {sync.pk} is {sync.get_status_display()}, not held.")
         return redirect("web:sync", district.slug, sync.pk)

@@ -104,8 +104,9 @@ def district(request, district):
 @district_view
 def file_template(request, district, name: str):
     """A header-only CSV of one file of the district's format (or its filled-in manifest)."""
-    text = file_templates(get_format(district.format, district.slug), district.slug,
-                          district.name).get(name)  # fmt: skip
+    text = file_templates(
+        get_format(district.format, district.slug), district.slug, district.name
+    ).get(name)
     if text is None or name == "README.txt":
         raise Http404("No such file in this format.")
     return attachment(text, name, "text/csv; charset=utf-8")

@@ -110,8 +110,9 @@ class Command(ActionCommand):
 
     def do_show(self, district, file_name: str, **o):
         t = self._template(district, file_name)
-        self.stdout.write(f"{t.file_name} ({t.kind}, {t.mode}, delimiter {t.delimiter!r}, "
-                          f"dates {t.date_format})")  # fmt: skip
+        self.stdout.write(
+            f"{t.file_name} ({t.kind}, {t.mode}, delimiter {t.delimiter!r}, dates {t.date_format})"
+        )
         for source, field in t.columns.items():
             self.stdout.write(f"  {source} -> {field or '(ignored)'}")
 

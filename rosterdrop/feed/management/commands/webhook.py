@@ -21,9 +21,12 @@ class Command(ActionCommand):
         add.add_argument("district")
         add.add_argument("url")
         add.add_argument(
-            "--entity", action="append", default=[], choices=ENTITIES,
+            "--entity",
+            action="append",
+            default=[],
+            choices=ENTITIES,
             help="Only syncs that change this entity (repeat; default: all).",
-        )  # fmt: skip
+        )
         listing = sub.add_parser("list", help="Subscriptions.")
         listing.add_argument("--district", default="")
         remove = sub.add_parser("remove", help="Delete a subscription and its deliveries.")
@@ -59,10 +62,12 @@ class Command(ActionCommand):
     def do_log(self, id: int, **options):
         for d in Delivery.objects.filter(subscription_id=id).prefetch_related("log"):
             state = (
-                f"delivered {d.delivered_at:%Y-%m-%d %H:%M:%S}" if d.delivered_at
-                else f"gave up {d.gave_up_at:%Y-%m-%d %H:%M:%S}" if d.gave_up_at
+                f"delivered {d.delivered_at:%Y-%m-%d %H:%M:%S}"
+                if d.delivered_at
+                else f"gave up {d.gave_up_at:%Y-%m-%d %H:%M:%S}"
+                if d.gave_up_at
                 else f"next try {d.next_attempt_at:%Y-%m-%d %H:%M:%S}"
-            )  # fmt: skip
+            )
             self.stdout.write(f"{d.message_id}  {state}  attempts {d.attempts}")
             for a in d.log.all():
                 self.stdout.write(f"    {a.at:%H:%M:%S}  {a.status or '-'}  {a.error}")

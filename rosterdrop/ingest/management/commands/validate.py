@@ -41,9 +41,12 @@ class Command(BaseCommand):
             raise CommandError("custom import templates belong to a district: add --district")
         if district:
             checked = check_for_district(
-                expand(path), self._district(district), format_slug=format,
-                encoding=encoding, strict=strict,
-            )  # fmt: skip
+                expand(path),
+                self._district(district),
+                format_slug=format,
+                encoding=encoding,
+                strict=strict,
+            )
         else:
             checked = check(expand(path), format, encoding or "cp1252", strict=strict)
         result = checked.as_dict()

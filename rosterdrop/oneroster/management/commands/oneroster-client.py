@@ -15,9 +15,12 @@ class Command(ActionCommand):
         add.add_argument("name")
         add.add_argument("--district", required=True)
         add.add_argument(
-            "--scope", action="append", default=[], choices=SCOPES,
+            "--scope",
+            action="append",
+            default=[],
+            choices=SCOPES,
             help="A scope it may ask for (repeat; default: all three).",
-        )  # fmt: skip
+        )
         listing = sub.add_parser("list", help="List clients.")
         listing.add_argument("--district", default="")
         revoke = sub.add_parser("revoke", help="Revoke a client and every token it holds.")
