@@ -5,6 +5,7 @@ FTPS certificate, two districts with logins), so starting one takes about a seco
 SFTP and FTPS (explicit and implicit). Loopback only; free ports.
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -186,6 +187,13 @@ class Server:
             timeout,
             "the worker to finish",
         )
+
+    def curl_host_key(self) -> str:
+        """The host key's digest as curl's --hostpubsha256 wants it: curl's libssh2 prefers
+        ECDSA to ed25519, so it is the ECDSA key's fingerprint, as serve printed it."""
+        fingerprint = self.output.split("also:     SHA256:")[1].split()[0]
+        assert "(ecdsa-sha2-nistp256)" in self.output.split(fingerprint)[1].splitlines()[0]
+        return base64.b64encode(base64.b64decode(fingerprint + "=")).decode().rstrip("=")
 
     def openssh(
         self, batch: str, login: str = "alpha", *extra: str, check: bool = True

@@ -31,10 +31,7 @@ def test_openssh_zip_upload_with_put_p_is_imported(server, tmp_path):
 
 
 def test_curl_loose_files_make_one_sync_after_quiet_period(server):
-    # curl's libssh2 prefers ECDSA to ed25519: it is pinned to the ECDSA key's fingerprint.
-    fingerprint = server.output.split("also:     SHA256:")[1].split()[0]
-    assert "(ecdsa-sha2-nistp256)" in server.output.split(fingerprint)[1].splitlines()[0]
-    digest = base64.b64encode(base64.b64decode(fingerprint + "=")).decode().rstrip("=")
+    digest = server.curl_host_key()
     for f in sorted(SCHOOL_SMALL.iterdir()):
         subprocess.run(
             [

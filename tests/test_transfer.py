@@ -143,8 +143,7 @@ def test_resumes_of_real_clients_keep_working(server, tmp_path):
         "rename orgs.csv.filepart orgs.csv\n"
     )
     server.openssh(f"put {half} users.csv.filepart\n")
-    fingerprint = server.output.split("host key: SHA256:")[1].split()[0]
-    digest = base64.b64encode(base64.b64decode(fingerprint + "=")).decode().rstrip("=")
+    digest = server.curl_host_key()
     subprocess.run(
         ["curl", "-sS", "--fail", "--max-time", "30", "-C", "-", "-T", str(full),
          "--hostpubsha256", digest, "--user", f"alpha:{PASSWORD}",
