@@ -334,3 +334,22 @@ def planted(server):
     os.symlink("loop_a", root / "loop_b")
     os.link(outside / "secret.txt", root / "hard_link")
     return server, outside
+
+
+def mailing_server(make_server, smtp_port: int, email: str, **district) -> "Server":
+    """A serve that mails through the SMTP sink on `smtp_port`, with `email` subscribed to
+    every mail of district alpha (on success too); `district`: alpha's fields to set first."""
+    server = make_server(
+        ROSTERDROP_SMTP_HOST="127.0.0.1",
+        ROSTERDROP_SMTP_PORT=str(smtp_port),
+        ROSTERDROP_SMTP_TLS="none",
+    )
+    server.cli(
+        "shell",
+        "-c",
+        "from rosterdrop.districts.models import District as D;"
+        "from rosterdrop.notify.models import Subscription as S;"
+        f"D.objects.filter(slug='alpha').update(**{district!r});"
+        f"S.objects.create(district=D.objects.get(slug='alpha'), email={email!r}, on_success=True)",
+    )
+    return server

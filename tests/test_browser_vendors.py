@@ -142,19 +142,8 @@ def test_istation_wizard_then_sftp_and_ftps_with_the_dotted_login_then_mails(
     from test_browser import SCHOOLS, STUDENTS
     from web_fixtures import PASSWORD
 
-    server = make_server(
-        ROSTERDROP_SMTP_HOST="127.0.0.1",
-        ROSTERDROP_SMTP_PORT=str(smtp_port),
-        ROSTERDROP_SMTP_TLS="none",
-    )
-    server.cli(
-        "shell",
-        "-c",
-        "from rosterdrop.districts.models import District as D;"
-        "from rosterdrop.notify.models import Subscription as S;"
-        "D.objects.filter(slug='alpha').update(format='custom');"
-        "S.objects.create(district=D.objects.get(slug='alpha'), email='data@alpha.test',"
-        " on_success=True)",
+    server = sftp_fixtures.mailing_server(
+        make_server, smtp_port, "data@alpha.test", format="custom"
     )
     server.cli("user", "add", "data@alpha.test", "--district", "alpha", "--password-stdin",
                input=PASSWORD + "\n")  # fmt: skip

@@ -289,19 +289,7 @@ def test_a_web_upload_never_waits_on_a_silent_mail_server(
 @pytest.mark.slow
 def test_serve_sends_mail_from_its_own_thread(make_server, smtp, smtp_port, school, tmp_path):
     """`rosterdrop serve` starts the mail thread: an SFTP upload's mail arrives."""
-    server = make_server(
-        ROSTERDROP_SMTP_HOST="127.0.0.1",
-        ROSTERDROP_SMTP_PORT=str(smtp_port),
-        ROSTERDROP_SMTP_TLS="none",
-    )
-    server.cli(
-        "shell",
-        "-c",
-        "from rosterdrop.districts.models import District as D;"
-        "from rosterdrop.notify.models import Subscription as S;"
-        "S.objects.create(district=D.objects.get(slug='alpha'), email='all@alpha.test',"
-        " on_success=True)",
-    )
+    server = sftp_fixtures.mailing_server(make_server, smtp_port, "all@alpha.test")
     server.openssh(f"put {school_zip(school, tmp_path)}\n")
     server.wait_idle()
     [mail] = wait_for(lambda: smtp.to("all@alpha.test"), 30)

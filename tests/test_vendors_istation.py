@@ -89,19 +89,8 @@ def test_istation_exact_names_over_sftp_and_ftps_are_mailed_and_a_wrong_case_is_
 ):
     from ftps_fixtures import curl
 
-    server = make_server(
-        ROSTERDROP_SMTP_HOST="127.0.0.1",
-        ROSTERDROP_SMTP_PORT=str(smtp_port),
-        ROSTERDROP_SMTP_TLS="none",
-    )
-    server.cli(
-        "shell",
-        "-c",
-        "from rosterdrop.districts.models import District as D;"
-        "from rosterdrop.notify.models import Subscription as S;"
-        "D.objects.filter(slug='alpha').update(format='custom', quiet_period_seconds=1);"
-        "S.objects.create(district=D.objects.get(slug='alpha'), email='data@alpha.test',"
-        " on_success=True)",
+    server = sftp_fixtures.mailing_server(
+        make_server, smtp_port, "data@alpha.test", format="custom", quiet_period_seconds=1
     )
     export = tmp_path / "Users2018.csv"
     export.write_text(EXPORT, encoding="utf-8")
