@@ -264,6 +264,9 @@ def test_envelopes_refs_and_required_fields(served):
     assert app.get(f"{BASE}/students/ad249d65-f88e-4f46-802c-943a5b0f6fba").status_code == 404
     missing = app.get(f"{BASE}/classes/no-such-class/students")
     assert missing.status_code == 404 and minor(missing) == "unknownobject"
+    # An ID with a line break in it is still the service's JSON 404, not the console's page.
+    broken = app.get(f"{BASE}/classes/a%0Ab/students")
+    assert broken.status_code == 404 and minor(broken) == "unknownobject"
     enrolled = app.get(f"{BASE}/classes/{CLASS}/students").json()["users"]
     assert (
         len(enrolled)
