@@ -35,7 +35,8 @@ def dump(folder: Path) -> tuple[str, Held]:
         return SQLITE_FILE, _dump_sqlite(folder / SQLITE_FILE)
     if connection.vendor == "postgresql":
         return POSTGRESQL_FILE, _dump_postgresql(folder / POSTGRESQL_FILE)
-    raise NotImplementedError(f"no backup for {connection.vendor}")
+    # rosterdrop runs on these two engines only (settings accept no other): say so in one line.
+    raise RuntimeError(f"rosterdrop backs up SQLite and PostgreSQL, not {connection.vendor}")
 
 
 def load(path: Path) -> None:
