@@ -89,3 +89,32 @@ def test_districts_keep_their_rows_and_get_the_default_quota(district):
     old = District.objects.get(slug="old")
     assert old.upload_quota_bytes is None
     assert old.effective_upload_quota == settings.DISTRICT_QUOTA_BYTES == 20 * 1024**3
+
+
+def test_roster_tokens_move_to_the_roster_app_and_back_with_their_values(district):
+    """roster 0006 carries every district's token into the roster app's table (a saved
+    snapshot is named by it) and districts 0008 drops the column; undone, the column gets the
+    same values back."""
+    from rosterdrop.roster.models import RosterToken
+
+    kept = RosterToken.objects.get(pk=district.pk).token
+    migrate([("roster", "0005_roster_tables_per_entity")])
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT roster_token FROM districts_district WHERE id = %s", [district.pk])
+            assert cur.fetchone()[0] == kept
+            cur.execute(
+                "INSERT INTO districts_district (slug, name, format, fallback_encoding,"
+                " quiet_period_seconds, paused, roster_token, created_at, time_zone, strict,"
+                " admins_decide_holds)"
+                " VALUES ('old', 'Old', 'oneroster-1.1', 'cp1252', 300, %s, %s, %s, 'UTC', %s, %s)",
+                [False, 2**62, "2026-01-01 00:00:00+00:00", False, False],
+            )
+    finally:
+        migrate()
+    from rosterdrop.districts.models import District
+    from rosterdrop.roster.store import roster_token
+
+    assert roster_token(district.pk) == kept
+    assert roster_token(District.objects.get(slug="old").pk) == 2**62
+    assert "roster_token" not in {f.name for f in District._meta.get_fields()}

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
+from rosterdrop.roster.models import RosterToken
 
 SQLITE_FILE = "database.sqlite3"
 POSTGRESQL_FILE = "database.pgdump"
@@ -58,7 +59,10 @@ def _held(cursor) -> Held:
         f"SELECT stored_path FROM {Upload._meta.db_table} WHERE stored_path <> '' ORDER BY id"
     )
     paths = [row[0] for row in cursor.fetchall()]
-    cursor.execute(f"SELECT id, slug, roster_token FROM {District._meta.db_table} ORDER BY id")
+    cursor.execute(
+        f"SELECT d.id, d.slug, t.token FROM {District._meta.db_table} d"
+        f" JOIN {RosterToken._meta.db_table} t ON t.district_id = d.id ORDER BY d.id"
+    )
     return Held(paths, [(int(i), slug, int(t)) for i, slug, t in cursor.fetchall()])
 
 

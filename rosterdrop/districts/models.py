@@ -1,6 +1,5 @@
 """District accounts: who sends files, in which format, with which safety settings."""
 
-import secrets
 import zoneinfo
 from datetime import datetime
 
@@ -16,10 +15,6 @@ def time_zone_name(value: str) -> None:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ValidationError(f"{value} is not a time zone name such as America/Chicago.") from None
-
-
-def new_roster_token() -> int:
-    return secrets.randbits(62) + 1
 
 
 class District(models.Model):
@@ -76,9 +71,6 @@ class District(models.Model):
         help_text="Take files only as the specification writes them: what real exports "
         "commonly get wrong (accepted with a warning otherwise) refuses the upload.",
     )
-    # A new random value with every sync that changes the roster: it names the saved
-    # content-hash snapshot and stops two imports applying plans made against the same roster.
-    roster_token = models.BigIntegerField(default=new_roster_token, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -86,19 +78,6 @@ class District(models.Model):
 
     def __str__(self) -> str:
         return self.slug
-
-    def save(self, *args, **kwargs):
-        """A district read earlier and saved never writes back its roster token: only the
-        pipeline changes it (store.claim_roster). A stale one would name a snapshot that is
-        gone (the next import then rebuilds it from the database) and hide the earlier sync
-        of re-sent files."""
-        if not self._state.adding and kwargs.get("update_fields") is None:
-            kwargs["update_fields"] = [
-                f.name
-                for f in self._meta.concrete_fields
-                if not f.primary_key and f.name != "roster_token"
-            ]
-        super().save(*args, **kwargs)
 
     def pause_on(self, when: datetime) -> "Pause | None":
         """The scheduled pause covering this moment's date in the district's time zone."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from rosterdrop.ingest.outcome import Checked
 from rosterdrop.ingest.pipeline import ActiveKeys, check
 from rosterdrop.roster.hashes import Snapshot
+from rosterdrop.roster.store import roster_token
 
 
 def check_for_district(
@@ -21,7 +22,7 @@ def check_for_district(
 ) -> Checked:
     """The district's import checks on these files; nothing is stored or applied."""
     # The current roster, so references to records not sent now resolve.
-    known = ActiveKeys(lambda: Snapshot(district.pk, district.roster_token))
+    known = ActiveKeys(lambda: Snapshot(district.pk, roster_token(district.pk)))
     return check(
         paths,
         format_slug or district.format,

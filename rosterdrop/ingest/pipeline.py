@@ -340,8 +340,7 @@ def run(
     """Check, plan against the roster, then apply (or hold) -- the whole import."""
     work = process.mkdtemp("spill-", tmp_dir())
     try:
-        district.refresh_from_db(fields=["roster_token"])
-        token = district.roster_token
+        token = store.roster_token(district.pk)
         snapshot = hashes.Snapshot(district.pk, token)
         now, vouched = context(district), snapshot.vouched
         checked = check(

@@ -20,6 +20,7 @@ from rosterdrop.ingest import states
 from rosterdrop.ingest.models import Issue, Sync
 from rosterdrop.ingest.plan import COUNTS
 from rosterdrop.ingest.vouched import context
+from rosterdrop.roster.store import roster_token
 
 # The statuses of syncs whose result still holds while the roster keeps their token.
 REPEATABLE = (Sync.Status.APPLIED, Sync.Status.APPLIED_WITH_ERRORS, Sync.Status.NO_CHANGES)
@@ -36,14 +37,13 @@ def input_digest(district, uploads) -> str:
 
 def earlier_sync(district, digest: str) -> Sync | None:
     """The latest sync of the same input whose result the roster still reflects."""
-    district.refresh_from_db(fields=["roster_token"])
     return (
         Sync.objects.filter(
             district=district,
             input_digest=digest,
             status__in=REPEATABLE,
             dry_run=False,
-            roster_token=district.roster_token,
+            roster_token=roster_token(district.pk),
         )
         .order_by("-id")
         .first()

@@ -8,6 +8,7 @@ can skip unchanged records without reading them. Typed columns, not one JSON doc
 record: a record costs about what its CSV row costs, which is what the bulk imports write.
 """
 
+import secrets
 from typing import ClassVar
 
 from django.db import models
@@ -27,6 +28,25 @@ ENTITIES = (
     "agents",
     "enrollments",
 )
+
+
+def new_roster_token() -> int:
+    return secrets.randbits(62) + 1
+
+
+class RosterToken(models.Model):
+    """The version of a district's roster, one row per district: a new random value with every
+    sync that changes the roster (store.claim_roster). It names the saved content-hash
+    snapshot and stops two imports applying plans made against the same roster. The roster
+    app's own table, so that saving a district read earlier can never write back a stale one."""
+
+    district = models.OneToOneField(
+        District, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    token = models.BigIntegerField(default=new_roster_token)
+
+    def __str__(self) -> str:
+        return f"{self.district_id}-t{self.token}"
 
 
 class PipelineJSONField(models.JSONField):

@@ -15,9 +15,8 @@ import polars as pl
 from django.db import connection, transaction
 from polars._typing import PolarsDataType
 
-from rosterdrop.districts.models import new_roster_token
 from rosterdrop.roster import staging
-from rosterdrop.roster.models import ENTITIES, MODELS, Status
+from rosterdrop.roster.models import ENTITIES, MODELS, RosterToken, Status, new_roster_token
 from rosterdrop.roster.natural import SEPARATOR, hash_joined, key_hash
 from rosterdrop.roster.schema import FIELDS, HASH, KEY, KEYHASH, METADATA, NATURAL_KEYS
 from rosterdrop.roster.staging import Staged
@@ -320,12 +319,17 @@ class RosterChanged(Exception):
     """Another sync changed the district's roster after this one planned against it."""
 
 
+def roster_token(district_id: int) -> int:
+    """The district's roster token as committed now (another import may have claimed it)."""
+    return RosterToken.objects.values_list("token", flat=True).get(district_id=district_id)
+
+
 def claim_roster(cur, district_id: int, token: int) -> int:
     """Give the district's roster a new token, or fail if it no longer has `token`."""
     new = new_roster_token()
-    p = _param()
+    p, table = _param(), RosterToken._meta.db_table
     cur.execute(
-        f"UPDATE districts_district SET roster_token = {p} WHERE id = {p} AND roster_token = {p}",
+        f"UPDATE {table} SET token = {p} WHERE district_id = {p} AND token = {p}",
         [new, district_id, token],
     )
     if cur.rowcount != 1:
