@@ -34,7 +34,7 @@ def file_templates(spec: FormatSpec, district_id: str = "", district_name: str =
 
 def header_text(file: FileSpec) -> str:
     """One file's header line, in its own delimiter (a custom template's may be ";")."""
-    header = [c.name.replace("{n}", "2") for c in file.columns if not c.delta_only]
+    header = [c.name.replace("{n}", "2") for c in file.columns if not (c.delta_only or c.retired)]
     assert file.dialect is not None  # a FormatSpec gives each of its files a dialect
     return csv_text([header], delimiter=file.dialect.delimiters[0])
 

@@ -244,7 +244,7 @@ USERS_12 = _users(
         ENABLED_USER,
         *USER_COLUMNS,
         Column("userMasterIdentifier"),
-        Column("resourceSourcedIds", Type.IDS),
+        Column("resourceSourcedIds", Type.IDS, retired=True),
         Column("preferredGivenName"),
         Column("preferredMiddleName"),
         Column("preferredFamilyName"),

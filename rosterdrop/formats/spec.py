@@ -68,6 +68,9 @@ class Column:
     numbered: tuple[int, int] | None = None
     # Required, but derived from another column where the export left it out.
     derive: Derive | None = None
+    # Dropped by a later revision of the format (OneRoster 1.2.1's users.csv has no
+    # resourceSourcedIds): read when a file has it, no finding when it has not, never written.
+    retired: bool = False
 
     def matches(self, header_name: str) -> bool:
         if self.numbered is None:

@@ -95,7 +95,7 @@ def check_header(file: FileSpec, header: list[str], ordered: bool, log: FindingL
     found = {col.name for col, _ in file.present(header)}
     missing, near_names = [], set()
     for col in file.columns:
-        if col.name in found or col.numbered:
+        if col.name in found or col.numbered or col.retired:
             continue
         near, why = _near(col, header)
         hint = f" (found {near!r}: {why})" if near else ""

@@ -33,8 +33,6 @@ from rosterdrop.oneroster.objects import FALSE, TRUE, timestamp
 from rosterdrop.roster.models import MODELS
 from rosterdrop.roster.schema import FIELDS
 
-# Not in the 1.2.1 users.csv (user-resource links moved to userResources.csv).
-DROPPED = ("resourceSourcedIds",)
 METADATA_PREFIX = "metadata."
 ID_ALPHABET = re.compile(r"[0-9A-Za-z.\-_/@]+")
 BATCH = 20_000
@@ -51,7 +49,8 @@ class Table:
 
     @property
     def columns(self) -> list[Column]:
-        return [c for c in self.spec.columns if c.name not in DROPPED]
+        """The 1.2.1 binding's: the spec's, less those it retired (users.resourceSourcedIds)."""
+        return [c for c in self.spec.columns if not c.retired]
 
 
 TABLES = [Table(f, f.outputs[0].entity) for f in ONEROSTER_12.files]
