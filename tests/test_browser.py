@@ -22,6 +22,8 @@ sftp_template = sftp_fixtures.sftp_template
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+# The README's pictures of the console, made again by every run (commit them when they change).
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 ARGS = [
     "--headless",
     "--no-sandbox",
@@ -79,6 +81,11 @@ class Console:
 
     def shot(self, name: str) -> None:
         self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+    def readme_shot(self, name: str) -> None:
+        """The page as the README shows it: the first screen, not the whole page."""
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
     def upload(self, slug: str, folder: Path) -> None:
         self.go(f"/d/{slug}/")

@@ -125,3 +125,50 @@ def test_the_dashboard_flags_a_late_district(browser, live_server, district, sch
     assert late.count() == 1
     assert late.inner_text() == "Late: no file for 26 h, expected nightly"
     ops.context.close()
+
+
+def test_the_dashboard_chart_names_each_bar_by_its_district(
+    browser, live_server, district, school, other
+):
+    from django.utils import timezone
+    from helpers import edit
+    from web_fixtures import held_sync
+
+    from rosterdrop.districts.models import District
+    from rosterdrop.ingest.pipeline import import_path
+
+    lincoln = District.objects.create(
+        slug="lincoln",
+        name="Lincoln Consolidated Independent School District",
+        format="oneroster-1.1",
+    )
+    import_path(lincoln, school)
+    import_path(district, school)
+    edit(school / "users.csv", 4, "familyName", "Okonkwo")  # one record changed
+    import_path(district, school)
+    edit(school / "users.csv", 5, "role", "wizard")  # a row error
+    import_path(district, school)
+    edit(school / "users.csv", 5, "role", "student")
+    held_sync(other, school)
+    make_user("ops@vendor.test", operator=True)
+    ops = Console(browser, live_server.url)
+    ops.sign_in("ops@vendor.test")
+    ops.go("/")
+    ops.readme_shot("dashboard")
+
+    chart = ops.page.locator("#sync-chart")
+    box = chart.bounding_box()
+    labels = chart.locator("text.bar-label")
+    said = labels.all_text_contents()
+    assert said == ["Lincoln Consolidated…"] + ["Springfield"] * 3 + ["Shelbyville"] * 2
+    for label in labels.all():  # written on the page, inside the chart, not only a tooltip
+        assert label.is_visible()
+        near = label.bounding_box()
+        assert box["y"] <= near["y"] and near["y"] + near["height"] <= box["y"] + box["height"]
+    bars = [b.bounding_box()["height"] for b in chart.locator("rect.bar").all()]
+    # Log scale: the one-record change shows, well above a sliver, below the first imports.
+    assert 0.05 * max(bars) < bars[2] < 0.5 * max(bars)
+    assert chart.locator("text.tick", has_text="100").count() == 1
+    today = f"{timezone.localtime():%b %-d}"
+    assert today in chart.locator("text.date").all_text_contents()
+    ops.context.close()

@@ -139,15 +139,19 @@ def test_the_dashboard_chart_has_a_log_axis_dates_and_district_names():
 
     from rosterdrop.web.status import chart
 
-    def sync(pk, day, changed):
+    def sync(pk, day, changed, name):
         return SimpleNamespace(
             pk=pk,
             started_at=datetime(2026, 9, day, tzinfo=UTC),
             changes={"users": {"removed": changed}},
+            district=SimpleNamespace(name=name),
         )
 
-    drawn = chart([sync(2, 3, 10), sync(1, 1, 1690)], {})  # newest first, as the view gives
+    long = "Lincoln Consolidated Independent School District"
+    # Newest first, as the view gives them.
+    drawn = chart([sync(2, 3, 10, "Elm USD"), sync(1, 1, 1690, long)], {})
     big, small = drawn["bars"]  # oldest left
     assert big.height == drawn["height"] and 0.3 < small.height / big.height < 0.35  # log
     assert [label for label, _ in drawn["ticks"]] == ["1", "10", "100", "1,000"]
     assert [label for _, label in drawn["dates"]] == ["Sep 1", "Sep 3"]
+    assert (big.label, small.label) == ("Lincoln Consolidated…", "Elm USD")

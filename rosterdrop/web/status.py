@@ -103,10 +103,18 @@ class Bar:
     sync: Sync
     size: int
     errors: int
+    label: str  # the district's name, written up the bar (its full name in the tooltip)
 
 
 # Room left of the bars for the records axis, and below them for the dates.
 AXIS_WIDTH, DATE_HEIGHT = 44, 16
+# A district's name up its bar fits the plot's height at this many characters.
+LABEL_LENGTH = 22
+MAX_DATES = 8
+
+
+def _label(name: str) -> str:
+    return name if len(name) <= LABEL_LENGTH else name[: LABEL_LENGTH - 1].rstrip() + "…"
 
 
 def _log_share(value: int, top: int) -> float:
@@ -114,9 +122,10 @@ def _log_share(value: int, top: int) -> float:
     return math.log10(1 + value) / math.log10(1 + top)
 
 
-def chart(syncs: list[Sync], errors: dict[int, int], width: int = 600, height: int = 120):
+def chart(syncs: list[Sync], errors: dict[int, int], width: int = 1000, height: int = 160):
     """Bars of records changed per sync (log scale, with its axis), a dot for its error count,
-    oldest first, dates along the bottom; each bar names its district and sync."""
+    oldest first, dates along the bottom (in the page's time zone); each bar has its
+    district's name written up it, and names the sync in its tooltip."""
     syncs = list(reversed(syncs))
     top = max([moved(s) for s in syncs] + [1])
     top_errors = max(list(errors.values()) + [1])
@@ -124,7 +133,10 @@ def chart(syncs: list[Sync], errors: dict[int, int], width: int = 600, height: i
     step = plot / max(len(syncs), 1)
     bar_width = min(max(step - 2, 1), 40)
     ticks = [10**k for k in range(int(math.log10(top)) + 1)]
-    picked = sorted({0, len(syncs) // 2, len(syncs) - 1}) if syncs else []
+    days = [f"{timezone.localtime(s.started_at):%b %-d}" for s in syncs]
+    # A date under the first bar of each day, at most MAX_DATES of them.
+    firsts = [i for i, day in enumerate(days) if i == 0 or day != days[i - 1]]
+    picked = firsts[:: math.ceil(len(firsts) / MAX_DATES)] if firsts else []
     return {
         "width": width,
         "height": height,
@@ -134,7 +146,7 @@ def chart(syncs: list[Sync], errors: dict[int, int], width: int = 600, height: i
         "top": top,
         "top_errors": top_errors,
         "ticks": [(f"{t:,}", height - height * _log_share(t, top)) for t in ticks],
-        "dates": [(AXIS_WIDTH + i * step, f"{syncs[i].started_at:%b %-d}") for i in picked],
+        "dates": [(AXIS_WIDTH + i * step, days[i]) for i in picked],
         "bars": [
             Bar(
                 x=AXIS_WIDTH + i * step,
@@ -145,6 +157,7 @@ def chart(syncs: list[Sync], errors: dict[int, int], width: int = 600, height: i
                 sync=s,
                 size=moved(s),
                 errors=errors.get(s.pk, 0),
+                label=_label(s.district.name),
             )
             for i, s in enumerate(syncs)
         ],
