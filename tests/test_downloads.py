@@ -3,11 +3,13 @@ escaped in Content-Disposition (RFC 6266) however a district named its file."""
 
 import csv
 import io
+from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
 import web_fixtures
 from django.urls import reverse
+from django.utils import timezone
 from web_fixtures import signed_in
 
 from rosterdrop.csvsafe import cell, csv_text
@@ -94,3 +96,47 @@ def test_raw_upload_named_with_a_quote_and_accents_downloads_under_an_escaped_na
 def test_template_export_name_is_escaped(district, admin):
     response = signed_in(admin).get(reverse("web:template_export", args=[district.slug]))
     assert response["Content-Disposition"] == 'attachment; filename="springfield-templates.json"'
+
+
+def test_a_raw_upload_answers_alike_on_the_console_and_the_api(district, admin, tmp_path, settings):
+    """One inbox function serves both: the same bytes and name, one audit record per download
+    saying which way it went; once retention deleted the bytes, 404 on both, nothing audited."""
+    from django.core.management import call_command
+    from django.test import Client
+
+    from rosterdrop.audit.models import AuditEvent
+    from rosterdrop.inbox.models import Upload
+    from rosterdrop.inbox.retention import purge
+    from rosterdrop.inbox.store import receive
+
+    out = io.StringIO()
+    call_command("token", "create", admin.username, stdout=out)
+    api = Client(headers={"Authorization": f"Bearer {out.getvalue().strip()}"})
+    source = tmp_path / "users.csv"
+    source.write_bytes(b"sourcedId\n1\n")
+    upload = receive(district, NAME, source, "web")
+    paths = {
+        "web": reverse("web:upload_raw", args=[district.slug, upload.pk]),
+        "api": f"/api/uploads/{upload.pk}/raw",
+    }
+    clients = {"web": signed_in(admin), "api": api}
+    for via, path in paths.items():
+        response = clients[via].get(path)
+        assert response.status_code == 200
+        assert response["Content-Disposition"] == f"attachment; filename*=utf-8''{quote(NAME)}"
+        assert b"".join(response.streaming_content) == b"sourcedId\n1\n"
+    downloads = AuditEvent.objects.filter(kind="download").order_by("id")
+    assert [(e.login, e.detail) for e in downloads] == [
+        (admin.username, f"{via}: raw upload {upload.pk} {NAME} of springfield") for via in paths
+    ]
+
+    settings.UPLOAD_RETENTION_DAYS = 30
+    Upload.objects.filter(pk=upload.pk).update(
+        status="imported", received_at=timezone.now() - timedelta(days=31)
+    )
+    assert [p.upload.pk for p in purge()] == [upload.pk]
+    for via, path in paths.items():
+        assert clients[via].get(path).status_code == 404
+    gone = api.get(paths["api"]).json()
+    assert gone == {"detail": "This file is no longer kept (retention)."}
+    assert downloads.count() == 2

@@ -1,7 +1,6 @@
 """Endpoints. Every object is fetched through `districts_for(user)`: another district's
 objects are simply not found (404), whatever their IDs."""
 
-from django.http import FileResponse
 from ninja import NinjaAPI
 from ninja.errors import HttpError
 from ninja.pagination import paginate
@@ -20,8 +19,8 @@ from rosterdrop.api.schemas import (
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.feed.api import router as feed_router
 from rosterdrop.feed.api import webhook_router
+from rosterdrop.inbox.downloads import NotKept, raw_download
 from rosterdrop.inbox.models import Upload
-from rosterdrop.inbox.store import stored_file
 from rosterdrop.ingest import states
 from rosterdrop.ingest.jobs import start_approval, start_retry
 from rosterdrop.ingest.models import Sync, with_sync_times
@@ -92,21 +91,11 @@ def get_upload(request, upload_id: int):
 def get_upload_raw(request, upload_id: int):
     """The bytes exactly as received, as an attachment."""
     upload = _upload(request, upload_id)
-    path = stored_file(upload)
-    if not upload.stored_path or not path.exists():
-        raise HttpError(404, "This file is no longer kept.")
-    record(
-        AuditEvent.Kind.DOWNLOAD,
-        login=request.auth.get_username(),
-        ip=request.META.get("REMOTE_ADDR"),
-        detail=f"api: raw upload {upload.pk}",
-    )
-    return FileResponse(
-        path.open("rb"),
-        as_attachment=True,
-        filename=upload.filename,
-        content_type="application/octet-stream",
-    )
+    login, ip = request.auth.get_username(), request.META.get("REMOTE_ADDR")
+    try:
+        return raw_download(upload, login=login, ip=ip, via="api")
+    except NotKept as gone:
+        raise HttpError(404, str(gone)) from None
 
 
 @api.get("/districts/{slug}/syncs", response=list[SyncOut], tags=["syncs"])

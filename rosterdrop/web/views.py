@@ -5,17 +5,17 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from rosterdrop.accounts.access import districts_for, is_operator
-from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.formats import get_format
 from rosterdrop.formats.download import file_templates, templates_zip
+from rosterdrop.inbox.downloads import NotKept, raw_download
 from rosterdrop.inbox.models import Upload
-from rosterdrop.inbox.store import QuotaExceeded, stored_file
+from rosterdrop.inbox.store import QuotaExceeded
 from rosterdrop.ingest.jobs import start_import
 from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.pipeline import claimed
@@ -210,18 +210,8 @@ def uploads(request, district):
 def upload_raw(request, district, pk: int):
     """The file exactly as received, as an attachment under its original name."""
     item = get_object_or_404(Upload, pk=pk, district=district)
-    path = stored_file(item)
-    if not item.stored_path or not path.exists():
-        raise Http404("This file is no longer kept (retention).")
-    record(
-        AuditEvent.Kind.DOWNLOAD,
-        login=request.user.get_username(),
-        ip=client_ip(request),
-        detail=f"raw upload {item.pk} {item.filename} of {district.slug}",
-    )
-    return FileResponse(
-        path.open("rb"),
-        as_attachment=True,
-        filename=item.filename,
-        content_type="application/octet-stream",
-    )
+    login, ip = request.user.get_username(), client_ip(request)
+    try:
+        return raw_download(item, login=login, ip=ip, via="web")
+    except NotKept as gone:
+        raise Http404(str(gone)) from None
