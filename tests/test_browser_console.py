@@ -172,3 +172,47 @@ def test_the_dashboard_chart_names_each_bar_by_its_district(
     today = f"{timezone.localtime():%b %-d}"
     assert today in chart.locator("text.date").all_text_contents()
     ops.context.close()
+
+
+def test_times_are_shown_in_the_persons_own_time_zone(browser, live_server, district, school):
+    """The person's choice first, then the district's zone, then the server's (UTC here)."""
+    from datetime import UTC, datetime
+
+    from rosterdrop.inbox.models import Upload
+    from rosterdrop.inbox.store import receive
+
+    district.time_zone = "America/Chicago"
+    district.save()
+    upload = receive(district, "users.csv", school / "users.csv", "sftp", login="x")
+    noon = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    Upload.objects.filter(pk=upload.pk).update(received_at=noon, status="imported")
+    make_user("ops@vendor.test", operator=True)
+    make_user("data@springfield.test", district)
+
+    ops = Console(browser, live_server.url)
+    ops.sign_in("ops@vendor.test")
+    ops.go("/")
+    assert ops.page.inner_text("#time-zone") == "UTC time"
+    assert "2026-07-01 12:00" in ops.page.inner_text("table.grid")
+    ops.go("/d/springfield/uploads/")  # the district's pages: its own zone (CDT, UTC-5)
+    assert ops.page.inner_text("#time-zone") == "America/Chicago time"
+    assert "2026-07-01 07:00:00" in ops.page.inner_text("main")
+
+    ops.go("/account/")
+    ops.page.select_option("select[name=time_zone]", "Asia/Tokyo")
+    ops.page.click("#time-zone-setting >> text=Save")
+    ops.page.wait_for_selector("text=Times are now shown in Asia/Tokyo")
+    for path, shown in (("/", "2026-07-01 21:00"), ("/d/springfield/uploads/", "21:00:00")):
+        ops.go(path)
+        assert ops.page.inner_text("#time-zone") == "Asia/Tokyo time"
+        assert shown in ops.page.inner_text("main"), path
+    ops.context.close()
+
+    admin = Console(browser, live_server.url)  # no choice of their own: their district's zone
+    admin.sign_in("data@springfield.test")
+    admin.go("/audit/")
+    assert admin.page.inner_text("#time-zone") == "America/Chicago time"
+    admin.go("/account/")
+    default = admin.page.locator("select[name=time_zone] option").first.inner_text()
+    assert default == "Default: Springfield's (America/Chicago)"
+    admin.context.close()

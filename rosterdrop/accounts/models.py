@@ -9,19 +9,27 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from rosterdrop.districts.models import District
+from rosterdrop.districts.models import District, time_zone_name
 
 TOKEN_PREFIX = "rd_"
 
 
 class Profile(models.Model):
-    """Links a web user to the one district they administer (operators have none)."""
+    """Links a web user to the one district they administer (operators have none), and the
+    time zone they read times in."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile"
     )
     district = models.ForeignKey(
         District, null=True, blank=True, on_delete=models.CASCADE, related_name="admins"
+    )
+    time_zone = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[time_zone_name],
+        help_text="IANA name the console shows this person's times in; blank = the district's "
+        "(on its pages, or the one they administer), else the server's.",
     )
 
     def __str__(self) -> str:

@@ -8,17 +8,18 @@ from django.utils import timezone
 
 from rosterdrop.accounts.access import district_or_404, is_operator
 from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.web.zones import zone_of
 
 
 def district_view(view):
     """Resolve `slug` to a district this user may see (404 otherwise) and pass it on; the
-    page shows times in the district's time zone."""
+    page shows times in the user's own time zone, else the district's (zones.zone_of)."""
 
     @login_required
     @wraps(view)
     def wrapper(request, slug: str, *args, **kwargs):
         district = district_or_404(request.user, slug)
-        with timezone.override(district.time_zone or "UTC"):  # its pages in its own time
+        with timezone.override(zone_of(request.user, district)):
             return view(request, district, *args, **kwargs)
 
     return wrapper

@@ -1,5 +1,6 @@
 """A console user's own account: set a password from an invitation or reset mail, change it;
-API tokens, named, expiring and revocable (also `rosterdrop token`).
+the time zone their pages show times in; API tokens, named, expiring and revocable (also
+`rosterdrop token`).
 
 Django's auth views do the work; these subclasses only audit and queue the mail in the
 outbox (a web request never waits on SMTP). Changing a password ends the user's other
@@ -17,9 +18,10 @@ from django.urls import reverse_lazy
 from django.views.decorators.http import require_POST
 
 from rosterdrop import notify
-from rosterdrop.accounts.models import ApiToken
+from rosterdrop.accounts.models import ApiToken, Profile
 from rosterdrop.web.access import audit_admin
-from rosterdrop.web.forms import TokenForm
+from rosterdrop.web.forms import TimeZoneForm, TokenForm
+from rosterdrop.web.zones import zone_of
 
 
 class QueuedPasswordResetForm(PasswordResetForm):
@@ -62,9 +64,24 @@ class PasswordChange(auth_views.PasswordChangeView):
         return response
 
 
+def _default_zone(user) -> str:
+    """The zone the person's times are in unless they choose one."""
+    profile = getattr(user, "profile", None)
+    district = profile.district if profile is not None else None
+    if district is not None:
+        return f"{district.name}'s ({zone_of(None, district)})"
+    return f"the server's ({zone_of(None)})"
+
+
 @login_required
 def account(request, shown: str = "", form=None):
-    """The user's own API tokens (never their secret, once made) and a form for a new one."""
+    """The user's own API tokens (never their secret, once made) and a form for a new one;
+    their time zone."""
+    profile = getattr(request.user, "profile", None)
+    zone = TimeZoneForm(
+        initial={"time_zone": profile.time_zone if profile else ""},
+        default=_default_zone(request.user),
+    )
     return render(
         request,
         "web/account.html",
@@ -72,8 +89,23 @@ def account(request, shown: str = "", form=None):
             "tokens": request.user.api_tokens.all(),
             "form": form or TokenForm(),
             "shown": shown,
+            "zone_form": zone,
         },
     )
+
+
+@require_POST
+@login_required
+def time_zone(request):
+    form = TimeZoneForm(request.POST, default=_default_zone(request.user))
+    if not form.is_valid():
+        messages.error(request, "Choose a time zone from the list.")
+        return redirect("web:account")
+    chosen = form.cleaned_data["time_zone"]
+    Profile.objects.update_or_create(user=request.user, defaults={"time_zone": chosen})
+    audit_admin(request, f"set their time zone to {chosen or 'the default'}")
+    messages.success(request, f"Times are now shown in {chosen or _default_zone(request.user)}.")
+    return redirect("web:account")
 
 
 @require_POST

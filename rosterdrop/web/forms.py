@@ -1,4 +1,5 @@
 import codecs
+import zoneinfo
 
 from django import forms
 
@@ -188,6 +189,17 @@ class TokenForm(forms.Form):
         choices=[(30, "30 days"), (90, "90 days"), (365, "a year"), (0, "until revoked")],
         initial=90,
     )
+
+
+class TimeZoneForm(forms.Form):
+    """A person's own time zone, or blank for the default (`default`: what that is)."""
+
+    time_zone = forms.ChoiceField(label="Show times in", required=False)
+
+    def __init__(self, *args, default: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        zones = sorted(zoneinfo.available_timezones() - {"localtime", "Factory"})
+        self.fields["time_zone"].choices = [("", f"Default: {default}")] + [(z, z) for z in zones]
 
 
 class PauseForm(forms.ModelForm):

@@ -3,7 +3,6 @@
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 
@@ -76,17 +75,16 @@ def _late(district, last_upload: Upload, now: datetime) -> str | None:
 
 
 def _due(district, waiting) -> datetime:
-    """When the waiting files are imported, in the district's time: a zip at once, loose
+    """When the waiting files are imported, in the page's time zone: a zip at once, loose
     files once the district's quiet period has passed since the last of them."""
     try:
         spec = get_format(district.format, district.slug)
     except ValueError:
         spec = None
-    zone = ZoneInfo(district.time_zone or "UTC")
     if spec and any(spec.claim(u.filename).package for u in waiting[:50]):
-        return timezone.localtime(timezone=zone)
+        return timezone.localtime()
     quiet = timedelta(seconds=district.quiet_period_seconds)
-    return timezone.localtime(waiting.first().received_at + quiet, zone)
+    return timezone.localtime(waiting.first().received_at + quiet)
 
 
 def moved(sync: Sync) -> int:

@@ -69,6 +69,7 @@ urlpatterns = [
     path("d/<slug:slug>/logins/<int:pk>/allow-list/", logins.allow_list, name="login_allow"),
     path("d/<slug:slug>/logins/<int:pk>/permissions/", logins.permissions, name="login_perms"),
     path("account/", account.account, name="account"),
+    path("account/time-zone/", account.time_zone, name="time_zone"),
     path("account/tokens/", account.token_create, name="token_create"),
     path("account/tokens/<int:pk>/revoke/", account.token_revoke, name="token_revoke"),
     path("d/<slug:slug>/import-now/", schedule.import_now, name="import_now"),
