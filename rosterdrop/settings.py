@@ -97,6 +97,8 @@ LOGGING = {
     "formatters": {"json": {"()": "rosterdrop.ops.logs.JsonFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("ROSTERDROP_LOG_LEVEL", "INFO")},
+    # The job queue's own lines (each task registered, each job started) only when they warn.
+    "loggers": {"procrastinate": {"level": "WARNING"}},
 }
 # ROSTERDROP_LOG_FORMAT=json: one JSON object a line (time, level, logger, message).
 LOG_FORMAT = os.environ.get("ROSTERDROP_LOG_FORMAT", "text")
@@ -172,6 +174,18 @@ FTPS_IDLE_TIMEOUT = _env_float("ROSTERDROP_FTPS_IDLE_TIMEOUT", 300)  # control a
 WORKER_POLL_SECONDS = _env_float("ROSTERDROP_WORKER_POLL_SECONDS", 2)
 # Upload sources the in-process worker imports (the web page and CLI may import directly).
 WORKER_SOURCES = os.environ.get("ROSTERDROP_WORKER_SOURCES", "sftp,ftps").split(",")
+# On PostgreSQL imports go through procrastinate's job queue (rosterdrop.intake.queue), run by
+# `rosterdrop worker` and by plain `serve`; SQLite keeps the worker thread (intake/worker.py).
+JOB_QUEUE = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+if JOB_QUEUE:
+    INSTALLED_APPS += ["procrastinate.contrib.django"]
+    PROCRASTINATE_AUTODISCOVER_MODULE_NAME = ""  # the tasks are in one named module
+    PROCRASTINATE_IMPORT_PATHS = ["rosterdrop.intake.queue"]
+# Imports one worker process runs at once (`rosterdrop worker --concurrency`).
+WORKER_CONCURRENCY = _env_int("ROSTERDROP_WORKER_CONCURRENCY", 2)
+# On SIGTERM, how long serve waits for uploads in flight and a worker for its import, before
+# it closes the connections (the client sees a failure, nothing is kept) and hands the job back.
+SHUTDOWN_SECONDS = _env_float("ROSTERDROP_SHUTDOWN_SECONDS", 30)
 
 
 # Web console, JSON API and mail (rosterdrop.web, .api, .accounts, .notify).

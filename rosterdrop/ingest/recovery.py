@@ -53,21 +53,39 @@ class Recovered:
     removed: list[Path] = field(default_factory=list)
 
 
-def recover() -> Recovered:
-
-    done = Recovered(removed=sweep())
-    for sync in Sync.objects.filter(status=SyncStatus.RUNNING).select_related("retry_of"):
+def recover(district=None) -> Recovered:
+    """Everything a crash left; or, given a `district` (a queue job holding its lock, so that
+    no other recovery imports it at once), only that district's syncs and uploads."""
+    done = Recovered()
+    running = Sync.objects.filter(status=SyncStatus.RUNNING).select_related("retry_of")
+    if district is not None:
+        running = running.filter(district=district)
+    for sync in running:
         if not states.is_dead(sync):
             continue
         try:
             _recover(sync, done)
         except states.Conflict:  # another recovery (a second process starting) took it
             continue
-    done.settled_uploads = _settle_finished()
-    done.never_started = _fail_never_started()
+    if district is None:
+        left = tidy()
+        done.removed, done.settled_uploads = left.removed, left.settled_uploads
+        done.never_started = left.never_started
+    else:
+        done.settled_uploads = _settle_finished(district)
     if done != Recovered():
         log.warning("recovered after a crash: %s", done)
     return done
+
+
+def tidy() -> Recovered:
+    """What a crash left outside any sync that is still running: temporary files, uploads
+    whose sync finished unsaid, web and CLI uploads whose import never began."""
+    return Recovered(
+        removed=sweep(),
+        settled_uploads=_settle_finished(),
+        never_started=_fail_never_started(),
+    )
 
 
 def _recover(sync, done: Recovered) -> None:
@@ -106,9 +124,11 @@ def _recover(sync, done: Recovered) -> None:
     pipeline.import_uploads(sync.district, uploads, sync=again)
 
 
-def _settle_finished() -> int:
+def _settle_finished(district=None) -> int:
     """Uploads still waiting although a sync of them finished (a crash between the two)."""
     waiting = Upload.objects.filter(status=states.UploadStatus.RECEIVED, syncs__isnull=False)
+    if district is not None:
+        waiting = waiting.filter(district=district)
     settled = 0
     for upload in waiting.distinct():
         done = (

@@ -5,8 +5,8 @@ class IntakeConfig(AppConfig):
     name = "rosterdrop.intake"
 
     def ready(self) -> None:
-        # Here, not at import: the worker imports models, which need the app registry.
+        # Here, not at import: the queue imports models, which need the app registry.
         from rosterdrop.inbox.signals import upload_waiting
-        from rosterdrop.intake import worker
+        from rosterdrop.intake import queue
 
-        upload_waiting.connect(worker.woken, dispatch_uid="rosterdrop.intake.worker")
+        upload_waiting.connect(queue.woken, dispatch_uid="rosterdrop.intake.queue")

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -375,9 +376,16 @@ class FTPSService:
             server.max_cons_per_ip = settings.SFTP_MAX_CONNECTIONS_PER_IP
             self.servers.append(server)
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, grace: float = 0.0) -> None:
+        """Serve until `stop`; then accept nothing more and give the connections left `grace`
+        seconds to end (a transfer in flight finishes) before closing them."""
         try:
             while not stop.is_set():
+                self.ioloop.loop(timeout=0.5, blocking=False)
+            for server in self.servers:
+                server.close()
+            deadline = time.monotonic() + grace
+            while self.ioloop.socket_map and time.monotonic() < deadline:
                 self.ioloop.loop(timeout=0.5, blocking=False)
         finally:
             for server in self.servers:

@@ -310,9 +310,11 @@ class RosterSSHServer(asyncssh.SSHServer):
 
     per_ip: dict[str, int] = {}
     total = 0
+    live: set[asyncssh.SSHServerConnection] = set()  # for a graceful shutdown (Listener.drain)
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        RosterSSHServer.live.add(conn)
         peer = conn.get_extra_info("peername")
         self.ip: str | None = peer[0] if peer else None
         self.state = ConnState(ip=self.ip)
@@ -333,6 +335,7 @@ class RosterSSHServer(asyncssh.SSHServer):
         asyncio.get_running_loop().create_task(refused)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        RosterSSHServer.live.discard(self.conn)
         if self.idle_watch:
             self.idle_watch.cancel()
         key = self.ip or ""
@@ -456,6 +459,20 @@ class Listener:
 
     async def wait_closed(self) -> None:
         await asyncio.gather(self.accepting, return_exceptions=True)
+
+    async def drain(self, grace: float) -> None:
+        """Once closed: give the connections left `grace` seconds to end by themselves (an
+        upload in flight finishes), then disconnect the rest; a cut upload is never kept."""
+        deadline = time.monotonic() + grace
+        while RosterSSHServer.live and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for conn in list(RosterSSHServer.live):
+            log.info("closing an sftp connection: the server is shutting down")
+            conn.disconnect(asyncssh.DISC_BY_APPLICATION, "The server is shutting down")
+        for _ in range(50):  # their files are discarded as the connections end
+            if not RosterSSHServer.live:
+                break
+            await asyncio.sleep(0.1)
 
 
 async def start_server(host: str, port: int) -> Listener:

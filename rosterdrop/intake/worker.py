@@ -21,11 +21,12 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from rosterdrop.districts.models import District
+from rosterdrop.formats import get_format
 from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import pipeline, recovery, states
 from rosterdrop.ingest.claims import claim_uploads
-from rosterdrop.ingest.models import Sync
+from rosterdrop.ingest.models import Sync, SyncStatus
 from rosterdrop.intake import folder
 
 log = logging.getLogger(__name__)
@@ -40,21 +41,21 @@ def wake() -> None:
     _wake.set()
 
 
-def woken(sender, **kwargs) -> None:
-    """`inbox.signals.upload_waiting`: an upload was stored."""
-    wake()
-
-
-def waiting_uploads() -> dict[District, list[Upload]]:
+def waiting_uploads(district: District | None = None) -> dict[District, list[Upload]]:
+    """The uploads waiting for the worker, by district; one a running sync holds is being
+    imported (by another process, or left by a dead one for recovery) and is not waiting."""
     uploads = (
         Upload.objects.filter(
             status=Upload.Status.RECEIVED,
             source__in=settings.WORKER_SOURCES,
             district__paused=False,
         )
+        .exclude(syncs__status=SyncStatus.RUNNING)
         .select_related("district")
         .order_by("id")
     )
+    if district is not None:
+        uploads = uploads.filter(district=district)
     by_district: dict[District, list[Upload]] = defaultdict(list)
     for upload in uploads:
         by_district[upload.district].append(upload)
@@ -64,29 +65,55 @@ def waiting_uploads() -> dict[District, list[Upload]]:
 def run_once(now: datetime | None = None) -> float | None:
     """Import what is ready; return seconds until the next quiet period ends, if any waits."""
     now = now or timezone.now()
-    next_due: float | None = None
-    for district, uploads in waiting_uploads().items():
-        if district.paused_at(now):  # a scheduled pause: they wait, in order, until it ends
-            continue
-        try:
-            claimed = claim_uploads(district, uploads)
-        except ValueError as exc:
-            _finish(uploads, Upload.Status.FAILED, str(exc))
-            continue
-        for package in claimed.packages:
-            import_set(district, [package])
-        loose = claimed.loose
-        if not loose:
-            continue
-        last = max(u.received_at for u in loose)
-        due = last + timedelta(seconds=district.quiet_period_seconds)
-        asked = district.import_requested_at  # "Import now" after the last of them came
-        if now >= due or (asked is not None and asked >= last):
-            import_set(district, latest_per_name(loose))
-        else:
-            wait = (due - now).total_seconds()
-            next_due = wait if next_due is None else min(next_due, wait)
-    return next_due
+    waits = [run_district(d, uploads, now) for d, uploads in waiting_uploads().items()]
+    return min((w for w in waits if w is not None), default=None)
+
+
+def run_district(district: District, uploads: list[Upload], now: datetime) -> float | None:
+    """Import what of one district's waiting uploads is ready: each package at once, the loose
+    files once their quiet period has passed; seconds until it has, if loose files wait."""
+    if district.paused_at(now):  # a scheduled pause: they wait, in order, until it ends
+        return None
+    try:
+        claimed = claim_uploads(district, uploads)
+    except ValueError as exc:
+        _finish(uploads, Upload.Status.FAILED, str(exc))
+        return None
+    for package in claimed.packages:
+        import_set(district, [package])
+    loose = claimed.loose
+    if not loose:
+        return None
+    wait = _quiet_for(district, loose, now)
+    if wait is None:
+        import_set(district, latest_per_name(loose))
+    return wait
+
+
+def ready(district: District, uploads: list[Upload], now: datetime) -> bool:
+    """Whether run_district would do anything with these uploads now (it changes nothing:
+    the format is asked, no file is claimed)."""
+    if district.paused_at(now):
+        return False
+    try:
+        spec = get_format(district.format, district.slug)
+    except ValueError:  # run_district fails them
+        return True
+    claims = [spec.claim(u.filename) for u in uploads]
+    if any(c.package or not c.mine for c in claims):  # a package, or a file to record unmatched
+        return True
+    return _quiet_for(district, uploads, now) is None
+
+
+def _quiet_for(district: District, loose: list[Upload], now: datetime) -> float | None:
+    """Seconds until the district's loose files are due (its quiet period after the last of
+    them), or None once they are (or someone asked to import them now)."""
+    last = max(u.received_at for u in loose)
+    due = last + timedelta(seconds=district.quiet_period_seconds)
+    asked = district.import_requested_at  # "Import now" after the last of them came
+    if now >= due or (asked is not None and asked >= last):
+        return None
+    return (due - now).total_seconds()
 
 
 def latest_per_name(uploads: list[Upload]) -> list[Upload]:

@@ -29,6 +29,7 @@ from prometheus_client.utils import floatToGoString
 
 from rosterdrop.inbox.models import Upload, UploadStatus
 from rosterdrop.ingest.models import Sync, SyncStatus
+from rosterdrop.intake import queue
 from rosterdrop.intake.models import Ban
 
 # Upper bounds (seconds) of the import time buckets: small districts in seconds, big in minutes.
@@ -49,6 +50,7 @@ class DatabaseCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield self._uploads()
         yield self._waiting()
+        yield from self._queue()
         yield self._syncs()
         yield self._import_seconds()
         yield self._bans()
@@ -69,6 +71,19 @@ class DatabaseCollector(Collector):
         return GaugeMetricFamily(
             "rosterdrop_uploads_waiting", "Uploads waiting for their import (queue depth).", waiting
         )
+
+    def _queue(self) -> Iterator[Metric]:
+        jobs = queue.depth()
+        if jobs is None:  # SQLite: the worker thread reads the waiting uploads, no queue
+            return
+        metric = GaugeMetricFamily(
+            "rosterdrop_queue_jobs",
+            "Import jobs in the PostgreSQL job queue, waiting for a worker and running.",
+            labels=["state"],
+        )
+        for state, count in jobs.items():
+            metric.add_metric([state], count)
+        yield metric
 
     def _syncs(self) -> Metric:
         metric = GaugeMetricFamily(

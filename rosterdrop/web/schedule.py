@@ -8,7 +8,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from rosterdrop.districts.models import Pause
-from rosterdrop.intake import worker
+from rosterdrop.intake import queue
 from rosterdrop.web.access import audit_admin, district_view, operator_district_view
 from rosterdrop.web.forms import PauseForm
 
@@ -22,7 +22,7 @@ def import_now(request, district):
         return redirect("web:district", district.slug)
     district.import_requested_at = timezone.now()
     district.save(update_fields=["import_requested_at"])
-    worker.wake()
+    queue.wake(district)
     audit_admin(request, f"import now: waiting files of {district.slug}")
     messages.success(request, "The waiting files are being imported now.")
     return redirect("web:district", district.slug)
@@ -49,7 +49,7 @@ def pause_add(request, district):
 def pause_remove(request, district, pk: int):
     pause = get_object_or_404(Pause, pk=pk, district=district)
     pause.delete()
-    worker.wake()
+    queue.wake(district)
     audit_admin(request, f"removed pause {pause.starts_on} to {pause.ends_on} of {district.slug}")
     messages.success(request, "Pause removed; waiting files are imported in the order they came.")
     return redirect("web:district", district.slug)

@@ -1,19 +1,30 @@
-"""`rosterdrop serve`: web, SFTP, FTPS and the import worker in one process, ready at once."""
+"""`rosterdrop serve`: web, SFTP, FTPS and the import worker in one process, ready at once.
+
+On SQLite the worker is a thread (intake/worker.py); on PostgreSQL it is a procrastinate worker
+of the job queue (intake/queue.py), like `rosterdrop worker`, so that any number of `serve`
+processes on one database import each upload once. `--no-worker` (PostgreSQL only) runs the
+front ends alone, for deployments with `rosterdrop worker` processes of their own.
+
+SIGTERM (or Ctrl-C) stops it gracefully: no new connection is accepted, uploads in flight and
+the import running get ROSTERDROP_SHUTDOWN_SECONDS to finish; then the connections left are
+closed (a cut upload is never kept: the client sees a failure and sends again) and the import
+is handed back to the queue (or, on SQLite, recovered at the next start), as after a crash.
+"""
 
 import asyncio
 import os
 import secrets
 import signal
 import threading
+import time
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from rosterdrop.districts.models import District
 from rosterdrop.feed import webhooks
-from rosterdrop.intake import hostkey, sftp, tlscert, worker
+from rosterdrop.intake import hostkey, queue, sftp, tlscert, worker
 from rosterdrop.intake.models import Login
 from rosterdrop.notify import mailer
 
@@ -50,6 +61,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-demo", action="store_true", help="Do not create the demo district."
         )
+        parser.add_argument(
+            "--no-worker",
+            action="store_true",
+            help="Front ends only (SFTP, FTPS, web): `rosterdrop worker` imports (PostgreSQL).",
+        )
 
     def handle(
         self,
@@ -61,13 +77,19 @@ class Command(BaseCommand):
         ftps_implicit_port: int,
         no_ftps: bool,
         no_demo: bool,
+        no_worker: bool,
         **options,
     ):
+        if no_worker and not settings.JOB_QUEUE:
+            raise CommandError(
+                "--no-worker needs PostgreSQL (ROSTERDROP_DATABASE_URL): on SQLite serve's own "
+                "worker thread imports the uploads"
+            )
         # The console (same process) shows where SFTP and FTPS listen.
         settings.SFTP_PORT = sftp_port
         settings.FTPS_PORT, settings.FTPS_IMPLICIT_PORT = ftps_port, ftps_implicit_port
         settings.FTPS_ENABLED = not no_ftps
-        call_command("migrate", interactive=False, verbosity=0)
+        queue.migrate()
         (_, key_print), *other_keys = hostkey.fingerprints()
         lines = [f"rosterdrop {settings.DATA_DIR}"]
         lines += self._operator()
@@ -80,8 +102,9 @@ class Command(BaseCommand):
             f"  host key: {key_print}",
             *(f"  also:     {printed} ({algorithm})" for algorithm, printed in other_keys),
         ]
+        threads = []
         if not no_ftps:
-            self._start_ftps(host, ftps_port, ftps_implicit_port, stop)
+            threads.append(self._start_ftps(host, ftps_port, ftps_implicit_port, stop))
             urls += [
                 f"  ftps:     {host} port {ftps_port} (explicit, AUTH TLS), "
                 f"port {ftps_implicit_port} (implicit)",
@@ -89,19 +112,27 @@ class Command(BaseCommand):
             ]
         lines[1:1] = urls
         web = self._start_web(host, web_port)
-        threading.Thread(
-            target=worker.run_forever, args=(stop,), name="worker", daemon=True
-        ).start()
+        if not no_worker:
+            threads.append(self._start_worker(stop))
         mailer.start(stop)  # SMTP on its own thread: no import waits on it
         webhooks.start(stop)  # signed webhooks from their outbox, on their own thread
-        try:
-            asyncio.run(self._run_sftp(host, sftp_port, lines))
-        finally:
+
+        def stopping() -> None:
+            if stop.is_set():
+                return
             stop.set()
             worker.wake()
             mailer.wake()
             webhooks.wake()
             web.close()
+
+        try:
+            asyncio.run(self._run_sftp(host, sftp_port, lines, stopping))
+        finally:
+            stopping()
+        deadline = time.monotonic() + settings.SHUTDOWN_SECONDS + 1
+        for thread in threads:  # FTPS transfers and the import, given the same grace
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _operator(self) -> list[str]:
         users = get_user_model()
@@ -147,7 +178,23 @@ class Command(BaseCommand):
             raise CommandError(
                 f"cannot start FTPS on {host}:{port}/{implicit_port}: {exc}"
             ) from None
-        threading.Thread(target=service.run, args=(stop,), name="ftps", daemon=True).start()
+        thread = threading.Thread(
+            target=service.run, args=(stop, settings.SHUTDOWN_SECONDS), name="ftps", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _start_worker(self, stop: threading.Event) -> threading.Thread:
+        if settings.JOB_QUEUE:  # a procrastinate worker, as `rosterdrop worker` runs
+            grace = settings.SHUTDOWN_SECONDS
+            args = (stop, settings.WORKER_CONCURRENCY, grace)
+            thread = threading.Thread(target=queue.run, args=args, name="worker", daemon=True)
+        else:
+            thread = threading.Thread(
+                target=worker.run_forever, args=(stop,), name="worker", daemon=True
+            )
+        thread.start()
+        return thread
 
     def _start_web(self, host: str, port: int):
         from django.core.wsgi import get_wsgi_application
@@ -160,7 +207,7 @@ class Command(BaseCommand):
         threading.Thread(target=server.run, name="web", daemon=True).start()
         return server
 
-    async def _run_sftp(self, host: str, port: int, lines: list[str]) -> None:
+    async def _run_sftp(self, host: str, port: int, lines: list[str], stopping) -> None:
         try:
             acceptor = await sftp.start_server(host, port)
         except OSError as exc:
@@ -172,5 +219,7 @@ class Command(BaseCommand):
         self.stdout.write("\n".join([*lines, "Ready."]))
         self.stdout.flush()
         await done.wait()
-        acceptor.close()
+        acceptor.close()  # no new connection; then the others get the grace to end
+        stopping()
         await acceptor.wait_closed()
+        await acceptor.drain(settings.SHUTDOWN_SECONDS)
