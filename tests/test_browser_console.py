@@ -216,3 +216,86 @@ def test_times_are_shown_in_the_persons_own_time_zone(browser, live_server, dist
     default = admin.page.locator("select[name=time_zone] option").first.inner_text()
     assert default == "Default: Springfield's (America/Chicago)"
     admin.context.close()
+
+
+NEXT_GRADE = {"KG": "01", "01": "02", "02": "03", "03": "04", "04": "05", "05": "06"}
+
+
+def next_school_year(folder) -> None:
+    """The district's export after the summer: the 2026-2027 year and its term in place of
+    2025-2026's, every class new (new IDs and codes, in the new term), every enrollment new,
+    every student a grade up."""
+    from helpers import rows, write
+
+    def later(date: str) -> str:
+        return date.replace("2026", "2027").replace("2025", "2026")
+
+    sessions = rows(folder / "academicSessions.csv")
+    new_id = {s[0]: f"{s[0][:8]}-2027" for s in sessions[1:]}
+    for s in sessions[1:]:
+        s[0], s[7] = new_id[s[0]], new_id.get(s[7], s[7])
+        s[3] = s[3].replace("2025-2026", "2026-2027")
+        s[5], s[6], s[8] = later(s[5]), later(s[6]), "2026-2027"
+    write(folder / "academicSessions.csv", sessions)
+    courses = rows(folder / "courses.csv")
+    for c in courses[1:]:
+        c[3] = new_id.get(c[3], c[3])
+    write(folder / "courses.csv", courses)
+    classes = rows(folder / "classes.csv")
+    for c in classes[1:]:
+        c[0], c[6], c[10] = f"{c[0]}-27", f"{c[6]}-27", new_id.get(c[10], c[10])
+    write(folder / "classes.csv", classes)
+    enrollments = rows(folder / "enrollments.csv")
+    for e in enrollments[1:]:
+        e[0], e[3], e[8], e[9] = f"{e[0]}-27", f"{e[3]}-27", later(e[8]), later(e[9])
+    write(folder / "enrollments.csv", enrollments)
+    users = rows(folder / "users.csv")
+    for u in users[1:]:
+        if u[5] == "student":
+            u[16] = NEXT_GRADE[u[16]]
+    write(folder / "users.csv", users)
+
+
+def test_a_new_school_years_first_upload_is_held_as_a_term_rollover(
+    browser, live_server, district, school
+):
+    from rosterdrop.ingest.pipeline import import_path
+    from rosterdrop.roster.models import records
+
+    assert import_path(district, school).status == "applied"  # a first upload is no rollover
+    district.admins_decide_holds = True
+    district.save()
+    make_user("data@springfield.test", district)
+    next_school_year(school)
+    admin = Console(browser, live_server.url)
+    admin.sign_in("data@springfield.test")
+    admin.upload("springfield", school)
+    admin.wait_for_status("held")
+    rollover = admin.page.locator("#rollover")
+    assert "the 2026-2027 school year starts" in rollover.locator("h2").inner_text()
+    ending = admin.page.inner_text("#sessions-ending")
+    starting = admin.page.inner_text("#sessions-starting")
+    assert "2025-2026 School Year" in ending and "2026-06-10" in ending
+    assert "2026-2027 School Year" in starting and "2027-06-10" in starting
+    classes = admin.page.locator("#rollover-classes tbody tr, #rollover-classes tr").last
+    assert classes.inner_text().split("\t") == [SCHOOL, "42", "42"]
+    grades = [r.split("\t") for r in admin.page.inner_text("#rollover-grades").splitlines()[1:]]
+    assert grades == [["KG", "1", "12"], ["1", "2", "12"], ["2", "3", "12"], ["3", "4", "12"],
+                      ["4", "5", "12"], ["5", "6", "12"]]  # fmt: skip
+    enrollments = admin.page.inner_text("#rollover-enrollments").splitlines()[1:]
+    assert enrollments[0].split("\t") == [SCHOOL, "KG", "91", "91"] and len(enrollments) == 6
+    admin.readme_shot("rollover")
+    admin.go("/d/springfield/")
+    assert admin.page.inner_text("#district-state") == "Held: term rollover to 2026-2027"
+    sessions = records(district, "academicSessions").filter(status="active")
+    assert {s.schoolYear for s in sessions} == {"2026"}  # nothing applied yet
+
+    admin.page.goto(admin.page.url + f"syncs/{district.syncs.first().pk}/")
+    admin.page.click("text=Approve and apply")
+    admin.page.click("#confirm-decision")
+    admin.wait_for_status("applied")
+    assert {s.schoolYear for s in sessions.all()} == {"2027"}
+    student = records(district, "users").get(givenName="Thandiwe", familyName="Tumbleweed")
+    assert student.grades == "01"  # was KG
+    assert admin.page.locator("#rollover").count() == 1  # what it ended and started, kept
+    admin.context.close()

@@ -32,6 +32,12 @@ class Sync(models.Model):
     message = models.TextField(blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    rollover = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="What a term rollover ends and starts, when this sync starts a new school "
+        "year (ingest/rollover.py); it is held for approval.",
+    )
     decided_by = models.CharField(
         max_length=150, blank=True, help_text="Who approved or discarded."
     )

@@ -47,6 +47,7 @@ from rosterdrop.ingest.outcome import Checked, Outcome, Progress
 from rosterdrop.ingest.plan import Plan, plan_entity
 from rosterdrop.ingest.read import LINE, read_table
 from rosterdrop.ingest.report import forget_findings, record, record_in
+from rosterdrop.ingest.rollover import starts_school_year
 from rosterdrop.ingest.spill import Fingerprinting, SpillFolder
 from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.ingest.validate import (
@@ -495,6 +496,12 @@ def _report_unknown(plan: Plan, checked: Checked) -> None:
 
 
 def _decide(plan: Plan, district, checked: Checked, approved: bool) -> tuple[str, str]:
+    if not approved and (rollover := starts_school_year(plan, checked, district)):
+        plan.rollover = rollover
+        return "held", (
+            f"This upload starts the {rollover['school_year']} school year: a term rollover "
+            "waits for approval. See below what it ends and starts."
+        )
     threshold = district.effective_removal_threshold
     over = plan.over_threshold(threshold)
     if over and not approved:

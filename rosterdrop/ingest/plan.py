@@ -70,6 +70,8 @@ class EntityPlan:
 @dataclass
 class Plan:
     entities: dict[str, EntityPlan] = field(default_factory=dict)
+    # What it would end and start, when it starts a new school year (ingest/rollover.py).
+    rollover: dict | None = None
 
     @property
     def changes(self) -> dict[str, dict[str, int]]:

@@ -80,6 +80,8 @@ def record(sync: Sync, outcome: Outcome) -> None:
             for key in p.removed[:HELD_CHANGES_SHOWN]
         )
     values = _sync_values(outcome)
+    if outcome.status == "held" and outcome.plan and outcome.plan.rollover:
+        values["rollover"] = outcome.plan.rollover
     states.move(sync, values.pop("status"), **values)
 
 

@@ -50,6 +50,8 @@ def glance(district) -> Glance:
         state, label = "running", "Importing…"
     elif last_sync and last_sync.status == Sync.Status.HELD:
         state, label = "held", "Held, awaiting approval"
+        if last_sync.rollover:
+            label = f"Held: term rollover to {last_sync.rollover['school_year']}"
     elif waiting.exists():
         state, label = "waiting", f"Waiting: imports at {_due(district, waiting):%H:%M}"
     elif failed:
