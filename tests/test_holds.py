@@ -9,8 +9,8 @@ from helpers import rows, write
 from web_fixtures import signed_in
 
 from rosterdrop.accounts.models import ApiToken
+from rosterdrop.ingest import hold_summary
 from rosterdrop.ingest.pipeline import import_path
-from rosterdrop.web.holds import hold_summary
 
 admin = web_fixtures.admin
 operator = web_fixtures.operator
@@ -39,7 +39,7 @@ def held_without_young_students(district, school):
 
 def test_a_hold_is_summed_up_students_first_with_grades_and_school(district, school):
     sync, gone = held_without_young_students(district, school)
-    lines = [str(line) for line in hold_summary(district, sync)]
+    lines = [str(line) for line in hold_summary.of(sync)]
     assert lines[0] == f"{len(gone)} students, grades KG-1, {SCHOOL}"
     assert any(line.endswith(f"enrollments, {SCHOOL}") for line in lines[1:]), lines
 

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.inbox.models import Upload
+from rosterdrop.inbox.signals import upload_purged
 from rosterdrop.inbox.store import inbox_dir, stored_file
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ def _purge(upload: Upload, links: dict[Inode, list[Path]], now: datetime) -> Pur
     upload.stored_path = ""
     upload.purged_at = now
     upload.save(update_fields=["stored_path", "purged_at"])
+    upload_purged.send(sender=Upload, upload=upload)
     _audit(done)
     return done
 

@@ -115,3 +115,39 @@ def with_sync_times(records: models.QuerySet) -> models.QuerySet:
     return records.annotate(
         first_seen_at=finished("first_seen_sync_id"), changed_at=finished("changed_sync_id")
     )
+
+
+class RosterGaps(models.Model):
+    """A district's roster gaps as the last applied sync left them (ingest.gaps): counts, and
+    the first IDs of each, in ID order."""
+
+    district = models.OneToOneField(
+        District, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    # The sync that counted them (None: counted on first view, for a roster older than this).
+    sync_id = models.BigIntegerField(null=True)
+    counts = models.JSONField(default=dict, help_text="{gap: number of records}")
+    shown = models.JSONField(default=dict, help_text="{gap: [sourced ID, ...]}")
+
+
+class IssueRow(models.Model):
+    """A row an issue of the sync is on, as the district sent it (ingest.issue_rows)."""
+
+    sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="issue_rows")
+    # The upload it was read from: retention deletes it with the upload's bytes.
+    upload = models.ForeignKey(Upload, null=True, on_delete=models.CASCADE, related_name="+")
+    file = models.CharField(max_length=255)
+    line = models.PositiveIntegerField()
+    header = models.JSONField(default=list)
+    cells = models.JSONField(default=list)
+
+    @property
+    def row(self) -> dict[str, str]:
+        return dict(zip(self.header, self.cells, strict=False))
+
+
+class HeldSummary(models.Model):
+    """What a held sync would remove, in a data manager's words (ingest.hold_summary)."""
+
+    sync = models.OneToOneField(Sync, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    lines = models.JSONField(default=list, help_text='[{"count", "what", "grades", "schools"}]')

@@ -21,7 +21,7 @@ from rosterdrop import notify, process
 from rosterdrop.feed.events import record_events, renamed_in
 from rosterdrop.formats.spec import FormatSpec, Mode
 from rosterdrop.inbox.store import check_quota, receive, stored_file
-from rosterdrop.ingest import memory, resent, states
+from rosterdrop.ingest import gaps, issue_rows, memory, resent, states
 from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.claims import claim_uploads
 from rosterdrop.ingest.decode import decode
@@ -381,6 +381,7 @@ def run(
                     staged = _stage_snapshot(snapshot, plan, checked)
                     forget_findings(sync.pk)  # a held sync's, when approved
                     apply_plan(conn, plan, checked.spills, district.pk, sync.pk)
+                    gaps.count(district.pk, sync.pk)
                     record_events(conn, district.pk, sync.pk, renamed_in(plan))
                     process.checkpoint("apply")
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))
@@ -563,6 +564,8 @@ def import_uploads(
             target.hardlink_to(stored_file(upload))
             paths.append(target)
         outcome = run(paths, district, sync, approved=approved, dry_run=dry_run, progress=progress)
+        if not dry_run:
+            issue_rows.keep(sync, uploads, paths, outcome.checked.log.all(), limits())
     except Exception as exc:
         # Nothing was applied (the transaction rolled back); say so rather than stay "running".
         log.exception("import of sync %s failed", sync.pk)

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 from django.db import transaction
 
-from rosterdrop.ingest import states
+from rosterdrop.ingest import hold_summary, states
 from rosterdrop.ingest.models import Change, Issue, Sync
 from rosterdrop.ingest.outcome import Outcome
 from rosterdrop.roster import store
@@ -79,6 +79,8 @@ def record(sync: Sync, outcome: Outcome) -> None:
             for p in outcome.plan.entities.values()
             for key in p.removed[:HELD_CHANGES_SHOWN]
         )
+        plans = outcome.plan.entities.values()
+        hold_summary.keep(sync, {p.entity: p.removed.to_list() for p in plans if len(p.removed)})
     values = _sync_values(outcome)
     if outcome.status == "held" and outcome.plan and outcome.plan.rollover:
         values["rollover"] = outcome.plan.rollover

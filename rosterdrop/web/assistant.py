@@ -2,6 +2,7 @@
 "why is X not in the roster?" for any ID."""
 
 import operator
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import reduce
 
@@ -10,13 +11,12 @@ from django.shortcuts import render
 
 from rosterdrop.formats import get_format
 from rosterdrop.formats.spec import FormatSpec
-from rosterdrop.ingest import states
-from rosterdrop.ingest.models import Change, Issue, Sync
-from rosterdrop.ingest.unpack import Member
+from rosterdrop.ingest import gaps as roster_gaps
+from rosterdrop.ingest import issue_rows, states
+from rosterdrop.ingest.models import Change, Issue, IssueRow, Sync
 from rosterdrop.roster.models import ENTITIES, records
 from rosterdrop.roster.schema import FIELDS
 from rosterdrop.web.access import district_view
-from rosterdrop.web.sis import members, read_rows, rows_at
 
 STAFF_ROLES = {
     "teacher",
@@ -29,24 +29,19 @@ STAFF_ROLES = {
     "siteadministrator",
     "systemadministrator",
 }
-PARENT_ROLES = {"parent", "guardian", "relative"}
+PARENT_ROLES = set(roster_gaps.PARENT_ROLES)
 CONTACT_COLUMNS = {"email", "phone", "sms", "mobile", "phonenumber"}
-SHOWN = 200
+SHOWN = roster_gaps.SHOWN
 DONE = states.OUTCOMES
 # Fields whose value names a person or a class: "referenced by N records" counts these.
 REFERRING = ("userSourcedId", "classSourcedId", "agentSourcedId")
 
 
-def _active(district, entity: str):
-    return records(district, entity).filter(status="active")
-
-
-def _values(district, entity: str, *fields: str) -> list[tuple]:
-    return list(_active(district, entity).values_list(*fields))
-
-
 @dataclass
 class Gaps:
+    """The roster's gaps as the last applied sync counted them (ingest.gaps), with the
+    records of the first IDs of each."""
+
     students_without_classes: list = field(default_factory=list)
     classes_without_teacher: list = field(default_factory=list)
     classes_without_students: list = field(default_factory=list)
@@ -55,34 +50,12 @@ class Gaps:
 
 
 def gaps(district) -> Gaps:
-    """Set arithmetic over IDs (a few columns of the active records), no per-record queries."""
-    enrollments = _values(district, "enrollments", "userSourcedId", "classSourcedId", "role")
-    roles = _values(district, "roles", "userSourcedId", "orgSourcedId", "role")
-    schools = set(
-        _active(district, "orgs").filter(type="school").values_list("sourced_id", flat=True)
-    )
-    enrolled = {u for u, _, _ in enrollments}
-    taught = {c for _, c, r in enrollments if r == "teacher"}
-    attended = {c for _, c, r in enrollments if r == "student"}
-    students = {u for u, _, r in roles if r == "student"}
-    # Parents and guardians belong to their children, not to a school.
-    parents = {a for (a,) in _values(district, "agents", "agentSourcedId")}
-    parents |= {u for u, _, r in roles if r.lower() in PARENT_ROLES}
-    placed = {u for u, o, _ in roles if o in schools} | parents
-    users = _active(district, "users")
-    classes = _active(district, "classes")
-    result = Gaps()
-    lonely = users.filter(sourced_id__in=students - enrolled)
-    result.students_without_classes = list(lonely.order_by("sourced_id")[:SHOWN])
-    result.classes_without_teacher = list(classes.exclude(sourced_id__in=taught)[:SHOWN])
-    result.classes_without_students = list(classes.exclude(sourced_id__in=attended)[:SHOWN])
-    result.users_in_no_school = list(users.exclude(sourced_id__in=placed)[:SHOWN])
-    result.counts = {
-        "students_without_classes": lonely.count(),
-        "classes_without_teacher": classes.exclude(sourced_id__in=taught).count(),
-        "classes_without_students": classes.exclude(sourced_id__in=attended).count(),
-        "users_in_no_school": users.exclude(sourced_id__in=placed).count(),
-    }
+    counted = roster_gaps.of(district)
+    result = Gaps(counts=counted.counts)
+    for kind, entity in roster_gaps.KINDS.items():
+        ids = counted.shown.get(kind, [])
+        found = {r.sourced_id: r for r in records(district, entity).filter(sourced_id__in=ids)}
+        setattr(result, kind, [found[i] for i in ids if i in found])
     return result
 
 
@@ -132,36 +105,24 @@ def _format_of(district) -> FormatSpec | None:
 
 def skipped_people(district, sync: Sync | None) -> tuple[list[Skipped], list[Skipped]]:
     """Rows of people skipped by the last sync, each classified by the file it came from
-    (and read back from the upload for the name)."""
+    (the rows as kept when it was imported, for the names: ingest.issue_rows)."""
     if sync is None:
         return [], []
     issues = list(sync.issues.filter(severity="error", line__isnull=False)[:500])
-    by_file: dict[str, list[Issue]] = {}
-    for issue in issues:
-        by_file.setdefault(issue.file, []).append(issue)
+    rows = {(r.file, r.line): r.row for r in issue_rows.of(sync)}
     staff, parents = [], []
-    files = _sync_members(sync)
     spec = _format_of(district)
-    for name, found in by_file.items():
-        if name not in files:
+    for issue in issues:
+        if (issue.file, issue.line) not in rows:
             continue
-        rows = rows_at(files[name], district.fallback_encoding, {i.line for i in found})
-        for issue in found:
-            row = rows.get(issue.line, {})
-            role, shown = person(spec, name, row)
-            item = Skipped(issue, row, role, shown)
-            if role.lower() in STAFF_ROLES:
-                staff.append(item)
-            elif role.lower() in PARENT_ROLES:
-                parents.append(item)
+        row = rows[(issue.file, issue.line)]
+        role, shown = person(spec, issue.file, row)
+        item = Skipped(issue, row, role, shown)
+        if role.lower() in STAFF_ROLES:
+            staff.append(item)
+        elif role.lower() in PARENT_ROLES:
+            parents.append(item)
     return staff, parents
-
-
-def _sync_members(sync: Sync) -> dict[str, Member]:
-    files: dict[str, Member] = {}
-    for upload in sync.uploads.all():
-        files |= members(upload)
-    return files
 
 
 @district_view
@@ -207,8 +168,9 @@ ROWS_PER_FILE = 20
 
 
 def trace(district, query: str) -> Trace:
-    """Where an ID is: its records, its history, and every row of the last sync's files
-    where it appears, with every issue on those rows and the chain of their causes."""
+    """Where an ID is: its records, its history, and the rows of the last sync's files with
+    an issue where it appears, with every issue on those rows and the chain of their causes.
+    Read from what the import kept (ingest.issue_rows), never from the raw files."""
     result = Trace(query)
     for entity in ENTITIES:
         result.records += records(district, entity).filter(sourced_id=query)
@@ -223,26 +185,28 @@ def trace(district, query: str) -> Trace:
     )
     result.sync = latest_sync(district)
     if result.sync is not None:
-        files = _sync_members(result.sync)
-        result.rows = _rows_with(files, district.fallback_encoding, query)
+        kept = issue_rows.of(result.sync)
+        result.rows = _rows_with(kept, query)
         seen: set[int] = set()
-        result.issues = _issues_on(result.sync, files, district, result.rows, seen, CAUSE_DEPTH)
-        # Issues that name it where its row can no longer be read (retention).
+        result.issues = _issues_on(result.sync, kept, result.rows, seen, CAUSE_DEPTH)
+        # Issues that name it where its row was not kept (retention, or past issue_rows.KEPT).
         named = result.sync.issues.filter(value=query).exclude(pk__in=seen)
         result.issues += [Explained(i) for i in named[:SHOWN]]
     return result
 
 
-def _rows_with(files: dict[str, Member], fallback: str, value: str) -> list[tuple]:
-    """The rows of the files holding `value` as one of their cells (IDs are exact)."""
-    found = []
-    for name, member in files.items():
-        rows = read_rows(member, fallback, value, 0, ROWS_PER_FILE)
-        found += [(name, line, rows.header, row) for line, row in rows.rows if value in row]
+def _rows_with(kept: list[IssueRow], value: str) -> list[tuple]:
+    """The kept rows holding `value` as one of their cells (IDs are exact), at most
+    ROWS_PER_FILE of each file."""
+    found, per_file = [], Counter[str]()
+    for row in kept:
+        if value in row.cells and per_file[row.file] < ROWS_PER_FILE:
+            per_file[row.file] += 1
+            found.append((row.file, row.line, row.header, row.cells))
     return found
 
 
-def _issues_on(sync: Sync, files, district, rows: list[tuple], seen: set[int], depth: int):
+def _issues_on(sync: Sync, kept: list[IssueRow], rows: list[tuple], seen: set[int], depth: int):
     """The issues of `sync` on these rows; for a broken reference, the issues on the rows of
     what it names, as its causes (each issue told once)."""
     lines: dict[str, set[int]] = {}
@@ -257,8 +221,8 @@ def _issues_on(sync: Sync, files, district, rows: list[tuple], seen: set[int], d
     for issue in issues:
         item = Explained(issue)
         if depth > 1 and issue.code.startswith("reference_") and issue.value:
-            named = _rows_with(files, district.fallback_encoding, issue.value)
-            item.causes = _issues_on(sync, files, district, named, seen, depth - 1)
+            named = _rows_with(kept, issue.value)
+            item.causes = _issues_on(sync, kept, named, seen, depth - 1)
         explained.append(item)
     return explained
 

@@ -8,10 +8,11 @@ from django.shortcuts import get_object_or_404, render
 
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest.models import with_sync_times
+from rosterdrop.ingest.sent_rows import read_rows
 from rosterdrop.roster.models import ENTITIES, MODELS, records
 from rosterdrop.roster.schema import FIELDS
 from rosterdrop.web.access import district_view
-from rosterdrop.web.sis import members, read_rows
+from rosterdrop.web.sis import members
 
 PAGE = 100
 

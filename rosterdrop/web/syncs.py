@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from rosterdrop.accounts.access import may_decide_holds
 from rosterdrop.audit.models import AuditEvent, record
-from rosterdrop.ingest import states
+from rosterdrop.ingest import hold_summary, states
 from rosterdrop.ingest.jobs import start_approval, start_retry
 from rosterdrop.ingest.models import Change, Issue, Sync
 from rosterdrop.ingest.pipeline import APPLIED, discard
@@ -18,7 +18,7 @@ from rosterdrop.ingest.report import ISSUE_COLUMNS
 from rosterdrop.roster.models import ENTITIES, records
 from rosterdrop.web.access import client_ip, district_view, require_operator
 from rosterdrop.web.downloads import csv_response
-from rosterdrop.web.holds import hold_summary, names
+from rosterdrop.web.holds import names
 
 MOVES = ("added", "updated", "removed", "reactivated")
 
@@ -151,7 +151,7 @@ def sync_detail(request, district, pk: int):
             "entities": sorted((sync.changes or {}).keys()),
             "filter_query": request.GET.urlencode(),
             "may_decide": may_decide_holds(request.user, district),
-            "hold": hold_summary(district, sync) if sync.status == Sync.Status.HELD else [],
+            "hold": hold_summary.of(sync) if sync.status == Sync.Status.HELD else [],
         },
     )
 
@@ -193,7 +193,7 @@ def decide(request, district, pk: int, decision: str):
                 "district": district,
                 "sync": sync,
                 "decision": decision,
-                "hold": hold_summary(district, sync),
+                "hold": hold_summary.of(sync),
             },
         )
     if sync.status != Sync.Status.HELD:
