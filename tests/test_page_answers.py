@@ -156,7 +156,7 @@ def test_why_gives_the_issues_and_causes_the_files_gave(district, broken):
 
 
 def test_the_pages_answer_with_the_raw_uploads_gone(district, admin, broken):
-    sync, _, teacher, line = broken
+    sync, lonely, teacher, line = broken
     for upload in sync.uploads.all():
         stored_file(upload).unlink()
     client = signed_in(admin)
@@ -165,6 +165,8 @@ def test_the_pages_answer_with_the_raw_uploads_gone(district, admin, broken):
     assert teacher[1] in staff and f"users.csv line {line}" in staff  # the family name
     why = client.get(reverse("web:why", args=[district.slug]), {"id": teacher[0]}).content
     assert f"users.csv line {line}".encode() in why and teacher[1].encode() in why
+    student = client.get(reverse("web:why", args=[district.slug]), {"id": lonely}).content
+    assert f"added by sync #{sync.pk}".encode() in student
 
 
 def test_retention_deletes_the_rows_it_quoted_with_the_raw_uploads(
