@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('districts', '0007_cadence_pauses'),
         ('inbox', '0002_upload_purged_at'),
-        ('ingest', '0005_sync_heartbeat'),
+        ('ingest', '0006_sync_rollover'),
     ]
 
     operations = [
