@@ -82,10 +82,16 @@ class Console:
     def shot(self, name: str) -> None:
         self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
-    def readme_shot(self, name: str) -> None:
-        """The page as the README shows it: the first screen, not the whole page."""
+    def readme_shot(self, name: str, down_to: str = "") -> None:
+        """The page as the README shows it: its first screen, or from the top down to the end
+        of the element `down_to` (at most 2,000 pixels)."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+        height = self.page.viewport_size["height"]
+        if down_to:
+            box = self.page.locator(down_to).bounding_box()  # the page is at its top
+            height = min(int(box["y"] + box["height"]) + 16, 2000)
+        clip = {"x": 0, "y": 0, "width": self.page.viewport_size["width"], "height": height}
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True, clip=clip)
 
     def upload(self, slug: str, folder: Path) -> None:
         self.go(f"/d/{slug}/")
@@ -137,6 +143,7 @@ def test_district_admin_and_operator_walk_through_the_console(
     assert admin.page.locator("td.before", has_text=family).count() == 1
     assert admin.page.locator("td.after", has_text="Okonkwo").count() == 1
     admin.shot("04-sync-diff")
+    admin.readme_shot("sync", down_to="#changes")
 
     for name, path in (
         ("05-uploads", "uploads/"),

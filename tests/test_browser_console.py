@@ -32,6 +32,7 @@ def test_district_admin_approves_their_own_hold_after_confirming(
     admin = Console(browser, live_server.url)
     admin.sign_in("data@springfield.test")
     admin.go(f"/d/springfield/syncs/{sync.pk}/?action=removed", shot="40-hold")
+    admin.readme_shot("hold")
     said = f"{len(gone)} students, grades KG-1, {SCHOOL}"
     assert admin.page.locator("ul.hold-summary li").first.inner_text() == said
     admin.page.click("text=Approve and apply")

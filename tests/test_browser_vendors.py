@@ -122,6 +122,7 @@ def test_parentsquare_uploads_syncs_sis_data_assistant_and_why(browser, live_ser
     web.go(f"/d/elm/sis/?upload={staff_upload.pk}&file=staff.csv", shot="psq-03-sis-data")
     assert "T30" in web.page.inner_text("main")
     web.go("/d/elm/assistant/", shot="psq-04-assistant")
+    web.readme_shot("assistant")
     staff = web.page.inner_text("main")
     assert "Tess Nobody" in staff and "All staff rows were imported" not in staff
     assert "Paul Gone" in staff and "All parent rows were imported" not in staff
