@@ -16,7 +16,7 @@ DOTTED = "alpha.admin.district.st"  # the login alpha_admin_district_st, as Ista
 
 
 def cert(server: Server) -> Path:
-    return server.data_dir / "ftps_cert.pem"
+    return server.ftps_cert()
 
 
 def port(server: Server, implicit: bool) -> int:

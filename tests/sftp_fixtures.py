@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import asyncssh
+import psycopg
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,8 +80,20 @@ class Server:
         self.web_port = free_port()
         self.ftps_port = free_port()
         self.ftps_implicit_port = free_port()
-        pub = (self.data_dir / "ssh_host_ed25519_key.pub").read_text().strip()
-        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {pub}\n")
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {self.host_key()}\n")
+
+    def host_key(self, algorithm: str = "ssh-ed25519") -> str:
+        """The host key's OpenSSH public key line, from the database every front end shares."""
+        sql = "select public_key from intake_serverkey where name = ?"
+        return self.query(sql, algorithm)[0]["public_key"]
+
+    def ftps_cert(self) -> Path:
+        """The FTPS certificate (from the database) as a file, for clients to trust."""
+        path = self.data_dir / "client-ftps-cert.pem"
+        if not path.exists():
+            sql = "select certificate from intake_serverkey where name = 'ftps'"
+            path.write_text(self.query(sql)[0]["certificate"])
+        return path
 
     def start(self) -> None:
         """Start, retrying when a port chosen as free was taken meanwhile (a known race of
@@ -278,6 +291,25 @@ def make_server(sftp_template, tmp_path):
 @pytest.fixture
 def server(make_server) -> Server:
     return make_server()
+
+
+@pytest.fixture
+def postgres_database(request):
+    """A PostgreSQL database of this test's own (its URL, and a function that drops it),
+    dropped at the end: servers started on it share it as front ends of one deployment do."""
+    name = f"rd_{request.node.name[:40]}_{os.getpid()}".lower()
+    name = "".join(c if c.isalnum() else "_" for c in name)
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    with psycopg.connect(admin, autocommit=True) as db:
+        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        db.execute(f'CREATE DATABASE "{name}"')
+
+    def drop():
+        with psycopg.connect(admin, autocommit=True) as db:
+            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}", drop
+    drop()
 
 
 def sha256(path) -> str:

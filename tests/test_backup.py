@@ -47,9 +47,6 @@ def wipe(settings) -> None:
     call_command("flush", interactive=False, verbosity=0)
     for name in ("inbox", "roster", "sftp"):
         shutil.rmtree(settings.DATA_DIR / name, ignore_errors=True)
-    key = hostkey.host_key_path()
-    for path in (key, key.with_name(key.name + ".pub"), *tlscert.paths()):
-        path.unlink()
 
 
 @pytest.fixture

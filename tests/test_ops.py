@@ -3,12 +3,10 @@ test client and through a real `rosterdrop serve` driven with curl."""
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from datetime import timedelta
 
-import psycopg
 import pytest
 import sftp_fixtures
 from django.utils import timezone
@@ -18,6 +16,7 @@ from sftp_fixtures import SCHOOL_SMALL
 from rosterdrop.ops.logs import JsonFormatter
 
 make_server = sftp_fixtures.make_server
+postgres_database = sftp_fixtures.postgres_database
 server = sftp_fixtures.server
 sftp_template = sftp_fixtures.sftp_template
 
@@ -202,23 +201,6 @@ def test_serve_answers_health_readiness_metrics_and_logs_json(make_server, tmp_p
         e["logger"] == "rosterdrop.intake.worker" and e["message"].startswith("importing")
         for e in entries
     )
-
-
-@pytest.fixture
-def postgres_database():
-    """A PostgreSQL database of this test's own, dropped at the end."""
-    name = f"rd_ops_readyz_{os.getpid()}"
-    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
-    with psycopg.connect(admin, autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        db.execute(f'CREATE DATABASE "{name}"')
-
-    def drop():
-        with psycopg.connect(admin, autocommit=True) as db:
-            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}", drop
-    drop()
 
 
 @pytest.mark.slow

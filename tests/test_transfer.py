@@ -38,7 +38,7 @@ def inbox(server) -> list[str]:
 
 def paramiko_sftp(server, login: str = "alpha") -> tuple[paramiko.Transport, paramiko.SFTPClient]:
     """A paramiko client with key auth and the server's host key pinned."""
-    pub = (server.data_dir / "ssh_host_ed25519_key.pub").read_text().split()
+    pub = server.host_key().split()
     host_key = paramiko.Ed25519Key(data=base64.b64decode(pub[1]))
     transport = paramiko.Transport(socket.create_connection(("127.0.0.1", server.port), 10))
     key = paramiko.Ed25519Key.from_private_key_file(str(server.key))

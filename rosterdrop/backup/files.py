@@ -2,8 +2,8 @@
 
 Copied: every raw upload the database keeps (the same bytes kept twice stay one file, hard
 linked, in the backup as in the inbox), the roster snapshots of the roster tokens the copy
-holds (any other is rebuilt from the database when needed), the SSH host key, the FTPS
-certificate made in the data folder, Django's secret key, and the district SFTP/FTPS folders.
+holds (any other is rebuilt from the database when needed), Django's secret key, and the
+district SFTP/FTPS folders. The SSH host keys and the FTPS certificate are in the database.
 Temporary folders (`tmp/`, `sftp-tmp/`, wizard samples) are not: nothing in them is kept.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from django.conf import settings
 
 from rosterdrop.backup.database import Held
-from rosterdrop.intake import folder, hostkey, tlscert
+from rosterdrop.intake import folder
 from rosterdrop.roster import hashes
 
 # Replaced whole by a restore that replaces: they hold only what a backup brings back.
@@ -25,7 +25,7 @@ RESTORED_FOLDERS = ("inbox", "roster", "sftp")
 def wanted(held: Held) -> list[str]:
     """What to copy, relative to the data folder."""
     data = settings.DATA_DIR
-    paths = [data / "secret_key", *hostkey.key_files(), *tlscert.paths()]
+    paths = [data / "secret_key"]
     for district, slug, token in held.districts:
         paths += hashes.files(district, token)
         root = folder.district_root(slug)

@@ -17,6 +17,9 @@ import threading
 import time
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from django.conf import settings
 from django.db import connections
 from OpenSSL import SSL
@@ -328,8 +331,9 @@ class _Server(ThreadedFTPServer):
             connections.close_all()  # this thread's database connection
 
 
-def tls_context(data: bool = False) -> SSL.Context:
-    cert, key = tlscert.paths()
+def tls_context(
+    chain: list[x509.Certificate], key: PrivateKeyTypes, data: bool = False
+) -> SSL.Context:
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     if data:
@@ -338,8 +342,10 @@ def tls_context(data: bool = False) -> SSL.Context:
         SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION
     )
     ctx.set_cipher_list(CIPHERS)
-    ctx.use_certificate_chain_file(str(cert))
-    ctx.use_privatekey_file(str(key))
+    ctx.use_certificate(chain[0])
+    for extra in chain[1:]:
+        ctx.add_extra_chain_cert(extra)
+    ctx.use_privatekey(key)  # type: ignore[arg-type]  # pyOpenSSL takes the key types it signs with
     ctx.check_privatekey()
     return ctx
 
@@ -354,10 +360,12 @@ class FTPSService:
     """Both FTPS listeners on one IO loop, served by `run` in a thread of `rosterdrop serve`."""
 
     def __init__(self, host: str, port: int, implicit_port: int):
-        tlscert.load_or_create()
+        chain_pem, key_pem = tlscert.load_pem()
+        chain = x509.load_pem_x509_certificates(chain_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
         attrs = {
-            "ssl_context": tls_context(),
-            "data_context": tls_context(data=True),
+            "ssl_context": tls_context(chain, key),
+            "data_context": tls_context(chain, key, data=True),
             "passive_ports": passive_ports(settings.FTPS_PASSIVE_PORTS),
             "masquerade_address": settings.FTPS_MASQUERADE_ADDRESS or None,
             "timeout": settings.FTPS_IDLE_TIMEOUT,

@@ -1,8 +1,10 @@
-"""SFTP logins of districts, and the per-IP defender state that bans brute-force sources."""
+"""SFTP logins of districts, the per-IP defender state that bans brute-force sources, and the
+host keys and certificate every front end presents."""
 
 import ipaddress
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import datetime
 
 import asyncssh
@@ -145,3 +147,42 @@ class Ban(models.Model):
 
     def is_banned(self, now: datetime) -> bool:
         return self.banned_until is not None and self.banned_until > now
+
+
+class ServerKey(models.Model):
+    """A key every front end presents: an SSH host key (named by its algorithm) or the
+    self-signed FTPS certificate ("ftps").
+
+    Kept in the database rather than one machine's data folder, so that any number of front
+    ends on one database show districts the same fingerprints. The first front end to start
+    makes (or imports) each key; a second one starting at the same moment loses the insert
+    and reads the winner's (`first_kept`)."""
+
+    name = models.CharField(max_length=40, unique=True)
+    private_key = models.TextField(help_text="PEM or OpenSSH private key.")
+    public_key = models.TextField(blank=True, help_text="OpenSSH public key line (SSH keys).")
+    certificate = models.TextField(blank=True, help_text="PEM certificate (FTPS).")
+    imported_from = models.CharField(
+        max_length=500, blank=True, help_text="The data folder file it came from, if any."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def first_kept(cls, name: str, make: Callable[[], "ServerKey"]) -> "ServerKey":
+        """The stored key `name`, or the one `make` returns, stored unless another process
+        stored one first (the unique name decides; the loser reads the winner's)."""
+        found = cls.objects.filter(name=name).first()
+        if found is not None:
+            return found
+        made = make()
+        fields = {f: getattr(made, f) for f in ("private_key", "public_key", "certificate")}
+        kept, _ = cls.objects.get_or_create(
+            name=name, defaults={**fields, "imported_from": made.imported_from}
+        )
+        return kept

@@ -48,7 +48,7 @@ def connection_for(district, request) -> Connection:
             settings.FTPS_PORT,
             settings.FTPS_IMPLICIT_PORT,
         )
-        if tlscert.paths()[0].exists():  # made by the FTPS server's first start
+        if tlscert.made():  # by the FTPS server's first start
             try:
                 result.ftps_fingerprint = tlscert.fingerprint()
             except Exception:

@@ -8,4 +8,4 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         cert = tlscert.load_or_create()
-        self.stdout.write(f"{tlscert.fingerprint(cert)} ({tlscert.paths()[0]})")
+        self.stdout.write(f"{tlscert.fingerprint(cert)} ({tlscert.where()})")
