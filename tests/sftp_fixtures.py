@@ -60,9 +60,10 @@ def base_env(data_dir: Path) -> dict[str, str]:
 
 
 class Server:
-    def __init__(self, data_dir: Path, key: Path, env: dict[str, str]):
+    def __init__(self, data_dir: Path, key: Path, env: dict[str, str], args: tuple[str, ...] = ()):
         self.data_dir = data_dir
         self.key = key
+        self.args = args  # more of serve's options, e.g. --no-worker
         self.env = {**base_env(data_dir), **env}
         # Below Linux's ephemeral range (32768-60999), where free_port() and clients take
         # theirs; pyftpdlib falls back to any port if all of these are taken.
@@ -126,6 +127,7 @@ class Server:
             str(self.ftps_port),
             "--ftps-implicit-port",
             str(self.ftps_implicit_port),
+            *self.args,
         ]
         self.proc = subprocess.Popen(
             cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -274,11 +276,11 @@ def make_server(sftp_template, tmp_path):
     """Start servers (with extra environment) on copies of the template data folder."""
     servers: list[Server] = []
 
-    def make(data_dir: Path | None = None, **env: str) -> Server:
+    def make(data_dir: Path | None = None, args: tuple[str, ...] = (), **env: str) -> Server:
         if data_dir is None:
             data_dir = tmp_path / f"data{len(servers)}"
             shutil.copytree(sftp_template[0], data_dir)
-        server = Server(data_dir, sftp_template[1], env)
+        server = Server(data_dir, sftp_template[1], env, args)
         server.start()
         servers.append(server)
         return server

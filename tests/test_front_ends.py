@@ -128,8 +128,8 @@ def test_two_front_ends_on_one_database_show_one_host_key_and_share_bans(
         "ROSTERDROP_DATABASE_URL": url,
         "ROSTERDROP_DEFENDER_THRESHOLD": "2",  # one unknown login (2 points) bans
     }
-    first = make_server(**env)  # migrates the database, then the second starts beside it
-    second = make_server(**env)
+    first = make_server(args=("--no-worker",), **env)  # migrates; the second starts beside it
+    second = make_server(args=("--no-worker",), **env)
     # Every data folder came from one template, whose SQLite held keys of its own: the
     # database both share is the only thing that can make them agree.
     keys = keyscan(first)
