@@ -4,19 +4,12 @@ district, approve and discard, the OpenAPI document."""
 import io
 
 import pytest
-import web_fixtures
 from django.core.management import call_command
 from django.test import Client
 from helpers import edit
 from web_fixtures import held_sync
 
 from rosterdrop.ingest.pipeline import import_path
-
-# Fixtures shared with the console and mail tests.
-admin = web_fixtures.admin
-operator = web_fixtures.operator
-import_inline = web_fixtures.import_inline
-other = web_fixtures.other
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("import_inline")]
 

@@ -5,11 +5,7 @@ import subprocess
 import zipfile
 
 import pytest
-import sftp_fixtures
 from sftp_fixtures import ROSTERDROP, SCHOOL_SMALL, Server, sha256
-
-make_server = sftp_fixtures.make_server
-sftp_template = sftp_fixtures.sftp_template
 
 
 @pytest.mark.slow

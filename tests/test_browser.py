@@ -10,15 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-import sftp_fixtures
 from helpers import edit, rows, write
 from web_fixtures import PASSWORD, make_user
 
 from rosterdrop.districts.models import District
 
 # The SFTP tests' real server and OpenSSH client.
-make_server = sftp_fixtures.make_server
-sftp_template = sftp_fixtures.sftp_template
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

@@ -3,12 +3,9 @@ live server: a district admin decides their own held sync after a confirmation."
 
 import pytest
 import test_browser
-import web_fixtures
 from test_browser import CHROMIUM, Console
 from test_holds import SCHOOL, held_without_young_students
 from web_fixtures import make_user
-
-other = web_fixtures.other
 
 browser = test_browser.browser
 

@@ -8,14 +8,10 @@ import re
 import shutil
 
 import pytest
-import sftp_fixtures
 import test_browser
 from test_browser import CHROMIUM, Console
 from test_notify import Sink, free_port
 from web_fixtures import PASSWORD
-
-make_server = sftp_fixtures.make_server
-sftp_template = sftp_fixtures.sftp_template
 
 browser = test_browser.browser
 

@@ -22,7 +22,6 @@ from rosterdrop.notify.models import Subscription
 
 # The fixtures of the console's and the mail's own tests.
 browser = test_browser.browser
-make_server, sftp_template = sftp_fixtures.make_server, sftp_fixtures.sftp_template
 smtp, smtp_port = test_notify.smtp, test_notify.smtp_port
 
 pytestmark = [

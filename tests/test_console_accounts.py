@@ -5,7 +5,6 @@ forgotten password by mail (queued in the outbox, as every mail)."""
 import re
 
 import pytest
-import web_fixtures
 from django.contrib.auth import get_user_model
 from django.test import Client
 from web_fixtures import PASSWORD, make_user, signed_in
@@ -14,10 +13,6 @@ from rosterdrop.audit.models import AuditEvent
 from rosterdrop.districts.models import District
 from rosterdrop.intake.models import Login
 from rosterdrop.notify.models import OutboxMail
-
-admin = web_fixtures.admin
-operator = web_fixtures.operator
-other = web_fixtures.other
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,6 @@ from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
-import web_fixtures
 from django.urls import reverse
 from django.utils import timezone
 from web_fixtures import signed_in
@@ -17,9 +16,6 @@ from rosterdrop.custom.templates import save_template, suggest
 from rosterdrop.formats import FORMATS
 from rosterdrop.formats.download import file_templates
 from rosterdrop.ingest.pipeline import import_path
-
-admin = web_fixtures.admin
-operator = web_fixtures.operator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,7 +9,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import web_fixtures
 from conftest import SAMPLES, SCHOOL_SMALL
 from django.core.management import call_command
 from django.test import Client
@@ -21,7 +20,6 @@ from rosterdrop.ingest.report import summary
 from rosterdrop.roster.models import MODELS
 
 pytestmark = pytest.mark.django_db(transaction=True)
-operator = web_fixtures.operator
 FIXTURES = Path(__file__).parent / "fixtures"
 
 SOURCES = [

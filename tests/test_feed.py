@@ -15,7 +15,6 @@ from rosterdrop.feed.models import Batch, Counter, Event
 from rosterdrop.ingest.pipeline import import_path
 from rosterdrop.roster.models import ENTITIES, MODELS
 
-operator = web_fixtures.operator
 pytestmark = pytest.mark.django_db(transaction=True)
 
 

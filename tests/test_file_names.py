@@ -7,8 +7,6 @@ import shutil
 import zipfile
 
 import pytest
-import sftp_fixtures
-import web_fixtures
 from conftest import SAMPLES
 from django.core.management import call_command
 from django.urls import reverse
@@ -20,10 +18,6 @@ from rosterdrop.ingest.pipeline import check
 from rosterdrop.intake import worker
 
 OEA = SAMPLES / "sds-openeducationanalytics" / "v1-lowercase"  # Microsoft's, in lower case
-admin = web_fixtures.admin
-make_server = sftp_fixtures.make_server
-sftp_template = sftp_fixtures.sftp_template
-import_inline = web_fixtures.import_inline
 
 
 def test_the_format_spec_answers_exact_case_insensitive_and_did_you_mean():

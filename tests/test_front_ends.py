@@ -11,16 +11,11 @@ import threading
 import asyncssh
 import psycopg
 import pytest
-import sftp_fixtures
 from cryptography import x509
 from sftp_fixtures import ROSTERDROP, Server, base_env
 
 from rosterdrop.intake import hostkey, tlscert
 from rosterdrop.intake.models import ServerKey
-
-make_server = sftp_fixtures.make_server
-sftp_template = sftp_fixtures.sftp_template
-postgres_database = sftp_fixtures.postgres_database
 
 
 @pytest.mark.django_db

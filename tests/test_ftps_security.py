@@ -11,15 +11,8 @@ import time
 import warnings
 
 import pytest
-import sftp_fixtures
 from ftps_fixtures import DOTTED, ftp, plain, read_reply, tls_context
 from sftp_fixtures import DISTRICT_LARGE, ORGS, PASSWORD, snapshot
-
-# Fixtures shared with the SFTP test modules.
-make_server = sftp_fixtures.make_server
-server = sftp_fixtures.server
-sftp_template = sftp_fixtures.sftp_template
-planted = sftp_fixtures.planted
 
 pytestmark = pytest.mark.slow
 

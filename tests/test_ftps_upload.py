@@ -3,14 +3,8 @@
 import shutil
 
 import pytest
-import sftp_fixtures
 from ftps_fixtures import curl, lftp
 from sftp_fixtures import DISTRICT_LARGE, SCHOOL_SMALL, assert_zip_imported
-
-# Fixtures shared with the SFTP test modules.
-make_server = sftp_fixtures.make_server
-server = sftp_fixtures.server
-sftp_template = sftp_fixtures.sftp_template
 
 pytestmark = pytest.mark.slow
 

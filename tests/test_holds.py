@@ -3,7 +3,6 @@ confirmation before it is applied; a district's admins decide their own holds on
 district lets them (the web and the API alike)."""
 
 import pytest
-import web_fixtures
 from django.test import Client
 from helpers import rows, write
 from web_fixtures import signed_in
@@ -11,10 +10,6 @@ from web_fixtures import signed_in
 from rosterdrop.accounts.models import ApiToken
 from rosterdrop.ingest import hold_summary
 from rosterdrop.ingest.pipeline import import_path
-
-admin = web_fixtures.admin
-operator = web_fixtures.operator
-import_inline = web_fixtures.import_inline
 
 pytestmark = pytest.mark.django_db
 

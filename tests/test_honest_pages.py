@@ -6,7 +6,6 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-import web_fixtures
 from django.urls import reverse
 from django.utils import timezone
 from test_vendors_parentsquare import FILES
@@ -18,7 +17,6 @@ from rosterdrop.intake import worker
 from rosterdrop.roster.models import records
 from rosterdrop.web.status import glance
 
-operator = web_fixtures.operator
 pytestmark = pytest.mark.django_db(transaction=True)
 
 

@@ -6,11 +6,7 @@ algorithm connects and uploads; ssh-rsa's SHA-1 signatures are never offered; Op
 import subprocess
 
 import pytest
-import sftp_fixtures
 from sftp_fixtures import SCHOOL_SMALL
-
-make_server = sftp_fixtures.make_server
-sftp_template = sftp_fixtures.sftp_template
 
 pytestmark = pytest.mark.slow
 

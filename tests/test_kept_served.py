@@ -10,12 +10,7 @@ import subprocess
 import zipfile
 
 import pytest
-import sftp_fixtures
 from sftp_fixtures import DISTRICT_LARGE, ROSTERDROP, Server, base_env
-
-make_server = sftp_fixtures.make_server
-server = sftp_fixtures.server
-sftp_template = sftp_fixtures.sftp_template
 
 pytestmark = pytest.mark.slow
 

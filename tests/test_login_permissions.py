@@ -7,13 +7,8 @@ import io
 import json
 
 import pytest
-import sftp_fixtures
 from ftps_fixtures import ftp
 from sftp_fixtures import SCHOOL_SMALL
-
-make_server = sftp_fixtures.make_server
-server = sftp_fixtures.server
-sftp_template = sftp_fixtures.sftp_template
 
 pytestmark = pytest.mark.slow
 

@@ -23,9 +23,6 @@ from rosterdrop.notify.models import OutboxMail, Subscription
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-make_server = sftp_fixtures.make_server
-sftp_template = sftp_fixtures.sftp_template
-
 
 class Sink:
     def __init__(self):

@@ -8,17 +8,11 @@ import sys
 from datetime import timedelta
 
 import pytest
-import sftp_fixtures
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 from sftp_fixtures import SCHOOL_SMALL
 
 from rosterdrop.ops.logs import JsonFormatter
-
-make_server = sftp_fixtures.make_server
-postgres_database = sftp_fixtures.postgres_database
-server = sftp_fixtures.server
-sftp_template = sftp_fixtures.sftp_template
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

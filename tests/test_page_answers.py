@@ -5,7 +5,6 @@ scans of the files gave, with the raw uploads gone; retention still deletes what
 import datetime
 
 import pytest
-import web_fixtures
 from django.urls import reverse
 from django.utils import timezone
 from helpers import edit, rows, write
@@ -21,7 +20,6 @@ from rosterdrop.roster.models import records
 from rosterdrop.web.assistant import gaps, trace
 from rosterdrop.web.sis import members
 
-admin = web_fixtures.admin
 pytestmark = pytest.mark.django_db(transaction=True)
 
 

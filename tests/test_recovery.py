@@ -23,10 +23,6 @@ from rosterdrop import process
 from rosterdrop.ingest import states
 from rosterdrop.ingest.states import SyncStatus
 
-# Fixtures shared with the SFTP test modules.
-make_server = sftp_fixtures.make_server
-sftp_template = sftp_fixtures.sftp_template
-
 USERS = sum(1 for _ in (SCHOOL_SMALL / "users.csv").open()) - 1
 
 

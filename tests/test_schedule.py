@@ -6,7 +6,6 @@ import zipfile
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-import web_fixtures
 from django.utils import timezone
 from web_fixtures import signed_in
 
@@ -15,9 +14,6 @@ from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import receive
 from rosterdrop.intake import worker
 from rosterdrop.web.status import glance
-
-admin = web_fixtures.admin
-operator = web_fixtures.operator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

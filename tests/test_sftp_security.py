@@ -10,14 +10,7 @@ import time
 
 import asyncssh
 import pytest
-import sftp_fixtures
 from sftp_fixtures import ORGS, PASSWORD, SCHOOL_SMALL, snapshot
-
-# Fixtures shared with the other SFTP test module.
-make_server = sftp_fixtures.make_server
-server = sftp_fixtures.server
-sftp_template = sftp_fixtures.sftp_template
-planted = sftp_fixtures.planted
 
 pytestmark = pytest.mark.slow
 

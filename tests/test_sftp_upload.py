@@ -7,13 +7,7 @@ import subprocess
 import time
 
 import pytest
-import sftp_fixtures
 from sftp_fixtures import DISTRICT_LARGE, PASSWORD, SCHOOL_SMALL, assert_zip_imported
-
-# Fixtures shared with the other SFTP test module.
-make_server = sftp_fixtures.make_server
-server = sftp_fixtures.server
-sftp_template = sftp_fixtures.sftp_template
 
 pytestmark = pytest.mark.slow
 

@@ -11,11 +11,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import sftp_fixtures
-
-make_server = sftp_fixtures.make_server
-server = sftp_fixtures.server
-sftp_template = sftp_fixtures.sftp_template
 
 pytestmark = pytest.mark.slow
 

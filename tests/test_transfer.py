@@ -16,13 +16,8 @@ import time
 import asyncssh
 import paramiko
 import pytest
-import sftp_fixtures
 from ftps_fixtures import curl, lftp
 from sftp_fixtures import ORGS, PASSWORD, sha256
-
-make_server = sftp_fixtures.make_server
-server = sftp_fixtures.server
-sftp_template = sftp_fixtures.sftp_template
 
 pytestmark = pytest.mark.slow
 

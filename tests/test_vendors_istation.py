@@ -12,7 +12,6 @@ from rosterdrop.notify.models import OutboxMail, Subscription
 
 pytestmark = pytest.mark.django_db(transaction=True)
 # A real serve, and a real SMTP sink.
-make_server, sftp_template = sftp_fixtures.make_server, sftp_fixtures.sftp_template
 smtp, smtp_port = test_notify.smtp, test_notify.smtp_port
 
 SCHOOLS = "Campus ID,School Name\n001,Elm Elementary\n002,Oak Middle\n"

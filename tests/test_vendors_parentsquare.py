@@ -5,13 +5,11 @@ teacher) and two parents name a student who is not loaded."""
 from pathlib import Path
 
 import pytest
-import web_fixtures
 from django.urls import reverse
 from web_fixtures import signed_in
 
 from rosterdrop.ingest.pipeline import import_path
 
-admin = web_fixtures.admin
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FILES = {

@@ -2,19 +2,12 @@
 decide held syncs, forms need CSRF, sign-in is throttled, cookies are locked down."""
 
 import pytest
-import web_fixtures
 from django.test import Client
 from django.urls import reverse
 from web_fixtures import PASSWORD, held_sync, signed_in
 
 from rosterdrop.ingest.pipeline import import_path
 from rosterdrop.roster.models import records
-
-# Fixtures shared with the other console, API and mail tests.
-admin = web_fixtures.admin
-operator = web_fixtures.operator
-other = web_fixtures.other
-other_admin = web_fixtures.other_admin
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,7 +5,6 @@ import csv
 import io
 
 import pytest
-import web_fixtures
 from django.urls import reverse
 from helpers import edit, rows, write
 from web_fixtures import held_sync, signed_in
@@ -15,11 +14,6 @@ from rosterdrop.inbox import store
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.pipeline import import_path
-
-# Fixtures shared with the other console, API and mail tests.
-admin = web_fixtures.admin
-operator = web_fixtures.operator
-import_inline = web_fixtures.import_inline
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("import_inline")]
 

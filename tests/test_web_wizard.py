@@ -4,7 +4,6 @@ the sample, save under the exact file name; only for one's own district, CSRF on
 import json
 
 import pytest
-import web_fixtures
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -14,10 +13,6 @@ from web_fixtures import signed_in
 from rosterdrop.audit.models import AuditEvent
 from rosterdrop.custom.models import ImportTemplate
 from rosterdrop.districts.models import District
-
-admin = web_fixtures.admin
-operator = web_fixtures.operator
-other = web_fixtures.other
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
