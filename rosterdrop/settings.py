@@ -223,7 +223,7 @@ WEB_MAX_UPLOAD_BYTES = int(os.environ.get("ROSTERDROP_WEB_MAX_UPLOAD_BYTES", 2 *
 WEB_IMPORT_IN_BACKGROUND = os.environ.get("ROSTERDROP_WEB_IMPORT_IN_BACKGROUND", "1") == "1"
 NINJA_PAGINATION_PER_PAGE = 100
 NINJA_PAGINATION_MAX_LIMIT = 1000
-NINJA_PAGINATION_CLASS = "rosterdrop.api.paging.Paging"  # offset bounded too: 422, not 500
+NINJA_PAGINATION_CLASS = "rosterdrop.paging.Paging"  # offset bounded too: 422, not 500
 EMAIL_HOST = os.environ.get("ROSTERDROP_SMTP_HOST", "")  # blank = no notification mails
 EMAIL_PORT = int(os.environ.get("ROSTERDROP_SMTP_PORT", 587))
 EMAIL_HOST_USER = os.environ.get("ROSTERDROP_SMTP_USER", "")

@@ -2,7 +2,12 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from rosterdrop.api.api import api
+from rosterdrop.oneroster.api import router as export_router
 from rosterdrop.web import account
+
+# The OneRoster export on the JSON API: mounted here, where the delivery apps meet, since the
+# api and oneroster apps are siblings in one layer and import nothing of each other.
+api.add_router("", export_router)
 
 urlpatterns = [
     path(

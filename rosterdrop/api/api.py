@@ -25,7 +25,6 @@ from rosterdrop.ingest import states
 from rosterdrop.ingest.jobs import start_approval, start_retry
 from rosterdrop.ingest.models import Sync, with_sync_times
 from rosterdrop.ingest.pipeline import discard
-from rosterdrop.oneroster.api import router as export_router
 from rosterdrop.roster.models import ENTITIES, records
 
 api = NinjaAPI(
@@ -36,7 +35,6 @@ api = NinjaAPI(
     urls_namespace="api",
 )
 api.add_router("", feed_router)
-api.add_router("", export_router)
 api.add_router("", webhook_router)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from django.db import DatabaseError, connection
 
 from rosterdrop.backup import database, files
+from rosterdrop.districts.models import District
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -83,8 +84,6 @@ def read_manifest(source: Path) -> dict:
 
 
 def _holds_districts() -> bool:
-    from rosterdrop.districts.models import District
-
     try:
         return District.objects.exists()
     except DatabaseError:  # no tables yet: a fresh database

@@ -6,6 +6,12 @@ from django.http import HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from rosterdrop.accounts.decorators import (
+    audit_admin,
+    client_ip,
+    district_view,
+    operator_district_view,
+)
 from rosterdrop.feed import webhooks
 from rosterdrop.feed.models import Counter, Subscription
 from rosterdrop.ingest.models import Sync
@@ -13,7 +19,6 @@ from rosterdrop.oneroster.clients import create_client, revoke_client
 from rosterdrop.oneroster.models import SCOPES, Client
 from rosterdrop.oneroster.views import BASE, package_download
 from rosterdrop.roster.models import ENTITIES
-from rosterdrop.web.access import audit_admin, client_ip, district_view, operator_district_view
 
 APPLIED = ("applied", "applied_with_errors")
 

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.http import QueryDict
 
-from rosterdrop.api.paging import MAX_OFFSET
 from rosterdrop.oneroster.objects import Kind, timestamp
+from rosterdrop.paging import MAX_OFFSET
 
 CLAUSE = re.compile(r"\s*([A-Za-z][\w.]*)\s*(!=|>=|<=|=|>|<|~)\s*'((?:[^']|'')*)'\s*")
 JOIN = re.compile(r"(AND|OR)(?=\s)")

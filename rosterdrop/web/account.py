@@ -18,8 +18,8 @@ from django.urls import reverse_lazy
 from django.views.decorators.http import require_POST
 
 from rosterdrop import notify
+from rosterdrop.accounts.decorators import audit_admin
 from rosterdrop.accounts.models import ApiToken, Profile
-from rosterdrop.web.access import audit_admin
 from rosterdrop.web.forms import TimeZoneForm, TokenForm
 from rosterdrop.web.zones import zone_of
 

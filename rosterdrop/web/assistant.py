@@ -9,6 +9,7 @@ from functools import reduce
 from django.db.models import Q
 from django.shortcuts import render
 
+from rosterdrop.accounts.decorators import district_view
 from rosterdrop.formats import get_format
 from rosterdrop.formats.spec import FormatSpec
 from rosterdrop.ingest import gaps as roster_gaps
@@ -16,7 +17,6 @@ from rosterdrop.ingest import issue_rows, states
 from rosterdrop.ingest.models import Change, Issue, IssueRow, Sync
 from rosterdrop.roster.models import ENTITIES, records
 from rosterdrop.roster.schema import FIELDS
-from rosterdrop.web.access import district_view
 
 STAFF_ROLES = {
     "teacher",

@@ -6,12 +6,12 @@ from django.db.models.functions import Cast
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 
+from rosterdrop.accounts.decorators import district_view
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest.models import with_sync_times
 from rosterdrop.ingest.sent_rows import read_rows
 from rosterdrop.roster.models import ENTITIES, MODELS, records
 from rosterdrop.roster.schema import FIELDS
-from rosterdrop.web.access import district_view
 from rosterdrop.web.sis import members
 
 PAGE = 100

@@ -3,7 +3,7 @@
 from django.contrib import messages
 from django.shortcuts import redirect, render
 
-from rosterdrop.web.access import audit_admin, operator_view
+from rosterdrop.accounts.decorators import audit_admin, operator_view
 from rosterdrop.web.forms import DistrictCreateForm
 
 

@@ -10,8 +10,8 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from rosterdrop.accounts.decorators import audit_admin, operator_district_view
 from rosterdrop.intake.models import PERMISSIONS, Login, login_name
-from rosterdrop.web.access import audit_admin, operator_district_view
 from rosterdrop.web.connection import connection_for
 from rosterdrop.web.forms import LoginAddForm, LoginPermissionsForm
 

@@ -17,8 +17,8 @@ from django.utils.http import urlsafe_base64_encode
 from django.views.decorators.http import require_POST
 
 from rosterdrop import notify
+from rosterdrop.accounts.decorators import audit_admin, operator_view
 from rosterdrop.accounts.models import Profile
-from rosterdrop.web.access import audit_admin, operator_view
 from rosterdrop.web.forms import InviteForm
 
 

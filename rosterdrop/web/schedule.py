@@ -7,9 +7,9 @@ from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from rosterdrop.accounts.decorators import audit_admin, district_view, operator_district_view
 from rosterdrop.districts.models import Pause
 from rosterdrop.intake import queue
-from rosterdrop.web.access import audit_admin, district_view, operator_district_view
 from rosterdrop.web.forms import PauseForm
 
 

@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from rosterdrop.accounts.access import may_decide_holds
+from rosterdrop.accounts.decorators import client_ip, district_view, require_operator
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.ingest import hold_summary, states
 from rosterdrop.ingest.jobs import start_approval, start_retry
@@ -16,7 +17,6 @@ from rosterdrop.ingest.models import Change, Issue, Sync
 from rosterdrop.ingest.pipeline import APPLIED, discard
 from rosterdrop.ingest.report import ISSUE_COLUMNS
 from rosterdrop.roster.models import ENTITIES, records
-from rosterdrop.web.access import client_ip, district_view, require_operator
 from rosterdrop.web.downloads import csv_response
 from rosterdrop.web.holds import names
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from rosterdrop.accounts.access import districts_for, is_operator
+from rosterdrop.accounts.decorators import audit_admin, client_ip, district_view, require_operator
 from rosterdrop.formats import get_format
 from rosterdrop.formats.download import file_templates, templates_zip
 from rosterdrop.inbox.downloads import NotKept, raw_download
@@ -20,7 +21,6 @@ from rosterdrop.ingest.jobs import start_import
 from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.pipeline import claimed
 from rosterdrop.notify.models import Subscription
-from rosterdrop.web.access import audit_admin, client_ip, district_view, require_operator
 from rosterdrop.web.check_only import check_only
 from rosterdrop.web.connection import connection_for
 from rosterdrop.web.downloads import attachment

@@ -16,6 +16,7 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from rosterdrop.accounts.decorators import audit_admin, district_view
 from rosterdrop.custom.models import ImportTemplate
 from rosterdrop.custom.templates import (
     KIND_TITLES,
@@ -31,7 +32,6 @@ from rosterdrop.custom.templates import (
 from rosterdrop.formats import CUSTOM, FORMATS
 from rosterdrop.formats.spec import Type
 from rosterdrop.ingest.findings import Failure
-from rosterdrop.web.access import audit_admin, district_view
 from rosterdrop.web.downloads import attachment
 from rosterdrop.web.forms import TemplateKindForm, TemplateSampleForm, TemplateSaveForm
 

@@ -1,4 +1,6 @@
-"""View decorators: sign-in, the district from the URL checked against the user, operators."""
+"""View decorators: sign-in, the district from the URL checked against the user, operators;
+and who made an admin change from where. Below the delivery apps, so that the console and the
+OneRoster service's console pages check a request alike without importing each other."""
 
 from functools import wraps
 

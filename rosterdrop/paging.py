@@ -1,5 +1,8 @@
 """Paging of every API list: `?limit=` and `?offset=` checked before any query runs.
 
+Below every app (it imports nothing of rosterdrop): the JSON API pages with it and the
+OneRoster service bounds its own offsets by the same MAX_OFFSET.
+
 django-ninja's own LimitOffsetPagination bounds `limit` but not `offset`: an offset past a
 64-bit integer reached the database and answered 500. Here both are bounded, so a bad value
 answers 422 with a JSON detail like any other invalid parameter.
