@@ -45,7 +45,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "rosterdrop.web.zones.TimeZoneMiddleware",  # times in the person's (or district's) zone
+    "rosterdrop.accounts.zones.TimeZoneMiddleware",  # times in the person's (or district's) zone
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

@@ -9,8 +9,8 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
 from rosterdrop.accounts.access import district_or_404, is_operator
+from rosterdrop.accounts.zones import zone_of
 from rosterdrop.audit.models import AuditEvent, record
-from rosterdrop.web.zones import zone_of
 
 
 def district_view(view):

@@ -20,8 +20,8 @@ from django.views.decorators.http import require_POST
 from rosterdrop import notify
 from rosterdrop.accounts.decorators import audit_admin
 from rosterdrop.accounts.models import ApiToken, Profile
+from rosterdrop.accounts.zones import zone_of
 from rosterdrop.web.forms import TimeZoneForm, TokenForm
-from rosterdrop.web.zones import zone_of
 
 
 class QueuedPasswordResetForm(PasswordResetForm):

@@ -19,7 +19,7 @@ def zone_of(user, district=None) -> str:
 
 class TimeZoneMiddleware:
     """Every page in the signed-in person's zone; a district's pages narrow it further
-    (access.district_view)."""
+    (decorators.district_view)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
