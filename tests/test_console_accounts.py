@@ -63,6 +63,30 @@ def test_login_password_is_shown_once_and_replaces_the_old_one(district, operato
     assert AuditEvent.objects.filter(detail__startswith="removed SFTP login").count() == 1
 
 
+def test_a_refused_login_change_says_why_and_audits_nothing(district, operator):
+    """Every change to a login goes back to the logins page with what happened: a key that is
+    no key, an address that is none or a permission there is not changes nothing."""
+    web = signed_in(operator)
+    login = Login.objects.create(district=district, name="a_admin_springfield")
+    base = f"/d/springfield/logins/{login.pk}"
+    refused = {
+        "key/": ({"public_key": "ssh-ed25519 not-a-key"}, "Key not added:"),
+        "allow-list/": ({"allowed_ips": "not-an-ip"}, "Allow list not saved:"),
+        "permissions/": ({"permissions": ["format-disk"]}, "Permissions not saved:"),
+    }
+    for action, (form, said) in refused.items():
+        page = web.post(base + "/" + action, form, follow=True)
+        assert page.redirect_chain == [("/d/springfield/logins/", 302)]
+        assert said in page.text, action
+    assert not AuditEvent.objects.filter(kind="admin").exists()
+    login.refresh_from_db()
+    assert (login.public_keys, login.allowed_ips) == ("", "")
+    page = web.post(base + "/active/", {"active": "0"}, follow=True)
+    assert "a_admin_springfield is disabled." in page.text
+    [event] = AuditEvent.objects.filter(kind="admin")
+    assert event.detail == "disabled SFTP login a_admin_springfield"
+
+
 def test_an_invited_operator_sets_a_password_from_the_link(operator):
     signed_in(operator).post("/people/invite/", {"email": "new@vendor.test", "district": ""})
     user = get_user_model().objects.get(username="new@vendor.test")

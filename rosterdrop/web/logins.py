@@ -4,9 +4,12 @@ A password is generated here and shown once, on the page that made it; only its 
 """
 
 import secrets
+from collections.abc import Callable
+from functools import wraps
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.http import HttpRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -33,10 +36,6 @@ def _page(request, district, shown: tuple[Login, str] | None = None, add_form=No
             "permission_choices": PERMISSIONS.items(),
         },
     )
-
-
-def _login(district, pk: int) -> Login:
-    return get_object_or_404(Login, pk=pk, district=district)
 
 
 @operator_district_view
@@ -66,7 +65,7 @@ def add(request, district):
 @require_POST
 @operator_district_view
 def password(request, district, pk: int):
-    login = _login(district, pk)
+    login = get_object_or_404(Login, pk=pk, district=district)
     password = new_password()
     login.set_password(password)
     login.save(update_fields=["password_hash"])
@@ -74,68 +73,76 @@ def password(request, district, pk: int):
     return _page(request, district, shown=(login, password))
 
 
-@require_POST
-@operator_district_view
-def active(request, district, pk: int):
-    login = _login(district, pk)
+class Refused(Exception):
+    """A change not made: the operator is told why; nothing is saved or audited."""
+
+
+def login_change(change: Callable[[HttpRequest, Login], tuple[str, str]]):
+    """A POST that changes one of the district's logins, then back to its logins page.
+    `change` saves the login and returns what the audit log and the page say."""
+
+    @require_POST
+    @operator_district_view
+    @wraps(change)
+    def view(request, district, pk: int):
+        login = get_object_or_404(Login, pk=pk, district=district)
+        try:
+            audited, said = change(request, login)
+        except Refused as refused:
+            messages.error(request, str(refused))
+        else:
+            audit_admin(request, audited)
+            messages.success(request, said)
+        return redirect("web:logins", district.slug)
+
+    return view
+
+
+@login_change
+def active(request, login: Login) -> tuple[str, str]:
     login.active = request.POST.get("active") == "1"
     login.save(update_fields=["active"])
     state = "enabled" if login.active else "disabled"
-    audit_admin(request, f"{state} SFTP login {login.name}")
-    messages.success(request, f"{login.name} is {state}.")
-    return redirect("web:logins", district.slug)
+    return f"{state} SFTP login {login.name}", f"{login.name} is {state}."
 
 
-@require_POST
-@operator_district_view
-def remove(request, district, pk: int):
-    login = _login(district, pk)
+@login_change
+def remove(request, login: Login) -> tuple[str, str]:
+    audited = f"removed SFTP login {login.name} of {login.district.slug}"
     login.delete()
-    audit_admin(request, f"removed SFTP login {login.name} of {district.slug}")
-    messages.success(request, f"{login.name} is removed.")
-    return redirect("web:logins", district.slug)
+    return audited, f"{login.name} is removed."
 
 
-@require_POST
-@operator_district_view
-def add_key(request, district, pk: int):
-    login = _login(district, pk)
+@login_change
+def add_key(request, login: Login) -> tuple[str, str]:
     try:
         fingerprint = login.add_public_key(request.POST.get("public_key", ""))
     except ValueError as exc:  # asyncssh.KeyImportError is a ValueError
-        messages.error(request, f"Key not added: {exc}.")
-    else:
-        login.save(update_fields=["public_keys"])
-        audit_admin(request, f"added SSH key {fingerprint} to SFTP login {login.name}")
-        messages.success(request, f"Key {fingerprint} added to {login.name}.")
-    return redirect("web:logins", district.slug)
+        raise Refused(f"Key not added: {exc}.") from None
+    login.save(update_fields=["public_keys"])
+    return (
+        f"added SSH key {fingerprint} to SFTP login {login.name}",
+        f"Key {fingerprint} added to {login.name}.",
+    )
 
 
-@require_POST
-@operator_district_view
-def allow_list(request, district, pk: int):
-    login = _login(district, pk)
+@login_change
+def allow_list(request, login: Login) -> tuple[str, str]:
     login.allowed_ips = request.POST.get("allowed_ips", "").strip()
     try:
         login.clean()
     except ValidationError as exc:
-        messages.error(request, f"Allow list not saved: {' '.join(exc.messages)}")
-    else:
-        login.save(update_fields=["allowed_ips"])
-        audit_admin(request, f"changed the IP allow list of SFTP login {login.name}")
-        messages.success(request, "IP allow list saved.")
-    return redirect("web:logins", district.slug)
+        raise Refused(f"Allow list not saved: {' '.join(exc.messages)}") from None
+    login.save(update_fields=["allowed_ips"])
+    return f"changed the IP allow list of SFTP login {login.name}", "IP allow list saved."
 
 
-@require_POST
-@operator_district_view
-def permissions(request, district, pk: int):
-    login = _login(district, pk)
+@login_change
+def permissions(request, login: Login) -> tuple[str, str]:
     form = LoginPermissionsForm(request.POST)
-    if form.is_valid():
-        login.permissions = form.cleaned_data["permissions"]
-        login.save(update_fields=["permissions"])
-        granted = ", ".join(["upload", *login.permissions])
-        audit_admin(request, f"permissions of SFTP login {login.name}: {granted}")
-        messages.success(request, f"{login.name} may now: {granted}.")
-    return redirect("web:logins", district.slug)
+    if not form.is_valid():
+        raise Refused(f"Permissions not saved: {' '.join(form.errors.get('permissions', []))}")
+    login.permissions = form.cleaned_data["permissions"]
+    login.save(update_fields=["permissions"])
+    granted = ", ".join(["upload", *login.permissions])
+    return f"permissions of SFTP login {login.name}: {granted}", f"{login.name} may now: {granted}."
