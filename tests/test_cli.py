@@ -156,3 +156,24 @@ def test_an_import_over_the_quota_is_one_line_and_keeps_nothing(migrated, tmp_pa
                  "print(Upload.objects.filter(district__slug='tight').count())")  # fmt: skip
     assert listed.stdout.strip() == "0"
     assert not (migrated / "inbox" / "tight").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("export", "nosuch", "--output", "out.zip"),
+        ("oneroster-client", "add", "App", "--district", "nosuch"),
+        ("webhook", "add", "nosuch", "http://127.0.0.1:9/"),
+        ("user", "add", "someone@district.test", "--district", "nosuch"),
+        ("sftp-user", "add", "someone", "--district", "nosuch", "--no-password"),
+        ("template", "list", "--district", "nosuch"),
+    ],
+    ids=lambda args: args[0],
+)
+def test_an_unknown_district_is_one_line_that_says_where_to_look(migrated, tmp_path, args):
+    """Every command that takes a district's slug looks it up alike (district_named)."""
+    result = run(env_for(migrated), *args, cwd=tmp_path)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.endswith("no district 'nosuch'; `rosterdrop district list` shows them"), line
+    assert not list(tmp_path.iterdir())

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from rosterdrop.accounts.models import Profile
 from rosterdrop.cli import ActionCommand
-from rosterdrop.districts.models import District
+from rosterdrop.districts.management.arguments import district_named
 
 
 class Command(ActionCommand):
@@ -46,11 +46,7 @@ class Command(ActionCommand):
             raise CommandError(f"{email!r} is not an email address")
         if users.objects.filter(username=email).exists():
             raise CommandError(f"user {email} already exists")
-        found = None
-        if district:
-            found = District.objects.filter(slug=district).first()
-            if found is None:
-                raise CommandError(f"no district {district!r}")
+        found = district_named(district) if district else None
         password = (
             sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(12)
         )

@@ -16,6 +16,7 @@ from rosterdrop.custom.templates import (
     suggest,
     try_sample,
 )
+from rosterdrop.districts.management.arguments import district_named
 from rosterdrop.districts.models import District
 from rosterdrop.formats import FORMATS
 from rosterdrop.formats.download import file_templates, templates_zip
@@ -69,12 +70,7 @@ class Command(ActionCommand):
         return super().handle(*args, **options)
 
     def _district(self, slug: str | None) -> District | None:
-        if not slug:
-            return None
-        try:
-            return District.objects.get(slug=slug)
-        except District.DoesNotExist:
-            raise CommandError(f"no district {slug!r}") from None
+        return district_named(slug) if slug else None
 
     def _template(self, district, file_name: str) -> ImportTemplate:
         try:

@@ -3,7 +3,7 @@ import threading
 from django.core.management.base import CommandError
 
 from rosterdrop.cli import ActionCommand
-from rosterdrop.districts.models import District
+from rosterdrop.districts.management.arguments import district_named
 from rosterdrop.feed import webhooks
 from rosterdrop.feed.models import Delivery, Subscription
 from rosterdrop.roster.models import ENTITIES
@@ -37,10 +37,7 @@ class Command(ActionCommand):
         send.add_argument("--loop", action="store_true", help="Keep sending until stopped.")
 
     def do_add(self, district: str, url: str, entity: list[str], **options):
-        found = District.objects.filter(slug=district).first()
-        if found is None:
-            raise CommandError(f"no district {district}")
-        sub = webhooks.subscribe(found, url, entity)
+        sub = webhooks.subscribe(district_named(district), url, entity)
         self.stdout.write(f"webhook {sub.pk}: {url}")
         self.stdout.write(f"secret {sub.secret}")
 

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.cli import ActionCommand
-from rosterdrop.districts.models import District
+from rosterdrop.districts.management.arguments import district_named
 from rosterdrop.intake.models import Login, login_name, parse_networks
 
 
@@ -63,10 +63,7 @@ class Command(ActionCommand):
         allow_ip: list[str],
         **_,
     ):
-        try:
-            target = District.objects.get(slug=district)
-        except District.DoesNotExist:
-            raise CommandError(f"no district {district!r}") from None
+        target = district_named(district)
         if not login:
             if not person:
                 raise CommandError("give a LOGIN, or --person NAME to build one from the scheme")

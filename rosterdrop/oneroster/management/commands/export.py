@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from rosterdrop.districts.models import District
+from rosterdrop.districts.management.arguments import district_named
 from rosterdrop.ingest.models import Sync
 from rosterdrop.oneroster.package import export
 
@@ -19,9 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--since", type=int, help="A sync of the district.")
 
     def handle(self, *args, district: str, output: Path, since: int | None, **options):
-        found = District.objects.filter(slug=district).first()
-        if found is None:
-            raise CommandError(f"no district {district}")
+        found = district_named(district)
         after = None
         if since is not None:
             after = Sync.objects.filter(pk=since, district=found).exclude(finished_at=None).first()

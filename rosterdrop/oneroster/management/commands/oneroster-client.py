@@ -1,7 +1,7 @@
 from django.core.management.base import CommandError
 
 from rosterdrop.cli import ActionCommand
-from rosterdrop.districts.models import District
+from rosterdrop.districts.management.arguments import district_named
 from rosterdrop.oneroster.clients import create_client, revoke_client
 from rosterdrop.oneroster.models import SCOPES, Client
 
@@ -27,10 +27,7 @@ class Command(ActionCommand):
         revoke.add_argument("client_id")
 
     def do_add(self, name: str, district: str, scope: list[str], **options):
-        found = District.objects.filter(slug=district).first()
-        if found is None:
-            raise CommandError(f"no district {district}")
-        client, secret = create_client(name, found, scope)
+        client, secret = create_client(name, district_named(district), scope)
         self.stdout.write(f"client_id     {client.client_id}")
         self.stdout.write(f"client_secret {secret}")
         self.stdout.write(f"scopes        {client.scopes}")
