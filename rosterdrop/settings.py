@@ -111,6 +111,12 @@ if LOG_FORMAT == "json":
 ZIP_MAX_MEMBERS = int(os.environ.get("ROSTERDROP_ZIP_MAX_MEMBERS", "64"))
 ZIP_MAX_TOTAL_BYTES = int(os.environ.get("ROSTERDROP_ZIP_MAX_TOTAL_BYTES", str(8 * 1024**3)))
 ZIP_MAX_RATIO = int(os.environ.get("ROSTERDROP_ZIP_MAX_RATIO", "200"))
+# Where raw uploads are kept: blank for the data folder, or s3://bucket/prefix for an
+# S3-compatible bucket shared by every process (boto3 reads AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION itself).
+STORAGE_URL = os.environ.get("ROSTERDROP_STORAGE_URL", "")
+if STORAGE_URL and not STORAGE_URL.startswith("s3://"):
+    raise ValueError(f"ROSTERDROP_STORAGE_URL is s3://bucket/prefix, not {STORAGE_URL!r}")
 # Raw uploads are deleted this many days after they arrive (0 keeps them for ever).
 UPLOAD_RETENTION_DAYS = int(os.environ.get("ROSTERDROP_RETENTION_DAYS", "90"))
 # Share of any entity's active records a sync may remove before it is held for approval.

@@ -8,8 +8,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import s3_fixtures
 from conftest import DISTRICT_LARGE
 from django.utils import timezone
+from s3_fixtures import is_stored
 from sftp_fixtures import ROSTERDROP
 
 from rosterdrop.audit.models import AuditEvent
@@ -19,11 +21,12 @@ from rosterdrop.intake import folder
 from rosterdrop.intake.worker import apply_retention
 
 pytestmark = pytest.mark.django_db
+moto_endpoint, s3, backend = s3_fixtures.moto_endpoint, s3_fixtures.s3, s3_fixtures.backend
 
 
 def _upload(district, tmp_path, name: str, status: str, age_days: int) -> Upload:
     source = tmp_path / name
-    source.write_text("sourcedId,name\n1,x\n")
+    source.write_text(f"sourcedId,name\n1,{name}\n")  # other names, other bytes
     upload = receive(district, name, source, "sftp")
     Upload.objects.filter(pk=upload.pk).update(
         status=status, received_at=timezone.now() - timedelta(days=age_days)
@@ -32,12 +35,13 @@ def _upload(district, tmp_path, name: str, status: str, age_days: int) -> Upload
     return upload
 
 
-def test_old_uploads_lose_their_bytes_but_keep_their_record(district, tmp_path, settings):
+def test_old_uploads_lose_their_bytes_but_keep_their_record(district, tmp_path, settings, backend):
     settings.UPLOAD_RETENTION_DAYS = 30
     old = _upload(district, tmp_path, "old.csv", "imported", 31)
     recent = _upload(district, tmp_path, "recent.csv", "imported", 5)
     waiting = _upload(district, tmp_path, "waiting.csv", "received", 40)
-    old_path = stored_file(old)
+    old_key = old.stored_path
+    assert is_stored(backend, old_key)
     visible = folder.district_root(district.slug)
     visible.mkdir(parents=True, exist_ok=True)
     (visible / "old.csv").write_text("x")
@@ -47,29 +51,44 @@ def test_old_uploads_lose_their_bytes_but_keep_their_record(district, tmp_path, 
     assert apply_retention() == 1
 
     old.refresh_from_db()
-    assert not old_path.exists() and old.stored_path == "" and old.purged_at is not None
+    assert not is_stored(backend, old_key) and old.stored_path == "" and old.purged_at
     assert old.sha256 and old.filename == "old.csv"  # the history still reads
-    assert stored_file(recent).exists() and stored_file(waiting).exists()
+    assert is_stored(backend, recent.stored_path) and is_stored(backend, waiting.stored_path)
     assert not (visible / "old.csv").exists() and (visible / "recent.csv").exists()
 
 
-def test_zero_days_keeps_everything(district, tmp_path, settings):
+def test_zero_days_keeps_everything(district, tmp_path, settings, backend):
     settings.UPLOAD_RETENTION_DAYS = 0
     old = _upload(district, tmp_path, "old.csv", "imported", 3650)
     assert apply_retention() == 0
-    assert stored_file(old).exists()
+    assert is_stored(backend, old.stored_path)
 
 
-def test_retention_audits_what_it_deleted(district, tmp_path, settings):
+def test_retention_audits_what_it_deleted(district, tmp_path, settings, backend):
     settings.UPLOAD_RETENTION_DAYS = 30
     old = _upload(district, tmp_path, "old.csv", "imported", 31)
-    path = stored_file(old)
+    where = f"s3://{backend.bucket}/rd/{old.stored_path}" if backend else old.stored_path
     apply_retention()
     [event] = AuditEvent.objects.filter(kind="retention")
     assert f"raw upload {old.pk} old.csv of springfield" in event.detail
-    assert (
-        str(path.relative_to(settings.DATA_DIR)) in event.detail and "no copy left" in event.detail
-    )
+    assert where in event.detail and "no copy left" in event.detail
+
+
+def test_an_object_two_uploads_share_goes_with_the_last_of_them(district, tmp_path, settings, s3):
+    """In S3 the same bytes sent again share the earlier upload's object: purging the older
+    upload leaves it to the newer; purging the newer deletes it."""
+    settings.UPLOAD_RETENTION_DAYS = 30
+    old = _upload(district, tmp_path, "users.csv", "imported", 40)
+    new = _upload(district, tmp_path, "users.csv", "imported", 5)
+    assert old.stored_path == new.stored_path and s3.objects() == [old.stored_path]
+    apply_retention()
+    assert s3.objects() == [new.stored_path]
+    assert "kept by a later upload" in AuditEvent.objects.get(kind="retention").detail
+    Upload.objects.filter(pk=new.pk).update(received_at=timezone.now() - timedelta(days=31))
+    apply_retention()
+    assert s3.objects() == []
+    latest = AuditEvent.objects.filter(kind="retention").order_by("-id").first()
+    assert "no copy left" in latest.detail
 
 
 def test_bytes_another_upload_keeps_stay_with_its_links(district, tmp_path, settings):

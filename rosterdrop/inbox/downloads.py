@@ -5,7 +5,7 @@ from django.http import FileResponse
 
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.inbox.models import Upload
-from rosterdrop.inbox.store import stored_file
+from rosterdrop.inbox.store import open_stored
 
 
 class NotKept(Exception):
@@ -15,9 +15,10 @@ class NotKept(Exception):
 def raw_download(upload: Upload, *, login: str, ip: str | None, via: str) -> FileResponse:
     """The file as an attachment under its original name, and the download in the audit log;
     NotKept (nothing audited) once retention has deleted it."""
-    path = stored_file(upload)
-    if not upload.stored_path or not path.exists():
-        raise NotKept("This file is no longer kept (retention).")
+    try:
+        raw = open_stored(upload)
+    except FileNotFoundError:
+        raise NotKept("This file is no longer kept (retention).") from None
     record(
         AuditEvent.Kind.DOWNLOAD,
         login=login,
@@ -25,7 +26,7 @@ def raw_download(upload: Upload, *, login: str, ip: str | None, via: str) -> Fil
         detail=f"{via}: raw upload {upload.pk} {upload.filename} of {upload.district.slug}",
     )
     return FileResponse(
-        path.open("rb"),
+        raw,
         as_attachment=True,
         filename=upload.filename,
         content_type="application/octet-stream",

@@ -4,11 +4,12 @@ Roster files are student data; keeping them for ever is a liability. The upload'
 (name, size, sha256, outcome) so history still reads; only the bytes go. Files still waiting
 for import, being imported, or behind a sync held for approval, are kept until that is settled.
 
-The bytes may have more names than the upload's own: an import works on hard links to them
-under `tmp/` (left behind when it crashed), a half-received file in the inbox may be a link to
-an earlier upload's (the same bytes sent again share one file), and the district's SFTP/FTPS
-folder keeps a copy. Each is found by its inode and deleted, the remaining link count
-(st_nlink) says whether the bytes are really gone, and each deletion goes to the audit log.
+In the data folder the bytes may have more names than the upload's own: an import works on
+hard links to them under `tmp/` (left behind when it crashed), a half-received file in the inbox
+may be a link to an earlier upload's (the same bytes sent again share one file), and the
+district's SFTP/FTPS folder keeps a copy. Each is found by its inode and deleted, the remaining
+link count (st_nlink) says whether the bytes are really gone, and each deletion goes to the
+audit log. In S3 an upload's object is deleted unless another upload still kept shares it.
 """
 
 import itertools
@@ -24,6 +25,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from rosterdrop.audit.models import AuditEvent, record
+from rosterdrop.inbox import storage
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.signals import upload_purged
 from rosterdrop.inbox.store import inbox_dir, stored_file
@@ -40,7 +42,7 @@ class Purged:
     """What retention deleted of one upload's bytes."""
 
     upload: Upload
-    deleted: list[Path] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  # as storage.shown names them
     # Names the bytes still have after the deletions (0 = gone): another upload kept the same
     # bytes (`shared`), or a link outside the places rosterdrop makes them.
     links_left: int = 0
@@ -68,13 +70,32 @@ def purge(now: datetime | None = None) -> list[Purged]:
     `folder.sweep_old`.)"""
     now = now or timezone.now()
     uploads = list(expired(now))
-    links = _temporary_links(uploads) if uploads else {}
+    links = _temporary_links(uploads) if uploads and storage.backend().local else {}
     purged = [_purge(upload, links, now) for upload in uploads]
     return purged
 
 
 def _purge(upload: Upload, links: dict[Inode, list[Path]], now: datetime) -> Purged:
     done = Purged(upload)
+    kept = storage.backend()
+    if kept.local:
+        _delete_links(upload, links, done)
+    else:
+        done.shared = (
+            Upload.objects.filter(stored_path=upload.stored_path).exclude(pk=upload.pk).exists()
+        )
+        if not done.shared and kept.delete(upload.stored_path):
+            done.deleted.append(kept.shown(upload.stored_path))
+    upload.stored_path = ""
+    upload.purged_at = now
+    upload.save(update_fields=["stored_path", "purged_at"])
+    upload_purged.send(sender=Upload, upload=upload)
+    _audit(done)
+    return done
+
+
+def _delete_links(upload: Upload, links: dict[Inode, list[Path]], done: Purged) -> None:
+    """Delete the upload's file in the data folder and the links to it, counting what stays."""
     path = stored_file(upload)
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -92,12 +113,6 @@ def _purge(upload: Upload, links: dict[Inode, list[Path]], now: datetime) -> Pur
             done.links_left = os.fstat(fd).st_nlink
         finally:
             os.close(fd)
-    upload.stored_path = ""
-    upload.purged_at = now
-    upload.save(update_fields=["stored_path", "purged_at"])
-    upload_purged.send(sender=Upload, upload=upload)
-    _audit(done)
-    return done
 
 
 def _delete(path: Path, done: Purged) -> None:
@@ -105,7 +120,7 @@ def _delete(path: Path, done: Purged) -> None:
         path.unlink()
     except FileNotFoundError:
         return
-    done.deleted.append(path)
+    done.deleted.append(_shown(path))
 
 
 def _kept_by_another_upload(upload: Upload, st: os.stat_result) -> bool:
@@ -150,14 +165,14 @@ def _shown(path: Path) -> str:
 
 def _audit(done: Purged) -> None:
     upload = done.upload
-    if done.links_left == 0:
-        left = "no copy left"
-    elif done.shared:
+    if done.shared:
         left = "the same bytes stay, kept by a later upload"
+    elif done.links_left == 0:
+        left = "no copy left"
     else:
         left = f"{done.links_left} link(s) outside rosterdrop's folders remain"
         log.warning("raw upload %s: %s", upload.pk, left)
-    paths = ", ".join(_shown(p) for p in done.deleted) or "nothing on disk"
+    paths = ", ".join(done.deleted) or "nothing in storage"
     record(
         AuditEvent.Kind.RETENTION,
         login=AUDIT_LOGIN,

@@ -1,94 +1,35 @@
-"""Keeping received files: copied into the data folder under their sha256, then recorded;
-the same bytes received again share the earlier file."""
+"""Keeping received files: stored (the data folder or S3, `storage`) and recorded; the same
+bytes received again share the earlier file."""
 
-import contextlib
 import errno
+import functools
 import hashlib
-import os
-import queue
-import threading
 from pathlib import Path
+from typing import IO
 
 from django.conf import settings
 from django.db import transaction
 
 from rosterdrop import process
 from rosterdrop.districts.models import District
+from rosterdrop.inbox import storage
 from rosterdrop.inbox.models import Upload
 
-# Files are copied a window at a time, each window handed to the disk as soon as it is
-# written: the final fsync then has little left to do, and the kernel does not stall the copy
-# to flush it all at once.
-WRITEBACK_WINDOW = 64 << 20
-HASH_BLOCK = 1 << 20
 
-
-def _copy_windows(source: int, target: int, done: queue.Queue) -> None:
-    """Copy file `source` into file `target` in the kernel (copy_file_range), telling `done`
-    each window written as (offset, length), then None; an error is put on `done` as it is.
-
-    Explicit offsets throughout: neither file's position is used, so the hasher can read
-    `target` meanwhile.
-    """
-    try:
-        offset = 0
-        while True:
-            try:
-                length = os.copy_file_range(source, target, WRITEBACK_WINDOW, offset, offset)
-            except OSError as error:  # no kernel copy between these files: through user space
-                if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-                length = os.pwrite(target, os.pread(source, HASH_BLOCK, offset), offset)
-            if not length:
-                break
-            # POSIX_FADV_DONTNEED starts writeback of the dirty pages just written and drops
-            # only clean ones: they stay cached for the import that reads them next.
-            os.posix_fadvise(target, offset, length, os.POSIX_FADV_DONTNEED)
-            done.put((offset, length))
-            offset += length
-        os.fsync(target)
-        done.put(None)
-    except BaseException as error:  # raised by _copy_and_hash
-        done.put(error)
-
-
-def _copy_and_hash(source_path: Path, target: int) -> tuple[int, str]:
-    """Copy a file into the open file `target`, durably; its size and sha256.
-
-    The kernel copies in a thread while the copy, just written and still cached, is hashed
-    window by window behind it: the hash is of the bytes kept, and the two overlap (measured
-    on 900 MB: 0.7 s against 1.2-3.9 s for one read-hash-write loop).
-    """
-    digest = hashlib.sha256()
-    size = 0
-    done: queue.Queue = queue.Queue()
-    # One buffer, reused: reading 64 MB windows as new bytes objects raised glibc's dynamic
-    # mmap threshold, and the import that followed kept ~400 MB more resident.
-    buffer = bytearray(HASH_BLOCK)
-    source = os.open(source_path, os.O_RDONLY)
-    try:
-        copier = threading.Thread(target=_copy_windows, args=(source, target, done), daemon=True)
-        copier.start()
-        while (window := done.get()) is not None:
-            if isinstance(window, BaseException):
-                raise window
-            offset, length = window
-            end = offset + length
-            while offset < end:
-                read = os.preadv(target, [memoryview(buffer)[: end - offset]], offset)
-                if not read:
-                    raise OSError(f"the copy of {source_path.name} is shorter than written")
-                digest.update(memoryview(buffer)[:read])
-                offset += read
-            size += length
-        copier.join()
-    finally:
-        os.close(source)
-    return size, digest.hexdigest()
+def inbox_folder(district: District) -> str:
+    """The storage folder (key prefix) of a district's raw uploads."""
+    return f"inbox/{district.slug}"
 
 
 def inbox_dir(district: District) -> Path:
-    return settings.DATA_DIR / "inbox" / district.slug
+    """The district's inbox in the data folder (the default storage)."""
+    return settings.DATA_DIR / inbox_folder(district)
+
+
+def incoming(district: District, path: Path) -> storage.Incoming:
+    """Where the bytes of a transfer being written at `path` go as they arrive (`receive`
+    keeps them, or `Incoming.abort`)."""
+    return storage.backend().incoming(inbox_folder(district), path)
 
 
 def receive(
@@ -99,87 +40,52 @@ def receive(
     login: str = "",
     source_ip: str | None = None,
     sha256: str | None = None,
+    sent: storage.Incoming | None = None,
 ) -> Upload:
-    """Keep a complete file in the inbox (temp name, fsync, rename) and record it.
+    """Keep a complete file in storage (the data folder: temp name, fsync, rename) and record it.
 
     The row and the file's final name are one transaction: the worker sees the upload only
-    once its bytes are durable under the path recorded (never a row without its file).
+    once its bytes are durable under the key recorded (never a row without its file).
 
     `sha256`, when the sender hashed the bytes as they arrived (an SFTP or FTPS transfer), saves
-    reading the file again to look for an earlier copy, and is checked against the copy kept.
+    reading the file again to look for an earlier copy, and is checked against the copy kept;
+    `sent`: the same bytes already streamed to storage as they arrived (`incoming`).
     """
-    folder = inbox_dir(district)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = process.mkstemp(".incoming-", folder)
-    final = None
+    pending = storage.backend().keep(
+        inbox_folder(district), source_path, sha256, functools.partial(_earlier, district), sent
+    )
     try:
-        kept = _link_earlier_copy(district, source_path, tmp_name, sha256)
-        size, sha = kept if kept else _copy_and_hash(source_path, fd)
-        if sha256 and sha != sha256:
-            raise OSError(errno.EIO, f"{filename} changed while it was being stored")
         with transaction.atomic():
             upload = Upload.objects.create(
                 district=district,
                 filename=filename,
-                size=size,
-                sha256=sha,
+                size=pending.size,
+                sha256=pending.sha256,
                 source=source,
                 login=login,
                 source_ip=source_ip,
                 stored_path="",
             )
-            final = folder / f"{upload.pk:08d}-{sha[:16]}"
-            os.replace(tmp_name, final)
-            _sync_folder(folder)
-            upload.stored_path = str(final.relative_to(settings.DATA_DIR))
+            upload.stored_path = pending.commit(f"{upload.pk:08d}-{pending.sha256[:16]}")
             upload.save(update_fields=["stored_path"])
             process.checkpoint("received")
     except BaseException:  # the row was rolled back: no file without its row either
-        for name in (tmp_name, final):
-            with contextlib.suppress(FileNotFoundError):
-                if name is not None:
-                    os.unlink(name)
+        pending.abort()
         raise
-    finally:
-        os.close(fd)
     return upload
 
 
-def _sync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _link_earlier_copy(district: District, source_path: Path, target: str, sha: str | None):
-    """If an earlier upload of the district kept the same bytes, make `target` a hard link to
-    its file instead of a copy: (size, sha256); else None.
-
-    An SIS that exports every night sends the same bytes whenever nothing changed: kept for
-    the retention period, they would fill the disk with copies (1.2 GB a night for a large
-    district), and copying them costs more than reading them (900 MB: 0.65 s to hash from the
-    page cache, 1.2-2 s to copy durably). Only a file of a size seen before is hashed first.
-    Each upload still has its own name, so retention deletes each in its turn. Where no link
-    can be made (purged meanwhile, or no hard links on this file system), it is copied.
-    """
-    size = source_path.stat().st_size
+def _earlier(district: District, source: Path, sha: str | None) -> tuple[str, str] | None:
+    """(key, sha256) of an earlier upload of the district that kept the same bytes as the file
+    `source` (whose hash is `sha`, if known): then they need not be stored again. Only a file
+    of a size seen before is hashed."""
+    size = source.stat().st_size
     same_size = Upload.objects.filter(district=district, size=size).exclude(stored_path="")
     if not size or not same_size.exists():
         return None
-    sha = sha or _hash(source_path)
+    sha = sha or _hash(source)
     earlier = same_size.filter(sha256=sha).order_by("-pk").first()
-    if earlier is None:
-        return None
-    link = target + ".link"
-    try:
-        os.link(stored_file(earlier), link)
-    except OSError:
-        return None
-    os.replace(link, target)
-    return size, sha
+    return (earlier.stored_path, sha) if earlier else None
 
 
 def _hash(path: Path) -> str:
@@ -189,7 +95,7 @@ def _hash(path: Path) -> str:
 
 def stored_bytes(district: District) -> int:
     """Disk the district's raw uploads take: each distinct content once, since the same bytes
-    received again are a hard link to the earlier file (_link_earlier_copy)."""
+    received again are a hard link to the earlier file (storage.LocalFolder)."""
     kept = Upload.objects.filter(district=district, purged_at__isnull=True).exclude(stored_path="")
     return sum(size for _, size in kept.order_by().values_list("sha256", "size").distinct())
 
@@ -218,5 +124,19 @@ def check_quota(district: District, size: int) -> None:
         raise QuotaExceeded(quota_exceeded(district))
 
 
+def open_stored(upload: Upload) -> IO[bytes]:
+    """The raw bytes of an upload as received; FileNotFoundError once they are gone."""
+    if not upload.stored_path:
+        raise FileNotFoundError(errno.ENOENT, f"upload {upload.pk} is no longer kept")
+    return storage.backend().open(upload.stored_path)
+
+
+def fetch(upload: Upload, target: Path) -> None:
+    """A local file at `target` with the upload's bytes (a link to the file in the data
+    folder, a checked copy from S3); the caller deletes it."""
+    storage.backend().fetch(upload.stored_path, target, upload.sha256)
+
+
 def stored_file(upload: Upload) -> Path:
+    """The upload's file in the data folder (the default storage)."""
     return settings.DATA_DIR / upload.stored_path

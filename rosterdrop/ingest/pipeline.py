@@ -20,7 +20,7 @@ from django.conf import settings
 from rosterdrop import notify, process
 from rosterdrop.feed.events import record_events, renamed_in
 from rosterdrop.formats.spec import FormatSpec, Mode
-from rosterdrop.inbox.store import check_quota, receive, stored_file
+from rosterdrop.inbox.store import check_quota, fetch, receive
 from rosterdrop.ingest import gaps, issue_rows, memory, resent, states
 from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.claims import claim_uploads
@@ -561,7 +561,7 @@ def import_uploads(
         for upload in uploads:
             # Under its name as sent, which is what the format matches on.
             target = work / upload.filename
-            target.hardlink_to(stored_file(upload))
+            fetch(upload, target)
             paths.append(target)
         outcome = run(paths, district, sync, approved=approved, dry_run=dry_run, progress=progress)
         if not dry_run:

@@ -15,7 +15,7 @@ another), so it is safe beside a live web process, worker or import:
   and starting their sync) are marked failed, saying to send them again: a set cut short
   is not imported in part (SFTP and FTPS uploads simply wait for the worker);
 - temporary files of dead processes (import folders, upload links, staged roster snapshots,
-  files being received) are deleted.
+  files being received) are deleted, and their unfinished multipart uploads to S3 aborted.
 """
 
 import contextlib
@@ -30,6 +30,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from rosterdrop import process
+from rosterdrop.inbox import storage
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import pipeline, states
 from rosterdrop.ingest.models import Sync, SyncStatus
@@ -186,7 +187,9 @@ def _is_temporary(path: Path) -> bool:
 
 
 def sweep() -> list[Path]:
-    """Delete the temporary files and folders of dead processes; the paths deleted."""
+    """Delete the temporary files and folders of dead processes, and abort the uploads to S3
+    they left unfinished; the paths deleted."""
+    storage.backend().abort_dead()
     removed = []
     for place in _temporary_places():
         for path in place.iterdir() if place.is_dir() else ():

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.districts.models import District
-from rosterdrop.inbox import retention, store
+from rosterdrop.inbox import retention, storage, store
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.signals import upload_waiting
 
@@ -126,15 +126,17 @@ def complete(
     login: str,
     ip: str | None,
     sha256: str | None = None,
+    sent: storage.Incoming | None = None,
 ) -> Upload | None:
     """A file closed cleanly under `name`: show it in the folder and, unless it is a staging
-    name waiting for its rename, record it in the inbox and wake the worker."""
+    name waiting for its rename, record it in the inbox and wake the worker. `sent`: its
+    bytes already on their way to storage."""
     root = district_root(district.slug)
     if is_staging_name(name):
         os.replace(source_path, root / name)
         return None
     try:
-        upload = store.receive(district, name, source_path, source, login, ip, sha256)
+        upload = store.receive(district, name, source_path, source, login, ip, sha256, sent)
     except Exception:
         log.exception("could not store upload %s for %s", name, district.slug)
         raise OSError(errno.EIO, "Could not store the file; please retry") from None

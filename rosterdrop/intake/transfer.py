@@ -2,9 +2,11 @@
 transports).
 
 The bytes go to a temp file in the district's staging folder (outside the folder the client
-sees) and are hashed as they arrive. Each write is checked before it is made: nothing past the
-end of what arrived (a write at a far offset would make the server fill the hole), no file past
-the size cap, no district past its storage quota; a refused write fails the whole transfer.
+sees), are hashed as they arrive and, when uploads are kept in S3, streamed there as they
+arrive (`inbox.storage`: a multipart upload, aborted unless the transfer is kept). Each
+write is checked before it is made: nothing past the end of what arrived (a write at a far
+offset would make the server fill the hole), no file past the size cap, no district past its
+storage quota; a refused write fails the whole transfer.
 
 Only `finish(clean=True)` keeps it: an SFTP close the client asked for (SSH_FXP_CLOSE), an FTPS
 data connection ended by a TLS close_notify. Every other end (end of file on the SSH channel or
@@ -70,6 +72,7 @@ class Transfer:
         fd, tmp = process.mkstemp(".upload-", staging)  # named for recovery after a crash
         self.fd = fd
         self.path = Path(tmp)
+        self.sent = store.incoming(district, self.path)  # to S3 as the bytes arrive
         self.size = 0
         self.position = 0  # where a stream write (FTPS) goes
         self._digest: hashlib._Hash | None = hashlib.sha256()
@@ -129,7 +132,9 @@ class Transfer:
             self._digest.update(data)
         elif offset != self.size:  # rewriting what arrived: hashed from the file at the end
             self._digest = None
+            self.sent.rewritten(offset)
         self.size = max(self.size, end)
+        self.sent.arrived(self.size)
         return len(data)
 
     def read_at(self, offset: int, size: int) -> bytes:
@@ -173,6 +178,7 @@ class Transfer:
     def discard(self) -> None:
         if not self.finished:
             self.finished = True
+            self.sent.abort()
             os.close(self.fd)
             self.path.unlink(missing_ok=True)
 
@@ -200,6 +206,7 @@ class Transfer:
                     self.login,
                     self.ip,
                     self.sha256,
+                    self.sent,
                 )
             why = self.failed or reason or "the transfer did not end with a clean close"
             log.info("%s upload %s for %s aborted: %s", self.source, self.name, self.login, why)
@@ -208,4 +215,5 @@ class Transfer:
                 raise OSError(errno.EIO, f"{why}; the file was not kept")
             return None
         finally:
+            self.sent.abort()  # nothing left to do once kept; else nothing of it remains
             self.path.unlink(missing_ok=True)
