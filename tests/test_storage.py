@@ -42,7 +42,7 @@ def test_a_cut_upload_leaves_nothing_in_the_bucket(make_server, s3):
     """A client that dies after two parts were streamed: the multipart upload is aborted, no
     object and no open multipart upload remain."""
     server = make_server(**s3.env)
-    pub = (server.data_dir / "ssh_host_ed25519_key.pub").read_text().split()
+    pub = server.host_key().split()
     transport = paramiko.Transport(socket.create_connection(("127.0.0.1", server.port), 10))
     transport.connect(
         hostkey=paramiko.Ed25519Key(data=base64.b64decode(pub[1])),
