@@ -4,16 +4,20 @@ bucket; a cut upload leaves nothing in it. The inbox and retention tests run on 
 (`s3_fixtures.backend`)."""
 
 import base64
+import json
 import socket
+import subprocess
 import time
 
 import paramiko
 import pytest
 import s3_fixtures
 import sftp_fixtures
-from sftp_fixtures import DISTRICT_LARGE, sha256
+from sftp_fixtures import DISTRICT_LARGE, ROSTERDROP, sha256
 
+from rosterdrop import process
 from rosterdrop.inbox import storage
+from rosterdrop.ingest import recovery
 
 make_server, sftp_template = sftp_fixtures.make_server, sftp_fixtures.sftp_template
 moto_endpoint, s3 = s3_fixtures.moto_endpoint, s3_fixtures.s3
@@ -63,3 +67,32 @@ def test_a_cut_upload_leaves_nothing_in_the_bucket(make_server, s3):
     assert s3.unfinished() == [] and s3.objects() == []
     assert server.uploads() == []
     del f
+
+
+def test_rosterdrop_import_keeps_the_upload_in_the_bucket(tmp_path, s3):
+    data = tmp_path / "data"
+    env = {**sftp_fixtures.base_env(data), **s3.env}
+    run = dict(env=env, capture_output=True, text=True, timeout=300)
+    subprocess.run([ROSTERDROP, "migrate", "-v0"], check=True, **run)
+    add = [ROSTERDROP, "district", "add", "big", "--name", "Big", "--format", "oneroster-1.1"]
+    subprocess.run(add, check=True, **run)
+    done = subprocess.run([ROSTERDROP, "import", str(DISTRICT_LARGE), "--district", "big"], **run)
+    assert done.returncode == 0, done.stderr
+    out = subprocess.run([ROSTERDROP, "sync", "list", "--json"], check=True, **run).stdout
+    [sync] = json.loads(out)
+    assert sync["status"] == "applied"
+    [key] = s3.objects()
+    assert key.startswith("inbox/big/") and s3.read(key) == DISTRICT_LARGE.read_bytes()
+    assert s3.unfinished() == [] and not (data / "inbox").exists()
+
+
+def test_recovery_aborts_the_multipart_uploads_of_dead_transfers(s3):
+    """A transfer killed with its multipart upload open: the next recovery aborts it (S3
+    would keep its parts, and bill them, for ever); a live process's upload is left alone."""
+    host = process.me().host
+    dead = f"inbox/alpha/p999999999s1h{host}~0123456789abcdef"  # no such pid
+    live = f"inbox/alpha/{process.me()}~fedcba9876543210"
+    for key in (dead, live):
+        s3.client.create_multipart_upload(Bucket=s3.bucket, Key=f"{s3.prefix}/{key}")
+    recovery.sweep()
+    assert s3.unfinished() == [f"{s3.prefix}/{live}"]

@@ -5,6 +5,7 @@ import csv
 import io
 
 import pytest
+import s3_fixtures
 from django.urls import reverse
 from helpers import edit, rows, write
 from web_fixtures import held_sync, signed_in
@@ -16,6 +17,7 @@ from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.pipeline import import_path
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("import_inline")]
+moto_endpoint, s3, backend = s3_fixtures.moto_endpoint, s3_fixtures.s3, s3_fixtures.backend
 
 
 def upload_files(client, district, paths):
@@ -27,7 +29,8 @@ def upload_files(client, district, paths):
             f.close()
 
 
-def test_web_upload_runs_the_pipeline_and_keeps_the_bytes(district, admin, school):
+def test_web_upload_runs_the_pipeline_and_keeps_the_bytes(district, admin, school, backend):
+    """On the data folder and on S3 (each file one object, read back for the download)."""
     client = signed_in(admin)
     paths = sorted(school.iterdir())
     response = upload_files(client, district, paths)
@@ -39,6 +42,8 @@ def test_web_upload_runs_the_pipeline_and_keeps_the_bytes(district, admin, schoo
     uploads = Upload.objects.filter(district=district, source="web")
     assert sorted(u.filename for u in uploads) == [p.name for p in paths]
     assert {u.login for u in uploads} == {admin.username}
+    if backend:
+        assert backend.objects() == sorted(u.stored_path for u in uploads)
     users = uploads.get(filename="users.csv")
     raw = client.get(reverse("web:upload_raw", args=[district.slug, users.pk]))
     assert raw["Content-Disposition"] == 'attachment; filename="users.csv"'
