@@ -10,99 +10,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+from browser_fixtures import CHROMIUM, Console
 from helpers import edit, rows, write
-from web_fixtures import PASSWORD, make_user
+from web_fixtures import make_user
 
 from rosterdrop.districts.models import District
-
-# The SFTP tests' real server and OpenSSH client.
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-# The README's pictures of the console, made again by every run (commit them when they change).
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/test)"),
 ]
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls
-    # are plain synchronous code all the same.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield chromium
-        chromium.close()
-
-
-class Console:
-    """One signed-in browser tab."""
-
-    def __init__(self, browser, base: str):
-        self.context = browser.new_context(
-            accept_downloads=True, viewport={"width": 1280, "height": 900}
-        )
-        self.page = self.context.new_page()
-        self.base = base
-
-    def sign_in(self, email: str, shot: str = "") -> None:
-        self.page.goto(f"{self.base}/accounts/login/")
-        self.page.fill("input[name=username]", email)
-        self.page.fill("input[name=password]", PASSWORD)
-        if shot:
-            self.shot(shot)
-        self.page.click("button[type=submit]")
-        self.page.wait_for_load_state()
-
-    def go(self, path: str, shot: str = "") -> None:
-        self.page.goto(self.base + path)
-        if shot:
-            self.shot(shot)
-
-    def shot(self, name: str) -> None:
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-    def readme_shot(self, name: str, down_to: str = "") -> None:
-        """The page as the README shows it: its first screen, or from the top down to the end
-        of the element `down_to` (at most 2,000 pixels)."""
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        height = self.page.viewport_size["height"]
-        if down_to:
-            box = self.page.locator(down_to).bounding_box()  # the page is at its top
-            height = min(int(box["y"] + box["height"]) + 16, 2000)
-        clip = {"x": 0, "y": 0, "width": self.page.viewport_size["width"], "height": height}
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True, clip=clip)
-
-    def upload(self, slug: str, folder: Path) -> None:
-        self.go(f"/d/{slug}/")
-        self.page.set_input_files("input[name=files]", sorted(str(p) for p in folder.iterdir()))
-        self.page.click("text=Upload and import")
-        self.page.wait_for_url("**/syncs/*/")
-
-    def wait_for_status(self, status: str) -> None:
-        """The sync page polls with htmx while the import runs, then reloads once."""
-        try:
-            self.page.wait_for_selector(f"#sync-status[data-status={status}]", timeout=60_000)
-        except Exception:
-            self.shot("failed-wait")
-            raise AssertionError(self.page.inner_text("main")[:2000]) from None
 
 
 def test_district_admin_and_operator_walk_through_the_console(
@@ -184,29 +102,14 @@ STUDENTS = (
     "001;000123;Zoë;O'Brien;04/02/2017;12B\n"
     "001;000124;José;Muñoz;{date};12B\n"
 )
-SCHOOLS = "Campus ID;School Name\n001;Escuela José Martí\n"
 
 
-def test_wizard_template_reads_the_next_sftp_upload(browser, make_server, tmp_path):
-    server = make_server()
-    server.cli(
-        "shell",
-        "-c",
-        "from rosterdrop.districts.models import District;"
-        "District.objects.filter(slug='alpha').update(format='custom')",
-    )
-    server.cli("user", "add", "data@alpha.test", "--district", "alpha", "--password-stdin",
-               input=PASSWORD + "\n")  # fmt: skip
-    export = tmp_path / "export"
-    export.mkdir()
-    (export / "Campuses.csv").write_text(SCHOOLS, encoding="utf-8")
-    server.cli("template", "add", str(export / "Campuses.csv"), "--district", "alpha",
-               "--kind", "schools", "--delimiter", ";")  # fmt: skip
+def test_wizard_template_reads_the_next_sftp_upload(custom_district, make_server, tmp_path):
+    alpha = custom_district(make_server())
+    server, web, export = alpha.server, alpha.web, alpha.export
     sample = tmp_path / "Student Export.csv"
     sample.write_text(STUDENTS.format(date="31/12/2016"), encoding="utf-8")
 
-    web = Console(browser, f"http://127.0.0.1:{server.web_port}")
-    web.sign_in("data@alpha.test")
     # The overview gives the port serve really listens on.
     assert web.page.locator("code.copy", has_text=str(server.port)).count() == 1
     web.go("/d/alpha/templates/", shot="13-wizard-templates")

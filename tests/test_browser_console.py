@@ -2,12 +2,9 @@
 live server: a district admin decides their own held sync after a confirmation."""
 
 import pytest
-import test_browser
-from test_browser import CHROMIUM, Console
+from browser_fixtures import CHROMIUM, Console
 from test_holds import SCHOOL, held_without_young_students
 from web_fixtures import make_user
-
-browser = test_browser.browser
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -8,12 +8,9 @@ import re
 import shutil
 
 import pytest
-import test_browser
-from test_browser import CHROMIUM, Console
+from browser_fixtures import CHROMIUM, Console
 from test_notify import Sink, free_port
 from web_fixtures import PASSWORD
-
-browser = test_browser.browser
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import sftp_fixtures
-import test_browser
 import test_notify
-from test_browser import CHROMIUM, Console
+from browser_fixtures import CHROMIUM, Console
 from test_vendors_alo import FILES, STAFF, STUDENTS, alo_zip
 from test_vendors_parentsquare import FILES as NIGHTLY
 from web_fixtures import make_user
@@ -21,7 +20,6 @@ from rosterdrop.districts.models import District
 from rosterdrop.notify.models import Subscription
 
 # The fixtures of the console's and the mail's own tests.
-browser = test_browser.browser
 smtp, smtp_port = test_notify.smtp, test_notify.smtp_port
 
 pytestmark = [
@@ -136,28 +134,17 @@ def test_parentsquare_uploads_syncs_sis_data_assistant_and_why(browser, live_ser
 
 
 def test_istation_wizard_then_sftp_and_ftps_with_the_dotted_login_then_mails(
-    browser, make_server, smtp, smtp_port, tmp_path
+    custom_district, make_server, smtp, smtp_port, tmp_path
 ):
     from ftps_fixtures import curl
-    from test_browser import SCHOOLS, STUDENTS
-    from web_fixtures import PASSWORD
+    from test_browser import STUDENTS
 
-    server = sftp_fixtures.mailing_server(
-        make_server, smtp_port, "data@alpha.test", format="custom"
-    )
-    server.cli("user", "add", "data@alpha.test", "--district", "alpha", "--password-stdin",
-               input=PASSWORD + "\n")  # fmt: skip
-    export = tmp_path / "export"
-    export.mkdir()
-    (export / "Campuses.csv").write_text(SCHOOLS, encoding="utf-8")
-    server.cli("template", "add", str(export / "Campuses.csv"), "--district", "alpha",
-               "--kind", "schools", "--delimiter", ";")  # fmt: skip
+    alpha = custom_district(sftp_fixtures.mailing_server(make_server, smtp_port, "data@alpha.test"))
+    server, web, export = alpha.server, alpha.web, alpha.export
     sample = tmp_path / "Student Export.csv"
     sample.write_text(STUDENTS.format(date="12/31/2016"), encoding="utf-8")
 
     # The wizard, from a sample whose columns have the district's own names.
-    web = Console(browser, f"http://127.0.0.1:{server.web_port}")
-    web.sign_in("data@alpha.test")
     web.go("/d/alpha/templates/")
     web.page.click("text=New template")
     web.page.check("input[value=students]")
