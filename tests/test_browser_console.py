@@ -254,10 +254,17 @@ def next_school_year(folder) -> None:
 def test_a_new_school_years_first_upload_is_held_as_a_term_rollover(
     browser, live_server, district, school
 ):
+    from helpers import rows, write
+
     from rosterdrop.ingest.pipeline import import_path
     from rosterdrop.roster.models import records
 
     assert import_path(district, school).status == "applied"  # a first upload is no rollover
+    sessions = rows(school / "academicSessions.csv")  # a new term of the same year is none
+    spring = [*sessions[2][:3], "Spring", "semester", "2026-01-05", "2026-06-10", *sessions[2][7:]]
+    write(school / "academicSessions.csv", [*sessions, ["spring-2026", *spring[1:]]])
+    same_year = import_path(district, school)
+    assert (same_year.status, same_year.rollover) == ("applied", None)
     district.admins_decide_holds = True
     district.save()
     make_user("data@springfield.test", district)
