@@ -1,5 +1,7 @@
 """Building blocks shared by format specs: the outputs most vendor files feed."""
 
+from typing import Any
+
 from rosterdrop.formats.spec import Output
 
 ITEM = "@item"
@@ -41,7 +43,7 @@ def enrollment(
     key: tuple[str, ...] = (),
     primary: str = "",
     keep_extra: bool = False,
-    **options,
+    **options: Any,
 ) -> Output:
     """A person in a class; keyed by the file's own enrollment ID or by class and person."""
     fields = {"classSourcedId": class_id, "userSourcedId": user_id}

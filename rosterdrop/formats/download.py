@@ -12,7 +12,9 @@ from rosterdrop.csvsafe import csv_text
 from rosterdrop.formats.spec import FileSpec, FormatSpec
 
 
-def file_templates(spec: FormatSpec, district_id: str = "", district_name: str = "") -> dict:
+def file_templates(
+    spec: FormatSpec, district_id: str = "", district_name: str = ""
+) -> dict[str, str]:
     """File name -> text: each file's header, the manifest (filled in for a district), README."""
     files = {}
     readme = [f"{spec.title}: file templates", ""]

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from rosterdrop.audit.models import AuditEvent, record
@@ -49,7 +50,7 @@ class Purged:
     shared: bool = False
 
 
-def expired(now: datetime | None = None):
+def expired(now: datetime | None = None) -> QuerySet[Upload]:
     """Uploads whose bytes the retention setting says must go now."""
     days = settings.UPLOAD_RETENTION_DAYS
     if days <= 0:

@@ -106,6 +106,11 @@ class Storage(Protocol):
         """Abort what transfers of dead processes left unfinished; how many."""
 
 
+# What the copier tells the hasher: a window written (offset, length), None at the end, or
+# the error that stopped it.
+Window = tuple[int, int] | None | BaseException
+
+
 def changed(name: str) -> OSError:
     return OSError(errno.EIO, f"{name} changed while it was being stored")
 
@@ -113,7 +118,7 @@ def changed(name: str) -> OSError:
 # -- the data folder ---------------------------------------------------------------------
 
 
-def _copy_windows(source: int, target: int, done: queue.Queue) -> None:
+def _copy_windows(source: int, target: int, done: "queue.Queue[Window]") -> None:
     """Copy file `source` into file `target` in the kernel (copy_file_range), telling `done`
     each window written as (offset, length), then None; an error is put on `done` as it is.
 
@@ -151,7 +156,7 @@ def _copy_and_hash(source_path: Path, target: int) -> tuple[int, str]:
     """
     digest = hashlib.sha256()
     size = 0
-    done: queue.Queue = queue.Queue()
+    done: queue.Queue[Window] = queue.Queue()
     # One buffer, reused: reading 64 MB windows as new bytes objects raised glibc's dynamic
     # mmap threshold, and the import that followed kept ~400 MB more resident.
     buffer = bytearray(HASH_BLOCK)
@@ -334,7 +339,7 @@ class _S3Incoming:
         self.s3, self.key = s3, key
         self.fd = os.open(path, os.O_RDONLY)
         self.sender: ThreadPoolExecutor | None = None
-        self.sends: list[Future] = []
+        self.sends: list[Future[None]] = []
         self.upload_id = ""
         self.parts: list[dict[str, Any]] = []
         self.queued = 0  # bytes handed to the sender
@@ -532,7 +537,8 @@ class S3Bucket:
 
     def open(self, key: str) -> IO[bytes]:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self.name(key))["Body"]
+            body: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=self.name(key))["Body"]
+            return body
         except self.client.exceptions.NoSuchKey:
             raise FileNotFoundError(errno.ENOENT, f"{self.shown(key)} is not in storage") from None
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc
@@ -117,7 +118,7 @@ class Snapshot:
         status = _frame(self._mapped().slice(start, end - start), ["status"])["status"]
         return self.keys(entity, np.flatnonzero((status == "active").to_numpy()))
 
-    def keys(self, entity: str, positions) -> pl.Series:
+    def keys(self, entity: str, positions: npt.ArrayLike) -> pl.Series:
         """The source IDs of the entity's records at these positions (among its own), in the
         order given."""
         rows = np.asarray(positions, dtype=np.int64)
@@ -154,7 +155,10 @@ class Snapshot:
         (ingest/vouched.py); nothing if not known, as for a snapshot rebuilt from the
         database."""
         with contextlib.suppress(FileNotFoundError, ValueError):
-            return json.loads(_vouched_path(self.district_id, self.token).read_text())
+            vouched: dict[str, str] = json.loads(
+                _vouched_path(self.district_id, self.token).read_text()
+            )
+            return vouched
         return {}
 
 
@@ -191,7 +195,7 @@ class Records:
     entity: str = ""
     snapshot: Snapshot | None = None
 
-    def keys(self, positions) -> pl.Series:
+    def keys(self, positions: npt.ArrayLike) -> pl.Series:
         """The source IDs of the records at these positions (of `frame`)."""
         if self.snapshot is None:
             return pl.Series(KEY, [], pl.String)

@@ -9,9 +9,10 @@ record: a record costs about what its CSV row costs, which is what the bulk impo
 """
 
 import secrets
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from rosterdrop.districts.models import District
 from rosterdrop.roster.schema import FIELDS
@@ -53,16 +54,16 @@ class PipelineJSONField(models.JSONField):
     """JSON that only the pipeline's own encoder writes: SQLite need not re-parse each row
     to check it (Django's JSON_VALID constraint), which costs much on bulk inserts."""
 
-    def db_check(self, connection):
+    def db_check(self, connection: BaseDatabaseWrapper) -> None:
         return None
 
 
-class RowIdField(models.BigAutoField):
+class RowIdField(models.BigAutoField):  # type: ignore[type-arg]  # not subscriptable at run time
     """An auto ID without SQLite's AUTOINCREMENT, which updates a bookkeeping table on every
     insert (measured: about 10% of a bulk insert). Records are only ever deleted with their
     district, so the one difference, reuse of the highest IDs after a delete, does not bite."""
 
-    def db_type_suffix(self, connection):
+    def db_type_suffix(self, connection: BaseDatabaseWrapper) -> str | None:
         if connection.vendor == "sqlite":
             return None
         return super().db_type_suffix(connection)
@@ -105,7 +106,7 @@ class RosterRecord(models.Model):
         return f"{self.entity}/{self.sourced_id}"
 
     @property
-    def data(self) -> dict:
+    def data(self) -> dict[str, Any]:
         """The record's canonical fields in schema order, and its extra columns under
         "metadata" when its format keeps them: what the API and the pages show."""
         data = {name: getattr(self, name) for name in FIELDS[self.entity]}
@@ -148,6 +149,6 @@ Agent = _roster_table("agents", "Agent")
 Enrollment = _roster_table("enrollments", "Enrollment")
 
 
-def records(district, entity: str) -> models.QuerySet:
+def records(district: District | int, entity: str) -> models.QuerySet[RosterRecord]:
     """The district's records of one entity."""
     return MODELS[entity]._default_manager.filter(district=district)

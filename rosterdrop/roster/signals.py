@@ -9,7 +9,9 @@ from rosterdrop.roster.models import RosterToken
 
 
 @receiver(post_save, sender=District)
-def give_roster_token(sender, instance: District, created: bool, raw: bool, **kwargs) -> None:
+def give_roster_token(
+    sender: type[District], instance: District, created: bool, raw: bool, **kwargs: object
+) -> None:
     # raw: a fixture being loaded brings its own rows.
     if created and not raw:
         RosterToken.objects.create(district=instance)

@@ -6,10 +6,11 @@ database's bulk path (COPY on PostgreSQL; on SQLite executemany, or for many new
 staged file copied in C, see staging.py) inside the caller's transaction.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from django.db import connection, transaction
@@ -30,6 +31,9 @@ SNAPSHOT_SCHEMA: dict[str, PolarsDataType] = {
     "status": pl.Enum(Status.values),
     "_natural": pl.Int64,  # natural.natural_hash of the natural key fields, if the entity has one
 }
+# A raw DB-API cursor: psycopg's (COPY) on PostgreSQL, sqlite3's otherwise; which one is
+# decided by the connection's vendor, not by its type.
+Cursor = Any
 INSERT_ROWS = 20_000
 COPY_ROWS = 100_000
 FETCH_ROWS = 100_000
@@ -55,7 +59,7 @@ def _q(name: str) -> str:
 
 
 @contextmanager
-def bulk_connection():
+def bulk_connection() -> Iterator[Cursor]:
     """One transaction on Django's connection; yields a raw DB-API cursor."""
     if _is_postgres():
         with transaction.atomic(), connection.cursor() as wrapper:
@@ -103,11 +107,13 @@ def _param() -> str:
     return "%s" if _is_postgres() else "?"
 
 
-def _literal(value) -> str:
+def _literal(value: object) -> str:
     return str(int(value)) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
 
 
-def _load(cur, table: str, frame: pl.DataFrame, constants: dict | None = None) -> None:
+def _load(
+    cur: Cursor, table: str, frame: pl.DataFrame, constants: dict[str, object] | None = None
+) -> None:
     """Append a frame's rows with the database's bulk path; `constants` fill other columns.
 
     PostgreSQL: COPY in CSV. SQLite: executemany of one prepared INSERT, the constants written
@@ -134,7 +140,7 @@ def _load(cur, table: str, frame: pl.DataFrame, constants: dict | None = None) -
         cur.executemany(insert, zip(*columns, strict=True))
 
 
-def _keyed_table(cur, name: str, frame: pl.DataFrame) -> str:
+def _keyed_table(cur: Cursor, name: str, frame: pl.DataFrame) -> str:
     """A temporary table holding `frame` (text and bigint columns), keyed by _key: the
     records a statement is to look up (not to be confused with staged files, staging.py)."""
     types: dict[PolarsDataType, str] = {pl.Int64: "BIGINT", pl.UInt32: "BIGINT"}
@@ -147,7 +153,7 @@ def _keyed_table(cur, name: str, frame: pl.DataFrame) -> str:
     return name
 
 
-def snapshot(cur, district_id: int) -> pl.DataFrame:
+def snapshot(cur: Cursor, district_id: int) -> pl.DataFrame:
     """Every record of the district, entity after entity: entity, key, content hash, status
     and natural key hash."""
     fetched = {c: t for c, t in SNAPSHOT_SCHEMA.items() if c != KEYHASH}
@@ -189,7 +195,7 @@ def _from_keyed(keyed: str, district_id: int, entity: str) -> str:
 
 
 def _update_keyed(
-    cur,
+    cur: Cursor,
     keyed: str,
     district_id: int,
     entity: str,
@@ -215,7 +221,7 @@ def _update_keyed(
     )
 
 
-def old_data(cur, district_id: int, entity: str, keys: pl.DataFrame) -> pl.DataFrame:
+def old_data(cur: Cursor, district_id: int, entity: str, keys: pl.DataFrame) -> pl.DataFrame:
     """Stored fields and metadata (as JSON text) of the given keys (column _key), for the
     field-level before/after of changed records."""
     keyed = _keyed_table(cur, "rd_keys", keys)
@@ -228,7 +234,7 @@ def old_data(cur, district_id: int, entity: str, keys: pl.DataFrame) -> pl.DataF
     return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
 
 
-def rename_records(cur, district_id: int, entity: str, renames: pl.DataFrame) -> None:
+def rename_records(cur: Cursor, district_id: int, entity: str, renames: pl.DataFrame) -> None:
     """Give records a new source ID: `renames` has _old_key and _key (the new one)."""
     keyed = _keyed_table(
         cur,
@@ -239,7 +245,7 @@ def rename_records(cur, district_id: int, entity: str, renames: pl.DataFrame) ->
 
 
 def write_records(
-    cur,
+    cur: Cursor,
     district_id: int,
     entity: str,
     sync_id: int,
@@ -286,7 +292,9 @@ def new_rows(entity: str, records: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _insert_staged(cur, table_name: str, staged: Staged, constants: dict) -> None:
+def _insert_staged(
+    cur: Cursor, table_name: str, staged: Staged, constants: dict[str, object]
+) -> None:
     """Copy a staged file's rows into `table_name`, in SQLite, with one statement."""
     cur.execute("PRAGMA database_list")
     alias = f"{staging.ALIAS}{len(cur.fetchall())}"
@@ -324,7 +332,7 @@ def roster_token(district_id: int) -> int:
     return RosterToken.objects.values_list("token", flat=True).get(district_id=district_id)
 
 
-def claim_roster(cur, district_id: int, token: int) -> int:
+def claim_roster(cur: Cursor, district_id: int, token: int) -> int:
     """Give the district's roster a new token, or fail if it no longer has `token`."""
     new = new_roster_token()
     p, table = _param(), RosterToken._meta.db_table
@@ -337,12 +345,20 @@ def claim_roster(cur, district_id: int, token: int) -> int:
     return new
 
 
-def insert_rows(cur, table: str, columns: list[str], rows: list[tuple]) -> None:
+def insert_rows(
+    cur: Cursor, table: str, columns: list[str], rows: list[tuple[object, ...]]
+) -> None:
     """Append rows to an app table with the bulk path."""
     _load(cur, table, pl.DataFrame(rows, schema=columns, orient="row"))
 
 
-def update_row(cur, table: str, row_id: int, values: dict, json_columns: tuple[str, ...] = ()):
+def update_row(
+    cur: Cursor,
+    table: str,
+    row_id: int,
+    values: dict[str, object],
+    json_columns: tuple[str, ...] = (),
+) -> None:
     """Update one row of an app table inside the bulk transaction."""
     p = _param()
     sets = ", ".join(f"{c} = {json_value(p) if c in json_columns else p}" for c in values)

@@ -1,5 +1,5 @@
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from rosterdrop.inbox.retention import expired, purge
@@ -9,10 +9,10 @@ from rosterdrop.intake import folder
 class Command(BaseCommand):
     help = "Delete raw uploads older than ROSTERDROP_RETENTION_DAYS (the worker does it hourly)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--dry-run", action="store_true", help="List, delete nothing.")
 
-    def handle(self, *args, dry_run: bool, **options):
+    def handle(self, *args: str, dry_run: bool, **options: object) -> None:
         now = timezone.now()
         uploads = list(expired(now)) if dry_run else [p.upload for p in purge(now)]
         if not dry_run:
