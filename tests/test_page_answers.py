@@ -76,11 +76,12 @@ def issues_by_scan(sync, value: str, seen: set[int], depth: int = 3) -> list[tup
     the files (the former per-request trace)."""
     lines = set()
     for upload in sync.uploads.all():
-        for name, member in members(upload).items():
-            found = read_rows(member, "cp1252", value, 0, ROWS_PER_FILE)
-            if found.matched >= ROWS_PER_FILE:
-                raise Capped(value)
-            lines |= {(name, line) for line, row in found.rows if value in row}
+        with members(upload) as files:
+            for name, member in files.items():
+                found = read_rows(member, "cp1252", value, 0, ROWS_PER_FILE)
+                if found.matched >= ROWS_PER_FILE:
+                    raise Capped(value)
+                lines |= {(name, line) for line, row in found.rows if value in row}
     found = [i for i in sync.issues.order_by("id") if (i.file, i.line) in lines]
     found = [i for i in found if i.pk not in seen]
     seen.update(i.pk for i in found)

@@ -146,7 +146,8 @@ def test_dashboard_shows_status_and_chart(district, operator, school):
     assert text.count("<rect") == 2 and "<svg" in text
 
 
-def test_sis_data_and_roster_are_searchable(district, admin, school):
+def test_sis_data_and_roster_are_searchable(district, admin, school, backend, settings):
+    """On the data folder and on S3 (the page reads a copy of the object, deleted after)."""
     import_path(district, school)
     student = rows(school / "users.csv")[2]
     client = signed_in(admin)
@@ -156,6 +157,7 @@ def test_sis_data_and_roster_are_searchable(district, admin, school):
         {"upload": upload.pk, "file": "users.csv", "q": student[0].upper()},
     )
     assert student[8] in sis.content.decode() and b"1 row containing" in sis.content
+    assert not list((settings.DATA_DIR / "tmp").glob("read-*"))
     roster = client.get(
         reverse("web:roster", args=[district.slug]), {"entity": "users", "q": student[9]}
     )

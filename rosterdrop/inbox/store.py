@@ -1,9 +1,12 @@
 """Keeping received files: stored (the data folder or S3, `storage`) and recorded; the same
 bytes received again share the earlier file."""
 
+import contextlib
 import errno
 import functools
 import hashlib
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -135,6 +138,29 @@ def fetch(upload: Upload, target: Path) -> None:
     """A local file at `target` with the upload's bytes (a link to the file in the data
     folder, a checked copy from S3); the caller deletes it."""
     storage.backend().fetch(upload.stored_path, target, upload.sha256)
+
+
+@contextlib.contextmanager
+def local_copy(upload: Upload) -> Iterator[Path | None]:
+    """The upload's bytes as a local file while the block runs (its file in the data folder,
+    or a checked copy from S3 deleted after); None once they are gone."""
+    kept = storage.backend()
+    if not upload.stored_path or kept.local:
+        path = stored_file(upload)
+        yield path if upload.stored_path and path.is_file() else None
+        return
+    work = settings.DATA_DIR / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    work = process.mkdtemp("read-", work)  # named for recovery, were this process to die
+    try:
+        try:
+            fetch(upload, work / "upload")
+        except FileNotFoundError:
+            yield None
+        else:
+            yield work / "upload"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def stored_file(upload: Upload) -> Path:

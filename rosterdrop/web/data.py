@@ -26,15 +26,15 @@ def sis_data(request, district):
         chosen = get_object_or_404(Upload, pk=request.GET["upload"], district=district)
     elif uploads:
         chosen = uploads[0]
-    files = members(chosen) if chosen else {}
-    name = request.GET.get("file") or next(iter(files), "")
     query = request.GET.get("q", "").strip()
     offset = max(int(request.GET.get("offset", "0") or 0), 0)
     rows = None
-    if name:
-        if name not in files:
-            raise Http404("No such file in this upload.")
-        rows = read_rows(files[name], district.fallback_encoding, query, offset, PAGE)
+    with members(chosen) as files:
+        name = request.GET.get("file") or next(iter(files), "")
+        if name:
+            if name not in files:
+                raise Http404("No such file in this upload.")
+            rows = read_rows(files[name], district.fallback_encoding, query, offset, PAGE)
     return render(
         request,
         "web/sis.html",
