@@ -164,6 +164,7 @@ def test_the_dashboard_chart_names_each_bar_by_its_district(
     # Log scale: the one-record change shows, well above a sliver, below the first imports.
     assert 0.05 * max(bars) < bars[2] < 0.5 * max(bars)
     assert chart.locator("text.tick", has_text="100").count() == 1
+    assert chart.locator("text.axis-title", has_text="records changed (log)").is_visible()
     today = f"{timezone.localtime():%b %-d}"
     assert today in chart.locator("text.date").all_text_contents()
     ops.context.close()

@@ -107,7 +107,7 @@ class Bar:
 
 
 # Room left of the bars for the records axis, and below them for the dates.
-AXIS_WIDTH, DATE_HEIGHT = 44, 16
+AXIS_WIDTH, DATE_HEIGHT = 58, 16
 # A district's name up its bar fits the plot's height at this many characters.
 LABEL_LENGTH = 22
 MAX_DATES = 8
