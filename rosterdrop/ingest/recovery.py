@@ -1,9 +1,10 @@
 """Recovery: every state a crash (kill -9, power loss, OOM) can leave behind, settled.
 
 Run when `rosterdrop serve` starts its worker (and every minute after, for a `rosterdrop
-import` that died meanwhile), and by `rosterdrop recover`. Only what a dead process left is
-touched (states.is_dead: by pid and start time on this host, by the sync's heartbeat on
-another), so it is safe beside a live web process, worker or import:
+import` that died meanwhile), and by `rosterdrop recover`; on PostgreSQL by the job queue
+instead, one district at a time under its lock (`recover(district)`, intake/queue.py). Only
+what a dead process left is touched (states.is_dead: by pid and start time on this host, by
+the sync's heartbeat on another), so it is safe beside a live web process, worker or import:
 
 - a sync left `running` by a dead import is marked `interrupted` (its apply transaction
   never committed: nothing was applied) and its uploads are imported again once, as a new
