@@ -11,8 +11,9 @@ import pytest
 from helpers import edit, issues, rows, write
 
 from rosterdrop.formats.apple import APPLE_SCHOOL_MANAGER
+from rosterdrop.ingest.columns import LINE
 from rosterdrop.ingest.pipeline import check, expand, import_path
-from rosterdrop.ingest.read import LINE, read_table
+from rosterdrop.ingest.read import read_table
 from rosterdrop.roster.models import records
 
 FIXTURES = Path(__file__).parent / "fixtures"

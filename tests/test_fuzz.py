@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rosterdrop.ingest import read
+from rosterdrop.ingest.columns import LINE
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import Failure
-from rosterdrop.ingest.read import LINE, Piece, read_table
+from rosterdrop.ingest.read import Piece, read_table
 from rosterdrop.ingest.unpack import Limits, unpack
 
 HEADER = "a,b,c\n"
@@ -72,11 +73,11 @@ def test_polars_and_the_csv_module_read_a_piece_alike(text):
     data = (text + "\n").encode()
     piece = Piece(data, 2, data.count(b"\n"))
     header = ["a", "b", "c"]
-    fast = read._fast(piece, header, ord(","))
+    fast = read.parse_fast(piece, header, ord(","))
     if fast is None:
         return
     table = read.Table("users.csv", header, iter(()))
-    strict = read._Strict(table, ",", "").read(piece)
+    strict = read.StrictReader(table, ",", "").read(piece)
     assert strict.equals(fast) and table.findings == []
 
 

@@ -4,7 +4,7 @@ rows either way; the csv module still reports broken rows at their lines."""
 import polars as pl
 import pytest
 
-from rosterdrop.ingest import read
+from rosterdrop.ingest import columns, read
 from rosterdrop.ingest.read import read_table
 
 HEADER = "sourcedId,title,periods\n"
@@ -24,24 +24,24 @@ def _read(text: str) -> tuple[pl.DataFrame, list]:
     return pl.concat(frames) if frames else pl.DataFrame(), table.findings
 
 
-def _strict_only(monkeypatch) -> None:
-    monkeypatch.setattr(read, "_delimiters_outside_quotes", lambda text, sep: -1)
-
-
-def test_plain_quoting_reads_the_same_through_polars_and_the_csv_module(monkeypatch):
-    text = HEADER + "".join(QUOTED)
-    with monkeypatch.context() as patched:
-        patched.setattr(read._Strict, "read", None)  # polars must read every piece
-        fast, fast_findings = _read(text)
-    _strict_only(monkeypatch)
-    strict, strict_findings = _read(text)
+def test_plain_quoting_reads_the_same_through_polars_and_the_csv_module():
+    data = "".join(QUOTED).encode()
+    piece = read.Piece(data, 2, data.count(b"\n"))
+    header = HEADER.strip().split(",")
+    fast = read.parse_fast(piece, header, ord(","))
+    assert fast is not None  # polars takes plain quoting
+    table = read.Table("classes.csv", header, iter(()))
+    strict = read.StrictReader(table, ",", "").read(piece)
     assert fast.equals(strict)
     assert fast["title"].to_list() == [
         "Algebra, Block", 'Say "hi"', "", "Plain", "Nguyễn, Ødegård", '"',
     ]  # fmt: skip
     assert fast["periods"].to_list() == ["1", "2", "", "3,4", "5", "6"]
     assert fast["_line"].to_list() == [2, 3, 4, 5, 6, 7]
-    assert fast_findings == strict_findings == []
+    assert table.findings == []
+    # And the whole file, through the public reader, reads the same.
+    whole, findings = _read(HEADER + "".join(QUOTED))
+    assert whole.equals(fast) and findings == []
 
 
 @pytest.mark.parametrize(
@@ -55,11 +55,11 @@ def test_plain_quoting_reads_the_same_through_polars_and_the_csv_module(monkeypa
     ],
 )
 def test_other_quoting_goes_to_the_csv_module(line):
-    assert read._delimiters_outside_quotes(line.encode(), ord(",")) == -1
+    assert read.delimiters_outside_quotes(line.encode(), ord(",")) == -1
 
 
 def test_plain_quoting_counts_only_the_delimiters_outside_quotes():
-    assert read._delimiters_outside_quotes(b'c1,"a,b,""c""",1\n', ord(",")) == 2
+    assert read.delimiters_outside_quotes(b'c1,"a,b,""c""",1\n', ord(",")) == 2
 
 
 def test_a_ragged_row_among_quoted_ones_is_reported_at_its_line():
@@ -86,7 +86,7 @@ def _lines_of(text: str, chunks: int = 0) -> tuple[dict[int, tuple], list]:
     return {r[-1]: r[:-1] for r in frame.rows()}, [(f.code, f.line) for f in table.findings]
 
 
-LINE = read.LINE
+LINE = columns.LINE
 
 
 @pytest.mark.parametrize("chunks", [0, 7])

@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from rosterdrop.ingest import spill as spill_module
-from rosterdrop.ingest.spill import ROW, Fingerprinting, Spill, fingerprints
+from rosterdrop.ingest.columns import ROW
+from rosterdrop.ingest.spill import Fingerprinting, Spill, fingerprints
 from rosterdrop.roster.natural import key_hash
 from rosterdrop.roster.schema import FIELDS
 

@@ -25,12 +25,13 @@ from django.db import transaction
 from rosterdrop.custom.models import ImportTemplate
 from rosterdrop.formats.common import enrollment, person
 from rosterdrop.formats.spec import Column, Dialect, FileSpec, FormatSpec, Mode, Output, Type
+from rosterdrop.ingest.columns import LINE
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import FATAL, Failure, Finding
 from rosterdrop.ingest.keys import check_keys
 from rosterdrop.ingest.outcome import Checked
 from rosterdrop.ingest.pipeline import read_file
-from rosterdrop.ingest.read import LINE, read_table
+from rosterdrop.ingest.read import read_table
 from rosterdrop.ingest.unpack import Member
 
 ID, SCHOOL = "id", "school_id"

@@ -17,6 +17,7 @@ from rosterdrop import process
 from rosterdrop.districts.models import District
 from rosterdrop.inbox import storage
 from rosterdrop.inbox.models import Upload
+from rosterdrop.timing import timed
 
 
 def inbox_folder(district: District) -> str:
@@ -35,6 +36,7 @@ def incoming(district: District, path: Path) -> storage.Incoming:
     return storage.backend().incoming(inbox_folder(district), path)
 
 
+@timed("receive")
 def receive(
     district: District,
     filename: str,

@@ -16,18 +16,20 @@ import polars as pl
 import pyarrow as pa
 
 from rosterdrop.ingest.ahead import ahead
-from rosterdrop.ingest.keys import ROW
+from rosterdrop.ingest.columns import HASH, KEY, ROW
 from rosterdrop.ingest.plan import EntityPlan, Plan
 from rosterdrop.ingest.spill import Spill
 from rosterdrop.roster import staging, store
-from rosterdrop.roster.schema import FIELDS, HASH, KEY, METADATA
+from rosterdrop.roster.schema import FIELDS, METADATA
 from rosterdrop.roster.staging import Staged
+from rosterdrop.timing import timed
 
 # Rows of record data in memory at once while writing.
 WINDOW = 100_000
 CHANGE_COLUMNS = ("sync_id", "entity", "sourced_id", "action", "fields")
 
 
+@timed("field changes", batch=True)
 def field_changes(before: dict, after: dict) -> list[dict]:
     """[{field, before, after}] for every canonical field (and metadata column) that differs.
 
@@ -44,6 +46,7 @@ def field_changes(before: dict, after: dict) -> list[dict]:
     ]
 
 
+@timed("apply_plan")
 def apply_plan(conn, plan: Plan, spills: dict[str, Spill], district_id: int, sync_id: int) -> None:
     changes: list[tuple] = []
     bulk = _Bulk.for_plan(plan)

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from rosterdrop.ingest.columns import FILE, KEY, LINE
 from rosterdrop.ingest.findings import UNREADABLE, WARNING, Finding
-from rosterdrop.ingest.read import LINE
-from rosterdrop.roster.schema import KEY, LABELS
+from rosterdrop.roster.schema import LABELS
 
-FILE, PREFIX = "_file", "_prefix"
+PREFIX = "_prefix"
 SAMPLES = 100
 # Where the key of a row that made a derived record may end in the record's key ("u1:org1"):
 # at its first ":" or at its last (either the row's key or the item may hold a ":").

@@ -11,15 +11,25 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from rosterdrop.ingest.columns import (
+    DERIVED,
+    FILE,
+    HASH,
+    KEY,
+    KEYHASH,
+    LINE,
+    NATURAL,
+    RECORD,
+    ROW,
+    SAME,
+    STATUS,
+)
 from rosterdrop.ingest.findings import ERROR, WARNING, Finding, FindingLog
-from rosterdrop.ingest.kept import FILE, Kept
-from rosterdrop.ingest.mapping import HASH, KEY, KEYHASH, NATURAL, RECORD, SAME
-from rosterdrop.ingest.read import LINE
-from rosterdrop.ingest.validate import STATUS
+from rosterdrop.ingest.kept import Kept
 from rosterdrop.roster.models import ENTITIES
 from rosterdrop.roster.schema import LABELS, REFS, Ref
+from rosterdrop.timing import timed
 
-ROW, DERIVED = "_row", "_derived"
 SAMPLES = 100
 # The keys of the roster's records of an entity at given positions (hashes.Snapshot.keys).
 RosterKeys = Callable[[str, np.ndarray], pl.Series]
@@ -58,6 +68,7 @@ class EntityRows:
         """
         return self.entity in TARGETS
 
+    @timed("keep keys", batch=True)
     def add(self, frame: pl.DataFrame, file: str, derived: bool = False) -> None:
         """`derived`: these records repeat by design (one per list item or repeated row)."""
         # References repeat a few thousand values millions of times: keep them categorical.
@@ -138,6 +149,7 @@ class EntityRows:
         return self.frames[0]
 
 
+@timed("check_keys")
 def check_keys(
     entities: dict[str, EntityRows],
     known: Mapping[str, pl.Series],

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from rosterdrop.formats.spec import FileSpec, FormatSpec, Link
+from rosterdrop.ingest.columns import LINE
 from rosterdrop.ingest.findings import WARNING, Finding, FindingLog
-from rosterdrop.ingest.read import LINE
 
 SAMPLES = 100
 VALUE = "_value"

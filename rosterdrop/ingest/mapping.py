@@ -13,15 +13,12 @@ from collections.abc import Iterable
 import polars as pl
 
 from rosterdrop.formats.spec import FileSpec, Joined, Output
-from rosterdrop.ingest.read import LINE
-from rosterdrop.ingest.validate import STATUS, has_control
+from rosterdrop.ingest.columns import HASH, ITEM, KEY, KEYHASH, LINE, NATURAL, RECORD, STATUS
+from rosterdrop.ingest.validate import has_control
 from rosterdrop.roster.natural import key_hash, natural_hash
-from rosterdrop.roster.schema import FIELDS, HASH, KEY, KEYHASH, METADATA, NATURAL_KEYS, REFS
+from rosterdrop.roster.schema import FIELDS, METADATA, NATURAL_KEYS, REFS
+from rosterdrop.timing import timed
 
-NATURAL = "_natural"
-RECORD = "_record"  # the record's fields as a struct; split into columns only to be written
-SAME = "_same"  # set by the spill: the roster record it matched by fingerprint (spill.py)
-ITEM = "@item"
 SOURCED_ID = "sourcedId"
 # Fixed, so that hashes stay comparable from one import to the next.
 HASH_SEED = 20261122
@@ -132,6 +129,7 @@ def _is(file: FileSpec, spec_name: str, header_name: str) -> bool:
     return col is not None and col.name == spec_name
 
 
+@timed("map", batch=True)
 def map_batch(
     file: FileSpec, output: Output, frame: pl.DataFrame, extras: list[str]
 ) -> pl.DataFrame:

@@ -24,15 +24,13 @@ from rosterdrop.inbox.store import check_quota, fetch, receive
 from rosterdrop.ingest import gaps, issue_rows, memory, resent, states
 from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.claims import claim_uploads
+from rosterdrop.ingest.columns import FILE, KEY, LINE, NATURAL, ROW, SAME, STATUS
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding
-from rosterdrop.ingest.kept import FILE, unreadable, withheld
-from rosterdrop.ingest.keys import ROW, EntityRows, RosterKeys, check_keys
+from rosterdrop.ingest.kept import unreadable, withheld
+from rosterdrop.ingest.keys import EntityRows, RosterKeys, check_keys
 from rosterdrop.ingest.links import check_links, gather
 from rosterdrop.ingest.mapping import (
-    KEY,
-    NATURAL,
-    SAME,
     extra_columns,
     key_columns,
     key_prefix,
@@ -45,21 +43,16 @@ from rosterdrop.ingest.match import match
 from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.outcome import Checked, Outcome, Progress
 from rosterdrop.ingest.plan import Plan, plan_entity
-from rosterdrop.ingest.read import LINE, read_table
+from rosterdrop.ingest.read import read_table
 from rosterdrop.ingest.report import forget_findings, record, record_in
 from rosterdrop.ingest.rollover import starts_school_year
 from rosterdrop.ingest.spill import Fingerprinting, SpillFolder
 from rosterdrop.ingest.unpack import Limits, unpack
-from rosterdrop.ingest.validate import (
-    STATUS,
-    RowChecker,
-    check_header,
-    faulty,
-    unreadable_id,
-)
+from rosterdrop.ingest.validate import RowChecker, check_header, faulty, unreadable_id
 from rosterdrop.ingest.vouched import carried, context, vouchable
 from rosterdrop.roster import hashes, store
 from rosterdrop.roster.schema import LABELS
+from rosterdrop.timing import timed
 
 log = logging.getLogger(__name__)
 APPLIED = ("applied", "applied_with_errors")
@@ -139,6 +132,7 @@ def check(
     return result
 
 
+@timed("read_file")
 def read_file(
     result: Checked,
     fmt: FormatSpec,

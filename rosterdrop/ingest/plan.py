@@ -13,15 +13,14 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from rosterdrop.ingest.columns import HASH, KEY, KEYHASH, NATURAL, ROW, SAME, STATUS
 from rosterdrop.ingest.kept import Kept
-from rosterdrop.ingest.keys import ROW
 from rosterdrop.ingest.lookup import HashIndex, sorting_order
-from rosterdrop.ingest.mapping import HASH, KEY, KEYHASH, NATURAL, SAME
-from rosterdrop.ingest.validate import STATUS
 from rosterdrop.roster import store
 from rosterdrop.roster.hashes import Records
 from rosterdrop.roster.models import ENTITIES
 from rosterdrop.roster.natural import key_hash
+from rosterdrop.timing import timed
 
 # Records confirmed unchanged at a time (see _confirmed_same).
 CONFIRM_ROWS = 500_000
@@ -208,6 +207,7 @@ def _written(ep: EntityPlan, accepted: pl.DataFrame) -> pl.DataFrame:
     return accepted.filter(pl.Series(picked))
 
 
+@timed("plan_entity")
 def plan_entity(
     entity: str, mode: str, incoming: pl.DataFrame, roster: Records, spared: Kept | None = None
 ) -> EntityPlan:

@@ -33,10 +33,11 @@ import numpy as np
 import polars as pl
 
 from rosterdrop.ingest.ahead import ahead
+from rosterdrop.ingest.columns import LINE
 from rosterdrop.ingest.decode import MAX_LINE, count_byte, line_too_long
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding
+from rosterdrop.timing import timed
 
-LINE = "_line"
 QUOTE, NEWLINE, RETURN = ord('"'), ord("\n"), ord("\r")
 FIELD_LIMIT = 1 << 20
 csv.field_size_limit(FIELD_LIMIT)
@@ -186,20 +187,21 @@ def _batches(
     table: Table, delimiter: str, escapechar: str, pieces: Iterator[Piece]
 ) -> Iterator[pl.DataFrame]:
     sep = ord(delimiter)
-    strict = _Strict(table, delimiter, escapechar)
+    strict = StrictReader(table, delimiter, escapechar)
     for piece in pieces:
         if not piece.text and not strict.carry:
             continue
         frame = None
         if not strict.carry and not (escapechar and escapechar.encode() in piece.text):
-            frame = _fast(piece, table.header, sep)
+            frame = parse_fast(piece, table.header, sep)
         if frame is None:
             frame = strict.read(piece)
         if frame.height:
             yield frame
 
 
-def _fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None:
+@timed("read (polars)", batch=True)
+def parse_fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None:
     """Parse a piece with polars if every line is sure to have exactly the right width and
     any quotes are plain CSV quoting; None sends the piece to the csv module.
 
@@ -209,7 +211,7 @@ def _fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None:
     if b"\r" in piece.text and _cr_before_delimiter(piece.text, sep):
         return None
     quoted = b'"' in piece.text
-    outside = _delimiters_outside_quotes(piece.text, sep) if quoted else count_byte(piece.text, sep)
+    outside = delimiters_outside_quotes(piece.text, sep) if quoted else count_byte(piece.text, sep)
     if outside != piece.lines * (len(header) - 1):
         return None
     try:
@@ -247,7 +249,7 @@ def _longest(frame: pl.DataFrame) -> int:
     return frame.select(pl.all().str.len_bytes().max()).max_horizontal().item() or 0
 
 
-def _delimiters_outside_quotes(text: bytes, sep: int) -> int:
+def delimiters_outside_quotes(text: bytes, sep: int) -> int:
     """The delimiters outside quoted values, if every quote is plain CSV quoting; else -1.
 
     Plain quoting: a quoted value starts at the start of a line or right after a delimiter,
@@ -295,7 +297,7 @@ def _plain(exc: csv.Error) -> str:
     return text
 
 
-class _Strict:
+class StrictReader:
     """The csv module in strict mode over whole physical lines, carrying a row still open at
     the end of one piece into the next, and starting again at the line after a broken row."""
 
@@ -311,6 +313,7 @@ class _Strict:
         self.carry_line = 0
         self.unreadable = 0
 
+    @timed("read (csv module)", batch=True)
     def read(self, piece: Piece) -> pl.DataFrame:
         text = piece.text.decode("utf-8")
         stand_in = ""

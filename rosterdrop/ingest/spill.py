@@ -24,11 +24,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.ipc
 
-from rosterdrop.ingest.keys import ROW
+from rosterdrop.ingest.columns import HASH, KEY, KEYHASH, RECORD, ROW, SAME
 from rosterdrop.ingest.lookup import HashIndex
-from rosterdrop.ingest.mapping import RECORD, SAME, stored_columns
+from rosterdrop.ingest.mapping import stored_columns
 from rosterdrop.roster.hashes import entity_slices
-from rosterdrop.roster.schema import HASH, KEY, KEYHASH
+from rosterdrop.timing import timed
 
 RANGES = 16
 FINGERPRINT_SEED = 20261124
@@ -136,6 +136,7 @@ class Spill:
             return None
         return self._held_as_is(fingerprints(mapped.select(KEYHASH, HASH)))
 
+    @timed("spill", batch=True)
     def write(self, mapped: pl.DataFrame) -> pl.Series | None:
         """Keep the batch's key, data and hash, with the row numbers the checks gave them.
 

@@ -15,15 +15,12 @@ from functools import cached_property
 import polars as pl
 
 from rosterdrop.formats.spec import Column, Dialect, FileSpec, Joined, Mode, Type
+from rosterdrop.ingest.columns import FAULT, LINE, STATUS
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Finding, FindingLog
-from rosterdrop.ingest.read import LINE
 from rosterdrop.roster.schema import ID_LENGTH, LIST_LENGTH, REFS, TEXT_LENGTH, max_length
+from rosterdrop.timing import timed
 
 SAMPLES = 100
-STATUS = "_status"
-# On a skipped row (RowChecker.rejected), FAULT + column is true where that column's value was
-# why: a key made from it names no record the district meant.
-FAULT = "_fault:"
 # Values in issues are cut to this many characters.
 SHOWN = 200
 # Types whose rule refuses any value with a control character: only other columns are looked at.
@@ -567,6 +564,7 @@ class RowChecker:
         self._bulk_status_rows = 0
         self._seen: dict[str, pl.DataFrame] = {}
 
+    @timed("validate", batch=True)
     def check(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Return the batch with fixable values normalised and invalid rows removed."""
         return self.check_prepared(self.prepare(frame))

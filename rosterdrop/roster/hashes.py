@@ -31,6 +31,7 @@ from rosterdrop import process
 from rosterdrop.roster import store
 from rosterdrop.roster.models import ENTITIES
 from rosterdrop.roster.schema import KEY
+from rosterdrop.timing import timed
 
 COLUMNS = list(store.SNAPSHOT_SCHEMA)
 
@@ -100,6 +101,7 @@ class Snapshot:
         mapping = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         return pa.ipc.open_file(pa.py_buffer(mapping)).read_all()
 
+    @timed("frame")
     def frame(self, keys: bool = True) -> pl.DataFrame:
         """The whole snapshot, its records grouped by entity; without the key strings unless
         `keys`, which is a fifth of the memory."""
@@ -207,6 +209,7 @@ def none() -> Records:
     return Records(pl.DataFrame(schema={c: store.SNAPSHOT_SCHEMA[c] for c in HASHED}))
 
 
+@timed("stage snapshot")
 def stage(district_id: int, parts: Iterable[pl.DataFrame | pa.RecordBatch]) -> Path:
     """Write a snapshot, part after part, under a temporary name; `publish` names it once
     its roster is committed. Parts in Arrow are written as they are (read from a snapshot)."""
@@ -259,6 +262,7 @@ def vouch(district_id: int, token: int, vouched: dict[str, str]) -> None:
     os.replace(name, path)
 
 
+@timed("save")
 def save(district_id: int, token: int, frame: pl.DataFrame) -> None:
     """Write the snapshot for `token`, rebuilt from the database: it vouches for nothing."""
     publish(district_id, token, stage(district_id, [frame]), {})

@@ -20,6 +20,8 @@ from pathlib import Path
 import adbc_driver_sqlite.dbapi as adbc
 import polars as pl
 
+from rosterdrop.timing import timed
+
 TABLE = "staged"
 # The main connection's name for an attached staged file: a prefix and a number.
 ALIAS = "rd_staged_"
@@ -34,6 +36,7 @@ class Staged:
     columns: tuple[str, ...]
 
 
+@timed("db staged (thread)", batch=True)
 def stage(frame: pl.DataFrame, folder: Path) -> Staged:
     """Write `frame` to a new staged file in `folder` (text and integer columns)."""
     fd, name = tempfile.mkstemp(dir=folder, prefix="staged-", suffix=".sqlite3")

@@ -21,6 +21,7 @@ from rosterdrop.roster.models import ENTITIES, MODELS, RosterToken, Status, new_
 from rosterdrop.roster.natural import SEPARATOR, hash_joined, key_hash
 from rosterdrop.roster.schema import FIELDS, HASH, KEY, KEYHASH, METADATA, NATURAL_KEYS
 from rosterdrop.roster.staging import Staged
+from rosterdrop.timing import timed
 
 # Entity and status as enums: a byte each instead of a string on millions of rows.
 SNAPSHOT_SCHEMA: dict[str, PolarsDataType] = {
@@ -111,6 +112,7 @@ def _literal(value: object) -> str:
     return str(int(value)) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
 
 
+@timed("db insert", batch=True)
 def _load(
     cur: Cursor, table: str, frame: pl.DataFrame, constants: dict[str, object] | None = None
 ) -> None:
@@ -194,6 +196,7 @@ def _from_keyed(keyed: str, district_id: int, entity: str) -> str:
     )
 
 
+@timed("db update", batch=True)
 def _update_keyed(
     cur: Cursor,
     keyed: str,
@@ -221,6 +224,7 @@ def _update_keyed(
     )
 
 
+@timed("db old data", batch=True)
 def old_data(cur: Cursor, district_id: int, entity: str, keys: pl.DataFrame) -> pl.DataFrame:
     """Stored fields and metadata (as JSON text) of the given keys (column _key), for the
     field-level before/after of changed records."""
@@ -292,6 +296,7 @@ def new_rows(entity: str, records: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+@timed("db insert staged", batch=True)
 def _insert_staged(
     cur: Cursor, table_name: str, staged: Staged, constants: dict[str, object]
 ) -> None:
