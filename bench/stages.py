@@ -58,11 +58,11 @@ def main() -> int:
     django.setup()
     from rosterdrop import timing
     from rosterdrop.districts.models import District
-    from rosterdrop.ingest import pipeline
+    from rosterdrop.ingest import syncs
 
     timing.listen(report)
     district = District.objects.get(slug=args.district)
-    sync = pipeline.import_path(district, args.path, dry_run=args.dry_run)
+    sync = syncs.import_path(district, args.path, dry_run=args.dry_run)
     total = time.perf_counter() - START
     print(f"{total:7.1f} {sync.status}  {memory()}", file=sys.stderr)
     for label, seconds in SUMS.items():

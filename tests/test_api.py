@@ -9,7 +9,7 @@ from django.test import Client
 from helpers import edit
 from web_fixtures import held_sync
 
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("import_inline")]
 

@@ -13,7 +13,7 @@ from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import receive, stored_file
 from rosterdrop.ingest.models import Sync
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.intake import hostkey, tlscert
 from rosterdrop.roster.models import ENTITIES, records
 

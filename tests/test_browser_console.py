@@ -130,7 +130,7 @@ def test_the_dashboard_chart_names_each_bar_by_its_district(
     from web_fixtures import held_sync
 
     from rosterdrop.districts.models import District
-    from rosterdrop.ingest.pipeline import import_path
+    from rosterdrop.ingest.syncs import import_path
 
     lincoln = District.objects.create(
         slug="lincoln",
@@ -257,7 +257,7 @@ def test_a_new_school_years_first_upload_is_held_as_a_term_rollover(
 ):
     from helpers import rows, write
 
-    from rosterdrop.ingest.pipeline import import_path
+    from rosterdrop.ingest.syncs import import_path
     from rosterdrop.roster.models import records
 
     assert import_path(district, school).status == "applied"  # a first upload is no rollover

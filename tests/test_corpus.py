@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import SCHOOL_SMALL
 
+from rosterdrop.ingest.engine import Settings, check
 from rosterdrop.ingest.findings import ERROR
-from rosterdrop.ingest.pipeline import check
 
 Upload = dict[str, bytes]
 # The school with LF line ends (its files have CRLF), so that each case says its line ends.
@@ -443,12 +443,12 @@ def test_the_corpus_is_big_enough():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_check(case: Case, tmp_path, settings):
-    from rosterdrop.ingest.pipeline import expand
+    from rosterdrop.ingest.reader import expand
 
     for name, value in case.settings.items():
         setattr(settings, name, value)
     path = write(tmp_path / "upload", case.build())
-    checked = check(expand(path))
+    checked = check(expand(path), Settings.named(None))
     issues = [(f.code, f.file, f.line) for f in checked.log.all()]
     problems = [(f.code, f.file, f.line) for f in checked.log.all() if f.severity != "warning"]
     assert status(checked) == case.status, problems[:5]
@@ -460,7 +460,7 @@ def test_check(case: Case, tmp_path, settings):
 @pytest.mark.parametrize("case", IMPORTED, ids=[c.name for c in IMPORTED])
 def test_import(case: Case, district, tmp_path, settings):
     """Over the small school in the roster: the sync's status, its issue, and nothing lost."""
-    from rosterdrop.ingest.pipeline import import_path
+    from rosterdrop.ingest.syncs import import_path
     from rosterdrop.roster.models import MODELS, records
 
     for name, value in case.settings.items():

@@ -12,8 +12,8 @@ from django.core.management import call_command
 from helpers import issues, rows, write
 
 from rosterdrop.districts.models import District
-from rosterdrop.ingest.pipeline import approve, import_path
 from rosterdrop.ingest.report import summary
+from rosterdrop.ingest.syncs import approve, import_path
 from rosterdrop.roster.models import records
 
 pytestmark = pytest.mark.django_db(transaction=True)

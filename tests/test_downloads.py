@@ -15,7 +15,7 @@ from rosterdrop.csvsafe import cell, csv_text
 from rosterdrop.custom.templates import save_template, suggest
 from rosterdrop.formats import FORMATS
 from rosterdrop.formats.download import file_templates
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,8 +15,10 @@ from django.test import Client
 from helpers import rows, write
 
 from rosterdrop.districts.models import District
-from rosterdrop.ingest.pipeline import check, expand, import_path
+from rosterdrop.ingest.engine import Settings, check
+from rosterdrop.ingest.reader import expand
 from rosterdrop.ingest.report import summary
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster.models import MODELS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -201,7 +203,7 @@ def export_bytes(district, *args: str) -> bytes:
 def errors_when_read(package: bytes, tmp_path: Path) -> list[dict]:
     path = tmp_path / "package.zip"
     path.write_bytes(package)
-    result = check(expand(path), "oneroster-1.2", "cp1252").as_dict()
+    result = check(expand(path), Settings.named("oneroster-1.2")).as_dict()
     return [i for i in result["issues"] if i["severity"] in ("fatal", "error")]
 
 

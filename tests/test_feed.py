@@ -12,7 +12,7 @@ from django.utils import timezone
 from helpers import rows, write
 
 from rosterdrop.feed.models import Batch, Counter, Event
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster.models import ENTITIES, MODELS
 
 pytestmark = pytest.mark.django_db(transaction=True)

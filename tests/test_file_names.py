@@ -14,7 +14,7 @@ from web_fixtures import signed_in
 
 from rosterdrop.formats import FORMATS
 from rosterdrop.inbox.store import receive
-from rosterdrop.ingest.pipeline import check
+from rosterdrop.ingest.engine import Settings, check
 from rosterdrop.intake import worker
 
 OEA = SAMPLES / "sds-openeducationanalytics" / "v1-lowercase"  # Microsoft's, in lower case
@@ -37,7 +37,7 @@ def test_a_misnamed_file_in_a_zip_is_told_in_the_words_of_the_spec(school, tmp_p
     with zipfile.ZipFile(path, "w") as z:
         for f in school.iterdir():
             z.write(f, f.name)
-    found = check([path], "oneroster-1.1").as_dict()["issues"]
+    found = check([path], Settings.named("oneroster-1.1")).as_dict()["issues"]
     [misnamed] = [i for i in found if i["code"] == "file_misnamed"]
     assert misnamed["message"] == FORMATS["oneroster-1.1"].claim("Categories.csv").reason
     assert "Did you mean categories.csv?" in misnamed["message"]

@@ -8,7 +8,9 @@ from conftest import SAMPLES
 from django.conf import settings
 from helpers import rows, same_rows_new_bytes, write
 
-from rosterdrop.ingest.pipeline import check, expand, import_path
+from rosterdrop.ingest.engine import Settings, check
+from rosterdrop.ingest.reader import expand
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster.models import records
 
 SDS = SAMPLES / "sds-microsoft"
@@ -17,7 +19,7 @@ BROKEN = SDS / "v2.1-2021-first-upload-with-errors"
 
 
 def validate(path: Path, fmt: str | None = None) -> dict:
-    checked = check(expand(path), fmt)
+    checked = check(expand(path), Settings.named(fmt))
     return {**checked.as_dict(), "reason": checked.reason}
 
 

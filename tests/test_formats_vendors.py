@@ -12,15 +12,17 @@ from helpers import edit, issues, rows, write
 
 from rosterdrop.formats.apple import APPLE_SCHOOL_MANAGER
 from rosterdrop.ingest.columns import LINE
-from rosterdrop.ingest.pipeline import check, expand, import_path
+from rosterdrop.ingest.engine import Settings, check
 from rosterdrop.ingest.read import read_table
+from rosterdrop.ingest.reader import expand
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster.models import records
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def validate(path: Path, fmt: str | None = None, account: str = "") -> dict:
-    checked = check(expand(path), fmt, account=account)
+    checked = check(expand(path), Settings.named(fmt, account))
     return {**checked.as_dict(), "reason": checked.reason}
 
 
@@ -114,9 +116,9 @@ def test_clever_student_without_name_is_skipped(folder):
 
 
 def accepted_keys(path: Path, entity: str) -> set[str]:
-    checked = check(expand(path), "clever")
+    checked = check(expand(path), Settings.named("clever"))
     assert not checked.fatal
-    return set(checked.accepted[entity]["_key"].to_list())
+    return set(checked.records.accepted[entity]["_key"].to_list())
 
 
 @CLEVER

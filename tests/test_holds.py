@@ -9,7 +9,7 @@ from web_fixtures import signed_in
 
 from rosterdrop.accounts.models import ApiToken
 from rosterdrop.ingest import hold_summary
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from test_vendors_parentsquare import FILES
 from web_fixtures import signed_in
 
 from rosterdrop.inbox.store import receive
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.intake import worker
 from rosterdrop.roster.models import records
 from rosterdrop.web.status import glance

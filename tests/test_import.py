@@ -11,8 +11,8 @@ from conftest import DISTRICT_LARGE
 from helpers import edit, rows, write
 
 from rosterdrop.ingest.models import Change
-from rosterdrop.ingest.pipeline import approve, import_path
 from rosterdrop.ingest.report import summary
+from rosterdrop.ingest.syncs import approve, import_path
 from rosterdrop.roster.models import MODELS, records
 from rosterdrop.roster.store import roster_token
 from rosterdrop.web.data import search_records

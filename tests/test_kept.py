@@ -14,7 +14,7 @@ import pytest
 from helpers import edit, rows, write
 
 from rosterdrop.ingest.models import Issue
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster.models import records
 
 pytestmark = pytest.mark.django_db(transaction=True)

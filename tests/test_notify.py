@@ -18,7 +18,7 @@ from helpers import edit, rows, write
 from rosterdrop import notify
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import receive
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.notify.models import OutboxMail, Subscription
 
 pytestmark = pytest.mark.django_db(transaction=True)

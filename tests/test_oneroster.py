@@ -21,7 +21,7 @@ from hypothesis import settings as hypothesis_settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from rosterdrop.ingest.models import Sync
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.oneroster import endpoints
 from rosterdrop.oneroster.models import AccessToken
 from rosterdrop.roster.models import MODELS

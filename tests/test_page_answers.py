@@ -14,8 +14,8 @@ from rosterdrop.inbox import retention
 from rosterdrop.inbox.store import stored_file
 from rosterdrop.ingest import hold_summary, report
 from rosterdrop.ingest.models import HeldSummary, IssueRow, RosterGaps
-from rosterdrop.ingest.pipeline import import_path
 from rosterdrop.ingest.sent_rows import read_rows
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster.models import records
 from rosterdrop.web.assistant import gaps, trace
 from rosterdrop.web.sis import members

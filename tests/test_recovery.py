@@ -112,7 +112,7 @@ def test_a_move_not_declared_raises(district, school):
 
 def test_a_move_made_by_someone_else_first_is_a_conflict(district):
     from rosterdrop.ingest.models import Sync
-    from rosterdrop.ingest.pipeline import discard
+    from rosterdrop.ingest.syncs import discard
 
     sync = states.start(district, [])
     states.move(sync, SyncStatus.HELD)
@@ -310,7 +310,7 @@ def test_a_failed_sync_is_retried_by_an_operator_as_a_new_sync(district, school,
     from django.test import Client
     from web_fixtures import make_user
 
-    from rosterdrop.ingest.pipeline import import_path
+    from rosterdrop.ingest.syncs import import_path
     from rosterdrop.web.status import glance
 
     settings.WEB_IMPORT_IN_BACKGROUND = False

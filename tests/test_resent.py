@@ -4,8 +4,8 @@ no-change sync with the earlier sync's issues, without being read again."""
 import pytest
 from helpers import edit
 
-from rosterdrop.ingest import pipeline
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest import syncs
+from rosterdrop.ingest.syncs import import_path
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,7 +18,7 @@ def _not_read(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("the files were read again")
 
-    monkeypatch.setattr(pipeline, "run", refuse)
+    monkeypatch.setattr(syncs, "run", refuse)
 
 
 def test_same_files_again_are_recognised_not_read(district, school, monkeypatch):

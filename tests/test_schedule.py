@@ -121,7 +121,7 @@ def test_counts_have_thousands_separators_and_pages_say_next(district, school, a
 
 def test_sync_durations_are_in_seconds(district, school, admin):
     from rosterdrop.ingest.models import Sync
-    from rosterdrop.ingest.pipeline import import_path
+    from rosterdrop.ingest.syncs import import_path
 
     sync = import_path(district, school)
     Sync.objects.filter(pk=sync.pk).update(finished_at=sync.started_at + timedelta(seconds=3.24))

@@ -114,7 +114,7 @@ def make_upload(district, name, seconds_ago=0.0, source="sftp") -> Upload:
 @pytest.fixture
 def imported(monkeypatch):
     """Replace the pipeline: record which sets would be imported."""
-    from rosterdrop.ingest import pipeline
+    from rosterdrop.ingest import syncs
     from rosterdrop.ingest.models import Sync
 
     calls = []
@@ -125,7 +125,7 @@ def imported(monkeypatch):
         Upload.objects.filter(pk__in=[u.pk for u in uploads]).update(status="imported")
         return sync
 
-    monkeypatch.setattr(pipeline, "import_uploads", fake)
+    monkeypatch.setattr(syncs, "import_uploads", fake)
     return calls
 
 
@@ -171,10 +171,10 @@ def test_worker_newer_copy_wins_and_paused_waits(district, imported):
 
 @pytest.mark.django_db(transaction=True)
 def test_worker_case_hint_and_failure(district, monkeypatch):
-    from rosterdrop.ingest import pipeline
+    from rosterdrop.ingest import syncs
 
     make_upload(district, "Users.csv")
-    monkeypatch.setattr(pipeline, "import_uploads", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(syncs, "import_uploads", lambda *a, **k: 1 / 0)
     make_upload(district, "roster.zip")
     worker.run_once()
     assert "Did you mean users.csv?" in Upload.objects.get(filename="Users.csv").outcome

@@ -6,11 +6,13 @@ import zipfile
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db.models.signals import post_save
 
 from rosterdrop.custom.models import ImportTemplate
 from rosterdrop.custom.templates import export_json, import_json, suggest, try_sample
 from rosterdrop.districts.models import District
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.models import Sync
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster.models import records
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -81,6 +83,32 @@ def test_templates_import_through_the_engine(custom, tmp_path):
     assert "metadata" not in zoe.data  # "Notes" is ignored: not kept
     birth = records(custom, "demographics").get(sourced_id="000123")
     assert birth.data["birthDate"] == "2017-04-02"
+
+
+def test_an_import_reads_its_files_with_the_one_format_its_digest_names(custom, tmp_path):
+    """The district's format is resolved once per import: a template saved as an import
+    starts cannot have the files read one way while the import is recorded as another (its
+    digest then passes off later files read with the other template as already imported)."""
+    save_templates(custom)
+    (tmp_path / "Campuses.csv").write_text(SCHOOLS, encoding="utf-8")
+    (tmp_path / "Students Export.csv").write_text(STUDENTS, encoding="utf-8")
+    students = ImportTemplate.objects.filter(district=custom, file_name="Students Export.csv")
+    as_saved = students.get().columns
+    swapped = {**as_saved, "fname": "last_name", "lname": "first_name"}
+
+    def save_meanwhile(sender, created: bool, **kwargs) -> None:
+        if created:
+            students.update(columns=swapped)
+
+    post_save.connect(save_meanwhile, sender=Sync)
+    try:
+        assert import_path(custom, tmp_path).status == "applied"
+    finally:
+        post_save.disconnect(save_meanwhile, sender=Sync)
+    students.update(columns=as_saved)
+    import_path(custom, tmp_path)  # the same files, under the template as first saved
+    zoe = records(custom, "users").get(sourced_id="000123")
+    assert (zoe.data["givenName"], zoe.data["familyName"]) == ("Zoë", "O'Brien")
 
 
 def test_a_file_matching_no_template_is_reported(custom, tmp_path):

@@ -9,11 +9,11 @@ import pytest
 from helpers import rows, write
 
 from rosterdrop.formats import FORMATS
-from rosterdrop.ingest.pipeline import check
+from rosterdrop.ingest.engine import Settings, check
 
 
 def validate(folder: Path, fmt: str = "oneroster-1.1", strict: bool = False) -> dict:
-    return check(sorted(folder.iterdir()), fmt, strict=strict).as_dict()
+    return check(sorted(folder.iterdir()), Settings.named(fmt, strict=strict)).as_dict()
 
 
 def fatal(result: dict) -> list[dict]:
@@ -103,7 +103,7 @@ def test_booleans_as_exports_write_them_are_read_with_a_warning(school, written)
 
 
 def test_a_strict_district_refuses_what_the_others_accept_with_a_warning(district, school):
-    from rosterdrop.ingest.pipeline import import_path
+    from rosterdrop.ingest.syncs import import_path
 
     (school / "manifest.csv").unlink()
     district.strict = True
@@ -116,7 +116,7 @@ def test_a_strict_district_refuses_what_the_others_accept_with_a_warning(distric
 
 
 def test_a_school_year_left_out_is_derived_from_the_sessions_end_date(district, school):
-    from rosterdrop.ingest.pipeline import import_path
+    from rosterdrop.ingest.syncs import import_path
     from rosterdrop.roster.models import records
 
     table = rows(school / "academicSessions.csv")
@@ -191,7 +191,7 @@ def test_a_date_whose_meaning_is_certain_is_read_with_a_warning(school, written,
 
 
 def test_a_certain_date_is_stored_as_the_date_it_was_read_as(district, school):
-    from rosterdrop.ingest.pipeline import import_path
+    from rosterdrop.ingest.syncs import import_path
     from rosterdrop.roster.models import records
 
     table = rows(school / "academicSessions.csv")

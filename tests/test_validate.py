@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from helpers import edit, issues, rows, write
 
-from rosterdrop.ingest.pipeline import check, expand
+from rosterdrop.ingest.engine import Settings, check
+from rosterdrop.ingest.reader import expand
 
 
 def validate(path: Path, fmt: str | None = None) -> dict:
-    return check(expand(path), fmt).as_dict()
+    return check(expand(path), Settings.named(fmt)).as_dict()
 
 
 def test_small_school_is_clean_and_counted(school):

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from helpers import issues
 
-from rosterdrop.ingest.pipeline import check, import_path
+from rosterdrop.ingest.engine import Settings, check
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster.models import records
 
 MANIFEST = "District ID,District Name,School Year\noakridge,Oak Ridge SD,2026-2027\n"
@@ -60,7 +61,7 @@ def alo_zip(tmp_path: Path, **changes: str | None) -> Path:
 
 
 def validate(path: Path) -> dict:
-    return check([path], "alo", account="oakridge").as_dict()
+    return check([path], Settings.named("alo", "oakridge")).as_dict()
 
 
 def test_a_clean_zip_whose_two_enrollment_files_both_number_their_ids_from_1_is_applied(

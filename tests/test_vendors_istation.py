@@ -7,7 +7,7 @@ import test_notify
 
 from rosterdrop.custom.templates import suggest
 from rosterdrop.districts.models import District
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.notify.models import OutboxMail, Subscription
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 from web_fixtures import signed_in
 
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,7 +114,7 @@ def test_an_id_in_the_roster_is_said_to_be_there_with_a_link(synced, district, a
 
 
 def test_a_header_with_dashes_says_what_was_found_and_the_other_files_are_checked_too(tmp_path):
-    from rosterdrop.ingest.pipeline import check
+    from rosterdrop.ingest.engine import Settings, check
 
     folder = tmp_path / "nightly"
     folder.mkdir()
@@ -123,7 +123,7 @@ def test_a_header_with_dashes_says_what_was_found_and_the_other_files_are_checke
     sections = FILES["sections.csv"].replace("section_id,school_id", "section-id,school-id", 1)
     (folder / "sections.csv").write_text(sections, encoding="utf-8")
     (folder / "schools.csv").unlink()
-    found = check(sorted(folder.iterdir()), "parentsquare").as_dict()["issues"]
+    found = check(sorted(folder.iterdir()), Settings.named("parentsquare")).as_dict()["issues"]
     [header] = [i for i in found if i["code"] == "header_missing_column"]
     assert header["severity"] == "fatal" and header["file"] == "sections.csv"
     assert "found 'section-id': this format uses underscores" in header["message"]

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 from helpers import edit
 
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.ingest.validate import RowChecker
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -6,7 +6,7 @@ from django.test import Client
 from django.urls import reverse
 from web_fixtures import PASSWORD, held_sync, signed_in
 
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster.models import records
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -14,7 +14,7 @@ from rosterdrop.audit.models import AuditEvent
 from rosterdrop.inbox import store
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest.models import Sync
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("import_inline")]
 moto_endpoint, s3, backend = s3_fixtures.moto_endpoint, s3_fixtures.s3, s3_fixtures.backend

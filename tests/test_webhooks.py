@@ -22,7 +22,7 @@ from standardwebhooks import Webhook
 
 from rosterdrop.feed import webhooks
 from rosterdrop.feed.models import Batch, Delivery, Subscription
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,7 +7,7 @@ from helpers import rows, write
 
 from rosterdrop.accounts.models import Profile
 from rosterdrop.districts.models import District
-from rosterdrop.ingest.pipeline import import_path
+from rosterdrop.ingest.syncs import import_path
 
 PASSWORD = "a long enough password"
 

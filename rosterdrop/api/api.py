@@ -16,15 +16,12 @@ from rosterdrop.api.schemas import (
     SyncOut,
     UploadOut,
 )
-from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.feed.api import router as feed_router
 from rosterdrop.feed.api import webhook_router
 from rosterdrop.inbox.downloads import NotKept, raw_download
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import states
-from rosterdrop.ingest.jobs import start_approval, start_retry
+from rosterdrop.ingest import jobs, states
 from rosterdrop.ingest.models import Sync, with_sync_times
-from rosterdrop.ingest.pipeline import discard
 from rosterdrop.roster.models import ENTITIES, records
 
 api = NinjaAPI(
@@ -130,23 +127,13 @@ def _decide(request, sync_id: int, decision: str) -> Sync:
     sync = _sync(request, sync_id)
     if not may_decide_holds(request.auth, sync.district):
         raise HttpError(403, "Only operators, or this district's admins if it lets them, decide.")
-    if sync.status != Sync.Status.HELD:
-        raise HttpError(409, f"Sync {sync.pk} is {sync.status}, not held.")
-    who = request.auth.get_username()
-    if decision == "approve":
-        if not start_approval(sync, who):
-            raise HttpError(409, "This sync was decided by someone else first.")
-    else:
-        try:
-            discard(sync, who)
-        except states.Conflict:
-            raise HttpError(409, "This sync was decided by someone else first.") from None
-    record(
-        AuditEvent.Kind.ADMIN,
-        login=who,
-        ip=request.META.get("REMOTE_ADDR"),
-        detail=f"api: {decision} held sync {sync.pk} of {sync.district.slug}",
-    )
+    try:
+        who, ip = request.auth.get_username(), request.META.get("REMOTE_ADDR")
+        jobs.decide(sync, jobs.Decision(decision), who, ip, via="api: ")
+    except jobs.NotHeld as exc:
+        raise HttpError(409, str(exc)) from None
+    except states.Conflict:
+        raise HttpError(409, "This sync was decided by someone else first.") from None
     sync.refresh_from_db()
     return sync
 
@@ -173,15 +160,11 @@ def retry_sync(request, sync_id: int):
         raise HttpError(403, "Only operators retry syncs.")
     sync = _sync(request, sync_id)
     try:
-        again = start_retry(sync)
+        again = jobs.retry(
+            sync, request.auth.get_username(), request.META.get("REMOTE_ADDR"), via="api: "
+        )
     except states.IllegalMove as exc:
         raise HttpError(409, f"Cannot retry: {exc}.") from None
-    record(
-        AuditEvent.Kind.ADMIN,
-        login=request.auth.get_username(),
-        ip=request.META.get("REMOTE_ADDR"),
-        detail=f"api: retry sync {sync.pk} of {sync.district.slug} as sync {again.pk}",
-    )
     again.refresh_from_db()
     return again
 

@@ -27,11 +27,11 @@ from rosterdrop.formats.common import enrollment, person
 from rosterdrop.formats.spec import Column, Dialect, FileSpec, FormatSpec, Mode, Output, Type
 from rosterdrop.ingest.columns import LINE
 from rosterdrop.ingest.decode import decode
-from rosterdrop.ingest.findings import FATAL, Failure, Finding
+from rosterdrop.ingest.findings import FATAL, Failure, Finding, FindingLog
 from rosterdrop.ingest.keys import check_keys
 from rosterdrop.ingest.outcome import Checked
-from rosterdrop.ingest.pipeline import read_file
 from rosterdrop.ingest.read import read_table
+from rosterdrop.ingest.reader import Reader
 from rosterdrop.ingest.unpack import Member
 
 ID, SCHOOL = "id", "school_id"
@@ -339,27 +339,29 @@ def suggest(district, file_name: str, kind: str, header: list[str], **settings):
 
 def try_sample(template, path: Path, fallback_encoding: str = "cp1252") -> dict:
     """Validate a sample file against a (possibly unsaved) template: the validate JSON shape."""
-    checked = Checked(format="custom", reason=f"the template for {template.file_name}")
+    log = FindingLog()
+    reason = f"the template for {template.file_name}"
     missing = problems(template)
     if missing:
-        checked.log.add(Finding(FATAL, "template_incomplete", "The template is not complete: "
-                                + "; ".join(missing) + ".", template.file_name))  # fmt: skip
-        return checked.as_dict()
+        log.add(Finding(FATAL, "template_incomplete", "The template is not complete: "
+                        + "; ".join(missing) + ".", template.file_name))  # fmt: skip
+        return Checked("custom", reason, log=log).as_dict()
     spec = as_format([template], "this import template")
     file = spec.files[0]
     member = Member(template.file_name, path.stat().st_size, lambda: path.open("rb"), "")
+    # The engine's own reader, on one file under a spec not yet in the database.
+    reader = Reader(log, fallback_encoding)
     try:
-        # The pipeline's own read stage, on one file under a spec not yet in the database.
-        read_file(checked, spec, file, member, file.mode, fallback_encoding, None)
+        reader.read_file(spec, file, member, file.mode)
     except Failure as failure:
-        checked.log.add(failure.finding)
-        return checked.as_dict()
+        log.add(failure.finding)
+        return Checked("custom", reason, tuple(reader.files), log=log).as_dict()
     # One file alone: check references among its own records only (its schools come later).
-    sent = set(checked.entities)
+    sent = set(reader.entities)
     refs = {e: tuple(r for r in rs if r.target in sent) for e, rs in spec.references.items()}
-    accepted = check_keys(checked.entities, {}, checked.log, refs)
-    checked.counts = {e: f.height for e, f in accepted.items()}
-    return checked.as_dict()
+    accepted = check_keys(reader.entities, {}, log, refs)
+    counts = {e: f.height for e, f in accepted.items()}
+    return Checked("custom", reason, tuple(reader.files), counts, log).as_dict()
 
 
 EXPORTED = (

@@ -11,7 +11,7 @@ import csv
 import difflib
 from dataclasses import dataclass, replace
 
-from rosterdrop.formats import FORMATS, get_format
+from rosterdrop.formats import FORMATS
 from rosterdrop.formats.spec import FileSpec, FormatSpec, Manifest, Mode
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding, FindingLog
@@ -158,15 +158,16 @@ def detect(members: dict[str, Member]) -> tuple[FormatSpec, str]:
 
 
 def match(
-    members: list[Member], format_slug: str | None, log: FindingLog, account: str = ""
+    members: list[Member], configured: FormatSpec | None, log: FindingLog, account: str = ""
 ) -> Matched:
-    """The files of an upload, each with its spec and mode. Every problem with the files as
-    a set (a missing, extra or misnamed file, the manifest) is logged, all of them at once;
-    the files that are there are returned all the same, so that their headers and rows are
-    checked too (nothing is applied once anything is fatal)."""
+    """The files of an upload, each with its spec and mode: the `configured` format's, or
+    the one recognised. Every problem with the files as a set (a missing, extra or
+    misnamed file, the manifest) is logged, all of them at once; the files that are there
+    are returned all the same, so that their headers and rows are checked too (nothing is
+    applied once anything is fatal). `account`: the receiving district's slug."""
     by_name = {m.name: m for m in members}
-    if format_slug:
-        spec, reason = get_format(format_slug, account), "the format configured for the district"
+    if configured is not None:
+        spec, reason = configured, "the format configured for the district"
     else:
         spec, reason = detect(by_name)
     log.fatal_codes, log.format_title = spec.fatal, spec.title

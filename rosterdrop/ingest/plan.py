@@ -48,7 +48,7 @@ class EntityPlan:
     # not removed, not changed.
     kept: pl.Series = field(default_factory=lambda: pl.Series(KEY, [], pl.String))
     # _row numbers of a delta's tobedeleted rows naming no record of the roster: nothing to
-    # remove, and the district is told (pipeline._report_unknown).
+    # remove, and the district is told (engine.py).
     unknown: pl.Series = field(default_factory=lambda: pl.Series(ROW, [], pl.UInt32))
 
     @property

@@ -33,7 +33,7 @@ from django.utils import timezone
 from rosterdrop import process
 from rosterdrop.inbox import storage
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import pipeline, states
+from rosterdrop.ingest import states, syncs
 from rosterdrop.ingest.models import Sync, SyncStatus
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def _recover(sync, done: Recovered) -> None:
     )
     done.interrupted.append(sync.pk)
     done.reimported.append(again.pk)
-    pipeline.import_uploads(sync.district, uploads, sync=again)
+    syncs.import_uploads(sync.district, uploads, sync=again)
 
 
 def _settle_finished(district=None) -> int:

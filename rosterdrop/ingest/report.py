@@ -40,7 +40,7 @@ def _sync_values(outcome: Outcome) -> dict:
     return {
         "status": outcome.status,
         "format": outcome.checked.format,
-        "files": outcome.checked.files,
+        "files": [f.as_dict() for f in outcome.checked.files],
         "changes": outcome.plan.changes if outcome.plan else {},
         "message": _stored(outcome.message),
         "finished_at": datetime.now(UTC),

@@ -16,21 +16,21 @@ import hashlib
 from django.db import connection, transaction
 from django.utils import timezone
 
+from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import states
 from rosterdrop.ingest.models import Issue, Sync
 from rosterdrop.ingest.plan import COUNTS
-from rosterdrop.ingest.vouched import context
 from rosterdrop.roster.store import roster_token
 
 # The statuses of syncs whose result still holds while the roster keeps their token.
 REPEATABLE = (Sync.Status.APPLIED, Sync.Status.APPLIED_WITH_ERRORS, Sync.Status.NO_CHANGES)
 
 
-def input_digest(district, uploads) -> str:
+def input_digest(context: str, uploads: list[Upload]) -> str:
     """sha256 of everything that decides what importing these uploads finds: how rows are
-    read (vouched.context) and the files."""
+    read (`context`: vouched.context) and the files."""
     digest = hashlib.sha256()
-    for part in (context(district), *sorted(f"{u.filename}\0{u.sha256}" for u in uploads)):
+    for part in (context, *sorted(f"{u.filename}\0{u.sha256}" for u in uploads)):
         digest.update(part.encode() + b"\n")
     return digest.hexdigest()
 

@@ -12,14 +12,15 @@ name, classes by school, enrollments by school and grade, students moving grade.
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import polars as pl
 
-from rosterdrop.ingest.keys import ROW
+from rosterdrop.districts.models import District
+from rosterdrop.ingest.columns import KEY, ROW
 from rosterdrop.ingest.outcome import Checked
 from rosterdrop.ingest.plan import EntityPlan, Plan
 from rosterdrop.roster.models import records
-from rosterdrop.roster.schema import KEY
 
 YEAR = re.compile(r"\d{4}")
 SESSION_FIELDS = ("title", "type", "startDate", "endDate", "schoolYear")
@@ -36,7 +37,7 @@ def _year(school_year: str | None, end_date: str | None) -> int | None:
     return int(years[0]) if years else None
 
 
-def _grade_key(grade: str) -> tuple:
+def _grade_key(grade: str) -> tuple[int, int, str]:
     return (0, int(grade), "") if grade.isdigit() else (-1, 0, grade)
 
 
@@ -48,7 +49,7 @@ def _grade(grades: str | None) -> str:
 
 def _spilled(checked: Checked, entity: str, rows: pl.Series, *fields: str) -> pl.DataFrame:
     """The upload's records of an entity with these row numbers: their key and fields."""
-    spill = checked.spills.get(entity)
+    spill = checked.records.spills.get(entity)
     columns = [KEY, *fields]
     empty = pl.DataFrame(schema={c: pl.String for c in columns})
     if spill is None or not len(rows):
@@ -61,7 +62,9 @@ def _spilled(checked: Checked, entity: str, rows: pl.Series, *fields: str) -> pl
     return pl.concat(parts) if parts else empty
 
 
-def _roster(district, entity: str, field: str, ids: Iterable[str], *columns: str) -> Iterator:
+def _roster(
+    district: District, entity: str, field: str, ids: Iterable[str], *columns: str
+) -> Iterator[tuple[Any, ...]]:
     """The roster's records of an entity whose `field` is one of these IDs: these columns."""
     ids = list(dict.fromkeys(ids))
     for start in range(0, len(ids), CHUNK):
@@ -79,7 +82,7 @@ def _removed(plan: Plan, entity: str) -> list[str]:
     return ep.removed.to_list() if ep is not None else []
 
 
-def starts_school_year(plan: Plan, checked: Checked, district) -> dict | None:
+def starts_school_year(plan: Plan, checked: Checked, district: District) -> dict[str, Any] | None:
     """What the upload would end and start, if it starts a new school year; else None."""
     sessions: EntityPlan | None = plan.entities.get("academicSessions")
     if sessions is None or not len(sessions.added):

@@ -241,7 +241,7 @@ def _loose_member(path: Path) -> Member:
 
 def unpack(paths: list[Path], limits: Limits, log: FindingLog | None = None) -> list[Member]:
     """Members of one upload: one zip, or several loose files (a folder is expanded by the
-    caller, `pipeline.expand`). Warnings (entries ignored) go to `log`."""
+    caller, `reader.expand`). Warnings (entries ignored) go to `log`."""
     log = FindingLog() if log is None else log
     for path in paths:
         if path.name.lower().endswith(".zip") and path.is_file() and not is_zip(path):

@@ -16,18 +16,14 @@ which context, is kept with its snapshot (roster/hashes.py) and carried from syn
 import hashlib
 from importlib.metadata import version
 
-from rosterdrop.formats import get_format
 from rosterdrop.formats.spec import FileSpec, FormatSpec, Mode
 
 
-def context(district) -> str:
-    """sha256 of what decides how a row is checked and mapped."""
-    try:
-        spec = repr(get_format(district.format, district.slug))
-    except ValueError:
-        spec = f"unknown format {district.format!r}"
+def context(district_id: int, fallback_encoding: str, spec: FormatSpec | None) -> str:
+    """sha256 of what decides how a row is checked and mapped: this rosterdrop, the
+    district's fallback encoding and the format spec the import reads with (engine.Settings)."""
     digest = hashlib.sha256()
-    for part in (version("rosterdrop"), str(district.pk), district.fallback_encoding, spec):
+    for part in (version("rosterdrop"), str(district_id), fallback_encoding, repr(spec)):
         digest.update(part.encode() + b"\n")
     return digest.hexdigest()
 

@@ -24,7 +24,7 @@ from rosterdrop.districts.models import District
 from rosterdrop.formats import get_format
 from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import pipeline, recovery, states
+from rosterdrop.ingest import recovery, states, syncs
 from rosterdrop.ingest.claims import claim_uploads
 from rosterdrop.ingest.models import Sync, SyncStatus
 from rosterdrop.intake import folder
@@ -137,7 +137,7 @@ def import_set(district: District, uploads: list[Upload]) -> Sync | None:
     names = ", ".join(u.filename for u in uploads)
     log.info("importing %s for %s", names, district.slug)
     try:
-        sync = pipeline.import_uploads(district, uploads)
+        sync = syncs.import_uploads(district, uploads)
     except Exception as exc:  # one bad import must not stop the worker
         log.exception("import of %s for %s failed", names, district.slug)
         _finish(uploads, Upload.Status.FAILED, f"The import stopped with an error: {exc}")

@@ -8,7 +8,7 @@ from django.shortcuts import render
 
 from rosterdrop import process
 from rosterdrop.ingest.district_check import check_for_district
-from rosterdrop.ingest.pipeline import tmp_dir
+from rosterdrop.ingest.engine import tmp_dir
 
 
 def check_only(request, district, files) -> object:

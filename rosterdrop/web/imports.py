@@ -9,7 +9,7 @@ from rosterdrop import process
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import check_quota, receive
-from rosterdrop.ingest.pipeline import tmp_dir
+from rosterdrop.ingest.engine import tmp_dir
 
 
 def receive_files(district, files: list[UploadedFile], login: str, ip: str | None) -> list[Upload]:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import local_copy
 from rosterdrop.ingest.findings import Failure
-from rosterdrop.ingest.pipeline import limits
+from rosterdrop.ingest.reader import limits
 from rosterdrop.ingest.unpack import Member, is_zip, unpack
 
 

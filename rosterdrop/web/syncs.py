@@ -11,10 +11,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 from rosterdrop.accounts.access import may_decide_holds
 from rosterdrop.accounts.decorators import client_ip, district_view, require_operator
 from rosterdrop.audit.models import AuditEvent, record
-from rosterdrop.ingest import hold_summary, states
-from rosterdrop.ingest.jobs import start_approval, start_retry
+from rosterdrop.ingest import hold_summary, jobs, states
+from rosterdrop.ingest.engine import APPLIED
 from rosterdrop.ingest.models import Change, Issue, Sync
-from rosterdrop.ingest.pipeline import APPLIED, discard
 from rosterdrop.ingest.report import ISSUE_COLUMNS
 from rosterdrop.roster.models import ENTITIES, records
 from rosterdrop.web.downloads import csv_response
@@ -196,29 +195,19 @@ def decide(request, district, pk: int, decision: str):
                 "hold": hold_summary.of(sync),
             },
         )
-    if sync.status != Sync.Status.HELD:
-        messages.error(request, f"Sync {sync.pk} is {sync.get_status_display()}, not held.")
-        return redirect("web:sync", district.slug, sync.pk)
-    if decision == "approve":
-        ok = start_approval(sync, who)
-        messages.success(
-            request,
-            f"Sync {sync.pk} approved; applying now."
-            if ok
-            else "Someone else decided this sync first.",
-        )
+    try:
+        jobs.decide(sync, jobs.Decision(decision), who, client_ip(request))
+    except jobs.NotHeld as exc:
+        messages.error(request, str(exc))
+    except states.Conflict:
+        messages.error(request, "Someone else decided this sync first.")
     else:
-        try:
-            discard(sync, who)
-            messages.success(request, f"Sync {sync.pk} discarded; the roster is unchanged.")
-        except states.Conflict:
-            messages.error(request, "Someone else decided this sync first.")
-    record(
-        AuditEvent.Kind.ADMIN,
-        login=who,
-        ip=client_ip(request),
-        detail=f"{decision} held sync {sync.pk} of {district.slug}",
-    )
+        done = (
+            "approved; applying now"
+            if decision == "approve"
+            else "discarded; the roster is unchanged"
+        )
+        messages.success(request, f"Sync {sync.pk} {done}.")
     return redirect("web:sync", district.slug, sync.pk)
 
 
@@ -229,15 +218,9 @@ def retry(request, district, pk: int):
     require_operator(request)
     sync = get_object_or_404(Sync, pk=pk, district=district)
     try:
-        again = start_retry(sync)
+        again = jobs.retry(sync, request.user.get_username(), client_ip(request))
     except states.IllegalMove as exc:
         messages.error(request, f"Cannot retry: {exc}.")
         return redirect("web:sync", district.slug, sync.pk)
-    record(
-        AuditEvent.Kind.ADMIN,
-        login=request.user.get_username(),
-        ip=client_ip(request),
-        detail=f"retry sync {sync.pk} of {district.slug} as sync {again.pk}",
-    )
     messages.success(request, f"Sync {sync.pk} is imported again as sync {again.pk}.")
     return redirect("web:sync", district.slug, again.pk)

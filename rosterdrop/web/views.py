@@ -19,7 +19,7 @@ from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import QuotaExceeded
 from rosterdrop.ingest.jobs import start_import
 from rosterdrop.ingest.models import Sync
-from rosterdrop.ingest.pipeline import claimed
+from rosterdrop.ingest.syncs import claimed
 from rosterdrop.notify.models import Subscription
 from rosterdrop.web.check_only import check_only
 from rosterdrop.web.connection import connection_for

@@ -6,8 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.store import QuotaExceeded
-from rosterdrop.ingest.pipeline import claimed, import_uploads, receive_path
 from rosterdrop.ingest.report import summary
+from rosterdrop.ingest.syncs import claimed, import_uploads, receive_path
 from rosterdrop.ingest.text import describe
 
 

@@ -5,8 +5,8 @@ from django.core.management.base import CommandError
 from rosterdrop.cli import ActionCommand
 from rosterdrop.ingest import states
 from rosterdrop.ingest.models import Sync
-from rosterdrop.ingest.pipeline import approve, discard, retry
 from rosterdrop.ingest.report import summary
+from rosterdrop.ingest.syncs import approve, discard, retry
 from rosterdrop.ingest.text import describe
 
 

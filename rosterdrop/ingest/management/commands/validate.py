@@ -6,7 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from rosterdrop.formats import CUSTOM, FORMATS
 from rosterdrop.ingest.district_check import check_for_district
-from rosterdrop.ingest.pipeline import check, expand
+from rosterdrop.ingest.engine import Settings, check
+from rosterdrop.ingest.reader import expand
 from rosterdrop.ingest.text import describe
 
 
@@ -48,7 +49,8 @@ class Command(BaseCommand):
                 strict=strict,
             )
         else:
-            checked = check(expand(path), format, encoding or "cp1252", strict=strict)
+            settings = Settings.named(format, fallback_encoding=encoding or "cp1252", strict=strict)
+            checked = check(expand(path), settings)
         result = checked.as_dict()
         if json:
             self.stdout.write(jsonlib.dumps({**result, "format_reason": checked.reason}, indent=2))

@@ -1,0 +1,255 @@
+"""The reader: one file of an upload -> checked, mapped records, batch by batch.
+
+A `Reader` reads the files of one upload, one `read_file` at a time: each is decoded, its
+header checked, its rows checked (validate) and mapped to the records of each entity it feeds
+(mapping), their record data spilled to disk when given a spill folder (spill.py), their keys
+and references kept for the checks across rows and files (keys.py), every issue in its log.
+The engine reads every file of an upload with one (engine.check); the custom templates'
+wizard reads a sample file with one (custom/templates.try_sample).
+"""
+
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import polars as pl
+from django.conf import settings
+
+from rosterdrop.formats.spec import FileSpec, FormatSpec, Mode, Output
+from rosterdrop.ingest.columns import KEY, LINE, NATURAL, SAME, STATUS
+from rosterdrop.ingest.decode import decode
+from rosterdrop.ingest.findings import FindingLog
+from rosterdrop.ingest.keys import EntityRows
+from rosterdrop.ingest.links import LinkValues, gather
+from rosterdrop.ingest.mapping import (
+    extra_columns,
+    key_columns,
+    key_prefix,
+    key_sources,
+    map_batch,
+    message_columns,
+    natural_key,
+)
+from rosterdrop.ingest.read import read_table
+from rosterdrop.ingest.spill import Spill, SpillFolder
+from rosterdrop.ingest.unpack import Limits, Member
+from rosterdrop.ingest.validate import RowChecker, check_header, faulty, unreadable_id
+from rosterdrop.ingest.vouched import vouchable
+from rosterdrop.timing import timed
+
+# Told (file name, rows read so far) while a file is read: the CLI's progress line.
+Progress = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """A file as it was read: its name as sent, its rows and the encoding it was read in."""
+
+    name: str
+    rows: int
+    encoding: str
+
+    def as_dict(self) -> dict[str, str | int]:
+        return {"name": self.name, "rows": self.rows, "encoding": self.encoding}
+
+
+def limits() -> Limits:
+    """The bounds of an upload's zip (members, bytes, ratio): past them nothing more is read."""
+    return Limits(settings.ZIP_MAX_MEMBERS, settings.ZIP_MAX_TOTAL_BYTES, settings.ZIP_MAX_RATIO)
+
+
+def expand(path: Path) -> list[Path]:
+    """A folder stands for the files in it (not those of its subfolders, nor hidden ones)."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
+    return [path]
+
+
+class Reader:
+    """The files of one upload read so far: their records by entity, their spills, the values
+    of the format's links between files, and what was found, in `log`.
+
+    `fallback`: the encoding of a file that is not UTF-8 and whose format names none;
+    `spill`: where record data goes (None: nothing is spilled, as for a sample file);
+    `vouched`: the entities whose records the roster vouches for (ingest/vouched.py).
+    """
+
+    def __init__(
+        self,
+        log: FindingLog,
+        fallback: str = "cp1252",
+        spill: SpillFolder | None = None,
+        vouched: frozenset[str] = frozenset(),
+        progress: Progress | None = None,
+    ) -> None:
+        self.log, self.fallback, self.spill = log, fallback, spill
+        self.vouched, self.progress = vouched, progress
+        self.entities: dict[str, EntityRows] = {}
+        self.spills: dict[str, Spill] = {}
+        self.links = LinkValues()
+        self.files: list[FileRead] = []
+
+    @timed("read_file")
+    def read_file(self, fmt: FormatSpec, file: FileSpec, member: Member, mode: Mode) -> None:
+        """Read one file: decoded, its header checked, its rows checked and mapped to records
+        (spilled to disk when there is a spill folder), every issue in the log."""
+        assert file.dialect is not None  # a FormatSpec gives each of its files a dialect
+        with member.open() as stream:
+            decoded = decode(stream, file.name, file.dialect.encoding or self.fallback)
+            table = read_table(
+                file.name, decoded.chunks, file.dialect.delimiters, file.dialect.escapechar
+            )
+            if not check_header(file, table.header, fmt.header_order, self.log):
+                table.batches.close()
+                return
+            checker = RowChecker(file, table.header, mode, self.log)
+            extras = extra_columns(file, table.header)
+            for output in file.outputs:  # a file with no rows fills its entities all the same
+                self._rows_of(file, output, mode)
+            vouching = (
+                self.spill is not None
+                and vouchable(fmt, file, mode, checker.checked_columns, extras)
+                and file.outputs[0].entity in self.vouched
+            )
+            # Closed here, whatever happens: batches are read ahead from this open stream.
+            with closing(table.batches):
+                for batch in table.batches:
+                    if vouching:
+                        self._read_vouched(file, mode, checker, batch, extras)
+                    else:
+                        checked = checker.check(batch)
+                        gather(self.links, fmt, file, checked)
+                        for output in file.outputs:
+                            mapped = map_batch(file, output, checked, extras)
+                            self._keep(file, output, mode, mapped)
+                        self._keep_skipped(file, mode, checker, extras)
+                    if self.progress:
+                        self.progress(file.name, checker.rows)
+            checker.finish()
+            self.log.extend(decoded.findings)
+            self.log.extend(table.findings)
+            self.files.append(FileRead(file.name, checker.rows, decoded.encoding))
+
+    def close(self) -> None:
+        """Close the spills: their record data stays on disk for the plan and apply."""
+        for spill in self.spills.values():
+            spill.close()
+
+    def _read_vouched(
+        self,
+        file: FileSpec,
+        mode: Mode,
+        checker: RowChecker,
+        batch: pl.DataFrame,
+        extras: list[str],
+    ) -> None:
+        """A batch of a file the roster vouches for: mapped first, and only the rows whose
+        records the roster does not hold as they are are checked (then mapped again, fixed)."""
+        [output] = file.outputs
+        batch = checker.prepare(batch)
+        mapped = map_batch(file, output, batch, extras)
+        same = self._spill_of(output.entity).match(mapped)
+        held = None if same is None else same.is_not_null() & (mapped[STATUS] == "active")
+        if same is None or held is None or not held.any():
+            mapped = map_batch(file, output, checker.check_prepared(batch), extras)
+        elif held.all():  # the usual nightly batch: nothing to check
+            mapped = mapped.with_columns(same)
+            checker.rejected = batch.clear()
+        else:
+            rest = map_batch(file, output, checker.check_prepared(batch.filter(~held)), extras)
+            mapped = pl.concat(
+                [mapped.filter(held).with_columns(same.filter(held)), rest], how="diagonal"
+            ).sort(LINE)
+        self._keep(file, output, mode, mapped)
+        self._keep_skipped(file, mode, checker, extras)
+
+    def _rows_of(
+        self, file: FileSpec, output: Output, mode: Mode, spilled: bool = True
+    ) -> EntityRows:
+        """The records of an output's entity, from every file that fills it."""
+        rows = self.entities.setdefault(
+            output.entity, EntityRows(output.entity, mode, derived=output.derived)
+        )
+        rows.columns.setdefault(file.name, message_columns(output))
+        shape = (output.key_space, key_columns(output))
+        if shape not in rows.keys.setdefault(file.name, []):
+            rows.keys[file.name].append(shape)
+        if spilled and self.spill is not None:
+            self._spill_of(output.entity)
+        return rows
+
+    def _keep(self, file: FileSpec, output: Output, mode: Mode, mapped: pl.DataFrame) -> None:
+        """Spill a mapped batch's record data and keep its keys for the checks across rows."""
+        rows = self._rows_of(file, output, mode)
+        if self.spill is not None:
+            same = self._spill_of(output.entity).write(mapped)
+            if same is not None:
+                mapped = mapped.with_columns(same)
+        rows.add(_with_natural_key(output, mapped), file.name, output.derived)
+
+    def _keep_skipped(
+        self, file: FileSpec, mode: Mode, checker: RowChecker, extras: list[str]
+    ) -> None:
+        """The keys of the rows the checks just skipped: a reference to one of them is told
+        why, and in a full file the roster keeps their records as they were (ingest/kept.py)."""
+        if not checker.rejected.height:
+            return
+        for output in file.outputs:
+            keys = map_batch(file, output, checker.rejected, extras).select(KEY, LINE)
+            self._rows_of(file, output, mode, spilled=False).add_skipped(keys, file.name)
+        if mode == Mode.BULK:
+            self._keep_rejected(file, checker.rejected, extras)
+
+    def _keep_rejected(self, file: FileSpec, rejected: pl.DataFrame, extras: list[str]) -> None:
+        """The records that skipped rows of a full file name keep what the roster holds: mapped
+        as sent, spaces around values aside, for their keys; the records made from a row's list
+        items also by the row's own key (a prefix of theirs). A row whose own ID cannot be read
+        might be any record: its file removes nothing. Nor does it remove any record made from
+        other columns of a row skipped for one of those columns' values (Clever's course, keyed
+        by its school, of a section without one): that record's key is not known."""
+        # An ID sent with spaces around it still names its record.
+        rejected = rejected.with_columns(pl.col(pl.String).str.strip_chars())
+        present = set(rejected.columns)
+        primary = file.outputs[0]
+        unknown = rejected.filter(unreadable_id(primary.key, present))[LINE]
+        for output in file.outputs:
+            kept = self.entities[output.entity].kept
+            keys = map_batch(file, output, rejected, extras).select(KEY, LINE)
+            kept.add(keys, file.name)
+            if output is primary:
+                continue
+            if output.key[: len(primary.key)] == primary.key:
+                prefixes = rejected.select(key_prefix(primary.key, present).alias(KEY), LINE)
+                kept.add(prefixes, file.name, prefix=True)
+                continue
+            lost = rejected.filter(faulty(key_sources(file, output, present), present))[LINE]
+            if len(lost) and not len(unknown):
+                kept.unread.setdefault(file.name, int(cast(int, lost.min())))
+        if len(unknown):
+            for output in file.outputs:
+                unread = self.entities[output.entity].kept.unread
+                unread.setdefault(file.name, int(cast(int, unknown.min())))
+
+    def _spill_of(self, entity: str) -> Spill:
+        assert self.spill is not None
+        if entity not in self.spills:
+            self.spills[entity] = self.spill.open(entity)
+        return self.spills[entity]
+
+
+def _with_natural_key(output: Output, mapped: pl.DataFrame) -> pl.DataFrame:
+    """The natural key's hash, for the records the roster does not hold as they are (SAME):
+    only records to write are ever paired by it (5M enrollments: ~0.3 s otherwise)."""
+    natural = natural_key(output)
+    if natural is None:
+        return mapped
+    if SAME not in mapped.columns:
+        return mapped.with_columns(natural)
+    at = np.flatnonzero(mapped[SAME].is_null().to_numpy())
+    values = pl.repeat(None, mapped.height, dtype=pl.Int64, eager=True).alias(NATURAL)
+    if len(at):
+        values = values.scatter(at, mapped[at].select(natural).to_series())
+    return mapped.with_columns(values)
