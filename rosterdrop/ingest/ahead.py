@@ -7,7 +7,7 @@ C, which let go of the GIL: the next item is made on the second core while this 
 import queue
 import threading
 from collections.abc import Generator, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 _END = object()
@@ -19,10 +19,10 @@ def ahead(items: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     Exceptions reach the consumer as raised; closing the generator stops the thread before
     whatever it reads from is closed.
     """
-    ready: queue.Queue = queue.Queue(maxsize=depth)
+    ready: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def hand_over(item, error=None) -> bool:
+    def hand_over(item: Any, error: BaseException | None = None) -> bool:
         while not stop.is_set():
             try:
                 ready.put((item, error), timeout=0.1)

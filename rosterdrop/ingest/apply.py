@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -24,13 +24,15 @@ from rosterdrop.roster.schema import FIELDS, METADATA
 from rosterdrop.roster.staging import Staged
 from rosterdrop.timing import timed
 
+# A raw DB-API cursor in the sync's transaction (store.bulk_connection).
+Cursor = Any
 # Rows of record data in memory at once while writing.
 WINDOW = 100_000
 CHANGE_COLUMNS = ("sync_id", "entity", "sourced_id", "action", "fields")
 
 
 @timed("field changes", batch=True)
-def field_changes(before: dict, after: dict) -> list[dict]:
+def field_changes(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
     """[{field, before, after}] for every canonical field (and metadata column) that differs.
 
     `before` and `after`: the record's fields, with its metadata as JSON text (or None).
@@ -47,8 +49,10 @@ def field_changes(before: dict, after: dict) -> list[dict]:
 
 
 @timed("apply_plan")
-def apply_plan(conn, plan: Plan, spills: dict[str, Spill], district_id: int, sync_id: int) -> None:
-    changes: list[tuple] = []
+def apply_plan(
+    conn: Cursor, plan: Plan, spills: dict[str, Spill], district_id: int, sync_id: int
+) -> None:
+    changes: list[tuple[Any, ...]] = []
     bulk = _Bulk.for_plan(plan)
     for entity, ep in plan.entities.items():
         _apply_entity(conn, ep, spills[entity], district_id, sync_id, changes, bulk)
@@ -98,7 +102,13 @@ class Window:
 
 
 def _apply_entity(
-    conn, ep: EntityPlan, spill: Spill, district_id: int, sync_id: int, changes: list, bulk
+    conn: Cursor,
+    ep: EntityPlan,
+    spill: Spill,
+    district_id: int,
+    sync_id: int,
+    changes: list[tuple[Any, ...]],
+    bulk: "_Bulk",
 ) -> None:
     """Write what the plan says, from the spill, in key order. The spill is read, filtered,
     sorted and staged in a thread one window ahead of the writes."""
@@ -151,7 +161,7 @@ def _windows(ep: EntityPlan, spill: Spill, bulk: _Bulk) -> Iterator[Window]:
         yield from _added_windows(ep.entity, pl.concat(added), spill.folder, files)
 
 
-def _added_windows(entity: str, rows: pl.DataFrame, folder: Path, files: bool):
+def _added_windows(entity: str, rows: pl.DataFrame, folder: Path, files: bool) -> Iterator[Window]:
     nothing = _no_records(entity)
     if files:
         yield Window(nothing, staging.stage(store.new_rows(entity, rows), folder))
@@ -165,7 +175,14 @@ def _no_records(entity: str) -> pl.DataFrame:
     return pl.DataFrame(schema={**columns, **dict.fromkeys(FIELDS[entity], pl.String)})
 
 
-def _apply_window(conn, ep: EntityPlan, window: Window, district_id, sync_id, changes):
+def _apply_window(
+    conn: Cursor,
+    ep: EntityPlan,
+    window: Window,
+    district_id: int,
+    sync_id: int,
+    changes: list[tuple[Any, ...]],
+) -> None:
     updated = window.changed.filter(pl.col("_action") == UPDATED)
     back = window.changed.filter(pl.col("_action") == REACTIVATED)
     if updated.height:

@@ -9,6 +9,7 @@ file is recorded as unmatched with the format's reason and its did-you-mean, and
 from dataclasses import dataclass, field
 
 from rosterdrop import notify
+from rosterdrop.districts.models import District
 from rosterdrop.formats import get_format
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import states
@@ -25,7 +26,7 @@ class Claimed:
         return self.packages + self.loose
 
 
-def claim_uploads(district, uploads: list[Upload], tell: bool = True) -> Claimed:
+def claim_uploads(district: District, uploads: list[Upload], tell: bool = True) -> Claimed:
     """Sort uploads by what the district's format says of their names; `tell`: mail the
     district about unmatched files (not for a dry run). Raises ValueError for a format
     that does not exist."""

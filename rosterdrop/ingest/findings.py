@@ -1,7 +1,9 @@
 """Issues as the pipeline finds them, before they are stored with a sync."""
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 FATAL, ERROR, WARNING = "fatal", "error", "warning"
 
@@ -52,7 +54,7 @@ class Finding:
     value: str = ""
     outcome: str = ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         found = asdict(self)
         del found["outcome"]
         return found
@@ -109,7 +111,7 @@ class FindingLog:
         if self._kinds[kind] <= KEEP_PER_KIND:
             self.findings.append(finding)
 
-    def extend(self, findings) -> None:
+    def extend(self, findings: Iterable[Finding]) -> None:
         for finding in findings:
             self.add(finding)
 

@@ -7,7 +7,7 @@ at all, or a row whose own ID could not be read, might be any record, so its fil
 nothing. The plan leaves these records as they are; the sync says which, and why.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,7 +69,9 @@ class Kept:
             found = found | keys.str.extract(start).is_in(prefixes).fill_null(False)
         return found.to_numpy()
 
-    def findings(self, entity: str, kept: pl.Series, column: Callable[[str], str]):
+    def findings(
+        self, entity: str, kept: pl.Series, column: Callable[[str], str]
+    ) -> Iterator[tuple[list[Finding], int]]:
         """Per file, a warning for each record kept because its row was skipped (the first
         SAMPLES) and how many there are. `kept`: their keys; `column(file)`: the ID column."""
         if self.unread or not len(kept):

@@ -33,6 +33,8 @@ from rosterdrop.timing import timed
 SAMPLES = 100
 # The keys of the roster's records of an entity at given positions (hashes.Snapshot.keys).
 RosterKeys = Callable[[str, np.ndarray], pl.Series]
+# The rows naming records of an entity nothing holds: their records, rows, values, reference.
+Unsent = tuple["EntityRows", pl.DataFrame, pl.Series, Ref]
 # Entities that records refer to.
 TARGETS = {ref.target for refs in REFS.values() for ref in refs}
 
@@ -178,7 +180,7 @@ def check_keys(
     empty = pl.Series(KEY, [], pl.String)
     targeted = {ref.target for entity_refs in refs.values() for ref in entity_refs}
     # Targets neither sent nor in the roster -> the references to them, told once.
-    unsent: dict[str, list[tuple]] = {}
+    unsent: dict[str, list[Unsent]] = {}
     for entity in ENTITIES:
         rows = entities.get(entity)
         if rows is None:
@@ -236,7 +238,7 @@ def check_keys(
     return accepted
 
 
-def _unsent(target: str, named: list[tuple], advice: str) -> Finding:
+def _unsent(target: str, named: list[Unsent], advice: str) -> Finding:
     """One issue for all the rows naming records of an entity that nothing holds (a custom
     district sending students but no schools): what is missing and how to fix it."""
     label = LABELS[target]
@@ -440,7 +442,13 @@ def _keys_of(entity: str, frame: pl.DataFrame, roster_keys: RosterKeys | None) -
 
 
 def _report_missing(
-    rows: EntityRows, frame, missing, values, ref, log: FindingLog, causes: pl.DataFrame
+    rows: EntityRows,
+    frame: pl.DataFrame,
+    missing: pl.Series,
+    values: pl.Series,
+    ref: Ref,
+    log: FindingLog,
+    causes: pl.DataFrame,
 ) -> None:
     """Broken references: to a record that was skipped for its own problem (reference_skipped,
     naming its row), or to one that is nowhere (reference_missing)."""

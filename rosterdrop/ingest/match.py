@@ -230,7 +230,9 @@ def match(
     return Matched(spec, reason, files)
 
 
-def _unknown_files(spec: FormatSpec, by_name: dict, read: set[str], log: FindingLog) -> None:
+def _unknown_files(
+    spec: FormatSpec, by_name: dict[str, Member], read: set[str], log: FindingLog
+) -> None:
     """Files the format does not claim: a near miss of a known name is an error, else a
     warning; either says what `FormatSpec.claim` says everywhere else."""
     for name in sorted(set(by_name) - read):

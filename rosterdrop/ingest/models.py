@@ -1,5 +1,7 @@
 """What each import did: the sync, its issues and its record-level changes."""
 
+from typing import Any
+
 from django.db import models
 
 from rosterdrop.districts.models import District
@@ -103,7 +105,7 @@ class Change(models.Model):
         ordering = ["id"]
 
 
-def with_sync_times(records: models.QuerySet) -> models.QuerySet:
+def with_sync_times(records: models.QuerySet[Any]) -> models.QuerySet[Any]:
     """Roster records with `first_seen_at` and `changed_at`: when the syncs that first wrote
     and last changed them finished (kept once per sync, not on every record)."""
 
@@ -112,9 +114,10 @@ def with_sync_times(records: models.QuerySet) -> models.QuerySet:
             Sync.objects.filter(pk=models.OuterRef(field)).values("finished_at")[:1]
         )
 
-    return records.annotate(
+    annotated: models.QuerySet[Any] = records.annotate(
         first_seen_at=finished("first_seen_sync_id"), changed_at=finished("changed_sync_id")
     )
+    return annotated
 
 
 class RosterGaps(models.Model):

@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -70,7 +71,7 @@ class EntityPlan:
 class Plan:
     entities: dict[str, EntityPlan] = field(default_factory=dict)
     # What it would end and start, when it starts a new school year (ingest/rollover.py).
-    rollover: dict | None = None
+    rollover: dict[str, Any] | None = None
 
     @property
     def changes(self) -> dict[str, dict[str, int]]:
@@ -118,7 +119,9 @@ class Plan:
         for entity in pending:
             yield from self._written_rows(entity, accepted)
 
-    def _written_rows(self, entity: str, accepted: dict[str, pl.DataFrame]):
+    def _written_rows(
+        self, entity: str, accepted: dict[str, pl.DataFrame]
+    ) -> Iterator[pl.DataFrame]:
         return _snapshot_rows(entity, _written(self.entities[entity], accepted[entity]))
 
 

@@ -373,7 +373,7 @@ class StrictReader:
             frame = frame.with_columns(pl.all().str.replace_all(stand_in, "\r", literal=True))
         return frame.with_columns(pl.Series(LINE, at, dtype=pl.UInt32))
 
-    def _reader(self, lines: list[str], pos: int):
+    def _reader(self, lines: list[str], pos: int) -> tuple[Iterator[str], Iterator[list[str]]]:
         """A csv reader over `lines` from `pos` on, and its source, whose place says how many
         lines the reader took (a list iterator starts at `pos` in O(1): its pickle state)."""
         source = iter(lines)
@@ -526,4 +526,5 @@ def _numbers(lines: list[str], first: int, escapechar: str) -> Sequence[int]:
     if not escapechar:
         return range(first, first + len(lines))
     counts = np.fromiter((line.count("\n") for line in lines), dtype=np.int64, count=len(lines))
-    return (first + np.concatenate(([0], np.cumsum(counts)[:-1]))).tolist()
+    numbers: list[int] = (first + np.concatenate(([0], np.cumsum(counts)[:-1]))).tolist()
+    return numbers

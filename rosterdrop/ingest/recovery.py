@@ -31,6 +31,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from rosterdrop import process
+from rosterdrop.districts.models import District
 from rosterdrop.inbox import storage
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import states, syncs
@@ -55,7 +56,7 @@ class Recovered:
     removed: list[Path] = field(default_factory=list)
 
 
-def recover(district=None) -> Recovered:
+def recover(district: District | None = None) -> Recovered:
     """Everything a crash left; or, given a `district` (a queue job holding its lock, so that
     no other recovery imports it at once), only that district's syncs and uploads."""
     done = Recovered()
@@ -90,7 +91,7 @@ def tidy() -> Recovered:
     )
 
 
-def _recover(sync, done: Recovered) -> None:
+def _recover(sync: Sync, done: Recovered) -> None:
 
     if sync.decided_by and not sync.dry_run:
         states.move(
@@ -115,7 +116,7 @@ def _recover(sync, done: Recovered) -> None:
         states.move(sync, SyncStatus.INTERRUPTED, message=stopped + how)
         done.interrupted.append(sync.pk)
         if not sync.dry_run:
-            states.settle(uploads, states.UploadStatus.FAILED, stopped + how)
+            states.settle(uploads, Upload.Status.FAILED, stopped + how)
         return
     again = states.start(sync.district, uploads, retry_of=sync)
     states.move(
@@ -126,9 +127,9 @@ def _recover(sync, done: Recovered) -> None:
     syncs.import_uploads(sync.district, uploads, sync=again)
 
 
-def _settle_finished(district=None) -> int:
+def _settle_finished(district: District | None = None) -> int:
     """Uploads still waiting although a sync of them finished (a crash between the two)."""
-    waiting = Upload.objects.filter(status=states.UploadStatus.RECEIVED, syncs__isnull=False)
+    waiting = Upload.objects.filter(status=Upload.Status.RECEIVED, syncs__isnull=False)
     if district is not None:
         waiting = waiting.filter(district=district)
     settled = 0
@@ -148,14 +149,14 @@ def _fail_never_started() -> int:
 
     cutoff = timezone.now() - timedelta(seconds=NEVER_STARTED_SECONDS)
     stranded = Upload.objects.filter(
-        status=states.UploadStatus.RECEIVED,
+        status=Upload.Status.RECEIVED,
         source__in=(Upload.Source.WEB, Upload.Source.CLI),
         syncs__isnull=True,
         received_at__lt=cutoff,
     )
     return states.settle(
         list(stranded),
-        states.UploadStatus.FAILED,
+        Upload.Status.FAILED,
         "The server stopped after receiving this file and before its import began; nothing "
         "was imported. Send the files again.",
         waiting_only=True,

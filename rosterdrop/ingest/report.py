@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from django.db import transaction
 
@@ -20,7 +21,7 @@ def _stored(text: str) -> str:
     return text.replace("\x00", "\\x00")
 
 
-def _issue_rows(sync: Sync, outcome: Outcome) -> list[dict]:
+def _issue_rows(sync: Sync, outcome: Outcome) -> list[dict[str, Any]]:
     return [
         {
             "sync_id": sync.pk,
@@ -36,7 +37,7 @@ def _issue_rows(sync: Sync, outcome: Outcome) -> list[dict]:
     ]
 
 
-def _sync_values(outcome: Outcome) -> dict:
+def _sync_values(outcome: Outcome) -> dict[str, Any]:
     return {
         "status": outcome.status,
         "format": outcome.checked.format,
@@ -55,7 +56,7 @@ def forget_findings(sync_id: int) -> None:
     Change.objects.filter(sync_id=sync_id).delete()
 
 
-def record_in(conn, sync: Sync, outcome: Outcome) -> None:
+def record_in(conn: Any, sync: Sync, outcome: Outcome) -> None:
     """Record an applied sync inside the transaction that applied it."""
     states.check(sync.status, outcome.status)
     rows = [tuple(row[c] for c in ISSUE_COLUMNS) for row in _issue_rows(sync, outcome)]
@@ -87,7 +88,7 @@ def record(sync: Sync, outcome: Outcome) -> None:
     states.move(sync, values.pop("status"), **values)
 
 
-def summary(sync: Sync) -> dict:
+def summary(sync: Sync) -> dict[str, Any]:
     """The object `rosterdrop import --json` prints."""
     return {
         "sync": sync.pk,

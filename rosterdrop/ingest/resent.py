@@ -16,6 +16,7 @@ import hashlib
 from django.db import connection, transaction
 from django.utils import timezone
 
+from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import states
 from rosterdrop.ingest.models import Issue, Sync
@@ -35,7 +36,7 @@ def input_digest(context: str, uploads: list[Upload]) -> str:
     return digest.hexdigest()
 
 
-def earlier_sync(district, digest: str) -> Sync | None:
+def earlier_sync(district: District, digest: str) -> Sync | None:
     """The latest sync of the same input whose result the roster still reflects."""
     return (
         Sync.objects.filter(
@@ -50,7 +51,7 @@ def earlier_sync(district, digest: str) -> Sync | None:
     )
 
 
-def _unchanged(changes: dict) -> dict:
+def _unchanged(changes: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     """The earlier sync's counts, as seen again: every record it kept is unchanged now."""
     return {
         entity: {

@@ -116,7 +116,7 @@ def starts_school_year(plan: Plan, checked: Checked, district: District) -> dict
     }
 
 
-def _classes_and_enrollments(plan: Plan, checked: Checked, district) -> dict:
+def _classes_and_enrollments(plan: Plan, checked: Checked, district: District) -> dict[str, Any]:
     """Classes ending and starting by school; enrollments by school and their class's grade."""
     sent = _spilled(checked, "classes", _added(plan, "classes"), "schoolSourcedId", "grades")
     classes = {k: (school, grades) for k, school, grades in sent.iter_rows()}
@@ -142,12 +142,12 @@ def _classes_and_enrollments(plan: Plan, checked: Checked, district) -> dict:
         {s for s, _ in classes.values()} | {s for *_, s in starting + ending},
     )
 
-    by_school: dict[str, Counter] = {}
+    by_school: dict[str, Counter[str]] = {}
     for key in gone_classes:
         by_school.setdefault(classes[key][0], Counter())["ending"] += 1
     for key in new_classes:
         by_school.setdefault(classes[key][0], Counter())["starting"] += 1
-    by_grade: dict[tuple[str, str], Counter] = {}
+    by_grade: dict[tuple[str, str], Counter[str]] = {}
     for side, rows in (("ending", ending), ("starting", starting)):
         for _, klass, school in rows:
             grade = _grade(classes.get(klass, ("", ""))[1])
@@ -170,14 +170,16 @@ def _classes_and_enrollments(plan: Plan, checked: Checked, district) -> dict:
     }
 
 
-def _school_names(checked: Checked, plan: Plan, district, ids: set[str]) -> dict[str, str]:
+def _school_names(
+    checked: Checked, plan: Plan, district: District, ids: set[str]
+) -> dict[str, str]:
     names = dict(_roster(district, "orgs", "sourced_id", ids, "sourced_id", "name"))
     sent = _spilled(checked, "orgs", _added(plan, "orgs"), "name")
     names.update(sent.iter_rows())
     return names
 
 
-def _grade_moves(plan: Plan, checked: Checked, district) -> list[dict]:
+def _grade_moves(plan: Plan, checked: Checked, district: District) -> list[dict[str, Any]]:
     """Students whose grade the upload changes: from, to, how many."""
     users = plan.entities.get("users")
     if users is None:

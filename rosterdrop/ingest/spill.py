@@ -94,7 +94,7 @@ class Fingerprinting:
                 self._done.update(names)
                 self._changed.notify_all()
 
-    def pop(self, entity: str, default=None) -> Held | None:
+    def pop(self, entity: str, default: Held | None = None) -> Held | None:
         with self._changed:
             self._changed.wait_for(lambda: entity in self._done)
             if self._error is not None:

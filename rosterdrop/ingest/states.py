@@ -16,11 +16,13 @@ import logging
 import threading
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
 
 from rosterdrop import process
+from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload, UploadStatus
 from rosterdrop.ingest.models import Sync, SyncStatus
 
@@ -72,7 +74,7 @@ def check(current: str, to: str) -> None:
         raise IllegalMove(f"a sync cannot go from {current} to {to}")
 
 
-def start(district, uploads: Iterable, **fields):
+def start(district: District, uploads: Iterable[Upload], **fields: Any) -> Sync:
     """A new running sync of `uploads`, owned by this process: one transaction, so that a
     running sync always has its uploads."""
     with transaction.atomic():
@@ -81,7 +83,7 @@ def start(district, uploads: Iterable, **fields):
     return sync
 
 
-def _owned() -> dict:
+def _owned() -> dict[str, Any]:
     """The fields of a sync this process starts running, its heartbeat kept from now on."""
     _beating()
     return {"runner": str(process.me()), "heartbeat_at": timezone.now()}
@@ -117,7 +119,7 @@ def beat() -> int:
     return mine.update(heartbeat_at=timezone.now())
 
 
-def is_dead(sync) -> bool:
+def is_dead(sync: Sync) -> bool:
     """Whether the process running `sync` is gone: one on this host by its pid and start
     time, one on another by a heartbeat older than the lease; a sync that names no process
     was started before processes were named."""
@@ -127,10 +129,10 @@ def is_dead(sync) -> bool:
     if runner.host == process.me().host:
         return not runner.alive
     beat = sync.heartbeat_at or sync.started_at
-    return beat < timezone.now() - timedelta(seconds=LEASE_SECONDS)
+    return bool(beat < timezone.now() - timedelta(seconds=LEASE_SECONDS))
 
 
-def move(sync, to: str, **fields) -> None:
+def move(sync: Sync, to: str, **fields: Any) -> None:
     """Move `sync` (as read) to `to`, with other fields written in the same UPDATE.
 
     A sync leaving `running` gets its finish time unless told one.
@@ -146,14 +148,14 @@ def move(sync, to: str, **fields) -> None:
         setattr(sync, name, value)
 
 
-def claim_approval(sync, who: str) -> None:
+def claim_approval(sync: Sync, who: str) -> None:
     """Take a held sync to apply it past the removal guard (raises Conflict if it is no
     longer held: a double click, or two operators). A running sync with `decided_by` set is an
     approval: if its process dies, recovery returns it to held."""
     move(sync, S.RUNNING, decided_by=who or "unknown", **_owned())
 
 
-def settle(uploads: Iterable, to: str, outcome: str, *, waiting_only: bool = False) -> int:
+def settle(uploads: Iterable[Upload], to: str, outcome: str, *, waiting_only: bool = False) -> int:
     """Say how the import of these uploads ended. `waiting_only`: settle only those still
     waiting (an upload an import already settled keeps what that import said)."""
     ids = [u.pk for u in uploads]

@@ -197,7 +197,7 @@ def apply_approved(sync: Sync) -> Sync:
 
 def discard(sync: Sync, who: str = "") -> Sync:
     """Raises states.Conflict if it is no longer held."""
-    states.move(sync, states.SyncStatus.DISCARDED, decided_by=who)
+    states.move(sync, Sync.Status.DISCARDED, decided_by=who)
     return sync
 
 

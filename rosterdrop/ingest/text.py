@@ -1,9 +1,11 @@
 """Plain-text summaries for the terminal."""
 
+from typing import Any
+
 SHOWN = 20
 
 
-def describe(result: dict, reason: str = "") -> str:
+def describe(result: dict[str, Any], reason: str = "") -> str:
     lines = []
     if result.get("format"):
         lines.append(f"Format: {result['format']}" + (f" ({reason})" if reason else ""))

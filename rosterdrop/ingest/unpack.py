@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from rosterdrop.ingest.findings import FATAL, WARNING, Failure, Finding, FindingLog
 
@@ -76,7 +76,7 @@ class _LimitedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:  # a writable buffer (io.RawIOBase)
         try:
             data = self._raw.read(len(buffer))
         except ZIP_ERRORS as exc:

@@ -320,7 +320,7 @@ def _year_range(e: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     return (last - first == 1).fill_null(False), parts.struct.field("2")
 
 
-def _enum_rule(col: Column, values: tuple[str, ...], quiet: bool, code: str, expected: str):
+def _enum_rule(col: Column, values: tuple[str, ...], quiet: bool, code: str, expected: str) -> Rule:
     """Exact values; other case folded (a warning, or silently where the format allows it)."""
     allowed = list(values)
     lowered = [v.lower() for v in values]

@@ -28,7 +28,9 @@ def context(district_id: int, fallback_encoding: str, spec: FormatSpec | None) -
     return digest.hexdigest()
 
 
-def vouchable(fmt: FormatSpec, file: FileSpec, mode: Mode, checked: list[str], extras: list[str]):
+def vouchable(
+    fmt: FormatSpec, file: FileSpec, mode: Mode, checked: list[str], extras: list[str]
+) -> bool:
     """Whether a record can vouch for the row it came from: a full (bulk) file feeding one
     entity, one record per row, whose checked columns (`checked`, by spec name) all reach the
     record, and where no check compares one row with another (unique values, links) nor
