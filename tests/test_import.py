@@ -201,7 +201,7 @@ def test_a_failure_while_copying_staged_records_applies_nothing(district, school
         row[header.index("sourcedId")] = f"new-{i}"
     write(school / "users.csv", users)
     monkeypatch.setattr(apply, "STAGE_MIN_ROWS", 10)
-    monkeypatch.setattr(store, "_insert_staged", lambda *a: (_ for _ in ()).throw(OSError("full")))
+    monkeypatch.setattr(store, "insert_staged", lambda *a: (_ for _ in ()).throw(OSError("full")))
     district.removal_threshold = 1.0
     district.save()
     sync = import_path(district, school)

@@ -273,7 +273,7 @@ def write_records(
         "changed_sync_id": sync_id,
     }
     if isinstance(added, Staged):
-        _insert_staged(cur, table(entity), added, constants)
+        insert_staged(cur, table(entity), added, constants)
     elif added.height:
         _load(cur, table(entity), new_rows(entity, added), constants)
     if changed.height:
@@ -297,7 +297,7 @@ def new_rows(entity: str, records: pl.DataFrame) -> pl.DataFrame:
 
 
 @timed("db insert staged", batch=True)
-def _insert_staged(
+def insert_staged(
     cur: Cursor, table_name: str, staged: Staged, constants: dict[str, object]
 ) -> None:
     """Copy a staged file's rows into `table_name`, in SQLite, with one statement."""
