@@ -26,7 +26,7 @@ from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.columns import FILE, KEY, LINE, ROW, STATUS
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding, FindingLog
 from rosterdrop.ingest.kept import unreadable, withheld
-from rosterdrop.ingest.keys import RosterKeys, check_keys
+from rosterdrop.ingest.keys import EntityRows, RosterKeys, check_keys
 from rosterdrop.ingest.links import check_links
 from rosterdrop.ingest.match import match
 from rosterdrop.ingest.models import Sync
@@ -141,23 +141,19 @@ def check(
         failed = True
     finally:
         reader.close()
-    found = Checked(
-        fmt.slug if fmt else "", reason, tuple(reader.files), log=log,
-        records=Records(reader.entities, spills=reader.spills),
-    )  # fmt: skip
+    files, slug = tuple(reader.files), fmt.slug if fmt else ""
     if fmt is None or failed or log.fatal:
-        return found
-    _withhold_removals(found)
+        records = Records(reader.entities, spills=reader.spills)
+        return Checked(slug, reason, files, log=log, records=records)
+    _withhold_removals(log, reader.entities)
     accepted = check_keys(
         reader.entities, against.known, log, fmt.references, against.keys, fmt.how_to_send
     )
     for rows in reader.entities.values():
         rows.release()
     counts = {e: int((frame[STATUS] == "active").sum()) for e, frame in accepted.items()}
-    return Checked(
-        found.format, reason, found.files, counts, log,
-        Records(reader.entities, accepted, reader.spills),
-    )  # fmt: skip
+    records = Records(reader.entities, accepted, reader.spills)
+    return Checked(slug, reason, files, counts, log, records)
 
 
 class ActiveKeys(Mapping[str, pl.Series]):
@@ -282,11 +278,11 @@ def _stage_snapshot(planned_against: hashes.Snapshot, plan: Plan, records: Recor
     return staged
 
 
-def _withhold_removals(checked: Checked) -> None:
+def _withhold_removals(log: FindingLog, entities: dict[str, EntityRows]) -> None:
     """A full file with a line that could not be read (findings.UNREADABLE) removes nothing of
     what it fills (ingest/kept.py): those records stay, and references to them resolve."""
-    for file, line in unreadable(checked.log.findings).items():
-        for rows in checked.records.entities.values():
+    for file, line in unreadable(log.findings).items():
+        for rows in entities.values():
             if file in rows.columns and rows.mode == Mode.BULK:
                 rows.kept.unread[file] = min(line, rows.kept.unread.get(file, line))
 
