@@ -22,10 +22,9 @@ from rosterdrop.ingest.spill import Spill
 from rosterdrop.roster import staging, store
 from rosterdrop.roster.schema import FIELDS, METADATA
 from rosterdrop.roster.staging import Staged
+from rosterdrop.roster.store import Cursor
 from rosterdrop.timing import timed
 
-# A raw DB-API cursor in the sync's transaction (store.bulk_connection).
-Cursor = Any
 # Rows of record data in memory at once while writing.
 WINDOW = 100_000
 CHANGE_COLUMNS = ("sync_id", "entity", "sourced_id", "action", "fields")

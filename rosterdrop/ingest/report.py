@@ -10,6 +10,7 @@ from rosterdrop.ingest import hold_summary, states
 from rosterdrop.ingest.models import Change, Issue, Sync
 from rosterdrop.ingest.outcome import Outcome
 from rosterdrop.roster import store
+from rosterdrop.roster.store import Cursor
 
 # A held sync lists what it would remove, up to this many records.
 HELD_CHANGES_SHOWN = 10_000
@@ -56,7 +57,7 @@ def forget_findings(sync_id: int) -> None:
     Change.objects.filter(sync_id=sync_id).delete()
 
 
-def record_in(conn: Any, sync: Sync, outcome: Outcome) -> None:
+def record_in(conn: Cursor, sync: Sync, outcome: Outcome) -> None:
     """Record an applied sync inside the transaction that applied it."""
     states.check(sync.status, outcome.status)
     rows = [tuple(row[c] for c in ISSUE_COLUMNS) for row in _issue_rows(sync, outcome)]
