@@ -6,7 +6,7 @@ enrollment read into Python); the roster changes only when a sync applies, so th
 counted then, in the database, and kept with the first IDs of each (`RosterGaps`).
 """
 
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from rosterdrop.ingest.models import RosterGaps
 from rosterdrop.roster.models import records
@@ -34,11 +34,17 @@ def _ids(district_id: int, entity: str, field: str, **where) -> QuerySet:
     return found.values(field)
 
 
+def _named(district_id: int, entity: str, field: str, **where) -> Exists:
+    """Whether an active record of `entity` names the outer record in `field`: one probe of
+    the roster's index on it per record (roster.models.LOOKUPS), where `NOT IN` a subquery
+    would have SQLite sort every enrollment first (measured: 14 s of CPU at 5M)."""
+    named = _active(district_id, entity).filter(**{field: OuterRef("sourced_id")}, **where)
+    return Exists(named)
+
+
 def _gaps(district_id: int) -> dict[str, QuerySet]:
-    """Each gap's records, as queries the database answers with one pass per subquery."""
-    enrollments = "enrollments"
+    """Each gap's records, as queries the database answers from its indexes."""
     roles = _active(district_id, "roles")
-    students = _ids(district_id, "roles", "userSourcedId", role="student")
     schools = _ids(district_id, "orgs", "sourced_id", type="school")
     # Parents and guardians belong to their children, not to a school.
     parent_roles = Q.create([("role__iexact", r) for r in PARENT_ROLES], Q.OR)
@@ -49,15 +55,15 @@ def _gaps(district_id: int) -> dict[str, QuerySet]:
     )
     users = _active(district_id, "users")
     classes = _active(district_id, "classes")
+    enrolled = _named(district_id, "enrollments", "userSourcedId")
+    student = _named(district_id, "roles", "userSourcedId", role="student")
     return {
-        "students_without_classes": users.filter(sourced_id__in=students).exclude(
-            sourced_id__in=_ids(district_id, enrollments, "userSourcedId")
-        ),
+        "students_without_classes": users.filter(student & ~enrolled),
         "classes_without_teacher": classes.exclude(
-            sourced_id__in=_ids(district_id, enrollments, "classSourcedId", role="teacher")
+            _named(district_id, "enrollments", "classSourcedId", role="teacher")
         ),
         "classes_without_students": classes.exclude(
-            sourced_id__in=_ids(district_id, enrollments, "classSourcedId", role="student")
+            _named(district_id, "enrollments", "classSourcedId", role="student")
         ),
         "users_in_no_school": users.exclude(placed),
     }

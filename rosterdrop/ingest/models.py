@@ -103,6 +103,8 @@ class Change(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # "why is X": the history of one ID, among every change of every sync.
+        indexes = [models.Index(fields=["sourced_id"], name="change_sourced_id")]
 
 
 def with_sync_times(records: models.QuerySet[Any]) -> models.QuerySet[Any]:
