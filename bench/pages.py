@@ -96,7 +96,7 @@ def timed(client, url: str, repeat: int) -> dict:
     }
 
 
-def measure(repeat: int) -> dict:
+def measure(repeat: int, only: list[str] | None = None) -> dict:
     """Each page's figures, in this process (Django set up from the environment)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rosterdrop.settings")
     import django
@@ -136,6 +136,8 @@ def measure(repeat: int) -> dict:
     figures: dict = {"engine": connection.vendor, "load_start": os.getloadavg()}
     cpu = time.process_time()
     for name, url in pages.items():
+        if only and name not in only:
+            continue
         figures[name] = timed(client, url, repeat)
         run.log(f"{name}: median {figures[name]['median_s']} s, {figures[name]['status']}")
     figures["cpu_s"] = round(time.process_time() - cpu, 2)
@@ -151,6 +153,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--reuse", action="store_true", help="time an earlier run's import")
     parser.add_argument("--data", type=Path, help="its data folder (default SIZE/pages-DB)")
+    parser.add_argument("--pages", nargs="+", help="time only these (default: all)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     data = args.data or args.workdir / args.size / f"pages-{args.db}"
@@ -163,7 +166,7 @@ def main() -> None:
             )
     else:
         os.environ.update(setup(args.size, args.db, args.workdir, sys.executable))
-    figures = {"size": args.size, "repeat": args.repeat, **measure(args.repeat)}
+    figures = {"size": args.size, "repeat": args.repeat, **measure(args.repeat, args.pages)}
     (data / "pages.json").write_text(json.dumps(figures, indent=2))
     if args.json:
         print(json.dumps(figures, indent=2))

@@ -194,3 +194,13 @@ def test_a_hold_is_counted_when_held_with_every_record_it_would_remove(
     assert [str(line) for line in hold_summary.of(sync)] == [
         f"{removed} enrollments, Mulberry Ashby Elementary School"
     ]
+
+
+def test_files_sent_again_show_the_rows_of_their_first_import(district, admin, school, broken):
+    first, _, teacher, line = broken
+    again = import_path(district, school)  # the same bytes: recognised, not read again
+    assert again.status == "no_changes" and again.pk != first.pk
+    rows = IssueRow.objects.filter(sync=again, file="users.csv", line=line)
+    assert [r.upload.syncs.filter(pk=again.pk).exists() for r in rows] == [True]
+    page = signed_in(admin).get(reverse("web:assistant", args=[district.slug])).content.decode()
+    assert teacher[1] in page[page.index("Staff not imported") :]

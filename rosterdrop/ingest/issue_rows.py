@@ -70,6 +70,23 @@ def keep(sync, uploads: list, paths: list[Path], findings: Iterable[Finding], li
         IssueRow.objects.bulk_create(rows)
 
 
+def repeat(sync, earlier, uploads: list) -> None:
+    """A sync of files seen before (ingest.resent) keeps the earlier one's rows, each with
+    its own upload of the same name: retention of either deletes its own."""
+    by_name = {upload.filename: upload for upload in uploads}
+    IssueRow.objects.bulk_create(
+        IssueRow(
+            sync=sync,
+            upload=by_name.get(row.upload.filename) if row.upload else None,
+            file=row.file,
+            line=row.line,
+            header=row.header,
+            cells=row.cells,
+        )
+        for row in earlier.issue_rows.select_related("upload")
+    )
+
+
 def of(sync) -> list[IssueRow]:
     return list(sync.issue_rows.order_by("file", "line"))
 

@@ -75,6 +75,7 @@ def _import(
     earlier = resent.earlier_sync(district, digest) if not approved else None
     if earlier is not None:
         resent.repeat(sync, earlier)
+        issue_rows.repeat(sync, earlier, uploads)
         return None
     work = process.mkdtemp("upload-", tmp_dir())
     try:
