@@ -5,6 +5,7 @@ scans of the files gave, with the raw uploads gone; retention still deletes what
 import datetime
 
 import pytest
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 from helpers import edit, rows, write
@@ -140,6 +141,14 @@ def test_why_gives_the_issues_and_causes_the_files_gave(district, broken):
     compared = 0
     for value in ids:
         answer = trace(district, value)
+        referring = [
+            records(district, "roles").filter(userSourcedId=value),
+            records(district, "agents").filter(Q(userSourcedId=value) | Q(agentSourcedId=value)),
+            records(district, "enrollments").filter(
+                Q(userSourcedId=value) | Q(classSourcedId=value)
+            ),
+        ]
+        assert answer.references == sum(r.count() for r in referring), value
         try:
             expected = issues_by_scan(sync, value, set())
         except Capped:
