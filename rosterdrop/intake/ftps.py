@@ -322,13 +322,20 @@ class ImplicitFTPSHandler(FTPSHandler):
 
 
 class _Server(ThreadedFTPServer):
-    """One listening port; each client connection runs in its own thread."""
+    """One listening port; each client connection runs in its own thread (`serving`: those
+    alive, which a graceful stop waits for)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.serving: set[threading.Thread] = set()
 
     def _loop(self, handler: FTPSHandler) -> None:
+        self.serving.add(threading.current_thread())
         try:
             super()._loop(handler)
         finally:
             connections.close_all()  # this thread's database connection
+            self.serving.discard(threading.current_thread())
 
 
 def tls_context(
@@ -391,10 +398,10 @@ class FTPSService:
             while not stop.is_set():
                 self.ioloop.loop(timeout=0.5, blocking=False)
             for server in self.servers:
-                server.close()
+                server.close()  # the listening socket only
             deadline = time.monotonic() + grace
-            while self.ioloop.socket_map and time.monotonic() < deadline:
-                self.ioloop.loop(timeout=0.5, blocking=False)
+            while any(s.serving for s in self.servers) and time.monotonic() < deadline:
+                time.sleep(0.1)
         finally:
             for server in self.servers:
                 server.close_all()

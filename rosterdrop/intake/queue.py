@@ -223,9 +223,11 @@ async def _run(stop: threading.Event, concurrency: int, grace: float) -> int:
         os._exit(HANDED_BACK)
 
 
-def migrate() -> None:
-    """Migrate the database at start; on PostgreSQL one process at a time, since front ends
-    and workers of one deployment may start together (key 0: no district has that id)."""
+def prepare() -> None:
+    """At the start of `serve` or `rosterdrop worker`: migrate the database, and on PostgreSQL
+    one process at a time (front ends and workers of a deployment may start together; key 0:
+    no district has that id), then settle what a dead process of this host left outside any
+    sync (its temporary files: no worker thread's recovery runs here to do it)."""
     if not settings.JOB_QUEUE:
         call_command("migrate", interactive=False, verbosity=0)
         return
@@ -236,6 +238,7 @@ def migrate() -> None:
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s, 0)", [LOCK_SPACE])
+    recovery.tidy()
 
 
 def depth() -> dict[str, int] | None:

@@ -89,7 +89,7 @@ class Command(BaseCommand):
         settings.SFTP_PORT = sftp_port
         settings.FTPS_PORT, settings.FTPS_IMPLICIT_PORT = ftps_port, ftps_implicit_port
         settings.FTPS_ENABLED = not no_ftps
-        queue.migrate()
+        queue.prepare()
         (_, key_print), *other_keys = hostkey.fingerprints()
         lines = [f"rosterdrop {settings.DATA_DIR}"]
         lines += self._operator()

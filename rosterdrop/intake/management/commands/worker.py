@@ -39,7 +39,7 @@ class Command(BaseCommand):
             )
         if concurrency < 1:
             raise CommandError("--concurrency must be 1 or more")
-        queue.migrate()
+        queue.prepare()
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
