@@ -5,11 +5,8 @@ import hashlib
 import os
 
 import pytest
-import s3_fixtures
 
 from rosterdrop.inbox import storage, store
-
-moto_endpoint, s3, backend = s3_fixtures.moto_endpoint, s3_fixtures.s3, s3_fixtures.backend
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import s3_fixtures
 from conftest import DISTRICT_LARGE
 from django.utils import timezone
 from s3_fixtures import is_stored
@@ -21,7 +20,6 @@ from rosterdrop.intake import folder
 from rosterdrop.intake.worker import apply_retention
 
 pytestmark = pytest.mark.django_db
-moto_endpoint, s3, backend = s3_fixtures.moto_endpoint, s3_fixtures.s3, s3_fixtures.backend
 
 
 def _upload(district, tmp_path, name: str, status: str, age_days: int) -> Upload:

@@ -11,16 +11,12 @@ import time
 
 import paramiko
 import pytest
-import s3_fixtures
 import sftp_fixtures
 from sftp_fixtures import DISTRICT_LARGE, ROSTERDROP, sha256
 
 from rosterdrop import process
 from rosterdrop.inbox import storage
 from rosterdrop.ingest import recovery
-
-make_server, sftp_template = sftp_fixtures.make_server, sftp_fixtures.sftp_template
-moto_endpoint, s3 = s3_fixtures.moto_endpoint, s3_fixtures.s3
 
 pytestmark = pytest.mark.slow
 

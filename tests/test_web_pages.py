@@ -5,7 +5,6 @@ import csv
 import io
 
 import pytest
-import s3_fixtures
 from django.urls import reverse
 from helpers import edit, rows, write
 from web_fixtures import held_sync, signed_in
@@ -17,7 +16,6 @@ from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.syncs import import_path
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("import_inline")]
-moto_endpoint, s3, backend = s3_fixtures.moto_endpoint, s3_fixtures.s3, s3_fixtures.backend
 
 
 def upload_files(client, district, paths):

@@ -431,9 +431,11 @@ class _S3Incoming:
         return self.digest.hexdigest()
 
     def _abandon(self) -> None:
-        """Stop sending and abort the multipart upload: S3 then drops every part sent."""
-        with contextlib.suppress(Exception):
-            self._drain()
+        """Stop sending (parts not yet begun are dropped) and abort the multipart upload: S3
+        then drops every part sent."""
+        if self.sender is not None:
+            self.sender.shutdown(wait=True, cancel_futures=True)
+            self.sender, self.sends = None, []
         if self.upload_id:
             self.s3.client.abort_multipart_upload(
                 Bucket=self.s3.bucket, Key=self.s3.name(self.key), UploadId=self.upload_id
