@@ -9,16 +9,13 @@ from django.shortcuts import render
 from rosterdrop.accounts.access import districts_for, is_operator
 from rosterdrop.accounts.models import Profile
 from rosterdrop.audit.models import AuditEvent
+from rosterdrop.intake.models import Login
 
 
 def _logins(districts) -> set[str]:
     names = set(
         Profile.objects.filter(district__in=districts).values_list("user__username", flat=True)
     )
-    try:
-        from rosterdrop.intake.models import Login
-    except ImportError:
-        return names
     return names | set(Login.objects.filter(district__in=districts).values_list("name", flat=True))
 
 

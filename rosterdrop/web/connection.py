@@ -1,9 +1,12 @@
-"""What a district needs to configure its SFTP client, from the intake app when present."""
+"""What a district needs to configure its SFTP or FTPS client: address, logins, fingerprints."""
 
 import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
+
+from rosterdrop.intake import hostkey, tlscert
+from rosterdrop.intake.models import Login
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +34,12 @@ def connection_for(district, request) -> Connection:
     host = settings.SFTP_PUBLIC_HOST or request.get_host().rsplit(":", 1)[0]
     port = settings.SFTP_PUBLIC_PORT or settings.SFTP_PORT
     result = Connection(host=host, port=port, fingerprint="")
-    try:
-        from rosterdrop.intake import hostkey
-        from rosterdrop.intake.models import Login
-    except ImportError:  # a deployment without the SFTP front end
-        return result
     result.logins = list(Login.objects.filter(district=district))
     try:
         (_, result.fingerprint), *result.other_fingerprints = hostkey.fingerprints()
     except Exception:
         log.exception("cannot read the SFTP host key")
     if settings.FTPS_ENABLED:
-        from rosterdrop.intake import tlscert
-
         result.ftps_port, result.ftps_implicit_port = (
             settings.FTPS_PORT,
             settings.FTPS_IMPLICIT_PORT,
