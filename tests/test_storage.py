@@ -12,6 +12,7 @@ import time
 import paramiko
 import pytest
 import sftp_fixtures
+from ftps_fixtures import curl
 from sftp_fixtures import DISTRICT_LARGE, ROSTERDROP, sha256
 
 from rosterdrop import process
@@ -21,11 +22,17 @@ from rosterdrop.ingest import recovery
 pytestmark = pytest.mark.slow
 
 
-def test_an_sftp_upload_lands_once_in_the_bucket_and_is_imported(make_server, s3):
-    """OpenSSH sftp through `serve`: the zip (over one part, so streamed in two) is one object
-    holding the bytes sent, imported from the bucket; no copy stays in the data folder."""
+@pytest.mark.parametrize("client", ["sftp", "ftps"])
+def test_an_upload_lands_once_in_the_bucket_and_is_imported(make_server, s3, client):
+    """OpenSSH sftp or curl's FTPS through `serve`: the zip (over one part, so streamed in two)
+    is one object holding the bytes sent, imported from the bucket; no copy stays in the data
+    folder."""
     server = make_server(**s3.env)
-    server.openssh(f"put {DISTRICT_LARGE} roster.zip\n")
+    if client == "sftp":
+        server.openssh(f"put {DISTRICT_LARGE} roster.zip\n")
+    else:
+        sent = curl(server, DISTRICT_LARGE, implicit=False, name="roster.zip")
+        assert sent.returncode == 0, sent.stderr
     server.wait_idle()
     [upload] = server.uploads()
     assert upload["status"] == "imported" and upload["sha256"] == sha256(DISTRICT_LARGE)
