@@ -72,7 +72,9 @@ class Pending(Protocol):
 
 
 class Storage(Protocol):
-    """A place for raw uploads, by key."""
+    """A place for raw uploads, by key (what `backend()` returns; mypy holds both to it)."""
+
+    local: bool  # the data folder, where retention also finds the hard links to a file
 
     def incoming(self, folder: str, path: Path) -> Incoming:
         """A file being written at `path` whose bytes go to `folder` when they are kept."""
@@ -607,6 +609,6 @@ def _backend(url: str, root: Path) -> LocalFolder | S3Bucket:
     return parse_url(url) if url else LocalFolder(root)
 
 
-def backend() -> LocalFolder | S3Bucket:
+def backend() -> Storage:
     """The storage this deployment's settings name."""
     return _backend(settings.STORAGE_URL, settings.DATA_DIR)
