@@ -167,6 +167,8 @@ def test_an_import_over_the_quota_is_one_line_and_keeps_nothing(migrated, tmp_pa
         ("user", "add", "someone@district.test", "--district", "nosuch"),
         ("sftp-user", "add", "someone", "--district", "nosuch", "--no-password"),
         ("template", "list", "--district", "nosuch"),
+        ("import", ".", "--district", "nosuch"),
+        ("validate", ".", "--district", "nosuch"),
     ],
     ids=lambda args: args[0],
 )

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from rosterdrop.districts.models import District
+from rosterdrop.districts.management.arguments import district_named
 from rosterdrop.inbox.store import QuotaExceeded
 from rosterdrop.ingest.report import summary
 from rosterdrop.ingest.syncs import claimed, import_uploads, receive_path
@@ -26,10 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args, path: Path, district: str, dry_run: bool, json: bool, **options):
         if not path.exists():
             raise CommandError(f"{path} does not exist")
-        try:
-            account = District.objects.get(slug=district)
-        except District.DoesNotExist:
-            raise CommandError(f"no district {district!r}; create it with `district add`") from None
+        account = district_named(district)
         if not json:
             self.stderr.write(f"Importing {path} for {account.slug}...")
         try:

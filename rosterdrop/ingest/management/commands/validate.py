@@ -4,6 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from rosterdrop.districts.management.arguments import district_named
 from rosterdrop.formats import CUSTOM, FORMATS
 from rosterdrop.ingest.district_check import check_for_district
 from rosterdrop.ingest.engine import Settings, check
@@ -43,7 +44,7 @@ class Command(BaseCommand):
         if district:
             checked = check_for_district(
                 expand(path),
-                self._district(district),
+                district_named(district),
                 format_slug=format,
                 encoding=encoding,
                 strict=strict,
@@ -57,11 +58,3 @@ class Command(BaseCommand):
         else:
             self.stdout.write(describe(result, checked.reason))
         sys.exit(1 if checked.fatal else 0)
-
-    def _district(self, slug: str):
-        from rosterdrop.districts.models import District
-
-        try:
-            return District.objects.get(slug=slug)
-        except District.DoesNotExist:
-            raise CommandError(f"no district {slug!r}; create it with `district add`") from None
