@@ -40,6 +40,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "rosterdrop.ops.proxies.ForwardedForMiddleware",  # the client's address behind a balancer
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -162,6 +163,9 @@ DEFENDER_BAN_SECONDS = _env_int("ROSTERDROP_DEFENDER_BAN_SECONDS", 1800)
 DEFENDER_BAN_INCREASE = _env_float("ROSTERDROP_DEFENDER_BAN_INCREASE", 0.5)  # +50 % per repeat
 # Sources never banned (comma-separated IPs or networks), e.g. the district's own NAT.
 DEFENDER_SAFELIST = os.environ.get("ROSTERDROP_DEFENDER_SAFELIST", "")
+# Load balancers (addresses or CIDRs) in front of the front ends: from these, SFTP and FTPS read
+# a PROXY protocol v2 header (and require one), and the web side believes X-Forwarded-For.
+TRUSTED_PROXIES = os.environ.get("ROSTERDROP_TRUSTED_PROXIES", "")
 # FTPS intake (pyftpdlib), beside SFTP: same logins, folders, login delay, connection caps,
 # maximum file size and defender as above. TLS (1.2 or later) is required on control and data.
 # Blank certificate file: a self-signed one is made in the data folder on first start and kept;
@@ -198,7 +202,7 @@ SHUTDOWN_SECONDS = _env_float("ROSTERDROP_SHUTDOWN_SECONDS", 30)
 INSTALLED_APPS += ["axes", "ninja", "rosterdrop.accounts", "rosterdrop.notify", "rosterdrop.web"]
 INSTALLED_APPS += ["django.contrib.humanize"]  # thousands separators in the console
 INSTALLED_APPS += ["rosterdrop.backup"]  # `rosterdrop backup` and `restore`; no models
-MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")  # static files, no collectstatic
+MIDDLEWARE.insert(2, "whitenoise.middleware.WhiteNoiseMiddleware")  # static files, no collectstatic
 MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # login throttling
 WHITENOISE_USE_FINDERS = True
 AUTHENTICATION_BACKENDS = [

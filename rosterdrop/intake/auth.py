@@ -45,6 +45,14 @@ def succeeded(login: Login, ip: str | None, how: str) -> None:
     record(AuditEvent.Kind.LOGIN_OK, login=login.name, ip=ip, detail=detail)
 
 
+def proxy_refused(ip: str | None, reason: str, protocol: str) -> None:
+    """A connection from a trusted load balancer without a valid PROXY header, or one that
+    sent a header without being trusted: closed, and audited (no defender points: the
+    balancer's address is everyone's)."""
+    detail = f"{reason} ({protocol}; ROSTERDROP_TRUSTED_PROXIES)"
+    record(AuditEvent.Kind.CONNECTION_REFUSED, ip=ip, detail=detail)
+
+
 def connection_refused(ip: str | None, reason: str, scored: bool) -> None:
     """Too many connections: audited; scored like SFTPGo's score_limit_exceeded only when the
     source itself went past its own limit (per address), never for the global cap, which

@@ -11,7 +11,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from rosterdrop.audit.models import AuditEvent, record
-from rosterdrop.intake.models import Ban, ip_in, parse_networks
+from rosterdrop.intake.models import Ban
+from rosterdrop.networks import ip_in, parse_networks
 
 
 def is_safe(ip: str | None) -> bool:

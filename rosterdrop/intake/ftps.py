@@ -12,6 +12,7 @@ password checks and storing an upload block.
 
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -25,11 +26,12 @@ from django.db import connections
 from OpenSSL import SSL
 from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers import TLS_FTPHandler
+from pyftpdlib.handlers.ftp.dispatchers import PassiveDTP
 from pyftpdlib.handlers.ftps.data import TLS_DTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import ThreadedFTPServer
 
-from rosterdrop.intake import auth, folder, tlscert
+from rosterdrop.intake import auth, folder, proxy_protocol, tlscert
 from rosterdrop.intake.models import Login
 from rosterdrop.intake.transfer import Transfer
 
@@ -202,12 +204,36 @@ class _DataChannel(TLS_DTPHandler):
         super().close()
 
 
+def proxied_client(sock: socket.socket, addr: tuple, what: str) -> tuple[str, int] | None:
+    """The address a connection is from: the district's, from a trusted load balancer's
+    PROXY header (proxy_protocol); None (closed, audited) when that header is missing."""
+    peer = proxy_protocol.Client(addr[0], addr[1], False)
+    try:
+        client = proxy_protocol.read_blocking(sock, peer)
+    except (proxy_protocol.Refused, OSError) as exc:
+        sock.close()
+        auth.proxy_refused(peer.ip, str(exc), what)
+        return None
+    return client.ip, client.port
+
+
+class _PassivePort(PassiveDTP):
+    """A passive data port: behind a load balancer its connections carry a PROXY header too,
+    whose address must be the control connection's (permit_foreign_addresses)."""
+
+    def handle_accepted(self, sock: socket.socket, addr: tuple) -> None:
+        client = proxied_client(sock, addr, "ftps data")
+        if client is not None:
+            super().handle_accepted(sock, client)
+
+
 class FTPSHandler(TLS_FTPHandler):
     """One explicit-FTPS control connection (AUTH TLS before anything else)."""
 
     tls_control_required = True
     tls_data_required = True
     dtp_handler = _DataChannel
+    passive_dtp = _PassivePort
     abstracted_fs = DistrictFS
     authorizer = _Perms()
     banner = "rosterdrop FTPS ready."
@@ -221,10 +247,36 @@ class FTPSHandler(TLS_FTPHandler):
     }
     data_context: SSL.Context
     login: Login | None = None
+    remote_ip: str
 
     def __init__(self, conn, server, ioloop=None):
         super().__init__(conn, server, ioloop)
         self._current_type = "i"  # bytes kept exactly as sent unless a client asks for ASCII
+        if self.connected:
+            self.remote_ip = server.clients.get(conn.fileno(), self.remote_ip)
+        self._first_read = True
+
+    def handle_read(self) -> None:
+        if self._first_read:
+            self._first_read = False
+            if self.refused_as_proxy_header():
+                return
+        super().handle_read()
+
+    def refused_as_proxy_header(self) -> bool:
+        """A PROXY header from an address not in ROSTERDROP_TRUSTED_PROXIES (a trusted one's
+        was read before this handler began): closed, never believed."""
+        if isinstance(self.socket, SSL.Connection):  # implicit TLS: its handshake fails it
+            return False
+        try:
+            first = self.socket.recv(16, socket.MSG_PEEK)
+        except OSError:
+            return False
+        if not proxy_protocol.looks_like_header(first):
+            return False
+        auth.proxy_refused(self.remote_ip, "a PROXY header from an untrusted address", "ftps")
+        self.close()
+        return True
 
     def handle(self) -> None:
         if not self.refused_as_banned():
@@ -328,6 +380,23 @@ class _Server(ThreadedFTPServer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.serving: set[threading.Thread] = set()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clients: dict[int, str] = {}  # socket -> the district's address, for the handler
+
+    def handle_accepted(self, sock: socket.socket, addr: tuple) -> None:
+        # The header is read here, in the accepting thread, before the greeting: a balancer
+        # sends it with the connection (proxy_protocol.TIMEOUT bounds a faulty one).
+        fileno = sock.fileno()
+        client = proxied_client(sock, addr, "ftps")
+        if client is None:
+            return
+        self.clients[fileno] = client[0]
+        try:
+            super().handle_accepted(sock, client)
+        finally:
+            self.clients.pop(fileno, None)
 
     def _loop(self, handler: FTPSHandler) -> None:
         self.serving.add(threading.current_thread())

@@ -1,7 +1,6 @@
 """SFTP logins of districts, the per-IP defender state that bans brute-force sources, and the
 host keys and certificate every front end presents."""
 
-import ipaddress
 import re
 import unicodedata
 from collections.abc import Callable
@@ -15,21 +14,10 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from rosterdrop.districts.models import District
+from rosterdrop.networks import ip_in, parse_networks
 
 # argon2id with SFTPGo's parameters (64 MiB, 1 iteration, parallelism 2).
 _hasher = PasswordHasher(time_cost=1, memory_cost=64 * 1024, parallelism=2)
-
-
-def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """Networks from 'IP or CIDR' entries separated by newlines, commas or spaces."""
-    return [ipaddress.ip_network(item, strict=False) for item in text.replace(",", " ").split()]
-
-
-def ip_in(ip: str | None, networks: list) -> bool:
-    if not ip:
-        return False
-    addr = ipaddress.ip_address(ip)
-    return any(addr in net for net in networks)
 
 
 def login_name(person: str, district: District, state: str = "") -> str:

@@ -10,6 +10,7 @@ version), caps on connections, sessions and open handles, and an idle timeout.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -25,7 +26,7 @@ from asyncssh.sftp import MIN_SFTP_VERSION
 from asyncssh.stream import SSHServerStreamSession
 from django.conf import settings
 
-from rosterdrop.intake import auth, folder
+from rosterdrop.intake import auth, folder, proxy_protocol
 from rosterdrop.intake.models import Login
 from rosterdrop.intake.transfer import Transfer
 
@@ -312,11 +313,15 @@ class RosterSSHServer(asyncssh.SSHServer):
     total = 0
     live: set[asyncssh.SSHServerConnection] = set()  # for a graceful shutdown (Listener.drain)
 
+    def __init__(self, client: str | None = None):
+        # The district's address: from the PROXY header behind a load balancer (Listener).
+        self.client = client
+
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         RosterSSHServer.live.add(conn)
         peer = conn.get_extra_info("peername")
-        self.ip: str | None = peer[0] if peer else None
+        self.ip: str | None = self.client or (peer[0] if peer else None)
         self.state = ConnState(ip=self.ip)
         conn.set_extra_info(rosterdrop=self.state)
         key = self.ip or ""
@@ -421,9 +426,10 @@ class RosterSSHServer(asyncssh.SSHServer):
 
 
 class Listener:
-    """The SFTP port. Connections are accepted here rather than by asyncssh, so that one from
-    a banned address is closed before the server sends a byte (no version, no key exchange:
-    nothing to spend CPU on); every other one is handed to asyncssh."""
+    """The SFTP port. Connections are accepted here rather than by asyncssh, so that a load
+    balancer's PROXY header is read first (the district's own address, proxy_protocol), and
+    one from a banned address is closed before the server sends a byte (no version, no key
+    exchange: nothing to spend CPU on); every other one is handed to asyncssh."""
 
     def __init__(self, sock: socket.socket, options: asyncssh.SSHServerConnectionOptions):
         self.sock = sock
@@ -440,16 +446,25 @@ class Listener:
                 log.warning("sftp accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            task = loop.create_task(self._serve(conn, peer[0]))
+            task = loop.create_task(
+                self._serve(conn, proxy_protocol.Client(peer[0], peer[1], False))
+            )
             self.connections.add(task)
             task.add_done_callback(self.connections.discard)
 
-    async def _serve(self, conn: socket.socket, ip: str) -> None:
+    async def _serve(self, conn: socket.socket, peer: proxy_protocol.Client) -> None:
+        try:
+            ip = (await proxy_protocol.read_async(conn, peer)).ip
+        except (proxy_protocol.Refused, OSError) as exc:
+            conn.close()
+            await _db(auth.proxy_refused)(peer.ip, str(exc), "sftp")
+            return
         if await _db(auth.refuse_banned)("", ip):
             conn.close()
             return
+        factory = functools.partial(RosterSSHServer, ip)
         try:
-            await asyncssh.run_server(conn, options=self.options)
+            await asyncssh.run_server(conn, options=self.options, server_factory=factory)
         except Exception as exc:  # refused logins and dropped connections end here
             log.info("sftp connection from %s ended before login: %s", ip, exc)
 

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from rosterdrop import networks
 from rosterdrop.districts.models import District
 from rosterdrop.feed import webhooks
 from rosterdrop.intake import hostkey, queue, sftp, tlscert, worker
@@ -85,6 +86,10 @@ class Command(BaseCommand):
                 "--no-worker needs PostgreSQL (ROSTERDROP_DATABASE_URL): on SQLite serve's own "
                 "worker thread imports the uploads"
             )
+        try:
+            networks.parse_networks(settings.TRUSTED_PROXIES)
+        except ValueError as exc:
+            raise CommandError(f"ROSTERDROP_TRUSTED_PROXIES: {exc}") from None
         # The console (same process) shows where SFTP and FTPS listen.
         settings.SFTP_PORT = sftp_port
         settings.FTPS_PORT, settings.FTPS_IMPLICIT_PORT = ftps_port, ftps_implicit_port

@@ -12,7 +12,8 @@ from django.core.management.base import CommandError
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.cli import ActionCommand
 from rosterdrop.districts.management.arguments import district_named
-from rosterdrop.intake.models import Login, login_name, parse_networks
+from rosterdrop.intake.models import Login, login_name
+from rosterdrop.networks import parse_networks
 
 
 def read_password() -> str:
