@@ -206,7 +206,15 @@ class Command(BaseCommand):
         from waitress.server import create_server
 
         try:
-            server = create_server(get_wsgi_application(), host=host, port=port, threads=4)
+            # X-Forwarded-For reaches Django, which believes it only from the trusted proxies
+            # (ops.proxies); waitress would drop it, knowing no CIDRs.
+            server = create_server(
+                get_wsgi_application(),
+                host=host,
+                port=port,
+                threads=4,
+                clear_untrusted_proxy_headers=False,
+            )
         except OSError as exc:
             raise CommandError(f"cannot listen for the web on {host}:{port}: {exc}") from None
         threading.Thread(target=server.run, name="web", daemon=True).start()
