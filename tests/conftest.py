@@ -6,9 +6,15 @@ from pathlib import Path
 import pytest
 
 # Fixtures shared across test files: the console's people and districts, real `serve`
-# processes to drive with SFTP and FTPS clients, and the browser that drives the console
-# (their plain helpers are imported by name).
-pytest_plugins = ["web_fixtures", "sftp_fixtures", "browser_fixtures", "s3_fixtures"]
+# processes to drive with SFTP and FTPS clients, the browser that drives the console, an S3
+# server, and two front ends behind HAProxy (their plain helpers are imported by name).
+pytest_plugins = [
+    "web_fixtures",
+    "sftp_fixtures",
+    "browser_fixtures",
+    "s3_fixtures",
+    "cluster_fixtures",
+]
 
 # Settings read the data folder at import: give the test run its own before Django starts.
 os.environ.setdefault("ROSTERDROP_DATA_DIR", tempfile.mkdtemp(prefix="rosterdrop-test-"))

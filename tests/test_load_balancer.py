@@ -4,16 +4,9 @@ see the district's own address (127.0.0.2), never the balancer's."""
 
 import subprocess
 
-import cluster_fixtures
 import pytest
-import sftp_fixtures
 from cluster_fixtures import BALANCER, DISTRICT_ADDRESS
 from sftp_fixtures import ORGS
-
-make_server = sftp_fixtures.make_server
-sftp_template = sftp_fixtures.sftp_template
-postgres_database = sftp_fixtures.postgres_database
-cluster = cluster_fixtures.cluster
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,6 @@ import socket
 import struct
 
 import pytest
-import sftp_fixtures
 from django.test import RequestFactory
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,9 +17,6 @@ from sftp_fixtures import ORGS, Server
 from rosterdrop.intake import proxy_protocol
 from rosterdrop.intake.proxy_protocol import SIGNATURE, Client, Refused
 from rosterdrop.ops.proxies import ForwardedForMiddleware, client_address
-
-make_server = sftp_fixtures.make_server
-sftp_template = sftp_fixtures.sftp_template
 
 PEER = Client("127.0.0.1", 50000, False)
 
