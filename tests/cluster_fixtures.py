@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sftp_fixtures import PASSWORD, ROOT, SETUP, Server, free_port
+from sftp_fixtures import PASSWORD, ROOT, ROSTERDROP, SETUP, Server, free_port
 
 BALANCER = "127.0.0.10"
 DISTRICT_ADDRESS = "127.0.0.2"  # where the districts' clients connect from
@@ -83,6 +83,7 @@ class Cluster:
     key: Path  # the districts' SSH client key
     workdir: Path
     known_hosts: Path = field(init=False)
+    workers: list[subprocess.Popen] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.known_hosts = self.workdir / "known_hosts_balancer"
@@ -98,13 +99,13 @@ class Cluster:
         self.known_hosts.write_text("".join(f"[{BALANCER}]:{port} {k}\n" for k in keys))
 
     def sftp(
-        self, batch: str, login: str = "alpha", check: bool = True
+        self, batch: str, login: str = "alpha", check: bool = True, source: str = DISTRICT_ADDRESS
     ) -> subprocess.CompletedProcess:
-        """OpenSSH sftp through the balancer, from the districts' address, host key pinned."""
+        """OpenSSH sftp through the balancer, from a district's address, host key pinned."""
         cmd = [
             "sftp", "-b", "-", "-P", str(self.balancer.ports["sftp"]), "-i", str(self.key),
             "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-            "-o", f"BindAddress={DISTRICT_ADDRESS}",
+            "-o", f"BindAddress={source}",
             "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
             "-o", "ConnectTimeout=20", f"{login}@{BALANCER}",
         ]  # fmt: skip
@@ -149,10 +150,36 @@ class Cluster:
         return int(out.stdout or 0)
 
 
-@pytest.fixture
-def cluster(make_server, postgres_database, sftp_template, tmp_path):
-    """Two front ends on one PostgreSQL database behind HAProxy, districts alpha and beta."""
-    url, _ = postgres_database
+def start_workers(cluster: "Cluster", count: int, env: dict[str, str]) -> None:
+    """`rosterdrop worker` processes on the cluster's database (and storage)."""
+    base = {k: v for k, v in cluster.front_ends[0].env.items() if k != "ROSTERDROP_DATA_DIR"}
+    for i in range(count):
+        data = cluster.workdir / f"worker{i}"
+        log = (cluster.workdir / f"worker{i}.log").open("w")
+        proc = subprocess.Popen(
+            [ROSTERDROP, "worker"],
+            env={**base, **env, "ROSTERDROP_DATA_DIR": str(data)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        cluster.workers.append(proc)
+    for i, proc in enumerate(cluster.workers):
+        deadline = time.monotonic() + 120
+        while "Ready." not in (cluster.workdir / f"worker{i}.log").read_text():
+            assert proc.poll() is None, (cluster.workdir / f"worker{i}.log").read_text()
+            assert time.monotonic() < deadline, "a worker did not start"
+            time.sleep(0.2)
+
+
+def stop_workers(cluster: "Cluster") -> None:
+    for proc in cluster.workers:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def start_cluster(make_server, url: str, key: Path, tmp_path: Path, **env: str) -> "Cluster":
+    """Two front ends (`serve --no-worker`, `env` added) on `url` behind HAProxy."""
     first = random.randrange(20000, 31000)
     passive = [range(first, first + 20), range(first + 20, first + 40)]
     front_ends = []
@@ -165,13 +192,24 @@ def cluster(make_server, postgres_database, sftp_template, tmp_path):
                 ROSTERDROP_FTPS_MASQUERADE_ADDRESS=BALANCER,
                 ROSTERDROP_FTPS_PASSIVE_PORTS=f"{ports[0]}-{ports[-1]}",
                 ROSTERDROP_METRICS_ALLOW=DISTRICT_ADDRESS,
+                ROSTERDROP_SHUTDOWN_SECONDS="5",  # a restart in the test waits no longer
+                **env,
             )
         )
-    key = sftp_template[1]
-    front_ends[0].cli("shell", "-c", SETUP.format(key=str(key) + ".pub"))
     balancer = Balancer(front_ends, passive)
     balancer.start()
     cluster = Cluster(url, front_ends, balancer, key, tmp_path)
     cluster.pin_host_keys()
+    return cluster
+
+
+@pytest.fixture
+def cluster(make_server, postgres_database, sftp_template, tmp_path):
+    """Two front ends on one PostgreSQL database behind HAProxy, districts alpha and beta."""
+    url, _ = postgres_database
+    key = sftp_template[1]
+    cluster = start_cluster(make_server, url, key, tmp_path)
+    cluster.front_ends[0].cli("shell", "-c", SETUP.format(key=str(key) + ".pub"))
     yield cluster
-    balancer.stop()
+    cluster.balancer.stop()
+    stop_workers(cluster)

@@ -132,7 +132,7 @@ class Server:
         self.proc = subprocess.Popen(
             cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a first start migrates; the test machine is shared
         lines = []
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()

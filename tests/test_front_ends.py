@@ -77,7 +77,7 @@ def test_front_ends_starting_together_keep_one_set_of_keys(postgres_database, tm
 def keyscan(server: Server) -> set[str]:
     """The host keys a front end presents, as OpenSSH's ssh-keyscan sees them."""
     out = subprocess.run(
-        ["ssh-keyscan", "-p", str(server.port), "-t", "ed25519,ecdsa,rsa", "127.0.0.1"],
+        ["ssh-keyscan", "-T", "30", "-p", str(server.port), "-t", "ed25519,ecdsa,rsa", "127.0.0.1"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     return {" ".join(line.split()[1:3]) for line in out.stdout.splitlines()}

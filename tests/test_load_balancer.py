@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def keyscan(port: int) -> set[str]:
     out = subprocess.run(
-        ["ssh-keyscan", "-p", str(port), "-t", "ed25519,ecdsa,rsa", BALANCER],
+        ["ssh-keyscan", "-T", "30", "-p", str(port), "-t", "ed25519,ecdsa,rsa", BALANCER],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     return {" ".join(line.split()[1:3]) for line in out.stdout.splitlines()}
