@@ -19,11 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import asyncssh
 import pytest
-import s3_fixtures
 from cluster_fixtures import BALANCER, start_cluster, start_workers, stop_workers
 from sftp_fixtures import DISTRICT_LARGE, PASSWORD, SCHOOL_SMALL
-
-moto_endpoint, s3 = s3_fixtures.moto_endpoint, s3_fixtures.s3
 
 pytestmark = pytest.mark.slow
 

@@ -380,9 +380,6 @@ class _Server(ThreadedFTPServer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.serving: set[threading.Thread] = set()
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
         self.clients: dict[int, str] = {}  # socket -> the district's address, for the handler
 
     def handle_accepted(self, sock: socket.socket, addr: tuple) -> None:
