@@ -1,18 +1,24 @@
 """The change feed: every applied sync's record-level events, written with the roster change,
 numbered without gaps per district, paged by a cursor; expired cursors answer 410."""
 
+import csv
 import io
+import threading
+import zipfile
 from datetime import timedelta
 
 import pytest
 import web_fixtures
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from helpers import rows, write
 
 from rosterdrop.feed.models import Batch, Counter, Event
 from rosterdrop.ingest.syncs import import_path
+from rosterdrop.oneroster.clients import create_client, issue_token
+from rosterdrop.oneroster.package import write_package
 from rosterdrop.roster.models import ENTITIES, MODELS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -160,3 +166,88 @@ def test_the_feed_is_only_for_the_districts_of_the_token(district, school, db):
     theirs = web_fixtures.make_user("data@shelbyville.test", other)
     assert api(theirs).get(f"/api/districts/{district.slug}/events").status_code == 404
     assert Client().get(f"/api/districts/{district.slug}/events").status_code == 401
+
+
+class Paused(io.BytesIO):
+    """The export's output: its first write (the first file, once read) waits until told to
+    go on, so that a sync can commit while the export is still reading."""
+
+    def __init__(self):
+        super().__init__()
+        self.reading, self.go = threading.Event(), threading.Event()
+
+    def write(self, data) -> int:
+        if not self.reading.is_set():
+            self.reading.set()
+            assert self.go.wait(120)
+        return super().write(data)
+
+
+def users_in(package: bytes) -> set[str]:
+    with zipfile.ZipFile(io.BytesIO(package)) as zf:
+        return {r[0] for r in list(csv.reader(io.StringIO(zf.read("users.csv").decode())))[1:]}
+
+
+def test_a_consumer_starts_from_an_export_and_follows_the_feed_from_its_cursor(
+    district, operator, school
+):
+    """The export is read in one state of the roster even while a sync commits beside it,
+    and says which event that state ends with: the feed from there has each later change
+    once, and none the export already holds."""
+    assert import_path(district, school).status == "applied"
+    before = {u for (entity, u) in roster_of(district) if entity == "users"}
+    cursor_before = Counter.objects.get(pk=district.pk).last_seq
+    out, done = Paused(), {}
+
+    def export() -> None:
+        try:
+            done["written"] = write_package(district, out)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=export)
+    thread.start()
+    assert out.reading.wait(120)
+    # While the export reads: a student leaves, a new one comes.
+    users = rows(school / "users.csv")
+    gone = users.pop(5)[0]
+    new = list(users[-1])
+    new[0], new[6] = "new-student", "new.student"
+    write(school / "users.csv", [*users, new])
+    for name, column in (("enrollments.csv", "userSourcedId"), ("demographics.csv", "sourcedId")):
+        write(school / name, _without(rows(school / name), column, gone))
+    sync = import_path(district, school)
+    assert sync.status == "applied", sync.message
+    out.go.set()
+    thread.join(120)
+    written = done["written"]
+    package = out.getvalue()
+    assert written.cursor == cursor_before < Counter.objects.get(pk=district.pk).last_seq
+    assert users_in(package) == before  # all of it from the state before the sync
+    assert (
+        zipfile.ZipFile(io.BytesIO(package)).comment
+        == f"X-Roster-Cursor: {written.cursor}".encode()
+    )
+    # The consumer follows the feed from the cursor: the sync's events, each once.
+    page = (
+        api(operator)
+        .get(f"/api/districts/{district.slug}/events?after={written.cursor}&limit=10000")
+        .json()
+    )
+    assert page["events"][0]["seq"] == written.cursor + 1 and not page["has_more"]
+    assert {e["sync"] for e in page["events"]} == {sync.pk}
+    followed = users_in(package)
+    for event in page["events"]:
+        if event["entity"] == "users":
+            (followed.discard if event["action"] == "deleted" else followed.add)(
+                event["sourced_id"]
+            )
+    assert followed == {u for (entity, u) in roster_of(district) if entity == "users"}
+    assert gone not in followed and "new-student" in followed
+    # The REST service says the same of what it answers.
+    client, secret = create_client("reader", district, [])
+    bearer = issue_token(client.client_id, secret, "").token
+    answer = Client(headers={"Authorization": f"Bearer {bearer}"}).get(
+        f"/oneroster/{district.slug}/ims/oneroster/rostering/v1p2/users?limit=1"
+    )
+    assert answer["X-Roster-Cursor"] == str(page["last_seq"])

@@ -43,7 +43,7 @@ class GoneOut(Schema):
 def list_events(request, slug: str, after: int = 0, limit: int = 100):
     """Events after the cursor `after` (0: from the start), oldest first. 410 when events
     after it were deleted (kept FEED_RETENTION_DAYS): read the roster in full, then follow
-    from `last_seq`."""
+    from the X-Roster-Cursor that read answered with."""
     district = _district(request, slug)
     if limit < 1 or after < 0:
         raise HttpError(422, "limit is at least 1 and after at least 0.")
@@ -53,8 +53,8 @@ def list_events(request, slug: str, after: int = 0, limit: int = 100):
             410,
             {
                 "detail": f"Events up to {counter.pruned_through} are no longer kept "
-                f"({settings.FEED_RETENTION_DAYS} days): read the roster in full, then follow "
-                f"the feed from last_seq.",
+                f"({settings.FEED_RETENTION_DAYS} days): read the roster in full (the export, "
+                "or the OneRoster service), then follow the feed from its X-Roster-Cursor.",
                 "oldest_after": counter.pruned_through,
             },
         )

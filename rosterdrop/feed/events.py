@@ -100,6 +100,12 @@ def renamed_in(plan) -> dict[str, list[tuple[str, str]]]:
     }
 
 
+def last_seq(district_id: int) -> int:
+    """The number of the district's last event (0: none yet)."""
+    found = Counter.objects.filter(pk=district_id).values_list("last_seq", flat=True).first()
+    return found or 0
+
+
 def _locked_counter(district_id: int) -> Counter:
     Counter.objects.get_or_create(pk=district_id)
     return Counter.objects.select_for_update().get(pk=district_id)

@@ -15,7 +15,7 @@ import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +30,7 @@ from rosterdrop.formats.spec import Column, FileSpec, Type
 from rosterdrop.ingest.models import Sync
 from rosterdrop.oneroster.completion import COURSE_PREFIX, SchoolYear, course_for
 from rosterdrop.oneroster.objects import FALSE, TRUE, timestamp
+from rosterdrop.oneroster.position import HEADER, consistent_read
 from rosterdrop.roster.models import MODELS
 from rosterdrop.roster.schema import FIELDS
 
@@ -74,10 +75,19 @@ class Writer:
         self.district, self.delta, self.selection = district, delta, selection
         syncs = Sync.objects.filter(district=district)
         syncs = syncs.values_list("pk", "finished_at", "started_at")
-        self.stamps = {pk: timestamp(finished or started) for pk, finished, started in syncs}
+        times = {pk: finished or started for pk, finished, started in syncs}
+        self.stamps = {pk: timestamp(at) for pk, at in times.items()}
+        # The members' time: when the roster last changed (1980, the zip's first, if never).
+        last = max(times.values(), default=None)
+        self.zip_time = last.astimezone(UTC).timetuple()[:6] if last else (1980, 1, 1, 0, 0, 0)
         orgs = MODELS["orgs"].objects.filter(district=district, status="active").order_by("id")
         self.first_org = orgs.values_list("sourced_id", flat=True).first() or ""
         self.term = SchoolYear.of(date.today())
+
+    def member(self, name: str) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, date_time=self.zip_time)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        return info
 
     def frame(self, table: Table) -> pl.DataFrame:
         """The file's rows: the records the selection holds, and those made up for them."""
@@ -270,33 +280,46 @@ def changed_since(district, since: Sync) -> list[int]:
     )
 
 
-def write_package(district, out: BinaryIO, since: Sync | None = None) -> dict[str, int]:
-    """Write the package to `out` (a zip); the rows of each file written."""
-    delta = since is not None
-    later = changed_since(district, since) if delta else []
+@dataclass(frozen=True)
+class Written:
+    """What a package holds: the rows of each file, and the feed cursor it stands at (the
+    number of the last event whose change it includes; the feed's `after` to follow from)."""
 
-    def selection(entity: str) -> QuerySet:
-        records = MODELS[entity].objects.filter(district=district)
-        if delta:
-            return records.filter(changed_sync_id__in=later)
-        return records.filter(status="active")
+    files: dict[str, int]
+    cursor: int
 
-    writer = Writer(district, delta, selection)
-    written: dict[str, int] = {}
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as package:
-        for table in TABLES:
-            count = _write_file(package, table, writer)
-            if count:
-                written[table.spec.name] = count
-        manifest = [["propertyName", "value"], ["manifest.version", "1.0"]]
-        manifest.append(["oneroster.version", "1.2"])
-        mode = "delta" if delta else "bulk"
-        for name in ALL_FILES:
-            sent = mode if name in written else "absent"
-            manifest.append([f"file.{name.removesuffix('.csv')}", sent])
-        manifest += [["source.systemName", "rosterdrop"], ["source.systemCode", district.slug]]
-        package.writestr("manifest.csv", _csv(manifest))
-    return written
+
+def write_package(district, out: BinaryIO, since: Sync | None = None) -> Written:
+    """Write the package to `out` (a zip), read in one state of the roster. The zip's
+    comment carries the cursor (`X-Roster-Cursor: N`), and every member the time of the
+    district's last sync, so that the same roster makes the same bytes."""
+    with consistent_read(district) as cursor:
+        delta = since is not None
+        later = changed_since(district, since) if delta else []
+
+        def selection(entity: str) -> QuerySet:
+            records = MODELS[entity].objects.filter(district=district)
+            if delta:
+                return records.filter(changed_sync_id__in=later)
+            return records.filter(status="active")
+
+        writer = Writer(district, delta, selection)
+        written: dict[str, int] = {}
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as package:
+            for table in TABLES:
+                count = _write_file(package, table, writer)
+                if count:
+                    written[table.spec.name] = count
+            manifest = [["propertyName", "value"], ["manifest.version", "1.0"]]
+            manifest.append(["oneroster.version", "1.2"])
+            mode = "delta" if delta else "bulk"
+            for name in ALL_FILES:
+                sent = mode if name in written else "absent"
+                manifest.append([f"file.{name.removesuffix('.csv')}", sent])
+            manifest += [["source.systemName", "rosterdrop"], ["source.systemCode", district.slug]]
+            package.writestr(writer.member("manifest.csv"), _csv(manifest))
+            package.comment = f"{HEADER}: {cursor}".encode()
+    return Written(written, cursor)
 
 
 def _write_file(package: zipfile.ZipFile, table: Table, writer: Writer) -> int:
@@ -306,7 +329,7 @@ def _write_file(package: zipfile.ZipFile, table: Table, writer: Writer) -> int:
     frame = writer.frame(table)
     if not frame.height:
         return 0
-    with package.open(table.spec.name, "w", force_zip64=True) as member:
+    with package.open(writer.member(table.spec.name), "w", force_zip64=True) as member:
         frame.sort("sourcedId").write_csv(member, line_terminator="\r\n", quote_style="necessary")
     return frame.height
 
@@ -317,7 +340,7 @@ def _csv(rows: list[list[str]]) -> str:
     return out.getvalue()
 
 
-def export(district, path: Path, since: Sync | None = None) -> dict[str, int]:
+def export(district, path: Path, since: Sync | None = None) -> Written:
     """Write the package to a file, atomically (a temporary name, then renamed)."""
     partial = path.with_name(path.name + ".part")
     with partial.open("wb") as out:

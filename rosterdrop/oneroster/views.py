@@ -19,6 +19,7 @@ from rosterdrop.ingest.models import Sync
 from rosterdrop.oneroster import clients, endpoints
 from rosterdrop.oneroster.objects import KINDS, Writer
 from rosterdrop.oneroster.package import write_package
+from rosterdrop.oneroster.position import HEADER, consistent_read
 from rosterdrop.oneroster.query import QueryError, read, selected
 from rosterdrop.roster.models import MODELS
 
@@ -82,6 +83,14 @@ def _answer(request: HttpRequest, slug: str, rest: str) -> HttpResponse:
         needed = " or ".join(sorted(endpoints.scopes(endpoint.path)))
         raise Refused(403, "forbidden", f"This path needs the scope {needed}.")
     district = token.client.district
+    with consistent_read(district) as cursor:
+        response = _read(request, slug, district, endpoint, ids)
+    response[HEADER] = str(cursor)
+    return response
+
+
+def _read(request: HttpRequest, slug: str, district, endpoint, ids: dict) -> HttpResponse:
+    """The answer of a GET path, read in one state of the roster."""
     kind = KINDS[endpoint.kind]
     for name, parent in endpoint.parents:
         _exists(district, endpoints.BY_PATH[parent], ids[name])
@@ -236,7 +245,7 @@ def package_download(district, after, login: str, ip: str | None, via: str) -> F
     """The OneRoster 1.2 CSV package as an attachment (bulk, or a delta after a sync), and
     the download in the audit log."""
     package = tempfile.TemporaryFile()  # noqa: SIM115 (FileResponse closes it)
-    write_package(district, package, after)
+    written = write_package(district, package, after)
     package.seek(0)
     since = f" since sync {after.pk}" if after else ""
     record(
@@ -246,4 +255,8 @@ def package_download(district, after, login: str, ip: str | None, via: str) -> F
         detail=f"{via}: OneRoster export of {district.slug}{since}",
     )
     name = f"{district.slug}-oneroster-{f'delta-{after.pk}' if after else 'bulk'}.zip"
-    return FileResponse(package, as_attachment=True, filename=name, content_type="application/zip")
+    response = FileResponse(
+        package, as_attachment=True, filename=name, content_type="application/zip"
+    )
+    response[HEADER] = str(written.cursor)
+    return response

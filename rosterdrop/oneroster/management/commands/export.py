@@ -27,5 +27,7 @@ class Command(BaseCommand):
                 raise CommandError(f"no finished sync {since} of {district}")
         written = export(found, output, after)
         kind = f"delta since sync {since}" if after else "bulk"
-        files = ", ".join(f"{name} {rows}" for name, rows in written.items()) or "no rows"
+        files = ", ".join(f"{name} {rows}" for name, rows in written.files.items()) or "no rows"
         self.stdout.write(f"{output}: OneRoster 1.2 {kind}: {files}")
+        cursor = written.cursor
+        self.stdout.write(f"feed cursor {cursor}: follow the feed with after={cursor}")
