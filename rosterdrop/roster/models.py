@@ -141,9 +141,20 @@ def _roster_table(entity: str, name: str) -> type[RosterRecord]:
                     fields=["district", "sourced_id"], name=f"{name.lower()}_unique_source_id"
                 )
             ],
+            # What reading the roster walks (oneroster): a district's records in row order
+            # (pages, counts), and those a sync last changed, in row order (dateLastModified
+            # filters). Both fill at their end as a sync writes: new records take the highest
+            # row IDs, and the sync that changes a record is the district's newest. Then the
+            # lookups by reference of the console's pages (LOOKUPS).
             "indexes": [
-                models.Index(fields=["district", *fields], name=f"{name.lower()}_{fields[0]}")
-                for fields in LOOKUPS.get(entity, ())
+                models.Index(fields=["district", "id"], name=f"{name.lower()}_in_order"),
+                models.Index(
+                    fields=["district", "changed_sync_id", "id"], name=f"{name.lower()}_changed"
+                ),
+                *(
+                    models.Index(fields=["district", *fields], name=f"{name.lower()}_{fields[0]}")
+                    for fields in LOOKUPS.get(entity, ())
+                ),
             ],
         },
     )
