@@ -280,6 +280,39 @@ def test_a_delta_package_carries_what_changed_since_a_sync_and_applies(tmp_path,
     assert copied == now
 
 
+def test_a_delta_after_a_renamed_id_deletes_the_old_id(tmp_path, school):
+    """An enrollment sent under a new ID (same class, person and role) is the same record
+    renamed: a delta carries the old ID tobedeleted and the new one active, so a district
+    that had the first state and applies it has the second."""
+    source = District.objects.create(slug="springfield", name="Source", format="oneroster-1.1")
+    first = import_path(source, school)
+    before = export_bytes(source)
+    enrollments = rows(school / "enrollments.csv")
+    old = enrollments[3][0]
+    enrollments[3][0] = "renamed-enrollment"
+    write(school / "enrollments.csv", enrollments)
+    renaming = import_path(source, school)
+    assert renaming.status == "applied", renaming.message
+    assert renaming.changes["enrollments"]["updated"] == 1  # renamed, not removed and added
+    delta = export_bytes(source, "--since", str(first.pk))
+    assert binding_problems(delta) == []
+    table = list(csv.reader(io.StringIO(members(delta)["enrollments.csv"].decode())))
+    by_id = {r[0]: r for r in table[1:]}
+    assert set(by_id) == {old, "renamed-enrollment"}
+    assert by_id[old][1] == "tobedeleted" and by_id["renamed-enrollment"][1] == "active"
+    assert by_id[old][2] == by_id["renamed-enrollment"][2]  # the renaming sync's time
+    assert by_id[old][3:] == by_id["renamed-enrollment"][3:]  # the record's values
+    copy = District.objects.create(slug="copy", name="Copy", format="oneroster-1.2")
+    (tmp_path / "before.zip").write_bytes(before)
+    (tmp_path / "delta.zip").write_bytes(delta)
+    assert import_path(copy, tmp_path / "before.zip").status == "applied"
+    assert import_path(copy, tmp_path / "delta.zip").status == "applied"
+    now, copied = members(export_bytes(source)), members(export_bytes(copy))
+    del now["manifest.csv"], copied["manifest.csv"]
+    assert copied == now
+    assert not MODELS["enrollments"].objects.filter(district=copy, sourced_id=old, status="active")
+
+
 def test_the_api_serves_the_package(district, school, operator):
     first = import_path(district, school)
     out = io.StringIO()

@@ -27,7 +27,7 @@ from django.db.models.functions import Cast
 
 from rosterdrop.formats.oneroster import NON_ROSTER_FILES_12, ONEROSTER_12
 from rosterdrop.formats.spec import Column, FileSpec, Type
-from rosterdrop.ingest.models import Sync
+from rosterdrop.ingest.models import Change, Sync
 from rosterdrop.oneroster.completion import COURSE_PREFIX, SchoolYear, course_for
 from rosterdrop.oneroster.objects import FALSE, TRUE, timestamp
 from rosterdrop.oneroster.position import HEADER, consistent_read
@@ -71,8 +71,15 @@ class Writer:
     completing what a format does not carry but the binding requires (README: the OneRoster
     export)."""
 
-    def __init__(self, district, delta: bool, selection: Callable[[str], QuerySet]):
+    def __init__(
+        self,
+        district,
+        delta: bool,
+        selection: Callable[[str], QuerySet],
+        gone: dict[str, dict[str, tuple[str, int]]] | None = None,
+    ):
         self.district, self.delta, self.selection = district, delta, selection
+        self.gone = gone or {}
         syncs = Sync.objects.filter(district=district)
         syncs = syncs.values_list("pk", "finished_at", "started_at")
         times = {pk: finished or started for pk, finished, started in syncs}
@@ -92,6 +99,8 @@ class Writer:
     def frame(self, table: Table) -> pl.DataFrame:
         """The file's rows: the records the selection holds, and those made up for them."""
         records = _read(self.selection(table.entity), FIELDS[table.entity])
+        if self.gone.get(table.entity):
+            records = pl.concat([records, self._renamed_away(table.entity)])
         if table.entity == "enrollments":
             records = records.with_columns(_class_school=self._class_schools(records))
         written = records.select(self._expr(table, c) for c in table.columns)
@@ -105,6 +114,24 @@ class Writer:
             made = pl.DataFrame(extra, schema=names, orient="row")
             written = pl.concat([written, made], how="diagonal")
         return written
+
+    def _renamed_away(self, entity: str) -> pl.DataFrame:
+        """Records under the old IDs they were renamed from, tobedeleted as of the renaming
+        sync, with what their record now holds (a row needs its required values)."""
+        gone = self.gone[entity]
+        now = MODELS[entity].objects.filter(district=self.district)
+        current = _read(
+            now.filter(sourced_id__in={new for new, _ in gone.values()}), FIELDS[entity]
+        )
+        olds = pl.DataFrame(
+            [(old, new, sync) for old, (new, sync) in gone.items()],
+            schema={"_old": pl.String, "sourced_id": pl.String, "_sync": pl.Int64},
+            orient="row",
+        )
+        moved = olds.join(current, on="sourced_id").with_columns(
+            sourced_id=pl.col("_old"), status=pl.lit("tobedeleted"), changed_sync_id=pl.col("_sync")
+        )
+        return moved.select(current.columns)
 
     def _expr(self, table: Table, column: Column) -> pl.Expr:
         name = column.name
@@ -289,6 +316,33 @@ class Written:
     cursor: int
 
 
+def renamed_away(district, later: list[int]) -> dict[str, dict[str, tuple[str, int]]]:
+    """{entity: {old ID: (the ID its record has now, the sync that renamed it)}}: records the
+    later syncs moved to a new source ID (ingest's change rows say so, first field sourcedId)
+    whose old ID the roster no longer has. A delta deletes those IDs."""
+    moves = (
+        Change.objects.filter(sync_id__in=later, action="updated", fields__0__field="sourcedId")
+        .order_by("id")
+        .values_list("entity", "fields__0__before", "sourced_id", "sync_id")
+    )
+    moved: dict[str, dict[str, tuple[str, int]]] = {}
+    for entity, old, new, sync in moves:
+        moved.setdefault(entity, {})[old] = (new, sync)
+    gone: dict[str, dict[str, tuple[str, int]]] = {}
+    for entity, renames in moved.items():
+        table = MODELS[entity].objects.filter(district=district, sourced_id__in=list(renames))
+        present = set(table.values_list("sourced_id", flat=True))
+        for old, (new, sync) in renames.items():
+            if old in present:  # the ID came back: its own record is in the delta
+                continue
+            seen = {old}
+            while new in renames and new not in present and new not in seen:  # renamed again
+                seen.add(new)
+                new = renames[new][0]
+            gone.setdefault(entity, {})[old] = (new, sync)
+    return gone
+
+
 def write_package(district, out: BinaryIO, since: Sync | None = None) -> Written:
     """Write the package to `out` (a zip), read in one state of the roster. The zip's
     comment carries the cursor (`X-Roster-Cursor: N`), and every member the time of the
@@ -303,7 +357,7 @@ def write_package(district, out: BinaryIO, since: Sync | None = None) -> Written
                 return records.filter(changed_sync_id__in=later)
             return records.filter(status="active")
 
-        writer = Writer(district, delta, selection)
+        writer = Writer(district, delta, selection, renamed_away(district, later))
         written: dict[str, int] = {}
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as package:
             for table in TABLES:
