@@ -1,16 +1,23 @@
-"""Times serving a district already imported (bench/run.py leaves one): a OneRoster REST page
-of 10,000 enrollments, a `dateLastModified` filter returning 1,000 records, and the OneRoster
-1.2 CSV export next to the sqlite3 CLI's own CSV output of the same roster tables.
+"""Times serving a district already imported (bench/run.py or an import leaves one): OneRoster
+REST pages of 10,000 enrollments (near the start and at the end: a deep offset), a
+`dateLastModified` filter returning 1,000 records, and the OneRoster 1.2 CSV export next to the
+sqlite3 CLI's own CSV output of the same roster tables.
 
-    ROSTERDROP_DATA_DIR=... .venv/bin/python bench/serve.py SLUG [--json]
+    ROSTERDROP_DATA_DIR=... [ROSTERDROP_DATABASE_URL=...] .venv/bin/python bench/serve.py SLUG
+        [--repeat 3] [--no-export] [--json]
 
-Run it with the settings of the import it follows (ROSTERDROP_DATA_DIR, and
-ROSTERDROP_DATABASE_URL for PostgreSQL; the sqlite3 floor is measured on SQLite only).
+Run it with the settings of the import it follows; the sqlite3 floor is measured on SQLite only
+(it needs the `sqlite3` CLI). Each figure is the median of --repeat runs, in wall seconds, with
+the CPU seconds of this process (and of the sqlite3 child for the floor) beside it; the load
+average is recorded at start and end, since the machine is shared. The first request of a
+process loads the URL configuration and the API: one untimed request comes first.
 """
 
 import argparse
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,15 +25,29 @@ import time
 from pathlib import Path
 
 
-def timed(action) -> tuple[float, object]:
-    started = time.perf_counter()
-    result = action()
-    return time.perf_counter() - started, result
+def timed(action, repeat: int) -> tuple[dict, object]:
+    """Median wall and CPU seconds of `repeat` runs of action(), and its last result."""
+    walls, cpus, result = [], [], None
+    for _ in range(repeat):
+        cpu, wall = time.process_time(), time.perf_counter()
+        result = action()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return {"s": round(statistics.median(walls), 3), "cpu_s": round(statistics.median(cpus), 3)}, (
+        result
+    )
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("district")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-export", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rosterdrop.settings")
@@ -35,6 +56,7 @@ def main() -> None:
 
     django.setup()
     from django.conf import settings
+    from django.core.cache import cache
     from django.db import connection
     from django.test import Client
 
@@ -51,39 +73,84 @@ def main() -> None:
     )
     base = f"/oneroster/{district.slug}/ims/oneroster/rostering/v1p2"
     figures: dict[str, object] = {"engine": connection.vendor, "district": district.slug}
+    figures["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
     figures["enrollments"] = MODELS["enrollments"].objects.filter(district=district).count()
+    assert app.get(f"{base}/orgs?limit=1").status_code == 200  # loads the URL configuration
 
-    seconds, answer = timed(lambda: app.get(f"{base}/enrollments?limit=10000&offset=10000"))
-    assert answer.status_code == 200, answer.content[:300]
-    figures["page_10000_enrollments_s"] = round(seconds, 3)
+    def get(path: str, params: dict | None = None, cached: bool = False):
+        if not cached:
+            cache.clear()  # X-Total-Count is kept per roster state: time a first request
+        answer = app.get(path, params or {})
+        assert answer.status_code == 200, answer.content[:300]
+        return answer
+
+    total = int(figures["enrollments"])
+    for name, offset in (
+        ("page_10000_enrollments", 10_000),
+        ("page_10000_deepest", total - 10_000),
+    ):
+        figures[name], answer = timed(
+            lambda o=offset: get(f"{base}/enrollments", {"limit": 10_000, "offset": o}),
+            args.repeat,
+        )
+        assert len(answer.json()["enrollments"]) == 10_000
+    figures["page_10000_next_pages"], _ = timed(
+        lambda: get(f"{base}/enrollments", {"limit": 10_000, "offset": 20_000}, cached=True),
+        args.repeat,
+    )
 
     # Records the latest sync changed, by the time of the sync before it.
     syncs = list(Sync.objects.filter(district=district).exclude(finished_at=None).order_by("pk"))
     since = syncs[-2].finished_at if len(syncs) > 1 else syncs[0].started_at
     stamp = since.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     query = {"filter": f"dateLastModified>'{stamp}'", "limit": 1000}
-    seconds, answer = timed(lambda: app.get(f"{base}/enrollments", query))
-    assert answer.status_code == 200, answer.content[:300]
-    figures["filter_dateLastModified_1000_s"] = round(seconds, 3)
+    figures["filter_dateLastModified_1000"], answer = timed(
+        lambda: get(f"{base}/enrollments", query), args.repeat
+    )
+    assert len(answer.json()["enrollments"]) == 1000
     figures["filter_dateLastModified_total"] = int(answer["X-Total-Count"])
 
-    with tempfile.TemporaryDirectory() as work:
-        package = Path(work) / "export.zip"
-        with package.open("wb") as out:
-            seconds, _ = timed(lambda: write_package(district, out))
-        figures["export_s"] = round(seconds, 3)
-        figures["export_bytes"] = package.stat().st_size
-        if connection.vendor == "sqlite":
-            db = settings.DATABASES["default"]["NAME"]
-            script = "".join(
-                f".once {work}/{t.entity}.csv\nSELECT * FROM "
-                f"{MODELS[t.entity]._meta.db_table} WHERE district_id = {district.pk};\n"
-                for t in TABLES
-            )
-            command = ["sqlite3", "-csv", "-header", str(db)]
-            seconds, _ = timed(lambda: subprocess.run(command, input=script, text=True, check=True))
-            figures["sqlite3_csv_s"] = round(seconds, 3)
-            figures["export_vs_sqlite3"] = round(figures["export_s"] / seconds, 2)
+    if not args.no_export:
+        with tempfile.TemporaryDirectory() as work:
+            package = Path(work) / "export.zip"
+
+            def export():
+                with package.open("wb") as out:
+                    return write_package(district, out)
+
+            figures["export"], written = timed(export, args.repeat)
+            figures["export_rows"] = sum(written.files.values())
+            figures["export_bytes"] = package.stat().st_size
+            if connection.vendor == "sqlite":
+                db = settings.DATABASES["default"]["NAME"]
+                script = "".join(
+                    f".once {work}/{t.entity}.csv\nSELECT * FROM "
+                    f"{MODELS[t.entity]._meta.db_table} WHERE district_id = {district.pk};\n"
+                    for t in TABLES
+                )
+                command = ["sqlite3", "-csv", "-header", str(db)]
+
+                def floor():
+                    before = children_cpu()
+                    subprocess.run(command, input=script, text=True, check=True)
+                    return children_cpu() - before
+
+                walls, cpus = [], []
+                for _ in range(args.repeat):
+                    wall = time.perf_counter()
+                    cpus.append(floor())
+                    walls.append(time.perf_counter() - wall)
+                figures["sqlite3_csv"] = {
+                    "s": round(statistics.median(walls), 3),
+                    "cpu_s": round(statistics.median(cpus), 3),
+                }
+                figures["export_vs_sqlite3"] = round(
+                    figures["export"]["s"] / figures["sqlite3_csv"]["s"], 2
+                )
+                figures["export_vs_sqlite3_cpu"] = round(
+                    figures["export"]["cpu_s"] / figures["sqlite3_csv"]["cpu_s"], 2
+                )
+    figures["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
         json.dump(figures, sys.stdout, indent=2)
         print()

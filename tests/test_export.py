@@ -5,6 +5,7 @@ validator reads with no error, and that round-trips: export, import elsewhere, e
 import csv
 import io
 import re
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -191,13 +192,12 @@ def binding_problems(package: bytes) -> list[str]:
 
 
 def export_bytes(district, *args: str) -> bytes:
-    path = Path(f"/tmp/{district.slug}-export.zip")
-    out = io.StringIO()
-    call_command("export", district.slug, "--output", str(path), *args, stdout=out)
-    assert "OneRoster 1.2" in out.getvalue()
-    data = path.read_bytes()
-    path.unlink()
-    return data
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{district.slug}-export.zip"
+        out = io.StringIO()
+        call_command("export", district.slug, "--output", str(path), *args, stdout=out)
+        assert "OneRoster 1.2" in out.getvalue()
+        return path.read_bytes()
 
 
 def errors_when_read(package: bytes, tmp_path: Path) -> list[dict]:

@@ -11,22 +11,27 @@ import csv
 import hashlib
 import io
 import json
+import queue
 import re
+import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import polars as pl
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db.models import Case, OuterRef, QuerySet, Subquery, TextField, When
+from django.db.models.functions import Cast, Collate
+from polars._typing import PolarsDataType
 
 from rosterdrop.formats.oneroster import NON_ROSTER_FILES_12, ONEROSTER_12
 from rosterdrop.formats.spec import Column, FileSpec, Type
+from rosterdrop.ingest.ahead import ahead
 from rosterdrop.ingest.models import Change, Sync
 from rosterdrop.oneroster.completion import COURSE_PREFIX, SchoolYear, course_for
 from rosterdrop.oneroster.objects import FALSE, TRUE, timestamp
@@ -36,7 +41,10 @@ from rosterdrop.roster.schema import FIELDS
 
 METADATA_PREFIX = "metadata."
 ID_ALPHABET = re.compile(r"[0-9A-Za-z.\-_/@]+")
-BATCH = 20_000
+BATCH = 50_000
+UNIT = "\x1f"  # between the values of a row read from SQLite (_sqlite_batches)
+# Every digest an ID is written as (safe_id) sorts from here on.
+DIGEST = "h-"
 # Values a required column gets when the district's format has none (documented in README).
 DEFAULTS = {"enabledUser": "true", "classType": "scheduled"}
 
@@ -96,23 +104,44 @@ class Writer:
         info.compress_type = zipfile.ZIP_DEFLATED
         return info
 
-    def frame(self, table: Table) -> pl.DataFrame:
-        """The file's rows: the records the selection holds, and those made up for them."""
-        records = _read(self.selection(table.entity), FIELDS[table.entity])
-        if self.gone.get(table.entity):
-            records = pl.concat([records, self._renamed_away(table.entity)])
-        if table.entity == "enrollments":
-            records = records.with_columns(_class_school=self._class_schools(records))
+    def batches(self, table: Table) -> Iterator[pl.DataFrame]:
+        """The file's rows in the byte order of their sourcedId, a batch at a time, so that a
+        file of millions is never whole in memory: the database hands the records over in
+        the order of their IDs (an index), and an ID written as it is keeps its place. IDs
+        written as digests (`h-...`) and every ID from `h-` on wait to the end, sorted; the
+        few records under IDs they were renamed from and those made up for the binding are
+        merged in where they belong."""
+        entity = table.entity
+        selected = self.selection(entity)
+        renamed = self._renamed_away(entity) if self.gone.get(entity) else None
+        keys = _metadata_keys(selected, renamed)
+        extra = [self._written(table, renamed, keys)] if renamed is not None else []
+        if made := self.extra_rows(table):
+            names = {c.name: pl.String for c in table.columns}
+            extra.append(pl.DataFrame(made, schema=names, orient="row"))
+        few = pl.concat(extra, how="diagonal").sort("sourcedId") if extra else None
+        pending = few.filter(pl.col("sourcedId") < DIGEST) if few is not None else None
+        late = [few.filter(pl.col("sourcedId") >= DIGEST)] if few is not None else []
+        for records in _read(selected, entity):
+            written = self._written(table, records, keys)
+            early = written["sourcedId"] < DIGEST
+            late.append(written.filter(~early))
+            rows, pending = _merged(written.filter(early), pending)
+            if rows.height:
+                yield rows
+        if pending is not None and pending.height:
+            yield pending
+        rest = pl.concat(late, how="diagonal") if late else None
+        if rest is not None and rest.height:
+            yield rest.sort("sourcedId")
+
+    def _written(self, table: Table, records: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+        """Records as the file's rows: the binding's columns, then metadata.* ones."""
         written = records.select(self._expr(table, c) for c in table.columns)
-        written = written.with_columns(_metadata(records["metadata"]))
+        written = written.with_columns(_metadata(records["metadata"], keys))
         for column in table.columns:
             if column.type in (Type.ID, Type.IDS):
                 written = written.with_columns(_safe_ids(written[column.name], column.type))
-        extra = self.extra_rows(table)
-        if extra:
-            names = {c.name: pl.String for c in table.columns}
-            made = pl.DataFrame(extra, schema=names, orient="row")
-            written = pl.concat([written, made], how="diagonal")
         return written
 
     def _renamed_away(self, entity: str) -> pl.DataFrame:
@@ -120,9 +149,7 @@ class Writer:
         sync, with what their record now holds (a row needs its required values)."""
         gone = self.gone[entity]
         now = MODELS[entity].objects.filter(district=self.district)
-        current = _read(
-            now.filter(sourced_id__in={new for new, _ in gone.values()}), FIELDS[entity]
-        )
+        current = _frame(now.filter(sourced_id__in={new for new, _ in gone.values()}), entity)
         olds = pl.DataFrame(
             [(old, new, sync) for old, (new, sync) in gone.items()],
             schema={"_old": pl.String, "sourced_id": pl.String, "_sync": pl.Int64},
@@ -200,23 +227,6 @@ class Writer:
             head |= {"status": like.status, "dateLastModified": self.stamps[like.changed_sync_id]}
         return [{**head, **cells}.get(c.name) or None for c in table.columns]
 
-    def _class_schools(self, records: pl.DataFrame) -> pl.Series:
-        """SDS and other formats name no school on an enrollment: its class's."""
-        wanted = records.filter(pl.col("schoolSourcedId").is_null())["classSourcedId"]
-        classes = MODELS["classes"].objects.filter(district=self.district)
-        schools = (
-            dict(
-                classes.filter(sourced_id__in=wanted.unique().to_list()).values_list(
-                    "sourced_id", "schoolSourcedId"
-                )
-            )
-            if wanted.len()
-            else {}
-        )
-        return records["classSourcedId"].replace_strict(
-            schools, default=None, return_dtype=pl.String
-        )
-
 
 def _given(name: str) -> pl.Expr:
     """A column's value, an empty string being no value."""
@@ -266,10 +276,27 @@ def _safe_ids(values: pl.Series, kind: Type) -> pl.Series:
     return fixed.alias(values.name)
 
 
-def _metadata(found: pl.Series) -> list[pl.Series]:
+def _metadata_keys(records: QuerySet, renamed: pl.DataFrame | None) -> list[str]:
+    """The keys of the records' extra source columns, sorted: the file's metadata.* columns
+    (asked of the database first, since the header comes before any row)."""
+    found: set[str] = set()
+    with_metadata = records.filter(metadata__isnull=False).values("metadata")
+    with suppress(EmptyResultSet), connection.cursor() as cursor:  # (none selected)
+        sql, params = with_metadata.query.sql_with_params()
+        if connection.vendor == "postgresql":
+            cursor.execute(f"SELECT DISTINCT jsonb_object_keys(r.metadata) FROM ({sql}) r", params)
+        else:
+            cursor.execute(f"SELECT DISTINCT j.key FROM ({sql}) r, json_each(r.metadata) j", params)
+        found = {key for (key,) in cursor.fetchall()}
+    if renamed is not None:
+        texts = renamed["metadata"].drop_nulls().to_list()
+        found |= {key for text in texts for key in json.loads(text)}
+    return sorted(found)
+
+
+def _metadata(found: pl.Series, keys: list[str]) -> list[pl.Series]:
     """The records' extra source columns, as `metadata.*` columns (sorted, to the right of
     the binding's): a key read from such a column already carries the prefix."""
-    keys = sorted({key for text in found.drop_nulls().unique() for key in json.loads(text)})
     if not keys:
         return []
     values = found.str.json_decode(pl.Struct({k: pl.String for k in keys}))
@@ -281,21 +308,103 @@ def _metadata(found: pl.Series) -> list[pl.Series]:
     ]
 
 
-def _read(records: QuerySet, fields: tuple[str, ...]) -> pl.DataFrame:
-    """The records' columns as a frame, fetched in batches by the database cursor."""
-    columns = ("sourced_id", "status", "changed_sync_id", *fields, "metadata")
-    schema = {c: pl.String for c in columns} | {"changed_sync_id": pl.Int64}
-    records = records.order_by().annotate(metadata_text=Cast("metadata", TextField()))
+def _merged(
+    rows: pl.DataFrame, pending: pl.DataFrame | None
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """`rows` (sorted) with the pending rows (sorted) that sort before its last one; and
+    the pending rows left."""
+    if pending is None or not pending.height or not rows.height:
+        return rows, pending
+    cut = pending["sourcedId"].search_sorted(rows["sourcedId"][-1], side="right")
+    if not cut:
+        return rows, pending
+    taken = pl.concat([rows, pending[:cut]], how="diagonal").sort("sourcedId")
+    return taken, pending[cut:]
+
+
+def _schema(entity: str) -> dict[str, PolarsDataType]:
+    """The columns a record is read with: the common ones, the entity's fields, metadata
+    (JSON text); and an enrollment's class's school, for one that names none (SDS)."""
+    columns = ("sourced_id", "status", "changed_sync_id", *FIELDS[entity], "metadata")
+    if entity == "enrollments":
+        columns += ("_class_school",)
+    return {c: pl.String for c in columns} | {"changed_sync_id": pl.Int64}
+
+
+def _read(records: QuerySet, entity: str) -> Iterator[pl.DataFrame]:
+    """The records' columns, in the byte order of their IDs, a batch at a time."""
+    schema = _schema(entity)
+    texts = {c: Cast(c, TextField()) for c in ("changed_sync_id", "metadata")}
+    if entity == "enrollments":
+        classes = MODELS["classes"].objects.filter(
+            district=OuterRef("district"), sourced_id=OuterRef("classSourcedId")
+        )
+        school = Subquery(classes.values("schoolSourcedId")[:1])
+        texts["_class_school"] = Case(When(schoolSourcedId=None, then=school))
+    as_text = {c: f"read_{c.strip('_')}" for c in texts}  # (annotations take no leading _)
+    records = records.annotate(**{as_text[c]: e for c, e in texts.items()})
+    named = [as_text.get(c, c) for c in schema]
+    if connection.vendor == "sqlite":
+        # A cursor of this transaction's connection, used from the reader thread (Django's
+        # connections are per thread).
+        connection.ensure_connection()
+        cursor = connection.create_cursor()
+        yield from ahead(_sqlite_batches(cursor, records, named, schema), depth=2)
+        return
+    # PostgreSQL: one sort by bytes, streamed by a server-side cursor.
+    by_bytes = records.order_by(Collate("sourced_id", "C"))
     try:
-        sql, params = records.values_list(*columns[:-1], "metadata_text").query.sql_with_params()
+        sql, params = by_bytes.values_list(*named).query.sql_with_params()
     except EmptyResultSet:  # selected by an empty list of syncs: nothing
-        return pl.DataFrame(schema=schema)
-    parts = []
-    with connection.cursor() as cursor:
+        return
+    with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while batch := cursor.fetchmany(BATCH):
-            parts.append(pl.DataFrame(batch, schema=schema, orient="row"))
-    return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+            yield pl.DataFrame(batch, schema=schema, orient="row")
+
+
+def _sqlite_batches(
+    cursor, records: QuerySet, named: list[str], schema: dict
+) -> Iterator[pl.DataFrame]:
+    """SQLite hands over a batch of records as one string (group_concat of the rows, fields
+    apart by U+001F, rows by U+001E: characters no stored value holds) that polars parses:
+    no Python object per row or value, and the GIL let go while SQLite builds it, so that
+    this runs in a thread beside the writing (measured at 1.15 s of CPU instead of 1.72 s for
+    500k enrollments). Batches follow the unique (district, ID) index from the last ID."""
+    line = " || ".join(f"char(31) || coalesce(\"{name}\", '')" for name in named)
+    last = ""
+    while True:
+        batch = records.filter(sourced_id__gt=last).order_by("sourced_id")
+        try:
+            sql, params = batch.values_list(*named)[:BATCH].query.sql_with_params()
+        except EmptyResultSet:  # selected by an empty list of syncs: nothing
+            return
+        cursor.execute(f"SELECT group_concat({line}, char(30)) FROM ({sql})", params)
+        (text,) = cursor.fetchone()
+        if text is None:
+            return
+        found = (
+            pl.read_csv(
+                text.encode(),
+                separator=UNIT,
+                eol_char="\x1e",
+                quote_char=None,
+                has_header=False,
+                new_columns=["_", *schema],
+                schema_overrides=schema,
+            )
+            .drop("_")
+            .sort("sourced_id")
+        )
+        yield found
+        if found.height < BATCH:
+            return
+        last = found["sourced_id"][-1]
+
+
+def _frame(records: QuerySet, entity: str) -> pl.DataFrame:
+    """All of the records' columns (a few: renamed ones)."""
+    return pl.concat([pl.DataFrame(schema=_schema(entity)), *_read(records, entity)])
 
 
 def changed_since(district, since: Sync) -> list[int]:
@@ -359,7 +468,7 @@ def write_package(district, out: BinaryIO, since: Sync | None = None) -> Written
 
         writer = Writer(district, delta, selection, renamed_away(district, later))
         written: dict[str, int] = {}
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as package:
+        with _Deflating(out, f"{HEADER}: {cursor}") as package:
             for table in TABLES:
                 count = _write_file(package, table, writer)
                 if count:
@@ -372,20 +481,86 @@ def write_package(district, out: BinaryIO, since: Sync | None = None) -> Written
                 manifest.append([f"file.{name.removesuffix('.csv')}", sent])
             manifest += [["source.systemName", "rosterdrop"], ["source.systemCode", district.slug]]
             package.writestr(writer.member("manifest.csv"), _csv(manifest))
-            package.comment = f"{HEADER}: {cursor}".encode()
     return Written(written, cursor)
 
 
-def _write_file(package: zipfile.ZipFile, table: Table, writer: Writer) -> int:
-    """Write the file sorted by its (written) sourcedId, only if it has rows: the binding
-    permits no empty data file. The order is the bytes' order, whatever the database's
-    collation, so that a package read back and written again is the same."""
-    frame = writer.frame(table)
-    if not frame.height:
-        return 0
-    with package.open(writer.member(table.spec.name), "w", force_zip64=True) as member:
-        frame.sort("sourcedId").write_csv(member, line_terminator="\r\n", quote_style="necessary")
-    return frame.height
+class _Deflating:
+    """The package's zip, written and deflated in a thread of its own (zlib lets go of the
+    GIL), so that one batch is compressed while the next is read from the database. Level 1:
+    about three times as fast as zlib's default, for files about 15% larger."""
+
+    def __init__(self, out: BinaryIO, comment: str):
+        self.zip = zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
+        self.zip.comment = comment.encode()
+        self.steps: queue.Queue[tuple[str, Any] | None] = queue.Queue(4)
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="export-zip", daemon=True)
+
+    def __enter__(self) -> "_Deflating":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.steps.put(None)
+        self.thread.join()
+        if self.failed is not None and exc[0] is None:
+            raise self.failed
+
+    def open(self, info: zipfile.ZipInfo) -> None:
+        self._put("open", info)
+
+    def write(self, data: bytes) -> None:
+        self._put("write", data)
+
+    def close_member(self) -> None:
+        self._put("close", None)
+
+    def writestr(self, info: zipfile.ZipInfo, text: str) -> None:
+        self._put("text", (info, text))
+
+    def _put(self, step: str, value: Any) -> None:
+        """Queue a step (waits while four are queued)."""
+        if self.failed is not None:
+            raise self.failed
+        self.steps.put((step, value))
+
+    def _run(self) -> None:
+        member = None
+        try:
+            while (step := self.steps.get()) is not None:
+                match step:
+                    case "open", info:
+                        member = self.zip.open(info, "w", force_zip64=True)
+                    case "write", data:
+                        member.write(data)
+                    case "close", _:
+                        member.close()
+                    case "text", (info, text):
+                        self.zip.writestr(info, text)
+            self.zip.close()
+        except BaseException as failed:  # given to the reading thread, which stops
+            self.failed = failed
+            while self.steps.get() is not None:
+                pass
+
+
+def _write_file(package: _Deflating, table: Table, writer: Writer) -> int:
+    """Write the file in the order of its (written) sourcedId, only if it has rows: the
+    binding permits no empty data file. The order is the bytes' order, whatever the
+    database's collation, so that a package read back and written again is the same."""
+    count = 0
+    for rows in writer.batches(table):
+        text = io.BytesIO()
+        rows.write_csv(
+            text, include_header=not count, line_terminator="\r\n", quote_style="necessary"
+        )
+        if not count:
+            package.open(writer.member(table.spec.name))
+        package.write(text.getvalue())
+        count += rows.height
+    if count:
+        package.close_member()
+    return count
 
 
 def _csv(rows: list[list[str]]) -> str:
