@@ -56,6 +56,8 @@ HAND_BACK_SECONDS = 2
 LOCK_SPACE = 0x524F5354
 # Exit status of a worker that handed back a job it could not finish in the grace time.
 HANDED_BACK = 75
+# Once no import runs, how long a stopping worker may take to tell the database it is gone.
+UNREGISTER_SECONDS = 5.0
 
 
 def lock_name(district_id: int) -> str:
@@ -182,45 +184,54 @@ def run(stop: threading.Event, concurrency: int, grace: float) -> int:
     """Run a procrastinate worker until `stop` is set; then wait up to `grace` seconds for the
     imports it runs, and hand back those still running (their jobs are retried by another
     worker, which recovers the sync: it is imported again once, nothing was applied), ending
-    the process with HANDED_BACK. Otherwise the exit status for the command: 0, or 1."""
-    return asyncio.run(_run(stop, concurrency, grace))
+    the process with HANDED_BACK. Otherwise the exit status for the command: 0, or 1 when the
+    worker failed or could not stop cleanly (its database unreachable): then it is left behind
+    on a loop of its own, never closed, rather than holding up the process's exit."""
+    return asyncio.new_event_loop().run_until_complete(_run(stop, concurrency, grace))
 
 
 async def _run(stop: threading.Event, concurrency: int, grace: float) -> int:
     # The worker needs an async connection of its own (LISTEN/NOTIFY); tasks still defer
     # through the Django connector of the app their task belongs to.
     worker_app = app.with_connector(app.connector.get_worker_connector())  # type: ignore[attr-defined]
-    async with worker_app.open_async():
-        working = asyncio.create_task(
-            worker_app.run_worker_async(
-                queues=[QUEUE],
-                name=f"rosterdrop-{os.getpid()}",
-                concurrency=concurrency,
-                install_signal_handlers=False,
-                update_heartbeat_interval=HEARTBEAT_SECONDS,
-                stalled_worker_timeout=STALLED_SECONDS,
-                delete_jobs="successful",
-            )
+    await worker_app.open_async()
+    working = asyncio.create_task(
+        worker_app.run_worker_async(
+            queues=[QUEUE],
+            name=f"rosterdrop-{os.getpid()}",
+            concurrency=concurrency,
+            install_signal_handlers=False,
+            update_heartbeat_interval=HEARTBEAT_SECONDS,
+            stalled_worker_timeout=STALLED_SECONDS,
+            delete_jobs="successful",
         )
-        stopped = asyncio.create_task(asyncio.to_thread(stop.wait))
-        await asyncio.wait([working, stopped], return_when=asyncio.FIRST_COMPLETED)
-        if working.done():  # the worker ended on its own (the database went away)
-            stop.set()  # and so ends the thread waiting for it
-            log.error("the worker stopped: %r", working.exception())
-            return 1
-        working.cancel()  # procrastinate's graceful stop: no new job, running ones finish
-        done, _ = await asyncio.wait([working], timeout=grace)
-        if done:
+    )
+    stopped = asyncio.create_task(asyncio.to_thread(stop.wait))
+    await asyncio.wait([working, stopped], return_when=asyncio.FIRST_COMPLETED)
+    if working.done():  # the worker ended on its own (the database went away)
+        stop.set()  # and so ends the thread waiting for it
+        log.error("the worker stopped: %r", working.exception())
+        return 1
+    working.cancel()  # procrastinate's graceful stop: no new job, running ones finish
+    loop = asyncio.get_running_loop()
+    deadline, idle_since = loop.time() + grace, None
+    while loop.time() < deadline:
+        if (await asyncio.wait([working], timeout=0.2))[0]:
+            await worker_app.close_async()
             return 0
-        retry_at = timezone.now() + timedelta(seconds=HAND_BACK_SECONDS)
-        for job_id in list(_running):
-            log.warning("handing back job %s: still running after %g s", job_id, grace)
-            with contextlib.suppress(exceptions.UniqueViolation):  # one waits: it will do
-                await worker_app.job_manager.retry_job_by_id_async(job_id, retry_at=retry_at)
-        # The import's thread cannot be stopped: end the process, as a crash would. Its
-        # transaction is rolled back with the connection; the sync is recovered by the job.
-        logging.shutdown()
-        os._exit(HANDED_BACK)
+        idle_since = None if _running else (idle_since or loop.time())
+        if idle_since is not None and loop.time() - idle_since > UNREGISTER_SECONDS:
+            log.error("the worker could not stop cleanly: is the database reachable?")
+            return 1
+    retry_at = timezone.now() + timedelta(seconds=HAND_BACK_SECONDS)
+    for job_id in list(_running):
+        log.warning("handing back job %s: still running after %g s", job_id, grace)
+        with contextlib.suppress(exceptions.UniqueViolation):  # one waits: it will do
+            await worker_app.job_manager.retry_job_by_id_async(job_id, retry_at=retry_at)
+    # The import's thread cannot be stopped: end the process, as a crash would. Its
+    # transaction is rolled back with the connection; the sync is recovered by the job.
+    logging.shutdown()
+    os._exit(HANDED_BACK)
 
 
 def prepare() -> None:
