@@ -24,9 +24,10 @@ def port(server: Server, implicit: bool) -> int:
 
 
 def curl(
-    server: Server, path: Path, implicit: bool, name: str = "", login: str = DOTTED
+    server: Server, path: Path | str, implicit: bool, name: str = "", login: str = DOTTED
 ) -> subprocess.CompletedProcess:
-    """curl's two FTPS forms: ftps:// is implicit TLS, ftp:// with --ssl-reqd is AUTH TLS."""
+    """curl's two FTPS forms: ftps:// is implicit TLS, ftp:// with --ssl-reqd is AUTH TLS.
+    `path` may be curl's {a,b,...} glob: several files over one connection."""
     scheme, extra = ("ftps", []) if implicit else ("ftp", ["--ssl-reqd"])
     url = f"{scheme}://127.0.0.1:{port(server, implicit)}/{name}"
     cmd = ["curl", "-sS", "--fail", "--max-time", "60", "--cacert", str(cert(server)), *extra]
