@@ -52,10 +52,9 @@ def host_keys(port: int, host: str = BALANCER, local: str = "127.0.3.9") -> set[
     async def fetch() -> set[str]:
         found = set()
         for alg in ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512"):
-            key = await asyncssh.get_server_host_key(
+            key = await asyncio.wait_for(asyncssh.get_server_host_key(
                 host, port, server_host_key_algs=[alg], local_addr=(local, 0),
-                connect_timeout=60,
-            )  # fmt: skip
+            ), 60)  # fmt: skip
             assert key is not None
             found.add(key.export_public_key().decode().strip())
         return found
