@@ -44,6 +44,7 @@ def cpu_seconds() -> float:
 
 
 def single(work: Path) -> dict:
+    work.mkdir(parents=True)
     data = work / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTERDROP_")}
     env.update(ROSTERDROP_DATA_DIR=str(data), ROSTERDROP_SFTP_LOGIN_DELAY="0.2")
