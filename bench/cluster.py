@@ -78,7 +78,9 @@ def single(work: Path) -> dict:
                    "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
                    "-o", f"BindAddress=127.0.1.{i + 1}", "-o", f"UserKnownHostsFile={known}",
                    f"{slug}@127.0.0.1"]  # fmt: skip
-            done = subprocess.run(cmd, input=f"put {roster} roster.zip\n", capture_output=True)
+            done = subprocess.run(
+                cmd, input=f"put {roster} roster.zip\n", capture_output=True, text=True
+            )
             return done.returncode
 
         began = time.monotonic()
