@@ -16,6 +16,7 @@ from django.db import transaction
 
 from rosterdrop.ingest.findings import ERROR, Failure, Finding
 from rosterdrop.ingest.models import IssueRow
+from rosterdrop.ingest.report import stored
 from rosterdrop.ingest.sent_rows import rows_at
 from rosterdrop.ingest.unpack import Limits, unpack
 
@@ -60,8 +61,8 @@ def keep(sync, uploads: list, paths: list[Path], findings: Iterable[Finding], li
                     upload=upload,
                     file=member.name,
                     line=line,
-                    header=header,
-                    cells=cells,
+                    header=[stored(cell) for cell in header],
+                    cells=[stored(cell) for cell in cells],
                 )
                 for line, cells in sorted(found.items())
             ]

@@ -17,7 +17,7 @@ HELD_CHANGES_SHOWN = 10_000
 ISSUE_COLUMNS = ("sync_id", "severity", "code", "file", "line", "column", "value", "message")
 
 
-def _stored(text: str) -> str:
+def stored(text: str) -> str:
     """Text as the database can keep it: PostgreSQL refuses a NUL in text."""
     return text.replace("\x00", "\\x00")
 
@@ -28,11 +28,11 @@ def _issue_rows(sync: Sync, outcome: Outcome) -> list[dict[str, Any]]:
             "sync_id": sync.pk,
             "severity": f.severity,
             "code": f.code,
-            "file": _stored(f.file),
+            "file": stored(f.file),
             "line": f.line,
-            "column": _stored(f.column),
-            "value": _stored(f.value[:2000]),
-            "message": _stored(f.message),
+            "column": stored(f.column),
+            "value": stored(f.value[:2000]),
+            "message": stored(f.message),
         }
         for f in outcome.checked.log.all()
     ]
@@ -44,7 +44,7 @@ def _sync_values(outcome: Outcome) -> dict[str, Any]:
         "format": outcome.checked.format,
         "files": [f.as_dict() for f in outcome.checked.files],
         "changes": outcome.plan.changes if outcome.plan else {},
-        "message": _stored(outcome.message),
+        "message": stored(outcome.message),
         "finished_at": datetime.now(UTC),
         "roster_token": outcome.roster_token,
     }
