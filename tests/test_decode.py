@@ -96,3 +96,25 @@ def test_more_bad_lines_than_the_limit_refuse_the_file(monkeypatch):
     monkeypatch.setattr(decoding, "MAX_BAD_LINES", 2)
     finding = _refused(HEADER.encode() + "u0,Cýrus\n".encode() + b"u1,\xff\n" * 3)
     assert finding.code == "encoding_invalid"
+
+
+@pytest.mark.django_db
+def test_check_only_decodes_as_the_import_does_when_the_district_has_no_fallback(
+    district, school
+):
+    """A district set to UTF-8 only (no fallback encoding): "Check only" and `validate
+    --district` must refuse a cp1252 file as its import does, not read it as cp1252."""
+    from rosterdrop.ingest.district_check import check_for_district
+    from rosterdrop.ingest.syncs import import_path
+
+    district.fallback_encoding = ""
+    district.save()
+    users = school / "users.csv"
+    users.write_bytes(users.read_bytes().replace(b"Thandiwe", "Thandiwé".encode("cp1252")))
+    checked = check_for_district(sorted(school.iterdir()), district)
+    sync = import_path(district, school)
+    assert sync.status == "failed"
+    assert checked.fatal
+    assert {f.code for f in checked.log.all() if f.severity == "fatal"} == set(
+        sync.issues.filter(severity="fatal").values_list("code", flat=True)
+    )

@@ -22,9 +22,8 @@ def check_for_district(
     strict: bool = False,
 ) -> Checked:
     """The district's import checks on these files; nothing is stored or applied."""
-    settings = Settings.of(
-        district, format_slug, encoding or district.fallback_encoding or "cp1252", strict
-    )
+    # `encoding` None: the district's own fallback, blank included (UTF-8 only), as its import.
+    settings = Settings.of(district, format_slug, encoding, strict)
     # The current roster, so references to records not sent now resolve.
     known = ActiveKeys(lambda: Snapshot(district.pk, roster_token(district.pk)))
     return check(paths, settings, Against(known))
