@@ -26,7 +26,10 @@ class Command(BaseCommand):
         parser.add_argument("path", type=Path)
         parser.add_argument("--format", choices=sorted(FORMATS))
         parser.add_argument("--district", help="Check as this district's upload (database).")
-        parser.add_argument("--encoding", help="Fallback for non-UTF-8 files (default: the district's, else cp1252).")
+        parser.add_argument(
+            "--encoding",
+            help="Fallback for non-UTF-8 files (default: the district's, else cp1252).",
+        )
         parser.add_argument(
             "--strict",
             action="store_true",
