@@ -99,9 +99,7 @@ def test_more_bad_lines_than_the_limit_refuse_the_file(monkeypatch):
 
 
 @pytest.mark.django_db
-def test_check_only_decodes_as_the_import_does_when_the_district_has_no_fallback(
-    district, school
-):
+def test_check_only_decodes_as_the_import_does_when_the_district_has_no_fallback(district, school):
     """A district set to UTF-8 only (no fallback encoding): "Check only" and `validate
     --district` must refuse a cp1252 file as its import does, not read it as cp1252."""
     from rosterdrop.ingest.district_check import check_for_district
