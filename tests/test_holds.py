@@ -73,3 +73,14 @@ def test_admins_decide_their_own_holds_only_when_the_district_lets_them(
     assert web.post(f"/d/springfield/syncs/{sync.pk}/approve/").status_code == 302
     sync.refresh_from_db()
     assert sync.status == "applied" and sync.decided_by == "data@springfield.test"
+
+
+def test_a_holds_message_gives_a_threshold_below_one_percent_as_set(district, school):
+    district.removal_threshold = 0.005
+    district.save()
+    import_path(district, school)
+    users = rows(school / "users.csv")
+    write(school / "users.csv", users[:-1])
+    sync = import_path(district, school)
+    assert sync.status == "held", sync.message
+    assert "more than the 0.5% allowed" in sync.message  # not "the 0% allowed"

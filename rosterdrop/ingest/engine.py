@@ -352,6 +352,11 @@ def _report_unknown(plan: Plan, checked: Checked) -> None:
             )
 
 
+def _percent(share: float) -> str:
+    """0.005 as "0.5%", 1/79 as "1.27%": a threshold below 1% is not "0%"."""
+    return f"{share * 100:.3g}%"
+
+
 def _decide(plan: Plan, district: District, checked: Checked, approved: bool) -> tuple[str, str]:
     if not approved and (rollover := starts_school_year(plan, checked, district)):
         plan.rollover = rollover
@@ -365,8 +370,8 @@ def _decide(plan: Plan, district: District, checked: Checked, approved: bool) ->
         worst = max(over, key=lambda p: p.removal_share)
         return "held", (
             f"This sync would remove {len(worst.removed)} of {worst.active_before} "
-            f"{worst.entity} ({worst.removal_share:.0%}), more than the "
-            f"{threshold:.0%} allowed; it waits for approval."
+            f"{worst.entity} ({_percent(worst.removal_share)}), more than the "
+            f"{_percent(threshold)} allowed; it waits for approval."
         )
     errors = any(f.severity == ERROR for f in checked.log.findings)
     skipped = " Rows with errors were skipped; the roster keeps their records as they were."
