@@ -10,13 +10,12 @@ however many millions a first import writes.
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Count, Max
 from django.utils import timezone
 
 from rosterdrop.feed import webhooks
 from rosterdrop.feed.models import Batch, Counter, Event
-from rosterdrop.ingest.models import Change
 from rosterdrop.roster.models import ENTITIES, MODELS
 from rosterdrop.roster.schema import KEY
 
@@ -25,11 +24,15 @@ COLUMNS = "district_id, seq, sync_id, entity, sourced_id, action"
 ACTIONS = {"updated": "updated", "removed": "deleted", "reactivated": "created"}
 
 
-def record_events(cur, district_id: int, sync_id: int, renamed: dict[str, list]) -> Batch | None:
+def record_events(
+    cur, district_id: int, sync_id: int, renamed: dict[str, list], changes: type[models.Model]
+) -> Batch | None:
     """Write the sync's events after apply, in its transaction; their batch (None if none).
 
     `renamed`: {entity: [(old ID, new ID)]}, records apply moved to a new source ID: the old
-    one is deleted for a reader, the new one created.
+    one is deleted for a reader, the new one created. `changes`: the model of the importer's
+    change rows (sync_id, entity, sourced_id, action), handed over by ingest so that the feed,
+    a layer below it, never imports ingest.
     """
     counter = _locked_counter(district_id)
     first = seq = counter.last_seq
@@ -68,11 +71,11 @@ def record_events(cur, district_id: int, sync_id: int, renamed: dict[str, list])
     for change, action in ACTIONS.items():
         cur.execute(
             f"{insert} SELECT {p}, {p} + ROW_NUMBER() OVER (ORDER BY id), sync_id, entity, "
-            f"sourced_id, {p} FROM {Change._meta.db_table} WHERE sync_id = {p} AND action = {p}",
+            f"sourced_id, {p} FROM {changes._meta.db_table} WHERE sync_id = {p} AND action = {p}",
             [district_id, seq, action, sync_id, change],
         )
         seq += max(cur.rowcount, 0)
-    changed = Change.objects.filter(sync_id=sync_id).values("entity", "action")
+    changed = changes._default_manager.filter(sync_id=sync_id).values("entity", "action")
     for row in changed.annotate(n=Count("id")).order_by():
         count(row["entity"], ACTIONS[row["action"]], row["n"])
     _prune(district_id)

@@ -29,7 +29,7 @@ from rosterdrop.ingest.kept import unreadable, withheld
 from rosterdrop.ingest.keys import EntityRows, RosterKeys, check_keys
 from rosterdrop.ingest.links import check_links
 from rosterdrop.ingest.match import match
-from rosterdrop.ingest.models import Sync
+from rosterdrop.ingest.models import Change, Sync
 from rosterdrop.ingest.outcome import Checked, Outcome, Records
 from rosterdrop.ingest.plan import EntityPlan, Plan, plan_entity
 from rosterdrop.ingest.reader import Progress, Reader, limits
@@ -230,7 +230,7 @@ def run(
                     forget_findings(sync.pk)  # a held sync's, when approved
                     apply_plan(conn, plan, checked.records.spills, district.pk, sync.pk)
                     gaps.count(district.pk, sync.pk)
-                    record_events(conn, district.pk, sync.pk, renamed_in(plan))
+                    record_events(conn, district.pk, sync.pk, renamed_in(plan), Change)
                     process.checkpoint("apply")
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))
         except BaseException:
