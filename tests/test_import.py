@@ -441,15 +441,13 @@ def test_a_first_import_builds_the_reference_indexes_after_its_rows(district, mo
     from django.db import connection
 
     from rosterdrop.roster import store
-    from rosterdrop.roster.models import LOOKUPS
+    from rosterdrop.roster.models import LOOKUP_INDEXES
 
     def indexes(entity: str) -> set[str]:
         with connection.cursor() as cur:
             return set(connection.introspection.get_constraints(cur, MODELS[entity]._meta.db_table))
 
-    lookups = {
-        e: {f"{MODELS[e]._meta.model_name}_{fields[0]}" for fields in LOOKUPS[e]} for e in LOOKUPS
-    }
+    lookups = {e: {i.name for i in indexes} for e, indexes in LOOKUP_INDEXES.items() if indexes}
     missing_while_writing: dict[str, set[str]] = {}
     real = store.lookups_built_after
 

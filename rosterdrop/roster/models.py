@@ -130,8 +130,17 @@ LOOKUPS: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 
 
+# Each entity's LOOKUPS as the indexes its model declares (store.lookups_built_after drops and
+# builds them by these).
+LOOKUP_INDEXES: dict[str, list[models.Index]] = {}
+
+
 def _roster_table(entity: str, name: str) -> type[RosterRecord]:
     """The model of one entity: the common columns and its canonical fields, all text."""
+    LOOKUP_INDEXES[entity] = [
+        models.Index(fields=["district", *fields], name=f"{name.lower()}_{fields[0]}")
+        for fields in LOOKUPS.get(entity, ())
+    ]
     meta = type(
         "Meta",
         (),
@@ -151,10 +160,7 @@ def _roster_table(entity: str, name: str) -> type[RosterRecord]:
                 models.Index(
                     fields=["district", "changed_sync_id", "id"], name=f"{name.lower()}_changed"
                 ),
-                *(
-                    models.Index(fields=["district", *fields], name=f"{name.lower()}_{fields[0]}")
-                    for fields in LOOKUPS.get(entity, ())
-                ),
+                *LOOKUP_INDEXES[entity],
             ],
         },
     )

@@ -19,7 +19,7 @@ from polars._typing import PolarsDataType
 from rosterdrop.roster import staging
 from rosterdrop.roster.models import (
     ENTITIES,
-    LOOKUPS,
+    LOOKUP_INDEXES,
     MODELS,
     RosterToken,
     Status,
@@ -330,9 +330,7 @@ DEFER_LOOKUPS_MIN = 100_000
 def lookups_built_after(cur: Cursor, entity: str, adding: int) -> Iterator[None]:
     """Around the writes of an entity: drop its reference indexes first and build them again
     at the end, in the same transaction, when `adding` records outnumber the table's."""
-    model = MODELS[entity]
-    names = {f"{model._meta.model_name}_{fields[0]}" for fields in LOOKUPS.get(entity, ())}
-    indexes = [i for i in model._meta.indexes if i.name in names]
+    model, indexes = MODELS[entity], LOOKUP_INDEXES.get(entity, [])
     if not indexes or adding < DEFER_LOOKUPS_MIN or _is_postgres():
         yield
         return
