@@ -6,10 +6,17 @@ enrollment read into Python); the roster changes only when a sync applies, so th
 counted then, in the database, and kept with the first IDs of each (`RosterGaps`).
 """
 
+from typing import Any
+
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
+from rosterdrop.districts.models import District
 from rosterdrop.ingest.models import RosterGaps
 from rosterdrop.roster.models import records
+
+# A query of one entity's records or of their values: typed Any, since the fields filtered on
+# (userSourcedId, orgSourcedId...) belong to each entity's model, not to the RosterRecord base.
+Records = QuerySet[Any, Any]
 
 # IDs kept of each gap: what the assistant lists.
 SHOWN = 200
@@ -23,18 +30,19 @@ KINDS = {
 }
 
 
-def _active(district_id: int, entity: str) -> QuerySet:
-    return records(district_id, entity).filter(status="active")
+def _active(district_id: int, entity: str) -> Records:
+    found: Records = records(district_id, entity)
+    return found.filter(status="active")
 
 
-def _ids(district_id: int, entity: str, field: str, **where) -> QuerySet:
+def _ids(district_id: int, entity: str, field: str, **where: str) -> Records:
     """The non-null values of `field` of the active records matching `where`: a subquery
     (a NULL in `NOT IN` would exclude every row)."""
     found = _active(district_id, entity).filter(**where).exclude(**{f"{field}__isnull": True})
     return found.values(field)
 
 
-def _named(district_id: int, entity: str, field: str, **where) -> Exists:
+def _named(district_id: int, entity: str, field: str, **where: str) -> Exists:
     """Whether an active record of `entity` names the outer record in `field`: one probe of
     the roster's index on it per record (roster.models.LOOKUPS), where `NOT IN` a subquery
     would have SQLite sort every enrollment first (measured: 14 s of CPU at 5M)."""
@@ -42,7 +50,7 @@ def _named(district_id: int, entity: str, field: str, **where) -> Exists:
     return Exists(named)
 
 
-def _gaps(district_id: int) -> dict[str, QuerySet]:
+def _gaps(district_id: int) -> dict[str, Records]:
     """Each gap's records, as queries the database answers from its indexes."""
     roles = _active(district_id, "roles")
     schools = _ids(district_id, "orgs", "sourced_id", type="school")
@@ -72,7 +80,8 @@ def _gaps(district_id: int) -> dict[str, QuerySet]:
 def count(district_id: int, sync_id: int | None) -> RosterGaps:
     """Count the district's gaps as its roster stands (inside the applying transaction: as
     it will stand once that commits) and keep them, replacing the earlier count."""
-    counts, shown = {}, {}
+    counts: dict[str, int] = {}
+    shown: dict[str, list[str]] = {}
     for kind, found in _gaps(district_id).items():
         ids = list(found.order_by("sourced_id").values_list("sourced_id", flat=True))
         counts[kind], shown[kind] = len(ids), ids[:SHOWN]
@@ -82,7 +91,7 @@ def count(district_id: int, sync_id: int | None) -> RosterGaps:
     return gaps
 
 
-def of(district) -> RosterGaps:
+def of(district: District) -> RosterGaps:
     """The district's gaps as last counted; counted now if no sync has counted them (a
     roster applied before they were kept)."""
     gaps = RosterGaps.objects.filter(district=district).first()

@@ -9,8 +9,10 @@ records it would remove are all still there with their names, roles, grades and 
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from rosterdrop.ingest.models import HeldSummary
+from rosterdrop.districts.models import District
+from rosterdrop.ingest.models import HeldSummary, Sync
 from rosterdrop.roster.models import ENTITIES, records
 
 CHUNK = 2000  # IDs per query: well under every database's bound on parameters
@@ -52,17 +54,19 @@ def _chunks(ids: list[str]) -> Iterator[list[str]]:
         yield ids[start : start + CHUNK]
 
 
-def id_rows(district, entity: str, field: str, ids: Iterable[str], *columns: str) -> Iterator:
+def id_rows(
+    district: District, entity: str, field: str, ids: Iterable[str], *columns: str
+) -> Iterator[tuple[Any, ...]]:
     ids = list(dict.fromkeys(ids))
     for chunk in _chunks(ids):
         yield from records(district, entity).filter(**{f"{field}__in": chunk}).values_list(*columns)
 
 
-def _org_names(district, ids: Iterable[str]) -> dict[str, str]:
+def _org_names(district: District, ids: Iterable[str]) -> dict[str, str]:
     return dict(id_rows(district, "orgs", "sourced_id", ids, "sourced_id", "name"))
 
 
-def _schools(district, counts: Counter) -> str:
+def _schools(district: District, counts: Counter[str]) -> str:
     names = _org_names(district, counts)
     ranked = [names.get(org) or org for org, _ in counts.most_common() if org]
     if len(ranked) > 3:
@@ -70,7 +74,7 @@ def _schools(district, counts: Counter) -> str:
     return ", ".join(ranked)
 
 
-def _grade_key(grade: str) -> tuple:
+def _grade_key(grade: str) -> tuple[int, int, str]:
     return (0, int(grade), "") if grade.isdigit() else (-1, 0, grade)
 
 
@@ -84,7 +88,7 @@ def _grades(grades: set[str]) -> str:
     return f"grades {first}-{last}"
 
 
-def roles_of(district, user_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+def roles_of(district: District, user_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
     """user -> (role, school) from the roster's roles; the first role a user has wins."""
     found: dict[str, tuple[str, str]] = {}
     rows = id_rows(
@@ -95,9 +99,9 @@ def roles_of(district, user_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
     return found
 
 
-def _people(district, ids: list[str]) -> list[HoldLine]:
+def _people(district: District, ids: list[str]) -> list[HoldLine]:
     roles = roles_of(district, ids)
-    groups: dict[str, tuple[Counter, set[str]]] = {}
+    groups: dict[str, tuple[Counter[str], set[str]]] = {}
     rows = id_rows(
         district, "users", "sourced_id", ids, "sourced_id", "grades", "primaryOrgSourcedId"
     )
@@ -118,7 +122,7 @@ def _people(district, ids: list[str]) -> list[HoldLine]:
     ]
 
 
-def _drop_parts_of(district, removed: dict[str, list[str]], people: set[str]) -> None:
+def _drop_parts_of(district: District, removed: dict[str, list[str]], people: set[str]) -> None:
     """A person's roles and demographics leave with the person: not counted twice."""
     if not people:
         return
@@ -129,7 +133,7 @@ def _drop_parts_of(district, removed: dict[str, list[str]], people: set[str]) ->
     removed["roles"] = [key for key, user in rows if user not in people]
 
 
-def summarise(district, removed: dict[str, list[str]]) -> list[HoldLine]:
+def summarise(district: District, removed: dict[str, list[str]]) -> list[HoldLine]:
     """The records a held sync would remove ({entity: IDs}), entity by entity, people first
     by role."""
     people = removed.pop("users", [])
@@ -150,14 +154,14 @@ def summarise(district, removed: dict[str, list[str]]) -> list[HoldLine]:
     return lines
 
 
-def keep(sync, removed: dict[str, list[str]]) -> None:
+def keep(sync: Sync, removed: dict[str, list[str]]) -> None:
     """Count what a sync being held would remove (every ID, not only those its changes
     list) and keep it with the sync."""
     lines = [asdict(line) for line in summarise(sync.district, removed)]
     HeldSummary.objects.update_or_create(sync=sync, defaults={"lines": lines})
 
 
-def of(sync) -> list[HoldLine]:
+def of(sync: Sync) -> list[HoldLine]:
     """What a held sync would remove, as counted when it was held; for a sync held before
     these were kept, counted now from its changes."""
     kept = HeldSummary.objects.filter(sync=sync).first()
