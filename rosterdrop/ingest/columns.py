@@ -35,3 +35,10 @@ ROW = "_row"
 FILE = "_file"
 # Whether a record was derived from another's row (a user's role from its school list) (keys).
 DERIVED = "_derived"
+# A full file's physical line, hashed twice (two seeds: 128 bits) over its text as decoded, on
+# the plain pieces of a file read incrementally (read, lines).
+LINEHASH = "_linehash"
+LINECHECK = "_linecheck"
+# Where a line is among the lines the last read of the same file kept (null: a line it did not
+# have, or whose record the roster does not hold as it is): such a line is not parsed (read).
+KNOWN = "_known"

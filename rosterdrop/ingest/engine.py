@@ -27,6 +27,7 @@ from rosterdrop.ingest.columns import FILE, KEY, LINE, ROW, STATUS
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding, FindingLog
 from rosterdrop.ingest.kept import unreadable, withheld
 from rosterdrop.ingest.keys import EntityRows, RosterKeys, check_keys
+from rosterdrop.ingest.lines import LineFiles
 from rosterdrop.ingest.links import check_links
 from rosterdrop.ingest.match import match
 from rosterdrop.ingest.models import Change, Sync
@@ -96,13 +97,15 @@ class Against:
     `known`: its active keys per entity, for references to records not sent now;
     `keys`: its keys by position, for the records the spill matched with it;
     `spill`: where record data goes, with the roster's fingerprints (what need not go);
-    `vouched`: the entities whose records it vouches for (ingest/vouched.py).
+    `vouched`: the entities whose records it vouches for (ingest/vouched.py);
+    `lines`: the lines of the files that made it, and those this read keeps (ingest/lines.py).
     """
 
     known: Mapping[str, pl.Series]
     keys: RosterKeys | None = None
     spill: SpillFolder | None = None
     vouched: frozenset[str] = frozenset()
+    lines: LineFiles | None = None
 
 
 NOTHING = Against(known={})
@@ -120,7 +123,9 @@ def check(
     """
     log = FindingLog()
     log.strict = settings.strict
-    reader = Reader(log, settings.fallback_encoding, against.spill, against.vouched, progress)
+    reader = Reader(
+        log, settings.fallback_encoding, against.spill, against.vouched, progress, against.lines
+    )
     fmt, reason, failed = None, "", False
     try:
         members = unpack(paths, limits(), log)
@@ -197,12 +202,14 @@ def run(
         token = store.roster_token(district.pk)
         snapshot = hashes.Snapshot(district.pk, token)
         now, vouched = settings.context(district.pk), snapshot.vouched
+        lines = LineFiles(district.pk, token, now, work / "lines")
         against = Against(
             ActiveKeys(lambda: snapshot),
             snapshot.keys,
             # Its fingerprints are dropped once the files are read.
             SpillFolder(work, Fingerprinting(snapshot.frame(keys=False))),
             frozenset(e for e, then in vouched.items() if then == now),
+            lines,
         )
         checked = check(paths, settings, against, progress)
         if checked.fatal:
@@ -239,11 +246,13 @@ def run(
             raise
         if staged is not None:  # the roster it describes is committed
             hashes.publish(district.pk, token, staged, vouched)
+            lines.publish(token)
         if applying:
             store.refresh_statistics(*plan.growth)
         unchanged = status == "no_changes" and not dry_run
         if unchanged:
             hashes.vouch(district.pk, token, vouched)
+            lines.publish(token)
         return Outcome(status, checked, plan, message, token if applying or unchanged else None)
     finally:
         shutil.rmtree(work, ignore_errors=True)

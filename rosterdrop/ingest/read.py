@@ -27,13 +27,14 @@ import re
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import length_hint
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from rosterdrop.ingest.ahead import ahead
-from rosterdrop.ingest.columns import LINE
+from rosterdrop.ingest.columns import KNOWN, LINE, LINECHECK, LINEHASH
 from rosterdrop.ingest.decode import MAX_LINE, count_byte, line_too_long
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding
 from rosterdrop.timing import timed
@@ -52,6 +53,9 @@ _CR_STAND_INS = [chr(c) for c in range(0xFDD0, 0xFDF0)]
 _LONE_CR = re.compile("\r(?!\n)")
 # What is left of a last line cut by an old exporter's end-of-file mark (Ctrl-Z) or blanks.
 _NOTHING = " \t\r\x1a"
+# The seeds of a line's two hashes (LINEHASH, LINECHECK): fixed, they are kept from one read
+# to the next.
+LINE_SEEDS = (20261206, 61202026)
 
 
 @dataclass(frozen=True)
@@ -68,14 +72,31 @@ class Piece:
     cut: bool = False
 
 
+class KnownLines(Protocol):
+    """The lines the last read of a file kept (ingest/lines.py)."""
+
+    def find(self, hashes: pl.DataFrame) -> pl.Series:
+        """For each line (LINEHASH, LINECHECK), where it is among them (KNOWN), or null."""
+        ...
+
+
 @dataclass
 class Table:
-    """A file's header and its rows, produced batch by batch."""
+    """A file's header and its rows, produced batch by batch.
+
+    Set before the batches are first asked for (their thread starts then): `hash_lines`, for
+    each line of a plain piece its hashes (LINEHASH, LINECHECK) beside its row; `known`, the
+    lines the last read kept: those come as rows of their line number, hashes and KNOWN only,
+    not parsed (an incremental read, ingest/lines.py).
+    """
 
     name: str
     header: list[str]
     batches: Generator[pl.DataFrame, None, None] = field(repr=False)
     findings: list[Finding] = field(default_factory=list)
+    delimiter: str = ","
+    hash_lines: bool = False
+    known: KnownLines | None = None
 
 
 def read_table(
@@ -94,7 +115,7 @@ def read_table(
     header_text, _, rest = first.text.partition(b"\n")
     delimiter = next((d for d in delimiter if d.encode() in header_text), delimiter[0])
     header = _header(name, header_text.decode("utf-8"), delimiter, escapechar)
-    table = Table(name=name, header=header, batches=_no_batches())
+    table = Table(name=name, header=header, batches=_no_batches(), delimiter=delimiter)
     rest_piece = Piece(rest, 2, first.lines - 1, first.final, first.cut)
     table.batches = ahead(_batches(table, delimiter, escapechar, _chain(rest_piece, pieces)))
     return table
@@ -193,27 +214,37 @@ def _batches(
             continue
         frame = None
         if not strict.carry and not (escapechar and escapechar.encode() in piece.text):
-            frame = parse_fast(piece, table.header, sep)
+            if table.hash_lines:
+                frame = parse_lines(piece, table.header, sep, table.known)
+            else:
+                frame = parse_fast(piece, table.header, sep)
         if frame is None:
             frame = strict.read(piece)
         if frame.height:
             yield frame
 
 
-@timed("read (polars)", batch=True)
-def parse_fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None:
-    """Parse a piece with polars if every line is sure to have exactly the right width and
-    any quotes are plain CSV quoting; None sends the piece to the csv module.
+def _plain_piece(piece: Piece, header: list[str], sep: int) -> bool:
+    """Whether every line of the piece may have exactly the right width, with any quotes plain
+    CSV quoting and no CR that polars and the csv module read apart (then polars parses it).
 
     polars refuses a line with too many values; with that, the piece holding exactly
     (width - 1) delimiters per line, outside quotes, means no line has too few either.
     """
     if b"\r" in piece.text and _cr_before_delimiter(piece.text, sep):
-        return None
+        return False
     quoted = b'"' in piece.text
     outside = delimiters_outside_quotes(piece.text, sep) if quoted else count_byte(piece.text, sep)
-    if outside != piece.lines * (len(header) - 1):
+    return outside == piece.lines * (len(header) - 1)
+
+
+@timed("read (polars)", batch=True)
+def parse_fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None:
+    """Parse a piece with polars if every line is sure to have exactly the right width and
+    any quotes are plain CSV quoting (`_plain_piece`); None sends the piece to the csv module."""
+    if not _plain_piece(piece, header, sep):
         return None
+    quoted = b'"' in piece.text
     try:
         frame = pl.read_csv(
             piece.text,
@@ -235,6 +266,53 @@ def parse_fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None
     return frame.with_columns(
         pl.int_range(first, first + frame.height, dtype=pl.UInt32).alias(LINE)
     )
+
+
+@timed("read (lines)", batch=True)
+def parse_lines(
+    piece: Piece, header: list[str], sep: int, known: KnownLines | None
+) -> pl.DataFrame | None:
+    """`parse_fast` line by line: each row with its line's hashes; the lines `known` names are
+    not parsed (their rows hold only LINE, the hashes and KNOWN). In a plain piece (`_plain_piece`,
+    header width 2 or more: no blank lines) a line is a row, read the same wherever it is."""
+    if len(header) < 2:
+        return parse_fast(piece, header, sep)
+    if not _plain_piece(piece, header, sep):
+        return None
+    data = np.frombuffer(piece.text, dtype=np.uint8)
+    offsets = np.concatenate(([0], np.flatnonzero(data == NEWLINE) + 1)).astype(np.int64)
+    if len(offsets) - 1 != piece.lines:
+        return None
+    text = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), piece.lines, [None, pa.py_buffer(offsets), pa.py_buffer(piece.text)]
+    )
+    lines = pl.Series(text)
+    hashes = pl.DataFrame(
+        {
+            LINE: pl.int_range(piece.line, piece.line + piece.lines, dtype=pl.UInt32, eager=True),
+            LINEHASH: lines.hash(LINE_SEEDS[0]),
+            LINECHECK: lines.hash(LINE_SEEDS[1]),
+        }
+    )
+    found = known.find(hashes) if known is not None else None
+    if found is None or not (hit := found.is_not_null()).any():
+        return _hashed(parse_fast(piece, header, sep), hashes)
+    unknown = ~hit.to_numpy()
+    columns = pl.DataFrame(schema=dict.fromkeys(header, pl.String))  # should no line be parsed
+    parts = [columns, hashes.filter(hit).with_columns(found.filter(hit).alias(KNOWN))]
+    if unknown.any():
+        lengths = np.diff(offsets)
+        rest = Piece(data[np.repeat(unknown, lengths)].tobytes(), 0, int(unknown.sum()))
+        frame = parse_fast(rest, header, sep)
+        if frame is None:  # not parsed apart from its piece: the whole piece is read
+            return _hashed(parse_fast(piece, header, sep), hashes)
+        parts.append(frame.drop(LINE).hstack(hashes.filter(~hit)))
+    return pl.concat(parts, how="diagonal").sort(LINE)
+
+
+def _hashed(frame: pl.DataFrame | None, hashes: pl.DataFrame) -> pl.DataFrame | None:
+    """A whole piece's rows with their lines' hashes."""
+    return None if frame is None else frame.with_columns(hashes[LINEHASH], hashes[LINECHECK])
 
 
 def _cr_before_delimiter(text: bytes, sep: int) -> bool:

@@ -19,10 +19,11 @@ import polars as pl
 from django.conf import settings
 
 from rosterdrop.formats.spec import FileSpec, FormatSpec, Mode, Output
-from rosterdrop.ingest.columns import KEY, LINE, NATURAL, SAME, STATUS
+from rosterdrop.ingest.columns import KEY, KNOWN, LINE, LINECHECK, LINEHASH, NATURAL, SAME, STATUS
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import FindingLog
 from rosterdrop.ingest.keys import EntityRows
+from rosterdrop.ingest.lines import SENT_STATUS, FileLines, LineFiles
 from rosterdrop.ingest.links import LinkValues, gather
 from rosterdrop.ingest.mapping import (
     extra_columns,
@@ -33,7 +34,7 @@ from rosterdrop.ingest.mapping import (
     message_columns,
     natural_key,
 )
-from rosterdrop.ingest.read import read_table
+from rosterdrop.ingest.read import Table, read_table
 from rosterdrop.ingest.spill import Spill, SpillFolder
 from rosterdrop.ingest.unpack import Limits, Member
 from rosterdrop.ingest.validate import RowChecker, check_header, faulty, unreadable_id
@@ -74,7 +75,8 @@ class Reader:
 
     `fallback`: the encoding of a file that is not UTF-8 and whose format names none;
     `spill`: where record data goes (None: nothing is spilled, as for a sample file);
-    `vouched`: the entities whose records the roster vouches for (ingest/vouched.py).
+    `vouched`: the entities whose records the roster vouches for (ingest/vouched.py);
+    `lines`: the lines the last sync's files kept, and those this read keeps (ingest/lines.py).
     """
 
     def __init__(
@@ -84,9 +86,10 @@ class Reader:
         spill: SpillFolder | None = None,
         vouched: frozenset[str] = frozenset(),
         progress: Progress | None = None,
+        lines: LineFiles | None = None,
     ) -> None:
         self.log, self.fallback, self.spill = log, fallback, spill
-        self.vouched, self.progress = vouched, progress
+        self.vouched, self.progress, self.lines = vouched, progress, lines
         self.entities: dict[str, EntityRows] = {}
         self.spills: dict[str, Spill] = {}
         self.links = LinkValues()
@@ -109,18 +112,23 @@ class Reader:
             extras = extra_columns(file, table.header)
             for output in file.outputs:  # a file with no rows fills its entities all the same
                 self._rows_of(file, output, mode)
-            vouching = (
-                self.spill is not None
-                and vouchable(fmt, file, mode, checker.checked_columns, extras)
-                and file.outputs[0].entity in self.vouched
+            can_vouch = self.spill is not None and vouchable(
+                fmt, file, mode, checker.checked_columns, extras
             )
+            vouching = can_vouch and file.outputs[0].entity in self.vouched
+            lines = None
+            if can_vouch and not checker.derived:
+                lines = self._lines_of(file, table, decoded.encoding, vouching)
             # Closed here, whatever happens: batches are read ahead from this open stream.
             with closing(table.batches):
                 for batch in table.batches:
                     if vouching:
-                        self._read_vouched(file, mode, checker, batch, extras)
+                        self._read_vouched(file, mode, checker, batch, extras, lines)
                     else:
-                        checked = checker.check(batch)
+                        if lines is not None:
+                            checked = self._check_keeping(file, checker, batch, extras, lines)
+                        else:
+                            checked = checker.check(batch)
                         gather(self.links, fmt, file, checked)
                         for output in file.outputs:
                             mapped = map_batch(file, output, checked, extras)
@@ -132,11 +140,46 @@ class Reader:
             self.log.extend(decoded.findings)
             self.log.extend(table.findings)
             self.files.append(FileRead(file.name, checker.rows, decoded.encoding))
+            if lines is not None and self.lines is not None:
+                self.lines.stage(lines)
+
+    def _lines_of(
+        self, file: FileSpec, table: Table, encoding: str, vouching: bool
+    ) -> FileLines | None:
+        """A file whose rows the roster may vouch for is read line by line, its lines kept for
+        the next read; those its last read kept are taken as they were if the roster vouches
+        for them now (ingest/lines.py)."""
+        output = file.outputs[0]
+        if self.lines is None or output.explode or output.unpivot:
+            return None
+        layout = self.lines.layout(file.name, table.header, table.delimiter, encoding)
+        lines = FileLines(layout, output.entity)
+        if vouching:
+            lines.last = self.lines.last(layout, self._spill_of(output.entity))
+        table.hash_lines, table.known = True, lines.last
+        return lines
 
     def close(self) -> None:
         """Close the spills: their record data stays on disk for the plan and apply."""
         for spill in self.spills.values():
             spill.close()
+
+    def _check_keeping(
+        self,
+        file: FileSpec,
+        checker: RowChecker,
+        batch: pl.DataFrame,
+        extras: list[str],
+        lines: FileLines,
+    ) -> pl.DataFrame:
+        """`checker.check` of a batch whose lines are kept: their records as mapped before any
+        check, which the next read's vouched rows are (ingest/lines.py)."""
+        batch, hashes, sent_status = _hashes(checker, batch)
+        prepared = checker.prepare(batch)
+        if hashes is not None:
+            mapped = map_batch(file, file.outputs[0], prepared, extras)
+            lines.keep(mapped.hstack(hashes), sent_status)
+        return checker.check_prepared(prepared)
 
     def _read_vouched(
         self,
@@ -145,12 +188,25 @@ class Reader:
         checker: RowChecker,
         batch: pl.DataFrame,
         extras: list[str],
+        lines: FileLines | None,
     ) -> None:
         """A batch of a file the roster vouches for: mapped first, and only the rows whose
-        records the roster does not hold as they are are checked (then mapped again, fixed)."""
+        records the roster does not hold as they are are checked (then mapped again, fixed).
+        The lines the last read kept come as those records already (ingest/lines.py)."""
         [output] = file.outputs
+        known = None
+        if KNOWN in batch.columns:
+            assert lines is not None and lines.last is not None  # who asked for them
+            hit = batch[KNOWN].is_not_null()
+            known = lines.last.rows(batch.filter(hit))
+            checker.taken(known.height, int(known[SENT_STATUS].sum()))
+            lines.keep(known)
+            batch = batch.filter(~hit).drop(KNOWN)
+        batch, hashes, sent_status = _hashes(checker, batch)
         batch = checker.prepare(batch)
         mapped = map_batch(file, output, batch, extras)
+        if lines is not None and hashes is not None:
+            lines.keep(mapped.hstack(hashes), sent_status)
         same = self._spill_of(output.entity).match(mapped)
         held = None if same is None else same.is_not_null() & (mapped[STATUS] == "active")
         if same is None or held is None or not held.any():
@@ -163,6 +219,11 @@ class Reader:
             mapped = pl.concat(
                 [mapped.filter(held).with_columns(same.filter(held)), rest], how="diagonal"
             ).sort(LINE)
+        if known is not None and known.height:
+            refs = [c for c in mapped.columns if not c.startswith("_")]
+            mapped = mapped.with_columns(pl.col(refs).cast(pl.Categorical))
+            known = known.drop(LINEHASH, LINECHECK)
+            mapped = pl.concat([mapped, known], how="diagonal_relaxed").sort(LINE)
         self._keep(file, output, mode, mapped)
         self._keep_skipped(file, mode, checker, extras)
 
@@ -238,6 +299,18 @@ class Reader:
         if entity not in self.spills:
             self.spills[entity] = self.spill.open(entity)
         return self.spills[entity]
+
+
+def _hashes(
+    checker: RowChecker, batch: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.Series | None]:
+    """A batch without its lines' hashes, the hashes (None: its lines were not hashed) and
+    which rows say a status (None: the file has no status column), which a bulk file counts."""
+    if LINEHASH not in batch.columns:
+        return batch, None, None
+    hashes = batch.select(LINEHASH, LINECHECK)
+    sent = batch[checker.status_column] != "" if checker.status_column else None
+    return batch.drop(LINEHASH, LINECHECK), hashes, sent
 
 
 def _with_natural_key(output: Output, mapped: pl.DataFrame) -> pl.DataFrame:

@@ -576,6 +576,13 @@ class RowChecker:
         self.rows += frame.height
         return self._derive(frame).with_columns(self._status(frame))
 
+    def taken(self, rows: int, with_status: int) -> None:
+        """Rows taken as their last read mapped them (ingest/lines.py), counted as `prepare`
+        counts rows; `with_status`: how many of them say a status."""
+        self.rows += rows
+        if self.mode == Mode.BULK:
+            self._bulk_status_rows += with_status
+
     def _derive(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Required values the export left out, made from another column (a warning each;
         one for the file where the whole column is missing, said with the header)."""

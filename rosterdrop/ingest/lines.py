@@ -1,0 +1,203 @@
+"""An incremental read: the lines of a full file that its last read mapped to records the roster
+still holds as they are are neither parsed, checked nor mapped again.
+
+A nightly export is mostly the lines it had the night before. Each line of a file read with
+the rows it vouches for (ingest/vouched.py) is hashed (two 64-bit hashes of its text as
+decoded, `read.parse_lines`), and what the line mapped to (key, references, key and content
+hashes: the record *before* any check, as vouched.py matches it) is kept per file beside the
+roster, named by the roster token it leaves (`LineFiles.publish`, once the sync is committed).
+The next read of the same file takes a line it finds there for that record, untouched, at its
+new line number, if the roster still holds the record as it is, active: exactly the rows
+vouched.py would have taken without checking them, so the read finds the same issues, plan
+and roster as a full one. Every other line is read as before.
+
+A line's bytes are not all its meaning. What else decides it, and what this does about it:
+
+- How it is read (`Layout`): rosterdrop, district, fallback encoding and format spec (the
+  vouching context), the file's name, header, delimiter and encoding. Any of them changed,
+  the file is read in full (and kept anew).
+- Lines that are not rows: only plain pieces (`read._plain_piece`: every line one row, quotes plain)
+  are taken line by line; a value spanning lines sends its piece to the full read.
+- What a row's preparation reports: a value derived from another column (such files are not
+  kept); a status in a bulk file (kept with the line, and counted again when it is taken).
+- Other rows and files (duplicate keys, references to records removed meanwhile, a bad row
+  keeping its old record): the records taken carry their keys and references on into the
+  checks across rows and files, as if read.
+"""
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
+from django.conf import settings
+
+from rosterdrop.ingest.columns import (
+    HASH,
+    KEY,
+    KEYHASH,
+    KNOWN,
+    LINE,
+    LINECHECK,
+    LINEHASH,
+    STATUS,
+)
+from rosterdrop.ingest.keys import TARGETS
+from rosterdrop.ingest.lookup import HashIndex
+from rosterdrop.ingest.spill import Spill
+
+# The Arrow schema metadata entry that says which layout a kept file's lines were read in.
+_LAYOUT = b"rosterdrop.layout"
+# Whether a kept line's row said a status (bulk files count those: validate.RowChecker).
+SENT_STATUS = "_sent_status"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a file's lines mean beyond their bytes: any difference, and it is read in full."""
+
+    context: str  # vouched.context: rosterdrop, the district, its fallback encoding, the spec
+    file: str
+    header: tuple[str, ...]
+    delimiter: str
+    encoding: str
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(json.dumps(asdict(self)).encode()).hexdigest().encode()
+
+    def path(self, folder: Path) -> Path:
+        return folder / (hashlib.sha256(self.file.encode()).hexdigest()[:32] + ".arrow")
+
+
+class LastRead:
+    """The lines the last read of a file kept whose records the roster holds as they are
+    (read.KnownLines), sorted by hash; found by the read-ahead thread, taken by the reader."""
+
+    def __init__(self, kept: pl.DataFrame, spill: Spill):
+        same = spill.match(kept)
+        rows = kept.clear() if same is None else kept.with_columns(same).filter(same.is_not_null())
+        self._index = HashIndex(rows[LINEHASH].to_numpy())
+        self._check = rows[LINECHECK].to_numpy()
+        self._rows = rows.drop(LINEHASH, LINECHECK)
+
+    def __len__(self) -> int:
+        return self._rows.height
+
+    def find(self, hashes: pl.DataFrame) -> pl.Series:
+        at = self._index.find(hashes[LINEHASH].to_numpy())
+        hit = at >= 0
+        hit[hit] = self._check[at[hit]] == hashes[LINECHECK].to_numpy()[hit]
+        return pl.Series(KNOWN, np.where(hit, at, -1)).replace(-1, None)
+
+    def rows(self, known: pl.DataFrame) -> pl.DataFrame:
+        """The records of known lines (LINE, LINEHASH, LINECHECK, KNOWN), at their new lines."""
+        return self._rows[known[KNOWN].to_numpy()].with_columns(
+            known[LINE], known[LINEHASH], known[LINECHECK], pl.lit("active").alias(STATUS)
+        )
+
+
+@dataclass
+class FileLines:
+    """One file's lines as this read leaves them (to keep), and as the last one kept them."""
+
+    layout: Layout
+    entity: str
+    last: LastRead | None = None
+    _kept: list[pl.DataFrame] = field(default_factory=list)
+
+    def keep(self, mapped: pl.DataFrame, sent_status: pl.Series | None = None) -> None:
+        """Keep the records of hashed lines, mapped before any check (`sent_status`: which
+        rows said a status; None: none did, or the lines are kept ones, that have the column)."""
+        if LINEHASH not in mapped.columns:
+            return
+        if sent_status is not None:
+            mapped = mapped.with_columns(sent_status.alias(SENT_STATUS))
+        elif SENT_STATUS not in mapped.columns:
+            mapped = mapped.with_columns(pl.lit(False).alias(SENT_STATUS))
+        wanted = pl.col(LINEHASH).is_not_null() & (pl.col(STATUS) == "active")
+        refs = [c for c in mapped.columns if not c.startswith("_")]
+        key = pl.col(KEY) if self.entity in TARGETS else pl.lit(None, pl.String).alias(KEY)
+        self._kept.append(
+            mapped.filter(wanted).select(
+                LINEHASH,
+                LINECHECK,
+                key,
+                pl.col(refs).cast(pl.Categorical),
+                KEYHASH,
+                HASH,
+                SENT_STATUS,
+            )
+        )
+
+    def frame(self) -> pl.DataFrame | None:
+        """The kept lines, one per hash, sorted by it (None: none)."""
+        if not self._kept:
+            return None
+        frame = pl.concat(self._kept, how="vertical_relaxed")
+        return frame.unique(LINEHASH, keep="first").sort(LINEHASH)
+
+
+@dataclass
+class LineFiles:
+    """The files' lines the last applied sync kept (for `token`), and those this import keeps
+    (staged in `staged`, published once the sync is committed)."""
+
+    district_id: int
+    token: int
+    context: str
+    staged: Path
+
+    def layout(self, file: str, header: list[str], delimiter: str, encoding: str) -> Layout:
+        return Layout(self.context, file, tuple(header), delimiter, encoding)
+
+    def last(self, layout: Layout, spill: Spill) -> LastRead | None:
+        """What the last read of the file in this layout kept (None: nothing, or another
+        layout: the file is read in full)."""
+        path = layout.path(_folder(self.district_id, self.token))
+        try:
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_file(source).read_all()
+        except (FileNotFoundError, pa.ArrowInvalid):
+            return None
+        if (table.schema.metadata or {}).get(_LAYOUT) != layout.digest():
+            return None
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        last = LastRead(frame, spill)
+        return last if len(last) else None
+
+    def stage(self, lines: FileLines) -> None:
+        frame = lines.frame()
+        if frame is None:
+            return
+        table = frame.to_arrow().replace_schema_metadata({_LAYOUT: lines.layout.digest()})
+        self.staged.mkdir(parents=True, exist_ok=True)
+        path = str(lines.layout.path(self.staged))
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+
+    def publish(self, token: int) -> None:
+        """Name the staged lines for the roster `token` (committed), and drop the others."""
+        folder = _folder(self.district_id, token)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        old = list(_others(folder.parent))
+        for path in old:
+            path.replace(path.with_name(f".gone-{path.name}"))
+        if self.staged.exists():
+            self.staged.replace(folder)
+        for path in folder.parent.glob(".gone-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _folder(district_id: int, token: int) -> Path:
+    return settings.DATA_DIR / "lines" / str(int(district_id)) / f"t{int(token)}"
+
+
+def _others(folder: Path) -> Iterator[Path]:
+    return (p for p in folder.iterdir() if p.name.startswith("t") and p.is_dir())

@@ -1,0 +1,191 @@
+"""An incremental read (ingest/lines.py): the lines of a full file that its last read mapped to
+records the roster holds as they are are not read again, and the sync finds the same issues,
+plan and roster as a full read of the same files."""
+
+import codecs
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rosterdrop.districts.models import District
+from rosterdrop.ingest.syncs import import_path
+from rosterdrop.ingest.validate import RowChecker
+from rosterdrop.roster import store
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def read(monkeypatch) -> Counter:
+    """Rows read per file: parsed and prepared (renames, statuses), checked or vouched for."""
+    counts: Counter = Counter()
+    real = RowChecker.prepare
+
+    def counted(self, frame):
+        counts[self.file.name] += frame.height
+        return real(self, frame)
+
+    monkeypatch.setattr(RowChecker, "prepare", counted)
+    return counts
+
+
+def _issues(sync) -> list[tuple]:
+    return sorted(
+        sync.issues.values_list("severity", "code", "file", "line", "column", "value", "message")
+    )
+
+
+def _lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def test_only_the_lines_that_differ_are_read(district, school, read):
+    import_path(district, school)
+    enrollments = _lines(school / "enrollments.csv")
+    enrollments[7] = enrollments[7].replace(b"2026-06-10", b"2026-13-45")  # a bad end date
+    enrollments[3], enrollments[20] = enrollments[20], enrollments[3]  # moved
+    (school / "enrollments.csv").write_bytes(b"".join(enrollments))
+    classes = _lines(school / "classes.csv")
+    (school / "classes.csv").write_bytes(b"".join(classes[:1] + classes[1:][::-1]))
+    read.clear()
+    again = import_path(district, school)
+    assert again.status == "applied"
+    assert read["enrollments.csv"] == 1
+    assert read["classes.csv"] == 0
+    # Issues name the new file's lines.
+    assert ("warning", "date_invalid", "enrollments.csv", 8, "endDate", "2026-13-45") in {
+        i[:6] for i in _issues(again)
+    }
+
+
+def test_a_changed_layout_is_read_in_full(district, school, read):
+    import_path(district, school)
+    enrollments = _lines(school / "enrollments.csv")
+    # The same lines under other names: each row says something else.
+    enrollments[0] = enrollments[0].replace(b"beginDate,endDate", b"endDate,beginDate")
+    (school / "enrollments.csv").write_bytes(b"".join(enrollments))
+    read.clear()
+    import_path(district, school)
+    assert read["enrollments.csv"] == len(enrollments) - 1
+
+
+def _dump(district: District) -> list[tuple]:
+    with store.bulk_connection() as cur:
+        return sorted(store.snapshot(cur, district.pk).drop("_keyhash").rows())
+
+
+# Edits of one file's lines (header = 0): what a nightly export does to them.
+ROW = st.integers(min_value=1, max_value=10_000)
+EDITS = st.one_of(
+    st.tuples(st.just("remove"), ROW),
+    st.tuples(st.just("move"), ROW, ROW),
+    st.tuples(st.just("repeat"), ROW, ROW),  # a duplicate line (its key twice)
+    st.tuples(st.just("add"), ROW, st.integers(0, 99)),  # a copy under a new ID
+    st.tuples(
+        st.just("change"),
+        ROW,
+        st.integers(0, 20),
+        st.sampled_from(["", "x", "TRUE", "2025-13-45", "tobedeleted", "Zoë", '"a\nb"', "a,b"]),
+    ),
+    st.tuples(st.just("take"), ROW, ROW, st.integers(0, 20)),  # a value of another line
+)
+# Changes of a whole file, or of how the district reads: an incremental read must fall back.
+WHOLE = st.sampled_from(["", "", "", "crlf", "header", "cp1252", "bom", "encoding setting"])
+FILES = ["enrollments.csv", "classes.csv", "users.csv", "demographics.csv", "courses.csv"]
+
+
+def _edit(lines: list[bytes], edit: tuple) -> None:
+    body = len(lines) - 1
+    if body < 2:
+        return
+    at = 1 + edit[1] % body
+    match edit:
+        case ("remove", _):
+            del lines[at]
+        case ("move", _, other):
+            to = 1 + other % body
+            lines.insert(to, lines.pop(at))
+        case ("repeat", _, other):
+            lines.insert(1 + other % body, lines[at])
+        case ("add", _, n):
+            cells = lines[at].split(b",")
+            cells[0] = b"added-%d" % n
+            lines.insert(at, b",".join(cells))
+        case ("change", _, column, value):
+            cells = lines[at].rstrip(b"\n").split(b",")
+            cells[column % len(cells)] = value.encode()
+            lines[at] = b",".join(cells) + b"\n"
+        case ("take", _, other, column):
+            cells = lines[at].rstrip(b"\n").split(b",")
+            theirs = lines[1 + other % body].rstrip(b"\n").split(b",")
+            i = column % min(len(cells), len(theirs))
+            cells[i] = theirs[i]
+            lines[at] = b",".join(cells) + b"\n"
+
+
+def _whole(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "crlf":
+        path.write_bytes(data.replace(b"\n", b"\r\n"))
+    elif how == "header":  # the first two columns swapped: the same records in another layout
+        lines = [line.split(b",", 2) for line in data.splitlines(keepends=True)]
+        path.write_bytes(b"".join(b",".join([c[1], c[0], *c[2:]]) for c in lines))
+    elif how == "cp1252":
+        path.write_bytes(data.decode("utf-8").encode("cp1252", errors="replace"))
+    elif how == "bom":
+        path.write_bytes(codecs.BOM_UTF8 + data)
+
+
+@pytest.fixture
+def pair(db, school):
+    """Two districts with the same roster: one reads incrementally, the other in full."""
+    districts = [
+        District.objects.create(slug=slug, name=slug, format="oneroster-1.1")
+        for slug in ("incremental", "full")
+    ]
+    for district in districts:
+        import_path(district, school)
+    return districts
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    edits=st.lists(st.tuples(st.sampled_from(FILES), EDITS), max_size=8),
+    whole=st.tuples(st.sampled_from(FILES), WHOLE),
+)
+def test_an_incremental_read_finds_what_a_full_read_finds(pair, school, tmp_path, edits, whole):
+    """Both districts import the same mutated copy, one after the other (each roster moves on
+    with it): the same status, counts, issues and roster, and the lines kept by the full one
+    thrown away before it reads."""
+    incremental, full = pair
+    sent = tmp_path / "sent"
+    shutil.rmtree(sent, ignore_errors=True)
+    shutil.copytree(school, sent)
+    for file, edit in edits:
+        lines = _lines(sent / file)
+        _edit(lines, edit)
+        (sent / file).write_bytes(b"".join(lines))
+    file, how = whole
+    if how == "encoding setting":
+        for district in pair:
+            latin = district.fallback_encoding == "latin-1"
+            district.fallback_encoding = "cp1252" if latin else "latin-1"
+            district.save()
+    else:
+        _whole(sent / file, how)
+    a = import_path(incremental, sent)
+    shutil.rmtree(django_settings.DATA_DIR / "lines" / str(full.pk), ignore_errors=True)
+    b = import_path(full, sent)
+    assert (a.status, a.changes, a.files) == (b.status, b.changes, b.files)
+    assert _issues(a) == _issues(b)
+    assert _dump(incremental) == _dump(full)
