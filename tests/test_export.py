@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLES, SCHOOL_SMALL
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from helpers import rows, write
 
 from rosterdrop.districts.models import District
@@ -20,6 +22,7 @@ from rosterdrop.ingest.engine import Settings, check
 from rosterdrop.ingest.reader import expand
 from rosterdrop.ingest.report import summary
 from rosterdrop.ingest.syncs import import_path
+from rosterdrop.oneroster.package import TABLES
 from rosterdrop.roster.models import MODELS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -327,3 +330,23 @@ def test_the_api_serves_the_package(district, school, operator):
     assert b"file.users,absent" in members(b"".join(delta.streaming_content))["manifest.csv"]
     assert client.get(f"/api/districts/{district.slug}/export?since=999999").status_code == 404
     assert Client().get(f"/api/districts/{district.slug}/export").status_code == 401
+
+
+def test_a_bulk_export_reads_no_table_at_random_through_a_lookup_index(district, school):
+    """The metadata columns of a bulk package are asked of every record of each table: on
+    SQLite, in row order (the table's `_in_order` index). Left to itself SQLite took a
+    lookup index (enrollments by user) and read every row at random: 1.85 s of CPU instead
+    of 0.2 for 500k enrollments."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's query planner")
+    import_path(district, school)
+    with CaptureQueriesContext(connection) as queries:
+        export_bytes(district)
+    asked = [q["sql"] for q in queries.captured_queries if "json_each" in q["sql"]]
+    assert len(asked) == len(TABLES)
+    with connection.cursor() as cursor:
+        for sql in asked:
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+            plan = " ".join(row[-1] for row in cursor.fetchall())
+            used = re.findall(r"USING (?:COVERING )?INDEX (\w+)", plan)
+            assert used and all(name.endswith("_in_order") for name in used), plan

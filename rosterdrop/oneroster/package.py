@@ -27,6 +27,7 @@ from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import Case, OuterRef, QuerySet, Subquery, TextField, When
 from django.db.models.functions import Cast, Collate
+from isal import isal_zlib
 from polars._typing import PolarsDataType
 
 from rosterdrop.formats.oneroster import NON_ROSTER_FILES_12, ONEROSTER_12
@@ -36,7 +37,7 @@ from rosterdrop.ingest.models import Change, Sync
 from rosterdrop.oneroster.completion import COURSE_PREFIX, SchoolYear, course_for
 from rosterdrop.oneroster.objects import FALSE, TRUE, timestamp
 from rosterdrop.oneroster.position import HEADER, consistent_read
-from rosterdrop.roster.models import MODELS
+from rosterdrop.roster.models import IN_ORDER, MODELS
 from rosterdrop.roster.schema import FIELDS
 
 METADATA_PREFIX = "metadata."
@@ -114,7 +115,7 @@ class Writer:
         entity = table.entity
         selected = self.selection(entity)
         renamed = self._renamed_away(entity) if self.gone.get(entity) else None
-        keys = _metadata_keys(selected, renamed)
+        keys = _metadata_keys(selected, renamed, bulk=not self.delta)
         extra = [self._written(table, renamed, keys)] if renamed is not None else []
         if made := self.extra_rows(table):
             names = {c.name: pl.String for c in table.columns}
@@ -276,9 +277,12 @@ def _safe_ids(values: pl.Series, kind: Type) -> pl.Series:
     return fixed.alias(values.name)
 
 
-def _metadata_keys(records: QuerySet, renamed: pl.DataFrame | None) -> list[str]:
+def _metadata_keys(records: QuerySet, renamed: pl.DataFrame | None, bulk: bool) -> list[str]:
     """The keys of the records' extra source columns, sorted: the file's metadata.* columns
-    (asked of the database first, since the header comes before any row)."""
+    (asked of the database first, since the header comes before any row). For a bulk
+    package, SQLite walks the district's records in row order (IN_ORDER): left to itself it
+    took a lookup index and read every row at random (medium's 500k enrollments: 1.85 s of
+    CPU instead of 0.2). A delta's records are found by the sync that changed them."""
     found: set[str] = set()
     with_metadata = records.filter(metadata__isnull=False).values("metadata")
     with suppress(EmptyResultSet), connection.cursor() as cursor:  # (none selected)
@@ -286,6 +290,9 @@ def _metadata_keys(records: QuerySet, renamed: pl.DataFrame | None) -> list[str]
         if connection.vendor == "postgresql":
             cursor.execute(f"SELECT DISTINCT jsonb_object_keys(r.metadata) FROM ({sql}) r", params)
         else:
+            table = f'FROM "{records.model._meta.db_table}"'
+            walked = f'{table} INDEXED BY "{IN_ORDER[records.model.entity]}"'
+            sql = sql.replace(table, walked, 1) if bulk else sql
             cursor.execute(f"SELECT DISTINCT j.key FROM ({sql}) r, json_each(r.metadata) j", params)
         found = {key for (key,) in cursor.fetchall()}
     if renamed is not None:
@@ -370,8 +377,13 @@ def _sqlite_batches(
     apart by U+001F, rows by U+001E: characters no stored value holds) that polars parses:
     no Python object per row or value, and the GIL let go while SQLite builds it, so that
     this runs in a thread beside the writing (measured at 1.15 s of CPU instead of 1.72 s for
-    500k enrollments). Batches follow the unique (district, ID) index from the last ID."""
-    line = " || ".join(f"char(31) || coalesce(\"{name}\", '')" for name in named)
+    500k enrollments). Each row is one printf (a NULL prints as nothing): a chain of `||`
+    copies the line once per field (medium's enrollments, per batch of 50,000 in the sqlite3
+    CLI: 0.23 s instead of 0.35). Batches follow the unique (district, ID) index from the
+    last ID."""
+    columns = ", ".join(f'"{name}"' for name in named)
+    line = f"printf(%s, {columns})"
+    fields = UNIT.join("%s" for _ in named)
     last = ""
     while True:
         batch = records.filter(sourced_id__gt=last).order_by("sourced_id")
@@ -379,23 +391,19 @@ def _sqlite_batches(
             sql, params = batch.values_list(*named)[:BATCH].query.sql_with_params()
         except EmptyResultSet:  # selected by an empty list of syncs: nothing
             return
-        cursor.execute(f"SELECT group_concat({line}, char(30)) FROM ({sql})", params)
+        cursor.execute(f"SELECT group_concat({line}, char(30)) FROM ({sql})", (fields, *params))
         (text,) = cursor.fetchone()
         if text is None:
             return
-        found = (
-            pl.read_csv(
-                text.encode(),
-                separator=UNIT,
-                eol_char="\x1e",
-                quote_char=None,
-                has_header=False,
-                new_columns=["_", *schema],
-                schema_overrides=schema,
-            )
-            .drop("_")
-            .sort("sourced_id")
-        )
+        found = pl.read_csv(
+            text.encode(),
+            separator=UNIT,
+            eol_char="\x1e",
+            quote_char=None,
+            has_header=False,
+            new_columns=list(schema),
+            schema_overrides=schema,
+        ).sort("sourced_id")
         yield found
         if found.height < BATCH:
             return
@@ -485,9 +493,11 @@ def write_package(district, out: BinaryIO, since: Sync | None = None) -> Written
 
 
 class _Deflating:
-    """The package's zip, written and deflated in a thread of its own (zlib lets go of the
-    GIL), so that one batch is compressed while the next is read from the database. Level 1:
-    about three times as fast as zlib's default, for files about 15% larger."""
+    """The package's zip, written and deflated in a thread of its own (the compressor lets go
+    of the GIL), so that one batch is compressed while the next is read from the database.
+    The members are deflated by ISA-L at its level 1, not by zlib: the same raw deflate
+    stream, for a quarter of the CPU (medium's 91 MB enrollments.csv: 0.30 s instead of
+    zlib level 1's 1.14 s, and 24.5 MB instead of 27.8)."""
 
     def __init__(self, out: BinaryIO, comment: str):
         self.zip = zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
@@ -531,6 +541,11 @@ class _Deflating:
                 match step:
                     case "open", info:
                         member = self.zip.open(info, "w", force_zip64=True)
+                        # zipfile takes no other compressor than zlib's: its member's
+                        # compressor is swapped for ISA-L's, which makes the same stream.
+                        member._compressor = isal_zlib.compressobj(  # type: ignore[attr-defined]
+                            1, isal_zlib.DEFLATED, -15
+                        )
                     case "write", data:
                         member.write(data)
                     case "close", _:

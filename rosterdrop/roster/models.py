@@ -134,6 +134,11 @@ LOOKUPS: dict[str, tuple[tuple[str, ...], ...]] = {
 # builds them by these).
 LOOKUP_INDEXES: dict[str, list[models.Index]] = {}
 
+# Each entity's index of a district's records in row order (`_in_order`), by name: a read of
+# every record of a district on SQLite names it (INDEXED BY), since SQLite, with no
+# statistics, would otherwise pick a lookup index and read the rows in random order.
+IN_ORDER: dict[str, str] = {}
+
 
 def _roster_table(entity: str, name: str) -> type[RosterRecord]:
     """The model of one entity: the common columns and its canonical fields, all text."""
@@ -141,6 +146,7 @@ def _roster_table(entity: str, name: str) -> type[RosterRecord]:
         models.Index(fields=["district", *fields], name=f"{name.lower()}_{fields[0]}")
         for fields in LOOKUPS.get(entity, ())
     ]
+    IN_ORDER[entity] = f"{name.lower()}_in_order"
     meta = type(
         "Meta",
         (),
@@ -156,7 +162,7 @@ def _roster_table(entity: str, name: str) -> type[RosterRecord]:
             # row IDs, and the sync that changes a record is the district's newest. Then the
             # lookups by reference of the console's pages (LOOKUPS).
             "indexes": [
-                models.Index(fields=["district", "id"], name=f"{name.lower()}_in_order"),
+                models.Index(fields=["district", "id"], name=IN_ORDER[entity]),
                 models.Index(
                     fields=["district", "changed_sync_id", "id"], name=f"{name.lower()}_changed"
                 ),
