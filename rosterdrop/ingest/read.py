@@ -279,14 +279,9 @@ def parse_lines(
         return parse_fast(piece, header, sep)
     if not _plain_piece(piece, header, sep):
         return None
-    data = np.frombuffer(piece.text, dtype=np.uint8)
-    offsets = np.concatenate(([0], np.flatnonzero(data == NEWLINE) + 1)).astype(np.int64)
-    if len(offsets) - 1 != piece.lines:
+    lines = _lines(piece)
+    if lines is None:
         return None
-    text = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), piece.lines, [None, pa.py_buffer(offsets), pa.py_buffer(piece.text)]
-    )
-    lines = pl.Series(text)
     hashes = pl.DataFrame(
         {
             LINE: pl.int_range(piece.line, piece.line + piece.lines, dtype=pl.UInt32, eager=True),
@@ -301,13 +296,40 @@ def parse_lines(
     columns = pl.DataFrame(schema=dict.fromkeys(header, pl.String))  # should no line be parsed
     parts = [columns, hashes.filter(hit).with_columns(found.filter(hit).alias(KNOWN))]
     if unknown.any():
-        lengths = np.diff(offsets)
+        data = np.frombuffer(piece.text, dtype=np.uint8)
+        with_lf = lines.bin.size() if lines.dtype == pl.Binary else lines.str.len_bytes() + 1
+        lengths = with_lf.to_numpy()
         rest = Piece(data[np.repeat(unknown, lengths)].tobytes(), 0, int(unknown.sum()))
         frame = parse_fast(rest, header, sep)
         if frame is None:  # not parsed apart from its piece: the whole piece is read
             return _hashed(parse_fast(piece, header, sep), hashes)
         parts.append(frame.drop(LINE).hstack(hashes.filter(~hit)))
     return pl.concat(parts, how="diagonal").sort(LINE)
+
+
+def _lines(piece: Piece) -> pl.Series | None:
+    """The piece's lines, to hash: as polars reads one column (the fastest, for lines without
+    CR or NUL), else as bytes cut at each LF (with it: the two never hash alike, so a line read
+    one way is not found among lines read the other, and is parsed). None: not one per line."""
+    if b"\r" not in piece.text and b"\0" not in piece.text:
+        lines = pl.read_csv(
+            piece.text,
+            has_header=False,
+            separator="\0",
+            quote_char=None,
+            schema={"line": pl.String},
+            empty_string_is_null=False,
+        ).to_series()
+        if len(lines) == piece.lines:
+            return lines
+    data = np.frombuffer(piece.text, dtype=np.uint8)
+    offsets = np.concatenate(([0], np.flatnonzero(data == NEWLINE) + 1)).astype(np.int64)
+    if len(offsets) - 1 != piece.lines:
+        return None
+    text = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), piece.lines, [None, pa.py_buffer(offsets), pa.py_buffer(piece.text)]
+    )
+    return pl.Series(text)
 
 
 def _hashed(frame: pl.DataFrame | None, hashes: pl.DataFrame) -> pl.DataFrame | None:
