@@ -252,7 +252,7 @@ def test_a_delta_package_carries_what_changed_since_a_sync_and_applies(tmp_path,
     before = export_bytes(source)
     users = rows(school / "users.csv")
     gone, changed = users[5][0], users[6][0]
-    users[6][8] = "Changedname"
+    users[6][8] = "Changed 100% %s"  # (SQLite reads rows through printf)
     write(school / "users.csv", [u for u in users if u[0] != gone])
     for name in ("enrollments.csv", "demographics.csv"):
         table = rows(school / name)
@@ -267,7 +267,7 @@ def test_a_delta_package_carries_what_changed_since_a_sync_and_applies(tmp_path,
     assert "file.users,delta" in manifest and "file.orgs,absent" in manifest
     users_rows = {r[0]: r for r in csv.reader(io.StringIO(files["users.csv"].decode()))}
     assert users_rows[gone][1] == "tobedeleted" and users_rows[changed][1] == "active"
-    assert users_rows[changed][6] == "Changedname"
+    assert users_rows[changed][6] == "Changed 100% %s"
     assert set(users_rows) == {"sourcedId", gone, changed}
     # A district that had the first state and applies the delta has the second.
     copy = District.objects.create(slug="copy", name="Copy", format="oneroster-1.2")
