@@ -1,5 +1,6 @@
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,18 @@ os.environ.setdefault("ROSTERDROP_DATA_DIR", tempfile.mkdtemp(prefix="rosterdrop
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SCHOOL_SMALL = SAMPLES / "oneroster11-generated" / "school-small"
 DISTRICT_LARGE = SAMPLES / "oneroster11-generated" / "district-large.zip"
+
+
+@pytest.fixture(autouse=True)
+def heartbeat_stopped():
+    """A sync a test starts starts this process's heartbeat thread: it stops with the test. Left
+    beating, it failed in the tests after ("sync heartbeat failed": pytest-django refuses the
+    database to a test that did not ask for it) and once the test databases were dropped."""
+    yield
+    if "rosterdrop.ingest.states" in sys.modules:
+        from rosterdrop.ingest import states
+
+        states.stop_beating()
 
 
 @pytest.fixture

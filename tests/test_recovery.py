@@ -174,6 +174,22 @@ def test_a_sync_run_on_another_host_is_dead_once_its_heartbeat_is_old(district):
     assert not states.is_dead(Sync.objects.get(pk=mine.pk))
 
 
+def heartbeats() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "sync-heartbeat"]
+
+
+def test_the_heartbeat_thread_stops_and_starts_again(district):
+    """The thread that renews heartbeats can be stopped (conftest stops it after each test: the
+    database is the test's alone), and a sync started later starts it again."""
+    states.start(district, [])
+    [thread] = heartbeats()
+    states.stop_beating()
+    assert not thread.is_alive()
+    assert heartbeats() == []
+    states.start(district, [])  # a sync started later beats again
+    assert len(heartbeats()) == 1
+
+
 # -- recovery, in process -------------------------------------------------------------------
 
 

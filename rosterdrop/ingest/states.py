@@ -11,10 +11,10 @@ this host by the process itself, on another by the sync's heartbeat, which the p
 renews while it runs (`beat`).
 """
 
-import functools
 import logging
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -89,19 +89,45 @@ def _owned() -> dict[str, Any]:
     return {"runner": str(process.me()), "heartbeat_at": timezone.now()}
 
 
-@functools.cache
-def _beating_in(pid: int) -> threading.Thread:
-    thread = threading.Thread(target=_beat_forever, name="sync-heartbeat", daemon=True)
-    thread.start()
-    return thread
+@dataclass(frozen=True)
+class _Heartbeat:
+    """This process's heartbeat thread and what stops it (a forked child starts its own)."""
+
+    pid: int
+    thread: threading.Thread
+    stop: threading.Event
+
+
+_heartbeat_lock = threading.Lock()
+_heartbeat: _Heartbeat | None = None
 
 
 def _beating() -> None:
-    _beating_in(process.me().pid)
+    global _heartbeat
+    pid = process.me().pid
+    with _heartbeat_lock:
+        if _heartbeat is None or _heartbeat.pid != pid:
+            stop = threading.Event()
+            thread = threading.Thread(
+                target=_beat_until, args=(stop,), name="sync-heartbeat", daemon=True
+            )
+            thread.start()
+            _heartbeat = _Heartbeat(pid, thread, stop)
 
 
-def _beat_forever() -> None:
-    stop = threading.Event()
+def stop_beating() -> None:
+    """Stop this process's heartbeat thread and wait for it, before its database goes away
+    (a test's), where its next beat would fail. The next sync this process starts starts it
+    again."""
+    global _heartbeat
+    with _heartbeat_lock:
+        heartbeat, _heartbeat = _heartbeat, None
+    if heartbeat is not None and heartbeat.pid == process.me().pid:
+        heartbeat.stop.set()
+        heartbeat.thread.join()
+
+
+def _beat_until(stop: threading.Event) -> None:
     while not stop.wait(BEAT_SECONDS):
         try:
             beat()
