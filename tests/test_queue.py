@@ -457,16 +457,29 @@ def test_a_district_has_one_job_waiting_however_many_uploads(district):
         ]
 
 
-# Graceful shutdown of serve's SFTP side (any engine; these run the embedded default, SQLite).
+# Graceful shutdown of serve's SFTP and FTPS sides (any engine; these run the embedded default,
+# SQLite).
 
 
-def slow_upload(server, path: Path, kbit: int) -> tuple[threading.Thread, list]:
-    """OpenSSH sftp sending `path` as roster.zip at `kbit` kbit/s, in a thread."""
+def slow_upload(server, path: Path, transport: str, kbit: int) -> tuple[threading.Thread, list]:
+    """`path` sent as roster.zip at `kbit` kbit/s in a thread, with OpenSSH sftp or curl over
+    FTPS, once the server holds part of it."""
+    if transport == "sftp":
+        batch = f"put {path} roster.zip\n"
+        cmd = None
+    else:
+        cmd = ["curl", "-sS", "--fail", "--max-time", "120", "--cacert", str(cert(server))]
+        cmd += ["--ssl-reqd", "--limit-rate", f"{kbit // 8}k", "--user", f"{DOTTED}:{PASSWORD}"]
+        cmd += ["-T", str(path), f"ftp://127.0.0.1:{server.ftps_port}/roster.zip"]
     result: list = []
-    batch = f"put {path} roster.zip\n"
-    thread = threading.Thread(
-        target=lambda: result.append(server.openssh(batch, "alpha", "-l", str(kbit), check=False))
-    )
+
+    def send() -> None:
+        if cmd is None:
+            result.append(server.openssh(batch, "alpha", "-l", str(kbit), check=False))
+        else:
+            result.append(subprocess.run(cmd, capture_output=True, text=True))
+
+    thread = threading.Thread(target=send)
     thread.start()
     partial = server.data_dir / "sftp-tmp" / "alpha"
     server.wait_for(lambda: partial.is_dir() and any(partial.iterdir()), 30, "the upload to begin")
@@ -482,20 +495,26 @@ def refused(port: int) -> bool:
 
 
 @pytest.mark.slow
-def test_sigterm_to_serve_lets_an_sftp_upload_in_flight_finish(make_server, tmp_path):
+@pytest.mark.parametrize("transport", ["sftp", "ftps"])
+def test_sigterm_to_serve_lets_an_upload_in_flight_finish(make_server, tmp_path, transport):
     server = make_server(ROSTERDROP_SHUTDOWN_SECONDS="60")
     big = tmp_path / "big.zip"
     big.write_bytes(os.urandom(1_500_000))
-    thread, result = slow_upload(server, big, 2000)  # about six seconds
+    thread, result = slow_upload(server, big, transport, 2000)  # about six seconds
     proc = server.proc
     proc.send_signal(signal.SIGTERM)
-    server.wait_for(lambda: refused(server.port), 10, "the SFTP port to close")
+    port = server.port if transport == "sftp" else server.ftps_port
+    server.wait_for(lambda: refused(port), 10, f"the {transport} port to close")
     assert proc.poll() is None  # still draining: the upload goes on
     thread.join(timeout=120)
     assert result[0].returncode == 0, result[0].stdout + result[0].stderr
     assert proc.wait(timeout=30) == 0
     [upload] = server.uploads()
-    assert (upload["filename"], upload["size"]) == ("roster.zip", 1_500_000)
+    assert (upload["filename"], upload["source"], upload["size"]) == (
+        "roster.zip",
+        transport,
+        1_500_000,
+    )
     assert upload["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
     assert upload["status"] == "received"  # kept; imported by the next start's worker
 
@@ -507,7 +526,7 @@ def test_sigterm_to_serve_cuts_an_sftp_upload_past_the_grace_and_keeps_nothing(
     server = make_server(ROSTERDROP_SHUTDOWN_SECONDS="1")
     big = tmp_path / "big.zip"
     big.write_bytes(os.urandom(1_500_000))
-    thread, result = slow_upload(server, big, 200)  # about a minute
+    thread, result = slow_upload(server, big, "sftp", 200)  # about a minute
     proc = server.proc
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -518,33 +537,3 @@ def test_sigterm_to_serve_cuts_an_sftp_upload_past_the_grace_and_keeps_nothing(
     assert server.uploads() == []
     assert list((server.data_dir / "sftp-tmp" / "alpha").iterdir()) == []
     assert not (server.root() / "roster.zip").exists()
-
-
-@pytest.mark.slow
-def test_sigterm_to_serve_lets_an_ftps_upload_in_flight_finish(make_server, tmp_path):
-    server = make_server(ROSTERDROP_SHUTDOWN_SECONDS="60")
-    big = tmp_path / "big.zip"
-    big.write_bytes(os.urandom(1_500_000))
-    cmd = ["curl", "-sS", "--fail", "--max-time", "120", "--cacert", str(cert(server))]
-    cmd += ["--ssl-reqd", "--limit-rate", "250k", "--user", f"{DOTTED}:{PASSWORD}"]
-    cmd += ["-T", str(big), f"ftp://127.0.0.1:{server.ftps_port}/roster.zip"]
-    result: list = []
-    thread = threading.Thread(
-        target=lambda: result.append(subprocess.run(cmd, capture_output=True, text=True))
-    )
-    thread.start()  # about six seconds
-    partial = server.data_dir / "sftp-tmp" / "alpha"
-    server.wait_for(lambda: partial.is_dir() and any(partial.iterdir()), 30, "the upload")
-    proc = server.proc
-    proc.send_signal(signal.SIGTERM)
-    server.wait_for(lambda: refused(server.ftps_port), 10, "the FTPS port to close")
-    thread.join(timeout=120)
-    assert result[0].returncode == 0, result[0].stderr
-    assert proc.wait(timeout=30) == 0
-    [upload] = server.uploads()
-    assert (upload["filename"], upload["source"], upload["size"]) == (
-        "roster.zip",
-        "ftps",
-        1_500_000,
-    )
-    assert upload["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
