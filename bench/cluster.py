@@ -24,18 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SCHOOL_SMALL = ROOT / "tests" / "samples" / "oneroster11-generated" / "school-small"
+sys.path.insert(0, str(ROOT / "tests"))
+from district_logins import district_logins  # noqa: E402  (tests/: the deployments' setup)
+
 DISTRICTS = [f"s{n:02d}" for n in range(1, 56)]
-SETUP = """
-from rosterdrop.districts.models import District
-from rosterdrop.intake.models import Login
-key = open({key!r}).read()
-for slug in {slugs!r}:
-    d = District.objects.create(slug=slug, name=slug, format="oneroster-1.1",
-                                quiet_period_seconds=1)
-    login = Login(district=d, name=slug)
-    login.add_public_key(key)
-    login.save()
-"""
 
 
 def cpu_seconds() -> float:
@@ -53,7 +45,7 @@ def single(work: Path) -> dict:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     run = dict(env=env, check=True, capture_output=True, timeout=600)
     subprocess.run([rd, "migrate", "-v0"], **run)
-    subprocess.run([rd, "shell", "-c", SETUP.format(key=f"{key}.pub", slugs=DISTRICTS)], **run)
+    subprocess.run([rd, "shell", "-c", district_logins(DISTRICTS, key.with_suffix(".pub"))], **run)
     pub = subprocess.run([rd, "hostkey", "--public"], **run, text=True).stdout.splitlines()[0]
     port = 22000 + os.getpid() % 1000
     known = work / "known_hosts"

@@ -20,24 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 import asyncssh
 import pytest
 from cluster_fixtures import BALANCER, start_cluster, start_workers, stop_workers
+from district_logins import district_logins
 from sftp_fixtures import DISTRICT_LARGE, PASSWORD, SCHOOL_SMALL
 
 pytestmark = pytest.mark.slow
 
 SFTP_DISTRICTS = [f"s{n:02d}" for n in range(1, 51)]
 FTPS_DISTRICTS = [f"f{n}" for n in range(1, 6)]
-SETUP = """
-from rosterdrop.districts.models import District
-from rosterdrop.intake.models import Login
-key = open({key!r}).read()
-for slug in {slugs!r}:
-    d = District.objects.create(slug=slug, name=slug, format="oneroster-1.1",
-                                quiet_period_seconds=1)
-    login = Login(district=d, name=slug)
-    login.set_password({password!r})
-    login.add_public_key(key)
-    login.save()
-"""
 
 
 def source(slug: str) -> str:
@@ -103,7 +92,7 @@ def test_fifty_districts_through_haproxy_onto_two_front_ends_and_two_workers(
 
 def run(cluster, s3, key, tmp_path) -> None:
     slugs = SFTP_DISTRICTS + FTPS_DISTRICTS
-    setup = SETUP.format(key=f"{key}.pub", slugs=[*slugs, "large"], password=PASSWORD)
+    setup = district_logins([*slugs, "large"], key.with_suffix(".pub"), PASSWORD)
     cluster.front_ends[0].cli("shell", "-c", setup)
     start_workers(cluster, 2, s3.env)
     roster = tmp_path / "roster.zip"

@@ -22,20 +22,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from district_logins import district_logins
 from ftps_fixtures import DOTTED, cert
 from sftp_fixtures import PASSWORD, ROSTERDROP, SCHOOL_SMALL, base_env, free_port
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-SETUP = """
-from rosterdrop.districts.models import District
-from rosterdrop.intake.models import Login
-for slug in {slugs!r}:
-    d = District.objects.create(slug=slug, name=slug, format="oneroster-1.1",
-                                quiet_period_seconds=1)
-    login = Login(district=d, name=slug)
-    login.add_public_key(open({key!r}).read())
-    login.save()
-"""
 FIRST_STUDENT = "f0e33289-c386-444c-ac0d-58c34bcaf645"
 USERS = sum(1 for _ in (SCHOOL_SMALL / "users.csv").open()) - 1
 
@@ -96,7 +87,7 @@ class Deployment:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)])
         self.cli("migrate", "-v0")
         self.cli("hostkey")
-        self.cli("shell", "-c", SETUP.format(slugs=slugs, key=f"{self.key}.pub"))
+        self.cli("shell", "-c", district_logins(slugs, self.key.with_suffix(".pub")))
         self.known_hosts = tmp_path / "known_hosts"
         self.processes: list[Process] = []
 
