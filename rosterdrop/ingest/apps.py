@@ -1,4 +1,6 @@
-import pyarrow as pa
+import os
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -8,10 +10,17 @@ class IngestConfig(AppConfig):
     def ready(self) -> None:
         # Arrow's default pool (mimalloc) keeps what it frees for later: after the roster's
         # snapshot was read and dropped, about 500 MB stayed resident for the rest of a large
-        # import. The system allocator gives large blocks back.
-        pa.set_memory_pool(pa.system_memory_pool())
-        # Here, not at import: issue_rows imports models, which need the app registry.
+        # import. The system allocator gives large blocks back. Arrow reads this when it first
+        # allocates: said here, every process's imports use it, and a command that imports
+        # nothing does not load Arrow (or the pipeline) at start.
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
         from rosterdrop.inbox.signals import upload_purged
-        from rosterdrop.ingest import issue_rows
 
-        upload_purged.connect(issue_rows.forget, dispatch_uid="rosterdrop.ingest.issue_rows")
+        upload_purged.connect(_forget_issue_rows, dispatch_uid="rosterdrop.ingest.issue_rows")
+
+
+def _forget_issue_rows(sender: object, **kwargs: Any) -> None:
+    # Imported when an upload is purged, not at start: issue_rows imports the pipeline.
+    from rosterdrop.ingest import issue_rows
+
+    issue_rows.forget(sender, **kwargs)

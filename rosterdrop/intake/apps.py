@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -5,8 +7,14 @@ class IntakeConfig(AppConfig):
     name = "rosterdrop.intake"
 
     def ready(self) -> None:
-        # Here, not at import: the queue imports models, which need the app registry.
         from rosterdrop.inbox.signals import upload_waiting
-        from rosterdrop.intake import queue
 
-        upload_waiting.connect(queue.woken, dispatch_uid="rosterdrop.intake.queue")
+        upload_waiting.connect(_woken, dispatch_uid="rosterdrop.intake.queue")
+
+
+def _woken(sender: object, **kwargs: Any) -> None:
+    # Imported when an upload is stored, not at start: the queue imports the pipeline (and
+    # procrastinate), which a command that imports nothing does not need to load.
+    from rosterdrop.intake import queue
+
+    queue.woken(sender, **kwargs)

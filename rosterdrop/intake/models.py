@@ -5,8 +5,8 @@ import re
 import unicodedata
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import asyncssh
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from django.conf import settings
@@ -15,6 +15,9 @@ from django.db import models
 
 from rosterdrop.districts.models import District
 from rosterdrop.networks import ip_in, parse_networks
+
+if TYPE_CHECKING:  # asyncssh is imported where keys are read, not with the models
+    import asyncssh
 
 # argon2id with SFTPGo's parameters (64 MiB, 1 iteration, parallelism 2).
 _hasher = PasswordHasher(time_cost=1, memory_cost=64 * 1024, parallelism=2)
@@ -97,11 +100,13 @@ class Login(models.Model):
     def ip_allowed(self, ip: str | None) -> bool:
         return not self.allowed_ips.strip() or ip_in(ip, parse_networks(self.allowed_ips))
 
-    def authorized_keys(self) -> list[asyncssh.SSHKey]:
+    def authorized_keys(self) -> list["asyncssh.SSHKey"]:
         return _keys_from_text(self.public_keys)
 
     def add_public_key(self, line: str) -> str:
         """Add one key (validated); return its SHA256 fingerprint."""
+        import asyncssh
+
         key = asyncssh.import_public_key(line.strip())
         text = key.export_public_key().decode().strip()
         if text not in self.public_keys.splitlines():
@@ -109,7 +114,9 @@ class Login(models.Model):
         return key.get_fingerprint("sha256")
 
 
-def _keys_from_text(text: str) -> list[asyncssh.SSHKey]:
+def _keys_from_text(text: str) -> list["asyncssh.SSHKey"]:
+    import asyncssh
+
     keys = []
     for line in text.splitlines():
         line = line.strip()
