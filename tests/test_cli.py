@@ -179,3 +179,20 @@ def test_an_unknown_district_is_one_line_that_says_where_to_look(migrated, tmp_p
     [line] = result.stderr.strip().splitlines()
     assert line.endswith("no district 'nosuch'; `rosterdrop district list` shows them"), line
     assert not list(tmp_path.iterdir())
+
+
+def test_a_command_loads_only_what_it_uses(tmp_path):
+    """The suite and its users start the command hundreds of times: Django's start imports no
+    pipeline, Arrow, polars, job queue or SSH library (an import or a serve loads them when it
+    runs), and Arrow, loaded later, still uses the system allocator (ingest/apps.py)."""
+    heavy = ["pyarrow", "polars", "procrastinate", "asyncssh", "rosterdrop.ingest.engine"]
+    code = (
+        "import sys, django\n"
+        "django.setup()\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])\n"
+        "import pyarrow\n"
+        "print(pyarrow.default_memory_pool().backend_name)\n"
+    )
+    env = env_for(tmp_path, DJANGO_SETTINGS_MODULE="rosterdrop.settings")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.splitlines() == ["[]", "system"], done.stderr
