@@ -27,6 +27,31 @@ SCHOOL_SMALL = SAMPLES / "oneroster11-generated" / "school-small"
 DISTRICT_LARGE = SAMPLES / "oneroster11-generated" / "district-large.zip"
 
 
+# What a test asks for when it uses pytest-django's test database (by fixture or marker).
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "live_server"}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--database-tests-only",
+        action="store_true",
+        help="run only the tests that use the test database (scripts/test's PostgreSQL runs: "
+        "the others do the same on any engine and ran on SQLite already)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--database-tests-only"):
+        return
+    kept, others = [], []
+    for item in items:
+        uses = item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(item.fixturenames)
+        (kept if uses else others).append(item)
+    if others:
+        config.hook.pytest_deselected(items=others)
+        items[:] = kept
+
+
 @pytest.fixture(autouse=True)
 def heartbeat_stopped():
     """A sync a test starts starts this process's heartbeat thread: it stops with the test. Left
