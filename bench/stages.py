@@ -7,7 +7,9 @@ Runs `import_path` in this process, listening to the stages the code marks with
 `rosterdrop.timing.timed`: each call of a whole-import stage prints its seconds and the
 process's RSS and peak RSS (MB) as it ends; the per-batch steps are summed and printed at the
 end. Point it at a copy of a benchmark run's data (bench/.data/SIZE/run/DB) to see what
-`run.py`'s totals are made of. Listening costs a few microseconds per call: fine for batches,
+`run.py`'s totals are made of. On PostgreSQL each line also shows the CPU seconds the server
+spent so far for this import's connection (its backend process, read from /proc: the server
+runs on this machine). Listening costs a few microseconds per call: fine for batches,
 not for a per-row profile (use py-spy).
 """
 
@@ -31,13 +33,28 @@ def memory() -> str:
     return " ".join(f"{k} {int(fields[k].split()[0]) // 1024}" for k in shown)
 
 
+def server_cpu() -> str:
+    """User+system CPU seconds of the PostgreSQL backend serving Django's connection, or ""."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql" or connection.connection is None:
+        return ""
+    try:
+        stat = Path(f"/proc/{connection.connection.info.backend_pid}/stat").read_text()
+    except OSError:
+        return ""
+    utime, stime = stat.rsplit(")", 1)[1].split()[11:13]
+    return f" server cpu {(int(utime) + int(stime)) / os.sysconf('SC_CLK_TCK'):.1f} s"
+
+
 def report(label: str, seconds: float, batch: bool) -> None:
     """A whole-import stage's call printed as it ends; a per-batch step's added up."""
     if batch:
         SUMS[label] += seconds
         return
     now = time.perf_counter()
-    print(f"{now - START:7.1f} {label:20} {seconds:7.2f} s  {memory()}", file=sys.stderr)
+    line = f"{now - START:7.1f} {label:20} {seconds:7.2f} s  {memory()}{server_cpu()}"
+    print(line, file=sys.stderr)
 
 
 def main() -> int:
@@ -64,7 +81,8 @@ def main() -> int:
     district = District.objects.get(slug=args.district)
     sync = syncs.import_path(district, args.path, dry_run=args.dry_run)
     total = time.perf_counter() - START
-    print(f"{total:7.1f} {sync.status}  {memory()}", file=sys.stderr)
+    cpu = sum(os.times()[:2])
+    print(f"{total:7.1f} {sync.status}  {memory()} cpu {cpu:.1f} s{server_cpu()}", file=sys.stderr)
     for label, seconds in SUMS.items():
         print(f"        {label:20} {seconds:7.2f} s (summed)", file=sys.stderr)
     return 0

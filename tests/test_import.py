@@ -432,39 +432,95 @@ def test_passwords_in_roster_files_are_never_kept(district, school):
     assert not search_records(district, "users", "hunter2").exists()
 
 
-def test_a_first_import_builds_the_reference_indexes_after_its_rows(district, monkeypatch):
-    """A first import that outnumbers the table drops the console's reference indexes and
-    builds them after its rows (store.lookups_built_after), in its transaction, on SQLite:
-    while its rows go in they are gone, afterwards every one is back."""
+def missing_while_writing(monkeypatch, district, path) -> tuple[dict[str, set[str]], object]:
+    """Import `path` with every entity's indexes deferrable however few its records, noting
+    which of each table's indexes were gone while its rows went in; the indexes are checked
+    to be all back afterwards. Returns those found missing and the sync."""
     from contextlib import contextmanager
 
-    from django.db import connection
-
     from rosterdrop.roster import store
-    from rosterdrop.roster.models import LOOKUP_INDEXES
 
-    def indexes(entity: str) -> set[str]:
-        with connection.cursor() as cur:
-            return set(connection.introspection.get_constraints(cur, MODELS[entity]._meta.db_table))
-
-    lookups = {e: {i.name for i in indexes} for e, indexes in LOOKUP_INDEXES.items() if indexes}
-    missing_while_writing: dict[str, set[str]] = {}
+    missing: dict[str, set[str]] = {}
     real = store.lookups_built_after
 
     @contextmanager
-    def watched(cur, entity, adding):
-        with real(cur, entity, adding):
-            missing_while_writing[entity] = lookups.get(entity, set()) - indexes(entity)
+    def watched(cur, entity, adding, district_id):
+        with real(cur, entity, adding, district_id):
+            missing[entity] = declared_indexes(entity) - table_indexes(entity)
             yield
 
     monkeypatch.setattr(store, "DEFER_LOOKUPS_MIN", 1)
     monkeypatch.setattr(store, "lookups_built_after", watched)
-    sync = import_path(district, DISTRICT_LARGE)
+    sync = import_path(district, path)
     assert sync.status == "applied"
+    for entity in MODELS:
+        assert declared_indexes(entity) <= table_indexes(entity), entity
+    return missing, sync
+
+
+def table_indexes(entity: str) -> set[str]:
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        return set(connection.introspection.get_constraints(cur, MODELS[entity]._meta.db_table))
+
+
+def declared_indexes(entity: str) -> set[str]:
+    """The names of the entity's secondary indexes and unique key."""
+    meta = MODELS[entity]._meta
+    return {i.name for i in meta.indexes} | {c.name for c in meta.constraints}
+
+
+def test_a_first_import_builds_the_reference_indexes_after_its_rows(district, monkeypatch):
+    """A first import that outnumbers the table drops indexes and builds them after its rows
+    (store.lookups_built_after), in its transaction: on SQLite the console's reference
+    indexes, on PostgreSQL, where the table holds no other district's records, every
+    secondary index and the unique key. While its rows go in they are gone, afterwards every
+    one is back."""
+    from django.db import connection
+
+    from rosterdrop.roster.models import LOOKUP_INDEXES
+
+    missing, sync = missing_while_writing(monkeypatch, district, DISTRICT_LARGE)
     assert active(district, "enrollments") == 31045
-    for entity, names in lookups.items():
+    for entity in MODELS:
         if sync.changes.get(entity, {}).get("added"):
-            # SQLite only (on PostgreSQL a DROP INDEX would lock other districts' readers out).
-            deferred = names if connection.vendor == "sqlite" else set()
-            assert missing_while_writing[entity] == deferred, entity
-        assert names <= indexes(entity), entity
+            lookups = {i.name for i in LOOKUP_INDEXES.get(entity, [])}
+            deferred = lookups if connection.vendor == "sqlite" else declared_indexes(entity)
+            assert missing[entity] == deferred, entity
+
+
+def test_postgresql_keeps_the_indexes_of_a_table_another_district_holds(
+    district, school, monkeypatch
+):
+    """PostgreSQL's DROP INDEX would lock every reader of the table out until the commit: a
+    table that holds another district's records keeps its indexes while a first import
+    writes to it."""
+    from django.db import connection
+
+    from rosterdrop.districts.models import District
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's readers keep the committed schema")
+    other = District.objects.create(slug="shelbyville", name="Shelbyville", format="oneroster-1.1")
+    assert import_path(other, school).status == "applied"
+    held = {e for e, model in MODELS.items() if model.objects.filter(district=other).exists()}
+    assert {"users", "classes", "enrollments"} <= held
+    missing, _ = missing_while_writing(monkeypatch, district, DISTRICT_LARGE)
+    for entity in held & missing.keys():
+        assert missing[entity] == set(), entity
+
+
+def test_postgresql_keeps_the_indexes_of_a_table_being_read(district, monkeypatch):
+    """Nor does a first import wait for a reader of the table, or drop its indexes under it:
+    the table is locked only if nobody uses it at that moment."""
+    import psycopg
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's readers keep the committed schema")
+    with psycopg.connect(**connection.get_connection_params()) as reader:
+        reader.execute("SELECT count(*) FROM roster_enrollment")  # its transaction stays open
+        missing, _ = missing_while_writing(monkeypatch, district, DISTRICT_LARGE)
+    assert missing["enrollments"] == set()
+    assert missing["users"] == declared_indexes("users")

@@ -18,12 +18,14 @@ from rosterdrop.feed import webhooks
 from rosterdrop.feed.models import Batch, Counter, Event
 from rosterdrop.roster.models import ENTITIES, MODELS
 from rosterdrop.roster.schema import KEY
+from rosterdrop.timing import timed
 
 COLUMNS = "district_id, seq, sync_id, entity, sourced_id, action"
 # What a change row of ingest means to a feed reader.
 ACTIONS = {"updated": "updated", "removed": "deleted", "reactivated": "created"}
 
 
+@timed("record_events")
 def record_events(
     cur, district_id: int, sync_id: int, renamed: dict[str, list], changes: type[models.Model]
 ) -> Batch | None:

@@ -114,7 +114,7 @@ def _apply_entity(
     if ep.renamed.height:
         # Renamed first, so that they are then updated like any record under their new ID.
         store.rename_records(conn, district_id, ep.entity, ep.renamed)
-    with store.lookups_built_after(conn, ep.entity, len(ep.added)):
+    with store.lookups_built_after(conn, ep.entity, len(ep.added), district_id):
         for window in ahead(_windows(ep, spill, bulk), depth=1):
             _apply_window(conn, ep, window, district_id, sync_id, changes)
     nothing = _no_records(ep.entity)

@@ -13,6 +13,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from rosterdrop.districts.models import District
 from rosterdrop.ingest.models import RosterGaps
 from rosterdrop.roster.models import records
+from rosterdrop.timing import timed
 
 # A query of one entity's records or of their values: typed Any, since the fields filtered on
 # (userSourcedId, orgSourcedId...) belong to each entity's model, not to the RosterRecord base.
@@ -77,6 +78,7 @@ def _gaps(district_id: int) -> dict[str, Records]:
     }
 
 
+@timed("count gaps")
 def count(district_id: int, sync_id: int | None) -> RosterGaps:
     """Count the district's gaps as its roster stands (inside the applying transaction: as
     it will stand once that commits) and keep them, replacing the earlier count."""
