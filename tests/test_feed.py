@@ -251,3 +251,43 @@ def test_a_consumer_starts_from_an_export_and_follows_the_feed_from_its_cursor(
         f"/oneroster/{district.slug}/ims/oneroster/rostering/v1p2/users?limit=1"
     )
     assert answer["X-Roster-Cursor"] == str(page["last_seq"])
+
+
+@pytest.mark.parametrize(
+    ("ids", "updated_id", "window"),
+    [((7, 8, 9, 10), 11, False), ((7, 9, 12, 13), 10, True)],
+    ids=["consecutive", "gaps"],
+)
+def test_created_events_are_numbered_in_id_order_without_a_window_where_ids_follow(
+    district, ids, updated_id, window
+):
+    """The records a sync first saw get events numbered without gaps in ID order: on SQLite
+    from the ID offset when the IDs are consecutive (as one writer appends them), by
+    ROW_NUMBER when they are not; a record the sync only updated gets no created event."""
+    from django.db import transaction
+
+    from rosterdrop.feed.events import record_events
+    from rosterdrop.ingest.models import Change
+    from rosterdrop.roster.models import User
+
+    sync_id = 5
+    common = {"district": district, "content_hash": 0, "changed_sync_id": sync_id}
+    for n, row_id in enumerate(ids):
+        User.objects.create(id=row_id, sourced_id=f"u{n}", first_seen_sync_id=sync_id, **common)
+    User.objects.create(id=updated_id, sourced_id="old", first_seen_sync_id=1, **common)
+    statements: list[str] = []
+    with transaction.atomic(), connection.cursor() as wrapper:
+        if connection.vendor == "sqlite":
+            wrapper.connection.set_trace_callback(statements.append)
+        try:
+            record_events(wrapper.cursor, district.pk, sync_id, {}, Change)
+        finally:
+            if connection.vendor == "sqlite":
+                wrapper.connection.set_trace_callback(None)
+    events = list(Event.objects.filter(district=district).order_by("seq"))
+    assert [(e.seq, e.sourced_id, e.action) for e in events] == [
+        (n, f"u{n - 1}", "created") for n in range(1, len(ids) + 1)
+    ]
+    if connection.vendor == "sqlite":
+        windows = [s for s in statements if "ROW_NUMBER" in s and "roster_user" in s]
+        assert bool(windows) == window, windows

@@ -2,7 +2,7 @@
 retention time.
 
 The events are copied by the database from what apply has just written (INSERT ... SELECT,
-numbered with ROW_NUMBER): records first seen in the sync were created, its change rows say
+numbered in ID order): records first seen in the sync were created, its change rows say
 what was updated, removed (deleted) or came back (created). No row passes through Python,
 however many millions a first import writes.
 """
@@ -61,15 +61,9 @@ def record_events(
     for entity, _, action in moved:
         count(entity, action, 1)
     for entity in ENTITIES:
-        cur.execute(
-            f"{insert} SELECT district_id, {p} + ROW_NUMBER() OVER (ORDER BY id), "
-            f"first_seen_sync_id, {p}, sourced_id, 'created' "
-            f"FROM {MODELS[entity]._meta.db_table} "
-            f"WHERE district_id = {p} AND first_seen_sync_id = {p}",
-            [seq, entity, district_id, sync_id],
-        )
-        seq += max(cur.rowcount, 0)
-        count(entity, "created", cur.rowcount)
+        created = _created(cur, district_id, sync_id, entity, seq)
+        seq += created
+        count(entity, "created", created)
     for change, action in ACTIONS.items():
         cur.execute(
             f"{insert} SELECT {p}, {p} + ROW_NUMBER() OVER (ORDER BY id), sync_id, entity, "
@@ -94,6 +88,45 @@ def record_events(
     )
     webhooks.announce(batch)
     return batch
+
+
+def _created(cur, district_id: int, sync_id: int, entity: str, after: int) -> int:
+    """Write the events of the entity's records first seen in the sync, numbered from
+    `after` + 1 in ID order; return how many.
+
+    They are found through the entity's `changed` index (district, changed_sync_id, id): a
+    record first seen in a sync was last changed by it while that sync applies, so only what
+    the sync wrote is walked, not every record of the district. On SQLite the sync's new
+    records of an entity have consecutive IDs (its one writer appended them), so each event's
+    number is its record's ID offset: ROW_NUMBER's window would first copy every row aside
+    (measured, 500k enrollments: 1.9 s CPU with it, 0.84 s without). Should the IDs not be
+    consecutive after all, those events are taken back and numbered by ROW_NUMBER.
+    """
+    p = "%s" if connection.vendor == "postgresql" else "?"
+    rows = (
+        f"FROM {MODELS[entity]._meta.db_table} "
+        f"WHERE district_id = {p} AND changed_sync_id = {p} AND first_seen_sync_id = {p}"
+    )
+    keys = [district_id, sync_id, sync_id]
+    insert = f"INSERT INTO {Event._meta.db_table} ({COLUMNS}) SELECT district_id, "
+    values = f", first_seen_sync_id, {p}, sourced_id, 'created' {rows}"
+    if connection.vendor == "sqlite":
+        ends = []
+        for order in ("", " DESC"):  # each stops at its first row (MIN and MAX would walk all)
+            cur.execute(f"SELECT id {rows} ORDER BY id{order} LIMIT 1", keys)
+            ends.append(cur.fetchone())
+        if ends[0] is None:
+            return 0
+        (low,), (high,) = ends
+        cur.execute(f"{insert}{p} + id - {p}{values} ORDER BY id", [after + 1, low, entity, *keys])
+        if cur.rowcount == high - low + 1:
+            return high - low + 1
+        cur.execute(
+            f"DELETE FROM {Event._meta.db_table} WHERE district_id = {p} AND seq > {p}",
+            [district_id, after],
+        )
+    cur.execute(f"{insert}{p} + ROW_NUMBER() OVER (ORDER BY id){values}", [after, entity, *keys])
+    return max(cur.rowcount, 0)
 
 
 def renamed_in(plan) -> dict[str, list[tuple[str, str]]]:
