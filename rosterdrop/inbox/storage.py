@@ -93,6 +93,9 @@ class Storage(Protocol):
     def open(self, key: str) -> IO[bytes]:
         """The stored bytes for reading; FileNotFoundError if they are gone."""
 
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """The stored bytes from `start` up to `end` (excluded); FileNotFoundError if gone."""
+
     def exists(self, key: str) -> bool: ...
 
     def fetch(self, key: str, target: Path, sha256: str) -> None:
@@ -298,6 +301,11 @@ class LocalFolder:
 
     def open(self, key: str) -> IO[bytes]:
         return self.path(key).open("rb")
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        with self.path(key).open("rb") as f:
+            f.seek(start)
+            return f.read(end - start)
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
@@ -545,6 +553,20 @@ class S3Bucket:
             return body
         except self.client.exceptions.NoSuchKey:
             raise FileNotFoundError(errno.ENOENT, f"{self.shown(key)} is not in storage") from None
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """One ranged GET (HTTP Range is inclusive of its last byte)."""
+        if end <= start:
+            return b""
+        try:
+            answer = self.client.get_object(
+                Bucket=self.bucket, Key=self.name(key), Range=f"bytes={start}-{end - 1}"
+            )
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(errno.ENOENT, f"{self.shown(key)} is not in storage") from None
+        with contextlib.closing(answer["Body"]) as body:
+            data: bytes = body.read()
+        return data
 
     def exists(self, key: str) -> bool:
         try:

@@ -136,6 +136,32 @@ def open_stored(upload: Upload) -> IO[bytes]:
     return storage.backend().open(upload.stored_path)
 
 
+# Spans of one read closer than this are read as one range (one request to S3, not many).
+GAP = 1 << 20
+
+
+def read_spans(upload: Upload, spans: list[tuple[int, int]]) -> list[bytes]:
+    """The bytes of each (start, end) span of an upload as received, read by offset (ranged
+    reads on S3), not the whole file; FileNotFoundError once they are gone."""
+    if not upload.stored_path:
+        raise FileNotFoundError(errno.ENOENT, f"upload {upload.pk} is no longer kept")
+    kept = storage.backend()
+    found: dict[tuple[int, int], bytes] = {}
+    ordered = sorted(set(spans))
+    i = 0
+    while i < len(ordered):
+        start, end = ordered[i]
+        j = i + 1
+        while j < len(ordered) and ordered[j][0] - end < GAP:
+            end = max(end, ordered[j][1])
+            j += 1
+        data = kept.read_range(upload.stored_path, start, end)
+        for first, last in ordered[i:j]:
+            found[(first, last)] = data[first - start : last - start]
+        i = j
+    return [found[span] for span in spans]
+
+
 def fetch(upload: Upload, target: Path) -> None:
     """A local file at `target` with the upload's bytes (a link to the file in the data
     folder, a checked copy from S3); the caller deletes it."""

@@ -17,6 +17,7 @@ class IngestConfig(AppConfig):
         from rosterdrop.inbox.signals import upload_purged
 
         upload_purged.connect(_forget_issue_rows, dispatch_uid="rosterdrop.ingest.issue_rows")
+        upload_purged.connect(_forget_sent_index, dispatch_uid="rosterdrop.ingest.sent_index")
 
 
 def _forget_issue_rows(sender: object, **kwargs: Any) -> None:
@@ -24,3 +25,10 @@ def _forget_issue_rows(sender: object, **kwargs: Any) -> None:
     from rosterdrop.ingest import issue_rows
 
     issue_rows.forget(sender, **kwargs)
+
+
+def _forget_sent_index(sender: object, **kwargs: Any) -> None:
+    # Likewise: sent_index imports the pipeline's unpack stage and numpy.
+    from rosterdrop.ingest import sent_index
+
+    sent_index.forget(sender, **kwargs)

@@ -156,3 +156,34 @@ class HeldSummary(models.Model):
 
     sync = models.OneToOneField(Sync, on_delete=models.CASCADE, primary_key=True, related_name="+")
     lines = models.JSONField(default=list, help_text='[{"count", "what", "grades", "schools"}]')
+
+
+class SentFile(models.Model):
+    """A people or roster file of an upload, indexed when it was imported (ingest.sent_index)
+    so that SIS search reads the rows it finds by byte offset instead of the whole file."""
+
+    district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="+")
+    # The bytes it was built from: a re-sent upload of the same bytes finds it again.
+    sha256 = models.CharField(max_length=64)
+    name = models.CharField(max_length=255, help_text="The CSV file (a zip's member) as sent.")
+    rows = models.PositiveIntegerField(help_text="Rows after the header.")
+    header_end = models.BigIntegerField(help_text="Where the header row ends (its bytes).")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["district", "sha256", "name"], name="sent_file_unique")
+        ]
+
+
+class SentBlock(models.Model):
+    """BLOCK consecutive rows of a SentFile: where each starts (physical line, byte offset),
+    and the casefolded ID and name cells searched."""
+
+    file = models.ForeignKey(SentFile, on_delete=models.CASCADE, related_name="blocks")
+    first = models.PositiveIntegerField(help_text="Its first row's number (0: line 2's row).")
+    lines = models.BinaryField(help_text="int64 first line of each row")
+    offsets = models.BinaryField(help_text="int64 byte offset of each row, and the end")
+    terms = models.TextField(help_text="A line per row: its searched cells, 0x1f between")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["file", "first"], name="sent_block_unique")]

@@ -15,7 +15,7 @@ from rosterdrop import notify, process
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import check_quota, fetch, receive
-from rosterdrop.ingest import issue_rows, resent, states
+from rosterdrop.ingest import issue_rows, resent, sent_index, states
 from rosterdrop.ingest.claims import claim_uploads
 from rosterdrop.ingest.engine import APPLIED, Settings, run, tmp_dir
 from rosterdrop.ingest.findings import FATAL, Finding, FindingLog
@@ -90,6 +90,8 @@ def _import(
         )
         if not dry_run:
             issue_rows.keep(sync, uploads, paths, outcome.checked.log.all(), limits())
+            if settings.format is not None:
+                sent_index.keep(district, uploads, paths, settings.format, limits())
         return outcome
     finally:
         shutil.rmtree(work, ignore_errors=True)

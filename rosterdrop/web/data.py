@@ -12,7 +12,7 @@ from rosterdrop.ingest.models import with_sync_times
 from rosterdrop.ingest.sent_rows import read_rows
 from rosterdrop.roster.models import ENTITIES, MODELS, records
 from rosterdrop.roster.schema import FIELDS
-from rosterdrop.web.sis import members
+from rosterdrop.web.sis import indexed_rows, members, names
 
 PAGE = 100
 
@@ -29,12 +29,17 @@ def sis_data(request, district):
     query = request.GET.get("q", "").strip()
     offset = max(int(request.GET.get("offset", "0") or 0), 0)
     rows = None
-    with members(chosen) as files:
-        name = request.GET.get("file") or next(iter(files), "")
-        if name:
-            if name not in files:
-                raise Http404("No such file in this upload.")
-            rows = read_rows(files[name], district.fallback_encoding, query, offset, PAGE)
+    files = names(chosen)
+    name = request.GET.get("file") or next(iter(files), "")
+    if chosen and name:
+        if name not in files:
+            raise Http404("No such file in this upload.")
+        fallback = district.fallback_encoding
+        rows = indexed_rows(chosen, name, fallback, query, offset, PAGE)
+        if rows is None:  # not indexed: the file is read
+            with members(chosen) as found:
+                if name in found:
+                    rows = read_rows(found[name], fallback, query, offset, PAGE)
     return render(
         request,
         "web/sis.html",

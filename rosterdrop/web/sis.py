@@ -1,12 +1,17 @@
-"""The files of an upload as the district sent them (no extraction to disk)."""
+"""The files of an upload as the district sent them (no extraction to disk), and the rows of
+one found through its index (ingest.sent_index) read by offset."""
 
 import contextlib
+import csv
+import io
 from collections.abc import Iterator
 
 from rosterdrop.inbox.models import Upload
-from rosterdrop.inbox.store import local_copy
+from rosterdrop.inbox.store import local_copy, read_spans
+from rosterdrop.ingest import sent_index
 from rosterdrop.ingest.findings import Failure
 from rosterdrop.ingest.reader import limits
+from rosterdrop.ingest.sent_rows import Rows
 from rosterdrop.ingest.unpack import Member, is_zip, unpack
 
 
@@ -26,3 +31,54 @@ def members(upload: Upload | None) -> Iterator[dict[str, Member]]:
         else:
             raw = Member(upload.filename, upload.size, lambda: path.open("rb"), "")
             yield {upload.filename: raw}
+
+
+def names(upload: Upload | None) -> list[str]:
+    """The CSV files of an upload, without reading a loose file's bytes (its name is its
+    file's); a zip's members from its directory."""
+    if upload is None or not upload.stored_path:
+        return []
+    if not upload.filename.lower().endswith(".zip"):
+        return [upload.filename]
+    with members(upload) as files:
+        return list(files)
+
+
+def indexed_rows(
+    upload: Upload, name: str, fallback: str, query: str, offset: int, limit: int
+) -> Rows | None:
+    """A page of rows found through the file's index, read by offset; None when the file
+    has none (not a people or roster file, or never imported): then it is read as before."""
+    sent = sent_index.indexed(upload, name)
+    if sent is None or not upload.stored_path:
+        return None
+    found = sent_index.find(sent, query, offset, limit)
+    spans = [found.header, *(span for _, span in found.rows)]
+    try:
+        raw = _read(upload, name, spans)
+    except FileNotFoundError:
+        return None
+    text = [sent_index.text(data, fallback) for data in raw]
+    text[0] = text[0].lstrip("\ufeff")
+    cells = [next(csv.reader(io.StringIO(row, newline="")), []) for row in text]
+    return Rows(
+        header=cells[0],
+        rows=[(line, row) for (line, _), row in zip(found.rows, cells[1:], strict=True)],
+        matched=found.matched,
+    )
+
+
+def _read(upload: Upload, name: str, spans: list[tuple[int, int]]) -> list[bytes]:
+    """The spans of one file of an upload: by ranged reads of a loose file; a zip's member
+    is decompressed up to the last of them."""
+    if name == upload.filename:
+        return read_spans(upload, spans)
+    with members(upload) as files:
+        if name not in files:
+            raise FileNotFoundError(name)
+        read = {}
+        with files[name].open() as stream:
+            for start, end in sorted(set(spans)):
+                stream.seek(start)
+                read[(start, end)] = stream.read(end - start)
+    return [read[span] for span in spans]
