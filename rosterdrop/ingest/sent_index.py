@@ -16,6 +16,7 @@ of those bytes (`forget`, on inbox.signals.upload_purged).
 import csv
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,8 +31,10 @@ from rosterdrop.ingest.findings import Failure
 from rosterdrop.ingest.models import SentBlock, SentFile
 from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.roster.schema import NAME_FIELDS
+from rosterdrop.timing import timed
 
 BLOCK = 1024
+CHUNK = 16 << 20
 # The canonical fields searched besides the key: names, and the ID a district gives people.
 SEARCHED = NAME_FIELDS | {"identifier"}
 CELL, ROW = "\x1f", "\n"
@@ -68,13 +71,30 @@ class _Built:
     blocks: list[SentBlock]
 
 
-def _lines(stream: BinaryIO, fallback: str, ends: list[int]) -> Iterator[str]:
-    """The stream's lines as text; `ends` gets where the last one handed out ends."""
-    end = 0
-    for raw in stream:
-        end += len(raw)
-        ends[0] = end
-        yield text(raw, fallback)
+def _lines(stream: BinaryIO, fallback: str, starts: list[int]) -> Iterator[str]:
+    """The stream's lines as text, without their LF (the csv module needs none), read a
+    chunk at a time; `starts` gets where each line starts, and the end of the last one
+    handed out, before its chunk's lines are."""
+    base, rest = 0, b""
+    while True:
+        data = stream.read(CHUNK)
+        chunk = rest + data
+        cut = chunk.rfind(b"\n") + 1 if data else len(chunk)
+        chunk, rest = chunk[:cut], chunk[cut:]
+        if not chunk:
+            return
+        ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == ord(ROW)) + 1 + base
+        starts.extend(ends.tolist())
+        if not chunk.endswith(b"\n"):
+            starts.append(base + len(chunk))
+        base += len(chunk)
+        lines = chunk.split(b"\n")
+        if chunk.endswith(b"\n"):
+            lines.pop()
+        try:
+            yield from chunk.decode("utf-8").split(ROW)[: len(lines)]
+        except UnicodeDecodeError:
+            yield from (text(line, fallback) for line in lines)
 
 
 def _build(stream: BinaryIO, spec: FileSpec, fallback: str) -> _Built | None:
@@ -84,8 +104,8 @@ def _build(stream: BinaryIO, spec: FileSpec, fallback: str) -> _Built | None:
     if b"\x00" in head or head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return None
     stream.seek(0)
-    ends = [0]
-    reader = csv.reader(_lines(stream, fallback, ends))
+    starts = [0]  # of each line (0: line 1), and the end of the last one read
+    reader = csv.reader(_lines(stream, fallback, starts))
     try:
         header = next(reader, None)
         if header is None:
@@ -98,41 +118,41 @@ def _build(stream: BinaryIO, spec: FileSpec, fallback: str) -> _Built | None:
         ]
         if not columns:
             return None
-        built = _Built(header_end=ends[0], rows=0, blocks=[])
-        lines: list[int] = []
-        offsets: list[int] = []
+        cells = itemgetter(*columns, 0)  # a tuple, even of one column
+        built = _Built(header_end=starts[reader.line_num], rows=0, blocks=[])
+        read = [reader.line_num]  # lines read after each row (the header first)
         terms: list[str] = []
-        start, line = ends[0], reader.line_num + 1
         for row in reader:
-            lines.append(line)
-            offsets.append(start)
-            terms.append(
-                CELL.join(row[i] for i in columns if i < len(row)).casefold().replace(ROW, " ")
-            )
-            start, line = ends[0], reader.line_num + 1
-            if len(lines) == BLOCK:
-                built.blocks.append(_block(built.rows, lines, offsets, start, terms))
-                built.rows += len(lines)
-                lines, offsets, terms = [], [], []
-        if lines:
-            built.blocks.append(_block(built.rows, lines, offsets, start, terms))
-            built.rows += len(lines)
+            read.append(reader.line_num)
+            try:
+                kept = cells(row)[:-1]
+            except IndexError:
+                kept = tuple(row[i] for i in columns if i < len(row))
+            terms.append(CELL.join(kept).casefold())
+            if len(terms) == BLOCK:
+                built.blocks.append(_block(built.rows, read, starts, terms))
+                built.rows += len(terms)
+                read, terms = read[-1:], []
+        if terms:
+            built.blocks.append(_block(built.rows, read, starts, terms))
+            built.rows += len(terms)
     except csv.Error:
         return None
     return built
 
 
-def _block(
-    first: int, lines: list[int], offsets: list[int], end: int, terms: list[str]
-) -> SentBlock:
+def _block(first: int, read: list[int], starts: list[int], terms: list[str]) -> SentBlock:
+    """Rows `first`... : each starts on the line after those read before it."""
+    before = np.asarray(read, dtype=np.int64)
     return SentBlock(
         first=first,
-        lines=np.asarray(lines, dtype=np.int64).tobytes(),
-        offsets=np.asarray([*offsets, end], dtype=np.int64).tobytes(),
+        lines=(before[:-1] + 1).tobytes(),
+        offsets=np.asarray([starts[n] for n in read], dtype=np.int64).tobytes(),
         terms=ROW.join(terms),
     )
 
 
+@timed("sent index")
 def keep(
     district: District, uploads: list[Upload], paths: list[Path], spec: FormatSpec, limits: Limits
 ) -> None:
