@@ -3,6 +3,7 @@ numbers and counts as reading the file did, reading only the rows it shows (rang
 S3); the index goes with the raw upload at retention."""
 
 import datetime
+import zipfile
 
 import pytest
 from django.urls import reverse
@@ -59,6 +60,23 @@ def test_search_finds_the_rows_reading_the_file_found(backend, sent, district):
         "orgs.csv",
         "academicSessions.csv",
     }  # not enrollments, demographics: they name no one
+
+
+def test_a_zip_member_is_searched_as_read(district, school, tmp_path):
+    """A zip's members are indexed too; the rows shown are read from the member (not
+    seekable: read forward up to the last of them)."""
+    table = rows(school / "users.csv")
+    sent = tmp_path / "roster.zip"
+    with zipfile.ZipFile(sent, "w", zipfile.ZIP_DEFLATED) as package:
+        for path in school.iterdir():
+            package.write(path, path.name)
+    import_path(district, sent)
+    upload = Upload.objects.get(district=district, filename="roster.zip")
+    with members(upload) as files:
+        for query, offset in (("", 0), ("", 40), (table[30][0], 0), (table[9][9], 0)):
+            found = indexed_rows(upload, "users.csv", "cp1252", query, offset, 10)
+            assert found == read_rows(files["users.csv"], "cp1252", query, offset, 10)
+            assert found.rows
 
 
 def test_the_page_reads_only_the_rows_it_shows(s3, sent, district, admin):

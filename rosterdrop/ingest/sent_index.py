@@ -14,6 +14,7 @@ of those bytes (`forget`, on inbox.signals.upload_purged).
 """
 
 import csv
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
@@ -32,6 +33,8 @@ from rosterdrop.ingest.models import SentBlock, SentFile
 from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.roster.schema import NAME_FIELDS
 from rosterdrop.timing import timed
+
+log = logging.getLogger(__name__)
 
 BLOCK = 1024
 CHUNK = 16 << 20
@@ -71,11 +74,11 @@ class _Built:
     blocks: list[SentBlock]
 
 
-def _lines(stream: BinaryIO, fallback: str, starts: list[int]) -> Iterator[str]:
+def _lines(stream: BinaryIO, head: bytes, fallback: str, starts: list[int]) -> Iterator[str]:
     """The stream's lines as text, without their LF (the csv module needs none), read a
     chunk at a time; `starts` gets where each line starts, and the end of the last one
     handed out, before its chunk's lines are."""
-    base, rest = 0, b""
+    base, rest = 0, head
     while True:
         data = stream.read(CHUNK)
         chunk = rest + data
@@ -103,9 +106,8 @@ def _build(stream: BinaryIO, spec: FileSpec, fallback: str) -> _Built | None:
     head = stream.read(4)
     if b"\x00" in head or head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return None
-    stream.seek(0)
     starts = [0]  # of each line (0: line 1), and the end of the last one read
-    reader = csv.reader(_lines(stream, fallback, starts))
+    reader = csv.reader(_lines(stream, head, fallback, starts))
     try:
         header = next(reader, None)
         if header is None:
@@ -174,8 +176,12 @@ def keep(
         file_spec = spec.file(claimed) if claimed else None
         if upload is None or file_spec is None or (upload.sha256, member.name) in done:
             continue
-        with member.open() as stream:
-            built = _build(stream, file_spec, district.fallback_encoding)
+        try:
+            with member.open() as stream:
+                built = _build(stream, file_spec, district.fallback_encoding)
+        except Exception:  # the index is a shortcut: an import never fails for it
+            log.exception("%s of upload %s was not indexed", member.name, upload.pk)
+            continue
         if built is None:
             continue
         with transaction.atomic():

@@ -77,8 +77,11 @@ def _read(upload: Upload, name: str, spans: list[tuple[int, int]]) -> list[bytes
         if name not in files:
             raise FileNotFoundError(name)
         read = {}
-        with files[name].open() as stream:
+        at = 0
+        with files[name].open() as stream:  # not seekable: read forward
             for start, end in sorted(set(spans)):
-                stream.seek(start)
+                while at < start and (skipped := stream.read(min(start - at, 1 << 20))):
+                    at += len(skipped)
                 read[(start, end)] = stream.read(end - start)
+                at = end
     return [read[span] for span in spans]
