@@ -365,6 +365,11 @@ def _build(cur: Cursor, entity: str, indexes: list[Any]) -> None:
         cur.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
     for index in indexes:
         cur.execute(str(index.create_sql(model, editor)))
+    if _is_postgres():
+        # The builds told the planner the table's size but nothing of its columns: the gaps
+        # counted next in this transaction (ingest.gaps) then walked roles once per user
+        # (large: over 68 s of server CPU, cancelled) instead of hashing them.
+        cur.execute(f"ANALYZE {table(entity)}")
 
 
 def _table_taken(cur: Cursor, entity: str, district_id: int) -> bool:
