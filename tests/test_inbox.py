@@ -119,3 +119,24 @@ def test_a_hash_given_by_the_sender_is_checked_against_the_copy(district, tmp_pa
     right = hashlib.sha256(source.read_bytes()).hexdigest()
     kept = store.receive(district, "users.csv", source, "sftp", sha256=right)
     assert kept.sha256 == right and store.open_stored(kept).read() == source.read_bytes()
+
+
+def test_a_transfer_hands_its_file_to_the_disk_as_it_arrives(district, tmp_path, monkeypatch):
+    """In the data folder each full window of a transfer's file starts its writeback as it
+    arrives (a window written again starts it again), so that the fsync the client waits for
+    at the close has only the last window left; aborted, it leaves no descriptor open."""
+    monkeypatch.setattr(storage, "WRITEBACK_WINDOW", 1 << 20)
+    path = tmp_path / "upload"
+    fds = len(os.listdir("/proc/self/fd"))
+    with open(path, "wb", buffering=0) as f:
+        incoming = store.incoming(district, path)
+        assert isinstance(incoming, storage._InPlace)
+        f.write(os.urandom(5 << 19))  # 2.5 windows
+        incoming.arrived(5 << 19)
+        assert incoming.written_back == 2 << 20
+        incoming.rewritten(3 << 19)  # into the second window
+        assert incoming.written_back == 1 << 20
+        incoming.arrived(5 << 19)
+        assert incoming.written_back == 2 << 20
+        incoming.abort()
+    assert len(os.listdir("/proc/self/fd")) == fds
