@@ -2,10 +2,11 @@
 still holds as they are are neither parsed, checked nor mapped again.
 
 A nightly export is mostly the lines it had the night before. Each line of a file read with
-the rows it vouches for (ingest/vouched.py) is hashed (two 64-bit hashes of its text as
-decoded, `read.parse_lines`), and what the line mapped to (key, references, key and content
-hashes: the record *before* any check, as vouched.py matches it) is kept per file beside the
-roster, named by the roster token it leaves (`LineFiles.publish`, once the sync is committed).
+the rows the roster vouches for (ingest/vouched.py; not a first import) is hashed (two 64-bit
+hashes of its text as decoded, `read.parse_lines`), and what the line mapped to (key,
+references, key and content hashes: the record *before* any check, as vouched.py matches it)
+is kept per file beside the roster, named by the roster token it leaves (`LineFiles.publish`,
+once the sync is committed).
 The next read of the same file takes a line it finds there for that record, untouched, at its
 new line number, if the roster still holds the record as it is, active: exactly the rows
 vouched.py would have taken without checking them, so the read finds the same issues, plan

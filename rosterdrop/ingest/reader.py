@@ -112,23 +112,23 @@ class Reader:
             extras = extra_columns(file, table.header)
             for output in file.outputs:  # a file with no rows fills its entities all the same
                 self._rows_of(file, output, mode)
-            can_vouch = self.spill is not None and vouchable(
-                fmt, file, mode, checker.checked_columns, extras
+            vouching = (
+                self.spill is not None
+                and vouchable(fmt, file, mode, checker.checked_columns, extras)
+                and file.outputs[0].entity in self.vouched
             )
-            vouching = can_vouch and file.outputs[0].entity in self.vouched
+            # Kept only by reads the roster vouches for: a first import pays nothing for them
+            # (medium: mapping every row before its checks too cost it 1 s CPU in 4.5).
             lines = None
-            if can_vouch and not checker.derived:
-                lines = self._lines_of(file, table, decoded.encoding, vouching)
+            if vouching and not checker.derived:
+                lines = self._lines_of(file, table, decoded.encoding)
             # Closed here, whatever happens: batches are read ahead from this open stream.
             with closing(table.batches):
                 for batch in table.batches:
                     if vouching:
                         self._read_vouched(file, mode, checker, batch, extras, lines)
                     else:
-                        if lines is not None:
-                            checked = self._check_keeping(file, checker, batch, extras, lines)
-                        else:
-                            checked = checker.check(batch)
+                        checked = checker.check(batch)
                         gather(self.links, fmt, file, checked)
                         for output in file.outputs:
                             mapped = map_batch(file, output, checked, extras)
@@ -143,19 +143,16 @@ class Reader:
             if lines is not None and self.lines is not None:
                 self.lines.stage(lines)
 
-    def _lines_of(
-        self, file: FileSpec, table: Table, encoding: str, vouching: bool
-    ) -> FileLines | None:
-        """A file whose rows the roster may vouch for is read line by line, its lines kept for
-        the next read; those its last read kept are taken as they were if the roster vouches
-        for them now (ingest/lines.py)."""
+    def _lines_of(self, file: FileSpec, table: Table, encoding: str) -> FileLines | None:
+        """A file whose rows the roster vouches for is read line by line, its lines kept for
+        the next read; those its last read kept are taken as they were if the roster holds
+        their records as they are (ingest/lines.py)."""
         output = file.outputs[0]
         if self.lines is None or output.explode or output.unpivot:
             return None
         layout = self.lines.layout(file.name, table.header, table.delimiter, encoding)
         lines = FileLines(layout, output.entity)
-        if vouching:
-            lines.last = self.lines.last(layout, self._spill_of(output.entity))
+        lines.last = self.lines.last(layout, self._spill_of(output.entity))
         table.hash_lines, table.known = True, lines.last
         return lines
 
@@ -163,23 +160,6 @@ class Reader:
         """Close the spills: their record data stays on disk for the plan and apply."""
         for spill in self.spills.values():
             spill.close()
-
-    def _check_keeping(
-        self,
-        file: FileSpec,
-        checker: RowChecker,
-        batch: pl.DataFrame,
-        extras: list[str],
-        lines: FileLines,
-    ) -> pl.DataFrame:
-        """`checker.check` of a batch whose lines are kept: their records as mapped before any
-        check, which the next read's vouched rows are (ingest/lines.py)."""
-        batch, hashes, sent_status = _hashes(checker, batch)
-        prepared = checker.prepare(batch)
-        if hashes is not None:
-            mapped = map_batch(file, file.outputs[0], prepared, extras)
-            lines.keep(mapped.hstack(hashes), sent_status)
-        return checker.check_prepared(prepared)
 
     def _read_vouched(
         self,
