@@ -9,6 +9,7 @@ Convention for a command with actions (`rosterdrop sync list|show|...`): subclas
 method each (a dash in the action's name is an underscore in the method's).
 """
 
+import gc
 import os
 import shutil
 import sys
@@ -90,7 +91,13 @@ class Utility(ManagementUtility):
                 "Type 'rosterdrop help' for the commands.\n"
             )
             sys.exit(1)
-        return super().fetch_command(subcommand)
+        command = super().fetch_command(subcommand)
+        # What start loaded (Django, the apps, the command's modules) lives as long as the
+        # process: out of the collector's sight, the final collection at exit no longer walks
+        # it (serve's stop took 3.3 s of which 2.5 s that walk, under load), nor do full
+        # collections while a serve or an import runs.
+        gc.freeze()
+        return command
 
 
 def summary(app: str, name: str, width: int) -> str:
