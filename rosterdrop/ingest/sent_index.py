@@ -23,7 +23,8 @@ from typing import BinaryIO
 
 import numpy as np
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Value
+from django.db.models.functions import StrIndex
 
 from rosterdrop.districts.models import District
 from rosterdrop.formats.spec import FileSpec, FormatSpec
@@ -240,7 +241,9 @@ def find(sent: SentFile, query: str, offset: int, limit: int) -> Found:
         found.rows = _rows(blocks, lambda block: range(_count(block)), offset - first, limit)
         return found
     matched: Picked = []
-    for block in blocks.filter(terms__contains=needle).only("first", "terms"):
+    # strpos/instr: PostgreSQL's LIKE '%...%' is several times slower over UTF-8 text.
+    holding = blocks.annotate(at=StrIndex("terms", Value(needle))).filter(at__gt=0)
+    for block in holding.only("first", "terms"):
         numbers = list(_matches(block.terms, needle))
         if numbers:
             matched.append((block, numbers))
