@@ -88,9 +88,12 @@ class Server:
         return "root", f"{self.folder}/{slug}.bin"
 
 
-def sftp(server: Server, key: Path, user: str, options: list[str]) -> list[str]:
+def sftp(server: Server, key: Path, user: str, options: list[str], n: int) -> list[str]:
+    """OpenSSH's client from loopback address 127.0.1.(n+1): districts come from addresses of
+    their own (rosterdrop caps connections per address, ROSTERDROP_SFTP_MAX_CONNECTIONS_PER_IP)."""
     return [
         "sftp", "-q", "-b", "-", "-P", str(server.port), "-i", str(key), *options,
+        "-o", f"BindAddress=127.0.1.{n % 250 + 1}",
         "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
         "-o", f"UserKnownHostsFile={server.known_hosts}", "-o", "StrictHostKeyChecking=yes",
         f"{user}@127.0.0.1",
@@ -108,13 +111,13 @@ def timed_uploads(
     began = time.perf_counter()
     running = [
         subprocess.Popen(
-            sftp(server, key, user, options),
+            sftp(server, key, user, options, n),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for user, _ in targets
+        for n, (user, _) in enumerate(targets)
     ]
     for proc, (_, remote) in zip(running, targets, strict=True):
         assert proc.stdin is not None
