@@ -156,3 +156,19 @@ def test_operator_sets_a_district_to_its_templates(district, operator):
     response = signed_in(operator).post(url("settings", district), {**posted, "format": "custom"})
     assert response.status_code == 302
     assert District.objects.get(pk=district.pk).format == "custom"
+
+
+def test_with_shared_storage_the_sample_is_kept_in_the_bucket(district, admin, s3):
+    """Every front end of a deployment reads the draft's sample from the bucket (the session
+    is in the database): nothing of it is left in this front end's data folder."""
+    client = signed_in(admin)
+    assert "O&#x27;Brien" in start(client, district).content.decode()  # read from the bucket
+    [kept] = s3.objects()
+    assert kept.startswith("template-samples/") and s3.read(kept) == SAMPLE.encode()
+    client.post(url("template_columns", district), mapping(**{"col-3": "last_name"}))
+    assert "31/12/2016" in client.get(url("template_check", district)).content.decode()
+    start(client, district)  # a new draft replaces the old one and its sample
+    [new] = s3.objects()
+    assert new != kept
+    assert not any((settings.DATA_DIR / key).exists() for key in (kept, new))
+    assert not list((settings.DATA_DIR / "tmp").glob("sample-*"))

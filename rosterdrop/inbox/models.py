@@ -38,6 +38,12 @@ class Upload(models.Model):
     purged_at = models.DateTimeField(
         null=True, blank=True, help_text="When the retention setting deleted the raw bytes."
     )
+    folder_name = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The name it shows under in the district's SFTP/FTPS folder when uploads are "
+        "kept in shared storage; empty once deleted there, renamed over or replaced.",
+    )
 
     class Meta:
         ordering = ["-received_at", "-id"]

@@ -98,6 +98,12 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def put(self, key: str, data: bytes) -> None:
+        """Keep small bytes under `key` whole (a template sample), replacing any there."""
+
+    def prune(self, folder: str, before: float) -> int:
+        """Delete what was kept in `folder` before `before` (a Unix time); how many."""
+
     def fetch(self, key: str, target: Path, sha256: str) -> None:
         """A local file at `target` with the stored bytes, checked against `sha256`."""
 
@@ -325,6 +331,22 @@ class LocalFolder:
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
+
+    def put(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = process.mkstemp(".incoming-", target.parent)
+        with open(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, target)
+
+    def prune(self, folder: str, before: float) -> int:
+        pruned = 0
+        for old in self.path(folder).glob("*"):
+            if old.stat().st_mtime < before:
+                old.unlink(missing_ok=True)
+                pruned += 1
+        return pruned
 
     def fetch(self, key: str, target: Path, sha256: str) -> None:
         target.hardlink_to(self.path(key))  # the same inode: retention finds it
@@ -562,6 +584,16 @@ class S3Bucket:
             Body=data,
             ChecksumSHA256=_b64(sha.digest()),
         )
+
+    def prune(self, folder: str, before: float) -> int:
+        pruned = 0
+        pages = self.client.get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=self.bucket, Prefix=self.name(folder) + "/"):
+            for item in page.get("Contents", []):
+                if item["LastModified"].timestamp() < before:
+                    self.client.delete_object(Bucket=self.bucket, Key=item["Key"])
+                    pruned += 1
+        return pruned
 
     def open(self, key: str) -> IO[bytes]:
         try:

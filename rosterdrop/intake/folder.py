@@ -4,6 +4,12 @@ The path rules (canonicalise once at the edge, refuse links, check containment) 
 completion of an upload (temp file, then the final name, then the inbox and the worker) live
 here so that every protocol front end applies exactly the same ones. Refusals are OSErrors
 with an errno and a sentence, which asyncssh and pyftpdlib both turn into a protocol reply.
+
+Where the folder is: with the data folder as storage (the embedded default), a folder of it
+per district (`district_root`). With uploads in shared storage (S3), the front ends of a
+deployment must all show the same files, so the folder is the inbox itself (`shared`): the
+uploads shown under a name (`Upload.folder_name`), their bytes read from storage; only a file
+still waiting for its rename (a staging name) stays on the front end that receives it.
 """
 
 import contextlib
@@ -11,14 +17,19 @@ import errno
 import logging
 import os
 import posixpath
+import shutil
 import stat
 import unicodedata
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
 
+from rosterdrop import process
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.districts.models import District
 from rosterdrop.inbox import retention, storage, store
@@ -110,6 +121,102 @@ def visible_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
                 yield entry.name, st
 
 
+def shared() -> bool:
+    """Whether the folder is the deployment's (uploads in shared storage), not this host's."""
+    return not storage.backend().local
+
+
+def _kept(district: District) -> "QuerySet[Upload]":
+    """The uploads a shared folder shows: under a name, their bytes still kept."""
+    return (
+        Upload.objects.filter(district=district, purged_at__isnull=True)
+        .exclude(folder_name="")
+        .exclude(stored_path="")
+    )
+
+
+def _shown(district: District, name: str) -> Upload | None:
+    """The upload a shared folder shows under `name` (the latest, should two front ends have
+    completed the same name at once)."""
+    return _kept(district).filter(folder_name=name).order_by("-pk").first()
+
+
+def _attributes(upload: Upload) -> os.stat_result:
+    """An upload as a plain file's attributes: its size and when it arrived."""
+    seconds = upload.received_at.timestamp()
+    ns, whole = round(seconds * 1e9), int(seconds)
+    fields = (stat.S_IFREG | 0o644, 0, 0, 1, os.getuid(), os.getgid(), upload.size)
+    times = {f"st_{t}time{unit}": v for t in "amc" for unit, v in (("", seconds), ("_ns", ns))}
+    return os.stat_result((*fields, whole, whole, whole), times)
+
+
+def _is_local(name: str) -> bool:
+    """Whether `name` is a file of this host's folder (everything but a shared folder's kept
+    files)."""
+    return not shared() or is_staging_name(name)
+
+
+def listing(district: District, root: Path) -> list[tuple[str, os.stat_result]]:
+    """What a listing of the district's folder shows, by name."""
+    files = dict(visible_files(root))
+    if shared():
+        for upload in _kept(district).order_by("pk"):
+            files[upload.folder_name] = _attributes(upload)
+    return list(files.items())
+
+
+def lookup(district: District, root: Path, name: str) -> os.stat_result | None:
+    """A file's attributes (a link or special file refused), None if there is no such file."""
+    if _is_local(name):
+        try:
+            st = os.lstat(root / name)
+        except FileNotFoundError:
+            return None
+        check_regular(st)
+        return st
+    upload = _shown(district, name)
+    return _attributes(upload) if upload else None
+
+
+def open_file(district: District, root: Path, name: str) -> BinaryIO:
+    """A file's bytes for reading (a download, or where a resumed upload starts): never
+    through a link; a shared folder's file as a checked copy from storage, already unlinked."""
+    if _is_local(name):
+        fd = os.open(root / name, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            check_regular(os.fstat(fd))
+        except OSError:
+            os.close(fd)
+            raise
+        return os.fdopen(fd, "rb", buffering=0)
+    upload = _shown(district, name)
+    if upload is None:
+        raise missing("No such file")
+    work = settings.DATA_DIR / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    work = process.mkdtemp("download-", work)  # named for recovery, were this process to die
+    try:
+        store.fetch(upload, work / "file")
+        return open(work / "file", "rb", buffering=0)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def remove(district: District, root: Path, name: str) -> None:
+    """Delete a file from the folder (a shared folder's upload stays in the inbox, unlisted)."""
+    if _is_local(name):
+        os.remove(root / name)
+    elif not _kept(district).filter(folder_name=name).update(folder_name=""):
+        raise missing("No such file")
+
+
+def _show(upload: Upload, name: str) -> None:
+    """List a kept upload under `name` in its shared folder, in place of any file so named."""
+    with transaction.atomic():
+        _kept(upload.district).filter(folder_name=name).update(folder_name="")
+        Upload.objects.filter(pk=upload.pk).update(folder_name=name)
+
+
 def open_root(slug: str) -> Path:
     """The district's folder (created on first use) as a realpath, and its staging folder."""
     root = district_root(slug)
@@ -140,7 +247,11 @@ def complete(
     except Exception:
         log.exception("could not store upload %s for %s", name, district.slug)
         raise OSError(errno.EIO, "Could not store the file; please retry") from None
-    os.replace(source_path, root / name)
+    if shared():
+        _show(upload, name)
+        source_path.unlink()
+    else:
+        os.replace(source_path, root / name)
     record(
         AuditEvent.Kind.UPLOAD,
         login=login,
@@ -161,18 +272,26 @@ def rename(
     ip: str | None,
 ) -> None:
     """Rename inside the folder; a staging name renamed to a real one completes the upload
-    (WinSCP's name.filepart and friends), replacing any file of that name."""
-    if not old.exists():
+    (WinSCP's name.filepart and friends), replacing any file of that name. In a shared
+    folder a kept file is renamed in the inbox, and cannot become a staging name again."""
+    if lookup(district, old.parent, old.name) is None:
         raise missing("No such file")
     if old == new:
         return
     finishing = is_staging_name(old.name) and not is_staging_name(new.name)
-    if new.exists() and not overwrite and not finishing:
+    exists = lookup(district, new.parent, new.name) is not None
+    if exists and not overwrite and not finishing:
         raise FileExistsError(errno.EEXIST, "File already exists")
     if finishing:
         complete(district, new.name, old, source, login, ip)
-    else:
+    elif _is_local(old.name) and _is_local(new.name):
         os.replace(old, new)
+    elif _is_local(new.name):
+        raise refused("A file kept in the folder cannot be given a temporary name")
+    elif (upload := _shown(district, old.name)) is not None:  # unless removed meanwhile
+        _show(upload, new.name)
+    else:
+        raise missing("No such file")
 
 
 def aborted(name: str, reason: str, login: str, ip: str | None) -> None:

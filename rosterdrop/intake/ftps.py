@@ -87,6 +87,24 @@ class DistrictFS(AbstractedFS):
     def __init__(self, root: str, cmd_channel: "FTPSHandler"):
         super().__init__(root, cmd_channel)
         self.home = Path(root)
+        assert cmd_channel.login is not None  # made on a successful login (ftp_PASS)
+        self.district = cmd_channel.login.district
+
+    def _name(self, path: str) -> str:
+        """The file name of a path ftp2fs gave ("" for the folder)."""
+        return "" if path == self.root else os.path.basename(path)
+
+    def _found(self, path: str) -> os.stat_result | None:
+        return folder.lookup(self.district, self.home, self._name(path))
+
+    def _lookup(self, path: str) -> os.stat_result:
+        found = self._found(path)
+        if found is None:
+            raise folder.missing("No such file")
+        return found
+
+    def _exists(self, path: str) -> bool:
+        return path == self.root or self._found(path) is not None
 
     def ftp2fs(self, ftppath: str) -> str:
         # Raises OSError for names SFTP refuses too; FTPSHandler answers those with 550.
@@ -98,13 +116,7 @@ class DistrictFS(AbstractedFS):
 
     def open(self, filename: str, mode: str) -> object:
         if "r" in mode and "+" not in mode:
-            fd = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                folder.check_regular(os.fstat(fd))
-            except OSError:
-                os.close(fd)
-                raise
-            return os.fdopen(fd, mode)
+            return folder.open_file(self.district, self.home, self._name(filename))
         if filename == self.root:
             raise folder.refused("Is a folder")
         channel = self.cmd_channel
@@ -117,9 +129,9 @@ class DistrictFS(AbstractedFS):
             channel.remote_ip,
             append="a" in mode,
         )
-        if "w" not in mode and os.path.exists(filename):
+        if "w" not in mode and self._exists(filename):
             # APPE or REST: start from the current content, as an SFTP resume does.
-            upload.resume_from(Path(filename))
+            upload.resume()
         return upload
 
     def mkstemp(self, *args, **kwargs):
@@ -144,12 +156,39 @@ class DistrictFS(AbstractedFS):
     def listdir(self, path: str) -> list[str]:
         if path != self.root:
             raise folder.missing("Not a folder")
-        return [name for name, _ in folder.visible_files(self.home)]
+        return [name for name, _ in folder.listing(self.district, self.home)]
 
     def remove(self, path: str) -> None:
         if path == self.root:
             raise folder.refused("Is a folder")
-        os.remove(path)
+        folder.remove(self.district, self.home, self._name(path))
+
+    # What listings, SIZE, MDTM and RNFR ask of a file: the folder's answer, not the disk's
+    # (a shared folder's files are in storage).
+
+    def stat(self, path: str) -> os.stat_result:
+        return os.stat(path) if path == self.root else self._lookup(path)
+
+    def lstat(self, path: str) -> os.stat_result:
+        return self.stat(path)
+
+    def isfile(self, path: str) -> bool:
+        return path != self.root and self._exists(path)
+
+    def isdir(self, path: str) -> bool:
+        return path == self.root
+
+    def islink(self, path: str) -> bool:
+        return False
+
+    def lexists(self, path: str) -> bool:
+        return self._exists(path)
+
+    def getsize(self, path: str) -> int:
+        return self._lookup(path).st_size
+
+    def getmtime(self, path: str) -> float:
+        return self._lookup(path).st_mtime
 
     def rename(self, src: str, dst: str) -> None:
         if self.root in (src, dst):

@@ -81,6 +81,14 @@ def _db(fn):
     return sync_to_async(fn, thread_sensitive=True)
 
 
+async def _in_folder(fn, *args):
+    """Run a folder function: at once for the data folder (no database), else in a thread of
+    its own, never queued behind the uploads being stored in the database's thread."""
+    if not folder.shared():
+        return fn(*args)
+    return await sync_to_async(fn, thread_sensitive=False)(*args)
+
+
 class RosterSFTPServer(asyncssh.SFTPServer):
     """One SFTP session of an authenticated district login."""
 
@@ -123,9 +131,21 @@ class RosterSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPNoSuchFile("Not a folder")
         for dot in (b".", b".."):
             yield asyncssh.SFTPName(dot, attrs=asyncssh.SFTPAttrs.from_local(os.stat(local)))
-        for name, st in folder.visible_files(local):
+        for name, st in await _in_folder(folder.listing, self.district, local):
             attrs = asyncssh.SFTPAttrs.from_local(st)
             yield asyncssh.SFTPName(os.fsencode(name), attrs=attrs)
+
+    async def stat(self, path: bytes) -> os.stat_result:
+        name, local = self._local(path)
+        if not name:
+            return os.stat(local)
+        found = await _in_folder(folder.lookup, self.district, self.root, name)
+        if found is None:
+            raise asyncssh.SFTPNoSuchFile("No such file")
+        return found
+
+    async def lstat(self, path: bytes) -> os.stat_result:
+        return await self.stat(path)
 
     # -- files ---------------------------------------------------------------------------
 
@@ -135,7 +155,7 @@ class RosterSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPPermissionDenied("Is a folder")
         if self.handles >= settings.SFTP_MAX_OPEN_HANDLES:
             raise asyncssh.SFTPFailure("Too many open files")
-        exists = local.exists()
+        exists = await _in_folder(folder.lookup, self.district, self.root, name) is not None
         if pflags & asyncssh.FXF_WRITE:
             if pflags & asyncssh.FXF_EXCL and exists:
                 raise asyncssh.SFTPFileAlreadyExists("File already exists")
@@ -143,7 +163,7 @@ class RosterSFTPServer(asyncssh.SFTPServer):
                 raise asyncssh.SFTPNoSuchFile("No such file")
             # Without truncation (a resume such as `reput`, or an append) the transfer starts
             # from the file's current content.
-            resume = local if exists and not pflags & asyncssh.FXF_TRUNC else None
+            resume = exists and not pflags & asyncssh.FXF_TRUNC
             try:
                 upload = await _db(Transfer)(
                     self.district,
@@ -154,7 +174,7 @@ class RosterSFTPServer(asyncssh.SFTPServer):
                     append=bool(pflags & asyncssh.FXF_APPEND),
                 )
                 if resume:  # a copy of up to the size cap: in a thread of its own
-                    await asyncio.to_thread(upload.resume_from, resume)
+                    await asyncio.to_thread(upload.resume)
             except OSError as exc:
                 raise asyncssh.SFTPFailure(exc.strerror or str(exc)) from None
             self.handles += 1
@@ -162,14 +182,10 @@ class RosterSFTPServer(asyncssh.SFTPServer):
         self._may("download")
         if not exists:
             raise asyncssh.SFTPNoSuchFile("No such file")
-        fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            folder.check_regular(os.fstat(fd))
-        except OSError:
-            os.close(fd)
-            raise
+        # From shared storage, a copy: in a thread of its own.
+        opened = await asyncio.to_thread(folder.open_file, self.district, self.root, name)
         self.handles += 1
-        return os.fdopen(fd, "rb", buffering=0)
+        return opened
 
     def read(self, file_obj: object, offset: int, size: int) -> bytes | Awaitable[bytes]:
         if isinstance(file_obj, Transfer):
@@ -237,12 +253,12 @@ class RosterSFTPServer(asyncssh.SFTPServer):
             self.district, old_local, new_local, overwrite, "sftp", self.login.name, self.state.ip
         )
 
-    def remove(self, path: bytes) -> None:
+    async def remove(self, path: bytes) -> None:
         self._may("delete")
-        name, local = self._local(path)
+        name, _ = self._local(path)
         if not name:
             raise asyncssh.SFTPPermissionDenied("Is a folder")
-        os.remove(local)
+        await _in_folder(folder.remove, self.district, self.root, name)
 
     def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         raise asyncssh.SFTPPermissionDenied("Folders cannot be created here")

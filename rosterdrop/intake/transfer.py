@@ -79,11 +79,13 @@ class Transfer:
         self.failed = ""
         self.finished = False
 
-    def resume_from(self, current: Path) -> None:
-        """Start from the content of the file in the folder (an SFTP open without truncation,
-        FTPS REST or APPE), checked and hashed like any write; on failure nothing is left."""
+    def resume(self) -> None:
+        """Start from the content of the file of this name in the folder (an SFTP open
+        without truncation, FTPS REST or APPE), checked and hashed like any write; on failure
+        nothing is left."""
         try:
-            with open(os.open(current, os.O_RDONLY | os.O_NOFOLLOW), "rb", buffering=0) as src:
+            root = folder.open_root(self.district.slug)
+            with folder.open_file(self.district, root, self.name) as src:
                 while block := src.read(COPY_BLOCK):
                     self.write_at(self.size, block)
         except BaseException:

@@ -1,14 +1,18 @@
 """Custom import templates, Istation's flow: kind -> sample -> columns -> check and save.
 
-The draft lives in the session (one per district) and its sample file in the data folder, so
-nothing reaches the database before the last step. What a template is and how it is checked
-belongs to rosterdrop.custom (suggest, try_sample, save_template); these views only walk a
-district admin (or an operator) through it.
+The draft lives in the session (one per district) and its sample file in storage (the data
+folder, or the bucket every front end of a deployment shares, so that the draft's next step
+may reach any of them), so nothing reaches the database before the last step. What a
+template is and how it is checked belongs to rosterdrop.custom (suggest, try_sample,
+save_template); these views only walk a district admin (or an operator) through it.
 """
 
+import contextlib
 import json
 import secrets
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
@@ -16,6 +20,7 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from rosterdrop import process
 from rosterdrop.accounts.decorators import audit_admin, district_view
 from rosterdrop.custom.models import ImportTemplate
 from rosterdrop.custom.templates import (
@@ -31,6 +36,7 @@ from rosterdrop.custom.templates import (
 )
 from rosterdrop.formats import CUSTOM, FORMATS
 from rosterdrop.formats.spec import Type
+from rosterdrop.inbox import storage
 from rosterdrop.ingest.findings import Failure
 from rosterdrop.web.downloads import attachment
 from rosterdrop.web.forms import TemplateKindForm, TemplateSampleForm, TemplateSaveForm
@@ -47,8 +53,30 @@ DATE_FORMATS = (
 )
 
 
-def _samples() -> Path:
-    return settings.DATA_DIR / "template-samples"
+SAMPLES = "template-samples"  # the storage folder of the drafts' samples
+
+
+def _sample_key(token: str) -> str:
+    return f"{SAMPLES}/{token}"
+
+
+@contextlib.contextmanager
+def _sample(token: str) -> Iterator[Path]:
+    """The sample as a local file while the block runs: where the data folder keeps it, or a
+    copy from shared storage, deleted after."""
+    kept = storage.backend()
+    if kept.local:
+        yield settings.DATA_DIR / _sample_key(token)
+        return
+    work = settings.DATA_DIR / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    work = process.mkdtemp("sample-", work)  # named for recovery, were this process to die
+    try:
+        with contextlib.closing(kept.open(_sample_key(token))) as body:
+            (work / "sample").write_bytes(body.read())
+        yield work / "sample"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _key(district) -> str:
@@ -58,7 +86,7 @@ def _key(district) -> str:
 def _draft(request, district) -> dict:
     """The draft in progress; one whose sample was cleared away starts again."""
     draft = request.session.get(_key(district), {})
-    if draft.get("sample") and not (_samples() / draft["sample"]).exists():
+    if draft.get("sample") and not storage.backend().exists(_sample_key(draft["sample"])):
         del request.session[_key(district)]
         return {}
     return draft
@@ -68,20 +96,15 @@ def _forget(request, district) -> None:
     """Drop the draft and its sample file (saved, or replaced by a new draft)."""
     token = request.session.pop(_key(district), {}).get("sample", "")
     if token:
-        (_samples() / token).unlink(missing_ok=True)
+        storage.backend().delete(_sample_key(token))
 
 
 def _keep_sample(upload) -> str:
     """Store the sample under a random name; clear samples of drafts abandoned long ago."""
-    folder = _samples()
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.iterdir():
-        if old.stat().st_mtime < time.time() - SAMPLE_KEPT_SECONDS:
-            old.unlink(missing_ok=True)
+    kept = storage.backend()
+    kept.prune(SAMPLES, time.time() - SAMPLE_KEPT_SECONDS)
     token = secrets.token_hex(16)
-    with (folder / token).open("wb") as out:
-        for chunk in upload.chunks():
-            out.write(chunk)
+    kept.put(_sample_key(token), b"".join(upload.chunks()))  # at most SAMPLE_MAX_BYTES
     return token
 
 
@@ -93,9 +116,8 @@ def _template(district, draft: dict, **values) -> ImportTemplate:
 
 
 def _check(district, draft: dict) -> dict:
-    return try_sample(
-        _template(district, draft), _samples() / draft["sample"], district.fallback_encoding
-    )
+    with _sample(draft["sample"]) as path:
+        return try_sample(_template(district, draft), path, district.fallback_encoding)
 
 
 def _page(request, district, step: int, name: str, context: dict, status: int = 200):
@@ -152,13 +174,12 @@ def sample(request, district):
             token = _keep_sample(upload)
             encoding = form.cleaned_data["encoding"]
             try:
-                found = read_sample(
-                    _samples() / token,
-                    form.cleaned_data["delimiter"],
-                    encoding or district.fallback_encoding,
-                )
+                with _sample(token) as path:
+                    found = read_sample(
+                        path, form.cleaned_data["delimiter"], encoding or district.fallback_encoding
+                    )
             except Failure as failure:
-                (_samples() / token).unlink(missing_ok=True)
+                storage.backend().delete(_sample_key(token))
                 form.add_error("sample", failure.finding.message)
             else:
                 _forget(request, district)
@@ -183,11 +204,10 @@ def _column_rows(district, draft: dict) -> list[dict]:
     The values are read again from the sample, so no student data is kept in the session.
     """
     suggested = suggested_columns(draft["kind"], draft["header"])
-    rows = read_sample(
-        _samples() / draft["sample"],
-        draft["delimiter"],
-        draft["encoding"] or district.fallback_encoding,
-    ).rows
+    with _sample(draft["sample"]) as path:
+        rows = read_sample(
+            path, draft["delimiter"], draft["encoding"] or district.fallback_encoding
+        ).rows
     return [
         {
             "index": i,
