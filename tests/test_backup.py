@@ -122,3 +122,30 @@ def test_restore_never_overwrites_a_roster_unless_told(imported, tmp_path):
     assert not Sync.objects.exists()
     call_command("restore", str(tmp_path / "backup"), "--replace")
     assert Sync.objects.count() == 2
+
+
+def test_with_uploads_in_s3_the_backup_holds_the_bucket(district, school, tmp_path, s3):
+    """The raw uploads are copied out of the bucket (checked like any file of the backup) and
+    a restore puts them back into it: the restored syncs can be retried from their bytes."""
+    import_path(district, school)
+    receive(district, "users.csv", school / "users.csv", "sftp")
+    stored = s3.objects()
+    kept = {key: s3.read(key) for key in stored}
+    assert len(stored) == len(list(school.iterdir()))  # users.csv sent again: one object
+    call_command("backup", str(tmp_path / "backup"))
+    assert all((tmp_path / "backup" / "files" / key).read_bytes() == kept[key] for key in stored)
+
+    copy = tmp_path / "backup" / "files" / stored[0]  # a damaged copy is refused
+    copy.write_bytes(b"x" + kept[stored[0]])
+    with pytest.raises(CommandError, match="damaged"):
+        call_command("restore", str(tmp_path / "backup"), "--replace")
+    copy.write_bytes(kept[stored[0]])
+
+    call_command("flush", interactive=False, verbosity=0)
+    s3.client.delete_objects(
+        Bucket=s3.bucket,
+        Delete={"Objects": [{"Key": f"{s3.prefix}/{key}"} for key in stored]},
+    )
+    call_command("restore", str(tmp_path / "backup"))
+    assert {key: s3.read(key) for key in s3.objects()} == kept
+    assert set(Upload.objects.values_list("stored_path", flat=True)) == set(stored)

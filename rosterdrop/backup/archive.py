@@ -1,7 +1,8 @@
 """A backup folder, made by `rosterdrop backup DEST` and read by `rosterdrop restore SRC`.
 
 A backup is a folder: `manifest.json`, the database (`database.sqlite3` or `database.pgdump`)
-and `files/`, the data folder's files by their relative paths. It is taken while the service
+and `files/`, the data folder's files by their relative paths (and the raw uploads by their keys,
+when they are kept in S3: `stored`). It is taken while the service
 runs: the database is copied as of one moment (`database.py`), then the files that copy refers
 to (`files.py`); it is written under a temporary name and named DEST only when complete.
 A restore checks every file's sha256 before it changes anything.
@@ -40,6 +41,8 @@ def backup(dest: Path) -> Summary:
     try:
         name, held = database.dump(partial)
         copied = files.copy_out(files.wanted(held), partial / "files")
+        stored = files.copy_stored(held, partial / "files")
+        copied["missing"] += stored["missing"]
         manifest = {
             "rosterdrop_backup": FORMAT,
             "made_at": datetime.now(UTC).isoformat(),
@@ -48,13 +51,14 @@ def backup(dest: Path) -> Summary:
             "database_sha256": files.sha256(partial / name),
             "uploads": len(held.stored_paths),
             **copied,
+            "stored": stored["stored"],
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
         os.replace(partial, dest)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    count = len(copied["files"]) + len(copied["links"])
+    count = len(copied["files"]) + len(copied["links"]) + len(stored["stored"])
     return Summary(connection.vendor, len(held.stored_paths), count, copied["missing"])
 
 
@@ -69,7 +73,7 @@ def restore(source: Path, replace: bool = False) -> Summary:
         raise FileExistsError("the database already holds districts; --replace to overwrite")
     database.load(source / manifest["database"])
     files.copy_in(source / "files", manifest, replace)
-    count = len(manifest["files"]) + len(manifest["links"])
+    count = len(manifest["files"]) + len(manifest["links"]) + len(manifest.get("stored", {}))
     return Summary(manifest["engine"], manifest["uploads"], count, manifest["missing"])
 
 

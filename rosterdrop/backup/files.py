@@ -5,8 +5,11 @@ linked, in the backup as in the inbox), the roster snapshots of the roster token
 holds (any other is rebuilt from the database when needed), Django's secret key, and the
 district SFTP/FTPS folders. The SSH host keys and the FTPS certificate are in the database.
 Temporary folders (`tmp/`, `sftp-tmp/`, wizard samples) are not: nothing in them is kept.
+With uploads in S3 (ROSTERDROP_STORAGE_URL) the raw uploads are copied from the bucket
+(`copy_stored`), and a restore puts them back into the storage it runs with.
 """
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -15,6 +18,7 @@ from pathlib import Path
 from django.conf import settings
 
 from rosterdrop.backup.database import Held
+from rosterdrop.inbox import storage
 from rosterdrop.intake import folder
 from rosterdrop.roster import hashes
 
@@ -32,7 +36,30 @@ def wanted(held: Held) -> list[str]:
         if root.is_dir():
             paths += [root / name for name, _st in folder.visible_files(root)]
     inside = [str(p.relative_to(data)) for p in paths if p.is_relative_to(data)]
-    return list(dict.fromkeys(inside + held.stored_paths))
+    uploads = held.stored_paths if storage.backend().local else []  # else: copy_stored
+    return list(dict.fromkeys(inside + uploads))
+
+
+def copy_stored(held: Held, target: Path) -> dict:
+    """Copy the raw uploads from shared storage (S3) into `target`, by key; the manifest's
+    part: sha256 per key, and those gone meanwhile (retention) as missing."""
+    kept = storage.backend()
+    stored: dict[str, str] = {}
+    missing: list[str] = []
+    if kept.local:  # in the data folder: copy_out has them
+        return {"stored": stored, "missing": missing}
+    for key in dict.fromkeys(held.stored_paths):
+        out = target / key
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with contextlib.closing(kept.open(key)) as body, open(out, "xb") as copy:
+                shutil.copyfileobj(body, copy, 1 << 20)
+        except FileNotFoundError:
+            out.unlink(missing_ok=True)
+            missing.append(key)
+            continue
+        stored[key] = sha256(out)
+    return {"stored": stored, "missing": missing}
 
 
 def copy_out(names: list[str], target: Path) -> dict:
@@ -67,7 +94,7 @@ def copy_out(names: list[str], target: Path) -> dict:
 def check(source: Path, manifest: dict) -> list[str]:
     """What is wrong with a backup's files (empty when every one is there, unchanged)."""
     problems = []
-    for name, sha in manifest["files"].items():
+    for name, sha in {**manifest["files"], **manifest.get("stored", {})}.items():
         path = source / name
         if not path.is_file():
             problems.append(f"{name} is missing")
@@ -86,6 +113,8 @@ def copy_in(source: Path, manifest: dict, replace: bool) -> None:
         _place(data / name, lambda tmp, name=name: shutil.copy2(source / name, tmp))
     for name, first in manifest["links"].items():
         _place(data / name, lambda tmp, first=first: os.link(data / first, tmp))
+    for key in manifest.get("stored", {}):
+        storage.backend().put_file(key, source / key)
 
 
 def _place(path: Path, make) -> None:

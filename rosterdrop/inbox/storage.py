@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import secrets
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -100,6 +101,9 @@ class Storage(Protocol):
 
     def put(self, key: str, data: bytes) -> None:
         """Keep small bytes under `key` whole (a template sample), replacing any there."""
+
+    def put_file(self, key: str, source: Path) -> None:
+        """Keep the file `source` under `key` (a restored upload), replacing any there."""
 
     def prune(self, folder: str, before: float) -> int:
         """Delete what was kept in `folder` before `before` (a Unix time); how many."""
@@ -338,6 +342,14 @@ class LocalFolder:
         fd, tmp = process.mkstemp(".incoming-", target.parent)
         with open(fd, "wb") as out:
             out.write(data)
+        os.replace(tmp, target)
+
+    def put_file(self, key: str, source: Path) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = process.mkstemp(".incoming-", target.parent)
+        os.close(fd)
+        shutil.copyfile(source, tmp)
         os.replace(tmp, target)
 
     def prune(self, folder: str, before: float) -> int:
@@ -583,6 +595,12 @@ class S3Bucket:
             Key=self.name(key),
             Body=data,
             ChecksumSHA256=_b64(sha.digest()),
+        )
+
+    def put_file(self, key: str, source: Path) -> None:
+        """boto3's managed transfer: multipart for a large file, each part checksummed."""
+        self.client.upload_file(
+            str(source), self.bucket, self.name(key), ExtraArgs={"ChecksumAlgorithm": "SHA256"}
         )
 
     def prune(self, folder: str, before: float) -> int:
