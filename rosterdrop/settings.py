@@ -189,8 +189,8 @@ WORKER_SOURCES = os.environ.get("ROSTERDROP_WORKER_SOURCES", "sftp,ftps").split(
 JOB_QUEUE = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 if JOB_QUEUE:
     INSTALLED_APPS += ["procrastinate.contrib.django"]
-    PROCRASTINATE_AUTODISCOVER_MODULE_NAME = ""  # the tasks are in one named module
-    PROCRASTINATE_IMPORT_PATHS = ["rosterdrop.intake.queue"]
+    PROCRASTINATE_AUTODISCOVER_MODULE_NAME = ""  # the tasks are in these named modules
+    PROCRASTINATE_IMPORT_PATHS = ["rosterdrop.intake.queue", "rosterdrop.ingest.jobs"]
 # Imports one worker process runs at once (`rosterdrop worker --concurrency`).
 WORKER_CONCURRENCY = _env_int("ROSTERDROP_WORKER_CONCURRENCY", 2)
 # On SIGTERM, how long serve waits for uploads in flight and a worker for its import, before

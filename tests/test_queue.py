@@ -426,6 +426,42 @@ def test_due_districts_are_those_with_work_ready(district, tmp_path, settings):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_web_import_goes_to_the_workers_and_is_applied_once(district, tmp_path, settings):
+    """On PostgreSQL the request only queues the sync (a front end never imports), under its
+    district's lock; a worker takes it and applies it; the job run again (retried after its
+    worker died) finds it taken and applies nothing. On SQLite the web process runs it."""
+    from django.db import connection
+
+    from rosterdrop.inbox.store import receive
+    from rosterdrop.ingest import jobs
+    from rosterdrop.ingest.models import Sync
+    from rosterdrop.roster.models import records
+
+    settings.WEB_IMPORT_IN_BACKGROUND = True
+    upload = receive(district, "roster.zip", school_zip(tmp_path / "a.zip"), "web")
+    sync = jobs.start_import(district, [upload])
+    if connection.vendor != "postgresql":
+        while Sync.objects.get(pk=sync.pk).status == "running":
+            time.sleep(0.1)
+        assert records(district, "users").count() == USERS
+        return
+    time.sleep(1)  # were it run here, a thread would be importing now
+    assert Sync.objects.get(pk=sync.pk).status == "running"
+    assert not records(district, "users").exists()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT task_name, lock, args::text FROM procrastinate_jobs")
+        [(task, lock, args)] = cursor.fetchall()
+    assert (task, lock) == ("rosterdrop.run_sync", f"district:{district.pk}")
+    assert args == f'{{"sync_id": {sync.pk}, "handed_by": "{sync.runner}"}}'
+    jobs.run_sync(sync_id=sync.pk, handed_by=sync.runner)  # as a worker runs the job
+    assert Sync.objects.get(pk=sync.pk).status == "applied"
+    assert records(district, "users").count() == USERS
+    finished = Sync.objects.get(pk=sync.pk).finished_at
+    jobs.run_sync(sync_id=sync.pk, handed_by=sync.runner)  # retried: nothing happens
+    assert Sync.objects.get(pk=sync.pk).finished_at == finished
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_district_has_one_job_waiting_however_many_uploads(district):
     from django.db import connection
 

@@ -3,17 +3,19 @@ held sync, a retry. What may be decided, and the audit record of it, are here on
 pipeline runs off the request thread (syncs.py).
 
 The request creates or claims the sync (status "running") and returns at once; the sync page
-polls until the job has recorded the outcome.
+polls until the job has recorded the outcome. On PostgreSQL the job goes to the queue
+(`run_sync`, procrastinate), so that the workers run it and a front end (`serve --no-worker`)
+never imports; it shares the district's lock with the queue's import jobs, so a district's
+imports never overlap. On SQLite it runs in a thread of the web process.
 """
 
 import logging
 import threading
-from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from procrastinate.contrib.django import app
 
 from rosterdrop import notify
 from rosterdrop.audit.models import AuditEvent, record
@@ -23,6 +25,14 @@ from rosterdrop.ingest import states, syncs
 from rosterdrop.ingest.models import Sync
 
 log = logging.getLogger(__name__)
+
+QUEUE = "imports"  # the queue the workers take imports from
+RUN_SYNC_TASK = "rosterdrop.run_sync"
+
+
+def lock_name(district_id: int) -> str:
+    """The procrastinate lock of a district's jobs: they run one after another."""
+    return f"district:{district_id}"
 
 
 class Decision(StrEnum):
@@ -47,24 +57,49 @@ def _run_approval(sync: Sync) -> None:
     _finish(syncs.apply_approved(sync))
 
 
-def _in_background(target: Callable[..., None], *args: Any) -> None:
-    def run() -> None:
-        try:
-            target(*args)
-        except Exception:
-            log.exception("web import failed")
-        finally:
-            connection.close()  # this thread's own connection
-
-    if settings.WEB_IMPORT_IN_BACKGROUND:
-        threading.Thread(target=run, name="web-import", daemon=True).start()
+def _run(sync: Sync) -> None:
+    """Run a sync this process started or claimed: an approval, else an import or a retry."""
+    if sync.decided_by:
+        _run_approval(sync)
     else:
-        target(*args)
+        _run_import(sync.district, list(sync.uploads.all()), sync)
+
+
+@app.task(name=RUN_SYNC_TASK, queue=QUEUE)
+def run_sync(sync_id: int, handed_by: str) -> None:
+    """A worker runs the sync that the process `handed_by` started and queued. Only the first
+    run takes it: one retried after its worker died finds it taken, and leaves it to
+    recovery (interrupted, or an approval held again), so nothing is applied twice."""
+    try:
+        sync = Sync.objects.select_related("district").filter(pk=sync_id).first()
+        if sync is not None and states.take(sync, handed_by):
+            _run(sync)
+    finally:
+        connection.close()  # this thread's own connection
+
+
+def _in_background(sync: Sync) -> None:
+    if not settings.WEB_IMPORT_IN_BACKGROUND:
+        _run(sync)
+    elif settings.JOB_QUEUE:
+        lock = lock_name(sync.district_id)
+        run_sync.configure(lock=lock).defer(sync_id=sync.pk, handed_by=sync.runner)
+    else:
+        threading.Thread(target=_in_thread, args=(sync,), name="web-import", daemon=True).start()
+
+
+def _in_thread(sync: Sync) -> None:
+    try:
+        _run(sync)
+    except Exception:
+        log.exception("web import failed")
+    finally:
+        connection.close()  # this thread's own connection
 
 
 def start_import(district: District, uploads: list[Upload]) -> Sync:
     sync = states.start(district, uploads)
-    _in_background(_run_import, district, uploads, sync)
+    _in_background(sync)
     return sync
 
 
@@ -79,7 +114,7 @@ def decide(sync: Sync, decision: Decision, who: str, ip: str | None, via: str = 
         raise NotHeld(f"Sync {sync.pk} is {sync.get_status_display()}, not held.")
     if decision == Decision.APPROVE:
         states.claim_approval(sync, who)
-        _in_background(_run_approval, sync)
+        _in_background(sync)
     else:
         syncs.discard(sync, who)
     detail = f"{via}{decision} held sync {sync.pk} of {sync.district.slug}"
@@ -90,7 +125,7 @@ def retry(sync: Sync, who: str, ip: str | None, via: str = "") -> Sync:
     """Import a failed or interrupted sync's files again, as a new sync (returned, running),
     and audit it; raises states.IllegalMove if that cannot be."""
     again = syncs.start_retry(sync)
-    _in_background(_run_import, again.district, list(again.uploads.all()), again)
+    _in_background(again)
     detail = f"{via}retry sync {sync.pk} of {sync.district.slug} as sync {again.pk}"
     record(AuditEvent.Kind.ADMIN, login=who, ip=ip, detail=detail)
     return again

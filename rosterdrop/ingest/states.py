@@ -145,6 +145,17 @@ def beat() -> int:
     return mine.update(heartbeat_at=timezone.now())
 
 
+def take(sync: Sync, handed_by: str) -> bool:
+    """Take over a running sync that the process `handed_by` started and queued (a worker
+    running a front end's import); False if it is no longer running or no longer that
+    process's (taken already, or recovered)."""
+    owned = _owned()
+    taken = Sync.objects.filter(pk=sync.pk, status=S.RUNNING, runner=handed_by).update(**owned)
+    if taken:
+        sync.runner, sync.heartbeat_at = owned["runner"], owned["heartbeat_at"]
+    return bool(taken)
+
+
 def is_dead(sync: Sync) -> bool:
     """Whether the process running `sync` is gone: one on this host by its pid and start
     time, one on another by a heartbeat older than the lease; a sync that names no process

@@ -38,12 +38,12 @@ from procrastinate.jobs import Status
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import recovery, states
+from rosterdrop.ingest.jobs import QUEUE, lock_name  # and its task, run_sync, for the workers
 from rosterdrop.ingest.models import Sync, SyncStatus
 from rosterdrop.intake import worker
 
 log = logging.getLogger(__name__)
 
-QUEUE = "imports"
 IMPORT_TASK = "rosterdrop.import_district"
 # A worker beats this often; one silent for STALLED_SECONDS is taken for dead and its jobs
 # handed on. Short, since a false alarm costs nothing (the advisory lock): a retried job of
@@ -58,10 +58,6 @@ LOCK_SPACE = 0x524F5354
 HANDED_BACK = 75
 # Once no import runs, how long a stopping worker may take to tell the database it is gone.
 UNREGISTER_SECONDS = 5.0
-
-
-def lock_name(district_id: int) -> str:
-    return f"district:{district_id}"
 
 
 @contextlib.contextmanager
