@@ -170,7 +170,7 @@ def test_a_sync_run_on_another_host_is_dead_once_its_heartbeat_is_old(district):
     assert Sync.objects.get(pk=beating.pk).status == "running"
     mine = states.start(district, [])
     Sync.objects.filter(pk=mine.pk).update(heartbeat_at=old)
-    assert states.beat() == 1  # what this process's heartbeat thread does every minute
+    assert states.beat() == 1  # what this process's heartbeat thread does every BEAT_SECONDS
     assert not states.is_dead(Sync.objects.get(pk=mine.pk))
 
 
@@ -188,6 +188,23 @@ def test_the_heartbeat_thread_stops_and_starts_again(district):
     assert heartbeats() == []
     states.start(district, [])  # a sync started later beats again
     assert len(heartbeats()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_dead_on_another_host_is_taken_over_within_a_minute(district):
+    """Its jobs are handed on within seconds (the queue's worker heartbeats); its sync must
+    not then wait five minutes to be recovered and imported again."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from rosterdrop.ingest.models import Sync
+
+    sync = states.start(district, [])
+    ago = timezone.now() - timedelta(seconds=70)
+    Sync.objects.filter(pk=sync.pk).update(runner="p4242s99hotherhost", heartbeat_at=ago)
+    assert states.is_dead(Sync.objects.get(pk=sync.pk))
+    assert states.LEASE_SECONDS >= 5 * states.BEAT_SECONDS  # a late beat is not a death
 
 
 # -- recovery, in process -------------------------------------------------------------------

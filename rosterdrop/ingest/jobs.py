@@ -9,12 +9,15 @@ never imports; it shares the district's lock with the queue's import jobs, so a 
 imports never overlap. On SQLite it runs in a thread of the web process.
 """
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from enum import StrEnum
 
 from django.conf import settings
 from django.db import connection
+from procrastinate import JobContext
 from procrastinate.contrib.django import app
 
 from rosterdrop import notify
@@ -33,6 +36,29 @@ RUN_SYNC_TASK = "rosterdrop.run_sync"
 def lock_name(district_id: int) -> str:
     """The procrastinate lock of a district's jobs: they run one after another."""
     return f"district:{district_id}"
+
+
+# The queue jobs this process runs now, for a stopping worker to hand back (intake.queue).
+running: set[int] = set()
+# The advisory lock's first key: rosterdrop's districts (the second is the district's id).
+LOCK_SPACE = 0x524F5354
+# A job that found its district's lock taken is queued again this much later.
+AGAIN_SECONDS = 5
+
+
+@contextlib.contextmanager
+def district_lock(district_id: int) -> Iterator[bool]:
+    """Hold the district's advisory lock on this thread's connection, if free: every queue
+    job holds it while it imports, and it ends with the connection (a dead worker's too)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_SPACE, district_id])
+        (held,) = cursor.fetchone()
+    try:
+        yield held
+    finally:
+        if held:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_SPACE, district_id])
 
 
 class Decision(StrEnum):
@@ -65,16 +91,25 @@ def _run(sync: Sync) -> None:
         _run_import(sync.district, list(sync.uploads.all()), sync)
 
 
-@app.task(name=RUN_SYNC_TASK, queue=QUEUE)
-def run_sync(sync_id: int, handed_by: str) -> None:
+@app.task(name=RUN_SYNC_TASK, queue=QUEUE, pass_context=True)
+def run_sync(context: JobContext, sync_id: int, handed_by: str) -> None:
     """A worker runs the sync that the process `handed_by` started and queued. Only the first
     run takes it: one retried after its worker died finds it taken, and leaves it to
     recovery (interrupted, or an approval held again), so nothing is applied twice."""
+    job_id = context.job.id
+    assert job_id is not None
+    running.add(job_id)
     try:
         sync = Sync.objects.select_related("district").filter(pk=sync_id).first()
-        if sync is not None and states.take(sync, handed_by):
-            _run(sync)
+        if sync is None:
+            return
+        with district_lock(sync.district_id) as held:
+            if not held:  # a job of the district still runs (a twin retried as stalled)
+                _queue(sync, handed_by, AGAIN_SECONDS)
+            elif states.take(sync, handed_by):
+                _run(sync)
     finally:
+        running.discard(job_id)
         connection.close()  # this thread's own connection
 
 
@@ -82,10 +117,15 @@ def _in_background(sync: Sync) -> None:
     if not settings.WEB_IMPORT_IN_BACKGROUND:
         _run(sync)
     elif settings.JOB_QUEUE:
-        lock = lock_name(sync.district_id)
-        run_sync.configure(lock=lock).defer(sync_id=sync.pk, handed_by=sync.runner)
+        _queue(sync, sync.runner)
     else:
         threading.Thread(target=_in_thread, args=(sync,), name="web-import", daemon=True).start()
+
+
+def _queue(sync: Sync, handed_by: str, delay: int = 0) -> None:
+    """Queue `sync`, started or claimed by the process `handed_by`, for a worker."""
+    job = run_sync.configure(lock=lock_name(sync.district_id), schedule_in={"seconds": delay})
+    job.defer(sync_id=sync.pk, handed_by=handed_by)
 
 
 def _in_thread(sync: Sync) -> None:

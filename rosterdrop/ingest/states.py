@@ -27,9 +27,12 @@ from rosterdrop.inbox.models import Upload, UploadStatus
 from rosterdrop.ingest.models import Sync, SyncStatus
 
 log = logging.getLogger(__name__)
-# A running sync whose heartbeat is older than this was run by a process that is gone.
-LEASE_SECONDS = 300
-BEAT_SECONDS = 60
+# A running sync whose heartbeat is older than this was run by a process that is gone: on
+# another host (a worker of the queue, its machine gone) only this tells, so it is short, and
+# six beats long, so that a busy moment never looks like a death. A queue job also holds its
+# district's advisory lock while it imports, so not even a wrong verdict imports it twice.
+LEASE_SECONDS = 60
+BEAT_SECONDS = 10
 
 
 S, U = SyncStatus, UploadStatus

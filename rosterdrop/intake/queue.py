@@ -23,7 +23,6 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 
 from asgiref.sync import sync_to_async
@@ -38,7 +37,13 @@ from procrastinate.jobs import Status
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import recovery, states
-from rosterdrop.ingest.jobs import QUEUE, lock_name  # and its task, run_sync, for the workers
+from rosterdrop.ingest.jobs import (  # and its task, run_sync, for the workers
+    LOCK_SPACE,
+    QUEUE,
+    district_lock,
+    lock_name,
+    running,
+)
 from rosterdrop.ingest.models import Sync, SyncStatus
 from rosterdrop.intake import worker
 
@@ -52,30 +57,10 @@ HEARTBEAT_SECONDS = 2.0
 STALLED_SECONDS = 10.0
 # A job handed back at shutdown is taken up again this much later (the process is gone by then).
 HAND_BACK_SECONDS = 2
-# The advisory lock's first key: rosterdrop's districts (the second is the district's id).
-LOCK_SPACE = 0x524F5354
 # Exit status of a worker that handed back a job it could not finish in the grace time.
 HANDED_BACK = 75
 # Once no import runs, how long a stopping worker may take to tell the database it is gone.
 UNREGISTER_SECONDS = 5.0
-
-
-@contextlib.contextmanager
-def district_lock(district_id: int) -> Iterator[bool]:
-    """Hold the district's advisory lock on this thread's connection, if free."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_SPACE, district_id])
-        (held,) = cursor.fetchone()
-    try:
-        yield held
-    finally:
-        if held:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_SPACE, district_id])
-
-
-# The jobs this process runs now, for the shutdown to hand back.
-_running: set[int] = set()
 
 
 @app.task(name=IMPORT_TASK, queue=QUEUE, pass_context=True)
@@ -83,7 +68,7 @@ def import_district(context: JobContext, district_id: int) -> None:
     """Settle what a dead process left of the district, then import what of it is ready."""
     job_id = context.job.id
     assert job_id is not None
-    _running.add(job_id)
+    running.add(job_id)
     try:
         with district_lock(district_id) as held:
             if not held:  # for what is left when that job ends, `tend` defers a job
@@ -96,7 +81,7 @@ def import_district(context: JobContext, district_id: int) -> None:
             waiting = worker.waiting_uploads(district).get(district, [])
             worker.run_district(district, waiting, timezone.now())
     finally:
-        _running.discard(job_id)
+        running.discard(job_id)
         connection.close()  # this thread's own; the lock goes with it in any case
 
 
@@ -215,12 +200,12 @@ async def _run(stop: threading.Event, concurrency: int, grace: float) -> int:
         if (await asyncio.wait([working], timeout=0.2))[0]:
             await worker_app.close_async()
             return 0
-        idle_since = None if _running else (idle_since or loop.time())
+        idle_since = None if running else (idle_since or loop.time())
         if idle_since is not None and loop.time() - idle_since > UNREGISTER_SECONDS:
             log.error("the worker could not stop cleanly: is the database reachable?")
             return 1
     retry_at = timezone.now() + timedelta(seconds=HAND_BACK_SECONDS)
-    for job_id in list(_running):
+    for job_id in list(running):
         log.warning("handing back job %s: still running after %g s", job_id, grace)
         with contextlib.suppress(exceptions.UniqueViolation):  # one waits: it will do
             await worker_app.job_manager.retry_job_by_id_async(job_id, retry_at=retry_at)
