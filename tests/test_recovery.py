@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import sftp_fixtures
+from django.db import connection
 from sftp_fixtures import ROSTERDROP, SCHOOL_SMALL, base_env
 
 from rosterdrop import process
@@ -180,8 +181,13 @@ def heartbeats() -> list[threading.Thread]:
 
 def test_the_heartbeat_thread_stops_and_starts_again(district):
     """The thread that renews heartbeats can be stopped (conftest stops it after each test: the
-    database is the test's alone), and a sync started later starts it again."""
+    database is the test's alone), and a sync started later starts it again. On SQLite there
+    is none: every process is on this host, and its beats only failed on an import's write
+    lock ("sync heartbeat failed: database is locked", every beat of a long import)."""
     states.start(district, [])
+    if connection.vendor == "sqlite":
+        assert heartbeats() == []
+        return
     [thread] = heartbeats()
     states.stop_beating()
     assert not thread.is_alive()
