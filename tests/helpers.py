@@ -1,8 +1,13 @@
-"""Small tools for writing roster files in tests."""
+"""Small tools for writing roster files in tests, and for counting the rows a stage reads."""
 
 import csv
 import io
+from collections import Counter
 from pathlib import Path
+
+import pytest
+
+from rosterdrop.ingest.validate import RowChecker
 
 
 def rows(path: Path) -> list[list[str]]:
@@ -33,3 +38,17 @@ def same_rows_new_bytes(folder: Path) -> None:
     so that an import reads them again instead of recognising files it has seen."""
     for path in folder.iterdir():
         path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+
+
+def rows_through(monkeypatch: pytest.MonkeyPatch, stage: str) -> Counter:
+    """Rows per file that pass through `RowChecker.<stage>` from now on in this test
+    (`prepare`: every row parsed; `check_prepared`: the rows checked)."""
+    counts: Counter = Counter()
+    real = getattr(RowChecker, stage)
+
+    def counted(self, frame):
+        counts[self.file.name] += frame.height
+        return real(self, frame)
+
+    monkeypatch.setattr(RowChecker, stage, counted)
+    return counts

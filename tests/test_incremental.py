@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from helpers import rows_through
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rosterdrop.districts.models import District
 from rosterdrop.ingest.syncs import import_path
-from rosterdrop.ingest.validate import RowChecker
 from rosterdrop.roster import store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,15 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def read(monkeypatch) -> Counter:
     """Rows read per file: parsed and prepared (renames, statuses), checked or vouched for."""
-    counts: Counter = Counter()
-    real = RowChecker.prepare
-
-    def counted(self, frame):
-        counts[self.file.name] += frame.height
-        return real(self, frame)
-
-    monkeypatch.setattr(RowChecker, "prepare", counted)
-    return counts
+    return rows_through(monkeypatch, "prepare")
 
 
 def _issues(sync) -> list[tuple]:

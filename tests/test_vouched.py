@@ -4,10 +4,9 @@ is is not checked again, and the sync finds what checking every row would have f
 from collections import Counter
 
 import pytest
-from helpers import edit
+from helpers import edit, rows_through
 
 from rosterdrop.ingest.syncs import import_path
-from rosterdrop.ingest.validate import RowChecker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -15,15 +14,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def checked(monkeypatch) -> Counter:
     """Rows checked per file, by the row checks proper (not the renames and statuses)."""
-    counts: Counter = Counter()
-    real = RowChecker.check_prepared
-
-    def counted(self, frame):
-        counts[self.file.name] += frame.height
-        return real(self, frame)
-
-    monkeypatch.setattr(RowChecker, "check_prepared", counted)
-    return counts
+    return rows_through(monkeypatch, "check_prepared")
 
 
 def _in_other_bytes(school) -> None:
