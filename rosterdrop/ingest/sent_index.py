@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import QuerySet, Value
 from django.db.models.functions import StrIndex
 
@@ -131,7 +131,8 @@ def _build(stream: BinaryIO, spec: FileSpec, fallback: str) -> _Built | None:
                 kept = cells(row)[:-1]
             except IndexError:
                 kept = tuple(row[i] for i in columns if i < len(row))
-            terms.append(CELL.join(kept).casefold())
+            # No NUL: PostgreSQL text refuses it (the import cleaned the cell, not this copy).
+            terms.append(CELL.join(kept).casefold().replace("\x00", ""))
             if len(terms) == BLOCK:
                 built.blocks.append(_block(built.rows, read, starts, terms))
                 built.rows += len(terms)
@@ -185,17 +186,20 @@ def keep(
             continue
         if built is None:
             continue
-        with transaction.atomic():
-            sent = SentFile.objects.create(
-                district=district,
-                sha256=upload.sha256,
-                name=member.name,
-                rows=built.rows,
-                header_end=built.header_end,
-            )
-            for block in built.blocks:
-                block.file = sent
-            SentBlock.objects.bulk_create(built.blocks, batch_size=100)
+        try:
+            with transaction.atomic():
+                sent = SentFile.objects.create(
+                    district=district,
+                    sha256=upload.sha256,
+                    name=member.name,
+                    rows=built.rows,
+                    header_end=built.header_end,
+                )
+                for block in built.blocks:
+                    block.file = sent
+                SentBlock.objects.bulk_create(built.blocks, batch_size=100)
+        except DatabaseError:  # rolled back to before this file: the import goes on
+            log.exception("%s of upload %s was not indexed", member.name, upload.pk)
 
 
 def indexed(upload: Upload, name: str) -> SentFile | None:
@@ -231,7 +235,7 @@ def _matches(terms: str, needle: str) -> Iterator[int]:
 def find(sent: SentFile, query: str, offset: int, limit: int) -> Found:
     """The rows of an indexed file holding `query` in an ID or name cell (casefolded, as the
     page always compared), `limit` of them from the `offset`-th; every row without a query."""
-    needle = query.casefold().replace(ROW, "").replace(CELL, "")
+    needle = query.casefold().replace(ROW, "").replace(CELL, "").replace("\x00", "")
     found = Found(header=(0, sent.header_end), rows=[], matched=0)
     blocks = SentBlock.objects.filter(file=sent).order_by("first")
     if not needle:
