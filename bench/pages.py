@@ -76,24 +76,39 @@ def setup(size: str, db: str, workdir: Path, python: str) -> dict[str, str]:
     return env
 
 
-def timed(client, url: str, repeat: int) -> dict:
-    """Median wall and CPU seconds of `repeat` GETs (after one untimed warm-up request), and
-    the answer's status: a page that fails (500) is timed all the same."""
-    client.get(url)
+def medians(call, repeat: int) -> tuple[object, dict]:
+    """The last answer of `call` and the median wall and CPU seconds (and the slowest) of
+    `repeat` calls after one untimed warm-up."""
+    answer = call()
     walls, cpus = [], []
     for _ in range(repeat):
         wall, cpu = time.perf_counter(), time.process_time()
-        answer = client.get(url)
+        answer = call()
         cpus.append(time.process_time() - cpu)
         walls.append(time.perf_counter() - wall)
-    return {
-        "url": url,
-        "status": answer.status_code,
+    return answer, {
         "median_s": round(statistics.median(walls), 3),
         "max_s": round(max(walls), 3),
         "cpu_median_s": round(statistics.median(cpus), 3),
-        "bytes": len(answer.content),
     }
+
+
+def timed(client, url: str, repeat: int) -> dict:
+    """`medians` of GETs of `url`, and the answer's status: a page that fails (500) is timed
+    all the same."""
+    answer, figures = medians(lambda: client.get(url), repeat)
+    return {"url": url, "status": answer.status_code, **figures, "bytes": len(answer.content)}
+
+
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options every page benchmark takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--size", choices=run.SIZES, default="small")
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--workdir", type=Path, default=BENCH / ".data")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    return parser
 
 
 def measure(repeat: int, only: list[str] | None = None) -> dict:
@@ -146,15 +161,10 @@ def measure(repeat: int, only: list[str] | None = None) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=run.SIZES, default="small")
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--workdir", type=Path, default=BENCH / ".data")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser = arguments(__doc__.splitlines()[0])
     parser.add_argument("--reuse", action="store_true", help="time an earlier run's import")
     parser.add_argument("--data", type=Path, help="its data folder (default SIZE/pages-DB)")
     parser.add_argument("--pages", nargs="+", help="time only these (default: all)")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     data = args.data or args.workdir / args.size / f"pages-{args.db}"
     if args.reuse:

@@ -12,13 +12,11 @@ search_sis_SIZE) with the district's base files stored as uploads (hard links), 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,25 +24,16 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+import pages  # noqa: E402  (bench/pages.py: medians of requests, the options)
 import run  # noqa: E402  (bench/run.py: the generated districts, PostgreSQL)
 
 SLUG = "bench"
 
 
 def timed(call, repeat: int) -> dict:
-    """Median wall and CPU seconds of `repeat` calls after one untimed warm-up."""
-    answer = call()
-    walls, cpus = [], []
-    for _ in range(repeat):
-        wall, cpu = time.perf_counter(), time.process_time()
-        answer = call()
-        cpus.append(time.process_time() - cpu)
-        walls.append(time.perf_counter() - wall)
-    return {
-        "median_s": round(statistics.median(walls), 3),
-        "cpu_median_s": round(statistics.median(cpus), 3),
-        "answer": answer,
-    }
+    """`pages.medians` of `call`, with its last answer."""
+    answer, figures = pages.medians(call, repeat)
+    return {**figures, "answer": answer}
 
 
 def measure(base: Path, repeat: int) -> dict:
@@ -135,13 +124,7 @@ def measure(base: Path, repeat: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=run.SIZES, default="small")
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--workdir", type=Path, default=BENCH / ".data")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = pages.arguments(__doc__.splitlines()[0]).parse_args()
     base = args.workdir / args.size / "base"
     if not base.is_dir():
         raise SystemExit(f"no {base}: generate it with bench/run.py --size {args.size}")
@@ -153,7 +136,7 @@ def main() -> None:
         url = run.pg_base_url()
         if url is None:
             raise SystemExit("no PostgreSQL server")
-        name = f"search_sis_{args.size}"  # named after its author (PROTOCOL)
+        name = f"search_sis_{args.size}"
         run.pg_admin(url, f"DROP DATABASE IF EXISTS {name}")
         run.pg_admin(url, f"CREATE DATABASE {name}")
         os.environ["ROSTERDROP_DATABASE_URL"] = run.with_database(url, name)
