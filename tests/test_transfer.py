@@ -226,8 +226,8 @@ def test_global_connection_cap_scores_no_defender_points(make_server):
     assert server.query("select * from intake_ban where banned_until is not null") == []
 
 
-def test_banned_address_is_closed_before_the_ssh_version_and_ftps_greeting(make_server):
-    server = make_server()
+def ban_loopback(server) -> None:
+    """Ban 127.0.0.1 for an hour, as the defender would after repeated failures."""
     server.cli(
         "shell",
         "-c",
@@ -236,6 +236,11 @@ def test_banned_address_is_closed_before_the_ssh_version_and_ftps_greeting(make_
         "Ban.objects.create(ip='127.0.0.1', window_start=timezone.now(),"
         " banned_until=timezone.now() + timedelta(hours=1), ban_count=1)",
     )
+
+
+def test_banned_address_is_closed_before_the_ssh_version_and_ftps_greeting(make_server):
+    server = make_server()
+    ban_loopback(server)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         assert sock.recv(256) == b""  # closed: no "SSH-2.0-" banner, no key exchange
     # FTPS alike: no greeting on the explicit port, no TLS handshake on the implicit one.
@@ -244,6 +249,21 @@ def test_banned_address_is_closed_before_the_ssh_version_and_ftps_greeting(make_
             assert sock.recv(256) == b""
     refused = server.audit("login_refused")
     assert [r["detail"] for r in refused] == ["IP is banned"] * 3
+
+
+def test_banned_ftps_connections_leave_nothing_running(make_server):
+    """A refused FTPS connection gets no thread of its own: one used to be started for the
+    closed handler, and when the next connection took the same descriptor number it served
+    that connection's socket forever, so a graceful stop waited its whole grace (30 s)."""
+    server = make_server()
+    ban_loopback(server)
+    for _ in range(10):
+        for port in (server.ftps_port, server.ftps_implicit_port):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                assert sock.recv(256) == b""
+    start = time.monotonic()
+    server.stop()
+    assert time.monotonic() - start < 10
 
 
 def test_idle_session_is_closed_and_a_busy_one_is_not(make_server):

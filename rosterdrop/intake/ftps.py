@@ -317,17 +317,6 @@ class FTPSHandler(TLS_FTPHandler):
         self.close()
         return True
 
-    def handle(self) -> None:
-        if not self.refused_as_banned():
-            super().handle()
-
-    def refused_as_banned(self) -> bool:
-        """A banned address is closed as it connects: no greeting, no TLS handshake."""
-        if not auth.refuse_banned("", self.remote_ip):
-            return False
-        self.close()
-        return True
-
     def handle_max_cons(self) -> None:
         auth.connection_refused(self.remote_ip, "too many connections", scored=False)
         super().handle_max_cons()
@@ -401,8 +390,7 @@ class ImplicitFTPSHandler(FTPSHandler):
     """Implicit FTPS: TLS from the first byte, then the greeting; plain FTP gets nothing."""
 
     def handle(self) -> None:
-        if not self.refused_as_banned():
-            self.secure_connection(self.ssl_context)
+        self.secure_connection(self.ssl_context)
 
     def handle_ssl_established(self) -> None:
         TLS_FTPHandler.handle(self)  # the greeting
@@ -427,6 +415,12 @@ class _Server(ThreadedFTPServer):
         fileno = sock.fileno()
         client = proxied_client(sock, addr, "ftps")
         if client is None:
+            return
+        if auth.refuse_banned("", client[0]):
+            # Closed here, before a handler exists: no greeting, no TLS handshake, and no
+            # thread (pyftpdlib starts one for any handler handle() leaves, even closed, and
+            # it served whatever socket reused the descriptor next, until the process ended).
+            sock.close()
             return
         self.clients[fileno] = client[0]
         try:
