@@ -1,7 +1,8 @@
-"""Times SIS search on a generated district's people files without importing the roster: the
+"""Times SIS search on a generated district's files without importing the roster: the
 index build (ingest.sent_index.keep, what it adds to an import) and the console's SIS page for
-a family name and an ID in users.csv, from the index and, for comparison, reading the file as
-the page did before (read_rows over the whole file): median of N requests, CPU seconds, load.
+a family name and an ID in users.csv, and a student's ID (whole, and a part in upper case) in
+enrollments.csv, from the index and, for comparison, reading the file as the page did before
+(read_rows over the whole file): median of N requests, CPU seconds, load.
 
     .venv/bin/python bench/sis_search.py --size huge [--repeat 5] [--json]
 
@@ -87,34 +88,38 @@ def measure(base: Path, repeat: int) -> dict:
         for _ in range(250_000 if "huge" in str(base) else 1000):
             row = next(reader)
     family, student = row[header.index("familyName")], row[0]
-    users = Upload.objects.get(district=district, filename="users.csv")
+    sent = {u.filename: u for u in uploads}
     user, _ = get_user_model().objects.get_or_create(
         username="bench-sis", defaults={"is_superuser": True, "is_staff": True}
     )
     client = Client(raise_request_exception=False)
     client.force_login(user)
 
-    def page(query: str):
+    def page(name: str, query: str):
         def get():
             answer = client.get(
-                f"/d/{SLUG}/sis/", {"upload": users.pk, "file": "users.csv", "q": query}
+                f"/d/{SLUG}/sis/", {"upload": sent[name].pk, "file": name, "q": query}
             )
             return answer.status_code, answer.content.count(b"<tr>") - 1
 
         return get
 
-    def scan(query: str):
+    def scan(name: str, query: str):
         def read():
-            with members(users) as files:
-                return read_rows(files["users.csv"], "cp1252", query, 0, 100).matched
+            with members(sent[name]) as files:
+                return read_rows(files[name], "cp1252", query, 0, 100).matched
 
         return read
 
+    users, enrollments = "users.csv", "enrollments.csv"
     for name, call, times in (
-        ("sis_search_name", page(family), repeat),
-        ("sis_search_id", page(student), repeat),
-        ("sis_search_name_file_read", scan(family), max(repeat // 2, 1)),
-        ("sis_search_id_file_read", scan(student), max(repeat // 2, 1)),
+        ("sis_search_name", page(users, family), repeat),
+        ("sis_search_id", page(users, student), repeat),
+        ("sis_search_enrollments_id", page(enrollments, student), repeat),
+        ("sis_search_enrollments_part", page(enrollments, student[4:13].upper()), repeat),
+        ("sis_search_name_file_read", scan(users, family), max(repeat // 2, 1)),
+        ("sis_search_id_file_read", scan(users, student), max(repeat // 2, 1)),
+        ("sis_search_enrollments_file_read", scan(enrollments, student), max(repeat // 2, 1)),
     ):
         figures[name] = timed(call, times)
         run.log(f"{name}: {figures[name]}")

@@ -3,14 +3,20 @@ numbers and counts as reading the file did, reading only the rows it shows (rang
 S3); the index goes with the raw upload at retention."""
 
 import datetime
+import io
 import zipfile
+from unittest.mock import patch
 
+import hypothesis
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 from helpers import rows, write
+from hypothesis import given
+from hypothesis import strategies as st
 from web_fixtures import signed_in
 
+from rosterdrop.formats import get_format
 from rosterdrop.inbox import retention, storage
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import sent_index
@@ -24,14 +30,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def sent(district, school, monkeypatch):
-    """The small school with a student named with accents, and a row holding a line break in a
-    quoted cell (so that rows and physical lines differ), imported in blocks of 16 rows."""
+    """The small school with a student named with accents, an enrollment with an accented ID,
+    and rows holding a line break in a quoted cell (so that rows and physical lines differ),
+    imported in blocks of 16 rows read 2 KiB at a time: enrollments.csv's first chunks are
+    parsed by polars, those from its quoted line break by the csv module."""
     monkeypatch.setattr(sent_index, "BLOCK", 16)
+    monkeypatch.setattr(sent_index, "CHUNK", 2048)
     table = rows(school / "users.csv")
     given, family = table[0].index("givenName"), table[0].index("familyName")
     table[3][given], table[3][family] = "Amélie", "Ünal-Straße"
     table[5][table[0].index("sms")] = "first line\nsecond line"
     write(school / "users.csv", table)
+    enrolled = rows(school / "enrollments.csv")
+    enrolled[0].append("metadata.note")
+    for row in enrolled[1:]:
+        row.append("")
+    enrolled[3][0] = "Énrôlé-Straße-7"
+    enrolled[300][-1] = "first line\nsecond line"
+    write(school / "enrollments.csv", enrolled)
     import_path(district, school)
     return Upload.objects.get(district=district, filename="users.csv"), table
 
@@ -59,7 +75,39 @@ def test_search_finds_the_rows_reading_the_file_found(backend, sent, district):
         "courses.csv",
         "orgs.csv",
         "academicSessions.csv",
-    }  # not enrollments, demographics: they name no one
+        "enrollments.csv",
+        "demographics.csv",
+    }
+
+
+def _same_as_read(district, name: str, queries: tuple[str, ...], offsets: tuple[int, ...]):
+    upload = Upload.objects.get(district=district, filename=name)
+    with members(upload) as files:
+        for query in queries:
+            for offset in offsets:
+                found = indexed_rows(upload, name, "cp1252", query, offset, 10)
+                read = read_rows(files[name], "cp1252", query, offset, 10)
+                assert found == read, (query, offset)
+    return upload
+
+
+def test_files_that_name_no_one_are_searched_by_their_ids(backend, sent, district, school):
+    """enrollments.csv by its own ID and those it refers to (a user's, a class's, a school's:
+    whole, in another case, a part of one, with accents), demographics.csv by its ID: the
+    rows, lines and counts reading the whole file found, on a page at any offset."""
+    enrolled = rows(school / "enrollments.csv")
+    user, klass, org = (
+        enrolled[40][enrolled[0].index(c)]
+        for c in ("userSourcedId", "classSourcedId", "schoolSourcedId")
+    )
+    queries = ("", "ÉNRÔLÉ-STRASSE", "straße", user.upper(), user[9:23], klass[14:].upper(), org)
+    upload = _same_as_read(district, "enrollments.csv", queries, (0, 10, 25, 70, 290, 540))
+    assert indexed_rows(upload, "enrollments.csv", "cp1252", org, 0, 10).matched == 546
+    found = indexed_rows(upload, "enrollments.csv", "cp1252", enrolled[301][0], 0, 10)
+    assert found is not None and found.rows == [(303, enrolled[301])]  # after the two-line row
+    people = rows(school / "demographics.csv")
+    queries = ("", people[7][0].upper(), people[12][0][4:17], people[20][0][-6:])
+    _same_as_read(district, "demographics.csv", queries, (0, 10, 60))
 
 
 def test_a_zip_member_is_searched_as_read(district, school, tmp_path):
@@ -79,10 +127,15 @@ def test_a_zip_member_is_searched_as_read(district, school, tmp_path):
             assert found.rows
 
 
-def test_the_page_reads_only_the_rows_it_shows(s3, sent, district, admin):
+@pytest.mark.parametrize(
+    ("name", "line"), [("users.csv", 8), ("enrollments.csv", 7), ("demographics.csv", 7)]
+)
+def test_the_page_reads_only_the_rows_it_shows(s3, sent, district, admin, school, name, line):
     """Every read of the raw upload is a ranged one, of a few rows: the file is never read
-    whole for a search (it was, and fetched from S3 first, on every request)."""
-    upload, table = sent
+    whole for a search (it was, and fetched from S3 first, on every request; enrollments.csv
+    and demographics.csv until they were indexed too)."""
+    table = rows(school / name)
+    upload = Upload.objects.get(district=district, filename=name)
     reads: list[dict] = []
     client = storage.backend().client
     client.meta.events.register(
@@ -90,23 +143,24 @@ def test_the_page_reads_only_the_rows_it_shows(s3, sent, district, admin):
     )
     page = signed_in(admin).get(
         reverse("web:sis", args=[district.slug]),
-        {"upload": upload.pk, "file": "users.csv", "q": table[6][0].upper()},
+        {"upload": upload.pk, "file": name, "q": table[6][0].upper()},
     )
     text = page.content.decode()
-    assert "1 row containing" in text and table[6][0] in text and '<td class="num">8</td>' in text
+    assert "1 row containing" in text and table[6][0] in text
+    assert f'<td class="num">{line}</td>' in text
     assert reads and all("Range" in r for r in reads), reads
     ranges = [r["Range"].removeprefix("bytes=").split("-") for r in reads]
     read = sum(int(last) - int(first) + 1 for first, last in ranges)
     assert read < upload.size / 4, ranges
 
 
-def test_a_file_that_names_no_one_is_read_as_before(sent, district, admin):
-    upload = Upload.objects.get(district=district, filename="enrollments.csv")
-    assert sent_index.indexed(upload, "enrollments.csv") is None
+def test_a_file_without_an_index_is_read_as_before(sent, district, admin):
+    upload = Upload.objects.get(district=district, filename="manifest.csv")
+    assert sent_index.indexed(upload, "manifest.csv") is None
     with members(upload) as files:
-        first = read_rows(files["enrollments.csv"], "cp1252", "", 0, 1)
+        first = read_rows(files["manifest.csv"], "cp1252", "", 0, 1)
     page = signed_in(admin).get(
-        reverse("web:sis", args=[district.slug]), {"upload": upload.pk, "file": "enrollments.csv"}
+        reverse("web:sis", args=[district.slug]), {"upload": upload.pk, "file": "manifest.csv"}
     )
     assert f"{first.matched} rows." in page.content.decode()
     assert first.rows[0][1][0] in page.content.decode()
@@ -124,3 +178,39 @@ def test_retention_deletes_the_index_with_the_last_copy_of_the_bytes(
     assert len(purged) == Upload.objects.filter(district=district).count()
     assert not SentFile.objects.exists() and not SentBlock.objects.exists()
     assert indexed_rows(upload, "users.csv", "cp1252", table[2][0], 0, 10) is None
+
+
+CELLS = st.text(
+    st.characters(codec="utf-8", exclude_characters='\n\r"'), max_size=6
+) | st.sampled_from(["ß", "Ǆ", "ﬁ", ""])
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@given(
+    table=st.lists(st.lists(CELLS, max_size=7), max_size=40),
+    line_end=st.sampled_from(["\n", "\r\n"]),
+    last=st.booleans(),
+    chunk=st.integers(8, 200),
+)
+def test_polars_splits_a_plain_file_as_the_csv_module_reads_it(table, line_end, last, chunk):
+    """The index of a file without quotes, parsed by polars chunk by chunk (any size, ragged
+    and blank rows, CRLF, characters that casefold to several), is the one the csv module
+    made of it: the same rows, lines, offsets and searched cells."""
+    spec = get_format("oneroster-1.1", "x").file("enrollments.csv")
+    header = "sourcedId,status,classSourcedId,role,schoolSourcedId,userSourcedId"
+    lines = [header, *(",".join(row) for row in table)]
+    raw = (line_end.join(lines) + (line_end if last else "")).encode()
+
+    def built(plain):
+        with patch.object(sent_index, "CHUNK", chunk), patch.object(sent_index, "_plain", plain):
+            index = sent_index._build(io.BytesIO(raw), spec, "cp1252")
+        assert index is not None
+        return (
+            index.header_end,
+            index.rows,
+            [(b.first, bytes(b.lines), bytes(b.offsets), b.terms) for b in index.blocks],
+        )
+
+    by_polars = built(sent_index._plain)
+    assert by_polars == built(lambda chunk: False)
+    assert by_polars[1] == len(lines) - 1 - (not last and len(lines) > 1 and lines[-1] == "")

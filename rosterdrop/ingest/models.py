@@ -159,8 +159,8 @@ class HeldSummary(models.Model):
 
 
 class SentFile(models.Model):
-    """A people or roster file of an upload, indexed when it was imported (ingest.sent_index)
-    so that SIS search reads the rows it finds by byte offset instead of the whole file."""
+    """A file of an upload, indexed when it was imported (ingest.sent_index) so that SIS
+    search reads the rows it finds by byte offset instead of the whole file."""
 
     district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="+")
     # The bytes it was built from: a re-sent upload of the same bytes finds it again.

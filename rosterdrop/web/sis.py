@@ -48,7 +48,7 @@ def indexed_rows(
     upload: Upload, name: str, fallback: str, query: str, offset: int, limit: int
 ) -> Rows | None:
     """A page of rows found through the file's index, read by offset; None when the file
-    has none (not a people or roster file, or never imported): then it is read as before."""
+    has none (not a file of the format, or never imported): then it is read as before."""
     sent = sent_index.indexed(upload, name)
     if sent is None or not upload.stored_path:
         return None
