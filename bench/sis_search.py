@@ -17,6 +17,7 @@ import csv
 import hashlib
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -80,6 +81,7 @@ def measure(base: Path, repeat: int) -> dict:
     figures["index_build"] = {
         "cpu_s": round(time.process_time() - cpu, 2),
         "wall_s": round(time.perf_counter() - wall, 2),
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
     }
     run.log(f"index built: {figures['index_build']}")
     with (base / "users.csv").open(newline="", encoding="utf-8") as f:

@@ -202,13 +202,14 @@ def test_polars_splits_a_plain_file_as_the_csv_module_reads_it(table, line_end, 
     raw = (line_end.join(lines) + (line_end if last else "")).encode()
 
     def built(plain):
+        blocks: list[SentBlock] = []
         with patch.object(sent_index, "CHUNK", chunk), patch.object(sent_index, "_plain", plain):
-            index = sent_index._build(io.BytesIO(raw), spec, "cp1252")
+            index = sent_index._build(io.BytesIO(raw), spec, "cp1252", blocks.extend)
         assert index is not None
         return (
             index.header_end,
             index.rows,
-            [(b.first, bytes(b.lines), bytes(b.offsets), b.terms) for b in index.blocks],
+            [(b.first, bytes(b.lines), bytes(b.offsets), b.terms) for b in blocks],
         )
 
     by_polars = built(sent_index._plain)

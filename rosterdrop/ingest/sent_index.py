@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import numpy as np
 import polars as pl
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.db.models import QuerySet, Value
 from django.db.models.functions import StrIndex
 
@@ -42,6 +42,7 @@ from rosterdrop.timing import timed
 log = logging.getLogger(__name__)
 
 BLOCK = 1024
+SAVED = 64  # blocks written at a time
 CHUNK = 4 << 20
 # The canonical fields searched besides the key: names, and the ID a district gives people.
 SEARCHED = NAME_FIELDS | {"identifier"}
@@ -84,15 +85,20 @@ def text(raw: bytes, fallback: str) -> str:
 class _Built:
     header_end: int
     rows: int
-    blocks: list[SentBlock]
+
+
+Save = Callable[[list[SentBlock]], None]
 
 
 class _Rows:
     """Rows as they are read (the line each starts on, its byte offset, its searched cells),
-    cut into blocks of BLOCK rows: a block's offsets end where the next row starts."""
+    cut into blocks of BLOCK rows (a block's offsets end where the next row starts), handed
+    to `save` SAVED at a time: a file's index is never all in memory (740 MB of enrollments'
+    IDs at 5M rows)."""
 
-    def __init__(self, header_end: int) -> None:
-        self.built = _Built(header_end=header_end, rows=0, blocks=[])
+    def __init__(self, header_end: int, save: Save) -> None:
+        self.built = _Built(header_end=header_end, rows=0)
+        self.save, self.blocks = save, list[SentBlock]()
         self.lines = np.empty(0, dtype=np.int64)
         self.starts = np.empty(0, dtype=np.int64)
         self.terms: list[str] = []
@@ -107,12 +113,13 @@ class _Rows:
         """The last block, its last row ending at `at`."""
         self.starts = np.append(self.starts, at)
         self._cut(len(self.terms))
+        self.save(self.blocks)
         return self.built
 
     def _cut(self, rows: int) -> None:
         for first in range(0, rows, BLOCK):
             last = min(first + BLOCK, rows)
-            self.built.blocks.append(
+            self.blocks.append(
                 SentBlock(
                     first=self.built.rows + first,
                     lines=self.lines[first:last].tobytes(),
@@ -126,6 +133,9 @@ class _Rows:
             self.starts[rows:],
             self.terms[rows:],
         )
+        if len(self.blocks) >= SAVED:
+            self.save(self.blocks)
+            self.blocks = []
 
 
 def _chunks(stream: BinaryIO, head: bytes) -> Iterator[bytes]:
@@ -249,11 +259,11 @@ def _add(rows: _Rows, line: int, read: list[int], starts: list[int], terms: list
     rows.add(before + line, np.asarray([starts[n] for n in read[:-1]], dtype=np.int64), terms)
 
 
-def _build(stream: BinaryIO, spec: FileSpec, fallback: str) -> _Built | None:
-    """The blocks of one file; None when it cannot be indexed (UTF-16, old-Mac line ends,
-    not CSV): the page then reads it as before. Plain chunks (most, in a generated or
-    exported file) are parsed by polars; from the first that is not, the csv module reads
-    the rest."""
+def _build(stream: BinaryIO, spec: FileSpec, fallback: str, save: Save) -> _Built | None:
+    """The blocks of one file, handed to `save`; None when it cannot be indexed (UTF-16,
+    old-Mac line ends, not CSV): the page then reads it as before. Plain chunks (most, in a
+    generated or exported file) are parsed by polars; from the first that is not, the csv
+    module reads the rest."""
     head = stream.read(4)
     if b"\x00" in head or head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return None
@@ -267,7 +277,7 @@ def _build(stream: BinaryIO, spec: FileSpec, fallback: str) -> _Built | None:
         ]
         if not columns:
             return None
-        rows, width = _Rows(header_end=header.end), len(header.cells)
+        rows, width = _Rows(header.end, save), len(header.cells)
         at, line, chunks = header.end, header.lines + 1, header.rest
         for chunk in chunks:
             ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == ord(ROW))
@@ -305,27 +315,30 @@ def keep(
         if upload is None or file_spec is None or (upload.sha256, member.name) in done:
             continue
         try:
-            with member.open() as stream:
-                built = _build(stream, file_spec, district.fallback_encoding)
-        except Exception:  # the index is a shortcut: an import never fails for it
-            log.exception("%s of upload %s was not indexed", member.name, upload.pk)
-            continue
-        if built is None:
-            continue
-        try:
             with transaction.atomic():
                 sent = SentFile.objects.create(
-                    district=district,
-                    sha256=upload.sha256,
-                    name=member.name,
-                    rows=built.rows,
-                    header_end=built.header_end,
+                    district=district, sha256=upload.sha256, name=member.name, rows=0, header_end=0
                 )
-                for block in built.blocks:
-                    block.file = sent
-                SentBlock.objects.bulk_create(built.blocks, batch_size=100)
-        except DatabaseError:  # rolled back to before this file: the import goes on
+                with member.open() as stream:
+                    built = _build(stream, file_spec, district.fallback_encoding, _saver(sent))
+                if built is None:  # not indexable: the page reads the file
+                    transaction.set_rollback(True)
+                else:
+                    sent.rows, sent.header_end = built.rows, built.header_end
+                    sent.save(update_fields=["rows", "header_end"])
+        # The index is a shortcut: an import never fails for it (rolled back to before this
+        # file, whatever went wrong: a database error, an unreadable member).
+        except Exception:
             log.exception("%s of upload %s was not indexed", member.name, upload.pk)
+
+
+def _saver(sent: SentFile) -> Save:
+    def save(blocks: list[SentBlock]) -> None:
+        for block in blocks:
+            block.file = sent
+        SentBlock.objects.bulk_create(blocks, batch_size=100)
+
+    return save
 
 
 def indexed(upload: Upload, name: str) -> SentFile | None:
