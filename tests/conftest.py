@@ -79,3 +79,13 @@ def district(db):
     from rosterdrop.districts.models import District
 
     return District.objects.create(slug="springfield", name="Springfield", format="oneroster-1.1")
+
+
+@pytest.fixture
+def served(district):
+    """The district with the small school imported."""
+    from rosterdrop.ingest.syncs import import_path
+
+    sync = import_path(district, SCHOOL_SMALL)
+    assert sync.status == "applied"
+    return district

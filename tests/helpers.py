@@ -52,3 +52,21 @@ def rows_through(monkeypatch: pytest.MonkeyPatch, stage: str) -> Counter:
 
     monkeypatch.setattr(RowChecker, stage, counted)
     return counts
+
+
+FILES_12 = ("orgs", "academicSessions", "courses", "classes", "users", "roles", "enrollments",
+            "demographics")  # fmt: skip
+
+
+def delta(folder: Path, version: str, sent: dict[str, list[list[str]]]) -> Path:
+    """A delta upload: `sent` maps a file (without .csv) to its rows, the header first; the
+    manifest lists the others as absent."""
+    folder.mkdir()
+    manifest = [["propertyName", "value"], ["manifest.version", "1.0"]]
+    manifest.append(["oneroster.version", version])
+    names = FILES_12 if version == "1.2" else [f for f in FILES_12 if f != "roles"]
+    manifest += [[f"file.{name}", "delta" if name in sent else "absent"] for name in names]
+    write(folder / "manifest.csv", manifest)
+    for name, table in sent.items():
+        write(folder / f"{name}.csv", table)
+    return folder

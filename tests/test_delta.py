@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import SCHOOL_SMALL
 from django.core.management import call_command
-from helpers import issues, rows, write
+from helpers import delta, issues, rows
 
 from rosterdrop.districts.models import District
 from rosterdrop.ingest.report import summary
@@ -18,8 +18,6 @@ from rosterdrop.roster.models import records
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FILES_12 = ("orgs", "academicSessions", "courses", "classes", "users", "roles", "enrollments",
-            "demographics")  # fmt: skip
 NAMED = ("users", "roles", "enrollments", "demographics")
 
 
@@ -53,20 +51,6 @@ def district(bulk):
     )
     assert import_path(district, bulk).status == "applied"
     return district
-
-
-def delta(folder: Path, version: str, sent: dict[str, list[list[str]]]) -> Path:
-    """A delta upload: `sent` maps a file (without .csv) to its rows, the header first; the
-    manifest lists the others as absent."""
-    folder.mkdir()
-    manifest = [["propertyName", "value"], ["manifest.version", "1.0"]]
-    manifest.append(["oneroster.version", version])
-    names = FILES_12 if version == "1.2" else [f for f in FILES_12 if f != "roles"]
-    manifest += [[f"file.{name}", "delta" if name in sent else "absent"] for name in names]
-    write(folder / "manifest.csv", manifest)
-    for name, table in sent.items():
-        write(folder / f"{name}.csv", table)
-    return folder
 
 
 def marked(table: list[list[str]], row: list[str], value: str) -> list[str]:

@@ -376,7 +376,10 @@ def test_district_moving_from_sds_v1_to_oneroster_keeps_people_and_classes(
     assert records(district, "users").filter(status="active").count() == 98
     enrollments = records(district, "enrollments")
     assert enrollments.filter(status="active", sourced_id__startswith="E").count() == 630
-    assert enrollments.count() == 630  # renamed in place: no tobedeleted copies
+    # Each old ID is left as a removal leaves it, so that a reader polling the roster sees it go.
+    gone = enrollments.filter(status="tobedeleted", changed_sync_id=moved.pk)
+    assert gone.count() == 630 and not gone.filter(sourced_id__startswith="E").exists()
+    assert enrollments.count() == 1260
     same_rows_new_bytes(tmp_path / "or")  # read and compared again, not recognised as re-sent
     again = import_path(district, tmp_path / "or")
     assert again.status == "no_changes"

@@ -333,15 +333,16 @@ def test_a_snapshot_this_version_cannot_read_is_rebuilt(district, school, settin
 
 def test_saved_snapshot_is_what_the_database_holds(district, school, settings):
     """The snapshot kept beside the database after a sync equals the one rebuilt from the
-    roster table: same keys and key hashes, content hashes, statuses and natural key hashes."""
+    roster table: same keys and key hashes, content hashes, statuses and natural key hashes,
+    after records removed and one renamed (its old ID left tobedeleted)."""
     from rosterdrop.roster import hashes
 
     import_path(district, school)
     edit(school / "users.csv", 5, "givenName", "Changed")
-    (school / "enrollments.csv").write_text(
-        "".join((school / "enrollments.csv").read_text().splitlines(keepends=True)[:-3])
-    )
-    import_path(district, school)
+    lines = (school / "enrollments.csv").read_text().splitlines(keepends=True)[:-3]
+    lines[1] = "renamed-enrollment" + lines[1][lines[1].index(",") :]
+    (school / "enrollments.csv").write_text("".join(lines))
+    assert import_path(district, school).changes["enrollments"]["updated"] == 1
     saved = hashes.Snapshot(district.pk, roster_token(district.pk)).frame()
     for path in (settings.DATA_DIR / "roster").glob(f"{district.pk}-*.arrow"):
         path.unlink()
@@ -355,7 +356,7 @@ def test_saved_snapshot_is_what_the_database_holds(district, school, settings):
         for entity in ("orgs", "users", "enrollments", "agents"):
             mine = snapshot.filter(pl.col("entity") == entity).drop("entity")
             assert slices.get(entity, mine.clear()).equals(mine)
-    assert rebuilt.filter(pl.col("status") == "tobedeleted").height == 3
+    assert rebuilt.filter(pl.col("status") == "tobedeleted").height == 4
     enrollments = rebuilt.filter(pl.col("entity") == "enrollments")
     assert enrollments["_natural"].null_count() == 0
     assert rebuilt.filter(pl.col("entity") == "users")["_natural"].null_count() == len(

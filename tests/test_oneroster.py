@@ -55,15 +55,8 @@ def token(client_id: str, secret: str, **extra) -> str:
     return answer.json()["access_token"]
 
 
-def reader(*scopes: str) -> Client:
-    return Client(headers={"Authorization": f"Bearer {token(*add_client('springfield', *scopes))}"})
-
-
-@pytest.fixture
-def served(district):
-    sync = import_path(district, SCHOOL_SMALL)
-    assert sync.status == "applied"
-    return district
+def reader(*scopes: str, slug: str = "springfield") -> Client:
+    return Client(headers={"Authorization": f"Bearer {token(*add_client(slug, *scopes))}"})
 
 
 def minor(answer) -> str:

@@ -113,7 +113,7 @@ def _apply_entity(
     sorted and staged in a thread one window ahead of the writes."""
     if ep.renamed.height:
         # Renamed first, so that they are then updated like any record under their new ID.
-        store.rename_records(conn, district_id, ep.entity, ep.renamed)
+        store.rename_records(conn, district_id, ep.entity, sync_id, ep.renamed)
     with store.lookups_built_after(conn, ep.entity, len(ep.added), district_id):
         for window in ahead(_windows(ep, spill, bulk), depth=1):
             _apply_window(conn, ep, window, district_id, sync_id, changes)

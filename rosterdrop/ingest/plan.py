@@ -111,8 +111,10 @@ class Plan:
                 yield from (part for _, part in parts)
                 continue
             written = _written(ep, accepted[entity])
-            replaced = KeyLookup(pl.concat([written[KEY], ep.renamed["_old_key"]]))
-            removed = KeyLookup(ep.removed)
+            replaced = KeyLookup(written[KEY])
+            # A renamed record leaves its old ID tobedeleted, as a removed one does
+            # (store.rename_records).
+            removed = KeyLookup(pl.concat([ep.removed, ep.renamed["_old_key"]]))
             yield from (_kept(part, replaced, removed) for _, part in parts)
             pending.remove(entity)
             yield from _snapshot_rows(entity, written)

@@ -245,14 +245,27 @@ def old_data(cur: Cursor, district_id: int, entity: str, keys: pl.DataFrame) -> 
     return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
 
 
-def rename_records(cur: Cursor, district_id: int, entity: str, renames: pl.DataFrame) -> None:
-    """Give records a new source ID: `renames` has _old_key and _key (the new one)."""
+def rename_records(
+    cur: Cursor, district_id: int, entity: str, sync_id: int, renames: pl.DataFrame
+) -> None:
+    """Give records a new source ID (`renames` has _old_key and _key, the new one), and leave
+    under each old ID what a removal leaves: the record as it was, tobedeleted as of this
+    sync. A reader of the roster then sees the old ID deleted as it sees any removed record,
+    and an old ID sent again comes back as a removed one does."""
     keyed = _keyed_table(
         cur,
         "rd_renamed",
         renames.select(pl.col("_old_key").alias("_key"), pl.col("_key").alias("_new")),
     )
     _update_keyed(cur, keyed, district_id, entity, "", (("sourced_id", "s._new"),))
+    kept = ["district_id", "content_hash", "first_seen_sync_id", METADATA, *map(_q, FIELDS[entity])]
+    cur.execute(
+        f"INSERT INTO {table(entity)} (sourced_id, status, changed_sync_id, {', '.join(kept)}) "
+        f"SELECT s._key, 'tobedeleted', {int(sync_id)}, {', '.join(f'r.{c}' for c in kept)} "
+        f"FROM {keyed} s "
+        f"CROSS JOIN {table(entity)} r WHERE r.district_id = {int(district_id)} "
+        "AND r.sourced_id = s._new ORDER BY s._key"
+    )
 
 
 def write_records(
