@@ -118,3 +118,37 @@ def test_roster_tokens_move_to_the_roster_app_and_back_with_their_values(distric
     assert roster_token(district.pk) == kept
     assert roster_token(District.objects.get(slug="old").pk) == 2**62
     assert "roster_token" not in {f.name for f in District._meta.get_fields()}
+
+
+def test_renames_of_earlier_versions_leave_their_old_ids_tobedeleted(district, school):
+    """ingest 0011: a rename applied by an earlier version left nothing under the old ID; the
+    migration leaves the row a rename leaves now (the old ID tobedeleted as of the renaming
+    sync), and a new roster token, so that the next import plans against the roster as it is
+    and brings the old ID back as a removed one."""
+    from helpers import rows, write
+
+    from rosterdrop.ingest.syncs import import_path
+    from rosterdrop.roster.store import roster_token
+
+    assert import_path(district, school).status == "applied"
+    table = rows(school / "enrollments.csv")
+    old = list(table[1])
+    table[1][0] = "renamed-enrollment"
+    write(school / "enrollments.csv", table)
+    renaming = import_path(district, school)
+    assert renaming.changes["enrollments"]["updated"] == 1
+    enrollments = records(district, "enrollments")
+    left = enrollments.values().get(sourced_id=old[0])
+    enrollments.filter(sourced_id=old[0]).delete()  # as an earlier version left the roster
+    token = roster_token(district.pk)
+    migrate([("ingest", "0010_sent_block_terms_uncompressed")])
+    migrate()
+    again = enrollments.values().get(sourced_id=old[0])
+    assert again | {"id": left["id"]} == left
+    assert left["status"] == "tobedeleted" and left["changed_sync_id"] == renaming.pk
+    assert roster_token(district.pk) != token
+    write(school / "enrollments.csv", [table[0], old, *table[2:]])
+    back = import_path(district, school)
+    assert back.status == "applied", back.message
+    counts = back.changes["enrollments"]
+    assert (counts["reactivated"], counts["removed"]) == (1, 1)

@@ -10,7 +10,6 @@ or as `ext:` terms, booleans as true/false, IDs in the GUID alphabet.
 import csv
 import hashlib
 import io
-import json
 import queue
 import re
 import threading
@@ -33,7 +32,7 @@ from polars._typing import PolarsDataType
 from rosterdrop.formats.oneroster import NON_ROSTER_FILES_12, ONEROSTER_12
 from rosterdrop.formats.spec import Column, FileSpec, Type
 from rosterdrop.ingest.ahead import ahead
-from rosterdrop.ingest.models import Change, Sync
+from rosterdrop.ingest.models import Sync
 from rosterdrop.oneroster.completion import COURSE_PREFIX, SchoolYear, course_for
 from rosterdrop.oneroster.objects import FALSE, TRUE, timestamp
 from rosterdrop.oneroster.position import HEADER, consistent_read
@@ -89,10 +88,8 @@ class Writer:
         district,
         delta: bool,
         selection: Callable[[str], QuerySet],
-        gone: dict[str, dict[str, tuple[str, int]]] | None = None,
     ):
         self.district, self.delta, self.selection = district, delta, selection
-        self.gone = gone or {}
         syncs = Sync.objects.filter(district=district)
         syncs = syncs.values_list("pk", "finished_at", "started_at")
         times = {pk: finished or started for pk, finished, started in syncs}
@@ -114,17 +111,14 @@ class Writer:
         file of millions is never whole in memory: the database hands the records over in
         the order of their IDs (an index), and an ID written as it is keeps its place. IDs
         written as digests (`h-...`) and every ID from `h-` on wait to the end, sorted; the
-        few records under IDs they were renamed from and those made up for the binding are
-        merged in where they belong."""
+        few records made up for the binding are merged in where they belong."""
         entity = table.entity
         selected = self.selection(entity)
-        renamed = self._renamed_away(entity) if self.gone.get(entity) else None
-        keys = _metadata_keys(selected, renamed, bulk=not self.delta)
-        extra = [self._written(table, renamed, keys)] if renamed is not None else []
+        keys = _metadata_keys(selected, bulk=not self.delta)
+        few = None
         if made := self.extra_rows(table):
             names = {c.name: pl.String for c in table.columns}
-            extra.append(pl.DataFrame(made, schema=names, orient="row"))
-        few = pl.concat(extra, how="diagonal").sort("sourcedId") if extra else None
+            few = pl.DataFrame(made, schema=names, orient="row").sort("sourcedId")
         pending = few.filter(pl.col("sourcedId") < DIGEST) if few is not None else None
         late = [few.filter(pl.col("sourcedId") >= DIGEST)] if few is not None else []
         for records in _read(selected, entity):
@@ -148,22 +142,6 @@ class Writer:
             if column.type in (Type.ID, Type.IDS):
                 written = written.with_columns(_safe_ids(written[column.name], column.type))
         return written
-
-    def _renamed_away(self, entity: str) -> pl.DataFrame:
-        """Records under the old IDs they were renamed from, tobedeleted as of the renaming
-        sync, with what their record now holds (a row needs its required values)."""
-        gone = self.gone[entity]
-        now = MODELS[entity].objects.filter(district=self.district)
-        current = _frame(now.filter(sourced_id__in={new for new, _ in gone.values()}), entity)
-        olds = pl.DataFrame(
-            [(old, new, sync) for old, (new, sync) in gone.items()],
-            schema={"_old": pl.String, "sourced_id": pl.String, "_sync": pl.Int64},
-            orient="row",
-        )
-        moved = olds.join(current, on="sourced_id").with_columns(
-            sourced_id=pl.col("_old"), status=pl.lit("tobedeleted"), changed_sync_id=pl.col("_sync")
-        )
-        return moved.select(current.columns)
 
     def _expr(self, table: Table, column: Column) -> pl.Expr:
         name = column.name
@@ -283,7 +261,7 @@ def _safe_ids(values: pl.Series, kind: Type) -> pl.Series:
     return fixed.alias(values.name)
 
 
-def _metadata_keys(records: QuerySet, renamed: pl.DataFrame | None, bulk: bool) -> list[str]:
+def _metadata_keys(records: QuerySet, bulk: bool) -> list[str]:
     """The keys of the records' extra source columns, sorted: the file's metadata.* columns
     (asked of the database first, since the header comes before any row). For a bulk
     package, SQLite walks the district's records in row order (IN_ORDER): left to itself it
@@ -301,9 +279,6 @@ def _metadata_keys(records: QuerySet, renamed: pl.DataFrame | None, bulk: bool) 
             sql = sql.replace(table, walked, 1) if bulk else sql
             cursor.execute(f"SELECT DISTINCT j.key FROM ({sql}) r, json_each(r.metadata) j", params)
         found = {key for (key,) in cursor.fetchall()}
-    if renamed is not None:
-        texts = renamed["metadata"].drop_nulls().to_list()
-        found |= {key for text in texts for key in json.loads(text)}
     return sorted(found)
 
 
@@ -416,11 +391,6 @@ def _sqlite_batches(
         last = found["sourced_id"][-1]
 
 
-def _frame(records: QuerySet, entity: str) -> pl.DataFrame:
-    """All of the records' columns (a few: renamed ones)."""
-    return pl.concat([pl.DataFrame(schema=_schema(entity)), *_read(records, entity)])
-
-
 def changed_since(district, since: Sync) -> list[int]:
     """The syncs applied after `since`: what they changed is the delta."""
     return list(
@@ -439,33 +409,6 @@ class Written:
     cursor: int
 
 
-def renamed_away(district, later: list[int]) -> dict[str, dict[str, tuple[str, int]]]:
-    """{entity: {old ID: (the ID its record has now, the sync that renamed it)}}: records the
-    later syncs moved to a new source ID (ingest's change rows say so, first field sourcedId)
-    whose old ID the roster no longer has. A delta deletes those IDs."""
-    moves = (
-        Change.objects.filter(sync_id__in=later, action="updated", fields__0__field="sourcedId")
-        .order_by("id")
-        .values_list("entity", "fields__0__before", "sourced_id", "sync_id")
-    )
-    moved: dict[str, dict[str, tuple[str, int]]] = {}
-    for entity, old, new, sync in moves:
-        moved.setdefault(entity, {})[old] = (new, sync)
-    gone: dict[str, dict[str, tuple[str, int]]] = {}
-    for entity, renames in moved.items():
-        table = MODELS[entity].objects.filter(district=district, sourced_id__in=list(renames))
-        present = set(table.values_list("sourced_id", flat=True))
-        for old, (new, sync) in renames.items():
-            if old in present:  # the ID came back: its own record is in the delta
-                continue
-            seen = {old}
-            while new in renames and new not in present and new not in seen:  # renamed again
-                seen.add(new)
-                new = renames[new][0]
-            gone.setdefault(entity, {})[old] = (new, sync)
-    return gone
-
-
 def write_package(district, out: BinaryIO, since: Sync | None = None) -> Written:
     """Write the package to `out` (a zip), read in one state of the roster. The zip's
     comment carries the cursor (`X-Roster-Cursor: N`), and every member the time of the
@@ -480,7 +423,7 @@ def write_package(district, out: BinaryIO, since: Sync | None = None) -> Written
                 return records.filter(changed_sync_id__in=later)
             return records.filter(status="active")
 
-        writer = Writer(district, delta, selection, renamed_away(district, later))
+        writer = Writer(district, delta, selection)
         written: dict[str, int] = {}
         with _Deflating(out, f"{HEADER}: {cursor}") as package:
             for table in TABLES:
