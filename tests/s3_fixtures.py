@@ -44,9 +44,10 @@ class S3:
     prefix: str
     env: dict[str, str]
 
-    def objects(self) -> list[str]:
-        """The objects under the prefix, as keys relative to it (`inbox/SLUG/...`)."""
-        found = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/")
+    def objects(self, folder: str = "") -> list[str]:
+        """The objects under the prefix (and `folder` in it: `inbox/` for the raw uploads), as
+        keys relative to the prefix (`inbox/SLUG/...`)."""
+        found = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/{folder}")
         return sorted(o["Key"].removeprefix(f"{self.prefix}/") for o in found.get("Contents", []))
 
     def read(self, key: str) -> bytes:

@@ -125,13 +125,16 @@ def test_restore_never_overwrites_a_roster_unless_told(imported, tmp_path):
 
 
 def test_with_uploads_in_s3_the_backup_holds_the_bucket(district, school, tmp_path, s3):
-    """The raw uploads are copied out of the bucket (checked like any file of the backup) and
-    a restore puts them back into it: the restored syncs can be retried from their bytes."""
+    """The raw uploads and the roster's snapshot are copied out of the bucket (checked like
+    any file of the backup) and a restore puts them back into it: the restored syncs can be
+    retried from their bytes. The kept lines of the incremental read are not copied."""
     import_path(district, school)
     receive(district, "users.csv", school / "users.csv", "sftp")
-    stored = s3.objects()
+    stored = [key for key in s3.objects() if not key.startswith("lines/")]
     kept = {key: s3.read(key) for key in stored}
-    assert len(stored) == len(list(school.iterdir()))  # users.csv sent again: one object
+    uploads = [key for key in stored if key.startswith("inbox/")]
+    assert len(uploads) == len(list(school.iterdir()))  # users.csv sent again: one object
+    assert len(stored) == len(uploads) + 2  # the snapshot and what it vouches for
     call_command("backup", str(tmp_path / "backup"))
     assert all((tmp_path / "backup" / "files" / key).read_bytes() == kept[key] for key in stored)
 
@@ -148,4 +151,4 @@ def test_with_uploads_in_s3_the_backup_holds_the_bucket(district, school, tmp_pa
     )
     call_command("restore", str(tmp_path / "backup"))
     assert {key: s3.read(key) for key in s3.objects()} == kept
-    assert set(Upload.objects.values_list("stored_path", flat=True)) == set(stored)
+    assert set(Upload.objects.values_list("stored_path", flat=True)) == set(uploads)

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from rosterdrop.inbox import storage, store
+from rosterdrop import storage
+from rosterdrop.inbox import store
 
 pytestmark = pytest.mark.django_db
 

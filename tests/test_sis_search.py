@@ -16,8 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from web_fixtures import signed_in
 
+from rosterdrop import storage
 from rosterdrop.formats import get_format
-from rosterdrop.inbox import retention, storage
+from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import sent_index
 from rosterdrop.ingest.models import SentBlock, SentFile

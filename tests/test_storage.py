@@ -15,8 +15,7 @@ import sftp_fixtures
 from ftps_fixtures import curl
 from sftp_fixtures import DISTRICT_LARGE, ROSTERDROP, sha256
 
-from rosterdrop import process
-from rosterdrop.inbox import storage
+from rosterdrop import process, storage
 from rosterdrop.ingest import recovery
 
 pytestmark = pytest.mark.slow
@@ -36,9 +35,10 @@ def test_an_upload_lands_once_in_the_bucket_and_is_imported(make_server, s3, cli
     server.wait_idle()
     [upload] = server.uploads()
     assert upload["status"] == "imported" and upload["sha256"] == sha256(DISTRICT_LARGE)
-    assert s3.objects() == [upload["stored_path"]]
+    assert s3.objects("inbox/") == [upload["stored_path"]]
     assert s3.read(upload["stored_path"]) == DISTRICT_LARGE.read_bytes()
     assert s3.unfinished() == []
+    assert len(s3.objects("roster/")) == 2  # the roster's snapshot, and what it vouches for
     [sync] = server.syncs()
     assert sync["status"] == "applied"
     assert not list((server.data_dir / "inbox").rglob("*"))
@@ -84,7 +84,7 @@ def test_rosterdrop_import_keeps_the_upload_in_the_bucket(tmp_path, s3):
     out = subprocess.run([ROSTERDROP, "sync", "list", "--json"], check=True, **run).stdout
     [sync] = json.loads(out)
     assert sync["status"] == "applied"
-    [key] = s3.objects()
+    [key] = s3.objects("inbox/")
     assert key.startswith("inbox/big/") and s3.read(key) == DISTRICT_LARGE.read_bytes()
     assert s3.unfinished() == [] and not (data / "inbox").exists()
 

@@ -41,7 +41,7 @@ def test_web_upload_runs_the_pipeline_and_keeps_the_bytes(district, admin, schoo
     assert sorted(u.filename for u in uploads) == [p.name for p in paths]
     assert {u.login for u in uploads} == {admin.username}
     if backend:
-        assert backend.objects() == sorted(u.stored_path for u in uploads)
+        assert backend.objects("inbox/") == sorted(u.stored_path for u in uploads)
     users = uploads.get(filename="users.csv")
     raw = client.get(reverse("web:upload_raw", args=[district.slug, users.pk]))
     assert raw["Content-Disposition"] == 'attachment; filename="users.csv"'

@@ -5,8 +5,14 @@ linked, in the backup as in the inbox), the roster snapshots of the roster token
 holds (any other is rebuilt from the database when needed), Django's secret key, and the
 district SFTP/FTPS folders. The SSH host keys and the FTPS certificate are in the database.
 Temporary folders (`tmp/`, `sftp-tmp/`, wizard samples) are not: nothing in them is kept.
-With uploads in S3 (ROSTERDROP_STORAGE_URL) the raw uploads are copied from the bucket
-(`copy_stored`), and a restore puts them back into the storage it runs with.
+With uploads in S3 (ROSTERDROP_STORAGE_URL) the raw uploads and the snapshots are copied from
+the bucket (`copy_stored`), and a restore puts them back into the storage it runs with; one that
+replaces deletes what rosterdrop keeps there that the backup does not hold.
+
+Not copied: the incremental read's kept lines (ingest/lines.py). They are derived from the files
+the roster was read from, and only spare work: a restored roster's next import reads its files
+in full and keeps their lines anew. A restore that replaces deletes the ones there, which
+describe a roster it replaced.
 """
 
 import contextlib
@@ -17,38 +23,46 @@ from pathlib import Path
 
 from django.conf import settings
 
+from rosterdrop import storage
 from rosterdrop.backup.database import Held
-from rosterdrop.inbox import storage
+from rosterdrop.ingest import lines
 from rosterdrop.intake import folder
-from rosterdrop.roster import hashes
+from rosterdrop.roster.hashes import keys
 
-# Replaced whole by a restore that replaces: they hold only what a backup brings back.
-RESTORED_FOLDERS = ("inbox", "roster", "sftp")
+# Replaced whole, in the data folder and in shared storage, by a restore that replaces: they
+# hold only what a backup brings back, and the lines derived from it.
+RESTORED_FOLDERS = ("inbox", "roster", "sftp", lines.FOLDER)
+
+
+def _stored(held: Held) -> list[str]:
+    """What the copy refers to in storage: the raw uploads, the roster snapshots."""
+    snapshots = [key for district, _slug, token in held.districts for key in keys(district, token)]
+    return list(dict.fromkeys(held.stored_paths + snapshots))
 
 
 def wanted(held: Held) -> list[str]:
     """What to copy, relative to the data folder."""
     data = settings.DATA_DIR
     paths = [data / "secret_key"]
-    for district, slug, token in held.districts:
-        paths += hashes.files(district, token)
+    for _district, slug, _token in held.districts:
         root = folder.district_root(slug)
         if root.is_dir():
             paths += [root / name for name, _st in folder.visible_files(root)]
     inside = [str(p.relative_to(data)) for p in paths if p.is_relative_to(data)]
-    uploads = held.stored_paths if storage.backend().local else []  # else: copy_stored
-    return list(dict.fromkeys(inside + uploads))
+    kept = _stored(held) if storage.shared() is None else []  # else: copy_stored
+    return list(dict.fromkeys(inside + kept))
 
 
 def copy_stored(held: Held, target: Path) -> dict:
-    """Copy the raw uploads from shared storage (S3) into `target`, by key; the manifest's
-    part: sha256 per key, and those gone meanwhile (retention) as missing."""
-    kept = storage.backend()
+    """Copy the raw uploads and snapshots from shared storage (S3) into `target`, by key; the
+    manifest's part: sha256 per key, and those gone meanwhile (retention, a newer snapshot) as
+    missing."""
+    kept = storage.shared()
     stored: dict[str, str] = {}
     missing: list[str] = []
-    if kept.local:  # in the data folder: copy_out has them
+    if kept is None:  # in the data folder: copy_out has them
         return {"stored": stored, "missing": missing}
-    for key in dict.fromkeys(held.stored_paths):
+    for key in _stored(held):
         out = target / key
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -115,6 +129,12 @@ def copy_in(source: Path, manifest: dict, replace: bool) -> None:
         _place(data / name, lambda tmp, first=first: os.link(data / first, tmp))
     for key in manifest.get("stored", {}):
         storage.backend().put_file(key, source / key)
+    bucket = storage.shared()
+    if replace and bucket is not None:
+        for name in RESTORED_FOLDERS:
+            for key in list(bucket.names(f"{name}/")):
+                if key not in manifest.get("stored", {}):
+                    bucket.delete(key)
 
 
 def _place(path: Path, make) -> None:

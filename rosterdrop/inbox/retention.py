@@ -25,8 +25,8 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from rosterdrop import storage
 from rosterdrop.audit.models import AuditEvent, record
-from rosterdrop.inbox import storage
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.signals import upload_purged
 from rosterdrop.inbox.store import inbox_dir, stored_file

@@ -13,9 +13,8 @@ from typing import IO
 from django.conf import settings
 from django.db import transaction
 
-from rosterdrop import process
+from rosterdrop import process, storage
 from rosterdrop.districts.models import District
-from rosterdrop.inbox import storage
 from rosterdrop.inbox.models import Upload
 from rosterdrop.timing import timed
 

@@ -24,10 +24,15 @@ A line's bytes are not all its meaning. What else decides it, and what this does
 - Other rows and files (duplicate keys, references to records removed meanwhile, a bad row
   keeping its old record): the records taken carry their keys and references on into the
   checks across rows and files, as if read.
+
+With shared storage (S3, `storage.shared`) the kept lines are there, not in the data folder,
+so that the next import reads them whichever host runs it: published from the import's work
+folder, read back checked against their sha256 (a file read whole, as from the data folder).
 """
 
 import hashlib
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -39,6 +44,7 @@ import pyarrow as pa
 import pyarrow.ipc
 from django.conf import settings
 
+from rosterdrop import storage
 from rosterdrop.ingest.columns import (
     HASH,
     KEY,
@@ -53,6 +59,9 @@ from rosterdrop.ingest.keys import TARGETS
 from rosterdrop.ingest.lookup import HashIndex
 from rosterdrop.ingest.spill import Spill
 
+log = logging.getLogger(__name__)
+
+FOLDER = "lines"
 # The Arrow schema metadata entry that says which layout a kept file's lines were read in.
 _LAYOUT = b"rosterdrop.layout"
 # Whether a kept line's row said a status (bulk files count those: validate.RowChecker).
@@ -72,8 +81,10 @@ class Layout:
     def digest(self) -> bytes:
         return hashlib.sha256(json.dumps(asdict(self)).encode()).hexdigest().encode()
 
-    def path(self, folder: Path) -> Path:
-        return folder / (hashlib.sha256(self.file.encode()).hexdigest()[:32] + ".arrow")
+    @property
+    def name(self) -> str:
+        """The name its kept lines are saved under."""
+        return hashlib.sha256(self.file.encode()).hexdigest()[:32] + ".arrow"
 
 
 class LastRead:
@@ -160,11 +171,18 @@ class LineFiles:
     def last(self, layout: Layout, spill: Spill) -> LastRead | None:
         """What the last read of the file in this layout kept (None: nothing, or another
         layout: the file is read in full)."""
-        path = layout.path(_folder(self.district_id, self.token))
+        key = f"{_folder(self.district_id, self.token)}/{layout.name}"
+        shared = storage.shared()
         try:
-            with pa.memory_map(str(path)) as source:
-                table = pa.ipc.open_file(source).read_all()
+            if shared is None:
+                with pa.memory_map(str(settings.DATA_DIR / key)) as source:
+                    table = pa.ipc.open_file(source).read_all()
+            else:
+                table = pa.ipc.open_file(pa.py_buffer(shared.read(key))).read_all()
         except (FileNotFoundError, pa.ArrowInvalid):
+            return None
+        except OSError as error:  # damaged, or storage unreachable: read in full
+            log.warning("kept lines %s not read: %s", key, error)
             return None
         if (table.schema.metadata or {}).get(_LAYOUT) != layout.digest():
             return None
@@ -179,13 +197,17 @@ class LineFiles:
             return
         table = frame.to_arrow().replace_schema_metadata({_LAYOUT: lines.layout.digest()})
         self.staged.mkdir(parents=True, exist_ok=True)
-        path = str(lines.layout.path(self.staged))
+        path = str(self.staged / lines.layout.name)
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
 
     def publish(self, token: int) -> None:
         """Name the staged lines for the roster `token` (committed), and drop the others."""
-        folder = _folder(self.district_id, token)
+        shared = storage.shared()
+        if shared is not None:
+            self._share(shared, token)
+            return
+        folder = settings.DATA_DIR / _folder(self.district_id, token)
         folder.parent.mkdir(parents=True, exist_ok=True)
         old = list(_others(folder.parent))
         for path in old:
@@ -195,9 +217,25 @@ class LineFiles:
         for path in folder.parent.glob(".gone-*"):
             shutil.rmtree(path, ignore_errors=True)
 
+    def _share(self, shared: storage.S3Bucket, token: int) -> None:
+        """Put the staged lines in shared storage under `token`, then delete the others; one
+        that fails is said in the log, never the sync's failure (the next read is full)."""
+        published = []
+        try:
+            for path in sorted(self.staged.glob("*")) if self.staged.exists() else ():
+                published.append(f"{_folder(self.district_id, token)}/{path.name}")
+                shared.put_file(published[-1], path)
+            for old in list(shared.names(f"{FOLDER}/{int(self.district_id)}/")):
+                if old not in published:
+                    shared.delete(old)
+        except Exception as error:
+            log.warning("kept lines of district %s not shared: %s", self.district_id, error)
 
-def _folder(district_id: int, token: int) -> Path:
-    return settings.DATA_DIR / "lines" / str(int(district_id)) / f"t{int(token)}"
+
+def _folder(district_id: int, token: int) -> str:
+    """Where the lines kept for a roster token are, relative to the data folder and in shared
+    storage alike."""
+    return f"{FOLDER}/{int(district_id)}/t{int(token)}"
 
 
 def _others(folder: Path) -> Iterator[Path]:

@@ -30,9 +30,8 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from rosterdrop import process
+from rosterdrop import process, storage
 from rosterdrop.districts.models import District
-from rosterdrop.inbox import storage
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import states, syncs
 from rosterdrop.ingest.models import Sync, SyncStatus

@@ -29,10 +29,10 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 
-from rosterdrop import process
+from rosterdrop import process, storage
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.districts.models import District
-from rosterdrop.inbox import retention, storage, store
+from rosterdrop.inbox import retention, store
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.signals import upload_waiting
 

@@ -3,7 +3,7 @@ transports).
 
 The bytes go to a temp file in the district's staging folder (outside the folder the client
 sees), are hashed as they arrive and, when uploads are kept in S3, streamed there as they
-arrive (`inbox.storage`: a multipart upload, aborted unless the transfer is kept). Each
+arrive (`rosterdrop.storage`: a multipart upload, aborted unless the transfer is kept). Each
 write is checked before it is made: nothing past the end of what arrived (a write at a far
 offset would make the server fill the hole), no file past the size cap, no district past its
 storage quota; a refused write fails the whole transfer.

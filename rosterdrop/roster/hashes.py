@@ -6,6 +6,13 @@ person, role); reading millions of rows back through the database driver costs m
 whole comparison, so the snapshot is saved after each applied sync and named by the
 district's roster token. A missing or stale file is rebuilt from the database.
 
+With shared storage (S3, `storage.shared`), the snapshot and what it vouches for are also kept
+there when published, so that a worker on another host fetches the one the last sync wrote
+(checked against its sha256) instead of rebuilding it; this host's file is then a cache, named
+by the token, whose content a token never changes. What it vouches for may change under the
+same token (a sync that found nothing to change), so it is read from storage each time. Older
+tokens' objects are deleted as their files are.
+
 What matches records by hash reads the file's hash columns only, memory-mapped; the key strings
 of the few records that need them are read a batch at a time and let go (memory-mapped, taking
 a hundred thousand keys spread over 5M touched every page of them: 450 MB more resident).
@@ -13,6 +20,7 @@ a hundred thousand keys spread over 5M touched every page of them: 450 MB more r
 
 import contextlib
 import json
+import logging
 import mmap
 import os
 from collections.abc import Iterable, Iterator
@@ -27,21 +35,40 @@ import pyarrow as pa
 import pyarrow.ipc
 from django.conf import settings
 
-from rosterdrop import process
+from rosterdrop import process, storage
 from rosterdrop.roster import store
 from rosterdrop.roster.models import ENTITIES
 from rosterdrop.roster.schema import KEY
 from rosterdrop.timing import timed
 
+log = logging.getLogger(__name__)
+
 COLUMNS = list(store.SNAPSHOT_SCHEMA)
+FOLDER = "roster"
 
 
 def _folder() -> Path:
-    return settings.DATA_DIR / "roster"
+    return settings.DATA_DIR / FOLDER
+
+
+def _prefix(district_id: int) -> str:
+    """What the names of a district's snapshots, and what they vouch for, begin with."""
+    return f"{FOLDER}/{int(district_id)}-t"
+
+
+def keys(district_id: int, token: int) -> tuple[str, str]:
+    """The snapshot kept for `token` and what it vouches for, as keys relative to the data
+    folder and in shared storage alike (what a backup copies)."""
+    start = f"{_prefix(district_id)}{int(token)}"
+    return f"{start}.arrow", f"{start}.vouched.json"
 
 
 def _path(district_id: int, token: int) -> Path:
-    return _folder() / f"{int(district_id)}-t{int(token)}.arrow"
+    return settings.DATA_DIR / keys(district_id, token)[0]
+
+
+def _vouched_path(district_id: int, token: int) -> Path:
+    return settings.DATA_DIR / keys(district_id, token)[1]
 
 
 class Snapshot:
@@ -60,7 +87,8 @@ class Snapshot:
     def __init__(self, district_id: int, token: int):
         self.district_id, self.token = district_id, token
         path = _path(district_id, token)
-        if not self._open(path):
+        if not self._open(path) and not (_fetch(district_id, token) and self._open(path)):
+            log.info("rebuilding the snapshot %s-t%s from the database", district_id, token)
             with store.bulk_connection() as cur:
                 frame = store.snapshot(cur, district_id).sort("entity", maintain_order=True)
             save(district_id, token, frame)
@@ -156,12 +184,48 @@ class Snapshot:
         """Entity -> the context in which all the roster's records of it were checked
         (ingest/vouched.py); nothing if not known, as for a snapshot rebuilt from the
         database."""
+        shared = storage.shared()
         with contextlib.suppress(FileNotFoundError, ValueError):
-            vouched: dict[str, str] = json.loads(
-                _vouched_path(self.district_id, self.token).read_text()
-            )
+            if shared is None:
+                text = _vouched_path(self.district_id, self.token).read_bytes()
+            else:
+                text = shared.read(keys(self.district_id, self.token)[1])
+            vouched: dict[str, str] = json.loads(text)
             return vouched
         return {}
+
+
+def _fetch(district_id: int, token: int) -> bool:
+    """Fetch the snapshot for `token` from shared storage into this host's file; whether it
+    was there, whole. This host's snapshots of other tokens go (a host keeps one per
+    district, as the one that wrote them does)."""
+    shared = storage.shared()
+    if shared is None:
+        return False
+    key, path = keys(district_id, token)[0], _path(district_id, token)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = process.mkstemp(f"{int(district_id)}-", path.parent, suffix=".tmp")
+    os.close(fd)
+    os.unlink(name)
+    try:
+        shared.get_file(key, Path(name))
+    except FileNotFoundError:
+        return False
+    except OSError as error:  # damaged, or storage unreachable: rebuilt instead
+        log.warning("snapshot %s not fetched from storage: %s", key, error)
+        Path(name).unlink(missing_ok=True)
+        return False
+    os.replace(name, path)
+    _drop_others(district_id, (path, _vouched_path(district_id, token)))
+    log.info("fetched the snapshot %s from storage", key)
+    return True
+
+
+def _drop_others(district_id: int, kept: tuple[Path, ...]) -> None:
+    """Delete this host's files of the district's other tokens."""
+    for old in _folder().glob(f"{int(district_id)}-t*"):
+        if old not in kept:
+            old.unlink(missing_ok=True)
 
 
 # What a plan compares: the snapshot's columns but the entity and the key strings.
@@ -237,19 +301,24 @@ def publish(district_id: int, token: int, staged: Path, vouched: dict[str, str])
     path = _path(district_id, token)
     vouch(district_id, token, vouched)
     staged.replace(path)
-    kept = (path, _vouched_path(district_id, token))
-    for old in _folder().glob(f"{int(district_id)}-t*"):
-        if old not in kept:
-            old.unlink(missing_ok=True)
+    _drop_others(district_id, (path, _vouched_path(district_id, token)))
+    shared = storage.shared()
+    if shared is not None:
+        with _shared_failure_logged(path):
+            shared.put_file(keys(district_id, token)[0], path)
+            for old in list(shared.names(_prefix(district_id))):
+                if old not in keys(district_id, token):
+                    shared.delete(old)
 
 
-def files(district_id: int, token: int) -> tuple[Path, Path]:
-    """The snapshot kept for `token` and what it vouches for (what a backup copies)."""
-    return _path(district_id, token), _vouched_path(district_id, token)
-
-
-def _vouched_path(district_id: int, token: int) -> Path:
-    return _folder() / f"{int(district_id)}-t{int(token)}.vouched.json"
+@contextlib.contextmanager
+def _shared_failure_logged(path: Path) -> Iterator[None]:
+    """A snapshot not kept in shared storage is no loss (the roster it describes is
+    committed, and another host rebuilds it): said in the log, never the sync's failure."""
+    try:
+        yield
+    except Exception as error:
+        log.warning("snapshot %s not kept in shared storage: %s", path.name, error)
 
 
 def vouch(district_id: int, token: int, vouched: dict[str, str]) -> None:
@@ -257,9 +326,14 @@ def vouch(district_id: int, token: int, vouched: dict[str, str]) -> None:
     path = _vouched_path(district_id, token)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = process.mkstemp(f"{int(district_id)}-", path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(vouched, f)
+    data = json.dumps(vouched).encode()
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     os.replace(name, path)
+    shared = storage.shared()
+    if shared is not None:
+        with _shared_failure_logged(path):
+            shared.put(keys(district_id, token)[1], data)
 
 
 @timed("save")

@@ -20,7 +20,7 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from rosterdrop import process
+from rosterdrop import process, storage
 from rosterdrop.accounts.decorators import audit_admin, district_view
 from rosterdrop.custom.models import ImportTemplate
 from rosterdrop.custom.templates import (
@@ -36,7 +36,6 @@ from rosterdrop.custom.templates import (
 )
 from rosterdrop.formats import CUSTOM, FORMATS
 from rosterdrop.formats.spec import Type
-from rosterdrop.inbox import storage
 from rosterdrop.ingest.findings import Failure
 from rosterdrop.web.downloads import attachment
 from rosterdrop.web.forms import TemplateKindForm, TemplateSampleForm, TemplateSaveForm

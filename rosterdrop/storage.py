@@ -1,6 +1,8 @@
-"""Where raw uploads are kept: the data folder (the default) or an S3-compatible bucket
-(ROSTERDROP_STORAGE_URL=s3://bucket/prefix, through boto3 and its own AWS_* settings), so that
-every front end and worker of a deployment stores, reads and deletes the same bytes.
+"""Where raw uploads, and what every host must share, are kept: the data folder (the default) or
+an S3-compatible bucket (ROSTERDROP_STORAGE_URL=s3://bucket/prefix, through boto3 and its own
+AWS_* settings), so that every front end and worker of a deployment stores, reads and deletes the
+same bytes. Below every app (pyproject's layers): the inbox keeps uploads in it, the roster its
+snapshots, the ingest its kept lines.
 
 A key is a path relative to the data folder (`inbox/SLUG/NAME`), the same under both backends;
 it is what `Upload.stored_path` holds. Bytes come in as a `Pending` (hashed as they are
@@ -15,6 +17,7 @@ import contextlib
 import errno
 import functools
 import hashlib
+import io
 import logging
 import os
 import queue
@@ -41,6 +44,9 @@ HASH_BLOCK = 1 << 20
 # S3 multipart parts: at least 5 MiB except the last (S3's rule); 8 MiB parts reach 80 GB in
 # S3's 10,000 parts, far past the largest upload allowed (ROSTERDROP_SFTP_MAX_FILE_SIZE).
 PART_SIZE = 8 << 20
+
+# The object metadata entry (x-amz-meta-sha256) with the sha256 of what `put` and `put_file` kept.
+SHA256 = "sha256"
 
 # (a file, its sha256 if known) -> (key, sha256) of an earlier kept upload of the same bytes,
 # hashing the file only if needed (inbox.store knows the uploads; the backends only bytes).
@@ -595,13 +601,57 @@ class S3Bucket:
             Key=self.name(key),
             Body=data,
             ChecksumSHA256=_b64(sha.digest()),
+            Metadata={SHA256: sha.hexdigest()},
         )
 
     def put_file(self, key: str, source: Path) -> None:
-        """boto3's managed transfer: multipart for a large file, each part checksummed."""
+        """boto3's managed transfer: multipart for a large file, each part checksummed; the
+        whole file's sha256 goes with it, for `get_file` to check."""
+        with open(source, "rb", buffering=0) as f:
+            sha = hashlib.file_digest(f, "sha256").hexdigest()
         self.client.upload_file(
-            str(source), self.bucket, self.name(key), ExtraArgs={"ChecksumAlgorithm": "SHA256"}
+            str(source),
+            self.bucket,
+            self.name(key),
+            ExtraArgs={"ChecksumAlgorithm": "SHA256", "Metadata": {SHA256: sha}},
         )
+
+    def get_file(self, key: str, target: Path) -> None:
+        """A new file at `target` with the bytes `put` or `put_file` kept under `key`, checked
+        against the sha256 they were kept with; FileNotFoundError if none are."""
+        with open(target, "xb") as out:
+            self._get_checked(key, out)
+
+    def read(self, key: str) -> bytes:
+        """The bytes `put` or `put_file` kept under `key`, checked as `get_file` does."""
+        data = io.BytesIO()
+        self._get_checked(key, data)
+        return data.getvalue()
+
+    def _get_checked(self, key: str, out: IO[bytes]) -> None:
+        """Write the object's bytes to `out`, checked against the sha256 it was kept with."""
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.name(key))
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(errno.ENOENT, f"{self.shown(key)} is not in storage") from None
+        digest = hashlib.sha256()
+        with contextlib.closing(answer["Body"]) as body:
+            for chunk in iter(lambda: body.read(HASH_BLOCK), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != answer.get("Metadata", {}).get(SHA256):
+            raise OSError(errno.EIO, f"{self.shown(key)} does not hold the bytes it was kept with")
+
+    def names(self, prefix: str) -> Iterator[str]:
+        """The keys that begin with `prefix`."""
+        pages = self.client.get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=self.bucket, Prefix=self.name(prefix)):
+            for item in page.get("Contents", []):
+                yield self._key(item["Key"])
+
+    def _key(self, name: str) -> str:
+        """The key of an object's name in the bucket (`name`'s inverse)."""
+        return name.removeprefix(f"{self.prefix}/") if self.prefix else name
 
     def prune(self, folder: str, before: float) -> int:
         pruned = 0
@@ -700,3 +750,10 @@ def _backend(url: str, root: Path) -> LocalFolder | S3Bucket:
 def backend() -> Storage:
     """The storage this deployment's settings name."""
     return _backend(settings.STORAGE_URL, settings.DATA_DIR)
+
+
+def shared() -> S3Bucket | None:
+    """The deployment's shared storage (S3), or None for the data folder, where what it would
+    share is already this host's files."""
+    kept = _backend(settings.STORAGE_URL, settings.DATA_DIR)
+    return kept if isinstance(kept, S3Bucket) else None
