@@ -2,10 +2,15 @@
 front end lists, serves, renames and deletes the same files (the inbox's rows and the bucket's
 objects), so a balancer may send a district's next connection to any of them."""
 
+import shutil
+
 import psycopg
 import pytest
 from ftps_fixtures import lftp
 from sftp_fixtures import ORGS, SETUP, Server
+
+from rosterdrop.intake import folder
+from rosterdrop.intake.worker import import_set
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +44,7 @@ def test_front_ends_on_one_bucket_show_one_folder(make_server, postgres_database
     assert not list((second.data_dir / "tmp").rglob("*"))  # the download's copy is gone
 
     # Renamed through one front end, downloaded, renamed again and deleted over FTPS through
-    # the other; the upload stays in the inbox, only unlisted.
+    # the other: no import had taken it (no worker runs), so it is withdrawn, bytes and all.
     second.openssh("rename orgs.csv kept.csv\n")
     got = tmp_path / "ftps.csv"
     ftps = lftp(first, f"cls -1; get kept.csv -o {got}; mv kept.csv k2.csv", implicit=True)
@@ -52,5 +57,23 @@ def test_front_ends_on_one_bucket_show_one_folder(make_server, postgres_database
     assert listed(second) == []
     assert listed(first) == ["orgs.csv.filepart"]
     with psycopg.connect(url) as db:
-        [(stored,)] = db.execute("select stored_path from inbox_upload")
-    assert s3.objects() == [stored]
+        [upload] = db.execute("select stored_path, status, purged_at is not null from inbox_upload")
+        [audit] = db.execute("select login, detail from audit_auditevent where kind = 'retention'")
+    assert upload == ("", "expired", True)
+    assert s3.objects() == []
+    assert audit[0] == "alpha_admin_district_st" and audit[1].startswith("deleted raw upload")
+
+
+def test_a_file_an_import_took_keeps_its_record_when_deleted(district, school, s3, tmp_path):
+    """Deleted from the shared folder after its import: it leaves the listing, the upload and
+    its bytes stay (the sync refers to them; retention deletes them in time)."""
+    sent = tmp_path / "orgs.csv"
+    shutil.copy(school / "orgs.csv", sent)
+    upload = folder.complete(district, "orgs.csv", sent, "sftp", "lftp", "127.0.0.1")
+    import_set(district, [upload])
+    root = folder.open_root(district.slug)
+    folder.remove(district, root, "orgs.csv", "lftp", "127.0.0.1")
+    upload.refresh_from_db()
+    assert folder.listing(district, root) == []
+    assert (upload.status, upload.outcome, upload.purged_at) == ("imported", "Applied.", None)
+    assert s3.objects("inbox/") == [upload.stored_path]

@@ -76,7 +76,19 @@ def purge(now: datetime | None = None) -> list[Purged]:
     return purged
 
 
-def _purge(upload: Upload, links: dict[Inode, list[Path]], now: datetime) -> Purged:
+def discard(upload: Upload, login: str, ip: str | None) -> Purged:
+    """Delete the bytes of an upload that will never be imported now, not at its expiry (the
+    district deleted it from its shared folder before its import: intake.folder)."""
+    return _purge(upload, {}, timezone.now(), login, ip)
+
+
+def _purge(
+    upload: Upload,
+    links: dict[Inode, list[Path]],
+    now: datetime,
+    login: str = AUDIT_LOGIN,
+    ip: str | None = None,
+) -> Purged:
     done = Purged(upload)
     kept = storage.backend()
     if kept.local:
@@ -91,7 +103,7 @@ def _purge(upload: Upload, links: dict[Inode, list[Path]], now: datetime) -> Pur
     upload.purged_at = now
     upload.save(update_fields=["stored_path", "purged_at"])
     upload_purged.send(sender=Upload, upload=upload)
-    _audit(done)
+    _audit(done, login, ip)
     return done
 
 
@@ -164,7 +176,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _audit(done: Purged) -> None:
+def _audit(done: Purged, login: str, ip: str | None) -> None:
     upload = done.upload
     if done.shared:
         left = "the same bytes stay, kept by a later upload"
@@ -176,7 +188,8 @@ def _audit(done: Purged) -> None:
     paths = ", ".join(done.deleted) or "nothing in storage"
     record(
         AuditEvent.Kind.RETENTION,
-        login=AUDIT_LOGIN,
+        login=login,
+        ip=ip,
         detail=f"deleted raw upload {upload.pk} {upload.filename} of {upload.district.slug} "
         f"(sha256 {upload.sha256}): {paths}; {left}",
     )

@@ -35,6 +35,7 @@ from rosterdrop.districts.models import District
 from rosterdrop.inbox import retention, store
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.signals import upload_waiting
+from rosterdrop.ingest import states
 
 log = logging.getLogger(__name__)
 
@@ -202,12 +203,27 @@ def open_file(district: District, root: Path, name: str) -> BinaryIO:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def remove(district: District, root: Path, name: str) -> None:
-    """Delete a file from the folder (a shared folder's upload stays in the inbox, unlisted)."""
+def remove(district: District, root: Path, name: str, login: str, ip: str | None) -> None:
+    """Delete a file from the folder. A shared folder's file is its upload: one no import has
+    taken yet is withdrawn (`_withdraw`); one an import took stays in the inbox, unlisted."""
     if _is_local(name):
         os.remove(root / name)
-    elif not _kept(district).filter(folder_name=name).update(folder_name=""):
+        return
+    upload = _shown(district, name)
+    if upload is None or not _kept(district).filter(folder_name=name).update(folder_name=""):
         raise missing("No such file")
+    _withdraw(upload, login, ip)
+
+
+def _withdraw(upload: Upload, login: str, ip: str | None) -> None:
+    """An upload deleted from the shared folder before any import took it is gone, as the
+    district meant (what SFTPGo does with a deleted file): never imported, its bytes deleted
+    now (unless another upload keeps the same ones), audited. An import that took it meanwhile
+    keeps it: that upload has a sync, and its record stays."""
+    untaken = Upload.objects.filter(pk=upload.pk, syncs__isnull=True).exists()
+    why = f"Deleted from the upload folder by {login} before its import began; not imported."
+    if untaken and states.settle([upload], Upload.Status.EXPIRED, why, waiting_only=True):
+        retention.discard(upload, login, ip)
 
 
 def _show(upload: Upload, name: str) -> None:

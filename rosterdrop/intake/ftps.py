@@ -161,7 +161,10 @@ class DistrictFS(AbstractedFS):
     def remove(self, path: str) -> None:
         if path == self.root:
             raise folder.refused("Is a folder")
-        folder.remove(self.district, self.home, self._name(path))
+        channel = self.cmd_channel
+        folder.remove(
+            self.district, self.home, self._name(path), channel.login.name, channel.remote_ip
+        )
 
     # What listings, SIZE, MDTM and RNFR ask of a file: the folder's answer, not the disk's
     # (a shared folder's files are in storage).

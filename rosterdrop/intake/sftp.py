@@ -258,7 +258,9 @@ class RosterSFTPServer(asyncssh.SFTPServer):
         name, _ = self._local(path)
         if not name:
             raise asyncssh.SFTPPermissionDenied("Is a folder")
-        await _in_folder(folder.remove, self.district, self.root, name)
+        await _in_folder(
+            folder.remove, self.district, self.root, name, self.login.name, self.state.ip
+        )
 
     def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         raise asyncssh.SFTPPermissionDenied("Folders cannot be created here")
