@@ -384,3 +384,13 @@ def test_district_moving_from_sds_v1_to_oneroster_keeps_people_and_classes(
     again = import_path(district, tmp_path / "or")
     assert again.status == "no_changes"
     assert again.message == "Nothing changed since the last sync."
+    # Back to SDS v1: every enrollment comes back under its old ID, the OneRoster ones are left
+    # tobedeleted; a rename back, not a mass removal for the removal guard to hold.
+    district.format = "sds-v1"
+    district.save()
+    back = import_path(district, SDS / "v1-us" / "100 Users")
+    assert back.status == "applied", back.message
+    assert back.changes["enrollments"]["reactivated"] == 630
+    assert back.changes["enrollments"]["removed"] == 630
+    gone = enrollments.filter(status="tobedeleted", changed_sync_id=back.pk)
+    assert gone.count() == 630 and not gone.exclude(sourced_id__startswith="E").exists()

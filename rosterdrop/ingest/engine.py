@@ -378,7 +378,7 @@ def _decide(plan: Plan, district: District, checked: Checked, approved: bool) ->
     if over and not approved:
         worst = max(over, key=lambda p: p.removal_share)
         return "held", (
-            f"This sync would remove {len(worst.removed)} of {worst.active_before} "
+            f"This sync would remove {worst.guarded_removals} of {worst.active_before} "
             f"{worst.entity} ({_percent(worst.removal_share)}), more than the "
             f"{_percent(threshold)} allowed; it waits for approval."
         )

@@ -51,6 +51,10 @@ class EntityPlan:
     # _row numbers of a delta's tobedeleted rows naming no record of the roster: nothing to
     # remove, and the district is told (engine.py).
     unknown: pl.Series = field(default_factory=lambda: pl.Series(ROW, [], pl.UInt32))
+    # Removed records whose natural key comes back under an ID the roster holds tobedeleted,
+    # reactivated: a rename back (a renamed record left its old ID so), not a removal for the
+    # removal guard.
+    renamed_back: int = 0
 
     @property
     def counts(self) -> dict[str, int]:
@@ -63,8 +67,13 @@ class EntityPlan:
         }
 
     @property
+    def guarded_removals(self) -> int:
+        """The removals the removal guard counts: renames back are none."""
+        return len(self.removed) - self.renamed_back
+
+    @property
     def removal_share(self) -> float:
-        return len(self.removed) / self.active_before if self.active_before else 0.0
+        return self.guarded_removals / self.active_before if self.active_before else 0.0
 
 
 @dataclass
@@ -282,10 +291,15 @@ def plan_entity(
         kept=left,
         unknown=unknown,
     )
-    if NATURAL in incoming.columns and len(plan.added):
-        arriving = live.select(ROW, KEY, NATURAL).filter(pl.col(ROW).is_in(plan.added.implode()))
+    if NATURAL in incoming.columns and len(plan.removed):
         leaving = pl.DataFrame({"_old_key": plan.removed, NATURAL: current[NATURAL].gather(gone)})
-        _match_renamed(plan, arriving, leaving)
+        arriving = live.select(ROW, KEY, NATURAL)
+        if len(plan.added):
+            _match_renamed(plan, arriving.filter(pl.col(ROW).is_in(plan.added.implode())), leaving)
+        if len(plan.reactivated):
+            returning = arriving.filter(pl.col(ROW).is_in(plan.reactivated.implode()))
+            still = leaving.filter(pl.col("_old_key").is_in(plan.removed.implode()))
+            plan.renamed_back = _pairs(returning, still).height
     return plan
 
 
@@ -345,12 +359,19 @@ def _match_renamed(plan: EntityPlan, new: pl.DataFrame, leaving: pl.DataFrame) -
     """
     if not len(plan.added) or not len(plan.removed):
         return
-    arriving = new.select(ROW, KEY, NATURAL).drop_nulls(NATURAL)
-    arriving = arriving.unique(subset=NATURAL, keep="none")
-    leaving = leaving.drop_nulls(NATURAL).unique(subset=NATURAL, keep="none")
-    pairs = arriving.join(leaving, on=NATURAL).select(ROW, KEY, "_old_key")
+    pairs = _pairs(new, leaving)
     if not pairs.height:
         return
     plan.renamed = pairs
     plan.added = plan.added.filter(~plan.added.is_in(pairs[ROW].implode()))
     plan.removed = plan.removed.filter(~plan.removed.is_in(pairs["_old_key"].implode()))
+
+
+def _pairs(arriving: pl.DataFrame, leaving: pl.DataFrame) -> pl.DataFrame:
+    """Arriving records (_row, _key, _natural) paired with leaving ones (_old_key, _natural)
+    by natural key hash: _row, _key, _old_key. A natural key that appears more than once on
+    either side is ambiguous and left out."""
+    arriving = arriving.select(ROW, KEY, NATURAL).drop_nulls(NATURAL)
+    arriving = arriving.unique(subset=NATURAL, keep="none")
+    leaving = leaving.drop_nulls(NATURAL).unique(subset=NATURAL, keep="none")
+    return arriving.join(leaving, on=NATURAL).select(ROW, KEY, "_old_key")
