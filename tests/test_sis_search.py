@@ -128,13 +128,21 @@ def test_a_zip_member_is_searched_as_read(district, school, tmp_path):
             assert found.rows
 
 
+SEARCHED = {
+    "users.csv": "sourcedId, username, givenName, familyName, middleName, identifier",
+    "enrollments.csv": "sourcedId, classSourcedId, schoolSourcedId, userSourcedId",
+    "demographics.csv": "sourcedId",
+}
+
+
 @pytest.mark.parametrize(
     ("name", "line"), [("users.csv", 8), ("enrollments.csv", 7), ("demographics.csv", 7)]
 )
 def test_the_page_reads_only_the_rows_it_shows(s3, sent, district, admin, school, name, line):
     """Every read of the raw upload is a ranged one, of a few rows: the file is never read
     whole for a search (it was, and fetched from S3 first, on every request; enrollments.csv
-    and demographics.csv until they were indexed too)."""
+    and demographics.csv until they were indexed too). The page says which columns it
+    searched (not every cell, as reading the file did)."""
     table = rows(school / name)
     upload = Upload.objects.get(district=district, filename=name)
     reads: list[dict] = []
@@ -147,8 +155,8 @@ def test_the_page_reads_only_the_rows_it_shows(s3, sent, district, admin, school
         {"upload": upload.pk, "file": name, "q": table[6][0].upper()},
     )
     text = page.content.decode()
-    assert "1 row containing" in text and table[6][0] in text
-    assert f'<td class="num">{line}</td>' in text
+    assert f"1 row containing “{table[6][0].upper()}” in {SEARCHED[name]}." in text
+    assert table[6][0] in text and f'<td class="num">{line}</td>' in text
     assert reads and all("Range" in r for r in reads), reads
     ranges = [r["Range"].removeprefix("bytes=").split("-") for r in reads]
     read = sum(int(last) - int(first) + 1 for first, last in ranges)

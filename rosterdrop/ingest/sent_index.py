@@ -73,6 +73,16 @@ def searched_columns(spec: FileSpec) -> set[str]:
     }
 
 
+def searched_in(header: list[str], spec: FileSpec) -> list[int]:
+    """The positions in a file's header of the columns its index keeps."""
+    wanted = searched_columns(spec)
+    return [
+        i
+        for i, name in enumerate(header)
+        if (column := spec.column(name.lstrip("\ufeff"))) and column.name in wanted
+    ]
+
+
 def text(raw: bytes, fallback: str) -> str:
     """A row's bytes as text: UTF-8, or the district's fallback encoding where it is not."""
     try:
@@ -269,12 +279,7 @@ def _build(stream: BinaryIO, spec: FileSpec, fallback: str, save: Save) -> _Buil
         return None
     try:
         header = _header(_chunks(stream, head), fallback)
-        wanted = searched_columns(spec)
-        columns = [
-            i
-            for i, name in enumerate(header.cells)
-            if (column := spec.column(name.lstrip("\ufeff"))) and column.name in wanted
-        ]
+        columns = searched_in(header.cells, spec)
         if not columns:
             return None
         rows, width = _Rows(header.end, save), len(header.cells)

@@ -3,7 +3,7 @@ the pipeline's own decode stage: a page of the SIS data, and the rows issues are
 
 import csv
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import Failure
@@ -16,6 +16,8 @@ class Rows:
     rows: list[tuple[int, list[str]]]  # (first physical line, cells)
     matched: int  # rows matching the search, including those past the page
     error: str = ""
+    # The columns a search looked in (an index's: ID and name cells); none: every cell.
+    searched: list[str] = field(default_factory=list, compare=False)
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:

@@ -6,6 +6,7 @@ import csv
 import io
 from collections.abc import Iterator
 
+from rosterdrop.formats import get_format
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import local_copy, read_spans
 from rosterdrop.ingest import sent_index
@@ -65,7 +66,19 @@ def indexed_rows(
         header=cells[0],
         rows=[(line, row) for (line, _), row in zip(found.rows, cells[1:], strict=True)],
         matched=found.matched,
+        searched=_searched(upload, name, cells[0]),
     )
+
+
+def _searched(upload: Upload, name: str, header: list[str]) -> list[str]:
+    """The header names of the columns the index searched, for the page to say so."""
+    try:
+        spec = get_format(upload.district.format, upload.district.slug)
+    except ValueError:
+        return []
+    claimed = spec.claim(name).name
+    file_spec = spec.file(claimed) if claimed else None
+    return [header[i] for i in sent_index.searched_in(header, file_spec)] if file_spec else []
 
 
 def _read(upload: Upload, name: str, spans: list[tuple[int, int]]) -> list[bytes]:
