@@ -314,6 +314,15 @@ def test_a_delta_after_a_renamed_id_deletes_the_old_id(tmp_path, school):
     del now["manifest.csv"], copied["manifest.csv"]
     assert copied == now
     assert not MODELS["enrollments"].objects.filter(district=copy, sourced_id=old, status="active")
+    # The roster keeps the old ID tobedeleted, as a removal leaves one; a bulk package has
+    # active records only.
+    assert (
+        MODELS["enrollments"].objects.get(district=source, sourced_id=old).status == "tobedeleted"
+    )
+    assert (
+        old.encode() not in now["enrollments.csv"]
+        and b"renamed-enrollment" in now["enrollments.csv"]
+    )
 
 
 def test_the_api_serves_the_package(district, school, operator):

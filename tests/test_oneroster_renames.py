@@ -152,25 +152,36 @@ slugs = itertools.count()
 )
 @given(
     syncs=st.lists(
-        st.tuples(*[st.sampled_from([None, *range(IDS)])] * CHANGED), min_size=1, max_size=4
+        st.tuples(st.booleans(), st.tuples(*[st.sampled_from([None, *range(IDS)])] * CHANGED)),
+        min_size=1,
+        max_size=4,
     )
 )
 def test_a_poller_of_changes_ends_with_exactly_the_roster(tmp_path, syncs):
-    """Syncs that remove, add back and rename a few enrollments; after each, a poller that
-    applies the `dateLastModified>` pages to its copy holds exactly the roster's active IDs."""
+    """Syncs, full files or deltas, that remove, add back and rename a few enrollments; after
+    each, a poller that applies the `dateLastModified>` pages to its copy holds exactly the
+    roster's active IDs, which are those sent."""
     slug = f"poller-{next(slugs)}"
     district = District.objects.create(slug=slug, name=slug, format="oneroster-1.1")
     folder = tmp_path / slug
     table = rows(SCHOOL_SMALL / "enrollments.csv")
     base = f"/oneroster/{slug}/ims/oneroster/rostering/v1p2"
-    sync_files(folder, table, (0,) * CHANGED)
-    assert import_path(district, folder).status == "applied"
+    state = (0,) * CHANGED
+    assert import_path(district, full_files(folder, table, state)).status == "applied"
     app = reader(slug=slug)
     everything = read_all(app, base, "/enrollments", limit=1000)
     copy = {e["sourcedId"] for e in everything if e["status"] == "active"}
     stamp = max(e["dateLastModified"] for e in everything)
-    for sent in syncs:
-        sync = import_path(district, sync_files(folder, table, sent))
+    for n, (as_delta, sent) in enumerate(syncs):
+        if as_delta:
+            changes = delta_rows(table, state, sent)
+            files = delta(tmp_path / f"{slug}-{n}", "1.1", {"enrollments": [table[0], *changes]})
+        else:
+            files = full_files(folder, table, sent)
+        state = sent
+        if as_delta and not changes:
+            continue
+        sync = import_path(district, files)
         assert sync.status in ("applied", "no_changes"), sync.message
         changed = read_all(app, base, "/enrollments", filter=f"dateLastModified>'{stamp}'")
         for record in changed:
@@ -181,20 +192,42 @@ def test_a_poller_of_changes_ends_with_exactly_the_roster(tmp_path, syncs):
         stamp = max([stamp, *(e["dateLastModified"] for e in changed)])
         active = records(district, "enrollments").filter(status="active")
         assert copy == set(active.values_list("sourced_id", flat=True))
-        assert copy == {r[0] for r in rows(folder / "enrollments.csv")[1:]}
+        assert copy == {r[0] for r in sent_rows(table, state)} | {
+            r[0] for r in table[CHANGED + 1 :]
+        }
 
 
-def sync_files(folder: Path, table: list[list[str]], sent: tuple) -> Path:
-    """The small school with its first CHANGED enrollments as `sent` says: left out (None),
-    under their own ID (0) or under another of theirs (1, 2...)."""
+def as_sent(row: list[str], i: int) -> list[str]:
+    """One of the first CHANGED enrollments under its own ID (0) or another of its own."""
+    return [f"{row[0]}-{i}" if i else row[0], *row[1:]]
+
+
+def sent_rows(table: list[list[str]], sent: tuple) -> list[list[str]]:
+    """The first CHANGED enrollments as `sent` says: left out (None), or under an ID."""
+    return [
+        as_sent(r, i) for r, i in zip(table[1 : CHANGED + 1], sent, strict=True) if i is not None
+    ]
+
+
+def full_files(folder: Path, table: list[list[str]], sent: tuple) -> Path:
+    """The small school with its first CHANGED enrollments as `sent` says."""
     if not folder.exists():
         folder.mkdir()
         for source in SCHOOL_SMALL.iterdir():
             (folder / source.name).write_bytes(source.read_bytes())
-    chosen = [
-        [f"{row[0]}-{i}" if i else row[0], *row[1:]]
-        for row, i in zip(table[1 : CHANGED + 1], sent, strict=True)
-        if i is not None
-    ]
-    write(folder / "enrollments.csv", [table[0], *chosen, *table[CHANGED + 1 :]])
+    write(folder / "enrollments.csv", [table[0], *sent_rows(table, sent), *table[CHANGED + 1 :]])
     return folder
+
+
+def delta_rows(table: list[list[str]], was: tuple, sent: tuple) -> list[list[str]]:
+    """The delta from `was` to `sent`: the ID an enrollment leaves tobedeleted, the one it
+    takes active (together, a rename)."""
+    changes = []
+    for row, before, now in zip(table[1 : CHANGED + 1], was, sent, strict=True):
+        if before == now:
+            continue
+        if before is not None:
+            changes.append([as_sent(row, before)[0], "tobedeleted", *row[2:]])
+        if now is not None:
+            changes.append([as_sent(row, now)[0], "active", *row[2:]])
+    return changes
