@@ -7,6 +7,8 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.ipc
 import pytest
 from django.conf import settings as django_settings
 from helpers import rows_through
@@ -80,6 +82,27 @@ def test_a_changed_layout_is_read_in_full(district, school, read):
     read.clear()
     import_path(district, school)
     assert read["enrollments.csv"] == len(enrollments) - 1
+
+
+def test_lines_kept_in_another_format_are_read_in_full_and_kept_anew(district, school, read):
+    """Kept lines an earlier version wrote (an Arrow file, not a stream) are not taken: the
+    file is read in full, and its lines kept again for the next read."""
+    _imported(district, school)
+    kept = list((django_settings.DATA_DIR / "lines").glob("*/t*/*.arrow"))
+    assert kept
+    for path in kept:
+        with pa.OSFile(str(path)) as source:
+            table = pa.ipc.open_stream(source).read_all().unify_dictionaries()
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    enrollments = _lines(school / "enrollments.csv")
+    for line, end in ((3, b"2026-06-09"), (4, b"2026-06-08")):
+        enrollments[line] = enrollments[line].replace(b"2026-06-10", end)
+        (school / "enrollments.csv").write_bytes(b"".join(enrollments))
+        read.clear()
+        assert import_path(district, school).status == "applied"
+        # Read in full at first; then only the line that differs.
+        assert read["enrollments.csv"] == (len(enrollments) - 1 if line == 3 else 1)
 
 
 def _dump(district: District) -> list[tuple]:

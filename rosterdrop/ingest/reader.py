@@ -140,8 +140,8 @@ class Reader:
             self.log.extend(decoded.findings)
             self.log.extend(table.findings)
             self.files.append(FileRead(file.name, checker.rows, decoded.encoding))
-            if lines is not None and self.lines is not None:
-                self.lines.stage(lines)
+            if lines is not None:
+                lines.close()
 
     def _lines_of(self, file: FileSpec, table: Table, encoding: str) -> FileLines | None:
         """A file whose rows the roster vouches for is read line by line, its lines kept for
@@ -151,8 +151,7 @@ class Reader:
         if self.lines is None or output.explode or output.unpivot:
             return None
         layout = self.lines.layout(file.name, table.header, table.delimiter, encoding)
-        lines = FileLines(layout, output.entity)
-        lines.last = self.lines.last(layout, self._spill_of(output.entity))
+        lines = self.lines.open(layout, output.entity, self._spill_of(output.entity))
         table.hash_lines, table.known = True, lines.last
         return lines
 
