@@ -101,6 +101,7 @@ def single(work: Path) -> dict:
 
 
 def cluster(work: Path) -> dict:
+    work.mkdir(parents=True)
     figures = work / "cluster.json"
     env = {**os.environ, "ROSTERDROP_CLUSTER_FIGURES": str(figures)}
     subprocess.run(
