@@ -8,6 +8,7 @@ import zipfile
 from unittest.mock import patch
 
 import hypothesis
+import numpy as np
 import pytest
 from django.urls import reverse
 from django.utils import timezone
@@ -21,7 +22,7 @@ from rosterdrop.formats import get_format
 from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import sent_index
-from rosterdrop.ingest.models import SentBlock, SentFile
+from rosterdrop.ingest.models import SentBlock, SentFile, SentValues
 from rosterdrop.ingest.sent_rows import read_rows
 from rosterdrop.ingest.syncs import import_path
 from rosterdrop.web.sis import indexed_rows, members
@@ -32,11 +33,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def sent(district, school, monkeypatch):
     """The small school with a student named with accents, an enrollment with an accented ID,
-    and rows holding a line break in a quoted cell (so that rows and physical lines differ),
-    imported in blocks of 16 rows read 2 KiB at a time: enrollments.csv's first chunks are
+    and rows holding a line break in a quoted cell (so that rows and physical lines differ;
+    one in an enrollment's ID),
+    imported in blocks of 16 rows read 2 KiB at a time, the IDs they refer to numbered 100
+    rows at a time: enrollments.csv's first chunks are
     parsed by polars, those from its quoted line break by the csv module."""
     monkeypatch.setattr(sent_index, "BLOCK", 16)
     monkeypatch.setattr(sent_index, "CHUNK", 2048)
+    monkeypatch.setattr(sent_index, "NUMBERED", 100)  # enrollments' IDs: in 6 batches
     table = rows(school / "users.csv")
     given, family = table[0].index("givenName"), table[0].index("familyName")
     table[3][given], table[3][family] = "Amélie", "Ünal-Straße"
@@ -48,6 +52,7 @@ def sent(district, school, monkeypatch):
         row.append("")
     enrolled[3][0] = "Énrôlé-Straße-7"
     enrolled[300][-1] = "first line\nsecond line"
+    enrolled[405][0] = "Zeile\nZwei-405"  # an ID on two lines: the rows after it keep theirs
     write(school / "enrollments.csv", enrolled)
     import_path(district, school)
     return Upload.objects.get(district=district, filename="users.csv"), table
@@ -94,18 +99,25 @@ def _same_as_read(district, name: str, queries: tuple[str, ...], offsets: tuple[
 
 def test_files_that_name_no_one_are_searched_by_their_ids(backend, sent, district, school):
     """enrollments.csv by its own ID and those it refers to (a user's, a class's, a school's:
-    whole, in another case, a part of one, with accents), demographics.csv by its ID: the
-    rows, lines and counts reading the whole file found, on a page at any offset."""
+    whole, in another case, a part of one, with accents; a part of many IDs, found in rows by
+    their own ID, by an ID they refer to, or both), demographics.csv by its ID: the rows,
+    lines and counts reading the whole file found, on a page at any offset."""
     enrolled = rows(school / "enrollments.csv")
     user, klass, org = (
         enrolled[40][enrolled[0].index(c)]
         for c in ("userSourcedId", "classSourcedId", "schoolSourcedId")
     )
     queries = ("", "ÉNRÔLÉ-STRASSE", "straße", user.upper(), user[9:23], klass[14:].upper(), org)
-    upload = _same_as_read(district, "enrollments.csv", queries, (0, 10, 25, 70, 290, 540))
+    parts = ("A1", "e9", "4c", "zwei-405", enrolled[407][0])
+    offsets = (0, 10, 25, 70, 150, 290, 540)
+    upload = _same_as_read(district, "enrollments.csv", queries + parts, offsets)
     assert indexed_rows(upload, "enrollments.csv", "cp1252", org, 0, 10).matched == 546
     found = indexed_rows(upload, "enrollments.csv", "cp1252", enrolled[301][0], 0, 10)
     assert found is not None and found.rows == [(303, enrolled[301])]  # after the two-line row
+    found = indexed_rows(upload, "enrollments.csv", "cp1252", enrolled[407][0], 0, 10)
+    assert found is not None and found.rows == [(410, enrolled[407])]  # after two of them
+    many = indexed_rows(upload, "enrollments.csv", "cp1252", "a1", 0, 10)
+    assert many is not None and many.matched > 150  # in both: its own ID and those referred to
     people = rows(school / "demographics.csv")
     queries = ("", people[7][0].upper(), people[12][0][4:17], people[20][0][-6:])
     _same_as_read(district, "demographics.csv", queries, (0, 10, 60))
@@ -211,16 +223,33 @@ def test_polars_splits_a_plain_file_as_the_csv_module_reads_it(table, line_end, 
     raw = (line_end.join(lines) + (line_end if last else "")).encode()
 
     def built(plain):
-        blocks: list[SentBlock] = []
-        with patch.object(sent_index, "CHUNK", chunk), patch.object(sent_index, "_plain", plain):
-            index = sent_index._build(io.BytesIO(raw), spec, "cp1252", blocks.extend)
+        records: list[SentBlock | SentValues] = []
+        with (
+            patch.object(sent_index, "CHUNK", chunk),
+            patch.object(sent_index, "_plain", plain),
+            patch.object(sent_index, "NUMBERED", 7),
+        ):
+            index = sent_index._build(io.BytesIO(raw), spec, "cp1252", records.extend)
         assert index is not None
+        blocks = [r for r in records if isinstance(r, SentBlock)]
         return (
             index.header_end,
             index.rows,
             [(b.first, bytes(b.lines), bytes(b.offsets), b.terms) for b in blocks],
+            _values([r for r in records if isinstance(r, SentValues)]),
         )
 
     by_polars = built(sent_index._plain)
     assert by_polars == built(lambda chunk: False)
     assert by_polars[1] == len(lines) - 1 - (not last and len(lines) > 1 and lines[-1] == "")
+
+
+def _values(records: list[SentValues]) -> dict[str, list[int]]:
+    """The rows each distinct value is in (its number depends on the chunks read)."""
+    found = {}
+    for record in records:
+        rows = np.frombuffer(record.rows, dtype=np.int32)
+        ends = np.frombuffer(record.ends, dtype=np.int32)
+        for n, value in enumerate(record.terms.split("\n")):
+            found[value] = rows[(ends[n - 1] if n else 0) : ends[n]].tolist()
+    return found
