@@ -105,6 +105,22 @@ def test_lines_kept_in_another_format_are_read_in_full_and_kept_anew(district, s
         assert read["enrollments.csv"] == (len(enrollments) - 1 if line == 3 else 1)
 
 
+def test_empty_kept_lines_are_read_in_full(district, school, read):
+    """A kept file left empty (a disk that filled up) cannot be mapped: the file is read in
+    full, never a failed import."""
+    _imported(district, school)
+    kept = list((django_settings.DATA_DIR / "lines").glob("*/t*/*.arrow"))
+    assert kept
+    for path in kept:
+        path.write_bytes(b"")
+    enrollments = _lines(school / "enrollments.csv")
+    enrollments[3] = enrollments[3].replace(b"2026-06-10", b"2026-06-09")
+    (school / "enrollments.csv").write_bytes(b"".join(enrollments))
+    read.clear()
+    assert import_path(district, school).status == "applied"
+    assert read["enrollments.csv"] == len(enrollments) - 1
+
+
 def _dump(district: District) -> list[tuple]:
     with store.bulk_connection() as cur:
         return sorted(store.snapshot(cur, district.pk).drop("_keyhash").rows())

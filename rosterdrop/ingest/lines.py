@@ -33,8 +33,9 @@ folder, read back checked against their sha256 (a file read whole, as from the d
 import hashlib
 import json
 import logging
+import mmap
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -91,18 +92,31 @@ class LastRead:
     """The lines the last read of a file kept whose records the roster holds as they are
     (read.KnownLines), sorted by hash; found by the read-ahead thread, taken by the reader."""
 
-    def __init__(self, kept: pa.Table, spill: Spill):
+    def __init__(self, kept: pa.Table, spill: Spill, read: Callable[[], None]):
         """`kept`: as the last read wrote it, in its line order. The lines the roster still
         holds are taken sorted by hash a column at a time: never the whole file in memory
-        beside them (at 5M enrollments that was the read's memory peak, ~0.5 GB over)."""
+        beside them (at 5M enrollments that was the read's memory peak, ~0.5 GB over).
+        `read`: called once a column is taken, to let go of what was read of `kept` so far
+        (its mapped pages)."""
         same = spill.match(_column_frame(kept, [KEYHASH, HASH]))
+        read()
         if same is None:
             held = np.zeros(0, dtype=np.int64)
         else:
             held = np.flatnonzero(same.is_not_null().to_numpy())
             order = sorting_order(_column_frame(kept, [LINEHASH])[LINEHASH].to_numpy()[held])
             held = held[order]
-        rows = pl.DataFrame([_column_frame(kept, [c]).to_series()[held] for c in kept.column_names])
+        columns, self._nulls = [], []
+        for name in kept.column_names:
+            column = _column_frame(kept, [name]).to_series()
+            if len(column) and column.null_count() == len(column):
+                # A key not kept (FileLines.keep): made for each batch taken, not gathered
+                # (a string column all null is still 16 bytes a row: ~150 MB at `huge`).
+                self._nulls.append(pl.lit(None, column.dtype).alias(name))
+            else:
+                columns.append(column[held])
+            read()
+        rows = pl.DataFrame(columns, height=len(held))
         if same is not None:
             rows = rows.with_columns(same[held])
         self._index = HashIndex(rows[LINEHASH].to_numpy())
@@ -121,7 +135,11 @@ class LastRead:
     def rows(self, known: pl.DataFrame) -> pl.DataFrame:
         """The records of known lines (LINE, LINEHASH, LINECHECK, KNOWN), at their new lines."""
         return self._rows[known[KNOWN].to_numpy()].with_columns(
-            known[LINE], known[LINEHASH], known[LINECHECK], pl.lit("active").alias(STATUS)
+            *self._nulls,
+            known[LINE],
+            known[LINEHASH],
+            known[LINECHECK],
+            pl.lit("active").alias(STATUS),
         )
 
 
@@ -201,18 +219,18 @@ class LineFiles:
         shared = storage.shared()
         try:
             if shared is None:
-                with pa.memory_map(str(settings.DATA_DIR / key)) as source:
-                    table = pa.ipc.open_stream(source).read_all()
+                table, read = _mapped(settings.DATA_DIR / key)
             else:
                 table = pa.ipc.open_stream(pa.py_buffer(shared.read(key))).read_all()
-        except (FileNotFoundError, pa.ArrowInvalid):
+                read = _read_whole
+        except (FileNotFoundError, ValueError, pa.ArrowInvalid):  # ValueError: an empty file
             return lines
         except OSError as error:  # damaged, or storage unreachable: read in full
             log.warning("kept lines %s not read: %s", key, error)
             return lines
         if (table.schema.metadata or {}).get(_LAYOUT) != layout.digest():
             return lines
-        last = LastRead(table, spill)
+        last = LastRead(table, spill, read)
         lines.last = last if len(last) else None
         return lines
 
@@ -245,6 +263,22 @@ class LineFiles:
                     shared.delete(old)
         except Exception as error:
             log.warning("kept lines of district %s not shared: %s", self.district_id, error)
+
+
+def _mapped(path: Path) -> tuple[pa.Table, Callable[[], None]]:
+    """A kept file's lines, read from it as mapped (no copy), and a call that lets go of the
+    pages read so far: they count in the process's memory until the mapping goes, and
+    touched column after column they were all of the file (447 MB at 5M enrollments, the
+    1% change's memory peak at `huge`). Pages let go are read again from the file if needed.
+    """
+    with path.open("rb") as file:
+        mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    table = pa.ipc.open_stream(pa.py_buffer(mapping)).read_all()
+    return table, lambda: mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def _read_whole() -> None:
+    """Nothing to let go of as a kept file is taken: it was read into memory (shared storage)."""
 
 
 def _column_frame(table: pa.Table, columns: list[str]) -> pl.DataFrame:
