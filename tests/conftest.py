@@ -4,6 +4,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import django
 import pytest
 
 # Fixtures shared across test files: the console's people and districts, real `serve`
@@ -17,8 +18,33 @@ pytest_plugins = [
     "cluster_fixtures",
 ]
 
-# Settings read the data folder at import: give the test run its own before Django starts.
-os.environ.setdefault("ROSTERDROP_DATA_DIR", tempfile.mkdtemp(prefix="rosterdrop-test-"))
+
+def _data_dir() -> str:
+    """The run's data folder (ROSTERDROP_DATA_DIR, else a new temporary one), and in an xdist
+    worker a folder of the worker's own inside it: the SQLite test database, kept rosters and
+    uploads are named by primary keys, which every worker's test database hands out again."""
+    run = os.environ.get("ROSTERDROP_DATA_DIR") or tempfile.mkdtemp(prefix="rosterdrop-test-")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # set before a worker loads this file
+    if not worker:
+        return run
+    own = Path(run) / worker
+    own.mkdir(parents=True, exist_ok=True)
+    return str(own)
+
+
+# Settings read the data folder at import, so the settings module is named here, after the
+# folder is chosen, and neither in pyproject's [tool.pytest.ini_options] nor left in the
+# environment: pytest-django imports the settings it names there before this file runs (a run
+# by hand wrote into ./var; xdist workers, which inherit the environment, shared one folder).
+if "rosterdrop.settings" in sys.modules:
+    raise pytest.UsageError(
+        "Django's settings were read before tests/conftest.py chose the data folder: "
+        "run pytest without DJANGO_SETTINGS_MODULE (or --ds) set"
+    )
+os.environ["ROSTERDROP_DATA_DIR"] = _data_dir()
+os.environ["DJANGO_SETTINGS_MODULE"] = "rosterdrop.settings"
+django.setup()  # pytest-django's pytest_configure then blocks the database, as it would have
+del os.environ["DJANGO_SETTINGS_MODULE"]  # the commands tests start name it themselves
 
 # Real files written by others, copied into the repository with their sources and licences
 # (samples/SOURCES.md), so a clone anywhere runs the suite.

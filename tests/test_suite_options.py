@@ -1,5 +1,6 @@
 """The suite's own options (conftest.py), as scripts/test uses them."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,30 @@ def test_database_tests_only_keeps_the_tests_that_use_the_test_database():
     assert kept == [name for name in every if name in kept]
     assert "test_an_upload_a_running_sync_holds_is_not_waiting" in kept  # district -> db
     assert "test_a_district_has_one_job_waiting_however_many_uploads" in kept  # django_db mark
+
+
+def test_each_run_and_worker_has_a_data_folder_of_its_own():
+    """Settings read the data folder when Django starts: a run by hand (no ROSTERDROP_DATA_DIR)
+    gets a temporary one, not the checkout's var/, and each xdist worker its own inside the
+    run's (the test databases of workers hand out the same primary keys, which name files)."""
+    env = {k: v for k, v in os.environ.items() if k != "ROSTERDROP_DATA_DIR"}
+    for workers in ("0", "2"):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", workers,
+             f"{__file__}::test_settings_use_the_data_folder_of_this_process"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "1 passed" in done.stdout
+
+
+def test_settings_use_the_data_folder_of_this_process(settings):
+    """(Run by the test above, and by every run.)"""
+    data = Path(os.environ["ROSTERDROP_DATA_DIR"]).resolve()
+    assert data == settings.DATA_DIR
+    assert not data.is_relative_to(ROOT)
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        assert database["TEST"]["NAME"].startswith(f"{data}/")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    assert data.name == worker if worker else not data.name.startswith("gw")
