@@ -39,7 +39,11 @@ def test_each_run_and_worker_has_a_data_folder_of_its_own():
     """Settings read the data folder when Django starts: a run by hand (no ROSTERDROP_DATA_DIR)
     gets a temporary one, not the checkout's var/, and each xdist worker its own inside the
     run's (the test databases of workers hand out the same primary keys, which name files)."""
-    env = {k: v for k, v in os.environ.items() if k != "ROSTERDROP_DATA_DIR"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "ROSTERDROP_DATA_DIR" and not k.startswith("PYTEST_XDIST_")  # run in a worker
+    }
     for workers in ("0", "2"):
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", workers,
