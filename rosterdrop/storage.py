@@ -24,7 +24,7 @@ import queue
 import secrets
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -648,6 +648,12 @@ class S3Bucket:
         for page in pages.paginate(Bucket=self.bucket, Prefix=self.name(prefix)):
             for item in page.get("Contents", []):
                 yield self._key(item["Key"])
+
+    def delete_others(self, prefix: str, kept: Collection[str]) -> None:
+        """Delete the objects under `prefix` but those in `kept` (an older version's, what a
+        restored backup does not hold): listed first, so each is deleted without a HEAD."""
+        for key in [key for key in self.names(prefix) if key not in kept]:
+            self.client.delete_object(Bucket=self.bucket, Key=self.name(key))
 
     def _key(self, name: str) -> str:
         """The key of an object's name in the bucket (`name`'s inverse)."""

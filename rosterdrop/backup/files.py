@@ -132,9 +132,7 @@ def copy_in(source: Path, manifest: dict, replace: bool) -> None:
     bucket = storage.shared()
     if replace and bucket is not None:
         for name in RESTORED_FOLDERS:
-            for key in list(bucket.names(f"{name}/")):
-                if key not in manifest.get("stored", {}):
-                    bucket.delete(key)
+            bucket.delete_others(f"{name}/", manifest.get("stored", {}))
 
 
 def _place(path: Path, make) -> None:

@@ -258,9 +258,7 @@ class LineFiles:
             for path in sorted(self.staged.glob("*")) if self.staged.exists() else ():
                 published.append(f"{_folder(self.district_id, token)}/{path.name}")
                 shared.put_file(published[-1], path)
-            for old in list(shared.names(f"{FOLDER}/{int(self.district_id)}/")):
-                if old not in published:
-                    shared.delete(old)
+            shared.delete_others(f"{FOLDER}/{int(self.district_id)}/", published)
         except Exception as error:
             log.warning("kept lines of district %s not shared: %s", self.district_id, error)
 

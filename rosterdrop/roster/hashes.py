@@ -306,9 +306,7 @@ def publish(district_id: int, token: int, staged: Path, vouched: dict[str, str])
     if shared is not None:
         with _shared_failure_logged(path):
             shared.put_file(keys(district_id, token)[0], path)
-            for old in list(shared.names(_prefix(district_id))):
-                if old not in keys(district_id, token):
-                    shared.delete(old)
+            shared.delete_others(_prefix(district_id), keys(district_id, token))
 
 
 @contextlib.contextmanager
