@@ -525,3 +525,48 @@ def test_postgresql_keeps_the_indexes_of_a_table_being_read(district, monkeypatc
         missing, _ = missing_while_writing(monkeypatch, district, DISTRICT_LARGE)
     assert missing["enrollments"] == set()
     assert missing["users"] == declared_indexes("users")
+
+
+class Explaining:
+    """A DB-API cursor that keeps PostgreSQL's plan of each statement it runs over the listed
+    keys of a sync (store's temporary rd_* tables), then runs it."""
+
+    def __init__(self, cursor):
+        self.cursor, self.plans = cursor, []
+
+    def execute(self, sql, params=None):
+        if sql.startswith(("UPDATE", "SELECT")) and " rd_" in sql:
+            self.cursor.execute(f"EXPLAIN {sql}", params)
+            self.plans.append("\n".join(row[0] for row in self.cursor.fetchall()))
+        return self.cursor.execute(sql, params)
+
+    def __getattr__(self, name):
+        return getattr(self.cursor, name)
+
+
+def test_postgresql_seeks_the_few_records_a_sync_changes(district):
+    """The records a sync changes or removes, a few of the entity's, are sought one by one in
+    the unique index: hashing their keys and walking every record of the entity instead (the
+    planner's choice with its default cost of a random read) took 5.3 s of server CPU against
+    3.3 s for 60k of 2M enrollments."""
+    from django.db import connection, transaction
+
+    from rosterdrop.roster import store
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's planner; SQLite's plans are fixed by CROSS JOIN")
+    sync = import_path(district, DISTRICT_LARGE)
+    keys = records(district, "enrollments").order_by("?").values_list("sourced_id", flat=True)
+    few = pl.DataFrame({"_key": list(keys[:600])})  # 2% of 31,045
+    with transaction.atomic(), connection.cursor() as wrapper:
+        cur = Explaining(wrapper.cursor)
+        store.old_data(cur, district.pk, "enrollments", few)
+        store.write_records(
+            cur, district.pk, "enrollments", sync.pk,
+            added=few.clear(), changed=pl.DataFrame(), removed=few,
+        )  # fmt: skip
+        transaction.set_rollback(True)
+    assert len(cur.plans) == 2
+    for plan in cur.plans:
+        assert "Index Scan using enrollment_unique_source_id" in plan, plan
+        assert "Seq Scan on roster_enrollment" not in plan, plan

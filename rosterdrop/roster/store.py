@@ -8,6 +8,7 @@ staged file copied in C, see staging.py) inside the caller's transaction.
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,15 @@ def _load(
         cur.executemany(insert, zip(*columns, strict=True))
 
 
-def _keyed_table(cur: Cursor, name: str, frame: pl.DataFrame) -> str:
+@dataclass(frozen=True)
+class Keyed:
+    """A temporary table of listed keys (_keyed_table), and how many."""
+
+    name: str
+    rows: int
+
+
+def _keyed_table(cur: Cursor, name: str, frame: pl.DataFrame) -> Keyed:
     """A temporary table holding `frame` (text and bigint columns), keyed by _key: the
     records a statement is to look up (not to be confused with staged files, staging.py)."""
     types: dict[PolarsDataType, str] = {pl.Int64: "BIGINT", pl.UInt32: "BIGINT"}
@@ -159,7 +168,7 @@ def _keyed_table(cur: Cursor, name: str, frame: pl.DataFrame) -> str:
     cur.execute(f"CREATE TEMPORARY TABLE {name} ({cols}, PRIMARY KEY (_key))")
     # In key order: the joins then walk the roster's index in order, not at random.
     _load(cur, name, frame.sort("_key"))
-    return name
+    return Keyed(name, frame.height)
 
 
 def snapshot(cur: Cursor, district_id: int) -> pl.DataFrame:
@@ -194,19 +203,52 @@ def _natural_sql(entity: str) -> str:
     return f" || {glue} || ".join(f"COALESCE({_q(f)}, '')" for f in NATURAL_KEYS[entity])
 
 
-def _from_keyed(keyed: str, district_id: int, entity: str) -> str:
+# A statement over a few listed keys (a _keyed_table) can hash the keys and walk every record
+# of the entity, or seek each key in the unique index. PostgreSQL's planner prices a random
+# page read at four sequential ones and hashes even 2% of a table's keys; measured at `large`
+# (20k changed and 40k removed of 2M enrollments: their old data read, updated, marked
+# removed), that took 5.3 s of server CPU, seeking 3.3 s. Seeking costs per key, walking per
+# record: keys under this share of the entity's records are sought.
+SEEK_SHARE = 0.1
+
+
+@contextmanager
+def _seeking(cur: Cursor, keyed: Keyed, entity: str) -> Iterator[None]:
+    """Around a statement over listed keys of `entity`: on PostgreSQL, when they are a small
+    share of its records (as its statistics know them), no hash or merge join."""
+    if not _is_postgres():
+        yield
+        return
+    cur.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table(entity)])
+    (held,) = cur.fetchone()  # -1: never counted, and then the planner decides
+    if keyed.rows >= SEEK_SHARE * held:
+        yield
+        return
+    for join in JOINS_NOT_SEEKING:
+        cur.execute(f"SET LOCAL {join} = off")
+    yield
+    # Not reset if the statement failed: the transaction is then rolled back, and SET LOCAL
+    # with it.
+    for join in JOINS_NOT_SEEKING:
+        cur.execute(f"SET LOCAL {join} = DEFAULT")
+
+
+JOINS_NOT_SEEKING = ("enable_hashjoin", "enable_mergejoin")
+
+
+def _from_keyed(keyed: Keyed, district_id: int, entity: str) -> str:
     """FROM a few keys (a _keyed_table) into the roster: CROSS JOIN keeps SQLite from scanning
     the whole entity and probing the keys; it starts from the keys and seeks the unique index."""
     return (
-        f"FROM {keyed} s CROSS JOIN {table(entity)} r WHERE r.district_id = {int(district_id)} "
-        "AND r.sourced_id = s._key"
+        f"FROM {keyed.name} s CROSS JOIN {table(entity)} r "
+        f"WHERE r.district_id = {int(district_id)} AND r.sourced_id = s._key"
     )
 
 
 @timed("db update", batch=True)
 def _update_keyed(
     cur: Cursor,
-    keyed: str,
+    keyed: Keyed,
     district_id: int,
     entity: str,
     sets: str,
@@ -223,12 +265,14 @@ def _update_keyed(
         targets = ", ".join(_q(c) for c, _ in columns)
         values = ", ".join(v for _, v in columns)
         assignments.insert(
-            0, f"({targets}) = (SELECT {values} FROM {keyed} s WHERE s._key = {name}.sourced_id)"
+            0,
+            f"({targets}) = (SELECT {values} FROM {keyed.name} s WHERE s._key = {name}.sourced_id)",
         )
-    cur.execute(
-        f"UPDATE {name} SET {', '.join(assignments)} WHERE district_id = {int(district_id)} "
-        f"AND sourced_id IN (SELECT _key FROM {keyed})"
-    )
+    with _seeking(cur, keyed, entity):
+        cur.execute(
+            f"UPDATE {name} SET {', '.join(assignments)} WHERE district_id = {int(district_id)} "
+            f"AND sourced_id IN (SELECT _key FROM {keyed.name})"
+        )
 
 
 @timed("db old data", batch=True)
@@ -238,11 +282,13 @@ def old_data(cur: Cursor, district_id: int, entity: str, keys: pl.DataFrame) -> 
     keyed = _keyed_table(cur, "rd_keys", keys)
     fields = ", ".join(f"r.{_q(f)}" for f in FIELDS[entity])
     metadata = "r.metadata::text" if _is_postgres() else "r.metadata"
-    cur.execute(
-        f"SELECT r.sourced_id, {fields}, {metadata} {_from_keyed(keyed, district_id, entity)}"
-    )
+    with _seeking(cur, keyed, entity):
+        cur.execute(
+            f"SELECT r.sourced_id, {fields}, {metadata} {_from_keyed(keyed, district_id, entity)}"
+        )
+        rows = cur.fetchall()
     schema = {KEY: pl.String, **dict.fromkeys(FIELDS[entity], pl.String), METADATA: pl.String}
-    return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def rename_records(
@@ -259,13 +305,14 @@ def rename_records(
     )
     _update_keyed(cur, keyed, district_id, entity, "", (("sourced_id", "s._new"),))
     kept = ["district_id", "content_hash", "first_seen_sync_id", METADATA, *map(_q, FIELDS[entity])]
-    cur.execute(
-        f"INSERT INTO {table(entity)} (sourced_id, status, changed_sync_id, {', '.join(kept)}) "
-        f"SELECT s._key, 'tobedeleted', {int(sync_id)}, {', '.join(f'r.{c}' for c in kept)} "
-        f"FROM {keyed} s "
-        f"CROSS JOIN {table(entity)} r WHERE r.district_id = {int(district_id)} "
-        "AND r.sourced_id = s._new ORDER BY s._key"
-    )
+    with _seeking(cur, keyed, entity):
+        cur.execute(
+            f"INSERT INTO {table(entity)} (sourced_id, status, changed_sync_id, {', '.join(kept)}) "
+            f"SELECT s._key, 'tobedeleted', {int(sync_id)}, {', '.join(f'r.{c}' for c in kept)} "
+            f"FROM {keyed.name} s "
+            f"CROSS JOIN {table(entity)} r WHERE r.district_id = {int(district_id)} "
+            "AND r.sourced_id = s._new ORDER BY s._key"
+        )
 
 
 def write_records(
