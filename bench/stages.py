@@ -7,10 +7,10 @@ Runs `import_path` in this process, listening to the stages the code marks with
 `rosterdrop.timing.timed`: each call of a whole-import stage prints its seconds and the
 process's RSS and peak RSS (MB) as it ends; the per-batch steps are summed and printed at the
 end. Point it at a copy of a benchmark run's data (bench/.data/SIZE/run/DB) to see what
-`run.py`'s totals are made of. On PostgreSQL each line also shows the CPU seconds the server
-spent so far for this import's connection (its backend process, read from /proc: the server
-runs on this machine). Listening costs a few microseconds per call: fine for batches,
-not for a per-row profile (use py-spy).
+`run.py`'s totals are made of. Each line also shows the CPU seconds this process spent so
+far and, on PostgreSQL, those the server spent so far for this import's connection (its
+backend process, read from /proc: the server runs on this machine). Listening costs a few
+microseconds per call: fine for batches, not for a per-row profile (use py-spy).
 """
 
 from __future__ import annotations
@@ -52,8 +52,10 @@ def report(label: str, seconds: float, batch: bool) -> None:
     if batch:
         SUMS[label] += seconds
         return
-    now = time.perf_counter()
-    line = f"{now - START:7.1f} {label:20} {seconds:7.2f} s  {memory()}{server_cpu()}"
+    now, cpu = time.perf_counter(), sum(os.times()[:2])
+    line = (
+        f"{now - START:7.1f} {label:20} {seconds:7.2f} s  {memory()} cpu {cpu:.1f} s{server_cpu()}"
+    )
     print(line, file=sys.stderr)
 
 
