@@ -210,6 +210,7 @@ def _natural_sql(entity: str) -> str:
 # removed), that took 5.3 s of server CPU, seeking 3.3 s. Seeking costs per key, walking per
 # record: keys under this share of the entity's records are sought.
 SEEK_SHARE = 0.1
+JOINS_NOT_SEEKING = ("enable_hashjoin", "enable_mergejoin")
 
 
 @contextmanager
@@ -231,9 +232,6 @@ def _seeking(cur: Cursor, keyed: Keyed, entity: str) -> Iterator[None]:
     # with it.
     for join in JOINS_NOT_SEEKING:
         cur.execute(f"SET LOCAL {join} = DEFAULT")
-
-
-JOINS_NOT_SEEKING = ("enable_hashjoin", "enable_mergejoin")
 
 
 def _from_keyed(keyed: Keyed, district_id: int, entity: str) -> str:
