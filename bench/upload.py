@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -69,6 +70,12 @@ def cpu_of(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / TICK
 
 
+def main_thread_cpu(pid: int) -> float:
+    """The CPU seconds of a process's first thread alone (rosterdrop's event loop)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:13]) / TICK
+
+
 def children_cpu() -> float:
     usage = os.times()
     return usage.children_user + usage.children_system
@@ -107,6 +114,7 @@ def timed_uploads(
     client CPU."""
     size = local.stat().st_size * len(targets)
     server_before, clients_before = cpu_of(server.pid), children_cpu()
+    loop_before = main_thread_cpu(server.pid)
     load = os.getloadavg()[0]
     began = time.perf_counter()
     running = [
@@ -136,6 +144,8 @@ def timed_uploads(
         "seconds": round(seconds, 2),
         "mb_per_s": round(size / seconds / 1e6, 1),
         "server_cpu_s": round(cpu_of(server.pid) - server_before, 2),
+        # rosterdrop: its event loop's share (one thread, so one core at most)
+        "main_thread_cpu_s": round(main_thread_cpu(server.pid) - loop_before, 2),
         "client_cpu_s": round(children_cpu() - clients_before, 2),
         "load1": round(load, 2),
     }
@@ -166,6 +176,9 @@ def start_rosterdrop(
     assert serve.stdout is not None
     while "Ready." not in serve.stdout.readline():
         assert serve.poll() is None, "serve did not start"
+    # Its log goes on (a few lines per connection): read to the end, or a full pipe stops the
+    # server in the middle of a run.
+    threading.Thread(target=serve.stdout.read, daemon=True).start()
     pid = serve.pid
     if profile:  # the serve process is py-spy's child
         pid = int(Path(f"/proc/{serve.pid}/task/{serve.pid}/children").read_text().split()[0])
