@@ -1,13 +1,20 @@
-"""Intake layers without a server: path canonicalisation, defender, logins, worker selection."""
+"""Intake layers without a server: path canonicalisation, defender, logins, worker selection,
+the patches to asyncssh."""
 
 from datetime import timedelta
+from pathlib import Path
 
 import asyncssh
+import asyncssh.encryption
 import pytest
+from asyncssh.crypto.chacha import ChachaCipher as StockChacha
+from asyncssh.packet import UInt64
 from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rosterdrop.inbox.models import Upload
-from rosterdrop.intake import defender, worker
+from rosterdrop.intake import asyncssh_patches, defender, worker
 from rosterdrop.intake.folder import is_staging_name, virtual_name
 from rosterdrop.intake.models import Ban, Login
 from rosterdrop.intake.sftp import RosterSSHServer
@@ -198,3 +205,51 @@ def test_recover_settles_interrupted_syncs(district, imported):
     assert done_upload.status == "imported"
     assert crashed.status == "interrupted"
     assert imported == [["b.zip"]]  # imported again, once
+
+
+# -- asyncssh_patches: the same cipher as asyncssh's own, the version it was written for ----
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.binary(min_size=64, max_size=64),
+    data=st.binary(max_size=5000),
+    seq=st.integers(0, 2**32 - 1),
+)
+def test_chacha_is_asyncssh_s_cipher(key, data, seq):
+    header, nonce = len(data).to_bytes(4, "big"), UInt64(seq)
+    theirs, ours = StockChacha(key), asyncssh_patches.ChachaCipher(key)
+    sealed = theirs.encrypt_and_sign(header, data, nonce)
+    assert ours.encrypt_and_sign(header, data, nonce) == sealed
+    (packet, tag) = sealed
+    assert ours.decrypt_header(packet[:4], nonce) == header
+    assert ours.verify_and_decrypt(packet[:4], packet[4:], nonce, tag) == data
+    # The other way, on a context that has just worked on another packet
+    packet, tag = ours.encrypt_and_sign(header, data, UInt64(seq ^ 1))
+    assert theirs.verify_and_decrypt(packet[:4], packet[4:], UInt64(seq ^ 1), tag) == data
+    assert ours.verify_and_decrypt(packet[:4], packet[4:], UInt64(seq ^ 1), tag) == data
+
+
+@given(
+    key=st.binary(min_size=64, max_size=64),
+    data=st.binary(min_size=1, max_size=300),
+    flip=st.integers(0, 10_000),
+)
+def test_chacha_refuses_a_changed_packet(key, data, flip):
+    cipher = asyncssh_patches.ChachaCipher(key)
+    packet, tag = cipher.encrypt_and_sign(b"\0\0\0\1", data, UInt64(7))
+    changed = bytearray(packet + tag)
+    changed[flip % len(changed)] ^= 1
+    packet, tag = bytes(changed[: len(packet)]), bytes(changed[len(packet) :])
+    assert cipher.verify_and_decrypt(packet[:4], packet[4:], UInt64(7), tag) is None
+    assert cipher.verify_and_decrypt(packet[:4], packet[4:], UInt64(8), tag) is None
+
+
+def test_asyncssh_is_the_version_the_patches_were_written_for():
+    """An upgrade of asyncssh (requirements.lock) fails here: check asyncssh_patches against
+    the new version's encryption.py and connection.py, then move ASYNCSSH_VERSION."""
+    lock = (Path(__file__).parents[1] / "requirements.lock").read_text()
+    assert f"asyncssh=={asyncssh_patches.ASYNCSSH_VERSION} " in lock
+    assert asyncssh.__version__ == asyncssh_patches.ASYNCSSH_VERSION
+    assert asyncssh_patches.install()
+    assert asyncssh.encryption.ChachaCipher is asyncssh_patches.ChachaCipher
