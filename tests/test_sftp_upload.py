@@ -2,11 +2,14 @@
 
 import asyncio
 import base64
+import random
 import shutil
 import subprocess
 import time
 
+import asyncssh
 import pytest
+from asyncssh.packet import Byte, String, UInt32, UInt64
 from sftp_fixtures import DISTRICT_LARGE, PASSWORD, SCHOOL_SMALL, assert_zip_imported
 
 pytestmark = pytest.mark.slow
@@ -161,3 +164,73 @@ def test_kill_9_between_upload_and_import_imports_exactly_once(make_server, tmp_
     third = make_server(server.data_dir)
     time.sleep(2)
     assert len(third.syncs()) == 1
+
+
+class _RawSFTP(asyncssh.SSHClientSession):
+    """The client end of an SFTP channel, SFTP messages written by hand: what the server
+    sends arrives one SSH data message per call of data_received."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.buffer = b""
+        self.arrived = asyncio.Event()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.messages.append(data)
+        self.buffer += data
+        self.arrived.set()
+
+    async def replies(self, count: int) -> list[bytes]:
+        """The next `count` replies, each its type byte on."""
+        replies: list[bytes] = []
+        while len(replies) < count:
+            if len(self.buffer) >= 4 and len(self.buffer) >= 4 + (
+                size := int.from_bytes(self.buffer[:4], "big")
+            ):
+                replies.append(self.buffer[4 : 4 + size])
+                self.buffer = self.buffer[4 + size :]
+                continue
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), 30)
+        return replies
+
+
+def _sftp(kind: int, *fields: bytes) -> bytes:
+    payload = Byte(kind) + b"".join(fields)
+    return UInt32(len(payload)) + payload
+
+
+def test_write_replies_go_out_together(server):
+    """The replies to write requests that arrived together go out together (sftp._Replies):
+    64 writes sent at once are answered in fewer SSH data messages than writes, each OK."""
+    blocks = [random.randbytes(16384) for _ in range(64)]
+
+    async def go() -> tuple[list[bytes], int]:
+        async with server.connect() as conn:
+            chan, sftp = await conn.create_session(_RawSFTP, subsystem="sftp", encoding=None)
+            chan.write(_sftp(1, UInt32(3)))  # SSH_FXP_INIT
+            await sftp.replies(1)
+            flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
+            chan.write(_sftp(3, UInt32(1), String("big.bin"), UInt32(flags), UInt32(0)))
+            (handle,) = await sftp.replies(1)
+            assert handle[0] == 102  # SSH_FXP_HANDLE
+            handle = handle[9:]
+            before = len(sftp.messages)
+            chan.write(
+                b"".join(
+                    _sftp(6, UInt32(2 + n), String(handle), UInt64(n * 16384), String(block))
+                    for n, block in enumerate(blocks)
+                )
+            )
+            statuses = await sftp.replies(len(blocks))
+            messages = len(sftp.messages) - before
+            chan.write(_sftp(4, UInt32(99), String(handle)))  # SSH_FXP_CLOSE
+            await sftp.replies(1)
+            chan.close()
+            assert {status[:1] + status[5:9] for status in statuses} == {Byte(101) + UInt32(0)}
+            return statuses, messages
+
+    statuses, messages = asyncio.run(go())
+    assert len(statuses) == 64
+    assert messages < 32, messages
+    assert (server.root() / "big.bin").read_bytes() == b"".join(blocks)
