@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 # to flush it all at once.
 WRITEBACK_WINDOW = 64 << 20
 HASH_BLOCK = 1 << 20
+# A transfer's file is copied into the inbox as it arrives, this many bytes at a time
+# (_InPlace): the close then copies the last window only.
+COPY_WINDOW = 4 << 20
 # S3 multipart parts: at least 5 MiB except the last (S3's rule); 8 MiB parts reach 80 GB in
 # S3's 10,000 parts, far past the largest upload allowed (ROSTERDROP_SFTP_MAX_FILE_SIZE).
 PART_SIZE = 8 << 20
@@ -139,27 +142,40 @@ def changed(name: str) -> OSError:
 # -- the data folder ---------------------------------------------------------------------
 
 
-def _copy_windows(source: int, target: int, done: "queue.Queue[Window]") -> None:
-    """Copy file `source` into file `target` in the kernel (copy_file_range), telling `done`
-    each window written as (offset, length), then None; an error is put on `done` as it is.
+def _copy_window(source: int, target: int, offset: int, length: int) -> int:
+    """Copy up to `length` bytes at `offset` of file `source` to the same offset of file
+    `target`, in the kernel where it can (copy_file_range); how many (0 at the end).
 
-    Explicit offsets throughout: neither file's position is used, so the hasher can read
-    `target` meanwhile.
+    Explicit offsets: neither file's position is used, so a hasher can read `target` meanwhile.
     """
     try:
-        offset = 0
-        while True:
-            try:
-                length = os.copy_file_range(source, target, WRITEBACK_WINDOW, offset, offset)
-            except OSError as error:  # no kernel copy between these files: through user space
-                if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-                length = os.pwrite(target, os.pread(source, HASH_BLOCK, offset), offset)
-            if not length:
-                break
-            # POSIX_FADV_DONTNEED starts writeback of the dirty pages just written and drops
-            # only clean ones: they stay cached for the import that reads them next.
-            os.posix_fadvise(target, offset, length, os.POSIX_FADV_DONTNEED)
+        length = os.copy_file_range(source, target, length, offset, offset)
+    except OSError as error:  # no kernel copy between these files: through user space
+        if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        length = os.pwrite(target, os.pread(source, min(length, HASH_BLOCK), offset), offset)
+    if length:
+        # POSIX_FADV_DONTNEED starts writeback of the dirty pages just written and drops
+        # only clean ones: they stay cached for the import that reads them next.
+        os.posix_fadvise(target, offset, length, os.POSIX_FADV_DONTNEED)
+    return length
+
+
+def _hash_range(fd: int, offset: int, end: int, digest: "hashlib._Hash", buffer: bytearray) -> None:
+    """Hash bytes [offset, end) of file `fd` (just written, still cached) through `buffer`."""
+    while offset < end:
+        read = os.preadv(fd, [memoryview(buffer)[: end - offset]], offset)
+        if not read:
+            raise OSError(errno.EIO, "a copy is shorter than written")
+        digest.update(memoryview(buffer)[:read])
+        offset += read
+
+
+def _copy_windows(source: int, target: int, offset: int, done: "queue.Queue[Window]") -> None:
+    """Copy file `source` from `offset` on into file `target`, telling `done` each window
+    written as (offset, length), then None; an error is put on `done` as it is."""
+    try:
+        while length := _copy_window(source, target, offset, WRITEBACK_WINDOW):
             done.put((offset, length))
             offset += length
         os.fsync(target)
@@ -168,34 +184,33 @@ def _copy_windows(source: int, target: int, done: "queue.Queue[Window]") -> None
         done.put(error)
 
 
-def _copy_and_hash(source_path: Path, target: int) -> tuple[int, str]:
-    """Copy a file into the open file `target`, durably; its size and sha256.
+def _copy_and_hash(
+    source_path: Path, target: int, start: int = 0, digest: "hashlib._Hash | None" = None
+) -> tuple[int, str]:
+    """Copy a file from `start` on (bytes before it are in `target` already, hashed into
+    `digest`) into the open file `target`, durably; its size and sha256.
 
     The kernel copies in a thread while the copy, just written and still cached, is hashed
     window by window behind it: the hash is of the bytes kept, and the two overlap (measured
     on 900 MB: 0.7 s against 1.2-3.9 s for one read-hash-write loop).
     """
-    digest = hashlib.sha256()
-    size = 0
+    digest = digest or hashlib.sha256()
+    size = start
     done: queue.Queue[Window] = queue.Queue()
     # One buffer, reused: reading 64 MB windows as new bytes objects raised glibc's dynamic
     # mmap threshold, and the import that followed kept ~400 MB more resident.
     buffer = bytearray(HASH_BLOCK)
     source = os.open(source_path, os.O_RDONLY)
     try:
-        copier = threading.Thread(target=_copy_windows, args=(source, target, done), daemon=True)
+        copier = threading.Thread(
+            target=_copy_windows, args=(source, target, start, done), daemon=True
+        )
         copier.start()
         while (window := done.get()) is not None:
             if isinstance(window, BaseException):
                 raise window
             offset, length = window
-            end = offset + length
-            while offset < end:
-                read = os.preadv(target, [memoryview(buffer)[: end - offset]], offset)
-                if not read:
-                    raise OSError(f"the copy of {source_path.name} is shorter than written")
-                digest.update(memoryview(buffer)[:read])
-                offset += read
+            _hash_range(target, offset, offset + length, digest, buffer)
             size += length
         copier.join()
     finally:
@@ -212,19 +227,34 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-class _InPlace:
-    """Bytes arriving in a transfer's own file in the data folder, copied into the inbox when
-    kept (`LocalFolder.keep`; a file of its own: the district's folder shows the transfer's
-    file and refuses hard links).
+# One thread copies every local transfer into the inbox as it arrives, window by window in
+# the order handed over (its queue is first in, first out).
+_COPIER = ThreadPoolExecutor(1, thread_name_prefix="inbox-copy")
 
-    Each WRITEBACK_WINDOW that arrives is handed to the disk at once (as `_copy_windows`
-    does): the transfer's fsync at the close, which the client waits for, then has the last
-    window left to write, not the whole file.
+
+class _InPlace:
+    """Bytes arriving in a transfer's own file in the data folder, copied into the inbox as
+    they arrive (a file of its own: the district's folder shows the transfer's file and
+    refuses hard links), and `LocalFolder.keep` finishes the copy.
+
+    Each COPY_WINDOW that arrives is copied, and its copy hashed, by the copier thread: the
+    close, which the client waits for (and which ran one upload after another in the front
+    end's one database thread), then copies the last window, not the whole file, and the
+    copy's fsync finds it mostly on the disk. Each WRITEBACK_WINDOW of the transfer's own file
+    is handed to the disk at once too, for the transfer's fsync. A window written again makes
+    the copy start over at the close.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, root: Path, folder: str, path: Path):
+        self.root, self.folder = root, folder
         self.fd = os.open(path, os.O_RDONLY)
         self.written_back = 0  # bytes [0, written_back) handed to the disk
+        self.copy: _LocalPending | None = None  # begun with the first full window
+        self.copied = 0  # bytes [0, copied) handed to the copier
+        self.digest = hashlib.sha256()  # of the copy, window by window (the copier's)
+        self.last: Future[None] | None = None  # the copier's last window
+        self.failure: BaseException | None = None  # the copier's, raised at the close
+        self.stale = False
 
     def arrived(self, size: int) -> None:
         while size - self.written_back >= WRITEBACK_WINDOW:
@@ -232,12 +262,64 @@ class _InPlace:
             # go): they stay cached for the copy and the import that read them next.
             os.posix_fadvise(self.fd, self.written_back, WRITEBACK_WINDOW, os.POSIX_FADV_DONTNEED)
             self.written_back += WRITEBACK_WINDOW
+        while not self.stale and size - self.copied >= COPY_WINDOW:
+            if self.copy is None:
+                target = self.root / self.folder
+                target.mkdir(parents=True, exist_ok=True)
+                self.copy = _LocalPending(self.root, target)
+            self.last = _COPIER.submit(self._copy, self.copy.fd, self.copied)
+            self.copied += COPY_WINDOW
+
+    def _copy(self, target: int, offset: int) -> None:
+        """The copier thread: one window into the copy, hashed; the first failure is kept
+        and stops the rest."""
+        if self.failure is not None:
+            return
+        try:
+            end = offset + COPY_WINDOW
+            start = offset
+            while offset < end:
+                length = _copy_window(self.fd, target, offset, end - offset)
+                if not length:
+                    raise OSError(errno.EIO, "the file is shorter than arrived")
+                offset += length
+            _hash_range(target, start, end, self.digest, bytearray(HASH_BLOCK))
+        except BaseException as error:  # raised at the close (finish_copy)
+            self.failure = error
 
     def rewritten(self, offset: int) -> None:
         self.written_back = min(self.written_back, offset - offset % WRITEBACK_WINDOW)
+        if offset < self.copied:
+            self.stale = True
+
+    def _wait(self) -> None:
+        if self.last is not None:
+            self.last.result()
+
+    def take_copy(self) -> "_LocalPending | None":
+        """The copy made as the bytes arrived, handed over (the caller closes it, and aborts
+        it unless committed), or None: none begun, or one that went stale or failed
+        (removed)."""
+        self._wait()
+        copy, self.copy = self.copy, None
+        if copy is not None and (self.stale or self.failure is not None):
+            copy.abort()
+            copy.close()
+            return None
+        return copy
+
+    def finish_copy(self, copy: "_LocalPending", source: Path) -> tuple[int, str]:
+        """Copy the rest of `source` after what was streamed into `copy`, durably: the
+        whole copy's size and sha256."""
+        return _copy_and_hash(source, copy.fd, self.copied, self.digest)
 
     def abort(self) -> None:
         if self.fd >= 0:
+            self._wait()
+            if self.copy is not None:  # never taken: the transfer was not kept
+                self.copy.abort()
+                self.copy.close()
+                self.copy = None
             os.close(self.fd)
             self.fd = -1
 
@@ -280,7 +362,7 @@ class LocalFolder:
         return self.root / key
 
     def incoming(self, folder: str, path: Path) -> Incoming:
-        return _InPlace(path)
+        return _InPlace(self.root, folder, path)
 
     def keep(
         self,
@@ -292,10 +374,18 @@ class LocalFolder:
     ) -> Pending:
         target = self.root / folder
         target.mkdir(parents=True, exist_ok=True)
-        pending = _LocalPending(self.root, target)
+        streamed = incoming if isinstance(incoming, _InPlace) else None
+        copy = streamed.take_copy() if streamed is not None else None
+        pending = copy or _LocalPending(self.root, target)
         try:
             kept = self._link_earlier_copy(source, pending.tmp, sha256, earlier)
-            pending.size, pending.sha256 = kept if kept else _copy_and_hash(source, pending.fd)
+            if kept:
+                pending.size, pending.sha256 = kept
+            elif copy is not None:
+                assert streamed is not None
+                pending.size, pending.sha256 = streamed.finish_copy(copy, source)
+            else:
+                pending.size, pending.sha256 = _copy_and_hash(source, pending.fd)
             if sha256 and pending.sha256 != sha256:
                 raise changed(source.name)
         except BaseException:

@@ -141,3 +141,39 @@ def test_a_transfer_hands_its_file_to_the_disk_as_it_arrives(district, tmp_path,
         assert incoming.written_back == 2 << 20
         incoming.abort()
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_a_transfer_is_copied_into_the_inbox_as_it_arrives(district, tmp_path, monkeypatch):
+    """In the data folder each full COPY_WINDOW of a transfer is copied into the inbox as it
+    arrives, so that the close copies the rest only; a window written again makes the close
+    copy it all again; a transfer not kept leaves no copy."""
+    monkeypatch.setattr(storage, "COPY_WINDOW", 1 << 16)
+    inbox = store.inbox_dir(district)
+    for rewrite in (False, True):
+        data = bytearray(os.urandom(5 << 15))  # 2.5 windows
+        path = tmp_path / f"upload-{rewrite}"
+        with open(path, "wb", buffering=0) as f:
+            incoming = store.incoming(district, path)
+            f.write(data)
+            incoming.arrived(len(data))
+            incoming.last.result()  # the copier's last window
+            (copy,) = inbox.glob(".incoming-*")
+            assert copy.read_bytes() == data[: 2 << 16]
+            if rewrite:
+                data[10:20] = b"x" * 10
+                f.seek(10)
+                f.write(data[10:20])
+                incoming.rewritten(10)
+        sha = hashlib.sha256(data).hexdigest()
+        upload = store.receive(district, "users.csv", path, "sftp", sha256=sha, sent=incoming)
+        incoming.abort()
+        assert store.stored_file(upload).read_bytes() == data
+        assert upload.sha256 == sha
+        assert not list(inbox.glob(".incoming-*"))
+
+    path = tmp_path / "cut"
+    path.write_bytes(os.urandom(3 << 16))
+    incoming = store.incoming(district, path)
+    incoming.arrived(3 << 16)
+    incoming.abort()
+    assert not list(inbox.glob(".incoming-*"))
