@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rosterdrop.districts.models import District
+from rosterdrop.ingest import lines
 from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster import store
 
@@ -121,6 +122,67 @@ def test_empty_kept_lines_are_read_in_full(district, school, read):
     assert read["enrollments.csv"] == len(enrollments) - 1
 
 
+def _kept(district: District) -> dict[str, int]:
+    """The files the roster's kept lines are in now (one token's folder): name -> inode."""
+    folder = django_settings.DATA_DIR / "lines" / str(district.pk)
+    return {path.name: path.stat().st_ino for path in folder.glob("t*/*.arrow")}
+
+
+def _end_dates(school: Path, lines: range, end: bytes) -> None:
+    enrollments = _lines(school / "enrollments.csv")
+    for line in lines:
+        enrollments[line] = enrollments[line].replace(b"2026-06-10", end)
+    (school / "enrollments.csv").write_bytes(b"".join(enrollments))
+
+
+def test_found_lines_are_not_written_again(district, school, read):
+    """The kept lines of a file whose lines were found stay as they are, linked under the new
+    roster token: those of a file read anew in part, with that part's lines beside them in a
+    part of their own, and the next read finds lines in both."""
+    _imported(district, school)
+    before = _kept(district)
+    _end_dates(school, range(3, 4), b"2026-06-09")
+    read.clear()
+    assert import_path(district, school).status == "applied"
+    assert read["enrollments.csv"] == 1
+    after = _kept(district)
+    assert {name: after.get(name) for name in before} == before  # not one written again
+    [part] = set(after) - set(before)
+    assert part.endswith("-1.arrow")
+    _manifest_in_other_bytes(school)
+    read.clear()
+    assert import_path(district, school).status == "no_changes"
+    assert read["enrollments.csv"] == read["classes.csv"] == 0
+    assert _kept(district) == after
+
+
+def test_kept_lines_are_written_again_in_one_part(district, school, read, monkeypatch):
+    """Kept lines in MAX_PARTS parts already, or whose records the roster mostly no longer
+    holds as they are, are written again in one part, with what the read found."""
+    monkeypatch.setattr(lines, "MAX_PARTS", 3)
+    _imported(district, school)
+    body = len(_lines(school / "enrollments.csv")) - 1
+
+    def changed(first: int, last: int) -> list[str]:
+        """The enrollments' parts after an import that changed these lines' records."""
+        _end_dates(school, range(first, last), b"2026-06-09")
+        read.clear()
+        assert import_path(district, school).status == "applied"
+        assert read["enrollments.csv"] == last - first
+        stem = lines.Layout("", "enrollments.csv", (), ",", "").name.removesuffix(".arrow")
+        return sorted(name for name in _kept(district) if name.startswith(stem))
+
+    assert len(changed(1, 2)) == 2
+    assert len(changed(2, 3)) == 3
+    assert len(changed(3, 4)) == 1  # MAX_PARTS
+    assert len(changed(4, body // 2)) == 2  # found all but the line read anew: linked
+    assert len(changed(body // 2, body // 2 + 1)) == 1  # under MOST of the kept held
+    _manifest_in_other_bytes(school)
+    read.clear()
+    assert import_path(district, school).status == "no_changes"
+    assert read["enrollments.csv"] == 0
+
+
 def _dump(district: District) -> list[tuple]:
     with store.bulk_connection() as cur:
         return sorted(store.snapshot(cur, district.pk).drop("_keyhash").rows())
@@ -213,8 +275,8 @@ def pair(db, school):
 )
 def test_an_incremental_read_finds_what_a_full_read_finds(pair, school, tmp_path, edits, whole):
     """Both districts import the same mutated copy, one after the other (each roster moves on
-    with it): the same status, counts, issues and roster, and the lines kept by the full one
-    thrown away before it reads."""
+    with it), then again in other bytes: the same status, counts, issues and roster, and the
+    lines kept by the full one thrown away before it reads."""
     incremental, full = pair
     sent = tmp_path / "sent"
     shutil.rmtree(sent, ignore_errors=True)
@@ -231,9 +293,14 @@ def test_an_incremental_read_finds_what_a_full_read_finds(pair, school, tmp_path
             district.save()
     else:
         _whole(sent / file, how)
-    a = import_path(incremental, sent)
-    shutil.rmtree(django_settings.DATA_DIR / "lines" / str(full.pk), ignore_errors=True)
-    b = import_path(full, sent)
-    assert (a.status, a.changes, a.files) == (b.status, b.changes, b.files)
-    assert _issues(a) == _issues(b)
-    assert _dump(incremental) == _dump(full)
+    # Then the same records in other bytes: every line found, in the kept lines just left
+    # (linked, with a part of the lines read anew).
+    for again in (False, True):
+        if again:
+            _manifest_in_other_bytes(sent)
+        a = import_path(incremental, sent)
+        shutil.rmtree(django_settings.DATA_DIR / "lines" / str(full.pk), ignore_errors=True)
+        b = import_path(full, sent)
+        assert (a.status, a.changes, a.files) == (b.status, b.changes, b.files)
+        assert _issues(a) == _issues(b)
+        assert _dump(incremental) == _dump(full)

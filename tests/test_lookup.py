@@ -26,3 +26,17 @@ def test_crowded_buckets_and_repeated_hashes():
 
 def test_nothing_to_find_in():
     assert list(HashIndex(np.array([], dtype=np.uint64)).find(np.array([1], np.uint64))) == [-1]
+
+
+def test_unsorted_hashes_with_their_order():
+    """Hashes kept in their own order (a file's lines), with the positions that sort them:
+    what is found is a position among them as they are."""
+    rng = np.random.default_rng(6)
+    hashes = rng.integers(0, 2**64 - 1, 20_000, dtype=np.uint64)
+    hashes[::7] = hashes[3]  # repeated
+    absent = rng.integers(0, 2**64 - 1, 2_000, dtype=np.uint64)
+    absent = absent[~np.isin(absent, hashes)]
+    needles = np.concatenate([hashes[::5], absent])
+    found = HashIndex(hashes, np.argsort(hashes, kind="stable")).find(needles)
+    assert (hashes[found[: len(hashes[::5])]] == hashes[::5]).all()
+    assert (found[len(hashes[::5]) :] == -1).all()

@@ -82,7 +82,7 @@ class EntityRows:
             kept = pl.when(~matched).then(pl.col(KEY))
             frame = frame.with_columns(pl.concat_str([kept, pl.lit("")]).alias(KEY))
         self.frames.append(
-            frame.drop(RECORD).with_columns(
+            frame.drop(RECORD, strict=False).with_columns(
                 pl.col([*refs, STATUS]).cast(pl.Categorical),
                 pl.int_range(self.rows, self.rows + frame.height, dtype=pl.UInt32).alias(ROW),
                 pl.lit(file).cast(pl.Categorical).alias(FILE),

@@ -12,6 +12,13 @@ new line number, if the roster still holds the record as it is, active: exactly 
 vouched.py would have taken without checking them, so the read finds the same issues, plan
 and roster as a full one. Every other line is read as before.
 
+A found line costs what finding and taking it costs, little more: the kept lines are taken in
+their line order and a line's place is mostly guessed from its neighbours' (`LastRead`), and
+they are not written again: the last read's kept files stay as they are, linked under the new
+token, and only the lines read anew are kept, in a part of their own (`FileLines.linked`).
+Kept lines are only ever a cache of what a line maps to, so lines kept there whose records
+went meanwhile do no harm; once most of them are such, the found lines are written again.
+
 A line's bytes are not all its meaning. What else decides it, and what this does about it:
 
 - How it is read (`Layout`): rosterdrop, district, fallback encoding and format spec (the
@@ -67,6 +74,13 @@ FOLDER = "lines"
 _LAYOUT = b"rosterdrop.layout"
 # Whether a kept line's row said a status (bulk files count those: validate.RowChecker).
 SENT_STATUS = "_sent_status"
+# The last read's kept lines are linked as they are (FileLines.linked) while at least this
+# share of them is held by the roster as it is, and they are in fewer than MAX_PARTS parts.
+MOST = 0.75
+MAX_PARTS = 8
+# One line in this many of a piece is looked up by its hashes, the others' places guessed
+# from theirs (LastRead._guessed).
+GUESS_STEP = 64
 
 
 @dataclass(frozen=True)
@@ -84,28 +98,35 @@ class Layout:
 
     @property
     def name(self) -> str:
-        """The name its kept lines are saved under."""
-        return hashlib.sha256(self.file.encode()).hexdigest()[:32] + ".arrow"
+        """The name its kept lines are saved under (their first part)."""
+        return self.part(0)
+
+    def part(self, number: int) -> str:
+        """The name of a part of its kept lines: the lines kept by one read, the later ones
+        beside the earlier ones linked as they were (`FileLines.linked`)."""
+        stem = hashlib.sha256(self.file.encode()).hexdigest()[:32]
+        return f"{stem}.arrow" if number == 0 else f"{stem}-{number}.arrow"
 
 
 class LastRead:
     """The lines the last read of a file kept whose records the roster holds as they are
-    (read.KnownLines), sorted by hash; found by the read-ahead thread, taken by the reader."""
+    (read.KnownLines), in their line order, found by the read-ahead thread through an index of
+    their hashes, taken by the reader."""
 
     def __init__(self, kept: pa.Table, spill: Spill, read: Callable[[], None]):
         """`kept`: as the last read wrote it, in its line order. The lines the roster still
-        holds are taken sorted by hash a column at a time: never the whole file in memory
-        beside them (at 5M enrollments that was the read's memory peak, ~0.5 GB over).
-        `read`: called once a column is taken, to let go of what was read of `kept` so far
-        (its mapped pages)."""
+        holds are taken in that order a column at a time: never the whole file in memory
+        beside them (at 5M enrollments that was the read's memory peak, ~0.5 GB over), and,
+        a file being mostly the lines it had, the lines found in a batch are taken from one
+        stretch of memory, not gathered at random across it (sorted by hash, taking the 5M
+        enrollments' lines cost about eight times the CPU). `read`: called once a column is
+        taken, to let go of what was read of `kept` so far (its mapped pages)."""
         same = spill.match(_column_frame(kept, [KEYHASH, HASH]))
         read()
         if same is None:
             held = np.zeros(0, dtype=np.int64)
         else:
             held = np.flatnonzero(same.is_not_null().to_numpy())
-            order = sorting_order(_column_frame(kept, [LINEHASH])[LINEHASH].to_numpy()[held])
-            held = held[order]
         columns, self._nulls = [], []
         for name in kept.column_names:
             column = _column_frame(kept, [name]).to_series()
@@ -114,23 +135,62 @@ class LastRead:
                 # (a string column all null is still 16 bytes a row: ~150 MB at `huge`).
                 self._nulls.append(pl.lit(None, column.dtype).alias(name))
             else:
-                columns.append(column[held])
+                columns.append(column.gather(held))
             read()
         rows = pl.DataFrame(columns, height=len(held))
         if same is not None:
-            rows = rows.with_columns(same[held])
-        self._index = HashIndex(rows[LINEHASH].to_numpy())
-        self._check = rows[LINECHECK].to_numpy()
+            rows = rows.with_columns(same.gather(held))
+        self._hashes = rows[LINEHASH].to_numpy()
+        self._checks = rows[LINECHECK].to_numpy()
+        self._index = HashIndex(self._hashes, sorting_order(self._hashes))
         self._rows = rows.drop(LINEHASH, LINECHECK)
 
     def __len__(self) -> int:
         return self._rows.height
 
     def find(self, hashes: pl.DataFrame) -> pl.Series:
-        at = self._index.find(hashes[LINEHASH].to_numpy())
-        hit = at >= 0
-        hit[hit] = self._check[at[hit]] == hashes[LINECHECK].to_numpy()[hit]
-        return pl.Series(KNOWN, np.where(hit, at, -1)).replace(-1, None)
+        line, check = hashes[LINEHASH].to_numpy(), hashes[LINECHECK].to_numpy()
+        found = self._guessed(line, check)
+        rest = np.flatnonzero(found < 0)
+        if len(rest):
+            found[rest] = self._looked_up(line[rest], check[rest])
+        return pl.Series(KNOWN, found).replace(-1, None)
+
+    def _looked_up(self, line: np.ndarray, check: np.ndarray) -> np.ndarray:
+        """Where lines (their two hashes) are among the rows, by the index of their hashes
+        (-1: not there)."""
+        at = self._index.find(line)
+        hit = np.flatnonzero(at >= 0)
+        at[hit[self._checks[at[hit]] != check[hit]]] = -1
+        return at
+
+    def _guessed(self, line: np.ndarray, check: np.ndarray) -> np.ndarray:
+        """Where lines are, guessed from every GUESS_STEP-th of them looked up: a file is
+        mostly the lines its last read kept, in their order, so the lines after one found at
+        row p are at p + 1, p + 2... and those before it at p - 1, p - 2... A guess is taken
+        where both hashes agree (-1: none did; such a line is looked up). Looking up every
+        line went all over the index: 5M lines cost ~1 s CPU, most of it waiting on memory."""
+        found = np.full(len(line), -1, dtype=np.int64)
+        if not len(line):
+            return found
+        anchors = np.unique(np.append(np.arange(0, len(line), GUESS_STEP), len(line) - 1))
+        found[anchors] = self._looked_up(line[anchors], check[anchors])
+        anchors = anchors[found[anchors] >= 0]
+        if not len(anchors):
+            return found
+        marks = np.full(len(line), -1, dtype=np.int64)
+        marks[anchors] = anchors
+        before = np.maximum.accumulate(marks)  # the last anchor found at or before each line
+        marks[marks < 0] = len(line)
+        after = np.minimum.accumulate(marks[::-1])[::-1]  # the next one at or after it
+        for anchor in (before, after):
+            at = np.flatnonzero((found < 0) & (anchor >= 0) & (anchor < len(line)))
+            guess = found[anchor[at]] + (at - anchor[at])
+            inside = (guess >= 0) & (guess < len(self._hashes))
+            at, guess = at[inside], guess[inside]
+            agree = (self._hashes[guess] == line[at]) & (self._checks[guess] == check[at])
+            found[at[agree]] = guess[agree]
+        return found
 
     def rows(self, known: pl.DataFrame) -> pl.DataFrame:
         """The records of known lines (LINE, LINEHASH, LINECHECK, KNOWN), at their new lines."""
@@ -149,12 +209,20 @@ class FileLines:
 
     What is kept is written to `path` a batch at a time as the file is read, in line order,
     not held: at 5M enrollments that was ~0.5 GB more at the read's memory peak, and a copy
-    more to concatenate and sort them at its end (the next read sorts what it takes)."""
+    more to concatenate and sort them at its end (the next read sorts what it takes).
+
+    `linked`: the last read's kept files stay as they are (hard links in the staged folder),
+    and only the lines read anew are written, as one more part: a found line is not written
+    again (5M enrollments: ~1.5 s CPU to convert and write them, a 450 MB file). Lines kept
+    there whose records went meanwhile stay with them, harmless (a line is taken only if the
+    roster holds its record as it is), until a read finds under MOST of its kept lines held,
+    or they are in MAX_PARTS parts: that read writes its found lines again, in one part."""
 
     layout: Layout
     entity: str
     path: Path
     last: LastRead | None = None
+    linked: bool = False
     _writer: pa.ipc.RecordBatchStreamWriter | None = None
     _schema: pa.Schema | None = None
 
@@ -190,6 +258,12 @@ class FileLines:
         # A batch whose columns came out in other types (a column all null) takes the first's.
         self._writer.write_table(table.cast(self._schema))
 
+    def keep_found(self, known: pl.DataFrame) -> None:
+        """Keep found lines (LastRead.rows) for the next read, unless their kept files are
+        linked as they were."""
+        if not self.linked:
+            self.keep(known)
+
     def close(self) -> None:
         """The file is read: what it kept is complete (and nothing if nothing was kept)."""
         if self._writer is not None:
@@ -215,23 +289,30 @@ class LineFiles:
         nothing, or another layout: the file is read in full), and where this read keeps its
         own."""
         lines = FileLines(layout, entity, self.staged / layout.name)
-        key = f"{_folder(self.district_id, self.token)}/{layout.name}"
+        folder = _folder(self.district_id, self.token)
         shared = storage.shared()
         try:
             if shared is None:
-                table, read = _mapped(settings.DATA_DIR / key)
+                parts = _parts(settings.DATA_DIR / folder, layout)
+                table, read = _mapped(parts)
             else:
+                parts = []
+                key = f"{folder}/{layout.name}"
                 table = pa.ipc.open_stream(pa.py_buffer(shared.read(key))).read_all()
                 read = _read_whole
         except (FileNotFoundError, ValueError, pa.ArrowInvalid):  # ValueError: an empty file
             return lines
         except OSError as error:  # damaged, or storage unreachable: read in full
-            log.warning("kept lines %s not read: %s", key, error)
+            log.warning("kept lines %s/%s not read: %s", folder, layout.name, error)
             return lines
-        if (table.schema.metadata or {}).get(_LAYOUT) != layout.digest():
+        if table is None or (table.schema.metadata or {}).get(_LAYOUT) != layout.digest():
             return lines
         last = LastRead(table, spill, read)
         lines.last = last if len(last) else None
+        held = len(last) >= MOST * table.num_rows
+        if held and 0 < len(parts) < MAX_PARTS and _linked(parts, self.staged):
+            lines.linked = True
+            lines.path = self.staged / layout.part(len(parts))
         return lines
 
     def publish(self, token: int) -> None:
@@ -263,16 +344,52 @@ class LineFiles:
             log.warning("kept lines of district %s not shared: %s", self.district_id, error)
 
 
-def _mapped(path: Path) -> tuple[pa.Table, Callable[[], None]]:
-    """A kept file's lines, read from it as mapped (no copy), and a call that lets go of the
-    pages read so far: they count in the process's memory until the mapping goes, and
+def _mapped(parts: list[Path]) -> tuple[pa.Table | None, Callable[[], None]]:
+    """A kept file's lines, read from its parts as mapped (no copy), and a call that lets go
+    of the pages read so far: they count in the process's memory until the mapping goes, and
     touched column after column they were all of the file (447 MB at 5M enrollments, the
     1% change's memory peak at `huge`). Pages let go are read again from the file if needed.
+    None: its parts were kept in another layout (or types), to be read in full.
     """
-    with path.open("rb") as file:
-        mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-    table = pa.ipc.open_stream(pa.py_buffer(mapping)).read_all()
-    return table, lambda: mapping.madvise(mmap.MADV_DONTNEED)
+    if not parts:
+        raise FileNotFoundError("no kept lines")
+    mappings, tables = [], []
+    for path in parts:
+        with path.open("rb") as file:
+            mappings.append(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
+        tables.append(pa.ipc.open_stream(pa.py_buffer(mappings[-1])).read_all())
+    schema = tables[0].schema
+    if any(t.schema != schema or t.schema.metadata != schema.metadata for t in tables):
+        return None, _read_whole
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+    def read() -> None:
+        for mapping in mappings:
+            mapping.madvise(mmap.MADV_DONTNEED)
+
+    return table, read
+
+
+def _parts(folder: Path, layout: Layout) -> list[Path]:
+    """The parts a file's lines were kept in, in order (none: nothing kept)."""
+    parts: list[Path] = []
+    while (folder / layout.part(len(parts))).exists():
+        parts.append(folder / layout.part(len(parts)))
+    return parts
+
+
+def _linked(parts: list[Path], staged: Path) -> bool:
+    """The last read's kept parts linked into this read's staged folder, as they are."""
+    try:
+        staged.mkdir(parents=True, exist_ok=True)
+        for path in parts:
+            (staged / path.name).hardlink_to(path)
+    except OSError as error:  # another file system: written again instead
+        log.warning("kept lines %s not linked: %s", parts[0], error)
+        for path in parts:
+            (staged / path.name).unlink(missing_ok=True)
+        return False
+    return True
 
 
 def _read_whole() -> None:

@@ -22,13 +22,16 @@ def sorting_order(values: np.ndarray) -> np.ndarray:
 class HashIndex:
     """Sorted unsigned 64-bit hashes and the start of each top-bits bucket among them."""
 
-    def __init__(self, hashes: np.ndarray):
-        """`hashes`: sorted, uint64."""
-        self.hashes = hashes
+    def __init__(self, hashes: np.ndarray, order: np.ndarray | None = None):
+        """`hashes`: sorted, uint64; or in any order, with `order` the positions that sort
+        them (no sorted copy is kept: a position found is then one in `hashes`)."""
+        self.hashes, self.order = hashes, order
+        ranked = hashes if order is None else hashes[order]
         bits = max((len(hashes) // PER_BUCKET).bit_length(), 1)
         self.shift = np.uint64(64 - bits)
-        counts = np.bincount((hashes >> self.shift).astype(np.intp), minlength=1 << bits)
-        self.starts = np.zeros((1 << bits) + 1, dtype=np.int64)
+        counts = np.bincount((ranked >> self.shift).astype(np.intp), minlength=1 << bits)
+        # 32-bit: half the table (8 MB for 5M hashes), still room for 2**31 of them.
+        self.starts = np.zeros((1 << bits) + 1, dtype=np.int32)
         np.cumsum(counts, out=self.starts[1:])
 
     def __len__(self) -> int:
@@ -42,6 +45,8 @@ class HashIndex:
         looking = np.flatnonzero(at < end)
         while len(looking):
             here = at[looking]
+            if self.order is not None:
+                here = self.order[here]
             hit = self.hashes[here] == needles[looking]
             found[looking[hit]] = here[hit]
             at[looking] += 1

@@ -293,18 +293,19 @@ def parse_lines(
     if found is None or not (hit := found.is_not_null()).any():
         return _hashed(parse_fast(piece, header, sep), hashes)
     unknown = ~hit.to_numpy()
-    columns = pl.DataFrame(schema=dict.fromkeys(header, pl.String))  # should no line be parsed
-    parts = [columns, hashes.filter(hit).with_columns(found.filter(hit).alias(KNOWN))]
-    if unknown.any():
-        data = np.frombuffer(piece.text, dtype=np.uint8)
-        with_lf = lines.bin.size() if lines.dtype == pl.Binary else lines.str.len_bytes() + 1
-        lengths = with_lf.to_numpy()
-        rest = Piece(data[np.repeat(unknown, lengths)].tobytes(), 0, int(unknown.sum()))
-        frame = parse_fast(rest, header, sep)
-        if frame is None:  # not parsed apart from its piece: the whole piece is read
-            return _hashed(parse_fast(piece, header, sep), hashes)
-        parts.append(frame.drop(LINE).hstack(hashes.filter(~hit)))
-    return pl.concat(parts, how="diagonal").sort(LINE)
+    taken = hashes.filter(hit).with_columns(found.filter(hit).alias(KNOWN))
+    if not unknown.any():  # the usual nightly piece: nothing to parse, no columns to fill
+        return taken
+    data = np.frombuffer(piece.text, dtype=np.uint8)
+    with_lf = lines.bin.size() if lines.dtype == pl.Binary else lines.str.len_bytes() + 1
+    lengths = with_lf.to_numpy()
+    rest = Piece(data[np.repeat(unknown, lengths)].tobytes(), 0, int(unknown.sum()))
+    frame = parse_fast(rest, header, sep)
+    if frame is None:  # not parsed apart from its piece: the whole piece is read
+        return _hashed(parse_fast(piece, header, sep), hashes)
+    columns = pl.DataFrame(schema=dict.fromkeys(header, pl.String))
+    parsed = frame.drop(LINE).hstack(hashes.filter(~hit))
+    return pl.concat([columns, taken, parsed], how="diagonal").sort(LINE)
 
 
 def _lines(piece: Piece) -> pl.Series | None:

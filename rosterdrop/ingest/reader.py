@@ -19,12 +19,23 @@ import polars as pl
 from django.conf import settings
 
 from rosterdrop.formats.spec import FileSpec, FormatSpec, Mode, Output
-from rosterdrop.ingest.columns import KEY, KNOWN, LINE, LINECHECK, LINEHASH, NATURAL, SAME, STATUS
+from rosterdrop.ingest.columns import (
+    KEY,
+    KNOWN,
+    LINE,
+    LINECHECK,
+    LINEHASH,
+    NATURAL,
+    RECORD,
+    SAME,
+    STATUS,
+)
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import FindingLog
 from rosterdrop.ingest.keys import EntityRows
 from rosterdrop.ingest.lines import SENT_STATUS, FileLines, LineFiles
 from rosterdrop.ingest.links import LinkValues, gather
+from rosterdrop.ingest.lookup import sorting_order
 from rosterdrop.ingest.mapping import (
     extra_columns,
     key_columns,
@@ -177,9 +188,14 @@ class Reader:
         if KNOWN in batch.columns:
             assert lines is not None and lines.last is not None  # who asked for them
             hit = batch[KNOWN].is_not_null()
-            known = lines.last.rows(batch.filter(hit))
+            known = lines.last.rows(batch.select(LINE, LINEHASH, LINECHECK, KNOWN).filter(hit))
             checker.taken(known.height, int(known[SENT_STATUS].sum()))
-            lines.keep(known)
+            lines.keep_found(known)
+            known = known.drop(LINEHASH, LINECHECK)
+            if known.height == batch.height:  # the usual nightly batch: no line read anew
+                checker.rejected = batch.clear()
+                self._keep(file, output, mode, known)
+                return
             batch = batch.filter(~hit).drop(KNOWN)
         batch, hashes, sent_status = _hashes(checker, batch)
         batch = checker.prepare(batch)
@@ -198,12 +214,7 @@ class Reader:
             mapped = pl.concat(
                 [mapped.filter(held).with_columns(same.filter(held)), rest], how="diagonal"
             ).sort(LINE)
-        if known is not None and known.height:
-            refs = [c for c in mapped.columns if not c.startswith("_")]
-            mapped = mapped.with_columns(pl.col(refs).cast(pl.Categorical))
-            known = known.drop(LINEHASH, LINECHECK)
-            mapped = pl.concat([mapped, known], how="diagonal_relaxed").sort(LINE)
-        self._keep(file, output, mode, mapped)
+        self._keep(file, output, mode, mapped, known)
         self._keep_skipped(file, mode, checker, extras)
 
     def _rows_of(
@@ -221,14 +232,38 @@ class Reader:
             self._spill_of(output.entity)
         return rows
 
-    def _keep(self, file: FileSpec, output: Output, mode: Mode, mapped: pl.DataFrame) -> None:
-        """Spill a mapped batch's record data and keep its keys for the checks across rows."""
+    def _keep(
+        self,
+        file: FileSpec,
+        output: Output,
+        mode: Mode,
+        mapped: pl.DataFrame,
+        taken: pl.DataFrame | None = None,
+    ) -> None:
+        """Spill a mapped batch's record data and keep its keys for the checks across rows.
+
+        `taken`: the records of the batch's other lines, taken as their last read mapped them
+        (ingest/lines.py): never spilled, kept with the mapped ones in line order. Merged once
+        the mapped ones' data (RECORD) is spilled: not a column of nulls for each of them.
+        """
         rows = self._rows_of(file, output, mode)
+        order = places = None
+        if taken is not None:
+            order = sorting_order(pl.concat([mapped[LINE], taken[LINE]]).to_numpy())
+            places = np.empty_like(order)
+            places[order] = np.arange(len(order), dtype=order.dtype)
+            places = places[: mapped.height]
         if self.spill is not None:
-            same = self._spill_of(output.entity).write(mapped)
+            numbered = mapped.height if taken is None else mapped.height + taken.height
+            same = self._spill_of(output.entity).write(mapped, places, numbered)
             if same is not None:
                 mapped = mapped.with_columns(same)
-        rows.add(_with_natural_key(output, mapped), file.name, output.derived)
+        mapped = _with_natural_key(output, mapped)
+        if taken is not None and order is not None:
+            refs = [c for c in mapped.columns if not c.startswith("_")]
+            mapped = mapped.drop(RECORD).with_columns(pl.col(refs).cast(pl.Categorical))
+            mapped = pl.concat([mapped, taken], how="diagonal_relaxed")[order]
+        rows.add(mapped, file.name, output.derived)
 
     def _keep_skipped(
         self, file: FileSpec, mode: Mode, checker: RowChecker, extras: list[str]

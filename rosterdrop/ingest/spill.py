@@ -137,30 +137,42 @@ class Spill:
         return self._held_as_is(fingerprints(mapped.select(KEYHASH, HASH)))
 
     @timed("spill", batch=True)
-    def write(self, mapped: pl.DataFrame) -> pl.Series | None:
+    def write(
+        self, mapped: pl.DataFrame, places: np.ndarray | None = None, numbered: int | None = None
+    ) -> pl.Series | None:
         """Keep the batch's key, data and hash, with the row numbers the checks gave them.
 
         Returns, if the roster holds records of this entity, each row's SAME: the position
         of the roster record its fingerprint matched (null: none, the row was spilled).
-        Rows that come with a SAME already (ingest/vouched.py) keep it.
+        Rows that come with a SAME already (ingest/vouched.py) keep it; a batch of such rows
+        only (ingest/lines.py) may come without their data (RECORD).
+
+        `places`: where each row is among the `numbered` rows this batch numbers, the others
+        being records taken as the roster holds them (ingest/lines.py: numbered, never sent
+        here); by default the batch's rows are all of them, in order.
         """
-        frame = mapped.select(KEY, RECORD, HASH, KEYHASH).with_columns(
-            pl.int_range(self.rows, self.rows + mapped.height, dtype=pl.UInt32).alias(ROW)
-        )
-        self.rows += frame.height
+        first = self.rows
+        self.rows += mapped.height if numbered is None else numbered
         same = None
+        spilled = np.arange(mapped.height)
         if self.unchanged is not None:
             same = (
                 mapped[SAME]
                 if SAME in mapped.columns
                 else pl.repeat(None, mapped.height, dtype=pl.UInt32, eager=True).alias(SAME)
             )
-            unknown = np.flatnonzero(same.is_null().to_numpy())
-            if len(unknown):
-                same = same.scatter(unknown, self.match(mapped[unknown]))
-            frame = frame.filter(same.is_null())
-        self.spilled += frame.height
-        if frame.height:
+            spilled = np.flatnonzero(same.is_null().to_numpy())
+            if len(spilled):
+                found = self._held_as_is(fingerprints(mapped[spilled].select(KEYHASH, HASH)))
+                same = same.scatter(spilled, found)
+                spilled = spilled[found.is_null().to_numpy()]
+        self.spilled += len(spilled)
+        if len(spilled):
+            rows = mapped if len(spilled) == mapped.height else mapped[spilled]
+            at = spilled if places is None else places[spilled]
+            frame = rows.select(KEY, RECORD, HASH, KEYHASH).with_columns(
+                pl.Series(ROW, first + at, dtype=pl.UInt32)
+            )
             self._write(frame)
         return same
 
