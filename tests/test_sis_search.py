@@ -1,10 +1,13 @@
 """SIS search answers from the index built at import (ingest.sent_index): the same rows, line
-numbers and counts as reading the file did, reading only the rows it shows (ranged reads on
-S3); the index goes with the raw upload at retention."""
+numbers and counts as reading the file did (in a file that names no one, a row's own ID is
+matched whole or from its start), reading only the rows it shows (ranged reads on S3); the
+index goes with the raw upload at retention."""
 
 import datetime
+import hashlib
 import io
 import zipfile
+from pathlib import Path
 from unittest.mock import patch
 
 import hypothesis
@@ -13,7 +16,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 from helpers import rows, write
-from hypothesis import given
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from web_fixtures import signed_in
 
@@ -22,8 +25,9 @@ from rosterdrop.formats import get_format
 from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import sent_index
-from rosterdrop.ingest.models import SentBlock, SentFile, SentValues
-from rosterdrop.ingest.sent_rows import read_rows
+from rosterdrop.ingest.models import SentBlock, SentFile, SentKeys, SentValues
+from rosterdrop.ingest.reader import limits
+from rosterdrop.ingest.sent_rows import Rows, read_rows
 from rosterdrop.ingest.syncs import import_path
 from rosterdrop.web.sis import indexed_rows, members
 
@@ -86,29 +90,53 @@ def test_search_finds_the_rows_reading_the_file_found(backend, sent, district):
     }
 
 
+# How a file that names no one is searched, said here on its own (not taken from the code):
+# the columns found in any part, and those found whole or from their start (a row's own ID).
+FOUND = {
+    "enrollments.csv": ({"classSourcedId", "schoolSourcedId", "userSourcedId"}, {"sourcedId"}),
+    "demographics.csv": ({"sourcedId"}, set()),  # demographics' sourcedId is a user's
+}
+
+
+def _as_read(rows: Rows, name: str, query: str, offset: int, limit: int) -> Rows:
+    """A page of every row read from a file (`rows`) that FOUND finds `query` in."""
+    anywhere, start = FOUND[name]
+    needle = query.casefold()
+
+    def holds(row: list[str]) -> bool:
+        cells = dict(zip(rows.header, row, strict=False))
+        return any(needle in cells.get(c, "").casefold() for c in anywhere) or any(
+            cells.get(c, "").casefold().startswith(needle) for c in start
+        )
+
+    hits = [(line, row) for line, row in rows.rows if not needle or holds(row)]
+    return Rows(header=rows.header, rows=hits[offset : offset + limit], matched=len(hits))
+
+
 def _same_as_read(district, name: str, queries: tuple[str, ...], offsets: tuple[int, ...]):
     upload = Upload.objects.get(district=district, filename=name)
     with members(upload) as files:
-        for query in queries:
-            for offset in offsets:
-                found = indexed_rows(upload, name, "cp1252", query, offset, 10)
-                read = read_rows(files[name], "cp1252", query, offset, 10)
-                assert found == read, (query, offset)
+        every = read_rows(files[name], "cp1252", "", 0, 10**9)
+    for query in queries:
+        for offset in offsets:
+            found = indexed_rows(upload, name, "cp1252", query, offset, 10)
+            assert found == _as_read(every, name, query, offset, 10), (query, offset)
     return upload
 
 
 def test_files_that_name_no_one_are_searched_by_their_ids(backend, sent, district, school):
-    """enrollments.csv by its own ID and those it refers to (a user's, a class's, a school's:
-    whole, in another case, a part of one, with accents; a part of many IDs, found in rows by
-    their own ID, by an ID they refer to, or both), demographics.csv by its ID: the rows,
-    lines and counts reading the whole file found, on a page at any offset."""
+    """enrollments.csv by the IDs it refers to (a user's, a class's, a school's: whole, in
+    another case, a part of one) and its rows' own IDs (whole or from their start, with
+    accents: not by a part in their middle); a part of many IDs, found in rows by their own
+    ID, by an ID they refer to, or both; demographics.csv by its ID (a user's: any part): the
+    rows, lines and counts of the whole file read, on a page at any offset."""
     enrolled = rows(school / "enrollments.csv")
     user, klass, org = (
         enrolled[40][enrolled[0].index(c)]
         for c in ("userSourcedId", "classSourcedId", "schoolSourcedId")
     )
     queries = ("", "ÉNRÔLÉ-STRASSE", "straße", user.upper(), user[9:23], klass[14:].upper(), org)
-    parts = ("A1", "e9", "4c", "zwei-405", enrolled[407][0])
+    parts = ("A1", "e9", "4c", "zwei-405", enrolled[407][0], enrolled[50][0][:5])
     offsets = (0, 10, 25, 70, 150, 290, 540)
     upload = _same_as_read(district, "enrollments.csv", queries + parts, offsets)
     assert indexed_rows(upload, "enrollments.csv", "cp1252", org, 0, 10).matched == 546
@@ -116,11 +144,153 @@ def test_files_that_name_no_one_are_searched_by_their_ids(backend, sent, distric
     assert found is not None and found.rows == [(303, enrolled[301])]  # after the two-line row
     found = indexed_rows(upload, "enrollments.csv", "cp1252", enrolled[407][0], 0, 10)
     assert found is not None and found.rows == [(410, enrolled[407])]  # after two of them
-    many = indexed_rows(upload, "enrollments.csv", "cp1252", "a1", 0, 10)
-    assert many is not None and many.matched > 150  # in both: its own ID and those referred to
+    found = indexed_rows(upload, "enrollments.csv", "cp1252", "ÉNRÔLÉ-STRASSE", 0, 10)
+    assert found is not None and found.rows == [(4, enrolled[3])]  # its start, casefolded
+    assert indexed_rows(upload, "enrollments.csv", "cp1252", "straße", 0, 10).matched == 0
     people = rows(school / "demographics.csv")
     queries = ("", people[7][0].upper(), people[12][0][4:17], people[20][0][-6:])
     _same_as_read(district, "demographics.csv", queries, (0, 10, 60))
+
+
+def _kept(district, folder: Path, name: str, text: str) -> SentFile:
+    """`text` sent as `name` in an upload of the district (not imported), indexed."""
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    upload = Upload.objects.create(
+        district=district,
+        filename=name,
+        size=path.stat().st_size,
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        source="cli",
+        status="imported",
+    )
+    spec = get_format(district.format, district.slug)
+    sent_index.keep(district, [upload], [path], spec, limits())
+    found = sent_index.indexed(upload, name)
+    assert found is not None
+    return found
+
+
+ENROLLED = """sourcedId,classSourcedId,schoolSourcedId,userSourcedId,role
+enr-1001,class-A,school-1,stu-42,student
+enr-1002,class-A,school-1,stu-43,student
+ENR-2001,class-B,school-1,stu-42,student
+stu-42-x,class-C,school-2,stu-42,student
+x-enr-1001,class-D,school-2,stu-44,student
+"""
+
+
+@pytest.mark.parametrize("keyed", [3, 64])
+def test_how_a_file_that_names_no_one_is_searched(backend, district, tmp_path, monkeypatch, keyed):
+    """In enrollments.csv, the IDs a row refers to are found whole or by any part, in any
+    case; a row's own ID whole or from its start, in any case, never by a part in its
+    middle; a row found both ways is counted once; rows come in file order, a page at a
+    time. In demographics.csv the sourcedId (a user's) is found by any part. (Own IDs four
+    to a record, found by their first `keyed` bytes: a prefix spans several records.)"""
+    monkeypatch.setattr(sent_index, "KEYS", 4)
+    monkeypatch.setattr(sent_index, "KEYED", keyed)
+    many = "".join(f"enr-3{n:03d},class-P,school-3,stu-5{n:02d},student\n" for n in range(30))
+    sent = _kept(district, tmp_path, "enrollments.csv", ENROLLED + many)
+    assert SentKeys.objects.filter(file=sent).count() == 9  # 35 own IDs
+    assert not sent.row_terms
+
+    def lines(query: str, offset: int = 0, limit: int = 100) -> tuple[list[int], int]:
+        found = sent_index.find(sent, query, offset, limit)
+        return [line for line, _ in found.rows], found.matched
+
+    assert lines("enr-1001") == ([2], 1)  # whole; not x-enr-1001, where it is in the middle
+    assert lines("ENR-100") == ([2, 3], 2)  # its start, in any case
+    assert lines("enr-2001") == ([4], 1)  # sent as ENR-2001
+    assert lines("1001") == ([], 0)  # a part of an own ID, not at its start
+    assert lines("stu-42") == ([2, 4, 5], 3)  # referred to in 2, 4, 5; 5's own ID starts so too
+    assert lines("TU-4") == ([2, 3, 4, 5, 6], 5)  # a part of a user's ID
+    assert lines("school-2") == ([5, 6], 2)
+    assert lines("ass-") == (list(range(2, 37)), 35)  # a part of every class ID
+    assert lines("enr-3", 10, 10) == (list(range(17, 27)), 30)  # the second page of ten
+    assert lines("enr-300", 5, 100) == (list(range(12, 17)), 10)
+    assert lines("x") == ([6], 1)  # x-enr-1001 from its start; stu-42-x not
+    assert lines("") == (list(range(2, 37)), 35)
+    people = _kept(
+        district, tmp_path, "demographics.csv", "sourcedId,sex\nstu-42,female\nstu-43,male\n"
+    )
+    assert sent_index.find(people, "TU-4", 0, 10).matched == 2
+
+
+@pytest.mark.parametrize("keyed", [3, 64])
+def test_own_ids_sharing_a_long_start_are_found(district, tmp_path, monkeypatch, keyed):
+    """Own IDs that share their first 8 bytes and more (sequential IDs of a district) are
+    kept in byte order and found whole or from their start, shorter before longer."""
+    monkeypatch.setattr(sent_index, "KEYS", 3)
+    monkeypatch.setattr(sent_index, "KEYED", keyed)
+    ids = ["2025-2026-enr-000010", "2025-2026-enr-00001", "2025-2026-enr-000011", "2025-2026-ßx"]
+    ids += ["2025-2026-enr-0000101", "2025-2026-enr-00002", "2025-2026-enr-00001"]
+    text = "sourcedId,userSourcedId\n" + "".join(f"{i},u\n" for i in ids)
+    sent = _kept(district, tmp_path, "enrollments.csv", text)
+    kept = [t for k in SentKeys.objects.filter(file=sent).order_by("pk") for t in k.terms.split()]
+    assert kept == sorted(i.casefold() for i in ids)
+
+    def found(query: str) -> list[str]:
+        return [ids[line - 2] for line, _ in sent_index.find(sent, query, 0, 100).rows]
+
+    for query in (*ids, "2025-2026-enr-0000", "2025-2026-", "2025-2026-enr-00001", "2025-2026-SS"):
+        assert found(query) == [i for i in ids if i.casefold().startswith(query.casefold())]
+
+
+# IDs of a few characters, some casefolded to others ("ß" is "ss", "İ" two characters), some
+# sharing a start longer than a key (8 bytes) and than the bytes a record's first keeps.
+ID = st.builds(
+    str.__add__,
+    st.sampled_from(["", "", "ab-ab-ab-", "ab-ab-ab-ab"]),
+    st.text(st.sampled_from("aAbB-1ßéÉİ"), max_size=4),
+)
+
+
+@hypothesis.settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    table=st.lists(st.tuples(ID, ID, ID, ID), max_size=30),
+    quoted=st.booleans(),
+    data=st.data(),
+)
+def test_the_index_finds_the_rows_reading_the_file_finds(district, tmp_path, table, quoted, data):
+    """For any enrollments.csv (read by polars, or quoted: by the csv module) and any query
+    (a part of one of its IDs in another case, or other text), the index finds the rows
+    FOUND says, in file order, each once, and counts them: own IDs (3 to a record, found by
+    their first 4 bytes) whole or from their start, the IDs a row refers to by any part."""
+    cells = [cell for row in table for cell in row] or [""]
+    cell = data.draw(st.sampled_from(cells))
+    start = data.draw(st.integers(0, len(cell)))
+    part = cell[start : data.draw(st.integers(start, len(cell)))]
+    query = data.draw(st.sampled_from([part, part.upper(), part.swapcase()]) | ID)
+    text = "".join(
+        ",".join(f'"{c}"' if quoted else c for c in row) + "\n"
+        for row in [("sourcedId", "classSourcedId", "schoolSourcedId", "userSourcedId"), *table]
+    )
+    with (
+        patch.object(sent_index, "KEYS", 3),
+        patch.object(sent_index, "KEYED", 4),
+        patch.object(sent_index, "BLOCK", 4),
+        patch.object(sent_index, "VALUES", 3),
+        patch.object(sent_index, "CHUNK", 64),
+    ):
+        sent = _kept(district, tmp_path, "enrollments.csv", text)
+    try:
+        lines = [n + 2 for n, row in enumerate(table) if _holds(row, query)]
+        for offset in (0, 2):
+            found = sent_index.find(sent, query, offset, 5)
+            assert [line for line, _ in found.rows] == lines[offset : offset + 5]
+            assert found.matched == len(lines)
+    finally:
+        Upload.objects.filter(district=district).delete()
+        SentFile.objects.filter(district=district).delete()
+
+
+def _holds(row: tuple[str, ...], query: str) -> bool:
+    """Whether FOUND finds `query` in an enrollment (sourcedId, class, school, user)."""
+    needle = query.casefold()
+    own, *referred = (cell.casefold() for cell in row)
+    return not needle or own.startswith(needle) or any(needle in cell for cell in referred)
 
 
 def test_a_zip_member_is_searched_as_read(district, school, tmp_path):
@@ -142,7 +312,8 @@ def test_a_zip_member_is_searched_as_read(district, school, tmp_path):
 
 SEARCHED = {
     "users.csv": "sourcedId, username, givenName, familyName, middleName, identifier",
-    "enrollments.csv": "sourcedId, classSourcedId, schoolSourcedId, userSourcedId",
+    "enrollments.csv": "classSourcedId, schoolSourcedId, userSourcedId, or whose sourcedId"
+    " starts with it (a row's own ID is matched whole or from its start)",
     "demographics.csv": "sourcedId",
 }
 

@@ -168,6 +168,10 @@ class SentFile(models.Model):
     name = models.CharField(max_length=255, help_text="The CSV file (a zip's member) as sent.")
     rows = models.PositiveIntegerField(help_text="Rows after the header.")
     header_end = models.BigIntegerField(help_text="Where the header row ends (its bytes).")
+    # A file that names no one (enrollments.csv) keeps its IDs as values and keys instead.
+    row_terms = models.BooleanField(
+        default=True, help_text="Its blocks keep each row's searched cells."
+    )
 
     class Meta:
         constraints = [
@@ -202,3 +206,21 @@ class SentValues(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["file", "first"], name="sent_values_unique")]
+
+
+class SentKeys(models.Model):
+    """Rows' own IDs in a SentFile that names no one (each enrollment's sourcedId), casefolded
+    and in byte order, KEYS of them, each with its row: a search finds an ID whole or from its
+    start through the index on `first`, instead of scanning 5M unique IDs (185 MB at 5M
+    enrollments, 0.3-0.5 s per request)."""
+
+    # Its index is the one below (file, first).
+    file = models.ForeignKey(
+        SentFile, on_delete=models.CASCADE, related_name="keys", db_index=False
+    )
+    first = models.BinaryField(help_text="Its first value, UTF-8 (at most its first 64 bytes)")
+    terms = models.TextField(help_text="A line per value, casefolded, in byte order")
+    rows = models.BinaryField(help_text="int32 row of each value")
+
+    class Meta:
+        indexes = [models.Index(fields=["file", "first"], name="sent_keys_first")]

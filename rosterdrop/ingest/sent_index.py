@@ -5,17 +5,20 @@ at 500k students, 10 s for enrollments.csv at 5M enrollments. When a sync is imp
 of its files the format knows is read once more from the local copy the import already
 fetched (by polars where a stretch of it has no quotes, else the csv module), and its rows
 are kept in blocks of BLOCK: each row's physical line and byte offset, and its ID and name
-cells casefolded. A file that names no one, such as enrollments.csv, is searched by its ID
-and the IDs it refers to: those (a user's, a class's, a school's) are kept once each, with the
-rows each is in (731k distinct values for 15M cells at 5M enrollments). A search looks for
-the text in those cells and values (as the page did in every cell, case-insensitive) in the
-database, and the page reads only the rows it shows, by offset (ranged reads on S3).
+cells casefolded. A file that names no one, such as enrollments.csv, is searched by the IDs
+it refers to and its own: those it refers to (a user's, a class's, a school's) are kept once
+each, with the rows each is in (731k distinct values for 15M cells at 5M enrollments), and
+found in any part, as the page found text in every cell (case-insensitive); a row's own ID
+(an enrollment's) is kept in byte order and found whole or from its start, by a B-tree: 5M
+unique IDs (185 MB) scanned per request cost 0.3-0.5 s, and no index of their parts is much
+smaller than they are. The page reads only the rows it shows, by offset (ranged reads on S3).
 
 An index is keyed by the bytes it was built from (the upload's sha256, and the file's name
 in it), so that a re-sent upload finds it again; retention deletes it with the last upload
 of those bytes (`forget`, on inbox.signals.upload_purged).
 """
 
+import bisect
 import csv
 import itertools
 import logging
@@ -26,6 +29,7 @@ from typing import BinaryIO, TypeVar
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from django.db import transaction
 from django.db.models import QuerySet, Value
 from django.db.models.functions import StrIndex
@@ -34,7 +38,7 @@ from rosterdrop.districts.models import District
 from rosterdrop.formats.spec import FileSpec, FormatSpec
 from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest.findings import Failure
-from rosterdrop.ingest.models import SentBlock, SentFile, SentValues
+from rosterdrop.ingest.models import SentBlock, SentFile, SentKeys, SentValues
 from rosterdrop.ingest.unpack import Limits, unpack
 from rosterdrop.roster.schema import NAME_FIELDS, REFS
 from rosterdrop.timing import timed
@@ -45,6 +49,8 @@ BLOCK = 1024
 SAVED = 64  # blocks written at a time
 VALUES = 1024  # distinct values a SentValues holds
 NUMBERED = 1 << 19  # rows whose referred values are numbered at a time
+KEYS = 1024  # own IDs a SentKeys holds
+KEYED = 64  # bytes of a SentKeys' first value in its indexed column
 CHUNK = 4 << 20
 # The canonical fields searched besides the key: names, and the ID a district gives people.
 SEARCHED = NAME_FIELDS | {"identifier"}
@@ -52,10 +58,20 @@ CELL, ROW = "\x1f", "\n"
 Span = tuple[int, int]  # bytes from, to (excluded)
 
 
-def _columns(spec: FileSpec) -> tuple[set[str], set[str]]:
-    """The spec's column names an index keeps of each row (its outputs' keys and name
-    columns), and those it keeps as distinct values: for a file that names no one
-    (enrollments, demographics), the single IDs it refers to (a user, a class, a school)."""
+@dataclass(frozen=True)
+class Columns:
+    """The spec's column names an index keeps, by how a search finds them."""
+
+    by_row: set[str]  # with each row, found in any part: a file naming people or things
+    by_value: set[str]  # the single IDs a file that names no one refers to, in any part
+    by_key: set[str]  # its rows' own IDs (an enrollment's sourcedId), whole or from the start
+
+
+def columns(spec: FileSpec) -> Columns:
+    """A file that names someone or something is searched in its keys and name columns, row
+    by row; one that names no one (enrollments, demographics) in the single IDs it refers to
+    (a user, a class, a school; demographics' sourcedId is a user's), kept as distinct
+    values, and in its rows' own IDs (an enrollment's), kept in byte order."""
     names = {
         source
         for output in spec.outputs
@@ -64,20 +80,17 @@ def _columns(spec: FileSpec) -> tuple[set[str], set[str]]:
     }
     keys = {key for output in spec.outputs for key in output.key}
     if names & {c.name for c in spec.columns}:
-        return names | keys, set()
+        return Columns(by_row=names | keys, by_value=set(), by_key=set())
     refs = {ref.field for ref in REFS.get(spec.outputs[0].entity, ()) if not ref.many}
-    return keys, {
+    referred = {
         source
         for output in spec.outputs
         for field, source in output.fields.items()
         if field in refs and isinstance(source, str)
     }
-
-
-def searched_columns(spec: FileSpec) -> set[str]:
-    """The spec's column names a search looks in."""
-    by_row, by_value = _columns(spec)
-    return by_row | by_value
+    if "sourcedId" in refs:  # a key that is a reference: demographics' names a user
+        referred |= {output.key[0] for output in spec.outputs if len(output.key) == 1}
+    return Columns(by_row=set(), by_value=referred, by_key=keys - referred)
 
 
 def _positions(header: list[str], spec: FileSpec, wanted: set[str]) -> list[int]:
@@ -88,9 +101,14 @@ def _positions(header: list[str], spec: FileSpec, wanted: set[str]) -> list[int]
     ]
 
 
-def searched_in(header: list[str], spec: FileSpec) -> list[int]:
-    """The positions in a file's header of the columns its index keeps."""
-    return _positions(header, spec, searched_columns(spec))
+def searched_in(header: list[str], spec: FileSpec) -> tuple[list[int], list[int]]:
+    """The positions in a file's header of the columns a search finds text in, and of those
+    it finds whole or from their start (a row's own ID in a file that names no one)."""
+    kept = columns(spec)
+    return (
+        _positions(header, spec, kept.by_row | kept.by_value),
+        _positions(header, spec, kept.by_key),
+    )
 
 
 def _fold(cell: str) -> str:
@@ -112,9 +130,10 @@ def text(raw: bytes, fallback: str) -> str:
 class _Built:
     header_end: int
     rows: int
+    row_terms: bool  # whether its blocks keep each row's searched cells
 
 
-Record = SentBlock | SentValues
+Record = SentBlock | SentValues | SentKeys
 Save = Callable[[list[Record]], None]
 
 
@@ -188,35 +207,146 @@ class _Values:
             )
 
 
+class _Keys:
+    """The rows' own IDs (in a file that names no one), casefolded, one after another in
+    UTF-8 with an LF after each, and the row of each; sorted in byte order at the end. A row
+    holding several (a key of two columns that refer to nothing) has a value for each."""
+
+    def __init__(self) -> None:
+        self.text = bytearray()
+        self.rows: list[np.ndarray] = []
+
+    def add(self, columns: list[str], first: int) -> None:
+        """Each key column's cells of the rows from `first` on, casefolded, LF between."""
+        for joined in columns:
+            self.text += joined.encode() + b"\n"
+            self.rows.append(np.arange(first, first + joined.count(ROW) + 1, dtype=np.int32))
+
+    def records(self) -> Iterator[SentKeys]:
+        """The values KEYS at a time, in byte order (equal ones by row), empty ones left out
+        (no search finds them)."""
+        if not self.rows:
+            return
+        self.text += bytes(8)  # an 8-byte key read from the last value stays inside
+        text = np.frombuffer(self.text, dtype=np.uint8)
+        ends = np.flatnonzero(text[:-8] == ord(ROW))
+        starts = np.concatenate(([0], ends[:-1] + 1))  # each value's; `ends`: its LF's
+        rows = np.concatenate(self.rows)
+        with_lf = pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(),
+            len(ends),
+            [None, pa.py_buffer(np.concatenate(([0], ends + 1))), pa.py_buffer(self.text)],
+        )
+        held = np.flatnonzero(ends > starts)
+        order = held[_byte_order(text, starts[held], ends[held] - starts[held])]
+        rows = rows[order]
+        for batch in range(0, len(order), KEYS * SAVED):  # a copy of their bytes at a time
+            taken = with_lf.take(order[batch : batch + KEYS * SAVED])
+            offsets = np.frombuffer(taken.buffers()[1], dtype=np.int64)[: len(taken) + 1]
+            data = taken.buffers()[2].to_pybytes()
+            for first in range(0, len(taken), KEYS):
+                last = min(first + KEYS, len(taken))
+                terms = data[offsets[first] : offsets[last] - 1]
+                yield SentKeys(
+                    first=terms.split(b"\n", 1)[0][:KEYED],
+                    terms=terms.decode(),
+                    rows=rows[batch + first : batch + last].tobytes(),
+                )
+
+
+# The bytes of a key that its first n (0-8) of a value's bytes keep.
+_HELD = np.array([(1 << 64) - (1 << (64 - 8 * n)) for n in range(9)], dtype=np.uint64)
+
+
+def _key(text: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The 8 bytes of `text` from each start as a big-endian uint64, zeros past its length
+    (`text` goes on 8 bytes after the last value)."""
+    window = np.ndarray((len(text) - 7,), dtype=">u8", buffer=text, strides=(1,))
+    key: np.ndarray = window[starts].astype(np.uint64) & _HELD[np.clip(lengths, 0, 8)]
+    return key
+
+
+def _byte_order(text: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The order of the values (`lengths` bytes of `text` from `starts`) by their bytes,
+    equal ones as given: sorted by their first 8 bytes, then those that tie by the next 8,
+    and so on (random IDs hardly ever tie; IDs that share a long start are sorted again for
+    each 8 bytes of it). 5M GUIDs: ~1 s CPU, against 1.9-3 s sorted as strings (numpy,
+    polars, Python)."""
+    key = _key(text, starts, lengths)
+    order = np.argsort(key, kind="stable")
+    group = np.zeros(len(order), dtype=np.int64)  # the first place of its tie in `order`
+    tied = _tied(np.arange(len(order)), group, key[order], lengths[order] > 8)
+    depth = 8
+    while len(tied):
+        held = order[tied]
+        key = _key(text, starts[held] + depth, lengths[held] - depth)
+        ordered = np.lexsort((key, group[tied]))  # each tie in its places
+        order[tied] = held = held[ordered]
+        tied = _tied(tied, group, key[ordered], lengths[held] > depth + 8)
+        depth += 8
+    return order
+
+
+def _tied(places: np.ndarray, group: np.ndarray, key: np.ndarray, going: np.ndarray) -> np.ndarray:
+    """Those of `places` (ascending in the order, `key` and `going` of each) that tie with a
+    neighbour, on the key and in the same group, where a value of the tie goes on after the
+    key (no value holds a NUL: values whose keys tie are the same so far); `group` gets the
+    first place of each tie."""
+    groups = group[places]
+    same = (groups[1:] == groups[:-1]) & (key[1:] == key[:-1])  # as the next one
+    ties = np.zeros(len(places), dtype=bool)
+    ties[1:] |= same
+    ties[:-1] |= same
+    tie = np.flatnonzero(ties)
+    starting = np.ones(len(tie), dtype=bool)
+    starting[1:] = ~same[tie[1:] - 1]
+    run = np.cumsum(starting) - 1
+    group[places[tie]] = places[tie][starting][run]
+    again: np.ndarray = places[tie[(np.bincount(run, weights=going[tie]) > 0)[run]]]
+    return again
+
+
+@dataclass
+class _Cells:
+    """The searched cells of consecutive rows."""
+
+    terms: list[str]  # each row's, casefolded, CELL between (none kept: "")
+    values: list[pl.Series]  # a Series per reference column
+    keys: list[str]  # the rows' own IDs of each key column, casefolded, LF between
+
+
 class _Rows:
     """Rows as they are read (the line each starts on, its byte offset, its searched cells),
     cut into blocks of BLOCK rows (a block's offsets end where the next row starts), handed
     to `save` SAVED at a time: a file's index is never all in memory. The cells of its
-    reference columns, if any, go to `values`, saved at the end."""
+    reference columns, if any, go to `values`, those of its own IDs to `keys`: saved at the
+    end."""
 
-    def __init__(self, header_end: int, save: Save) -> None:
-        self.built = _Built(header_end=header_end, rows=0)
+    def __init__(self, header_end: int, save: Save, row_terms: bool) -> None:
+        self.built = _Built(header_end=header_end, rows=0, row_terms=row_terms)
         self.save, self.blocks = save, list[Record]()
         self.lines = np.empty(0, dtype=np.int64)
         self.starts = np.empty(0, dtype=np.int64)
         self.terms: list[str] = []
         self.values = _Values()
+        self.keys = _Keys()
 
-    def add(
-        self, lines: np.ndarray, starts: np.ndarray, terms: list[str], values: list[pl.Series]
-    ) -> None:
+    def add(self, lines: np.ndarray, starts: np.ndarray, cells: _Cells) -> None:
+        if cells.keys and cells.terms:
+            self.keys.add(cells.keys, self.built.rows + len(self.terms))
         self.lines = np.concatenate((self.lines, lines))
         self.starts = np.concatenate((self.starts, starts))
-        self.terms.extend(terms)
-        if values:
-            self.values.add(values)
+        self.terms.extend(cells.terms)
+        if cells.values:
+            self.values.add(cells.values)
         self._cut(max(len(self.terms) - 1, 0) // BLOCK * BLOCK)  # the start of one row kept
 
     def end(self, at: int) -> _Built:
-        """The last block, its last row ending at `at`; then the values."""
+        """The last block, its last row ending at `at`; then the values and keys."""
         self.starts = np.append(self.starts, at)
         self._cut(len(self.terms))
-        for record in self.values.records():
+        records: Iterator[Record] = itertools.chain(self.values.records(), self.keys.records())
+        for record in records:
             self._keep(record)
         self.save(self.blocks)
         return self.built
@@ -279,19 +409,20 @@ def _plain(chunk: bytes) -> bool:
 class _Kept:
     by_row: list[int]  # positions of the columns kept with each row
     by_value: list[int]  # of those kept as distinct values
+    by_key: list[int]  # of the rows' own IDs kept in byte order
     width: int  # the header's
 
 
-def _split(chunk: bytes, lines: int, kept: _Kept) -> tuple[list[str], list[pl.Series]] | None:
+def _split(chunk: bytes, lines: int, kept: _Kept) -> _Cells | None:
     """The searched cells of each line of a plain chunk, parsed by polars (a third of the
-    csv module's CPU): joined, and a Series per reference column; None where polars does
-    not see one row a line: the csv module then reads it."""
+    csv module's CPU); None where polars does not see one row a line: the csv module then
+    reads it."""
     try:
         frame = pl.read_csv(
             chunk,
             has_header=False,
             schema={f"column_{i + 1}": pl.String for i in range(kept.width)},
-            columns=kept.by_row + kept.by_value,
+            columns=kept.by_row + kept.by_value + kept.by_key,
             quote_char=None,
             truncate_ragged_lines=True,
             missing_columns="insert",
@@ -302,13 +433,16 @@ def _split(chunk: bytes, lines: int, kept: _Kept) -> tuple[list[str], list[pl.Se
     if frame.height != lines:
         return None
     values = [frame[f"column_{i + 1}"].fill_null("") for i in kept.by_value]
+    keys = [
+        frame[f"column_{i + 1}"].fill_null("").str.join(ROW).item().casefold() for i in kept.by_key
+    ]
     if not kept.by_row:
-        return [""] * lines, values
+        return _Cells(terms=[""] * lines, values=values, keys=keys)
     cells = pl.concat_str(
         [pl.col(f"column_{i + 1}").fill_null("") for i in kept.by_row], separator=CELL
     )
     joined: str = frame.select(cells.str.strip_chars_end(CELL).str.join(ROW)).item()
-    return joined.casefold().split(ROW), values
+    return _Cells(terms=joined.casefold().split(ROW), values=values, keys=keys)
 
 
 def _csv_lines(chunks: Iterable[bytes], at: int, fallback: str, starts: list[int]) -> Iterator[str]:
@@ -357,17 +491,19 @@ def _read(
     read = [0]  # lines read after each row (none before the first)
     terms: list[str] = []
     values: list[list[str]] = [[] for _ in kept.by_value]
+    keys: list[list[str]] = [[] for _ in kept.by_key]
     for row in reader:
         read.append(reader.line_num)
         cells = [row[i] if i < len(row) else "" for i in kept.by_row]
         # No CELL at the end: polars reads a missing cell as an empty one (in _split).
         terms.append(_fold(CELL.join(cells)).rstrip(CELL))
-        for column, i in zip(values, kept.by_value, strict=True):
+        for column, i in zip(values + keys, kept.by_value + kept.by_key, strict=True):
             column.append(row[i] if i < len(row) else "")
         if len(terms) == BLOCK:
-            _add(rows, line, read, starts, terms, values)
-            read, terms, values = read[-1:], [], [[] for _ in kept.by_value]
-    _add(rows, line, read, starts, terms, values)
+            _add(rows, line, read, starts, terms, values, keys)
+            read, terms = read[-1:], []
+            values, keys = [[] for _ in kept.by_value], [[] for _ in kept.by_key]
+    _add(rows, line, read, starts, terms, values, keys)
     return rows.end(starts[read[-1]])
 
 
@@ -378,14 +514,18 @@ def _add(
     starts: list[int],
     terms: list[str],
     values: list[list[str]],
+    keys: list[list[str]],
 ) -> None:
     """Rows read by the csv module: each starts on the line after those read before it."""
     before = np.asarray(read[:-1], dtype=np.int64)
     rows.add(
         before + line,
         np.asarray([starts[n] for n in read[:-1]], dtype=np.int64),
-        terms,
-        [pl.Series(column, dtype=pl.String) for column in values],
+        _Cells(
+            terms=terms,
+            values=[pl.Series(column, dtype=pl.String) for column in values],
+            keys=[_fold(ROW.join(column)) for column in keys],
+        ),
     )
 
 
@@ -399,21 +539,25 @@ def _build(stream: BinaryIO, spec: FileSpec, fallback: str, save: Save) -> _Buil
         return None
     try:
         header = _header(_chunks(stream, head), fallback)
-        by_row, by_value = (_positions(header.cells, spec, c) for c in _columns(spec))
-        if not by_row and not by_value:
+        wanted = columns(spec)
+        kept = _Kept(
+            by_row=_positions(header.cells, spec, wanted.by_row),
+            by_value=_positions(header.cells, spec, wanted.by_value),
+            by_key=_positions(header.cells, spec, wanted.by_key),
+            width=len(header.cells),
+        )
+        if not kept.by_row and not kept.by_value and not kept.by_key:
             return None
-        kept = _Kept(by_row=by_row, by_value=by_value, width=len(header.cells))
-        rows = _Rows(header.end, save)
+        rows = _Rows(header.end, save, row_terms=bool(kept.by_row))
         at, line, chunks = header.end, header.lines + 1, header.rest
         for chunk in chunks:
             ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == ord(ROW))
             starts = np.concatenate(([0], ends + 1))[: len(ends) + (chunk[-1:] != b"\n")]
-            split = _split(chunk, len(starts), kept) if _plain(chunk) else None
-            if split is None:
+            cells = _split(chunk, len(starts), kept) if _plain(chunk) else None
+            if cells is None:
                 return _read(itertools.chain([chunk], chunks), at, line, kept, rows, fallback)
-            terms, values = split
-            rows.add(np.arange(line, line + len(terms), dtype=np.int64), starts + at, terms, values)
-            at, line = at + len(chunk), line + len(terms)
+            rows.add(np.arange(line, line + len(cells.terms), dtype=np.int64), starts + at, cells)
+            at, line = at + len(chunk), line + len(cells.terms)
         return rows.end(at)
     except csv.Error:
         return None
@@ -452,7 +596,8 @@ def keep(
                     transaction.set_rollback(True)
                 else:
                     sent.rows, sent.header_end = built.rows, built.header_end
-                    sent.save(update_fields=["rows", "header_end"])
+                    sent.row_terms = built.row_terms
+                    sent.save(update_fields=["rows", "header_end", "row_terms"])
         # The index is a shortcut: an import never fails for it (rolled back to before this
         # file, whatever went wrong: a database error, an unreadable member).
         except Exception:
@@ -465,6 +610,7 @@ def _saver(sent: SentFile) -> Save:
             record.file = sent
         SentBlock.objects.bulk_create([r for r in records if isinstance(r, SentBlock)], 100)
         SentValues.objects.bulk_create([r for r in records if isinstance(r, SentValues)], 100)
+        SentKeys.objects.bulk_create([r for r in records if isinstance(r, SentKeys)], 100)
 
     return save
 
@@ -500,8 +646,9 @@ def _matches(terms: str, needle: str) -> Iterator[int]:
 
 
 def find(sent: SentFile, query: str, offset: int, limit: int) -> Found:
-    """The rows of an indexed file holding `query` in an ID or name cell (casefolded, as the
-    page always compared), `limit` of them from the `offset`-th; every row without a query."""
+    """The rows of an indexed file holding `query` in an ID or name cell, or whose own ID
+    starts with it in a file that names no one (casefolded, as the page always compared),
+    `limit` of them from the `offset`-th; every row without a query."""
     needle = query.casefold().replace(ROW, "").replace(CELL, "").replace("\x00", "")
     found = Found(header=(0, sent.header_end), rows=[], matched=0)
     blocks = SentBlock.objects.filter(file=sent).order_by("first")
@@ -511,9 +658,10 @@ def find(sent: SentFile, query: str, offset: int, limit: int) -> Found:
         blocks = blocks.filter(first__gte=first, first__lt=offset + limit)
         found.rows = _rows(blocks, lambda block: range(_count(block)), offset - first, limit)
         return found
-    found_in: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
-    for block, numbers in _holding(SentBlock.objects.filter(file=sent), needle, "first"):
-        found_in.append(np.asarray(numbers, dtype=np.int64) + block.first)
+    found_in: list[np.ndarray] = [np.empty(0, dtype=np.int64), *_starting(sent, needle)]
+    if sent.row_terms:
+        for block, numbers in _holding(SentBlock.objects.filter(file=sent), needle, "first"):
+            found_in.append(np.asarray(numbers, dtype=np.int64) + block.first)
     for values, numbers in _holding(SentValues.objects.filter(file=sent), needle, "rows", "ends"):
         rows = np.frombuffer(bytes(values.rows), dtype=np.int32)
         ends = np.frombuffer(bytes(values.ends), dtype=np.int32)
@@ -540,6 +688,21 @@ def _holding(
     holding = records.annotate(at=StrIndex("terms", Value(needle))).filter(at__gt=0)
     for record in holding.only("terms", *fields):
         yield record, list(_matches(record.terms, needle))
+
+
+def _starting(sent: SentFile, needle: str) -> Iterator[np.ndarray]:
+    """The rows whose own ID starts with `needle`: they are in the SentKeys whose first value
+    starts with its first KEYED bytes, and maybe at the end of the one before those."""
+    start = needle.encode()[:KEYED]
+    after = start[:-1] + bytes([start[-1] + 1])  # UTF-8 has no 0xff byte
+    keys = SentKeys.objects.filter(file=sent)
+    before = keys.filter(first__lt=start).order_by("-first", "-pk")[:1]
+    for record in itertools.chain(keys.filter(first__gte=start, first__lt=after), before):
+        values = record.terms.split(ROW)
+        first = last = bisect.bisect_left(values, needle)  # code points: UTF-8's byte order
+        while last < len(values) and values[last].startswith(needle):
+            last += 1
+        yield np.frombuffer(bytes(record.rows), dtype=np.int32)[first:last]
 
 
 def _count(block: SentBlock) -> int:

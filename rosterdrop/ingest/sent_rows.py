@@ -18,6 +18,8 @@ class Rows:
     error: str = ""
     # The columns a search looked in (an index's: ID and name cells); none: every cell.
     searched: list[str] = field(default_factory=list, compare=False)
+    # Those it matched whole or from their start only (a row's own ID in enrollments.csv).
+    started: list[str] = field(default_factory=list, compare=False)
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:

@@ -62,23 +62,33 @@ def indexed_rows(
     text = [sent_index.text(data, fallback) for data in raw]
     text[0] = text[0].lstrip("\ufeff")
     cells = [next(csv.reader(io.StringIO(row, newline="")), []) for row in text]
+    searched, started = _searched(upload, name, cells[0], sent.row_terms)
     return Rows(
         header=cells[0],
         rows=[(line, row) for (line, _), row in zip(found.rows, cells[1:], strict=True)],
         matched=found.matched,
-        searched=_searched(upload, name, cells[0]),
+        searched=searched,
+        started=started,
     )
 
 
-def _searched(upload: Upload, name: str, header: list[str]) -> list[str]:
-    """The header names of the columns the index searched, for the page to say so."""
+def _searched(
+    upload: Upload, name: str, header: list[str], row_terms: bool
+) -> tuple[list[str], list[str]]:
+    """The header names of the columns the index searched, and of those it matched from
+    their start only, for the page to say so."""
     try:
         spec = get_format(upload.district.format, upload.district.slug)
     except ValueError:
-        return []
+        return [], []
     claimed = spec.claim(name).name
     file_spec = spec.file(claimed) if claimed else None
-    return [header[i] for i in sent_index.searched_in(header, file_spec)] if file_spec else []
+    if file_spec is None:
+        return [], []
+    anywhere, start = sent_index.searched_in(header, file_spec)
+    if row_terms:  # an index built before own IDs were kept apart: found in any part
+        anywhere, start = sorted(anywhere + start), []
+    return [header[i] for i in anywhere], [header[i] for i in start]
 
 
 def _read(upload: Upload, name: str, spans: list[tuple[int, int]]) -> list[bytes]:
