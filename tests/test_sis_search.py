@@ -387,7 +387,7 @@ CELLS = st.text(
 def test_polars_splits_a_plain_file_as_the_csv_module_reads_it(table, line_end, last, chunk):
     """The index of a file without quotes, parsed by polars chunk by chunk (any size, ragged
     and blank rows, CRLF, characters that casefold to several), is the one the csv module
-    made of it: the same rows, lines, offsets and searched cells."""
+    made of it: the same rows, lines, offsets and searched cells, values and own IDs."""
     spec = get_format("oneroster-1.1", "x").file("enrollments.csv")
     header = "sourcedId,status,classSourcedId,role,schoolSourcedId,userSourcedId"
     lines = [header, *(",".join(row) for row in table)]
@@ -408,6 +408,14 @@ def test_polars_splits_a_plain_file_as_the_csv_module_reads_it(table, line_end, 
             index.rows,
             [(b.first, bytes(b.lines), bytes(b.offsets), b.terms) for b in blocks],
             _values([r for r in records if isinstance(r, SentValues)]),
+            [
+                (value, row)
+                for r in records
+                if isinstance(r, SentKeys)
+                for value, row in zip(
+                    r.terms.split("\n"), np.frombuffer(r.rows, np.int32).tolist(), strict=True
+                )
+            ],
         )
 
     by_polars = built(sent_index._plain)
@@ -424,3 +432,11 @@ def _values(records: list[SentValues]) -> dict[str, list[int]]:
         for n, value in enumerate(record.terms.split("\n")):
             found[value] = rows[(ends[n - 1] if n else 0) : ends[n]].tolist()
     return found
+
+
+def test_a_file_whose_rows_make_no_record_is_not_indexed():
+    """SDS 2.1's userFlags.csv is read and checked, never kept: no column is searched in it
+    (the page reads it as sent), where the index's columns once failed on it."""
+    spec = get_format("sds-v2.1", "x").file("userFlags.csv")
+    assert sent_index.searched_in(["userSourcedId", "flag"], spec) == ([], [])
+    assert sent_index._build(io.BytesIO(b"userSourcedId,flag\nu1,x\n"), spec, "", print) is None

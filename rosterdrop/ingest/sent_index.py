@@ -81,6 +81,8 @@ def columns(spec: FileSpec) -> Columns:
     keys = {key for output in spec.outputs for key in output.key}
     if names & {c.name for c in spec.columns}:
         return Columns(by_row=names | keys, by_value=set(), by_key=set())
+    if not spec.outputs:  # read and checked, never kept (SDS's userFlags.csv): not indexed
+        return Columns(by_row=set(), by_value=set(), by_key=set())
     refs = {ref.field for ref in REFS.get(spec.outputs[0].entity, ()) if not ref.many}
     referred = {
         source
