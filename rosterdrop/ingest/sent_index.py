@@ -231,16 +231,18 @@ class _Keys:
             return
         self.text += bytes(8)  # an 8-byte key read from the last value stays inside
         text = np.frombuffer(self.text, dtype=np.uint8)
-        ends = np.flatnonzero(text[:-8] == ord(ROW))
-        starts = np.concatenate(([0], ends[:-1] + 1))  # each value's; `ends`: its LF's
-        rows = np.concatenate(self.rows)
+        ends = np.flatnonzero(text[:-8] == ord(ROW)) + 1  # each value's, after its LF
         with_lf = pa.LargeBinaryArray.from_buffers(
             pa.large_binary(),
             len(ends),
-            [None, pa.py_buffer(np.concatenate(([0], ends + 1))), pa.py_buffer(self.text)],
+            [None, pa.py_buffer(np.append(0, ends)), pa.py_buffer(self.text)],
         )
-        held = np.flatnonzero(ends > starts)
-        order = held[_byte_order(text, starts[held], ends[held] - starts[held])]
+        starts = np.frombuffer(with_lf.buffers()[1], dtype=np.int64)[:-1]
+        ends -= starts + 1  # now each value's length
+        held = np.flatnonzero(ends)
+        order = held[_byte_order(text, starts[held], ends[held])]
+        del ends, starts, held
+        rows, self.rows = np.concatenate(self.rows), []
         rows = rows[order]
         for batch in range(0, len(order), KEYS * SAVED):  # a copy of their bytes at a time
             taken = with_lf.take(order[batch : batch + KEYS * SAVED])
@@ -347,9 +349,11 @@ class _Rows:
         """The last block, its last row ending at `at`; then the values and keys."""
         self.starts = np.append(self.starts, at)
         self._cut(len(self.terms))
-        records: Iterator[Record] = itertools.chain(self.values.records(), self.keys.records())
-        for record in records:
-            self._keep(record)
+        for values in self.values.records():
+            self._keep(values)
+        self.values = _Values()  # its distinct values, not needed while the keys are sorted
+        for keys in self.keys.records():
+            self._keep(keys)
         self.save(self.blocks)
         return self.built
 
