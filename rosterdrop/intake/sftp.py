@@ -62,9 +62,6 @@ MAC_ALGS = [
     "hmac-sha2-512",
     "umac-128@openssh.com",
 ]
-# The largest SSH packet a client may send on a session: an OpenSSH `sftp` write of 32 KiB is
-# 32 KiB and 29 bytes of request, two packets under asyncssh's default of 32 KiB.
-MAX_PACKET = 64 * 1024
 # Replies held for one write (_Replies): a download's data goes out at this size at the latest.
 REPLY_BATCH = 64 * 1024
 
@@ -594,7 +591,6 @@ async def start_server(host: str, port: int) -> Listener:
         kex_algs=KEX_ALGS,
         encryption_algs=ENCRYPTION_ALGS,
         mac_algs=MAC_ALGS,
-        max_pktsize=MAX_PACKET,
     )
     sock = socket.create_server((host, port), backlog=128)
     sock.setblocking(False)
