@@ -67,6 +67,8 @@ def setup(size: str, db: str, workdir: Path, python: str) -> dict[str, str]:
         ),
         ("first", ["import", str(base), "--district", SLUG, "--json"]),
         ("change", ["import", str(change), "--district", SLUG, "--json"]),
+        # As serve's worker builds it after each sync: SIS search answers from it.
+        ("index", ["search-index", "build", "--district", SLUG]),
     ]
     for name, argv in steps:
         child = run.run_child(cli + argv, env=env, logs=logs, name=name)

@@ -451,7 +451,10 @@ def test_a_web_import_goes_to_the_workers_and_is_applied_once(district, tmp_path
         assert Sync.objects.get(pk=sync.pk).status == "running"
         assert not records(district, "users").exists()
         with connection.cursor() as cursor:
-            cursor.execute("SELECT task_name, lock, args::text FROM procrastinate_jobs")
+            cursor.execute(  # an earlier test's sync may have left an index job
+                "SELECT task_name, lock, args::text FROM procrastinate_jobs "
+                "WHERE task_name != 'rosterdrop.build_index'"
+            )
             [(task, lock, args)] = cursor.fetchall()
         assert (task, lock) == ("rosterdrop.run_sync", f"district:{district.pk}")
         assert args == f'{{"sync_id": {sync.pk}, "handed_by": "{sync.runner}"}}'
@@ -481,7 +484,10 @@ def test_a_district_has_one_job_waiting_however_many_uploads(district):
         return
     assert queue.depth() == {"waiting": 1, "running": 0}
     with connection.cursor() as cursor:
-        cursor.execute("SELECT lock, queueing_lock, args::text FROM procrastinate_jobs")
+        cursor.execute(
+            "SELECT lock, queueing_lock, args::text FROM procrastinate_jobs "
+            "WHERE task_name = 'rosterdrop.import_district'"
+        )
         assert cursor.fetchall() == [
             (
                 f"district:{district.pk}",

@@ -1,18 +1,27 @@
-"""SIS search answers from the index built at import (ingest.sent_index): the same rows, line
-numbers and counts as reading the file did (in a file that names no one, a row's own ID is
-matched whole or from its start), reading only the rows it shows (ranged reads on S3); the
-index goes with the raw upload at retention."""
+"""SIS search answers from the index built after each import (ingest.sent_index,
+ingest.index_builds): the same rows, line numbers and counts as reading the file did (in a file
+that names no one, a row's own ID is matched whole or from its start), reading only the rows it
+shows (ranged reads on S3); the index goes with the raw upload at retention. A sync is applied
+and shown before its index is built, which the page says while it reads the file; a build that
+dies is built again, and one that fails changes no sync."""
 
+import contextlib
 import datetime
+import errno
 import hashlib
 import io
+import logging
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from unittest.mock import patch
 
 import hypothesis
 import numpy as np
 import pytest
+from django.core.management import call_command
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 from helpers import rows, write
@@ -24,11 +33,13 @@ from rosterdrop import storage
 from rosterdrop.formats import get_format
 from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import sent_index
-from rosterdrop.ingest.models import SentBlock, SentFile, SentKeys, SentValues
+from rosterdrop.ingest import index_builds, sent_index
+from rosterdrop.ingest.models import SentBlock, SentFile, SentKeys, SentValues, Sync
 from rosterdrop.ingest.reader import limits
 from rosterdrop.ingest.sent_rows import Rows, read_rows
 from rosterdrop.ingest.syncs import import_path
+from rosterdrop.intake import queue, worker
+from rosterdrop.roster.models import records
 from rosterdrop.web.sis import indexed_rows, members
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,6 +70,7 @@ def sent(district, school, monkeypatch):
     enrolled[405][0] = "Zeile\nZwei-405"  # an ID on two lines: the rows after it keep theirs
     write(school / "enrollments.csv", enrolled)
     import_path(district, school)
+    index_builds.build()  # as serve's worker or a queue job does after the import
     return Upload.objects.get(district=district, filename="users.csv"), table
 
 
@@ -302,6 +314,7 @@ def test_a_zip_member_is_searched_as_read(district, school, tmp_path):
         for path in school.iterdir():
             package.write(path, path.name)
     import_path(district, sent)
+    index_builds.build()
     upload = Upload.objects.get(district=district, filename="roster.zip")
     with members(upload) as files:
         for query, offset in (("", 0), ("", 40), (table[30][0], 0), (table[9][9], 0)):
@@ -363,6 +376,7 @@ def test_retention_deletes_the_index_with_the_last_copy_of_the_bytes(
 ):
     upload, table = sent
     import_path(district, school)  # the same bytes again: the index is found, not built twice
+    index_builds.build()
     assert Upload.objects.filter(district=district, filename="users.csv").count() == 2
     assert SentFile.objects.filter(district=district, name="users.csv").count() == 1
     settings.UPLOAD_RETENTION_DAYS = 1
@@ -370,6 +384,174 @@ def test_retention_deletes_the_index_with_the_last_copy_of_the_bytes(
     assert len(purged) == Upload.objects.filter(district=district).count()
     assert not SentFile.objects.exists() and not SentBlock.objects.exists()
     assert indexed_rows(upload, "users.csv", "cp1252", table[2][0], 0, 10) is None
+
+
+BEING_BUILT = "This upload's search index is being built"
+
+
+def _sis_page(admin, district, upload: Upload, query: str) -> str:
+    page = signed_in(admin).get(
+        reverse("web:sis", args=[district.slug]),
+        {"upload": upload.pk, "file": upload.filename, "q": query},
+    )
+    assert page.status_code == 200
+    return page.content.decode()
+
+
+def _index_job(district) -> None:
+    """What `serve` or `rosterdrop worker` does after a sync: on PostgreSQL, the queue's index
+    job of the district (deferred when the sync's outcome was committed, or by `tend`) run as
+    a worker runs it; on SQLite, a pass of serve's worker thread."""
+    if connection.vendor != "postgresql":
+        assert worker.build_index()
+        return
+    from procrastinate import JobContext
+
+    try:
+        [job] = queue.app.job_manager.list_jobs(  # the district's, its lock says
+            task=queue.INDEX_TASK, status="todo", lock=f"index:{district.pk}"
+        )
+        context = JobContext(app=queue.app, job=job, start_timestamp=0, abort_reason=lambda: None)
+        queue.build_index(context, district_id=district.pk)
+    finally:  # procrastinate's table is not the test's: leave it empty for the next test
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM procrastinate_jobs")
+
+
+def test_a_sync_is_applied_and_shown_before_its_index_is_built(district, school, admin):
+    """The import applies the roster and records its outcome without building the index (it
+    did, inline: ~17 s of CPU at huge on SQLite, ~57 s on PostgreSQL); until the job built it
+    the page reads the file and says so, then it answers from the index (and says which
+    columns it searched)."""
+    table = rows(school / "users.csv")
+    sync = import_path(district, school)
+    assert sync.status == "applied"
+    assert records(district, "users").count() == len(table) - 1
+    assert not SentFile.objects.exists()
+    upload = Upload.objects.get(district=district, filename="users.csv")
+    assert index_builds.building(upload)
+    before = _sis_page(admin, district, upload, table[6][0])
+    assert BEING_BUILT in before
+    assert f"1 row containing “{table[6][0]}”." in before and f"{table[6][9]}" in before
+    _index_job(district)
+    Sync.objects.get(pk=sync.pk, status="applied", index="built")
+    assert not index_builds.building(upload) and index_builds.build() == []  # built once
+    after = _sis_page(admin, district, upload, table[6][0])
+    assert BEING_BUILT not in after
+    assert f"1 row containing “{table[6][0]}” in sourcedId" in after and table[6][9] in after
+
+
+@contextlib.contextmanager
+def _building_elsewhere(district) -> Iterator[None]:
+    """The district's index build lock held by another build (a thread: on PostgreSQL its
+    own connection, on SQLite its own open file) while the block runs."""
+    held, done = threading.Event(), threading.Event()
+
+    def build() -> None:
+        try:
+            with index_builds._lock(district.pk) as taken:
+                assert taken
+                held.set()
+                done.wait(60)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    assert held.wait(30)
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_an_index_a_dead_build_left_is_built_once_more(district, school, caplog):
+    """A build killed midway leaves its sync `building` and its lock gone with its process:
+    the recovery pass (serve's worker thread, the queue's `tend`) builds it again, never
+    while a live build holds the lock; a second build that dies too is given up (logged)
+    rather than retried at every start."""
+    sync = import_path(district, school)
+    Sync.objects.filter(pk=sync.pk).update(index="building")  # as a killed build left it
+    if connection.vendor == "postgresql":  # the job its commit deferred was taken and lost
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM procrastinate_jobs")
+    with _building_elsewhere(district):
+        assert index_builds.due_districts() == set()
+        assert index_builds.build() == []
+    assert index_builds.due_districts() == {district.pk}
+    if connection.vendor == "postgresql":
+        assert queue.defer_due() == 1  # `tend`: an index job for the district
+    _index_job(district)
+    assert Sync.objects.get(pk=sync.pk).index == "built"
+    assert SentFile.objects.filter(district=district, name="users.csv").exists()
+    assert index_builds.due_districts() == set()
+
+    table = rows(school / "users.csv")
+    table[3][table[0].index("familyName")] = "Okonkwo"
+    write(school / "users.csv", table)
+    again = import_path(district, school)
+    assert again.status == "applied"
+    Sync.objects.filter(pk=again.pk).update(index="again")  # its second build died too
+    with caplog.at_level(logging.ERROR, logger="rosterdrop.ingest.index_builds"):
+        assert index_builds.build() == [again.pk]
+    assert f"the search index of sync {again.pk} is not built" in caplog.text
+    assert Sync.objects.get(pk=again.pk).index == "built"
+    assert SentFile.objects.filter(district=district, name="users.csv").count() == 1
+
+
+def test_a_failing_build_is_logged_and_changes_no_sync(
+    district, school, admin, monkeypatch, caplog
+):
+    """The disk filling up while the index is written: inside the import (before), the import
+    raised after its roster was applied (recording it failed, "nothing was applied", found
+    the sync applied: states.Conflict), and the worker marked its uploads failed."""
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sent_index, "keep", full)
+    sync = import_path(district, school)
+    assert sync.status == "applied"
+    with caplog.at_level(logging.ERROR, logger="rosterdrop.ingest.index_builds"):
+        _index_job(district)
+    assert f"the search index of sync {sync.pk} was not built" in caplog.text
+    after = Sync.objects.get(pk=sync.pk)
+    assert (after.status, after.index, after.message) == ("applied", "built", sync.message)
+    upload = Upload.objects.get(district=district, filename="users.csv")
+    page = _sis_page(admin, district, upload, "")
+    assert BEING_BUILT not in page and f"{len(rows(school / 'users.csv')) - 1} rows." in page
+
+
+def test_a_build_racing_retention_leaves_no_index_of_purged_bytes(
+    s3, district, school, settings, monkeypatch
+):
+    """Retention purges the uploads while their index is written from the build's own copies
+    (fetched from S3): what the build wrote after retention forgot them is forgotten too."""
+    import_path(district, school)
+    keep = sent_index.keep
+
+    def purged_meanwhile(*args):
+        settings.UPLOAD_RETENTION_DAYS = 1
+        assert retention.purge(timezone.now() + datetime.timedelta(days=2))
+        assert not SentFile.objects.exists()  # nothing for retention to forget yet
+        keep(*args)
+        assert SentFile.objects.exists()
+
+    monkeypatch.setattr(sent_index, "keep", purged_meanwhile)
+    assert index_builds.build()
+    assert not SentFile.objects.exists() and not SentBlock.objects.exists()
+    assert not SentValues.objects.exists()
+
+
+def test_the_cli_builds_what_a_one_shot_import_left(district, school, capsys):
+    """`rosterdrop import` builds no index: `rosterdrop search-index build` does, once."""
+    sync = import_path(district, school)
+    call_command("search-index", "build", "--district", district.slug)
+    assert f"search index built for 1 sync(s) [{sync.pk}]" in capsys.readouterr().out
+    assert SentFile.objects.filter(district=district, name="users.csv").exists()
+    call_command("search-index", "build")
+    assert "search index built for 0 sync(s) in" in capsys.readouterr().out
 
 
 CELLS = st.text(

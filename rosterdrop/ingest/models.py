@@ -21,6 +21,16 @@ class SyncStatus(models.TextChoices):
     INTERRUPTED = "interrupted", "Interrupted"
 
 
+class IndexState(models.TextChoices):
+    """Where the SIS search index of a sync's uploads is (ingest.index_builds): built after
+    the sync's outcome is recorded, off the import's path; every move by ingest.states."""
+
+    WANTED = "wanted", "Wanted"  # once the sync has an outcome (never for a dry run)
+    BUILDING = "building", "Building"
+    AGAIN = "again", "Building again"  # after a build whose process died
+    BUILT = "built", "Built"  # or tried: a file it could not index is read by the page
+
+
 class Sync(models.Model):
     Status = SyncStatus  # every write goes through ingest.states
 
@@ -59,6 +69,9 @@ class Sync(models.Model):
         on_delete=models.SET_NULL,
         related_name="retries",
         help_text="The failed or interrupted sync this one imports again.",
+    )
+    index = models.CharField(
+        max_length=10, choices=IndexState.choices, default=IndexState.WANTED, db_index=True
     )
 
     class Meta:

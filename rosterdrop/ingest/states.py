@@ -24,7 +24,7 @@ from django.utils import timezone
 from rosterdrop import process
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload, UploadStatus
-from rosterdrop.ingest.models import Sync, SyncStatus
+from rosterdrop.ingest.models import IndexState, Sync, SyncStatus
 
 log = logging.getLogger(__name__)
 # A running sync whose heartbeat is older than this was run by a process that is gone: on
@@ -62,6 +62,16 @@ UPLOAD_MOVES: dict[str, frozenset[str]] = {
     U.EXPIRED: frozenset(),
 }
 RETRYABLE = frozenset({S.FAILED, S.INTERRUPTED})
+# A sync whose uploads' SIS search index is built (ingest.index_builds): one with an outcome,
+# or discarded (its files are shown until retention), never a dry run.
+INDEXED = OUTCOMES | {S.DISCARDED}
+INDEX_MOVES: dict[str, frozenset[str]] = {
+    IndexState.WANTED: frozenset({IndexState.BUILDING}),
+    # Built (or tried: a failure is logged), or found left by a build that died: again.
+    IndexState.BUILDING: frozenset({IndexState.BUILT, IndexState.AGAIN}),
+    IndexState.AGAIN: frozenset({IndexState.BUILT}),  # built, or given up: that one died too
+    IndexState.BUILT: frozenset(),
+}
 
 
 class IllegalMove(Exception):
@@ -189,6 +199,17 @@ def move(sync: Sync, to: str, **fields: Any) -> None:
     sync.status = to
     for name, value in fields.items():
         setattr(sync, name, value)
+
+
+def move_index(sync: Sync, to: str) -> bool:
+    """Move the index state of `sync` (as read) to `to`; False if another process moved it
+    first."""
+    if to not in INDEX_MOVES[sync.index]:
+        raise IllegalMove(f"a sync's index cannot go from {sync.index} to {to}")
+    moved = type(sync).objects.filter(pk=sync.pk, index=sync.index).update(index=to)
+    if moved:
+        sync.index = to
+    return bool(moved)
 
 
 def claim_approval(sync: Sync, who: str) -> None:

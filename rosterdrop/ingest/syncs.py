@@ -3,7 +3,9 @@ failed one retried; in the caller's thread (the worker, `rosterdrop import`, `ro
 
 Each import resolves the district's settings once (engine.Settings: its format too), and
 runs the engine with them; what it found is recorded (report.py), the district told (notify)
-and the uploads settled (states.py). A request starts the same off its thread (jobs.py).
+and the uploads settled (states.py); their SIS search index is built after, off the import's
+path (signals.index_wanted, index_builds.py). A request starts the same off its thread
+(jobs.py).
 """
 
 import errno
@@ -15,7 +17,7 @@ from rosterdrop import notify, process
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import check_quota, fetch, receive
-from rosterdrop.ingest import issue_rows, resent, sent_index, states
+from rosterdrop.ingest import issue_rows, resent, states
 from rosterdrop.ingest.claims import claim_uploads
 from rosterdrop.ingest.engine import APPLIED, Settings, run, tmp_dir
 from rosterdrop.ingest.findings import FATAL, Finding, FindingLog
@@ -23,6 +25,7 @@ from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.outcome import Checked, Outcome
 from rosterdrop.ingest.reader import Progress, expand, limits
 from rosterdrop.ingest.report import record
+from rosterdrop.ingest.signals import index_wanted
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +93,6 @@ def _import(
         )
         if not dry_run:
             issue_rows.keep(sync, uploads, paths, outcome.checked.log.all(), limits())
-            if settings.format is not None:
-                sent_index.keep(district, uploads, paths, settings.format, limits())
         return outcome
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -141,10 +142,12 @@ def disk_full(exc: BaseException | None) -> bool:
 
 
 def _finish(sync: Sync, uploads: list[Upload], status: str, message: str, dry_run: bool) -> Sync:
-    """Tell whoever is notified, and mark the uploads imported or failed."""
+    """Tell whoever is notified, mark the uploads imported or failed, and ask for their SIS
+    search index (built after, off the import's path: ingest.index_builds)."""
     if not dry_run:
         notify.sync_finished(sync)
         states.settle(uploads, states.upload_outcome(status), message)
+        index_wanted.send(sender=Sync, sync=sync)
     return sync
 
 

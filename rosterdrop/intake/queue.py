@@ -16,6 +16,11 @@ beating to others (procrastinate's stalled jobs; recovery is not automatic there
 job for each district with a package waiting, loose files whose quiet period is over, or a
 sync a dead process left running. On SQLite there is no queue: `serve` runs
 `worker.run_forever` in a thread.
+
+The SIS search index of a sync's uploads is built by a job of its own (`build_index`, one
+district at a time, under a lock of its own: the district's next import need not wait for
+it), deferred once a sync's outcome is committed (`index_wanted`), and by `tend` for a sync
+whose index a dead process left unbuilt (ingest/index_builds.py).
 """
 
 import asyncio
@@ -28,7 +33,7 @@ from datetime import timedelta
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.management import call_command
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from procrastinate import JobContext, exceptions
 from procrastinate.contrib.django import app
@@ -36,7 +41,7 @@ from procrastinate.jobs import Status
 
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import recovery, states
+from rosterdrop.ingest import index_builds, recovery, states
 from rosterdrop.ingest.jobs import (  # and its task, run_sync, for the workers
     LOCK_SPACE,
     QUEUE,
@@ -50,6 +55,9 @@ from rosterdrop.intake import worker
 log = logging.getLogger(__name__)
 
 IMPORT_TASK = "rosterdrop.import_district"
+INDEX_TASK = "rosterdrop.build_index"
+# Imports are taken before index builds waiting beside them (procrastinate: higher first).
+INDEX_PRIORITY = -1
 # A worker beats this often; one silent for STALLED_SECONDS is taken for dead and its jobs
 # handed on. Short, since a false alarm costs nothing (the advisory lock): a retried job of
 # a district still being imported waits its turn.
@@ -96,6 +104,44 @@ def enqueue(district_id: int) -> bool:
     return True
 
 
+@app.task(name=INDEX_TASK, queue=QUEUE, pass_context=True)
+def build_index(context: JobContext, district_id: int) -> None:
+    """Build the SIS search index of the district's syncs that want one."""
+    job_id = context.job.id
+    assert job_id is not None
+    running.add(job_id)  # a stopping worker waits for it, then hands it back, as an import
+    try:
+        district = District.objects.filter(pk=district_id).first()
+        if district is not None:
+            index_builds.build(district)
+    finally:
+        running.discard(job_id)
+        connection.close()  # this thread's own; the build's lock goes with it in any case
+
+
+def enqueue_index(district_id: int) -> bool:
+    """Defer an index job for the district; False if one already waits (it builds whatever
+    of its district is wanted when it runs)."""
+    key = f"index:{district_id}"
+    job = build_index.configure(lock=key, queueing_lock=key, priority=INDEX_PRIORITY)
+    try:
+        job.defer(district_id=district_id)
+    except exceptions.AlreadyEnqueued:
+        return False
+    return True
+
+
+def index_wanted(sender, sync: Sync, **kwargs) -> None:
+    """`ingest.signals.index_wanted`: a sync's outcome was recorded. A job builds its index
+    once that is committed; on SQLite the worker thread's next pass does (woken now, if it
+    runs in this process)."""
+    if settings.JOB_QUEUE:
+        district_id = sync.district_id
+        transaction.on_commit(lambda: enqueue_index(district_id))
+    else:
+        worker.wake()
+
+
 def wake(district: District) -> None:
     """Import the district's waiting files now (an upload, "Import now", a pause lifted): a
     job on PostgreSQL, the worker thread's next pass on SQLite."""
@@ -126,10 +172,13 @@ def due_districts() -> set[int]:
 
 
 def defer_due() -> int:
-    """Defer a job for every due district; how many were deferred (not already waiting)."""
+    """Defer a job for every due district, and an index job for every district with an index
+    to build; how many were deferred (not already waiting)."""
     close_old_connections()
     try:
-        return sum(enqueue(district_id) for district_id in sorted(due_districts()))
+        imports = sum(enqueue(district_id) for district_id in sorted(due_districts()))
+        indexes = sum(map(enqueue_index, sorted(index_builds.due_districts())))
+        return imports + indexes
     finally:
         connection.close()
 
@@ -137,7 +186,8 @@ def defer_due() -> int:
 @app.periodic(cron="* * * * * */5")  # every five seconds (croniter's sixth field)
 @app.task(name="rosterdrop.tend", queue=QUEUE, queueing_lock="rosterdrop.tend", pass_context=True)
 async def tend(context: JobContext, timestamp: int) -> None:
-    """Hand stalled workers' jobs on, and defer the jobs that are due."""
+    """Hand stalled workers' jobs on, and defer the jobs that are due (imports, index
+    builds)."""
     manager = context.app.job_manager
     for job in await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_SECONDS):
         log.warning("retrying job %s of a worker that stopped: %s", job.id, job.call_string)

@@ -7,7 +7,8 @@ loose files of a district are imported together once its quiet period has passed
 loose file (or at once when someone asked to import them now); nothing of a paused district
 is imported until its pause ends, then everything in the order it came; a file the
 district's format does not claim is recorded as unmatched, as on every other path
-(`ingest/claims.py`).
+(`ingest/claims.py`). Between passes it builds the SIS search index of the syncs that want one,
+a sync at a time (`ingest/index_builds.py`): imports ready meanwhile go first.
 """
 
 import logging
@@ -24,7 +25,7 @@ from rosterdrop.districts.models import District
 from rosterdrop.formats import get_format
 from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import recovery, states, syncs
+from rosterdrop.ingest import index_builds, recovery, states, syncs
 from rosterdrop.ingest.claims import claim_uploads
 from rosterdrop.ingest.models import Sync, SyncStatus
 from rosterdrop.intake import folder
@@ -160,9 +161,22 @@ def apply_retention(now: datetime | None = None) -> int:
     return len(purged)
 
 
+def build_index() -> bool:
+    """Build the SIS search index of one sync that wants one (the newest); whether one was
+    built (then more may want one: the next pass comes at once, after the imports ready)."""
+    try:
+        return bool(index_builds.build(one=True))
+    except Exception:  # the database, not the build (that is logged and never raises)
+        log.exception("search index pass failed")
+        return False
+    finally:
+        close_old_connections()
+
+
 def run_forever(stop: threading.Event) -> None:
     """The worker thread of `rosterdrop serve`: recovers what a crash left (at start, then
-    now and then for a `rosterdrop import` that died meanwhile), then imports."""
+    now and then for a `rosterdrop import` that died meanwhile), then imports, then builds
+    an index that is wanted."""
     last_retention, last_recovery = 0.0, -float("inf")
     while not stop.is_set():
         next_due = None
@@ -181,6 +195,8 @@ def run_forever(stop: threading.Event) -> None:
             log.exception("worker pass failed")
         finally:
             close_old_connections()
+        if not stop.is_set() and build_index():
+            next_due = 0.0
         timeout = settings.WORKER_POLL_SECONDS
         if next_due is not None:
             timeout = max(0.05, min(timeout, next_due))

@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404, render
 
 from rosterdrop.accounts.decorators import district_view
 from rosterdrop.inbox.models import Upload
+from rosterdrop.ingest.index_builds import building
 from rosterdrop.ingest.models import with_sync_times
 from rosterdrop.ingest.sent_rows import read_rows
 from rosterdrop.roster.models import ENTITIES, MODELS, records
@@ -29,6 +30,7 @@ def sis_data(request, district):
     query = request.GET.get("q", "").strip()
     offset = max(int(request.GET.get("offset", "0") or 0), 0)
     rows = None
+    indexing = False  # the file read while its index is being built
     files = names(chosen)
     name = request.GET.get("file") or next(iter(files), "")
     if chosen and name:
@@ -36,7 +38,8 @@ def sis_data(request, district):
             raise Http404("No such file in this upload.")
         fallback = district.fallback_encoding
         rows = indexed_rows(chosen, name, fallback, query, offset, PAGE)
-        if rows is None:  # not indexed: the file is read
+        if rows is None:  # not indexed (yet): the file is read
+            indexing = building(chosen)
             with members(chosen) as found:
                 if name in found:
                     rows = read_rows(found[name], fallback, query, offset, PAGE)
@@ -51,6 +54,7 @@ def sis_data(request, district):
             "name": name,
             "query": query,
             "rows": rows,
+            "indexing": indexing,
             "offset": offset,
             "page_size": PAGE,
             "next_offset": offset + PAGE,

@@ -12,7 +12,11 @@ from rosterdrop.ingest.text import describe
 
 
 class Command(BaseCommand):
-    help = "Import roster files (a zip, a folder or a file) for a district. Exit 1 if it failed."
+    help = (
+        "Import roster files (a zip, a folder or a file) for a district. Exit 1 if it failed. "
+        "The files' SIS search index is not built here: `serve` or `rosterdrop worker` builds "
+        "it after the import, or `rosterdrop search-index build` now."
+    )
     # Django's system checks (0.3 s) run before every command; this one imports on a
     # schedule, where its own time is what counts.
     requires_system_checks = []

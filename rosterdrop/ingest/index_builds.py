@@ -1,0 +1,182 @@
+"""The SIS search index of a sync's uploads (ingest.sent_index), built off the import's path.
+
+It was built inside every import, after the apply: at `huge` ~17 s of CPU on SQLite and ~57 s
+on PostgreSQL (writing ~400 MB), for a first import and again on every night that sends a
+changed enrollments.csv. Now a sync's outcome is recorded and told without it, and the index
+is built after, in the background: on PostgreSQL by a queue job (intake/queue.py
+`build_index`, deferred once the outcome is committed: `syncs` sends `signals.index_wanted`),
+on SQLite by serve's worker thread between its imports (intake/worker.py). `rosterdrop import`
+builds none: the next `serve` or `rosterdrop worker` does, or `rosterdrop search-index build`.
+Until then the SIS page reads the file, and says the index is being built.
+
+A sync's `index` says where its build is (models.IndexState; every move in states.py). A build
+holds its district's lock (PostgreSQL: an advisory lock on its connection; SQLite: a file
+lock, one build at a time), which ends with the process holding it: a sync found `building`
+by someone holding the lock was left by a build that died (killed, out of memory). It is
+built once more and, if that build dies too, given up (logged; the page reads the files)
+rather than take down every start of the process with it. A build that fails is logged and
+the sync marked built: it never fails or changes a sync. Retention may purge an upload while
+its index is built: the build then forgets what it wrote of bytes no longer kept.
+"""
+
+import contextlib
+import fcntl
+import logging
+import shutil
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Exists, OuterRef, QuerySet
+
+from rosterdrop import process
+from rosterdrop.districts.models import District
+from rosterdrop.inbox.models import Upload
+from rosterdrop.inbox.store import fetch
+from rosterdrop.ingest import sent_index, states
+from rosterdrop.ingest.engine import Settings, tmp_dir
+from rosterdrop.ingest.models import IndexState, Sync
+from rosterdrop.ingest.reader import limits
+from rosterdrop.timing import timed
+
+log = logging.getLogger(__name__)
+
+# The first key of the advisory locks of index builds (the second: the district's id); not
+# the imports' (ingest.jobs.LOCK_SPACE): a district's import and its index build run at once.
+LOCK_SPACE = 0x52534958
+UNBUILT = (IndexState.WANTED, IndexState.BUILDING, IndexState.AGAIN)
+# What a build found under the lock -> what it moves the sync to before building.
+NEXT: dict[str, str] = {
+    IndexState.WANTED: IndexState.BUILDING,
+    IndexState.BUILDING: IndexState.AGAIN,
+}
+
+
+def wanted(district: District | None = None) -> QuerySet[Sync]:
+    """Syncs whose uploads' index is still to be built (or whose build died), newest first:
+    those with an outcome, not dry runs, with an upload whose bytes are still kept."""
+    kept = Upload.objects.filter(syncs=OuterRef("pk")).exclude(stored_path="")
+    syncs = Sync.objects.filter(
+        Exists(kept), dry_run=False, status__in=states.INDEXED, index__in=UNBUILT
+    )
+    if district is not None:
+        syncs = syncs.filter(district=district)
+    return syncs.select_related("district").order_by("-pk")
+
+
+def building(upload: Upload) -> bool:
+    """Whether the index of an upload's files is yet to be built (the SIS page says so)."""
+    return wanted().filter(uploads=upload).exists()
+
+
+def due_districts() -> set[int]:
+    """Districts with an index to build now: a sync wanting one, or one whose build died
+    (`building` while the district's lock is free)."""
+    due: set[int] = set()
+    found = wanted().order_by().values_list("district_id", "index").distinct()
+    for district_id, state in sorted(found, key=lambda found: found[1] != IndexState.WANTED):
+        if district_id in due:
+            continue
+        if state == IndexState.WANTED:
+            due.add(district_id)
+            continue
+        with _lock(district_id) as held:
+            if held:
+                due.add(district_id)
+    return due
+
+
+def build(district: District | None = None, *, one: bool = False) -> list[int]:
+    """Build the index of each sync that wants one (of `district`, or every district),
+    newest first, each under its district's lock; `one`: the first only (the worker thread
+    imports between builds). The syncs whose build ran: none that another process builds."""
+    done: list[int] = []
+    for sync in wanted(district):
+        with _lock(sync.district_id) as held:
+            if not held:
+                continue
+            sync.refresh_from_db(fields=["index", "status"])  # as it is under the lock
+            if sync.index not in UNBUILT or sync.status not in states.INDEXED:
+                continue
+            _build(sync)
+            done.append(sync.pk)
+        if one:
+            break
+    return done
+
+
+def _build(sync: Sync) -> None:
+    if sync.index == IndexState.AGAIN:  # a second build died too
+        log.error(
+            "the search index of sync %s is not built: its build stopped twice (the process "
+            "died); the SIS page reads its files",
+            sync.pk,
+        )
+        states.move_index(sync, IndexState.BUILT)
+        return
+    if not states.move_index(sync, NEXT[sync.index]):
+        return
+    try:
+        _index(sync)
+    except Exception:  # a shortcut for the page: never a reason to fail anything
+        log.exception("the search index of sync %s was not built", sync.pk)
+    states.move_index(sync, IndexState.BUILT)
+
+
+@timed("search index")
+def _index(sync: Sync) -> None:
+    """Index the sync's kept uploads but those whose bytes an index was built for already
+    (re-sent files); forget what was written of bytes retention purged meanwhile."""
+    district = sync.district
+    spec = Settings.of(district).format
+    uploads = [u for u in sync.uploads.all() if u.stored_path]
+    covered = set(
+        Upload.objects.filter(
+            district=district,
+            sha256__in=[u.sha256 for u in uploads],
+            syncs__index=IndexState.BUILT,
+            syncs__dry_run=False,
+        ).values_list("sha256", flat=True)
+    )
+    uploads = [u for u in uploads if u.sha256 not in covered]
+    if spec is None or not uploads:
+        return
+    work = process.mkdtemp("index-", tmp_dir())  # named for recovery, were this process to die
+    try:
+        paths = []
+        for upload in uploads:
+            target = work / upload.filename  # as sent: what the format matches on
+            fetch(upload, target)
+            paths.append(target)
+        sent_index.keep(district, uploads, paths, spec, limits())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        # Purged after `forget` looked (it found no index yet): forgotten here, after ours.
+        for purged in Upload.objects.filter(pk__in=[u.pk for u in uploads], stored_path=""):
+            sent_index.forget(Upload, upload=purged)
+
+
+@contextlib.contextmanager
+def _lock(district_id: int) -> Iterator[bool]:
+    """Hold the lock of the district's index builds, if free; it ends with this process.
+    PostgreSQL: an advisory lock on this thread's connection. SQLite: one file lock for every
+    district (one writer at a time in any case)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_SPACE, district_id])
+            (held,) = cursor.fetchone()
+        try:
+            yield held
+        finally:
+            if held:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_SPACE, district_id])
+        return
+    with (settings.DATA_DIR / "search-index.lock").open("a") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = False
+        else:
+            held = True
+        yield held  # a file lock ends when the file is closed
