@@ -137,7 +137,9 @@ def index_wanted(sender, sync: Sync, **kwargs) -> None:
     runs in this process)."""
     if settings.JOB_QUEUE:
         district_id = sync.district_id
-        transaction.on_commit(lambda: enqueue_index(district_id))
+        # Robust: a job that could not be deferred is logged, never the import's failure
+        # (`tend` defers it).
+        transaction.on_commit(lambda: enqueue_index(district_id), robust=True)
     else:
         worker.wake()
 
