@@ -231,11 +231,12 @@ def test_how_a_file_that_names_no_one_is_searched(backend, district, tmp_path, m
 @pytest.mark.parametrize("keyed", [3, 64])
 def test_own_ids_sharing_a_long_start_are_found(district, tmp_path, monkeypatch, keyed):
     """Own IDs that share their first 8 bytes and more (sequential IDs of a district) are
-    kept in byte order and found whole or from their start, shorter before longer."""
+    kept in byte order and found whole or from their start, shorter before longer; the first
+    of them at the end of a record that starts with another ID ("10", "11", "2025-...")."""
     monkeypatch.setattr(sent_index, "KEYS", 3)
     monkeypatch.setattr(sent_index, "KEYED", keyed)
     ids = ["2025-2026-enr-000010", "2025-2026-enr-00001", "2025-2026-enr-000011", "2025-2026-ßx"]
-    ids += ["2025-2026-enr-0000101", "2025-2026-enr-00002", "2025-2026-enr-00001"]
+    ids += ["2025-2026-enr-0000101", "2025-2026-enr-00002", "2025-2026-enr-00001", "10", "11"]
     text = "sourcedId,userSourcedId\n" + "".join(f"{i},u\n" for i in ids)
     sent = _kept(district, tmp_path, "enrollments.csv", text)
     kept = [t for k in SentKeys.objects.filter(file=sent).order_by("pk") for t in k.terms.split()]
@@ -279,7 +280,8 @@ def test_the_index_finds_the_rows_reading_the_file_finds(district, tmp_path, tab
         ",".join(f'"{c}"' if quoted else c for c in row) + "\n"
         for row in [("sourcedId", "classSourcedId", "schoolSourcedId", "userSourcedId"), *table]
     )
-    with (
+    lines = [n + 2 for n, row in enumerate(table) if _holds(row, query)]
+    with (  # an index is searched with the sizes it was built with
         patch.object(sent_index, "KEYS", 3),
         patch.object(sent_index, "KEYED", 4),
         patch.object(sent_index, "BLOCK", 4),
@@ -287,15 +289,14 @@ def test_the_index_finds_the_rows_reading_the_file_finds(district, tmp_path, tab
         patch.object(sent_index, "CHUNK", 64),
     ):
         sent = _kept(district, tmp_path, "enrollments.csv", text)
-    try:
-        lines = [n + 2 for n, row in enumerate(table) if _holds(row, query)]
-        for offset in (0, 2):
-            found = sent_index.find(sent, query, offset, 5)
-            assert [line for line, _ in found.rows] == lines[offset : offset + 5]
-            assert found.matched == len(lines)
-    finally:
-        Upload.objects.filter(district=district).delete()
-        SentFile.objects.filter(district=district).delete()
+        try:
+            for offset in (0, 2):
+                found = sent_index.find(sent, query, offset, 5)
+                assert [line for line, _ in found.rows] == lines[offset : offset + 5]
+                assert found.matched == len(lines)
+        finally:
+            Upload.objects.filter(district=district).delete()
+            SentFile.objects.filter(district=district).delete()
 
 
 def _holds(row: tuple[str, ...], query: str) -> bool:

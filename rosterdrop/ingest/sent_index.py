@@ -50,7 +50,7 @@ SAVED = 64  # blocks written at a time
 VALUES = 1024  # distinct values a SentValues holds
 NUMBERED = 1 << 19  # rows whose referred values are numbered at a time
 KEYS = 1024  # own IDs a SentKeys holds
-KEYED = 64  # bytes of a SentKeys' first value in its indexed column
+KEYED = 64  # bytes of a SentKeys' first value in its indexed column (searched with the same)
 CHUNK = 4 << 20
 # The canonical fields searched besides the key: names, and the ID a district gives people.
 SEARCHED = NAME_FIELDS | {"identifier"}
