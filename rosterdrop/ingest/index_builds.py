@@ -33,7 +33,7 @@ from rosterdrop import process
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import fetch
-from rosterdrop.ingest import sent_index, states
+from rosterdrop.ingest import jobs, sent_index, states
 from rosterdrop.ingest.engine import Settings, tmp_dir
 from rosterdrop.ingest.models import IndexState, Sync
 from rosterdrop.ingest.reader import limits
@@ -162,15 +162,8 @@ def _lock(district_id: int) -> Iterator[bool]:
     PostgreSQL: an advisory lock on this thread's connection. SQLite: one file lock for every
     district (one writer at a time in any case)."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_SPACE, district_id])
-            (held,) = cursor.fetchone()
-        try:
+        with jobs.advisory_lock(LOCK_SPACE, district_id) as held:
             yield held
-        finally:
-            if held:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_SPACE, district_id])
         return
     with (settings.DATA_DIR / "search-index.lock").open("a") as file:
         try:

@@ -47,18 +47,23 @@ AGAIN_SECONDS = 5
 
 
 @contextlib.contextmanager
-def district_lock(district_id: int) -> Iterator[bool]:
-    """Hold the district's advisory lock on this thread's connection, if free: every queue
-    job holds it while it imports, and it ends with the connection (a dead worker's too)."""
+def advisory_lock(space: int, key: int) -> Iterator[bool]:
+    """Hold a PostgreSQL advisory lock on this thread's connection, if free (whether it is):
+    it ends with the connection, so a dead worker's is let go."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_SPACE, district_id])
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [space, key])
         (held,) = cursor.fetchone()
     try:
         yield held
     finally:
         if held:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_SPACE, district_id])
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [space, key])
+
+
+def district_lock(district_id: int) -> contextlib.AbstractContextManager[bool]:
+    """The district's import lock: every queue job holds it while it imports."""
+    return advisory_lock(LOCK_SPACE, district_id)
 
 
 class Decision(StrEnum):
