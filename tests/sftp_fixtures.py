@@ -195,11 +195,22 @@ class Server:
         raise AssertionError(f"timed out waiting for {what}")
 
     def wait_idle(self, timeout: float = 60.0) -> None:
-        """Until no upload waits and no sync runs."""
+        """Until no upload waits, no sync runs and no sync's search index is still to be built
+        (the worker builds it after the sync: ingest.index_builds)."""
+        from rosterdrop.ingest.states import INDEXED  # Django is set up by now
+
+        # ingest.index_builds.wanted, in the server's database: an outcome, not a dry run, an
+        # upload still kept, the index not built yet.
+        index_wanted = f"""
+            select 1 from ingest_sync s where not s.dry_run and s."index" != 'built'
+            and s.status in ({", ".join("?" * len(INDEXED))}) and exists (
+                select 1 from ingest_sync_uploads su join inbox_upload u on u.id = su.upload_id
+                where su.sync_id = s.id and u.stored_path != '')"""
         self.wait_for(
             lambda: (
                 not self.query("select 1 from inbox_upload where status = 'received'")
                 and not self.query("select 1 from ingest_sync where status = 'running'")
+                and not self.query(index_wanted, *map(str, INDEXED))
             ),
             timeout,
             "the worker to finish",
