@@ -22,19 +22,16 @@ its index is built: the build then forgets what it wrote of bytes no longer kept
 import contextlib
 import fcntl
 import logging
-import shutil
 from collections.abc import Iterator
 
 from django.conf import settings
 from django.db import connection
 from django.db.models import Exists, OuterRef, QuerySet
 
-from rosterdrop import process
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
-from rosterdrop.inbox.store import fetch
-from rosterdrop.ingest import jobs, sent_index, states
-from rosterdrop.ingest.engine import Settings, tmp_dir
+from rosterdrop.ingest import jobs, sent_index, states, syncs
+from rosterdrop.ingest.engine import Settings
 from rosterdrop.ingest.models import IndexState, Sync
 from rosterdrop.ingest.reader import limits
 from rosterdrop.timing import timed
@@ -141,16 +138,10 @@ def _index(sync: Sync) -> None:
     uploads = [u for u in uploads if u.sha256 not in covered]
     if spec is None or not uploads:
         return
-    work = process.mkdtemp("index-", tmp_dir())  # named for recovery, were this process to die
     try:
-        paths = []
-        for upload in uploads:
-            target = work / upload.filename  # as sent: what the format matches on
-            fetch(upload, target)
-            paths.append(target)
-        sent_index.keep(district, uploads, paths, spec, limits())
+        with syncs.fetched(uploads, "index-") as paths:  # named for recovery, were it to die
+            sent_index.keep(district, uploads, paths, spec, limits())
     finally:
-        shutil.rmtree(work, ignore_errors=True)
         # Purged after `forget` looked (it found no index yet): forgotten here, after ours.
         for purged in Upload.objects.filter(pk__in=[u.pk for u in uploads], stored_path=""):
             sent_index.forget(Upload, upload=purged)

@@ -8,9 +8,11 @@ path (signals.index_wanted, index_builds.py). A request starts the same off its 
 (jobs.py).
 """
 
+import contextlib
 import errno
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from rosterdrop import notify, process
@@ -80,20 +82,28 @@ def _import(
         resent.repeat(sync, earlier)
         issue_rows.repeat(sync, earlier, uploads)
         return None
-    work = process.mkdtemp("upload-", tmp_dir())
-    try:
-        paths = []
-        for upload in uploads:
-            # Under its name as sent, which is what the format matches on.
-            target = work / upload.filename
-            fetch(upload, target)
-            paths.append(target)
+    with fetched(uploads, "upload-") as paths:
         outcome = run(
             paths, district, sync, settings, approved=approved, dry_run=dry_run, progress=progress
         )
         if not dry_run:
             issue_rows.keep(sync, uploads, paths, outcome.checked.log.all(), limits())
         return outcome
+
+
+@contextlib.contextmanager
+def fetched(uploads: list[Upload], prefix: str) -> Iterator[list[Path]]:
+    """The uploads' bytes in a work folder named for this process (`prefix`: what recovery
+    finds of a dead one), each under its name as sent, which is what the format matches on;
+    the folder is removed after."""
+    work = process.mkdtemp(prefix, tmp_dir())
+    try:
+        paths = []
+        for upload in uploads:
+            target = work / upload.filename
+            fetch(upload, target)
+            paths.append(target)
+        yield paths
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
