@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 
 from asgiref.sync import sync_to_async
@@ -37,7 +38,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from procrastinate import JobContext, exceptions
 from procrastinate.contrib.django import app
-from procrastinate.jobs import Status
+from procrastinate.jobs import JobDeferrer, Status
 
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
@@ -74,61 +75,62 @@ UNREGISTER_SECONDS = 5.0
 @app.task(name=IMPORT_TASK, queue=QUEUE, pass_context=True)
 def import_district(context: JobContext, district_id: int) -> None:
     """Settle what a dead process left of the district, then import what of it is ready."""
+    with _running(context), district_lock(district_id) as held:
+        if not held:  # for what is left when that job ends, `tend` defers a job
+            log.warning("district %s is being imported by another job", district_id)
+            return
+        district = District.objects.filter(pk=district_id).first()
+        if district is None:  # deleted meanwhile
+            return
+        recovery.recover(district)
+        waiting = worker.waiting_uploads(district).get(district, [])
+        worker.run_district(district, waiting, timezone.now())
+
+
+@contextlib.contextmanager
+def _running(context: JobContext) -> Iterator[None]:
+    """A job this worker runs: a stopping worker waits for it, then hands it back; its
+    thread's connection is closed after (and any advisory lock held on it with it)."""
     job_id = context.job.id
     assert job_id is not None
     running.add(job_id)
     try:
-        with district_lock(district_id) as held:
-            if not held:  # for what is left when that job ends, `tend` defers a job
-                log.warning("district %s is being imported by another job", district_id)
-                return
-            district = District.objects.filter(pk=district_id).first()
-            if district is None:  # deleted meanwhile
-                return
-            recovery.recover(district)
-            waiting = worker.waiting_uploads(district).get(district, [])
-            worker.run_district(district, waiting, timezone.now())
+        yield
     finally:
         running.discard(job_id)
-        connection.close()  # this thread's own; the lock goes with it in any case
+        connection.close()
 
 
-def enqueue(district_id: int) -> bool:
-    """Defer an import job for the district; False if one already waits (it will see the
-    new files: a job imports whatever of its district is ready when it runs)."""
-    key = lock_name(district_id)
-    try:
-        import_district.configure(lock=key, queueing_lock=key).defer(district_id=district_id)
-    except exceptions.AlreadyEnqueued:
-        return False
-    return True
-
-
-@app.task(name=INDEX_TASK, queue=QUEUE, pass_context=True)
-def build_index(context: JobContext, district_id: int) -> None:
-    """Build the SIS search index of the district's syncs that want one."""
-    job_id = context.job.id
-    assert job_id is not None
-    running.add(job_id)  # a stopping worker waits for it, then hands it back, as an import
-    try:
-        district = District.objects.filter(pk=district_id).first()
-        if district is not None:
-            index_builds.build(district)
-    finally:
-        running.discard(job_id)
-        connection.close()  # this thread's own; the build's lock goes with it in any case
-
-
-def enqueue_index(district_id: int) -> bool:
-    """Defer an index job for the district; False if one already waits (it builds whatever
-    of its district is wanted when it runs)."""
-    key = f"index:{district_id}"
-    job = build_index.configure(lock=key, queueing_lock=key, priority=INDEX_PRIORITY)
+def _defer_once(job: JobDeferrer, district_id: int) -> bool:
+    """Defer a district's job; False if one already waits under its queueing lock (it does
+    whatever of its district is due when it runs)."""
     try:
         job.defer(district_id=district_id)
     except exceptions.AlreadyEnqueued:
         return False
     return True
+
+
+def enqueue(district_id: int) -> bool:
+    """Defer an import job for the district; False if one already waits."""
+    key = lock_name(district_id)
+    return _defer_once(import_district.configure(lock=key, queueing_lock=key), district_id)
+
+
+@app.task(name=INDEX_TASK, queue=QUEUE, pass_context=True)
+def build_index(context: JobContext, district_id: int) -> None:
+    """Build the SIS search index of the district's syncs that want one."""
+    with _running(context):
+        district = District.objects.filter(pk=district_id).first()
+        if district is not None:
+            index_builds.build(district)
+
+
+def enqueue_index(district_id: int) -> bool:
+    """Defer an index job for the district; False if one already waits."""
+    key = f"index:{district_id}"
+    job = build_index.configure(lock=key, queueing_lock=key, priority=INDEX_PRIORITY)
+    return _defer_once(job, district_id)
 
 
 def index_wanted(sender, sync: Sync, **kwargs) -> None:
