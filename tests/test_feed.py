@@ -360,3 +360,88 @@ def test_a_first_import_numbers_its_created_events_from_record_ids_on_both_engin
     assert len(events) > 40_000
     windows = [s for s in statements if "ROW_NUMBER" in s and "roster_" in s]
     assert windows == []
+
+
+def event_key(cur) -> list[tuple[str, list[str]]]:
+    """The event table's primary key as the database has it: [(name, columns)]."""
+    constraints = connection.introspection.get_constraints(cur, Event._meta.db_table)
+    return [(name, c["columns"]) for name, c in constraints.items() if c["primary_key"]]
+
+
+def key_while_writing(monkeypatch) -> list[list[tuple[str, list[str]]]]:
+    """The event table's primary key while each entity's created events are written, from now
+    on in this test, with a batch of any size allowed to build it after."""
+    from rosterdrop.feed import events
+
+    seen: list[list[tuple[str, list[str]]]] = []
+    real = events._created
+
+    def watched(cur, *args):
+        seen.append(event_key(cur))
+        return real(cur, *args)
+
+    monkeypatch.setattr(events, "KEY_AFTER_MIN", 1)
+    monkeypatch.setattr(events, "_created", watched)
+    return seen
+
+
+def test_postgresql_builds_the_event_key_after_a_first_import_s_events(
+    district, operator, school, monkeypatch
+):
+    """On PostgreSQL a batch of created events that outnumbers the district's events goes into
+    an event table that holds no other district's without its primary key, built again after
+    them in the same transaction (as the roster's indexes are); a reader then pages the same
+    events, and later syncs number theirs on from them."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's key is the table's own (the rowid table's unique index)")
+    with connection.cursor() as cur:
+        key = event_key(cur)
+    assert key == [(key[0][0], ["district_id", "seq"])]
+    seen = key_while_writing(monkeypatch)
+    sync = import_path(district, school)
+    assert sync.status == "applied"
+    assert seen and all(found == [] for found in seen)
+    with connection.cursor() as cur:
+        assert event_key(cur) == key
+    consumer = Consumer(api(operator), district.slug)
+    assert consumer.follow() == len(created_in_id_order(district, sync.pk))
+    assert consumer.roster == roster_of(district)
+    seen.clear()
+    users = rows(school / "users.csv")
+    new = list(users[-1])
+    new[0], new[6] = "new-student", "new.student"
+    write(school / "users.csv", [*users, new])
+    assert import_path(district, school).status == "applied"
+    assert seen and all(found == key for found in seen)  # one record: fewer than the district's
+    assert consumer.follow() > 0 and consumer.roster == roster_of(district)
+
+
+def test_postgresql_keeps_the_event_key_where_another_district_has_events(
+    district, school, monkeypatch
+):
+    """A DROP of the key would lock every reader of the feed out until the commit: an event
+    table that holds another district's events keeps its key while a first import writes."""
+    from rosterdrop.districts.models import District
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's key")
+    other = District.objects.create(slug="shelbyville", name="Shelbyville", format="oneroster-1.1")
+    assert import_path(other, school).status == "applied"
+    seen = key_while_writing(monkeypatch)
+    assert import_path(district, school).status == "applied"
+    assert seen and all(found != [] for found in seen)
+
+
+def test_postgresql_keeps_the_event_key_of_a_table_being_read(district, school, monkeypatch):
+    """Nor does a first import wait for a reader of the feed, or drop the key under it."""
+    import psycopg
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's key")
+    seen = key_while_writing(monkeypatch)
+    with psycopg.connect(**connection.get_connection_params()) as reader:
+        reader.execute("SELECT count(*) FROM feed_event")  # its transaction stays open
+        assert import_path(district, school).status == "applied"
+    assert seen and all(found != [] for found in seen)
+    events = Event.objects.filter(district=district).order_by("seq")
+    assert list(events.values_list("seq", flat=True)) == list(range(1, events.count() + 1))

@@ -404,7 +404,7 @@ def lookups_built_after(cur: Cursor, entity: str, adding: int, district_id: int)
         return
     cur.execute(f"SELECT MAX(id) FROM {table(entity)}")  # the rowid, or the primary key: no scan
     held = cur.fetchone()[0] or 0
-    if adding <= held or (_is_postgres() and not _table_taken(cur, entity, district_id)):
+    if adding <= held or (_is_postgres() and not take_table(cur, table(entity), district_id)):
         yield
         return
     for index in deferred:
@@ -430,12 +430,11 @@ def _build(cur: Cursor, entity: str, indexes: list[Any]) -> None:
         cur.execute(f"ANALYZE {table(entity)}")
 
 
-def _table_taken(cur: Cursor, entity: str, district_id: int) -> bool:
-    """Lock the entity's table for this transaction if nobody else is using it now (no
-    waiting) and it holds no other district's records; whether it was."""
+def take_table(cur: Cursor, name: str, district_id: int) -> bool:
+    """Lock a table with a district_id column for this transaction (PostgreSQL) if nobody else
+    is using it now (no waiting) and it holds no other district's rows; whether it was."""
     import psycopg
 
-    name = table(entity)
     cur.execute("SAVEPOINT rd_take_table")
     try:
         cur.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE NOWAIT")
