@@ -4,8 +4,10 @@ Why: "fast" only means something next to a floor. For each database this loads a
 OneRoster 1.1 district with the engine's own bulk path (the `sqlite3` CLI `.import`, PostgreSQL
 `COPY`), then times rosterdrop's first import, a no-change re-import and a 1%-change re-import
 of the same files, and reports each as a ratio to that floor with the child's peak RSS. After
-each import, the SIS search index of its files is built as a step of its own (`rosterdrop
-search-index build`: `serve` and the workers build it after a sync, off the import's path).
+each import, what `serve` and the workers build after a sync, off the import's path, is built
+as a step of its own (`rosterdrop search-index build`: the lines the import's read did not keep
+for the next read, and the SIS search index of its files). So the no-change re-read, after the
+first import's lines were kept, is an incremental read that finds every line.
 
     python bench/run.py --size small|medium|large|huge [--db sqlite|postgresql|both]
                         [--workdir DIR] [--json]
@@ -547,18 +549,20 @@ def _imports(
         log(f"{db}: {step} {s.seconds:.2f} s ({s.ratio}x), {s.rss_mb} MB, {s.status}")
         if child.returncode:
             break
-        steps.append(_index(db, cli, env, logs, floor, step))
+        steps.append(_after(db, cli, env, logs, floor, step))
     return steps
 
 
-def _index(
+def _after(
     db: str, cli: list[str], env: dict[str, str], logs: Path, floor: Step, after: str
 ) -> Step:
-    """The SIS search index of the import just timed, built as `serve` or a worker builds it
-    after the sync (`rosterdrop import` does not: ingest/index_builds.py): its own step, so
-    that the import's figure is what a district waits for and the index's what follows."""
-    s = Step(db, f"{after}_index", target="(none: after the sync)")
-    log(f"{db}: search index after {after}")
+    """What is built after the import just timed, as `serve` or a worker builds it after the
+    sync (`rosterdrop import` does not: ingest/index_builds.py): the lines its read did not keep
+    (ingest/line_builds.py: a first import's, for the next read) and the SIS search index, each
+    part's seconds in the notes. Its own step, so that the import's figure is what a district
+    waits for and this one's what follows."""
+    s = Step(db, f"{after}_after", target="(none: after the sync)")
+    log(f"{db}: kept lines and search index after {after}")
     argv = [*cli, "search-index", "build", "--district", "bench"]
     child = run_child(argv, env=env, logs=logs, name=f"index-{after}")
     s.seconds, s.rss_mb, s.cpu_s = child.seconds, child.rss_mb, child.cpu_seconds
@@ -568,7 +572,7 @@ def _index(
     s.verdict = "ok" if not child.returncode else "FAIL"
     if child.returncode:
         s.notes.insert(0, f"exit {child.returncode}: {child.stderr.strip()[-400:]}")
-    log(f"{db}: {after} index {s.seconds:.2f} s, cpu {s.cpu_s} s, {s.rss_mb} MB")
+    log(f"{db}: after {after} {s.seconds:.2f} s, cpu {s.cpu_s} s, {s.rss_mb} MB")
     return s
 
 

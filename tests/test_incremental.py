@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rosterdrop.districts.models import District
-from rosterdrop.ingest import lines
+from rosterdrop.ingest import index_builds, lines
 from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster import store
 
@@ -47,12 +47,49 @@ def _manifest_in_other_bytes(school: Path) -> None:
     manifest.write_bytes(text.replace(b"\r\n", b"\n") if crlf else text.replace(b"\n", b"\r\n"))
 
 
-def _imported(district: District, school: Path) -> None:
+def _imported(district: District, school: Path, built: bool = False) -> None:
     """Imported, then read again as the roster vouches for it: the read that keeps its lines
-    (a first import keeps none)."""
+    (a first import keeps none; `built`: the build after its sync does, and this read finds
+    them)."""
     import_path(district, school)
+    if built:
+        index_builds.build(district)
     _manifest_in_other_bytes(school)
     assert import_path(district, school).status == "no_changes"
+
+
+def test_a_first_import_keeps_its_lines_after_its_sync(district, school, read):
+    """A first import reads every row checked first, keeping no lines; the build after its
+    sync (with its SIS search index) keeps them: the next read of the same records, in other
+    bytes, parses none of them."""
+    assert import_path(district, school).status == "applied"
+    assert not _kept(district)
+    index_builds.build(district)
+    assert _kept(district)
+    _manifest_in_other_bytes(school)
+    read.clear()
+    assert import_path(district, school).status == "no_changes"
+    assert read["enrollments.csv"] == read["classes.csv"] == read["demographics.csv"] == 0
+
+
+def test_lines_are_kept_after_a_sync_only_for_the_roster_it_left(district, school, read):
+    """A build after a sync whose roster another sync has replaced since keeps nothing (it
+    would be for a roster no read starts from); nor does one for files whose lines the read
+    kept (they stay as they are)."""
+    import_path(district, school)
+    _end_dates(school, range(3, 4), b"2026-06-09")
+    assert import_path(district, school).status == "applied"  # its read kept its lines
+    index_builds.build(district)
+    [later, first] = district.syncs.order_by("-pk")[:2]
+    assert later.roster_token != first.roster_token
+    assert set(_kept(district)) and all(
+        path.parent.name == f"t{later.roster_token}" for path in _kept_paths(district)
+    )
+    before = _kept(district)
+    _manifest_in_other_bytes(school)
+    assert import_path(district, school).status == "no_changes"
+    index_builds.build(district)
+    assert {name: _kept(district).get(name) for name in before} == before
 
 
 def test_only_the_lines_that_differ_are_read(district, school, read):
@@ -122,10 +159,14 @@ def test_empty_kept_lines_are_read_in_full(district, school, read):
     assert read["enrollments.csv"] == len(enrollments) - 1
 
 
+def _kept_paths(district: District) -> list[Path]:
+    folder = django_settings.DATA_DIR / "lines" / str(district.pk)
+    return list(folder.glob("t*/*.arrow"))
+
+
 def _kept(district: District) -> dict[str, int]:
     """The files the roster's kept lines are in now (one token's folder): name -> inode."""
-    folder = django_settings.DATA_DIR / "lines" / str(district.pk)
-    return {path.name: path.stat().st_ino for path in folder.glob("t*/*.arrow")}
+    return {path.name: path.stat().st_ino for path in _kept_paths(district)}
 
 
 def _end_dates(school: Path, lines: range, end: bytes) -> None:
@@ -258,7 +299,7 @@ def pair(db, school):
         for slug in ("incremental", "full")
     ]
     for district in districts:
-        _imported(district, school)
+        _imported(district, school, built=district.slug == "incremental")
         _manifest_in_other_bytes(school)
     return districts
 

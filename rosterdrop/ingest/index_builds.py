@@ -30,7 +30,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import jobs, sent_index, states, syncs
+from rosterdrop.ingest import jobs, line_builds, sent_index, states, syncs
 from rosterdrop.ingest.engine import Settings
 from rosterdrop.ingest.models import IndexState, Sync
 from rosterdrop.ingest.reader import limits
@@ -114,19 +114,31 @@ def _build(sync: Sync) -> None:
     if not states.move_index(sync, NEXT[sync.index]):
         return
     try:
-        _index(sync)
+        _after(sync)
     except Exception:  # a shortcut for the page: never a reason to fail anything
         log.exception("the search index of sync %s was not built", sync.pk)
     states.move_index(sync, IndexState.BUILT)
 
 
+def _after(sync: Sync) -> None:
+    """What is built after the sync: the lines of its files its read did not keep (for the
+    next read, ingest/line_builds.py), then their SIS search index."""
+    uploads = [u for u in sync.uploads.all() if u.stored_path]
+    if uploads and line_builds.wanted(sync):
+        try:
+            with syncs.fetched(uploads, "lines-") as paths:
+                line_builds.keep(sync, paths)
+        except Exception:  # a cache for the next read: never a reason to fail anything
+            log.exception("the lines of sync %s were not kept", sync.pk)
+    _index(sync, uploads)
+
+
 @timed("search index")
-def _index(sync: Sync) -> None:
+def _index(sync: Sync, uploads: list[Upload]) -> None:
     """Index the sync's kept uploads but those whose bytes an index was built for already
     (re-sent files); forget what was written of bytes retention purged meanwhile."""
     district = sync.district
     spec = Settings.of(district).format
-    uploads = [u for u in sync.uploads.all() if u.stored_path]
     covered = set(
         Upload.objects.filter(
             district=district,

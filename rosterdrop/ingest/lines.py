@@ -270,6 +270,11 @@ class FileLines:
             self._writer.close()
             self._writer = None
 
+    def discard(self) -> None:
+        """The file could not be read to its end: nothing of it is kept."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
 
 @dataclass
 class LineFiles:
@@ -283,6 +288,13 @@ class LineFiles:
 
     def layout(self, file: str, header: list[str], delimiter: str, encoding: str) -> Layout:
         return Layout(self.context, file, tuple(header), delimiter, encoding)
+
+    def anew(self, layout: Layout, entity: str) -> FileLines | None:
+        """Where a build after the sync keeps a file's lines (ingest/line_builds.py), if the
+        roster keeps none of that file yet (None: it does)."""
+        if _parts(settings.DATA_DIR / _folder(self.district_id, self.token), layout):
+            return None
+        return FileLines(layout, entity, self.staged / layout.name)
 
     def open(self, layout: Layout, entity: str, spill: Spill) -> FileLines:
         """A file's lines: what the last read of the file in this layout kept (`last`; None:
@@ -330,6 +342,16 @@ class LineFiles:
             self.staged.replace(folder)
         for path in folder.parent.glob(".gone-*"):
             shutil.rmtree(path, ignore_errors=True)
+
+    def add(self) -> None:
+        """Put the staged lines beside those kept for the roster `token` (a build after its
+        sync, `anew`), one file at a time (an import reading them finds each whole or not at
+        all). Not if the roster has moved on since: the folder is gone, or goes with the next
+        sync (`publish` drops the others)."""
+        folder = settings.DATA_DIR / _folder(self.district_id, self.token)
+        for path in sorted(self.staged.glob("*.arrow")) if self.staged.exists() else ():
+            folder.mkdir(parents=True, exist_ok=True)
+            path.replace(folder / path.name)
 
     def _share(self, shared: storage.S3Bucket, token: int) -> None:
         """Put the staged lines in shared storage under `token`, then delete the others; one

@@ -123,13 +123,10 @@ class Reader:
             extras = extra_columns(file, table.header)
             for output in file.outputs:  # a file with no rows fills its entities all the same
                 self._rows_of(file, output, mode)
-            vouching = (
-                self.spill is not None
-                and vouchable(fmt, file, mode, checker.checked_columns, extras)
-                and file.outputs[0].entity in self.vouched
-            )
+            vouching = self.spill is not None and self._vouched(fmt, file, mode, checker, extras)
             # Kept only by reads the roster vouches for: a first import pays nothing for them
-            # (medium: mapping every row before its checks too cost it 1 s CPU in 4.5).
+            # (mapping every row before its checks too cost it +1.4 s CPU in 35 at `large`);
+            # a build after the sync keeps them (`keep_lines`).
             lines = None
             if vouching and not checker.derived:
                 lines = self._lines_of(file, table, decoded.encoding)
@@ -154,15 +151,64 @@ class Reader:
             if lines is not None:
                 lines.close()
 
-    def _lines_of(self, file: FileSpec, table: Table, encoding: str) -> FileLines | None:
+    @timed("keep lines")
+    def keep_lines(self, fmt: FormatSpec, file: FileSpec, member: Member, mode: Mode) -> None:
+        """Keep a file's lines for the next read as a read the roster vouches for keeps them
+        (each line mapped before its checks), reading nothing else, unless its lines are kept
+        already: after a sync whose read kept none (ingest/line_builds.py)."""
+        assert file.dialect is not None and self.lines is not None
+        with member.open() as stream:
+            decoded = decode(stream, file.name, file.dialect.encoding or self.fallback)
+            table = read_table(
+                file.name, decoded.chunks, file.dialect.delimiters, file.dialect.escapechar
+            )
+            with closing(table.batches):
+                if not check_header(file, table.header, fmt.header_order, self.log):
+                    return
+                checker = RowChecker(file, table.header, mode, self.log)
+                extras = extra_columns(file, table.header)
+                if not self._vouched(fmt, file, mode, checker, extras) or checker.derived:
+                    return
+                lines = self._lines_of(file, table, decoded.encoding, taking=False)
+                if lines is None:
+                    return
+                [output] = file.outputs
+                try:
+                    for batch in table.batches:
+                        batch, hashes, sent_status = _hashes(checker, batch)
+                        if hashes is not None:
+                            mapped = map_batch(file, output, checker.prepare(batch), extras)
+                            lines.keep(mapped.hstack(hashes), sent_status)
+                except BaseException:
+                    lines.discard()
+                    raise
+                lines.close()
+
+    def _vouched(
+        self, fmt: FormatSpec, file: FileSpec, mode: Mode, checker: RowChecker, extras: list[str]
+    ) -> bool:
+        """Whether the roster vouches for the file's rows (ingest/vouched.py)."""
+        if file.outputs[0].entity not in self.vouched:
+            return False
+        return vouchable(fmt, file, mode, checker.checked_columns, extras)
+
+    def _lines_of(
+        self, file: FileSpec, table: Table, encoding: str, taking: bool = True
+    ) -> FileLines | None:
         """A file whose rows the roster vouches for is read line by line, its lines kept for
         the next read; those its last read kept are taken as they were if the roster holds
-        their records as they are (ingest/lines.py)."""
+        their records as they are (ingest/lines.py). Not `taking`: the lines are only kept,
+        and not at all (None) if they are kept already."""
         output = file.outputs[0]
         if self.lines is None or output.explode or output.unpivot:
             return None
         layout = self.lines.layout(file.name, table.header, table.delimiter, encoding)
-        lines = self.lines.open(layout, output.entity, self._spill_of(output.entity))
+        if not taking:
+            lines = self.lines.anew(layout, output.entity)
+        else:
+            lines = self.lines.open(layout, output.entity, self._spill_of(output.entity))
+        if lines is None:
+            return None
         table.hash_lines, table.known = True, lines.last
         return lines
 
