@@ -11,19 +11,29 @@ end. Point it at a copy of a benchmark run's data (bench/.data/SIZE/run/DB) to s
 far and, on PostgreSQL, those the server spent so far for this import's connection (its
 backend process, read from /proc: the server runs on this machine). Listening costs a few
 microseconds per call: fine for batches, not for a per-row profile (use py-spy).
+
+`--rss-every SECONDS` also samples the process's memory in a thread (VmRSS, its anonymous and
+file-backed parts, what pyarrow's pool and the C library's malloc hold) and prints, at the end,
+the highest sample with the stage and file being read at that moment: what to look at when the
+peak moves between runs of the same code (`--rss-log FILE` keeps every sample).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TextIO
 
 START = time.perf_counter()
 SUMS: Counter[str] = Counter()
+# The last stage that ended, and the file being read with its rows so far: a sample's place.
+NOW = {"stage": "start", "file": ""}
 
 
 def memory() -> str:
@@ -47,8 +57,69 @@ def server_cpu() -> str:
     return f" server cpu {(int(utime) + int(stime)) / os.sysconf('SC_CLK_TCK'):.1f} s"
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _mallinfo() -> tuple[int, int]:
+    """(bytes glibc's malloc holds in its heaps and mmaps, of which free), or (0, 0)."""
+    call = getattr(ctypes.CDLL(None), "mallinfo2", None)
+    if call is None:
+        return 0, 0
+    call.restype = _Mallinfo2
+    info = call()
+    return info.arena + info.hblkhd, info.fordblks
+
+
+def sample(every: float, out: TextIO | None, peak: dict[str, str | int]) -> None:
+    """Sample memory every `every` seconds until the process ends; keep the highest sample."""
+    import pyarrow as pa
+
+    while True:
+        fields = {}
+        for line in Path("/proc/self/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile"):
+                fields[name] = int(value.split()[0]) // 1024
+        held, free = _mallinfo()
+        row: dict[str, str | int] = {
+            "t": f"{time.perf_counter() - START:.1f}",
+            **fields,
+            "arrow": pa.total_allocated_bytes() >> 20,
+            "malloc": held >> 20,
+            "malloc_free": free >> 20,
+            "after": NOW["stage"],
+            "reading": NOW["file"],
+        }
+        if out is not None:
+            print(" ".join(f"{k}={v}" for k, v in row.items()), file=out, flush=True)
+        if int(row["VmRSS"]) > int(peak.get("VmRSS", 0)):
+            peak.clear()
+            peak.update(row)
+        time.sleep(every)
+
+
+def read_so_far(file: str, rows: int) -> None:
+    NOW["file"] = f"{file} {rows}"
+
+
 def report(label: str, seconds: float, batch: bool) -> None:
     """A whole-import stage's call printed as it ends; a per-batch step's added up."""
+    NOW["stage"] = label
     if batch:
         SUMS[label] += seconds
         return
@@ -70,6 +141,10 @@ def main() -> int:
         "change and a dry run is never taken as the earlier sync of re-sent files (files a "
         "real sync already imported are still recognised: send them in other bytes)",
     )
+    parser.add_argument(
+        "--rss-every", type=float, default=0.0, help="sample memory every SECONDS (e.g. 0.2)"
+    )
+    parser.add_argument("--rss-log", type=Path, help="with --rss-every: every sample, to FILE")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rosterdrop.settings")
     import django
@@ -80,13 +155,20 @@ def main() -> int:
     from rosterdrop.ingest import syncs
 
     timing.listen(report)
+    peak: dict[str, str | int] = {}
+    if args.rss_every:
+        out = args.rss_log.open("w") if args.rss_log else None
+        sampler = threading.Thread(target=sample, args=(args.rss_every, out, peak), daemon=True)
+        sampler.start()
     district = District.objects.get(slug=args.district)
-    sync = syncs.import_path(district, args.path, dry_run=args.dry_run)
+    sync = syncs.import_path(district, args.path, dry_run=args.dry_run, progress=read_so_far)
     total = time.perf_counter() - START
     cpu = sum(os.times()[:2])
     print(f"{total:7.1f} {sync.status}  {memory()} cpu {cpu:.1f} s{server_cpu()}", file=sys.stderr)
     for label, seconds in SUMS.items():
         print(f"        {label:20} {seconds:7.2f} s (summed)", file=sys.stderr)
+    if peak:
+        print("highest sample: " + " ".join(f"{k}={v}" for k, v in peak.items()), file=sys.stderr)
     return 0
 
 
