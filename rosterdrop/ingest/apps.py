@@ -3,6 +3,8 @@ from typing import Any
 
 from django.apps import AppConfig
 
+from rosterdrop.ingest import memory
+
 
 class IngestConfig(AppConfig):
     name = "rosterdrop.ingest"
@@ -14,6 +16,8 @@ class IngestConfig(AppConfig):
         # allocates: said here, every process's imports use it, and a command that imports
         # nothing does not load Arrow (or the pipeline) at start.
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+        # And malloc keeps one heap for all threads, set before any of them starts (memory.py).
+        memory.one_arena()
         from rosterdrop.inbox.signals import upload_purged
 
         upload_purged.connect(_forget_issue_rows, dispatch_uid="rosterdrop.ingest.issue_rows")
