@@ -114,7 +114,7 @@ def test_records_the_roster_holds_as_they_are_are_not_spilled(tmp_path):
 
 def test_fingerprints_are_made_in_a_thread_entity_by_entity():
     """Each entity's active records' fingerprints, sorted, with their positions among the
-    entity's records; waited for by each spill; an error there is raised where asked."""
+    entity's records (32-bit); waited for by each spill; an error there is raised where asked."""
     roster = pl.DataFrame(
         {
             "entity": pl.Series(["orgs"] * 3 + ["users"] * 4, dtype=pl.Enum(["orgs", "users"])),
@@ -133,6 +133,8 @@ def test_fingerprints_are_made_in_a_thread_entity_by_entity():
         expected = sorted((int(f), p) for p, f in enumerate(fingerprints(records)) if p in active)
         pairs = zip(held.fingerprints.hashes.tolist(), held.positions.tolist(), strict=True)
         assert list(pairs) == expected
+        # Held through the whole read: 12 bytes a record (and the buckets), not 16.
+        assert held.fingerprints.hashes.nbytes + held.positions.nbytes == 12 * len(active)
     assert made.pop("users") is None  # handed over once
     broken = Fingerprinting(roster.drop("_hash"))
     with pytest.raises(pl.exceptions.ColumnNotFoundError):

@@ -47,7 +47,9 @@ class Held:
     """The roster's active records of one entity, by fingerprint."""
 
     fingerprints: HashIndex
-    positions: np.ndarray  # of each, among the roster's records of the entity (active or not)
+    # Of each, among the roster's records of the entity (active or not): 32-bit, as SAME is.
+    # Every entity's are held through the read (5M enrollments: 20 MB less at its peak).
+    positions: np.ndarray
 
 
 def _held_by_entity(snapshot: pl.DataFrame) -> Iterator[tuple[str, Held]]:
@@ -61,7 +63,7 @@ def _held_by_entity(snapshot: pl.DataFrame) -> Iterator[tuple[str, Held]]:
         # Sorted together with their positions, in one polars sort: 5M in 0.26 s, against
         # 0.7-0.8 s for numpy's argsort and two gathers.
         mine = fingerprints(records)[positions]
-        pairs = pl.DataFrame({"f": mine, "p": positions}).sort("f")
+        pairs = pl.DataFrame({"f": mine, "p": positions.astype(np.uint32)}).sort("f")
         yield entity, Held(HashIndex(pairs["f"].to_numpy()), pairs["p"].to_numpy())
 
 
