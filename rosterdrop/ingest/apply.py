@@ -126,11 +126,7 @@ def _apply_entity(
 
 def _windows(ep: EntityPlan, spill: Spill, bulk: _Bulk) -> Iterator[Window]:
     """Read the spill once, a key range at a time, keeping only the rows the plan writes."""
-    # What to do with each spilled row, by its row number.
-    action = np.zeros(spill.rows, dtype=np.int8)
-    for code, rows in ((ADDED, ep.added), (UPDATED, ep.updated), (UPDATED, ep.renamed[ROW])):
-        action[rows.to_numpy()] = code
-    action[ep.reactivated.to_numpy()] = REACTIVATED
+    action = _actions(ep, spill)
     missing = int(np.count_nonzero(action))
     files = bulk.files(ep)
     changed: list[pl.DataFrame] = []
@@ -159,6 +155,31 @@ def _windows(ep: EntityPlan, spill: Spill, bulk: _Bulk) -> Iterator[Window]:
         yield Window(pl.concat(changed), _no_records(ep.entity))
     if added:
         yield from _added_windows(ep.entity, pl.concat(added), spill.folder, files)
+
+
+def _actions(ep: EntityPlan, spill: Spill) -> np.ndarray:
+    """What apply does with each spilled row, by its row number (0: nothing)."""
+    action = np.zeros(spill.rows, dtype=np.int8)
+    for code, rows in ((ADDED, ep.added), (UPDATED, ep.updated), (UPDATED, ep.renamed[ROW])):
+        action[rows.to_numpy()] = code
+    action[ep.reactivated.to_numpy()] = REACTIVATED
+    return action
+
+
+def written(ep: EntityPlan, spill: Spill, fields: tuple[str, ...]) -> pl.DataFrame:
+    """KEY, `fields` and _action (ADDED, UPDATED, REACTIVATED) of each record apply is to
+    write, as it will be written (renamed ones under their new key): read from the spill
+    before apply, for what must be known of them before the roster changes (ingest.gaps)."""
+    action = _actions(ep, spill)
+    columns = {KEY: pl.String, **dict.fromkeys(fields, pl.String), "_action": pl.Int8}
+    parts = [pl.DataFrame(schema=columns)]
+    for table in spill.ranges() if action.any() else ():
+        wanted = action[table.column(ROW).to_numpy()]
+        if wanted.any():
+            kept = table.select([KEY, *fields]).filter(pa.array(wanted > 0))
+            rows = cast(pl.DataFrame, pl.from_arrow(kept))
+            parts.append(rows.with_columns(pl.Series("_action", wanted[wanted > 0], pl.Int8)))
+    return pl.concat(parts, how="vertical_relaxed")
 
 
 def _added_windows(entity: str, rows: pl.DataFrame, folder: Path, files: bool) -> Iterator[Window]:

@@ -230,13 +230,15 @@ def run(
                 vouched = carried(vouched, modes, now)
                 if applying:
                     try:
-                        token = store.claim_roster(conn, district.pk, token)
+                        planned, token = token, store.claim_roster(conn, district.pk, token)
                     except store.RosterChanged:
                         return _roster_changed(checked, plan)
                     staged = _stage_snapshot(snapshot, plan, checked.records)
                     forget_findings(sync.pk)  # a held sync's, when approved
-                    apply_plan(conn, plan, checked.records.spills, district.pk, sync.pk)
-                    gaps.count(district.pk, sync.pk)
+                    spills = checked.records.spills
+                    counted = gaps.before(conn, district.pk, planned, plan, spills)
+                    apply_plan(conn, plan, spills, district.pk, sync.pk)
+                    gaps.count(district.pk, sync.pk, token, counted)
                     record_events(conn, district.pk, sync.pk, renamed_in(plan), Change)
                     process.checkpoint("apply")
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))

@@ -144,6 +144,10 @@ class RosterGaps(models.Model):
     )
     # The sync that counted them (None: counted on first view, for a roster older than this).
     sync_id = models.BigIntegerField(null=True)
+    # The roster token (roster.RosterToken) of the roster they describe: the next sync counts
+    # from what it changes only if it applies to that very roster (None: counted before
+    # tokens were kept).
+    token = models.BigIntegerField(null=True)
     counts = models.JSONField(default=dict, help_text="{gap: number of records}")
     shown = models.JSONField(default=dict, help_text="{gap: [sourced ID, ...]}")
 

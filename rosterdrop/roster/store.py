@@ -277,16 +277,29 @@ def _update_keyed(
 def old_data(cur: Cursor, district_id: int, entity: str, keys: pl.DataFrame) -> pl.DataFrame:
     """Stored fields and metadata (as JSON text) of the given keys (column _key), for the
     field-level before/after of changed records."""
+    return fields_of(cur, district_id, entity, keys, [*FIELDS[entity], METADATA])
+
+
+def fields_of(
+    cur: Cursor, district_id: int, entity: str, keys: pl.DataFrame, fields: Sequence[str]
+) -> pl.DataFrame:
+    """_key and `fields` (canonical fields, or metadata as JSON text) of the records of the
+    given keys (column _key, unique), each sought by the unique index."""
     keyed = _keyed_table(cur, "rd_keys", keys)
-    fields = ", ".join(f"r.{_q(f)}" for f in FIELDS[entity])
     metadata = "r.metadata::text" if _is_postgres() else "r.metadata"
+    columns = ", ".join(metadata if f == METADATA else f"r.{_q(f)}" for f in fields)
     with _seeking(cur, keyed, entity):
-        cur.execute(
-            f"SELECT r.sourced_id, {fields}, {metadata} {_from_keyed(keyed, district_id, entity)}"
-        )
+        cur.execute(f"SELECT r.sourced_id, {columns} {_from_keyed(keyed, district_id, entity)}")
         rows = cur.fetchall()
-    schema = {KEY: pl.String, **dict.fromkeys(FIELDS[entity], pl.String), METADATA: pl.String}
+    schema = {KEY: pl.String, **dict.fromkeys(fields, pl.String)}
     return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def listed(cur: Cursor, name: str, keys: pl.Series) -> str:
+    """A temporary table `name` of the given keys (column _key), for a query that filters on
+    them (`sourced_id IN (SELECT _key FROM name)`) where a list of parameters could be too
+    long; its name."""
+    return _keyed_table(cur, name, pl.DataFrame({KEY: keys.unique()})).name
 
 
 def rename_records(

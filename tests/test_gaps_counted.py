@@ -1,0 +1,187 @@
+"""The roster's gaps counted from what a sync changed (ingest.gaps) are those a count over the
+whole district finds: the same counts and the same first IDs, after every sync of a random
+sequence that moves students, teachers, classes, parents and schools in and out of them."""
+
+import itertools
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import rows, write
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rosterdrop.districts.models import District
+from rosterdrop.ingest import gaps
+from rosterdrop.ingest.models import RosterGaps
+from rosterdrop.ingest.syncs import import_path
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PICK = st.integers(min_value=0, max_value=10_000)
+# Each edit of the school's files, in the words of its data (a row picked by number).
+EDITS = st.one_of(
+    st.tuples(st.just("drop enrollment"), PICK),
+    st.tuples(st.just("enrollment role"), PICK, st.sampled_from(["student", "teacher", "aide"])),
+    st.tuples(st.just("enrollment user"), PICK, PICK),
+    st.tuples(st.just("enrollment class"), PICK, PICK),
+    st.tuples(st.just("enrollment end date"), PICK),
+    st.tuples(st.just("new enrollment"), PICK, PICK, PICK),
+    st.tuples(st.just("drop user"), PICK),
+    st.tuples(
+        st.just("user role"),
+        PICK,
+        st.sampled_from(["student", "teacher", "parent", "Guardian", "aide", "administrator"]),
+    ),
+    st.tuples(st.just("user agent"), PICK, PICK),
+    st.tuples(st.just("user school"), PICK, st.sampled_from(["", "new-school", "new-office"])),
+    st.tuples(st.just("user name"), PICK),
+    st.tuples(st.just("new user"), PICK),
+    st.tuples(st.just("renamed user"), PICK),
+    st.tuples(st.just("drop class"), PICK),
+    st.tuples(st.just("new class"), PICK),
+    st.tuples(st.just("school type"), st.sampled_from(["school", "district"])),
+    st.tuples(st.just("new org"), st.sampled_from(["school", "district"])),
+)
+SHOWN = 3  # few, so that the first IDs kept are not the whole gap and IDs leave them
+
+
+def _row(table: list[list[str]], pick: int) -> list[str] | None:
+    """A data row by number, or None for a file with none."""
+    return table[1 + pick % (len(table) - 1)] if len(table) > 1 else None
+
+
+def _apply(school: Path, edit: tuple, n: int) -> None:
+    """One edit of the files in `school`; `n` makes new IDs unique."""
+    files = {f: rows(school / f"{f}.csv") for f in ("orgs", "users", "classes", "enrollments")}
+    users, classes, enrollments = files["users"], files["classes"], files["enrollments"]
+    column = {f: {c: i for i, c in enumerate(t[0])} for f, t in files.items()}
+    u, c, e = column["users"], column["classes"], column["enrollments"]
+    match edit:
+        case ("drop enrollment", pick) if len(enrollments) > 1:
+            del enrollments[1 + pick % (len(enrollments) - 1)]
+        case ("enrollment role", pick, role) if (row := _row(enrollments, pick)):
+            row[e["role"]] = role
+        case ("enrollment user", pick, other) if (row := _row(enrollments, pick)):
+            if (user := _row(users, other)) is not None:
+                row[e["userSourcedId"]] = user[u["sourcedId"]]
+        case ("enrollment class", pick, other) if (row := _row(enrollments, pick)):
+            if (klass := _row(classes, other)) is not None:
+                row[e["classSourcedId"]] = klass[c["sourcedId"]]
+        case ("enrollment end date", pick) if (row := _row(enrollments, pick)):
+            row[e["endDate"]] = "2026-05-01" if row[e["endDate"]] != "2026-05-01" else "2026-06-10"
+        case ("new enrollment", pick, user_pick, class_pick) if (row := _row(enrollments, pick)):
+            user, klass = _row(users, user_pick), _row(classes, class_pick)
+            if user is not None and klass is not None:
+                new = [*row]
+                new[e["sourcedId"]] = f"e-new-{n}"
+                new[e["userSourcedId"]] = user[u["sourcedId"]]
+                new[e["classSourcedId"]] = klass[c["sourcedId"]]
+                enrollments.append(new)
+        case ("drop user", pick) if len(users) > 2:
+            del users[1 + pick % (len(users) - 1)]
+        case ("user role", pick, role) if (row := _row(users, pick)):
+            row[u["role"]] = role
+        case ("user agent", pick, other) if (row := _row(users, pick)):
+            if (agent := _row(users, other)) is not None:
+                row[u["agentSourcedIds"]] = agent[u["sourcedId"]]
+        case ("user school", pick, school_id) if (row := _row(users, pick)):
+            known = {r[0] for r in files["orgs"][1:]}
+            row[u["orgSourcedIds"]] = school_id if school_id in known else ""
+        case ("user name", pick) if (row := _row(users, pick)):
+            row[u["familyName"]] += "x"
+        case ("new user", pick) if (row := _row(users, pick)):
+            users.append(_new_user(row, u, f"u-new-{n}"))
+        case ("renamed user", pick) if (row := _row(users, pick)):
+            # The same username under a new ID: a rename (plan: matched by natural key).
+            row[u["sourcedId"]] = f"u-renamed-{n}"
+        case ("drop class", pick) if len(classes) > 2:
+            del classes[1 + pick % (len(classes) - 1)]
+        case ("new class", pick) if (row := _row(classes, pick)):
+            classes.append([f"c-new-{n}", *row[1:]])
+        case ("school type", kind):
+            files["orgs"][1][column["orgs"]["type"]] = kind
+        case ("new org", kind):
+            new_id = "new-school" if kind == "school" else "new-office"
+            if new_id not in {r[0] for r in files["orgs"][1:]}:
+                files["orgs"].append([new_id, *files["orgs"][1][1:4], kind, f"9{n}", ""])
+    for name, table in files.items():
+        write(school / f"{name}.csv", table)
+
+
+def _new_user(row: list[str], u: dict[str, int], user_id: str) -> list[str]:
+    new = [*row]
+    new[u["sourcedId"]] = user_id
+    for name in ("username", "email", "identifier"):
+        new[u[name]] = f"{user_id}-{row[u[name]]}"
+    return new
+
+
+def _in_full(district: District) -> tuple[dict[str, int], dict[str, list[str]]]:
+    counted = {kind: gaps.in_full(found) for kind, found in gaps.queries(district.pk).items()}
+    return {k: n for k, (n, _) in counted.items()}, {k: ids for k, (_, ids) in counted.items()}
+
+
+@pytest.fixture
+def counted_from_changes(monkeypatch) -> list[bool]:
+    """Every share counted from the changes (the school is small: a few edits are a large
+    share of it), and a few IDs shown; whether each applied sync counted from the changes."""
+    monkeypatch.setattr(gaps, "SHOWN", SHOWN)
+    monkeypatch.setattr(gaps, "CHANGED_SHARE", 1.0)
+    monkeypatch.setattr(gaps, "CANDIDATE_SHARE", 1.0)
+    seen: list[bool] = []
+    real = gaps.before
+
+    def before(*args, **kwargs):
+        counted = real(*args, **kwargs)
+        seen.append(counted is not None and bool(counted.candidates))
+        return counted
+
+    monkeypatch.setattr(gaps, "before", before)
+    return seen
+
+
+SLUGS = itertools.count()
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(syncs=st.lists(st.lists(EDITS, min_size=1, max_size=6), min_size=1, max_size=4))
+def test_gaps_counted_from_the_changes_are_a_full_count(
+    db, school, tmp_path, counted_from_changes, syncs
+):
+    district = District.objects.create(
+        slug=f"gaps-{next(SLUGS)}", name="Gaps", format="oneroster-1.1"
+    )
+    sent = tmp_path / f"sent-{district.pk}"
+    shutil.copytree(school, sent)
+    assert import_path(district, sent).status == "applied"
+    counted_from_changes.clear()
+    for n, edits in enumerate(syncs):
+        for m, edit in enumerate(edits):
+            _apply(sent, edit, n * 10 + m)
+        sync = import_path(district, sent)
+        kept = RosterGaps.objects.get(district=district)
+        counts, shown = _in_full(district)
+        assert (kept.counts, kept.shown) == (counts, shown), (sync.status, edits)
+    # Each applied sync after the first counted from its changes (every share allowed).
+    assert all(counted_from_changes)
+
+
+def test_a_sync_after_a_count_on_another_roster_counts_in_full(
+    district, school, counted_from_changes
+):
+    """Gaps kept for another roster (a count older than the token, or a roster changed
+    since) are not counted from: the sync counts them over the whole district."""
+    assert import_path(district, school).status == "applied"
+    RosterGaps.objects.filter(district=district).update(token=None, counts={}, shown={})
+    counted_from_changes.clear()
+    _apply(school, ("drop enrollment", 0), 0)
+    assert import_path(district, school).status == "applied"
+    assert counted_from_changes == [False]
+    kept = RosterGaps.objects.get(district=district)
+    assert (kept.counts, kept.shown) == _in_full(district)
