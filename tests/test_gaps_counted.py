@@ -128,13 +128,13 @@ def counted_from_changes(monkeypatch) -> list[bool]:
     share of it), and a few IDs shown; whether each applied sync counted from the changes."""
     monkeypatch.setattr(gaps, "SHOWN", SHOWN)
     monkeypatch.setattr(gaps, "CHANGED_SHARE", 1.0)
-    monkeypatch.setattr(gaps, "CANDIDATE_SHARE", 1.0)
+    monkeypatch.setattr(gaps, "LOOKUP_SHARE", 2.0)
     seen: list[bool] = []
     real = gaps.before
 
     def before(*args, **kwargs):
         counted = real(*args, **kwargs)
-        seen.append(counted is not None and bool(counted.candidates))
+        seen.append(counted is not None and bool(counted.after))
         return counted
 
     monkeypatch.setattr(gaps, "before", before)

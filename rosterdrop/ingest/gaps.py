@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db import connection
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, QuerySet, Value
 from django.db.models.expressions import RawSQL
 
 from rosterdrop.districts.models import District
 from rosterdrop.ingest import apply
 from rosterdrop.ingest.columns import KEY
-from rosterdrop.ingest.models import RosterGaps
+from rosterdrop.ingest.models import Change, RosterGaps
 from rosterdrop.ingest.plan import EntityPlan, Plan
 from rosterdrop.ingest.spill import Spill
 from rosterdrop.roster import store
@@ -51,16 +52,21 @@ KINDS = {
 
 # What moves a record in or out of a gap besides the record itself (its status and ID), as
 # `queries` reads the roster: the records of other entities that name it, by the field naming
-# it and the roles of them it counts (None: any). A record of these whose fields in `READ`
-# did not change moves nothing.
-NAMED_BY: dict[str, tuple[tuple[str, str, tuple[str, ...] | None], ...]] = {
+# it, the roles of them it counts (None: any), and whether an active one keeps the record out
+# of the gap (an enrollment: the student is in a class) or not necessarily (a role: the user
+# is a student, or has a role at some org). A record of these whose fields in `READ` did not
+# change moves nothing.
+NAMED_BY: dict[str, tuple[tuple[str, str, tuple[str, ...] | None, bool], ...]] = {
     "students_without_classes": (
-        ("roles", "userSourcedId", ("student",)),
-        ("enrollments", "userSourcedId", None),
+        ("roles", "userSourcedId", ("student",), False),
+        ("enrollments", "userSourcedId", None, True),
     ),
-    "classes_without_teacher": (("enrollments", "classSourcedId", ("teacher",)),),
-    "classes_without_students": (("enrollments", "classSourcedId", ("student",)),),
-    "users_in_no_school": (("roles", "userSourcedId", None), ("agents", "agentSourcedId", None)),
+    "classes_without_teacher": (("enrollments", "classSourcedId", ("teacher",), True),),
+    "classes_without_students": (("enrollments", "classSourcedId", ("student",), True),),
+    "users_in_no_school": (
+        ("roles", "userSourcedId", None, False),
+        ("agents", "agentSourcedId", None, True),
+    ),
 }
 READ = {
     "roles": ("userSourcedId", "orgSourcedId", "role"),
@@ -72,10 +78,12 @@ READ = {
 # schools there are places or unplaces every user with a role there.
 WHOLE = {"orgs": ("users_in_no_school",)}
 # Counted from the changes only when the sync changes at most this share of the records the
-# gaps read, and a gap has at most this share of its entity's records as candidates: each
-# candidate is looked up twice, and found by reading the records that name it.
+# gaps read, and a gap's look-ups (candidates before and after) are at most this share of
+# its entity's records: a full count looks up each of them once.
 CHANGED_SHARE = 0.1
-CANDIDATE_SHARE = 0.2
+LOOKUP_SHARE = 0.5
+# A version of a record: as it was before the sync (active then) or as it will be after.
+NEW = "_new"
 
 
 def _active(district_id: int, entity: str) -> Records:
@@ -128,11 +136,16 @@ def queries(district_id: int) -> dict[str, Records]:
 @dataclass
 class Before:
     """The gaps a sync counts from what it changes, as they stood before it applied: the
-    kept count, the candidates (in a temporary table each) and those of them in the gap."""
+    kept count; per gap, its candidates in the gap before apply, and those to look up after
+    it. A candidate not looked up is known to be out of the gap then: a removed class after,
+    a new one before, a student before the sync removes one of her enrollments.
+
+    Its updated records are taken to name what they named (a later date, a new name): the
+    count after apply checks that against the sync's field changes (`_moved_by_updates`)."""
 
     kept: RosterGaps
-    candidates: dict[str, str] = field(default_factory=dict)  # gap -> its table of IDs
     found: dict[str, set[str]] = field(default_factory=dict)
+    after: dict[str, pl.Series] = field(default_factory=dict)
 
 
 def _in(table: str) -> Q:
@@ -140,9 +153,12 @@ def _in(table: str) -> Q:
     return Q(sourced_id__in=RawSQL(f"SELECT _key FROM {table}", ()))
 
 
-def _found_in(found: Records, table: str) -> set[str]:
-    """The IDs listed in `table` that are in the gap `found`."""
-    return set(found.filter(_in(table)).values_list("sourced_id", flat=True))
+def _kept_out(entity: str) -> bool:
+    """Whether every gap that `entity` names records of counts an active one as keeping the
+    record out: its removed records then need looking up only after apply, which reads what
+    they named from the records themselves (`_removed`)."""
+    named = [out for deps in NAMED_BY.values() for e, _, _, out in deps if e == entity]
+    return bool(named) and all(named)
 
 
 @timed("gaps before")
@@ -160,17 +176,29 @@ def before(
     found = queries(district_id)
     counting = Before(kept)
     for n, (kind, entity) in enumerate(KINDS.items()):
-        candidates = _candidates(kind, entity, moved)
-        whole = any(kind in WHOLE.get(e, ()) and v.height for e, v in moved.items())
+        now, then = _candidates(kind, entity, moved)
+        # Any org added, removed, reactivated or renamed (its updates: after apply).
+        whole = any(
+            kind in WHOLE.get(e, ()) and (v.height or entities[e].renamed.height)
+            for e, v in moved.items()
+        )
         held = entities[entity].active_before if entity in entities else None
         if held is None:
             held = _active(district_id, entity).count()
-        if whole or kind not in kept.counts or len(candidates) > CANDIDATE_SHARE * held:
+        if whole or not _kept(kept, kind) or len(now) + len(then) > LOOKUP_SHARE * held:
             continue
-        table = store.listed(conn, f"rd_gap_{n}", candidates)
-        counting.candidates[kind] = table
-        counting.found[kind] = _found_in(found[kind], table)
+        listed = store.listed(conn, f"rd_gap_{n}", now)
+        counting.found[kind] = set(
+            found[kind].filter(_in(listed)).values_list("sourced_id", flat=True)
+        )
+        counting.after[kind] = then
     return counting
+
+
+def _kept(kept: RosterGaps, kind: str) -> bool:
+    """Whether the gap was kept with its first IDs (a count of an older version may lack a
+    gap)."""
+    return kind in kept.counts and bool(kept.shown.get(kind)) == bool(kept.counts[kind])
 
 
 def _touched(ep: EntityPlan) -> int:
@@ -178,49 +206,58 @@ def _touched(ep: EntityPlan) -> int:
 
 
 def _moved(conn: Cursor, district_id: int, ep: EntityPlan, spill: Spill) -> pl.DataFrame:
-    """The versions of the entity's records the sync changes that may move a record in or out
-    of a gap: of a record the gaps read through `READ`, its old version (KEY, its fields) if
-    it was active and its new one if it will be, where they differ in those fields; of a
-    record of a gap's own entity, its key as it was and as it will be (added, removed,
-    reactivated or renamed: an update of other fields moves nothing)."""
+    """The versions of the entity's records the sync adds, removes or reactivates, each old
+    (NEW false: active before the sync) or new (active after it): of a record the gaps read
+    through `READ`, KEY and those fields (its removed records' only where they are needed
+    before apply: `_kept_out`); of a record of a gap's own entity, its KEY as it was and as
+    it will be (renamed ones too; an update of other fields moves nothing)."""
     fields = READ.get(ep.entity, ())
-    new = apply.written(ep, spill, fields)
-    renamed = dict(ep.renamed.select("_old_key", KEY).iter_rows())
+    new = apply.written(ep, spill, fields).filter(pl.col("_action") != apply.UPDATED)
     if not fields:
-        own = new.filter(pl.col("_action") != apply.UPDATED)[KEY]
-        keys = [own, ep.removed.alias(KEY), ep.renamed[KEY], ep.renamed["_old_key"].alias(KEY)]
-        return pl.concat(keys).to_frame()
-    updated = new.filter(pl.col("_action") == apply.UPDATED)
-    # Old versions: removed records, and updated ones (renamed: under their old key).
-    back = {new_key: old for old, new_key in renamed.items()}
-    wanted = pl.concat(
-        [ep.removed.alias(KEY), updated[KEY].replace(back) if back else updated[KEY]]
-    ).unique()
-    old = store.fields_of(conn, district_id, ep.entity, wanted.to_frame(), fields)
-    # Paired with their new version by the key they will have.
-    old = old.with_columns(pl.col(KEY).replace(renamed) if renamed else pl.col(KEY))
-    pairs = old.join(updated.select(KEY, *fields), on=KEY, suffix="_new")
-    same = pl.all_horizontal(pl.col(f).eq_missing(pl.col(f"{f}_new")) for f in fields)
-    unmoved = pairs.filter(same)[KEY]
-    return pl.concat(
-        [
-            old.filter(~pl.col(KEY).is_in(unmoved.implode())),
-            new.filter(~pl.col(KEY).is_in(unmoved.implode())).select(KEY, *fields),
-        ]
-    )
+        olds = pl.concat([ep.removed.alias(KEY), ep.renamed["_old_key"].alias(KEY)])
+        news = pl.concat([new[KEY], ep.renamed[KEY]])
+        return pl.concat(
+            [
+                olds.to_frame().with_columns(pl.lit(False).alias(NEW)),
+                news.to_frame().with_columns(pl.lit(True).alias(NEW)),
+            ]
+        )
+    versions = [new.select(KEY, *fields).with_columns(pl.lit(True).alias(NEW))]
+    if len(ep.removed) and not _kept_out(ep.entity):
+        removed = ep.removed.alias(KEY).to_frame()
+        old = store.fields_of(conn, district_id, ep.entity, removed, fields)
+        versions.append(old.with_columns(pl.lit(False).alias(NEW)))
+    return pl.concat(versions)
 
 
-def _candidates(kind: str, entity: str, moved: dict[str, pl.DataFrame]) -> pl.Series:
-    """The IDs of `entity` whose place in the gap the moved versions may change."""
-    parts = [moved[entity][KEY]] if entity in moved else []
-    for named_by, by, roles in NAMED_BY[kind]:
+def _candidates(
+    kind: str, entity: str, moved: dict[str, pl.DataFrame]
+) -> tuple[pl.Series, pl.Series]:
+    """The IDs of `entity` whose place in the gap the moved versions may change, to look up
+    before the sync and after it: each but those known to be out of the gap then (a record
+    of the entity while it was or will not be active; one an active record keeps out)."""
+    out = [pl.col(NEW).not_().alias("_out_after"), pl.col(NEW).alias("_out_before")]
+    named = [moved[entity].select(KEY, *out)] if entity in moved else []
+    for named_by, by, roles, keeps_out in NAMED_BY[kind]:
         if named_by not in moved:
             continue
         versions = moved[named_by]
         if roles is not None:
             versions = versions.filter(pl.col("role").is_in(roles))
-        parts.append(versions[by].drop_nulls().alias(KEY))
-    return pl.concat(parts).unique() if parts else pl.Series(KEY, [], pl.String)
+        named.append(
+            versions.filter(pl.col(by).is_not_null()).select(
+                pl.col(by).alias(KEY),
+                (pl.col(NEW) & keeps_out).alias("_out_after"),
+                (pl.col(NEW).not_() & keeps_out).alias("_out_before"),
+            )
+        )
+    if not named:
+        empty = pl.Series(KEY, [], pl.String)
+        return empty, empty
+    known = (
+        pl.concat(named).group_by(KEY).agg(pl.col("_out_before").any(), pl.col("_out_after").any())
+    )
+    return known.filter(~pl.col("_out_before"))[KEY], known.filter(~pl.col("_out_after"))[KEY]
 
 
 @timed("count gaps")
@@ -229,15 +266,18 @@ def count(
 ) -> RosterGaps:
     """Count the district's gaps as its roster stands (inside the applying transaction: as
     it will stand once that commits, the roster of `token`) and keep them, replacing the
-    earlier count: from `counted` for the gaps it counted before apply, in full otherwise."""
+    earlier count: from `counted` for the gaps it counted before apply (unless the sync's
+    updates moved what they name), in full otherwise."""
     counts: dict[str, int] = {}
     shown: dict[str, list[str]] = {}
-    for kind, found in queries(district_id).items():
-        if counted is not None and kind in counted.candidates:
-            table, kept = counted.candidates[kind], counted.kept
-            now = _found_in(found, table)
-            counts[kind] = kept.counts[kind] - len(counted.found[kind]) + len(now)
-            shown[kind] = _shown(found, table, kept.shown[kind], kept.counts[kind])
+    # What the sync's updates moved, and what its removed records named: read after apply.
+    moved, removed = set(), None
+    if counted is not None and sync_id is not None:
+        moved, removed = _moved_by_updates(sync_id), _Removed(district_id, sync_id)
+    for n, (kind, found) in enumerate(queries(district_id).items()):
+        if counted and removed and kind in counted.after and not _named_by(kind) & moved:
+            then = pl.concat([counted.after[kind], removed.named(kind)]).unique()
+            counts[kind], shown[kind] = _from_changes(found, counted, kind, then, n)
             continue
         counts[kind], shown[kind] = in_full(found)
     gaps, _ = RosterGaps.objects.update_or_create(
@@ -247,29 +287,87 @@ def count(
     return gaps
 
 
+def _moved_by_updates(sync_id: int) -> set[str]:
+    """The entities whose records the sync updated in a field the gaps read (`READ`)."""
+    changed = Change.objects.filter(
+        sync_id=sync_id, action=Change.Action.UPDATED, entity__in=list(READ)
+    ).values_list("entity", "fields")
+    return {
+        e
+        for e, fields in changed.iterator(chunk_size=10_000)
+        if any(f["field"] in READ[e] for f in fields)
+    }
+
+
+def _named_by(kind: str) -> set[str]:
+    """The entities whose records can move a record in or out of the gap."""
+    return {e for e, _, _, _ in NAMED_BY[kind]} | {e for e, gaps in WHOLE.items() if kind in gaps}
+
+
+class _Removed:
+    """What the records the sync removed named, read once apply has marked them (they keep
+    their fields): those of the entities whose removed records are looked up only after."""
+
+    def __init__(self, district_id: int, sync_id: int):
+        self.district_id, self.sync_id = district_id, sync_id
+        self._read: dict[str, pl.DataFrame] = {}
+
+    def named(self, kind: str) -> pl.Series:
+        parts = [pl.Series(KEY, [], pl.String)]
+        for entity, by, roles, _ in NAMED_BY[kind]:
+            if not _kept_out(entity):
+                continue
+            versions = self._versions(entity)
+            if roles is not None:
+                versions = versions.filter(pl.col("role").is_in(roles))
+            parts.append(versions[by].drop_nulls().alias(KEY))
+        return pl.concat(parts)
+
+    def _versions(self, entity: str) -> pl.DataFrame:
+        if entity not in self._read:
+            fields = READ[entity]
+            rows = records(self.district_id, entity).filter(
+                changed_sync_id=self.sync_id, status="tobedeleted"
+            )
+            self._read[entity] = pl.DataFrame(
+                list(rows.values_list(*fields)),
+                schema=dict.fromkeys(fields, pl.String),
+                orient="row",
+            )
+        return self._read[entity]
+
+
 def in_full(found: Records) -> tuple[int, list[str]]:
     """A gap's count and first IDs, over the whole district."""
     ids = list(found.order_by("sourced_id").values_list("sourced_id", flat=True))
     return len(ids), ids[:SHOWN]
 
 
-def _shown(found: Records, candidates: str, kept: list[str], counted: int) -> list[str]:
-    """The first IDs of the gap now, from the first ones before (`kept`, of `counted`).
+def _from_changes(
+    found: Records, counted: Before, kind: str, then: pl.Series, n: int
+) -> tuple[int, list[str]]:
+    """A gap's count and first IDs now, from the count and first IDs kept before the sync
+    (`kept`) and its candidates to look up now (`then`).
 
-    Only a candidate can have entered or left, so up to the last ID kept the gap now is the
-    kept IDs still in it and the candidates now in it; past it (if the kept IDs were not the
-    whole gap) come the next ones in order, should fewer than SHOWN be left. Ordered by the
-    database, as a full count orders them (its collation, not Python's)."""
-    ordered = "sourced_id"
-    near = found.filter(_in(candidates) | Q(sourced_id__in=kept))
-    whole = counted == len(kept)
-    if not whole:
-        near = near.filter(sourced_id__lte=kept[-1])
-    ids = list(near.order_by(ordered).values_list(ordered, flat=True)[:SHOWN])
+    Only a candidate can have entered or left, so the count moves by those now in it less
+    those in it before; and up to the last ID kept, the gap now is the kept IDs still in it
+    and the candidates now in it (all looked up in one query, ordered by the database as a
+    full count orders them: its collation, not Python's); past that ID, should fewer than
+    SHOWN be left and the kept IDs not have been the whole gap, come the next ones in order."""
+    with connection.cursor() as cursor:
+        table = store.listed(cursor.cursor, f"rd_gap_after_{n}", then)
+    listed = set(then)
+    kept, before = counted.kept.shown[kind], counted.kept.counts[kind]
+    whole = before == len(kept)
+    first = Value(True) if whole else ExpressionWrapper(Q(sourced_id__lte=kept[-1]), BooleanField())
+    near = found.filter(_in(table) | Q(sourced_id__in=kept)).annotate(_first=first)
+    rows = list(near.order_by("sourced_id").values_list("sourced_id", "_first"))
+    now = sum(1 for i, _ in rows if i in listed)
+    ids = [i for i, is_first in rows if is_first][:SHOWN]
     if len(ids) < SHOWN and not whole:
-        after = found.filter(sourced_id__gt=kept[-1]).order_by(ordered)
-        ids.extend(after.values_list(ordered, flat=True)[: SHOWN - len(ids)])
-    return ids
+        past = found.filter(sourced_id__gt=kept[-1]).order_by("sourced_id")
+        ids.extend(past.values_list("sourced_id", flat=True)[: SHOWN - len(ids)])
+    return before - len(counted.found[kind]) + now, ids
 
 
 def of(district: District) -> RosterGaps:
