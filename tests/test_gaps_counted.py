@@ -122,6 +122,13 @@ def _in_full(district: District) -> tuple[dict[str, int], dict[str, list[str]]]:
     return {k: n for k, (n, _) in counted.items()}, {k: ids for k, (_, ids) in counted.items()}
 
 
+def _every(district: District) -> dict[str, set[str]]:
+    return {
+        kind: set(found.values_list("sourced_id", flat=True))
+        for kind, found in gaps.queries(district.pk).items()
+    }
+
+
 @pytest.fixture
 def counted_from_changes(monkeypatch) -> list[bool]:
     """Every share counted from the changes (the school is small: a few edits are a large
@@ -150,10 +157,14 @@ SLUGS = itertools.count()
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(syncs=st.lists(st.lists(EDITS, min_size=1, max_size=6), min_size=1, max_size=4))
+@given(
+    syncs=st.lists(st.lists(EDITS, min_size=1, max_size=6), min_size=1, max_size=4),
+    known=st.sampled_from([0, 4, 10_000]),  # gaps whose every ID is kept: none, some, all
+)
 def test_gaps_counted_from_the_changes_are_a_full_count(
-    db, school, tmp_path, counted_from_changes, syncs
+    db, school, tmp_path, monkeypatch, counted_from_changes, syncs, known
 ):
+    monkeypatch.setattr(gaps, "KNOWN", known)
     district = District.objects.create(
         slug=f"gaps-{next(SLUGS)}", name="Gaps", format="oneroster-1.1"
     )
@@ -168,6 +179,10 @@ def test_gaps_counted_from_the_changes_are_a_full_count(
         kept = RosterGaps.objects.get(district=district)
         counts, shown = _in_full(district)
         assert (kept.counts, kept.shown) == (counts, shown), (sync.status, edits)
+        # Every ID kept of a gap is every ID of it (kept of at most `known` records).
+        every = _every(district)
+        assert {k: set(ids) for k, ids in kept.known.items()} == {k: every[k] for k in kept.known}
+        assert all(len(ids) <= known for ids in kept.known.values())
     # Each applied sync after the first counted from its changes (every share allowed).
     assert all(counted_from_changes)
 

@@ -82,6 +82,9 @@ WHOLE = {"orgs": ("users_in_no_school",)}
 # its entity's records: a full count looks up each of them once.
 CHANGED_SHARE = 0.1
 LOOKUP_SHARE = 0.5
+# Every ID of a gap of at most this many records is kept (RosterGaps.known): the next sync
+# then looks up none of its candidates before apply (~40 bytes an ID in the row).
+KNOWN = 10_000
 # A version of a record: as it was before the sync (active then) or as it will be after.
 NEW = "_new"
 
@@ -185,12 +188,16 @@ def before(
         held = entities[entity].active_before if entity in entities else None
         if held is None:
             held = _active(district_id, entity).count()
-        if whole or not _kept(kept, kind) or len(now) + len(then) > LOOKUP_SHARE * held:
+        lookups = len(then) + (0 if kind in kept.known else len(now))
+        if whole or not _kept(kept, kind) or lookups > LOOKUP_SHARE * held:
             continue
-        listed = store.listed(conn, f"rd_gap_{n}", now)
-        counting.found[kind] = set(
-            found[kind].filter(_in(listed)).values_list("sourced_id", flat=True)
-        )
+        if kind in kept.known:
+            counting.found[kind] = set(now) & set(kept.known[kind])
+        else:
+            listed = store.listed(conn, f"rd_gap_{n}", now)
+            counting.found[kind] = set(
+                found[kind].filter(_in(listed)).values_list("sourced_id", flat=True)
+            )
         counting.after[kind] = then
     return counting
 
@@ -270,6 +277,7 @@ def count(
     updates moved what they name), in full otherwise."""
     counts: dict[str, int] = {}
     shown: dict[str, list[str]] = {}
+    known: dict[str, list[str]] = {}
     # What the sync's updates moved, and what its removed records named: read after apply.
     moved, removed = set(), None
     if counted is not None and sync_id is not None:
@@ -277,12 +285,21 @@ def count(
     for n, (kind, found) in enumerate(queries(district_id).items()):
         if counted and removed and kind in counted.after and not _named_by(kind) & moved:
             then = pl.concat([counted.after[kind], removed.named(kind)]).unique()
-            counts[kind], shown[kind] = _from_changes(found, counted, kind, then, n)
-            continue
-        counts[kind], shown[kind] = in_full(found)
+            counts[kind], shown[kind], every = _from_changes(found, counted, kind, then, n)
+        else:
+            ids = _every(found)
+            counts[kind], shown[kind], every = len(ids), ids[:SHOWN], set(ids)
+        if every is not None and len(every) <= KNOWN:
+            known[kind] = sorted(every)
     gaps, _ = RosterGaps.objects.update_or_create(
         district_id=district_id,
-        defaults={"sync_id": sync_id, "token": token, "counts": counts, "shown": shown},
+        defaults={
+            "sync_id": sync_id,
+            "token": token,
+            "counts": counts,
+            "shown": shown,
+            "known": known,
+        },
     )
     return gaps
 
@@ -337,15 +354,20 @@ class _Removed:
         return self._read[entity]
 
 
+def _every(found: Records) -> list[str]:
+    """Every ID of a gap, over the whole district, in order."""
+    return list(found.order_by("sourced_id").values_list("sourced_id", flat=True))
+
+
 def in_full(found: Records) -> tuple[int, list[str]]:
     """A gap's count and first IDs, over the whole district."""
-    ids = list(found.order_by("sourced_id").values_list("sourced_id", flat=True))
+    ids = _every(found)
     return len(ids), ids[:SHOWN]
 
 
 def _from_changes(
     found: Records, counted: Before, kind: str, then: pl.Series, n: int
-) -> tuple[int, list[str]]:
+) -> tuple[int, list[str], set[str] | None]:
     """A gap's count and first IDs now, from the count and first IDs kept before the sync
     (`kept`) and its candidates to look up now (`then`).
 
@@ -353,7 +375,9 @@ def _from_changes(
     those in it before; and up to the last ID kept, the gap now is the kept IDs still in it
     and the candidates now in it (all looked up in one query, ordered by the database as a
     full count orders them: its collation, not Python's); past that ID, should fewer than
-    SHOWN be left and the kept IDs not have been the whole gap, come the next ones in order."""
+    SHOWN be left and the kept IDs not have been the whole gap, come the next ones in order.
+    Every ID too, if they were kept: those kept but the candidates, and the candidates now in
+    it (a candidate not looked up now is out of it)."""
     with connection.cursor() as cursor:
         table = store.listed(cursor.cursor, f"rd_gap_after_{n}", then)
     listed = set(then)
@@ -362,12 +386,15 @@ def _from_changes(
     first = Value(True) if whole else ExpressionWrapper(Q(sourced_id__lte=kept[-1]), BooleanField())
     near = found.filter(_in(table) | Q(sourced_id__in=kept)).annotate(_first=first)
     rows = list(near.order_by("sourced_id").values_list("sourced_id", "_first"))
-    now = sum(1 for i, _ in rows if i in listed)
+    now = {i for i, _ in rows if i in listed}
     ids = [i for i, is_first in rows if is_first][:SHOWN]
     if len(ids) < SHOWN and not whole:
         past = found.filter(sourced_id__gt=kept[-1]).order_by("sourced_id")
         ids.extend(past.values_list("sourced_id", flat=True)[: SHOWN - len(ids)])
-    return before - len(counted.found[kind]) + now, ids
+    every = None
+    if kind in counted.kept.known:
+        every = (set(counted.kept.known[kind]) - counted.found[kind] - listed) | now
+    return before - len(counted.found[kind]) + len(now), ids, every
 
 
 def of(district: District) -> RosterGaps:

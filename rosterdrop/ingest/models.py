@@ -148,6 +148,9 @@ class RosterGaps(models.Model):
     # from what it changes only if it applies to that very roster (None: counted before
     # tokens were kept).
     token = models.BigIntegerField(null=True)
+    # Every ID of each gap of at most ingest.gaps.KNOWN records, in no order: the next sync
+    # then knows which of its candidates were in the gap without looking them up.
+    known = models.JSONField(default=dict, help_text="{gap: [sourced ID, ...]}")
     counts = models.JSONField(default=dict, help_text="{gap: number of records}")
     shown = models.JSONField(default=dict, help_text="{gap: [sourced ID, ...]}")
 

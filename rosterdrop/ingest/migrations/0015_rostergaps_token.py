@@ -1,6 +1,6 @@
-"""The roster token the kept gaps describe (ingest.gaps): a sync counts the gaps from what it
-changed only on the roster they were counted on. Gaps kept before have none: counted in full
-by the next sync."""
+"""The roster token the kept gaps describe (ingest.gaps), and every ID of the small ones: a
+sync counts the gaps from what it changed only on the roster they were counted on. Gaps kept
+before have neither: counted in full by the next sync."""
 
 from django.db import migrations, models
 
@@ -16,5 +16,10 @@ class Migration(migrations.Migration):
             model_name="rostergaps",
             name="token",
             field=models.BigIntegerField(null=True),
+        ),
+        migrations.AddField(
+            model_name="rostergaps",
+            name="known",
+            field=models.JSONField(default=dict, help_text="{gap: [sourced ID, ...]}"),
         ),
     ]
