@@ -60,17 +60,17 @@ def _apply(school: Path, edit: tuple, n: int) -> None:
     match edit:
         case ("drop enrollment", pick) if len(enrollments) > 1:
             del enrollments[1 + pick % (len(enrollments) - 1)]
-        case ("enrollment role", pick, role) if (row := _row(enrollments, pick)):
+        case ("enrollment role", pick, role) if row := _row(enrollments, pick):
             row[e["role"]] = role
-        case ("enrollment user", pick, other) if (row := _row(enrollments, pick)):
+        case ("enrollment user", pick, other) if row := _row(enrollments, pick):
             if (user := _row(users, other)) is not None:
                 row[e["userSourcedId"]] = user[u["sourcedId"]]
-        case ("enrollment class", pick, other) if (row := _row(enrollments, pick)):
+        case ("enrollment class", pick, other) if row := _row(enrollments, pick):
             if (klass := _row(classes, other)) is not None:
                 row[e["classSourcedId"]] = klass[c["sourcedId"]]
-        case ("enrollment end date", pick) if (row := _row(enrollments, pick)):
+        case ("enrollment end date", pick) if row := _row(enrollments, pick):
             row[e["endDate"]] = "2026-05-01" if row[e["endDate"]] != "2026-05-01" else "2026-06-10"
-        case ("new enrollment", pick, user_pick, class_pick) if (row := _row(enrollments, pick)):
+        case ("new enrollment", pick, user_pick, class_pick) if row := _row(enrollments, pick):
             user, klass = _row(users, user_pick), _row(classes, class_pick)
             if user is not None and klass is not None:
                 new = [*row]
@@ -80,24 +80,24 @@ def _apply(school: Path, edit: tuple, n: int) -> None:
                 enrollments.append(new)
         case ("drop user", pick) if len(users) > 2:
             del users[1 + pick % (len(users) - 1)]
-        case ("user role", pick, role) if (row := _row(users, pick)):
+        case ("user role", pick, role) if row := _row(users, pick):
             row[u["role"]] = role
-        case ("user agent", pick, other) if (row := _row(users, pick)):
+        case ("user agent", pick, other) if row := _row(users, pick):
             if (agent := _row(users, other)) is not None:
                 row[u["agentSourcedIds"]] = agent[u["sourcedId"]]
-        case ("user school", pick, school_id) if (row := _row(users, pick)):
+        case ("user school", pick, school_id) if row := _row(users, pick):
             known = {r[0] for r in files["orgs"][1:]}
             row[u["orgSourcedIds"]] = school_id if school_id in known else ""
-        case ("user name", pick) if (row := _row(users, pick)):
+        case ("user name", pick) if row := _row(users, pick):
             row[u["familyName"]] += "x"
-        case ("new user", pick) if (row := _row(users, pick)):
+        case ("new user", pick) if row := _row(users, pick):
             users.append(_new_user(row, u, f"u-new-{n}"))
-        case ("renamed user", pick) if (row := _row(users, pick)):
+        case ("renamed user", pick) if row := _row(users, pick):
             # The same username under a new ID: a rename (plan: matched by natural key).
             row[u["sourcedId"]] = f"u-renamed-{n}"
         case ("drop class", pick) if len(classes) > 2:
             del classes[1 + pick % (len(classes) - 1)]
-        case ("new class", pick) if (row := _row(classes, pick)):
+        case ("new class", pick) if row := _row(classes, pick):
             classes.append([f"c-new-{n}", *row[1:]])
         case ("school type", kind):
             files["orgs"][1][column["orgs"]["type"]] = kind
@@ -198,5 +198,32 @@ def test_a_sync_after_a_count_on_another_roster_counts_in_full(
     _apply(school, ("drop enrollment", 0), 0)
     assert import_path(district, school).status == "applied"
     assert counted_from_changes == [False]
+    kept = RosterGaps.objects.get(district=district)
+    assert (kept.counts, kept.shown) == _in_full(district)
+
+
+def test_a_nightly_change_counts_every_gap_from_what_it_changed(
+    district, school, monkeypatch, counted_from_changes
+):
+    """Users, classes and enrollments added and removed, end dates and names changed: no gap
+    is counted over the whole district."""
+    assert import_path(district, school).status == "applied"
+    edits = [
+        ("drop enrollment", 5),
+        ("drop enrollment", 40),
+        ("new user", 7),
+        ("new class", 3),
+        ("new enrollment", 0, 9, 4),
+        ("enrollment end date", 2),
+        ("user name", 12),
+    ]
+    for n, edit in enumerate(edits):
+        _apply(school, edit, n)
+    in_full = []
+    every = gaps._every
+    monkeypatch.setattr(gaps, "_every", lambda found: in_full.append(found) or every(found))
+    counted_from_changes.clear()
+    assert import_path(district, school).status == "applied"
+    assert (counted_from_changes, in_full) == ([True], [])
     kept = RosterGaps.objects.get(district=district)
     assert (kept.counts, kept.shown) == _in_full(district)
