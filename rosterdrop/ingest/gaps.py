@@ -378,13 +378,16 @@ def _from_changes(
     SHOWN be left and the kept IDs not have been the whole gap, come the next ones in order.
     Every ID too, if they were kept: those kept but the candidates, and the candidates now in
     it (a candidate not looked up now is out of it)."""
-    with connection.cursor() as cursor:
-        table = store.listed(cursor.cursor, f"rd_gap_after_{n}", then)
-    listed = set(then)
     kept, before = counted.kept.shown[kind], counted.kept.counts[kind]
+    # The kept IDs listed with the candidates: one list to seek (an OR of two would have the
+    # database test every record of the entity).
+    with connection.cursor() as cursor:
+        shown = pl.Series(KEY, kept, pl.String)
+        table = store.listed(cursor.cursor, f"rd_gap_after_{n}", pl.concat([then, shown]))
+    listed = set(then)
     whole = before == len(kept)
     first = Value(True) if whole else ExpressionWrapper(Q(sourced_id__lte=kept[-1]), BooleanField())
-    near = found.filter(_in(table) | Q(sourced_id__in=kept)).annotate(_first=first)
+    near = found.filter(_in(table)).annotate(_first=first)
     rows = list(near.order_by("sourced_id").values_list("sourced_id", "_first"))
     now = {i for i, _ in rows if i in listed}
     ids = [i for i, is_first in rows if is_first][:SHOWN]
