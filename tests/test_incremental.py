@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from rosterdrop.districts.models import District
 from rosterdrop.ingest import index_builds, lines
+from rosterdrop.ingest import read as read_module
 from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster import store
 
@@ -27,6 +28,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def read(monkeypatch) -> Counter:
     """Rows read per file: parsed and prepared (renames, statuses), checked or vouched for."""
     return rows_through(monkeypatch, "prepare")
+
+
+@pytest.fixture
+def hashed(monkeypatch) -> Counter:
+    """Lines hashed per file, by its header (read.parse_lines): a file taken whole has none."""
+    counts: Counter = Counter()
+    real = read_module.parse_lines
+
+    def counted(piece, header, sep, known):
+        counts[",".join(header)] += piece.lines
+        return real(piece, header, sep, known)
+
+    monkeypatch.setattr(read_module, "parse_lines", counted)
+    return counts
+
+
+def _header(path: Path) -> str:
+    return path.read_text().splitlines()[0]
 
 
 def _issues(sync) -> list[tuple]:
@@ -70,6 +89,53 @@ def test_a_first_import_keeps_its_lines_after_its_sync(district, school, read):
     read.clear()
     assert import_path(district, school).status == "no_changes"
     assert read["enrollments.csv"] == read["classes.csv"] == read["demographics.csv"] == 0
+
+
+def test_a_file_sent_again_as_it_was_is_taken_whole(district, school, read, hashed):
+    """A file sent again byte for byte, whose kept lines the roster all holds as they are, is
+    taken whole: its lines are not even hashed. One changed is read line by line (only the
+    line that differs parsed), the others still taken whole."""
+    enrollments, classes = school / "enrollments.csv", school / "classes.csv"
+    _imported(district, school, built=True)
+    _manifest_in_other_bytes(school)
+    hashed.clear()
+    read.clear()
+    assert import_path(district, school).status == "no_changes"
+    assert hashed[_header(enrollments)] == hashed[_header(classes)] == 0
+    assert read["enrollments.csv"] == read["classes.csv"] == 0
+    _end_dates(school, range(3, 4), b"2026-06-09")
+    hashed.clear()
+    read.clear()
+    assert import_path(district, school).status == "applied"
+    assert hashed[_header(enrollments)] == len(_lines(enrollments)) - 1
+    assert read["enrollments.csv"] == 1
+    assert hashed[_header(classes)] == 0
+
+
+def test_a_file_whose_kept_lines_the_roster_does_not_all_hold_is_read(
+    district, school, read, hashed
+):
+    """Its kept lines are every line of the file (stamped), but one's record is not held (its
+    row was skipped for its own error): the file sent again as it was is read line by line,
+    that line checked again and told."""
+    classes = school / "classes.csv"
+    rows = _lines(classes)
+    cells = rows[2].split(b",")
+    cells[0] = b""  # no sourcedId
+    rows[2] = b",".join(cells)
+    classes.write_bytes(b"".join(rows))
+    first = import_path(district, school)
+    assert ("error", "required_missing", "classes.csv", 3) in {i[:4] for i in _issues(first)}
+    index_builds.build(district)
+    stem = lines.Layout("", "classes.csv", (), ",", "").name.removesuffix(".arrow")
+    assert any(path.name == f"{stem}.whole" for path in _kept_paths(district, "*.whole"))
+    _manifest_in_other_bytes(school)
+    hashed.clear()
+    read.clear()
+    again = import_path(district, school)
+    assert hashed[_header(classes)] == len(rows) - 1
+    assert read["classes.csv"] == 1
+    assert _issues(again) == _issues(first)
 
 
 def test_lines_are_kept_after_a_sync_only_for_the_roster_it_left(district, school, read):
@@ -159,9 +225,9 @@ def test_empty_kept_lines_are_read_in_full(district, school, read):
     assert read["enrollments.csv"] == len(enrollments) - 1
 
 
-def _kept_paths(district: District) -> list[Path]:
+def _kept_paths(district: District, pattern: str = "*.arrow") -> list[Path]:
     folder = django_settings.DATA_DIR / "lines" / str(district.pk)
-    return list(folder.glob("t*/*.arrow"))
+    return list(folder.glob(f"t*/{pattern}"))
 
 
 def _kept(district: District) -> dict[str, int]:

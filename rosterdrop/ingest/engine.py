@@ -195,14 +195,16 @@ def run(
     approved: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
+    digests: dict[str, str] | None = None,
 ) -> Outcome:
-    """Check, plan against the roster, then apply (or hold) -- the whole import."""
+    """Check, plan against the roster, then apply (or hold) -- the whole import. `digests`:
+    the sha256 of the files sent as they are, by name (ingest/lines.py)."""
     work = process.mkdtemp("spill-", tmp_dir())
     try:
         token = store.roster_token(district.pk)
         snapshot = hashes.Snapshot(district.pk, token)
         now, vouched = settings.context(district.pk), snapshot.vouched
-        lines = LineFiles(district.pk, token, now, work / "lines")
+        lines = LineFiles(district.pk, token, now, work / "lines", digests or {})
         against = Against(
             ActiveKeys(lambda: snapshot),
             snapshot.keys,

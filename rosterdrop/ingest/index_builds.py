@@ -126,8 +126,7 @@ def _after(sync: Sync) -> None:
     uploads = [u for u in sync.uploads.all() if u.stored_path]
     if uploads and line_builds.wanted(sync):
         try:
-            with syncs.fetched(uploads, "lines-") as paths:
-                line_builds.keep(sync, paths)
+            line_builds.keep(sync, uploads)
         except Exception:  # a cache for the next read: never a reason to fail anything
             log.exception("the lines of sync %s were not kept", sync.pk)
     _index(sync, uploads)

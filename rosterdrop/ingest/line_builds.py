@@ -19,6 +19,8 @@ import shutil
 from pathlib import Path
 
 from rosterdrop import process, storage
+from rosterdrop.inbox.models import Upload
+from rosterdrop.ingest import syncs
 from rosterdrop.ingest.engine import Settings, tmp_dir
 from rosterdrop.ingest.findings import Failure, FindingLog
 from rosterdrop.ingest.lines import LineFiles
@@ -41,10 +43,15 @@ def wanted(sync: Sync) -> bool:
 
 
 @timed("kept lines")
-def keep(sync: Sync, paths: list[Path]) -> None:
-    """Keep the lines of the sync's files (`paths`, as sent) that its read did not keep."""
+def keep(sync: Sync, uploads: list[Upload]) -> None:
+    """Keep the lines of the sync's files (its kept `uploads`) that its read did not keep."""
     if not wanted(sync):
         return
+    with syncs.fetched(uploads, "lines-") as paths:
+        _keep(sync, paths, syncs.digests(uploads))
+
+
+def _keep(sync: Sync, paths: list[Path], digests: dict[str, str]) -> None:
     district, token = sync.district, sync.roster_token
     assert token is not None  # wanted
     settings = Settings.of(district)
@@ -55,7 +62,7 @@ def keep(sync: Sync, paths: list[Path]) -> None:
         return
     staged = process.mkdtemp("lines-", tmp_dir())
     try:
-        lines = LineFiles(district.pk, token, now, staged)
+        lines = LineFiles(district.pk, token, now, staged, digests)
         log = FindingLog()
         reader = Reader(log, settings.fallback_encoding, vouched=entities, lines=lines)
         try:

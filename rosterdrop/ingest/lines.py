@@ -18,6 +18,8 @@ they are not written again: the last read's kept files stay as they are, linked 
 token, and only the lines read anew are kept, in a part of their own (`FileLines.linked`).
 Kept lines are only ever a cache of what a line maps to, so lines kept there whose records
 went meanwhile do no harm; once most of them are such, the found lines are written again.
+A file sent again byte for byte (its upload's sha256) whose kept lines are every line of it,
+in order (`Whole`), and all held by the roster as they are, is taken whole: not a line read.
 
 A line's bytes are not all its meaning. What else decides it, and what this does about it:
 
@@ -42,8 +44,8 @@ import json
 import logging
 import mmap
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -101,11 +103,42 @@ class Layout:
         """The name its kept lines are saved under (their first part)."""
         return self.part(0)
 
+    @property
+    def whole(self) -> str:
+        """The name of its kept lines' stamp (`Whole`)."""
+        return self.name.removesuffix(".arrow") + ".whole"
+
     def part(self, number: int) -> str:
         """The name of a part of its kept lines: the lines kept by one read, the later ones
         beside the earlier ones linked as they were (`FileLines.linked`)."""
         stem = hashlib.sha256(self.file.encode()).hexdigest()[:32]
         return f"{stem}.arrow" if number == 0 else f"{stem}-{number}.arrow"
+
+
+@dataclass(frozen=True)
+class Whole:
+    """A kept file's stamp: its `parts`, taken one after the other, hold every line of the file
+    whose sha256 is `digest`, row i its line i + 2, as a read of those bytes in that layout
+    finds them (`lines` rows, no issue). A read of a file with that digest whose kept lines
+    the roster all holds as they are takes them whole, reading nothing but its header
+    (`FileLines.whole`): the lines decoded, cut and hashed were most of what a found line cost
+    (`large`: ~1.3 s CPU of enrollments' 2.9)."""
+
+    digest: str
+    lines: int
+    parts: int
+
+    @classmethod
+    def read(cls, path: Path) -> "Whole | None":
+        try:
+            found = json.loads(path.read_bytes())
+            return cls(str(found["digest"]), int(found["lines"]), int(found["parts"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self)))
 
 
 class LastRead:
@@ -121,6 +154,7 @@ class LastRead:
         stretch of memory, not gathered at random across it (sorted by hash, taking the 5M
         enrollments' lines cost about eight times the CPU). `read`: called once a column is
         taken, to let go of what was read of `kept` so far (its mapped pages)."""
+        self.kept = kept.num_rows
         same = spill.match(_column_frame(kept, [KEYHASH, HASH]))
         read()
         if same is None:
@@ -192,6 +226,17 @@ class LastRead:
             found[at[agree]] = guess[agree]
         return found
 
+    def everything(self) -> pl.DataFrame:
+        """Every held line as found at its place: row i at line i + 2 (a file taken whole)."""
+        return pl.DataFrame(
+            {
+                LINE: pl.int_range(2, len(self) + 2, dtype=pl.UInt32, eager=True),
+                LINEHASH: self._hashes,
+                LINECHECK: self._checks,
+                KNOWN: np.arange(len(self), dtype=np.int64),
+            }
+        )
+
     def rows(self, known: pl.DataFrame) -> pl.DataFrame:
         """The records of known lines (LINE, LINEHASH, LINECHECK, KNOWN), at their new lines."""
         return self._rows[known[KNOWN].to_numpy()].with_columns(
@@ -223,8 +268,16 @@ class FileLines:
     path: Path
     last: LastRead | None = None
     linked: bool = False
+    # The sha256 of the file read (None: not known, a zip's member), and the stamp of the
+    # last read's kept lines (Whole; None: none, or not for the parts linked).
+    digest: str | None = None
+    stamp: Whole | None = None
     _writer: pa.ipc.RecordBatchStreamWriter | None = None
     _schema: pa.Schema | None = None
+    # The line the next row written must be on for what is written to be every line in order
+    # (None: it is not), and whether the file was taken whole.
+    _next_line: int | None = 2
+    _taken_whole: bool = False
 
     def keep(self, mapped: pl.DataFrame, sent_status: pl.Series | None = None) -> None:
         """Keep the records of hashed lines, mapped before any check (`sent_status`: which
@@ -248,6 +301,12 @@ class FileLines:
             HASH,
             SENT_STATUS,
         )
+        if self._next_line is not None:
+            at = mapped.filter(wanted)[LINE].to_numpy()
+            if len(at) and (at[0] != self._next_line or np.any(np.diff(at) != 1)):
+                self._next_line = None
+            else:
+                self._next_line += len(at)
         if not kept.height:
             return
         table = kept.to_arrow()
@@ -264,11 +323,37 @@ class FileLines:
         if not self.linked:
             self.keep(known)
 
-    def close(self) -> None:
-        """The file is read: what it kept is complete (and nothing if nothing was kept)."""
+    def whole(self) -> pl.DataFrame | None:
+        """The file's lines, all found (`LastRead.everything`), if it is taken whole (`Whole`):
+        its digest is the stamp's, the roster holds every kept line as it is, and the parts
+        are linked as they are. None: it is read."""
+        last, stamp = self.last, self.stamp
+        if last is None or stamp is None or not self.linked or self.digest != stamp.digest:
+            return None
+        if not stamp.lines == last.kept == len(last):
+            return None
+        self._taken_whole = True
+        return last.everything()
+
+    def close(self, rows: int = 0, encoding: str = "", issues: Sequence[object] = ()) -> None:
+        """The file is read: what it kept is complete (and nothing if nothing was kept).
+        `rows`: the rows it had, `encoding` the one it was read in to its end, `issues` the
+        reading's own. Its kept lines are stamped (`Whole`) if they are every line of it, in
+        order (written by this read in one part, or the last read's, linked, and the file
+        taken whole), read without an issue in the encoding its first chunk said (what a file
+        taken whole is told: it decodes that chunk only)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if issues or encoding != self.layout.encoding or self.digest is None or not rows:
+            return
+        stamp = None
+        if self._taken_whole and self.stamp is not None:
+            stamp = self.stamp
+        elif not self.linked and self._next_line == rows + 2 and self.path.exists():
+            stamp = Whole(self.digest, rows, 1)
+        if stamp is not None:
+            stamp.write(self.path.parent / self.layout.whole)
 
     def discard(self) -> None:
         """The file could not be read to its end: nothing of it is kept."""
@@ -285,22 +370,24 @@ class LineFiles:
     token: int
     context: str
     staged: Path
+    # The sha256 of each file sent as it is (not in a zip), by its name as sent.
+    digests: dict[str, str] = field(default_factory=dict)
 
     def layout(self, file: str, header: list[str], delimiter: str, encoding: str) -> Layout:
         return Layout(self.context, file, tuple(header), delimiter, encoding)
 
-    def anew(self, layout: Layout, entity: str) -> FileLines | None:
+    def anew(self, layout: Layout, entity: str, digest: str | None) -> FileLines | None:
         """Where a build after the sync keeps a file's lines (ingest/line_builds.py), if the
         roster keeps none of that file yet (None: it does)."""
         if _parts(settings.DATA_DIR / _folder(self.district_id, self.token), layout):
             return None
-        return FileLines(layout, entity, self.staged / layout.name)
+        return FileLines(layout, entity, self.staged / layout.name, digest=digest)
 
-    def open(self, layout: Layout, entity: str, spill: Spill) -> FileLines:
+    def open(self, layout: Layout, entity: str, spill: Spill, digest: str | None) -> FileLines:
         """A file's lines: what the last read of the file in this layout kept (`last`; None:
         nothing, or another layout: the file is read in full), and where this read keeps its
-        own."""
-        lines = FileLines(layout, entity, self.staged / layout.name)
+        own. `digest`: the file's sha256, if known."""
+        lines = FileLines(layout, entity, self.staged / layout.name, digest=digest)
         folder = _folder(self.district_id, self.token)
         shared = storage.shared()
         try:
@@ -325,6 +412,9 @@ class LineFiles:
         if held and 0 < len(parts) < MAX_PARTS and _linked(parts, self.staged):
             lines.linked = True
             lines.path = self.staged / layout.part(len(parts))
+            stamp = Whole.read(parts[0].parent / layout.whole)
+            if stamp is not None and stamp.parts == len(parts):
+                lines.stamp = stamp
         return lines
 
     def publish(self, token: int) -> None:
@@ -349,7 +439,8 @@ class LineFiles:
         all). Not if the roster has moved on since: the folder is gone, or goes with the next
         sync (`publish` drops the others)."""
         folder = settings.DATA_DIR / _folder(self.district_id, self.token)
-        for path in sorted(self.staged.glob("*.arrow")) if self.staged.exists() else ():
+        # A file's part before its stamp (".arrow" < ".whole"): a stamp says what parts hold.
+        for path in sorted(self.staged.iterdir()) if self.staged.exists() else ():
             folder.mkdir(parents=True, exist_ok=True)
             path.replace(folder / path.name)
 
@@ -358,7 +449,8 @@ class LineFiles:
         that fails is said in the log, never the sync's failure (the next read is full)."""
         published = []
         try:
-            for path in sorted(self.staged.glob("*")) if self.staged.exists() else ():
+            # Stamps (Whole) stay here: a file is taken whole only from the data folder.
+            for path in sorted(self.staged.glob("*.arrow")) if self.staged.exists() else ():
                 published.append(f"{_folder(self.district_id, token)}/{path.name}")
                 shared.put_file(published[-1], path)
             shared.delete_others(f"{FOLDER}/{int(self.district_id)}/", published)

@@ -129,10 +129,12 @@ class Reader:
             # a build after the sync keeps them (`keep_lines`).
             lines = None
             if vouching and not checker.derived:
-                lines = self._lines_of(file, table, decoded.encoding)
+                lines = self._lines_of(file, table, decoded.encoding, member)
             # Closed here, whatever happens: batches are read ahead from this open stream.
             with closing(table.batches):
-                for batch in table.batches:
+                # A file sent again as it was: its kept lines are its rows (lines.Whole).
+                whole = lines.whole() if lines is not None else None
+                for batch in table.batches if whole is None else [whole]:
                     if vouching:
                         self._read_vouched(file, mode, checker, batch, extras, lines)
                     else:
@@ -149,7 +151,7 @@ class Reader:
             self.log.extend(table.findings)
             self.files.append(FileRead(file.name, checker.rows, decoded.encoding))
             if lines is not None:
-                lines.close()
+                lines.close(checker.rows, decoded.encoding, decoded.findings + table.findings)
 
     @timed("keep lines")
     def keep_lines(self, fmt: FormatSpec, file: FileSpec, member: Member, mode: Mode) -> None:
@@ -169,7 +171,7 @@ class Reader:
                 extras = extra_columns(file, table.header)
                 if not self._vouched(fmt, file, mode, checker, extras) or checker.derived:
                     return
-                lines = self._lines_of(file, table, decoded.encoding, taking=False)
+                lines = self._lines_of(file, table, decoded.encoding, member, taking=False)
                 if lines is None:
                     return
                 [output] = file.outputs
@@ -182,7 +184,7 @@ class Reader:
                 except BaseException:
                     lines.discard()
                     raise
-                lines.close()
+                lines.close(checker.rows, decoded.encoding, decoded.findings + table.findings)
 
     def _vouched(
         self, fmt: FormatSpec, file: FileSpec, mode: Mode, checker: RowChecker, extras: list[str]
@@ -193,7 +195,7 @@ class Reader:
         return vouchable(fmt, file, mode, checker.checked_columns, extras)
 
     def _lines_of(
-        self, file: FileSpec, table: Table, encoding: str, taking: bool = True
+        self, file: FileSpec, table: Table, encoding: str, member: Member, taking: bool = True
     ) -> FileLines | None:
         """A file whose rows the roster vouches for is read line by line, its lines kept for
         the next read; those its last read kept are taken as they were if the roster holds
@@ -203,10 +205,11 @@ class Reader:
         if self.lines is None or output.explode or output.unpivot:
             return None
         layout = self.lines.layout(file.name, table.header, table.delimiter, encoding)
+        digest = None if member.package else self.lines.digests.get(member.name)
         if not taking:
-            lines = self.lines.anew(layout, output.entity)
+            lines = self.lines.anew(layout, output.entity, digest)
         else:
-            lines = self.lines.open(layout, output.entity, self._spill_of(output.entity))
+            lines = self.lines.open(layout, output.entity, self._spill_of(output.entity), digest)
         if lines is None:
             return None
         table.hash_lines, table.known = True, lines.last

@@ -84,11 +84,24 @@ def _import(
         return None
     with fetched(uploads, "upload-") as paths:
         outcome = run(
-            paths, district, sync, settings, approved=approved, dry_run=dry_run, progress=progress
+            paths,
+            district,
+            sync,
+            settings,
+            approved=approved,
+            dry_run=dry_run,
+            progress=progress,
+            digests=digests(uploads),
         )
         if not dry_run:
             issue_rows.keep(sync, uploads, paths, outcome.checked.log.all(), limits())
         return outcome
+
+
+def digests(uploads: list[Upload]) -> dict[str, str]:
+    """Each upload's sha256 by its name as sent: what `fetched` names its file (ingest/lines.py
+    takes a file sent again as it was whole)."""
+    return {upload.filename: upload.sha256 for upload in uploads}
 
 
 @contextlib.contextmanager
