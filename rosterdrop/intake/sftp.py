@@ -15,10 +15,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, Protocol, cast
 
 import asyncssh
 from asgiref.sync import sync_to_async
@@ -382,48 +382,87 @@ class _Session(SSHServerStreamSession):
         super().connection_lost(exc)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a connection is refused once its SSH version is sent, and whether the source
+    itself went past its limit (defender points) or others filled the slots (none)."""
+
+    reason: str
+    scored: bool
+
+
+class Slots:
+    """The connection caps (per address and in all), counted where connections are accepted:
+    one acceptor for all the SFTP processes (sftp_workers), so the caps hold for the port."""
+
+    def __init__(self) -> None:
+        self.per_ip: dict[str, int] = {}
+        self.total = 0
+
+    def take(self, ip: str | None) -> Refusal | None:
+        """Count a new connection; why it must be refused, if it must."""
+        key = ip or ""
+        self.per_ip[key] = self.per_ip.get(key, 0) + 1
+        self.total += 1
+        if self.per_ip[key] > settings.SFTP_MAX_CONNECTIONS_PER_IP:
+            return Refusal("too many connections from this address", scored=True)
+        if self.total > settings.SFTP_MAX_CONNECTIONS:
+            # Not this client's doing (others hold the slots): no defender points.
+            return Refusal("too many connections", scored=False)
+        return None
+
+    def release(self, ip: str | None) -> None:
+        key = ip or ""
+        self.per_ip[key] -= 1
+        if not self.per_ip[key]:
+            del self.per_ip[key]
+        self.total -= 1
+
+
+class Ticket:
+    """An accepted connection as the process serving it sees it: the district's address,
+    the acceptor's verdict on the caps, and how to give its slot back (once)."""
+
+    def __init__(self, ip: str | None, refusal: Refusal | None, release: Callable[[], None]):
+        self.ip = ip
+        self.refusal = refusal
+        self._release: Callable[[], None] | None = release
+
+    def release(self) -> None:
+        if self._release is not None:
+            release, self._release = self._release, None
+            release()
+
+
 class RosterSSHServer(asyncssh.SSHServer):
     """Authentication and connection limits for one SSH connection."""
 
-    per_ip: dict[str, int] = {}
-    total = 0
-    live: set[asyncssh.SSHServerConnection] = set()  # for a graceful shutdown (Listener.drain)
+    live: set[asyncssh.SSHServerConnection] = set()  # for a graceful shutdown (drain)
 
-    def __init__(self, client: str | None = None):
+    def __init__(self, ticket: Ticket):
+        self.ticket = ticket
         # The district's address: from the PROXY header behind a load balancer (Listener).
-        self.client = client
+        self.ip = ticket.ip
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         RosterSSHServer.live.add(conn)
-        peer = conn.get_extra_info("peername")
-        self.ip: str | None = self.client or (peer[0] if peer else None)
         self.state = ConnState(ip=self.ip)
         conn.set_extra_info(rosterdrop=self.state)
-        key = self.ip or ""
-        RosterSSHServer.per_ip[key] = RosterSSHServer.per_ip.get(key, 0) + 1
-        RosterSSHServer.total += 1
         self.idle_watch: asyncio.Task | None = None
-        if RosterSSHServer.per_ip[key] > settings.SFTP_MAX_CONNECTIONS_PER_IP:
-            self._refuse_connection("too many connections from this address", scored=True)
-        elif RosterSSHServer.total > settings.SFTP_MAX_CONNECTIONS:
-            # Not this client's doing (others hold the slots): no defender points.
-            self._refuse_connection("too many connections", scored=False)
+        if self.ticket.refusal is not None:
+            self._refuse_connection(self.ticket.refusal)
 
-    def _refuse_connection(self, reason: str, scored: bool) -> None:
-        self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, reason.capitalize())
-        refused = _db(auth.connection_refused)(self.ip, reason, scored)
+    def _refuse_connection(self, refusal: Refusal) -> None:
+        self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, refusal.reason.capitalize())
+        refused = _db(auth.connection_refused)(self.ip, refusal.reason, refusal.scored)
         asyncio.get_running_loop().create_task(refused)
 
     def connection_lost(self, exc: Exception | None) -> None:
         RosterSSHServer.live.discard(self.conn)
         if self.idle_watch:
             self.idle_watch.cancel()
-        key = self.ip or ""
-        RosterSSHServer.per_ip[key] -= 1
-        if not RosterSSHServer.per_ip[key]:
-            del RosterSSHServer.per_ip[key]
-        RosterSSHServer.total -= 1
+        self.ticket.release()
 
     async def begin_auth(self, username: str) -> bool:
         # Never return False here: asyncssh reads False as "no authentication needed".
@@ -501,15 +540,77 @@ class RosterSSHServer(asyncssh.SSHServer):
         self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, f"Idle for {timeout:g} seconds")
 
 
+async def serve(sock: socket.socket, options: asyncssh.SSHServerConnectionOptions, ticket: Ticket):
+    """Serve one accepted connection (its PROXY header read, its address not banned) until
+    its login ends; the connection itself goes on in asyncssh's hands."""
+    factory = functools.partial(RosterSSHServer, ticket)
+    try:
+        await asyncssh.run_server(sock, options=options, server_factory=factory)
+    except Exception as exc:  # refused logins and dropped connections end here
+        ticket.release()  # if asyncssh never made the connection; else done already
+        log.info("sftp connection from %s ended before login: %s", ticket.ip, exc)
+
+
+async def drain(grace: float) -> None:
+    """Give this process's connections `grace` seconds to end by themselves (an upload in
+    flight finishes), then disconnect the rest; a cut upload is never kept."""
+    deadline = time.monotonic() + grace
+    while RosterSSHServer.live and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    for conn in list(RosterSSHServer.live):
+        log.info("closing an sftp connection: the server is shutting down")
+        conn.disconnect(asyncssh.DISC_BY_APPLICATION, "The server is shutting down")
+    for _ in range(50):  # their files are discarded as the connections end
+        if not RosterSSHServer.live:
+            break
+        await asyncio.sleep(0.1)
+
+
+class Handler(Protocol):
+    """Who serves the connections a Listener accepted: this process (InProcess) or the
+    SFTP worker processes (sftp_workers.Workers)."""
+
+    async def hand(
+        self,
+        sock: socket.socket,
+        ip: str | None,
+        refusal: Refusal | None,
+        release: Callable[[], None],
+    ) -> None: ...
+
+    async def drain(self, grace: float) -> None: ...
+
+
+class InProcess:
+    """Connections served by the acceptor's own event loop (ROSTERDROP_SFTP_PROCESSES=1)."""
+
+    def __init__(self, options: asyncssh.SSHServerConnectionOptions):
+        self.options = options
+
+    async def hand(
+        self,
+        sock: socket.socket,
+        ip: str | None,
+        refusal: Refusal | None,
+        release: Callable[[], None],
+    ) -> None:
+        await serve(sock, self.options, Ticket(ip, refusal, release))
+
+    async def drain(self, grace: float) -> None:
+        await drain(grace)
+
+
 class Listener:
     """The SFTP port. Connections are accepted here rather than by asyncssh, so that a load
-    balancer's PROXY header is read first (the district's own address, proxy_protocol), and
-    one from a banned address is closed before the server sends a byte (no version, no key
-    exchange: nothing to spend CPU on); every other one is handed to asyncssh."""
+    balancer's PROXY header is read first (the district's own address, proxy_protocol), one
+    from a banned address is closed before the server sends a byte (no version, no key
+    exchange: nothing to spend CPU on), and the connection caps are counted in one place
+    (Slots); every other one is handed to whoever serves it (Handler)."""
 
-    def __init__(self, sock: socket.socket, options: asyncssh.SSHServerConnectionOptions):
+    def __init__(self, sock: socket.socket, handler: Handler):
         self.sock = sock
-        self.options = options
+        self.handler = handler
+        self.slots = Slots()
         self.connections: set[asyncio.Task] = set()
         self.accepting = asyncio.get_running_loop().create_task(self._accept())
 
@@ -538,11 +639,8 @@ class Listener:
         if await _db(auth.refuse_banned)("", ip):
             conn.close()
             return
-        factory = functools.partial(RosterSSHServer, ip)
-        try:
-            await asyncssh.run_server(conn, options=self.options, server_factory=factory)
-        except Exception as exc:  # refused logins and dropped connections end here
-            log.info("sftp connection from %s ended before login: %s", ip, exc)
+        refusal = self.slots.take(ip)
+        await self.handler.hand(conn, ip, refusal, functools.partial(self.slots.release, ip))
 
     def close(self) -> None:
         self.accepting.cancel()
@@ -552,22 +650,13 @@ class Listener:
         await asyncio.gather(self.accepting, return_exceptions=True)
 
     async def drain(self, grace: float) -> None:
-        """Once closed: give the connections left `grace` seconds to end by themselves (an
-        upload in flight finishes), then disconnect the rest; a cut upload is never kept."""
-        deadline = time.monotonic() + grace
-        while RosterSSHServer.live and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        for conn in list(RosterSSHServer.live):
-            log.info("closing an sftp connection: the server is shutting down")
-            conn.disconnect(asyncssh.DISC_BY_APPLICATION, "The server is shutting down")
-        for _ in range(50):  # their files are discarded as the connections end
-            if not RosterSSHServer.live:
-                break
-            await asyncio.sleep(0.1)
+        """Once closed: the connections left get `grace` seconds to end (Handler.drain)."""
+        await self.handler.drain(grace)
 
 
-async def start_server(host: str, port: int) -> Listener:
-    """Listen for SFTP on host:port with the deployment's persistent host keys."""
+async def server_options() -> asyncssh.SSHServerConnectionOptions:
+    """asyncssh's options for every connection: the deployment's persistent host keys (from
+    the database every SFTP process shares), the algorithms, the limits."""
     from rosterdrop.intake import hostkey
 
     asyncssh_patches.install()
@@ -576,8 +665,7 @@ async def start_server(host: str, port: int) -> Listener:
         keypair.host_key_algorithms = [
             a for a in keypair.host_key_algorithms if a in hostkey.HOST_KEY_ALGS
         ]
-    options = await asyncssh.SSHServerConnectionOptions.construct(
-        server_factory=RosterSSHServer,
+    return await asyncssh.SSHServerConnectionOptions.construct(
         server_host_keys=keys,
         send_server_host_keys=True,
         server_version="rosterdrop",
@@ -592,6 +680,9 @@ async def start_server(host: str, port: int) -> Listener:
         encryption_algs=ENCRYPTION_ALGS,
         mac_algs=MAC_ALGS,
     )
+
+
+def listen(host: str, port: int) -> socket.socket:
     sock = socket.create_server((host, port), backlog=128)
     sock.setblocking(False)
-    return Listener(sock, options)
+    return sock

@@ -25,7 +25,7 @@ from django.core.management.base import BaseCommand, CommandError
 from rosterdrop import networks
 from rosterdrop.districts.models import District
 from rosterdrop.feed import webhooks
-from rosterdrop.intake import hostkey, queue, sftp, tlscert, worker
+from rosterdrop.intake import hostkey, queue, sftp, sftp_workers, tlscert, worker
 from rosterdrop.intake.models import Login
 from rosterdrop.notify import mailer
 
@@ -46,6 +46,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--web-port", type=int, default=int(env("ROSTERDROP_WEB_PORT", "8000")))
         parser.add_argument("--sftp-port", type=int, default=settings.SFTP_PORT)
+        parser.add_argument(
+            "--sftp-processes",
+            type=int,
+            default=settings.SFTP_PROCESSES,
+            help="SFTP worker processes beside this one (1: SFTP in this process).",
+        )
         parser.add_argument(
             "--ftps-port",
             type=int,
@@ -74,6 +80,7 @@ class Command(BaseCommand):
         host: str,
         web_port: int,
         sftp_port: int,
+        sftp_processes: int,
         ftps_port: int,
         ftps_implicit_port: int,
         no_ftps: bool,
@@ -81,6 +88,8 @@ class Command(BaseCommand):
         no_worker: bool,
         **options,
     ):
+        if sftp_processes < 1:
+            raise CommandError("--sftp-processes (ROSTERDROP_SFTP_PROCESSES) must be 1 or more")
         if no_worker and not settings.JOB_QUEUE:
             raise CommandError(
                 "--no-worker needs PostgreSQL (ROSTERDROP_DATABASE_URL): on SQLite serve's own "
@@ -103,7 +112,8 @@ class Command(BaseCommand):
         stop = threading.Event()
         urls = [
             f"  web:      http://{host}:{web_port}/",
-            f"  sftp:     {host} port {sftp_port}",
+            f"  sftp:     {host} port {sftp_port}"
+            + (f" ({sftp_processes} processes)" if sftp_processes > 1 else ""),
             f"  host key: {key_print}",
             *(f"  also:     {printed} ({algorithm})" for algorithm, printed in other_keys),
         ]
@@ -132,7 +142,7 @@ class Command(BaseCommand):
             web.close()
 
         try:
-            asyncio.run(self._run_sftp(host, sftp_port, lines, stopping))
+            asyncio.run(self._run_sftp(host, sftp_port, sftp_processes, lines, stopping))
         finally:
             stopping()
         deadline = time.monotonic() + settings.SHUTDOWN_SECONDS + 1
@@ -220,11 +230,20 @@ class Command(BaseCommand):
         threading.Thread(target=server.run, name="web", daemon=True).start()
         return server
 
-    async def _run_sftp(self, host: str, port: int, lines: list[str], stopping) -> None:
+    async def _run_sftp(
+        self, host: str, port: int, processes: int, lines: list[str], stopping
+    ) -> None:
         try:
-            acceptor = await sftp.start_server(host, port)
+            sock = sftp.listen(host, port)
         except OSError as exc:
             raise CommandError(f"cannot listen for SFTP on {host}:{port}: {exc}") from None
+        handler: sftp.Handler
+        if processes == 1:
+            handler = sftp.InProcess(await sftp.server_options())
+        else:  # accepted here, served by worker processes (intake/sftp_workers.py)
+            handler = sftp_workers.Workers(processes)
+            await handler.start()
+        acceptor = sftp.Listener(sock, handler)
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
