@@ -10,12 +10,14 @@ name), so nothing is recognised as sent before.
 
 Figures: MB/s (bytes over the wall time from the first client's start to the last one's exit),
 the server's CPU seconds over the run (its own plus reaped children's: OpenSSH forks per
-connection), the clients' CPU seconds, and the load average. Needs /usr/sbin/sshd
+connection; and rosterdrop's SFTP worker processes', `--processes`), the clients' CPU seconds,
+and the load average. Needs /usr/sbin/sshd
 (`apt-get install -y openssh-server`; sshd runs as root with its own config, nothing else of
 the system's ssh is touched).
 
     .venv/bin/python bench/upload.py [--file PATH | --size-mb 1024] [--concurrent 100]
-        [--each-mb 20] [--repeat 3] [--only rosterdrop|openssh] [--profile OUT.txt]
+        [--each-mb 20] [--repeat 3] [--only rosterdrop|openssh] [--processes 1 2 3]
+        [--profile OUT.txt]
 """
 
 import argparse
@@ -64,16 +66,33 @@ Subsystem sftp internal-sftp
 """
 
 
+def tree(pid: int) -> list[int]:
+    """A process and its live descendants (rosterdrop's SFTP worker processes)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # ended meanwhile
+        return []
+    return [pid, *(p for child in children for p in tree(int(child)))]
+
+
+def _ticks(path: str, fields: slice) -> float:
+    try:
+        stat = Path(path).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in stat[fields]) / TICK
+
+
 def cpu_of(pid: int) -> float:
-    """A process's CPU seconds so far: its own and its reaped children's."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / TICK
+    """CPU seconds so far of a process and its live descendants, each its own and its reaped
+    children's (OpenSSH's per-connection processes)."""
+    return sum(_ticks(f"/proc/{p}/stat", slice(11, 15)) for p in tree(pid))
 
 
 def main_thread_cpu(pid: int) -> float:
-    """The CPU seconds of a process's first thread alone (rosterdrop's event loop)."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:13]) / TICK
+    """The CPU seconds of the first threads alone of a process and its live descendants
+    (rosterdrop's event loops: the acceptor's and each SFTP worker process's)."""
+    return sum(_ticks(f"/proc/{p}/task/{p}/stat", slice(11, 13)) for p in tree(pid))
 
 
 def children_cpu() -> float:
@@ -152,24 +171,26 @@ def timed_uploads(
 
 
 def start_rosterdrop(
-    work: Path, key: Path, slugs: list[str], profile: str
+    work: Path, key: Path, slugs: list[str], profile: str, processes: int
 ) -> tuple[Server, subprocess.Popen]:
-    data = work / "rosterdrop"
+    name = f"rosterdrop-p{processes}"
+    data = work / name
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTERDROP_")}
-    env.update(ROSTERDROP_DATA_DIR=str(data))
+    env.update(ROSTERDROP_DATA_DIR=str(data), ROSTERDROP_SFTP_PROCESSES=str(processes))
     rd = str(BIN / "rosterdrop")
     run = dict(env=env, check=True, capture_output=True, timeout=600)
     subprocess.run([rd, "migrate", "-v0"], **run)
     subprocess.run([rd, "shell", "-c", SETUP.format(key=f"{key}.pub", slugs=slugs)], **run)
     pub = subprocess.run([rd, "hostkey", "--public"], **run, text=True).stdout.splitlines()[0]
-    port = 23000 + os.getpid() % 1000
-    known = work / "known_rosterdrop"
+    port = 23000 + os.getpid() % 100 * 10 + processes * 2
+    known = work / f"known_{name}"
     known.write_text(f"[127.0.0.1]:{port} {pub}\n")
     command = [rd, "serve", "--no-demo", "--no-ftps", "--host", "127.0.0.1",
                "--sftp-port", str(port), "--web-port", str(port + 1)]  # fmt: skip
     if profile:  # py-spy (pip install py-spy) samples serve's threads; collapsed stacks
         spy = [str(BIN / "py-spy"), "record", "--nonblocking", "-r", "200", "-f", "raw"]
-        command = [*spy, "-o", profile, "--", *command]
+        spy += ["--subprocesses"] if processes > 1 else []  # the SFTP worker processes too
+        command = [*spy, "-o", f"{profile}.{name}", "--", *command]
     serve = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -182,7 +203,7 @@ def start_rosterdrop(
     pid = serve.pid
     if profile:  # the serve process is py-spy's child
         pid = int(Path(f"/proc/{serve.pid}/task/{serve.pid}/children").read_text().split()[0])
-    return Server("rosterdrop", port, pid, str(known), None), serve
+    return Server(name, port, pid, str(known), None), serve
 
 
 def start_openssh(work: Path, key: Path) -> tuple[Server, subprocess.Popen]:
@@ -230,9 +251,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", choices=["rosterdrop", "openssh"])
     parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="rosterdrop's ROSTERDROP_SFTP_PROCESSES, a server for each (e.g. 1 2 3)",
+    )
+    parser.add_argument(
         "--sftp-option", action="append", default=[], help="e.g. -B 262144 (one word each)"
     )
-    parser.add_argument("--profile", default="", help="py-spy raw output for the rosterdrop server")
+    parser.add_argument(
+        "--profile", default="", help="py-spy raw output: PROFILE.rosterdrop-pN per server"
+    )
     parser.add_argument("--skip", choices=["single", "concurrent"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-upload-", dir=os.environ.get("TMPDIR")) as tmp:
@@ -252,7 +282,8 @@ def main() -> None:
         try:
             if args.only in (None, "rosterdrop"):
                 slugs = singles + [s for run in many for s in run]
-                servers.append(start_rosterdrop(work, key, slugs, args.profile))
+                for processes in args.processes:
+                    servers.append(start_rosterdrop(work, key, slugs, args.profile, processes))
             if args.only in (None, "openssh"):
                 servers.append(start_openssh(work, key))
             for server, _ in servers:
