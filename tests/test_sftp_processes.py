@@ -169,15 +169,18 @@ def uploads_through_two_processes(server: Server, tmp_path: Path, query=None) ->
     for session in (alpha, beta):
         session.run(f"put {roster}")
     began = time.monotonic()
-    syncs = "select status, district_id from ingest_sync order by id"
+    uploads_sql = "select login, sha256, status, district_id from inbox_upload"
     server.wait_for(
-        lambda: [s["status"] for s in query(syncs)] == ["applied", "applied"], 120, "imports"
+        lambda: [u["status"] for u in query(uploads_sql)] == ["imported", "imported"],
+        120,
+        "imports",
     )
     assert time.monotonic() - began < int(NO_POLL) / 2
-    uploads = query("select login, sha256, status, district_id from inbox_upload")
+    uploads = query(uploads_sql)
     assert sorted(u["login"] for u in uploads) == ["alpha", "beta"]
     assert {u["sha256"] for u in uploads} == {sha256(roster)}
-    assert {u["status"] for u in uploads} == {"imported"}
+    syncs = "select status, district_id from ingest_sync order by id"
+    assert [s["status"] for s in query(syncs)] == ["applied", "applied"]
     assert sorted(s["district_id"] for s in query(syncs)) == sorted(
         u["district_id"] for u in uploads
     )
@@ -200,7 +203,6 @@ def test_uploads_through_any_process_are_imported_once_on_postgresql(
         ROSTERDROP_DATABASE_URL=url,
         ROSTERDROP_SFTP_PROCESSES="2",
         ROSTERDROP_WORKER_POLL_SECONDS=NO_POLL,
-        ROSTERDROP_SHUTDOWN_SECONDS="5",  # the stop need not wait for the search index build
     )
     server.cli("shell", "-c", SETUP.format(key=f"{server.key}.pub"))
     keys = server.cli("hostkey", "--public").splitlines()  # made in the database at start
@@ -211,6 +213,10 @@ def test_uploads_through_any_process_are_imported_once_on_postgresql(
             return db.execute(sql).fetchall()
 
     uploads_through_two_processes(server, tmp_path, query)
+    # Stopped once the worker has built the syncs' search indexes (after the syncs): a stop
+    # in the middle of a build waits for it.
+    indexes = 'select "index" from ingest_sync'
+    server.wait_for(lambda: {s["index"] for s in query(indexes)} == {"built"}, 120, "indexes")
 
 
 def test_a_worker_process_that_dies_is_replaced_and_its_slots_given_back(make_server):
