@@ -254,8 +254,9 @@ def main() -> None:
         "--processes",
         type=int,
         nargs="+",
-        default=[1],
-        help="rosterdrop's ROSTERDROP_SFTP_PROCESSES, a server for each (e.g. 1 2 3)",
+        default=[2],
+        help="rosterdrop's ROSTERDROP_SFTP_PROCESSES, a server for each (e.g. 1 2 3; serve's "
+        "default is 2)",
     )
     parser.add_argument(
         "--sftp-option", action="append", default=[], help="e.g. -B 262144 (one word each)"

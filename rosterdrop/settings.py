@@ -140,7 +140,9 @@ SFTP_HOST_KEY = DATA_DIR / "ssh_host_ed25519_key"
 # The port `serve` listens on (its --sftp-port sets this too, so the console shows the real one).
 SFTP_PORT = _env_int("ROSTERDROP_SFTP_PORT", 2222)
 # SFTP worker processes (intake/sftp_workers.py); 1 = connections served in serve's own process.
-SFTP_PROCESSES = _env_int("ROSTERDROP_SFTP_PROCESSES", 1)
+# 2: on 2 cores, 100 uploads at once 1.5x one process's rate, one upload the same
+# (bench/README.md, "Uploads").
+SFTP_PROCESSES = _env_int("ROSTERDROP_SFTP_PROCESSES", 2)
 # Login names made by `sftp-user add --person NAME` (FTPS also accepts the dotted form).
 SFTP_LOGIN_SCHEME = os.environ.get("ROSTERDROP_LOGIN_SCHEME", "{person}_admin_{district}_{state}")
 SFTP_LOGIN_TIMEOUT = _env_float("ROSTERDROP_SFTP_LOGIN_TIMEOUT", 30)

@@ -56,6 +56,9 @@ def free_port() -> int:
 def base_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTERDROP_")}
     env.update(ROSTERDROP_DATA_DIR=str(data_dir), ROSTERDROP_SFTP_LOGIN_DELAY="0.2")
+    # One process: each server of the suite starts in a second, not three. What several SFTP
+    # processes must share is tested with them (test_sftp_processes.py).
+    env.update(ROSTERDROP_SFTP_PROCESSES="1")
     return env
 
 
