@@ -101,7 +101,8 @@ def test_connection_caps_hold_for_the_port_across_processes(make_server):
     # One connection in each process: each process alone is under the cap.
     assert sorted(connections_of(server).values()) == [1, 1]
     assert server.openssh("pwd\n", check=False).returncode != 0
-    [refused] = server.audit("connection_refused")
+    # Audited by the process that refused it, as the client is told.
+    [refused] = server.wait_for(lambda: server.audit("connection_refused"), 30, "the audit")
     assert refused["detail"] == "too many connections from this address"
     first.close()
     # The slot is given back once the process serving it tells the acceptor it ended.
