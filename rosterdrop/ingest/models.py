@@ -2,10 +2,12 @@
 
 from typing import Any
 
-from django.db import models
+from django.db import connection, models
+from django.db.models.fields.json import KT
 
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
+from rosterdrop.roster.models import records
 
 
 class SyncStatus(models.TextChoices):
@@ -118,6 +120,39 @@ class Change(models.Model):
         ordering = ["id"]
         # "why is X": the history of one ID, among every change of every sync.
         indexes = [models.Index(fields=["sourced_id"], name="change_sourced_id")]
+
+
+def changed_by(district_id: int, entity: str, syncs: list[int]) -> models.Q:
+    """Which records of `entity` the given syncs changed last (their changed_sync_id is one of
+    them: a dateLastModified filter, a delta).
+
+    No index of a roster table holds changed_sync_id, so that PostgreSQL updates a record in
+    place (roster.models.LOOKUPS). PostgreSQL then reads every record of the district for the
+    filter: a sync's few percent of them are on most of its pages, and seeking them one by one
+    from what the sync recorded cost more (measured at `large`, 80k of 2M enrollments: 0.4 s
+    walking, 0.5 s seeking, 2 s as the planner joined the lists below). SQLite, with no
+    statistics, would walk a lookup index and read every record at random; there the records
+    are found from what the syncs themselves recorded: those they added (first_seen_sync_id,
+    indexed), those their change rows name, and the old IDs of those they renamed (left
+    removed under them, named in the renamed record's change row), their row IDs in one list.
+    The condition on changed_sync_id stays: a record a later sync changed again is not the
+    earlier one's.
+    """
+    last = models.Q(changed_sync_id__in=syncs)
+    if connection.vendor == "postgresql":
+        return last
+    found = records(district_id, entity)
+    recorded = Change.objects.filter(sync_id__in=syncs, entity=entity)
+    renamed = recorded.filter(action=Change.Action.UPDATED, fields__0__field="sourcedId")
+    ids = (
+        found.filter(first_seen_sync_id__in=syncs)
+        .values("id")
+        .union(
+            found.filter(sourced_id__in=recorded.values("sourced_id")).values("id"),
+            found.filter(sourced_id__in=renamed.values(old=KT("fields__0__before"))).values("id"),
+        )
+    )
+    return last & models.Q(id__in=ids)
 
 
 def with_sync_times(records: models.QuerySet[Any]) -> models.QuerySet[Any]:

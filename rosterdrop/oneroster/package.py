@@ -32,7 +32,7 @@ from polars._typing import PolarsDataType
 from rosterdrop.formats.oneroster import NON_ROSTER_FILES_12, ONEROSTER_12
 from rosterdrop.formats.spec import Column, FileSpec, Type
 from rosterdrop.ingest.ahead import ahead
-from rosterdrop.ingest.models import Sync
+from rosterdrop.ingest.models import Sync, changed_by
 from rosterdrop.oneroster.completion import COURSE_PREFIX, SchoolYear, course_for
 from rosterdrop.oneroster.objects import FALSE, TRUE, timestamp
 from rosterdrop.oneroster.position import HEADER, consistent_read
@@ -420,7 +420,7 @@ def write_package(district, out: BinaryIO, since: Sync | None = None) -> Written
         def selection(entity: str) -> QuerySet:
             records = MODELS[entity].objects.filter(district=district)
             if delta:
-                return records.filter(changed_sync_id__in=later)
+                return records.filter(changed_by(district.pk, entity, later))
             return records.filter(status="active")
 
         writer = Writer(district, delta, selection)

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.http import QueryDict
 
+from rosterdrop.ingest.models import changed_by
 from rosterdrop.oneroster.objects import Kind, timestamp
 from rosterdrop.paging import MAX_OFFSET
 
@@ -49,9 +50,9 @@ def columns(kind: Kind) -> dict[str, str]:
     return named | {f.filter_name: f.column for f in kind.fields if f.kind not in ("refs",)}
 
 
-def read(params: QueryDict, kind: Kind, sync_times: dict[int, datetime]) -> Query:
+def read(params: QueryDict, kind: Kind, district_id: int, sync_times: dict[int, datetime]) -> Query:
     return Query(
-        where=where(params.get("filter", ""), kind, sync_times),
+        where=where(params.get("filter", ""), kind, district_id, sync_times),
         order=order(params.get("sort", ""), params.get("orderBy", ""), kind),
         fields=selected(params, kind),
         limit=_number(params, "limit", settings.ONEROSTER_PAGE_SIZE, low=1),
@@ -100,7 +101,7 @@ def order(sort: str, direction: str, kind: Kind) -> list[str]:
     return [f"{sign}{known[sort]}", f"{sign}id"]
 
 
-def where(text: str, kind: Kind, sync_times: dict[int, datetime]) -> Q:
+def where(text: str, kind: Kind, district_id: int, sync_times: dict[int, datetime]) -> Q:
     """The filter as a Q: clauses `field op 'value'` joined by AND or by OR (not both)."""
     if not text.strip():
         return Q()
@@ -110,7 +111,7 @@ def where(text: str, kind: Kind, sync_times: dict[int, datetime]) -> Q:
         if found is None:
             raise QueryError("invalid_filter_field", f"Cannot read the filter at {text[pos:]!r}.")
         name, op, value = found.group(1), found.group(2), found.group(3).replace("''", "'")
-        terms.append(_term(name, op, value, kind, sync_times))
+        terms.append(_term(name, op, value, kind, district_id, sync_times))
         pos = found.end()
         if pos == len(text):
             break
@@ -127,9 +128,11 @@ def where(text: str, kind: Kind, sync_times: dict[int, datetime]) -> Q:
     return combined
 
 
-def _term(name: str, op: str, value: str, kind: Kind, sync_times: dict[int, datetime]) -> Q:
+def _term(
+    name: str, op: str, value: str, kind: Kind, district_id: int, sync_times: dict[int, datetime]
+) -> Q:
     if name == "dateLastModified":
-        return Q(changed_sync_id__in=_syncs(op, value, sync_times))
+        return changed_by(district_id, kind.entity, _syncs(op, value, sync_times))
     column = columns(kind).get(name)
     if column is None:
         raise QueryError("invalid_filter_field", f"Cannot filter {kind.many} by {name!r}.")

@@ -114,7 +114,7 @@ def _read(
         if made is None:
             raise Refused(404, "unknownobject", f"No {kind.one} {ids['sourcedId']}.")
         return JsonResponse({kind.one: _fields(made, fields)})
-    query = read(request.GET, kind, sync_times)
+    query = read(request.GET, kind, district.pk, sync_times)
     chosen = chosen.filter(query.where)
     total = _count(chosen, cursor)
     found = _page_ids(chosen, query, total)
