@@ -570,3 +570,53 @@ def test_postgresql_seeks_the_few_records_a_sync_changes(district):
     for plan in cur.plans:
         assert "Index Scan using enrollment_unique_source_id" in plan, plan
         assert "Seq Scan on roster_enrollment" not in plan, plan
+
+
+def test_no_index_of_a_roster_table_holds_what_a_sync_changes_on_a_kept_record(db):
+    """A sync that updates or removes a record writes its status and changed_sync_id: in no
+    index, PostgreSQL writes the record's new version on its own page and no index entry
+    (a HOT update), and SQLite writes no index at all."""
+    from django.db import connection
+
+    for entity, model in MODELS.items():
+        with connection.cursor() as cur:
+            constraints = connection.introspection.get_constraints(cur, model._meta.db_table)
+        indexed = {column for c in constraints.values() for column in c["columns"] or []}
+        assert indexed.isdisjoint({"status", "changed_sync_id"}), entity
+
+
+def test_postgresql_updates_and_removes_records_in_place(district):
+    """Records a sync updates or marks removed keep their page and write no index entry (HOT
+    updates): the roster tables leave room on every page (roster 0009) for the new versions."""
+    from django.db import connection
+
+    from rosterdrop.roster import store
+    from rosterdrop.roster.schema import FIELDS, HASH, KEY, METADATA
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL storage parameter and PostgreSQL's statistics")
+    sync = import_path(district, DISTRICT_LARGE)
+    enrollments = records(district, "enrollments").order_by("id")
+    # Spread over the table: one of every 500 records updated, the next one removed.
+    picked = list(enrollments.values("sourced_id", *FIELDS["enrollments"])[::500])
+    changed = pl.DataFrame(
+        [
+            {KEY: r["sourced_id"], HASH: 1, **{f: r[f] for f in FIELDS["enrollments"]}}
+            for r in picked
+        ]
+    ).with_columns(
+        pl.lit(None, pl.String).alias(METADATA), pl.col("endDate").fill_null("2026-06-30")
+    )
+    removed = pl.DataFrame({KEY: list(enrollments.values_list("sourced_id", flat=True)[1::500])})
+    with store.bulk_connection() as cur:
+        store.write_records(
+            cur, district.pk, "enrollments", sync.pk,
+            added=changed.clear(), changed=changed, removed=removed,
+        )  # fmt: skip
+        cur.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
+            "WHERE relname = 'roster_enrollment'"
+        )
+        updates, in_place = cur.fetchone()
+    assert updates == len(picked) + removed.height > 100
+    assert in_place == updates

@@ -99,14 +99,14 @@ def record_events(
 def _first_seen(district_id: int, sync_id: int, entity: str) -> tuple[str, list[int]]:
     """FROM and WHERE of the entity's records first seen in the sync, and its parameters.
 
-    They are found through the entity's `changed` index (district, changed_sync_id, id): a
-    record first seen in a sync was last changed by it while that sync applies, so only what
-    the sync wrote is walked, not every record of the district.
+    They are found through the entity's `first_seen` index (district, first_seen_sync_id,
+    id): only what the sync added is walked, not every record of the district. (A record
+    first seen in a sync was last changed by it while that sync applies.)
     """
     p = "%s" if connection.vendor == "postgresql" else "?"
     rows = (
         f"FROM {MODELS[entity]._meta.db_table} "
-        f"WHERE district_id = {p} AND changed_sync_id = {p} AND first_seen_sync_id = {p}"
+        f"WHERE district_id = {p} AND first_seen_sync_id = {p} AND changed_sync_id = {p}"
     )
     return rows, [district_id, sync_id, sync_id]
 
