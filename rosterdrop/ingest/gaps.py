@@ -27,7 +27,7 @@ from django.db.models.expressions import RawSQL
 from rosterdrop.districts.models import District
 from rosterdrop.ingest import apply
 from rosterdrop.ingest.columns import KEY
-from rosterdrop.ingest.models import Change, RosterGaps
+from rosterdrop.ingest.models import Change, RosterGaps, changed_by
 from rosterdrop.ingest.plan import EntityPlan, Plan
 from rosterdrop.ingest.spill import Spill
 from rosterdrop.roster import store
@@ -344,7 +344,7 @@ class _Removed:
         if entity not in self._read:
             fields = READ[entity]
             rows = records(self.district_id, entity).filter(
-                changed_sync_id=self.sync_id, status="tobedeleted"
+                changed_by(self.district_id, entity, [self.sync_id]), status="tobedeleted"
             )
             self._read[entity] = pl.DataFrame(
                 list(rows.values_list(*fields)),
