@@ -51,6 +51,15 @@ def _row(table: list[list[str]], pick: int) -> list[str] | None:
     return table[1 + pick % (len(table) - 1)] if len(table) > 1 else None
 
 
+def _sparse(table: list[list[str]], pick: int, column: int) -> list[str] | None:
+    """A row, for an even `pick` one whose `column` names a record the edits added (few
+    rows name it, so that moving it moves that record in or out of a gap), if any."""
+    added = [r for r in table[1:] if r[column].startswith(("u-new", "c-new", "u-renamed"))]
+    if pick % 2 == 0 and added:
+        return added[pick // 2 % len(added)]
+    return _row(table, pick)
+
+
 def _apply(school: Path, edit: tuple, n: int) -> None:
     """One edit of the files in `school`; `n` makes new IDs unique."""
     files = {f: rows(school / f"{f}.csv") for f in ("orgs", "users", "classes", "enrollments")}
@@ -60,18 +69,25 @@ def _apply(school: Path, edit: tuple, n: int) -> None:
     match edit:
         case ("drop enrollment", pick) if len(enrollments) > 1:
             del enrollments[1 + pick % (len(enrollments) - 1)]
-        case ("enrollment role", pick, role) if row := _row(enrollments, pick):
+        case ("enrollment role", pick, role) if row := _sparse(
+            enrollments, pick, e["classSourcedId"]
+        ):
             row[e["role"]] = role
-        case ("enrollment user", pick, other) if row := _row(enrollments, pick):
-            if (user := _row(users, other)) is not None:
+        case ("enrollment user", pick, other) if row := _sparse(
+            enrollments, pick, e["userSourcedId"]
+        ):
+            if (user := _sparse(users, other, u["sourcedId"])) is not None:
                 row[e["userSourcedId"]] = user[u["sourcedId"]]
-        case ("enrollment class", pick, other) if row := _row(enrollments, pick):
-            if (klass := _row(classes, other)) is not None:
+        case ("enrollment class", pick, other) if row := _sparse(
+            enrollments, pick, e["classSourcedId"]
+        ):
+            if (klass := _sparse(classes, other, c["sourcedId"])) is not None:
                 row[e["classSourcedId"]] = klass[c["sourcedId"]]
         case ("enrollment end date", pick) if row := _row(enrollments, pick):
             row[e["endDate"]] = "2026-05-01" if row[e["endDate"]] != "2026-05-01" else "2026-06-10"
         case ("new enrollment", pick, user_pick, class_pick) if row := _row(enrollments, pick):
-            user, klass = _row(users, user_pick), _row(classes, class_pick)
+            user = _sparse(users, user_pick, u["sourcedId"])
+            klass = _sparse(classes, class_pick, c["sourcedId"])
             if user is not None and klass is not None:
                 new = [*row]
                 new[e["sourcedId"]] = f"e-new-{n}"

@@ -21,8 +21,18 @@ from typing import Any
 
 import polars as pl
 from django.db import connection
-from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, QuerySet, Value
+from django.db.models import (
+    BooleanField,
+    Exists,
+    ExpressionWrapper,
+    OuterRef,
+    Q,
+    QuerySet,
+    TextField,
+    Value,
+)
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Cast
 
 from rosterdrop.districts.models import District
 from rosterdrop.ingest import apply
@@ -305,14 +315,19 @@ def count(
 
 
 def _moved_by_updates(sync_id: int) -> set[str]:
-    """The entities whose records the sync updated in a field the gaps read (`READ`)."""
-    changed = Change.objects.filter(
-        sync_id=sync_id, action=Change.Action.UPDATED, entity__in=list(READ)
-    ).values_list("entity", "fields")
+    """The entities whose records the sync updated in a field the gaps read (`READ`): found
+    in its field changes as the database writes them (`"field": "role"` in the JSON text on
+    both engines; a value's own quotes are escaped there, so a value never matches)."""
+    changes = Change.objects.filter(sync_id=sync_id, action=Change.Action.UPDATED).annotate(
+        text=Cast("fields", TextField())
+    )
     return {
-        e
-        for e, fields in changed.iterator(chunk_size=10_000)
-        if any(f["field"] in READ[e] for f in fields)
+        entity
+        for entity, fields in READ.items()
+        if changes.filter(
+            Q.create([("text__contains", f'"field": "{f}"') for f in fields], Q.OR),
+            entity=entity,
+        ).exists()
     }
 
 
