@@ -243,3 +243,22 @@ def test_a_nightly_change_counts_every_gap_from_what_it_changed(
     assert (counted_from_changes, in_full) == ([True], [])
     kept = RosterGaps.objects.get(district=district)
     assert (kept.counts, kept.shown) == _in_full(district)
+
+
+def test_an_enrollment_moved_to_another_class_moves_both_classes(
+    district, school, counted_from_changes
+):
+    """An update that changes what an enrollment names (here its class, to a class nobody
+    was in): the classes it named before and after can move, and are counted."""
+    _apply(school, ("new class", 0), 0)
+    assert import_path(district, school).status == "applied"
+    kept = RosterGaps.objects.get(district=district)
+    assert "c-new-0" in kept.known["classes_without_students"]
+    enrollments = rows(school / "enrollments.csv")
+    student = next(r for r in enrollments[1:] if r[enrollments[0].index("role")] == "student")
+    student[enrollments[0].index("classSourcedId")] = "c-new-0"
+    write(school / "enrollments.csv", enrollments)
+    assert import_path(district, school).status == "applied"
+    kept = RosterGaps.objects.get(district=district)
+    assert "c-new-0" not in kept.known["classes_without_students"]
+    assert (kept.counts, kept.shown) == _in_full(district)
