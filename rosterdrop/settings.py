@@ -140,7 +140,7 @@ SFTP_HOST_KEY = DATA_DIR / "ssh_host_ed25519_key"
 # The port `serve` listens on (its --sftp-port sets this too, so the console shows the real one).
 SFTP_PORT = _env_int("ROSTERDROP_SFTP_PORT", 2222)
 # SFTP worker processes (intake/sftp_workers.py); 1 = connections served in serve's own process.
-# 2: on 2 cores, 100 uploads at once 1.5x one process's rate, one upload the same
+# 2: on 2 cores, 100 uploads at once 1.5-2.1x one process's rate, a third process adds nothing
 # (bench/README.md, "Uploads").
 SFTP_PROCESSES = _env_int("ROSTERDROP_SFTP_PROCESSES", 2)
 # Login names made by `sftp-user add --person NAME` (FTPS also accepts the dotted form).
