@@ -189,10 +189,11 @@ class Reader:
     def _vouched(
         self, fmt: FormatSpec, file: FileSpec, mode: Mode, checker: RowChecker, extras: list[str]
     ) -> bool:
-        """Whether the roster vouches for the file's rows (ingest/vouched.py)."""
-        if file.outputs[0].entity not in self.vouched:
+        """Whether the roster vouches for the file's rows (ingest/vouched.py). A file that makes
+        no records is never vouchable: asked first, before its first output's entity."""
+        if not vouchable(fmt, file, mode, checker.checked_columns, extras):
             return False
-        return vouchable(fmt, file, mode, checker.checked_columns, extras)
+        return file.outputs[0].entity in self.vouched
 
     def _lines_of(
         self, file: FileSpec, table: Table, encoding: str, member: Member, taking: bool = True
