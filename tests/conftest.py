@@ -102,8 +102,14 @@ def school(tmp_path) -> Path:
 
 @pytest.fixture
 def district(db):
+    """Springfield, new in the database and with an empty folder: its rows go with each
+    test's transaction, its folder on disk would stay for the worker's next test (a file
+    test_retention left there showed in test_shared_folder's listing)."""
     from rosterdrop.districts.models import District
+    from rosterdrop.intake.folder import district_root, staging_dir
 
+    for folder in (district_root("springfield"), staging_dir("springfield")):
+        shutil.rmtree(folder, ignore_errors=True)
     return District.objects.create(slug="springfield", name="Springfield", format="oneroster-1.1")
 
 
