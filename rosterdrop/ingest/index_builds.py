@@ -124,7 +124,7 @@ def _after(sync: Sync) -> None:
     """What is built after the sync: the lines of its files its read did not keep (for the
     next read, ingest/line_builds.py), then their SIS search index."""
     uploads = [u for u in sync.uploads.all() if u.stored_path]
-    if uploads and line_builds.wanted(sync):
+    if uploads:  # line_builds.keep asks whether they are wanted
         try:
             line_builds.keep(sync, uploads)
         except Exception:  # a cache for the next read: never a reason to fail anything
