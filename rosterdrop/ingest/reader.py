@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 import numpy as np
 import polars as pl
@@ -30,7 +30,7 @@ from rosterdrop.ingest.columns import (
     SAME,
     STATUS,
 )
-from rosterdrop.ingest.decode import decode
+from rosterdrop.ingest.decode import Decoded, decode
 from rosterdrop.ingest.findings import FindingLog
 from rosterdrop.ingest.keys import EntityRows
 from rosterdrop.ingest.lines import SENT_STATUS, FileLines, LineFiles
@@ -110,12 +110,8 @@ class Reader:
     def read_file(self, fmt: FormatSpec, file: FileSpec, member: Member, mode: Mode) -> None:
         """Read one file: decoded, its header checked, its rows checked and mapped to records
         (spilled to disk when there is a spill folder), every issue in the log."""
-        assert file.dialect is not None  # a FormatSpec gives each of its files a dialect
         with member.open() as stream:
-            decoded = decode(stream, file.name, file.dialect.encoding or self.fallback)
-            table = read_table(
-                file.name, decoded.chunks, file.dialect.delimiters, file.dialect.escapechar
-            )
+            decoded, table = self._table(file, stream)
             if not check_header(file, table.header, fmt.header_order, self.log):
                 table.batches.close()
                 return
@@ -158,12 +154,9 @@ class Reader:
         """Keep a file's lines for the next read as a read the roster vouches for keeps them
         (each line mapped before its checks), reading nothing else, unless its lines are kept
         already: after a sync whose read kept none (ingest/line_builds.py)."""
-        assert file.dialect is not None and self.lines is not None
+        assert self.lines is not None
         with member.open() as stream:
-            decoded = decode(stream, file.name, file.dialect.encoding or self.fallback)
-            table = read_table(
-                file.name, decoded.chunks, file.dialect.delimiters, file.dialect.escapechar
-            )
+            decoded, table = self._table(file, stream)
             with closing(table.batches):
                 if not check_header(file, table.header, fmt.header_order, self.log):
                     return
@@ -185,6 +178,15 @@ class Reader:
                     lines.discard()
                     raise
                 lines.close(checker.rows, decoded.encoding, decoded.findings + table.findings)
+
+    def _table(self, file: FileSpec, stream: BinaryIO) -> tuple[Decoded, Table]:
+        """A file's bytes decoded (its own encoding, else the district's fallback) and cut into
+        its header and batches of rows, as its dialect says."""
+        dialect = file.dialect
+        assert dialect is not None  # a FormatSpec gives each of its files a dialect
+        decoded = decode(stream, file.name, dialect.encoding or self.fallback)
+        table = read_table(file.name, decoded.chunks, dialect.delimiters, dialect.escapechar)
+        return decoded, table
 
     def _vouched(
         self, fmt: FormatSpec, file: FileSpec, mode: Mode, checker: RowChecker, extras: list[str]
