@@ -37,7 +37,7 @@ from django.db.models.functions import Cast
 from rosterdrop.districts.models import District
 from rosterdrop.ingest import apply
 from rosterdrop.ingest.columns import KEY
-from rosterdrop.ingest.models import Change, RosterGaps, changed_by
+from rosterdrop.ingest.models import Change, RosterGaps
 from rosterdrop.ingest.plan import EntityPlan, Plan
 from rosterdrop.ingest.spill import Spill
 from rosterdrop.roster import store
@@ -159,6 +159,9 @@ class Before:
     kept: RosterGaps
     found: dict[str, set[str]] = field(default_factory=dict)
     after: dict[str, pl.Series] = field(default_factory=dict)
+    # The keys the sync removes of each entity whose removed records are read after apply
+    # (`_kept_out`), from its plan: sought there by key (`_Removed`).
+    removed: dict[str, pl.Series] = field(default_factory=dict)
 
 
 def _in(table: str) -> Q:
@@ -187,7 +190,7 @@ def before(
         return None
     moved = {e: _moved(conn, district_id, ep, spills[e]) for e, ep in entities.items()}
     found = queries(district_id)
-    counting = Before(kept)
+    counting = Before(kept, removed={e: ep.removed for e, ep in entities.items() if _kept_out(e)})
     for n, (kind, entity) in enumerate(KINDS.items()):
         now, then = _candidates(kind, entity, moved)
         # Any org added, removed, reactivated or renamed (its updates: after apply).
@@ -291,7 +294,7 @@ def count(
     # What the sync's updates moved, and what its removed records named: read after apply.
     moved, removed = set(), None
     if counted is not None and sync_id is not None:
-        moved, removed = _moved_by_updates(sync_id), _Removed(district_id, sync_id)
+        moved, removed = _moved_by_updates(sync_id), _Removed(district_id, counted.removed)
     for n, (kind, found) in enumerate(queries(district_id).items()):
         if counted and removed and kind in counted.after and not _named_by(kind) & moved:
             then = pl.concat([counted.after[kind], removed.named(kind)]).unique()
@@ -340,8 +343,8 @@ class _Removed:
     """What the records the sync removed named, read once apply has marked them (they keep
     their fields): those of the entities whose removed records are looked up only after."""
 
-    def __init__(self, district_id: int, sync_id: int):
-        self.district_id, self.sync_id = district_id, sync_id
+    def __init__(self, district_id: int, keys: dict[str, pl.Series]):
+        self.district_id, self.keys = district_id, keys
         self._read: dict[str, pl.DataFrame] = {}
 
     def named(self, kind: str) -> pl.Series:
@@ -357,15 +360,11 @@ class _Removed:
 
     def _versions(self, entity: str) -> pl.DataFrame:
         if entity not in self._read:
-            fields = READ[entity]
-            rows = records(self.district_id, entity).filter(
-                changed_by(self.district_id, entity, [self.sync_id]), status="tobedeleted"
-            )
-            self._read[entity] = pl.DataFrame(
-                list(rows.values_list(*fields)),
-                schema=dict.fromkeys(fields, pl.String),
-                orient="row",
-            )
+            keys = self.keys.get(entity, pl.Series(KEY, [], pl.String)).alias(KEY).to_frame()
+            with connection.cursor() as cursor:
+                self._read[entity] = store.fields_of(
+                    cursor.cursor, self.district_id, entity, keys, READ[entity]
+                )
         return self._read[entity]
 
 
