@@ -428,7 +428,7 @@ def bench_database(
     floor_only: bool = False,
 ) -> list[Step]:
     """Floor, then the three imports, for one database; returns one Step per line."""
-    pg_db = PG_BENCH_DB.format(size=run_dir.parent.name)
+    pg_db = os.environ.get("BENCH_PG_DB") or PG_BENCH_DB.format(size=run_dir.parent.name)
     logs = run_dir / "logs" / db
     shutil.rmtree(run_dir / db, ignore_errors=True)
     (run_dir / db).mkdir(parents=True)
