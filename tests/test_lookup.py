@@ -1,8 +1,10 @@
-"""HashIndex finds 64-bit hashes exactly, whatever their spread."""
+"""HashIndex finds 64-bit hashes exactly, whatever their spread; `guessed` finds what it would."""
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from rosterdrop.ingest.lookup import HashIndex
+from rosterdrop.ingest.lookup import GUESS_STEP, HashIndex, guessed
 
 
 def test_finds_every_present_hash_and_no_absent_one():
@@ -40,3 +42,55 @@ def test_unsorted_hashes_with_their_order():
     found = HashIndex(hashes, np.argsort(hashes, kind="stable")).find(needles)
     assert (hashes[found[: len(hashes[::5])]] == hashes[::5]).all()
     assert (found[len(hashes[::5]) :] == -1).all()
+
+
+# Edits of a sequence of values: what a night does to a file's lines (or to the roster's
+# records beside the lines that wrote them).
+EDITS = st.lists(
+    st.tuples(st.sampled_from(["remove", "move", "repeat", "add"]), st.integers(0, 10**6)),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(0, 700),
+    edits=EDITS,
+    shuffled=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_guessed_places_are_where_a_lookup_finds_them(size, edits, shuffled, seed):
+    """Whatever the order of the items against their places (the same, edited, or none at
+    all), an item is found exactly when its value is among the places, and at a place with its
+    value: a guess is only ever taken where it agrees."""
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 2**62, size, dtype=np.uint64)
+    items = list(values)
+    for edit, at in edits:
+        if edit == "add" or not items:
+            items.insert(at % (len(items) + 1), np.uint64(2**63 + at))  # no place has it
+            continue
+        i = at % len(items)
+        if edit == "remove":
+            del items[i]
+        elif edit == "move":
+            items.insert((at // 7) % len(items), items.pop(i))
+        else:
+            items.insert((at // 7) % len(items), items[i])
+    needles = np.array(items, dtype=np.uint64)
+    if shuffled:
+        rng.shuffle(needles)
+    index = HashIndex(values, np.argsort(values, kind="stable"))
+    asked: list[int] = []
+
+    def look_up(at: np.ndarray) -> np.ndarray:
+        asked.extend(at.tolist())
+        return index.find(needles[at])
+
+    found = guessed(len(needles), size, look_up, lambda at, p: values[p] == needles[at])
+    present = np.isin(needles, values)
+    assert ((found >= 0) == present).all()
+    assert (values[found[present]] == needles[present]).all()
+    assert len(asked) == len(set(asked))  # none looked up twice
+    if not edits and not shuffled and size > 2 * GUESS_STEP:
+        assert len(asked) < size // 2  # in order, most places are guessed

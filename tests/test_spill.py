@@ -2,6 +2,7 @@
 records the roster already holds exactly as they are."""
 
 import random
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -139,3 +140,32 @@ def test_fingerprints_are_made_in_a_thread_entity_by_entity():
     broken = Fingerprinting(roster.drop("_hash"))
     with pytest.raises(pl.exceptions.ColumnNotFoundError):
         broken.pop("users")
+
+
+@pytest.mark.parametrize("order", ["roster", "moved", "random"])
+def test_records_in_the_rosters_order_match_as_any_do(order):
+    """A file's kept lines are matched with the roster in their order, most of them found at
+    the place after the one before (lookup.guessed): the same places as looked up one by one,
+    with records changed, gone or not active since, and in any order."""
+    keys = [f"u{i:04d}" for i in range(600)]
+    [batch] = _batches(keys, 600)
+    roster = pl.DataFrame(
+        {
+            "entity": pl.Series(["users"] * 600, dtype=pl.Enum(["users"])),
+            "_keyhash": batch["_keyhash"],
+            "_hash": batch["_hash"].scatter([5, 300], [-1, -2]),  # changed since
+            "status": pl.Series(
+                ["active"] * 400 + ["tobedeleted"] + ["active"] * 199,
+                dtype=pl.Enum(["active", "tobedeleted"]),
+            ),
+        }
+    ).filter(pl.int_range(pl.len()) != 450)  # gone
+    kept = batch.select("_keyhash", "_hash")
+    if order == "moved":
+        kept = pl.concat([kept[:100], kept[200:], kept[100:200], kept[7:9]])
+    elif order == "random":
+        kept = kept.sample(fraction=1.0, shuffle=True, seed=3)
+    spill = Spill(Path("."), "users", Fingerprinting(roster).pop("users"))
+    same = spill.match(kept, in_order=True)
+    assert same is not None and same.equals(spill.match(kept))
+    assert same.null_count() == 4  # 5, 300, 400 and 450

@@ -66,7 +66,7 @@ from rosterdrop.ingest.columns import (
     STATUS,
 )
 from rosterdrop.ingest.keys import TARGETS
-from rosterdrop.ingest.lookup import HashIndex, sorting_order
+from rosterdrop.ingest.lookup import HashIndex, guessed, sorting_order
 from rosterdrop.ingest.spill import Spill
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,6 @@ SENT_STATUS = "_sent_status"
 # share of them is held by the roster as it is, and they are in fewer than MAX_PARTS parts.
 MOST = 0.75
 MAX_PARTS = 8
-# One line in this many of a piece is looked up by its hashes, the others' places guessed
-# from theirs (LastRead._guessed).
-GUESS_STEP = 64
 
 
 @dataclass(frozen=True)
@@ -155,7 +152,7 @@ class LastRead:
         enrollments' lines cost about eight times the CPU). `read`: called once a column is
         taken, to let go of what was read of `kept` so far (its mapped pages)."""
         self.kept = kept.num_rows
-        same = spill.match(_column_frame(kept, [KEYHASH, HASH]))
+        same = spill.match(_column_frame(kept, [KEYHASH, HASH]), in_order=True)
         read()
         if same is None:
             held = np.zeros(0, dtype=np.int64)
@@ -183,48 +180,24 @@ class LastRead:
         return self._rows.height
 
     def find(self, hashes: pl.DataFrame) -> pl.Series:
+        """Where lines (their two hashes) are among the rows: a file is mostly the lines its
+        last read kept, in their order, so most places are guessed from their neighbours'
+        (lookup.guessed), taken where both hashes agree."""
         line, check = hashes[LINEHASH].to_numpy(), hashes[LINECHECK].to_numpy()
-        found = self._guessed(line, check)
-        rest = np.flatnonzero(found < 0)
-        if len(rest):
-            found[rest] = self._looked_up(line[rest], check[rest])
+
+        def look_up(at: np.ndarray) -> np.ndarray:
+            found = self._index.find(line[at])
+            hit = np.flatnonzero(found >= 0)
+            found[hit[self._checks[found[hit]] != check[at][hit]]] = -1
+            return found
+
+        def agree(at: np.ndarray, guess: np.ndarray) -> np.ndarray:
+            right: np.ndarray = self._hashes[guess] == line[at]
+            right &= self._checks[guess] == check[at]
+            return right
+
+        found = guessed(len(line), len(self._hashes), look_up, agree)
         return pl.Series(KNOWN, found).replace(-1, None)
-
-    def _looked_up(self, line: np.ndarray, check: np.ndarray) -> np.ndarray:
-        """Where lines (their two hashes) are among the rows, by the index of their hashes
-        (-1: not there)."""
-        at = self._index.find(line)
-        hit = np.flatnonzero(at >= 0)
-        at[hit[self._checks[at[hit]] != check[hit]]] = -1
-        return at
-
-    def _guessed(self, line: np.ndarray, check: np.ndarray) -> np.ndarray:
-        """Where lines are, guessed from every GUESS_STEP-th of them looked up: a file is
-        mostly the lines its last read kept, in their order, so the lines after one found at
-        row p are at p + 1, p + 2... and those before it at p - 1, p - 2... A guess is taken
-        where both hashes agree (-1: none did; such a line is looked up). Looking up every
-        line went all over the index: 5M lines cost ~1 s CPU, most of it waiting on memory."""
-        found = np.full(len(line), -1, dtype=np.int64)
-        if not len(line):
-            return found
-        anchors = np.unique(np.append(np.arange(0, len(line), GUESS_STEP), len(line) - 1))
-        found[anchors] = self._looked_up(line[anchors], check[anchors])
-        anchors = anchors[found[anchors] >= 0]
-        if not len(anchors):
-            return found
-        marks = np.full(len(line), -1, dtype=np.int64)
-        marks[anchors] = anchors
-        before = np.maximum.accumulate(marks)  # the last anchor found at or before each line
-        marks[marks < 0] = len(line)
-        after = np.minimum.accumulate(marks[::-1])[::-1]  # the next one at or after it
-        for anchor in (before, after):
-            at = np.flatnonzero((found < 0) & (anchor >= 0) & (anchor < len(line)))
-            guess = found[anchor[at]] + (at - anchor[at])
-            inside = (guess >= 0) & (guess < len(self._hashes))
-            at, guess = at[inside], guess[inside]
-            agree = (self._hashes[guess] == line[at]) & (self._checks[guess] == check[at])
-            found[at[agree]] = guess[agree]
-        return found
 
     def everything(self) -> pl.DataFrame:
         """Every held line as found at its place: row i at line i + 2 (a file taken whole)."""

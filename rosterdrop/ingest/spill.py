@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.ipc
 
 from rosterdrop.ingest.columns import HASH, KEY, KEYHASH, RECORD, ROW, SAME
-from rosterdrop.ingest.lookup import HashIndex
+from rosterdrop.ingest.lookup import HashIndex, guessed
 from rosterdrop.ingest.mapping import stored_columns
 from rosterdrop.roster.hashes import entity_slices
 from rosterdrop.timing import timed
@@ -131,12 +131,36 @@ class Spill:
     def _path(self, part: int) -> Path:
         return self.folder / f"{self.entity}-{part:03d}.arrow"
 
-    def match(self, mapped: pl.DataFrame) -> pl.Series | None:
+    def match(self, mapped: pl.DataFrame, in_order: bool = False) -> pl.Series | None:
         """Each record's SAME: the position of the roster record its fingerprint matched
-        (null: none); None if the roster holds no records of this entity."""
+        (null: none); None if the roster holds no records of this entity. `in_order`: the
+        records are mostly in the roster's order (a file's kept lines, in the order of the
+        lines that wrote most of those records), so most are found at the place after the
+        one before them (lookup.guessed), not looked up all over the fingerprints' index
+        (2M kept enrollments: 0.35 s CPU)."""
         if self.unchanged is None:
             return None
-        return self._held_as_is(fingerprints(mapped.select(KEYHASH, HASH)))
+        mine = fingerprints(mapped.select(KEYHASH, HASH))
+        if not in_order:
+            return self._held_as_is(mine)
+        held = self.unchanged
+        by_place = np.zeros(int(held.positions.max()) + 1, dtype=np.uint64)
+        by_place[held.positions] = held.fingerprints.hashes
+        active = np.zeros(len(by_place), dtype=bool)
+        active[held.positions] = True
+
+        def look_up(at: np.ndarray) -> np.ndarray:
+            found = held.fingerprints.find(mine[at])
+            hit = found >= 0
+            found[hit] = held.positions[found[hit]]
+            return found
+
+        def agree(at: np.ndarray, place: np.ndarray) -> np.ndarray:
+            right: np.ndarray = active[place] & (by_place[place] == mine[at])
+            return right
+
+        position = guessed(len(mine), len(by_place), look_up, agree)
+        return pl.Series(SAME, position, dtype=pl.Int64).replace(-1, None).cast(pl.UInt32)
 
     @timed("spill", batch=True)
     def write(
