@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rosterdrop.districts.models import District
-from rosterdrop.ingest import index_builds, lines
+from rosterdrop.ingest import decode, index_builds, lines
 from rosterdrop.ingest import read as read_module
 from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster import store
@@ -358,8 +358,10 @@ def _whole(path: Path, how: str) -> None:
 
 
 @pytest.fixture
-def pair(db, school):
-    """Two districts with the same roster: one reads incrementally, the other in full."""
+def pair(db, school, monkeypatch):
+    """Two districts with the same roster: one reads incrementally, the other in full (kept
+    lines written a few at a time: several batches to take, in several parts)."""
+    monkeypatch.setattr(lines, "KEEP_ROWS", 5)
     districts = [
         District.objects.create(slug=slug, name=slug, format="oneroster-1.1")
         for slug in ("incremental", "full")
@@ -415,3 +417,23 @@ def test_an_incremental_read_finds_what_a_full_read_finds(pair, school, tmp_path
         assert (a.status, a.changes, a.files) == (b.status, b.changes, b.files)
         assert _issues(a) == _issues(b)
         assert _dump(incremental) == _dump(full)
+
+
+def test_kept_lines_are_written_in_batches_of_keep_rows(district, school, read, monkeypatch):
+    """A file's kept lines are written KEEP_ROWS or more at a time, not a piece at a time (each
+    batch carries its references' dictionaries, converted batch by batch by the next read),
+    and found all the same."""
+    monkeypatch.setattr(decode, "CHUNK", 1024)  # pieces of a few lines each
+    monkeypatch.setattr(lines, "KEEP_ROWS", 100)
+    _imported(district, school, built=True)
+    body = len(_lines(school / "enrollments.csv")) - 1
+    stem = lines.Layout("", "enrollments.csv", (), ",", "").name.removesuffix(".arrow")
+    [path] = [p for p in _kept_paths(district) if p.name.startswith(stem)]
+    with pa.OSFile(str(path)) as source:
+        sizes = [batch.num_rows for batch in pa.ipc.open_stream(source)]
+    assert sum(sizes) == body and len(sizes) > 1
+    assert all(100 <= size < 120 for size in sizes[:-1])  # pieces of ~6 lines each
+    _manifest_in_other_bytes(school)
+    read.clear()
+    assert import_path(district, school).status == "no_changes"
+    assert read["enrollments.csv"] == 0
