@@ -10,6 +10,7 @@ import pytest
 from conftest import DISTRICT_LARGE
 from helpers import edit, rows, write
 
+from rosterdrop.ingest import index_builds
 from rosterdrop.ingest.models import Change
 from rosterdrop.ingest.report import summary
 from rosterdrop.ingest.syncs import approve, import_path
@@ -454,6 +455,7 @@ def missing_while_writing(monkeypatch, district, path) -> tuple[dict[str, set[st
     monkeypatch.setattr(store, "lookups_built_after", watched)
     sync = import_path(district, path)
     assert sync.status == "applied"
+    assert index_builds.build(district) == [sync.pk]  # on SQLite the reference indexes
     for entity in MODELS:
         assert declared_indexes(entity) <= table_indexes(entity), entity
     return missing, sync
@@ -474,10 +476,10 @@ def declared_indexes(entity: str) -> set[str]:
 
 def test_a_first_import_builds_the_reference_indexes_after_its_rows(district, monkeypatch):
     """A first import that outnumbers the table drops indexes and builds them after its rows
-    (store.lookups_built_after), in its transaction: on SQLite the console's reference
-    indexes, on PostgreSQL, where the table holds no other district's records, every
-    secondary index and the unique key. While its rows go in they are gone, afterwards every
-    one is back."""
+    (store.lookups_built_after): on SQLite the console's reference indexes, after its sync
+    (the build that follows it), on PostgreSQL, where the table holds no other district's
+    records, every secondary index and the unique key, in its transaction. While its rows go
+    in they are gone, afterwards every one is back."""
     from django.db import connection
 
     from rosterdrop.roster.models import LOOKUP_INDEXES

@@ -240,7 +240,7 @@ def run(
                     spills = checked.records.spills
                     counted = gaps.before(conn, district.pk, planned, plan, spills)
                     apply_plan(conn, plan, spills, district.pk, sync.pk)
-                    gaps.count(district.pk, sync.pk, token, counted)
+                    gaps.applied(district.pk, sync.pk, token, counted)
                     record_events(conn, district.pk, sync.pk, renamed_in(plan), Change)
                     process.checkpoint("apply")
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import (
     BooleanField,
     Exists,
@@ -97,6 +97,8 @@ LOOKUP_SHARE = 0.5
 KNOWN = 10_000
 # A version of a record: as it was before the sync (active then) or as it will be after.
 NEW = "_new"
+# The entities whose records the gaps probe by reference, one per record (`_named`).
+_PROBED = ("roles", "enrollments")
 
 
 def _active(district_id: int, entity: str) -> Records:
@@ -111,12 +113,16 @@ def _ids(district_id: int, entity: str, field: str, **where: str) -> Records:
     return found.values(field)
 
 
-def _named(district_id: int, entity: str, field: str, **where: str) -> Exists:
+def _named(district_id: int, entity: str, field: str, **where: str) -> Q:
     """Whether an active record of `entity` names the outer record in `field`: one probe of
     the roster's index on it per record (roster.models.LOOKUPS), where `NOT IN` a subquery
-    would have SQLite sort every enrollment first (measured: 14 s of CPU at 5M)."""
-    named = _active(district_id, entity).filter(**{field: OuterRef("sourced_id")}, **where)
-    return Exists(named)
+    would have SQLite sort every enrollment first (measured: 14 s of CPU at 5M). While that
+    index is not built (a first import's, until the build after its sync), a probe would
+    scan every record of `entity`: then `IN` it is, sorted once."""
+    named = _active(district_id, entity).filter(**where)
+    if not store.lookups_built(entity):
+        return Q(sourced_id__in=named.exclude(**{f"{field}__isnull": True}).values(field))
+    return Q(Exists(named.filter(**{field: OuterRef("sourced_id")})))
 
 
 def queries(district_id: int) -> dict[str, Records]:
@@ -278,6 +284,27 @@ def _candidates(
         pl.concat(named).group_by(KEY).agg(pl.col("_out_before").any(), pl.col("_out_after").any())
     )
     return known.filter(~pl.col("_out_before"))[KEY], known.filter(~pl.col("_out_after"))[KEY]
+
+
+def applied(district_id: int, sync_id: int, token: int, counted: Before | None) -> None:
+    """Count the gaps of the roster a sync applies, in its transaction (`count`), unless it
+    left the reference indexes the count probes to be built after it (a first import on
+    SQLite, roster.store.lookups_built_after): they are then counted after those
+    (`after_sync`), and until then the district keeps no count and `of` counts when asked."""
+    if all(store.lookups_built(e) for e in _PROBED):
+        count(district_id, sync_id, token, counted)
+    else:
+        RosterGaps.objects.filter(district_id=district_id).delete()
+
+
+def after_sync(district_id: int, sync_id: int, token: int | None) -> None:
+    """After the build of what a sync left to after it: count the gaps of the roster it left
+    (the roster of `token`), if it is still the district's and nobody counted them since."""
+    with transaction.atomic():
+        if token is None or token != store.roster_token(district_id):
+            return
+        if not RosterGaps.objects.filter(district_id=district_id, token=token).exists():
+            count(district_id, sync_id, token)
 
 
 @timed("count gaps")

@@ -1,9 +1,12 @@
-"""The SIS search index of a sync's uploads (ingest.sent_index), built off the import's path.
+"""What is built after a sync, off the import's path: the SIS search index of its uploads
+(ingest.sent_index), the lines its read did not keep (line_builds.py), and on SQLite the
+roster's reference indexes a first import left out with the gaps they count
+(roster/store.py lookups_built_after).
 
-It was built inside every import, after the apply: at `huge` ~17 s of CPU on SQLite and ~57 s
-on PostgreSQL (writing ~400 MB), for a first import and again on every night that sends a
-changed enrollments.csv. Now a sync's outcome is recorded and told without it, and the index
-is built after, in the background: on PostgreSQL by a queue job (intake/queue.py
+The search index was built inside every import, after the apply: at `huge` ~17 s of CPU on
+SQLite and ~57 s on PostgreSQL (writing ~400 MB), for a first import and again on every night
+that sends a changed enrollments.csv. Now a sync's outcome is recorded and told without it,
+and the index is built after, in the background: on PostgreSQL by a queue job (intake/queue.py
 `build_index`, deferred once the outcome is committed: `syncs` sends `signals.index_wanted`),
 on SQLite by serve's worker thread between its imports (intake/worker.py). `rosterdrop import`
 builds none: the next `serve` or `rosterdrop worker` does, or `rosterdrop search-index build`.
@@ -30,10 +33,11 @@ from django.db.models import Exists, OuterRef, QuerySet
 
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import jobs, line_builds, sent_index, states, syncs
+from rosterdrop.ingest import gaps, jobs, line_builds, sent_index, states, syncs
 from rosterdrop.ingest.engine import Settings
 from rosterdrop.ingest.models import IndexState, Sync
 from rosterdrop.ingest.reader import limits
+from rosterdrop.roster import store
 from rosterdrop.timing import timed
 
 log = logging.getLogger(__name__)
@@ -123,6 +127,10 @@ def _build(sync: Sync) -> None:
 def _after(sync: Sync) -> None:
     """What is built after the sync: the lines of its files its read did not keep (for the
     next read, ingest/line_builds.py), then their SIS search index."""
+    try:
+        _lookups(sync)
+    except Exception:  # readers are right without them, only slower; the next sync builds them
+        log.exception("the reference indexes left after sync %s were not built", sync.pk)
     uploads = [u for u in sync.uploads.all() if u.stored_path]
     if uploads:  # line_builds.keep asks whether they are wanted
         try:
@@ -130,6 +138,13 @@ def _after(sync: Sync) -> None:
         except Exception:  # a cache for the next read: never a reason to fail anything
             log.exception("the lines of sync %s were not kept", sync.pk)
     _index(sync, uploads)
+
+
+def _lookups(sync: Sync) -> None:
+    """The roster's reference indexes a first import left to after its sync, then the gaps
+    that it could not count without them (roster/store.py lookups_built_after)."""
+    store.build_missing_lookups()
+    gaps.after_sync(sync.district_id, sync.pk, sync.roster_token)
 
 
 @timed("search index")

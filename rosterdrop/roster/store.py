@@ -392,12 +392,15 @@ def insert_staged(
 # once after the rows are in, each costs ~5 s at that size. Only where the addition is most of
 # the table (a district's first import on a fresh or small installation), so that no import of
 # a small district rebuilds the indexes of every other one. On SQLite the import is the one
-# writer anyway and readers keep the committed schema. On PostgreSQL a DROP INDEX locks every
+# writer anyway and readers keep the committed schema; the build (two sorts of 5M keys that
+# start with a 36-character ID: ~40 s of CPU at `huge`, a third of a first import) is left to
+# after the sync commits, off its path (`build_missing_lookups`, ingest/index_builds.py),
+# and every reader is correct meanwhile, only slower. On PostgreSQL a DROP INDEX locks every
 # reader of the table out until the commit, so there every secondary index and the unique key
-# are rebuilt (measured on 500k enrollments: 75 s to COPY into the indexed table, 25 s to load
-# and build them after), but only when the table holds no other district's records and
-# nobody else is using it at that moment (locked without waiting): a district's first import
-# into an installation that has none of that entity yet.
+# are rebuilt in the sync's transaction (measured on 500k enrollments: 75 s to COPY into the
+# indexed table, 25 s to load and build them after), but only when the table holds no other
+# district's records and nobody else is using it at that moment (locked without waiting): a
+# district's first import into an installation that has none of that entity yet.
 DEFER_LOOKUPS_MIN = 100_000
 # Memory for each index build on PostgreSQL (its default, 64 MB, sorts 5M keys on disk).
 BUILD_MEMORY = "512MB"
@@ -405,32 +408,69 @@ BUILD_MEMORY = "512MB"
 
 @contextmanager
 def lookups_built_after(cur: Cursor, entity: str, adding: int, district_id: int) -> Iterator[None]:
-    """Around the writes of an entity: drop its reference indexes (on PostgreSQL every
-    secondary index and the unique key) first and build them again at the end, in the same
-    transaction, when `adding` records outnumber the table's."""
+    """Around the writes of an entity: when `adding` records outnumber the table's, drop its
+    reference indexes first, on SQLite to be built after the sync (`build_missing_lookups`),
+    on PostgreSQL with every secondary index and the unique key, built again at the end in the
+    same transaction. Otherwise, on SQLite, build first those of the entity still missing
+    (a build after an earlier sync that has not run, or died)."""
     model = MODELS[entity]
+    postgres = _is_postgres()
     deferred: list[Any] = list(LOOKUP_INDEXES.get(entity, []))
-    if _is_postgres():
+    if postgres:
         deferred = [*model._meta.indexes, *model._meta.constraints]
-    if not deferred or adding < DEFER_LOOKUPS_MIN:
-        yield
-        return
-    cur.execute(f"SELECT MAX(id) FROM {table(entity)}")  # the rowid, or the primary key: no scan
-    held = cur.fetchone()[0] or 0
-    if adding <= held or (_is_postgres() and not take_table(cur, table(entity), district_id)):
-        yield
-        return
-    for index in deferred:
-        if isinstance(index, models.UniqueConstraint):
-            cur.execute(f"ALTER TABLE {table(entity)} DROP CONSTRAINT {_q(index.name)}")
-        else:
-            cur.execute(f"DROP INDEX {_q(index.name)}")
+    if deferred and adding >= DEFER_LOOKUPS_MIN:
+        cur.execute(f"SELECT MAX(id) FROM {table(entity)}")  # the rowid, or the primary key
+        held = cur.fetchone()[0] or 0
+        if adding > held and (not postgres or take_table(cur, table(entity), district_id)):
+            for index in deferred:
+                if isinstance(index, models.UniqueConstraint):
+                    cur.execute(f"ALTER TABLE {table(entity)} DROP CONSTRAINT {_q(index.name)}")
+                else:
+                    cur.execute(f"DROP INDEX IF EXISTS {_q(index.name)}")
+            yield
+            if postgres:
+                _build(cur, entity, deferred)
+            return
+    _build(cur, entity, _missing(cur, entity))
     yield
-    _build(cur, entity, deferred)
+
+
+def _missing(cur: Cursor, entity: str) -> list[models.Index]:
+    """The entity's reference indexes not in the database (only SQLite leaves them out)."""
+    if _is_postgres():
+        return []
+    cur.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", [table(entity)]
+    )
+    present = {name for (name,) in cur.fetchall()}
+    return [index for index in LOOKUP_INDEXES.get(entity, []) if index.name not in present]
+
+
+def lookups_built(entity: str) -> bool:
+    """Whether the entity's reference indexes are all in place: a first import on SQLite
+    leaves them to after its sync, and a query that would probe one per record must then
+    be written another way (ingest.gaps)."""
+    with connection.cursor() as cur:
+        return not _missing(cur, entity)
+
+
+def build_missing_lookups() -> None:
+    """Build the reference indexes a first import left to after its sync (or a crash left
+    out), each in a transaction of its own: on SQLite each holds the write lock while it
+    sorts (~20 s at 5M enrollments), and a sync waits for it no longer than that."""
+    for entity in ENTITIES:
+        while True:
+            with bulk_connection() as cur:
+                missing = _missing(cur, entity)
+                if not missing:
+                    break
+                _build(cur, entity, missing[:1])
 
 
 @timed("build indexes")
 def _build(cur: Cursor, entity: str, indexes: list[Any]) -> None:
+    if not indexes:
+        return
     model, editor = MODELS[entity], connection.schema_editor()  # the editor only writes SQL
     if _is_postgres():
         cur.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
