@@ -41,9 +41,6 @@ log = logging.getLogger(__name__)
 # to flush it all at once.
 WRITEBACK_WINDOW = 64 << 20
 HASH_BLOCK = 1 << 20
-# A transfer's file is copied into the inbox as it arrives, this many bytes at a time
-# (_InPlace): the close then copies the last window only.
-COPY_WINDOW = 4 << 20
 # S3 multipart parts: at least 5 MiB except the last (S3's rule); 8 MiB parts reach 80 GB in
 # S3's 10,000 parts, far past the largest upload allowed (ROSTERDROP_SFTP_MAX_FILE_SIZE).
 PART_SIZE = 8 << 20
@@ -184,27 +181,22 @@ def _copy_windows(source: int, target: int, offset: int, done: "queue.Queue[Wind
         done.put(error)
 
 
-def _copy_and_hash(
-    source_path: Path, target: int, start: int = 0, digest: "hashlib._Hash | None" = None
-) -> tuple[int, str]:
-    """Copy a file from `start` on (bytes before it are in `target` already, hashed into
-    `digest`) into the open file `target`, durably; its size and sha256.
+def _copy_and_hash(source_path: Path, target: int) -> tuple[int, str]:
+    """Copy a file into the open file `target`, durably; its size and sha256.
 
     The kernel copies in a thread while the copy, just written and still cached, is hashed
     window by window behind it: the hash is of the bytes kept, and the two overlap (measured
     on 900 MB: 0.7 s against 1.2-3.9 s for one read-hash-write loop).
     """
-    digest = digest or hashlib.sha256()
-    size = start
+    digest = hashlib.sha256()
+    size = 0
     done: queue.Queue[Window] = queue.Queue()
     # One buffer, reused: reading 64 MB windows as new bytes objects raised glibc's dynamic
     # mmap threshold, and the import that followed kept ~400 MB more resident.
     buffer = bytearray(HASH_BLOCK)
     source = os.open(source_path, os.O_RDONLY)
     try:
-        copier = threading.Thread(
-            target=_copy_windows, args=(source, target, start, done), daemon=True
-        )
+        copier = threading.Thread(target=_copy_windows, args=(source, target, 0, done), daemon=True)
         copier.start()
         while (window := done.get()) is not None:
             if isinstance(window, BaseException):
@@ -218,6 +210,23 @@ def _copy_and_hash(
     return size, digest.hexdigest()
 
 
+def _link(existing: Path, target: str) -> bool:
+    """Make `target` (a file of ours) another name of the file `existing`; whether it could
+    be (gone meanwhile, or no hard links on this file system: False)."""
+    link = target + ".link"
+    try:
+        os.link(existing, link)
+    except OSError:
+        return False
+    os.replace(link, target)
+    return True
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb", buffering=0) as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _sync_folder(folder: Path) -> None:
     """Make a rename in `folder` durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -227,99 +236,31 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-# One thread copies every local transfer into the inbox as it arrives, window by window in
-# the order handed over (its queue is first in, first out).
-_COPIER = ThreadPoolExecutor(1, thread_name_prefix="inbox-copy")
-
-
 class _InPlace:
-    """Bytes arriving in a transfer's own file in the data folder, copied into the inbox as
-    they arrive (a file of its own: the district's folder shows the transfer's file and
-    refuses hard links), and `LocalFolder.keep` finishes the copy.
+    """Bytes arriving in a transfer's own file in the data folder, which the inbox takes as
+    it is when the transfer is kept (`LocalFolder.keep`: a hard link, hashed as it arrived):
+    no copy, no second hash.
 
-    Each COPY_WINDOW that arrives is copied, and its copy hashed, by the copier thread: the
-    close, which the client waits for (and which ran one upload after another in the front
-    end's one database thread), then copies the last window, not the whole file, and the
-    copy's fsync finds it mostly on the disk. Each WRITEBACK_WINDOW of the transfer's own file
-    is handed to the disk at once too, for the transfer's fsync. A window written again makes
-    the copy start over at the close.
+    Each WRITEBACK_WINDOW of the file is handed to the disk as it arrives, so that the fsync
+    at the close, which the client waits for, has the last window left.
     """
 
-    def __init__(self, root: Path, folder: str, path: Path):
-        self.root, self.folder = root, folder
+    def __init__(self, path: Path):
         self.fd = os.open(path, os.O_RDONLY)
         self.written_back = 0  # bytes [0, written_back) handed to the disk
-        self.copy: _LocalPending | None = None  # begun with the first full window
-        self.copied = 0  # bytes [0, copied) handed to the copier
-        self.digest = hashlib.sha256()  # of the copy, window by window (the copier's)
-        self.last: Future[None] | None = None  # the copier's last window
-        self.failure: BaseException | None = None  # the copier's, raised at the close
-        self.stale = False
 
     def arrived(self, size: int) -> None:
         while size - self.written_back >= WRITEBACK_WINDOW:
             # Starts writeback of the dirty pages and drops none of them (only clean pages
-            # go): they stay cached for the copy and the import that read them next.
+            # go): they stay cached for the import that reads them next.
             os.posix_fadvise(self.fd, self.written_back, WRITEBACK_WINDOW, os.POSIX_FADV_DONTNEED)
             self.written_back += WRITEBACK_WINDOW
-        while not self.stale and size - self.copied >= COPY_WINDOW:
-            if self.copy is None:
-                target = self.root / self.folder
-                target.mkdir(parents=True, exist_ok=True)
-                self.copy = _LocalPending(self.root, target)
-            self.last = _COPIER.submit(self._copy, self.copy.fd, self.copied)
-            self.copied += COPY_WINDOW
-
-    def _copy(self, target: int, offset: int) -> None:
-        """The copier thread: one window into the copy, hashed; the first failure is kept
-        and stops the rest."""
-        if self.failure is not None:
-            return
-        try:
-            end = offset + COPY_WINDOW
-            start = offset
-            while offset < end:
-                length = _copy_window(self.fd, target, offset, end - offset)
-                if not length:
-                    raise OSError(errno.EIO, "the file is shorter than arrived")
-                offset += length
-            _hash_range(target, start, end, self.digest, bytearray(HASH_BLOCK))
-        except BaseException as error:  # raised at the close (finish_copy)
-            self.failure = error
 
     def rewritten(self, offset: int) -> None:
         self.written_back = min(self.written_back, offset - offset % WRITEBACK_WINDOW)
-        if offset < self.copied:
-            self.stale = True
-
-    def _wait(self) -> None:
-        if self.last is not None:
-            self.last.result()
-
-    def take_copy(self) -> "_LocalPending | None":
-        """The copy made as the bytes arrived, handed over (the caller closes it, and aborts
-        it unless committed), or None: none begun, or one that went stale or failed
-        (removed)."""
-        self._wait()
-        copy, self.copy = self.copy, None
-        if copy is not None and (self.stale or self.failure is not None):
-            copy.abort()
-            copy.close()
-            return None
-        return copy
-
-    def finish_copy(self, copy: "_LocalPending", source: Path) -> tuple[int, str]:
-        """Copy the rest of `source` after what was streamed into `copy`, durably: the
-        whole copy's size and sha256."""
-        return _copy_and_hash(source, copy.fd, self.copied, self.digest)
 
     def abort(self) -> None:
         if self.fd >= 0:
-            self._wait()
-            if self.copy is not None:  # never taken: the transfer was not kept
-                self.copy.abort()
-                self.copy.close()
-                self.copy = None
             os.close(self.fd)
             self.fd = -1
 
@@ -362,7 +303,7 @@ class LocalFolder:
         return self.root / key
 
     def incoming(self, folder: str, path: Path) -> Incoming:
-        return _InPlace(self.root, folder, path)
+        return _InPlace(path)
 
     def keep(
         self,
@@ -374,16 +315,21 @@ class LocalFolder:
     ) -> Pending:
         target = self.root / folder
         target.mkdir(parents=True, exist_ok=True)
-        streamed = incoming if isinstance(incoming, _InPlace) else None
-        copy = streamed.take_copy() if streamed is not None else None
-        pending = copy or _LocalPending(self.root, target)
+        taken = isinstance(incoming, _InPlace)
+        if taken and not sha256:  # rewritten as it arrived: hashed from the file, once
+            sha256 = file_sha256(source)
+        pending = _LocalPending(self.root, target)
         try:
             kept = self._link_earlier_copy(source, pending.tmp, sha256, earlier)
             if kept:
                 pending.size, pending.sha256 = kept
-            elif copy is not None:
-                assert streamed is not None
-                pending.size, pending.sha256 = streamed.finish_copy(copy, source)
+            elif taken:
+                # The transfer's own file, durable (its fsync at the close) and hashed as it
+                # was written, is kept as it is: its bytes are the bytes hashed.
+                assert sha256 is not None
+                if not _link(source, pending.tmp):
+                    raise OSError(errno.EIO, f"{source.name} could not be kept")
+                pending.size, pending.sha256 = os.stat(pending.tmp).st_size, sha256
             else:
                 pending.size, pending.sha256 = _copy_and_hash(source, pending.fd)
             if sha256 and pending.sha256 != sha256:
@@ -410,16 +356,9 @@ class LocalFolder:
         """
         size = source.stat().st_size
         found = earlier(source, sha)
-        if found is None:
+        if found is None or not _link(self.path(found[0]), target):
             return None
-        key, sha = found
-        link = target + ".link"
-        try:
-            os.link(self.path(key), link)
-        except OSError:
-            return None
-        os.replace(link, target)
-        return size, sha
+        return size, found[1]
 
     def open(self, key: str) -> IO[bytes]:
         return self.path(key).open("rb")
@@ -697,8 +636,7 @@ class S3Bucket:
     def put_file(self, key: str, source: Path) -> None:
         """boto3's managed transfer: multipart for a large file, each part checksummed; the
         whole file's sha256 goes with it, for `get_file` to check."""
-        with open(source, "rb", buffering=0) as f:
-            sha = hashlib.file_digest(f, "sha256").hexdigest()
+        sha = file_sha256(source)
         self.client.upload_file(
             str(source),
             self.bucket,

@@ -143,37 +143,37 @@ def test_a_transfer_hands_its_file_to_the_disk_as_it_arrives(district, tmp_path,
     assert len(os.listdir("/proc/self/fd")) == fds
 
 
-def test_a_transfer_is_copied_into_the_inbox_as_it_arrives(district, tmp_path, monkeypatch):
-    """In the data folder each full COPY_WINDOW of a transfer is copied into the inbox as it
-    arrives, so that the close copies the rest only; a window written again makes the close
-    copy it all again; a transfer not kept leaves no copy."""
-    monkeypatch.setattr(storage, "COPY_WINDOW", 1 << 16)
+def test_the_inbox_takes_a_transfers_own_file(district, tmp_path):
+    """In the data folder a kept transfer's file is the upload's file (another name of it, no
+    copy), under the hash of the bytes as they arrived; one rewritten as it arrived is hashed
+    from the file; a transfer not kept leaves nothing in the inbox."""
     inbox = store.inbox_dir(district)
     for rewrite in (False, True):
-        data = bytearray(os.urandom(5 << 15))  # 2.5 windows
+        data = bytearray(os.urandom(5 << 15))
         path = tmp_path / f"upload-{rewrite}"
         with open(path, "wb", buffering=0) as f:
             incoming = store.incoming(district, path)
             f.write(data)
             incoming.arrived(len(data))
-            incoming.last.result()  # the copier's last window
-            (copy,) = inbox.glob(".incoming-*")
-            assert copy.read_bytes() == data[: 2 << 16]
             if rewrite:
                 data[10:20] = b"x" * 10
                 f.seek(10)
                 f.write(data[10:20])
                 incoming.rewritten(10)
         sha = hashlib.sha256(data).hexdigest()
-        upload = store.receive(district, "users.csv", path, "sftp", sha256=sha, sent=incoming)
+        upload = store.receive(
+            district, "users.csv", path, "sftp", sha256=None if rewrite else sha, sent=incoming
+        )
         incoming.abort()
-        assert store.stored_file(upload).read_bytes() == data
-        assert upload.sha256 == sha
+        kept = store.stored_file(upload)
+        assert kept.stat().st_ino == path.stat().st_ino and kept.stat().st_nlink == 2
+        assert kept.read_bytes() == data and upload.sha256 == sha
         assert not list(inbox.glob(".incoming-*"))
 
+    before = set(inbox.iterdir())
     path = tmp_path / "cut"
     path.write_bytes(os.urandom(3 << 16))
     incoming = store.incoming(district, path)
     incoming.arrived(3 << 16)
     incoming.abort()
-    assert not list(inbox.glob(".incoming-*"))
+    assert set(inbox.iterdir()) == before and path.stat().st_nlink == 1

@@ -17,6 +17,7 @@ from rosterdrop.audit.models import AuditEvent
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.store import receive, stored_file
 from rosterdrop.intake import folder
+from rosterdrop.intake.transfer import Transfer
 from rosterdrop.intake.worker import apply_retention
 
 pytestmark = pytest.mark.django_db
@@ -160,3 +161,23 @@ def test_crashed_import_leaves_no_copy_after_retention(tmp_path):
         **run,
     ).stdout  # fmt: skip
     assert str(links[0].relative_to(data)) in audit and "no copy left" in audit
+
+
+def test_an_upload_shown_in_its_folder_goes_with_its_inbox_file(district, settings):
+    """An upload received over SFTP or FTPS is one file with two names, the inbox's and the
+    folder's: retention deletes both, and says no copy is left."""
+    settings.UPLOAD_RETENTION_DAYS = 30
+    folder.open_root(district.slug)
+    transfer = Transfer(district, "users.csv", "sftp", "springfield", None)
+    transfer.write_at(0, b"sourcedId\n1\n")
+    upload = transfer.finish(clean=True)
+    assert upload is not None
+    shown = folder.district_root(district.slug) / "users.csv"
+    assert shown.stat().st_ino == stored_file(upload).stat().st_ino
+    Upload.objects.filter(pk=upload.pk).update(
+        status="imported", received_at=timezone.now() - timedelta(days=31)
+    )
+    apply_retention()
+    assert not shown.exists() and not stored_file(upload).exists()
+    [event] = AuditEvent.objects.filter(kind="retention")
+    assert f"sftp/{district.slug}/users.csv" in event.detail and "no copy left" in event.detail

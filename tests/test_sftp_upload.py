@@ -2,6 +2,8 @@
 
 import asyncio
 import base64
+import hashlib
+import os
 import random
 import shutil
 import subprocess
@@ -234,3 +236,38 @@ def test_write_replies_go_out_together(server):
     assert len(statuses) == 64
     assert messages < 32, messages
     assert (server.root() / "big.bin").read_bytes() == b"".join(blocks)
+
+
+def test_an_upload_is_one_file_in_its_folder_and_its_inbox(server):
+    """The inbox takes the transfer's own file: the upload in the folder and in the inbox are
+    one file on disk (no copy), which the folder lists, serves and resumes from as any other;
+    a hard link planted in the folder to another district's upload is still refused."""
+    data = SCHOOL_SMALL.joinpath("orgs.csv").read_bytes()
+
+    async def go():
+        async with server.connect("beta") as conn, conn.start_sftp_client() as sftp:
+            await sftp.put(str(SCHOOL_SMALL / "users.csv"), "users.csv")
+        async with server.connect() as conn, conn.start_sftp_client() as sftp:
+            await sftp.put(str(SCHOOL_SMALL / "orgs.csv"), "orgs.csv")
+            beta, alpha = server.uploads()
+            shown = (server.root() / "orgs.csv").stat()
+            stored = (server.data_dir / alpha["stored_path"]).stat()
+            assert (shown.st_ino, shown.st_nlink) == (stored.st_ino, 2)
+            os.link(server.data_dir / beta["stored_path"], server.root() / "planted.csv")
+            assert sorted(await sftp.listdir("/")) == [".", "..", "orgs.csv"]
+            assert (await sftp.stat("orgs.csv")).size == len(data)
+            async with sftp.open("orgs.csv", "rb") as f:
+                assert await f.read() == data
+            async with sftp.open("orgs.csv", "ab") as f:  # a resume starts from the file
+                await f.write(b"")
+            for call in (sftp.stat, sftp.remove):
+                with pytest.raises(asyncssh.SFTPError):
+                    await call("planted.csv")
+            with pytest.raises(asyncssh.SFTPError):
+                await sftp.get("planted.csv", os.devnull)
+
+    asyncio.run(go())
+    server.wait_idle()
+    kept = [u for u in server.uploads() if u["filename"] == "orgs.csv"]
+    assert [u["sha256"] for u in kept] == [hashlib.sha256(data).hexdigest()] * 2
+    assert (server.root() / "planted.csv").exists()  # refused, not deleted

@@ -7,7 +7,8 @@ for import, being imported, or behind a sync held for approval, are kept until t
 In the data folder the bytes may have more names than the upload's own: an import works on
 hard links to them under `tmp/` (left behind when it crashed), a half-received file in the inbox
 may be a link to an earlier upload's (the same bytes sent again share one file), and the
-district's SFTP/FTPS folder keeps a copy. Each is found by its inode and deleted, the remaining
+district's SFTP/FTPS folder shows an upload received there under its name (another link). Each
+is found by its inode and deleted, the remaining
 link count (st_nlink) says whether the bytes are really gone, and each deletion goes to the
 audit log. In S3 an upload's object is deleted unless another upload still kept shares it.
 """
@@ -29,7 +30,7 @@ from rosterdrop import storage
 from rosterdrop.audit.models import AuditEvent, record
 from rosterdrop.inbox.models import Upload
 from rosterdrop.inbox.signals import upload_purged
-from rosterdrop.inbox.store import inbox_dir, stored_file
+from rosterdrop.inbox.store import inbox_dir, stored_file, upload_folder
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,8 @@ def expired(now: datetime | None = None) -> QuerySet[Upload]:
 
 def purge(now: datetime | None = None) -> list[Purged]:
     """Delete every copy of the raw bytes of expired uploads; each deletion is audited. The
-    uploads purged, with what went. (The copies in the SFTP/FTPS folders: intake's
-    `folder.sweep_old`.)"""
+    uploads purged, with what went. (The files in the SFTP/FTPS folders that are not an
+    upload's: intake's `folder.sweep_old`.)"""
     now = now or timezone.now()
     uploads = list(expired(now))
     links = _temporary_links(uploads) if uploads and storage.backend().local else {}
@@ -151,12 +152,15 @@ def _kept_by_another_upload(upload: Upload, st: os.stat_result) -> bool:
 
 def _temporary_links(uploads: list[Upload]) -> dict[Inode, list[Path]]:
     """Files that may be hard links to raw uploads, by inode: everything under `tmp/` (an
-    import's work folder, `tmp/upload-*`, links the uploads it reads) and half-received files
-    in the inbox (`.incoming-*`, which may be a link to an earlier upload of the same bytes)."""
+    import's work folder, `tmp/upload-*`, links the uploads it reads), half-received files
+    in the inbox (`.incoming-*`, which may be a link to an earlier upload of the same bytes)
+    and the files of the districts' SFTP/FTPS folders (an upload received there)."""
     work = settings.DATA_DIR / "tmp"
+    districts = {u.district for u in uploads}
     candidates = itertools.chain(
         (Path(root) / name for root, _dirs, names in os.walk(work) for name in names),
-        *(inbox_dir(d).glob(".incoming-*") for d in {u.district for u in uploads}),
+        *(inbox_dir(d).glob(".incoming-*") for d in districts),
+        *(upload_folder(d.slug).glob("*") for d in districts),
     )
     found: dict[Inode, list[Path]] = defaultdict(list)
     for path in candidates:

@@ -4,7 +4,7 @@ bytes received again share the earlier file."""
 import contextlib
 import errno
 import functools
-import hashlib
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +19,38 @@ from rosterdrop.inbox.models import Upload
 from rosterdrop.timing import timed
 
 
+def _inbox_key(slug: str) -> str:
+    return f"inbox/{slug}"
+
+
 def inbox_folder(district: District) -> str:
     """The storage folder (key prefix) of a district's raw uploads."""
-    return f"inbox/{district.slug}"
+    return _inbox_key(district.slug)
 
 
 def inbox_dir(district: District) -> Path:
     """The district's inbox in the data folder (the default storage)."""
     return settings.DATA_DIR / inbox_folder(district)
+
+
+def upload_folder(slug: str) -> Path:
+    """The district's SFTP/FTPS folder in the data folder (intake.folder shows it), where an
+    upload received there is another name of its file in the inbox (a hard link: the inbox
+    takes the transfer's own file, storage.LocalFolder.keep)."""
+    return settings.DATA_DIR / "sftp" / slug
+
+
+def kept_inodes(slug: str) -> set[tuple[int, int]]:
+    """The files of the district's inbox in the data folder, by (device, inode): what a name
+    in its upload folder with more than one link may be (its own upload), unlike a link to a
+    file from elsewhere."""
+    inbox = settings.DATA_DIR / _inbox_key(slug)
+    try:
+        with os.scandir(inbox) as entries:
+            device = os.stat(inbox).st_dev
+            return {(device, entry.inode()) for entry in entries}
+    except FileNotFoundError:
+        return set()
 
 
 def incoming(district: District, path: Path) -> storage.Incoming:
@@ -87,14 +111,9 @@ def _earlier(district: District, source: Path, sha: str | None) -> tuple[str, st
     same_size = Upload.objects.filter(district=district, size=size).exclude(stored_path="")
     if not size or not same_size.exists():
         return None
-    sha = sha or _hash(source)
+    sha = sha or storage.file_sha256(source)
     earlier = same_size.filter(sha256=sha).order_by("-pk").first()
     return (earlier.stored_path, sha) if earlier else None
-
-
-def _hash(path: Path) -> str:
-    with open(path, "rb", buffering=0) as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def stored_bytes(district: District) -> int:

@@ -58,7 +58,7 @@ def is_staging_name(name: str) -> bool:
 
 
 def district_root(slug: str) -> Path:
-    return settings.DATA_DIR / "sftp" / slug
+    return store.upload_folder(slug)
 
 
 def staging_dir(slug: str) -> Path:
@@ -89,13 +89,25 @@ def virtual_name(path: str | bytes) -> str:
     return parts[0]
 
 
-def check_regular(st: os.stat_result) -> None:
-    """Only plain files are served: symlinks, hard links and special files are refused."""
+def _plain(st: os.stat_result, root: Path, kept: set[tuple[int, int]] | None = None) -> bool:
+    """Whether a file of the folder `root` is one to serve: a regular file with one name, or
+    one of the district's uploads, also named in its inbox (`kept`: store.kept_inodes, read
+    if not given); never a link to a file from elsewhere."""
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    if st.st_nlink == 1:
+        return True
+    return (st.st_dev, st.st_ino) in (store.kept_inodes(root.name) if kept is None else kept)
+
+
+def check_regular(st: os.stat_result, root: Path) -> None:
+    """Only plain files of the folder `root` are served: symlinks, hard links (but to the
+    district's own uploads in its inbox) and special files are refused."""
     if stat.S_ISLNK(st.st_mode):
         raise refused("Links are not allowed")
     if not stat.S_ISREG(st.st_mode):
         raise refused("Not a regular file")
-    if st.st_nlink > 1:
+    if not _plain(st, root):
         raise refused("Hard links are not allowed")
 
 
@@ -106,7 +118,7 @@ def resolve(root: Path, path: str | bytes) -> tuple[str, Path]:
         return "", root
     local = root / name
     with contextlib.suppress(FileNotFoundError):
-        check_regular(os.lstat(local))
+        check_regular(os.lstat(local), root)
     real = os.path.realpath(local)
     if os.path.commonpath([str(root), real]) != str(root):
         raise refused("Outside your folder")
@@ -115,10 +127,13 @@ def resolve(root: Path, path: str | bytes) -> tuple[str, Path]:
 
 def visible_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
     """What a listing shows: the plain files the district sent (never links)."""
+    kept: set[tuple[int, int]] | None = None  # read once, if a file has more than one name
     with os.scandir(root) as entries:
         for entry in entries:
             st = entry.stat(follow_symlinks=False)
-            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and kept is None:
+                kept = store.kept_inodes(root.name)
+            if _plain(st, root, kept):
                 yield entry.name, st
 
 
@@ -173,7 +188,7 @@ def lookup(district: District, root: Path, name: str) -> os.stat_result | None:
             st = os.lstat(root / name)
         except FileNotFoundError:
             return None
-        check_regular(st)
+        check_regular(st, root)
         return st
     upload = _shown(district, name)
     return _attributes(upload) if upload else None
@@ -185,7 +200,7 @@ def open_file(district: District, root: Path, name: str) -> BinaryIO:
     if _is_local(name):
         fd = os.open(root / name, os.O_RDONLY | os.O_NOFOLLOW)
         try:
-            check_regular(os.fstat(fd))
+            check_regular(os.fstat(fd), root)
         except OSError:
             os.close(fd)
             raise
