@@ -19,12 +19,13 @@ import errno
 import hashlib
 import logging
 import os
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from django.conf import settings
 
-from rosterdrop import process
+from rosterdrop import process, storage
 from rosterdrop.districts.models import District
 from rosterdrop.inbox import store
 from rosterdrop.inbox.models import Upload
@@ -33,46 +34,90 @@ from rosterdrop.intake import folder
 log = logging.getLogger(__name__)
 
 COPY_BLOCK = 1 << 20
-HASH_BATCH = 1 << 20  # bytes handed to the hasher at once
+WRITE_BATCH = 1 << 20  # bytes written and hashed at once by the writer thread
+# A transfer's batches waiting for the writer thread: past this many its writes wait for the
+# oldest (the disk is slower than the network), as a pwrite in the event loop would have.
+MAX_QUEUED = 8
 
-# One thread hashes the bytes of every transfer, a batch at a time in the order they were
-# handed over (its queue is first in, first out): hashlib lets go of the GIL, so the hash runs
-# beside the front end's event loop, on the other core, not in it (sha256 of each 32 KiB SFTP
-# write took ~30% of the loop's time, bench/README.md "Uploads").
-_HASHER = ThreadPoolExecutor(1, thread_name_prefix="transfer-hash")
-
-
-def _update(digest: "hashlib._Hash", batch: list[bytes]) -> None:
-    """One update per batch: the thread takes the GIL back after each, and a thread that
-    holds it when the OS puts it aside on a busy machine stops the event loop meanwhile."""
-    digest.update(b"".join(batch))
+# One thread writes and hashes the bytes of every transfer, a batch at a time in the order
+# they were handed over (its queue is first in, first out): pwrite and hashlib let go of the
+# GIL, so they run beside the front end's event loop, on the other core, not in it (a pwrite
+# and a sha256 update per 32 KiB SFTP write were ~14% and ~30% of the loop's time,
+# bench/README.md "Uploads").
+_WRITER = ThreadPoolExecutor(1, thread_name_prefix="transfer-write")
 
 
-class _Sha256:
-    """The sha256 of bytes as they arrive, computed by the hasher thread."""
+def _write(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write every byte of `data` at `offset` of file `fd` (a short write continued), or raise:
+    the inbox keeps the file under the hash of the bytes written."""
+    view = memoryview(data)
+    while view:
+        wrote = os.pwrite(fd, view, offset)
+        if not wrote:
+            raise OSError(errno.EIO, "nothing written")
+        view, offset = view[wrote:], offset + wrote
 
-    def __init__(self) -> None:
-        self.digest = hashlib.sha256()
-        self.batch: list[bytes] = []
+
+class _Writer:
+    """A transfer's bytes arriving in order at the end of its file, written and hashed a batch
+    at a time by the writer thread (one pwrite and one hash update per WRITE_BATCH), then told
+    to storage as arrived (`Incoming.arrived`). A write elsewhere in the file waits for the
+    batches (`flush`) and is made at once, and from then on the file is hashed at the end."""
+
+    def __init__(self, fd: int, sent: storage.Incoming):
+        self.fd = fd
+        self.sent = sent
+        self.digest: hashlib._Hash | None = hashlib.sha256()  # None once rewritten
+        self.batch: list[bytes] = []  # bytes: nobody changes them meanwhile
         self.size = 0
-        self.last: Future[None] | None = None
+        self.start = 0  # where the batch goes in the file
+        self.queued: deque[Future[None]] = deque()
+        self.failure: OSError | None = None  # the writer thread's, raised by flush()
 
-    def update(self, data: bytes) -> None:
-        self.batch.append(data)  # bytes: nobody changes them meanwhile
+    def append(self, data: bytes) -> None:
+        self.batch.append(data)
         self.size += len(data)
-        if self.size >= HASH_BATCH:
+        if self.size >= WRITE_BATCH:
             self._hand_over()
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        """Write `data` at `offset`, before the end of the file: at once, after the batches."""
+        self.flush()
+        self.digest = None
+        _write(self.fd, data, offset)
+        self.sent.rewritten(offset)
+        self.start = max(self.start, offset + len(data))
+        self.sent.arrived(self.start)
 
     def _hand_over(self) -> None:
         if self.batch:
-            self.last = _HASHER.submit(_update, self.digest, self.batch)
+            self.queued.append(_WRITER.submit(self._write_batch, self.batch, self.start))
+            self.start += self.size
             self.batch, self.size = [], 0
+            while len(self.queued) > MAX_QUEUED:
+                self.queued.popleft().result()
 
-    def hexdigest(self) -> str:
+    def _write_batch(self, batch: list[bytes], offset: int) -> None:
+        """The writer thread: one batch into the file, hashed; the first failure is kept and
+        stops the rest."""
+        if self.failure is not None:
+            return
+        data = b"".join(batch)  # one hash update: the thread takes the GIL back after each
+        try:
+            _write(self.fd, data, offset)
+            if self.digest is not None:
+                self.digest.update(data)
+            self.sent.arrived(offset + len(data))
+        except OSError as exc:
+            self.failure = exc
+
+    def flush(self) -> None:
+        """Every byte handed over is in the file; the writer's failure, if any, raised."""
         self._hand_over()
-        if self.last is not None:
-            self.last.result()
-        return self.digest.hexdigest()
+        while self.queued:
+            self.queued.popleft().result()
+        if self.failure is not None:
+            raise self.failure
 
 
 def _in_progress(staging: Path) -> int:
@@ -116,7 +161,7 @@ class Transfer:
         self.sent = store.incoming(district, self.path)  # to S3 as the bytes arrive
         self.size = 0
         self.position = 0  # where a stream write (FTPS) goes
-        self._digest: _Sha256 | None = _Sha256()
+        self.writer = _Writer(fd, self.sent)
         self.failed = ""
         self.finished = False
 
@@ -149,6 +194,8 @@ class Transfer:
         size cap or the quota."""
         if self.failed:
             raise OSError(errno.EIO, self.failed)
+        if self.writer.failure is not None:  # a batch the writer thread could not write
+            self._written()
         if self.append:
             offset = self.size
         end = offset + len(data)
@@ -167,38 +214,40 @@ class Transfer:
                 errno.EDQUOT,
                 f"{store.quota_exceeded(self.district)}; the operator has been told",
             )
-        try:
-            # Every byte or a refusal: the inbox keeps this file under the hash of `data`.
-            written = 0
-            while written < len(data):
-                wrote = os.pwrite(self.fd, memoryview(data)[written:], offset + written)
-                if not wrote:
-                    raise OSError(errno.EIO, "nothing written")
-                written += wrote
-        except OSError as exc:
-            self._refuse(exc.errno or errno.EIO, f"Could not store the file ({exc.strerror})")
-        if self._digest is not None and offset == self.size:
-            self._digest.update(data)
-        elif offset != self.size:  # rewriting what arrived: hashed from the file at the end
-            self._digest = None
-            self.sent.rewritten(offset)
+        if offset == self.size:  # in order: written and hashed by the writer thread
+            self.writer.append(data)
+        else:  # rewriting what arrived: hashed from the file at the end
+            try:
+                self.writer.write_at(offset, data)
+            except OSError as exc:
+                self._refuse(exc.errno or errno.EIO, f"Could not store the file ({exc.strerror})")
         self.size = max(self.size, end)
-        self.sent.arrived(self.size)
         return len(data)
 
+    def _written(self) -> None:
+        """Every byte received is in the file; a write that failed fails the transfer."""
+        try:
+            self.writer.flush()
+        except OSError as exc:
+            self._refuse(exc.errno or errno.EIO, f"Could not store the file ({exc.strerror})")
+
     def read_at(self, offset: int, size: int) -> bytes:
+        self._written()
         return os.pread(self.fd, size, offset)
 
     def stat(self) -> os.stat_result:
+        self._written()
         return os.fstat(self.fd)
 
     def fsync(self) -> None:
+        self._written()
         os.fsync(self.fd)
 
     @property
     def sha256(self) -> str | None:
-        """The hash of the bytes as they arrived, when they arrived in order."""
-        return self._digest.hexdigest() if self._digest is not None else None
+        """The hash of the bytes as they arrived, when they arrived in order (once written)."""
+        digest = self.writer.digest
+        return digest.hexdigest() if digest is not None else None
 
     # -- the file protocol pyftpdlib's data channel uses ----------------------------------
 
@@ -227,6 +276,8 @@ class Transfer:
     def discard(self) -> None:
         if not self.finished:
             self.finished = True
+            with contextlib.suppress(OSError):  # the writer thread done with the file
+                self.writer.flush()
             self.sent.abort()
             os.close(self.fd)
             self.path.unlink(missing_ok=True)
@@ -240,8 +291,10 @@ class Transfer:
             return None
         self.finished = True
         try:
-            keep = clean and not self.failed
             try:
+                with contextlib.suppress(OSError):  # a failed write: self.failed says so
+                    self._written()
+                keep = clean and not self.failed
                 if keep:
                     os.fsync(self.fd)
             finally:
