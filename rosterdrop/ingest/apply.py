@@ -50,13 +50,18 @@ def field_changes(before: dict[str, Any], after: dict[str, Any]) -> list[dict[st
 @timed("apply_plan")
 def apply_plan(
     conn: Cursor, plan: Plan, spills: dict[str, Spill], district_id: int, sync_id: int
-) -> None:
+) -> set[str]:
+    """Returns the entities whose statistics the transaction made again with every record in
+    (store.lookups_built_after), for store.refresh_statistics after the commit."""
     changes: list[tuple[Any, ...]] = []
     bulk = _Bulk.for_plan(plan)
+    analyzed = set()
     for entity, ep in plan.entities.items():
-        _apply_entity(conn, ep, spills[entity], district_id, sync_id, changes, bulk)
+        if _apply_entity(conn, ep, spills[entity], district_id, sync_id, changes, bulk):
+            analyzed.add(entity)
         changes.extend((sync_id, entity, key, "removed", "[]") for key in ep.removed)
     store.insert_rows(conn, "ingest_change", list(CHANGE_COLUMNS), changes)
+    return analyzed
 
 
 ADDED, UPDATED, REACTIVATED = 1, 2, 3
@@ -108,13 +113,14 @@ def _apply_entity(
     sync_id: int,
     changes: list[tuple[Any, ...]],
     bulk: "_Bulk",
-) -> None:
+) -> bool:
     """Write what the plan says, from the spill, in key order. The spill is read, filtered,
-    sorted and staged in a thread one window ahead of the writes."""
+    sorted and staged in a thread one window ahead of the writes. Returns whether the entity's
+    statistics were made again (store.lookups_built_after)."""
     if ep.renamed.height:
         # Renamed first, so that they are then updated like any record under their new ID.
         store.rename_records(conn, district_id, ep.entity, sync_id, ep.renamed)
-    with store.lookups_built_after(conn, ep.entity, len(ep.added), district_id):
+    with store.lookups_built_after(conn, ep.entity, len(ep.added), district_id) as analyzed:
         for window in ahead(_windows(ep, spill, bulk), depth=1):
             _apply_window(conn, ep, window, district_id, sync_id, changes)
     nothing = _no_records(ep.entity)
@@ -122,6 +128,7 @@ def _apply_entity(
         conn, district_id, ep.entity, sync_id,
         added=nothing, changed=nothing, removed=pl.DataFrame({KEY: ep.removed}),
     )  # fmt: skip
+    return analyzed
 
 
 def _windows(ep: EntityPlan, spill: Spill, bulk: _Bulk) -> Iterator[Window]:

@@ -220,7 +220,7 @@ def run(
         # for the new one, which is written before apply: during apply, at the memory peak,
         # neither snapshot nor the accepted records are held.
         memory.release()
-        staged = None
+        staged, analyzed = None, set[str]()
         try:
             with store.bulk_connection() as conn:
                 plan = _plan(checked, snapshot.entities())
@@ -239,7 +239,7 @@ def run(
                     forget_findings(sync.pk)  # a held sync's, when approved
                     spills = checked.records.spills
                     counted = gaps.before(conn, district.pk, planned, plan, spills)
-                    apply_plan(conn, plan, spills, district.pk, sync.pk)
+                    analyzed = apply_plan(conn, plan, spills, district.pk, sync.pk)
                     gaps.applied(district.pk, sync.pk, token, counted)
                     record_events(conn, district.pk, sync.pk, renamed_in(plan), Change)
                     process.checkpoint("apply")
@@ -252,7 +252,7 @@ def run(
             hashes.publish(district.pk, token, staged, vouched)
             lines.publish(token)
         if applying:
-            store.refresh_statistics(*plan.growth)
+            store.refresh_statistics(*plan.growth, analyzed)
         unchanged = status == "no_changes" and not dry_run
         if unchanged:
             hashes.vouch(district.pk, token, vouched)

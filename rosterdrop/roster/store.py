@@ -6,7 +6,7 @@ database's bulk path (COPY on PostgreSQL; on SQLite executemany, or for many new
 staged file copied in C, see staging.py) inside the caller's transaction.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -407,12 +407,14 @@ BUILD_MEMORY = "512MB"
 
 
 @contextmanager
-def lookups_built_after(cur: Cursor, entity: str, adding: int, district_id: int) -> Iterator[None]:
+def lookups_built_after(cur: Cursor, entity: str, adding: int, district_id: int) -> Iterator[bool]:
     """Around the writes of an entity: when `adding` records outnumber the table's, drop its
     reference indexes first, on SQLite to be built after the sync (`build_missing_lookups`),
     on PostgreSQL with every secondary index and the unique key, built again at the end in the
     same transaction. Otherwise, on SQLite, build first those of the entity still missing
-    (a build after an earlier sync that has not run, or died)."""
+    (a build after an earlier sync that has not run, or died). Yields whether the table's
+    statistics are made again at the end with every record in (PostgreSQL's build), so that
+    refresh_statistics need not."""
     model = MODELS[entity]
     postgres = _is_postgres()
     deferred: list[Any] = list(LOOKUP_INDEXES.get(entity, []))
@@ -427,12 +429,12 @@ def lookups_built_after(cur: Cursor, entity: str, adding: int, district_id: int)
                     cur.execute(f"ALTER TABLE {table(entity)} DROP CONSTRAINT {_q(index.name)}")
                 else:
                     cur.execute(f"DROP INDEX IF EXISTS {_q(index.name)}")
-            yield
+            yield postgres
             if postgres:
                 _build(cur, entity, deferred)
             return
     _build(cur, entity, _missing(cur, entity))
-    yield
+    yield False
 
 
 def _missing(cur: Cursor, entity: str) -> list[models.Index]:
@@ -509,12 +511,19 @@ ANALYZE_ADDED_SHARE = 0.1
 ANALYZE_ADDED_MIN = 10_000
 
 
-def refresh_statistics(added: dict[str, int], before: dict[str, int]) -> None:
-    """After a commit that added many records of an entity compared with what it had."""
+def refresh_statistics(
+    added: dict[str, int], before: dict[str, int], analyzed: Collection[str] = ()
+) -> None:
+    """After a commit that added many records of an entity compared with what it had, unless
+    the transaction already made its statistics with every record in (`analyzed`:
+    lookups_built_after's ANALYZE; a second one cost ~0.5 s of server CPU per million
+    records at `large`, for nothing)."""
     if not _is_postgres():
         return
     with connection.cursor() as cur:
         for entity, count in added.items():
+            if entity in analyzed:
+                continue
             if count >= ANALYZE_ADDED_MIN and count > ANALYZE_ADDED_SHARE * before.get(entity, 0):
                 cur.execute(f"ANALYZE {table(entity)}")
 
