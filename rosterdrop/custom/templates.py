@@ -30,7 +30,7 @@ from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import FATAL, Failure, Finding, FindingLog
 from rosterdrop.ingest.keys import check_keys
 from rosterdrop.ingest.outcome import Checked
-from rosterdrop.ingest.read import read_table
+from rosterdrop.ingest.read import frames, read_table
 from rosterdrop.ingest.reader import Reader
 from rosterdrop.ingest.unpack import Member
 
@@ -321,7 +321,7 @@ def read_sample(path: Path, delimiter: str = "", fallback_encoding: str = "", ro
         line = first.partition(b"\n")[0]
         delimiter = delimiter or next((d for d in DELIMITERS if d.encode() in line), ",")
         table = read_table(path.name, itertools.chain([first], decoded.chunks), delimiter)
-        batch = next(table.batches, None)
+        batch = next(frames(table), None)
         head = [] if batch is None else batch.drop(LINE).head(rows).rows()
     return Sample(table.header, [list(r) for r in head], delimiter, decoded.encoding)
 

@@ -67,6 +67,7 @@ from rosterdrop.ingest.columns import (
 )
 from rosterdrop.ingest.keys import TARGETS
 from rosterdrop.ingest.lookup import HashIndex, guessed, sorting_order
+from rosterdrop.ingest.read import FoundLines
 from rosterdrop.ingest.spill import Spill
 
 log = logging.getLogger(__name__)
@@ -204,15 +205,17 @@ class LastRead:
         found = guessed(len(line), len(self._hashes), look_up, agree)
         return pl.Series(KNOWN, found).replace(-1, None)
 
-    def everything(self) -> pl.DataFrame:
+    def everything(self) -> FoundLines:
         """Every held line as found at its place: row i at line i + 2 (a file taken whole)."""
-        return pl.DataFrame(
-            {
-                LINE: pl.int_range(2, len(self) + 2, dtype=pl.UInt32, eager=True),
-                LINEHASH: self._hashes,
-                LINECHECK: self._checks,
-                KNOWN: np.arange(len(self), dtype=np.int64),
-            }
+        return FoundLines(
+            pl.DataFrame(
+                {
+                    LINE: pl.int_range(2, len(self) + 2, dtype=pl.UInt32, eager=True),
+                    LINEHASH: self._hashes,
+                    LINECHECK: self._checks,
+                    KNOWN: np.arange(len(self), dtype=np.int64),
+                }
+            )
         )
 
     def rows(self, known: pl.DataFrame) -> pl.DataFrame:
@@ -315,7 +318,7 @@ class FileLines:
         if not self.linked:
             self.keep(known)
 
-    def whole(self) -> pl.DataFrame | None:
+    def whole(self) -> FoundLines | None:
         """The file's lines, all found (`LastRead.everything`), if it is taken whole (`Whole`):
         its digest is the stamp's, the roster holds every kept line as it is, and the parts
         are linked as they are. None: it is read."""

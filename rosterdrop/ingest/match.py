@@ -15,7 +15,7 @@ from rosterdrop.formats import FORMATS
 from rosterdrop.formats.spec import FileSpec, FormatSpec, Manifest, Mode
 from rosterdrop.ingest.decode import decode
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding, FindingLog
-from rosterdrop.ingest.read import read_table
+from rosterdrop.ingest.read import frames, read_table
 from rosterdrop.ingest.unpack import Member
 
 HEADER_BYTES = 64 << 10
@@ -36,7 +36,7 @@ def read_manifest(member: Member, manifest: Manifest) -> dict[str, str]:
     """The manifest's properties: propertyName,value rows, or the columns of a one-row table."""
     with member.open() as stream:
         table = read_table(member.name, decode(stream, member.name).chunks)
-        rows = [row for batch in table.batches for row in batch.iter_rows()]
+        rows = [row for batch in frames(table) for row in batch.iter_rows()]
     if not manifest.columns:
         if table.header[:2] != ["propertyName", "value"]:
             raise _fatal(

@@ -8,7 +8,7 @@ The engine reads every file of an upload with one (engine.check); the custom tem
 wizard reads a sample file with one (custom/templates.try_sample).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,6 @@ from django.conf import settings
 from rosterdrop.formats.spec import FileSpec, FormatSpec, Mode, Output
 from rosterdrop.ingest.columns import (
     KEY,
-    KNOWN,
     LINE,
     LINECHECK,
     LINEHASH,
@@ -45,7 +44,7 @@ from rosterdrop.ingest.mapping import (
     message_columns,
     natural_key,
 )
-from rosterdrop.ingest.read import Table, read_table
+from rosterdrop.ingest.read import Batch, FoundLines, Table, frames, read_table
 from rosterdrop.ingest.spill import Spill, SpillFolder
 from rosterdrop.ingest.unpack import Limits, Member
 from rosterdrop.ingest.validate import RowChecker, check_header, faulty, unreadable_id
@@ -130,10 +129,12 @@ class Reader:
             with closing(table.batches):
                 # A file sent again as it was: its kept lines are its rows (lines.Whole).
                 whole = lines.whole() if lines is not None else None
-                for batch in table.batches if whole is None else [whole]:
+                batches: Iterable[Batch] = table.batches if whole is None else [whole]
+                for batch in batches:
                     if vouching:
                         self._read_vouched(file, mode, checker, batch, extras, lines)
                     else:
+                        assert isinstance(batch, pl.DataFrame)  # lines are found if vouched
                         checked = checker.check(batch)
                         gather(self.links, fmt, file, checked)
                         for output in file.outputs:
@@ -169,7 +170,7 @@ class Reader:
                     return
                 [output] = file.outputs
                 try:
-                    for batch in table.batches:
+                    for batch in frames(table):  # `anew`: no lines to find
                         batch, hashes, sent_status = _hashes(checker, batch)
                         if hashes is not None:
                             mapped = map_batch(file, output, checker.prepare(batch), extras)
@@ -228,7 +229,7 @@ class Reader:
         file: FileSpec,
         mode: Mode,
         checker: RowChecker,
-        batch: pl.DataFrame,
+        batch: Batch,
         extras: list[str],
         lines: FileLines | None,
     ) -> None:
@@ -237,18 +238,17 @@ class Reader:
         The lines the last read kept come as those records already (ingest/lines.py)."""
         [output] = file.outputs
         known = None
-        if KNOWN in batch.columns:
+        if isinstance(batch, FoundLines):
             assert lines is not None and lines.last is not None  # who asked for them
-            hit = batch[KNOWN].is_not_null()
-            known = lines.last.rows(batch.select(LINE, LINEHASH, LINECHECK, KNOWN).filter(hit))
+            known = lines.last.rows(batch.found)
             checker.taken(known.height, int(known[SENT_STATUS].sum()))
             lines.keep_found(known)
             known = known.drop(LINEHASH, LINECHECK)
-            if known.height == batch.height:  # the usual nightly batch: no line read anew
-                checker.rejected = batch.clear()
+            if batch.parsed is None:  # the usual nightly batch: no line read anew
+                checker.rejected = known.clear()
                 self._keep(file, output, mode, known)
                 return
-            batch = batch.filter(~hit).drop(KNOWN)
+            batch = batch.parsed
         batch, hashes, sent_status = _hashes(checker, batch)
         batch = checker.prepare(batch)
         mapped = map_batch(file, output, batch, extras)
