@@ -433,7 +433,8 @@ def lookups_built_after(cur: Cursor, entity: str, adding: int, district_id: int)
             if postgres:
                 _build(cur, entity, deferred)
             return
-    _build(cur, entity, _missing(cur, entity))
+    if missing := _missing(cur, entity):
+        _build(cur, entity, missing)
     yield False
 
 
@@ -471,8 +472,6 @@ def build_missing_lookups() -> None:
 
 @timed("build indexes")
 def _build(cur: Cursor, entity: str, indexes: list[Any]) -> None:
-    if not indexes:
-        return
     model, editor = MODELS[entity], connection.schema_editor()  # the editor only writes SQL
     if _is_postgres():
         cur.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
