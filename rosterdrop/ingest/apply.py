@@ -27,7 +27,9 @@ from rosterdrop.timing import timed
 
 # Rows of record data in memory at once while writing.
 WINDOW = 100_000
-CHANGE_COLUMNS = ("sync_id", "entity", "sourced_id", "action", "fields")
+CHANGE_COLUMNS = (
+    "sync_id", "entity", "sourced_id", "action", "fields", "record_id", "left_record_id",
+)  # fmt: skip
 
 
 @timed("field changes", batch=True)
@@ -59,7 +61,6 @@ def apply_plan(
     for entity, ep in plan.entities.items():
         if _apply_entity(conn, ep, spills[entity], district_id, sync_id, changes, bulk):
             analyzed.add(entity)
-        changes.extend((sync_id, entity, key, "removed", "[]") for key in ep.removed)
     store.insert_rows(conn, "ingest_change", list(CHANGE_COLUMNS), changes)
     return analyzed
 
@@ -117,17 +118,24 @@ def _apply_entity(
     """Write what the plan says, from the spill, in key order. The spill is read, filtered,
     sorted and staged in a thread one window ahead of the writes. Returns whether the entity's
     statistics were made again (store.lookups_built_after)."""
+    renamed = pl.DataFrame(schema={KEY: pl.String, "_left_id": pl.Int64})
     if ep.renamed.height:
         # Renamed first, so that they are then updated like any record under their new ID.
-        store.rename_records(conn, district_id, ep.entity, sync_id, ep.renamed)
+        renamed = store.rename_records(conn, district_id, ep.entity, sync_id, ep.renamed)
+        renamed = renamed.select(KEY, "_left_id")
     with store.lookups_built_after(conn, ep.entity, len(ep.added), district_id) as analyzed:
         for window in ahead(_windows(ep, spill, bulk), depth=1):
-            _apply_window(conn, ep, window, district_id, sync_id, changes)
+            _apply_window(conn, ep, window, district_id, sync_id, changes, renamed)
     nothing = _no_records(ep.entity)
-    store.write_records(
+    removed = store.write_records(
         conn, district_id, ep.entity, sync_id,
         added=nothing, changed=nothing, removed=pl.DataFrame({KEY: ep.removed}),
     )  # fmt: skip
+    removed = pl.DataFrame({KEY: ep.removed}).join(removed, on=KEY, maintain_order="left")
+    changes.extend(
+        (sync_id, ep.entity, key, "removed", "[]", record, None)
+        for key, record in removed.iter_rows()
+    )
     return analyzed
 
 
@@ -210,24 +218,49 @@ def _apply_window(
     district_id: int,
     sync_id: int,
     changes: list[tuple[Any, ...]],
+    renamed: pl.DataFrame,
 ) -> None:
+    """Write a window, and its change rows with the row IDs written (`renamed`: _key and
+    _left_id, the row left under a renamed record's old ID)."""
     updated = window.changed.filter(pl.col("_action") == UPDATED)
-    back = window.changed.filter(pl.col("_action") == REACTIVATED)
-    if updated.height:
-        old = store.old_data(conn, district_id, ep.entity, updated.select(KEY))
-        old_ids = dict(ep.renamed.select(KEY, "_old_key").iter_rows()) if ep.renamed.height else {}
-        stored = [*FIELDS[ep.entity], METADATA]
-        pairs = updated.select(KEY, *stored).join(old, on=KEY, suffix="_old")
-        for row in pairs.iter_rows(named=True):
-            key = row[KEY]
-            after = {name: row[name] for name in stored}
-            before = {name: row[f"{name}_old"] for name in stored}
-            fields = field_changes(before, after)
-            if key in old_ids:
-                fields.insert(0, {"field": "sourcedId", "before": old_ids[key], "after": key})
-            changes.append((sync_id, ep.entity, key, "updated", json.dumps(fields)))
-    changes.extend((sync_id, ep.entity, key, "reactivated", "[]") for key in back[KEY])
-    store.write_records(
+    old = (
+        store.old_data(conn, district_id, ep.entity, updated.select(KEY))
+        if updated.height
+        else None
+    )
+    written = store.write_records(
         conn, district_id, ep.entity, sync_id,
         added=window.added, changed=window.changed, removed=_no_records(ep.entity).select(KEY),
     )  # fmt: skip
+    if old is not None:
+        _updated(ep, sync_id, changes, updated.join(old, on=KEY, suffix="_old"), written, renamed)
+    back = window.changed.filter(pl.col("_action") == REACTIVATED).select(KEY)
+    back = back.join(written, on=KEY, maintain_order="left")
+    changes.extend(
+        (sync_id, ep.entity, key, "reactivated", "[]", i, None) for key, i in back.iter_rows()
+    )
+
+
+def _updated(
+    ep: EntityPlan,
+    sync_id: int,
+    changes: list[tuple[Any, ...]],
+    pairs: pl.DataFrame,
+    written: pl.DataFrame,
+    renamed: pl.DataFrame,
+) -> None:
+    """The change rows of updated records: their fields before (`pairs`, suffix _old) and
+    after, and the row IDs written."""
+    old_ids = dict(ep.renamed.select(KEY, "_old_key").iter_rows()) if ep.renamed.height else {}
+    stored = [*FIELDS[ep.entity], METADATA]
+    pairs = pairs.join(written, on=KEY, maintain_order="left")
+    pairs = pairs.join(renamed, on=KEY, how="left", maintain_order="left")
+    for row in pairs.iter_rows(named=True):
+        key = row[KEY]
+        after = {name: row[name] for name in stored}
+        before = {name: row[f"{name}_old"] for name in stored}
+        fields = field_changes(before, after)
+        if key in old_ids:
+            fields.insert(0, {"field": "sourcedId", "before": old_ids[key], "after": key})
+        change = (sync_id, ep.entity, key, "updated", json.dumps(fields), row["_id"])
+        changes.append((*change, row["_left_id"]))

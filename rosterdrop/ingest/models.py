@@ -2,8 +2,7 @@
 
 from typing import Any
 
-from django.db import connection, models
-from django.db.models.fields.json import KT
+from django.db import models
 
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
@@ -115,11 +114,28 @@ class Change(models.Model):
     sourced_id = models.CharField(max_length=255)
     action = models.CharField(max_length=12, choices=Action.choices)
     fields = models.JSONField(default=list, help_text='[{"field", "before", "after"}]')
+    # The row IDs of the roster record changed (of the entity's table), and of a renamed one's
+    # old ID left removed under it (store.rename_records): what a sync changed, read in a
+    # range of the index below (changed_by). None on a held sync's preview of its removals.
+    record_id = models.BigIntegerField(null=True)
+    left_record_id = models.BigIntegerField(null=True)
 
     class Meta:
         ordering = ["id"]
-        # "why is X": the history of one ID, among every change of every sync.
-        indexes = [models.Index(fields=["sourced_id"], name="change_sourced_id")]
+        indexes = [
+            # "why is X": the history of one ID, among every change of every sync.
+            models.Index(fields=["sourced_id"], name="change_sourced_id"),
+            models.Index(fields=["sync", "entity", "record_id"], name="change_records"),
+            models.Index(
+                fields=["sync", "entity", "left_record_id"],
+                name="change_left_records",
+                condition=models.Q(left_record_id__isnull=False),
+            ),
+        ]
+
+
+# Syncs whose apply changed the roster: only these stamp records (changed_sync_id).
+APPLIED = (SyncStatus.APPLIED, SyncStatus.APPLIED_WITH_ERRORS)
 
 
 def changed_by(district_id: int, entity: str, syncs: list[int]) -> models.Q:
@@ -127,32 +143,55 @@ def changed_by(district_id: int, entity: str, syncs: list[int]) -> models.Q:
     them: a dateLastModified filter, a delta).
 
     No index of a roster table holds changed_sync_id, so that PostgreSQL updates a record in
-    place (roster.models.LOOKUPS). PostgreSQL then reads every record of the district for the
-    filter: a sync's few percent of them are on most of its pages, and seeking them one by one
-    from what the sync recorded cost more (measured at `large`, 80k of 2M enrollments: 0.4 s
-    walking, 0.5 s seeking, 2 s as the planner joined the lists below). SQLite, with no
-    statistics, would walk a lookup index and read every record at random; there the records
-    are found from what the syncs themselves recorded: those they added (first_seen_sync_id,
-    indexed), those their change rows name, and the old IDs of those they renamed (left
-    removed under them, named in the renamed record's change row), their row IDs in one list.
-    The condition on changed_sync_id stays: a record a later sync changed again is not the
-    earlier one's.
+    place (roster.models.LOOKUPS): a walk of the district would test every record. The
+    records are found from what the syncs recorded instead (`_touched`). A record a later
+    sync changed again is not the earlier one's: unless the syncs are every one since a
+    moment (`_since_a_moment`), each record's changed_sync_id is tested as well.
     """
-    last = models.Q(changed_sync_id__in=syncs)
-    if connection.vendor == "postgresql":
-        return last
-    found = records(district_id, entity)
-    recorded = Change.objects.filter(sync_id__in=syncs, entity=entity)
-    renamed = recorded.filter(action=Change.Action.UPDATED, fields__0__field="sourcedId")
-    ids = (
-        found.filter(first_seen_sync_id__in=syncs)
+    touched = models.Q(id__in=_touched(district_id, entity, syncs))
+    if _since_a_moment(district_id, syncs):
+        return touched
+    return touched & models.Q(changed_sync_id__in=syncs)
+
+
+def changed_ids(district_id: int, entity: str, syncs: list[int], most: int) -> list[int] | None:
+    """The row IDs, in order, of the records of `entity` the given syncs changed last, read
+    from their change rows and the `_first_seen` index alone (no record read), when the
+    syncs are every one since a moment (a `dateLastModified>` filter) and they touched at
+    most `most` records; else None."""
+    if not _since_a_moment(district_id, syncs):
+        return None
+    found = list(_touched(district_id, entity, syncs).values_list("id", flat=True)[: most + 1])
+    return sorted(set(found)) if len(found) <= most else None
+
+
+def _since_a_moment(district_id: int, syncs: list[int]) -> bool:
+    """Whether no applied sync but the given ones finished after the first of them: then a
+    record they touched was last changed by one of them, since a district's syncs apply one
+    at a time and each finishes after the one before (ingest.report.record_in)."""
+    applied = Sync.objects.filter(district_id=district_id, status__in=APPLIED)
+    first = applied.filter(pk__in=syncs).order_by("finished_at").values_list("finished_at")[:1]
+    if not first:
+        return True  # none applied: they changed nothing, and touched nothing
+    return not applied.exclude(pk__in=syncs).filter(finished_at__gte=first[0][0]).exists()
+
+
+def _touched(district_id: int, entity: str, syncs: list[int]) -> models.QuerySet[Any]:
+    """The row IDs (`id`, some more than once) of the records of `entity` the given syncs
+    touched, each an index range: those they added (first_seen_sync_id), those their change
+    rows name (record_id) and the old IDs of those they renamed (left removed under them:
+    left_record_id). Any applied sync's; a held one's change rows name no record."""
+    recorded = Change.objects.filter(sync_id__in=syncs, entity=entity).order_by()
+    return (
+        records(district_id, entity)
+        .filter(first_seen_sync_id__in=syncs)
         .values("id")
         .union(
-            found.filter(sourced_id__in=recorded.values("sourced_id")).values("id"),
-            found.filter(sourced_id__in=renamed.values(old=KT("fields__0__before"))).values("id"),
+            recorded.filter(record_id__isnull=False).values("record_id"),
+            recorded.filter(left_record_id__isnull=False).values("left_record_id"),
+            all=True,
         )
     )
-    return last & models.Q(id__in=ids)
 
 
 def with_sync_times(records: models.QuerySet[Any]) -> models.QuerySet[Any]:

@@ -5,9 +5,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Max
 
 from rosterdrop.ingest import hold_summary, states
-from rosterdrop.ingest.models import Change, Issue, Sync
+from rosterdrop.ingest.models import APPLIED, Change, Issue, Sync
 from rosterdrop.ingest.outcome import Outcome
 from rosterdrop.roster import store
 from rosterdrop.roster.store import Cursor
@@ -64,10 +65,23 @@ def record_in(conn: Cursor, sync: Sync, outcome: Outcome) -> None:
     columns = list(ISSUE_COLUMNS)  # quoted by the loader ("column" is an SQL keyword)
     store.insert_rows(conn, Issue._meta.db_table, columns, rows)
     values = _sync_values(outcome)
-    values["finished_at"] = store.sql_time(values["finished_at"])
+    values["finished_at"] = store.sql_time(_after_the_last(sync, values["finished_at"]))
     values["files"] = json.dumps(values["files"])
     values["changes"] = json.dumps(values["changes"])
     store.update_row(conn, Sync._meta.db_table, sync.pk, values, json_columns=("files", "changes"))
+
+
+def _after_the_last(sync: Sync, now: datetime) -> datetime:
+    """When an applied sync finished: now, or the time of the district's last applied sync
+    if a clock (of another host) is behind it. A district's syncs apply one at a time (the
+    roster token), so each then finishes after the one before, as dateLastModified filters
+    and deltas suppose (ingest.models.changed_by)."""
+    last = (
+        Sync.objects.filter(district_id=sync.district_id, status__in=APPLIED)
+        .exclude(pk=sync.pk)
+        .aggregate(last=Max("finished_at"))["last"]
+    )
+    return max(now, last) if last else now
 
 
 @transaction.atomic

@@ -42,6 +42,8 @@ class Query:
     fields: list[str] | None
     limit: int
     offset: int
+    # The syncs, when the filter is one dateLastModified clause and nothing else.
+    changed: list[int] | None = None
 
 
 def columns(kind: Kind) -> dict[str, str]:
@@ -51,14 +53,24 @@ def columns(kind: Kind) -> dict[str, str]:
 
 
 def read(params: QueryDict, kind: Kind, district_id: int, sync_times: dict[int, datetime]) -> Query:
+    text = params.get("filter", "")
     return Query(
-        where=where(params.get("filter", ""), kind, district_id, sync_times),
+        where=where(text, kind, district_id, sync_times),
         order=order(params.get("sort", ""), params.get("orderBy", ""), kind),
         fields=selected(params, kind),
         limit=_number(params, "limit", settings.ONEROSTER_PAGE_SIZE, low=1),
         # Past a 64-bit integer the database fails (500): one bound with the JSON API's paging.
         offset=_number(params, "offset", 0, low=0, high=MAX_OFFSET),
+        changed=_only_changed(text, sync_times),
     )
+
+
+def _only_changed(text: str, sync_times: dict[int, datetime]) -> list[int] | None:
+    """The syncs of a filter that is one dateLastModified clause (read by `where` first)."""
+    found = CLAUSE.fullmatch(text)
+    if found is None or found.group(1) != "dateLastModified":
+        return None
+    return _syncs(found.group(2), found.group(3).replace("''", "'"), sync_times)
 
 
 def selected(params: QueryDict, kind: Kind) -> list[str] | None:

@@ -17,9 +17,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from rosterdrop.audit.models import AuditEvent, record
-from rosterdrop.ingest.models import Sync
+from rosterdrop.ingest.models import Sync, changed_ids
 from rosterdrop.oneroster import clients, endpoints
-from rosterdrop.oneroster.objects import KINDS, Writer
+from rosterdrop.oneroster.objects import KINDS, Kind, Writer
 from rosterdrop.oneroster.package import write_package
 from rosterdrop.oneroster.position import HEADER, consistent_read
 from rosterdrop.oneroster.query import Query, QueryError, read, selected
@@ -28,6 +28,8 @@ from rosterdrop.roster.models import MODELS
 BASE = "ims/oneroster/rostering/v1p2"
 # Matches read by ID and sorted here rather than found in row order (_page_ids).
 FEW = 100_000
+# Matches of a dateLastModified filter read by ID from the syncs' change rows (_changed).
+CHANGED = 1_000_000
 COUNT_SECONDS = 3600
 DISCOVERY = (
     "discovery/onerosterv1p2rostersservice_openapi3_v1p0.json",
@@ -115,15 +117,31 @@ def _read(
             raise Refused(404, "unknownobject", f"No {kind.one} {ids['sourcedId']}.")
         return JsonResponse({kind.one: _fields(made, fields)})
     query = read(request.GET, kind, district.pk, sync_times)
-    chosen = chosen.filter(query.where)
-    total = _count(chosen, cursor)
-    found = _page_ids(chosen, query, total)
+    changed = _changed(district, endpoint, ids, kind, query)
+    if changed is not None:
+        total = len(changed)
+        found = _page(changed, query)
+    else:
+        chosen = chosen.filter(query.where)
+        total = _count(chosen, cursor)
+        found = _page_ids(chosen, query, total)
     page = list(table.filter(id__in=found).order_by(*query.order).values(*kind.columns()))
     body = {kind.many: [_fields(obj, query.fields) for obj in writer.objects(kind, page)]}
     response = HttpResponse(json.dumps(body), content_type="application/json")
     response["X-Total-Count"] = str(total)
     response["Link"] = _links(request, query.offset, query.limit, total)
     return response
+
+
+def _changed(district, endpoint, ids: dict, kind: Kind, query: Query) -> list[int] | None:
+    """The row IDs a whole collection's `dateLastModified>` filter selects, in order, read
+    from the syncs' change rows (ingest.models.changed_ids) without reading a record but the
+    page's; None for any other request, or for more than CHANGED matches."""
+    if query.changed is None or query.order not in (["id"], ["-id"]):
+        return None
+    if endpoint.select(district, ids):  # a collection of some records only (/students)
+        return None
+    return changed_ids(district.pk, kind.entity, query.changed, CHANGED)
 
 
 def _count(chosen: QuerySet, cursor: int) -> int:
@@ -141,14 +159,19 @@ def _count(chosen: QuerySet, cursor: int) -> int:
     return total
 
 
+def _page(ids: list[int], query: Query) -> list[int]:
+    """The page of IDs in order (ascending): its slice, from the end for orderBy=desc."""
+    ordered = ids[::-1] if query.order == ["-id"] else ids
+    return ordered[query.offset : query.offset + query.limit]
+
+
 def _page_ids(chosen: QuerySet, query: Query, total: int):
     """The row IDs of the page. A few matches (a dateLastModified filter, say): all their IDs
     from the index that finds them, sorted here; many: the database walks an index in row
     order (roster.models `_in_order`) past the offset, reading no record it skips."""
     end = query.offset + query.limit
     if total <= FEW and query.order in (["id"], ["-id"]):
-        ids = sorted(chosen.order_by().values_list("id", flat=True), reverse=query.order == ["-id"])
-        return ids[query.offset : end]
+        return _page(sorted(chosen.order_by().values_list("id", flat=True)), query)
     return chosen.order_by(*query.order).values("id")[query.offset : end]
 
 

@@ -46,6 +46,8 @@ Cursor = Any
 INSERT_ROWS = 20_000
 COPY_ROWS = 100_000
 FETCH_ROWS = 100_000
+# The keys and row IDs of records written (write_records, rename_records).
+RECORD_IDS: dict[str, PolarsDataType] = {KEY: pl.String, "_id": pl.Int64}
 
 
 def _is_postgres() -> bool:
@@ -251,8 +253,9 @@ def _update_keyed(
     entity: str,
     sets: str,
     columns: Sequence[tuple[str, str]] = (),
-) -> None:
-    """UPDATE the records named in a _keyed_table, seeking each by the unique index.
+) -> pl.DataFrame:
+    """UPDATE the records named in a _keyed_table, seeking each by the unique index; their
+    keys (as updated) and row IDs (RECORD_IDS).
 
     `columns` are taken from the table's row of the same key (e.g. `s.title` for `title`); written
     as IN + a correlated row, which both SQLite and PostgreSQL plan as index lookups.
@@ -269,8 +272,9 @@ def _update_keyed(
     with _seeking(cur, keyed, entity):
         cur.execute(
             f"UPDATE {name} SET {', '.join(assignments)} WHERE district_id = {int(district_id)} "
-            f"AND sourced_id IN (SELECT _key FROM {keyed.name})"
+            f"AND sourced_id IN (SELECT _key FROM {keyed.name}) RETURNING sourced_id, id"
         )
+        return pl.DataFrame(cur.fetchall(), schema=RECORD_IDS, orient="row")
 
 
 @timed("db old data", batch=True)
@@ -304,17 +308,18 @@ def listed(cur: Cursor, name: str, keys: pl.Series) -> str:
 
 def rename_records(
     cur: Cursor, district_id: int, entity: str, sync_id: int, renames: pl.DataFrame
-) -> None:
+) -> pl.DataFrame:
     """Give records a new source ID (`renames` has _old_key and _key, the new one), and leave
     under each old ID what a removal leaves: the record as it was, tobedeleted as of this
     sync. A reader of the roster then sees the old ID deleted as it sees any removed record,
-    and an old ID sent again comes back as a removed one does."""
+    and an old ID sent again comes back as a removed one does. The row IDs of both: _key,
+    _id (the renamed record) and _left_id (the one left under the old ID)."""
     keyed = _keyed_table(
         cur,
         "rd_renamed",
         renames.select(pl.col("_old_key").alias("_key"), pl.col("_key").alias("_new")),
     )
-    _update_keyed(cur, keyed, district_id, entity, "", (("sourced_id", "s._new"),))
+    moved = _update_keyed(cur, keyed, district_id, entity, "", (("sourced_id", "s._new"),))
     kept = ["district_id", "content_hash", "first_seen_sync_id", METADATA, *map(_q, FIELDS[entity])]
     with _seeking(cur, keyed, entity):
         cur.execute(
@@ -322,8 +327,13 @@ def rename_records(
             f"SELECT s._key, 'tobedeleted', {int(sync_id)}, {', '.join(f'r.{c}' for c in kept)} "
             f"FROM {keyed.name} s "
             f"CROSS JOIN {table(entity)} r WHERE r.district_id = {int(district_id)} "
-            "AND r.sourced_id = s._new ORDER BY s._key"
+            "AND r.sourced_id = s._new ORDER BY s._key RETURNING sourced_id, id"
         )
+        left = pl.DataFrame(cur.fetchall(), schema=RECORD_IDS, orient="row")
+    pairs = renames.select("_old_key", KEY).join(moved, on=KEY)
+    return pairs.join(left.rename({KEY: "_old_key", "_id": "_left_id"}), on="_old_key").select(
+        KEY, "_id", "_left_id"
+    )
 
 
 def write_records(
@@ -335,8 +345,9 @@ def write_records(
     added: pl.DataFrame | Staged,
     changed: pl.DataFrame,
     removed: pl.DataFrame,
-) -> None:
-    """Insert added records, rewrite changed/reactivated ones, mark removed ones tobedeleted.
+) -> pl.DataFrame:
+    """Insert added records, rewrite changed/reactivated ones, mark removed ones tobedeleted;
+    the keys and row IDs of the changed and removed ones (RECORD_IDS).
 
     `changed` has columns _key, _hash, the entity's fields and metadata (JSON text, or null),
     and so has `added`, or it is a staged file of `new_rows`; `removed` has _key. `added`
@@ -354,14 +365,18 @@ def write_records(
         insert_staged(cur, table(entity), added, constants)
     elif added.height:
         _load(cur, table(entity), new_rows(entity, added), constants)
+    written = [pl.DataFrame(schema=RECORD_IDS)]
     if changed.height:
         keyed = _keyed_table(cur, "rd_changed", changed.select(KEY, HASH, *columns))
         taken = [(c, json_value(f"s.{c}") if c == METADATA else f"s.{_q(c)}") for c in columns]
         taken.append(("content_hash", f"s.{HASH}"))
-        _update_keyed(cur, keyed, district_id, entity, f"status = 'active', {stamp}", taken)
+        sets = f"status = 'active', {stamp}"
+        written.append(_update_keyed(cur, keyed, district_id, entity, sets, taken))
     if removed.height:
         keyed = _keyed_table(cur, "rd_removed", removed)
-        _update_keyed(cur, keyed, district_id, entity, f"status = 'tobedeleted', {stamp}")
+        sets = f"status = 'tobedeleted', {stamp}"
+        written.append(_update_keyed(cur, keyed, district_id, entity, sets))
+    return pl.concat(written)
 
 
 def new_rows(entity: str, records: pl.DataFrame) -> pl.DataFrame:
