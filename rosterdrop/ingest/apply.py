@@ -100,10 +100,10 @@ class _Bulk:
 @dataclass
 class Window:
     """Spilled rows to write, in key order: updated and reactivated ones (with _action) as
-    rows, added ones as rows or as a staged file."""
+    rows, added ones as rows, a staged file or formatted CSV."""
 
     changed: pl.DataFrame
-    added: pl.DataFrame | Staged
+    added: pl.DataFrame | Staged | store.Formatted
 
 
 def _apply_entity(
@@ -124,7 +124,8 @@ def _apply_entity(
         renamed = store.rename_records(conn, district_id, ep.entity, sync_id, ep.renamed)
         renamed = renamed.select(KEY, "_left_id")
     with store.lookups_built_after(conn, ep.entity, len(ep.added), district_id) as analyzed:
-        for window in ahead(_windows(ep, spill, bulk), depth=1):
+        columns = store.new_record_columns(district_id, sync_id)
+        for window in ahead(_windows(ep, spill, bulk, columns), depth=1):
             _apply_window(conn, ep, window, district_id, sync_id, changes, renamed)
     nothing = _no_records(ep.entity)
     removed = store.write_records(
@@ -139,8 +140,11 @@ def _apply_entity(
     return analyzed
 
 
-def _windows(ep: EntityPlan, spill: Spill, bulk: _Bulk) -> Iterator[Window]:
-    """Read the spill once, a key range at a time, keeping only the rows the plan writes."""
+def _windows(
+    ep: EntityPlan, spill: Spill, bulk: _Bulk, columns: dict[str, object]
+) -> Iterator[Window]:
+    """Read the spill once, a key range at a time, keeping only the rows the plan writes;
+    `columns`: those new records get beside their data (store.new_record_columns)."""
     action = _actions(ep, spill)
     missing = int(np.count_nonzero(action))
     files = bulk.files(ep)
@@ -161,7 +165,7 @@ def _windows(ep: EntityPlan, spill: Spill, bulk: _Bulk) -> Iterator[Window]:
             yield Window(pl.concat(changed), _no_records(ep.entity))
             changed = []
         if sum(f.height for f in added) >= (bulk.part if files else WINDOW):
-            yield from _added_windows(ep.entity, pl.concat(added), spill.folder, files)
+            yield from _added_windows(ep.entity, pl.concat(added), spill.folder, files, columns)
             added = []
     if missing:
         # Only a fingerprint collision (spill.py) leaves out a record to write: stop, roll back.
@@ -169,7 +173,7 @@ def _windows(ep: EntityPlan, spill: Spill, bulk: _Bulk) -> Iterator[Window]:
     if changed:
         yield Window(pl.concat(changed), _no_records(ep.entity))
     if added:
-        yield from _added_windows(ep.entity, pl.concat(added), spill.folder, files)
+        yield from _added_windows(ep.entity, pl.concat(added), spill.folder, files, columns)
 
 
 def _actions(ep: EntityPlan, spill: Spill) -> np.ndarray:
@@ -197,13 +201,21 @@ def written(ep: EntityPlan, spill: Spill, fields: tuple[str, ...]) -> pl.DataFra
     return pl.concat(parts, how="vertical_relaxed")
 
 
-def _added_windows(entity: str, rows: pl.DataFrame, folder: Path, files: bool) -> Iterator[Window]:
+def _added_windows(
+    entity: str, rows: pl.DataFrame, folder: Path, files: bool, columns: dict[str, object]
+) -> Iterator[Window]:
+    """New records made ready for the database here, in the thread ahead of the writes: a
+    staged file (SQLite), or the CSV that COPY reads (PostgreSQL), so that the server copies
+    one window while the next is formatted."""
     nothing = _no_records(entity)
     if files:
         yield Window(nothing, staging.stage(store.new_rows(entity, rows), folder))
         return
     for window in rows.iter_slices(WINDOW):
-        yield Window(nothing, window)
+        if store.formats_new_records():
+            yield Window(nothing, store.formatted(store.new_rows(entity, window), columns))
+        else:
+            yield Window(nothing, window)
 
 
 def _no_records(entity: str) -> pl.DataFrame:
