@@ -650,3 +650,23 @@ def test_postgresql_updates_and_removes_records_in_place(district):
         updates, in_place = cur.fetchone()
     assert updates == len(picked) + removed.height > 100
     assert in_place == updates
+
+
+def test_records_marked_removed_come_back_with_what_they_named(district, school):
+    """The statement that marks records removed returns the fields asked of them (ingest.gaps
+    reads what removed enrollments named from it, not by seeking them again after apply)."""
+    from rosterdrop.roster import store
+
+    sync = import_path(district, school)
+    named = ("userSourcedId", "classSourcedId", "role")
+    picked = list(records(district, "enrollments").order_by("id").values("sourced_id", *named)[:3])
+    removed = pl.DataFrame({"_key": [r["sourced_id"] for r in picked]})
+    with store.bulk_connection() as cur:
+        marked = store.write_records(
+            cur, district.pk, "enrollments", sync.pk,
+            added=removed.clear(), changed=pl.DataFrame(), removed=removed, returning=named,
+        )  # fmt: skip
+    assert sorted(marked.rows()) == sorted(
+        (r["sourced_id"], *(r[f] for f in named)) for r in picked
+    )
+    assert records(district, "enrollments").filter(status="tobedeleted").count() == 3

@@ -6,9 +6,10 @@ them go through staged files (roster/staging.py).
 """
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, cast
 
 import numpy as np
@@ -51,18 +52,40 @@ def field_changes(before: dict[str, Any], after: dict[str, Any]) -> list[dict[st
 
 @timed("apply_plan")
 def apply_plan(
-    conn: Cursor, plan: Plan, spills: dict[str, Spill], district_id: int, sync_id: int
-) -> set[str]:
-    """Returns the entities whose statistics the transaction made again with every record in
-    (store.lookups_built_after), for store.refresh_statistics after the commit."""
+    conn: Cursor,
+    plan: Plan,
+    spills: dict[str, Spill],
+    district_id: int,
+    sync_id: int,
+    named: Mapping[str, tuple[str, ...]] = MappingProxyType({}),
+) -> "Applied":
+    """Write the plan; what the caller needs of it after (`Applied`)."""
     changes: list[tuple[Any, ...]] = []
     bulk = _Bulk.for_plan(plan)
-    analyzed = set()
+    applied = Applied()
     for entity, ep in plan.entities.items():
-        if _apply_entity(conn, ep, spills[entity], district_id, sync_id, changes, bulk):
-            analyzed.add(entity)
+        spill, fields = spills[entity], named.get(entity, ())
+        analyzed, removed = _apply_entity(
+            conn, ep, spill, district_id, sync_id, changes, bulk, fields
+        )
+        if analyzed:
+            applied.analyzed.add(entity)
+        if entity in named:
+            applied.marked[entity] = removed
     store.insert_rows(conn, "ingest_change", list(CHANGE_COLUMNS), changes)
-    return analyzed
+    return applied
+
+
+@dataclass
+class Applied:
+    """What an apply tells its caller: the entities whose statistics the transaction made
+    again with every record in (store.lookups_built_after), for store.refresh_statistics
+    after the commit; per entity of the `named` fields asked, the _key and those fields of
+    the records it marked removed (what they named, for ingest.gaps), as the statement
+    marking them read them."""
+
+    analyzed: set[str] = field(default_factory=set)
+    marked: dict[str, pl.DataFrame] = field(default_factory=dict)
 
 
 ADDED, UPDATED, REACTIVATED = 1, 2, 3
@@ -114,10 +137,12 @@ def _apply_entity(
     sync_id: int,
     changes: list[tuple[Any, ...]],
     bulk: "_Bulk",
-) -> bool:
+    named: tuple[str, ...],
+) -> tuple[bool, pl.DataFrame]:
     """Write what the plan says, from the spill, in key order. The spill is read, filtered,
     sorted and staged in a thread one window ahead of the writes. Returns whether the entity's
-    statistics were made again (store.lookups_built_after)."""
+    statistics were made again (store.lookups_built_after), and the _key and `named` fields
+    of the records marked removed."""
     renamed = pl.DataFrame(schema={KEY: pl.String, "_left_id": pl.Int64})
     if ep.renamed.height:
         # Renamed first, so that they are then updated like any record under their new ID.
@@ -130,14 +155,14 @@ def _apply_entity(
     nothing = _no_records(ep.entity)
     removed = store.write_records(
         conn, district_id, ep.entity, sync_id,
-        added=nothing, changed=nothing, removed=pl.DataFrame({KEY: ep.removed}),
+        added=nothing, changed=nothing, removed=pl.DataFrame({KEY: ep.removed}), returning=named,
     )  # fmt: skip
-    removed = pl.DataFrame({KEY: ep.removed}).join(removed, on=KEY, maintain_order="left")
+    ids = pl.DataFrame({KEY: ep.removed}).join(removed, on=KEY, maintain_order="left")
     changes.extend(
         (sync_id, ep.entity, key, "removed", "[]", record, None)
-        for key, record in removed.iter_rows()
+        for key, record in ids.select(KEY, "_id").iter_rows()
     )
-    return analyzed
+    return analyzed, removed.select(KEY, *named)
 
 
 def _windows(

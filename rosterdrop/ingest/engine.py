@@ -239,8 +239,11 @@ def run(
                     forget_findings(sync.pk)  # a held sync's, when approved
                     spills = checked.records.spills
                     counted = gaps.before(conn, district.pk, planned, plan, spills)
-                    analyzed = apply_plan(conn, plan, spills, district.pk, sync.pk)
-                    gaps.applied(district.pk, sync.pk, token, counted)
+                    applied = apply_plan(
+                        conn, plan, spills, district.pk, sync.pk, gaps.named(counted)
+                    )
+                    analyzed = applied.analyzed
+                    gaps.applied(district.pk, sync.pk, token, counted, applied.marked)
                     record_events(conn, district.pk, sync.pk, renamed_in(plan), Change)
                     process.checkpoint("apply")
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))

@@ -165,9 +165,15 @@ class Before:
     kept: RosterGaps
     found: dict[str, set[str]] = field(default_factory=dict)
     after: dict[str, pl.Series] = field(default_factory=dict)
-    # The keys the sync removes of each entity whose removed records are read after apply
-    # (`_kept_out`), from its plan: sought there by key (`_Removed`).
-    removed: dict[str, pl.Series] = field(default_factory=dict)
+    # The entities whose removed records' fields are read as apply marks them (`_kept_out`:
+    # the statement marking them returns them, `named`), not sought before apply.
+    removed: frozenset[str] = frozenset()
+
+
+def named(counted: Before | None) -> dict[str, tuple[str, ...]]:
+    """What apply is to return of the records it marks removed, per entity, for `count`:
+    the fields the gaps read of them (none if the gaps are counted in full)."""
+    return {e: READ[e] for e in counted.removed} if counted else {}
 
 
 def _in(table: str) -> Q:
@@ -196,7 +202,7 @@ def before(
         return None
     moved = {e: _moved(conn, district_id, ep, spills[e]) for e, ep in entities.items()}
     found = queries(district_id)
-    counting = Before(kept, removed={e: ep.removed for e, ep in entities.items() if _kept_out(e)})
+    counting = Before(kept, removed=frozenset(e for e in entities if _kept_out(e)))
     for n, (kind, entity) in enumerate(KINDS.items()):
         now, then = _candidates(kind, entity, moved)
         # Any org added, removed, reactivated or renamed (its updates: after apply).
@@ -286,13 +292,19 @@ def _candidates(
     return known.filter(~pl.col("_out_before"))[KEY], known.filter(~pl.col("_out_after"))[KEY]
 
 
-def applied(district_id: int, sync_id: int, token: int, counted: Before | None) -> None:
+def applied(
+    district_id: int,
+    sync_id: int,
+    token: int,
+    counted: Before | None,
+    marked: dict[str, pl.DataFrame],
+) -> None:
     """Count the gaps of the roster a sync applies, in its transaction (`count`), unless it
     left the reference indexes the count probes to be built after it (a first import on
     SQLite, roster.store.lookups_built_after): they are then counted after those
     (`after_sync`), and until then the district keeps no count and `of` counts when asked."""
     if all(store.lookups_built(e) for e in _PROBED):
-        count(district_id, sync_id, token, counted)
+        count(district_id, sync_id, token, counted, marked)
     else:
         RosterGaps.objects.filter(district_id=district_id).delete()
 
@@ -309,19 +321,24 @@ def after_sync(district_id: int, sync_id: int, token: int | None) -> None:
 
 @timed("count gaps")
 def count(
-    district_id: int, sync_id: int | None, token: int, counted: Before | None = None
+    district_id: int,
+    sync_id: int | None,
+    token: int,
+    counted: Before | None = None,
+    marked: dict[str, pl.DataFrame] | None = None,
 ) -> RosterGaps:
     """Count the district's gaps as its roster stands (inside the applying transaction: as
     it will stand once that commits, the roster of `token`) and keep them, replacing the
     earlier count: from `counted` for the gaps it counted before apply (unless the sync's
-    updates moved what they name), in full otherwise."""
+    updates moved what they name), in full otherwise. `marked`: what apply returned of the
+    records it marked removed (`named`)."""
     counts: dict[str, int] = {}
     shown: dict[str, list[str]] = {}
     known: dict[str, list[str]] = {}
     # What the sync's updates moved, and what its removed records named: read after apply.
     moved, removed = set(), None
     if counted is not None and sync_id is not None:
-        moved, removed = _moved_by_updates(sync_id), _Removed(district_id, counted.removed)
+        moved, removed = _moved_by_updates(sync_id), _Removed(marked or {})
     for n, (kind, found) in enumerate(queries(district_id).items()):
         if counted and removed and kind in counted.after and not _named_by(kind) & moved:
             then = pl.concat([counted.after[kind], removed.named(kind)]).unique()
@@ -367,32 +384,24 @@ def _named_by(kind: str) -> set[str]:
 
 
 class _Removed:
-    """What the records the sync removed named, read once apply has marked them (they keep
-    their fields): those of the entities whose removed records are looked up only after."""
+    """What the records the sync removed named, as apply read them while marking them (they
+    keep their fields): those of the entities whose removed records are looked up only after."""
 
-    def __init__(self, district_id: int, keys: dict[str, pl.Series]):
-        self.district_id, self.keys = district_id, keys
-        self._read: dict[str, pl.DataFrame] = {}
+    def __init__(self, marked: dict[str, pl.DataFrame]):
+        self.marked = marked
 
     def named(self, kind: str) -> pl.Series:
         parts = [pl.Series(KEY, [], pl.String)]
         for entity, by, roles, _ in NAMED_BY[kind]:
             if not _kept_out(entity):
                 continue
-            versions = self._versions(entity)
+            versions = self.marked.get(entity)
+            if versions is None:  # not sent: none marked
+                continue
             if roles is not None:
                 versions = versions.filter(pl.col("role").is_in(roles))
             parts.append(versions[by].drop_nulls().alias(KEY))
         return pl.concat(parts)
-
-    def _versions(self, entity: str) -> pl.DataFrame:
-        if entity not in self._read:
-            keys = self.keys.get(entity, pl.Series(KEY, [], pl.String)).alias(KEY).to_frame()
-            with connection.cursor() as cursor:
-                self._read[entity] = store.fields_of(
-                    cursor.cursor, self.district_id, entity, keys, READ[entity]
-                )
-        return self._read[entity]
 
 
 def _every(found: Records) -> list[str]:

@@ -289,9 +289,10 @@ def _update_keyed(
     entity: str,
     sets: str,
     columns: Sequence[tuple[str, str]] = (),
+    returning: Sequence[str] = (),
 ) -> pl.DataFrame:
     """UPDATE the records named in a _keyed_table, seeking each by the unique index; their
-    keys (as updated) and row IDs (RECORD_IDS).
+    keys (as updated) and row IDs (RECORD_IDS), and their `returning` fields as updated.
 
     `columns` are taken from the table's row of the same key (e.g. `s.title` for `title`); written
     as IN + a correlated row, which both SQLite and PostgreSQL plan as index lookups.
@@ -308,9 +309,11 @@ def _update_keyed(
     with _seeking(cur, keyed, entity):
         cur.execute(
             f"UPDATE {name} SET {', '.join(assignments)} WHERE district_id = {int(district_id)} "
-            f"AND sourced_id IN (SELECT _key FROM {keyed.name}) RETURNING sourced_id, id"
+            f"AND sourced_id IN (SELECT _key FROM {keyed.name}) "
+            f"RETURNING {', '.join(['sourced_id', 'id', *map(_q, returning)])}"
         )
-        return pl.DataFrame(cur.fetchall(), schema=RECORD_IDS, orient="row")
+        schema = {**RECORD_IDS, **dict.fromkeys(returning, pl.String)}
+        return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
 
 
 @timed("db old data", batch=True)
@@ -381,9 +384,12 @@ def write_records(
     added: pl.DataFrame | Staged | Formatted,
     changed: pl.DataFrame,
     removed: pl.DataFrame,
+    returning: Sequence[str] = (),
 ) -> pl.DataFrame:
     """Insert added records, rewrite changed/reactivated ones, mark removed ones tobedeleted;
-    the keys and row IDs of the changed and removed ones (RECORD_IDS).
+    the keys and row IDs of the changed and removed ones (RECORD_IDS), and of the removed
+    ones the `returning` fields, read by the statement that marks them (what they named, for
+    ingest.gaps: not sought again after).
 
     `changed` has columns _key, _hash, the entity's fields and metadata (JSON text, or null),
     and so has `added`, or it is `new_rows` made ready ahead: a staged file (SQLite), or
@@ -409,8 +415,8 @@ def write_records(
     if removed.height:
         keyed = _keyed_table(cur, "rd_removed", removed)
         sets = f"status = 'tobedeleted', {stamp}"
-        written.append(_update_keyed(cur, keyed, district_id, entity, sets))
-    return pl.concat(written)
+        written.append(_update_keyed(cur, keyed, district_id, entity, sets, (), returning))
+    return pl.concat(written, how="diagonal")
 
 
 def new_record_columns(district_id: int, sync_id: int) -> dict[str, object]:
