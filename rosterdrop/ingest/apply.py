@@ -62,6 +62,8 @@ def apply_plan(
     """Write the plan; what the caller needs of it after (`Applied`)."""
     changes: list[tuple[Any, ...]] = []
     bulk = _Bulk.for_plan(plan)
+    if not bulk.part:
+        store.cache_for_rewrites(conn)
     applied = Applied()
     for entity, ep in plan.entities.items():
         spill, fields = spills[entity], named.get(entity, ())
