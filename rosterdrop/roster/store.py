@@ -419,7 +419,7 @@ def write_records(
         _load(cur, table(entity), added)
     elif added.height:
         _load(cur, table(entity), new_rows(entity, added), constants)
-    written = [pl.DataFrame(schema=RECORD_IDS)]
+    written = [pl.DataFrame(schema={**RECORD_IDS, **dict.fromkeys(returning, pl.String)})]
     if changed.height:
         keyed = _keyed_table(cur, "rd_changed", changed.select(KEY, HASH, *columns))
         taken = [(c, json_value(f"s.{c}") if c == METADATA else f"s.{_q(c)}") for c in columns]
