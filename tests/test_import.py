@@ -670,3 +670,19 @@ def test_records_marked_removed_come_back_with_what_they_named(district, school)
         (r["sourced_id"], *(r[f] for f in named)) for r in picked
     )
     assert records(district, "enrollments").filter(status="tobedeleted").count() == 3
+
+
+def test_change_rows_keep_an_id_first_given_after_many_rows_without_one(district, school):
+    """A sync's change rows go to the database in one frame: an ID that only its 101st row
+    has (the old row left under a renamed record, after 100 removals) is kept, not refused
+    by a column type guessed from the first rows (an SDS v1 district moving to OneRoster
+    failed so)."""
+    from rosterdrop.ingest.apply import CHANGE_COLUMNS
+    from rosterdrop.roster import store
+
+    sync = import_path(district, school)
+    removed = [(sync.pk, "users", f"gone-{i}", "removed", "[]", i, None) for i in range(100)]
+    renamed = (sync.pk, "users", "new-id", "updated", "[]", 1000, 631)
+    with store.bulk_connection() as cur:
+        store.insert_rows(cur, "ingest_change", list(CHANGE_COLUMNS), [*removed, renamed])
+    assert Change.objects.get(sync=sync, sourced_id="new-id").left_record_id == 631

@@ -631,8 +631,10 @@ def claim_roster(cur: Cursor, district_id: int, token: int) -> int:
 def insert_rows(
     cur: Cursor, table: str, columns: list[str], rows: list[tuple[object, ...]]
 ) -> None:
-    """Append rows to an app table with the bulk path."""
-    _load(cur, table, pl.DataFrame(rows, schema=columns, orient="row"))
+    """Append rows to an app table with the bulk path. Every row decides its columns' types
+    (a column empty in the first hundred rows and filled later is not refused)."""
+    frame = pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
+    _load(cur, table, frame)
 
 
 def update_row(
