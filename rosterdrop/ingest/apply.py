@@ -149,7 +149,6 @@ def _apply_entity(
     if ep.renamed.height:
         # Renamed first, so that they are then updated like any record under their new ID.
         renamed = store.rename_records(conn, district_id, ep.entity, sync_id, ep.renamed)
-        renamed = renamed.select(KEY, "_left_id")
     with store.lookups_built_after(conn, ep.entity, len(ep.added), district_id) as analyzed:
         columns = store.new_record_columns(district_id, sync_id)
         for window in ahead(_windows(ep, spill, bulk, columns), depth=1):

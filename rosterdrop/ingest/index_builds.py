@@ -125,8 +125,9 @@ def _build(sync: Sync) -> None:
 
 
 def _after(sync: Sync) -> None:
-    """What is built after the sync: the lines of its files its read did not keep (for the
-    next read, ingest/line_builds.py), then their SIS search index."""
+    """What is built after the sync: the roster's reference indexes a first import left out
+    and the gaps they count (`_lookups`), the lines of its files its read did not keep (for
+    the next read, ingest/line_builds.py), then their SIS search index."""
     try:
         _lookups(sync)
     except Exception:  # readers are right without them, only slower; the next sync builds them

@@ -365,14 +365,15 @@ def rename_records(
     """Give records a new source ID (`renames` has _old_key and _key, the new one), and leave
     under each old ID what a removal leaves: the record as it was, tobedeleted as of this
     sync. A reader of the roster then sees the old ID deleted as it sees any removed record,
-    and an old ID sent again comes back as a removed one does. The row IDs of both: _key,
-    _id (the renamed record) and _left_id (the one left under the old ID)."""
+    and an old ID sent again comes back as a removed one does. Returns _key (the new ID) and
+    _left_id, the row left under the old one (the renamed record's own row ID comes back from
+    the update that writes its data, write_records)."""
     keyed = _keyed_table(
         cur,
         "rd_renamed",
         renames.select(pl.col("_old_key").alias("_key"), pl.col("_key").alias("_new")),
     )
-    moved = _update_keyed(cur, keyed, district_id, entity, "", (("sourced_id", "s._new"),))
+    _update_keyed(cur, keyed, district_id, entity, "", (("sourced_id", "s._new"),))
     kept = ["district_id", "content_hash", "first_seen_sync_id", METADATA, *map(_q, FIELDS[entity])]
     with _seeking(cur, keyed, entity):
         cur.execute(
@@ -383,10 +384,8 @@ def rename_records(
             "AND r.sourced_id = s._new ORDER BY s._key RETURNING sourced_id, id"
         )
         left = pl.DataFrame(cur.fetchall(), schema=RECORD_IDS, orient="row")
-    pairs = renames.select("_old_key", KEY).join(moved, on=KEY)
-    return pairs.join(left.rename({KEY: "_old_key", "_id": "_left_id"}), on="_old_key").select(
-        KEY, "_id", "_left_id"
-    )
+    left = left.rename({KEY: "_old_key", "_id": "_left_id"})
+    return renames.select("_old_key", KEY).join(left, on="_old_key").select(KEY, "_left_id")
 
 
 def write_records(
