@@ -109,13 +109,24 @@ def _detach_staged() -> None:
 # SQLite's page cache while an apply rewrites records where they are (no staged files: a
 # change, not a load). Its updates, removals and the gaps' reads after them come back to the
 # pages the writes before dirtied, which 256 MB spills to the WAL and reads back: at `huge`'s
-# 1% change (~130k of the enrollments' pages) 1 GB took apply 22.2 -> 14.0 s of CPU and the
-# process's peak 1309 -> 1361 MB. A load appends in key order and never comes back to a page.
-REWRITE_CACHE_KB = 1_000_000
+# 1% change a bigger cache took apply 22.2 -> 14.0 s of CPU (bench/README.md, apply20). A load
+# appends in key order and never comes back to a page. How big: `cache_for_rewrites`.
+REWRITE_CACHE_KB = 768_000
 
 
 def cache_for_rewrites(cur: Cursor) -> None:
-    """Inside bulk_connection, before an apply that rewrites records in place (SQLite)."""
+    """Inside bulk_connection, before an apply that rewrites records in place (SQLite).
+
+    The cache is most of the apply's memory, beside what the process holds after the read
+    (Python, the libraries and the plan: ~300 MB at `huge`) and a window's frames in two
+    threads (~250 MB). It fills with the pages the transaction touches, to its end (the gaps
+    counted after apply too): a 1% change's removed enrollments are spread over the table,
+    so that is much of the roster, ~700 MB at `large`, over 1 GB at `huge`. Capped, the
+    apply's peak is about those three, whatever the district's size, and its read's (which
+    grows with every row) is the import's: 1 GB made the apply the peak at `huge`, 1460-1490
+    MB against the 1.5 GB target; 768 MB leaves it ~1.2 GB, under the read's ~1.3 GB, at the
+    same CPU (apply 6.5-7.2 s with 1 GB, 6.7-7.3 with 768 MB, 7.5 with 640, 8.2 with 512:
+    bench/README.md, cache21). At `large` it is ~1.0 GB, the read's ~0.7."""
     if not _is_postgres():
         cur.execute(f"PRAGMA cache_size = -{REWRITE_CACHE_KB}")
 
