@@ -655,7 +655,11 @@ def main(argv: list[str] | None = None) -> int:
         },
         "steps": [asdict(s) for s in steps],
     }
-    (workdir / a.size / "last-run.json").write_text(json.dumps(result, indent=2))
+    # A new file renamed over the old one, never written in place: a workdir made with
+    # `cp -al` shares its files with the district it was copied from.
+    last = workdir / a.size / "last-run.json"
+    last.with_suffix(".tmp").write_text(json.dumps(result, indent=2))
+    last.with_suffix(".tmp").replace(last)
     if not a.json:
         print(table(steps))
         print()
