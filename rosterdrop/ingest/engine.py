@@ -251,6 +251,10 @@ def run(
             if staged is not None:
                 staged.unlink(missing_ok=True)
             raise
+        finally:
+            # SQLite gives its page cache back to malloc as the transaction ends (up to
+            # REWRITE_CACHE_KB): a worker would otherwise keep it resident until its next import.
+            memory.release()
         if staged is not None:  # the roster it describes is committed
             hashes.publish(district.pk, token, staged, vouched)
             lines.publish(token)
