@@ -6,9 +6,11 @@ from pathlib import Path
 
 import asyncssh
 import asyncssh.encryption
+import asyncssh.logging
 import pytest
+from asyncssh.channel import SSHChannel
 from asyncssh.crypto.chacha import ChachaCipher as StockChacha
-from asyncssh.packet import UInt64
+from asyncssh.packet import String, UInt32, UInt64
 from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -245,6 +247,120 @@ def test_chacha_refuses_a_changed_packet(key, data, flip):
     assert cipher.verify_and_decrypt(packet[:4], packet[4:], UInt64(8), tag) is None
 
 
+@given(
+    key=st.binary(min_size=64, max_size=64),
+    data=st.binary(min_size=4, max_size=5000),
+    seq=st.integers(0, 2**32 - 1),
+)
+def test_chacha_packet_joined_once_is_asyncssh_s(key, data, seq):
+    """ChachaEncryption.decrypt_packet as asyncssh calls it: the first block (the length and
+    the payload's first bytes) apart from the rest."""
+    header = len(data).to_bytes(4, "big")
+    packet, tag = StockChacha(key).encrypt_and_sign(header, data, UInt64(seq))
+    ours = asyncssh.encryption.ChachaEncryption(asyncssh_patches.ChachaCipher(key))
+    assert asyncssh_patches._decrypt_packet(ours, seq, packet[:8], packet[8:], 4, tag) == data
+    assert asyncssh_patches._decrypt_packet(ours, seq ^ 1, packet[:8], packet[8:], 4, tag) is None
+
+
+class _Channel:
+    """What _recv_channel_data reads of asyncssh's SSHChannel, an open one by default."""
+
+    _accept_data = SSHChannel._accept_data  # a tun/tap channel's is its own
+
+    def __init__(self, window: int = 1 << 20, **state):
+        self._recv_state = "open"
+        self._send_state = "open"
+        self._recv_paused = False
+        self._encoding = None
+        self._recv_window = window
+        self.__dict__.update(state)
+        self.delivered: list = []
+
+    def _deliver_data(self, data, datatype):
+        self.delivered.append((data, datatype))
+
+
+class _Connection:
+    """What _recv_channel_data reads of asyncssh's SSHConnection, as _recv_pkthdr leaves it
+    once a packet's first block is read: the packet sealed with chacha20-poly1305."""
+
+    def __init__(self, payload: bytes, chan: _Channel, seq: int = 41, tamper: bool = False):
+        key = bytes(range(64))
+        header = len(payload).to_bytes(4, "big")
+        sealed, tag = StockChacha(key).encrypt_and_sign(header, payload, UInt64(seq))
+        if tamper:
+            tag = bytes([tag[0] ^ 1]) + tag[1:]
+        cipher = asyncssh_patches.ChachaCipher(key)
+        self._recv_encryption = asyncssh.encryption.ChachaEncryption(cipher)
+        self._decompressor = None
+        self._auth_complete = True
+        self._recv_macsize, self._recv_blocksize = 16, 8
+        self._pktlen = len(payload)
+        self._packet, self._inpbuf = sealed[:8], sealed[8:] + tag + b"next"
+        self._recv_seq = seq
+        self._channels = {3: chan}
+        self.finished: list = []
+
+    def _finish_recv_packet(self, pkttype, seq):
+        self.finished.append((pkttype, seq))
+
+
+def _channel_data(data: bytes, chan: int = 3, kind: int = 94, pad: int = 6) -> bytes:
+    """An SSH_MSG_CHANNEL_DATA payload (94) as it is padded: padding length first."""
+    return bytes([pad, kind]) + UInt32(chan) + String(data) + bytes(pad)
+
+
+@pytest.fixture
+def generic(monkeypatch):
+    """asyncssh's own _recv_packet, recorded instead of run."""
+    taken: list = []
+    monkeypatch.setattr(asyncssh_patches, "_recv_packet", lambda conn: taken.append(conn))
+    return taken
+
+
+def test_channel_data_takes_the_short_way(generic):
+    chan = _Channel(window=1000)
+    conn = _Connection(_channel_data(b"x" * 600), chan)
+    assert asyncssh_patches._recv_channel_data(conn) is True
+    assert chan.delivered == [(b"x" * 600, None)]
+    assert chan._recv_window == 400
+    assert conn.finished == [(94, 41)]  # its sequence number, then the next header
+    assert conn._inpbuf == b"next"
+    assert not generic
+
+
+@pytest.mark.parametrize(
+    ("payload", "chan", "tamper"),
+    [
+        (_channel_data(b"x" * 600), _Channel(), True),  # its tag does not check out
+        (_channel_data(b"x" * 600, kind=93), _Channel(), False),  # not channel data
+        (_channel_data(b"x" * 600, chan=4), _Channel(), False),  # no such channel
+        (_channel_data(b"x" * 600)[:-7], _Channel(), False),  # shorter than it says
+        (_channel_data(b""), _Channel(), False),
+        (_channel_data(b"x" * 600, pad=0), _Channel(), False),  # asyncssh: an empty payload
+        (_channel_data(b"x" * 600), _Channel(window=599), False),  # past the window
+        (_channel_data(b"x" * 600), _Channel(_recv_state="eof"), False),
+        (_channel_data(b"x" * 600), _Channel(_send_state="close_pending"), False),
+        (_channel_data(b"x" * 600), _Channel(_recv_paused=True), False),
+        (_channel_data(b"x" * 600), _Channel(_encoding="utf-8"), False),
+    ],
+)
+def test_any_other_packet_takes_asyncssh_s_way(generic, payload, chan, tamper):
+    conn = _Connection(payload, chan, tamper=tamper)
+    before = (conn._packet, conn._inpbuf, chan._recv_window)
+    asyncssh_patches._recv_channel_data(conn)
+    assert generic == [conn]
+    assert (conn._packet, conn._inpbuf, chan._recv_window) == before
+    assert not chan.delivered and not conn.finished
+
+
+def test_asyncssh_debug_logging_takes_asyncssh_s_way(generic, monkeypatch):
+    monkeypatch.setattr(asyncssh.logging.SSHLogger, "_debug_level", 2)
+    conn = _Connection(_channel_data(b"x" * 600), _Channel())
+    asyncssh_patches._recv_channel_data(conn)
+    assert generic == [conn]
+
+
 def test_asyncssh_is_the_version_the_patches_were_written_for():
     """An upgrade of asyncssh (requirements.lock) fails here: check asyncssh_patches against
     the new version's encryption.py and connection.py, then move ASYNCSSH_VERSION."""
@@ -253,3 +369,4 @@ def test_asyncssh_is_the_version_the_patches_were_written_for():
     assert asyncssh.__version__ == asyncssh_patches.ASYNCSSH_VERSION
     assert asyncssh_patches.install()
     assert asyncssh.encryption.ChachaCipher is asyncssh_patches.ChachaCipher
+    assert asyncssh.connection.SSHConnection._recv_packet is asyncssh_patches._recv_channel_data
