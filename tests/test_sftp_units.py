@@ -9,6 +9,7 @@ import asyncssh.encryption
 import asyncssh.logging
 import pytest
 from asyncssh.channel import SSHChannel
+from asyncssh.connection import SSHServerConnection
 from asyncssh.crypto.chacha import ChachaCipher as StockChacha
 from asyncssh.packet import String, UInt32, UInt64
 from django.utils import timezone
@@ -359,6 +360,92 @@ def test_asyncssh_debug_logging_takes_asyncssh_s_way(generic, monkeypatch):
     conn = _Connection(_channel_data(b"x" * 600), _Channel())
     asyncssh_patches._recv_channel_data(conn)
     assert generic == [conn]
+
+
+_KEY = bytes(range(64))
+
+
+def _receiving(chan: _Channel, seq: int) -> SSHServerConnection:
+    """asyncssh's own connection object as it stands once logged in, receiving with
+    chacha20-poly1305 for one open channel (3), without a loop or a socket."""
+    conn = object.__new__(SSHServerConnection)
+    cipher = asyncssh_patches.ChachaCipher(_KEY)
+    for name, value in {
+        "_recv_encryption": asyncssh.encryption.ChachaEncryption(cipher),
+        "_recv_macsize": 16,
+        "_recv_blocksize": 8,
+        "_max_recv_pktlen": 35000,
+        "_decompressor": None,
+        "_auth_complete": True,
+        "_auth_final": True,
+        "_auth": None,
+        "_kex": None,
+        "_strict_kex": False,
+        "_server_version": b"SSH-2.0-test",
+        "_logger": asyncssh.logging.logger,
+        "_keepalive_timer": None,
+        "_keepalive_interval": 0,
+        "_transport": object(),
+        "_inpbuf": b"",
+        "_packet": b"",
+        "_recv_seq": seq,
+        "_channels": {3: chan},
+    }.items():
+        setattr(conn, name, value)
+    conn._recv_handler = conn._recv_pkthdr
+    return conn
+
+
+def _sealed(payload: bytes, seq: int) -> bytes:
+    header = len(payload).to_bytes(4, "big")
+    packet, tag = StockChacha(_KEY).encrypt_and_sign(header, payload, UInt64(seq))
+    return packet + tag
+
+
+_DATA = [b"a" * 700, b"b" * 5000, None, b"c" * 40, b"d" * 3000]  # None: an SSH_MSG_IGNORE
+
+
+@given(cuts=st.lists(st.integers(0, 9000), max_size=12), seq=st.integers(0, 2**32 - 6))
+def test_channel_data_read_in_place_whatever_the_reads(cuts, seq):
+    """The packets of a stream of channel data with an other packet among them, in reads cut
+    anywhere: the same data to the channel, in order, each packet's sequence number once."""
+    assert asyncssh_patches.install()
+    stream = b"".join(
+        _sealed(_channel_data(data) if data else b"\x04\x02" + String(b"") + bytes(4), seq + n)
+        for n, data in enumerate(_DATA)
+    )
+    chan = _Channel()
+    conn = _receiving(chan, seq)
+    bounds = [0, *sorted(c % (len(stream) + 1) for c in cuts), len(stream)]
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        if end > start:
+            conn.data_received(stream[start:end])
+    assert chan.delivered == [(data, None) for data in _DATA if data]
+    assert conn._recv_seq == seq + len(_DATA)
+    assert (conn._inpbuf, conn._packet) == (b"", b"")
+
+
+@given(cut=st.integers(1, 9000), bad=st.integers(0, 4))
+def test_a_changed_packet_ends_the_connection(cut, bad):
+    """A packet whose tag does not check out is refused by asyncssh's path (MAC error: the
+    connection is closed); nothing of it or after it reaches the channel."""
+    assert asyncssh_patches.install()
+    packets = [
+        bytearray(_sealed(_channel_data(data or b"i"), 7 + n)) for n, data in enumerate(_DATA)
+    ]
+    packets[bad][-1] ^= 1
+    stream = b"".join(packets)
+    chan = _Channel()
+    conn = _receiving(chan, 7)
+    ended: list = []
+    conn._send_disconnect = lambda code, reason, lang: ended.append(reason)
+    conn._force_close = lambda exc: setattr(conn, "_transport", None)
+    cut %= len(stream)
+    for part in (stream[:cut], stream[cut:]):
+        if part and conn._transport is not None:
+            conn.data_received(part)
+    assert ended == ["MAC verification failed"]
+    assert chan.delivered == [(data or b"i", None) for data in _DATA[:bad]]
 
 
 def test_asyncssh_is_the_version_the_patches_were_written_for():

@@ -74,20 +74,19 @@ class ChachaCipher:
         packet = header + self._payload.update(data)
         return packet, Poly1305.generate_tag(key, packet)
 
-    def decrypt_header(self, header: bytes, nonce: bytes) -> bytes:
-        return self._length_stream(header, nonce)
-
-    def _length_stream(self, header: bytes, nonce: bytes) -> bytes:
+    def _length_stream(self, header: bytes | memoryview, nonce: bytes) -> bytes:
         """The 4-byte length XORed with K_1's block 0 (encrypting and decrypting alike)."""
         self._length.reset_nonce(_BLOCK_0 + nonce)
         return self._length.update(header)
+
+    decrypt_header = _length_stream
 
     def verify_and_decrypt(
         self, header: bytes, data: bytes, nonce: bytes, tag: bytes
     ) -> bytes | None:
         return self.open(header + data, nonce, tag)
 
-    def open(self, packet: bytes, nonce: bytes, tag: bytes) -> bytes | None:
+    def open(self, packet: bytes | memoryview, nonce: bytes, tag: bytes) -> bytes | None:
         """The payload of `packet` (its encrypted length, then the encrypted payload), or
         None if its tag is not `tag`. One Poly1305 call over the packet as it arrived: a
         Poly1305 object per packet and two updates cost ~70% more (32 KiB packets)."""
@@ -111,14 +110,36 @@ def _decrypt_packet(
     return cast(ChachaCipher, self._cipher).open(first + rest, UInt64(seq), mac)
 
 
+_recv_pkthdr = SSHConnection._recv_pkthdr
 _recv_packet = SSHConnection._recv_packet
 
 
 def _fed(self: SSHConnection, data: bytes, datatype: object = None) -> None:
-    """SSHConnection.data_received, FEED bytes at a time; none once the connection closed
-    itself on one of them (asyncssh drops the rest of the read then). The keepalive timer is
-    reset once per read, not once per FEED bytes (a timer cancelled and one scheduled each)."""
+    """SSHConnection.data_received, the keepalive timer reset once per read (not once per
+    packet: a timer cancelled and one scheduled each). An upload's packets are read where
+    they lie in the read (`_read_channel_data`); the rest goes to asyncssh FEED bytes at a
+    time (`_feed`)."""
     self._reset_keepalive_timer()
+    cipher = _fast_cipher(self)
+    state = getattr(self._recv_handler, "__func__", None)
+    if cipher is None or state not in (_recv_pkthdr, _recv_channel_data):
+        _feed(self, data)  # a packet being handled (an awaitable), or another cipher
+        return
+    buf = self._inpbuf + data if self._inpbuf else data
+    if state is _recv_channel_data:  # a first block that asyncssh's path took off: put back
+        # (chacha's header read changes nothing else: its length is read again from it)
+        buf = self._packet + buf
+        self._packet = b""
+        self._recv_handler = self._recv_pkthdr
+    pos, theirs = _read_channel_data(self, cipher, buf)
+    self._inpbuf = buf[pos:]
+    if theirs:
+        _parse(self)
+
+
+def _feed(self: SSHConnection, data: bytes | memoryview) -> None:
+    """FEED bytes at a time to asyncssh's packet parser; none once the connection closed
+    itself on one of them (asyncssh drops the rest of the read then)."""
     view = memoryview(data)
     for start in range(0, len(view), FEED):
         if self._transport is None:
@@ -139,19 +160,36 @@ def _parse(self: SSHConnection) -> None:
         self.internal_error()
 
 
-_ACCEPT = SSHChannel._accept_data
-_OPEN = "open"
-_CLOSING = frozenset({"close_pending", "closed"})
+def _read_channel_data(self: SSHConnection, cipher: ChachaCipher, buf: bytes) -> tuple[int, bool]:
+    """Hand the channel data packets at the start of `buf` to their channels
+    (`_channel_taking`); where they end, and whether a packet for asyncssh's own path starts
+    there (else what is left is part of a packet). Each packet is read in place: no copy of
+    it but its payload's and its data's."""
+    view = memoryview(buf)
+    pos, size = 0, len(buf)
+    macsize, blocksize = self._recv_macsize, self._recv_blocksize
+    while size - pos >= blocksize and self._transport is not None:
+        seq = self._recv_seq
+        nonce = UInt64(seq)
+        length = int.from_bytes(cipher.decrypt_header(view[pos : pos + 4], nonce), "big")
+        if length > self._max_recv_pktlen:  # asyncssh's path refuses it
+            return pos, True
+        tagged = pos + 4 + length
+        if size < tagged + macsize:
+            return pos, False
+        payload = cipher.open(view[pos:tagged], nonce, buf[tagged : tagged + macsize])
+        chan = _channel_taking(self, payload)
+        if chan is None:
+            return pos, True
+        _deliver(self, chan, cast(bytes, payload), seq)
+        pos = tagged + macsize
+    return pos, False
 
 
-def _recv_channel_data(self: SSHConnection) -> bool:
-    """SSHConnection._recv_packet with a short way for the packets of an upload: channel data
-    sealed with chacha20-poly1305, for an open channel that takes it now, nothing logged
-    (asyncssh's debug level below 2). Such a packet goes where asyncssh's own path takes it
-    (the channel's window, `_deliver_data`, the packet's sequence number), without the ~30
-    Python calls of the generic path (packet object, handler lookups, log calls); any other
-    packet, or one that does not check out, takes asyncssh's path from the start (a chacha
-    packet is decrypted from its sequence number alone, so decrypting it again is the same)."""
+def _fast_cipher(self: SSHConnection) -> "ChachaCipher | None":
+    """The connection's chacha20-poly1305 cipher for what it receives, when its channel data
+    may take the short way: logged in, no compression, nothing logged per packet (asyncssh's
+    debug level below 2)."""
     cipher = getattr(self._recv_encryption, "_cipher", None)
     if (
         type(cipher) is not ChachaCipher
@@ -159,21 +197,26 @@ def _recv_channel_data(self: SSHConnection) -> bool:
         or not self._auth_complete
         or SSHLogger._debug_level >= 2  # noqa: SLF001 - asyncssh's own switch
     ):
-        return _recv_packet(self)
-    rem = 4 + self._pktlen + self._recv_macsize - self._recv_blocksize
-    buf = self._inpbuf
-    if len(buf) < rem:
-        return False
-    tagged = rem - self._recv_macsize
-    seq = self._recv_seq
-    payload = cipher.open(self._packet + memoryview(buf)[:tagged], UInt64(seq), buf[tagged:rem])
+        return None
+    return cipher
+
+
+_ACCEPT = SSHChannel._accept_data
+_OPEN = "open"
+_CLOSING = frozenset({"close_pending", "closed"})
+
+
+def _channel_taking(self: SSHConnection, payload: bytes | None) -> SSHChannel | None:
+    """The channel that takes this decrypted packet now, if it is well-formed channel data
+    that asyncssh's path would hand to the channel's session (`SSHChannel._process_data`,
+    `_accept_data`): its channel open, within its window, not closing, not paused, bytes
+    (no encoding); None for any other packet."""
     if payload is None or len(payload) < 10 or payload[1] != MSG_CHANNEL_DATA or not payload[0]:
-        return _recv_packet(self)
-    end = len(payload) - payload[0]
+        return None
     size = int.from_bytes(payload[6:10], "big")
     chan = self._channels.get(int.from_bytes(payload[2:6], "big"))
     if (
-        10 + size != end
+        10 + size != len(payload) - payload[0]
         or not size
         or chan is None
         or type(chan)._accept_data is not _ACCEPT  # a tun/tap channel strips its own header
@@ -183,12 +226,42 @@ def _recv_channel_data(self: SSHConnection) -> bool:
         or chan._recv_paused
         or chan._encoding
     ):
+        return None
+    return chan
+
+
+def _deliver(self: SSHConnection, chan: SSHChannel, payload: bytes, seq: int) -> None:
+    """What asyncssh's path does with channel data the channel takes: its window, the data to
+    the session (`_deliver_data`: a window adjust when due), the next sequence number."""
+    size = int.from_bytes(payload[6:10], "big")
+    chan._recv_window -= size
+    chan._deliver_data(payload[10 : 10 + size], None)
+    self._finish_recv_packet(MSG_CHANNEL_DATA, seq)
+
+
+def _recv_channel_data(self: SSHConnection) -> bool:
+    """SSHConnection._recv_packet (asyncssh's path, once it read a packet's first block) with
+    the short way for channel data: such a packet goes where asyncssh's own path takes it,
+    without the ~30 Python calls of the generic path (packet object, handler lookups, log
+    calls); any other packet, or one that does not check out, takes asyncssh's path from the
+    start (a chacha packet is decrypted from its sequence number alone, so decrypting it again
+    is the same)."""
+    cipher = _fast_cipher(self)
+    if cipher is None:
+        return _recv_packet(self)
+    rem = 4 + self._pktlen + self._recv_macsize - self._recv_blocksize
+    buf = self._inpbuf
+    if len(buf) < rem:
+        return False
+    tagged = rem - self._recv_macsize
+    seq = self._recv_seq
+    payload = cipher.open(self._packet + memoryview(buf)[:tagged], UInt64(seq), buf[tagged:rem])
+    chan = _channel_taking(self, payload)
+    if chan is None:
         return _recv_packet(self)
     self._inpbuf = buf[rem:]
     self._packet = b""
-    chan._recv_window -= size
-    chan._deliver_data(payload[10:end], None)
-    self._finish_recv_packet(MSG_CHANNEL_DATA, seq)
+    _deliver(self, chan, cast(bytes, payload), seq)
     return True
 
 
