@@ -448,6 +448,22 @@ def test_a_changed_packet_ends_the_connection(cut, bad):
     assert chan.delivered == [(data or b"i", None) for data in _DATA[:bad]]
 
 
+def test_a_failing_session_ends_the_connection_as_asyncssh_s_path_does():
+    """An exception from the channel's session while packets are read in place is asyncssh's
+    internal error (logged, the connection closed), not the socket transport's."""
+    assert asyncssh_patches.install()
+
+    class Failing(_Channel):
+        def _deliver_data(self, data, datatype):
+            raise RuntimeError("session failed")
+
+    conn = _receiving(Failing(), 7)
+    ended: list = []
+    conn.internal_error = lambda *args, **kwargs: ended.append("internal error")
+    conn.data_received(_sealed(_channel_data(b"x" * 600), 7))
+    assert ended == ["internal error"]
+
+
 def test_asyncssh_is_the_version_the_patches_were_written_for():
     """An upgrade of asyncssh (requirements.lock) fails here: check asyncssh_patches against
     the new version's encryption.py and connection.py, then move ASYNCSSH_VERSION."""

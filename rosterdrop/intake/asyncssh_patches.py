@@ -8,13 +8,14 @@
   packet's nonce (`reset_nonce`); the tag is checked by one Poly1305 call over the packet as
   it arrived (`_decrypt_packet` joins its two parts once). The same cipher:
   tests/test_sftp_units.py checks it against asyncssh's own, both ways.
-* The bytes of a socket read (up to 256 KiB, asyncio's) are appended to asyncssh's input
-  buffer, and each packet taken off its front copies the rest of the buffer twice (`bytes`
-  slices): eight 32 KiB packets in one read cost ~9 times their size in copies. `FEED` hands
-  them to asyncssh a packet's worth at a time, with the keepalive timer reset once per read.
 * An upload is one SSH_MSG_CHANNEL_DATA packet per 32 KiB (OpenSSH's client sends no larger
-  ones, whatever the server's maximum packet size), and asyncssh's generic path spends ~30
-  Python calls on each: `_recv_channel_data` takes such a packet to the channel directly.
+  ones, whatever the server's maximum packet size), and asyncssh's generic path spends some 35
+  Python calls and ~6 copies on each. Such a packet is read where it lies in the socket read
+  (`_read_channel_data`) and handed to its channel as asyncssh's path would
+  (`_channel_taking`, `_deliver`); any other packet goes to asyncssh's path, FEED bytes at a
+  time (appended to its input buffer, from the front of which each packet taken off copies the
+  rest twice: in 256 KiB at once, ~9 times its size in copies), where channel data still
+  takes the short way (`_recv_channel_data`). The keepalive timer is reset once per read.
 
 `install()` applies them, and only for the asyncssh version they were written against
 (requirements.lock pins it): with another one asyncssh is left as it is (slower), and the
@@ -131,10 +132,8 @@ def _fed(self: SSHConnection, data: bytes, datatype: object = None) -> None:
         buf = self._packet + buf
         self._packet = b""
         self._recv_handler = self._recv_pkthdr
-    pos, theirs = _read_channel_data(self, cipher, buf)
-    self._inpbuf = buf[pos:]
-    if theirs:
-        _parse(self)
+    self._inpbuf = b""
+    _parse(self, cipher, buf)
 
 
 def _feed(self: SSHConnection, data: bytes | memoryview) -> None:
@@ -148,9 +147,17 @@ def _feed(self: SSHConnection, data: bytes | memoryview) -> None:
         _parse(self)
 
 
-def _parse(self: SSHConnection) -> None:
-    """SSHConnection._recv_data without its reset of the keepalive timer (_fed's)."""
+def _parse(self: SSHConnection, cipher: "ChachaCipher | None" = None, buf: bytes = b"") -> None:
+    """SSHConnection._recv_data without its reset of the keepalive timer (_fed's). With a
+    cipher, the channel data at the start of `buf` is read in place first; what is left waits
+    for the next read if it is part of a packet, else it is asyncssh's. A failure either way
+    ends the connection as asyncssh's own does."""
     try:
+        if cipher is not None:
+            pos, theirs = _read_channel_data(self, cipher, buf)
+            self._inpbuf = buf[pos:]
+            if not theirs:
+                return
         while self._inpbuf and self._recv_handler():
             pass
     except DisconnectError as exc:
@@ -242,7 +249,7 @@ def _deliver(self: SSHConnection, chan: SSHChannel, payload: bytes, seq: int) ->
 def _recv_channel_data(self: SSHConnection) -> bool:
     """SSHConnection._recv_packet (asyncssh's path, once it read a packet's first block) with
     the short way for channel data: such a packet goes where asyncssh's own path takes it,
-    without the ~30 Python calls of the generic path (packet object, handler lookups, log
+    without the ~35 Python calls of the generic path (packet object, handler lookups, log
     calls); any other packet, or one that does not check out, takes asyncssh's path from the
     start (a chacha packet is decrypted from its sequence number alone, so decrypting it again
     is the same)."""
