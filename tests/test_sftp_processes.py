@@ -233,3 +233,21 @@ def test_a_worker_process_that_dies_is_replaced_and_its_slots_given_back(make_se
     third = Session(server, "alpha")
     third.close()
     survivor.close()
+
+
+def test_worker_processes_never_import_from_the_folder_serve_was_started_in(
+    make_server, tmp_path, monkeypatch
+):
+    """The workers are `python -c` processes, which put their working folder first on the
+    import path: a `django.py` (or `rosterdrop/`) lying in the folder an operator started serve
+    from would have been run in every SFTP process. They start with -P (no such path)."""
+    folder = tmp_path / "started-here"
+    folder.mkdir()
+    marker = tmp_path / "imported"
+    (folder / "django.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(folder)
+    server = make_server(ROSTERDROP_SFTP_PROCESSES="2")
+    assert "(2 processes)" in server.output
+    assert len(sftp_processes(server)) == 2
+    assert server.openssh("pwd\n").returncode == 0
+    assert not marker.exists()

@@ -74,7 +74,8 @@ class Workers:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             fd = theirs.fileno()
-            command = [sys.executable, "-c", _WORKER.format(fd=fd)]
+            # -P: not the working folder first on the import path, as `-c` would put it.
+            command = [sys.executable, "-P", "-c", _WORKER.format(fd=fd)]
             proc = subprocess.Popen(command, pass_fds=[fd])
         loop = asyncio.get_running_loop()
         spawned = _Worker(proc, ours, loop.create_future())
