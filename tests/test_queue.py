@@ -497,6 +497,22 @@ def test_a_district_has_one_job_waiting_however_many_uploads(district):
         ]
 
 
+def test_a_job_already_waiting_leaves_the_callers_transaction_usable(district):
+    """A second wake while the district's job waits is refused by the queueing lock, in a
+    savepoint: a caller with a transaction open (a test, a view in one) carries on with it."""
+    from django.db import connection, transaction
+
+    from rosterdrop.districts.models import District
+    from rosterdrop.intake import queue
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the job queue runs on PostgreSQL")
+    with transaction.atomic():
+        assert queue.enqueue(district.pk) is True
+        assert queue.enqueue(district.pk) is False
+        assert District.objects.filter(pk=district.pk).exists()
+
+
 # Graceful shutdown of serve's SFTP and FTPS sides (any engine; these run the embedded default,
 # SQLite).
 

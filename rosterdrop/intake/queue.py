@@ -103,9 +103,11 @@ def _running(context: JobContext) -> Iterator[None]:
 
 def _defer_once(job: JobDeferrer, district_id: int) -> bool:
     """Defer a district's job; False if one already waits under its queueing lock (it does
-    whatever of its district is due when it runs)."""
+    whatever of its district is due when it runs). In a savepoint: the refused insert would
+    otherwise abort a transaction the caller has open (PostgreSQL refuses all that follows)."""
     try:
-        job.defer(district_id=district_id)
+        with transaction.atomic():
+            job.defer(district_id=district_id)
     except exceptions.AlreadyEnqueued:
         return False
     return True
