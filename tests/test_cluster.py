@@ -183,8 +183,11 @@ def run(cluster, s3, key, tmp_path) -> None:
     )
     assert [s for (s,) in last] == ["interrupted", "applied"]
     users = cluster.query(
-        "select count(*) from feed_event e join districts_district d on d.id = e.district_id "
-        "where d.slug = 'large' and e.entity = 'users' and e.action = 'created'"
+        "select (select count(*) from feed_event e join districts_district d "
+        "on d.id = e.district_id where d.slug = 'large' and e.entity = 'users' "
+        "and e.action = 'created') + (select coalesce(sum(r.last_seq - r.first_seq + 1), 0) "
+        "from feed_createdrange r join districts_district d on d.id = r.district_id "
+        "where d.slug = 'large' and r.entity = 'users')"
     )
     [(large_users,)] = cluster.query(
         "select count(*) from roster_user r join districts_district d on d.id = r.district_id "

@@ -3,20 +3,28 @@ numbered without gaps per district, paged by a cursor; expired cursors answer 41
 
 import csv
 import io
+import itertools
+import shutil
 import threading
 import zipfile
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import web_fixtures
-from conftest import DISTRICT_LARGE
+from conftest import DISTRICT_LARGE, SCHOOL_SMALL
 from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from helpers import rows, write
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from rosterdrop.feed.models import Batch, Counter, Event
+from rosterdrop.feed.events import RANGE_MIN
+from rosterdrop.feed.events import read as read_feed
+from rosterdrop.feed.models import Batch, Counter, CreatedRange, Event
+from rosterdrop.ingest.models import Sync
 from rosterdrop.ingest.syncs import import_path
 from rosterdrop.oneroster.clients import create_client, issue_token
 from rosterdrop.oneroster.package import write_package
@@ -114,18 +122,16 @@ def test_a_consumer_following_the_feed_through_20_syncs_ends_with_the_roster(
         assert read > 0
         assert consumer.roster == roster_of(district), step
     counter = Counter.objects.get(pk=district.pk)
-    assert consumer.cursor == counter.last_seq == Event.objects.filter(district=district).count()
-    assert sorted(Event.objects.values_list("seq", flat=True)) == list(
-        range(1, counter.last_seq + 1)
-    )
+    feed = read_feed(district.pk, 0, 10**9)
+    assert consumer.cursor == counter.last_seq == len(feed)
+    assert [e["seq"] for e in feed] == list(range(1, counter.last_seq + 1))
     # Each sync's batch: consecutive ranges whose counts add up to its events.
     batches = list(Batch.objects.filter(district=district))
     assert len(batches) == 21 and batches[0].first_seq == 1
     assert all(a.last_seq + 1 == b.first_seq for a, b in zip(batches, batches[1:], strict=False))
     sizes = [sum(n for per in b.counts.values() for n in per.values()) for b in batches]
     assert sizes == [b.last_seq - b.first_seq + 1 for b in batches]
-    kinds = set(Event.objects.values_list("action", flat=True))
-    assert kinds == {"created", "updated", "deleted"}
+    assert {e["action"] for e in feed} == {"created", "updated", "deleted"}
 
 
 def test_a_sync_that_changes_nothing_or_is_held_writes_no_events(district, school):
@@ -137,7 +143,7 @@ def test_a_sync_that_changes_nothing_or_is_held_writes_no_events(district, schoo
     held = import_path(district, school)
     assert held.status == "held"
     assert Counter.objects.get(pk=district.pk).last_seq == before
-    assert Event.objects.filter(district=district).count() == before
+    assert len(read_feed(district.pk, 0, 10**9)) == before
 
 
 def test_an_expired_cursor_answers_410(district, operator, school, settings):
@@ -157,6 +163,7 @@ def test_an_expired_cursor_answers_410(district, operator, school, settings):
     assert [e["action"] for e in kept["events"]] == ["updated"]
     assert kept["events"][0]["seq"] == old + 1 and not kept["has_more"]
     assert not Event.objects.filter(district=district, seq__lte=old).exists()
+    assert not CreatedRange.objects.filter(district=district, first_seq__lte=old).exists()
 
 
 def test_the_feed_is_only_for_the_districts_of_the_token(district, school, db):
@@ -349,99 +356,161 @@ def test_a_first_import_numbers_its_created_events_from_record_ids_on_both_engin
     """A first import's events are its records, entity by entity in ID order, numbered from 1
     without a gap; its new records' IDs follow one another on both engines (one writer on
     SQLite, one session taking them from the sequence on PostgreSQL), so each event's number
-    is its record's ID offset, with no ROW_NUMBER window over millions of rows."""
+    is its record's ID offset: the events are kept as a range per entity, not a row each,
+    with no ROW_NUMBER window over millions of rows."""
     statements = recorded_events(monkeypatch)
     sync = import_path(district, DISTRICT_LARGE)
     assert sync.status == "applied"
-    events = list(Event.objects.filter(district=district).order_by("seq"))
-    assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert {(e.action, e.sync_id) for e in events} == {("created", sync.pk)}
-    assert [(e.entity, e.sourced_id) for e in events] == created_in_id_order(district, sync.pk)
+    events = read_feed(district.pk, 0, 10**9)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert {(e["action"], e["sync_id"]) for e in events} == {("created", sync.pk)}
+    assert [(e["entity"], e["sourced_id"]) for e in events] == created_in_id_order(
+        district, sync.pk
+    )
     assert len(events) > 40_000
+    per_entity = {
+        entity: n for entity in ENTITIES if (n := [e["entity"] for e in events].count(entity))
+    }
+    ranged = {entity for entity, n in per_entity.items() if n >= RANGE_MIN}
+    assert (
+        set(CreatedRange.objects.filter(district=district).values_list("entity", flat=True))
+        == ranged
+    )
+    rows_written = Event.objects.filter(district=district).count()
+    assert rows_written == sum(n for entity, n in per_entity.items() if entity not in ranged)
+    assert rows_written < 1000
     windows = [s for s in statements if "ROW_NUMBER" in s and "roster_" in s]
     assert windows == []
 
 
-def event_key(cur) -> list[tuple[str, list[str]]]:
-    """The event table's primary key as the database has it: [(name, columns)]."""
-    constraints = connection.introspection.get_constraints(cur, Event._meta.db_table)
-    return [(name, c["columns"]) for name, c in constraints.items() if c["primary_key"]]
+# The enrollments a sequence of syncs plays with (as test_oneroster_renames does): each is
+# absent, or sent under one of a few IDs with the same class, person and role (another one
+# renames it), its end date as in the sample or changed.
+PLAYED = 6
+SENT = st.tuples(*[st.tuples(st.sampled_from([None, 0, 1, 2]), st.booleans())] * PLAYED)
+feeds = itertools.count()
+# What a sync's webhook message says of its events (webhooks.message).
+BATCH = ("first_seq", "last_seq", "counts")
 
 
-def key_while_writing(monkeypatch) -> list[list[tuple[str, list[str]]]]:
-    """The event table's primary key while each entity's created events are written, from now
-    on in this test, with a batch of any size allowed to build it after."""
+def played_files(folder: Path, table: list[list[str]], sent: tuple) -> Path:
+    """The small school with its first PLAYED enrollments as `sent` says."""
+    if not folder.exists():
+        shutil.copytree(SCHOOL_SMALL, folder)
+    played = [
+        [f"{row[0]}-{i}" if i else row[0], *row[1:-1], "2026-06-30" if changed else row[-1]]
+        for row, (i, changed) in zip(table[1 : PLAYED + 1], sent, strict=True)
+        if i is not None
+    ]
+    write(folder / "enrollments.csv", [table[0], *played, *table[PLAYED + 1 :]])
+    return folder
+
+
+def whole_feed(client: Client, slug: str, limit: int) -> list[dict]:
+    """Every page of the district's feed through the API, `limit` events a page, with the
+    syncs named by their order in the district and without the times they were applied."""
+    syncs = {
+        sync_id: n
+        for n, sync_id in enumerate(
+            Sync.objects.filter(district__slug=slug).order_by("id").values_list("id", flat=True)
+        )
+    }
+    pages, after = [], 0
+    while True:
+        answer = client.get(f"/api/districts/{slug}/events?after={after}&limit={limit}")
+        assert answer.status_code == 200
+        page = answer.json()
+        for event in page["events"]:
+            assert event.pop("applied_at")
+            event["sync"] = syncs[event["sync"]]
+        pages.append(page)
+        if not page["has_more"]:
+            return pages
+        after = page["next"]
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(syncs=st.lists(SENT, min_size=1, max_size=5), limit=st.integers(1, 60))
+def test_created_ranges_read_as_a_row_per_record_does(
+    tmp_path, operator, monkeypatch, syncs, limit
+):
+    """Two districts take the same syncs (a first import, then enrollments added, removed,
+    changed, sent back and renamed, the records of a range among them): one keeps its created
+    events as ranges wherever their IDs follow one another (from a single record), the other
+    as a row per record, as the feed did before ranges. After each sync, every page of the
+    feed read through the API, with its cursor and event order and content, and each sync's
+    batch (what its webhook says), are the same in both."""
+    from rosterdrop.districts.models import District
     from rosterdrop.feed import events
 
-    seen: list[list[tuple[str, list[str]]]] = []
-    real = events._created
+    client, n = api(operator), next(feeds)
+    table = rows(SCHOOL_SMALL / "enrollments.csv")
+    kept = {}
+    for kind, fewest in (("ranges", 1), ("rows", 10**9)):
+        slug = f"feed-{kind}-{n}"
+        kept[slug] = fewest
+        District.objects.create(slug=slug, name=slug, format="oneroster-1.1")
+    for sent in syncs:
+        for slug, fewest in kept.items():
+            monkeypatch.setattr(events, "RANGE_MIN", fewest)
+            district = District.objects.get(slug=slug)
+            sync = import_path(district, played_files(tmp_path / slug, table, sent))
+            assert sync.status in ("applied", "no_changes"), sync.message
+        ranged, per_row = (whole_feed(client, slug, limit) for slug in kept)
+        assert ranged == per_row
+        ranged, per_row = (
+            list(Batch.objects.filter(district__slug=slug).values_list(*BATCH)) for slug in kept
+        )
+        assert ranged == per_row
+    ranged, per_row = (CreatedRange.objects.filter(district__slug=slug) for slug in kept)
+    assert ranged.exists() and not per_row.exists()
 
-    def watched(cur, *args):
-        seen.append(event_key(cur))
-        return real(cur, *args)
 
-    monkeypatch.setattr(events, "KEY_AFTER_MIN", 1)
-    monkeypatch.setattr(events, "_created", watched)
-    return seen
+def test_a_page_is_read_in_one_state_while_a_sync_commits(district, operator, school, monkeypatch):
+    """A sync writes its renames' events as rows before its created events' range: a page
+    read while it commits (here between the reader's event rows and its ranges) holds all of
+    it or none, never the range without the rows before it (a gap the cursor would skip)."""
+    from rosterdrop.feed import events
 
-
-def test_postgresql_builds_the_event_key_after_a_first_import_s_events(
-    district, operator, school, monkeypatch
-):
-    """On PostgreSQL a batch of created events that outnumbers the district's events goes into
-    an event table that holds no other district's without its primary key, built again after
-    them in the same transaction (as the roster's indexes are); a reader then pages the same
-    events, and later syncs number theirs on from them."""
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite's key is the table's own (the rowid table's unique index)")
-    with connection.cursor() as cur:
-        key = event_key(cur)
-    assert key == [(key[0][0], ["district_id", "seq"])]
-    seen = key_while_writing(monkeypatch)
-    sync = import_path(district, school)
-    assert sync.status == "applied"
-    assert seen and all(found == [] for found in seen)
-    with connection.cursor() as cur:
-        assert event_key(cur) == key
-    consumer = Consumer(api(operator), district.slug)
-    assert consumer.follow() == len(created_in_id_order(district, sync.pk))
-    assert consumer.roster == roster_of(district)
-    seen.clear()
+    monkeypatch.setattr(events, "RANGE_MIN", 1)
+    assert import_path(district, school).status == "applied"
+    after = Counter.objects.get(pk=district.pk).last_seq
+    enrollments = rows(school / "enrollments.csv")
+    enrollments[1][0] += "-renamed"
+    write(school / "enrollments.csv", enrollments)
     users = rows(school / "users.csv")
     new = list(users[-1])
     new[0], new[6] = "new-student", "new.student"
     write(school / "users.csv", [*users, new])
-    assert import_path(district, school).status == "applied"
-    assert seen and all(found == key for found in seen)  # one record: fewer than the district's
-    assert consumer.follow() > 0 and consumer.roster == roster_of(district)
+    real, reader = events.CreatedRange, threading.get_ident()
 
+    def sync() -> None:
+        try:
+            assert import_path(district, school).status == "applied"
+        finally:
+            connection.close()
 
-def test_postgresql_keeps_the_event_key_where_another_district_has_events(
-    district, school, monkeypatch
-):
-    """A DROP of the key would lock every reader of the feed out until the commit: an event
-    table that holds another district's events keeps its key while a first import writes."""
-    from rosterdrop.districts.models import District
+    class Committing:
+        """CreatedRange, whose first use by the reader waits for the sync to commit."""
 
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL's key")
-    other = District.objects.create(slug="shelbyville", name="Shelbyville", format="oneroster-1.1")
-    assert import_path(other, school).status == "applied"
-    seen = key_while_writing(monkeypatch)
-    assert import_path(district, school).status == "applied"
-    assert seen and all(found != [] for found in seen)
+        def __getattr__(self, name):
+            if threading.get_ident() == reader and not committed:
+                committed.append(True)
+                thread = threading.Thread(target=sync)
+                thread.start()
+                thread.join(120)
+            return getattr(real, name)
 
-
-def test_postgresql_keeps_the_event_key_of_a_table_being_read(district, school, monkeypatch):
-    """Nor does a first import wait for a reader of the feed, or drop the key under it."""
-    import psycopg
-
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL's key")
-    seen = key_while_writing(monkeypatch)
-    with psycopg.connect(**connection.get_connection_params()) as reader:
-        reader.execute("SELECT count(*) FROM feed_event")  # its transaction stays open
-        assert import_path(district, school).status == "applied"
-    assert seen and all(found != [] for found in seen)
-    events = Event.objects.filter(district=district).order_by("seq")
-    assert list(events.values_list("seq", flat=True)) == list(range(1, events.count() + 1))
+    committed: list[bool] = []
+    monkeypatch.setattr(events, "CreatedRange", Committing())
+    page = api(operator).get(f"/api/districts/{district.slug}/events?after={after}").json()
+    assert committed
+    assert Counter.objects.get(pk=district.pk).last_seq > after + 2
+    assert [e["seq"] for e in page["events"]] == list(
+        range(after + 1, after + 1 + len(page["events"]))
+    )

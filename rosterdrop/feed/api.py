@@ -9,8 +9,9 @@ from ninja.pagination import paginate
 from ninja.responses import Status
 
 from rosterdrop.accounts.access import districts_for
-from rosterdrop.feed import webhooks
-from rosterdrop.feed.models import Batch, Counter, Event, Subscription
+from rosterdrop.feed import events, webhooks
+from rosterdrop.feed.models import Batch, Counter, Subscription
+from rosterdrop.roster import store
 from rosterdrop.roster.models import ENTITIES
 
 router = Router(tags=["feed"])
@@ -47,31 +48,33 @@ def list_events(request, slug: str, after: int = 0, limit: int = 100):
     district = _district(request, slug)
     if limit < 1 or after < 0:
         raise HttpError(422, "limit is at least 1 and after at least 0.")
-    counter = Counter.objects.filter(pk=district.pk).first() or Counter(district=district)
-    if after < counter.pruned_through:
-        return Status(
-            410,
-            {
-                "detail": f"Events up to {counter.pruned_through} are no longer kept "
-                f"({settings.FEED_RETENTION_DAYS} days): read the roster in full (the export, "
-                "or the OneRoster service), then follow the feed from its X-Roster-Cursor.",
-                "oldest_after": counter.pruned_through,
-            },
-        )
-    limit = min(limit, MAX_LIMIT)
-    found = Event.objects.filter(district=district, seq__gt=after).order_by("seq")
-    page = list(found.values("seq", "sync_id", "entity", "sourced_id", "action")[: limit + 1])
-    more = len(page) > limit
-    page = page[:limit]
-    batches = Batch.objects.filter(sync_id__in={e["sync_id"] for e in page})
-    times = dict(batches.values_list("sync_id", "applied_at"))
-    events = [{**e, "sync": e["sync_id"], "applied_at": times.get(e["sync_id"])} for e in page]
-    return {
-        "events": events,
-        "next": page[-1]["seq"] if page else after,
-        "has_more": more,
-        "last_seq": counter.last_seq,
-    }
+    # The counter, the events and their syncs' times as of one commit: a sync committing
+    # meanwhile writes all three.
+    with store.one_state():
+        counter = Counter.objects.filter(pk=district.pk).first() or Counter(district=district)
+        if after < counter.pruned_through:
+            return Status(
+                410,
+                {
+                    "detail": f"Events up to {counter.pruned_through} are no longer kept "
+                    f"({settings.FEED_RETENTION_DAYS} days): read the roster in full (the export, "
+                    "or the OneRoster service), then follow the feed from its X-Roster-Cursor.",
+                    "oldest_after": counter.pruned_through,
+                },
+            )
+        limit = min(limit, MAX_LIMIT)
+        page = events.read(district.pk, after, limit + 1)
+        more = len(page) > limit
+        page = page[:limit]
+        batches = Batch.objects.filter(sync_id__in={e["sync_id"] for e in page})
+        times = dict(batches.values_list("sync_id", "applied_at"))
+        shown = [{**e, "sync": e["sync_id"], "applied_at": times.get(e["sync_id"])} for e in page]
+        return {
+            "events": shown,
+            "next": page[-1]["seq"] if page else after,
+            "has_more": more,
+            "last_seq": counter.last_seq,
+        }
 
 
 class SubscriptionIn(Schema):

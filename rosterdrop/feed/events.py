@@ -1,23 +1,25 @@
-"""Writing a sync's events in the transaction that applies it, and keeping them for the
-retention time.
+"""Writing a sync's events in the transaction that applies it, reading them, and keeping
+them for the retention time.
 
 The events are copied by the database from what apply has just written (INSERT ... SELECT,
 numbered in ID order): records first seen in the sync were created, its change rows say
 what was updated, removed (deleted) or came back (created). No row passes through Python,
-however many millions a first import writes.
+however many millions a first import writes; and a sync's created records of an entity,
+whose IDs follow one another, are kept as one range (models.CreatedRange) that `read` turns
+into their events, exactly those a row per record would be.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from bisect import bisect_right
 from datetime import timedelta
 
+import polars as pl
 from django.conf import settings
 from django.db import connection, models
 from django.db.models import Count, Max
 from django.utils import timezone
 
 from rosterdrop.feed import webhooks
-from rosterdrop.feed.models import Batch, Counter, Event
+from rosterdrop.feed.models import Batch, Counter, CreatedRange, Event
 from rosterdrop.roster import store
 from rosterdrop.roster.models import ENTITIES, MODELS
 from rosterdrop.roster.schema import KEY
@@ -63,13 +65,11 @@ def record_events(
     seq += len(moved)
     for entity, _, action in moved:
         count(entity, action, 1)
-    ends = {entity: _ends(cur, district_id, sync_id, entity) for entity in ENTITIES}
-    adding = sum(high - low + 1 for low, high in filter(None, ends.values()))
-    with _key_built_after(cur, district_id, adding, counter.last_seq - counter.pruned_through):
-        for entity in ENTITIES:
-            created = _created(cur, district_id, sync_id, entity, seq, ends[entity])
-            seq += created
-            count(entity, "created", created)
+    _keep_renamed(cur, district_id, renamed)
+    for entity in ENTITIES:
+        created = _created(cur, district_id, sync_id, entity, seq)
+        seq += created
+        count(entity, "created", created)
     for change, action in ACTIONS.items():
         cur.execute(
             f"{insert} SELECT {p}, {p} + ROW_NUMBER() OVER (ORDER BY id), sync_id, entity, "
@@ -100,95 +100,106 @@ def _first_seen(district_id: int, sync_id: int, entity: str) -> tuple[str, list[
     """FROM and WHERE of the entity's records first seen in the sync, and its parameters.
 
     They are found through the entity's `first_seen` index (district, first_seen_sync_id,
-    id): only what the sync added is walked, not every record of the district. (A record
-    first seen in a sync was last changed by it while that sync applies.)
+    id) alone, no record read: only what the sync added is walked, not every record of the
+    district. Apply gives a sync's number only to the records it inserts
+    (store.new_record_columns); the row a rename leaves under the old ID keeps its record's,
+    an earlier sync's. (Also asking that the sync last changed them, as a record first seen
+    in a sync is while it applies, read every record's page: 0.42 s of CPU for 2M
+    enrollments on SQLite, 0.19 without.)
     """
     p = "%s" if connection.vendor == "postgresql" else "?"
     rows = (
-        f"FROM {MODELS[entity]._meta.db_table} "
-        f"WHERE district_id = {p} AND first_seen_sync_id = {p} AND changed_sync_id = {p}"
+        f"FROM {MODELS[entity]._meta.db_table} WHERE district_id = {p} AND first_seen_sync_id = {p}"
     )
-    return rows, [district_id, sync_id, sync_id]
+    return rows, [district_id, sync_id]
 
 
-def _ends(cur, district_id: int, sync_id: int, entity: str) -> tuple[int, int] | None:
-    """The lowest and highest ID of the entity's records first seen in the sync (None: none)."""
-    rows, keys = _first_seen(district_id, sync_id, entity)
-    ends = []
-    for order in ("", " DESC"):  # each stops at its first row (MIN and MAX would walk all)
-        cur.execute(f"SELECT id {rows} ORDER BY id{order} LIMIT 1", keys)
-        ends.append(cur.fetchone())
-    if ends[0] is None:
-        return None
-    (low,), (high,) = ends
-    return low, high
+# A sync's created records of an entity are kept as one CreatedRange from this many, their IDs
+# consecutive (fewer: an event row each, like every other event).
+RANGE_MIN = 100
 
 
-def _created(
-    cur, district_id: int, sync_id: int, entity: str, after: int, ends: tuple[int, int] | None
-) -> int:
-    """Write the events of the entity's records first seen in the sync (`ends`: their lowest
-    and highest ID), numbered from `after` + 1 in ID order; return how many.
+def _created(cur, district_id: int, sync_id: int, entity: str, after: int) -> int:
+    """Keep the events of the entity's records first seen in the sync, numbered from `after`
+    + 1 in ID order; return how many.
 
     The sync's new records of an entity have consecutive IDs where its one writer appended
     them (SQLite), or took them from the table's sequence while nobody else did (PostgreSQL):
-    then each event's number is its record's ID offset. ROW_NUMBER's window would first copy
-    every row aside (measured on 500k enrollments, SQLite: 1.9 s CPU with it, 0.84 s without;
-    2.7M records on PostgreSQL: 4.5 s of server CPU with it, 3.7 s without). Should the IDs
-    not be consecutive after all, those events are taken back and numbered by ROW_NUMBER.
+    then each event's number is its record's ID offset, and the events are kept as one
+    CreatedRange, read from the records when the feed is read (a first import at `huge`
+    wrote 6.8M event rows: ~7.5 s of CPU on either engine). Should the IDs not be
+    consecutive after all, each event is a row numbered by ROW_NUMBER (whose window copies
+    every row aside: 4.5 s of server CPU for 2.7M records, which is why it is the fallback).
     """
-    if ends is None:
-        return 0
-    low, high = ends
     p = "%s" if connection.vendor == "postgresql" else "?"
     rows, keys = _first_seen(district_id, sync_id, entity)
-    insert = f"INSERT INTO {Event._meta.db_table} ({COLUMNS}) SELECT district_id, "
-    values = f", first_seen_sync_id, {p}, sourced_id, 'created' {rows}"
-    cur.execute(f"{insert}{p} + id - {p}{values} ORDER BY id", [after + 1, low, entity, *keys])
-    if cur.rowcount == high - low + 1:
-        return high - low + 1
-    cur.execute(
-        f"DELETE FROM {Event._meta.db_table} WHERE district_id = {p} AND seq > {p}",
-        [district_id, after],
+    cur.execute(f"SELECT count(*), MIN(id), MAX(id) {rows}", keys)
+    n, low, high = cur.fetchone()
+    if not n:
+        return 0
+    consecutive = n == high - low + 1
+    if consecutive and n >= RANGE_MIN:
+        CreatedRange.objects.create(
+            district_id=district_id,
+            sync_id=sync_id,
+            entity=entity,
+            first_seq=after + 1,
+            last_seq=after + n,
+            first_id=low,
+        )
+        return n
+    number, at = (
+        (f"{p} + id - {p}", [after + 1, low])
+        if consecutive
+        else (f"{p} + ROW_NUMBER() OVER (ORDER BY id)", [after])
     )
-    cur.execute(f"{insert}{p} + ROW_NUMBER() OVER (ORDER BY id){values}", [after, entity, *keys])
-    return max(cur.rowcount, 0)
+    cur.execute(
+        f"INSERT INTO {Event._meta.db_table} ({COLUMNS}) SELECT district_id, {number}, "
+        f"first_seen_sync_id, {p}, sourced_id, 'created' {rows} ORDER BY id",
+        [*at, entity, *keys],
+    )
+    return n
 
 
-# A sync's created events go into an event table without its primary key, built after them,
-# from this many (PostgreSQL: see _key_built_after).
-KEY_AFTER_MIN = 100_000
+def _keep_renamed(cur, district_id: int, renamed: dict[str, list[tuple[str, str]]]) -> None:
+    """Write as rows the created events that ranges hold of the records the sync renamed.
 
-
-@contextmanager
-def _key_built_after(cur, district_id: int, adding: int, held: int) -> Iterator[None]:
-    """Around the writes of `adding` created events: on PostgreSQL, when they are many and
-    outnumber the `held` events the district keeps, the event table's primary key is dropped
-    first and built after them, in the same transaction, as roster/store.lookups_built_after
-    does for roster tables and under the same rule: only when the table holds no other
-    district's events and nobody is using it at that moment (its DROP locks every reader of
-    the table out until the commit). Measured, 2.7M events at `large`: 3.7 s of server CPU
-    with the key in place, 2.6 s without it and 0.5 s to build it after.
+    A range's event reads its record's sourced ID when the feed is read, and a rename changes
+    that ID in place (store.rename_records, which apply has just run), but the event said
+    the ID the record was created with: the old one of the pair, since any earlier rename
+    wrote the row already (and this one then writes nothing). The row takes the place of the
+    range's event with its number (`read`), so the feed shows what a row per record showed.
     """
-    name = Event._meta.db_table
-    if (
-        connection.vendor != "postgresql"
-        or adding < KEY_AFTER_MIN
-        or adding <= held
-        or not store.take_table(cur, name, district_id)
-    ):
-        yield
-        return
-    cur.execute(
-        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE conrelid = %s::regclass AND contype = 'p'",
-        [name],
-    )
-    key, definition = cur.fetchone()
-    cur.execute(f'ALTER TABLE {name} DROP CONSTRAINT "{key}"')
-    yield
-    cur.execute(f"SET LOCAL maintenance_work_mem = '{store.BUILD_MEMORY}'")
-    cur.execute(f'ALTER TABLE {name} ADD CONSTRAINT "{key}" {definition}')
+    for entity, pairs in renamed.items():
+        ranges = sorted(
+            CreatedRange.objects.filter(district_id=district_id, entity=entity).values_list(
+                "first_id", "first_seq", "last_seq", "sync_id"
+            )
+        )
+        if not ranges:
+            continue
+        old_of = dict((new, old) for old, new in pairs)
+        listed = store.listed(cur, "rd_feed_renamed", pl.Series(list(old_of)))
+        cur.execute(
+            f"SELECT id, sourced_id FROM {store.table(entity)} WHERE district_id = "
+            f"{int(district_id)} AND sourced_id IN (SELECT _key FROM {listed})"
+        )
+        starts = [first_id for first_id, *_ in ranges]
+        kept = []
+        for row_id, key in cur.fetchall():
+            at = bisect_right(starts, row_id) - 1  # the range starting at or before the row
+            if at < 0:
+                continue
+            first_id, first_seq, last_seq, sync_id = ranges[at]
+            seq = first_seq + row_id - first_id
+            if seq <= last_seq:
+                kept.append((district_id, seq, sync_id, entity, old_of[key], "created"))
+        p = "%s" if connection.vendor == "postgresql" else "?"
+        cur.executemany(
+            f"INSERT INTO {Event._meta.db_table} ({COLUMNS}) VALUES ({', '.join([p] * 6)}) "
+            "ON CONFLICT (district_id, seq) DO NOTHING",
+            kept,
+        )
 
 
 def renamed_in(plan) -> dict[str, list[tuple[str, str]]]:
@@ -211,6 +222,56 @@ def _locked_counter(district_id: int) -> Counter:
     return Counter.objects.select_for_update().get(pk=district_id)
 
 
+def read(district_id: int, after: int, limit: int) -> list[dict]:
+    """The district's first `limit` events after `after`, oldest first ({seq, sync_id,
+    entity, sourced_id, action}): its event rows and its ranges' created events, read from
+    their records; where a row and a range have an event of the same number, the row's. All
+    read in one state of the database: a sync that commits meanwhile adds rows before its
+    range, and renames records a range reads."""
+    with store.one_state():
+        return _read(district_id, after, limit)
+
+
+def _read(district_id: int, after: int, limit: int) -> list[dict]:
+    found = {
+        e["seq"]: e
+        for e in Event.objects.filter(district_id=district_id, seq__gt=after)
+        .order_by("seq")
+        .values("seq", "sync_id", "entity", "sourced_id", "action")[:limit]
+    }
+    # Only events before the last row read can come before it in the page.
+    end = max(found) if len(found) == limit else None
+    ranges = CreatedRange.objects.filter(district_id=district_id, last_seq__gt=after)
+    if end is not None:
+        ranges = ranges.filter(first_seq__lte=end)
+    wanted = limit
+    for span in ranges.order_by("first_seq"):
+        start = max(after + 1, span.first_seq)
+        stop = min(span.last_seq, start + wanted - 1, end or span.last_seq)
+        if wanted <= 0 or start > stop:
+            break
+        offset = span.first_id - span.first_seq
+        records = (
+            MODELS[span.entity]
+            .objects.filter(district_id=district_id, id__gte=start + offset, id__lte=stop + offset)
+            .order_by("id")
+            .values_list("id", "sourced_id")
+        )
+        for row_id, key in records:
+            found.setdefault(
+                row_id - offset,
+                {
+                    "seq": row_id - offset,
+                    "sync_id": span.sync_id,
+                    "entity": span.entity,
+                    "sourced_id": key,
+                    "action": Event.Action.CREATED.value,
+                },
+            )
+        wanted -= stop - start + 1
+    return [found[seq] for seq in sorted(found)[:limit]]
+
+
 def _prune(district_id: int) -> None:
     """Delete the events of syncs applied longer than the retention time ago."""
     cutoff = timezone.now() - timedelta(days=settings.FEED_RETENTION_DAYS)
@@ -219,5 +280,6 @@ def _prune(district_id: int) -> None:
     if last is None:
         return
     Event.objects.filter(district_id=district_id, seq__lte=last).delete()
+    CreatedRange.objects.filter(district_id=district_id, last_seq__lte=last).delete()
     old.delete()
     Counter.objects.filter(pk=district_id, pruned_through__lt=last).update(pruned_through=last)

@@ -131,6 +131,35 @@ def cache_for_rewrites(cur: Cursor) -> None:
         cur.execute(f"PRAGMA cache_size = -{REWRITE_CACHE_KB}")
 
 
+@contextmanager
+def one_state() -> Iterator[None]:
+    """A read-only transaction on one committed state of the database, for a read of many
+    statements that must agree with each other; within one already, that one. Nothing may
+    be written inside it."""
+    if connection.in_atomic_block:  # already one transaction (a test's): one state
+        yield
+        return
+    if connection.vendor == "postgresql":
+        with transaction.atomic(), connection.cursor() as cur:
+            # Every statement of the transaction sees the snapshot of its first one.
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
+        return
+    # SQLite: Django's atomic would BEGIN IMMEDIATE and hold the write lock (settings:
+    # transaction_mode) for the whole read; a deferred transaction only reads, and in WAL
+    # mode it sees the state of its first read to its end while imports go on writing.
+    connection.ensure_connection()
+    if connection.connection.in_transaction:
+        yield
+        return
+    with connection.cursor() as cur:
+        cur.execute("BEGIN DEFERRED")
+        try:
+            yield
+        finally:
+            cur.execute("COMMIT")
+
+
 def sql_time(moment: datetime) -> str:
     """A timestamp literal the way Django stores it on this database."""
     return str(connection.ops.adapt_datetimefield_value(moment))
