@@ -117,10 +117,12 @@ def _named(district_id: int, entity: str, field: str, **where: str) -> Q:
     """Whether an active record of `entity` names the outer record in `field`: one probe of
     the roster's index on it per record (roster.models.LOOKUPS), where `NOT IN` a subquery
     would have SQLite sort every enrollment first (measured: 14 s of CPU at 5M). While that
-    index is not built (a first import's, until the build after its sync), a probe would
-    scan every record of `entity`: then `IN` it is, sorted once."""
+    index is not built on SQLite (a first import's, until the build after its sync), a probe
+    would scan every record of `entity`: then `IN` it is, sorted once. PostgreSQL hashes
+    `entity` for EXISTS without the index, and would scan the subquery's rows per record
+    for `NOT IN` (store.probes_by_reference)."""
     named = _active(district_id, entity).filter(**where)
-    if not store.lookups_built(entity):
+    if not store.probes_by_reference(entity):
         return Q(sourced_id__in=named.exclude(**{f"{field}__isnull": True}).values(field))
     return Q(Exists(named.filter(**{field: OuterRef("sourced_id")})))
 
@@ -300,9 +302,9 @@ def applied(
     marked: dict[str, pl.DataFrame],
 ) -> None:
     """Count the gaps of the roster a sync applies, in its transaction (`count`), unless it
-    left the reference indexes the count probes to be built after it (a first import on
-    SQLite, roster.store.lookups_built_after): they are then counted after those
-    (`after_sync`), and until then the district keeps no count and `of` counts when asked."""
+    left the reference indexes the count probes to be built after it (a first import,
+    roster.store.lookups_built_after): they are then counted after those (`after_sync`), and
+    until then the district keeps no count and `of` counts when asked."""
     if all(store.lookups_built(e) for e in _PROBED):
         count(district_id, sync_id, token, counted, marked)
     else:

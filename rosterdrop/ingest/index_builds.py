@@ -1,7 +1,7 @@
 """What is built after a sync, off the import's path: the SIS search index of its uploads
-(ingest.sent_index), the lines its read did not keep (line_builds.py), and on SQLite the
-roster's reference indexes a first import left out with the gaps they count
-(roster/store.py lookups_built_after).
+(ingest.sent_index), the lines its read did not keep (line_builds.py), and the roster's
+reference indexes a first import left out (on PostgreSQL built concurrently) with the gaps
+they count (roster/store.py lookups_built_after).
 
 The search index was built inside every import, after the apply: at `huge` ~17 s of CPU on
 SQLite and ~57 s on PostgreSQL (writing ~400 MB), for a first import and again on every night

@@ -509,35 +509,44 @@ def insert_staged(
 # records arrive: at 5M enrollments that tripled a first import's CPU (65.6 -> 197 s). Built
 # once after the rows are in, each costs ~5 s at that size. Only where the addition is most of
 # the table (a district's first import on a fresh or small installation), so that no import of
-# a small district rebuilds the indexes of every other one. On SQLite the import is the one
-# writer anyway and readers keep the committed schema; the build (two sorts of 5M keys that
-# start with a 36-character ID: ~40 s of CPU at `huge`, a third of a first import) is left to
-# after the sync commits, off its path (`build_missing_lookups`, ingest/index_builds.py),
-# and every reader is correct meanwhile, only slower. On PostgreSQL a DROP INDEX locks every
-# reader of the table out until the commit, so there every secondary index and the unique key
-# are rebuilt in the sync's transaction (measured on 500k enrollments: 75 s to COPY into the
-# indexed table, 25 s to load and build them after), but only when the table holds no other
+# a small district rebuilds the indexes of every other one. Even built after, they are the
+# biggest part of a first import's database work (two sorts of 5M keys that start with a
+# 36-character ID: ~40 s of CPU at `huge` on SQLite, 34 s of the server's on PostgreSQL), so
+# they are left to after the sync commits, off its path (`build_missing_lookups`,
+# ingest/index_builds.py), and every reader is correct meanwhile, only slower. On SQLite the
+# import is the one writer anyway and readers keep the committed schema. On PostgreSQL a DROP
+# INDEX locks every reader of the table out until the commit, so there the lookups, every
+# other secondary index and the unique key are dropped only when the table holds no other
 # district's records and nobody else is using it at that moment (locked without waiting): a
-# district's first import into an installation that has none of that entity yet.
+# district's first import into an installation that has none of that entity yet. The unique
+# key and the reading indexes are built again in the sync's transaction (measured on 500k
+# enrollments: 75 s to COPY into the indexed table, 25 s to load and build them after): the
+# key keeps a source ID to one record, and the feed's created events read `_first_seen` before
+# the commit. The lookups are built after it, CONCURRENTLY: neither readers nor the next sync
+# wait for them.
 DEFER_LOOKUPS_MIN = 100_000
 # Memory for each index build on PostgreSQL (its default, 64 MB, sorts 5M keys on disk).
 BUILD_MEMORY = "512MB"
+# The key of the advisory lock of PostgreSQL's concurrent builds of the lookups, one at a time
+# (one bigint: apart from ingest's locks, which take two keys).
+BUILD_LOCK = 0x5244_4C4B
 
 
 @contextmanager
 def lookups_built_after(cur: Cursor, entity: str, adding: int, district_id: int) -> Iterator[bool]:
     """Around the writes of an entity: when `adding` records outnumber the table's, drop its
-    reference indexes first, on SQLite to be built after the sync (`build_missing_lookups`),
-    on PostgreSQL with every secondary index and the unique key, built again at the end in the
-    same transaction. Otherwise, on SQLite, build first those of the entity still missing
-    (a build after an earlier sync that has not run, or died). Yields whether the table's
-    statistics are made again at the end with every record in (PostgreSQL's build), so that
-    refresh_statistics need not."""
+    reference indexes first, to be built after the sync (`build_missing_lookups`); on
+    PostgreSQL with every other secondary index and the unique key, which are built again at
+    the end in the same transaction. Otherwise, on SQLite, build first those of the entity
+    still missing (a build after an earlier sync that has not run, or died; on PostgreSQL the
+    build after each sync does, concurrently). Yields whether the table's statistics are made
+    again at the end with every record in (PostgreSQL's build), so that refresh_statistics
+    need not."""
     model = MODELS[entity]
     postgres = _is_postgres()
-    deferred: list[Any] = list(LOOKUP_INDEXES.get(entity, []))
-    if postgres:
-        deferred = [*model._meta.indexes, *model._meta.constraints]
+    lookups: list[Any] = list(LOOKUP_INDEXES.get(entity, []))
+    deferred = [*model._meta.indexes, *model._meta.constraints] if postgres else lookups
+    after = {index.name for index in lookups}  # built after the sync
     if deferred and adding >= DEFER_LOOKUPS_MIN:
         cur.execute(f"SELECT MAX(id) FROM {table(entity)}")  # the rowid, or the primary key
         held = cur.fetchone()[0] or 0
@@ -549,36 +558,66 @@ def lookups_built_after(cur: Cursor, entity: str, adding: int, district_id: int)
                     cur.execute(f"DROP INDEX IF EXISTS {_q(index.name)}")
             yield postgres
             if postgres:
-                _build(cur, entity, deferred)
+                cur.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
+                _build(cur, entity, [i for i in deferred if i.name not in after])
+                # The builds told the planner the table's size but nothing of its columns: the
+                # gaps counted next (ingest.gaps) then walked roles once per user (large: over
+                # 68 s of server CPU, cancelled) instead of hashing them. Column statistics, so
+                # the lookups built after the commit need none of their own.
+                cur.execute(f"ANALYZE {table(entity)}")
             return
-    if missing := _missing(cur, entity):
+    if not postgres and (missing := _missing(cur, entity)):
         _build(cur, entity, missing)
     yield False
 
 
 def _missing(cur: Cursor, entity: str) -> list[models.Index]:
-    """The entity's reference indexes not in the database (only SQLite leaves them out)."""
+    """The entity's reference indexes not in the database; on PostgreSQL also those there but
+    not valid: one a concurrent build left when it failed or its process died, which no query
+    uses."""
     if _is_postgres():
-        return []
-    cur.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", [table(entity)]
-    )
+        cur.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = %s::regclass AND i.indisvalid",
+            [table(entity)],
+        )
+    else:
+        cur.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", [table(entity)]
+        )
     present = {name for (name,) in cur.fetchall()}
     return [index for index in LOOKUP_INDEXES.get(entity, []) if index.name not in present]
 
 
 def lookups_built(entity: str) -> bool:
-    """Whether the entity's reference indexes are all in place: a first import on SQLite
-    leaves them to after its sync, and a query that would probe one per record must then
-    be written another way (ingest.gaps)."""
+    """Whether the entity's reference indexes are all in place (and valid): a first import
+    leaves them to after its sync."""
     with connection.cursor() as cur:
         return not _missing(cur, entity)
 
 
+def probes_by_reference(entity: str) -> bool:
+    """Whether a query may ask, record by record, whether a record of `entity` names it (a
+    correlated EXISTS, ingest.gaps). SQLite answers each from the entity's reference index,
+    and while that is missing would scan the table for each record: `IN` a subquery is then
+    the way to ask. PostgreSQL plans EXISTS as a join, hashing the table when the index is
+    missing, and `NOT IN` a subquery too big for its work_mem as a scan of the subquery's rows
+    for each record (EXPLAIN at `large`: ~6e9 against ~1.3e5 for the hash anti join)."""
+    return _is_postgres() or lookups_built(entity)
+
+
 def build_missing_lookups() -> None:
-    """Build the reference indexes a first import left to after its sync (or a crash left
-    out), each in a transaction of its own: on SQLite each holds the write lock while it
-    sorts (~20 s at 5M enrollments), and a sync waits for it no longer than that."""
+    """Build the reference indexes a first import left to after its sync, or a crash left out.
+    SQLite: each in a transaction of its own: each holds the write lock while it sorts (~20 s
+    at 5M enrollments), and a sync waits for it no longer than that. PostgreSQL: CONCURRENTLY,
+    so that neither readers nor writers wait for it, an invalid one left by a build that failed
+    or died dropped first; one build at a time, and none while another process builds (an
+    advisory lock, not waited for: a backend waiting for it would hold a snapshot, which the
+    other's concurrent build waits for in turn). Inside a caller's transaction, where
+    PostgreSQL refuses CONCURRENTLY, plainly."""
+    if _is_postgres():
+        _build_missing_on_postgresql()
+        return
     for entity in ENTITIES:
         while True:
             with bulk_connection() as cur:
@@ -588,18 +627,34 @@ def build_missing_lookups() -> None:
                 _build(cur, entity, missing[:1])
 
 
+def _build_missing_on_postgresql() -> None:
+    concurrently = not connection.in_atomic_block
+    how = "CONCURRENTLY " if concurrently else ""
+    with connection.cursor() as wrapper:
+        cur = wrapper.cursor
+        if not any(_missing(cur, entity) for entity in ENTITIES):
+            return
+        cur.execute("SELECT pg_try_advisory_lock(%s)", [BUILD_LOCK])
+        if not cur.fetchone()[0]:
+            return
+        cur.execute(f"SET maintenance_work_mem = '{BUILD_MEMORY}'")
+        try:
+            for entity in ENTITIES:
+                for index in _missing(cur, entity):
+                    cur.execute(f"DROP INDEX {how}IF EXISTS {_q(index.name)}")
+                    _build(cur, entity, [index], concurrently=concurrently)
+        finally:
+            cur.execute("RESET maintenance_work_mem")
+            cur.execute("SELECT pg_advisory_unlock(%s)", [BUILD_LOCK])
+
+
 @timed("build indexes")
-def _build(cur: Cursor, entity: str, indexes: list[Any]) -> None:
+def _build(cur: Cursor, entity: str, indexes: list[Any], *, concurrently: bool = False) -> None:
     model, editor = MODELS[entity], connection.schema_editor()  # the editor only writes SQL
-    if _is_postgres():
-        cur.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
     for index in indexes:
-        cur.execute(str(index.create_sql(model, editor)))
-    if _is_postgres():
-        # The builds told the planner the table's size but nothing of its columns: the gaps
-        # counted next in this transaction (ingest.gaps) then walked roles once per user
-        # (large: over 68 s of server CPU, cancelled) instead of hashing them.
-        cur.execute(f"ANALYZE {table(entity)}")
+        # A unique constraint's create_sql takes no `concurrently` (none is built so).
+        options = {"concurrently": True} if concurrently else {}
+        cur.execute(str(index.create_sql(model, editor, **options)))
 
 
 def take_table(cur: Cursor, name: str, district_id: int) -> bool:
