@@ -567,6 +567,11 @@ CELLS = st.text(
     last=st.booleans(),
     chunk=st.integers(8, 200),
 )
+# A chunk that starts as zlib data does (0x78 0x01, 0x78 0xDA): polars inflated it (found by
+# this test: "corrupt deflate stream", or a cell read as another; rosterdrop/polars_csv.py).
+@hypothesis.example(table=[["x\x01", "20"]], line_end="\n", last=True, chunk=8)
+@hypothesis.example(table=[["x\x0120"]], line_end="\n", last=True, chunk=8)
+@hypothesis.example(table=[["x\u0680"]], line_end="\r\n", last=False, chunk=8)
 def test_polars_splits_a_plain_file_as_the_csv_module_reads_it(table, line_end, last, chunk):
     """The index of a file without quotes, parsed by polars chunk by chunk (any size, ragged
     and blank rows, CRLF, characters that casefold to several), is the one the csv module

@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from rosterdrop import polars_csv
 from rosterdrop.ingest.ahead import ahead
 from rosterdrop.ingest.columns import KNOWN, LINE, LINECHECK, LINEHASH
 from rosterdrop.ingest.decode import MAX_LINE, count_byte, line_too_long
@@ -270,7 +271,7 @@ def parse_fast(piece: Piece, header: list[str], sep: int) -> pl.DataFrame | None
         return None
     quoted = b'"' in piece.text
     try:
-        frame = pl.read_csv(
+        frame = polars_csv.read_csv(
             piece.text,
             has_header=False,
             new_columns=header,
@@ -335,7 +336,7 @@ def _lines(piece: Piece) -> pl.Series | None:
     CR or NUL), else as bytes cut at each LF (with it: the two never hash alike, so a line read
     one way is not found among lines read the other, and is parsed). None: not one per line."""
     if b"\r" not in piece.text and b"\0" not in piece.text:
-        lines = pl.read_csv(
+        lines = polars_csv.read_csv(
             piece.text,
             has_header=False,
             separator="\0",

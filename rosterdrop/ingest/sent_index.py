@@ -34,6 +34,7 @@ from django.db import transaction
 from django.db.models import QuerySet, Value
 from django.db.models.functions import StrIndex
 
+from rosterdrop import polars_csv
 from rosterdrop.districts.models import District
 from rosterdrop.formats.spec import FileSpec, FormatSpec
 from rosterdrop.inbox.models import Upload
@@ -424,7 +425,7 @@ def _split(chunk: bytes, lines: int, kept: _Kept) -> _Cells | None:
     csv module's CPU); None where polars does not see one row a line: the csv module then
     reads it."""
     try:
-        frame = pl.read_csv(
+        frame = polars_csv.read_csv(
             chunk,
             has_header=False,
             schema={f"column_{i + 1}": pl.String for i in range(kept.width)},

@@ -29,6 +29,7 @@ from django.db.models.functions import Cast, Collate
 from isal import isal_zlib
 from polars._typing import PolarsDataType
 
+from rosterdrop import polars_csv
 from rosterdrop.formats.oneroster import NON_ROSTER_FILES_12, ONEROSTER_12
 from rosterdrop.formats.spec import Column, FileSpec, Type
 from rosterdrop.ingest.ahead import ahead
@@ -376,7 +377,7 @@ def _sqlite_batches(
         (text,) = cursor.fetchone()
         if text is None:
             return
-        found = pl.read_csv(
+        found = polars_csv.read_csv(
             text.encode(),
             separator=UNIT,
             eol_char="\x1e",
