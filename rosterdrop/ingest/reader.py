@@ -8,7 +8,7 @@ The engine reads every file of an upload with one (engine.check); the custom tem
 wizard reads a sample file with one (custom/templates.try_sample).
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +129,9 @@ class Reader:
             with closing(table.batches):
                 # A file sent again as it was: its kept lines are its rows (lines.Whole).
                 whole = lines.whole() if lines is not None else None
-                batches: Iterable[Batch] = table.batches if whole is None else [whole]
-                for batch in batches:
+                if whole is not None:
+                    self._take_whole(file, mode, checker, whole)
+                for batch in table.batches if whole is None else ():
                     if vouching:
                         self._read_vouched(file, mode, checker, batch, extras, lines)
                     else:
@@ -223,6 +224,18 @@ class Reader:
         """Close the spills: their record data stays on disk for the plan and apply."""
         for spill in self.spills.values():
             spill.close()
+
+    def _take_whole(
+        self, file: FileSpec, mode: Mode, checker: RowChecker, taken: pl.DataFrame
+    ) -> None:
+        """A file taken whole (lines.Whole): its records, every one held by the roster as it
+        is (SAME), go to the checks across rows as one frame, none spilled; no line of it is
+        read, found or gathered."""
+        [output] = file.outputs
+        checker.taken(taken.height, int(taken[SENT_STATUS].sum()))
+        self._keep(file, output, mode, taken)
+        if self.progress:
+            self.progress(file.name, checker.rows)
 
     def _read_vouched(
         self,
