@@ -3,6 +3,7 @@ records the roster holds as they are are not read again, and the sync finds the 
 plan and roster as a full read of the same files."""
 
 import codecs
+import dataclasses
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -16,8 +17,9 @@ from helpers import rows_through
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rosterdrop import formats
 from rosterdrop.districts.models import District
-from rosterdrop.ingest import decode, index_builds, lines
+from rosterdrop.ingest import decode, index_builds, line_builds, lines
 from rosterdrop.ingest import read as read_module
 from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster import store
@@ -111,6 +113,66 @@ def test_a_file_sent_again_as_it_was_is_taken_whole(district, school, read, hash
     assert hashed[_header(enrollments)] == len(_lines(enrollments)) - 1
     assert read["enrollments.csv"] == 1
     assert hashed[_header(classes)] == 0
+
+
+def test_a_file_taken_whole_finds_what_a_full_read_finds(district, school, read, hashed):
+    """A file taken whole goes to the checks across rows as its records at their lines: a line
+    repeated (its record held all the same) is told as a full read tells it, on the same lines,
+    and the file's rows are counted."""
+    enrollments = school / "enrollments.csv"
+    rows = _lines(enrollments)
+    enrollments.write_bytes(b"".join([*rows[:5], rows[2], *rows[5:], rows[9]]))
+    first = import_path(district, school)
+    dupes = {i[3] for i in _issues(first) if i[1] == "duplicate_id"}
+    assert dupes == {6, len(rows) + 2}
+    index_builds.build(district)
+    _manifest_in_other_bytes(school)
+    hashed.clear()
+    read.clear()
+    again = import_path(district, school)
+    assert hashed[_header(enrollments)] == read["enrollments.csv"] == 0  # taken whole
+    assert again.status == "no_changes"
+    assert _issues(again) == _issues(first)
+    assert again.files == first.files
+
+
+def test_a_row_refused_under_a_new_rule_is_refused_again(district, school, monkeypatch):
+    """A rule changed refuses rows whose records stay as they were (ingest/kept.py): the roster
+    does not vouch for those records under the new rule, so the same rows sent again the next
+    night, in other bytes, are checked and refused again, as a full read refuses them."""
+    import_path(district, school)
+    monkeypatch.setitem(formats.FORMATS, "oneroster-1.1", _without_teachers())
+    first = import_path(district, school)
+    assert "enum_invalid" in {i[1] for i in _issues(first) if i[2] == "enrollments.csv"}
+    index_builds.build(district)
+    _manifest_in_other_bytes(school)
+    again = import_path(district, school)
+    assert _issues(again) == _issues(first)
+
+
+def test_a_row_skipped_for_a_broken_reference_leaves_the_entity_vouched(
+    district, school, monkeypatch
+):
+    """A row skipped for what the checks across rows find (a class that is not sent) keeps
+    its record as it was, but the next read checks that again over every row: after the
+    first read in a new context, the roster vouches for the entity all the same, and only
+    the row that maps to no record it holds is checked."""
+    checked = rows_through(monkeypatch, "check_prepared")
+    import_path(district, school)
+    enrollments = _lines(school / "enrollments.csv")
+    cells = enrollments[3].split(b",")
+    cells[3] = b"no-such-class"
+    enrollments[3] = b",".join(cells)
+    (school / "enrollments.csv").write_bytes(b"".join(enrollments))
+    district.fallback_encoding = "latin-1"  # another context: every row checked once
+    district.save()
+    first = import_path(district, school)
+    assert ("error", "reference_missing", "enrollments.csv", 4) in {i[:4] for i in _issues(first)}
+    _manifest_in_other_bytes(school)
+    checked.clear()
+    again = import_path(district, school)
+    assert checked["enrollments.csv"] == 1
+    assert _issues(again) == _issues(first)
 
 
 def test_a_file_whose_kept_lines_the_roster_does_not_all_hold_is_read(
@@ -344,7 +406,7 @@ EDITS = st.one_of(
     st.tuples(st.just("take"), ROW, ROW, st.integers(0, 20)),  # a value of another line
 )
 # Changes of a whole file, or of how the district reads: an incremental read must fall back.
-WHOLE = st.sampled_from(["", "", "", "crlf", "header", "cp1252", "bom", "encoding setting"])
+WHOLE = st.sampled_from(["", "", "", "crlf", "header", "cp1252", "bom", "encoding setting", "rule"])
 FILES = ["enrollments.csv", "classes.csv", "users.csv", "demographics.csv", "courses.csv"]
 
 
@@ -417,9 +479,13 @@ def pair(db, school, monkeypatch):
 )
 def test_an_incremental_read_finds_what_a_full_read_finds(pair, school, tmp_path, edits, whole):
     """Both districts import the same mutated copy, one after the other (each roster moves on
-    with it), then again in other bytes: the same status, counts, issues and roster, and the
-    lines kept by the full one thrown away before it reads. The incremental one's lines are
-    also kept after each sync (ingest/line_builds.py), as serve and the workers do."""
+    with it), then again in other bytes, twice: the same status, counts, issues and roster,
+    the full one checking every row (`_read_in_full`). The incremental one's lines
+    are also kept after each sync (ingest/line_builds.py), as serve and the workers do; before
+    the last read they are all kept anew by such a build, so that every file whose lines the
+    roster all holds is taken whole (lines.Whole), whatever its edits (repeated lines, broken
+    references). A rule of the format changed, or the encoding setting, and the incremental
+    one reads in full."""
     incremental, full = pair
     sent = tmp_path / "sent"
     shutil.rmtree(sent, ignore_errors=True)
@@ -429,27 +495,66 @@ def test_an_incremental_read_finds_what_a_full_read_finds(pair, school, tmp_path
         _edit(lines, edit)
         (sent / file).write_bytes(b"".join(lines))
     file, how = whole
-    if how == "encoding setting":
-        for district in pair:
-            latin = district.fallback_encoding == "latin-1"
-            district.fallback_encoding = "cp1252" if latin else "latin-1"
-            district.save()
-    else:
-        _whole(sent / file, how)
-    # Then the same records in other bytes: every line found, in the kept lines just left
-    # (linked, with a part of the lines read anew).
-    for again in (False, True):
-        if again:
-            _manifest_in_other_bytes(sent)
-        a = import_path(incremental, sent)
-        # What a read did not keep (another encoding setting: every row checked) is kept
-        # after its sync, in the build of its search index, for the read in other bytes.
-        index_builds.build(incremental)
-        shutil.rmtree(django_settings.DATA_DIR / "lines" / str(full.pk), ignore_errors=True)
-        b = import_path(full, sent)
-        assert (a.status, a.changes, a.files) == (b.status, b.changes, b.files)
-        assert _issues(a) == _issues(b)
-        assert _dump(incremental) == _dump(full)
+    with pytest.MonkeyPatch.context() as patch:
+        if how == "encoding setting":
+            for district in pair:
+                latin = district.fallback_encoding == "latin-1"
+                district.fallback_encoding = "cp1252" if latin else "latin-1"
+                district.save()
+        elif how == "rule":
+            patch.setitem(formats.FORMATS, "oneroster-1.1", _without_teachers())
+        else:
+            _whole(sent / file, how)
+        # Then the same records in other bytes: every line found, in the kept lines just left
+        # (linked, with a part of the lines read anew), then in lines all kept anew.
+        for again in range(3):
+            if again:
+                _manifest_in_other_bytes(sent)
+            if again == 2:
+                _kept_anew(incremental)
+            a = import_path(incremental, sent)
+            # What a read did not keep (another encoding setting: every row checked) is kept
+            # after its sync, in the build of its search index, for the read in other bytes.
+            index_builds.build(incremental)
+            _read_in_full(full)
+            b = import_path(full, sent)
+            assert (a.status, a.changes, a.files) == (b.status, b.changes, b.files)
+            assert _issues(a) == _issues(b)
+            assert _dump(incremental) == _dump(full)
+
+
+def _read_in_full(district: District) -> None:
+    """The district's next read checks every row: its kept lines thrown away, and what its
+    roster vouches for (ingest/vouched.py), so that a rule it would wrongly vouch for shows."""
+    shutil.rmtree(django_settings.DATA_DIR / "lines" / str(district.pk), ignore_errors=True)
+    for path in (django_settings.DATA_DIR / "roster").glob(f"{district.pk}-t*.vouched.json"):
+        path.unlink()
+
+
+def _without_teachers() -> formats.FormatSpec:
+    """OneRoster 1.1 with a stricter rule: an enrollment's role may not be teacher."""
+    spec = formats.FORMATS["oneroster-1.1"]
+
+    def stricter(column):
+        if column.name != "role" or "teacher" not in column.values:
+            return column
+        return dataclasses.replace(column, values=tuple(v for v in column.values if v != "teacher"))
+
+    files = tuple(
+        dataclasses.replace(f, columns=tuple(stricter(c) for c in f.columns))
+        if f.name == "enrollments.csv"
+        else f
+        for f in spec.files
+    )
+    return dataclasses.replace(spec, files=files)
+
+
+def _kept_anew(district: District) -> None:
+    """The district's kept lines thrown away and kept again by the build after its last sync:
+    every file's lines, each in one part, stamped (lines.Whole)."""
+    shutil.rmtree(django_settings.DATA_DIR / "lines" / str(district.pk), ignore_errors=True)
+    sync = district.syncs.filter(dry_run=False).exclude(roster_token=None).latest("pk")
+    line_builds.keep(sync, [u for u in sync.uploads.all() if u.stored_path])
 
 
 def test_kept_lines_are_written_in_batches_of_keep_rows(district, school, read, monkeypatch):

@@ -229,7 +229,10 @@ def run(
                 # What the roster vouches for once this sync is recorded (it checked the rows
                 # it read), should it be applied or find nothing changed.
                 modes = {e: rows.mode for e, rows in checked.records.entities.items()}
-                vouched = carried(vouched, modes, now)
+                refused = frozenset(
+                    e for e, rows in checked.records.entities.items() if rows.refused_held
+                )
+                vouched = carried(vouched, modes, now, refused)
                 if applying:
                     try:
                         planned, token = token, store.claim_roster(conn, district.pk, token)

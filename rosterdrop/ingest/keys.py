@@ -61,6 +61,9 @@ class EntityRows:
     # Where a delta's tobedeleted rows are (_row, _key, _file, _line), kept by `release`: the
     # plan's report names those that name no record of the roster.
     deletions: pl.DataFrame = field(default_factory=pl.DataFrame)
+    # Whether the row checks refused a row that maps to a record the roster holds as it is:
+    # the roster cannot vouch for the entity (ingest/vouched.py `carried`).
+    refused_held: bool = False
 
     @property
     def matched_keys(self) -> bool:

@@ -338,8 +338,12 @@ class Reader:
         if not checker.rejected.height:
             return
         for output in file.outputs:
-            keys = map_batch(file, output, checker.rejected, extras).select(KEY, LINE)
-            self._rows_of(file, output, mode, spilled=False).add_skipped(keys, file.name)
+            mapped = map_batch(file, output, checker.rejected, extras)
+            rows = self._rows_of(file, output, mode, spilled=False)
+            rows.add_skipped(mapped.select(KEY, LINE), file.name)
+            if self.spill is not None and not rows.refused_held:
+                same = self._spill_of(output.entity).match(mapped)
+                rows.refused_held = same is not None and bool(same.is_not_null().any())
         if mode == Mode.BULK:
             self._keep_rejected(file, checker.rejected, extras)
 

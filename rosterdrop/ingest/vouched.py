@@ -46,11 +46,18 @@ def vouchable(
     return all(name in reaching for name in checked)
 
 
-def carried(earlier: dict[str, str], modes: dict[str, str], now: str) -> dict[str, str]:
+def carried(
+    earlier: dict[str, str], modes: dict[str, str], now: str, refused: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """What the roster vouches for once this sync is applied: an entity sent in full is now
     all of this context; one sent in part keeps its context only if it is this one; others
-    stay as they were. `modes`: the mode of each entity sent."""
+    stay as they were. `modes`: the mode of each entity sent. `refused`: entities a row of
+    which the checks refused although it maps to a record the roster holds as it is (a rule
+    new since the record was written; `EntityRows.refused_held`): the record stays as it was
+    (ingest/kept.py), and the next read would take that row for it unchecked, so the roster
+    vouches for none of the entity until no such row is sent."""
     vouched = dict(earlier)
     for entity, mode in modes.items():
-        vouched[entity] = now if mode == Mode.BULK or earlier.get(entity) == now else ""
+        same = mode == Mode.BULK or earlier.get(entity) == now
+        vouched[entity] = now if same and entity not in refused else ""
     return vouched
