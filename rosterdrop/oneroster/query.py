@@ -5,6 +5,7 @@ import operator
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import reduce
 
 from django.conf import settings
 from django.db.models import Q
@@ -16,6 +17,8 @@ from rosterdrop.paging import MAX_OFFSET
 
 CLAUSE = re.compile(r"\s*([A-Za-z][\w.]*)\s*(!=|>=|<=|=|>|<|~)\s*'((?:[^']|'')*)'\s*")
 JOIN = re.compile(r"(AND|OR)(?=\s)")
+# A filter's clause: field, operator, value (unquoted).
+Clause = tuple[str, str, str]
 LOOKUPS = {">": "gt", ">=": "gte", "<": "lt", "<=": "lte", "=": "exact", "~": "icontains"}
 COMPARE = {
     "=": operator.eq,
@@ -53,24 +56,24 @@ def columns(kind: Kind) -> dict[str, str]:
 
 
 def read(params: QueryDict, kind: Kind, district_id: int, sync_times: dict[int, datetime]) -> Query:
-    text = params.get("filter", "")
+    terms, join = clauses(params.get("filter", ""))
     return Query(
-        where=where(text, kind, district_id, sync_times),
+        where=where(terms, join, kind, district_id, sync_times),
         order=order(params.get("sort", ""), params.get("orderBy", ""), kind),
         fields=selected(params, kind),
         limit=_number(params, "limit", settings.ONEROSTER_PAGE_SIZE, low=1),
         # Past a 64-bit integer the database fails (500): one bound with the JSON API's paging.
         offset=_number(params, "offset", 0, low=0, high=MAX_OFFSET),
-        changed=_only_changed(text, sync_times),
+        changed=_only_changed(terms, sync_times),
     )
 
 
-def _only_changed(text: str, sync_times: dict[int, datetime]) -> list[int] | None:
-    """The syncs of a filter that is one dateLastModified clause (read by `where` first)."""
-    found = CLAUSE.fullmatch(text)
-    if found is None or found.group(1) != "dateLastModified":
+def _only_changed(terms: list[Clause], sync_times: dict[int, datetime]) -> list[int] | None:
+    """The syncs of a filter that is one dateLastModified clause."""
+    if len(terms) != 1 or terms[0][0] != "dateLastModified":
         return None
-    return _syncs(found.group(2), found.group(3).replace("''", "'"), sync_times)
+    _, op, value = terms[0]
+    return _syncs(op, value, sync_times)
 
 
 def selected(params: QueryDict, kind: Kind) -> list[str] | None:
@@ -113,17 +116,18 @@ def order(sort: str, direction: str, kind: Kind) -> list[str]:
     return [f"{sign}{known[sort]}", f"{sign}id"]
 
 
-def where(text: str, kind: Kind, district_id: int, sync_times: dict[int, datetime]) -> Q:
-    """The filter as a Q: clauses `field op 'value'` joined by AND or by OR (not both)."""
+def clauses(text: str) -> tuple[list[Clause], str]:
+    """A filter's clauses `field op 'value'`, and what joins them ("AND" or "OR", not both;
+    "AND" for none or one)."""
     if not text.strip():
-        return Q()
-    terms, joins, pos = [], set(), 0
+        return [], "AND"
+    terms: list[Clause] = []
+    joins, pos = set(), 0
     while True:
         found = CLAUSE.match(text, pos)
         if found is None:
             raise QueryError("invalid_filter_field", f"Cannot read the filter at {text[pos:]!r}.")
-        name, op, value = found.group(1), found.group(2), found.group(3).replace("''", "'")
-        terms.append(_term(name, op, value, kind, district_id, sync_times))
+        terms.append((found.group(1), found.group(2), found.group(3).replace("''", "'")))
         pos = found.end()
         if pos == len(text):
             break
@@ -134,10 +138,15 @@ def where(text: str, kind: Kind, district_id: int, sync_times: dict[int, datetim
         pos = join.end()
     if len(joins) > 1:
         raise QueryError("invalid_filter_field", "A filter joins its clauses by AND or by OR.")
-    combined = terms[0]
-    for term in terms[1:]:
-        combined = combined | term if joins == {"OR"} else combined & term
-    return combined
+    return terms, joins.pop() if joins else "AND"
+
+
+def where(
+    terms: list[Clause], join: str, kind: Kind, district_id: int, sync_times: dict[int, datetime]
+) -> Q:
+    """The filter's clauses (`clauses`) as a Q."""
+    qs = [_term(name, op, value, kind, district_id, sync_times) for name, op, value in terms]
+    return reduce(operator.or_ if join == "OR" else operator.and_, qs) if qs else Q()
 
 
 def _term(
