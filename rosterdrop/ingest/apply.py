@@ -145,7 +145,7 @@ def _apply_entity(
     sorted and staged in a thread one window ahead of the writes. Returns whether the entity's
     statistics were made again (store.lookups_built_after), and the _key and `named` fields
     of the records marked removed."""
-    renamed = pl.DataFrame(schema={KEY: pl.String, "_left_id": pl.Int64})
+    renamed = pl.DataFrame(schema={KEY: pl.String, "_old_key": pl.String, "_left_id": pl.Int64})
     if ep.renamed.height:
         # Renamed first, so that they are then updated like any record under their new ID.
         renamed = store.rename_records(conn, district_id, ep.entity, sync_id, ep.renamed)
@@ -258,8 +258,8 @@ def _apply_window(
     changes: list[tuple[Any, ...]],
     renamed: pl.DataFrame,
 ) -> None:
-    """Write a window, and its change rows with the row IDs written (`renamed`: _key and
-    _left_id, the row left under a renamed record's old ID)."""
+    """Write a window, and its change rows with the row IDs written (`renamed`: _key,
+    _old_key and _left_id, the row left under a renamed record's old ID)."""
     updated = window.changed.filter(pl.col("_action") == UPDATED)
     old = (
         store.old_data(conn, district_id, ep.entity, updated.select(KEY))
@@ -288,8 +288,7 @@ def _updated(
     renamed: pl.DataFrame,
 ) -> None:
     """The change rows of updated records: their fields before (`pairs`, suffix _old) and
-    after, and the row IDs written."""
-    old_ids = dict(ep.renamed.select(KEY, "_old_key").iter_rows()) if ep.renamed.height else {}
+    after (a renamed one's sourcedId first), and the row IDs written."""
     stored = [*FIELDS[ep.entity], METADATA]
     pairs = pairs.join(written, on=KEY, maintain_order="left")
     pairs = pairs.join(renamed, on=KEY, how="left", maintain_order="left")
@@ -298,7 +297,7 @@ def _updated(
         after = {name: row[name] for name in stored}
         before = {name: row[f"{name}_old"] for name in stored}
         fields = field_changes(before, after)
-        if key in old_ids:
-            fields.insert(0, {"field": "sourcedId", "before": old_ids[key], "after": key})
+        if row["_old_key"] is not None:
+            fields.insert(0, {"field": "sourcedId", "before": row["_old_key"], "after": key})
         change = (sync_id, ep.entity, key, "updated", json.dumps(fields), row["_id"])
         changes.append((*change, row["_left_id"]))

@@ -405,9 +405,9 @@ def rename_records(
     """Give records a new source ID (`renames` has _old_key and _key, the new one), and leave
     under each old ID what a removal leaves: the record as it was, tobedeleted as of this
     sync. A reader of the roster then sees the old ID deleted as it sees any removed record,
-    and an old ID sent again comes back as a removed one does. Returns _key (the new ID) and
-    _left_id, the row left under the old one (the renamed record's own row ID comes back from
-    the update that writes its data, write_records)."""
+    and an old ID sent again comes back as a removed one does. Returns _key (the new ID),
+    _old_key and _left_id, the row left under the old one (the renamed record's own row ID
+    comes back from the update that writes its data, write_records)."""
     keyed = _keyed_table(
         cur,
         "rd_renamed",
@@ -425,7 +425,8 @@ def rename_records(
         )
         left = pl.DataFrame(cur.fetchall(), schema=RECORD_IDS, orient="row")
     left = left.rename({KEY: "_old_key", "_id": "_left_id"})
-    return renames.select("_old_key", KEY).join(left, on="_old_key").select(KEY, "_left_id")
+    renamed = renames.select(KEY, "_old_key")
+    return renamed.join(left, on="_old_key", how="left", maintain_order="left")
 
 
 def write_records(
