@@ -1,8 +1,11 @@
 """Reading: plainly quoted pieces go to polars, anything else to the csv module, with the same
 rows either way; the csv module still reports broken rows at their lines."""
 
+import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rosterdrop.ingest import columns, read
 from rosterdrop.ingest.read import read_table
@@ -65,6 +68,46 @@ def test_other_quoting_goes_to_the_csv_module(line):
 
 def test_plain_quoting_counts_only_the_delimiters_outside_quotes():
     assert read.delimiters_outside_quotes(b'c1,"a,b,""c""",1\n', ord(",")) == 2
+
+
+def _outside_byte_by_byte(text: bytes, sep: int) -> int:
+    """delimiters_outside_quotes as it was first written: each byte marked inside a quoted
+    stretch or not (a cumulative sum), then the line ends inside and the delimiters outside
+    counted."""
+    data = np.frombuffer(text, dtype=np.uint8)
+    quotes = np.flatnonzero(data == read.QUOTE)
+    if len(quotes) % 2:
+        return -1
+    opens, closes = quotes[0::2], quotes[1::2]
+    before = np.where(opens > 0, data[np.maximum(opens - 1, 0)], read.NEWLINE)
+    glued = np.zeros(len(opens), dtype=bool)
+    glued[1:] = opens[1:] == closes[:-1] + 1
+    after_at = np.minimum(closes + 1, len(data) - 1)
+    after = np.where(closes + 1 < len(data), data[after_at], read.NEWLINE)
+    then = data[np.minimum(closes + 2, len(data) - 1)]
+    crlf = (after == read.RETURN) & (then == read.NEWLINE) & (closes + 2 < len(data))
+    glued_after = np.zeros(len(closes), dtype=bool)
+    glued_after[:-1] = glued[1:]
+    if not (
+        np.all((before == sep) | (before == read.NEWLINE) | glued)
+        and np.all((after == sep) | (after == read.NEWLINE) | crlf | glued_after)
+    ):
+        return -1
+    depth = np.zeros(len(data) + 1, dtype=np.int8)
+    depth[opens] = 1
+    depth[closes] = -1
+    inside = np.cumsum(depth[:-1], dtype=np.int8).view(bool)
+    if np.count_nonzero(inside & (data == read.NEWLINE)):
+        return -1
+    return int(np.count_nonzero((data == sep) & ~inside))
+
+
+@given(st.lists(st.sampled_from(['"', ",", "\n", "a", "\r", '""', ',"', '",']), max_size=60))
+def test_delimiters_outside_quotes_counts_as_marking_each_byte(parts):
+    """The delimiters and line ends inside quoted stretches are counted from their places (one
+    search per stretch), as marking every byte inside or outside counted them."""
+    text = "".join(parts).encode()
+    assert read.delimiters_outside_quotes(text, ord(",")) == _outside_byte_by_byte(text, ord(","))
 
 
 def test_a_ragged_row_among_quoted_ones_is_reported_at_its_line():
