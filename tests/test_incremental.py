@@ -221,6 +221,17 @@ def test_lines_are_kept_after_a_sync_only_for_the_roster_it_left(district, schoo
     assert {name: _kept(district).get(name) for name in before} == before
 
 
+def test_lines_kept_hashed_another_way_are_not_opened(district, school, read, monkeypatch):
+    """How a line is hashed is part of its layout (lines.HASHING): lines kept hashed another
+    way would never be found, so their kept file is not opened and the file is read in full."""
+    _imported(district, school)
+    monkeypatch.setattr(lines, "HASHING", lines.HASHING + 1)
+    _end_dates(school, range(3, 4), b"2026-06-09")
+    read.clear()
+    assert import_path(district, school).status == "applied"
+    assert read["enrollments.csv"] == len(_lines(school / "enrollments.csv")) - 1
+
+
 def test_only_the_lines_that_differ_are_read(district, school, read):
     _imported(district, school)
     enrollments = _lines(school / "enrollments.csv")
