@@ -534,6 +534,25 @@ def test_an_incremental_read_finds_what_a_full_read_finds(pair, school, tmp_path
             assert _dump(incremental) == _dump(full)
 
 
+def test_a_found_line_inside_a_value_spanning_lines_is_read_as_a_full_read_reads_it(pair, school):
+    """A line found among those kept (a row as it was) but inside a quoted value that the
+    changed lines around it open and close: its piece is not plain, and is read as a full read
+    reads it (the csv module: one row over three lines), not taken as the row it was."""
+    incremental, full = pair
+    enrollments = school / "enrollments.csv"
+    rows = _lines(enrollments)
+    end = b"\r\n" if rows[3].endswith(b"\r\n") else b"\n"
+    rows[3] = rows[3].removesuffix(end).rsplit(b",", 1)[0] + b',"2026-06-10' + end
+    rows[5] = b'later"' + rows[5][rows[5].index(b",") :]
+    enrollments.write_bytes(b"".join(rows))
+    a = import_path(incremental, school)
+    _read_in_full(full)
+    b = import_path(full, school)
+    assert (a.status, a.changes, a.files) == (b.status, b.changes, b.files)
+    assert _issues(a) == _issues(b)
+    assert _dump(incremental) == _dump(full)
+
+
 def _read_in_full(district: District) -> None:
     """The district's next read checks every row: its kept lines thrown away, and what its
     roster vouches for (ingest/vouched.py), so that a rule it would wrongly vouch for shows."""

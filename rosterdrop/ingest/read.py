@@ -299,11 +299,16 @@ def parse_lines(
 ) -> Batch | None:
     """`parse_fast` line by line: each row with its line's hashes; the lines `known` names are
     not parsed (FoundLines). In a plain piece (`_plain_piece`, header width 2 or more: no blank
-    lines) a line is a row, read the same wherever it is."""
+    lines) a line is a row, read the same wherever it is.
+
+    Only the lines read anew are asked whether they are plain, not the whole piece (its
+    delimiters counted, its quotes placed): a line found is the bytes of a row a plain piece
+    held (kept lines are rows that `parse_fast` read), with its line end, so it is a plain row
+    of the header's width wherever it is, its quotes balanced. With the lines read anew plain
+    too, the piece is; if they are not (a value spanning lines, a row too wide or too
+    narrow), the whole piece goes to `parse_fast` as before, then to the csv module."""
     if len(header) < 2:
         return parse_fast(piece, header, sep)
-    if not _plain_piece(piece, header, sep):
-        return None
     cut = _lines(piece)
     if cut is None:
         return None
