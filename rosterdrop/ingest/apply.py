@@ -58,8 +58,10 @@ def apply_plan(
     district_id: int,
     sync_id: int,
     named: Mapping[str, tuple[str, ...]] = MappingProxyType({}),
+    loaded: Mapping[str, store.Loaded] = MappingProxyType({}),
 ) -> "Applied":
-    """Write the plan; what the caller needs of it after (`Applied`)."""
+    """Write the plan; what the caller needs of it after (`Applied`). `loaded`: the entities
+    whose records a store.Loader copied while the files were read (a first import's)."""
     changes: list[tuple[Any, ...]] = []
     bulk = _Bulk.for_plan(plan)
     if not bulk.part:
@@ -67,9 +69,13 @@ def apply_plan(
     applied = Applied()
     for entity, ep in plan.entities.items():
         spill, fields = spills[entity], named.get(entity, ())
-        analyzed, removed = _apply_entity(
-            conn, ep, spill, district_id, sync_id, changes, bulk, fields
-        )
+        if entity in loaded:
+            _finish_loaded(conn, ep, spill, loaded[entity])
+            analyzed, removed = True, pl.DataFrame(schema=dict.fromkeys([KEY, *fields], pl.String))
+        else:
+            analyzed, removed = _apply_entity(
+                conn, ep, spill, district_id, sync_id, changes, bulk, fields
+            )
         if analyzed:
             applied.analyzed.add(entity)
         if entity in named:
@@ -129,6 +135,16 @@ class Window:
 
     changed: pl.DataFrame
     added: pl.DataFrame | Staged | store.Formatted
+
+
+def _finish_loaded(conn: Cursor, ep: EntityPlan, spill: Spill, loaded: store.Loaded) -> None:
+    """An entity whose every spilled record is in its table already (store.Loader): the plan
+    of a table that was empty only adds, and of what was spilled, only what it adds stays."""
+    others = len(ep.updated) + len(ep.reactivated) + len(ep.removed) + ep.renamed.height
+    if others or spill.spilled != spill.rows or loaded.rows != spill.rows:
+        # Not a plan against an empty table: stop, roll back.
+        raise RuntimeError(f"the {ep.entity} copied while reading are not what the plan adds")
+    store.finish_load(conn, ep.entity, loaded, ep.added.to_numpy())
 
 
 def _apply_entity(

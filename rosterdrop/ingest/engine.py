@@ -7,6 +7,7 @@ district's `Settings`, resolved once per import, and hand on what they found as 
 syncs.py's.
 """
 
+import contextlib
 import functools
 import shutil
 from collections.abc import Callable, Iterator, Mapping
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 from django.conf import settings as django_settings
+from django.db import transaction as django_transaction
 
 from rosterdrop import process
 from rosterdrop.districts.models import District
@@ -205,24 +207,35 @@ def run(
         snapshot = hashes.Snapshot(district.pk, token)
         now, vouched = settings.context(district.pk), snapshot.vouched
         lines = LineFiles(district.pk, token, now, work / "lines", digests or {})
-        against = Against(
-            ActiveKeys(lambda: snapshot),
-            snapshot.keys,
-            # Its fingerprints are dropped once the files are read.
-            SpillFolder(work, Fingerprinting(snapshot.frame(keys=False))),
-            frozenset(e for e, then in vouched.items() if then == now),
-            lines,
-        )
-        checked = check(paths, settings, against, progress)
-        if checked.fatal:
-            return Outcome("failed", checked, message=_first_fatal(checked))
-        # The roster's snapshot is read an entity at a time for the plan, and a batch at a time
-        # for the new one, which is written before apply: during apply, at the memory peak,
-        # neither snapshot nor the accepted records are held.
-        memory.release()
-        staged, analyzed = None, set[str]()
+        staged, analyzed, applying = None, set[str](), False
         try:
-            with store.bulk_connection() as conn:
+            with contextlib.ExitStack() as transaction:
+                loader = None
+                if _loads_while_reading(paths, snapshot, dry_run):
+                    # One transaction from before the read to the commit: its records are copied
+                    # into their tables while the files are read (store.Loader).
+                    conn = transaction.enter_context(store.bulk_connection())
+                    loader = store.Loader(conn, district.pk, sync.pk, ROW)
+                    transaction.callback(loader.close)  # before the transaction ends, always
+                against = Against(
+                    ActiveKeys(lambda: snapshot),
+                    snapshot.keys,
+                    # Its fingerprints are dropped once the files are read.
+                    SpillFolder(work, Fingerprinting(snapshot.frame(keys=False)), loader),
+                    frozenset(e for e, then in vouched.items() if then == now),
+                    lines,
+                )
+                checked = check(paths, settings, against, progress)
+                loaded = loader.finish() if loader is not None else {}
+                if checked.fatal:
+                    _roll_back(loader)
+                    return Outcome("failed", checked, message=_first_fatal(checked))
+                # The roster's snapshot is read an entity at a time for the plan, and a batch at a
+                # time for the new one, which is written before apply: during apply, at the memory
+                # peak, neither snapshot nor the accepted records are held.
+                memory.release()
+                if loader is None:
+                    conn = transaction.enter_context(store.bulk_connection())
                 plan = _plan(checked, snapshot.entities())
                 status, message = _decide(plan, district, checked, approved)
                 applying = status in APPLIED and not dry_run
@@ -233,17 +246,20 @@ def run(
                     e for e, rows in checked.records.entities.items() if rows.refused_held
                 )
                 vouched = carried(vouched, modes, now, refused)
-                if applying:
+                if not applying:
+                    _roll_back(loader)
+                else:
                     try:
                         planned, token = token, store.claim_roster(conn, district.pk, token)
                     except store.RosterChanged:
+                        _roll_back(loader)
                         return _roster_changed(checked, plan)
                     staged = _stage_snapshot(snapshot, plan, checked.records)
                     forget_findings(sync.pk)  # a held sync's, when approved
                     spills = checked.records.spills
                     counted = gaps.before(conn, district.pk, planned, plan, spills)
                     applied = apply_plan(
-                        conn, plan, spills, district.pk, sync.pk, gaps.named(counted)
+                        conn, plan, spills, district.pk, sync.pk, gaps.named(counted), loaded
                     )
                     analyzed = applied.analyzed
                     gaps.applied(district.pk, sync.pk, token, counted, applied.marked)
@@ -270,6 +286,28 @@ def run(
         return Outcome(status, checked, plan, message, token if applying or unchanged else None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# A first import on PostgreSQL copies its records while it reads (store.Loader) when its files
+# are at least this big: below, a plain apply after the read costs little, and writes its
+# records in key order.
+LOAD_WHILE_READING_BYTES = 64 << 20
+
+
+def _loads_while_reading(paths: list[Path], snapshot: hashes.Snapshot, dry_run: bool) -> bool:
+    """Whether an import copies its records while it reads: PostgreSQL, a real import, into a
+    district with no records yet, files big enough (LOAD_WHILE_READING_BYTES)."""
+    if dry_run or not store.loads_while_reading() or snapshot.ranges:
+        return False
+    return sum(path.stat().st_size for path in paths) >= LOAD_WHILE_READING_BYTES
+
+
+def _roll_back(loader: store.Loader | None) -> None:
+    """What a Loader copied goes: the import's transaction rolls back as it closes (it wrote
+    nothing else yet)."""
+    if loader is not None:
+        loader.close()
+        django_transaction.set_rollback(True)
 
 
 def tmp_dir() -> Path:

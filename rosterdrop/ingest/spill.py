@@ -14,7 +14,7 @@ the record as a change, and apply, not finding it spilled, fails with nothing ap
 """
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -110,17 +110,26 @@ class SpillFolder:
 
     path: Path
     unchanged: dict[str, Held] | Fingerprinting = field(default_factory=dict)
+    # Also handed every batch spilled (entity, KEY, fields, metadata, HASH, ROW): a first
+    # import's records copied into the roster while the files are read (store.Loader).
+    copy: Callable[[str, pl.DataFrame], None] | None = None
 
     def open(self, entity: str) -> "Spill":
         """The entity's spill, handed its fingerprints (they go when it is closed)."""
-        return Spill(self.path, entity, self.unchanged.pop(entity, None))
+        return Spill(self.path, entity, self.unchanged.pop(entity, None), self.copy)
 
 
 class Spill:
     """`unchanged`: the records the roster holds, by fingerprint (those are not spilled)."""
 
-    def __init__(self, folder: Path, entity: str, unchanged: Held | None = None):
-        self.folder, self.entity = folder, entity
+    def __init__(
+        self,
+        folder: Path,
+        entity: str,
+        unchanged: Held | None = None,
+        copy: Callable[[str, pl.DataFrame], None] | None = None,
+    ):
+        self.folder, self.entity, self.copy = folder, entity, copy
         empty = unchanged is None or not len(unchanged.fingerprints)
         self.unchanged = None if empty else unchanged
         self.rows = 0  # every row numbered, spilled or not
@@ -205,6 +214,8 @@ class Spill:
     def _write(self, frame: pl.DataFrame) -> None:
         record = cast(pl.Struct, frame.schema[RECORD])
         frame = frame.select(KEY, *stored_columns(self.entity, record), HASH, ROW)
+        if self.copy is not None:
+            self.copy(self.entity, frame)
         if self._bounds is None:
             keys = frame[KEY].sort()
             picks = [keys[len(keys) * i // RANGES] for i in range(1, RANGES)]

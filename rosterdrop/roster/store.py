@@ -7,6 +7,8 @@ staged file copied in C, see staging.py) inside the caller's transaction.
 """
 
 import io
+import queue
+import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -552,24 +554,33 @@ def lookups_built_after(cur: Cursor, entity: str, adding: int, district_id: int)
         cur.execute(f"SELECT MAX(id) FROM {table(entity)}")  # the rowid, or the primary key
         held = cur.fetchone()[0] or 0
         if adding > held and (not postgres or take_table(cur, table(entity), district_id)):
-            for index in deferred:
-                if isinstance(index, models.UniqueConstraint):
-                    cur.execute(f"ALTER TABLE {table(entity)} DROP CONSTRAINT {_q(index.name)}")
-                else:
-                    cur.execute(f"DROP INDEX IF EXISTS {_q(index.name)}")
+            _drop(cur, entity, deferred)
             yield postgres
             if postgres:
-                cur.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
-                _build(cur, entity, [i for i in deferred if i.name not in after])
-                # The builds told the planner the table's size but nothing of its columns: the
-                # gaps counted next (ingest.gaps) then walked roles once per user (large: over
-                # 68 s of server CPU, cancelled) instead of hashing them. Column statistics, so
-                # the lookups built after the commit need none of their own.
-                cur.execute(f"ANALYZE {table(entity)}")
+                _build_in_transaction(cur, entity, [i for i in deferred if i.name not in after])
             return
     if not postgres and (missing := _missing(cur, entity)):
         _build(cur, entity, missing)
     yield False
+
+
+def _drop(cur: Cursor, entity: str, indexes: list[Any]) -> None:
+    for index in indexes:
+        if isinstance(index, models.UniqueConstraint):
+            cur.execute(f"ALTER TABLE {table(entity)} DROP CONSTRAINT {_q(index.name)}")
+        else:
+            cur.execute(f"DROP INDEX IF EXISTS {_q(index.name)}")
+
+
+def _build_in_transaction(cur: Cursor, entity: str, indexes: list[Any]) -> None:
+    """PostgreSQL: build indexes an import dropped, then the table's statistics."""
+    cur.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
+    _build(cur, entity, indexes)
+    # The builds told the planner the table's size but nothing of its columns: the gaps
+    # counted next (ingest.gaps) then walked roles once per user (large: over 68 s of server
+    # CPU, cancelled) instead of hashing them. Column statistics, so the lookups built after
+    # the commit need none of their own.
+    cur.execute(f"ANALYZE {table(entity)}")
 
 
 def _missing(cur: Cursor, entity: str) -> list[models.Index]:
@@ -743,3 +754,158 @@ def update_row(
     p = _param()
     sets = ", ".join(f"{c} = {json_value(p) if c in json_columns else p}" for c in values)
     cur.execute(f"UPDATE {table} SET {sets} WHERE id = {int(row_id)}", list(values.values()))
+
+
+# A first import on PostgreSQL copies each entity's records into its table while the client
+# reads the rest of the files (`Loader`): the server's COPY beside the client's read, instead
+# of after it. At most this many batches wait for the copying thread: a reader faster than
+# the server waits for it rather than holding the batches in memory.
+LOAD_QUEUE = 2
+
+
+@dataclass
+class Loaded:
+    """An entity's records a `Loader` copied: the row ID of the record numbered 0 (ROW, as the
+    spill numbers them: record n has first_id + n) and how many were numbered."""
+
+    first_id: int
+    rows: int = 0
+
+
+class Loader:
+    """Copies a first import's records into their tables, on Django's connection, in a thread,
+    as the reader spills them (`__call__`, from the reading thread), inside the caller's
+    transaction: nothing is visible before it commits, and its rollback (a fatal file, a held
+    sync, an error, a killed process) takes every copied record away.
+
+    Only into a table that is empty and that nobody else is using (locked without waiting, to
+    the end of the transaction): its indexes and unique key are dropped first, as
+    `lookups_built_after` drops them, and built again by `finish_load` once the plan is known;
+    an entity whose table is not is left to apply (not in `loaded`). Each record gets the row
+    ID first_id + its row number (the table's sequence moved past them in `finish`), so that
+    `finish_load` deletes by ID the records the checks across rows refused (a duplicate ID,
+    a reference to nothing). Records reach the table in file order, not key order: with no
+    index on it while they do, the order costs nothing.
+
+    The reading thread never uses the connection while a Loader is open (engine.check needs no
+    database), so the copies never wait for it, nor it for them beyond LOAD_QUEUE batches."""
+
+    def __init__(self, cur: Cursor, district_id: int, sync_id: int, row: str):
+        self._conn, self._row = cur.connection, row
+        self._constants = new_record_columns(district_id, sync_id)
+        self.loaded: dict[str, Loaded] = {}
+        self._refused: set[str] = set()
+        self._queue: queue.Queue[tuple[str, pl.DataFrame] | None] = queue.Queue(LOAD_QUEUE)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="rosterdrop-load", daemon=True)
+        self._thread.start()
+
+    def __call__(self, entity: str, rows: pl.DataFrame) -> None:
+        """Copy a batch of an entity's spilled records: _key, _hash, fields, metadata and
+        their row numbers (column `row`)."""
+        if self._error is not None:
+            raise RuntimeError("copying the records failed") from self._error
+        self._queue.put((entity, rows))
+
+    def _run(self) -> None:
+        with self._conn.cursor() as cur:
+            while (item := self._queue.get()) is not None:
+                if self._error is not None:
+                    continue  # drained, so that the reader never waits for a thread that stopped
+                try:
+                    self._load(cur, *item)
+                except BaseException as error:  # raised in the reading thread
+                    self._error = error
+
+    def _load(self, cur: Cursor, entity: str, rows: pl.DataFrame) -> None:
+        if entity in self._refused:
+            return
+        if entity not in self.loaded and not self._take(cur, entity):
+            self._refused.add(entity)
+            return
+        import psycopg
+
+        if self._conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+            raise RuntimeError("records are copied only inside the import's transaction")
+        loaded = self.loaded[entity]
+        loaded.rows = max(loaded.rows, int(rows[self._row].to_numpy().max()) + 1)
+        record = rows.select(
+            (pl.col(self._row).cast(pl.Int64) + loaded.first_id).alias("id"),
+            pl.col(KEY).alias("sourced_id"),
+            pl.col(HASH).alias("content_hash"),
+            *FIELDS[entity],
+            METADATA,
+        )
+        _load(cur, table(entity), record, self._constants)
+
+    def _take(self, cur: Cursor, entity: str) -> bool:
+        """Lock the entity's table if it is empty and nobody is using it, drop its indexes and
+        reserve its first row ID; whether it was."""
+        import psycopg
+
+        name = table(entity)
+        cur.execute("SAVEPOINT rd_load_take")
+        try:
+            cur.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE NOWAIT")
+            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {name})")
+            held = cur.fetchone()[0]
+        except psycopg.errors.LockNotAvailable:
+            held = True
+        cur.execute(f"{'ROLLBACK TO' if held else 'RELEASE'} SAVEPOINT rd_load_take")
+        if held:
+            return False
+        model = MODELS[entity]
+        _drop(cur, entity, [*model._meta.indexes, *model._meta.constraints])
+        cur.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id'))", [name])
+        self.loaded[entity] = Loaded(first_id=cur.fetchone()[0])
+        return True
+
+    def finish(self) -> dict[str, Loaded]:
+        """Once every file is read: wait for the last copies, move each table's sequence past
+        the IDs given; the entities loaded."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise RuntimeError("copying the records failed") from self._error
+        with self._conn.cursor() as cur:
+            for entity, loaded in self.loaded.items():
+                last = loaded.first_id + max(loaded.rows, 1) - 1
+                cur.execute(
+                    "SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)", [table(entity), last]
+                )
+        return self.loaded
+
+    def close(self) -> None:
+        """Stop the thread (after the copy it is in): before the transaction ends, whatever
+        ends it."""
+        if self._thread.is_alive():
+            self._error = self._error or _Stopped()
+            self._queue.put(None)
+            self._thread.join()
+
+
+class _Stopped(Exception):
+    """A Loader closed before it finished: nothing more is copied."""
+
+
+def loads_while_reading() -> bool:
+    """Whether a first import's records are copied while its files are read (`Loader`)."""
+    return _is_postgres()
+
+
+@timed("finish load")
+def finish_load(cur: Cursor, entity: str, loaded: Loaded, added: Any) -> None:
+    """After a Loader copied an entity's records: delete those the plan does not add (`added`:
+    the row numbers it adds), then build the indexes the sync builds (the unique key and the
+    reading ones; the lookups are built after it) and make the table's statistics."""
+    import numpy as np
+
+    refused = np.setdiff1d(np.arange(loaded.rows, dtype=np.int64), np.asarray(added))
+    if len(refused):
+        cur.execute(
+            f"DELETE FROM {table(entity)} WHERE id = ANY(%s)",
+            [(refused + loaded.first_id).tolist()],
+        )
+    model, after = MODELS[entity], {index.name for index in LOOKUP_INDEXES.get(entity, [])}
+    deferred = [*model._meta.indexes, *model._meta.constraints]
+    _build_in_transaction(cur, entity, [i for i in deferred if i.name not in after])

@@ -1,0 +1,163 @@
+"""A first import on PostgreSQL copies its records into their tables while it reads its files
+(roster/store.py `Loader`), inside the sync's one transaction: the same roster as a plain apply
+after the read, and nothing of it visible or kept if the import fails half way."""
+
+import time
+
+import psycopg
+import pytest
+from conftest import DISTRICT_LARGE
+from helpers import rows, write
+
+from rosterdrop import timing
+from rosterdrop.feed.events import read
+from rosterdrop.ingest import engine
+from rosterdrop.ingest.syncs import import_path
+from rosterdrop.roster import store
+from rosterdrop.roster.models import MODELS, records
+from rosterdrop.roster.schema import FIELDS, METADATA
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def postgresql_only(db, monkeypatch):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's COPY beside the read (SQLite applies after its read)")
+    # Every first import, however small its files, copies while it reads.
+    monkeypatch.setattr(engine, "LOAD_WHILE_READING_BYTES", 0)
+    yield
+    # Its reference lookups are built after the sync (ingest/index_builds.py): built here, so
+    # that the next tests find them as a served district has them.
+    store.build_missing_lookups()
+
+
+@pytest.fixture
+def stages(monkeypatch) -> list[str]:
+    """The labels of the stages run from now on (rosterdrop.timing)."""
+    seen: list[str] = []
+    monkeypatch.setattr(timing, "LISTENERS", [lambda label, seconds, batch: seen.append(label)])
+    return seen
+
+
+def roster(district) -> dict[str, list[tuple]]:
+    """Every record of the district as it stands, without its row ID, by entity."""
+    columns = ["sourced_id", "status", "content_hash", METADATA]
+    return {
+        entity: sorted(records(district, entity).values_list(*columns, *FIELDS[entity]), key=str)
+        for entity in MODELS
+    }
+
+
+def created(district) -> list[tuple[str, str, str]]:
+    events = read(district.pk, 0, 10**6)
+    return sorted((e["entity"], e["sourced_id"], e["action"]) for e in events)
+
+
+def test_a_first_import_copied_while_read_is_the_roster_a_plain_apply_makes(
+    district, other, stages
+):
+    sync = import_path(district, DISTRICT_LARGE)
+    assert sync.status == "applied"
+    assert "finish load" in stages  # copied while read: the tables were empty
+    stages.clear()
+    plain = import_path(other, DISTRICT_LARGE)  # the tables hold the first district's
+    assert plain.status == "applied"
+    assert "finish load" not in stages
+    assert sync.changes == plain.changes
+    assert roster(district) == roster(other)
+    assert created(district) == created(other)
+    for entity in MODELS:
+        ids = records(district, entity).values_list("id", flat=True)
+        if ids:  # in one run: the feed keeps the sync's created events as a range
+            assert max(ids) - min(ids) + 1 == len(ids), entity
+
+
+def test_the_rows_the_checks_refuse_are_not_kept(district, other, school, stages):
+    enrollments = rows(school / "enrollments.csv")
+    header, first = enrollments[0], enrollments[1]
+    twice = [*first[:1], *first[1:]]
+    twice[header.index("role")] = (
+        "student" if first[header.index("role")] != "student" else "teacher"
+    )
+    nobody = list(enrollments[2])
+    nobody[header.index("sourcedId")] = "enrollment-of-nobody"
+    nobody[header.index("userSourcedId")] = "no-such-user"
+    write(school / "enrollments.csv", [*enrollments, twice, nobody])
+    sync = import_path(district, school)
+    assert "finish load" in stages
+    plain = import_path(other, school)
+    assert sync.status == plain.status
+    assert sync.changes == plain.changes
+    assert roster(district) == roster(other)
+    assert created(district) == created(other)
+    assert not records(district, "enrollments").filter(sourced_id="enrollment-of-nobody")
+    assert records(district, "enrollments").filter(sourced_id=first[0]).count() == 1
+
+
+def indexes() -> dict[str, set[str]]:
+    """Each roster table's indexes and constraints (a first import drops them, to build them
+    after its rows are in)."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        return {
+            entity: set(connection.introspection.get_constraints(cur, model._meta.db_table))
+            for entity, model in MODELS.items()
+        }
+
+
+def test_a_first_import_failing_half_way_leaves_nothing_visible_nor_kept(district, school, stages):
+    """Stopped in its last file, after records were copied: no record seen by another
+    connection, then or after, every index back, and the files import again."""
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    seen: list[int] = []
+    before = indexes()
+
+    def stop(name: str, read_so_far: int) -> None:
+        if name != "enrollments.csv":
+            return
+        deadline = time.monotonic() + 30
+        while "db insert" not in stages:  # records copied in the import's transaction
+            assert time.monotonic() < deadline, "no record was copied while reading"
+            time.sleep(0.01)
+        with psycopg.connect(**params, autocommit=True) as other:
+            # The tables copied into are locked to the commit: another reader waits.
+            other.execute("SET lock_timeout = '100ms'")
+            for model in MODELS.values():
+                try:
+                    found = other.execute(f"SELECT count(*) FROM {model._meta.db_table}")
+                    seen.append(found.fetchone()[0])
+                except psycopg.errors.LockNotAvailable:
+                    continue
+        raise RuntimeError("stopped half way")
+
+    failed = import_path(district, school, progress=stop)
+    assert failed.status == "failed"
+    assert sum(seen) == 0
+    with psycopg.connect(**params) as other:
+        for model in MODELS.values():
+            assert other.execute(f"SELECT count(*) FROM {model._meta.db_table}").fetchone() == (0,)
+    assert indexes() == before
+    again = import_path(district, school)
+    assert again.status == "applied"
+    assert records(district, "enrollments").count() == len(rows(school / "enrollments.csv")) - 1
+
+
+def test_a_fatal_file_after_the_records_were_copied_keeps_none(district, school, stages):
+    enrollments = rows(school / "enrollments.csv")
+    broken = [
+        [c for i, c in enumerate(r) if i != enrollments[0].index("sourcedId")] for r in enrollments
+    ]
+    write(school / "enrollments.csv", broken)
+    before = indexes()
+    failed = import_path(district, school)
+    assert failed.status == "failed"
+    assert "db insert" in stages
+    for entity in MODELS:
+        assert not records(district, entity).exists(), entity
+    assert indexes() == before
