@@ -70,8 +70,8 @@ def apply_plan(
     for entity, ep in plan.entities.items():
         spill, fields = spills[entity], named.get(entity, ())
         if entity in loaded:
-            _finish_loaded(conn, ep, spill, loaded[entity])
-            analyzed, removed = True, pl.DataFrame(schema=dict.fromkeys([KEY, *fields], pl.String))
+            analyzed = _finish_loaded(conn, ep, spill, loaded[entity])
+            removed = pl.DataFrame(schema=dict.fromkeys([KEY, *fields], pl.String))
         else:
             analyzed, removed = _apply_entity(
                 conn, ep, spill, district_id, sync_id, changes, bulk, fields
@@ -137,14 +137,15 @@ class Window:
     added: pl.DataFrame | Staged | store.Formatted
 
 
-def _finish_loaded(conn: Cursor, ep: EntityPlan, spill: Spill, loaded: store.Loaded) -> None:
+def _finish_loaded(conn: Cursor, ep: EntityPlan, spill: Spill, loaded: store.Loaded) -> bool:
     """An entity whose every spilled record is in its table already (store.Loader): the plan
-    of a table that was empty only adds, and of what was spilled, only what it adds stays."""
+    of a table that was empty only adds, and of what was spilled, only what it adds stays.
+    Whether the table's statistics were made (store.finish_load)."""
     others = len(ep.updated) + len(ep.reactivated) + len(ep.removed) + ep.renamed.height
     if others or spill.spilled != spill.rows or loaded.rows != spill.rows:
         # Not a plan against an empty table: stop, roll back.
         raise RuntimeError(f"the {ep.entity} copied while reading are not what the plan adds")
-    store.finish_load(conn, ep.entity, loaded, ep.added.to_numpy())
+    return store.finish_load(conn, ep.entity, loaded, ep.added.to_numpy())
 
 
 def _apply_entity(

@@ -572,10 +572,14 @@ def _drop(cur: Cursor, entity: str, indexes: list[Any]) -> None:
             cur.execute(f"DROP INDEX IF EXISTS {_q(index.name)}")
 
 
-def _build_in_transaction(cur: Cursor, entity: str, indexes: list[Any]) -> None:
-    """PostgreSQL: build indexes an import dropped, then the table's statistics."""
+def _build_in_transaction(
+    cur: Cursor, entity: str, indexes: list[Any], analyze: bool = True
+) -> None:
+    """PostgreSQL: build indexes an import dropped, then (`analyze`) the table's statistics."""
     cur.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
     _build(cur, entity, indexes)
+    if not analyze:
+        return
     # The builds told the planner the table's size but nothing of its columns: the gaps
     # counted next (ingest.gaps) then walked roles once per user (large: over 68 s of server
     # CPU, cancelled) instead of hashing them. Column statistics, so the lookups built after
@@ -894,10 +898,15 @@ def loads_while_reading() -> bool:
 
 
 @timed("finish load")
-def finish_load(cur: Cursor, entity: str, loaded: Loaded, added: Any) -> None:
+def finish_load(cur: Cursor, entity: str, loaded: Loaded, added: Any) -> bool:
     """After a Loader copied an entity's records: delete those the plan does not add (`added`:
     the row numbers it adds), then build the indexes the sync builds (the unique key and the
-    reading ones; the lookups are built after it) and make the table's statistics."""
+    reading ones; the lookups are built after it). The table's statistics are made there, as
+    `lookups_built_after` makes them, when at least DEFER_LOOKUPS_MIN records were added;
+    otherwise after the commit by `refresh_statistics`, as for any apply (a small table's
+    statistics changed the plans of the gaps counted after the sync: `users_in_no_school`'s
+    `NOT IN` over 530k roles at `huge`, hashed without them, was planned as a scan of them
+    per user with them). Whether they were made."""
     import numpy as np
 
     refused = np.setdiff1d(np.arange(loaded.rows, dtype=np.int64), np.asarray(added))
@@ -908,4 +917,6 @@ def finish_load(cur: Cursor, entity: str, loaded: Loaded, added: Any) -> None:
         )
     model, after = MODELS[entity], {index.name for index in LOOKUP_INDEXES.get(entity, [])}
     deferred = [*model._meta.indexes, *model._meta.constraints]
-    _build_in_transaction(cur, entity, [i for i in deferred if i.name not in after])
+    analyze = len(added) >= DEFER_LOOKUPS_MIN
+    _build_in_transaction(cur, entity, [i for i in deferred if i.name not in after], analyze)
+    return analyze
