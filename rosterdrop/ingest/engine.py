@@ -41,7 +41,7 @@ from rosterdrop.ingest.rollover import starts_school_year
 from rosterdrop.ingest.spill import Fingerprinting, SpillFolder
 from rosterdrop.ingest.unpack import unpack
 from rosterdrop.ingest.vouched import carried, context
-from rosterdrop.roster import hashes, store
+from rosterdrop.roster import hashes, store, wal
 from rosterdrop.roster.schema import LABELS
 
 APPLIED = ("applied", "applied_with_errors")
@@ -266,6 +266,9 @@ def run(
                     record_events(conn, district.pk, sync.pk, renamed_in(plan), Change)
                     process.checkpoint("apply")
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))
+                    # Its pages are copied into the database file by the build after the
+                    # sync, not in the commit the district waits for (roster/wal.py).
+                    wal.later(conn)
         except BaseException:
             if staged is not None:
                 staged.unlink(missing_ok=True)
@@ -274,6 +277,8 @@ def run(
             # SQLite gives its page cache back to malloc as the transaction ends (up to
             # REWRITE_CACHE_KB): a worker would otherwise keep it resident until its next import.
             memory.release()
+        if applying:
+            process.checkpoint("committed")
         if staged is not None:  # the roster it describes is committed
             hashes.publish(district.pk, token, staged, vouched)
             lines.publish(token)

@@ -37,7 +37,7 @@ from rosterdrop.ingest import gaps, jobs, line_builds, sent_index, states, syncs
 from rosterdrop.ingest.engine import Settings
 from rosterdrop.ingest.models import IndexState, Sync
 from rosterdrop.ingest.reader import limits
-from rosterdrop.roster import store
+from rosterdrop.roster import store, wal
 from rosterdrop.timing import timed
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ def build(district: District | None = None, *, one: bool = False) -> list[int]:
     """Build the index of each sync that wants one (of `district`, or every district),
     newest first, each under its district's lock; `one`: the first only (the worker thread
     imports between builds). The syncs whose build ran: none that another process builds."""
+    # The pages of the syncs before, left in SQLite's WAL by their commits (roster/wal.py).
+    wal.now()
     done: list[int] = []
     for sync in wanted(district):
         with _lock(sync.district_id) as held:

@@ -36,7 +36,9 @@ class Command(ActionCommand):
         started = time.perf_counter()
         built = index_builds.build(account)
         left = index_builds.wanted(account).count()
-        took = ", ".join(f"{parts[part]:.1f} s {part}" for part in ("kept lines", "search index"))
+        took = ", ".join(
+            f"{parts[part]:.1f} s {part}" for part in ("checkpoint", "kept lines", "search index")
+        )
         self.stdout.write(
             f"search index built for {len(built)} sync(s){f' {built}' if built else ''} in "
             f"{time.perf_counter() - started:.1f} s ({took})"
