@@ -3,7 +3,10 @@ records the roster holds as they are are not read again, and the sync finds the 
 plan and roster as a full read of the same files."""
 
 import codecs
+import csv
 import dataclasses
+import hashlib
+import io
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -134,6 +137,63 @@ def test_a_file_taken_whole_finds_what_a_full_read_finds(district, school, read,
     assert again.status == "no_changes"
     assert _issues(again) == _issues(first)
     assert again.files == first.files
+
+
+def test_a_file_feeding_several_entities_sent_again_as_it_was_is_taken_whole(
+    district, school, read
+):
+    """users.csv makes users, their roles and agents: the build after the sync keeps its
+    records once checked (lines.Checked); sent again byte for byte, every record held as it
+    is, it is taken whole, no row of it read, with the same issues and counts as a full read.
+    Changed (one role's org), it is read in full, and its records kept again after its sync."""
+    users = school / "users.csv"
+    first = import_path(district, school)
+    index_builds.build(district)
+    assert any(p.name.endswith(".checked") for p in _kept_paths(district, "*.checked"))
+    for _ in range(2):  # then from the records the first of these linked under its token
+        _manifest_in_other_bytes(school)
+        read.clear()
+        again = import_path(district, school)
+        assert again.status == "no_changes"
+        assert read["users.csv"] == 0
+        assert _issues(again) == _issues(first)
+        assert again.files == first.files
+    rows = _lines(users)
+    rows[4] = rows[4].replace(b",student,", b",teacher,")
+    users.write_bytes(b"".join(rows))
+    read.clear()
+    assert import_path(district, school).status == "applied"
+    assert read["users.csv"] == len(rows) - 1
+    index_builds.build(district)
+    _manifest_in_other_bytes(school)
+    read.clear()
+    assert import_path(district, school).status == "no_changes"
+    assert read["users.csv"] == 0
+
+
+def test_a_file_feeding_several_entities_with_a_finding_is_not_kept(district, school, read):
+    """A row of users.csv the checks tell about (a value normalised, a row refused): its
+    checked records are not kept, and the file is read in full every time, telling it."""
+    users = school / "users.csv"
+    rows = _lines(users)
+    rows[3] = rows[3].replace(b",true,", b",TRUE,", 1)
+    cells = rows[5].split(b",")
+    cells[4] = b""  # no orgSourcedIds: refused, its user and roles kept as they were
+    rows[5] = b",".join(cells)
+    import_path(district, school)
+    users.write_bytes(b"".join(rows))
+    first = import_path(district, school)
+    codes = {i[1] for i in _issues(first) if i[2] == "users.csv"}
+    assert {"boolean_normalised", "required_missing"} <= codes
+    index_builds.build(district)
+    sent = hashlib.sha256(users.read_bytes()).hexdigest()
+    stamps = [lines.Checked.read(path) for path in _kept_paths(district, "*.checked")]
+    assert all(stamp is not None and stamp.digest != sent for stamp in stamps)
+    _manifest_in_other_bytes(school)
+    read.clear()
+    again = import_path(district, school)
+    assert read["users.csv"] == len(rows) - 1
+    assert _issues(again) == _issues(first)
 
 
 def test_a_row_refused_under_a_new_rule_is_refused_again(district, school, monkeypatch):
@@ -416,6 +476,20 @@ EDITS = st.one_of(
     ),
     st.tuples(st.just("take"), ROW, ROW, st.integers(0, 20)),  # a value of another line
 )
+# Edits of users.csv's parts that make other entities than users (lines.Checked): its list of
+# schools (a role each: one added, removed or repeated on an unchanged user, a school that is
+# not sent, none), its role, its agents (users.csv makes users, roles and agents).
+SCHOOL = "31dfb99b-6c85-47ac-a549-524e786d8327"
+SECOND = "second-school"
+SCHOOLS = st.sampled_from(
+    [SCHOOL, f"{SCHOOL},{SECOND}", f"{SECOND},{SCHOOL}", f"{SCHOOL},{SCHOOL}", SECOND,
+     f"{SCHOOL},no-such-school", "", f"{SCHOOL}, {SECOND}", f"{SCHOOL},"]
+)  # fmt: skip
+USER_EDITS = st.one_of(
+    st.tuples(st.just("schools"), ROW, SCHOOLS),
+    st.tuples(st.just("role"), ROW, st.sampled_from(["teacher", "student", "Teacher", "nurse"])),
+    st.tuples(st.just("agents"), ROW, ROW, st.sampled_from(["", "one", "two", "no-such-user"])),
+)
 # Changes of a whole file, or of how the district reads: an incremental read must fall back.
 WHOLE = st.sampled_from(["", "", "", "crlf", "header", "cp1252", "bom", "encoding setting", "rule"])
 FILES = ["enrollments.csv", "classes.csv", "users.csv", "demographics.csv", "courses.csv"]
@@ -442,12 +516,47 @@ def _edit(lines: list[bytes], edit: tuple) -> None:
             cells = lines[at].rstrip(b"\n").split(b",")
             cells[column % len(cells)] = value.encode()
             lines[at] = b",".join(cells) + b"\n"
+        case ("schools", _, value):
+            _set_cells(lines, at, {4: value})
+        case ("role", _, value):
+            _set_cells(lines, at, {5: value})
+        case ("agents", _, other, how):
+            ids = [line.split(b",")[0].decode() for line in lines[1:]]
+            theirs = ids[other % len(ids)]
+            value = {"one": theirs, "two": f"{theirs},{ids[(other + 1) % len(ids)]}"}
+            _set_cells(lines, at, {15: value.get(how, how)})
         case ("take", _, other, column):
             cells = lines[at].rstrip(b"\n").split(b",")
             theirs = lines[1 + other % body].rstrip(b"\n").split(b",")
             i = column % min(len(cells), len(theirs))
             cells[i] = theirs[i]
             lines[at] = b",".join(cells) + b"\n"
+
+
+def _set_cells(lines: list[bytes], at: int, values: dict[int, str]) -> None:
+    """Cells of a line set, as a CSV writer writes them (a list of IDs quoted)."""
+    [cells] = csv.reader([lines[at].decode()])
+    for column, value in values.items():
+        if column < len(cells):
+            cells[column] = value
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(cells)
+    lines[at] = out.getvalue().encode()
+
+
+def _second_school(school: Path) -> None:
+    """A second school, and users at both (two roles each) or with agents: users.csv then
+    makes users, roles and agents from most of its lines, in several ways."""
+    orgs = _lines(school / "orgs.csv")
+    orgs.append(orgs[1].replace(SCHOOL.encode(), SECOND.encode()).replace(b",1000,", b",1001,"))
+    (school / "orgs.csv").write_bytes(b"".join(orgs))
+    users = _lines(school / "users.csv")
+    ids = [line.split(b",")[0].decode() for line in users[1:]]
+    for at in range(2, 14):
+        _set_cells(users, at, {4: f"{SCHOOL},{SECOND}"})
+    for at in range(10, 20, 3):
+        _set_cells(users, at, {15: f"{ids[0]},{ids[at]}"})
+    (school / "users.csv").write_bytes(b"".join(users))
 
 
 def _whole(path: Path, how: str) -> None:
@@ -468,6 +577,7 @@ def pair(db, school, monkeypatch):
     """Two districts with the same roster: one reads incrementally, the other in full (kept
     lines written a few at a time: several batches to take, in several parts)."""
     monkeypatch.setattr(lines, "KEEP_ROWS", 5)
+    _second_school(school)
     districts = [
         District.objects.create(slug=slug, name=slug, format="oneroster-1.1")
         for slug in ("incremental", "full")
@@ -486,22 +596,28 @@ def pair(db, school, monkeypatch):
 )
 @given(
     edits=st.lists(st.tuples(st.sampled_from(FILES), EDITS), max_size=8),
+    users=st.lists(USER_EDITS, max_size=4),
     whole=st.tuples(st.sampled_from(FILES), WHOLE),
 )
-def test_an_incremental_read_finds_what_a_full_read_finds(pair, school, tmp_path, edits, whole):
+def test_an_incremental_read_finds_what_a_full_read_finds(
+    pair, school, tmp_path, edits, users, whole
+):
     """Both districts import the same mutated copy, one after the other (each roster moves on
     with it), then again in other bytes, twice: the same status, counts, issues and roster,
     the full one checking every row (`_read_in_full`). The incremental one's lines
     are also kept after each sync (ingest/line_builds.py), as serve and the workers do; before
     the last read they are all kept anew by such a build, so that every file whose lines the
     roster all holds is taken whole (lines.Whole), whatever its edits (repeated lines, broken
-    references). A rule of the format changed, or the encoding setting, and the incremental
-    one reads in full."""
+    references). users.csv, which makes users, roles and agents, has lines at two schools or
+    with agents, and its lists of schools, roles and agents edited (a role added, removed or
+    repeated on an unchanged user, a school not sent...): a copy of it the build kept as its
+    checked records (lines.Checked) is taken whole where the roster holds them all. A rule of
+    the format changed, or the encoding setting, and the incremental one reads in full."""
     incremental, full = pair
     sent = tmp_path / "sent"
     shutil.rmtree(sent, ignore_errors=True)
     shutil.copytree(school, sent)
-    for file, edit in edits:
+    for file, edit in [*edits, *(("users.csv", edit) for edit in users)]:
         lines = _lines(sent / file)
         _edit(lines, edit)
         (sent / file).write_bytes(b"".join(lines))

@@ -20,6 +20,10 @@ Kept lines are only ever a cache of what a line maps to, so lines kept there who
 went meanwhile do no harm; once most of them are such, the found lines are written again.
 A file sent again byte for byte (its upload's sha256) whose kept lines are every line of it,
 in order (`Whole`), and all held by the roster as they are, is taken whole: not a line read.
+A file feeding several entities (users.csv: users, roles, agents) is not vouched for, so its
+lines are not kept; the build after a sync keeps its records once checked instead, if the
+checks found nothing (`Checked`), and the same bytes sent again, every record held by the
+roster as it is, are taken whole too.
 
 A line's bytes are not all its meaning. What else decides it, and what this does about it:
 
@@ -64,6 +68,7 @@ from rosterdrop.ingest.columns import (
     LINE,
     LINECHECK,
     LINEHASH,
+    SAME,
     STATUS,
 )
 from rosterdrop.ingest.keys import TARGETS
@@ -122,6 +127,18 @@ class Layout:
         stem = hashlib.sha256(self.file.encode()).hexdigest()[:32]
         return f"{stem}.arrow" if number == 0 else f"{stem}-{number}.arrow"
 
+    def output(self, digest: str, number: int) -> str:
+        """The name of the checked records a file feeding several entities made for its
+        output `number`, read from the bytes whose sha256 is `digest` (`Checked`)."""
+        return self.checked(digest).removesuffix(".checked") + f".r{number}.arrow"
+
+    def checked(self, digest: str) -> str:
+        """The name of the stamp of a file's checked records (`Checked`): one for each file
+        sent (`digest`) in this layout, so that a build after a sync that left the roster as
+        it was never replaces the records a read may be taking."""
+        sent = hashlib.sha256(self.digest() + digest.encode()).hexdigest()[:24]
+        return self.name.removesuffix(".arrow") + f".{sent}.checked"
+
 
 @dataclass(frozen=True)
 class Whole:
@@ -147,6 +164,158 @@ class Whole:
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(asdict(self)))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The stamp of a file feeding several entities (users.csv: users, their roles, their
+    agents) kept as its checked records: for each output, its records (`outputs`: how many,
+    `Layout.output`) as a full read of the file whose sha256 is `digest`, in that layout and
+    `mode`, keeps them once its rows are checked, in line order; those checks found nothing
+    in its `rows` rows (no issue, no row skipped, every row active), `with_status` of which
+    said a status (a bulk file counts them: validate.RowChecker).
+
+    Such a file is not vouched for record by record (ingest/vouched.py): a row's values reach
+    several records, and a value checked as a whole (a user's list of schools, required)
+    reaches them in pieces, or none at all. But a row's checks depend on nothing but its
+    values and the layout (rosterdrop, the district's settings and format spec, the file's
+    name, header, delimiter and encoding), and a file's checks across its own rows (unique
+    values, row rules) on its bytes: the same bytes in the same layout and mode are checked
+    the same. A file sent again byte for byte whose records the roster all holds as they are
+    is taken whole (`LineFiles.checked`): what a full read would check, map and keep, none
+    spilled. Kept by the build after a sync (`LineFiles.checked_anew`), never on a read's path.
+    """
+
+    digest: str
+    mode: str
+    rows: int
+    with_status: int
+    outputs: tuple[int, ...]
+
+    @classmethod
+    def read(cls, path: Path) -> "Checked | None":
+        try:
+            found = json.loads(path.read_bytes())
+            outputs = tuple(int(n) for n in found["outputs"])
+            return cls(
+                str(found["digest"]),
+                str(found["mode"]),
+                int(found["rows"]),
+                int(found["with_status"]),
+                outputs,
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self)))
+
+
+@dataclass
+class CheckedRecords:
+    """A file's checked records as the build after a sync keeps them (`Checked`): each
+    output's written to its own file, KEEP_ROWS records at a time, as the file is read."""
+
+    layout: Layout
+    entities: tuple[str, ...]
+    folder: Path
+    digest: str
+    mode: str
+    with_status: int = 0
+    _writers: list["_Records"] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._writers = [
+            _Records(self.folder / self.layout.output(self.digest, i), self.layout, entity)
+            for i, entity in enumerate(self.entities)
+        ]
+
+    def keep(self, mapped: Sequence[pl.DataFrame], with_status: int) -> None:
+        """A checked batch's records, one frame per output (mapping.map_batch), and how many
+        of its rows said a status."""
+        self.with_status += with_status
+        for writer, frame in zip(self._writers, mapped, strict=True):
+            writer.keep(frame)
+
+    def close(self, rows: int, encoding: str, issues: Sequence[object]) -> None:
+        """Every row read and checked without a finding: the records are stamped, if the
+        file was read in the encoding its first chunk said, without an issue of its own."""
+        counts = tuple(writer.close() for writer in self._writers)
+        if issues or encoding != self.layout.encoding or not rows:
+            self.discard()
+            return
+        Checked(self.digest, self.mode, rows, self.with_status, counts).write(
+            self.folder / self.layout.checked(self.digest)
+        )
+
+    def discard(self) -> None:
+        """A row was refused, fixed or told about (or the file not read to its end): nothing
+        of it is kept; the next read is a full one."""
+        for writer in self._writers:
+            writer.close()
+            writer.path.unlink(missing_ok=True)
+
+
+@dataclass
+class _Records:
+    """One output's checked records, written in batches of KEEP_ROWS or more."""
+
+    path: Path
+    layout: Layout
+    entity: str
+    _pending: list[pl.DataFrame] = field(default_factory=list)
+    _rows: int = 0
+    _written: int = 0
+    _writer: pa.ipc.RecordBatchStreamWriter | None = None
+    _schema: pa.Schema | None = None
+
+    def keep(self, mapped: pl.DataFrame) -> None:
+        refs = [c for c in mapped.columns if not c.startswith("_")]
+        key = pl.col(KEY) if self.entity in TARGETS else pl.lit(None, pl.String).alias(KEY)
+        self._pending.append(
+            mapped.select(key, LINE, pl.col(refs).cast(pl.Categorical), HASH, KEYHASH)
+        )
+        self._rows += mapped.height
+        if self._rows >= KEEP_ROWS:
+            self._write()
+
+    def _write(self) -> None:
+        if not self._pending:
+            return
+        table = pl.concat(self._pending, how="vertical_relaxed", rechunk=True).to_arrow()
+        self._pending, self._rows = [], 0
+        if self._writer is None or self._schema is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._schema = table.schema.with_metadata({_LAYOUT: self.layout.digest()})
+            self._writer = pa.ipc.new_stream(str(self.path), self._schema)
+        self._writer.write_table(table.cast(self._schema))
+        self._written += table.num_rows
+
+    def close(self) -> int:
+        """Written to its end (an empty output too: its records' columns): how many."""
+        self._write()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return self._written
+
+
+def _held_records(table: pa.Table, spill: Spill, read: Callable[[], None]) -> pl.DataFrame | None:
+    """An output's checked records (`Checked`), every one of them held by the roster as it is,
+    with its place there (SAME), as a full read keeps them; None if one is not."""
+    same = spill.match(_column_frame(table, [KEYHASH, HASH]), in_order=True)
+    read()
+    if same is None:
+        if table.num_rows:
+            return None
+        same = pl.Series(SAME, [], dtype=pl.UInt32)
+    elif same.null_count():
+        return None
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    read()
+    return frame.with_columns(same, pl.lit("active").alias(STATUS))
 
 
 class LastRead:
@@ -388,6 +557,54 @@ class LineFiles:
             return None
         return FileLines(layout, entity, self.staged / layout.name, digest=digest)
 
+    def checked_anew(
+        self, layout: Layout, entities: Sequence[str], digest: str | None, mode: str
+    ) -> CheckedRecords | None:
+        """Where a build after the sync keeps the checked records of a file feeding several
+        entities (`Checked`), if its digest is known and the roster keeps none of it yet."""
+        folder = settings.DATA_DIR / _folder(self.district_id, self.token)
+        if digest is None or (folder / layout.checked(digest)).exists():
+            return None
+        return CheckedRecords(layout, tuple(entities), self.staged, digest, mode)
+
+    def checked(
+        self, layout: Layout, spills: Sequence[Spill], digest: str | None, mode: str
+    ) -> tuple[Checked, list[pl.DataFrame]] | None:
+        """A file feeding several entities (one `spills` each, in its outputs' order) taken
+        whole as its checked records (`Checked`): sent again byte for byte (`digest`) in the
+        same layout and mode, and every record of every output held by the roster as it is.
+        Its kept files are linked into this read's staged folder, as they are, for the next
+        read. None: it is read in full. Not with shared storage."""
+        if digest is None or storage.shared() is not None:
+            return None
+        folder = settings.DATA_DIR / _folder(self.district_id, self.token)
+        stamp = Checked.read(folder / layout.checked(digest))
+        if stamp is None or (stamp.digest, stamp.mode) != (digest, mode):
+            return None
+        if len(stamp.outputs) != len(spills):
+            return None
+        paths = [folder / layout.output(digest, i) for i in range(len(spills))]
+        frames = []
+        for path, spill, count in zip(paths, spills, stamp.outputs, strict=True):
+            try:
+                table, read = _mapped([path])
+            except FileNotFoundError:
+                return None
+            except (ValueError, OSError, pa.ArrowInvalid) as error:  # damaged: read in full
+                log.warning("checked records %s not read: %s", path, error)
+                return None
+            if table is None or (table.schema.metadata or {}).get(_LAYOUT) != layout.digest():
+                return None
+            if table.num_rows != count:
+                return None
+            frame = _held_records(table, spill, read)
+            if frame is None:
+                return None
+            frames.append(frame)
+        if not _linked([*paths, folder / layout.checked(digest)], self.staged):
+            return None
+        return stamp, frames
+
     def open(self, layout: Layout, entity: str, spill: Spill, digest: str | None) -> FileLines:
         """A file's lines: what the last read of the file in this layout kept (`last`; None:
         nothing, or another layout: the file is read in full), and where this read keeps its
@@ -444,8 +661,9 @@ class LineFiles:
         all). Not if the roster has moved on since: the folder is gone, or goes with the next
         sync (`publish` drops the others)."""
         folder = settings.DATA_DIR / _folder(self.district_id, self.token)
-        # A file's part before its stamp (".arrow" < ".whole"): a stamp says what parts hold.
-        for path in sorted(self.staged.iterdir()) if self.staged.exists() else ():
+        # A file's parts before its stamp (Whole, Checked): a stamp says what parts hold.
+        staged = sorted(self.staged.iterdir()) if self.staged.exists() else []
+        for path in sorted(staged, key=lambda p: (p.suffix in (".whole", ".checked"), p.name)):
             folder.mkdir(parents=True, exist_ok=True)
             path.replace(folder / path.name)
 

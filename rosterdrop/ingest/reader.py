@@ -127,11 +127,16 @@ class Reader:
                 lines = self._lines_of(file, table, decoded.encoding, member)
             # Closed here, whatever happens: batches are read ahead from this open stream.
             with closing(table.batches):
-                # A file sent again as it was: its kept lines are its rows (lines.Whole).
+                # A file sent again as it was: its kept lines are its rows (lines.Whole), or
+                # its checked records (lines.Checked: a file feeding several entities).
                 whole = lines.whole() if lines is not None else None
                 if whole is not None:
                     self._take_whole(file, mode, checker, whole)
-                for batch in table.batches if whole is None else ():
+                taken = whole is not None or (
+                    not vouching
+                    and self._take_checked(fmt, file, mode, checker, table, decoded, member)
+                )
+                for batch in table.batches if not taken else ():
                     if vouching:
                         self._read_vouched(file, mode, checker, batch, extras, lines)
                     else:
@@ -164,6 +169,9 @@ class Reader:
                     return
                 checker = RowChecker(file, table.header, mode, self.log)
                 extras = extra_columns(file, table.header)
+                if _checked_whole(fmt, file, mode) and not checker.derived:
+                    self._keep_checked(file, table, decoded, member, mode)
+                    return
                 if not self._vouched(fmt, file, mode, checker, extras) or checker.derived:
                     return
                 lines = self._lines_of(file, table, decoded.encoding, member, taking=False)
@@ -180,6 +188,71 @@ class Reader:
                     lines.discard()
                     raise
                 lines.close(checker.rows, decoded.encoding, decoded.findings + table.findings)
+
+    def _keep_checked(
+        self, file: FileSpec, table: Table, decoded: Decoded, member: Member, mode: Mode
+    ) -> None:
+        """Keep a file's checked records for the next read (lines.Checked) if its rows are all
+        checked without a finding (on a log of their own: this is not the sync's read), none
+        skipped nor tobedeleted; nothing otherwise."""
+        assert self.lines is not None
+        layout = self.lines.layout(file.name, table.header, table.delimiter, decoded.encoding)
+        digest = None if member.package else self.lines.digests.get(member.name)
+        entities = [output.entity for output in file.outputs]
+        records = self.lines.checked_anew(layout, entities, digest, mode)
+        if records is None:
+            return
+        told = FindingLog()
+        checker = RowChecker(file, table.header, mode, told)
+        extras = extra_columns(file, table.header)
+        try:
+            for batch in frames(table):
+                with_status = 0
+                if checker.status_column:
+                    with_status = int((batch[checker.status_column] != "").sum())
+                checked = checker.check(batch)
+                if told.findings or checker.skipped or (checked[STATUS] != "active").any():
+                    records.discard()
+                    return
+                mapped = [map_batch(file, output, checked, extras) for output in file.outputs]
+                records.keep(mapped, with_status)
+        except BaseException:
+            records.discard()
+            raise
+        records.close(checker.rows, decoded.encoding, decoded.findings + table.findings)
+
+    def _take_checked(
+        self,
+        fmt: FormatSpec,
+        file: FileSpec,
+        mode: Mode,
+        checker: RowChecker,
+        table: Table,
+        decoded: Decoded,
+        member: Member,
+    ) -> bool:
+        """A file feeding several entities sent again as it was, its checked records all held
+        by the roster as they are (lines.Checked), taken whole: each output's records go to
+        the checks across rows as one frame, none spilled; no line of it is read. False: it
+        is read."""
+        if self.lines is None or self.spill is None or not _checked_whole(fmt, file, mode):
+            return False
+        if checker.derived:
+            return False
+        encoding = decoded.encoding
+        layout = self.lines.layout(file.name, table.header, table.delimiter, encoding)
+        digest = None if member.package else self.lines.digests.get(member.name)
+        spills = [self._spill_of(output.entity) for output in file.outputs]
+        taken = self.lines.checked(layout, spills, digest, mode)
+        if taken is None:
+            return False
+        stamp, records = taken
+        checker.taken(stamp.rows, stamp.with_status)
+        for output, frame in zip(file.outputs, records, strict=True):
+            self._keep(file, output, mode, frame)
+        if self.progress:
+            self.progress(file.name, checker.rows)
+        return True
 
     def _table(self, file: FileSpec, stream: BinaryIO) -> tuple[Decoded, Table]:
         """A file's bytes decoded (its own encoding, else the district's fallback) and cut into
@@ -382,6 +455,16 @@ class Reader:
         if entity not in self.spills:
             self.spills[entity] = self.spill.open(entity)
         return self.spills[entity]
+
+
+def _checked_whole(fmt: FormatSpec, file: FileSpec, mode: Mode) -> bool:
+    """Whether a file is kept as its checked records, to be taken whole when sent again as it
+    was (lines.Checked): a full file feeding several entities, which the roster cannot vouch
+    for record by record (vouched.vouchable), in a format whose files do not share values
+    with each other (links: gathered from every row read)."""
+    if mode != Mode.BULK or len(file.outputs) < 2:
+        return False
+    return not any(f.links for f in fmt.files)
 
 
 def _hashes(
