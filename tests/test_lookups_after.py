@@ -13,6 +13,7 @@ from django.db import connection
 from helpers import edit, rows, write
 from test_import import declared_indexes, table_indexes
 
+from rosterdrop.inbox.models import Upload
 from rosterdrop.ingest import gaps, index_builds
 from rosterdrop.ingest.models import RosterGaps, Sync
 from rosterdrop.ingest.syncs import import_path
@@ -139,6 +140,26 @@ def test_a_first_import_leaves_its_reference_indexes_to_after_its_sync(
     counted = RosterGaps.objects.get(district=district)
     assert (counted.sync_id, counted.token) == (sync.pk, store.roster_token(district.pk))
     assert answers(district) == meanwhile
+
+
+def test_the_lookups_are_built_after_a_sync_whose_build_is_not_wanted(
+    district, with_gaps, deferred
+):
+    """A first import whose uploads are no longer kept when the build after it runs (retention
+    purged them): no SIS search index is wanted, but its reference indexes and gaps were left
+    to after its sync all the same: the district's build makes them."""
+    sync = import_path(district, with_gaps)
+    assert sync.status == "applied"
+    assert not store.lookups_built("enrollments")
+    Upload.objects.filter(syncs=sync).update(stored_path="")
+    assert not index_builds.wanted(district).exists()
+    assert index_builds.build(district) == []
+    for entity in PROBED:
+        assert store.lookups_built(entity), entity
+        if postgresql():
+            assert not invalid(entity), entity
+    counted = RosterGaps.objects.get(district=district)
+    assert (counted.sync_id, counted.token) == (sync.pk, store.roster_token(district.pk))
 
 
 def test_the_next_sync_before_the_build_after_a_first_import(district, with_gaps, deferred):

@@ -105,7 +105,29 @@ def build(district: District | None = None, *, one: bool = False) -> list[int]:
             done.append(sync.pk)
         if one:
             break
+    if district is not None and not done:
+        _lookups_left(district)
     return done
+
+
+def _lookups_left(district: District) -> None:
+    """The reference indexes a first import left to after its sync, and the gaps they count,
+    when no build after a sync ran: one whose sync wants none (no upload of it kept, its bytes
+    purged meanwhile) would leave them missing until some later sync's build, every read by
+    reference a scan of the table meanwhile. A district's build is asked for after each of its
+    syncs (syncs._finish), so they are built after any sync. Never a reason to fail."""
+    try:
+        with _lock(district.pk) as held:
+            if not held:
+                return
+            store.build_missing_lookups()
+            token = store.roster_token(district.pk)
+            last = Sync.objects.filter(district=district, dry_run=False, roster_token=token)
+            sync = last.order_by("-pk").first()
+            if sync is not None:
+                gaps.after_sync(district.pk, sync.pk, token)
+    except Exception:  # readers are right without them, only slower
+        log.exception("the reference indexes left in district %s were not built", district.pk)
 
 
 def _build(sync: Sync) -> None:
