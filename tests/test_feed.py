@@ -146,6 +146,40 @@ def test_a_sync_that_changes_nothing_or_is_held_writes_no_events(district, schoo
     assert len(read_feed(district.pk, 0, 10**9)) == before
 
 
+@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="PostgreSQL's statistics")
+def test_postgresql_makes_the_events_statistics_again_after_a_sync_that_wrote_many(
+    district, school, monkeypatch
+):
+    """A sync that wrote many event rows (here: any, and more than a tenth of the table) has
+    the table analyzed after its commit: without statistics a feed page read every event row
+    of the district and sorted them (bench/README.md, users22)."""
+    from rosterdrop.feed import events
+
+    monkeypatch.setattr(events, "ANALYZE_WRITTEN_MIN", 1)
+
+    def analyzed() -> int:
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute(
+                "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = %s::regclass",
+                [Event._meta.db_table],
+            )
+            return cur.fetchone()[0]
+
+    import_path(district, school)
+    users = rows(school / "users.csv")
+    given = users[0].index("givenName")
+    for row in users[1:]:
+        row[given] += "x"
+    write(school / "users.csv", users)
+    before = analyzed()
+    assert import_path(district, school).status == "applied"
+    assert Event.objects.filter(district=district, action="updated").count() == len(users) - 1
+    assert analyzed() == before + 1
+    assert import_path(district, school).status == "no_changes"  # wrote none
+    assert analyzed() == before + 1
+
+
 def test_an_expired_cursor_answers_410(district, operator, school, settings):
     settings.FEED_RETENTION_DAYS = 30
     client = api(operator)

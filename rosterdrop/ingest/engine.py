@@ -20,7 +20,7 @@ from django.db import transaction as django_transaction
 
 from rosterdrop import process
 from rosterdrop.districts.models import District
-from rosterdrop.feed.events import record_events, renamed_in
+from rosterdrop.feed.events import record_events, refresh_statistics, renamed_in
 from rosterdrop.formats import get_format
 from rosterdrop.formats.spec import FormatSpec, Mode
 from rosterdrop.ingest import gaps, memory
@@ -207,7 +207,7 @@ def run(
         snapshot = hashes.Snapshot(district.pk, token)
         now, vouched = settings.context(district.pk), snapshot.vouched
         lines = LineFiles(district.pk, token, now, work / "lines", digests or {})
-        staged, analyzed, applying = None, set[str](), False
+        staged, analyzed, applying, events = None, set[str](), False, 0
         try:
             with contextlib.ExitStack() as transaction:
                 loader = None
@@ -263,7 +263,7 @@ def run(
                     )
                     analyzed = applied.analyzed
                     gaps.applied(district.pk, sync.pk, token, counted, applied.marked)
-                    record_events(conn, district.pk, sync.pk, renamed_in(plan), Change)
+                    events = record_events(conn, district.pk, sync.pk, renamed_in(plan), Change)
                     process.checkpoint("apply")
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))
                     # Its pages are copied into the database file by the build after the
@@ -284,6 +284,7 @@ def run(
             lines.publish(token)
         if applying:
             store.refresh_statistics(*plan.growth, analyzed)
+            refresh_statistics(events)
         unchanged = status == "no_changes" and not dry_run
         if unchanged:
             hashes.vouch(district.pk, token, vouched)
