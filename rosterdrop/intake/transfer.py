@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -68,15 +69,17 @@ class _Writer:
         self.fd = fd
         self.sent = sent
         self.digest: hashlib._Hash | None = hashlib.sha256()  # None once rewritten
-        self.batch: list[bytes] = []  # bytes: nobody changes them meanwhile
+        # bytes, or views of bytes (an SFTP write's pieces as they arrived): nobody changes them
+        self.batch: list[bytes | memoryview] = []
         self.size = 0
         self.start = 0  # where the batch goes in the file
         self.queued: deque[Future[None]] = deque()
         self.failure: OSError | None = None  # the writer thread's, raised by flush()
 
-    def append(self, data: bytes) -> None:
-        self.batch.append(data)
-        self.size += len(data)
+    def append(self, parts: Sequence[bytes | memoryview], size: int) -> None:
+        """The next `size` bytes of the file, in `parts`."""
+        self.batch.extend(parts)
+        self.size += size
         if self.size >= WRITE_BATCH:
             self._hand_over()
 
@@ -97,7 +100,7 @@ class _Writer:
             while len(self.queued) > MAX_QUEUED:
                 self.queued.popleft().result()
 
-    def _write_batch(self, batch: list[bytes], offset: int) -> None:
+    def _write_batch(self, batch: list[bytes | memoryview], offset: int) -> None:
         """The writer thread: one batch into the file, hashed; the first failure is kept and
         stops the rest."""
         if self.failure is not None:
@@ -192,13 +195,18 @@ class Transfer:
     def write_at(self, offset: int, data: bytes) -> int:
         """Write `data` at `offset` (at the end when appending); refused past the end, the
         size cap or the quota."""
+        return self.write_parts(offset, (data,), len(data))
+
+    def write_parts(self, offset: int, parts: Sequence[bytes | memoryview], size: int) -> int:
+        """write_at for the `size` bytes of `parts` one after the other (an SFTP write as it
+        arrived, sftp._Session): not joined here, but by the writer thread with its batch."""
         if self.failed:
             raise OSError(errno.EIO, self.failed)
         if self.writer.failure is not None:  # a batch the writer thread could not write
             self._written()
         if self.append:
             offset = self.size
-        end = offset + len(data)
+        end = offset + size
         if offset > self.size:
             self._refuse(
                 errno.EINVAL,
@@ -215,14 +223,14 @@ class Transfer:
                 f"{store.quota_exceeded(self.district)}; the operator has been told",
             )
         if offset == self.size:  # in order: written and hashed by the writer thread
-            self.writer.append(data)
+            self.writer.append(parts, size)
         else:  # rewriting what arrived: hashed from the file at the end
             try:
-                self.writer.write_at(offset, data)
+                self.writer.write_at(offset, b"".join(parts))
             except OSError as exc:
                 self._refuse(exc.errno or errno.EIO, f"Could not store the file ({exc.strerror})")
         self.size = max(self.size, end)
-        return len(data)
+        return size
 
     def _written(self) -> None:
         """Every byte received is in the file; a write that failed fails the transfer."""
