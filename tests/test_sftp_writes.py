@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 FXP_INIT, FXP_OPEN, FXP_CLOSE, FXP_WRITE, FXP_FSTAT = 1, 3, 4, 6, 8
 FXP_STATUS, FXP_HANDLE, FXP_ATTRS = 101, 102, 105
-FX_OK, FX_BAD_MESSAGE = 0, 5
+FX_OK, FX_PERMISSION_DENIED, FX_BAD_MESSAGE = 0, 3, 5
 UPLOAD = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
 
 
@@ -296,3 +296,30 @@ def test_an_upload_cut_within_a_write_is_not_kept(server, cut, end):
     assert server.query("select * from inbox_upload") == []
     assert not (server.root() / "users.csv").exists()
     assert list((server.data_dir / "sftp-tmp" / "alpha").iterdir()) == []
+
+
+def test_a_write_to_a_file_open_for_reading_is_refused(server):
+    """A handle of a download is not an upload's: the write goes to asyncssh's server, which
+    refuses it (permission denied); the file is as uploaded."""
+    data = random.randbytes(40_000)
+
+    async def go():
+        async with server.connect() as conn:
+            chan, client = await start(conn)
+            handle = await open_upload(chan, client, "read.bin")
+            chan.write(write(2, handle, 0, data) + request(FXP_CLOSE, 3, String(handle)))
+            assert [status(rest) for _, _, rest in await client.replies(2)] == [FX_OK] * 2
+            read = asyncssh.FXF_READ
+            chan.write(request(FXP_OPEN, 4, String("read.bin"), UInt32(read), UInt32(0)))
+            [(kind, _, rest)] = await client.replies(1)
+            assert kind == FXP_HANDLE
+            reading = rest[4:]
+            chan.write(write(5, reading, 0, b"x" * 1000) + request(FXP_CLOSE, 6, String(reading)))
+            [(_, five, refused), (_, six, closed)] = await client.replies(2)
+            assert (five, six) == (5, 6)
+            assert status(refused) == FX_PERMISSION_DENIED and b"open for reading" in refused
+            assert status(closed) == FX_OK
+            chan.close()
+
+    asyncio.run(go())
+    assert kept(server, "read.bin") == (data, hashlib.sha256(data).hexdigest())
