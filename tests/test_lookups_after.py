@@ -232,13 +232,14 @@ def test_postgresql_gaps_probe_no_table_per_record_while_the_lookups_are_missing
         pytest.skip("PostgreSQL's plans")
     import_path(district, with_gaps)
     assert not store.lookups_built("enrollments")
-    probing = ("students_without_classes", "classes_without_teacher", "classes_without_students")
     with connection.cursor() as cur:
+        # The statistics autovacuum would have made on a real server: with the orgs' (a few
+        # rows), `NOT IN` the roles' users was planned as a scan of every role per user.
+        for entity in ("orgs", "users", "roles", "agents", "enrollments"):
+            cur.execute(f"ANALYZE {store.table(entity)}")
         cur.execute("SET work_mem = '64kB'")  # the school's enrollments do not fit, as at scale
         try:
-            for kind, found in gaps.queries(district.pk).items():
-                if kind not in probing:
-                    continue
+            for found in gaps.queries(district.pk).values():
                 sql, params = found.values_list("sourced_id").query.sql_with_params()
                 cur.execute(f"EXPLAIN {sql}", params)
                 plan = "\n".join(line for (line,) in cur.fetchall())

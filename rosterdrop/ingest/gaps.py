@@ -98,7 +98,7 @@ KNOWN = 10_000
 # A version of a record: as it was before the sync (active then) or as it will be after.
 NEW = "_new"
 # The entities whose records the gaps probe by reference, one per record (`_named`).
-_PROBED = ("roles", "enrollments")
+_PROBED = ("roles", "agents", "enrollments")
 
 
 def _active(district_id: int, entity: str) -> Records:
@@ -113,15 +113,16 @@ def _ids(district_id: int, entity: str, field: str, **where: str) -> Records:
     return found.values(field)
 
 
-def _named(district_id: int, entity: str, field: str, **where: str) -> Q:
-    """Whether an active record of `entity` names the outer record in `field`: one probe of
-    the roster's index on it per record (roster.models.LOOKUPS), where `NOT IN` a subquery
-    would have SQLite sort every enrollment first (measured: 14 s of CPU at 5M). While that
-    index is not built on SQLite (a first import's, until the build after its sync), a probe
-    would scan every record of `entity`: then `IN` it is, sorted once. PostgreSQL hashes
-    `entity` for EXISTS without the index, and would scan the subquery's rows per record
-    for `NOT IN` (store.probes_by_reference)."""
-    named = _active(district_id, entity).filter(**where)
+def _named(district_id: int, entity: str, field: str, *where: Q) -> Q:
+    """Whether an active record of `entity` matching `where` names the outer record in
+    `field`: one probe of the roster's index on it per record (roster.models.LOOKUPS), where
+    `NOT IN` a subquery would have SQLite sort every enrollment first (measured: 14 s of CPU at
+    5M). While that index is not built on SQLite (a first import's, until the build after its
+    sync), a probe would scan every record of `entity`: then `IN` it is, sorted once, without
+    its NULLs (one NULL in `NOT IN` would exclude every record). PostgreSQL plans EXISTS as a
+    hash join without the index, and `NOT IN` a subquery bigger than its work_mem as a scan of
+    the subquery's rows per record (store.probes_by_reference)."""
+    named = _active(district_id, entity).filter(*where)
     if not store.probes_by_reference(entity):
         return Q(sourced_id__in=named.exclude(**{f"{field}__isnull": True}).values(field))
     return Q(Exists(named.filter(**{field: OuterRef("sourced_id")})))
@@ -129,28 +130,31 @@ def _named(district_id: int, entity: str, field: str, **where: str) -> Q:
 
 def queries(district_id: int) -> dict[str, Records]:
     """Each gap's records, as queries the database answers from its indexes."""
-    roles = _active(district_id, "roles")
     schools = _ids(district_id, "orgs", "sourced_id", type="school")
     # Parents and guardians belong to their children, not to a school.
     parent_roles = Q.create([("role__iexact", r) for r in PARENT_ROLES], Q.OR)
-    placed = (
-        Q(sourced_id__in=roles.filter(orgSourcedId__in=schools).values("userSourcedId"))
-        | Q(sourced_id__in=_ids(district_id, "agents", "agentSourcedId"))
-        | Q(sourced_id__in=roles.filter(parent_roles).values("userSourcedId"))
+    # Probed like the others, and each on its own (`NOT A AND NOT B`, not `NOT (A OR B)`,
+    # which PostgreSQL cannot turn into anti joins): `NOT IN` the roles' users was a scan of
+    # every role per user on PostgreSQL as soon as the orgs had statistics (pgcopy22: over
+    # 8 minutes at `huge`).
+    unplaced = (
+        ~_named(district_id, "roles", "userSourcedId", Q(orgSourcedId__in=schools))
+        & ~_named(district_id, "agents", "agentSourcedId")
+        & ~_named(district_id, "roles", "userSourcedId", parent_roles)
     )
     users = _active(district_id, "users")
     classes = _active(district_id, "classes")
     enrolled = _named(district_id, "enrollments", "userSourcedId")
-    student = _named(district_id, "roles", "userSourcedId", role="student")
+    student = _named(district_id, "roles", "userSourcedId", Q(role="student"))
     return {
         "students_without_classes": users.filter(student & ~enrolled),
         "classes_without_teacher": classes.exclude(
-            _named(district_id, "enrollments", "classSourcedId", role="teacher")
+            _named(district_id, "enrollments", "classSourcedId", Q(role="teacher"))
         ),
         "classes_without_students": classes.exclude(
-            _named(district_id, "enrollments", "classSourcedId", role="student")
+            _named(district_id, "enrollments", "classSourcedId", Q(role="student"))
         ),
-        "users_in_no_school": users.exclude(placed),
+        "users_in_no_school": users.filter(unplaced),
     }
 
 
