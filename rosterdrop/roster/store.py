@@ -673,15 +673,17 @@ def _build(cur: Cursor, entity: str, indexes: list[Any], *, concurrently: bool =
         cur.execute(str(index.create_sql(model, editor, **options)))
 
 
-def take_table(cur: Cursor, name: str, district_id: int) -> bool:
+def take_table(cur: Cursor, name: str, district_id: int | None = None) -> bool:
     """Lock a table with a district_id column for this transaction (PostgreSQL) if nobody else
-    is using it now (no waiting) and it holds no other district's rows; whether it was."""
+    is using it now (no waiting) and it holds no other district's rows (with no district: no
+    rows at all); whether it was."""
     import psycopg
 
+    where = "" if district_id is None else f" WHERE district_id <> {int(district_id)}"
     cur.execute("SAVEPOINT rd_take_table")
     try:
         cur.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE NOWAIT")
-        cur.execute(f"SELECT EXISTS (SELECT 1 FROM {name} WHERE district_id <> {int(district_id)})")
+        cur.execute(f"SELECT EXISTS (SELECT 1 FROM {name}{where})")
         others = cur.fetchone()[0]
     except psycopg.errors.LockNotAvailable:
         others = True
@@ -848,18 +850,8 @@ class Loader:
     def _take(self, cur: Cursor, entity: str) -> bool:
         """Lock the entity's table if it is empty and nobody is using it, drop its indexes and
         reserve its first row ID; whether it was."""
-        import psycopg
-
         name = table(entity)
-        cur.execute("SAVEPOINT rd_load_take")
-        try:
-            cur.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE NOWAIT")
-            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {name})")
-            held = cur.fetchone()[0]
-        except psycopg.errors.LockNotAvailable:
-            held = True
-        cur.execute(f"{'ROLLBACK TO' if held else 'RELEASE'} SAVEPOINT rd_load_take")
-        if held:
+        if not take_table(cur, name):
             return False
         model = MODELS[entity]
         _drop(cur, entity, [*model._meta.indexes, *model._meta.constraints])
