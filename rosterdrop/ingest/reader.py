@@ -32,7 +32,7 @@ from rosterdrop.ingest.columns import (
 from rosterdrop.ingest.decode import Decoded, decode
 from rosterdrop.ingest.findings import FindingLog
 from rosterdrop.ingest.keys import EntityRows
-from rosterdrop.ingest.lines import SENT_STATUS, FileLines, LineFiles
+from rosterdrop.ingest.lines import SENT_STATUS, FileLines, Layout, LineFiles
 from rosterdrop.ingest.links import LinkValues, gather
 from rosterdrop.ingest.lookup import sorting_order
 from rosterdrop.ingest.mapping import (
@@ -196,8 +196,7 @@ class Reader:
         checked without a finding (on a log of their own: this is not the sync's read), none
         skipped nor tobedeleted; nothing otherwise."""
         assert self.lines is not None
-        layout = self.lines.layout(file.name, table.header, table.delimiter, decoded.encoding)
-        digest = None if member.package else self.lines.digests.get(member.name)
+        layout, digest = self._layout(file, table, decoded.encoding, member)
         entities = [output.entity for output in file.outputs]
         records = self.lines.checked_anew(layout, entities, digest, mode)
         if records is None:
@@ -235,13 +234,11 @@ class Reader:
         by the roster as they are (lines.Checked), taken whole: each output's records go to
         the checks across rows as one frame, none spilled; no line of it is read. False: it
         is read."""
-        if self.lines is None or self.spill is None or not _checked_whole(fmt, file, mode):
+        if self.lines is None or self.spill is None or checker.derived:
             return False
-        if checker.derived:
+        if not _checked_whole(fmt, file, mode):
             return False
-        encoding = decoded.encoding
-        layout = self.lines.layout(file.name, table.header, table.delimiter, encoding)
-        digest = None if member.package else self.lines.digests.get(member.name)
+        layout, digest = self._layout(file, table, decoded.encoding, member)
         spills = [self._spill_of(output.entity) for output in file.outputs]
         taken = self.lines.checked(layout, spills, digest, mode)
         if taken is None:
@@ -282,8 +279,7 @@ class Reader:
         output = file.outputs[0]
         if self.lines is None or output.explode or output.unpivot:
             return None
-        layout = self.lines.layout(file.name, table.header, table.delimiter, encoding)
-        digest = None if member.package else self.lines.digests.get(member.name)
+        layout, digest = self._layout(file, table, encoding, member)
         if not taking:
             lines = self.lines.anew(layout, output.entity, digest)
         else:
@@ -292,6 +288,15 @@ class Reader:
             return None
         table.hash_lines, table.known = True, lines.last
         return lines
+
+    def _layout(
+        self, file: FileSpec, table: Table, encoding: str, member: Member
+    ) -> tuple[Layout, str | None]:
+        """What a file's kept lines or records are kept under: its layout, and the digest of
+        its bytes as received (None for a member of a package: not received alone)."""
+        assert self.lines is not None
+        layout = self.lines.layout(file.name, table.header, table.delimiter, encoding)
+        return layout, None if member.package else self.lines.digests.get(member.name)
 
     def close(self) -> None:
         """Close the spills: their record data stays on disk for the plan and apply."""
