@@ -227,8 +227,8 @@ class CheckedRecords:
 
     def __post_init__(self) -> None:
         self._writers = [
-            _Records(self.folder / self.layout.output(self.digest, i), self.layout, entity)
-            for i, entity in enumerate(self.entities)
+            _Records(_KeptStream(self.folder / self.layout.output(self.digest, i), self.layout), e)
+            for i, e in enumerate(self.entities)
         ]
 
     def keep(self, mapped: Sequence[pl.DataFrame], with_status: int) -> None:
@@ -241,7 +241,7 @@ class CheckedRecords:
     def close(self, rows: int, encoding: str, issues: Sequence[object]) -> None:
         """Every row read and checked without a finding: the records are stamped, if the
         file was read in the encoding its first chunk said, without an issue of its own."""
-        counts = tuple(writer.close() for writer in self._writers)
+        counts = tuple(writer.stream.close() for writer in self._writers)
         if issues or encoding != self.layout.encoding or not rows:
             self.discard()
             return
@@ -253,30 +253,26 @@ class CheckedRecords:
         """A row was refused, fixed or told about (or the file not read to its end): nothing
         of it is kept; the next read is a full one."""
         for writer in self._writers:
-            writer.close()
-            writer.path.unlink(missing_ok=True)
+            writer.stream.discard()
 
 
 @dataclass
-class _Records:
-    """One output's checked records, written in batches of KEEP_ROWS or more."""
+class _KeptStream:
+    """Frames kept for the next read, as one Arrow stream file marked with their layout,
+    written KEEP_ROWS rows or more at a time (a file's kept lines, an output's checked
+    records)."""
 
     path: Path
     layout: Layout
-    entity: str
+    written: int = 0
     _pending: list[pl.DataFrame] = field(default_factory=list)
     _rows: int = 0
-    _written: int = 0
     _writer: pa.ipc.RecordBatchStreamWriter | None = None
     _schema: pa.Schema | None = None
 
-    def keep(self, mapped: pl.DataFrame) -> None:
-        refs = [c for c in mapped.columns if not c.startswith("_")]
-        key = pl.col(KEY) if self.entity in TARGETS else pl.lit(None, pl.String).alias(KEY)
-        self._pending.append(
-            mapped.select(key, LINE, pl.col(refs).cast(pl.Categorical), HASH, KEYHASH)
-        )
-        self._rows += mapped.height
+    def add(self, frame: pl.DataFrame) -> None:
+        self._pending.append(frame)
+        self._rows += frame.height
         if self._rows >= KEEP_ROWS:
             self._write()
 
@@ -289,16 +285,36 @@ class _Records:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._schema = table.schema.with_metadata({_LAYOUT: self.layout.digest()})
             self._writer = pa.ipc.new_stream(str(self.path), self._schema)
+        # A batch whose columns came out in other types (a column all null) takes the first's.
         self._writer.write_table(table.cast(self._schema))
-        self._written += table.num_rows
+        self.written += table.num_rows
 
     def close(self) -> int:
-        """Written to its end (an empty output too: its records' columns): how many."""
+        """Written to its end: how many rows."""
         self._write()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        return self._written
+        return self.written
+
+    def discard(self) -> None:
+        """Nothing of it is kept."""
+        self._pending, self._rows = [], 0
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class _Records:
+    """One output's checked records."""
+
+    stream: _KeptStream
+    entity: str
+
+    def keep(self, mapped: pl.DataFrame) -> None:
+        refs = [c for c in mapped.columns if not c.startswith("_")]
+        key = pl.col(KEY) if self.entity in TARGETS else pl.lit(None, pl.String).alias(KEY)
+        self.stream.add(mapped.select(key, LINE, pl.col(refs).cast(pl.Categorical), HASH, KEYHASH))
 
 
 def _held_records(table: pa.Table, spill: Spill, read: Callable[[], None]) -> pl.DataFrame | None:
@@ -430,15 +446,18 @@ class FileLines:
     # last read's kept lines (Whole; None: none, or not for the parts linked).
     digest: str | None = None
     stamp: Whole | None = None
-    _writer: pa.ipc.RecordBatchStreamWriter | None = None
-    _schema: pa.Schema | None = None
-    # Kept lines not written yet (KEEP_ROWS).
-    _pending: list[pl.DataFrame] = field(default_factory=list)
-    _pending_rows: int = 0
+    _stream: _KeptStream = field(init=False)
     # The line the next row written must be on for what is written to be every line in order
     # (None: it is not), and whether the file was taken whole.
     _next_line: int | None = 2
     _taken_whole: bool = False
+
+    def __post_init__(self) -> None:
+        self._stream = _KeptStream(self.path, self.layout)
+
+    def write_to(self, path: Path) -> None:
+        """Keep its lines in `path` instead (before any is kept)."""
+        self.path, self._stream = path, _KeptStream(path, self.layout)
 
     def keep(self, mapped: pl.DataFrame, sent_status: pl.Series | None = None) -> None:
         """Keep the records of hashed lines, mapped before any check (`sent_status`: which
@@ -470,24 +489,7 @@ class FileLines:
                 self._next_line += len(at)
         if not kept.height:
             return
-        self._pending.append(kept)
-        self._pending_rows += kept.height
-        if self._pending_rows >= KEEP_ROWS:
-            self._write()
-
-    def _write(self) -> None:
-        """Write the lines kept since the last write, as one batch of the kept file."""
-        if not self._pending:
-            return
-        kept = pl.concat(self._pending, how="vertical_relaxed", rechunk=True)
-        self._pending, self._pending_rows = [], 0
-        table = kept.to_arrow()
-        if self._writer is None or self._schema is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._schema = table.schema.with_metadata({_LAYOUT: self.layout.digest()})
-            self._writer = pa.ipc.new_stream(str(self.path), self._schema)
-        # A batch whose columns came out in other types (a column all null) takes the first's.
-        self._writer.write_table(table.cast(self._schema))
+        self._stream.add(kept)
 
     def keep_found(self, known: pl.DataFrame) -> None:
         """Keep found lines (LastRead.rows) for the next read, unless their kept files are
@@ -514,10 +516,7 @@ class FileLines:
         order (written by this read in one part, or the last read's, linked, and the file
         taken whole), read without an issue in the encoding its first chunk said (what a file
         taken whole is told: it decodes that chunk only)."""
-        self._write()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._stream.close()
         if issues or encoding != self.layout.encoding or self.digest is None or not rows:
             return
         stamp = None
@@ -530,9 +529,7 @@ class FileLines:
 
     def discard(self) -> None:
         """The file could not be read to its end: nothing of it is kept."""
-        self._pending, self._pending_rows = [], 0
-        self.close()
-        self.path.unlink(missing_ok=True)
+        self._stream.discard()
 
 
 @dataclass
@@ -633,7 +630,7 @@ class LineFiles:
         held = len(last) >= MOST * table.num_rows
         if held and 0 < len(parts) < MAX_PARTS and _linked(parts, self.staged):
             lines.linked = True
-            lines.path = self.staged / layout.part(len(parts))
+            lines.write_to(self.staged / layout.part(len(parts)))
             stamp = Whole.read(parts[0].parent / layout.whole)
             if stamp is not None and stamp.parts == len(parts):
                 lines.stamp = stamp
