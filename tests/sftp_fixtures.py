@@ -15,7 +15,9 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import asyncssh
@@ -74,7 +76,8 @@ class Server:
         self.passive_ports = range(first, first + 20)
         self.env.setdefault("ROSTERDROP_FTPS_PASSIVE_PORTS", f"{first}-{first + 19}")
         self.proc: subprocess.Popen | None = None
-        self.output = ""
+        self.output = ""  # what it printed up to "Ready."
+        self.log: deque[str] = deque(maxlen=200)  # the last lines it printed after that
         self.started = False
         self.known_hosts = data_dir / "known_hosts"
         self._pick_ports()
@@ -144,9 +147,15 @@ class Server:
             lines.append(line)
             if line.strip() == "Ready.":
                 self.output = "".join(lines)
-                os.set_blocking(self.proc.stdout.fileno(), False)
+                threading.Thread(target=self._read_log, args=(self.proc,), daemon=True).start()
                 return
         raise RuntimeError("server did not start:\n" + "".join(lines))
+
+    def _read_log(self, proc: subprocess.Popen) -> None:
+        """Read everything the server prints after it is ready, to its end: a pipe nobody
+        reads fills up (a few lines per connection) and stops the server at its next line."""
+        for line in proc.stdout:
+            self.log.append(line)
 
     def stop(self, kill: bool = False) -> None:
         if self.proc and self.proc.poll() is None:
@@ -195,7 +204,9 @@ class Server:
             if value:
                 return value
             time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}")
+        raise AssertionError(
+            f"timed out waiting for {what}; the server's last lines:\n" + "".join(self.log)
+        )
 
     def wait_idle(self, timeout: float = 60.0) -> None:
         """Until no upload waits, no sync runs and no sync's search index is still to be built
