@@ -3,6 +3,7 @@ the patches to asyncssh."""
 
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import asyncssh
 import asyncssh.encryption
@@ -462,6 +463,64 @@ def test_a_failing_session_ends_the_connection_as_asyncssh_s_path_does():
     conn.internal_error = lambda *args, **kwargs: ended.append("internal error")
     conn.data_received(_sealed(_channel_data(b"x" * 600), 7))
     assert ended == ["internal error"]
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def abort(self) -> None:
+        raise AssertionError("aborted at once: asyncssh does it a turn of the loop later")
+
+
+def test_what_a_read_makes_the_server_send_goes_out_in_one_write():
+    """The packets the server sends while it handles a socket read (an SSH_MSG_IGNORE and a
+    window adjust per data packet here), and what at_read_end's hooks send then (the replies),
+    go to the transport in one write at the read's end; a send outside a read goes at once."""
+    assert asyncssh_patches.install()
+    transport = _Transport()
+
+    class Answering(_Channel):
+        def _deliver_data(self, data, datatype):
+            super()._deliver_data(data, datatype)
+            conn._send(b"ignore;")
+            conn._send(b"adjust;")
+            assert asyncssh_patches.at_read_end(conn, lambda: conn._send(b"replies;"))
+
+    chan = Answering()
+    conn = _receiving(chan, 7)
+    conn._transport = transport
+    stream = _sealed(_channel_data(b"x" * 600), 7) + _sealed(_channel_data(b"y" * 900), 8)
+    conn.data_received(stream[:700])
+    assert transport.writes == [b"ignore;adjust;replies;"]
+    conn.data_received(stream[700:])
+    assert transport.writes[1:] == [b"ignore;adjust;replies;"]
+    assert len(chan.delivered) == 2
+    assert not asyncssh_patches.at_read_end(conn, lambda: None)
+    conn._send(b"alone")
+    assert transport.writes[2:] == [b"alone"]
+
+
+def test_a_read_that_ends_the_connection_still_sends_what_it_sent():
+    """A packet that does not check out: asyncssh sends its disconnect and closes the
+    connection (the transport aborted a turn of the loop later): the disconnect goes out
+    before that, as asyncssh's own write does."""
+    assert asyncssh_patches.install()
+    transport = _Transport()
+    scheduled: list = []
+    conn = _receiving(_Channel(), 7)
+    conn._transport = transport
+    conn._loop = SimpleNamespace(call_soon=lambda fn, *args: scheduled.append(fn))
+    conn._send_disconnect = lambda code, reason, lang: conn._send(reason.encode())
+    bad = bytearray(_sealed(_channel_data(b"x" * 600), 7))
+    bad[-1] ^= 1
+    conn.data_received(bytes(bad))
+    assert transport.writes == [b"MAC verification failed"]
+    assert conn._transport is None
+    assert scheduled[0] == transport.abort
 
 
 def test_asyncssh_is_the_version_the_patches_were_written_for():
