@@ -1,10 +1,11 @@
 """HashIndex finds 64-bit hashes exactly, whatever their spread; `guessed` finds what it would."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rosterdrop.ingest.lookup import GUESS_STEP, HashIndex, guessed
+from rosterdrop.ingest.lookup import GUESS_STEP, HashIndex, grouping_order, guessed
 
 
 def test_finds_every_present_hash_and_no_absent_one():
@@ -42,6 +43,32 @@ def test_unsorted_hashes_with_their_order():
     found = HashIndex(hashes, np.argsort(hashes, kind="stable")).find(needles)
     assert (hashes[found[: len(hashes[::5])]] == hashes[::5]).all()
     assert (found[len(hashes[::5]) :] == -1).all()
+
+
+@pytest.mark.parametrize("size", [0, 1, 9, 5_000, 400_000])
+def test_hashes_grouped_by_bucket_are_found_as_sorted_ones_are(size):
+    """An index of hashes in their own order grouped by bucket (lookup.grouping_order), not
+    sorted, finds every hash there and none that is not, as the sorted one does: with
+    repeated hashes, a crowded bucket and, at 400k hashes, bucket numbers past 16 bits (the
+    second pass of the radix sort)."""
+    rng = np.random.default_rng(size)
+    hashes = rng.integers(0, 2**64 - 1, size, dtype=np.uint64)
+    if size > 9:
+        hashes[::11] = hashes[4]  # repeated
+        hashes[1::13] = np.uint64(2**64 - 1) - np.arange(len(hashes[1::13]), dtype=np.uint64)
+    order = grouping_order(hashes)
+    index = HashIndex(hashes, order)
+    assert sorted(order.tolist()) == list(range(size))
+    buckets = hashes[order] >> index.shift
+    assert (buckets[1:] >= buckets[:-1]).all()
+    absent = rng.integers(0, 2**64 - 1, 3_000, dtype=np.uint64)
+    absent = absent[~np.isin(absent, hashes)]
+    needles = np.concatenate([hashes[::3], absent])
+    found = index.find(needles)
+    sorted_found = HashIndex(hashes, np.argsort(hashes, kind="stable")).find(needles)
+    assert ((found >= 0) == (sorted_found >= 0)).all()
+    assert (hashes[found[: len(hashes[::3])]] == hashes[::3]).all()
+    assert (found[len(hashes[::3]) :] == -1).all()
 
 
 # Edits of a sequence of values: what a night does to a file's lines (or to the roster's

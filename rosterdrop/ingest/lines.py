@@ -72,7 +72,7 @@ from rosterdrop.ingest.columns import (
     STATUS,
 )
 from rosterdrop.ingest.keys import TARGETS
-from rosterdrop.ingest.lookup import HashIndex, guessed, sorting_order
+from rosterdrop.ingest.lookup import HashIndex, grouping_order, guessed
 from rosterdrop.ingest.spill import Spill
 
 log = logging.getLogger(__name__)
@@ -376,8 +376,8 @@ class LastRead:
     @functools.cached_property
     def _index(self) -> HashIndex:
         """The held lines' hashes, to find a line by: built only when a line is looked up,
-        not for a file taken whole (5M lines: ~0.4 s CPU)."""
-        return HashIndex(self._hashes, sorting_order(self._hashes))
+        not for a file taken whole (5M lines: 0.4-0.5 s CPU grouped, 0.7-0.9 s sorted)."""
+        return HashIndex(self._hashes, grouping_order(self._hashes))
 
     def __len__(self) -> int:
         return self._rows.height
