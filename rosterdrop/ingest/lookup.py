@@ -100,12 +100,12 @@ def guessed(
         # anchor's for the items before that): a run of the anchors' offsets, in two passes.
         lengths = np.diff(np.append(hit, count))
         lengths[0] += hit[0]
-        items = np.arange(count)
-        guess = np.repeat(found[hit] - hit, lengths) + items
-        inside = (guess >= 0) & (guess < places) & (found < 0)
-        at = items[inside]
-        right = agree(at, guess[inside])
-        found[at[right]] = guess[inside][right]
+        guess = np.repeat(found[hit] - hit, lengths)
+        guess += np.arange(count)
+        at = np.flatnonzero((guess >= 0) & (guess < places) & (found < 0))
+        guess = guess[at]
+        right = agree(at, guess)
+        found[at[right]] = guess[right]
         # The rest from the next anchor found after them.
         at = np.flatnonzero((found < 0) & ~asked)
         after = np.searchsorted(hit, at)

@@ -153,10 +153,10 @@ class Spill:
         if not in_order:
             return self._held_as_is(mine)
         held = self.unchanged
+        # The active records' fingerprints by place, 0 where none is active: a record whose
+        # fingerprint is 0 is never taken as guessed there, but looked up.
         by_place = np.zeros(int(held.positions.max()) + 1, dtype=np.uint64)
         by_place[held.positions] = held.fingerprints.hashes
-        active = np.zeros(len(by_place), dtype=bool)
-        active[held.positions] = True
 
         def look_up(at: np.ndarray) -> np.ndarray:
             found = held.fingerprints.find(mine[at])
@@ -165,7 +165,8 @@ class Spill:
             return found
 
         def agree(at: np.ndarray, place: np.ndarray) -> np.ndarray:
-            right: np.ndarray = active[place] & (by_place[place] == mine[at])
+            theirs = mine[at]
+            right: np.ndarray = (by_place[place] == theirs) & (theirs != 0)
             return right
 
         position = guessed(len(mine), len(by_place), look_up, agree)
