@@ -3,6 +3,7 @@
 after the read, and nothing of it visible or kept if the import fails half way."""
 
 import time
+from itertools import pairwise
 
 import psycopg
 import pytest
@@ -11,7 +12,7 @@ from helpers import rows, write
 
 from rosterdrop import timing
 from rosterdrop.feed.events import read
-from rosterdrop.ingest import engine
+from rosterdrop.ingest import decode, engine
 from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster import store
 from rosterdrop.roster.models import MODELS, records
@@ -73,6 +74,26 @@ def test_a_first_import_copied_while_read_is_the_roster_a_plain_apply_makes(
         ids = records(district, entity).values_list("id", flat=True)
         if ids:  # in one run: the feed keeps the sync's created events as a range
             assert max(ids) - min(ids) + 1 == len(ids), entity
+
+
+def test_a_batch_is_copied_in_key_order_and_the_table_is_in_id_order(district, stages, monkeypatch):
+    """Each batch's records reach the table sorted by key, taking the batch's row IDs in that
+    order: PostgreSQL's build of the unique key after the read then sorts runs that are sorted
+    already, and those of the reading indexes rows in ID order (store.Loaded)."""
+    from django.db import connection
+
+    monkeypatch.setattr(decode, "CHUNK", 1 << 20)  # enrollments.csv in several batches
+    assert import_path(district, DISTRICT_LARGE).status == "applied"
+    copies = stages.count("db insert")
+    assert copies > len(MODELS)
+    with connection.cursor() as cur:
+        for entity, model in MODELS.items():
+            cur.execute(f"SELECT id, sourced_id FROM {model._meta.db_table} ORDER BY ctid")
+            found = cur.fetchall()
+            ids, keys = [i for i, _ in found], [k for _, k in found]
+            assert ids == sorted(ids), entity
+            # Out of key order only where a batch ends and the next begins.
+            assert sum(a > b for a, b in pairwise(keys)) < copies, entity
 
 
 def test_the_rows_the_checks_refuse_are_not_kept(district, other, school, stages):
