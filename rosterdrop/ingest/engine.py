@@ -262,7 +262,8 @@ def run(
                         conn, plan, spills, district.pk, sync.pk, gaps.named(counted), loaded
                     )
                     analyzed = applied.analyzed
-                    gaps.applied(district.pk, sync.pk, token, counted, applied.marked)
+                    stale = store.stale_statistics(*plan.growth) - set(analyzed)
+                    gaps.applied(district.pk, sync.pk, token, counted, applied.marked, stale)
                     events = record_events(conn, district.pk, sync.pk, renamed_in(plan), Change)
                     process.checkpoint("apply")
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))

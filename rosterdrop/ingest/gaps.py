@@ -16,6 +16,8 @@ next ones in order (`_shown`). Anything else (no earlier count, a large share ch
 changed) is counted in full.
 """
 
+from collections.abc import Collection
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +101,8 @@ KNOWN = 10_000
 NEW = "_new"
 # The entities whose records the gaps probe by reference, one per record (`_named`).
 _PROBED = ("roles", "agents", "enrollments")
+# The entities the gaps read.
+_READ = {*KINDS.values(), *_PROBED, "orgs"}
 
 
 def _active(district_id: int, entity: str) -> Records:
@@ -304,13 +308,15 @@ def applied(
     token: int,
     counted: Before | None,
     marked: dict[str, pl.DataFrame],
+    stale: Collection[str] = (),
 ) -> None:
     """Count the gaps of the roster a sync applies, in its transaction (`count`), unless it
     left the reference indexes the count probes to be built after it (a first import,
     roster.store.lookups_built_after): they are then counted after those (`after_sync`), and
-    until then the district keeps no count and `of` counts when asked."""
+    until then the district keeps no count and `of` counts when asked. `stale`: the entities
+    whose statistics the sync's writes left behind (store.stale_statistics)."""
     if all(store.lookups_built(e) for e in _PROBED):
-        count(district_id, sync_id, token, counted, marked)
+        count(district_id, sync_id, token, counted, marked, stale)
     else:
         RosterGaps.objects.filter(district_id=district_id).delete()
 
@@ -332,12 +338,14 @@ def count(
     token: int,
     counted: Before | None = None,
     marked: dict[str, pl.DataFrame] | None = None,
+    stale: Collection[str] = (),
 ) -> RosterGaps:
     """Count the district's gaps as its roster stands (inside the applying transaction: as
     it will stand once that commits, the roster of `token`) and keep them, replacing the
     earlier count: from `counted` for the gaps it counted before apply (unless the sync's
-    updates moved what they name), in full otherwise. `marked`: what apply returned of the
-    records it marked removed (`named`)."""
+    updates moved what they name), in full otherwise, as joins of whole tables where the
+    statistics of what a gap reads are `stale` (store.whole_joins). `marked`: what apply
+    returned of the records it marked removed (`named`)."""
     counts: dict[str, int] = {}
     shown: dict[str, list[str]] = {}
     known: dict[str, list[str]] = {}
@@ -350,7 +358,8 @@ def count(
             then = pl.concat([counted.after[kind], removed.named(kind)]).unique()
             counts[kind], shown[kind], every = _from_changes(found, counted, kind, then, n)
         else:
-            ids = _every(found)
+            with store.whole_joins() if _READ & set(stale) else nullcontext():
+                ids = _every(found)
             counts[kind], shown[kind], every = len(ids), ids[:SHOWN], set(ids)
         if every is not None and len(every) <= KNOWN:
             known[kind] = sorted(every)
