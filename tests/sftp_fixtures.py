@@ -77,7 +77,8 @@ class Server:
         self.env.setdefault("ROSTERDROP_FTPS_PASSIVE_PORTS", f"{first}-{first + 19}")
         self.proc: subprocess.Popen | None = None
         self.output = ""  # what it printed up to "Ready."
-        self.log: deque[str] = deque(maxlen=200)  # the last lines it printed after that
+        self.log: deque[str] = deque(maxlen=100_000)  # the lines it printed after that
+        self._log_reader: threading.Thread | None = None
         self.started = False
         self.known_hosts = data_dir / "known_hosts"
         self._pick_ports()
@@ -147,7 +148,10 @@ class Server:
             lines.append(line)
             if line.strip() == "Ready.":
                 self.output = "".join(lines)
-                threading.Thread(target=self._read_log, args=(self.proc,), daemon=True).start()
+                self._log_reader = threading.Thread(
+                    target=self._read_log, args=(self.proc,), daemon=True
+                )
+                self._log_reader.start()
                 return
         raise RuntimeError("server did not start:\n" + "".join(lines))
 
@@ -166,6 +170,9 @@ class Server:
             # Generous: a loaded machine (the suite's own workers and other jobs on two cores)
             # has been seen to take over 20 s; tests that time a stop measure it themselves.
             self.proc.wait(timeout=60)
+        if self._log_reader is not None:  # its last lines, read to the pipe's end
+            self._log_reader.join(timeout=10)
+            self._log_reader = None
         self.proc = None
 
     def cli(self, *args: str, input: str | None = None) -> str:
@@ -205,7 +212,8 @@ class Server:
                 return value
             time.sleep(0.2)
         raise AssertionError(
-            f"timed out waiting for {what}; the server's last lines:\n" + "".join(self.log)
+            f"timed out waiting for {what}; the server's last lines:\n"
+            + "".join(list(self.log)[-200:])
         )
 
     def wait_idle(self, timeout: float = 60.0) -> None:

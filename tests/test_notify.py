@@ -239,9 +239,12 @@ def test_a_silent_mail_server_never_delays_another_districts_import(
         worker.wake()
         assert wait_for(lambda: imported(other)).status == "applied"
         second = time.monotonic() - started
-        assert second < first + 2 < SILENT_TIMEOUT, (first, second)
+        # Applied while Springfield's mail still waits on the silent server (its one attempt
+        # not over): the import did not wait for it. Not compared with the first import's
+        # time: on a loaded machine (CI's workers on two cores) the second took 5.6 s to 2.4.
         mail = OutboxMail.objects.get()
-        assert mail.sent_at is None and "springfield" in mail.to
+        assert mail.sent_at is None and mail.attempts == 0 and "springfield" in mail.to
+        assert first < SILENT_TIMEOUT and second < SILENT_TIMEOUT, (first, second)
         # The silent server times out; the mail waits for its retry.
         assert wait_for(
             lambda: OutboxMail.objects.filter(attempts=1).first(), SILENT_TIMEOUT + 10

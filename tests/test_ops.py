@@ -186,9 +186,8 @@ def test_serve_answers_health_readiness_metrics_and_logs_json(make_server, tmp_p
     )
     assert after["rosterdrop_uploads_waiting", ()] == 0
 
-    proc = server.proc
     server.stop()  # its last lines are written
-    lines = [line for line in (proc.stdout.read() or "").splitlines() if line.strip()]
+    lines = [line for line in server.log if line.strip()]
     entries = [json.loads(line) for line in lines]  # every log line after "Ready." is JSON
     assert all(set(e) >= {"time", "level", "logger", "message"} for e in entries)
     assert any(
