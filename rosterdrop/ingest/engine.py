@@ -207,7 +207,7 @@ def run(
         snapshot = hashes.Snapshot(district.pk, token)
         now, vouched = settings.context(district.pk), snapshot.vouched
         lines = LineFiles(district.pk, token, now, work / "lines", digests or {})
-        staged, analyzed, applying, events = None, set[str](), False, 0
+        staged, stale, applying, events = None, set[str](), False, 0
         try:
             with contextlib.ExitStack() as transaction:
                 loader = None
@@ -261,8 +261,7 @@ def run(
                     applied = apply_plan(
                         conn, plan, spills, district.pk, sync.pk, gaps.named(counted), loaded
                     )
-                    analyzed = applied.analyzed
-                    stale = store.stale_statistics(*plan.growth) - set(analyzed)
+                    stale = store.stale_statistics(*plan.growth, applied.analyzed)
                     gaps.applied(district.pk, sync.pk, token, counted, applied.marked, stale)
                     events = record_events(conn, district.pk, sync.pk, renamed_in(plan), Change)
                     process.checkpoint("apply")
@@ -284,7 +283,7 @@ def run(
             hashes.publish(district.pk, token, staged, vouched)
             lines.publish(token)
         if applying:
-            store.refresh_statistics(*plan.growth, analyzed)
+            store.refresh_statistics(stale)
             refresh_statistics(events)
         unchanged = status == "no_changes" and not dry_run
         if unchanged:

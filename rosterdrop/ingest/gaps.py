@@ -353,12 +353,13 @@ def count(
     moved, removed = set(), None
     if counted is not None and sync_id is not None:
         moved, removed = _moved_by_updates(sync_id), _Removed(marked or {})
+    joined = store.whole_joins if _READ & set(stale) else nullcontext
     for n, (kind, found) in enumerate(queries(district_id).items()):
         if counted and removed and kind in counted.after and not _named_by(kind) & moved:
             then = pl.concat([counted.after[kind], removed.named(kind)]).unique()
             counts[kind], shown[kind], every = _from_changes(found, counted, kind, then, n)
         else:
-            with store.whole_joins() if _READ & set(stale) else nullcontext():
+            with joined():
                 ids = _every(found)
             counts[kind], shown[kind], every = len(ids), ids[:SHOWN], set(ids)
         if every is not None and len(every) <= KNOWN:

@@ -702,29 +702,27 @@ ANALYZE_ADDED_SHARE = 0.1
 ANALYZE_ADDED_MIN = 10_000
 
 
-def refresh_statistics(
+def stale_statistics(
     added: dict[str, int], before: dict[str, int], analyzed: Collection[str] = ()
-) -> None:
-    """After a commit that added many records of an entity compared with what it had, unless
-    the transaction already made its statistics with every record in (`analyzed`:
-    lookups_built_after's ANALYZE; a second one cost ~0.5 s of server CPU per million
-    records at `large`, for nothing)."""
-    if not _is_postgres():
-        return
-    with connection.cursor() as cur:
-        for entity in sorted(stale_statistics(added, before) - set(analyzed)):
-            cur.execute(f"ANALYZE {table(entity)}")
-
-
-def stale_statistics(added: dict[str, int], before: dict[str, int]) -> set[str]:
+) -> set[str]:
     """The entities whose statistics no longer describe their tables once `added` records
-    are written to tables holding `before` active ones (refresh_statistics makes them again
-    after the commit)."""
+    are written to tables holding `before` active ones, unless the transaction made them
+    again with every record in (`analyzed`: lookups_built_after's ANALYZE; a second one cost
+    ~0.5 s of server CPU per million records at `large`, for nothing)."""
     return {
         entity
         for entity, count in added.items()
         if count >= ANALYZE_ADDED_MIN and count > ANALYZE_ADDED_SHARE * before.get(entity, 0)
-    }
+    } - set(analyzed)
+
+
+def refresh_statistics(stale: Collection[str]) -> None:
+    """After the commit, the statistics of the entities it left `stale` (stale_statistics)."""
+    if not _is_postgres():
+        return
+    with connection.cursor() as cur:
+        for entity in sorted(stale):
+            cur.execute(f"ANALYZE {table(entity)}")
 
 
 @contextmanager
