@@ -3,6 +3,9 @@
 import errno
 import hashlib
 import os
+import sqlite3
+import threading
+import time
 
 import pytest
 
@@ -177,3 +180,39 @@ def test_the_inbox_takes_a_transfers_own_file(district, tmp_path):
     incoming.arrived(3 << 16)
     incoming.abort()
     assert set(inbox.iterdir()) == before and path.stat().st_nlink == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_file_received_while_an_import_holds_the_write_lock_is_kept(
+    district, tmp_path, monkeypatch
+):
+    """SQLite has one writer: an import holds the write lock from its apply to its commit, a
+    minute or more for a big district, longer than a connection waits for it (settings: 30 s;
+    1 s here). A file received meanwhile waits it out and is kept, where it was refused
+    ("please retry") though its bytes were durable."""
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL locks rows: an import never holds a receive up")
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 1)
+    connection.close()  # connected again with the 1 s timeout
+    source = tmp_path / "users.csv"
+    source.write_bytes(b"sourcedId,username\n1,a\n")
+    importing = sqlite3.connect(
+        connection.settings_dict["NAME"], isolation_level=None, check_same_thread=False
+    )
+    importing.execute("BEGIN IMMEDIATE")
+    released = threading.Timer(3, importing.execute, ["COMMIT"])
+    released.start()
+    began = time.monotonic()
+    try:
+        upload = store.receive(district, "users.csv", source, "sftp")
+    finally:
+        released.join()
+        importing.close()
+    assert time.monotonic() - began >= 2.5  # it waited for the import's commit
+    assert store.stored_file(upload).read_bytes() == source.read_bytes()
+    assert list(district.uploads.values_list("filename", flat=True)) == ["users.csv"]
+    with connection.cursor() as cur:  # the connection's own timeout again, for what follows
+        cur.execute("PRAGMA busy_timeout")
+        assert cur.fetchone()[0] == 1000
