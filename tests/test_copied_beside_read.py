@@ -8,14 +8,12 @@ import time
 import pytest
 from conftest import DISTRICT_LARGE
 from helpers import rows, write
+from test_load_while_reading import assert_nothing_kept, created, imports_again, indexes, roster
 
-from rosterdrop import timing
-from rosterdrop.feed.events import read
 from rosterdrop.ingest import apply, engine
 from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster import store
 from rosterdrop.roster.models import MODELS, records
-from rosterdrop.roster.schema import FIELDS, METADATA
 
 pytestmark = pytest.mark.django_db(transaction=True)
 COPIED = "copy beside the read"
@@ -24,23 +22,11 @@ BEFORE_LAST = {"orgs", "academicSessions", "courses", "classes", "users", "roles
 
 
 @pytest.fixture(autouse=True)
-def sqlite_only(db, monkeypatch):
+def sqlite_only(copied_while_read):
     from django.db import connection
 
     if connection.vendor != "sqlite":
         pytest.skip("SQLite's copy beside the read (PostgreSQL's: test_load_while_reading)")
-    # Every first import, however small its files, copies while it reads.
-    monkeypatch.setattr(engine, "LOAD_WHILE_READING_BYTES", 0)
-    yield
-    store.build_missing_lookups()
-
-
-@pytest.fixture
-def stages(monkeypatch) -> list[str]:
-    """The labels of the stages run from now on (rosterdrop.timing), in any thread."""
-    seen: list[str] = []
-    monkeypatch.setattr(timing, "LISTENERS", [lambda label, seconds, batch: seen.append(label)])
-    return seen
 
 
 @pytest.fixture
@@ -60,30 +46,6 @@ def finished(monkeypatch) -> list[str]:
 def plainly(monkeypatch) -> None:
     """Imports from now on apply after their read, as before the Copier."""
     monkeypatch.setattr(engine, "LOAD_WHILE_READING_BYTES", 1 << 62)
-
-
-def roster(district) -> dict[str, list[tuple]]:
-    """Every record of the district as it stands, without its row ID, by entity."""
-    columns = ["sourced_id", "status", "content_hash", METADATA]
-    return {
-        entity: sorted(records(district, entity).values_list(*columns, *FIELDS[entity]), key=str)
-        for entity in MODELS
-    }
-
-
-def created(district) -> list[tuple[str, str, str]]:
-    events = read(district.pk, 0, 10**6)
-    return sorted((e["entity"], e["sourced_id"], e["action"]) for e in events)
-
-
-def indexes() -> dict[str, set[str]]:
-    from django.db import connection
-
-    with connection.cursor() as cur:
-        return {
-            entity: set(connection.introspection.get_constraints(cur, model._meta.db_table))
-            for entity, model in MODELS.items()
-        }
 
 
 @pytest.mark.parametrize("staged", [False, True])
@@ -168,12 +130,8 @@ def test_an_import_failing_after_entities_were_copied_keeps_none(district, schoo
     failed = import_path(district, school, progress=stop)
     assert failed.status == "failed"
     assert copied
-    for entity in MODELS:
-        assert not records(district, entity).exists(), entity
-    assert indexes() == before
-    again = import_path(district, school)
-    assert again.status == "applied"
-    assert records(district, "enrollments").count() == len(rows(school / "enrollments.csv")) - 1
+    assert_nothing_kept(district, before)
+    imports_again(district, school, before)
 
 
 def test_a_fatal_last_file_after_the_records_were_copied_keeps_none(district, school, stages):
@@ -187,6 +145,4 @@ def test_a_fatal_last_file_after_the_records_were_copied_keeps_none(district, sc
     failed = import_path(district, school)
     assert failed.status == "failed"
     assert COPIED in stages
-    for entity in MODELS:
-        assert not records(district, entity).exists(), entity
-    assert indexes() == before
+    assert_nothing_kept(district, before)

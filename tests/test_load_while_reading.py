@@ -10,11 +10,9 @@ import pytest
 from conftest import DISTRICT_LARGE
 from helpers import rows, write
 
-from rosterdrop import timing
 from rosterdrop.feed.events import read
-from rosterdrop.ingest import decode, engine
+from rosterdrop.ingest import decode
 from rosterdrop.ingest.syncs import import_path
-from rosterdrop.roster import store
 from rosterdrop.roster.models import MODELS, records
 from rosterdrop.roster.schema import FIELDS, METADATA
 
@@ -22,25 +20,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def postgresql_only(db, monkeypatch):
+def postgresql_only(copied_while_read):
     from django.db import connection
 
     if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL's COPY beside the read (SQLite applies after its read)")
-    # Every first import, however small its files, copies while it reads.
-    monkeypatch.setattr(engine, "LOAD_WHILE_READING_BYTES", 0)
-    yield
-    # Its reference lookups are built after the sync (ingest/index_builds.py): built here, so
-    # that the next tests find them as a served district has them.
-    store.build_missing_lookups()
-
-
-@pytest.fixture
-def stages(monkeypatch) -> list[str]:
-    """The labels of the stages run from now on (rosterdrop.timing)."""
-    seen: list[str] = []
-    monkeypatch.setattr(timing, "LISTENERS", [lambda label, seconds, batch: seen.append(label)])
-    return seen
+        pytest.skip("PostgreSQL's COPY beside the read (SQLite's: test_copied_beside_read)")
 
 
 def roster(district) -> dict[str, list[tuple]]:
@@ -130,6 +114,21 @@ def indexes() -> dict[str, set[str]]:
         }
 
 
+def assert_nothing_kept(district, before: dict[str, set[str]]) -> None:
+    """After a failed first import: no record of the district, every index as `before`."""
+    for entity in MODELS:
+        assert not records(district, entity).exists(), entity
+    assert indexes() == before
+
+
+def imports_again(district, school, before: dict[str, set[str]]) -> None:
+    """After a failed first import: every index as `before`, and the files import again."""
+    assert indexes() == before
+    again = import_path(district, school)
+    assert again.status == "applied"
+    assert records(district, "enrollments").count() == len(rows(school / "enrollments.csv")) - 1
+
+
 def test_a_first_import_failing_half_way_leaves_nothing_visible_nor_kept(district, school, stages):
     """Stopped in its last file, after records were copied: no record seen by another
     connection, then or after, every index back, and the files import again."""
@@ -163,10 +162,7 @@ def test_a_first_import_failing_half_way_leaves_nothing_visible_nor_kept(distric
     with psycopg.connect(**params) as other:
         for model in MODELS.values():
             assert other.execute(f"SELECT count(*) FROM {model._meta.db_table}").fetchone() == (0,)
-    assert indexes() == before
-    again = import_path(district, school)
-    assert again.status == "applied"
-    assert records(district, "enrollments").count() == len(rows(school / "enrollments.csv")) - 1
+    imports_again(district, school, before)
 
 
 def test_a_fatal_file_after_the_records_were_copied_keeps_none(district, school, stages):
@@ -179,6 +175,4 @@ def test_a_fatal_file_after_the_records_were_copied_keeps_none(district, school,
     failed = import_path(district, school)
     assert failed.status == "failed"
     assert "db insert" in stages
-    for entity in MODELS:
-        assert not records(district, entity).exists(), entity
-    assert indexes() == before
+    assert_nothing_kept(district, before)
