@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import DISTRICT_LARGE
 from helpers import rows, write
-from test_load_while_reading import assert_nothing_kept, created, imports_again, indexes, roster
+from test_load_while_reading import assert_nothing_kept, assert_same_import, imports_again, indexes
 
 from rosterdrop.ingest import apply, engine
 from rosterdrop.ingest.syncs import import_path
@@ -66,9 +66,7 @@ def test_a_first_import_copied_beside_its_read_is_the_roster_a_plain_apply_makes
     plain = import_path(other, DISTRICT_LARGE)
     assert plain.status == "applied"
     assert not finished
-    assert sync.changes == plain.changes
-    assert roster(district) == roster(other)
-    assert created(district) == created(other)
+    assert_same_import(sync, district, plain, other)
     for entity in MODELS:
         # In key order, in one run: the feed keeps the sync's created events as a range.
         found = list(records(district, entity).order_by("id").values_list("id", "sourced_id"))
@@ -87,10 +85,7 @@ def test_the_rows_the_checks_refuse_are_deleted_after_the_plan(district, other, 
     sync = import_path(district, school)
     assert "enrollments" in finished  # copied with the refused one, which went after the plan
     plain = import_path(other, school)
-    assert sync.status == plain.status
-    assert sync.changes == plain.changes
-    assert roster(district) == roster(other)
-    assert created(district) == created(other)
+    assert_same_import(sync, district, plain, other)
     assert not records(district, "enrollments").filter(sourced_id="enrollment-of-nobody")
 
 
@@ -105,9 +100,7 @@ def test_an_entity_repeating_an_id_is_left_to_apply(district, other, school, fin
     sync = import_path(district, school)
     assert "users" not in finished and "enrollments" in finished
     plain = import_path(other, school)
-    assert sync.status == plain.status
-    assert sync.changes == plain.changes
-    assert roster(district) == roster(other)
+    assert_same_import(sync, district, plain, other)
     assert records(district, "users").filter(sourced_id=users[1][0]).count() == 1
 
 
