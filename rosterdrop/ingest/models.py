@@ -109,7 +109,18 @@ class Change(models.Model):
         REMOVED = "removed"
         REACTIVATED = "reactivated"
 
-    sync = models.ForeignKey(Sync, on_delete=models.CASCADE, related_name="record_changes")
+    # No constraint in the database, nor an index of its own (change_records starts with it):
+    # a sync writes its change rows in bulk, in its own transaction, and PostgreSQL checked the
+    # deferred constraint row by row at the commit (a 1% change at `huge`, 174k rows: ~1 s of
+    # the server's CPU, the commit's most; bench/README.md, pg1pct24). Deleted with their sync
+    # by Django (on_delete), as roster records are with their district.
+    sync = models.ForeignKey(
+        Sync,
+        on_delete=models.CASCADE,
+        related_name="record_changes",
+        db_constraint=False,
+        db_index=False,
+    )
     entity = models.CharField(max_length=20)
     sourced_id = models.CharField(max_length=255)
     action = models.CharField(max_length=12, choices=Action.choices)
