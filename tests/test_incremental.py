@@ -17,13 +17,14 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 from helpers import rows_through
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from rosterdrop import formats
 from rosterdrop.districts.models import District
-from rosterdrop.ingest import decode, index_builds, line_builds, lines
+from rosterdrop.ingest import decode, index_builds, keys, line_builds, lines
 from rosterdrop.ingest import read as read_module
+from rosterdrop.ingest.columns import HASH, KEYHASH, LINE
 from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster import store
 
@@ -163,7 +164,7 @@ def test_a_file_feeding_several_entities_sent_again_as_it_was_is_taken_whole(
     users.write_bytes(b"".join(rows))
     read.clear()
     assert import_path(district, school).status == "applied"
-    assert read["users.csv"] == len(rows) - 1
+    assert read["users.csv"] == 1  # line by line (lines.CheckedLines): the line changed
     index_builds.build(district)
     _manifest_in_other_bytes(school)
     read.clear()
@@ -171,9 +172,36 @@ def test_a_file_feeding_several_entities_sent_again_as_it_was_is_taken_whole(
     assert read["users.csv"] == 0
 
 
+def test_a_line_whose_records_the_roster_does_not_all_hold_is_read(district, school, read):
+    """users.csv read line by line (lines.CheckedLines): a line found among its last checked
+    records whose user the roster holds as it is but not its role (changed by a sync since,
+    whose own records were not kept: a row refused) is read anew, not taken."""
+    users = school / "users.csv"
+    base = _lines(users)
+    import_path(district, school)
+    index_builds.build(district)
+    assert any(p.name.endswith(".lines.arrow") for p in _kept_paths(district))
+    rows = list(base)
+    rows[4] = rows[4].replace(b",student,", b",teacher,")
+    rows[6] = rows[6].replace(b",student,", b",nurse,").replace(b",teacher,", b",nurse,")
+    users.write_bytes(b"".join(rows))
+    read.clear()
+    changed = import_path(district, school)
+    assert changed.status == "applied_with_errors" and read["users.csv"] == 2
+    index_builds.build(district)  # a row refused: nothing kept of this file
+    users.write_bytes(b"".join(base))
+    read.clear()
+    assert import_path(district, school).status == "applied"
+    assert read["users.csv"] == 1  # line 5: its role not held; line 7 held as it was
+    full = District.objects.create(slug="full", name="full", format="oneroster-1.1")
+    import_path(full, school)
+    assert _dump(district) == _dump(full)
+
+
 def test_a_file_feeding_several_entities_with_a_finding_is_not_kept(district, school, read):
     """A row of users.csv the checks tell about (a value normalised, a row refused): its
-    checked records are not kept, and the file is read in full every time, telling it."""
+    checked records are not kept, and the rows told about are read every time, telling them
+    (the others found among the records the first import's file left: lines.CheckedLines)."""
     users = school / "users.csv"
     rows = _lines(users)
     rows[3] = rows[3].replace(b",true,", b",TRUE,", 1)
@@ -192,7 +220,7 @@ def test_a_file_feeding_several_entities_with_a_finding_is_not_kept(district, sc
     _manifest_in_other_bytes(school)
     read.clear()
     again = import_path(district, school)
-    assert read["users.csv"] == len(rows) - 1
+    assert read["users.csv"] == 2
     assert _issues(again) == _issues(first)
 
 
@@ -588,19 +616,44 @@ def pair(db, school, monkeypatch):
     return districts
 
 
+@pytest.fixture
+def users_given(monkeypatch) -> dict[str, list]:
+    """What the checks across rows are given of users.csv's records (users, roles, agents),
+    in order (line, key hash, content hash), by the imports since it was last cleared."""
+    records: dict[str, list] = {}
+    real = keys.EntityRows.add
+
+    def add(self, frame, file, derived=False):
+        if file == "users.csv":
+            records.setdefault(self.entity, []).extend(frame.select(LINE, KEYHASH, HASH).rows())
+        return real(self, frame, file, derived)
+
+    monkeypatch.setattr(keys.EntityRows, "add", add)
+    return records
+
+
 @pytest.mark.slow
 @settings(
     max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+@example(  # roles changed by the earlier copy on lines sent as the base had them
+    edits=[],
+    users=[("schools", 30, "")],
+    whole=("enrollments.csv", ""),
+    earlier=[("role", 3, "teacher"), ("schools", 5, SECOND)],
+    told=50,
+)
 @given(
     edits=st.lists(st.tuples(st.sampled_from(FILES), EDITS), max_size=8),
     users=st.lists(USER_EDITS, max_size=4),
     whole=st.tuples(st.sampled_from(FILES), WHOLE),
+    earlier=st.lists(USER_EDITS, min_size=1, max_size=3),
+    told=ROW,
 )
 def test_an_incremental_read_finds_what_a_full_read_finds(
-    pair, school, tmp_path, edits, users, whole
+    pair, users_given, school, tmp_path, edits, users, whole, earlier, told
 ):
     """Both districts import the same mutated copy, one after the other (each roster moves on
     with it), then again in other bytes, twice: the same status, counts, issues and roster,
@@ -611,9 +664,24 @@ def test_an_incremental_read_finds_what_a_full_read_finds(
     references). users.csv, which makes users, roles and agents, has lines at two schools or
     with agents, and its lists of schools, roles and agents edited (a role added, removed or
     repeated on an unchanged user, a school not sent...): a copy of it the build kept as its
-    checked records (lines.Checked) is taken whole where the roster holds them all. A rule of
-    the format changed, or the encoding setting, and the incremental one reads in full."""
+    checked records (lines.Checked) is taken whole where the roster holds them all, and read
+    line by line otherwise (lines.CheckedLines), a line taken where the roster holds all its
+    records: an `earlier` copy of users.csv with its own edits is imported first, a row of it
+    `told` about (refused), so that its records are not kept: the lines found are then those
+    of the base's records, against a roster that copy changed (a role, a school). The
+    records of users.csv given to the checks across rows are the full read's, in order. A
+    rule of the format changed, or the encoding setting, and the incremental one reads in
+    full."""
     incremental, full = pair
+    before = tmp_path / "before"
+    shutil.rmtree(before, ignore_errors=True)
+    shutil.copytree(school, before)
+    rows = _lines(before / "users.csv")
+    for edit in earlier:
+        _edit(rows, edit)
+    _set_cells(rows, 1 + told % (len(rows) - 1), {5: "nurse"})
+    (before / "users.csv").write_bytes(b"".join(rows))
+    _both_import(pair, before, users_given)
     sent = tmp_path / "sent"
     shutil.rmtree(sent, ignore_errors=True)
     shutil.copytree(school, sent)
@@ -639,15 +707,27 @@ def test_an_incremental_read_finds_what_a_full_read_finds(
                 _manifest_in_other_bytes(sent)
             if again == 2:
                 _kept_anew(incremental)
-            a = import_path(incremental, sent)
-            # What a read did not keep (another encoding setting: every row checked) is kept
-            # after its sync, in the build of its search index, for the read in other bytes.
-            index_builds.build(incremental)
-            _read_in_full(full)
-            b = import_path(full, sent)
-            assert (a.status, a.changes, a.files) == (b.status, b.changes, b.files)
-            assert _issues(a) == _issues(b)
-            assert _dump(incremental) == _dump(full)
+            _both_import(pair, sent, users_given)
+
+
+def _both_import(pair: list[District], sent: Path, given: dict[str, list]) -> None:
+    """The incremental district imports `sent` (its lines kept after the sync, as serve and
+    the workers do), then the full one reading every row checked: the same status, counts,
+    issues, roster, and records of users.csv given to the checks across rows."""
+    incremental, full = pair
+    given.clear()
+    a = import_path(incremental, sent)
+    theirs = dict(given)
+    # What a read did not keep (another encoding setting: every row checked) is kept after
+    # its sync, in the build of its search index, for the read in other bytes.
+    index_builds.build(incremental)
+    _read_in_full(full)
+    given.clear()
+    b = import_path(full, sent)
+    assert (a.status, a.changes, a.files) == (b.status, b.changes, b.files)
+    assert _issues(a) == _issues(b)
+    assert _dump(incremental) == _dump(full)
+    assert theirs == given
 
 
 def test_a_found_line_inside_a_value_spanning_lines_is_read_as_a_full_read_reads_it(pair, school):

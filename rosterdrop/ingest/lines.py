@@ -23,7 +23,10 @@ in order (`Whole`), and all held by the roster as they are, is taken whole: not 
 A file feeding several entities (users.csv: users, roles, agents) is not vouched for, so its
 lines are not kept; the build after a sync keeps its records once checked instead, if the
 checks found nothing (`Checked`), and the same bytes sent again, every record held by the
-roster as it is, are taken whole too.
+roster as it is, are taken whole too. Where its rows are checked each alone (no unique
+column) its lines' hashes are kept with them, and other bytes in the same layout and mode
+are read line by line (`CheckedLines`): a line found there whose records, all of them, the
+roster holds as they are is taken as those records.
 
 A line's bytes are not all its meaning. What else decides it, and what this does about it:
 
@@ -132,6 +135,11 @@ class Layout:
         output `number`, read from the bytes whose sha256 is `digest` (`Checked`)."""
         return self.checked(digest).removesuffix(".checked") + f".r{number}.arrow"
 
+    def checked_lines(self, digest: str) -> str:
+        """The name of the lines of the file whose checked records (`Checked`) are kept under
+        `digest`: each line's hashes, to find it again in other bytes (`CheckedLines`)."""
+        return self.checked(digest).removesuffix(".checked") + ".lines.arrow"
+
     def checked(self, digest: str) -> str:
         """The name of the stamp of a file's checked records (`Checked`): one for each file
         sent (`digest`) in this layout, so that a build after a sync that left the roster as
@@ -222,26 +230,39 @@ class CheckedRecords:
     folder: Path
     digest: str
     mode: str
+    # Its lines' hashes kept too (`CheckedLines`): a file whose rows are checked each alone.
+    by_line: bool = False
     with_status: int = 0
     _writers: list["_Records"] = field(default_factory=list)
+    _lines: "_KeptStream | None" = None
 
     def __post_init__(self) -> None:
         self._writers = [
             _Records(_KeptStream(self.folder / self.layout.output(self.digest, i), self.layout), e)
             for i, e in enumerate(self.entities)
         ]
+        if self.by_line:
+            path = self.folder / self.layout.checked_lines(self.digest)
+            self._lines = _KeptStream(path, self.layout)
 
-    def keep(self, mapped: Sequence[pl.DataFrame], with_status: int) -> None:
-        """A checked batch's records, one frame per output (mapping.map_batch), and how many
-        of its rows said a status."""
+    def keep(
+        self, mapped: Sequence[pl.DataFrame], with_status: int, lines: pl.DataFrame | None
+    ) -> None:
+        """A checked batch's records, one frame per output (mapping.map_batch), how many
+        of its rows said a status, and its lines' hashes (LINE, LINEHASH, LINECHECK,
+        SENT_STATUS; None: not hashed, a piece the csv module read)."""
         self.with_status += with_status
         for writer, frame in zip(self._writers, mapped, strict=True):
             writer.keep(frame)
+        if self._lines is not None and lines is not None:
+            self._lines.add(lines)
 
     def close(self, rows: int, encoding: str, issues: Sequence[object]) -> None:
         """Every row read and checked without a finding: the records are stamped, if the
         file was read in the encoding its first chunk said, without an issue of its own."""
         counts = tuple(writer.stream.close() for writer in self._writers)
+        if self._lines is not None:
+            self._lines.close()
         if issues or encoding != self.layout.encoding or not rows:
             self.discard()
             return
@@ -254,6 +275,8 @@ class CheckedRecords:
         of it is kept; the next read is a full one."""
         for writer in self._writers:
             writer.stream.discard()
+        if self._lines is not None:
+            self._lines.discard()
 
 
 @dataclass
@@ -334,7 +357,41 @@ def _held_records(table: pa.Table, spill: Spill, read: Callable[[], None]) -> pl
     return frame.with_columns(same, pl.lit("active").alias(STATUS))
 
 
-class LastRead:
+class _FoundByHash:
+    """Kept lines found by their two hashes (`_hashes`, `_checks`: one each per line), in
+    their line order, through an index of their hashes built when a line is first looked up."""
+
+    _hashes: np.ndarray
+    _checks: np.ndarray
+
+    @functools.cached_property
+    def _index(self) -> HashIndex:
+        """The held lines' hashes, to find a line by: built only when a line is looked up,
+        not for a file taken whole (5M lines: 0.4-0.5 s CPU grouped, 0.7-0.9 s sorted)."""
+        return HashIndex(self._hashes, grouping_order(self._hashes))
+
+    def find(self, hashes: pl.DataFrame) -> pl.Series:
+        """Where lines (their two hashes) are among the rows: a file is mostly the lines its
+        last read kept, in their order, so most places are guessed from their neighbours'
+        (lookup.guessed), taken where both hashes agree."""
+        line, check = hashes[LINEHASH].to_numpy(), hashes[LINECHECK].to_numpy()
+
+        def look_up(at: np.ndarray) -> np.ndarray:
+            found = self._index.find(line[at])
+            hit = np.flatnonzero(found >= 0)
+            found[hit[self._checks[found[hit]] != check[at][hit]]] = -1
+            return found
+
+        def agree(at: np.ndarray, guess: np.ndarray) -> np.ndarray:
+            right: np.ndarray = self._hashes[guess] == line[at]
+            right &= self._checks[guess] == check[at]
+            return right
+
+        found = guessed(len(line), len(self._hashes), look_up, agree)
+        return pl.Series(KNOWN, found).replace(-1, None)
+
+
+class LastRead(_FoundByHash):
     """The lines the last read of a file kept whose records the roster holds as they are
     (read.KnownLines), in their line order, found by the read-ahead thread through an index of
     their hashes, taken by the reader."""
@@ -373,34 +430,8 @@ class LastRead:
         self._checks = rows[LINECHECK].to_numpy()
         self._rows = rows.drop(LINEHASH, LINECHECK)
 
-    @functools.cached_property
-    def _index(self) -> HashIndex:
-        """The held lines' hashes, to find a line by: built only when a line is looked up,
-        not for a file taken whole (5M lines: 0.4-0.5 s CPU grouped, 0.7-0.9 s sorted)."""
-        return HashIndex(self._hashes, grouping_order(self._hashes))
-
     def __len__(self) -> int:
         return self._rows.height
-
-    def find(self, hashes: pl.DataFrame) -> pl.Series:
-        """Where lines (their two hashes) are among the rows: a file is mostly the lines its
-        last read kept, in their order, so most places are guessed from their neighbours'
-        (lookup.guessed), taken where both hashes agree."""
-        line, check = hashes[LINEHASH].to_numpy(), hashes[LINECHECK].to_numpy()
-
-        def look_up(at: np.ndarray) -> np.ndarray:
-            found = self._index.find(line[at])
-            hit = np.flatnonzero(found >= 0)
-            found[hit[self._checks[found[hit]] != check[at][hit]]] = -1
-            return found
-
-        def agree(at: np.ndarray, guess: np.ndarray) -> np.ndarray:
-            right: np.ndarray = self._hashes[guess] == line[at]
-            right &= self._checks[guess] == check[at]
-            return right
-
-        found = guessed(len(line), len(self._hashes), look_up, agree)
-        return pl.Series(KNOWN, found).replace(-1, None)
 
     def everything(self) -> pl.DataFrame:
         """Every held line's record at its place, row i at line i + 2 (a file taken whole):
@@ -420,6 +451,76 @@ class LastRead:
             known[LINECHECK],
             pl.lit("active").alias(STATUS),
         )
+
+
+class CheckedLines(_FoundByHash):
+    """A file feeding several entities read line by line (read.KnownLines): the lines of
+    its last checked records (`Checked`, kept with their hashes) whose records, every one of
+    every output (a user, each of its roles, its agents), the roster holds as they are.
+
+    A row's checks depend on nothing but its values and the layout, where the file has no
+    checks across its rows (no unique column; `reader._by_line`): a line found again, in the
+    same layout and mode, checks and maps as it did, to records the roster holds as they are.
+    Its records are taken as they were kept, a line's in their kept order (its roles in its
+    list's), at its new line; a line of which one record is not held is read anew."""
+
+    def __init__(
+        self,
+        lines: pa.Table,
+        outputs: Sequence[pa.Table],
+        spills: Sequence[Spill],
+        read: Callable[[], None],
+    ):
+        """`lines`: LINE, LINEHASH, LINECHECK and SENT_STATUS of the kept lines, in line
+        order; `outputs`: each output's records in line order (LINE: the line they came
+        from), matched with the roster through its `spills`."""
+        kept = _column_frame(lines, [LINE, LINEHASH, LINECHECK, SENT_STATUS])
+        numbers = kept[LINE].to_numpy()
+        held = np.ones(len(numbers), dtype=bool)
+        self._outputs: list[pl.DataFrame] = []
+        for table, spill in zip(outputs, spills, strict=True):
+            records = pl.from_arrow(table)
+            assert isinstance(records, pl.DataFrame)
+            same = spill.match(records.select(KEYHASH, HASH), in_order=True)
+            read()
+            if same is None:
+                same = pl.repeat(None, records.height, dtype=pl.UInt32, eager=True)
+            at = records[LINE].to_numpy()
+            held &= ~np.isin(numbers, at[same.is_null().to_numpy()])
+            self._outputs.append(records.with_columns(same.alias(SAME)))
+        kept = kept.filter(held)
+        numbers = numbers[held]
+        self._spans = [
+            (np.searchsorted(at, numbers, "left"), np.searchsorted(at, numbers, "right"))
+            for at in (records[LINE].to_numpy() for records in self._outputs)
+        ]
+        self._hashes = kept[LINEHASH].to_numpy()
+        self._checks = kept[LINECHECK].to_numpy()
+        self._status = kept[SENT_STATUS].to_numpy()
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def with_status(self, known: pl.DataFrame) -> int:
+        """How many of the known lines said a status (a bulk file counts them)."""
+        return int(self._status[known[KNOWN].to_numpy()].sum())
+
+    def rows(self, known: pl.DataFrame) -> list[pl.DataFrame]:
+        """Each output's records of known lines (LINE, KNOWN), at their new lines: a line's
+        records one after the other, in the order they were kept."""
+        at, lines = known[KNOWN].to_numpy(), known[LINE].to_numpy()
+        taken = []
+        for records, (starts, stops) in zip(self._outputs, self._spans, strict=True):
+            first, counts = starts[at], stops[at] - starts[at]
+            before = np.cumsum(counts) - counts
+            rows = np.repeat(first - before, counts) + np.arange(int(counts.sum()))
+            taken.append(
+                records[rows].with_columns(
+                    pl.Series(LINE, np.repeat(lines, counts), dtype=pl.UInt32),
+                    pl.lit("active").alias(STATUS),
+                )
+            )
+        return taken
 
 
 @dataclass
@@ -555,14 +656,20 @@ class LineFiles:
         return FileLines(layout, entity, self.staged / layout.name, digest=digest)
 
     def checked_anew(
-        self, layout: Layout, entities: Sequence[str], digest: str | None, mode: str
+        self,
+        layout: Layout,
+        entities: Sequence[str],
+        digest: str | None,
+        mode: str,
+        by_line: bool = False,
     ) -> CheckedRecords | None:
         """Where a build after the sync keeps the checked records of a file feeding several
-        entities (`Checked`), if its digest is known and the roster keeps none of it yet."""
+        entities (`Checked`; `by_line`: with its lines' hashes), if its digest is known and
+        the roster keeps none of it yet."""
         folder = settings.DATA_DIR / _folder(self.district_id, self.token)
         if digest is None or (folder / layout.checked(digest)).exists():
             return None
-        return CheckedRecords(layout, tuple(entities), self.staged, digest, mode)
+        return CheckedRecords(layout, tuple(entities), self.staged, digest, mode, by_line)
 
     def checked(
         self, layout: Layout, spills: Sequence[Spill], digest: str | None, mode: str
@@ -583,24 +690,55 @@ class LineFiles:
         paths = [folder / layout.output(digest, i) for i in range(len(spills))]
         frames = []
         for path, spill, count in zip(paths, spills, stamp.outputs, strict=True):
-            try:
-                table, read = _mapped([path])
-            except FileNotFoundError:
+            opened = _opened(path, layout, count)
+            if opened is None:
                 return None
-            except (ValueError, OSError, pa.ArrowInvalid) as error:  # damaged: read in full
-                log.warning("checked records %s not read: %s", path, error)
-                return None
-            if table is None or (table.schema.metadata or {}).get(_LAYOUT) != layout.digest():
-                return None
-            if table.num_rows != count:
-                return None
-            frame = _held_records(table, spill, read)
+            frame = _held_records(opened[0], spill, opened[1])
             if frame is None:
                 return None
             frames.append(frame)
-        if not _linked([*paths, folder / layout.checked(digest)], self.staged):
+        lines = folder / layout.checked_lines(digest)  # if kept: for a read line by line
+        kept = [*paths, *([lines] if lines.exists() else []), folder / layout.checked(digest)]
+        if not _linked(kept, self.staged):
             return None
         return stamp, frames
+
+    def checked_lines(
+        self, layout: Layout, spills: Sequence[Spill], mode: str
+    ) -> CheckedLines | None:
+        """A file feeding several entities, not sent again as it was, read line by line: the
+        lines of its newest checked records kept in this layout and mode, with their hashes
+        (`CheckedLines`). Those kept files are linked into this read's staged folder, as
+        they are, for the next read (the build after the sync keeps its own beside them,
+        newer). None: nothing kept (it is read in full). Not with shared storage."""
+        if storage.shared() is not None:
+            return None
+        folder = settings.DATA_DIR / _folder(self.district_id, self.token)
+        stem = layout.name.removesuffix(".arrow")
+        stamps = sorted(folder.glob(f"{stem}.*.checked"), key=_modified, reverse=True)
+        stamp = Checked.read(stamps[0]) if stamps else None
+        if stamp is None or stamp.mode != mode or len(stamp.outputs) != len(spills):
+            return None
+        if stamps[0].name != layout.checked(stamp.digest):  # another layout's
+            return None
+        lines = folder / layout.checked_lines(stamp.digest)
+        paths = [folder / layout.output(stamp.digest, i) for i in range(len(spills))]
+        tables, reads = [], []
+        for path, count in [(lines, None), *zip(paths, stamp.outputs, strict=True)]:
+            opened = _opened(path, layout, count)
+            if opened is None:
+                return None
+            tables.append(opened[0])
+            reads.append(opened[1])
+
+        def read() -> None:
+            for each in reads:
+                each()
+
+        known = CheckedLines(tables[0], tables[1:], spills, read)
+        if not len(known) or not _linked([lines, *paths, stamps[0]], self.staged):
+            return None
+        return known
 
     def open(self, layout: Layout, entity: str, spill: Spill, digest: str | None) -> FileLines:
         """A file's lines: what the last read of the file in this layout kept (`last`; None:
@@ -702,6 +840,32 @@ def _mapped(parts: list[Path]) -> tuple[pa.Table | None, Callable[[], None]]:
             mapping.madvise(mmap.MADV_DONTNEED)
 
     return table, read
+
+
+def _opened(
+    path: Path, layout: Layout, count: int | None
+) -> tuple[pa.Table, Callable[[], None]] | None:
+    """A kept file of checked records or lines (`Checked`), mapped: None if it is missing,
+    damaged, of another layout, or (`count`) not of that many rows."""
+    try:
+        table, read = _mapped([path])
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError, pa.ArrowInvalid) as error:  # damaged: read in full
+        log.warning("checked records %s not read: %s", path, error)
+        return None
+    if table is None or (table.schema.metadata or {}).get(_LAYOUT) != layout.digest():
+        return None
+    if count is not None and table.num_rows != count:
+        return None
+    return table, read
+
+
+def _modified(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _parts(folder: Path, layout: Layout) -> list[Path]:

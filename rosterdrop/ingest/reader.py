@@ -32,9 +32,8 @@ from rosterdrop.ingest.columns import (
 from rosterdrop.ingest.decode import Decoded, decode
 from rosterdrop.ingest.findings import FindingLog
 from rosterdrop.ingest.keys import EntityRows
-from rosterdrop.ingest.lines import SENT_STATUS, FileLines, Layout, LineFiles
+from rosterdrop.ingest.lines import SENT_STATUS, CheckedLines, FileLines, Layout, LineFiles
 from rosterdrop.ingest.links import LinkValues, gather
-from rosterdrop.ingest.lookup import sorting_order
 from rosterdrop.ingest.mapping import (
     extra_columns,
     key_columns,
@@ -140,9 +139,11 @@ class Reader:
                 for batch in table.batches if not taken else ():
                     if vouching:
                         self._read_vouched(file, mode, checker, batch, extras, lines)
+                    elif isinstance(batch, FoundLines):  # lines found: table.known's
+                        assert isinstance(table.known, CheckedLines)
+                        self._read_found(file, mode, checker, batch, extras, table.known)
                     else:
-                        assert isinstance(batch, pl.DataFrame)  # lines are found if vouched
-                        checked = checker.check(batch)
+                        checked = checker.check(_hashes(checker, batch)[0])
                         gather(self.links, fmt, file, checked)
                         for output in file.outputs:
                             mapped = map_batch(file, output, checked, extras)
@@ -199,23 +200,28 @@ class Reader:
         assert self.lines is not None
         layout, digest = self._layout(file, table, decoded.encoding, member)
         entities = [output.entity for output in file.outputs]
-        records = self.lines.checked_anew(layout, entities, digest, mode)
+        by_line = _by_line(file)
+        records = self.lines.checked_anew(layout, entities, digest, mode, by_line)
         if records is None:
             return
+        table.hash_lines = by_line
         told = FindingLog()
         checker = RowChecker(file, table.header, mode, told)
         extras = extra_columns(file, table.header)
         try:
             for batch in frames(table):
-                with_status = 0
-                if checker.status_column:
-                    with_status = int((batch[checker.status_column] != "").sum())
+                batch, hashes, sent_status = _hashes(checker, batch)
+                with_status = 0 if sent_status is None else int(sent_status.sum())
                 checked = checker.check(batch)
                 if told.findings or checker.skipped or (checked[STATUS] != "active").any():
                     records.discard()
                     return
                 mapped = [map_batch(file, output, checked, extras) for output in file.outputs]
-                records.keep(mapped, with_status)
+                lines = None
+                if hashes is not None:
+                    sent = pl.lit(False) if sent_status is None else sent_status
+                    lines = hashes.with_columns(batch[LINE], sent.alias(SENT_STATUS))
+                records.keep(mapped, with_status, lines)
         except BaseException:
             records.discard()
             raise
@@ -234,7 +240,8 @@ class Reader:
         """A file feeding several entities sent again as it was, its checked records all held
         by the roster as they are (lines.Checked), taken whole: each output's records go to
         the checks across rows as one frame, none spilled; no line of it is read. False: it
-        is read."""
+        is read, line by line if its lines were kept with their checked records (the table
+        then finds them: lines.CheckedLines), else in full."""
         if self.lines is None or self.spill is None or checker.derived:
             return False
         if not _checked_whole(fmt, file, mode):
@@ -243,6 +250,9 @@ class Reader:
         spills = [self._spill_of(output.entity) for output in file.outputs]
         taken = self.lines.checked(layout, spills, digest, mode)
         if taken is None:
+            if _by_line(file):
+                table.known = self.lines.checked_lines(layout, spills, mode)
+                table.hash_lines = table.known is not None
             return False
         stamp, records = taken
         checker.taken(stamp.rows, stamp.with_status)
@@ -326,6 +336,30 @@ class Reader:
         if self.progress:
             self.progress(file.name, checker.rows)
 
+    def _read_found(
+        self,
+        file: FileSpec,
+        mode: Mode,
+        checker: RowChecker,
+        batch: FoundLines,
+        extras: list[str],
+        known: CheckedLines,
+    ) -> None:
+        """A batch of a file feeding several entities read line by line: the found lines'
+        records, every one held by the roster as it is, taken as they were kept (none
+        spilled), the other rows checked and mapped as a full read checks them; each output's
+        records of both in line order, a line's in their own order (lines.CheckedLines)."""
+        taken = known.rows(batch.found)
+        checker.taken(batch.found.height, known.with_status(batch.found))
+        if batch.parsed is None:  # the usual nightly batch: no line read anew
+            for output, records in zip(file.outputs, taken, strict=True):
+                self._keep(file, output, mode, records)
+            return
+        checked = checker.check(_hashes(checker, batch.parsed)[0])
+        for output, records in zip(file.outputs, taken, strict=True):
+            self._keep(file, output, mode, map_batch(file, output, checked, extras), records)
+        self._keep_skipped(file, mode, checker, extras)
+
     def _read_vouched(
         self,
         file: FileSpec,
@@ -403,10 +437,7 @@ class Reader:
         rows = self._rows_of(file, output, mode)
         order = places = None
         if taken is not None:
-            order = sorting_order(pl.concat([mapped[LINE], taken[LINE]]).to_numpy())
-            places = np.empty_like(order)
-            places[order] = np.arange(len(order), dtype=order.dtype)
-            places = places[: mapped.height]
+            order, places = _merged(mapped[LINE].to_numpy(), taken[LINE].to_numpy())
         if self.spill is not None:
             numbered = mapped.height if taken is None else mapped.height + taken.height
             same = self._spill_of(output.entity).write(mapped, places, numbered)
@@ -481,6 +512,32 @@ def _checked_whole(fmt: FormatSpec, file: FileSpec, mode: Mode) -> bool:
     if mode != Mode.BULK or len(file.outputs) < 2:
         return False
     return not any(f.links for f in fmt.files)
+
+
+def _by_line(file: FileSpec) -> bool:
+    """Whether a file kept as its checked records (`_checked_whole`) is kept with its lines'
+    hashes, to be read line by line when sent in other bytes (lines.CheckedLines): its rows'
+    checks look at each row alone (no unique column), so a line checks the same wherever it
+    is and whatever lines are around it."""
+    return not file.unique
+
+
+def _merged(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The order that puts two frames' rows, each in line order (`first`'s then `second`'s,
+    their line numbers), in line order together, and where each of `first`'s rows goes: a
+    line's rows stay one after the other in their order (a user's roles, from one line of
+    users.csv), which a sort need not keep."""
+    if np.all(first[1:] >= first[:-1]) and np.all(second[1:] >= second[:-1]):
+        places = np.arange(len(first)) + np.searchsorted(second, first, "left")
+        theirs = np.arange(len(second)) + np.searchsorted(first, second, "right")
+        order = np.empty(len(first) + len(second), dtype=np.int64)
+        order[places] = np.arange(len(first))
+        order[theirs] = np.arange(len(first), len(order))
+        return order, places
+    order = np.argsort(np.concatenate([first, second]), kind="stable")
+    places = np.empty_like(order)
+    places[order] = np.arange(len(order))
+    return order, places[: len(first)]
 
 
 def _hashes(
