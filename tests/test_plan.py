@@ -139,19 +139,27 @@ def test_next_snapshot_is_made_part_by_part_with_entities_kept_together():
     assert new.filter(pl.col("entity") != "users")["_key"].to_list() == ["o1", "e1"]
 
 
-@pytest.mark.parametrize("colliding", [False, True])
-def test_key_lookup_finds_exactly_the_keys_of_its_set(colliding, monkeypatch):
-    from rosterdrop.ingest.plan import KeyLookup
+def test_next_snapshot_leaves_a_renamed_records_old_id_tobedeleted():
+    """A record sent under a new ID with the natural key of one the file left out is renamed:
+    the next snapshot has its old ID tobedeleted where it was and the new one written."""
+    from rosterdrop.ingest.plan import Plan
+    from rosterdrop.roster import store
 
-    wanted = pl.Series([f"k{i}" for i in range(0, 1000, 7)])
-    if colliding:  # every key hashes alike: found by exact comparison only
-        monkeypatch.setattr(
-            pl.Series,
-            "hash",
-            lambda self, seed=0: pl.repeat(1, len(self), dtype=pl.UInt64, eager=True),
-        )
-    lookup = KeyLookup(wanted)
-    assert lookup.exact_only == colliding
-    keys = pl.Series([f"k{i}" for i in range(1000)] + ["other"])
-    assert keys.filter(lookup.among(keys)).to_list() == wanted.to_list()
-    assert not KeyLookup(pl.Series([], dtype=pl.String)).among(keys).any()
+    roster = _roster().with_columns(_natural=pl.int_range(pl.len()).cast(pl.Int64) + 100)
+    upload = _upload().with_columns(_natural=pl.int_range(pl.len()).cast(pl.Int64) + 100)
+    # k11 arrives with k08's natural key (k07 and k09 stay removed).
+    upload = upload.with_columns(
+        _natural=pl.when(pl.col("_key") == "k11").then(108).otherwise("_natural")
+    )
+    ep = plan_entity("users", "bulk", upload, _records(roster))
+    assert ep.renamed.select("_key", "_old_key").rows() == [("k11", "k08")]
+    old = roster.with_columns(pl.lit("users").alias("entity"))
+    old = old.select(list(store.SNAPSHOT_SCHEMA)).cast(store.SNAPSHOT_SCHEMA)
+    parts = [("users", part.to_arrow().to_batches()[0]) for part in (old[:5], old[5:])]
+    new = pl.concat(
+        part if isinstance(part, pl.DataFrame) else pl.from_arrow(part).cast(store.SNAPSHOT_SCHEMA)
+        for part in Plan({"users": ep}).applied_to(parts, {"users": upload})
+    )
+    status = dict(zip(new["_key"], new["status"], strict=True))
+    assert new["_key"].to_list() == [f"k{i:02d}" for i in (0, 1, 2, 3, 4, 5, 7, 8, 9, 6, 10, 11)]
+    assert [k for k, s in status.items() if s == "tobedeleted"] == ["k07", "k08", "k09"]

@@ -16,11 +16,9 @@ import pyarrow as pa
 
 from rosterdrop.ingest.columns import HASH, KEY, KEYHASH, NATURAL, ROW, SAME, STATUS
 from rosterdrop.ingest.kept import Kept
-from rosterdrop.ingest.lookup import HashIndex, sorting_order
 from rosterdrop.roster import store
 from rosterdrop.roster.hashes import Records
 from rosterdrop.roster.models import ENTITIES
-from rosterdrop.roster.natural import key_hash
 from rosterdrop.timing import timed
 
 # Records confirmed unchanged at a time (see _confirmed_same).
@@ -28,6 +26,10 @@ CONFIRM_ROWS = 500_000
 # Written records per part of the new snapshot.
 WRITE_ROWS = 200_000
 COUNTS = ("added", "updated", "removed", "reactivated", "unchanged")
+
+
+def _no_places() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
 
 
 @dataclass
@@ -55,6 +57,12 @@ class EntityPlan:
     # reactivated: a rename back (a renamed record left its old ID so), not a removal for the
     # removal guard.
     renamed_back: int = 0
+    # Where, among the roster's records of the entity it was planned against (hashes.Records,
+    # in snapshot order), are the records it writes again (updated, reactivated) and those it
+    # marks tobedeleted (removed, and the old IDs of renamed ones), ascending: the next
+    # snapshot drops and marks them there (`Plan.applied_to`), no key looked up.
+    rewritten_at: np.ndarray = field(default_factory=_no_places)
+    marked_at: np.ndarray = field(default_factory=_no_places)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -119,14 +127,12 @@ class Plan:
             if ep is None:
                 yield from (part for _, part in parts)
                 continue
-            written = _written(ep, accepted[entity])
-            replaced = KeyLookup(written[KEY])
-            # A renamed record leaves its old ID tobedeleted, as a removed one does
-            # (store.rename_records).
-            removed = KeyLookup(pl.concat([ep.removed, ep.renamed["_old_key"]]))
-            yield from (_kept(part, replaced, removed) for _, part in parts)
+            start = 0  # the place of a part's first record among the entity's
+            for _, part in parts:
+                yield _kept(part, ep, start)
+                start += len(part)
             pending.remove(entity)
-            yield from _snapshot_rows(entity, written)
+            yield from _snapshot_rows(entity, _written(ep, accepted[entity]))
         for entity in pending:
             yield from self._written_rows(entity, accepted)
 
@@ -150,15 +156,18 @@ def _snapshot_rows(entity: str, written: pl.DataFrame) -> Iterator[pl.DataFrame]
     yield from rows.iter_slices(WRITE_ROWS)
 
 
-def _kept(old: pa.RecordBatch, replaced: "KeyLookup", removed: "KeyLookup") -> pa.RecordBatch:
-    """Old records as they stay: without those written again, removed ones tobedeleted."""
-
-    def found(lookup: KeyLookup, batch: pa.RecordBatch) -> np.ndarray:
-        hashes = batch.column(KEYHASH).to_numpy()
-        return lookup.among(batch.column(KEY), pl.Series(hashes)).to_numpy()
-
-    old = old.filter(pa.array(~found(replaced, old)))
-    gone = found(removed, old)
+def _kept(old: pa.RecordBatch, ep: EntityPlan, start: int) -> pa.RecordBatch:
+    """Old records as they stay: without those written again, removed ones (and the old IDs
+    of renamed ones, store.rename_records) tobedeleted. `start`: the place of the part's first
+    record among the entity's, where the plan's places count from."""
+    end = start + len(old)
+    gone = np.zeros(len(old), dtype=bool)
+    gone[_within(ep.marked_at, start, end)] = True
+    rewritten = _within(ep.rewritten_at, start, end)
+    if len(rewritten):
+        stays = np.ones(len(old), dtype=bool)
+        stays[rewritten] = False
+        old, gone = old.filter(pa.array(stays)), gone[stays]
     if not gone.any():
         return old
     status = old.column("status")
@@ -170,39 +179,11 @@ def _kept(old: pa.RecordBatch, replaced: "KeyLookup", removed: "KeyLookup") -> p
     return old.set_column(old.schema.get_field_index("status"), old.schema.field("status"), marked)
 
 
-class KeyLookup:
-    """A set of keys looked up in many batches: by sorted 64-bit hashes, each hit then
-    compared exactly. (`is_in` would hash the whole set again for every batch: 105 batches
-    against 150k keys took 2.9 s.)"""
-
-    def __init__(self, keys: pl.Series):
-        hashes = key_hash(keys).to_numpy()
-        order = sorting_order(hashes)
-        self.hashes = HashIndex(hashes[order])
-        self.keys = keys.gather(order)
-        # Two keys of one hash: the search below would find only one of them.
-        self.exact_only = bool(np.any(self.hashes.hashes[1:] == self.hashes.hashes[:-1]))
-
-    def among(self, keys: pl.Series | pa.Array, hashes: pl.Series | None = None) -> pl.Series:
-        """Which of `keys` are in the set (`hashes`: their key hashes, if known; `keys` may be
-        Arrow's, of which only those whose hash is found are read)."""
-        if not len(self.hashes) or not len(keys):
-            return pl.repeat(False, len(keys), eager=True)
-        if isinstance(keys, pa.Array) and (self.exact_only or hashes is None):
-            keys = pl.Series(KEY, keys)
-        if self.exact_only:
-            return keys.is_in(self.keys.implode())
-        at = self.hashes.find((key_hash(keys) if hashes is None else hashes).to_numpy())
-        hits = np.flatnonzero(at >= 0)
-        found = np.zeros(len(keys), dtype=bool)
-        if len(hits):
-            if isinstance(keys, pa.Array):
-                theirs = pl.Series(KEY, keys.take(pa.array(hits)), pl.String)
-            else:
-                theirs = keys.gather(hits)
-            same = (theirs == self.keys.gather(at[hits])).to_numpy()
-            found[hits[same]] = True
-        return pl.Series(found)
+def _within(places: np.ndarray, start: int, end: int) -> np.ndarray:
+    """The ascending `places` in [start, end), counted from `start`."""
+    low, high = np.searchsorted(places, [start, end])
+    within: np.ndarray = places[low:high] - start
+    return within
 
 
 def _written(ep: EntityPlan, accepted: pl.DataFrame) -> pl.DataFrame:
@@ -279,17 +260,21 @@ def plan_entity(
         keep = spared.spared(removed)
         if keep.any():
             gone, removed, left = gone[~keep], removed.filter(~keep), removed.filter(keep)
+    updated = ~new & differs.fill_null(False)
+    back = back.fill_null(False)
     plan = EntityPlan(
         entity=entity,
         added=joined.filter(new)[ROW],
-        updated=joined.filter(~new & differs.fill_null(False))[ROW],
-        reactivated=joined.filter(back.fill_null(False))[ROW],
+        updated=joined.filter(updated)[ROW],
+        reactivated=joined.filter(back)[ROW],
         removed=removed,
-        unchanged=int(same.sum())
-        + int((~new & ~back.fill_null(False) & ~differs.fill_null(False)).sum()),
+        unchanged=int(same.sum()) + int((~new & ~back & ~differs.fill_null(False)).sum()),
         active_before=int(was_active.sum()),
         kept=left,
         unknown=unknown,
+        rewritten_at=np.sort(joined.filter(updated | back)["_at"].to_numpy().astype(np.int64)),
+        # Renamed records (_match_renamed) are among these: their old IDs stay tobedeleted.
+        marked_at=np.sort(np.asarray(gone, dtype=np.int64)),
     )
     if NATURAL in incoming.columns and len(plan.removed):
         leaving = pl.DataFrame({"_old_key": plan.removed, NATURAL: current[NATURAL].gather(gone)})
