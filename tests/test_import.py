@@ -66,6 +66,35 @@ def test_changed_field_shows_before_and_after(district, school):
     assert records(district, "users").get(sourced_id=before[0]).data["familyName"] == "Okonkwo"
 
 
+
+def test_field_changes_are_every_differing_field_and_metadata_column_by_name():
+    """Field by field over a window of updated records: null equals null, metadata compared
+    by its columns (not its text), each record's changes in field-name order."""
+    from rosterdrop.ingest.apply import field_changes
+
+    pairs = pl.DataFrame(
+        {
+            "role": ["student", "teacher", None, "student"],
+            "role_old": ["student", "student", None, None],
+            "endDate": ["2026-01-01", None, "x", "y"],
+            "endDate_old": ["2026-06-01", None, "x", "y"],
+            "metadata": ['{"b":"1","a":"2"}', None, '{"a":"2"}', '{"z":null}'],
+            "metadata_old": ['{"a": "2", "b": "0"}', '{"c": "3"}', '{"a": "2"}', None],
+        }
+    )
+    assert field_changes(pairs, ["role", "endDate"]) == [
+        [
+            {"field": "endDate", "before": "2026-06-01", "after": "2026-01-01"},
+            {"field": "metadata.b", "before": "0", "after": "1"},
+        ],
+        [
+            {"field": "metadata.c", "before": "3", "after": None},
+            {"field": "role", "before": "student", "after": "teacher"},
+        ],
+        [],
+        [{"field": "role", "before": None, "after": "student"}],
+    ]
+
 def test_big_removal_is_held_then_approved(district, school):
     import_path(district, school)
     table = rows(school / "enrollments.csv")

@@ -9,7 +9,7 @@ import json
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,20 +38,35 @@ CHANGE_COLUMNS = (
 
 
 @timed("field changes", batch=True)
-def field_changes(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
-    """[{field, before, after}] for every canonical field (and metadata column) that differs.
+def field_changes(pairs: pl.DataFrame, fields: Sequence[str]) -> list[list[dict[str, Any]]]:
+    """For each row of `pairs` (the entity's `fields` and METADATA as JSON text or null, after
+    and, suffixed _old, before), [{field, before, after}] for every field and metadata column
+    that differs, by field name.
 
-    `before` and `after`: the record's fields, with its metadata as JSON text (or None).
-    """
-    old, new = dict(before), dict(after)
-    for record in (old, new):
-        extra = json.loads(record.pop(METADATA) or "{}")
-        record.update({f"{METADATA}.{k}": v for k, v in extra.items()})
-    return [
-        {"field": name, "before": old.get(name), "after": new.get(name)}
-        for name in sorted(set(old) | set(new))
-        if old.get(name) != new.get(name)
-    ]
+    Worked out a field at a time over every row (null equals null), and in Python only for
+    the values that differ: a 1% change at `huge` updates ~62k records in one or two fields
+    (a record at a time, two dicts of every field compared: ~2 s of CPU)."""
+    changed: list[list[dict[str, Any]]] = [[] for _ in range(pairs.height)]
+    for name in fields:
+        at = np.flatnonzero(pairs[name].ne_missing(pairs[f"{name}_old"]).to_numpy())
+        if not len(at):
+            continue
+        before, after = pairs[f"{name}_old"].gather(at), pairs[name].gather(at)
+        for row, old, new in zip(at.tolist(), before.to_list(), after.to_list(), strict=True):
+            changed[row].append({"field": name, "before": old, "after": new})
+    metadata = pairs[METADATA].ne_missing(pairs[f"{METADATA}_old"]).to_numpy()
+    for row in np.flatnonzero(metadata).tolist():
+        old = json.loads(pairs[f"{METADATA}_old"][row] or "{}")
+        new = json.loads(pairs[METADATA][row] or "{}")
+        changed[row] += [
+            {"field": f"{METADATA}.{name}", "before": old.get(name), "after": new.get(name)}
+            for name in set(old) | set(new)
+            if old.get(name) != new.get(name)
+        ]
+    for entries in changed:
+        if len(entries) > 1:
+            entries.sort(key=lambda entry: str(entry["field"]))
+    return changed
 
 
 @timed("apply_plan")
@@ -474,15 +489,11 @@ def _updated(
 ) -> None:
     """The change rows of updated records: their fields before (`pairs`, suffix _old) and
     after (a renamed one's sourcedId first), and the row IDs written."""
-    stored = [*FIELDS[ep.entity], METADATA]
     pairs = pairs.join(written, on=KEY, maintain_order="left")
     pairs = pairs.join(renamed, on=KEY, how="left", maintain_order="left")
-    for row in pairs.iter_rows(named=True):
-        key = row[KEY]
-        after = {name: row[name] for name in stored}
-        before = {name: row[f"{name}_old"] for name in stored}
-        fields = field_changes(before, after)
-        if row["_old_key"] is not None:
-            fields.insert(0, {"field": "sourcedId", "before": row["_old_key"], "after": key})
-        change = (sync_id, ep.entity, key, "updated", json.dumps(fields), row["_id"])
-        changes.append((*change, row["_left_id"]))
+    differs = field_changes(pairs, FIELDS[ep.entity])
+    rows = pairs.select(KEY, "_old_key", "_id", "_left_id").iter_rows()
+    for (key, old_key, record, left), fields in zip(rows, differs, strict=True):
+        if old_key is not None:
+            fields.insert(0, {"field": "sourcedId", "before": old_key, "after": key})
+        changes.append((sync_id, ep.entity, key, "updated", json.dumps(fields), record, left))
