@@ -66,7 +66,6 @@ def test_changed_field_shows_before_and_after(district, school):
     assert records(district, "users").get(sourced_id=before[0]).data["familyName"] == "Okonkwo"
 
 
-
 def test_field_changes_are_every_differing_field_and_metadata_column_by_name():
     """Field by field over a window of updated records: null equals null, metadata compared
     by its columns (not its text), each record's changes in field-name order."""
@@ -94,6 +93,7 @@ def test_field_changes_are_every_differing_field_and_metadata_column_by_name():
         [],
         [{"field": "role", "before": None, "after": "student"}],
     ]
+
 
 def test_big_removal_is_held_then_approved(district, school):
     import_path(district, school)
