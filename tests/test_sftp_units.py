@@ -21,7 +21,7 @@ from rosterdrop.inbox.models import Upload
 from rosterdrop.intake import asyncssh_patches, defender, worker
 from rosterdrop.intake.folder import is_staging_name, virtual_name
 from rosterdrop.intake.models import Ban, Login
-from rosterdrop.intake.sftp import RosterSSHServer
+from rosterdrop.intake.sftp import ConnState, RosterSSHServer, _Session
 
 
 @pytest.mark.parametrize(
@@ -265,7 +265,9 @@ def test_chacha_packet_joined_once_is_asyncssh_s(key, data, seq):
 
 
 class _Channel:
-    """What _recv_channel_data reads of asyncssh's SSHChannel, an open one by default."""
+    """What the short way reads of asyncssh's SSHChannel, an open one by default, with the
+    session it hands data to (the channel itself here): one that takes several packets' data
+    at once, as sftp._Session does. `calls`: what each call gave it."""
 
     _accept_data = SSHChannel._accept_data  # a tun/tap channel's is its own
 
@@ -274,12 +276,21 @@ class _Channel:
         self._send_state = "open"
         self._recv_paused = False
         self._encoding = None
-        self._recv_window = window
+        self._recv_window = self._init_recv_window = window
+        self._session = self
         self.__dict__.update(state)
-        self.delivered: list = []
+        self.calls: list[list[bytes]] = []
+        self.sent: list[tuple[int, bytes]] = []
 
-    def _deliver_data(self, data, datatype):
-        self.delivered.append((data, datatype))
+    def parts_received(self, parts) -> None:
+        self.calls.append([bytes(part) for part in parts])
+
+    def send_packet(self, pkttype: int, *args: bytes) -> None:
+        self.sent.append((pkttype, b"".join(args)))
+
+    @property
+    def delivered(self) -> list[tuple[bytes, None]]:
+        return [(data, None) for call in self.calls for data in call]
 
 
 class _Connection:
@@ -325,7 +336,8 @@ def test_channel_data_takes_the_short_way(generic):
     conn = _Connection(_channel_data(b"x" * 600), chan)
     assert asyncssh_patches._recv_channel_data(conn) is True
     assert chan.delivered == [(b"x" * 600, None)]
-    assert chan._recv_window == 400
+    assert chan.sent == [(93, UInt32(600))]  # below half the window: asyncssh's adjust
+    assert chan._recv_window == 1000
     assert conn.finished == [(94, 41)]  # its sequence number, then the next header
     assert conn._inpbuf == b"next"
     assert not generic
@@ -345,6 +357,7 @@ def test_channel_data_takes_the_short_way(generic):
         (_channel_data(b"x" * 600), _Channel(_send_state="close_pending"), False),
         (_channel_data(b"x" * 600), _Channel(_recv_paused=True), False),
         (_channel_data(b"x" * 600), _Channel(_encoding="utf-8"), False),
+        (_channel_data(b"x" * 600), _Channel(_session=object()), False),  # one at a time
     ],
 )
 def test_any_other_packet_takes_asyncssh_s_way(generic, payload, chan, tamper):
@@ -426,6 +439,84 @@ def test_channel_data_read_in_place_whatever_the_reads(cuts, seq):
     assert (conn._inpbuf, conn._packet) == (b"", b"")
 
 
+class _AsyncsshChannel(_Channel):
+    """asyncssh's own channel steps for the data it accepts (`_accept_data`, `_deliver_data`:
+    the window and its adjusts), the data to `calls` one packet at a time."""
+
+    _deliver_data = SSHChannel._deliver_data
+    logger = SimpleNamespace(debug2=lambda *args: None)
+
+    def __init__(self, window: int):
+        super().__init__(window, _recv_buf=[])
+
+    def data_received(self, data: bytes, datatype) -> None:
+        self.calls.append([data])
+
+
+_IGNORE = b"\x04\x02" + String(b"") + bytes(4)  # an SSH_MSG_IGNORE's payload, padded
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    packets=st.lists(
+        st.tuples(st.sampled_from([3, 3, 3, 5, None]), st.integers(1, 5000)),
+        min_size=1,
+        max_size=14,
+    ),
+    window=st.integers(10_000, 40_000),
+    cuts=st.lists(st.integers(0, 80_000), max_size=6),
+    seq=st.integers(0, 2**32 - 20),
+)
+def test_a_read_s_channel_data_goes_to_each_session_at_once(packets, window, cuts, seq):
+    """Channel data for two channels with an SSH_MSG_IGNORE among it (None), in reads cut
+    anywhere: each channel's session gets its data in order, each read's run of packets for
+    it in one call; the window adjusts sent and the window left are asyncssh's own for the
+    same packets; every sequence number taken once."""
+    assert asyncssh_patches.install()
+    datas = [bytes([65 + n % 26]) * size for n, (_, size) in enumerate(packets)]
+    stream = b"".join(
+        _sealed(_channel_data(data, chan=number) if number else _IGNORE, seq + n)
+        for n, ((number, _), data) in enumerate(zip(packets, datas, strict=True))
+    )
+    chans = {3: _Channel(window), 5: _Channel(window)}
+    conn = _receiving(chans[3], seq)
+    conn._channels = dict(chans)
+    bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    reads = [stream[start:end] for start, end in zip(bounds, bounds[1:], strict=False)]
+    for read in reads:
+        conn.data_received(read)
+    assert conn._recv_seq == seq + len(packets)
+    assert (conn._inpbuf, conn._packet) == (b"", b"")
+    for number, chan in chans.items():
+        theirs = _AsyncsshChannel(window)
+        mine = [data for (n, _), data in zip(packets, datas, strict=True) if n == number]
+        for data in mine:
+            theirs._accept_data(data)
+        assert chan.delivered == theirs.delivered == [(data, None) for data in mine]
+        assert (chan.sent, chan._recv_window) == (theirs.sent, theirs._recv_window)
+    if all(number == 3 for number, _ in packets):
+        assert len(chans[3].calls) <= len(reads)
+
+
+def test_channel_data_of_one_read_in_one_call():
+    """Eight packets of an upload in one read: one call with their eight parts; cut in two
+    reads within the fourth packet: two calls, three parts and five."""
+    assert asyncssh_patches.install()
+    chan = _Channel()
+    conn = _receiving(chan, 7)
+    packets = [_sealed(_channel_data(bytes([n]) * 3000), 7 + n) for n in range(8)]
+    conn.data_received(b"".join(packets))
+    assert [len(call) for call in chan.calls] == [8]
+    conn = _receiving(chan, 7)
+    chan.calls.clear()
+    stream = b"".join(packets)
+    cut = len(b"".join(packets[:3])) + 100
+    conn.data_received(stream[:cut])
+    conn.data_received(stream[cut:])
+    assert [len(call) for call in chan.calls] == [3, 5]
+    assert chan.delivered == [(bytes([n]) * 3000, None) for n in range(8)]
+
+
 @given(cut=st.integers(1, 9000), bad=st.integers(0, 4))
 def test_a_changed_packet_ends_the_connection(cut, bad):
     """A packet whose tag does not check out is refused by asyncssh's path (MAC error: the
@@ -455,7 +546,7 @@ def test_a_failing_session_ends_the_connection_as_asyncssh_s_path_does():
     assert asyncssh_patches.install()
 
     class Failing(_Channel):
-        def _deliver_data(self, data, datatype):
+        def parts_received(self, parts):
             raise RuntimeError("session failed")
 
     conn = _receiving(Failing(), 7)
@@ -463,6 +554,22 @@ def test_a_failing_session_ends_the_connection_as_asyncssh_s_path_does():
     conn.internal_error = lambda *args, **kwargs: ended.append("internal error")
     conn.data_received(_sealed(_channel_data(b"x" * 600), 7))
     assert ended == ["internal error"]
+
+
+def test_data_past_a_full_stream_waits_in_the_channel():
+    """Several packets' data at once (_Session.parts_received) that asyncssh's SFTP server is to
+    read: given to its stream as bytes, as asyncssh's channel gives them, until the stream
+    pauses the channel (its buffer at its limit); the rest waits in the channel's buffer, where
+    asyncssh's channel holds what arrives while paused."""
+    session = _Session(ConnState(ip=None))
+    chan = SimpleNamespace(_recv_paused=False, _recv_buf=[])
+    chan.pause_reading = lambda: setattr(chan, "_recv_paused", True)
+    session._chan = chan
+    session._limit = 1000
+    session.parts_received([memoryview(bytes([n]) * 600) for n in range(3)])
+    assert session._recv_buf[None] == [bytes([0]) * 600, bytes([1]) * 600]
+    assert all(type(data) is bytes for data in session._recv_buf[None])
+    assert chan._recv_buf == [(bytes([2]) * 600, None)]
 
 
 class _Transport:
@@ -484,8 +591,8 @@ def test_what_a_read_makes_the_server_send_goes_out_in_one_write():
     transport = _Transport()
 
     class Answering(_Channel):
-        def _deliver_data(self, data, datatype):
-            super()._deliver_data(data, datatype)
+        def parts_received(self, parts):
+            super().parts_received(parts)
             conn._send(b"ignore;")
             conn._send(b"adjust;")
             assert asyncssh_patches.at_read_end(conn, lambda: conn._send(b"replies;"))

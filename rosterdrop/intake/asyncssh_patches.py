@@ -11,8 +11,10 @@
 * An upload is one SSH_MSG_CHANNEL_DATA packet per 32 KiB (OpenSSH's client sends no larger
   ones, whatever the server's maximum packet size), and asyncssh's generic path spends some 35
   Python calls and ~6 copies on each. Such a packet is read where it lies in the socket read
-  (`_read_channel_data`) and handed to its channel as asyncssh's path would
-  (`_channel_taking`, `_deliver`); any other packet goes to asyncssh's path, FEED bytes at a
+  (`_read_channel_data`) and handled as asyncssh's path would (`_channel_taking`, `_taken`),
+  its data handed to the channel's session with the rest of the read's for that channel, in
+  one call (`parts_received`: the session's per-call work once per read, not per 32 KiB
+  packet); any other packet goes to asyncssh's path, FEED bytes at a
   time (appended to its input buffer, from the front of which each packet taken off copies the
   rest twice: in 256 KiB at once, ~9 times its size in copies), where channel data still
   takes the short way (`_recv_channel_data`). The keepalive timer is reset once per read.
@@ -37,10 +39,10 @@ import asyncssh
 from asyncssh import encryption
 from asyncssh.channel import SSHChannel
 from asyncssh.connection import SSHConnection
-from asyncssh.constants import MSG_CHANNEL_DATA
+from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_WINDOW_ADJUST
 from asyncssh.logging import SSHLogger
 from asyncssh.misc import DisconnectError
-from asyncssh.packet import UInt64
+from asyncssh.packet import UInt32, UInt64
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.ciphers import Cipher
 from cryptography.hazmat.primitives.ciphers.algorithms import ChaCha20
@@ -230,26 +232,44 @@ def _read_channel_data(self: SSHConnection, cipher: ChachaCipher, buf: bytes) ->
     """Hand the channel data packets at the start of `buf` to their channels
     (`_channel_taking`); where they end, and whether a packet for asyncssh's own path starts
     there (else what is left is part of a packet). Each packet is read in place: no copy of
-    it but its payload's and its data's."""
+    it but its payload's. A run of packets for one channel goes to its session in one call at
+    the run's end (`parts_received`), the channel's checks made once at its start: nothing
+    else runs between them, so nothing changes the channel's state but the window, whose
+    steps are taken packet by packet (`_taken`)."""
     view = memoryview(buf)
     pos, size = 0, len(buf)
     macsize, blocksize = self._recv_macsize, self._recv_blocksize
+    chan: SSHChannel | None = None  # the run's channel, its number and its packets' data
+    number = -1
+    parts: list[memoryview] = []
+    theirs = False
     while size - pos >= blocksize and self._transport is not None:
         seq = self._recv_seq
         nonce = UInt64(seq)
         length = int.from_bytes(cipher.decrypt_header(view[pos : pos + 4], nonce), "big")
         if length > self._max_recv_pktlen:  # asyncssh's path refuses it
-            return pos, True
+            theirs = True
+            break
         tagged = pos + 4 + length
         if size < tagged + macsize:
-            return pos, False
+            break
         payload = cipher.open(view[pos:tagged], nonce, buf[tagged : tagged + macsize])
-        chan = _channel_taking(self, payload)
-        if chan is None:
-            return pos, True
-        _deliver(self, chan, cast(bytes, payload), seq)
+        fields = _channel_data_fields(payload)
+        if fields is None or chan is None or fields[0] != number or fields[1] > chan._recv_window:
+            if chan is not None and parts:  # the run ends: its data goes before the rest
+                _hand(chan, parts)
+                parts = []
+            chan = _channel_taking(self, fields)
+            if chan is None or fields is None:
+                theirs = True
+                break
+            number = fields[0]
+        _taken(self, chan, fields[1], seq)
+        parts.append(memoryview(cast(bytes, payload))[10 : 10 + fields[1]])
         pos = tagged + macsize
-    return pos, False
+    if chan is not None and parts:
+        _hand(chan, parts)
+    return pos, theirs
 
 
 def _fast_cipher(self: SSHConnection) -> "ChachaCipher | None":
@@ -272,37 +292,55 @@ _OPEN = "open"
 _CLOSING = frozenset({"close_pending", "closed"})
 
 
-def _channel_taking(self: SSHConnection, payload: bytes | None) -> SSHChannel | None:
-    """The channel that takes this decrypted packet now, if it is well-formed channel data
-    that asyncssh's path would hand to the channel's session (`SSHChannel._process_data`,
-    `_accept_data`): its channel open, within its window, not closing, not paused, bytes
-    (no encoding); None for any other packet."""
+def _channel_data_fields(payload: bytes | None) -> tuple[int, int] | None:
+    """The channel number and data size of a decrypted packet that is well-formed channel
+    data (its padding length first) as asyncssh's path reads it; None for any other packet."""
     if payload is None or len(payload) < 10 or payload[1] != MSG_CHANNEL_DATA or not payload[0]:
         return None
     size = int.from_bytes(payload[6:10], "big")
-    chan = self._channels.get(int.from_bytes(payload[2:6], "big"))
+    if 10 + size != len(payload) - payload[0] or not size:
+        return None
+    return int.from_bytes(payload[2:6], "big"), size
+
+
+def _channel_taking(self: SSHConnection, fields: tuple[int, int] | None) -> SSHChannel | None:
+    """The channel that takes a channel data packet (`_channel_data_fields`) now, if
+    asyncssh's path would hand its data to the channel's session (`SSHChannel._process_data`,
+    `_accept_data`) and that session takes several packets' data at once: the channel open,
+    within its window, not closing, not paused, bytes (no encoding); None for any other."""
+    if fields is None:
+        return None
+    number, size = fields
+    chan = self._channels.get(number)
     if (
-        10 + size != len(payload) - payload[0]
-        or not size
-        or chan is None
+        chan is None
         or type(chan)._accept_data is not _ACCEPT  # a tun/tap channel strips its own header
         or chan._recv_state != _OPEN
         or size > chan._recv_window
         or chan._send_state in _CLOSING
         or chan._recv_paused
         or chan._encoding
+        or not hasattr(chan._session, "parts_received")
     ):
         return None
     return chan
 
 
-def _deliver(self: SSHConnection, chan: SSHChannel, payload: bytes, seq: int) -> None:
-    """What asyncssh's path does with channel data the channel takes: its window, the data to
-    the session (`_deliver_data`: a window adjust when due), the next sequence number."""
-    size = int.from_bytes(payload[6:10], "big")
-    chan._recv_window -= size
-    chan._deliver_data(payload[10 : 10 + size], None)
+def _taken(self: SSHConnection, chan: SSHChannel, size: int, seq: int) -> None:
+    """What asyncssh's path does for a channel data packet besides handing its data over:
+    the window (`_accept_data`; `_deliver_data` sends an adjust once it is below half), the
+    next sequence number (`_finish_recv_packet`)."""
+    window = chan._recv_window - size
+    if window < chan._init_recv_window / 2:
+        chan.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(chan._init_recv_window - window))
+        window = chan._init_recv_window
+    chan._recv_window = window
     self._finish_recv_packet(MSG_CHANNEL_DATA, seq)
+
+
+def _hand(chan: SSHChannel, parts: list[memoryview]) -> None:
+    """A run of channel data packets' data to the channel's session, in one call."""
+    chan._session.parts_received(parts)  # type: ignore[union-attr]
 
 
 def _recv_channel_data(self: SSHConnection) -> bool:
@@ -322,12 +360,14 @@ def _recv_channel_data(self: SSHConnection) -> bool:
     tagged = rem - self._recv_macsize
     seq = self._recv_seq
     payload = cipher.open(self._packet + memoryview(buf)[:tagged], UInt64(seq), buf[tagged:rem])
-    chan = _channel_taking(self, payload)
-    if chan is None:
+    fields = _channel_data_fields(payload)
+    chan = _channel_taking(self, fields)
+    if chan is None or fields is None:
         return _recv_packet(self)
     self._inpbuf = buf[rem:]
     self._packet = b""
-    _deliver(self, chan, cast(bytes, payload), seq)
+    _taken(self, chan, fields[1], seq)
+    _hand(chan, [memoryview(cast(bytes, payload))[10 : 10 + fields[1]]])
     return True
 
 

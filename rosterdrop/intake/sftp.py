@@ -436,12 +436,28 @@ class _Session(SSHServerStreamSession):
         return data
 
     def data_received(self, data: bytes, datatype) -> None:
+        if datatype is None:
+            self.parts_received((data,))
+        else:
+            self.state.active = time.monotonic()
+            self._give(data, datatype)
+
+    def parts_received(self, parts: Sequence[bytes | memoryview]) -> None:
+        """The channel's data of several data messages, in order: what one socket read
+        brought (asyncssh_patches, for an upload's packets: one call, not one per 32 KiB
+        message), else one message's. What is not taken here goes to asyncssh's stream as
+        the channel would give it: once the stream pauses the channel (its buffer full), the
+        rest waits in the channel's buffer."""
         self.state.active = time.monotonic()
-        if datatype is None and (self.head or self.taking is not None or self._idle()):
-            data = self._take_writes(data)
-            if not data:
+        for n, data in enumerate(parts):
+            if self.head or self.taking is not None or self._idle():
+                data = self._take_writes(data)
+                if not data:
+                    continue
+            elif n and self._chan._recv_paused:  # type: ignore[union-attr]
+                self._chan._recv_buf.extend((bytes(rest), None) for rest in parts[n:])  # type: ignore[union-attr]
                 return
-        self._give(data, datatype)
+            self._give(bytes(data))
 
     def _give(self, data: bytes, datatype=None) -> None:
         """Bytes for asyncssh's stream, and so its SFTP server."""
@@ -464,7 +480,7 @@ class _Session(SSHServerStreamSession):
             and not self.handler.logger.isEnabledFor(logging.DEBUG)
         )
 
-    def _take_writes(self, data: bytes) -> bytes:
+    def _take_writes(self, data: bytes | memoryview) -> bytes | memoryview:
         """Take the write requests for uploads at the start of `data` (`_write_to`), and what
         arrived of the next one; what is left, from the first request not taken on, is for
         asyncssh's server (with the first bytes of that request held here before)."""
