@@ -121,27 +121,3 @@ def served(district):
     sync = import_path(district, SCHOOL_SMALL)
     assert sync.status == "applied"
     return district
-
-
-@pytest.fixture
-def stages(monkeypatch) -> list[str]:
-    """The labels of the stages run from now on (rosterdrop.timing), in any thread."""
-    from rosterdrop import timing
-
-    seen: list[str] = []
-    monkeypatch.setattr(timing, "LISTENERS", [lambda label, seconds, batch: seen.append(label)])
-    return seen
-
-
-@pytest.fixture
-def copied_while_read(db, monkeypatch):
-    """Every first import, however small its files, copies its records while it reads
-    (store.Loader on PostgreSQL, ingest.apply.Copier on SQLite). The reference lookups it
-    leaves to after the sync built at the end, so that the next tests find them as a served
-    district has them (ingest/index_builds.py)."""
-    from rosterdrop.ingest import engine
-    from rosterdrop.roster import store
-
-    monkeypatch.setattr(engine, "LOAD_WHILE_READING_BYTES", 0)
-    yield
-    store.build_missing_lookups()

@@ -6,11 +6,8 @@ them go through staged files (roster/staging.py).
 """
 
 import json
-import queue
-import sqlite3
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, closing
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -81,15 +78,13 @@ def apply_plan(
 ) -> "Applied":
     """Write the plan; what the caller needs of it after (`Applied`). `loaded`: the entities
     whose records a store.Loader copied while the files were read (a first import's)."""
-    if unplanned := loaded.keys() - plan.entities.keys():  # their copies would stay: roll back
-        raise RuntimeError(f"copied while reading but not planned: {sorted(unplanned)}")
     changes: list[tuple[Any, ...]] = []
-    written = {e: ep for e, ep in plan.entities.items() if e not in loaded}
-    bulk = _Bulk.for_plan(written.values(), store.staged_attached(conn))
+    bulk = _Bulk.for_plan(plan)
     if not bulk.part:
         store.cache_for_rewrites(conn)
     applied = Applied()
     columns = store.new_record_columns(district_id, sync_id)
+    written = {e: ep for e, ep in plan.entities.items() if e not in loaded}
     # One thread makes every entity's windows, in the order they are written: the next
     # entity's first staged file is made while this one's last is copied, instead of the
     # database waiting for it at each entity (five entities staged at `huge`).
@@ -139,18 +134,14 @@ class _Bulk:
     part: int
 
     @classmethod
-    def for_plan(cls, written: Iterable[EntityPlan], attached: int) -> "_Bulk":
-        """The smallest part that needs no more than STAGED_FILES files in all for the
-        entities apply writes, `attached` already (a `Copier`'s, whose entities apply does
-        not write: counted, they made the enrollments' parts at `huge` 1.3M rows, not 900k,
-        and the apply the import's peak, 1674 MB against 1186)."""
-        added = [len(ep.added) for ep in written]
+    def for_plan(cls, plan: Plan) -> "_Bulk":
+        """The smallest part that needs no more than STAGED_FILES files in all."""
+        added = [len(ep.added) for ep in plan.entities.values()]
         many = [n for n in added if n >= STAGE_MIN_ROWS]
-        room = STAGED_FILES - attached
-        if not store.stages_new_records() or not many or len(many) > room:
+        if not store.stages_new_records() or not many:
             return cls(part=0)
         part = STAGE_MIN_ROWS
-        while sum(-(-n // part) for n in many) > room:
+        while sum(-(-n // part) for n in many) > STAGED_FILES:
             part += STAGE_MIN_ROWS
         return cls(part=part)
 
@@ -169,149 +160,14 @@ class Window:
 
 
 def _finish_loaded(conn: Cursor, ep: EntityPlan, spill: Spill, loaded: store.Loaded) -> bool:
-    """An entity whose every spilled record is in its table already (store.Loader, `Copier`):
-    the plan of a table that was empty only adds, and of what was spilled, only what it adds
-    stays. Whether the table's statistics were made (store.finish_load)."""
+    """An entity whose every spilled record is in its table already (store.Loader): the plan
+    of a table that was empty only adds, and of what was spilled, only what it adds stays.
+    Whether the table's statistics were made (store.finish_load)."""
     others = len(ep.updated) + len(ep.reactivated) + len(ep.removed) + ep.renamed.height
     if others or spill.spilled != spill.rows or loaded.rows != spill.rows:
         # Not a plan against an empty table: stop, roll back.
         raise RuntimeError(f"the {ep.entity} copied while reading are not what the plan adds")
     return store.finish_load(conn, ep.entity, loaded, ep.added.to_numpy())
-
-
-# The most records of an entity a `Copier` copies: its one staged file is written, then copied;
-# apply's parts of more (5M enrollments at `huge`) are each staged while the one before is
-# copied, and the copy of that many would outlast the read beside it.
-COPY_MAX_ROWS = 1_000_000
-# SQLite's page cache while a `Copier` writes beside the read, whose memory grows to its end:
-# appends in key order come back to few pages, and the transaction's 256 MB filled during the
-# read put the import's peak there (`large`: 688 -> 902 MB).
-COPY_CACHE_KB = 16_000
-
-
-class Copier:
-    """SQLite: a first import's records of an entity copied into its table, in a thread, once
-    the files that fill it are read (reader.Reader.finished), beside the read of the files
-    after them: users, roles and classes while enrollments.csv is read, where PostgreSQL
-    copies every batch as it is spilled (store.Loader). Made for `engine.run`'s transaction
-    (`stack`), which it begins with its first copy: from then to the commit the import holds
-    SQLite's one write lock, where a plain apply takes it after the read.
-
-    Each entity's spill is read a key range at a time, each range sorted by key, and written
-    in that order (to one staged file appended a range at a time, copied with one statement;
-    a few rows as rows): the records take consecutive row IDs in key order, as apply gives
-    them. The plan is not known yet: every spilled record is copied, and `store.finish_load`
-    deletes by ID those the checks across rows refuse (a reference to nothing). An entity
-    whose records repeat an ID (the unique key refuses the second) is rolled back to before
-    its copy and left to apply, as is one whose reference indexes would first be built, one
-    filled by the last file too (nothing read beside it) or one too big (COPY_MAX_ROWS).
-    Everything is in the import's one transaction: a fatal file, a held sync, a dry run, an
-    error anywhere roll it back, copies included. The reading thread uses no database
-    meanwhile (engine.check needs none), nor does the thread once `finish` or `close`
-    returned."""
-
-    def __init__(self, stack: ExitStack, district_id: int, sync_id: int):
-        self._stack, self._district_id, self._sync_id = stack, district_id, sync_id
-        self.cursor: Cursor | None = None  # the import's transaction, once begun
-        self.loaded: dict[str, store.Loaded] = {}
-        self._files = 0  # staged files attached: at most STAGED_FILES with apply's
-        self._queue: queue.Queue[Spill | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._cache = 0  # the transaction's page cache before the copies, given back after
-
-    def __call__(self, spill: Spill, later: frozenset[str]) -> None:
-        """A spill no file to come adds to (`later`: the entities files to come fill)."""
-        if self._error is not None:
-            raise RuntimeError("copying the records failed") from self._error
-        files = int(spill.rows >= STAGE_MIN_ROWS)
-        # Each entity to come may need a staged file of its own.
-        if not later or self._files + files + len(later) > STAGED_FILES:
-            return
-        if not spill.rows or spill.spilled != spill.rows or spill.rows > COPY_MAX_ROWS:
-            return
-        self._files += files
-        if self.cursor is None:
-            self.cursor = self._stack.enter_context(store.bulk_connection())
-            self._stack.callback(self.close)  # before the transaction ends, always
-            self._cache = store.page_cache(self.cursor, -COPY_CACHE_KB)
-            self._thread = threading.Thread(
-                target=self._run, args=(self.cursor.connection,), name="rosterdrop-copy"
-            )
-            self._thread.daemon = True
-            self._thread.start()
-        self._queue.put(spill)
-
-    def _run(self, conn: Any) -> None:
-        with closing(conn.cursor()) as cur:
-            while (spill := self._queue.get()) is not None:
-                if self._error is not None:
-                    continue  # drained: the reader never waits for a thread that stopped
-                try:
-                    self._copy(cur, spill)
-                except BaseException as error:  # raised in the reading thread
-                    self._error = error
-
-    @timed("copy beside the read")
-    def _copy(self, cur: Cursor, spill: Spill) -> None:
-        entity = spill.entity
-        cur.execute("SAVEPOINT rd_copy")
-        try:
-            if not store.lookups_left_to_after(cur, entity, spill.rows):
-                cur.execute("RELEASE rd_copy")
-                return
-            copied: list[np.ndarray] = []
-
-            def in_key_order() -> Iterator[pl.DataFrame]:
-                for table in spill.ranges():
-                    # On this thread: polars' pool is the reading thread's.
-                    frame = cast(pl.DataFrame, pl.from_arrow(table)).sort(KEY, multithreaded=False)
-                    copied.append(frame[ROW].to_numpy())
-                    yield frame
-
-            added: pl.DataFrame | Staged
-            if spill.rows >= STAGE_MIN_ROWS:
-                parts = (store.new_rows(entity, frame) for frame in in_key_order())
-                added = staging.stage_parts(parts, spill.folder)
-            else:
-                added = pl.concat([_no_records(entity), *in_key_order()], how="diagonal")
-            nothing = _no_records(entity)
-            store.write_records(
-                cur, self._district_id, entity, self._sync_id,
-                added=added, changed=nothing, removed=nothing.select(KEY),
-            )  # fmt: skip
-        except sqlite3.IntegrityError:  # an ID repeated: left to apply
-            cur.execute("ROLLBACK TO rd_copy")
-            cur.execute("RELEASE rd_copy")
-            return
-        cur.execute(
-            f"SELECT count(*), MIN(id), MAX(id) FROM {store.table(entity)} WHERE district_id = ?",
-            [self._district_id],
-        )
-        n, low, high = cur.fetchone()
-        if n != spill.rows or high - low + 1 != n:  # the district had none, nobody else writes
-            raise RuntimeError(f"the {entity} copied are not the {spill.rows} spilled")
-        cur.execute("RELEASE rd_copy")
-        self.loaded[entity] = store.Loaded(low, spill.rows, copied, in_copied_order=True)
-
-    def finish(self) -> dict[str, store.Loaded]:
-        """Once every file is read: wait for the last copies; the entities copied."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-        if self._error is not None:
-            raise RuntimeError("copying the records failed") from self._error
-        if self.cursor is not None:
-            store.page_cache(self.cursor, self._cache)
-        return self.loaded
-
-    def close(self) -> None:
-        """Stop the thread (after the copy it is in): before the transaction ends, whatever
-        ends it."""
-        if self._thread is not None and self._thread.is_alive():
-            self._error = self._error or RuntimeError("stopped before the copies finished")
-            self._queue.put(None)
-            self._thread.join()
 
 
 def _apply_entity(

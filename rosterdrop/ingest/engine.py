@@ -24,7 +24,7 @@ from rosterdrop.feed.events import record_events, refresh_statistics, renamed_in
 from rosterdrop.formats import get_format
 from rosterdrop.formats.spec import FormatSpec, Mode
 from rosterdrop.ingest import gaps, memory
-from rosterdrop.ingest.apply import Copier, apply_plan
+from rosterdrop.ingest.apply import apply_plan
 from rosterdrop.ingest.columns import FILE, KEY, LINE, ROW, STATUS
 from rosterdrop.ingest.findings import ERROR, FATAL, WARNING, Failure, Finding, FindingLog
 from rosterdrop.ingest.kept import unreadable, withheld
@@ -133,7 +133,7 @@ def check(
         members = unpack(paths, limits(), log)
         matched = match(members, settings.format, log, settings.account)
         fmt, reason = matched.format, matched.reason
-        for n, (file, member, mode) in enumerate(matched.files):
+        for file, member, mode in matched.files:
             try:
                 reader.read_file(matched.format, file, member, mode)
             except Failure as failure:
@@ -142,9 +142,6 @@ def check(
                 # This file cannot be read on: said, and the other files are read all the
                 # same, so that every problem of the upload is told at once.
                 log.add(failure.finding)
-            if not log.fatal:
-                later = matched.files[n + 1 :]
-                reader.finished(frozenset(o.entity for f, _, _ in later for o in f.outputs))
         check_links(reader.links, log)
     except Failure as failure:
         log.add(failure.finding)
@@ -213,31 +210,23 @@ def run(
         staged, stale, applying, events = None, set[str](), False, 0
         try:
             with contextlib.ExitStack() as transaction:
-                loader: store.Loader | Copier | None = None
-                folder = SpillFolder(work, Fingerprinting(snapshot.frame(keys=False)))
-                copies = _loads_while_reading(paths, snapshot, dry_run)
-                if copies and store.loads_while_reading():
+                loader = None
+                if _loads_while_reading(paths, snapshot, dry_run):
                     # One transaction from before the read to the commit: its records are copied
                     # into their tables while the files are read (store.Loader).
                     conn = transaction.enter_context(store.bulk_connection())
-                    loader = folder.copy = store.Loader(conn, district.pk, sync.pk, ROW)
+                    loader = store.Loader(conn, district.pk, sync.pk, ROW)
                     transaction.callback(loader.close)  # before the transaction ends, always
-                elif copies:
-                    # An entity's records copied once read, beside the files after it: the
-                    # transaction begins with the first copy (apply.Copier).
-                    loader = folder.final = Copier(transaction, district.pk, sync.pk)
                 against = Against(
                     ActiveKeys(lambda: snapshot),
                     snapshot.keys,
-                    folder,  # its fingerprints are dropped once the files are read
+                    # Its fingerprints are dropped once the files are read.
+                    SpillFolder(work, Fingerprinting(snapshot.frame(keys=False)), loader),
                     frozenset(e for e, then in vouched.items() if then == now),
                     lines,
                 )
                 checked = check(paths, settings, against, progress)
                 loaded = loader.finish() if loader is not None else {}
-                if isinstance(loader, Copier):  # its transaction, if a copy began it
-                    conn = loader.cursor
-                    loader = loader if conn is not None else None
                 if checked.fatal:
                     _roll_back(loader)
                     return Outcome("failed", checked, message=_first_fatal(checked))
@@ -305,21 +294,21 @@ def run(
         shutil.rmtree(work, ignore_errors=True)
 
 
-# A first import copies its records while it reads (PostgreSQL: store.Loader, every batch;
-# SQLite: apply.Copier, each entity once read) when its files are at least this big: below, a
-# plain apply after the read costs little.
+# A first import on PostgreSQL copies its records while it reads (store.Loader) when its files
+# are at least this big: below, a plain apply after the read costs little, and writes its
+# records in key order.
 LOAD_WHILE_READING_BYTES = 64 << 20
 
 
 def _loads_while_reading(paths: list[Path], snapshot: hashes.Snapshot, dry_run: bool) -> bool:
-    """Whether an import copies its records while it reads: a real import, into a district
-    with no records yet, files big enough (LOAD_WHILE_READING_BYTES)."""
-    if dry_run or snapshot.ranges:
+    """Whether an import copies its records while it reads: PostgreSQL, a real import, into a
+    district with no records yet, files big enough (LOAD_WHILE_READING_BYTES)."""
+    if dry_run or not store.loads_while_reading() or snapshot.ranges:
         return False
     return sum(path.stat().st_size for path in paths) >= LOAD_WHILE_READING_BYTES
 
 
-def _roll_back(loader: store.Loader | Copier | None) -> None:
+def _roll_back(loader: store.Loader | None) -> None:
     """What a Loader copied goes: the import's transaction rolls back as it closes (it wrote
     nothing else yet)."""
     if loader is not None:

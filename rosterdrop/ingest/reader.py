@@ -103,7 +103,6 @@ class Reader:
         self.spills: dict[str, Spill] = {}
         self.links = LinkValues()
         self.files: list[FileRead] = []
-        self._handed: set[str] = set()  # the spills handed to the spill folder's `final`
 
     @timed("read_file")
     def read_file(self, fmt: FormatSpec, file: FileSpec, member: Member, mode: Mode) -> None:
@@ -308,16 +307,6 @@ class Reader:
         assert self.lines is not None
         layout = self.lines.layout(file.name, table.header, table.delimiter, encoding)
         return layout, None if member.package else self.lines.digests.get(member.name)
-
-    def finished(self, later: frozenset[str]) -> None:
-        """Once a file is read: the spills of the entities no file to come fills (`later`:
-        those some do) closed, and handed to the spill folder's `final`, once each."""
-        final = self.spill.final if self.spill is not None else None
-        for entity, spill in self.spills.items():
-            if final is not None and entity not in later and entity not in self._handed:
-                self._handed.add(entity)
-                spill.close()
-                final(spill, later)
 
     def close(self) -> None:
         """Close the spills: their record data stays on disk for the plan and apply."""

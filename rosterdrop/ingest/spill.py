@@ -113,9 +113,6 @@ class SpillFolder:
     # Also handed every batch spilled (entity, KEY, fields, metadata, HASH, ROW): a first
     # import's records copied into the roster while the files are read (store.Loader).
     copy: Callable[[str, pl.DataFrame], None] | None = None
-    # Also handed each entity's spill once no file still to read fills it, with the entities
-    # those files fill: a first import's records copied beside the read (apply.Copier).
-    final: Callable[["Spill", frozenset[str]], None] | None = None
 
     def open(self, entity: str) -> "Spill":
         """The entity's spill, handed its fingerprints (they go when it is closed)."""

@@ -14,7 +14,6 @@ ever opens it, and the driver never opens the main database.
 
 import os
 import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,28 +36,19 @@ class Staged:
     columns: tuple[str, ...]
 
 
+@timed("db staged (thread)", batch=True)
 def stage(frame: pl.DataFrame, folder: Path) -> Staged:
     """Write `frame` to a new staged file in `folder` (text and integer columns)."""
-    return stage_parts([frame], folder)
-
-
-@timed("db staged (thread)", batch=True)
-def stage_parts(parts: Iterable[pl.DataFrame], folder: Path) -> Staged:
-    """Write frames of the same columns to one new staged file in `folder`, one after the
-    other, in their order: one file for many rows, with only one part in memory at a time."""
     fd, name = tempfile.mkstemp(dir=folder, prefix="staged-", suffix=".sqlite3")
     os.close(fd)
-    rows, columns = 0, tuple[str, ...]()
     try:
         with adbc.connect(name, autocommit=True) as db, db.cursor() as cur:
             # A scratch file: no journal, no syncs; it is deleted with the import's folder.
             cur.execute("PRAGMA journal_mode = OFF")
             cur.fetchall()
             cur.execute("PRAGMA synchronous = OFF")
-            for frame in parts:
-                cur.adbc_ingest(TABLE, frame.to_arrow(), mode="append" if columns else "create")
-                rows, columns = rows + frame.height, tuple(frame.columns)
+            cur.adbc_ingest(TABLE, frame.to_arrow(), mode="create")
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-    return Staged(Path(name), rows, columns)
+    return Staged(Path(name), frame.height, tuple(frame.columns))

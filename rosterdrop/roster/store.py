@@ -85,23 +85,16 @@ def bulk_connection() -> Iterator[Cursor]:
             # Pages stay in memory between reading a changed record's old data and updating
             # it (measured: old data 5.0 s -> 1.6 s for 1% of 5M enrollments). Given back after
             # the transaction: the connection would otherwise keep 256 MB it no longer needs.
-            default = page_cache(wrapper.cursor, -256000)
+            wrapper.execute("PRAGMA cache_size")
+            (default,) = wrapper.fetchone()
+            wrapper.execute("PRAGMA cache_size = -256000")
             try:
                 yield wrapper.cursor
             finally:
-                page_cache(wrapper.cursor, default)
+                wrapper.execute(f"PRAGMA cache_size = {int(default)}")
     finally:
         if not connection.in_atomic_block:
             _detach_staged()
-
-
-def staged_attached(cur: Cursor) -> int:
-    """How many staged files the transaction has attached (SQLite: no more than 10 at once,
-    and each stays attached to its end)."""
-    if _is_postgres():
-        return 0
-    cur.execute("PRAGMA database_list")
-    return sum(name.startswith(staging.ALIAS) for _, name, _ in cur.fetchall())
 
 
 def _detach_staged() -> None:
@@ -114,15 +107,6 @@ def _detach_staged() -> None:
                 cur.execute(f"DETACH DATABASE {name}")
                 with suppress(FileNotFoundError):
                     Path(path).unlink()
-
-
-def page_cache(cur: Cursor, size: int) -> int:
-    """SQLite: the connection's page cache set to `size` (as PRAGMA cache_size takes it:
-    negative, in KB); what it was."""
-    cur.execute("PRAGMA cache_size")
-    (was,) = cur.fetchone()
-    cur.execute(f"PRAGMA cache_size = {int(size)}")
-    return int(was)
 
 
 # SQLite's page cache while an apply rewrites records where they are (no staged files: a
@@ -567,40 +551,18 @@ def lookups_built_after(cur: Cursor, entity: str, adding: int, district_id: int)
     lookups: list[Any] = list(LOOKUP_INDEXES.get(entity, []))
     deferred = [*model._meta.indexes, *model._meta.constraints] if postgres else lookups
     after = {index.name for index in lookups}  # built after the sync
-    if (
-        deferred
-        and _outnumbers(cur, entity, adding)
-        and (not postgres or take_table(cur, table(entity), district_id))
-    ):
-        _drop(cur, entity, deferred)
-        yield postgres
-        if postgres:
-            _build_in_transaction(cur, entity, [i for i in deferred if i.name not in after])
-        return
+    if deferred and adding >= DEFER_LOOKUPS_MIN:
+        cur.execute(f"SELECT MAX(id) FROM {table(entity)}")  # the rowid, or the primary key
+        held = cur.fetchone()[0] or 0
+        if adding > held and (not postgres or take_table(cur, table(entity), district_id)):
+            _drop(cur, entity, deferred)
+            yield postgres
+            if postgres:
+                _build_in_transaction(cur, entity, [i for i in deferred if i.name not in after])
+            return
     if not postgres and (missing := _missing(cur, entity)):
         _build(cur, entity, missing)
     yield False
-
-
-def _outnumbers(cur: Cursor, entity: str, adding: int) -> bool:
-    """Whether `adding` records are at least DEFER_LOOKUPS_MIN and outnumber the table's."""
-    if adding < DEFER_LOOKUPS_MIN:
-        return False
-    cur.execute(f"SELECT MAX(id) FROM {table(entity)}")  # the rowid, or the primary key
-    return adding > (cur.fetchone()[0] or 0)
-
-
-def lookups_left_to_after(cur: Cursor, entity: str, adding: int) -> bool:
-    """SQLite, before a first import's `adding` records of an entity are written beside its
-    read (ingest/apply.py `Copier`, in a thread that builds no index): their reference indexes
-    dropped where `lookups_built_after` drops them, to be built after the sync. Whether the
-    records may be written now: False where that would first build missing ones (a build
-    after an earlier sync that did not run), left to apply."""
-    lookups: list[Any] = list(LOOKUP_INDEXES.get(entity, []))
-    if lookups and _outnumbers(cur, entity, adding):
-        _drop(cur, entity, lookups)
-        return True
-    return not _missing(cur, entity)
 
 
 def _drop(cur: Cursor, entity: str, indexes: list[Any]) -> None:
@@ -844,19 +806,12 @@ class Loaded:
     first_id: int
     rows: int = 0
     copied: list[np.ndarray] = field(default_factory=list)
-    # SQLite's (ingest/apply.py `Copier`): the records took consecutive IDs in the order they
-    # were copied, key order, not their batch's own row numbers.
-    in_copied_order: bool = False
 
     def ids(self, rows: np.ndarray) -> np.ndarray:
         """The row IDs of the records with these row numbers."""
         place = np.arange(self.rows, dtype=np.int64)
-        if self.in_copied_order:
-            order = np.concatenate([np.zeros(0, dtype=np.int64), *self.copied])
-            place[order] = np.arange(len(order))
-        else:
-            for numbers in self.copied:
-                place[numbers] = np.sort(numbers)
+        for numbers in self.copied:
+            place[numbers] = np.sort(numbers)
         ids: np.ndarray = place[rows] + self.first_id
         return ids
 
@@ -983,18 +938,15 @@ class _Stopped(Exception):
 
 
 def loads_while_reading() -> bool:
-    """Whether a first import copies its records while its files are read batch by batch
-    as they are spilled (`Loader`, PostgreSQL), not an entity at a time once read
-    (ingest/apply.py `Copier`, SQLite)."""
+    """Whether a first import's records are copied while its files are read (`Loader`)."""
     return _is_postgres()
 
 
 @timed("finish load")
 def finish_load(cur: Cursor, entity: str, loaded: Loaded, added: Any) -> bool:
-    """After a Loader (or on SQLite ingest/apply.py's `Copier`) copied an entity's records:
-    delete those the plan does not add (`added`: the row numbers it adds), then, on
-    PostgreSQL, build the indexes the sync builds (the unique key and the reading ones; the
-    lookups are built after it). The table's statistics are made there, as
+    """After a Loader copied an entity's records: delete those the plan does not add (`added`:
+    the row numbers it adds), then build the indexes the sync builds (the unique key and the
+    reading ones; the lookups are built after it). The table's statistics are made there, as
     `lookups_built_after` makes them, when at least DEFER_LOOKUPS_MIN records were added;
     otherwise after the commit by `refresh_statistics`, as for any apply (a small table's
     statistics changed the plans of the gaps counted after the sync: `users_in_no_school`'s
@@ -1004,13 +956,12 @@ def finish_load(cur: Cursor, entity: str, loaded: Loaded, added: Any) -> bool:
     # while the server waits for the DELETE and the builds after it).
     kept = np.zeros(loaded.rows, dtype=bool)
     kept[np.asarray(added, dtype=np.int64)] = True
-    refused = loaded.ids(np.flatnonzero(~kept)).tolist()
-    if not _is_postgres():
-        # Only the lookups were dropped (by the Copier): built after the sync.
-        cur.executemany(f"DELETE FROM {table(entity)} WHERE id = ?", [(i,) for i in refused])
-        return False
-    if refused:
-        cur.execute(f"DELETE FROM {table(entity)} WHERE id = ANY(%s)", [refused])
+    refused = np.flatnonzero(~kept)
+    if len(refused):
+        cur.execute(
+            f"DELETE FROM {table(entity)} WHERE id = ANY(%s)",
+            [loaded.ids(refused).tolist()],
+        )
     model, after = MODELS[entity], {index.name for index in LOOKUP_INDEXES.get(entity, [])}
     deferred = [*model._meta.indexes, *model._meta.constraints]
     analyze = len(added) >= DEFER_LOOKUPS_MIN
