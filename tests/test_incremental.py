@@ -11,6 +11,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.ipc
 import pytest
@@ -22,10 +23,14 @@ from hypothesis import strategies as st
 
 from rosterdrop import formats
 from rosterdrop.districts.models import District
+from rosterdrop.formats.spec import Mode
 from rosterdrop.ingest import decode, index_builds, keys, line_builds, lines
 from rosterdrop.ingest import read as read_module
 from rosterdrop.ingest.columns import HASH, KEYHASH, LINE
+from rosterdrop.ingest.findings import FindingLog
+from rosterdrop.ingest.reader import _hashes
 from rosterdrop.ingest.syncs import import_path
+from rosterdrop.ingest.validate import RowChecker
 from rosterdrop.roster import store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -801,3 +806,19 @@ def test_kept_lines_are_written_in_batches_of_keep_rows(district, school, read, 
     read.clear()
     assert import_path(district, school).status == "no_changes"
     assert read["enrollments.csv"] == 0
+
+
+def test_rows_saying_a_status_are_counted_in_batches_whose_lines_were_not_hashed():
+    """The build after a sync stamps how many of a bulk file's rows said a status
+    (lines.Checked.with_status), which a later read taking the file whole reports as a full
+    read does ("bulk_status_present"). A batch whose lines were not hashed (a piece the csv
+    module read, a file with a unique column) counts its rows too, not none."""
+    users = formats.get_format("oneroster-1.1").file("users.csv")
+    assert users is not None and users.status_column
+    header = [users.status_column, "sourcedId"]
+    checker = RowChecker(users, header, Mode.BULK, FindingLog())
+    status = ["active", "", "tobedeleted"]
+    batch = pl.DataFrame({users.status_column: status, "sourcedId": list("abc")})
+    same, hashes, sent = _hashes(checker, batch)
+    assert hashes is None and same.columns == batch.columns
+    assert sent is not None and sent.to_list() == [True, False, True]

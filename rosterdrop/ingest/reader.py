@@ -534,11 +534,10 @@ def _hashes(
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.Series | None]:
     """A batch without its lines' hashes, the hashes (None: its lines were not hashed) and
     which rows say a status (None: the file has no status column), which a bulk file counts."""
-    if LINEHASH not in batch.columns:
-        return batch, None, None
-    hashes = batch.select(LINEHASH, LINECHECK)
     sent = batch[checker.status_column] != "" if checker.status_column else None
-    return batch.drop(LINEHASH, LINECHECK), hashes, sent
+    if LINEHASH not in batch.columns:
+        return batch, None, sent
+    return batch.drop(LINEHASH, LINECHECK), batch.select(LINEHASH, LINECHECK), sent
 
 
 def _with_natural_key(output: Output, mapped: pl.DataFrame) -> pl.DataFrame:
