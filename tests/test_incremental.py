@@ -5,7 +5,6 @@ plan and roster as a full read of the same files."""
 import codecs
 import csv
 import dataclasses
-import hashlib
 import io
 import shutil
 from collections import Counter
@@ -179,8 +178,9 @@ def test_a_file_feeding_several_entities_sent_again_as_it_was_is_taken_whole(
 
 def test_a_line_whose_records_the_roster_does_not_all_hold_is_read(district, school, read):
     """users.csv read line by line (lines.CheckedLines): a line found among its last checked
-    records whose user the roster holds as it is but not its role (changed by a sync since,
-    whose own records were not kept: a row refused) is read anew, not taken."""
+    records whose user the roster holds as it is but not its role (changed by a sync since
+    whose build has not run yet: its records not kept) is read anew, not taken; a line whose
+    records the roster kept as they were (a row of that sync refused) is taken."""
     users = school / "users.csv"
     base = _lines(users)
     import_path(district, school)
@@ -193,7 +193,6 @@ def test_a_line_whose_records_the_roster_does_not_all_hold_is_read(district, sch
     read.clear()
     changed = import_path(district, school)
     assert changed.status == "applied_with_errors" and read["users.csv"] == 2
-    index_builds.build(district)  # a row refused: nothing kept of this file
     users.write_bytes(b"".join(base))
     read.clear()
     assert import_path(district, school).status == "applied"
@@ -203,30 +202,44 @@ def test_a_line_whose_records_the_roster_does_not_all_hold_is_read(district, sch
     assert _dump(district) == _dump(full)
 
 
-def test_a_file_feeding_several_entities_with_a_finding_is_not_kept(district, school, read):
-    """A row of users.csv the checks tell about (a value normalised, a row refused): its
-    checked records are not kept, and the rows told about are read every time, telling them
-    (the others found among the records the first import's file left: lines.CheckedLines)."""
+def test_a_file_feeding_several_entities_keeps_the_lines_its_checks_told_nothing_about(
+    district, school, read
+):
+    """A real export's users.csv gets a few rows wrong every night: a boolean and a role in
+    another letter case (told, and taken as read), a user with no school (refused, its records
+    kept as they were). The build after the sync keeps the checked records and lines of every
+    other row (lines.Checked.told), so the next night's file, one line changed, reads that line
+    and the rows told about, telling them again, not the whole file; the same bytes again are
+    not taken whole (the rows told about would not be told) but read line by line. Status,
+    issues and roster as a full read's, each night."""
     users = school / "users.csv"
     rows = _lines(users)
     rows[3] = rows[3].replace(b",true,", b",TRUE,", 1)
-    cells = rows[5].split(b",")
-    cells[4] = b""  # no orgSourcedIds: refused, its user and roles kept as they were
-    rows[5] = b",".join(cells)
-    import_path(district, school)
+    rows[5] = rows[5].replace(b",student,", b",Student,", 1)
+    _set_cells(rows, 7, {4: ""})
     users.write_bytes(b"".join(rows))
+    full = District.objects.create(slug="full", name="full", format="oneroster-1.1")
     first = import_path(district, school)
     codes = {i[1] for i in _issues(first) if i[2] == "users.csv"}
-    assert {"boolean_normalised", "required_missing"} <= codes
+    assert {"boolean_normalised", "enum_normalised", "required_missing"} <= codes
+    import_path(full, school)
     index_builds.build(district)
-    sent = hashlib.sha256(users.read_bytes()).hexdigest()
-    stamps = [lines.Checked.read(path) for path in _kept_paths(district, "*.checked")]
-    assert all(stamp is not None and stamp.digest != sent for stamp in stamps)
-    _manifest_in_other_bytes(school)
-    read.clear()
-    again = import_path(district, school)
-    assert read["users.csv"] == 2
-    assert _issues(again) == _issues(first)
+    [stamp] = [lines.Checked.read(path) for path in _kept_paths(district, "*.checked")]
+    assert stamp is not None and stamp.told == 3 and stamp.rows == len(rows) - 1
+    rows[10] = rows[10].replace(b",,,,", b",,555-0100,,", 1)
+    users.write_bytes(b"".join(rows))
+    for night, expected in enumerate((4, 3)):  # the line changed and the three told about
+        if night:
+            index_builds.build(district)
+            _manifest_in_other_bytes(school)
+        read.clear()
+        a = import_path(district, school)
+        assert read["users.csv"] == expected
+        _read_in_full(full)
+        b = import_path(full, school)
+        assert (a.status, a.changes, a.files) == (b.status, b.changes, b.files)
+        assert _issues(a) == _issues(b)
+        assert _dump(district) == _dump(full)
 
 
 def test_a_row_refused_under_a_new_rule_is_refused_again(district, school, monkeypatch):
@@ -649,6 +662,17 @@ def users_given(monkeypatch) -> dict[str, list]:
     whole=("enrollments.csv", ""),
     earlier=[("role", 3, "teacher"), ("schools", 5, SECOND)],
     told=50,
+    built=False,
+    warned=None,
+)
+@example(  # the earlier copy's lines kept but the one refused; a row told about, then taken
+    edits=[],
+    users=[("role", 8, "teacher")],
+    whole=("enrollments.csv", ""),
+    earlier=[("role", 3, "teacher")],
+    told=50,
+    built=True,
+    warned=20,
 )
 @given(
     edits=st.lists(st.tuples(st.sampled_from(FILES), EDITS), max_size=8),
@@ -656,9 +680,11 @@ def users_given(monkeypatch) -> dict[str, list]:
     whole=st.tuples(st.sampled_from(FILES), WHOLE),
     earlier=st.lists(USER_EDITS, min_size=1, max_size=3),
     told=ROW,
+    built=st.booleans(),
+    warned=st.none() | ROW,
 )
 def test_an_incremental_read_finds_what_a_full_read_finds(
-    pair, users_given, school, tmp_path, edits, users, whole, earlier, told
+    pair, users_given, school, tmp_path, edits, users, whole, earlier, told, built, warned
 ):
     """Both districts import the same mutated copy, one after the other (each roster moves on
     with it), then again in other bytes, twice: the same status, counts, issues and roster,
@@ -672,11 +698,13 @@ def test_an_incremental_read_finds_what_a_full_read_finds(
     checked records (lines.Checked) is taken whole where the roster holds them all, and read
     line by line otherwise (lines.CheckedLines), a line taken where the roster holds all its
     records: an `earlier` copy of users.csv with its own edits is imported first, a row of it
-    `told` about (refused), so that its records are not kept: the lines found are then those
-    of the base's records, against a roster that copy changed (a role, a school). The
-    records of users.csv given to the checks across rows are the full read's, in order. A
-    rule of the format changed, or the encoding setting, and the incremental one reads in
-    full."""
+    `told` about (refused). Its build `built` keeps the records and lines of its other rows,
+    which the next read finds; not built (its queue behind), the lines found are those of the
+    base's records, against a roster that copy changed (a role, a school). A row of the copy
+    sent may be `warned` about (a role in another letter case: told, and applied): its line is
+    not kept by the builds after, and read (and told) each time. The records of users.csv
+    given to the checks across rows are the full read's, in order. A rule of the format
+    changed, or the encoding setting, and the incremental one reads in full."""
     incremental, full = pair
     before = tmp_path / "before"
     shutil.rmtree(before, ignore_errors=True)
@@ -686,7 +714,7 @@ def test_an_incremental_read_finds_what_a_full_read_finds(
         _edit(rows, edit)
     _set_cells(rows, 1 + told % (len(rows) - 1), {5: "nurse"})
     (before / "users.csv").write_bytes(b"".join(rows))
-    _both_import(pair, before, users_given)
+    _both_import(pair, before, users_given, built)
     sent = tmp_path / "sent"
     shutil.rmtree(sent, ignore_errors=True)
     shutil.copytree(school, sent)
@@ -694,6 +722,10 @@ def test_an_incremental_read_finds_what_a_full_read_finds(
         lines = _lines(sent / file)
         _edit(lines, edit)
         (sent / file).write_bytes(b"".join(lines))
+    if warned is not None:
+        rows = _lines(sent / "users.csv")
+        _set_cells(rows, 1 + warned % (len(rows) - 1), {5: "Student"})
+        (sent / "users.csv").write_bytes(b"".join(rows))
     file, how = whole
     with pytest.MonkeyPatch.context() as patch:
         if how == "encoding setting":
@@ -715,17 +747,20 @@ def test_an_incremental_read_finds_what_a_full_read_finds(
             _both_import(pair, sent, users_given)
 
 
-def _both_import(pair: list[District], sent: Path, given: dict[str, list]) -> None:
+def _both_import(
+    pair: list[District], sent: Path, given: dict[str, list], built: bool = True
+) -> None:
     """The incremental district imports `sent` (its lines kept after the sync, as serve and
-    the workers do), then the full one reading every row checked: the same status, counts,
-    issues, roster, and records of users.csv given to the checks across rows."""
+    the workers do, if `built`), then the full one reading every row checked: the same status,
+    counts, issues, roster, and records of users.csv given to the checks across rows."""
     incremental, full = pair
     given.clear()
     a = import_path(incremental, sent)
     theirs = dict(given)
     # What a read did not keep (another encoding setting: every row checked) is kept after
     # its sync, in the build of its search index, for the read in other bytes.
-    index_builds.build(incremental)
+    if built:
+        index_builds.build(incremental)
     _read_in_full(full)
     given.clear()
     b = import_path(full, sent)

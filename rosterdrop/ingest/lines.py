@@ -24,9 +24,11 @@ A file feeding several entities (users.csv: users, roles, agents) is not vouched
 lines are not kept; the build after a sync keeps its records once checked instead, if the
 checks found nothing (`Checked`), and the same bytes sent again, every record held by the
 roster as it is, are taken whole too. Where its rows are checked each alone (no unique
-column) its lines' hashes are kept with them, and other bytes in the same layout and mode
-are read line by line (`CheckedLines`): a line found there whose records, all of them, the
-roster holds as they are is taken as those records.
+column) its lines' hashes are kept with them, those of the rows the checks told about left
+out (with their records: such a line is read and told again), and other bytes in the same
+layout and mode, or the same with a row told about, are read line by line (`CheckedLines`): a
+line found there whose records, all of them, the roster holds as they are is taken as those
+records.
 
 A line's bytes are not all its meaning. What else decides it, and what this does about it:
 
@@ -179,9 +181,10 @@ class Checked:
     """The stamp of a file feeding several entities (users.csv: users, their roles, their
     agents) kept as its checked records: for each output, its records (`outputs`: how many,
     `Layout.output`) as a full read of the file whose sha256 is `digest`, in that layout and
-    `mode`, keeps them once its rows are checked, in line order; those checks found nothing
-    in its `rows` rows (no issue, no row skipped, every row active), `with_status` of which
-    said a status (a bulk file counts them: validate.RowChecker).
+    `mode`, keeps them once its rows are checked, in line order; of its `rows` rows,
+    `with_status` said a status (a bulk file counts them: validate.RowChecker), and `told`
+    were told about by those checks (a finding, a row skipped, or not active: their records
+    are not kept, nor their lines, `CheckedLines`).
 
     Such a file is not vouched for record by record (ingest/vouched.py): a row's values reach
     several records, and a value checked as a whole (a user's list of schools, required)
@@ -189,9 +192,10 @@ class Checked:
     values and the layout (rosterdrop, the district's settings and format spec, the file's
     name, header, delimiter and encoding), and a file's checks across its own rows (unique
     values, row rules) on its bytes: the same bytes in the same layout and mode are checked
-    the same. A file sent again byte for byte whose records the roster all holds as they are
-    is taken whole (`LineFiles.checked`): what a full read would check, map and keep, none
-    spilled. Kept by the build after a sync (`LineFiles.checked_anew`), never on a read's path.
+    the same. A file sent again byte for byte, none of its rows told about, whose records the
+    roster all holds as they are is taken whole (`LineFiles.checked`): what a full read would
+    check, map and keep, none spilled. Kept by the build after a sync
+    (`LineFiles.checked_anew`), never on a read's path.
     """
 
     digest: str
@@ -199,6 +203,7 @@ class Checked:
     rows: int
     with_status: int
     outputs: tuple[int, ...]
+    told: int = 0
 
     @classmethod
     def read(cls, path: Path) -> "Checked | None":
@@ -211,6 +216,7 @@ class Checked:
                 int(found["rows"]),
                 int(found["with_status"]),
                 outputs,
+                int(found.get("told", 0)),  # a stamp kept before: only with none told
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -233,6 +239,7 @@ class CheckedRecords:
     # Its lines' hashes kept too (`CheckedLines`): a file whose rows are checked each alone.
     by_line: bool = False
     with_status: int = 0
+    told: int = 0
     _writers: list["_Records"] = field(default_factory=list)
     _lines: "_KeptStream | None" = None
 
@@ -246,33 +253,39 @@ class CheckedRecords:
             self._lines = _KeptStream(path, self.layout)
 
     def keep(
-        self, mapped: Sequence[pl.DataFrame], with_status: int, lines: pl.DataFrame | None
+        self,
+        mapped: Sequence[pl.DataFrame],
+        with_status: int,
+        lines: pl.DataFrame | None,
+        told: int = 0,
     ) -> None:
         """A checked batch's records, one frame per output (mapping.map_batch), how many
-        of its rows said a status, and its lines' hashes (LINE, LINEHASH, LINECHECK,
-        SENT_STATUS; None: not hashed, a piece the csv module read)."""
+        of its rows said a status, its lines' hashes (LINE, LINEHASH, LINECHECK,
+        SENT_STATUS; None: not hashed, a piece the csv module read), and how many of its rows
+        were told about (their records and lines left out)."""
         self.with_status += with_status
+        self.told += told
         for writer, frame in zip(self._writers, mapped, strict=True):
             writer.keep(frame)
         if self._lines is not None and lines is not None:
             self._lines.add(lines)
 
     def close(self, rows: int, encoding: str, issues: Sequence[object]) -> None:
-        """Every row read and checked without a finding: the records are stamped, if the
-        file was read in the encoding its first chunk said, without an issue of its own."""
+        """Every row read and checked: the records are stamped, if the file was read in the
+        encoding its first chunk said, without an issue of its own."""
         counts = tuple(writer.stream.close() for writer in self._writers)
         if self._lines is not None:
             self._lines.close()
         if issues or encoding != self.layout.encoding or not rows:
             self.discard()
             return
-        Checked(self.digest, self.mode, rows, self.with_status, counts).write(
+        Checked(self.digest, self.mode, rows, self.with_status, counts, self.told).write(
             self.folder / self.layout.checked(self.digest)
         )
 
     def discard(self) -> None:
-        """A row was refused, fixed or told about (or the file not read to its end): nothing
-        of it is kept; the next read is a full one."""
+        """A row told about where rows are not checked each alone (or the file not read to
+        its end): nothing of it is kept; the next read is a full one."""
         for writer in self._writers:
             writer.stream.discard()
         if self._lines is not None:
@@ -676,14 +689,15 @@ class LineFiles:
     ) -> tuple[Checked, list[pl.DataFrame]] | None:
         """A file feeding several entities (one `spills` each, in its outputs' order) taken
         whole as its checked records (`Checked`): sent again byte for byte (`digest`) in the
-        same layout and mode, and every record of every output held by the roster as it is.
-        Its kept files are linked into this read's staged folder, as they are, for the next
-        read. None: it is read in full. Not with shared storage."""
+        same layout and mode, none of its rows told about by the build's checks, and every
+        record of every output held by the roster as it is. Its kept files are linked into
+        this read's staged folder, as they are, for the next read. None: it is read in full
+        (line by line, `checked_lines`, where it can be). Not with shared storage."""
         if digest is None or storage.shared() is not None:
             return None
         folder = settings.DATA_DIR / _folder(self.district_id, self.token)
         stamp = Checked.read(folder / layout.checked(digest))
-        if stamp is None or (stamp.digest, stamp.mode) != (digest, mode):
+        if stamp is None or (stamp.digest, stamp.mode) != (digest, mode) or stamp.told:
             return None
         if len(stamp.outputs) != len(spills):
             return None

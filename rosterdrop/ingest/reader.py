@@ -193,9 +193,11 @@ class Reader:
     def _keep_checked(
         self, file: FileSpec, table: Table, decoded: Decoded, member: Member, mode: Mode
     ) -> None:
-        """Keep a file's checked records for the next read (lines.Checked) if its rows are all
-        checked without a finding (on a log of their own: this is not the sync's read), none
-        skipped nor tobedeleted; nothing otherwise."""
+        """Keep a file's checked records for the next read (lines.Checked) as its rows are
+        checked (on a log of their own: this is not the sync's read). Rows checked each alone
+        (`_by_line`): the records and lines of those the checks told nothing about, active, are
+        kept, the others read (and told) again by the next read (lines.CheckedLines), which
+        takes the file whole only if every row was such. Else: kept only if every row was."""
         assert self.lines is not None
         layout, digest = self._layout(file, table, decoded.encoding, member)
         entities = [output.entity for output in file.outputs]
@@ -204,23 +206,26 @@ class Reader:
         if records is None:
             return
         table.hash_lines = by_line
-        told = FindingLog()
-        checker = RowChecker(file, table.header, mode, told)
+        checker = RowChecker(file, table.header, mode, FindingLog())
         extras = extra_columns(file, table.header)
         try:
             for batch in frames(table):
                 batch, hashes, sent_status = _hashes(checker, batch)
                 with_status = 0 if sent_status is None else int(sent_status.sum())
                 checked = checker.check(batch)
-                if told.findings or checker.skipped or (checked[STATUS] != "active").any():
+                told = checker.told_lines().cast(checked[LINE].dtype).implode()
+                clean = checked.filter((pl.col(STATUS) == "active") & ~pl.col(LINE).is_in(told))
+                if clean.height < batch.height and not by_line:
                     records.discard()
                     return
-                mapped = [map_batch(file, output, checked, extras) for output in file.outputs]
+                mapped = [map_batch(file, output, clean, extras) for output in file.outputs]
                 lines = None
                 if hashes is not None:
                     sent = pl.lit(False) if sent_status is None else sent_status
                     lines = hashes.with_columns(batch[LINE], sent.alias(SENT_STATUS))
-                records.keep(mapped, with_status, lines)
+                    if clean.height < batch.height:
+                        lines = lines.filter(pl.col(LINE).is_in(clean[LINE].implode()))
+                records.keep(mapped, with_status, lines, batch.height - clean.height)
         except BaseException:
             records.discard()
             raise

@@ -563,6 +563,10 @@ class RowChecker:
         self.status_column = file.status_column if file.status_column in header else ""
         self._bulk_status_rows = 0
         self._seen: dict[str, pl.DataFrame] = {}
+        # The lines of the rows told about since `told_lines` was last asked (a finding each,
+        # however many a kind's samples show): what a build keeping a file's checked lines
+        # leaves out, to be read, and told, again (lines.CheckedLines).
+        self._told: list[pl.Series] = []
 
     @timed("validate", batch=True)
     def check(self, frame: pl.DataFrame) -> pl.DataFrame:
@@ -802,6 +806,7 @@ class RowChecker:
             dupes = rows.join(first, on="_v").filter(pl.col(LINE) != pl.col("_f"))
             self._seen[name] = both.unique("_v", keep="first", maintain_order=True)
             mask = frame[LINE].is_in(dupes[LINE].implode())
+            self._told.append(dupes[LINE])
             for value, line, first_line in dupes.head(SAMPLES).iter_rows():
                 self.log.add(
                     Finding(
@@ -819,6 +824,12 @@ class RowChecker:
                 )
             repeated = repeated | mask
         return repeated
+
+    def told_lines(self) -> pl.Series:
+        """The lines of the rows told about (a finding each) since this was last asked."""
+        told = pl.concat(self._told) if self._told else pl.Series(LINE, [], dtype=pl.UInt32)
+        self._told = []
+        return told
 
     def finish(self) -> None:
         """File-level findings, once the last batch is checked."""
@@ -877,6 +888,7 @@ class RowChecker:
         total = int(mask.sum())
         if not total:
             return
+        self._told.append(frame[LINE].filter(mask))
         label = label or column
         detail = pl.lit("") if detail is None else detail
         sample = frame.filter(mask).head(SAMPLES).select(LINE, column, detail.alias("_detail"))
