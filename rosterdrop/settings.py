@@ -69,11 +69,15 @@ TEMPLATES = [
 ]
 WSGI_APPLICATION = "rosterdrop.wsgi.application"
 
+SQLITE_WRITE_WAIT_SECONDS = 600
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the web pages read while an import writes; the timeout waits out short locks.
+    # WAL lets the web pages read while an import writes. SQLite has one writer, and an import
+    # holds its lock from its apply to its commit: a minute or more for a large district. Every
+    # other write (a received file, a login's audit row, a console form) waits it out rather
+    # than fail, for up to SQLITE_WRITE_WAIT_SECONDS.
     DATABASES["default"]["OPTIONS"] = {
-        "timeout": 30,
+        "timeout": SQLITE_WRITE_WAIT_SECONDS,
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }

@@ -251,7 +251,7 @@ def test_ban_and_allow_list_shared_with_sftp(make_server):  # item 12 across pro
     assert ban["ban_count"] == 1 and server.audit("ban")
     with pytest.raises((EOFError, OSError)):
         ftp(server)  # the right password, from a banned address
-    assert server.audit("login_refused")
+    server.wait_for(lambda: server.audit("login_refused"), what="the refusal audited")
     assert server.openssh("ls\n", check=False).returncode != 0  # SFTP honours the same ban
 
 

@@ -6,13 +6,15 @@ import hashlib
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
+import threading
 import time
 
 import asyncssh
 import pytest
 from asyncssh.packet import Byte, String, UInt32, UInt64
-from sftp_fixtures import DISTRICT_LARGE, PASSWORD, SCHOOL_SMALL, assert_zip_imported
+from sftp_fixtures import DISTRICT_LARGE, ORGS, PASSWORD, SCHOOL_SMALL, assert_zip_imported
 
 pytestmark = pytest.mark.slow
 
@@ -271,3 +273,38 @@ def test_an_upload_is_one_file_in_its_folder_and_its_inbox(server):
     kept = [u for u in server.uploads() if u["filename"] == "orgs.csv"]
     assert [u["sha256"] for u in kept] == [hashlib.sha256(data).hexdigest()] * 2
     assert (server.root() / "planted.csv").exists()  # refused, not deleted
+
+
+def test_districts_log_in_and_upload_while_an_import_holds_the_write_lock(server):
+    """On SQLite an import holds the one write lock from its apply to its commit, a minute or
+    more for a large district. Meanwhile one district uploads (its login's audit row and its
+    upload wait for the lock) and another only lists its folder: that one must not wait
+    behind the first one's writes (the reads and the writes each have a thread of their own,
+    intake/writer.py), and the first one's file is kept once the import commits."""
+    hold = 20.0
+    importing = sqlite3.connect(
+        server.data_dir / "rosterdrop.sqlite3", isolation_level=None, check_same_thread=False
+    )
+    importing.execute("BEGIN IMMEDIATE")
+    began = time.monotonic()
+    released = threading.Timer(hold, importing.execute, ["COMMIT"])
+    released.start()
+    put: dict[str, subprocess.CompletedProcess] = {}
+    uploading = threading.Thread(
+        target=lambda: put.setdefault("alpha", server.openssh(f"put {ORGS}\n", check=False))
+    )
+    try:
+        uploading.start()
+        time.sleep(3)  # alpha has logged in: its audit row waits for the lock
+        listed = server.openssh("ls\n", "beta", check=False)  # ConnectTimeout=10
+        listed_after = time.monotonic() - began
+        uploading.join(timeout=hold + 60)
+    finally:
+        released.join()
+        importing.close()
+    assert listed.returncode == 0, listed.stderr
+    assert listed_after < hold - 2, "beta waited for the import"
+    assert put["alpha"].returncode == 0, put["alpha"].stderr
+    server.wait_for(lambda: len(server.audit("login_ok")) == 2, what="both logins audited")
+    assert [u["filename"] for u in server.uploads()] == ["orgs.csv"]
+    assert "database is locked" not in "".join(server.log)

@@ -247,6 +247,8 @@ def test_banned_address_is_closed_before_the_ssh_version_and_ftps_greeting(make_
     for port in (server.ftps_port, server.ftps_implicit_port):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             assert sock.recv(256) == b""
+    # FTPS audits a refusal where it accepts in the writing thread (intake/writer.py): soon after.
+    server.wait_for(lambda: len(server.audit("login_refused")) == 3, what="three refusals")
     refused = server.audit("login_refused")
     assert [r["detail"] for r in refused] == ["IP is banned"] * 3
 

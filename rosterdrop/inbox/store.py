@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
 from rosterdrop import process, storage
 from rosterdrop.districts.models import District
@@ -59,32 +59,6 @@ def incoming(district: District, path: Path) -> storage.Incoming:
     return storage.backend().incoming(inbox_folder(district), path)
 
 
-# How long keeping a received file waits for SQLite's one write lock. An import holds it from
-# its apply (a first import on SQLite: from its first copy, beside the read) to its commit, a
-# minute or more at 5M enrollments: beyond the connection's own timeout (settings: 30 s), after
-# which the sender was told to retry a file whose bytes were durable already.
-WRITE_LOCK_PATIENCE_SECONDS = 600
-
-
-@contextlib.contextmanager
-def _waiting_out_imports() -> Iterator[None]:
-    """SQLite: this connection's transactions wait up to WRITE_LOCK_PATIENCE_SECONDS for the
-    write lock (their BEGIN IMMEDIATE does, settings' transaction_mode), its own timeout
-    after. Other engines lock rows, not the database: as they are."""
-    if connection.vendor != "sqlite":
-        yield
-        return
-    with connection.cursor() as cur:
-        cur.execute("PRAGMA busy_timeout")
-        (own,) = cur.fetchone()
-        cur.execute(f"PRAGMA busy_timeout = {WRITE_LOCK_PATIENCE_SECONDS * 1000}")
-    try:
-        yield
-    finally:
-        with connection.cursor() as cur:
-            cur.execute(f"PRAGMA busy_timeout = {int(own)}")
-
-
 @timed("receive")
 def receive(
     district: District,
@@ -109,7 +83,7 @@ def receive(
         inbox_folder(district), source_path, sha256, functools.partial(_earlier, district), sent
     )
     try:
-        with _waiting_out_imports(), transaction.atomic():
+        with transaction.atomic():
             upload = Upload.objects.create(
                 district=district,
                 filename=filename,

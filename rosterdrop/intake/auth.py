@@ -23,8 +23,13 @@ def refuse_banned(username: str, ip: str | None) -> bool:
     """True (and audited) when the source IP is banned: the connection must end unanswered."""
     if not defender.is_banned(ip):
         return False
-    record(AuditEvent.Kind.LOGIN_REFUSED, login=username, ip=ip, detail="IP is banned")
+    banned(username, ip)
     return True
+
+
+def banned(username: str, ip: str | None) -> None:
+    """Audit a connection refused because its address is banned (defender.is_banned)."""
+    record(AuditEvent.Kind.LOGIN_REFUSED, login=username, ip=ip, detail="IP is banned")
 
 
 def failed(username: str, login: Login | None, ip: str | None, method: str, protocol: str) -> bool:

@@ -31,7 +31,7 @@ from pyftpdlib.handlers.ftps.data import TLS_DTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import ThreadedFTPServer
 
-from rosterdrop.intake import auth, folder, proxy_protocol, tlscert
+from rosterdrop.intake import auth, defender, folder, proxy_protocol, tlscert, writer
 from rosterdrop.intake.models import Login
 from rosterdrop.intake.transfer import Transfer
 
@@ -254,7 +254,7 @@ def proxied_client(sock: socket.socket, addr: tuple, what: str) -> tuple[str, in
         client = proxy_protocol.read_blocking(sock, peer)
     except (proxy_protocol.Refused, OSError) as exc:
         sock.close()
-        auth.proxy_refused(peer.ip, str(exc), what)
+        writer.later(auth.proxy_refused, peer.ip, str(exc), what)
         return None
     return client.ip, client.port
 
@@ -320,14 +320,15 @@ class FTPSHandler(TLS_FTPHandler):
         self.close()
         return True
 
+    # These two run in the accepting thread (pyftpdlib's handle_accepted): their audit rows
+    # and scores are written in the writing thread, which may wait for an import's commit.
     def handle_max_cons(self) -> None:
-        auth.connection_refused(self.remote_ip, "too many connections", scored=False)
+        writer.later(auth.connection_refused, self.remote_ip, "too many connections", False)
         super().handle_max_cons()
 
     def handle_max_cons_per_ip(self) -> None:
-        auth.connection_refused(
-            self.remote_ip, "too many connections from this address", scored=True
-        )
+        reason = "too many connections from this address"
+        writer.later(auth.connection_refused, self.remote_ip, reason, True)
         super().handle_max_cons_per_ip()
 
     def close(self) -> None:
@@ -419,7 +420,8 @@ class _Server(ThreadedFTPServer):
         client = proxied_client(sock, addr, "ftps")
         if client is None:
             return
-        if auth.refuse_banned("", client[0]):
+        if defender.is_banned(client[0]):
+            writer.later(auth.banned, "", client[0])
             # Closed here, before a handler exists: no greeting, no TLS handshake, and no
             # thread (pyftpdlib starts one for any handler handle() leaves, even closed, and
             # it served whatever socket reused the descriptor next, until the process ended).

@@ -35,7 +35,7 @@ from asyncssh.sftp import (
 from asyncssh.stream import SSHServerStreamSession
 from django.conf import settings
 
-from rosterdrop.intake import asyncssh_patches, auth, folder, proxy_protocol
+from rosterdrop.intake import asyncssh_patches, auth, defender, folder, proxy_protocol, writer
 from rosterdrop.intake.models import Login
 from rosterdrop.intake.transfer import Transfer
 
@@ -95,7 +95,14 @@ class ConnState:
 
 
 def _db(fn):
+    """A read, in the one database thread every connection shares."""
     return sync_to_async(fn, thread_sensitive=True)
+
+
+def _db_write(fn):
+    """A write, in the writing thread (writer.py): it may wait for an import's commit, and
+    the reads in `_db`'s thread must not wait with it."""
+    return sync_to_async(fn, thread_sensitive=False, executor=writer.THREAD)
 
 
 async def _in_folder(fn, *args):
@@ -254,7 +261,7 @@ class RosterSFTPServer(asyncssh.SFTPServer):
                 # fsync then has nothing left to write, or meets the error again and says so).
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(file_obj.fsync)
-            await _db(file_obj.finish)(not ended, ended)
+            await _db_write(file_obj.finish)(not ended, ended)
         except OSError as exc:
             raise asyncssh.SFTPFailure(exc.strerror or str(exc)) from None
 
@@ -279,7 +286,7 @@ class RosterSFTPServer(asyncssh.SFTPServer):
         new, new_local = self._local(newpath)
         if not old or not new:
             raise asyncssh.SFTPPermissionDenied("Folders cannot be renamed")
-        await _db(folder.rename)(
+        await _db_write(folder.rename)(
             self.district, old_local, new_local, overwrite, "sftp", self.login.name, self.state.ip
         )
 
@@ -646,7 +653,7 @@ class RosterSSHServer(asyncssh.SSHServer):
 
     def _refuse_connection(self, refusal: Refusal) -> None:
         self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, refusal.reason.capitalize())
-        refused = _db(auth.connection_refused)(self.ip, refusal.reason, refusal.scored)
+        refused = _db_write(auth.connection_refused)(self.ip, refusal.reason, refusal.scored)
         asyncio.get_running_loop().create_task(refused)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -657,7 +664,8 @@ class RosterSSHServer(asyncssh.SSHServer):
 
     async def begin_auth(self, username: str) -> bool:
         # Never return False here: asyncssh reads False as "no authentication needed".
-        if await _db(auth.refuse_banned)(username, self.ip):
+        if await _db(defender.is_banned)(self.ip):
+            await _db_write(auth.banned)(username, self.ip)
             self.conn.disconnect(asyncssh.DISC_HOST_NOT_ALLOWED_TO_CONNECT, "Access denied")
             return True
         self.state.username = username
@@ -705,7 +713,7 @@ class RosterSSHServer(asyncssh.SSHServer):
 
     async def _failed(self, username: str, login: Login | None, method: str) -> None:
         self.state.failures += 1
-        banned = await _db(auth.failed)(username, login, self.ip, method, "sftp")
+        banned = await _db_write(auth.failed)(username, login, self.ip, method, "sftp")
         if banned or self.state.failures >= settings.SFTP_MAX_AUTH_TRIES:
             self.conn.disconnect(
                 asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures"
@@ -717,7 +725,7 @@ class RosterSSHServer(asyncssh.SSHServer):
 
         how = f"sftp, {self.state.method}"
         loop = asyncio.get_running_loop()
-        loop.create_task(_db(auth.succeeded)(login, self.ip, how))
+        loop.create_task(_db_write(auth.succeeded)(login, self.ip, how))
         if settings.SFTP_IDLE_TIMEOUT > 0:
             self.idle_watch = loop.create_task(self._close_when_idle(settings.SFTP_IDLE_TIMEOUT))
 
@@ -825,9 +833,10 @@ class Listener:
             ip = (await proxy_protocol.read_async(conn, peer)).ip
         except (proxy_protocol.Refused, OSError) as exc:
             conn.close()
-            await _db(auth.proxy_refused)(peer.ip, str(exc), "sftp")
+            await _db_write(auth.proxy_refused)(peer.ip, str(exc), "sftp")
             return
-        if await _db(auth.refuse_banned)("", ip):
+        if await _db(defender.is_banned)(ip):
+            await _db_write(auth.banned)("", ip)
             conn.close()
             return
         refusal = self.slots.take(ip)
