@@ -857,3 +857,33 @@ def test_rows_saying_a_status_are_counted_in_batches_whose_lines_were_not_hashed
     same, hashes, sent = _hashes(checker, batch)
     assert hashes is None and same.columns == batch.columns
     assert sent is not None and sent.to_list() == [True, False, True]
+
+
+def test_the_lines_told_about_are_every_row_told_about_and_kept_only_when_asked():
+    """What a build keeping users.csv's checked lines leaves out (RowChecker.told_lines) is
+    every row a finding was reported on, not only the samples the log keeps of a kind; a
+    checker not asked to (a read's) keeps none (a file whose every row is warned about
+    would hold each line's number to its end)."""
+    users = formats.get_format("oneroster-1.1").file("users.csv")
+    assert users is not None
+    header = ["sourcedId", "enabledUser", "orgSourcedIds", "role", "username"]
+    height = 250
+    batch = pl.DataFrame(
+        {
+            "sourcedId": [f"u{i}" for i in range(height)],
+            "enabledUser": ["TRUE" if i % 2 else "true" for i in range(height)],
+            "orgSourcedIds": ["" if i == 7 else "school" for i in range(height)],
+            "role": ["student"] * height,
+            "username": [f"user{i}" for i in range(height)],
+            LINE: pl.int_range(2, height + 2, dtype=pl.UInt32, eager=True),
+        }
+    )
+    told = RowChecker(users, header, Mode.BULK, FindingLog(), told=True)
+    told.check(batch)
+    lines_told = sorted(set(told.told_lines().to_list()))
+    assert lines_told == sorted({i + 2 for i in range(height) if i % 2 or i == 7})
+    assert len(told.log.findings) < len(lines_told)  # more rows than the log's samples
+    assert told.told_lines().len() == 0  # since last asked
+    read = RowChecker(users, header, Mode.BULK, FindingLog())
+    read.check(batch)
+    assert read._told is None

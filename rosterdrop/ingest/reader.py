@@ -206,7 +206,7 @@ class Reader:
         if records is None:
             return
         table.hash_lines = by_line
-        checker = RowChecker(file, table.header, mode, FindingLog())
+        checker = RowChecker(file, table.header, mode, FindingLog(), told=True)
         extras = extra_columns(file, table.header)
         try:
             for batch in frames(table):

@@ -541,7 +541,11 @@ def _fault(faults: dict[str, pl.Series], column: str, mask: pl.Series) -> pl.Ser
 class RowChecker:
     """Checks batches of one file; keeps the running row count and findings."""
 
-    def __init__(self, file: FileSpec, header: list[str], mode: Mode, log: FindingLog):
+    def __init__(
+        self, file: FileSpec, header: list[str], mode: Mode, log: FindingLog, told: bool = False
+    ):
+        """`told`: keep the lines of the rows told about, for `told_lines` (a read does not:
+        a file whose every row is warned about would hold each line's number to its end)."""
         self.file, self.mode, self.log = file, mode, log
         self.dialect = file.dialect or Dialect()
         present = [(c, h) for c, h in file.present(header) if not c.delta_only]
@@ -565,8 +569,8 @@ class RowChecker:
         self._seen: dict[str, pl.DataFrame] = {}
         # The lines of the rows told about since `told_lines` was last asked (a finding each,
         # however many a kind's samples show): what a build keeping a file's checked lines
-        # leaves out, to be read, and told, again (lines.CheckedLines).
-        self._told: list[pl.Series] = []
+        # leaves out, to be read, and told, again (lines.CheckedLines). None: not kept.
+        self._told: list[pl.Series] | None = [] if told else None
 
     @timed("validate", batch=True)
     def check(self, frame: pl.DataFrame) -> pl.DataFrame:
@@ -806,7 +810,8 @@ class RowChecker:
             dupes = rows.join(first, on="_v").filter(pl.col(LINE) != pl.col("_f"))
             self._seen[name] = both.unique("_v", keep="first", maintain_order=True)
             mask = frame[LINE].is_in(dupes[LINE].implode())
-            self._told.append(dupes[LINE])
+            if self._told is not None:
+                self._told.append(dupes[LINE])
             for value, line, first_line in dupes.head(SAMPLES).iter_rows():
                 self.log.add(
                     Finding(
@@ -827,6 +832,7 @@ class RowChecker:
 
     def told_lines(self) -> pl.Series:
         """The lines of the rows told about (a finding each) since this was last asked."""
+        assert self._told is not None, "a checker made with told=True"
         told = pl.concat(self._told) if self._told else pl.Series(LINE, [], dtype=pl.UInt32)
         self._told = []
         return told
@@ -888,7 +894,8 @@ class RowChecker:
         total = int(mask.sum())
         if not total:
             return
-        self._told.append(frame[LINE].filter(mask))
+        if self._told is not None:
+            self._told.append(frame[LINE].filter(mask))
         label = label or column
         detail = pl.lit("") if detail is None else detail
         sample = frame.filter(mask).head(SAMPLES).select(LINE, column, detail.alias("_detail"))
