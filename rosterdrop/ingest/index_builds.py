@@ -1,7 +1,8 @@
 """What is built after a sync, off the import's path: the SIS search index of its uploads
 (ingest.sent_index), the lines its read did not keep (line_builds.py), and the roster's
-reference indexes a first import left out (on PostgreSQL built concurrently) with the gaps
-they count (roster/store.py lookups_built_after).
+reference indexes a first import left out (on PostgreSQL built concurrently, with every other
+index of a table it took but its unique key) with the gaps they count (roster/store.py
+lookups_built_after, finish_load).
 
 The search index was built inside every import, after the apply: at `huge` ~17 s of CPU on
 SQLite and ~57 s on PostgreSQL (writing ~400 MB), for a first import and again on every night
@@ -120,7 +121,7 @@ def _lookups_left(district: District) -> None:
         with _lock(district.pk) as held:
             if not held:
                 return
-            store.build_missing_lookups()
+            store.build_missing_indexes()
             token = store.roster_token(district.pk)
             last = Sync.objects.filter(district=district, dry_run=False, roster_token=token)
             sync = last.order_by("-pk").first()
@@ -166,9 +167,9 @@ def _after(sync: Sync) -> None:
 
 
 def _lookups(sync: Sync) -> None:
-    """The roster's reference indexes a first import left to after its sync, then the gaps
-    that it could not count without them (roster/store.py lookups_built_after)."""
-    store.build_missing_lookups()
+    """The roster's indexes a first import left to after its sync, then the gaps that it
+    could not count without its reference indexes (roster/store.py lookups_built_after)."""
+    store.build_missing_indexes()
     gaps.after_sync(sync.district_id, sync.pk, sync.roster_token)
 
 

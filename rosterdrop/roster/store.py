@@ -516,18 +516,21 @@ def insert_staged(
 # a small district rebuilds the indexes of every other one. Even built after, they are the
 # biggest part of a first import's database work (two sorts of 5M keys that start with a
 # 36-character ID: ~40 s of CPU at `huge` on SQLite, 34 s of the server's on PostgreSQL), so
-# they are left to after the sync commits, off its path (`build_missing_lookups`,
+# they are left to after the sync commits, off its path (`build_missing_indexes`,
 # ingest/index_builds.py), and every reader is correct meanwhile, only slower. On SQLite the
 # import is the one writer anyway and readers keep the committed schema. On PostgreSQL a DROP
 # INDEX locks every reader of the table out until the commit, so there the lookups, every
 # other secondary index and the unique key are dropped only when the table holds no other
 # district's records and nobody else is using it at that moment (locked without waiting): a
 # district's first import into an installation that has none of that entity yet. The unique
-# key and the reading indexes are built again in the sync's transaction (measured on 500k
-# enrollments: 75 s to COPY into the indexed table, 25 s to load and build them after): the
-# key keeps a source ID to one record, and the feed's created events read `_first_seen` before
-# the commit. The lookups are built after it, CONCURRENTLY: neither readers nor the next sync
-# wait for them.
+# key is built again in the sync's transaction (measured on 500k enrollments: 75 s to COPY
+# into the indexed table, 25 s to load and build the indexes after): it keeps a source ID to
+# one record from the commit on. Every other index is built after it, CONCURRENTLY, as the
+# lookups are: neither readers nor the next sync wait for them. The reading indexes
+# (`_in_order`, `_first_seen`) too: the sync reads none of its table's records through them
+# (the feed's created events count and number a first import's records, every record of the
+# table, with a scan: EXPLAIN at `huge`), and each was a scan of the whole table and a sort
+# in the sync (5M enrollments: ~2.8 s of server CPU each, bench/README.md pgfirst25).
 DEFER_LOOKUPS_MIN = 100_000
 # Memory for each index build on PostgreSQL (its default, 64 MB, sorts 5M keys on disk).
 BUILD_MEMORY = "512MB"
@@ -539,18 +542,17 @@ BUILD_LOCK = 0x5244_4C4B
 @contextmanager
 def lookups_built_after(cur: Cursor, entity: str, adding: int, district_id: int) -> Iterator[bool]:
     """Around the writes of an entity: when `adding` records outnumber the table's, drop its
-    reference indexes first, to be built after the sync (`build_missing_lookups`); on
-    PostgreSQL with every other secondary index and the unique key, which are built again at
-    the end in the same transaction. Otherwise, on SQLite, build first those of the entity
-    still missing (a build after an earlier sync that has not run, or died; on PostgreSQL the
-    build after each sync does, concurrently). Yields whether the table's statistics are made
-    again at the end with every record in (PostgreSQL's build), so that refresh_statistics
-    need not."""
+    reference indexes first, to be built after the sync (`build_missing_indexes`); on
+    PostgreSQL with every other secondary index, built after the sync too, and the unique key,
+    which is built again at the end in the same transaction. Otherwise, on SQLite, build first
+    those of the entity still missing (a build after an earlier sync that has not run, or
+    died; on PostgreSQL the build after each sync does, concurrently). Yields whether the
+    table's statistics are made again at the end with every record in (PostgreSQL's build),
+    so that refresh_statistics need not."""
     model = MODELS[entity]
     postgres = _is_postgres()
     lookups: list[Any] = list(LOOKUP_INDEXES.get(entity, []))
     deferred = [*model._meta.indexes, *model._meta.constraints] if postgres else lookups
-    after = {index.name for index in lookups}  # built after the sync
     if deferred and adding >= DEFER_LOOKUPS_MIN:
         cur.execute(f"SELECT MAX(id) FROM {table(entity)}")  # the rowid, or the primary key
         held = cur.fetchone()[0] or 0
@@ -558,7 +560,7 @@ def lookups_built_after(cur: Cursor, entity: str, adding: int, district_id: int)
             _drop(cur, entity, deferred)
             yield postgres
             if postgres:
-                _build_in_transaction(cur, entity, [i for i in deferred if i.name not in after])
+                _build_in_transaction(cur, entity, list(model._meta.constraints))
             return
     if not postgres and (missing := _missing(cur, entity)):
         _build(cur, entity, missing)
@@ -588,10 +590,12 @@ def _build_in_transaction(
     cur.execute(f"ANALYZE {table(entity)}")
 
 
-def _missing(cur: Cursor, entity: str) -> list[models.Index]:
-    """The entity's reference indexes not in the database; on PostgreSQL also those there but
-    not valid: one a concurrent build left when it failed or its process died, which no query
-    uses."""
+def _missing(
+    cur: Cursor, entity: str, indexes: Sequence[models.Index] | None = None
+) -> list[models.Index]:
+    """The entity's `indexes` (by default its reference indexes) not in the database; on
+    PostgreSQL also those there but not valid: one a concurrent build left when it failed or
+    its process died, which no query uses."""
     if _is_postgres():
         cur.execute(
             "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
@@ -603,7 +607,8 @@ def _missing(cur: Cursor, entity: str) -> list[models.Index]:
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", [table(entity)]
         )
     present = {name for (name,) in cur.fetchall()}
-    return [index for index in LOOKUP_INDEXES.get(entity, []) if index.name not in present]
+    wanted = LOOKUP_INDEXES.get(entity, []) if indexes is None else indexes
+    return [index for index in wanted if index.name not in present]
 
 
 def lookups_built(entity: str) -> bool:
@@ -623,8 +628,9 @@ def probes_by_reference(entity: str) -> bool:
     return _is_postgres() or lookups_built(entity)
 
 
-def build_missing_lookups() -> None:
-    """Build the reference indexes a first import left to after its sync, or a crash left out.
+def build_missing_indexes() -> None:
+    """Build the indexes a first import left to after its sync, or a crash left out: the
+    reference indexes (on PostgreSQL every secondary index of a table it took).
     SQLite: each in a transaction of its own: each holds the write lock while it sorts (~20 s
     at 5M enrollments), and a sync waits for it no longer than that. PostgreSQL: CONCURRENTLY,
     so that neither readers nor writers wait for it, an invalid one left by a build that failed
@@ -649,7 +655,7 @@ def _build_missing_on_postgresql() -> None:
     how = "CONCURRENTLY " if concurrently else ""
     with connection.cursor() as wrapper:
         cur = wrapper.cursor
-        if not any(_missing(cur, entity) for entity in ENTITIES):
+        if not any(_missing(cur, entity, MODELS[entity]._meta.indexes) for entity in ENTITIES):
             return
         cur.execute("SELECT pg_try_advisory_lock(%s)", [BUILD_LOCK])
         if not cur.fetchone()[0]:
@@ -657,7 +663,7 @@ def _build_missing_on_postgresql() -> None:
         cur.execute(f"SET maintenance_work_mem = '{BUILD_MEMORY}'")
         try:
             for entity in ENTITIES:
-                for index in _missing(cur, entity):
+                for index in _missing(cur, entity, MODELS[entity]._meta.indexes):
                     cur.execute(f"DROP INDEX {how}IF EXISTS {_q(index.name)}")
                     _build(cur, entity, [index], concurrently=concurrently)
         finally:
@@ -824,7 +830,8 @@ class Loader:
 
     Only into a table that is empty and that nobody else is using (locked without waiting, to
     the end of the transaction): its indexes and unique key are dropped first, as
-    `lookups_built_after` drops them, and built again by `finish_load` once the plan is known;
+    `lookups_built_after` drops them, the unique key built again by `finish_load` once the plan
+    is known, the indexes after the sync (`build_missing_indexes`);
     an entity whose table is not is left to apply (not in `loaded`). Each record gets the row
     ID first_id + a row number of its batch (`Loaded`; the table's sequence moved past them in
     `finish`), so that `finish_load` deletes by ID the records the checks across rows refused
@@ -945,8 +952,8 @@ def loads_while_reading() -> bool:
 @timed("finish load")
 def finish_load(cur: Cursor, entity: str, loaded: Loaded, added: Any) -> bool:
     """After a Loader copied an entity's records: delete those the plan does not add (`added`:
-    the row numbers it adds), then build the indexes the sync builds (the unique key and the
-    reading ones; the lookups are built after it). The table's statistics are made there, as
+    the row numbers it adds), then build the unique key (every other index is built after the
+    sync, `build_missing_indexes`). The table's statistics are made there, as
     `lookups_built_after` makes them, when at least DEFER_LOOKUPS_MIN records were added;
     otherwise after the commit by `refresh_statistics`, as for any apply (a small table's
     statistics changed the plans of the gaps counted after the sync: `users_in_no_school`'s
@@ -962,8 +969,6 @@ def finish_load(cur: Cursor, entity: str, loaded: Loaded, added: Any) -> bool:
             f"DELETE FROM {table(entity)} WHERE id = ANY(%s)",
             [loaded.ids(refused).tolist()],
         )
-    model, after = MODELS[entity], {index.name for index in LOOKUP_INDEXES.get(entity, [])}
-    deferred = [*model._meta.indexes, *model._meta.constraints]
     analyze = len(added) >= DEFER_LOOKUPS_MIN
-    _build_in_transaction(cur, entity, [i for i in deferred if i.name not in after], analyze)
+    _build_in_transaction(cur, entity, list(MODELS[entity]._meta.constraints), analyze)
     return analyze
