@@ -319,19 +319,15 @@ def _apply_window(
     """Write a window, and its change rows with the row IDs written (`renamed`: _key,
     _old_key and _left_id, the row left under a renamed record's old ID)."""
     updated = window.changed.filter(pl.col("_action") == UPDATED)
-    old = (
-        store.old_data(conn, district_id, ep.entity, updated.select(KEY))
-        if updated.height
-        else None
-    )
     written = store.write_records(
         conn, district_id, ep.entity, sync_id,
         added=window.added, changed=window.changed, removed=_no_records(ep.entity).select(KEY),
+        before=bool(updated.height),
     )  # fmt: skip
-    if old is not None:
-        _updated(ep, sync_id, changes, updated.join(old, on=KEY, suffix="_old"), written, renamed)
+    if updated.height:
+        _updated(ep, sync_id, changes, updated, written, renamed)
     back = window.changed.filter(pl.col("_action") == REACTIVATED).select(KEY)
-    back = back.join(written, on=KEY, maintain_order="left")
+    back = back.join(written.select(KEY, "_id"), on=KEY, maintain_order="left")
     changes.extend(
         (sync_id, ep.entity, key, "reactivated", "[]", i, None) for key, i in back.iter_rows()
     )
@@ -341,13 +337,14 @@ def _updated(
     ep: EntityPlan,
     sync_id: int,
     changes: list[tuple[Any, ...]],
-    pairs: pl.DataFrame,
+    updated: pl.DataFrame,
     written: pl.DataFrame,
     renamed: pl.DataFrame,
 ) -> None:
-    """The change rows of updated records: their fields before (`pairs`, suffix _old) and
-    after (a renamed one's sourcedId first), and the row IDs written."""
-    pairs = pairs.join(written, on=KEY, maintain_order="left")
+    """The change rows of updated records (`updated`): their fields after, and before as
+    `written` returned them (suffix _old; a renamed one's sourcedId first), and the row IDs
+    written."""
+    pairs = updated.join(written, on=KEY, maintain_order="left")
     pairs = pairs.join(renamed, on=KEY, how="left", maintain_order="left")
     differs = field_changes(pairs, FIELDS[ep.entity])
     rows = pairs.select(KEY, "_old_key", "_id", "_left_id").iter_rows()

@@ -303,15 +303,18 @@ def _natural_sql(entity: str) -> str:
 # page read at four sequential ones and hashes even 2% of a table's keys; measured at `large`
 # (20k changed and 40k removed of 2M enrollments: their old data read, updated, marked
 # removed), that took 5.3 s of server CPU, seeking 3.3 s. Seeking costs per key, walking per
-# record: keys under this share of the entity's records are sought.
+# record: keys under this share of the entity's records are sought. Nor is such a statement
+# compiled (JIT): priced by its rows, a seek per key of 50k looks big enough to PostgreSQL to
+# compile, and over 500k of cost to inline and optimize too, which costs more than it saves on
+# a statement that spends its time finding and writing pages.
 SEEK_SHARE = 0.1
-JOINS_NOT_SEEKING = ("enable_hashjoin", "enable_mergejoin")
+NOT_WHILE_SEEKING = ("enable_hashjoin", "enable_mergejoin", "jit")
 
 
 @contextmanager
 def _seeking(cur: Cursor, keyed: Keyed, entity: str) -> Iterator[None]:
     """Around a statement over listed keys of `entity`: on PostgreSQL, when they are a small
-    share of its records (as its statistics know them), no hash or merge join."""
+    share of its records (as its statistics know them), no hash or merge join, no JIT."""
     if not _is_postgres():
         yield
         return
@@ -320,13 +323,13 @@ def _seeking(cur: Cursor, keyed: Keyed, entity: str) -> Iterator[None]:
     if keyed.rows >= SEEK_SHARE * held:
         yield
         return
-    for join in JOINS_NOT_SEEKING:
-        cur.execute(f"SET LOCAL {join} = off")
+    for setting in NOT_WHILE_SEEKING:
+        cur.execute(f"SET LOCAL {setting} = off")
     yield
     # Not reset if the statement failed: the transaction is then rolled back, and SET LOCAL
     # with it.
-    for join in JOINS_NOT_SEEKING:
-        cur.execute(f"SET LOCAL {join} = DEFAULT")
+    for setting in NOT_WHILE_SEEKING:
+        cur.execute(f"SET LOCAL {setting} = DEFAULT")
 
 
 def _from_keyed(keyed: Keyed, district_id: int, entity: str) -> str:
@@ -347,12 +350,17 @@ def _update_keyed(
     sets: str,
     columns: Sequence[tuple[str, str]] = (),
     returning: Sequence[str] = (),
+    before: Sequence[str] = (),
 ) -> pl.DataFrame:
     """UPDATE the records named in a _keyed_table, seeking each by the unique index; their
-    keys (as updated) and row IDs (RECORD_IDS), and their `returning` fields as updated.
+    keys (as updated) and row IDs (RECORD_IDS), their `returning` fields as updated, and
+    (PostgreSQL only) their `before` fields (canonical, or metadata as JSON text) as they were,
+    suffixed _old.
 
     `columns` are taken from the table's row of the same key (e.g. `s.title` for `title`); written
-    as IN + a correlated row, which both SQLite and PostgreSQL plan as index lookups.
+    as IN + a correlated row, which both SQLite and PostgreSQL plan as index lookups. `before`
+    comes from the record's version before the update, the same row joined by its place (ctid):
+    read by the statement that writes it, not sought once more by key first (`old_data`).
     """
     name = table(entity)
     assignments = [sets] if sets else []
@@ -363,13 +371,24 @@ def _update_keyed(
             0,
             f"({targets}) = (SELECT {values} FROM {keyed.name} s WHERE s._key = {name}.sourced_id)",
         )
+    prior, where = "", ""
+    new = [f"{name}.{c}" for c in ["sourced_id", "id", *map(_q, returning)]]
+    old = [f"o.{METADATA}::text" if f == METADATA else f"o.{_q(f)}" for f in before]
+    if before:
+        assert _is_postgres(), "SQLite's RETURNING gives only the new version"
+        prior, where = f"FROM {name} o ", f"AND o.ctid = {name}.ctid "
     with _seeking(cur, keyed, entity):
         cur.execute(
-            f"UPDATE {name} SET {', '.join(assignments)} WHERE district_id = {int(district_id)} "
-            f"AND sourced_id IN (SELECT _key FROM {keyed.name}) "
-            f"RETURNING {', '.join(['sourced_id', 'id', *map(_q, returning)])}"
+            f"UPDATE {name} SET {', '.join(assignments)} {prior}"
+            f"WHERE {name}.district_id = {int(district_id)} "
+            f"AND {name}.sourced_id IN (SELECT _key FROM {keyed.name}) {where}"
+            f"RETURNING {', '.join([*new, *old])}"
         )
-        schema = {**RECORD_IDS, **dict.fromkeys(returning, pl.String)}
+        schema = {
+            **RECORD_IDS,
+            **dict.fromkeys(returning, pl.String),
+            **dict.fromkeys((f"{f}_old" for f in before), pl.String),
+        }
         return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
 
 
@@ -442,11 +461,13 @@ def write_records(
     changed: pl.DataFrame,
     removed: pl.DataFrame,
     returning: Sequence[str] = (),
+    before: bool = False,
 ) -> pl.DataFrame:
     """Insert added records, rewrite changed/reactivated ones, mark removed ones tobedeleted;
-    the keys and row IDs of the changed and removed ones (RECORD_IDS), and of the removed
-    ones the `returning` fields, read by the statement that marks them (what they named, for
-    ingest.gaps: not sought again after).
+    the keys and row IDs of the changed and removed ones (RECORD_IDS), of the removed ones the
+    `returning` fields, read by the statement that marks them (what they named, for
+    ingest.gaps: not sought again after), and (`before`) of the changed ones their fields and
+    metadata as they were, suffixed _old (the change rows' before values).
 
     `changed` has columns _key, _hash, the entity's fields and metadata (JSON text, or null),
     and so has `added`, or it is `new_rows` made ready ahead: a staged file (SQLite), or
@@ -462,13 +483,23 @@ def write_records(
         _load(cur, table(entity), added)
     elif added.height:
         _load(cur, table(entity), new_rows(entity, added), constants)
-    written = [pl.DataFrame(schema={**RECORD_IDS, **dict.fromkeys(returning, pl.String)})]
+    olds = dict.fromkeys((f"{c}_old" for c in columns) if before else (), pl.String)
+    written = [pl.DataFrame(schema={**RECORD_IDS, **dict.fromkeys(returning, pl.String), **olds})]
     if changed.height:
+        # PostgreSQL's UPDATE returns the version it replaces; SQLite's only the new one, so
+        # there they are read first.
+        prior = before and not _is_postgres()
+        old = old_data(cur, district_id, entity, changed.select(KEY)) if prior else None
         keyed = _keyed_table(cur, "rd_changed", changed.select(KEY, HASH, *columns))
         taken = [(c, json_value(f"s.{c}") if c == METADATA else f"s.{_q(c)}") for c in columns]
         taken.append(("content_hash", f"s.{HASH}"))
         sets = f"status = 'active', {stamp}"
-        written.append(_update_keyed(cur, keyed, district_id, entity, sets, taken))
+        kept = columns if before and not prior else ()
+        rows = _update_keyed(cur, keyed, district_id, entity, sets, taken, before=kept)
+        if old is not None:
+            old = old.rename({c: f"{c}_old" for c in columns})
+            rows = rows.join(old, on=KEY, how="left", maintain_order="left")
+        written.append(rows)
     if removed.height:
         keyed = _keyed_table(cur, "rd_removed", removed)
         sets = f"status = 'tobedeleted', {stamp}"
