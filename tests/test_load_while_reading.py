@@ -4,6 +4,7 @@ after the read, and nothing of it visible or kept if the import fails half way."
 
 import time
 from itertools import pairwise
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -147,6 +148,31 @@ def test_a_copied_table_has_its_unique_key_at_the_commit_and_its_other_indexes_a
     built = indexes()
     for entity in copied:
         assert {i.name for i in MODELS[entity]._meta.indexes} <= built[entity], entity
+
+
+def test_a_copied_entity_is_not_spilled(district, other, monkeypatch):
+    """A copied entity's records go to its table only, not to its spill too (apply asks the
+    spill only how many there were); an entity left to apply is spilled as before."""
+    import re
+
+    from rosterdrop.ingest import spill
+
+    opened: set[str] = set()
+    new_file = spill.pa.ipc.new_file
+
+    def noted(sink, schema):
+        named = Path(sink).name if isinstance(sink, str) else ""  # a spill names its file
+        if found := re.fullmatch(r"(\w+)-\d{3}\.arrow", named):
+            opened.add(found[1])
+        return new_file(sink, schema)
+
+    monkeypatch.setattr(spill.pa.ipc, "new_file", noted)
+    assert import_path(district, DISTRICT_LARGE).status == "applied"
+    copied = {entity for entity in MODELS if records(district, entity).exists()}
+    assert "enrollments" in copied
+    assert not opened & copied
+    assert import_path(other, DISTRICT_LARGE).status == "applied"  # the tables hold records
+    assert copied <= opened
 
 
 def test_a_first_import_failing_half_way_leaves_nothing_visible_nor_kept(district, school, stages):

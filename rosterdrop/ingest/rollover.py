@@ -85,7 +85,10 @@ def _removed(plan: Plan, entity: str) -> list[str]:
 def starts_school_year(plan: Plan, checked: Checked, district: District) -> dict[str, Any] | None:
     """What the upload would end and start, if it starts a new school year; else None."""
     sessions: EntityPlan | None = plan.entities.get("academicSessions")
-    if sessions is None or not len(sessions.added):
+    # The roster had no session: nothing to start a year after. So the table is not read
+    # when it holds a first import's copied sessions already (roster/store.py Loader), nor
+    # their spill, which a copied entity does not keep.
+    if sessions is None or not len(sessions.added) or not sessions.active_before:
         return None
     active = records(district, "academicSessions").filter(status="active")
     before = list(active.values_list("sourced_id", *SESSION_FIELDS))

@@ -111,8 +111,9 @@ class SpillFolder:
     path: Path
     unchanged: dict[str, Held] | Fingerprinting = field(default_factory=dict)
     # Also handed every batch spilled (entity, KEY, fields, metadata, HASH, ROW): a first
-    # import's records copied into the roster while the files are read (store.Loader).
-    copy: Callable[[str, pl.DataFrame], None] | None = None
+    # import's records copied into the roster while the files are read (store.Loader), which
+    # says whether they went to the roster: then they are not written here.
+    copy: Callable[[str, pl.DataFrame], bool] | None = None
 
     def open(self, entity: str) -> "Spill":
         """The entity's spill, handed its fingerprints (they go when it is closed)."""
@@ -127,7 +128,7 @@ class Spill:
         folder: Path,
         entity: str,
         unchanged: Held | None = None,
-        copy: Callable[[str, pl.DataFrame], None] | None = None,
+        copy: Callable[[str, pl.DataFrame], bool] | None = None,
     ):
         self.folder, self.entity, self.copy = folder, entity, copy
         empty = unchanged is None or not len(unchanged.fingerprints)
@@ -215,8 +216,10 @@ class Spill:
     def _write(self, frame: pl.DataFrame) -> None:
         record = cast(pl.Struct, frame.schema[RECORD])
         frame = frame.select(KEY, *stored_columns(self.entity, record), HASH, ROW)
-        if self.copy is not None:
-            self.copy(self.entity, frame)
+        if self.copy is not None and self.copy(self.entity, frame):
+            # In the roster's table already, where apply leaves them (a first import at
+            # `huge`: ~1 GB of Arrow not written); only their counts are asked for.
+            return
         if self._bounds is None:
             keys = frame[KEY].sort()
             picks = [keys[len(keys) * i // RANGES] for i in range(1, RANGES)]

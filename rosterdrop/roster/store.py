@@ -883,35 +883,48 @@ class Loader:
         self._conn, self._row = cur.connection, row
         self._constants = new_record_columns(district_id, sync_id)
         self.loaded: dict[str, Loaded] = {}
-        self._refused: set[str] = set()
-        self._queue: queue.Queue[tuple[str, pl.DataFrame] | None] = queue.Queue(LOAD_QUEUE)
+        # Per entity asked for: set by the thread once it took its table (`loaded`) or not.
+        self._taken: dict[str, threading.Event] = {}
+        self._queue: queue.Queue[tuple[str, pl.DataFrame | None] | None] = queue.Queue(LOAD_QUEUE)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="rosterdrop-load", daemon=True)
         self._thread.start()
 
-    def __call__(self, entity: str, rows: pl.DataFrame) -> None:
+    def __call__(self, entity: str, rows: pl.DataFrame) -> bool:
         """Copy a batch of an entity's spilled records: _key, _hash, fields, metadata and
-        their row numbers (column `row`)."""
+        their row numbers (column `row`). Whether they go to the table: not if the table was
+        not taken, and then the entity is left to apply. The first batch of an entity waits
+        for its table to be taken (after the batches queued before it)."""
+        if entity not in self._taken:
+            self._taken[entity] = threading.Event()
+            self._put((entity, None))
+            self._taken[entity].wait()
+        self._put((entity, rows))
+        return entity in self.loaded
+
+    def _put(self, item: tuple[str, pl.DataFrame | None]) -> None:
         if self._error is not None:
             raise RuntimeError("copying the records failed") from self._error
-        self._queue.put((entity, rows))
+        self._queue.put(item)
 
     def _run(self) -> None:
         with self._conn.cursor() as cur:
             while (item := self._queue.get()) is not None:
-                if self._error is not None:
-                    continue  # drained, so that the reader never waits for a thread that stopped
+                entity, rows = item
                 try:
-                    self._load(cur, *item)
+                    if self._error is not None:
+                        continue  # drained: the reader never waits for a thread that stopped
+                    if rows is None:
+                        self._take(cur, entity)
+                    elif entity in self.loaded:
+                        self._load(cur, entity, rows)
                 except BaseException as error:  # raised in the reading thread
                     self._error = error
+                finally:
+                    if rows is None:
+                        self._taken[entity].set()
 
     def _load(self, cur: Cursor, entity: str, rows: pl.DataFrame) -> None:
-        if entity in self._refused:
-            return
-        if entity not in self.loaded and not self._take(cur, entity):
-            self._refused.add(entity)
-            return
         import psycopg
 
         if self._conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
@@ -935,17 +948,16 @@ class Loader:
         record = pl.DataFrame(pl.from_arrow(record.to_arrow(compat_level=pl.CompatLevel.oldest())))
         _load(cur, table(entity), record, self._constants)
 
-    def _take(self, cur: Cursor, entity: str) -> bool:
+    def _take(self, cur: Cursor, entity: str) -> None:
         """Lock the entity's table if it is empty and nobody is using it, drop its indexes and
-        reserve its first row ID; whether it was."""
+        reserve its first row ID (then it is `loaded`)."""
         name = table(entity)
         if not take_table(cur, name):
-            return False
+            return
         model = MODELS[entity]
         _drop(cur, entity, [*model._meta.indexes, *model._meta.constraints])
         cur.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id'))", [name])
         self.loaded[entity] = Loaded(first_id=cur.fetchone()[0])
-        return True
 
     def finish(self) -> dict[str, Loaded]:
         """Once every file is read: wait for the last copies, move each table's sequence past
