@@ -1,6 +1,8 @@
 """Intake layers without a server: path canonicalisation, defender, logins, worker selection,
 the patches to asyncssh."""
 
+import bisect
+import itertools
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -465,22 +467,28 @@ _IGNORE = b"\x04\x02" + String(b"") + bytes(4)  # an SSH_MSG_IGNORE's payload, p
     ),
     window=st.integers(10_000, 40_000),
     cuts=st.lists(st.integers(0, 80_000), max_size=6),
+    near=st.lists(st.tuples(st.integers(0, 13), st.integers(-20, 20)), max_size=4),
     seq=st.integers(0, 2**32 - 20),
 )
-def test_a_read_s_channel_data_goes_to_each_session_at_once(packets, window, cuts, seq):
+def test_a_read_s_channel_data_goes_to_each_session_at_once(packets, window, cuts, near, seq):
     """Channel data for two channels with an SSH_MSG_IGNORE among it (None), in reads cut
-    anywhere: each channel's session gets its data in order, each read's run of packets for
-    it in one call; the window adjusts sent and the window left are asyncssh's own for the
-    same packets; every sequence number taken once."""
+    anywhere (`near`: a few bytes from a packet's start, within its length or its first
+    block): each channel's session gets its data in order, each read's run of packets for it
+    in one call, the packet an earlier read started with it; the window adjusts sent and the
+    window left are asyncssh's own for the same packets; every sequence number taken once."""
     assert asyncssh_patches.install()
     datas = [bytes([65 + n % 26]) * size for n, (_, size) in enumerate(packets)]
-    stream = b"".join(
+    sealed = [
         _sealed(_channel_data(data, chan=number) if number else _IGNORE, seq + n)
         for n, ((number, _), data) in enumerate(zip(packets, datas, strict=True))
-    )
+    ]
+    stream = b"".join(sealed)
+    ends = list(itertools.accumulate(map(len, sealed)))
     chans = {3: _Channel(window), 5: _Channel(window)}
     conn = _receiving(chans[3], seq)
     conn._channels = dict(chans)
+    starts = [0, *ends[:-1]]
+    cuts = [*cuts, *(starts[n % len(starts)] + offset for n, offset in near)]
     bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
     reads = [stream[start:end] for start, end in zip(bounds, bounds[1:], strict=False)]
     for read in reads:
@@ -494,8 +502,27 @@ def test_a_read_s_channel_data_goes_to_each_session_at_once(packets, window, cut
             theirs._accept_data(data)
         assert chan.delivered == theirs.delivered == [(data, None) for data in mine]
         assert (chan.sent, chan._recv_window) == (theirs.sent, theirs._recv_window)
-    if all(number == 3 for number, _ in packets):
-        assert len(chans[3].calls) <= len(reads)
+        assert [len(call) for call in chan.calls] == _calls(packets, ends, bounds, number)
+
+
+def _calls(packets, ends, bounds, number: int) -> list[int]:
+    """How many packets each call gives channel `number`'s session: a read's packets for it
+    in runs, from the packet an earlier read started to another packet; after that one,
+    asyncssh's path goes on to the read's end, a call per packet."""
+    calls: list[int] = []
+    last = (-1, None)  # the read and the channel of the packet before
+    slow = -1  # the read in which asyncssh's path took over
+    for (chan, _), end in zip(packets, ends, strict=True):
+        read = bisect.bisect_left(bounds, end) - 1
+        if chan is None:
+            slow = read
+        elif chan == number:
+            if last == (read, chan) and slow != read:
+                calls[-1] += 1
+            else:
+                calls.append(1)
+        last = (read, chan)
+    return calls
 
 
 def test_channel_data_of_one_read_in_one_call():
