@@ -105,6 +105,14 @@ def _db_write(fn):
     return sync_to_async(fn, thread_sensitive=False, executor=writer.THREAD)
 
 
+async def _refused_as_banned(username: str, ip: str | None) -> bool:
+    """auth.refuse_banned, its read in `_db`'s thread and its audit row in the writing one."""
+    if not await _db(defender.is_banned)(ip):
+        return False
+    await _db_write(auth.banned)(username, ip)
+    return True
+
+
 async def _in_folder(fn, *args):
     """Run a folder function: at once for the data folder (no database), else in a thread of
     its own, never queued behind the uploads being stored in the database's thread."""
@@ -664,8 +672,7 @@ class RosterSSHServer(asyncssh.SSHServer):
 
     async def begin_auth(self, username: str) -> bool:
         # Never return False here: asyncssh reads False as "no authentication needed".
-        if await _db(defender.is_banned)(self.ip):
-            await _db_write(auth.banned)(username, self.ip)
+        if await _refused_as_banned(username, self.ip):
             self.conn.disconnect(asyncssh.DISC_HOST_NOT_ALLOWED_TO_CONNECT, "Access denied")
             return True
         self.state.username = username
@@ -835,8 +842,7 @@ class Listener:
             conn.close()
             await _db_write(auth.proxy_refused)(peer.ip, str(exc), "sftp")
             return
-        if await _db(defender.is_banned)(ip):
-            await _db_write(auth.banned)("", ip)
+        if await _refused_as_banned("", ip):
             conn.close()
             return
         refusal = self.slots.take(ip)
