@@ -748,6 +748,58 @@ def test_postgresql_updates_and_removes_records_in_place(district):
     assert in_place == updates
 
 
+def test_updated_records_rewrite_a_lookup_only_where_its_fields_changed(district, school):
+    """SQLite rewrites the index entries of every column an UPDATE assigns, changed or not:
+    records updated for another field (an end date) wrote both enrollment lookups' pages again
+    (~80k of the ~334k pages `huge`'s 1% change wrote, bench/README.md, sqlite1pct26). Their
+    lookup fields are assigned only to the records whose values differ, and those get them."""
+    from django.db import connection
+
+    from rosterdrop.roster import store
+    from rosterdrop.roster.schema import FIELDS, HASH, KEY, METADATA
+
+    sync = import_path(district, school)
+    enrollments = records(district, "enrollments").order_by("id")
+    picked = list(enrollments.values("sourced_id", *FIELDS["enrollments"])[:4])
+    other_class = enrollments.exclude(classSourcedId=picked[0]["classSourcedId"]).first()
+    changed = pl.DataFrame(
+        [
+            {KEY: r["sourced_id"], HASH: 1, **{f: r[f] for f in FIELDS["enrollments"]}}
+            for r in picked
+        ]
+    ).with_columns(pl.lit(None, pl.String).alias(METADATA), pl.lit("2026-06-30").alias("endDate"))
+    moved = changed[KEY][0]
+    changed = changed.with_columns(
+        pl.when(pl.col(KEY) == moved)
+        .then(pl.lit(other_class.classSourcedId))
+        .otherwise(pl.col("classSourcedId"))
+        .alias("classSourcedId")
+    )
+    sqlite = connection.vendor == "sqlite"
+    with store.bulk_connection() as cur:
+        if sqlite:  # fires for each row whose lookup fields an UPDATE assigns, equal or not
+            cur.execute("CREATE TEMP TABLE assigned (sourced_id TEXT)")
+            cur.execute(
+                'CREATE TEMP TRIGGER lookups_assigned AFTER UPDATE OF "userSourcedId", '
+                '"classSourcedId", "role" ON roster_enrollment '
+                "BEGIN INSERT INTO assigned VALUES (new.sourced_id); END"
+            )
+        store.write_records(
+            cur, district.pk, "enrollments", sync.pk,
+            added=changed.clear(), changed=changed, removed=changed.select(KEY).clear(),
+        )  # fmt: skip
+        if sqlite:
+            cur.execute("SELECT sourced_id FROM assigned")
+            assert cur.fetchall() == [(moved,)]
+            cur.execute("DROP TRIGGER lookups_assigned")
+            cur.execute("DROP TABLE assigned")
+    got = enrollments.filter(sourced_id__in=changed[KEY].to_list())
+    assert {(e.sourced_id, e.classSourcedId, e.endDate) for e in got} == set(
+        changed.select(KEY, "classSourcedId", "endDate").iter_rows()
+    )
+    assert enrollments.filter(classSourcedId=other_class.classSourcedId, sourced_id=moved).exists()
+
+
 def test_records_marked_removed_come_back_with_what_they_named(district, school):
     """The statement that marks records removed returns the fields asked of them (ingest.gaps
     reads what removed enrollments named from it, not by seeking them again after apply)."""
