@@ -25,7 +25,6 @@ from rosterdrop.roster import staging
 from rosterdrop.roster.models import (
     ENTITIES,
     LOOKUP_INDEXES,
-    LOOKUPS,
     MODELS,
     RosterToken,
     Status,
@@ -342,15 +341,18 @@ def _from_keyed(keyed: Keyed, district_id: int, entity: str) -> str:
     )
 
 
-def _looked_up(entity: str) -> frozenset[str]:
-    """The entity's fields in a lookup index (models.LOOKUPS).
+def _indexed(entity: str) -> frozenset[str]:
+    """The entity's fields in an index of its table (the lookups, models.LOOKUPS, and keys).
 
-    SQLite rewrites every index entry of a column an UPDATE assigns, changed or not, and so
-    dirties that index page: a sync's updated records (the 1% change at `huge`: 50k
-    enrollments whose end date changed) then wrote the pages of both enrollment lookups again,
-    a page a record. So on SQLite `write_records` assigns these fields apart, only to the
-    records whose values differ (PostgreSQL compares them itself, as a HOT update does)."""
-    return frozenset(f for fields in LOOKUPS.get(entity, ()) for f in fields)
+    SQLite rewrites the index entries of every column an UPDATE assigns, changed or not, and
+    so dirties those index pages: a sync's updated records (the 1% change at `huge`: 50k
+    enrollments whose end date changed) wrote both enrollment lookups' pages again, at random
+    places (~30k of the 334k pages it wrote, bench/README.md, sqlite1pct26). So on SQLite
+    `write_records` assigns these fields apart, only to the records whose values differ
+    (PostgreSQL compares them itself, as a HOT update does)."""
+    model = MODELS[entity]
+    indexes = [*model._meta.indexes, *model._meta.constraints]
+    return frozenset(f for index in indexes for f in getattr(index, "fields", ()))
 
 
 @timed("db update", batch=True)
@@ -514,11 +516,11 @@ def write_records(
         taken.append(("content_hash", f"s.{HASH}"))
         sets = f"status = 'active', {stamp}"
         kept = columns if before and not prior else ()
-        looked_up = [] if _is_postgres() else [t for t in taken if t[0] in _looked_up(entity)]
-        rest = [t for t in taken if t not in looked_up]
+        indexed = [] if _is_postgres() else [t for t in taken if t[0] in _indexed(entity)]
+        rest = [t for t in taken if t not in indexed]
         rows = _update_keyed(cur, keyed, district_id, entity, sets, rest, before=kept)
-        if looked_up:
-            _update_keyed(cur, keyed, district_id, entity, "", looked_up, moved_only=True)
+        if indexed:
+            _update_keyed(cur, keyed, district_id, entity, "", indexed, moved_only=True)
         if old is not None:
             old = old.rename({c: f"{c}_old" for c in columns})
             rows = rows.join(old, on=KEY, how="left", maintain_order="left")
