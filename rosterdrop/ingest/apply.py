@@ -96,8 +96,9 @@ def apply_plan(
                 removed = pl.DataFrame(schema=dict.fromkeys([KEY, *fields], pl.String))
             else:
                 analyzed, removed = _apply_entity(
-                    conn, ep, _until_next(windows), district_id, sync_id, changes, fields
-                )
+                    conn, ep, _until_next(windows), district_id, sync_id, changes, fields,
+                    applied.updated.setdefault(entity, set()),
+                )  # fmt: skip
             if analyzed:
                 applied.analyzed.add(entity)
             if entity in named:
@@ -112,10 +113,12 @@ class Applied:
     again with every record in (store.lookups_built_after), for store.refresh_statistics
     after the commit; per entity of the `named` fields asked, the _key and those fields of
     the records it marked removed (what they named, for ingest.gaps), as the statement
-    marking them read them."""
+    marking them read them; per entity, the fields any of its updated records changed
+    (their change rows' "field" names: what ingest.gaps asks of its updates)."""
 
     analyzed: set[str] = field(default_factory=set)
     marked: dict[str, pl.DataFrame] = field(default_factory=dict)
+    updated: dict[str, set[str]] = field(default_factory=dict)
 
 
 ADDED, UPDATED, REACTIVATED = 1, 2, 3
@@ -178,17 +181,18 @@ def _apply_entity(
     sync_id: int,
     changes: list[tuple[Any, ...]],
     named: tuple[str, ...],
+    fields: set[str],
 ) -> tuple[bool, pl.DataFrame]:
     """Write what the plan says, its `windows` (from the spill, in key order). Returns whether
     the entity's statistics were made again (store.lookups_built_after), and the _key and
-    `named` fields of the records marked removed."""
+    `named` fields of the records marked removed; adds to `fields` those its updates changed."""
     renamed = pl.DataFrame(schema={KEY: pl.String, "_old_key": pl.String, "_left_id": pl.Int64})
     if ep.renamed.height:
         # Renamed first, so that they are then updated like any record under their new ID.
         renamed = store.rename_records(conn, district_id, ep.entity, sync_id, ep.renamed)
     with store.lookups_built_after(conn, ep.entity, len(ep.added), district_id) as analyzed:
         for window in windows:
-            _apply_window(conn, ep, window, district_id, sync_id, changes, renamed)
+            _apply_window(conn, ep, window, district_id, sync_id, changes, renamed, fields)
     nothing = _no_records(ep.entity)
     removed = store.write_records(
         conn, district_id, ep.entity, sync_id,
@@ -315,9 +319,11 @@ def _apply_window(
     sync_id: int,
     changes: list[tuple[Any, ...]],
     renamed: pl.DataFrame,
+    fields: set[str],
 ) -> None:
     """Write a window, and its change rows with the row IDs written (`renamed`: _key,
-    _old_key and _left_id, the row left under a renamed record's old ID)."""
+    _old_key and _left_id, the row left under a renamed record's old ID); the fields its
+    updates changed added to `fields`."""
     updated = window.changed.filter(pl.col("_action") == UPDATED)
     written = store.write_records(
         conn, district_id, ep.entity, sync_id,
@@ -325,7 +331,7 @@ def _apply_window(
         before=bool(updated.height),
     )  # fmt: skip
     if updated.height:
-        _updated(ep, sync_id, changes, updated, written, renamed)
+        fields.update(_updated(ep, sync_id, changes, updated, written, renamed))
     back = window.changed.filter(pl.col("_action") == REACTIVATED).select(KEY)
     back = back.join(written.select(KEY, "_id"), on=KEY, maintain_order="left")
     changes.extend(
@@ -340,10 +346,10 @@ def _updated(
     updated: pl.DataFrame,
     written: pl.DataFrame,
     renamed: pl.DataFrame,
-) -> None:
+) -> set[str]:
     """The change rows of updated records (`updated`): their fields after, and before as
     `written` returned them (suffix _old; a renamed one's sourcedId first), and the row IDs
-    written."""
+    written. Returns the fields they name."""
     pairs = updated.join(written, on=KEY, maintain_order="left")
     pairs = pairs.join(renamed, on=KEY, how="left", maintain_order="left")
     differs = field_changes(pairs, FIELDS[ep.entity])
@@ -352,3 +358,4 @@ def _updated(
         if old_key is not None:
             fields.insert(0, {"field": "sourcedId", "before": old_key, "after": key})
         changes.append((sync_id, ep.entity, key, "updated", json.dumps(fields), record, left))
+    return {str(entry["field"]) for entries in differs for entry in entries}

@@ -262,7 +262,7 @@ def run(
                         conn, plan, spills, district.pk, sync.pk, gaps.named(counted), loaded
                     )
                     stale = store.stale_statistics(*plan.growth, applied.analyzed)
-                    gaps.applied(district.pk, sync.pk, token, counted, applied.marked, stale)
+                    gaps.applied(district.pk, sync.pk, token, counted, applied, stale)
                     events = record_events(conn, district.pk, sync.pk, renamed_in(plan), Change)
                     process.checkpoint("apply")
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))
