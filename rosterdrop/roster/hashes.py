@@ -19,6 +19,7 @@ a hundred thousand keys spread over 5M touched every page of them: 450 MB more r
 """
 
 import contextlib
+import itertools
 import json
 import logging
 import mmap
@@ -114,11 +115,12 @@ class Snapshot:
             self._file.close()
             return False
         self._batch_starts = np.cumsum([0, *(len(b) for b in table.to_batches())])
-        # entity -> (start, end) of its records in the file: where each run of one code starts.
-        starts = [0, *(np.flatnonzero(codes[1:] != codes[:-1]) + 1).tolist()] if len(codes) else []
+        # entity -> (start, end) of its records in the file: between where each run of one
+        # code starts (none in an empty file).
+        runs = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+        bounds = [0, *runs.tolist(), len(codes)] if len(codes) else []
         self.ranges = {
-            ENTITIES[codes[start]]: (start, end)
-            for start, end in zip(starts, [*starts[1:], len(codes)], strict=True)
+            ENTITIES[codes[start]]: (start, end) for start, end in itertools.pairwise(bounds)
         }
         return True
 
