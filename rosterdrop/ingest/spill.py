@@ -34,6 +34,10 @@ RANGES = 16
 FINGERPRINT_SEED = 20261124
 # A range file larger than this is read back a batch at a time.
 MAX_RANGE_BYTES = 256 << 20
+# Spilled rows are written once this many are pending (or as the spill closes): a nightly
+# change spills a few hundred rows per batch, and each write cut them into up to RANGES Arrow
+# tables (5.2M enrollments with 1% changed: 0.65 s CPU in ~80 writes of ~1k rows).
+WRITE_ROWS = 1 << 16
 
 
 def fingerprints(frame: pl.DataFrame) -> np.ndarray:
@@ -137,6 +141,8 @@ class Spill:
         self.spilled = 0
         self._bounds: pl.Series | None = None
         self._writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+        self._pending: list[pl.DataFrame] = []
+        self._pending_rows = 0
 
     def _path(self, part: int) -> Path:
         return self.folder / f"{self.entity}-{part:03d}.arrow"
@@ -220,6 +226,17 @@ class Spill:
             # In the roster's table already, where apply leaves them (a first import at
             # `huge`: ~1 GB of Arrow not written); only their counts are asked for.
             return
+        self._pending.append(frame)
+        self._pending_rows += frame.height
+        if self._pending_rows >= WRITE_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the pending rows to their key ranges' files."""
+        if not self._pending:
+            return
+        frame = pl.concat(self._pending, how="vertical_relaxed")
+        self._pending, self._pending_rows = [], 0
         if self._bounds is None:
             keys = frame[KEY].sort()
             picks = [keys[len(keys) * i // RANGES] for i in range(1, RANGES)]
@@ -245,6 +262,7 @@ class Spill:
     def close(self) -> None:
         """No more writes: the roster's fingerprints (16 bytes a record) can go."""
         self.unchanged = None
+        self._flush()
         while self._writers:
             self._writers.popitem()[1].close()
 
