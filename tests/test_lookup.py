@@ -1,10 +1,13 @@
 """HashIndex finds 64-bit hashes exactly, whatever their spread; `guessed` finds what it would."""
 
 import numpy as np
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rosterdrop.ingest import lines
+from rosterdrop.ingest.columns import LINECHECK, LINEHASH
 from rosterdrop.ingest.lookup import GUESS_STEP, HashIndex, grouping_order, guessed
 
 
@@ -121,3 +124,74 @@ def test_guessed_places_are_where_a_lookup_finds_them(size, edits, shuffled, see
     assert len(asked) == len(set(asked))  # none looked up twice
     if not edits and not shuffled and size > 2 * GUESS_STEP:
         assert len(asked) < size // 2  # in order, most places are guessed
+
+
+class _Kept(lines._FoundByHash):
+    """Kept lines as their two hashes only, in their order (lines.LastRead without a roster)."""
+
+    def __init__(self, hashes: np.ndarray, checks: np.ndarray):
+        self._hashes, self._checks = hashes, checks
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(1, 600),
+    edits=st.lists(
+        st.tuples(st.sampled_from(["remove", "add", "change"]), st.integers(0, 10**6)), max_size=12
+    ),
+    order=st.sampled_from(["kept", "shuffled", "reversed", "one moved far"]),
+    pieces=st.lists(st.integers(1, 200), min_size=1, max_size=20),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_kept_lines_are_found_near_where_they_were_or_anywhere_if_the_file_moved(
+    size, edits, order, pieces, seed
+):
+    """A file's pieces, one after the other, find their lines among the kept ones near where
+    the last piece's ended (lines._FoundByHash), and among every kept line when many are not
+    there but kept elsewhere (the file in another order). A place found always has both of
+    the line's hashes; in order with lines added, removed and changed, every kept line is
+    found, and in another order too where the pieces are small against the file (as 16 MB
+    pieces of a nightly file are); a line moved far from its neighbours may be read anew."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lines, "NEAR_LINES", 2)  # pieces of a few lines: the near ones only
+        _found_in_pieces(size, edits, order, pieces, seed)
+
+
+def _found_in_pieces(
+    size: int, edits: list[tuple[str, int]], order: str, pieces: list[int], seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    kept = rng.integers(0, 2**62, (size, 2), dtype=np.uint64)
+    sent = [tuple(pair) for pair in kept]
+    for edit, at in edits:
+        i = at % (len(sent) + 1)
+        new = (np.uint64(2**63 + at), np.uint64(at))  # no kept line has it
+        if edit == "add" or i == len(sent):
+            sent.insert(i, new)
+        elif edit == "remove":
+            del sent[i]
+        else:
+            sent[i] = (sent[i][0], np.uint64(2**63 + at))  # its second hash only
+    if order == "shuffled":
+        rng.shuffle(sent)
+    elif order == "reversed":
+        sent.reverse()
+    elif order == "one moved far" and len(sent) > 2:
+        sent.append(sent.pop(0))
+    lines_sent = np.array(sent, dtype=np.uint64).reshape(-1, 2)
+    finder, found, start = _Kept(kept[:, 0].copy(), kept[:, 1].copy()), [], 0
+    while start < len(lines_sent):
+        piece = lines_sent[start : start + pieces[len(found) % len(pieces)]]
+        hashes = pl.DataFrame({LINEHASH: piece[:, 0], LINECHECK: piece[:, 1]})
+        found.append(finder.find(hashes).fill_null(-1).to_numpy())
+        start += len(piece)
+    places = np.concatenate([np.zeros(0, dtype=np.int64), *found])
+    hit = places >= 0
+    assert (kept[places[hit]] == lines_sent[hit]).all()
+    every = set(map(tuple, kept.tolist()))
+    present = np.array([tuple(pair) in every for pair in lines_sent.tolist()], dtype=bool)
+    assert not (hit & ~present).any()
+    if order == "kept":
+        assert (hit == present).all()
+    elif order != "one moved far" and all(n <= size // 8 for n in pieces):
+        assert (hit == present).all()  # in another order, mostly not near: looked up anywhere
