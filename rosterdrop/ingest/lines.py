@@ -457,8 +457,8 @@ class _FoundByHash:
 
 class LastRead(_FoundByHash):
     """The lines the last read of a file kept whose records the roster holds as they are
-    (read.KnownLines), in their line order, found by the read-ahead thread through an index of
-    their hashes, taken by the reader."""
+    (read.KnownLines), in their line order, found by the read-ahead thread by their hashes
+    (`_FoundByHash`), taken by the reader."""
 
     def __init__(self, kept: pa.Table, spill: Spill, read: Callable[[], None]):
         """`kept`: as the last read wrote it, in its line order. The lines the roster still
