@@ -389,6 +389,8 @@ class _FoundByHash:
     # Where, among the kept lines, the line after the last one found is: the next piece's
     # lines are looked for around it.
     _next: int = 0
+    # Whether a piece's lines not found near were sampled among every kept line (`_moved`).
+    _sampled: bool = False
 
     @functools.cached_property
     def _index(self) -> HashIndex:
@@ -442,9 +444,12 @@ class _FoundByHash:
         """Whether lines not found near where they were expected are kept elsewhere (a file
         in another order), judged by MOVED_SAMPLE of them compared with every kept line: else
         they are new (appended at the file's end, say), and the index of every kept line
-        would be built for nothing. Once built, it is asked."""
-        if "_index" in self.__dict__:
+        would be built for nothing. Judged so once per file (each sample costs a pass over
+        every kept line): a second piece with as many such lines builds the index, as does a
+        sample kept elsewhere, and once built it is asked."""
+        if "_index" in self.__dict__ or self._sampled:
             return True
+        self._sampled = True
         sample = lines[np.linspace(0, len(lines) - 1, MOVED_SAMPLE).astype(np.int64)]
         return any(bool(np.any(self._hashes == h)) for h in sample)
 
