@@ -2,6 +2,7 @@
 errors for a missing database or data folder, and a quiet exit on a closed pipe."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +25,12 @@ def run(env: dict[str, str], *args: str, **kwargs) -> subprocess.CompletedProces
 
 
 @pytest.fixture(scope="module")
-def migrated(tmp_path_factory) -> Path:
+def migrated(tmp_path_factory, migrated_data) -> Path:
     """A migrated data folder with one district and 1,500 syncs: their list is more than the
     64 KiB a pipe holds, so the writer is still writing when the reader goes."""
     data = tmp_path_factory.mktemp("cli") / "data"
+    shutil.copytree(migrated_data, data)
     env = env_for(data)
-    assert run(env, "migrate", "-v0").returncode == 0
     setup = (
         f"SLUG = {SLUG!r}\n"
         "from rosterdrop.districts.models import District\n"

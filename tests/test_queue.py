@@ -24,9 +24,17 @@ import psycopg
 import pytest
 from district_logins import district_logins
 from ftps_fixtures import DOTTED, cert
-from sftp_fixtures import PASSWORD, ROSTERDROP, SCHOOL_SMALL, base_env, free_port
+from sftp_fixtures import (
+    PASSWORD,
+    ROSTERDROP,
+    SCHOOL_SMALL,
+    base_env,
+    command,
+    create_database,
+    drop_database,
+    free_port,
+)
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 FIRST_STUDENT = "f0e33289-c386-444c-ac0d-58c34bcaf645"
 USERS = sum(1 for _ in (SCHOOL_SMALL / "users.csv").open()) - 1
 
@@ -74,18 +82,16 @@ class Deployment:
     """One PostgreSQL database and one data folder, with front ends and workers started on
     them as a vendor runs them (`serve --no-worker`, `rosterdrop worker`)."""
 
-    def __init__(self, tmp_path: Path, name: str, slugs: list[str]):
+    def __init__(self, tmp_path: Path, name: str, slugs: list[str], template: str):
+        """`template`: a migrated database (sftp_fixtures.postgres_template) to copy."""
         self.name = f"rd_queue_{name}_{os.getpid()}"
         self.url = f"postgresql://postgres@127.0.0.1:5432/{self.name}"
-        with psycopg.connect(ADMIN, autocommit=True) as db:
-            db.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-            db.execute(f'CREATE DATABASE "{self.name}"')
+        create_database(self.name, template)
         self.tmp = tmp_path
         self.data = tmp_path / "data"
         self.env = {**base_env(self.data), "ROSTERDROP_DATABASE_URL": self.url}
         self.key = tmp_path / "client_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)])
-        self.cli("migrate", "-v0")
         self.cli("hostkey")
         self.cli("shell", "-c", district_logins(slugs, self.key.with_suffix(".pub")))
         self.known_hosts = tmp_path / "known_hosts"
@@ -93,7 +99,7 @@ class Deployment:
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(
-            [ROSTERDROP, *args], env=self.env, capture_output=True, text=True, timeout=180
+            command(*args), env=self.env, capture_output=True, text=True, timeout=180
         )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
@@ -164,16 +170,16 @@ class Deployment:
             if p.proc.poll() is None:
                 p.proc.kill()
                 p.proc.wait(timeout=30)
-        with psycopg.connect(ADMIN, autocommit=True) as db:
-            db.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        drop_database(self.name)
 
 
 @pytest.fixture
-def deploy(tmp_path, request):
+def deploy(tmp_path, request, postgres_template):
     made: list[Deployment] = []
 
     def make(slugs: list[str]) -> Deployment:
-        deployment = Deployment(tmp_path, request.node.name[-20:].strip("_[]"), slugs)
+        name = request.node.name[-20:].strip("_[]")
+        deployment = Deployment(tmp_path, name, slugs, postgres_template)
         made.append(deployment)
         return deployment
 

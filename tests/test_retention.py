@@ -1,6 +1,7 @@
 """Retention: raw uploads older than the setting are really deleted; history stays."""
 
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -117,14 +118,14 @@ def test_bytes_another_upload_keeps_stay_with_its_links(district, tmp_path, sett
 
 
 @pytest.mark.slow
-def test_crashed_import_leaves_no_copy_after_retention(tmp_path):
+def test_crashed_import_leaves_no_copy_after_retention(tmp_path, migrated_data):
     """A real `rosterdrop import` killed with SIGKILL mid-import leaves hard links to the raw
     upload in tmp/upload-*/; once the upload expires, retention deletes them too."""
     data = tmp_path / "data"
+    shutil.copytree(migrated_data, data)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTERDROP_")}
     env["ROSTERDROP_DATA_DIR"] = str(data)
     run = dict(env=env, capture_output=True, text=True, timeout=120)
-    subprocess.run([ROSTERDROP, "migrate", "-v0"], check=True, **run)
     subprocess.run(
         [ROSTERDROP, "district", "add", "big", "--name", "Big", "--format", "oneroster-1.1"],
         check=True,

@@ -5,6 +5,7 @@ bucket; a cut upload leaves nothing in it. The inbox and retention tests run on 
 
 import base64
 import json
+import shutil
 import socket
 import subprocess
 import time
@@ -72,11 +73,11 @@ def test_a_cut_upload_leaves_nothing_in_the_bucket(make_server, s3):
     del f
 
 
-def test_rosterdrop_import_keeps_the_upload_in_the_bucket(tmp_path, s3):
+def test_rosterdrop_import_keeps_the_upload_in_the_bucket(tmp_path, s3, migrated_data):
     data = tmp_path / "data"
+    shutil.copytree(migrated_data, data)
     env = {**sftp_fixtures.base_env(data), **s3.env}
     run = dict(env=env, capture_output=True, text=True, timeout=300)
-    subprocess.run([ROSTERDROP, "migrate", "-v0"], check=True, **run)
     add = [ROSTERDROP, "district", "add", "big", "--name", "Big", "--format", "oneroster-1.1"]
     subprocess.run(add, check=True, **run)
     done = subprocess.run([ROSTERDROP, "import", str(DISTRICT_LARGE), "--district", "big"], **run)

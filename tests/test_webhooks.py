@@ -5,6 +5,7 @@ retries keep the webhook-id, 410 disables; a sender killed with -9 delivers afte
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -185,13 +186,15 @@ def _until(condition, timeout: float = 60) -> None:
 
 
 @pytest.mark.slow
-def test_a_sender_killed_after_delivery_delivers_again_once_per_webhook_id(tmp_path, receiver):
+def test_a_sender_killed_after_delivery_delivers_again_once_per_webhook_id(
+    tmp_path, receiver, migrated_data
+):
     """kill -9 between an applied sync and its delivery: the delivery is in the outbox with
     the sync; a sender killed after the endpoint answered but before recording it sends the
     message again after restart, under the same webhook-id, and the endpoint processes it
     once."""
+    shutil.copytree(migrated_data, tmp_path / "data")
     env = base_env(tmp_path / "data") | {"ROSTERDROP_WEBHOOK_CLAIM_SECONDS": "1"}
-    _run(env, "migrate", "-v0")
     _run(
         env, "district", "add", "springfield", "--name", "Springfield", "--format", "oneroster-1.1"
     )
