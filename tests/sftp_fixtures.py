@@ -313,9 +313,11 @@ class Server:
 
 
 def migrate(env: dict[str, str]) -> None:
-    """`rosterdrop migrate` from empty, with Django's system checks (see the module's doc)."""
+    """`rosterdrop migrate` from empty, with Django's system checks (see the module's doc).
+    Generous: on PostgreSQL at load 25-33 one took over 120 s, and a session fixture's failure
+    fails every test of the worker that uses it."""
     done = subprocess.run(
-        [ROSTERDROP, "migrate", "-v0"], env=env, capture_output=True, text=True, timeout=120
+        [ROSTERDROP, "migrate", "-v0"], env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
