@@ -388,11 +388,12 @@ def postgres_template(tmp_path_factory) -> Iterator[str]:
     name = f"rd_template_{os.getpid()}"
     create_database(name)
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    migrate(
-        {**base_env(tmp_path_factory.mktemp("postgres-template")), "ROSTERDROP_DATABASE_URL": url}
-    )
-    yield name
-    drop_database(name)
+    try:  # dropped also when its migrate fails (four were left after a timeout)
+        env = base_env(tmp_path_factory.mktemp("postgres-template"))
+        migrate({**env, "ROSTERDROP_DATABASE_URL": url})
+        yield name
+    finally:
+        drop_database(name)
 
 
 @pytest.fixture
