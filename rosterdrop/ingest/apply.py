@@ -93,6 +93,8 @@ def apply_plan(
             spill, fields = spills[entity], named.get(entity, ())
             if entity in loaded:
                 analyzed = _finish_loaded(conn, ep, spill, loaded[entity])
+                if len(ep.added) == loaded[entity].rows:  # none refused: one run of IDs
+                    applied.created[entity] = (loaded[entity].first_id, loaded[entity].rows)
                 removed = pl.DataFrame(schema=dict.fromkeys([KEY, *fields], pl.String))
             else:
                 analyzed, removed = _apply_entity(
@@ -114,11 +116,14 @@ class Applied:
     after the commit; per entity of the `named` fields asked, the _key and those fields of
     the records it marked removed (what they named, for ingest.gaps), as the statement
     marking them read them; per entity, the fields any of its updated records changed
-    (their change rows' "field" names: what ingest.gaps asks of its updates)."""
+    (their change rows' "field" names: what ingest.gaps asks of its updates); per entity whose
+    every record a store.Loader copied and the plan kept, their first row ID and how many
+    (consecutive IDs: the feed's created range, known without counting the table)."""
 
     analyzed: set[str] = field(default_factory=set)
     marked: dict[str, pl.DataFrame] = field(default_factory=dict)
     updated: dict[str, set[str]] = field(default_factory=dict)
+    created: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 ADDED, UPDATED, REACTIVATED = 1, 2, 3

@@ -263,7 +263,9 @@ def run(
                     )
                     stale = store.stale_statistics(*plan.growth, applied.analyzed)
                     gaps.applied(district.pk, sync.pk, token, counted, applied, stale)
-                    events = record_events(conn, district.pk, sync.pk, renamed_in(plan), Change)
+                    events = record_events(
+                        conn, district.pk, sync.pk, renamed_in(plan), Change, applied.created
+                    )
                     process.checkpoint("apply")
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))
                     # Its pages are copied into the database file by the build after the
