@@ -78,7 +78,7 @@ from rosterdrop.ingest.columns import (
 )
 from rosterdrop.ingest.keys import TARGETS
 from rosterdrop.ingest.lookup import HashIndex, grouping_order, guessed
-from rosterdrop.ingest.spill import Spill
+from rosterdrop.ingest.spill import Pending, Spill
 
 log = logging.getLogger(__name__)
 
@@ -309,22 +309,19 @@ class _KeptStream:
     path: Path
     layout: Layout
     written: int = 0
-    _pending: list[pl.DataFrame] = field(default_factory=list)
-    _rows: int = 0
+    _pending: Pending = field(default_factory=lambda: Pending(KEEP_ROWS))
     _writer: pa.ipc.RecordBatchStreamWriter | None = None
     _schema: pa.Schema | None = None
 
     def add(self, frame: pl.DataFrame) -> None:
-        self._pending.append(frame)
-        self._rows += frame.height
-        if self._rows >= KEEP_ROWS:
+        if self._pending.add(frame):
             self._write()
 
     def _write(self) -> None:
-        if not self._pending:
+        frame = self._pending.take(rechunk=True)
+        if frame is None:
             return
-        table = pl.concat(self._pending, how="vertical_relaxed", rechunk=True).to_arrow()
-        self._pending, self._rows = [], 0
+        table = frame.to_arrow()
         if self._writer is None or self._schema is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._schema = table.schema.with_metadata({_LAYOUT: self.layout.digest()})
@@ -343,7 +340,7 @@ class _KeptStream:
 
     def discard(self) -> None:
         """Nothing of it is kept."""
-        self._pending, self._rows = [], 0
+        self._pending.clear()
         self.close()
         self.path.unlink(missing_ok=True)
 

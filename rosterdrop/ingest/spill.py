@@ -124,6 +124,34 @@ class SpillFolder:
         return Spill(self.path, entity, self.unchanged.pop(entity, None), self.copy)
 
 
+@dataclass
+class Pending:
+    """Frames held until `rows` of them wait, so that a file is written in a few large batches
+    rather than one small one per batch read (a nightly change's batches carry a few hundred
+    changed rows each)."""
+
+    rows: int
+    _frames: list[pl.DataFrame] = field(default_factory=list)
+    _held: int = 0
+
+    def add(self, frame: pl.DataFrame) -> bool:
+        """Hold `frame`; whether `rows` or more now wait."""
+        self._frames.append(frame)
+        self._held += frame.height
+        return self._held >= self.rows
+
+    def take(self, rechunk: bool = False) -> pl.DataFrame | None:
+        """Every frame held, as one (None when none is), and none held after."""
+        if not self._frames:
+            return None
+        frame = pl.concat(self._frames, how="vertical_relaxed", rechunk=rechunk)
+        self.clear()
+        return frame
+
+    def clear(self) -> None:
+        self._frames, self._held = [], 0
+
+
 class Spill:
     """`unchanged`: the records the roster holds, by fingerprint (those are not spilled)."""
 
@@ -141,8 +169,7 @@ class Spill:
         self.spilled = 0
         self._bounds: pl.Series | None = None
         self._writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
-        self._pending: list[pl.DataFrame] = []
-        self._pending_rows = 0
+        self._pending = Pending(WRITE_ROWS)
 
     def _path(self, part: int) -> Path:
         return self.folder / f"{self.entity}-{part:03d}.arrow"
@@ -226,17 +253,14 @@ class Spill:
             # In the roster's table already, where apply leaves them (a first import at
             # `huge`: ~1 GB of Arrow not written); only their counts are asked for.
             return
-        self._pending.append(frame)
-        self._pending_rows += frame.height
-        if self._pending_rows >= WRITE_ROWS:
+        if self._pending.add(frame):
             self._flush()
 
     def _flush(self) -> None:
         """Write the pending rows to their key ranges' files."""
-        if not self._pending:
+        frame = self._pending.take()
+        if frame is None:
             return
-        frame = pl.concat(self._pending, how="vertical_relaxed")
-        self._pending, self._pending_rows = [], 0
         if self._bounds is None:
             keys = frame[KEY].sort()
             picks = [keys[len(keys) * i // RANGES] for i in range(1, RANGES)]
