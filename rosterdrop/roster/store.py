@@ -516,7 +516,8 @@ def write_records(
         taken.append(("content_hash", f"s.{HASH}"))
         sets = f"status = 'active', {stamp}"
         kept = columns if before and not prior else ()
-        indexed = [] if _is_postgres() else [t for t in taken if t[0] in _indexed(entity)]
+        apart = frozenset() if _is_postgres() else _indexed(entity)
+        indexed = [t for t in taken if t[0] in apart]
         rest = [t for t in taken if t not in indexed]
         rows = _update_keyed(cur, keyed, district_id, entity, sets, rest, before=kept)
         if indexed:
