@@ -11,6 +11,7 @@ import pytest
 # processes to drive with SFTP and FTPS clients, the browser that drives the console, an S3
 # server, and two front ends behind HAProxy (their plain helpers are imported by name).
 pytest_plugins = [
+    "run_fixtures",
     "web_fixtures",
     "sftp_fixtures",
     "browser_fixtures",
@@ -76,6 +77,26 @@ def pytest_collection_modifyitems(config, items):
     if others:
         config.hook.pytest_deselected(items=others)
         items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings, django_db_keepdb, run, request):
+    """On PostgreSQL, pytest-django's test databases named after the run too (test_NAME_RUN_gwN):
+    named test_NAME_gwN, two runs at once on one server (CI machines sharing one, sessions on
+    one machine) took the same ones, the second dropping the first's. In xdist workers each is a
+    copy of the run's migrated template (CREATE DATABASE ... TEMPLATE), not a migrate of its own
+    (~4-5 s of CPU and PostgreSQL's own per worker); pytest-django's migrate then finds nothing
+    to do. Left as pytest-django names them with --reuse-db, which keeps them for the next run."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.postgresql" or django_db_keepdb:
+        return
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    test = database.setdefault("TEST", {})
+    test["NAME"] = "_".join(filter(None, [f"test_{database['NAME']}", run.name, worker]))
+    if worker:
+        test["TEMPLATE"] = request.getfixturevalue("postgres_template")
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,11 @@ Each server copies a data folder prepared once per session (migrated database, h
 FTPS certificate, two districts with logins), so starting one takes about a second. It serves
 SFTP and FTPS (explicit and implicit). Loopback only; free ports.
 
-A migrate from an empty database costs ~4.4 s of CPU (and PostgreSQL's own): each pytest process
-(each xdist worker) migrates one SQLite data folder and one PostgreSQL database once, and the
-tests copy them. That migrate is the only command of the suite's helpers that runs Django's
-system checks (~0.6 s of each command's start); the others pass --skip-checks.
+A migrate from an empty database costs ~4.4 s of CPU (and PostgreSQL's own): each pytest run
+migrates one SQLite data folder and one PostgreSQL database once (run_fixtures.py: its first
+worker that needs them), and the tests copy them. That migrate is the only command of the
+suite's helpers that runs Django's system checks (~0.6 s of each command's start); the others
+pass --skip-checks.
 """
 
 import base64
@@ -24,12 +25,11 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncssh
-import psycopg
 import pytest
+from run_fixtures import Run, create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[1]
 ROSTERDROP = str(Path(sys.executable).with_name("rosterdrop"))
@@ -38,7 +38,6 @@ SCHOOL_SMALL = SAMPLES / "school-small"
 DISTRICT_LARGE = SAMPLES / "district-large.zip"
 ORGS = SCHOOL_SMALL / "orgs.csv"
 PASSWORD = "correct horse battery"
-POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 SETUP = f"""
 from rosterdrop.districts.models import District
@@ -323,26 +322,28 @@ def migrate(env: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def migrated_data(tmp_path_factory) -> Path:
+def migrated_data(run: Run) -> Path:
     """A data folder with its SQLite database migrated and nothing else, to copy."""
-    data = tmp_path_factory.mktemp("migrated") / "data"
-    migrate(base_env(data))
-    return data
+    return run.once("migrated", lambda data: migrate(base_env(data)))
 
 
 @pytest.fixture(scope="session")
-def sftp_template(migrated_data, tmp_path_factory) -> tuple[Path, Path]:
-    """A data folder with the database migrated, a host key and two districts with logins."""
-    base = tmp_path_factory.mktemp("sftp-template")
-    key = base / "client_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    data = base / "data"
-    shutil.copytree(migrated_data, data)
-    env = base_env(data)
-    run = dict(env=env, check=True, capture_output=True, timeout=120)
-    subprocess.run(command("hostkey"), **run)
-    subprocess.run([ROSTERDROP, "shell", "-c", SETUP.format(key=str(key) + ".pub")], **run)
-    return data, key
+def sftp_template(migrated_data: Path, run: Run) -> tuple[Path, Path]:
+    """A data folder with the database migrated, a host key and two districts with logins, and
+    the clients' key of those logins (base/data, base/client_key)."""
+
+    def make(base: Path) -> None:
+        base.mkdir()
+        key = base / "client_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        data = base / "data"
+        shutil.copytree(migrated_data, data)
+        options = dict(env=base_env(data), check=True, capture_output=True, timeout=120)
+        subprocess.run(command("hostkey"), **options)
+        subprocess.run([ROSTERDROP, "shell", "-c", SETUP.format(key=str(key) + ".pub")], **options)
+
+    base = run.once("sftp-template", make)
+    return base / "data", base / "client_key"
 
 
 @pytest.fixture
@@ -369,39 +370,24 @@ def server(make_server) -> Server:
     return make_server()
 
 
-def create_database(name: str, template: str | None = None) -> None:
-    """A new PostgreSQL database (dropped first if a killed run left it), empty or a copy."""
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        db.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="session")
-def postgres_template(tmp_path_factory) -> Iterator[str]:
+def postgres_template(run: Run, tmp_path_factory) -> str:
     """The name of a PostgreSQL database migrated and nothing else (no host keys: tests of
     front ends see them made), which tests copy with CREATE DATABASE ... TEMPLATE."""
-    name = f"rd_template_{os.getpid()}"
-    create_database(name)
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    try:  # dropped also when its migrate fails (four were left after a timeout)
+
+    def make(name: str) -> None:
+        create_database(name)
         env = base_env(tmp_path_factory.mktemp("postgres-template"))
-        migrate({**env, "ROSTERDROP_DATABASE_URL": url})
-        yield name
-    finally:
-        drop_database(name)
+        migrate({**env, "ROSTERDROP_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{name}"})
+
+    return run.database("rd_template", make)
 
 
 @pytest.fixture
-def postgres_database(request, postgres_template):
+def postgres_database(request, run: Run, postgres_template: str):
     """A migrated PostgreSQL database of this test's own (its URL, and a function that drops
     it), dropped at the end: servers started on it share it as front ends of one deployment do."""
-    name = f"rd_{request.node.name[:40]}_{os.getpid()}".lower()
-    name = "".join(c if c.isalnum() else "_" for c in name)
+    name = run.database_name(request.node.name)
     create_database(name, postgres_template)
     yield f"postgresql://postgres@127.0.0.1:5432/{name}", lambda: drop_database(name)
     drop_database(name)

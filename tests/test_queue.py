@@ -24,16 +24,8 @@ import psycopg
 import pytest
 from district_logins import district_logins
 from ftps_fixtures import DOTTED, cert
-from sftp_fixtures import (
-    PASSWORD,
-    ROSTERDROP,
-    SCHOOL_SMALL,
-    base_env,
-    command,
-    create_database,
-    drop_database,
-    free_port,
-)
+from run_fixtures import create_database, drop_database
+from sftp_fixtures import PASSWORD, ROSTERDROP, SCHOOL_SMALL, base_env, command, free_port
 
 FIRST_STUDENT = "f0e33289-c386-444c-ac0d-58c34bcaf645"
 USERS = sum(1 for _ in (SCHOOL_SMALL / "users.csv").open()) - 1
@@ -83,8 +75,9 @@ class Deployment:
     them as a vendor runs them (`serve --no-worker`, `rosterdrop worker`)."""
 
     def __init__(self, tmp_path: Path, name: str, slugs: list[str], template: str):
-        """`template`: a migrated database (sftp_fixtures.postgres_template) to copy."""
-        self.name = f"rd_queue_{name}_{os.getpid()}"
+        """`name`: its database's (run_fixtures.Run.database_name); `template`: a migrated
+        database (sftp_fixtures.postgres_template) to copy."""
+        self.name = name
         self.url = f"postgresql://postgres@127.0.0.1:5432/{self.name}"
         create_database(self.name, template)
         self.tmp = tmp_path
@@ -174,11 +167,11 @@ class Deployment:
 
 
 @pytest.fixture
-def deploy(tmp_path, request, postgres_template):
+def deploy(tmp_path, request, run, postgres_template):
     made: list[Deployment] = []
 
     def make(slugs: list[str]) -> Deployment:
-        name = request.node.name[-20:].strip("_[]")
+        name = run.database_name("queue_" + request.node.name[-20:].strip("_[]"))
         deployment = Deployment(tmp_path, name, slugs, postgres_template)
         made.append(deployment)
         return deployment
