@@ -34,12 +34,15 @@ from django.db.models import Exists, OuterRef, QuerySet
 
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import gaps, jobs, line_builds, sent_index, states, syncs
-from rosterdrop.ingest.engine import Settings
+from rosterdrop.ingest import jobs, states
 from rosterdrop.ingest.models import IndexState, Sync
-from rosterdrop.ingest.reader import limits
-from rosterdrop.roster import store, wal
+from rosterdrop.roster import wal
 from rosterdrop.timing import timed
+
+# The builds' modules (the pipeline: polars, Arrow, the stores) are imported by the functions
+# that build, not here: the worker thread and the queue import this module to look for syncs
+# that want a build, and a process that never builds one (an idle `serve`, SFTP worker
+# processes) should not load them (~0.75 s of CPU at each start).
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,9 @@ def _lookups_left(district: District) -> None:
     purged meanwhile) would leave them missing until some later sync's build, every read by
     reference a scan of the table meanwhile. A district's build is asked for after each of its
     syncs (syncs._finish), so they are built after any sync. Never a reason to fail."""
+    from rosterdrop.ingest import gaps
+    from rosterdrop.roster import store
+
     try:
         with _lock(district.pk) as held:
             if not held:
@@ -153,6 +159,8 @@ def _after(sync: Sync) -> None:
     """What is built after the sync: the roster's reference indexes a first import left out
     and the gaps they count (`_lookups`), the lines of its files its read did not keep (for
     the next read, ingest/line_builds.py), then their SIS search index."""
+    from rosterdrop.ingest import line_builds
+
     try:
         _lookups(sync)
     except Exception:  # readers are right without them, only slower; the next sync builds them
@@ -169,6 +177,9 @@ def _after(sync: Sync) -> None:
 def _lookups(sync: Sync) -> None:
     """The roster's indexes a first import left to after its sync, then the gaps that it
     could not count without its reference indexes (roster/store.py lookups_built_after)."""
+    from rosterdrop.ingest import gaps
+    from rosterdrop.roster import store
+
     store.build_missing_indexes()
     gaps.after_sync(sync.district_id, sync.pk, sync.roster_token)
 
@@ -177,6 +188,10 @@ def _lookups(sync: Sync) -> None:
 def _index(sync: Sync, uploads: list[Upload]) -> None:
     """Index the sync's kept uploads but those whose bytes an index was built for already
     (re-sent files); forget what was written of bytes retention purged meanwhile."""
+    from rosterdrop.ingest import sent_index, syncs
+    from rosterdrop.ingest.engine import Settings
+    from rosterdrop.ingest.reader import limits
+
     district = sync.district
     spec = Settings.of(district).format
     covered = set(

@@ -33,7 +33,7 @@ from django.utils import timezone
 from rosterdrop import process, storage
 from rosterdrop.districts.models import District
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import states, syncs
+from rosterdrop.ingest import states
 from rosterdrop.ingest.models import Sync, SyncStatus
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,8 @@ def _recover(sync: Sync, done: Recovered) -> None:
     )
     done.interrupted.append(sync.pk)
     done.reimported.append(again.pk)
+    from rosterdrop.ingest import syncs  # the pipeline, only when there is one to import
+
     syncs.import_uploads(sync.district, uploads, sync=again)
 
 

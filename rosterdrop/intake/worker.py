@@ -25,7 +25,7 @@ from rosterdrop.districts.models import District
 from rosterdrop.formats import get_format
 from rosterdrop.inbox import retention
 from rosterdrop.inbox.models import Upload
-from rosterdrop.ingest import index_builds, recovery, states, syncs
+from rosterdrop.ingest import index_builds, recovery, states
 from rosterdrop.ingest.claims import claim_uploads
 from rosterdrop.ingest.models import Sync, SyncStatus
 from rosterdrop.intake import folder
@@ -134,6 +134,10 @@ def latest_per_name(uploads: list[Upload]) -> list[Upload]:
 
 
 def import_set(district: District, uploads: list[Upload]) -> Sync | None:
+
+    # The pipeline (polars, Arrow, the stores) loads at the first import, not at start: an
+    # idle `serve` and the SFTP worker processes (which import this module) never need it.
+    from rosterdrop.ingest import syncs
 
     names = ", ".join(u.filename for u in uploads)
     log.info("importing %s for %s", names, district.slug)
