@@ -156,10 +156,13 @@ def check(
     accepted = check_keys(
         reader.entities, against.known, log, fmt.references, against.keys, fmt.how_to_send
     )
+    # What the gaps need of the references, taken before they go: only a sync to a roster
+    # that holds records counts its gaps from what it changes.
+    kept_out = gaps.upload_keeps_out(reader.entities, accepted) if len(against.known) else {}
     for rows in reader.entities.values():
         rows.release()
     counts = {e: int((frame[STATUS] == "active").sum()) for e, frame in accepted.items()}
-    records = Records(reader.entities, accepted, reader.spills)
+    records = Records(reader.entities, accepted, reader.spills, kept_out)
     return Checked(slug, reason, files, counts, log, records)
 
 
@@ -257,7 +260,8 @@ def run(
                     staged = _stage_snapshot(snapshot, plan, checked.records)
                     forget_findings(sync.pk)  # a held sync's, when approved
                     spills = checked.records.spills
-                    counted = gaps.before(conn, district.pk, planned, plan, spills)
+                    kept_out = checked.records.kept_out
+                    counted = gaps.before(conn, district.pk, planned, plan, spills, kept_out)
                     applied = apply_plan(
                         conn, plan, spills, district.pk, sync.pk, gaps.named(counted), loaded
                     )

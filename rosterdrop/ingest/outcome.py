@@ -19,16 +19,19 @@ class Records:
 
     `entities`: per entity, the keys and references read, what skipped rows keep (kept.py)
     and the delta's deletions; `accepted`: after the key checks, per entity KEY, KEYHASH,
-    HASH, STATUS and ROW of the records kept; `spills`: their record data on disk.
+    HASH, STATUS and ROW of the records kept; `spills`: their record data on disk;
+    `kept_out`: per gap, the IDs the accepted records keep out of it once applied
+    (ingest.gaps.upload_keeps_out).
     """
 
     entities: dict[str, EntityRows] = field(default_factory=dict)
     accepted: dict[str, pl.DataFrame] = field(default_factory=dict)
     spills: dict[str, Spill] = field(default_factory=dict)
+    kept_out: dict[str, pl.Series] = field(default_factory=dict)
 
     def release(self) -> None:
-        """Let go of all but the spills, once the new snapshot is staged: apply needs only the
-        plan and the spills, and the memory peak is during apply."""
+        """Let go of all but the spills and `kept_out`, once the new snapshot is staged: apply
+        needs only the plan and the spills, and the memory peak is during apply."""
         self.accepted.clear()
         self.entities.clear()
 
