@@ -3,6 +3,7 @@ whole district finds: the same counts and the same first IDs, after every sync o
 sequence that moves students, teachers, classes, parents and schools in and out of them."""
 
 import itertools
+import json
 import shutil
 from pathlib import Path
 
@@ -335,3 +336,90 @@ def test_a_student_still_in_a_class_is_not_looked_up_after_apply(
     assert alone in sought["rd_gap_after_0"]
     kept = RosterGaps.objects.get(district=district)
     assert (kept.counts, kept.shown) == _in_full(district)
+
+
+def _scanned_per_row(node: dict, repeated: bool = False, inner_of_loop: bool = False) -> set[str]:
+    """The temporary lists of keys (rd_...) a plan scans whole once per row of another part:
+    a sequential scan under a correlated subplan or on the inner side of a nested loop, with
+    nothing between that keeps its rows (a hash, a materialized copy)."""
+    how = node.get("Parent Relationship")
+    if how == "SubPlan" and not node.get("Subplan Name", "").startswith("hashed"):
+        repeated = True
+    if how == "Inner" and inner_of_loop:
+        repeated = True
+    if node["Node Type"] in ("Hash", "Materialize", "Memoize"):
+        repeated = False
+    found = set()
+    if repeated and node["Node Type"] == "Seq Scan" and node["Relation Name"].startswith("rd_"):
+        found.add(node["Relation Name"])
+    loop = node["Node Type"] == "Nested Loop"
+    for child in node.get("Plans", ()):
+        found |= _scanned_per_row(child, repeated, loop)
+    return found
+
+
+def test_postgresql_seeks_each_listed_key_by_the_index_of_its_list(
+    district, school, monkeypatch, counted_from_changes
+):
+    """Every statement over a temporary list of keys (store._keyed_table: apply's updated,
+    removed and renamed records, the removed records' fields, the gaps' and the feed's lists)
+    seeks a key of its list by the list's index, never by a scan of the whole list per record:
+    the lists' keys and the roster's source IDs compare in one collation
+    (models.ByteOrdered). With a list's _key in the database's collation and the source IDs
+    in "C", the lookup of each updated record's new values scanned the list once per record
+    (huge's 1% change on PostgreSQL: 24 s -> 327 s, bench/README.md pgfirst26). Sequential
+    scans are off, so that the planner scans a list only where its index cannot answer (on a
+    few keys a scan is the cheaper plan). PostgreSQL's plans, told by auto_explain."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's planner")
+    monkeypatch.setattr(gaps, "KNOWN", 0)  # the gaps' candidates looked up in lists
+    assert import_path(district, school).status == "applied"
+    edits = [
+        ("enrollment end date", 2),
+        ("enrollment end date", 3),
+        ("drop enrollment", 5),
+        ("drop enrollment", 40),
+        ("drop user", 0),  # the administrator: nothing names them
+        ("user name", 12),
+        ("new enrollment", 0, 9, 4),
+    ]
+    for n, edit in enumerate(edits):
+        _apply(school, edit, n)
+    # An enrollment under a new ID, of the same class, user and role: renamed.
+    enrollments = rows(school / "enrollments.csv")
+    enrollments[10][enrollments[0].index("sourcedId")] = "e-renamed"
+    write(school / "enrollments.csv", enrollments)
+    plans: list[dict] = []
+    settings = {"log_min_duration": "0", "log_format": "json", "log_level": "notice"}
+    with connection.cursor() as cur:
+        cur.execute("LOAD 'auto_explain'")
+        for name, value in settings.items():
+            cur.execute(f"SET auto_explain.{name} = {value}")
+        cur.execute("SET enable_seqscan = off")
+
+    def explained(notice) -> None:
+        message = notice.message_primary
+        if message.startswith("duration:"):  # auto_explain's, not another notice
+            plans.append(json.loads(message[message.index("{") :]))
+
+    connection.connection.add_notice_handler(explained)
+    counted_from_changes.clear()
+    try:
+        assert import_path(district, school).status == "applied"
+    finally:
+        connection.connection.remove_notice_handler(explained)
+        with connection.cursor() as cur:
+            cur.execute("SET auto_explain.log_min_duration = -1")
+            cur.execute("RESET enable_seqscan")
+    assert counted_from_changes == [True]
+    listing = [plan for plan in plans if " rd_" in plan["Query Text"]]
+    lists = {
+        name
+        for plan in listing
+        for name in ("rd_changed", "rd_removed", "rd_renamed", "rd_keys", "rd_feed_renamed")
+        if name in plan["Query Text"]
+    }
+    assert lists == {"rd_changed", "rd_removed", "rd_renamed", "rd_keys", "rd_feed_renamed"}
+    assert any("rd_gap_" in plan["Query Text"] for plan in listing)
+    for plan in listing:
+        assert not _scanned_per_row(plan["Plan"]), plan

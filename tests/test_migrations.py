@@ -152,3 +152,38 @@ def test_renames_of_earlier_versions_leave_their_old_ids_tobedeleted(district, s
     assert back.status == "applied", back.message
     counts = back.changes["enrollments"]
     assert (counts["reactivated"], counts["removed"]) == (1, 1)
+
+
+def test_keys_and_references_sort_by_bytes_on_either_engine(district):
+    """roster 0012: on PostgreSQL each source ID and each reference to one is compared byte
+    by byte (collation "C", the unique keys' builds cheaper), as SQLite compares every text,
+    whatever the database's own collation; an ordering by source ID is the same on both."""
+    from rosterdrop.roster.models import MODELS, KeyField, RefField
+
+    keyed = [
+        (model._meta.db_table, field.column)
+        for model in MODELS.values()
+        for field in model._meta.fields
+        if isinstance(field, (KeyField, RefField))
+    ]
+    assert ("roster_enrollment", "sourced_id") in keyed
+    assert ("roster_enrollment", "userSourcedId") in keyed
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_name LIKE 'roster\\_%%' AND collation_name = 'C'"
+            )
+            assert sorted(cur.fetchall()) == sorted(keyed)
+    keys = ["b", "B", "a-2", "a-10", "Ä", "z", "é", "_x", "1"]
+    MODELS["orgs"].objects.bulk_create(
+        MODELS["orgs"](
+            district=district, sourced_id=key, content_hash=0, first_seen_sync_id=1,
+            changed_sync_id=1,
+        )
+        for key in keys
+    )  # fmt: skip
+    found = list(
+        records(district, "orgs").order_by("sourced_id").values_list("sourced_id", flat=True)
+    )
+    assert found == sorted(keys, key=lambda key: key.encode())

@@ -23,6 +23,7 @@ from polars._typing import PolarsDataType
 
 from rosterdrop.roster import staging
 from rosterdrop.roster.models import (
+    BYTE_ORDER,
     ENTITIES,
     LOOKUP_INDEXES,
     MODELS,
@@ -255,9 +256,15 @@ class Keyed:
 
 def _keyed_table(cur: Cursor, name: str, frame: pl.DataFrame) -> Keyed:
     """A temporary table holding `frame` (text and bigint columns), keyed by _key: the
-    records a statement is to look up (not to be confused with staged files, staging.py)."""
+    records a statement is to look up (not to be confused with staged files, staging.py).
+
+    Its text is collated as the roster's source IDs are (`models.ByteOrdered`): a comparison
+    of two collations takes the roster's, and the index on _key, in another, could not answer
+    it (at `huge`'s 1% change, each updated record's correlated lookup of its new values
+    scanned the whole keyed table: 24 s -> 327 s, bench/README.md pgfirst26)."""
     types: dict[PolarsDataType, str] = {pl.Int64: "BIGINT", pl.UInt32: "BIGINT"}
-    cols = ", ".join(f"{_q(c)} {types.get(t, 'TEXT')}" for c, t in frame.schema.items())
+    text = f"TEXT COLLATE {_q(BYTE_ORDER)}" if _is_postgres() else "TEXT"
+    cols = ", ".join(f"{_q(c)} {types.get(t, text)}" for c, t in frame.schema.items())
     # The key is unique (duplicates were dropped); declaring it lets joins use an index.
     cur.execute(f"DROP TABLE IF EXISTS {name}")
     cur.execute(f"CREATE TEMPORARY TABLE {name} ({cols}, PRIMARY KEY (_key))")
