@@ -97,16 +97,29 @@ def apply_plan(
                     applied.created[entity] = (loaded[entity].first_id, loaded[entity].rows)
                 removed = pl.DataFrame(schema=dict.fromkeys([KEY, *fields], pl.String))
             else:
+                before = store.last_id(conn, entity) if store.ids_appended() else None
                 analyzed, removed = _apply_entity(
                     conn, ep, _until_next(windows), district_id, sync_id, changes, fields,
                     applied.updated.setdefault(entity, set()),
                 )  # fmt: skip
+                if before is not None and _appended(conn, ep, before):
+                    applied.created[entity] = (before + 1, len(ep.added))
             if analyzed:
                 applied.analyzed.add(entity)
             if entity in named:
                 applied.marked[entity] = removed
     store.insert_rows(conn, "ingest_change", list(CHANGE_COLUMNS), changes)
     return applied
+
+
+def _appended(conn: Cursor, ep: EntityPlan, before: int) -> bool:
+    """Whether the entity's new records are the IDs after `before`, the table's highest before
+    apply wrote them, one after another (store.ids_appended): a rename inserts rows too, and
+    whatever else moved the highest ID by other than their number leaves them to be counted."""
+    added = len(ep.added)
+    return (
+        bool(added) and not ep.renamed.height and store.last_id(conn, ep.entity) == before + added
+    )
 
 
 @dataclass
@@ -117,8 +130,10 @@ class Applied:
     the records it marked removed (what they named, for ingest.gaps), as the statement
     marking them read them; per entity, the fields any of its updated records changed
     (their change rows' "field" names: what ingest.gaps asks of its updates); per entity whose
-    every record a store.Loader copied and the plan kept, their first row ID and how many
-    (consecutive IDs: the feed's created range, known without counting the table)."""
+    every record a store.Loader copied and the plan kept, or whose new records apply appended
+    (store.ids_appended), their first row ID and how many (consecutive IDs: the feed's created
+    range, known without counting the table, whose `_first_seen` a first import leaves to
+    after its sync)."""
 
     analyzed: set[str] = field(default_factory=set)
     marked: dict[str, pl.DataFrame] = field(default_factory=dict)

@@ -25,6 +25,7 @@ from rosterdrop.roster import staging
 from rosterdrop.roster.models import (
     BYTE_ORDER,
     ENTITIES,
+    IN_ORDER,
     LOOKUP_INDEXES,
     MODELS,
     RosterToken,
@@ -57,6 +58,20 @@ RECORD_IDS: dict[str, PolarsDataType] = {KEY: pl.String, "_id": pl.Int64}
 
 def _is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+def ids_appended() -> bool:
+    """Whether an entity's new records of a sync take the IDs after the table's highest, one
+    after another, so that its created records are known by the highest ID before and after
+    (`last_id`): SQLite's rowids, its one writer appending. PostgreSQL's come from a sequence
+    other sessions draw from too (store.Loader knows a first import's)."""
+    return not _is_postgres()
+
+
+def last_id(cur: Cursor, entity: str) -> int:
+    """The entity's highest row ID (0 for an empty table)."""
+    cur.execute(f"SELECT MAX(id) FROM {table(entity)}")
+    return int(cur.fetchone()[0] or 0)
 
 
 def stages_new_records() -> bool:
@@ -594,7 +609,12 @@ def insert_staged(
 # (`_in_order`, `_first_seen`) too: the sync reads none of its table's records through them
 # (the feed's created events count and number a first import's records, every record of the
 # table, with a scan: EXPLAIN at `huge`), and each was a scan of the whole table and a sort
-# in the sync (5M enrollments: ~2.8 s of server CPU each, bench/README.md pgfirst25).
+# in the sync (5M enrollments: ~2.8 s of server CPU each, bench/README.md pgfirst25). On
+# SQLite the reading indexes go too (not the unique key: it is part of the table): they fill at
+# their end, but each is an entry per record written in the sync (~0.45 s of CPU per 1M
+# records for the two, ~3 s at `huge`, bench/README.md sqlfirst27); the feed is told a first
+# import's created records by apply (`ids_appended`), and a bulk package walks the district's
+# records `INDEXED BY` its `_in_order` only once it is there (`walks_in_order`).
 DEFER_LOOKUPS_MIN = 100_000
 # Memory for each index build on PostgreSQL (its default, 64 MB, sorts 5M keys on disk).
 BUILD_MEMORY = "512MB"
@@ -606,27 +626,26 @@ BUILD_LOCK = 0x5244_4C4B
 @contextmanager
 def lookups_built_after(cur: Cursor, entity: str, adding: int, district_id: int) -> Iterator[bool]:
     """Around the writes of an entity: when `adding` records outnumber the table's, drop its
-    reference indexes first, to be built after the sync (`build_missing_indexes`); on
-    PostgreSQL with every other secondary index, built after the sync too, and the unique key,
-    which is built again at the end in the same transaction. Otherwise, on SQLite, build first
-    those of the entity still missing (a build after an earlier sync that has not run, or
-    died; on PostgreSQL the build after each sync does, concurrently). Yields whether the
+    secondary indexes (the reference and the reading ones) first, to be built after the sync
+    (`build_missing_indexes`); on PostgreSQL with the unique key too, which is built again at
+    the end in the same transaction. Otherwise, on SQLite, build first those of the entity
+    still missing (a build after an earlier sync that has not run, or died; on PostgreSQL the
+    build after each sync does, concurrently). Yields whether the
     table's statistics are made again at the end with every record in (PostgreSQL's build),
     so that refresh_statistics need not."""
     model = MODELS[entity]
     postgres = _is_postgres()
-    lookups: list[Any] = list(LOOKUP_INDEXES.get(entity, []))
-    deferred = [*model._meta.indexes, *model._meta.constraints] if postgres else lookups
+    indexes: list[Any] = list(model._meta.indexes)
+    deferred = [*indexes, *model._meta.constraints] if postgres else indexes
     if deferred and adding >= DEFER_LOOKUPS_MIN:
-        cur.execute(f"SELECT MAX(id) FROM {table(entity)}")  # the rowid, or the primary key
-        held = cur.fetchone()[0] or 0
+        held = last_id(cur, entity)  # the rowid, or the primary key
         if adding > held and (not postgres or take_table(cur, table(entity), district_id)):
             _drop(cur, entity, deferred)
             yield postgres
             if postgres:
                 _build_in_transaction(cur, entity, list(model._meta.constraints))
             return
-    if not postgres and (missing := _missing(cur, entity)):
+    if not postgres and (missing := _missing(cur, entity, indexes)):
         _build(cur, entity, missing)
     yield False
 
@@ -675,6 +694,16 @@ def _missing(
     return [index for index in wanted if index.name not in present]
 
 
+def walks_in_order(entity: str) -> bool:
+    """Whether a read of a district's records may name the entity's `_in_order` index (SQLite's
+    INDEXED BY): a first import leaves it to after its sync, and naming a missing index fails."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = %s", [IN_ORDER[entity]]
+        )
+        return cur.fetchone() is not None
+
+
 def lookups_built(entity: str) -> bool:
     """Whether the entity's reference indexes are all in place (and valid): a first import
     leaves them to after its sync."""
@@ -693,8 +722,8 @@ def probes_by_reference(entity: str) -> bool:
 
 
 def build_missing_indexes() -> None:
-    """Build the indexes a first import left to after its sync, or a crash left out: the
-    reference indexes (on PostgreSQL every secondary index of a table it took).
+    """Build the indexes a first import left to after its sync, or a crash left out: every
+    secondary index of a table it took (the reading ones first, then the reference ones).
     SQLite: each in a transaction of its own: each holds the write lock while it sorts (~20 s
     at 5M enrollments), and a sync waits for it no longer than that. PostgreSQL: CONCURRENTLY,
     so that neither readers nor writers wait for it, an invalid one left by a build that failed
@@ -708,7 +737,7 @@ def build_missing_indexes() -> None:
     for entity in ENTITIES:
         while True:
             with bulk_connection() as cur:
-                missing = _missing(cur, entity)
+                missing = _missing(cur, entity, MODELS[entity]._meta.indexes)
                 if not missing:
                     break
                 _build(cur, entity, missing[:1])
