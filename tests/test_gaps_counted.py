@@ -137,6 +137,13 @@ def _new_user(row: list[str], u: dict[str, int], user_id: str) -> list[str]:
     return new
 
 
+def _imported_then_changed(district: District, school: Path, edits: list[tuple]) -> None:
+    """The school imported, then `edits` made to its files (`_apply`), not imported yet."""
+    assert import_path(district, school).status == "applied"
+    for n, edit in enumerate(edits):
+        _apply(school, edit, n)
+
+
 def _in_full(district: District) -> tuple[dict[str, int], dict[str, list[str]]]:
     counted = {kind: gaps.in_full(found) for kind, found in gaps.queries(district.pk).items()}
     return {k: n for k, (n, _) in counted.items()}, {k: ids for k, (_, ids) in counted.items()}
@@ -227,18 +234,19 @@ def test_a_nightly_change_counts_every_gap_from_what_it_changed(
 ):
     """Users, classes and enrollments added and removed, end dates and names changed: no gap
     is counted over the whole district."""
-    assert import_path(district, school).status == "applied"
-    edits = [
-        ("drop enrollment", 5),
-        ("drop enrollment", 40),
-        ("new user", 7),
-        ("new class", 3),
-        ("new enrollment", 0, 9, 4),
-        ("enrollment end date", 2),
-        ("user name", 12),
-    ]
-    for n, edit in enumerate(edits):
-        _apply(school, edit, n)
+    _imported_then_changed(
+        district,
+        school,
+        [
+            ("drop enrollment", 5),
+            ("drop enrollment", 40),
+            ("new user", 7),
+            ("new class", 3),
+            ("new enrollment", 0, 9, 4),
+            ("enrollment end date", 2),
+            ("user name", 12),
+        ],
+    )
     in_full = []
     every = gaps._every
     monkeypatch.setattr(gaps, "_every", lambda found: in_full.append(found) or every(found))
@@ -373,18 +381,19 @@ def test_postgresql_seeks_each_listed_key_by_the_index_of_its_list(
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL's planner")
     monkeypatch.setattr(gaps, "KNOWN", 0)  # the gaps' candidates looked up in lists
-    assert import_path(district, school).status == "applied"
-    edits = [
-        ("enrollment end date", 2),
-        ("enrollment end date", 3),
-        ("drop enrollment", 5),
-        ("drop enrollment", 40),
-        ("drop user", 0),  # the administrator: nothing names them
-        ("user name", 12),
-        ("new enrollment", 0, 9, 4),
-    ]
-    for n, edit in enumerate(edits):
-        _apply(school, edit, n)
+    _imported_then_changed(
+        district,
+        school,
+        [
+            ("enrollment end date", 2),
+            ("enrollment end date", 3),
+            ("drop enrollment", 5),
+            ("drop enrollment", 40),
+            ("drop user", 0),  # the administrator: nothing names them
+            ("user name", 12),
+            ("new enrollment", 0, 9, 4),
+        ],
+    )
     # An enrollment under a new ID, of the same class, user and role: renamed.
     enrollments = rows(school / "enrollments.csv")
     enrollments[10][enrollments[0].index("sourcedId")] = "e-renamed"
