@@ -67,16 +67,41 @@ def pytest_addoption(parser):
     )
 
 
+def _uses_database(item: pytest.Item) -> bool:
+    return bool(item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(item.fixturenames))
+
+
+def _transactional(item: pytest.Item) -> bool:
+    """As pytest-django tells it: such a test empties every table when it ends."""
+    marker = item.get_closest_marker("django_db")
+    if marker and (marker.kwargs.get("transaction") or marker.kwargs.get("reset_sequences")):
+        return True
+    return bool((DATABASE_FIXTURES - {"db"}) & set(item.fixturenames))
+
+
+def _turn(item: pytest.Item) -> int:
+    """Where a test goes: the slow ones first, in pytest-django's order where it matters (a
+    transactional test empties the tables, so it never goes before a test that expects them
+    as the migrations left them: a slow one goes first among the transactional ones)."""
+    slow = item.get_closest_marker("slow") is not None
+    if _transactional(item):
+        return 2 if slow else 3
+    if slow:
+        return 0
+    return 1 if _uses_database(item) else 4
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-django's order: database, transactional, none
 def pytest_collection_modifyitems(config, items):
-    if not config.getoption("--database-tests-only"):
-        return
-    kept, others = [], []
-    for item in items:
-        uses = item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(item.fixturenames)
-        (kept if uses else others).append(item)
-    if others:
-        config.hook.pytest_deselected(items=others)
-        items[:] = kept
+    """--database-tests-only, then the slow tests first: the last minutes of an xdist run are
+    then short tests on every worker, not a chain of slow ones on one (scripts/test has xdist
+    hand them out one at a time: --maxschedchunk 1)."""
+    if config.getoption("--database-tests-only"):
+        kept = [item for item in items if _uses_database(item)]
+        if len(kept) < len(items):
+            config.hook.pytest_deselected(items=[i for i in items if not _uses_database(i)])
+            items[:] = kept
+    items.sort(key=_turn)  # stable: each group in the order it had
 
 
 @pytest.fixture(scope="session")

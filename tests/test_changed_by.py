@@ -82,6 +82,7 @@ def assert_found_as_stamped(district: District) -> None:
                 assert ids is not None
 
 
+@pytest.mark.slow
 @settings(
     max_examples=12,
     deadline=None,

@@ -85,6 +85,7 @@ def _without(table: list[list[str]], column: str, value: str) -> list[list[str]]
     return [table[0]] + [row for row in table[1:] if row[at] != value]
 
 
+@pytest.mark.slow
 def test_a_consumer_following_the_feed_through_20_syncs_ends_with_the_roster(
     district, operator, school
 ):
@@ -469,6 +470,7 @@ def whole_feed(client: Client, slug: str, limit: int) -> list[dict]:
         after = page["next"]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=12,
     deadline=None,

@@ -26,6 +26,7 @@ def migrate(targets=None) -> None:
     executor.migrate(targets or executor.loader.graph.leaf_nodes())
 
 
+@pytest.mark.slow
 def test_records_of_the_json_table_move_to_their_entity_tables(district):
     migrate(BEFORE)
     try:
@@ -69,6 +70,7 @@ def test_records_of_the_json_table_move_to_their_entity_tables(district):
     assert not records(district, "classes").exists()
 
 
+@pytest.mark.slow
 def test_districts_keep_their_rows_and_get_the_default_quota(district):
     """0005 adds the per-district upload quota to existing districts as "the default"."""
     migrate([("districts", "0004_strict")])
@@ -91,6 +93,7 @@ def test_districts_keep_their_rows_and_get_the_default_quota(district):
     assert old.effective_upload_quota == settings.DISTRICT_QUOTA_BYTES == 20 * 1024**3
 
 
+@pytest.mark.slow
 def test_roster_tokens_move_to_the_roster_app_and_back_with_their_values(district):
     """roster 0006 carries every district's token into the roster app's table (a saved
     snapshot is named by it) and districts 0008 drops the column; undone, the column gets the

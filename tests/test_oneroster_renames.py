@@ -144,6 +144,7 @@ IDS = 3
 slugs = itertools.count()
 
 
+@pytest.mark.slow
 @settings(
     max_examples=10,
     deadline=None,

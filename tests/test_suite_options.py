@@ -1,14 +1,18 @@
 """The suite's own options (conftest.py), as scripts/test uses them."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def collected(*args: str) -> list[str]:
+    """The names of the tests pytest collects with `args`, in the order they would run."""
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
         cwd=ROOT,
@@ -17,7 +21,7 @@ def collected(*args: str) -> list[str]:
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    return [line.split("::")[1] for line in done.stdout.splitlines() if "::" in line]
+    return [line.split("::", 1)[1] for line in done.stdout.splitlines() if "::" in line]
 
 
 def test_database_tests_only_keeps_the_tests_that_use_the_test_database():
@@ -35,6 +39,27 @@ def test_database_tests_only_keeps_the_tests_that_use_the_test_database():
     assert "test_a_district_has_one_job_waiting_however_many_uploads" in kept  # django_db mark
 
 
+def test_the_slow_tests_run_first_and_a_transactional_test_never_before_a_database_one():
+    """xdist hands the tests out in this order (scripts/test: one at a time), so the slow ones
+    start first and the run ends on short ones. A transactional test empties the tables when it
+    ends: it still never comes before a test that expects them as the migrations left them."""
+    files = ("tests/test_queue.py", "tests/test_holds.py", "tests/test_resent.py")
+    every = collected(*files)
+    fast = collected(*files, "-m", "not slow")
+    slow = [name for name in every if name not in fast]
+    assert slow and every[: len(slow)] == slow  # test_queue's servers (no test database)
+    # test_resent's tests: transaction=True, none slow, none parametrized.
+    transactional = re.findall(r"^def (test_\w+)", (ROOT / files[2]).read_text(), re.MULTILINE)
+    database = [name for name in fast if name not in transactional]
+    database.remove("test_worker_and_no_worker_need_postgresql")  # no test database: last
+    assert every[len(slow) :] == [
+        *database,
+        *transactional,
+        "test_worker_and_no_worker_need_postgresql",
+    ]
+
+
+@pytest.mark.slow
 def test_each_run_and_worker_has_a_data_folder_of_its_own():
     """Settings read the data folder when Django starts: a run by hand (no ROSTERDROP_DATA_DIR)
     gets a temporary one, not the checkout's var/, and each xdist worker its own inside the
@@ -44,7 +69,7 @@ def test_each_run_and_worker_has_a_data_folder_of_its_own():
         for k, v in os.environ.items()
         if k != "ROSTERDROP_DATA_DIR" and not k.startswith("PYTEST_XDIST_")  # run in a worker
     }
-    for workers in ("0", "2"):
+    for workers in ("0", "1"):  # one test: a second worker would start and run nothing
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", workers,
              f"{__file__}::test_settings_use_the_data_folder_of_this_process"],
