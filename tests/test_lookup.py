@@ -48,7 +48,7 @@ def test_unsorted_hashes_with_their_order():
     assert (found[len(hashes[::5]) :] == -1).all()
 
 
-@pytest.mark.parametrize("size", [0, 1, 9, 5_000, 400_000])
+@pytest.mark.parametrize("size", [0, 1, 9, 5_000, pytest.param(400_000, marks=pytest.mark.slow)])
 def test_hashes_grouped_by_bucket_are_found_as_sorted_ones_are(size):
     """An index of hashes in their own order grouped by bucket (lookup.grouping_order), not
     sorted, finds every hash there and none that is not, as the sorted one does: with
@@ -133,6 +133,7 @@ class _Kept(lines._FoundByHash):
         self._hashes, self._checks = hashes, checks
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(
     size=st.integers(1, 600),

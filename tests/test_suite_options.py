@@ -45,18 +45,16 @@ def test_the_slow_tests_run_first_and_a_transactional_test_never_before_a_databa
     ends: it still never comes before a test that expects them as the migrations left them."""
     files = ("tests/test_queue.py", "tests/test_holds.py", "tests/test_resent.py")
     every = collected(*files)
-    fast = collected(*files, "-m", "not slow")
-    slow = [name for name in every if name not in fast]
-    assert slow and every[: len(slow)] == slow  # test_queue's servers (no test database)
-    # test_resent's tests: transaction=True, none slow, none parametrized.
-    transactional = re.findall(r"^def (test_\w+)", (ROOT / files[2]).read_text(), re.MULTILINE)
-    database = [name for name in fast if name not in transactional]
-    database.remove("test_worker_and_no_worker_need_postgresql")  # no test database: last
-    assert every[len(slow) :] == [
-        *database,
-        *transactional,
-        "test_worker_and_no_worker_need_postgresql",
-    ]
+    queue, resent = ((ROOT / files[at]).read_text() for at in (0, 2))
+    # test_queue's slow tests (their servers use no test database), as their marks say.
+    marked = re.findall(r"^@pytest\.mark\.slow\n(?:@.*\n)*def (test_\w+)", queue, re.MULTILINE)
+    slow = [name for name in every if name.split("[")[0] in marked]
+    # test_resent's: transaction=True, none slow, none parametrized.
+    transactional = re.findall(r"^def (test_\w+)", resent, re.MULTILINE)
+    last = "test_worker_and_no_worker_need_postgresql"  # neither slow nor a test database
+    database = [name for name in every if name not in {*slow, *transactional, last}]
+    assert slow and transactional and database
+    assert every == [*slow, *database, *transactional, last]
 
 
 @pytest.mark.slow
