@@ -14,7 +14,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from enum import StrEnum
-from types import ModuleType
 
 from django.conf import settings
 from django.db import connection
@@ -81,21 +80,23 @@ def _finish(sync: Sync) -> None:
     notify.sync_finished(sync)  # queued; the mail thread sends it
 
 
-def _pipeline() -> ModuleType:
-    """ingest.syncs (polars, Arrow, the stores), imported at its first use, not with this
-    module: the queue's workers, front ends and the worker thread import this one at start, and
-    a process that never imports should not load it (~0.75 s of CPU at each start)."""
-    from rosterdrop.ingest import syncs
-
-    return syncs
+# The pipeline (ingest.syncs: polars, Arrow, the stores) is imported where a job runs it, not
+# with this module: the queue's workers, front ends and the worker thread import this one at
+# start, and a process that never imports should not load it (~0.75 s of CPU at each start).
+# Each function that runs it imports it itself: an accessor returning the module would hide its
+# functions' signatures from mypy (a module is only `ModuleType` to it, its attributes `Any`).
 
 
 def _run_import(district: District, uploads: list[Upload], sync: Sync) -> None:
-    _finish(_pipeline().import_uploads(district, uploads, sync=sync))
+    from rosterdrop.ingest import syncs
+
+    _finish(syncs.import_uploads(district, uploads, sync=sync))
 
 
 def _run_approval(sync: Sync) -> None:
-    _finish(_pipeline().apply_approved(sync))
+    from rosterdrop.ingest import syncs
+
+    _finish(syncs.apply_approved(sync))
 
 
 def _run(sync: Sync) -> None:
@@ -171,7 +172,9 @@ def decide(sync: Sync, decision: Decision, who: str, ip: str | None, via: str = 
         states.claim_approval(sync, who)
         _in_background(sync)
     else:
-        _pipeline().discard(sync, who)
+        from rosterdrop.ingest import syncs
+
+        syncs.discard(sync, who)
     detail = f"{via}{decision} held sync {sync.pk} of {sync.district.slug}"
     record(AuditEvent.Kind.ADMIN, login=who, ip=ip, detail=detail)
 
@@ -179,7 +182,9 @@ def decide(sync: Sync, decision: Decision, who: str, ip: str | None, via: str = 
 def retry(sync: Sync, who: str, ip: str | None, via: str = "") -> Sync:
     """Import a failed or interrupted sync's files again, as a new sync (returned, running),
     and audit it; raises states.IllegalMove if that cannot be."""
-    again: Sync = _pipeline().start_retry(sync)
+    from rosterdrop.ingest import syncs
+
+    again = syncs.start_retry(sync)
     _in_background(again)
     detail = f"{via}retry sync {sync.pk} of {sync.district.slug} as sync {again.pk}"
     record(AuditEvent.Kind.ADMIN, login=who, ip=ip, detail=detail)
