@@ -13,6 +13,7 @@ import zipfile
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from helpers import edit, rows, write
 from test_import import declared_indexes, table_indexes
 
@@ -321,3 +322,20 @@ def test_the_feed_and_a_package_of_a_first_import_before_its_indexes(
     for entity in held:
         named = {e["sourced_id"] for e in feed if e["entity"] == entity}
         assert named == set(records(district, entity).values_list("sourced_id", flat=True))
+
+
+def test_which_indexes_are_there_is_asked_with_the_queries_logged(district, school, deferred):
+    """With queries logged (DEBUG, CaptureQueriesContext, `force_debug_cursor`), Django's
+    cursor formats each statement with its parameters as `%s`: the store's questions of which
+    indexes are there (an import's gaps ask whether the lookups are built, a bulk package
+    whether it may walk `_in_order`) go through that cursor. A `?` placeholder failed there:
+    every SQLite sync under DEBUG."""
+    with CaptureQueriesContext(connection) as logged:
+        assert import_path(district, school).status == "applied"
+        assert not store.lookups_built("enrollments")
+        written = package(district)  # asks store.walks_in_order on SQLite
+        store.build_missing_indexes()
+        assert store.lookups_built("enrollments") and store.walks_in_order("enrollments")
+        assert package(district) == written
+    catalog = "pg_index" if postgresql() else "sqlite_master"
+    assert any(catalog in query["sql"] for query in logged.captured_queries)

@@ -687,7 +687,7 @@ def _missing(
         )
     else:
         cur.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", [table(entity)]
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = %s", [table(entity)]
         )
     present = {name for (name,) in cur.fetchall()}
     wanted = LOOKUP_INDEXES.get(entity, []) if indexes is None else indexes
@@ -697,11 +697,9 @@ def _missing(
 def walks_in_order(entity: str) -> bool:
     """Whether a read of a district's records may name the entity's `_in_order` index (SQLite's
     INDEXED BY): a first import leaves it to after its sync, and naming a missing index fails."""
+    in_order = [index for index in MODELS[entity]._meta.indexes if index.name == IN_ORDER[entity]]
     with connection.cursor() as cur:
-        cur.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = %s", [IN_ORDER[entity]]
-        )
-        return cur.fetchone() is not None
+        return not _missing(cur, entity, in_order)
 
 
 def lookups_built(entity: str) -> bool:
