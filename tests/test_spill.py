@@ -142,11 +142,15 @@ def test_fingerprints_are_made_in_a_thread_entity_by_entity():
         broken.pop("users")
 
 
+@pytest.mark.parametrize("block", [None, 64, 37])
 @pytest.mark.parametrize("order", ["roster", "moved", "random"])
-def test_records_in_the_rosters_order_match_as_any_do(order):
+def test_records_in_the_rosters_order_match_as_any_do(order, block, monkeypatch):
     """A file's kept lines are matched with the roster in their order, most of them found at
     the place after the one before (lookup.guessed): the same places as looked up one by one,
-    with records changed, gone or not active since, and in any order."""
+    with records changed, gone or not active since, and in any order; in one block or in
+    blocks of `MATCH_ROWS` (`block`), the last one shorter."""
+    if block is not None:
+        monkeypatch.setattr(spill_module, "MATCH_ROWS", block)
     keys = [f"u{i:04d}" for i in range(600)]
     [batch] = _batches(keys, 600)
     roster = pl.DataFrame(
