@@ -1,6 +1,7 @@
 """The plan is the same whether the spill's fingerprint matches (SAME) are right, wrong or
 missing: they only spare it a join, they never decide what changed."""
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -163,3 +164,35 @@ def test_next_snapshot_leaves_a_renamed_records_old_id_tobedeleted():
     status = dict(zip(new["_key"], new["status"], strict=True))
     assert new["_key"].to_list() == [f"k{i:02d}" for i in (0, 1, 2, 3, 4, 5, 7, 8, 9, 6, 10, 11)]
     assert [k for k, s in status.items() if s == "tobedeleted"] == ["k07", "k08", "k09"]
+
+
+@pytest.mark.parametrize("slice_rows", [500_000, 4, 2])
+def test_places_in_the_rosters_order_are_confirmed_as_any_are(slice_rows, monkeypatch):
+    """Matches naming a stretch of the roster in its order are compared with it in place
+    (`_stretch`), not gathered: the same records confirmed, each only if it is the active
+    record there with the same key hash and hash; a stretch off by one confirms none."""
+    monkeypatch.setattr(plan, "CONFIRM_ROWS", slice_rows)
+    roster = _roster().with_columns(
+        pl.when(pl.int_range(pl.len()) == 3)
+        .then(pl.lit("tobedeleted"))
+        .otherwise(pl.col("status"))
+        .cast(STATUS)
+        .alias("status")
+    )
+    sent = roster.select("_keyhash", "_hash").with_columns(
+        roster["_hash"].scatter(5, -5),  # changed since
+        pl.Series("_same", range(11), dtype=pl.UInt32),
+    )
+    same, kept = plan._confirmed_same(sent, roster.drop("_key"))
+    expected = [i not in (3, 5, 10) for i in range(11)]  # 3 and 10 are not active
+    assert same.to_list() == expected and kept.tolist() == expected
+    off = sent.slice(1).with_columns(pl.Series("_same", range(10), dtype=pl.UInt32))
+    same, kept = plan._confirmed_same(off, roster.drop("_key"))
+    assert not same.any() and not kept.any()
+    apart = sent[[0, 1, 2, 4, 6, 7]]  # in order, not one stretch: gathered
+    same, kept = plan._confirmed_same(apart, roster.drop("_key"))
+    assert same.to_list() == [True] * 6 and np.flatnonzero(kept).tolist() == [0, 1, 2, 4, 6, 7]
+    swapped = sent[[0, 2, 1, 3]]  # as far apart as a stretch, not in order: gathered
+    same, kept = plan._confirmed_same(swapped, roster.drop("_key"))
+    assert same.to_list() == [True, True, True, False]
+    assert np.flatnonzero(kept).tolist() == [0, 1, 2]
