@@ -890,6 +890,8 @@ def update_row(
 # of after it. At most this many batches wait for the copying thread: a reader faster than
 # the server waits for it rather than holding the batches in memory.
 LOAD_QUEUE = 2
+# Blocks of CSV (128 KB each) waiting for psycopg's sending thread: ~a batch of enrollments.
+COPY_BLOCKS = 160
 
 
 @dataclass
@@ -969,26 +971,31 @@ class Loader:
 
     def _run(self) -> None:
         with self._conn.cursor() as cur:
+            copy = _Copying(cur)
             while (item := self._queue.get()) is not None:
                 entity, rows = item
                 try:
                     if self._error is not None:
                         continue  # drained: the reader never waits for a thread that stopped
+                    if rows is None or copy.entity != entity:
+                        copy.end()  # the table's statements, or another table's COPY, next
                     if rows is None:
                         self._take(cur, entity)
                     elif entity in self.loaded:
-                        self._load(cur, entity, rows)
+                        copy.write(entity, self._formatted(entity, rows))
                 except BaseException as error:  # raised in the reading thread
                     self._error = error
+                    copy.end(error)
                 finally:
                     if rows is None:
                         self._taken[entity].set()
+            try:
+                copy.end()
+            except BaseException as error:
+                self._error = self._error or error
 
-    def _load(self, cur: Cursor, entity: str, rows: pl.DataFrame) -> None:
-        import psycopg
-
-        if self._conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
-            raise RuntimeError("records are copied only inside the import's transaction")
+    def _formatted(self, entity: str, rows: pl.DataFrame) -> Formatted:
+        """A batch's records as their table's CSV, sorted by key, with their row IDs."""
         loaded = self.loaded[entity]
         # On this thread: polars' pool is the reading thread's.
         rows = rows.sort(KEY, multithreaded=False)
@@ -1006,7 +1013,7 @@ class Loader:
         # not each where it was (88k enrollments: ~90 ms of CPU to sort and format, ~140
         # without this, ~35 unsorted).
         record = pl.DataFrame(pl.from_arrow(record.to_arrow(compat_level=pl.CompatLevel.oldest())))
-        _load(cur, table(entity), record, self._constants)
+        return formatted(record, self._constants)
 
     def _take(self, cur: Cursor, entity: str) -> None:
         """Lock the entity's table if it is empty and nobody is using it, drop its indexes and
@@ -1041,6 +1048,58 @@ class Loader:
             self._error = self._error or _Stopped()
             self._queue.put(None)
             self._thread.join()
+
+
+class _Copying:
+    """One COPY statement into an entity's table, open while its batches follow each other,
+    its data sent by psycopg's sending thread (`QueuedLibpqWriter`): the copying thread hands
+    a batch's CSV over and sorts and formats the next while the server parses, and the reader
+    goes on. A statement per batch, sent from the copying thread, made the reader wait for the
+    server batch by batch (at `huge`, load 17: 35 s of the read's 92; bench/README.md,
+    pgfirst28). Its queue holds COPY_BLOCKS of psycopg's blocks (128 KB) when the server falls
+    behind."""
+
+    def __init__(self, cur: Cursor):
+        self._cur = cur
+        self.entity: str | None = None
+        # The cursor's copy() context (kept: dropped, its generator ends the COPY), and its Copy.
+        self._context: Any = None
+        self._copy: Any = None
+
+    @timed("db insert", batch=True)
+    def write(self, entity: str, rows: Formatted) -> None:
+        """Append to the entity's COPY, opened first if another table's (or none) was."""
+        import psycopg
+        from psycopg.copy import QueuedLibpqWriter
+
+        if self.entity != entity:
+            self.end()
+            status = self._cur.connection.info.transaction_status
+            if status != psycopg.pq.TransactionStatus.INTRANS:
+                raise RuntimeError("records are copied only inside the import's transaction")
+            names = ", ".join(_q(c) for c in rows.columns)
+            sql = f"COPY {table(entity)} ({names}) FROM STDIN (FORMAT csv)"
+            writer = QueuedLibpqWriter(self._cur)
+            # psycopg's own queue holds up to 1024 blocks (~128 MB, the read's peak 1.50 GB
+            # at `huge`, idle); this one about a batch's CSV (psycopg 3.3's attribute).
+            writer._queue = queue.Queue(COPY_BLOCKS)  # type: ignore[assignment]
+            self._context = self._cur.copy(sql, writer=writer)
+            self._copy = self._context.__enter__()
+            self.entity = entity
+        for text in rows.parts:
+            self._copy.write(text)
+
+    def end(self, error: BaseException | None = None) -> None:
+        """End the open COPY, if any: after every row is in (it waits for the server), or,
+        given an `error`, abandoned (the server's error, if it has one, is not raised)."""
+        context, self._context, self._copy, self.entity = self._context, None, None, None
+        if context is None:
+            return
+        if error is None:
+            context.__exit__(None, None, None)
+            return
+        with suppress(Exception):
+            context.__exit__(type(error), error, error.__traceback__)
 
 
 class _Stopped(Exception):
