@@ -1081,7 +1081,10 @@ class _Copying:
             sql = f"COPY {table(entity)} ({names}) FROM STDIN (FORMAT csv)"
             writer = QueuedLibpqWriter(self._cur)
             # psycopg's own queue holds up to 1024 blocks (~128 MB, the read's peak 1.50 GB
-            # at `huge`, idle); this one about a batch's CSV (psycopg 3.3's attribute).
+            # at `huge`, idle); this one about a batch's CSV (psycopg 3.3's attribute: an
+            # upgrade that renames it fails here, not by growing the peak unseen).
+            if not isinstance(getattr(writer, "_queue", None), queue.Queue):
+                raise RuntimeError("psycopg's QueuedLibpqWriter has no _queue to bound")
             writer._queue = queue.Queue(COPY_BLOCKS)  # type: ignore[assignment]
             self._context = self._cur.copy(sql, writer=writer)
             self._copy = self._context.__enter__()
