@@ -13,10 +13,10 @@ millions of keys. Should two fingerprints ever collide, the plan finds the match
 the record as a change, and apply, not finding it spilled, fails with nothing applied.
 """
 
-import functools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -197,33 +197,25 @@ class Spill:
         by_place = np.zeros(int(held.positions.max()) + 1, dtype=np.uint64)
         by_place[held.positions] = held.fingerprints.hashes
 
-        def look_up(at: np.ndarray, start: int) -> np.ndarray:
-            found = held.fingerprints.find(mine[at + start])
+        def look_up(block: np.ndarray, at: np.ndarray) -> np.ndarray:
+            found = held.fingerprints.find(block[at])
             hit = found >= 0
             found[hit] = held.positions[found[hit]]
             return found
 
-        def agree(at: np.ndarray, place: np.ndarray, start: int) -> np.ndarray:
-            theirs = mine[at + start]
+        def agree(block: np.ndarray, at: np.ndarray, place: np.ndarray) -> np.ndarray:
+            theirs = block[at]
             right: np.ndarray = (by_place[place] == theirs) & (theirs != 0)
             return right
 
-        # A block of MATCH_ROWS at a time: guessing walks a dozen arrays as long as the
-        # records, which then stay in cache.
-        position = np.concatenate(
-            [
-                np.zeros(0, dtype=np.int64),
-                *(
-                    guessed(
-                        min(MATCH_ROWS, len(mine) - start),
-                        len(by_place),
-                        functools.partial(look_up, start=start),
-                        functools.partial(agree, start=start),
-                    )
-                    for start in range(0, len(mine), MATCH_ROWS)
-                ),
-            ]
-        )
+        # A block of MATCH_ROWS at a time (a view of `mine`): guessing walks a dozen arrays as
+        # long as the records, which then stay in cache.
+        blocks = (mine[start : start + MATCH_ROWS] for start in range(0, len(mine), MATCH_ROWS))
+        guesses = [
+            guessed(len(block), len(by_place), partial(look_up, block), partial(agree, block))
+            for block in blocks
+        ]
+        position = np.concatenate([np.zeros(0, dtype=np.int64), *guesses])
         return pl.Series(SAME, position, dtype=pl.Int64).replace(-1, None).cast(pl.UInt32)
 
     @timed("spill", batch=True)
