@@ -136,6 +136,23 @@ def heartbeat_stopped():
         states.stop_beating()
 
 
+@pytest.fixture(autouse=True)
+def job_queue_emptied(request, django_db_blocker):
+    """After a transactional test on PostgreSQL, procrastinate's jobs go too: Django's flush
+    empties only the tables of managed models, and procrastinate's are not, so a job one test
+    queued (a district's import, a sync, an index build) was found by the next test that
+    counts the queue on the same worker (CI failed so, once the slow tests went first)."""
+    yield
+    if not _transactional(request.node):
+        return
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("DELETE FROM procrastinate_jobs")
+
+
 @pytest.fixture
 def school(tmp_path) -> Path:
     """A writable copy of the small OneRoster 1.1 school, to break or change."""
