@@ -2,6 +2,7 @@
 (roster/store.py `Loader`), inside the sync's one transaction: the same roster as a plain apply
 after the read, and nothing of it visible or kept if the import fails half way."""
 
+import threading
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -95,6 +96,37 @@ def test_a_batch_is_copied_in_key_order_and_the_table_is_in_id_order(district, s
             assert ids == sorted(ids), entity
             # Out of key order only where a batch ends and the next begins.
             assert sum(a > b for a, b in pairwise(keys)) < copies, entity
+
+
+def test_a_copy_is_sent_by_a_thread_of_its_own_through_a_bounded_queue(district, monkeypatch):
+    """The copying thread hands each COPY's CSV to a writer of its own (store._Sending) over
+    psycopg's public LibpqWriter, whose thread sends it; at most COPY_BLOCKS blocks wait for
+    the server (psycopg's QueuedLibpqWriter queues 1024: `huge`'s peak past 1.5 GB)."""
+    from psycopg.copy import LibpqWriter
+
+    made: list[store._Sending] = []
+    senders: set[str] = set()
+
+    class Noted(store._Sending):
+        def __init__(self, writer, *args, **kwargs):
+            assert type(writer) is LibpqWriter
+            super().__init__(writer, *args, **kwargs)
+            made.append(self)
+
+    send = LibpqWriter.write
+
+    def noted(self, data):
+        senders.add(threading.current_thread().name)
+        return send(self, data)
+
+    monkeypatch.setattr(store, "_Sending", Noted)
+    monkeypatch.setattr(LibpqWriter, "write", noted)
+    assert import_path(district, DISTRICT_LARGE).status == "applied"
+    assert len(made) >= 2  # a COPY per copied entity
+    assert {s.queue.maxsize for s in made} == {store.COPY_BLOCKS}
+    assert "rosterdrop-copy" in senders
+    assert "rosterdrop-load" not in senders  # the copying thread never waits to send
+    assert records(district, "enrollments").count() > 0
 
 
 def test_the_feed_is_told_a_copied_tables_created_records(district, monkeypatch):

@@ -890,7 +890,9 @@ def update_row(
 # of after it. At most this many batches wait for the copying thread: a reader faster than
 # the server waits for it rather than holding the batches in memory.
 LOAD_QUEUE = 2
-# Blocks of CSV (128 KB each) waiting for psycopg's sending thread: ~a batch of enrollments.
+# Blocks of CSV waiting for a COPY's sending thread (`_Sending`): COPY_BLOCKS of COPY_BLOCK
+# bytes (psycopg's largest write to libpq), ~20 MB: ~a batch of enrollments.
+COPY_BLOCK = 128 * 1024
 COPY_BLOCKS = 160
 
 
@@ -1052,12 +1054,10 @@ class Loader:
 
 class _Copying:
     """One COPY statement into an entity's table, open while its batches follow each other,
-    its data sent by psycopg's sending thread (`QueuedLibpqWriter`): the copying thread hands
-    a batch's CSV over and sorts and formats the next while the server parses, and the reader
-    goes on. A statement per batch, sent from the copying thread, made the reader wait for the
-    server batch by batch (at `huge`, load 17: 35 s of the read's 92; bench/README.md,
-    pgfirst28). Its queue holds COPY_BLOCKS of psycopg's blocks (128 KB) when the server falls
-    behind."""
+    its data sent by a thread of its own (`_Sending`): the copying thread hands a batch's CSV
+    over and sorts and formats the next while the server parses, and the reader goes on. A
+    statement per batch, sent from the copying thread, made the reader wait for the server
+    batch by batch (at `huge`, load 17: 35 s of the read's 92; bench/README.md, pgfirst28)."""
 
     def __init__(self, cur: Cursor):
         self._cur = cur
@@ -1070,7 +1070,7 @@ class _Copying:
     def write(self, entity: str, rows: Formatted) -> None:
         """Append to the entity's COPY, opened first if another table's (or none) was."""
         import psycopg
-        from psycopg.copy import QueuedLibpqWriter
+        from psycopg.copy import LibpqWriter
 
         if self.entity != entity:
             self.end()
@@ -1079,14 +1079,7 @@ class _Copying:
                 raise RuntimeError("records are copied only inside the import's transaction")
             names = ", ".join(_q(c) for c in rows.columns)
             sql = f"COPY {table(entity)} ({names}) FROM STDIN (FORMAT csv)"
-            writer = QueuedLibpqWriter(self._cur)
-            # psycopg's own queue holds up to 1024 blocks (~128 MB, the read's peak 1.50 GB
-            # at `huge`, idle); this one about a batch's CSV (psycopg 3.3's attribute: an
-            # upgrade that renames it fails here, not by growing the peak unseen).
-            if not isinstance(getattr(writer, "_queue", None), queue.Queue):
-                raise RuntimeError("psycopg's QueuedLibpqWriter has no _queue to bound")
-            writer._queue = queue.Queue(COPY_BLOCKS)  # type: ignore[assignment]
-            self._context = self._cur.copy(sql, writer=writer)
+            self._context = self._cur.copy(sql, writer=_Sending(LibpqWriter(self._cur)))
             self._copy = self._context.__enter__()
             self.entity = entity
         for text in rows.parts:
@@ -1103,6 +1096,49 @@ class _Copying:
             return
         with suppress(Exception):
             context.__exit__(type(error), error, error.__traceback__)
+
+
+class _Sending:
+    """A psycopg COPY `Writer` (`cursor.copy(..., writer=)`) whose data a thread of its own
+    hands to `writer` (psycopg's public `LibpqWriter`, which sends it on the cursor's
+    connection): `write` queues the data in blocks of COPY_BLOCK bytes (views, not copies) and
+    returns, unless `blocks` of them wait for the thread, when it waits for room. psycopg's
+    own `QueuedLibpqWriter` does the same with a queue of 1024 blocks, ~128 MB that a reader
+    ahead of the server fills (at `huge`, idle: the first import's peak 1504 MB)."""
+
+    def __init__(self, writer: Any, blocks: int = COPY_BLOCKS):
+        self._writer = writer
+        self.queue: queue.Queue[memoryview | None] = queue.Queue(blocks)
+        self._error: BaseException | None = None
+        self._dropping = False  # finish(exc): what is still queued is not sent
+        self._thread = threading.Thread(target=self._send, name="rosterdrop-copy", daemon=True)
+        self._thread.start()
+
+    def _send(self) -> None:
+        # Takes every block to the end, even after an error: `write` never waits for it.
+        while (block := self.queue.get()) is not None:
+            if self._error is None and not self._dropping:
+                try:
+                    self._writer.write(block)
+                except BaseException as error:  # raised by `write` or `finish`
+                    self._error = error
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._error is not None:
+            raise self._error
+        view = memoryview(data)
+        for start in range(0, len(view), COPY_BLOCK):
+            self.queue.put(view[start : start + COPY_BLOCK])
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        """End the COPY once every block is sent; given `exc`, abandon it (the server is told
+        why, `LibpqWriter.finish`), the blocks still queued not sent."""
+        self._dropping = exc is not None
+        self.queue.put(None)
+        self._thread.join()
+        self._writer.finish(exc or self._error)
+        if self._error is not None and exc is None:
+            raise self._error
 
 
 class _Stopped(Exception):
