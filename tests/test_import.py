@@ -364,7 +364,8 @@ def test_a_snapshot_this_version_cannot_read_is_rebuilt(district, school, settin
 def test_saved_snapshot_is_what_the_database_holds(district, school, settings):
     """The snapshot kept beside the database after a sync equals the one rebuilt from the
     roster table: same keys and key hashes, content hashes, statuses and natural key hashes,
-    after records removed and one renamed (its old ID left tobedeleted)."""
+    and the row IDs it knows, after records removed and one renamed (its old ID left
+    tobedeleted)."""
     from rosterdrop.roster import hashes
 
     import_path(district, school)
@@ -378,7 +379,11 @@ def test_saved_snapshot_is_what_the_database_holds(district, school, settings):
         path.unlink()
     rebuilt = hashes.Snapshot(district.pk, roster_token(district.pk)).frame()
     order = ["entity", "_key"]
-    assert rebuilt.sort(order).equals(saved.sort(order))
+    # Row IDs: those the saved one knows are the database's (an apply's new records', and
+    # the row left under a renamed record's old ID, are not known before apply).
+    ids = saved.join(rebuilt, on=order, suffix="_db").drop_nulls("_rowid")
+    assert (ids["_rowid"] == ids["_rowid_db"]).all()
+    assert rebuilt.drop("_rowid").sort(order).equals(saved.drop("_rowid").sort(order))
     # Both keep an entity's records together, which is what entity_slices relies on.
     for snapshot in (saved, rebuilt):
         assert snapshot["entity"].is_sorted()
@@ -861,3 +866,107 @@ def test_a_change_rewrites_in_a_page_cache_the_memory_target_leaves(district, sc
     with connection.cursor() as cur:
         cur.execute("PRAGMA cache_size")
         assert cur.fetchone()[0] == -2000
+
+
+def _roster_rows(district, entity: str, field: str = "status") -> dict[str, tuple]:
+    """The district's records of `entity` as the database holds them: key -> (row ID, field)."""
+    from rosterdrop.roster import store
+
+    with store.bulk_connection() as cur:
+        cur.execute(
+            f'SELECT sourced_id, id, "{field}" FROM {store.table(entity)} '
+            f"WHERE district_id = {district.pk}"
+        )
+        return {key: (i, value) for key, i, value in cur.fetchall()}
+
+
+def _saved_ids(district) -> pl.DataFrame:
+    """entity, _key and _rowid of the snapshot the last sync saved."""
+    from rosterdrop.roster import hashes
+
+    saved = hashes.Snapshot(district.pk, roster_token(district.pk)).frame()
+    return saved.select("entity", "_key", "_rowid")
+
+
+def test_updates_and_removals_change_only_their_own_records_by_row_id(
+    district, school, settings, monkeypatch
+):
+    """Apply seeks the records it updates, renames and removes by the row IDs the snapshot
+    keeps (store.seeks_by_id): every ID the next snapshot keeps is its record's in the
+    database, after a rename too (the renamed record keeps its row, the old ID's row is new);
+    and with every ID in the snapshot off by one, a sync still changes only the records named
+    (sought by key once their IDs name other records)."""
+    from rosterdrop.roster import hashes, store
+
+    import_path(district, school)
+    # Rebuilt from the database: every row ID known (an apply's new records' are not).
+    for path in (settings.DATA_DIR / "roster").glob(f"{district.pk}-*.arrow"):
+        path.unlink()
+    assert _saved_ids(district)["_rowid"].null_count() == 0
+    before = _roster_rows(district, "enrollments")
+    sought = {"by id": 0, "by key": 0}
+    by_id, by_key = store._update_by_id, store._update_keyed
+
+    def counted(how, update):
+        def run(cur, keyed, *args, **kwargs):
+            sought[how] += keyed.rows
+            return update(cur, keyed, *args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(store, "_update_by_id", counted("by id", by_id))
+    monkeypatch.setattr(store, "_update_keyed", counted("by key", by_key))
+    changed = edit(school / "users.csv", 5, "givenName", "Changed")[0]
+    lines = (school / "enrollments.csv").read_text().splitlines(keepends=True)
+    removed = [line.split(",")[0] for line in lines[-3:]]
+    renamed = lines[1].split(",")[0]
+    lines = lines[:-3]
+    lines[1] = "renamed-enrollment" + lines[1][lines[1].index(",") :]
+    (school / "enrollments.csv").write_text("".join(lines))
+    sync = import_path(district, school)
+    assert sync.changes["enrollments"]["updated"] == 1
+    assert sync.changes["enrollments"]["removed"] == 3
+    assert sync.changes["users"]["updated"] == 1
+    if store.seeks_by_id():
+        # The rename, its record's data, the user's, the three removals: all by row ID (one
+        # record by key, which is how the one enrollment of the rename's old ID is left).
+        assert sought == {"by id": 6, "by key": 0}
+    after = _roster_rows(district, "enrollments")
+    assert after["renamed-enrollment"] == (before[renamed][0], "active")  # its own row
+    assert after[renamed][0] > max(i for i, _ in before.values())  # a new row, tobedeleted
+    assert {k for k, (_, s) in after.items() if s == "tobedeleted"} == {renamed, *removed}
+    assert {k: v for k, v in after.items() if k not in (renamed, "renamed-enrollment")} == {
+        k: (i, "tobedeleted" if k in removed else s) for k, (i, s) in before.items() if k != renamed
+    }
+    # Every row ID the saved snapshot keeps is its record's; the old ID's row is not known.
+    with store.bulk_connection() as cur:
+        held = store.snapshot(cur, district.pk).select("entity", "_key", "_rowid")
+    saved = _saved_ids(district)
+    known = saved.join(held, on=["entity", "_key"], suffix="_db").drop_nulls("_rowid")
+    assert known.height == saved.height - 1
+    assert (known["_rowid"] == known["_rowid_db"]).all()
+    assert saved.filter(pl.col("_key") == renamed)["_rowid"].to_list() == [None]
+
+    # Every ID off by one: each names another record (or none), found out by its key.
+    token = roster_token(district.pk)
+    shifted = hashes.Snapshot(district.pk, token).frame()
+    hashes.save(district.pk, token, shifted.with_columns(pl.col("_rowid") + 1))
+    users = _roster_rows(district, "users", "givenName")
+    before = _roster_rows(district, "enrollments")
+    edit(school / "users.csv", 6, "givenName", "Again")
+    user = rows(school / "users.csv")[5][0]
+    lines = (school / "enrollments.csv").read_text().splitlines(keepends=True)
+    removed += [line.split(",")[0] for line in lines[-2:]]
+    (school / "enrollments.csv").write_text("".join(lines[:-2]))
+    sought.update({"by id": 0, "by key": 0})
+    sync = import_path(district, school)
+    assert sync.changes["users"]["updated"] == 1 and sync.changes["enrollments"]["removed"] == 2
+    assert _roster_rows(district, "users", "givenName") == {
+        k: (i, "Again" if k == user else name) for k, (i, name) in users.items()
+    }
+    assert users[changed][1] == "Changed"
+    assert _roster_rows(district, "enrollments") == {
+        k: (i, "tobedeleted" if k in removed else s) for k, (i, s) in before.items()
+    }
+    if store.seeks_by_id():  # each named another record, or none
+        assert sought == {"by id": 3, "by key": 3}

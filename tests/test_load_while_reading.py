@@ -129,6 +129,30 @@ def test_a_copy_is_sent_by_a_thread_of_its_own_through_a_bounded_queue(district,
     assert records(district, "enrollments").count() > 0
 
 
+def test_the_snapshot_knows_the_row_id_of_every_record_copied(
+    district, school, stages, monkeypatch
+):
+    """A first import copied while read tells its snapshot each record's row ID (store.Loaded:
+    a batch's IDs given in key order, those of the rows the checks refused deleted), as the
+    database holds it: the next sync seeks the records it updates and removes by them."""
+    from rosterdrop.roster import hashes
+
+    monkeypatch.setattr(decode, "CHUNK", 1 << 14)  # enrollments.csv in several batches
+    enrollments = rows(school / "enrollments.csv")
+    nobody = list(enrollments[2])
+    nobody[enrollments[0].index("sourcedId")] = "enrollment-of-nobody"
+    nobody[enrollments[0].index("userSourcedId")] = "no-such-user"
+    write(school / "enrollments.csv", [*enrollments[:40], nobody, *enrollments[40:]])
+    assert import_path(district, school).status in ("applied", "applied_with_errors")
+    assert "finish load" in stages and stages.count("db insert") > len(MODELS)
+    token = store.roster_token(district.pk)
+    saved = hashes.Snapshot(district.pk, token).frame().select("entity", "_key", "_rowid")
+    with store.bulk_connection() as cur:
+        held = store.snapshot(cur, district.pk).select("entity", "_key", "_rowid")
+    assert saved["_rowid"].null_count() == 0
+    assert sorted(saved.rows()) == sorted(held.rows())
+
+
 def test_the_feed_is_told_a_copied_tables_created_records(district, monkeypatch):
     """A table copied whole holds the sync's records under one run of IDs from the Loader's
     first: the feed keeps their range from what apply tells it, without counting the table,

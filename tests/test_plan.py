@@ -14,15 +14,16 @@ STATUS = pl.Enum(["active", "tobedeleted"])
 
 
 def _roster() -> pl.DataFrame:
-    """k00..k09 active, k10 tobedeleted."""
+    """k00..k09 active, k10 tobedeleted; row IDs 100 + i, k04's not known."""
     return pl.DataFrame(
         {
             "_key": [f"k{i:02d}" for i in range(11)],
             "_hash": list(range(11)),
             "status": pl.Series(["active"] * 10 + ["tobedeleted"], dtype=STATUS),
             "_natural": [None] * 11,
+            "_rowid": [100 + i if i != 4 else None for i in range(11)],
         },
-        schema_overrides={"_natural": pl.Int64},
+        schema_overrides={"_natural": pl.Int64, "_rowid": pl.Int64},
     ).with_columns(key_hash(pl.col("_key")).alias("_keyhash"))
 
 
@@ -114,6 +115,7 @@ def test_next_snapshot_is_made_part_by_part_with_entities_kept_together():
         _hash=pl.int_range(pl.len()),
         status=pl.lit("active"),
         _natural=pl.lit(None, pl.Int64),
+        _rowid=pl.int_range(pl.len()) + 1000,
     )
     old = old.with_columns(
         status=pl.when(pl.col("_key") == "k10").then(pl.lit("tobedeleted")).otherwise("status")
@@ -138,6 +140,15 @@ def test_next_snapshot_is_made_part_by_part_with_entities_kept_together():
     assert status["k10"] == "active"  # reactivated
     assert dict(zip(users["_key"], users["_hash"], strict=True))["k06"] == 66
     assert new.filter(pl.col("entity") != "users")["_key"].to_list() == ["o1", "e1"]
+    # Row IDs: the kept and removed records' as they were, the updated and reactivated ones'
+    # those of the roster's records they rewrite (k06: 106, k10: 110; _records' roster), the
+    # new one's not known before apply.
+    ids = dict(zip(users["_key"], users["_rowid"], strict=True))
+    assert ids == {f"k{i:02d}": 1001 + i for i in (0, 1, 2, 3, 4, 5, 7, 8, 9)} | {
+        "k06": 106,
+        "k10": 110,
+        "k11": None,
+    }
 
 
 def test_next_snapshot_leaves_a_renamed_records_old_id_tobedeleted():
@@ -164,6 +175,13 @@ def test_next_snapshot_leaves_a_renamed_records_old_id_tobedeleted():
     status = dict(zip(new["_key"], new["status"], strict=True))
     assert new["_key"].to_list() == [f"k{i:02d}" for i in (0, 1, 2, 3, 4, 5, 7, 8, 9, 6, 10, 11)]
     assert [k for k, s in status.items() if s == "tobedeleted"] == ["k07", "k08", "k09"]
+    # The renamed record keeps its row (k08's, 108) under its new ID; the row left under the
+    # old ID is made by apply, its ID not known yet. What apply seeks by ID says the same.
+    ids = dict(zip(new["_key"], new["_rowid"], strict=True))
+    assert (ids["k11"], ids["k08"], ids["k07"], ids["k04"]) == (108, None, 107, None)
+    assert ep.renamed.select("_old_key", "_rowid").rows() == [("k08", 108)]
+    assert sorted(zip(ep.removed, ep.removed_ids, strict=True)) == [("k07", 107), ("k09", 109)]
+    assert sorted(ep.rewritten_ids.rows()) == [(6, 106), (7, 110), (8, 108)]
 
 
 @pytest.mark.parametrize("slice_rows", [500_000, 4, 2])

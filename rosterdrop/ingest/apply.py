@@ -214,9 +214,10 @@ def _apply_entity(
         for window in windows:
             _apply_window(conn, ep, window, district_id, sync_id, changes, renamed, fields)
     nothing = _no_records(ep.entity)
+    gone = pl.DataFrame({KEY: ep.removed, store.ROW_ID: ep.removed_ids})
     removed = store.write_records(
         conn, district_id, ep.entity, sync_id,
-        added=nothing, changed=nothing, removed=pl.DataFrame({KEY: ep.removed}), returning=named,
+        added=nothing, changed=nothing, removed=gone, returning=named,
     )  # fmt: skip
     ids = pl.DataFrame({KEY: ep.removed}).join(removed, on=KEY, maintain_order="left")
     changes.extend(
@@ -254,6 +255,7 @@ def _windows(
     """Read the spill once, a key range at a time, keeping only the rows the plan writes;
     `columns`: those new records get beside their data (store.new_record_columns)."""
     action = _actions(ep, spill)
+    ids = _row_ids(ep, spill)
     missing = int(np.count_nonzero(action))
     files = bulk.files(ep)
     changed: list[pl.DataFrame] = []
@@ -266,7 +268,11 @@ def _windows(
         # Filtered in Arrow, which copies the kept rows: nothing holds the whole range.
         kept = cast(pl.DataFrame, pl.from_arrow(table.filter(pa.array(wanted > 0))))
         del table
-        kept = kept.with_columns(pl.Series("_action", wanted[wanted > 0])).sort(KEY)
+        known = pl.Series(store.ROW_ID, ids[kept[ROW].to_numpy()])
+        kept = kept.with_columns(
+            pl.Series("_action", wanted[wanted > 0]),
+            pl.when(known != 0).then(known).alias(store.ROW_ID),
+        ).sort(KEY)
         changed.append(kept.filter(pl.col("_action") != ADDED))
         added.append(kept.filter(pl.col("_action") == ADDED))
         if sum(f.height for f in changed) >= WINDOW:
@@ -291,6 +297,15 @@ def _actions(ep: EntityPlan, spill: Spill) -> np.ndarray:
         action[rows.to_numpy()] = code
     action[ep.reactivated.to_numpy()] = REACTIVATED
     return action
+
+
+def _row_ids(ep: EntityPlan, spill: Spill) -> np.ndarray:
+    """The row ID of the roster's record each spilled row rewrites, by its row number, as
+    the plan knows it (0: none, or not known)."""
+    ids = np.zeros(spill.rows, dtype=np.int64)
+    rewritten = ep.rewritten_ids
+    ids[rewritten[ROW].to_numpy()] = rewritten[store.ROW_ID].fill_null(0).to_numpy()
+    return ids
 
 
 def written(ep: EntityPlan, spill: Spill, fields: tuple[str, ...]) -> pl.DataFrame:

@@ -257,7 +257,7 @@ def run(
                     except store.RosterChanged:
                         _roll_back(loader)
                         return _roster_changed(checked, plan)
-                    staged = _stage_snapshot(snapshot, plan, checked.records)
+                    staged = _stage_snapshot(snapshot, plan, checked.records, loaded)
                     forget_findings(sync.pk)  # a held sync's, when approved
                     spills = checked.records.spills
                     kept_out = checked.records.kept_out
@@ -341,10 +341,17 @@ def _roster_changed(checked: Checked, plan: Plan) -> Outcome:
     return Outcome("failed", checked, plan, "The roster changed meanwhile.")
 
 
-def _stage_snapshot(planned_against: hashes.Snapshot, plan: Plan, records: Records) -> Path:
+def _stage_snapshot(
+    planned_against: hashes.Snapshot,
+    plan: Plan,
+    records: Records,
+    loaded: dict[str, store.Loaded],
+) -> Path:
     """Write the roster's snapshot as the plan leaves it (to publish once applied), then let
-    go of the accepted records: apply needs only the plan and the spills."""
-    new = plan.applied_to(planned_against.parts(), records.accepted)
+    go of the accepted records: apply needs only the plan and the spills. The row IDs of the
+    new records a store.Loader copied are known (`loaded`), others' not before apply."""
+    added = {e: copied.ids(plan.entities[e].added.to_numpy()) for e, copied in loaded.items()}
+    new = plan.applied_to(planned_against.parts(), records.accepted, added)
     staged = hashes.stage(planned_against.district_id, new)
     records.release()
     memory.release()

@@ -5,20 +5,23 @@ hash join is an order of magnitude faster than diffing in SQL). Also the removal
 """
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rosterdrop.ingest.columns import HASH, KEY, KEYHASH, NATURAL, ROW, SAME, STATUS
 from rosterdrop.ingest.kept import Kept
 from rosterdrop.roster import store
 from rosterdrop.roster.hashes import Records
 from rosterdrop.roster.models import ENTITIES
+from rosterdrop.roster.store import ROW_ID
 from rosterdrop.timing import timed
 
 # Records confirmed unchanged at a time (see _confirmed_same).
@@ -41,12 +44,25 @@ class EntityPlan:
     removed: pl.Series  # keys of active records to mark tobedeleted
     unchanged: int
     active_before: int
-    # Records arriving under a new ID, matched by their natural key: _row, _key, _old_key.
+    # Records arriving under a new ID, matched by their natural key: _row, _key, _old_key,
+    # and ROW_ID, the row ID of the record renamed (it keeps it under its new ID).
     renamed: pl.DataFrame = field(
         default_factory=lambda: pl.DataFrame(
-            schema={ROW: pl.UInt32, KEY: pl.String, "_old_key": pl.String}
+            schema={ROW: pl.UInt32, KEY: pl.String, "_old_key": pl.String, ROW_ID: pl.Int64}
         )
     )
+    # The row IDs of the removed records (`removed`, in its order), as the snapshot knows
+    # them (null: not known): apply seeks them by ID (store.seeks_by_id).
+    removed_ids: pl.Series = field(default_factory=lambda: pl.Series(ROW_ID, [], pl.Int64))
+    # _row and ROW_ID of the records it writes again (updated, reactivated, renamed): the row
+    # ID of the roster's record each one rewrites, as the snapshot knows it (null: not known).
+    rewritten_ids: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema={ROW: pl.UInt32, ROW_ID: pl.Int64})
+    )
+    # Where, among the roster's records, are those renamed (their old IDs, among `marked_at`),
+    # ascending: the row there keeps its row ID under the new ID, and the one left under the
+    # old ID gets a new one, which the next snapshot does not know yet.
+    renamed_at: np.ndarray = field(default_factory=_no_places)
     # Keys of active records a full file left out but did not validly leave out (kept.py):
     # not removed, not changed.
     kept: pl.Series = field(default_factory=lambda: pl.Series(KEY, [], pl.String))
@@ -110,19 +126,24 @@ class Plan:
         return [p for p in self.entities.values() if p.removal_share > threshold]
 
     def applied_to(
-        self, old: Iterable[tuple[str, pa.RecordBatch]], accepted: dict[str, pl.DataFrame]
+        self,
+        old: Iterable[tuple[str, pa.RecordBatch]],
+        accepted: dict[str, pl.DataFrame],
+        added_ids: Mapping[str, np.ndarray] = MappingProxyType({}),
     ) -> Iterator[pa.RecordBatch | pl.DataFrame]:
         """The roster's snapshot (store.SNAPSHOT_SCHEMA) after this plan, in parts, made from
         the old one's (`hashes.Snapshot.parts`, kept in Arrow: its millions of keys are never
         converted). Records stay grouped by entity as `hashes.Snapshot` expects: an
-        entity's written records follow its old ones.
+        entity's written records follow its old ones. Row IDs: a record written again keeps
+        the one it had, a new one has that of `added_ids` (per entity, in the order of its
+        `added`: a store.Loader's) or none known yet, and a renamed record's old ID none.
 
         A part at a time: neither snapshot is ever whole in memory.
         """
         pending = [e for e in ENTITIES if e in self.entities]  # written records still to go
         for entity, parts in itertools.groupby(old, key=itemgetter(0)):
             while pending and ENTITIES.index(pending[0]) < ENTITIES.index(entity):
-                yield from self._written_rows(pending.pop(0), accepted)
+                yield from self._written_rows(pending.pop(0), accepted, added_ids)
             ep = self.entities.get(entity)
             if ep is None:
                 yield from (part for _, part in parts)
@@ -132,14 +153,15 @@ class Plan:
                 yield _kept(part, ep, start)
                 start += len(part)
             pending.remove(entity)
-            yield from _snapshot_rows(entity, _written(ep, accepted[entity]))
+            yield from self._written_rows(entity, accepted, added_ids)
         for entity in pending:
-            yield from self._written_rows(entity, accepted)
+            yield from self._written_rows(entity, accepted, added_ids)
 
     def _written_rows(
-        self, entity: str, accepted: dict[str, pl.DataFrame]
+        self, entity: str, accepted: dict[str, pl.DataFrame], added_ids: Mapping[str, np.ndarray]
     ) -> Iterator[pl.DataFrame]:
-        return _snapshot_rows(entity, _written(self.entities[entity], accepted[entity]))
+        ep = self.entities[entity]
+        return _snapshot_rows(entity, _written(ep, accepted[entity], added_ids.get(entity)))
 
 
 def _snapshot_rows(entity: str, written: pl.DataFrame) -> Iterator[pl.DataFrame]:
@@ -152,15 +174,23 @@ def _snapshot_rows(entity: str, written: pl.DataFrame) -> Iterator[pl.DataFrame]
         HASH,
         pl.lit("active", store.SNAPSHOT_SCHEMA["status"]).alias("status"),
         natural,
+        ROW_ID,
     )
     yield from rows.iter_slices(WRITE_ROWS)
 
 
 def _kept(old: pa.RecordBatch, ep: EntityPlan, start: int) -> pa.RecordBatch:
     """Old records as they stay: without those written again, removed ones (and the old IDs
-    of renamed ones, store.rename_records) tobedeleted. `start`: the place of the part's first
-    record among the entity's, where the plan's places count from."""
+    of renamed ones, store.rename_records, with no row ID known) tobedeleted. `start`: the
+    place of the part's first record among the entity's, where the plan's places count from."""
     end = start + len(old)
+    renamed = _within(ep.renamed_at, start, end)
+    if len(renamed):
+        # The row there is the renamed record's, under its new ID; the old ID's is new.
+        at = np.zeros(len(old), dtype=bool)
+        at[renamed] = True
+        ids = pc.if_else(pa.array(at), pa.scalar(None, pa.int64()), old.column(ROW_ID))
+        old = old.set_column(old.schema.get_field_index(ROW_ID), old.schema.field(ROW_ID), ids)
     gone = np.zeros(len(old), dtype=bool)
     gone[_within(ep.marked_at, start, end)] = True
     rewritten = _within(ep.rewritten_at, start, end)
@@ -186,8 +216,12 @@ def _within(places: np.ndarray, start: int, end: int) -> np.ndarray:
     return within
 
 
-def _written(ep: EntityPlan, accepted: pl.DataFrame) -> pl.DataFrame:
-    """The accepted records this plan writes (added, updated, reactivated, renamed).
+def _written(
+    ep: EntityPlan, accepted: pl.DataFrame, added_ids: np.ndarray | None = None
+) -> pl.DataFrame:
+    """The accepted records this plan writes (added, updated, reactivated, renamed), with
+    their row IDs (ROW_ID): those of the records they rewrite, `added_ids` for the added
+    ones (in the order of `ep.added`), else null.
 
     Picked by position with a mask (accepted rows keep ascending row numbers), and not
     copied at all when every record is written, as in a first import of millions.
@@ -195,11 +229,30 @@ def _written(ep: EntityPlan, accepted: pl.DataFrame) -> pl.DataFrame:
     rows = np.concatenate(
         [s.to_numpy() for s in (ep.added, ep.updated, ep.reactivated, ep.renamed[ROW])]
     )
-    if len(rows) == accepted.height:
-        return accepted
-    picked = np.zeros(accepted.height, dtype=bool)
-    picked[np.searchsorted(accepted[ROW].to_numpy(), rows)] = True
-    return accepted.filter(pl.Series(picked))
+    written = accepted
+    if len(rows) != accepted.height:
+        picked = np.zeros(accepted.height, dtype=bool)
+        picked[np.searchsorted(accepted[ROW].to_numpy(), rows)] = True
+        written = accepted.filter(pl.Series(picked))
+    numbers = written[ROW].to_numpy()
+    ids = np.zeros(len(numbers), dtype=np.int64)  # 0: not known (no row has ID 0)
+    rewritten = ep.rewritten_ids
+    for these, values in (
+        (ep.added.to_numpy(), added_ids),
+        (rewritten[ROW].to_numpy(), rewritten[ROW_ID].fill_null(0).to_numpy()),
+    ):
+        if values is not None and len(these):
+            ids[_places(numbers, these)] = values
+    known = pl.Series(ROW_ID, ids)
+    return written.with_columns(pl.when(known != 0).then(known).alias(ROW_ID))
+
+
+def _places(numbers: np.ndarray, these: np.ndarray) -> np.ndarray:
+    """Where the row numbers `these` are among the ascending `numbers`: themselves when
+    `numbers` are 0, 1, 2... (a first import's, millions: no search)."""
+    if len(numbers) and numbers[0] == 0 and numbers[-1] == len(numbers) - 1:
+        return these
+    return np.searchsorted(numbers, these)
 
 
 @timed("plan_entity")
@@ -254,30 +307,43 @@ def plan_entity(
         unknown = named.filter(pl.col("_at").is_null())[ROW]
         at = named["_at"].drop_nulls().to_numpy()
         gone = at[was_active[at]]
-    removed = roster.keys(gone)
+    removed, removed_ids = roster.keys(gone), roster.ids(gone)
     left = removed.clear()  # as it was: the file did not validly leave these out
     if mode == "bulk" and spared is not None:
         keep = spared.spared(removed)
         if keep.any():
             gone, removed, left = gone[~keep], removed.filter(~keep), removed.filter(keep)
+            removed_ids = removed_ids.filter(~keep)
     updated = ~new & differs.fill_null(False)
     back = back.fill_null(False)
+    rewritten = joined.filter(updated | back).select(ROW, "_at")
     plan = EntityPlan(
         entity=entity,
         added=joined.filter(new)[ROW],
         updated=joined.filter(updated)[ROW],
         reactivated=joined.filter(back)[ROW],
         removed=removed,
+        removed_ids=removed_ids,
+        rewritten_ids=pl.DataFrame(
+            {ROW: rewritten[ROW], ROW_ID: roster.ids(rewritten["_at"].to_numpy())}
+        ),
         unchanged=int(same.sum()) + int((~new & ~back & ~differs.fill_null(False)).sum()),
         active_before=int(was_active.sum()),
         kept=left,
         unknown=unknown,
-        rewritten_at=np.sort(joined.filter(updated | back)["_at"].to_numpy().astype(np.int64)),
+        rewritten_at=np.sort(rewritten["_at"].to_numpy().astype(np.int64)),
         # Renamed records (_match_renamed) are among these: their old IDs stay tobedeleted.
         marked_at=np.sort(np.asarray(gone, dtype=np.int64)),
     )
     if NATURAL in incoming.columns and len(plan.removed):
-        leaving = pl.DataFrame({"_old_key": plan.removed, NATURAL: current[NATURAL].gather(gone)})
+        leaving = pl.DataFrame(
+            {
+                "_old_key": plan.removed,
+                NATURAL: current[NATURAL].gather(gone),
+                ROW_ID: plan.removed_ids,
+                "_at": pl.Series(gone, dtype=pl.Int64),
+            }
+        )
         arriving = live.select(ROW, KEY, NATURAL)
         if len(plan.added):
             _match_renamed(plan, arriving.filter(pl.col(ROW).is_in(plan.added.implode())), leaving)
@@ -356,7 +422,7 @@ def _stretch(position: pl.Series, height: int) -> int | None:
 
 def _match_renamed(plan: EntityPlan, new: pl.DataFrame, leaving: pl.DataFrame) -> None:
     """Pair records that would be added with records that would be removed (`leaving`:
-    _old_key, _natural), by natural key.
+    _old_key, _natural, ROW_ID and _at, their row IDs and places), by natural key.
 
     Compared by the natural key's 64-bit hash, kept in the snapshot: no record data is read.
     A natural key that appears more than once on either side is ambiguous and left alone.
@@ -366,16 +432,22 @@ def _match_renamed(plan: EntityPlan, new: pl.DataFrame, leaving: pl.DataFrame) -
     pairs = _pairs(new, leaving)
     if not pairs.height:
         return
-    plan.renamed = pairs
+    plan.renamed = pairs.select(ROW, KEY, "_old_key", ROW_ID)
+    plan.renamed_at = np.sort(pairs["_at"].to_numpy())
+    plan.rewritten_ids = pl.concat([plan.rewritten_ids, pairs.select(ROW, ROW_ID)])
     plan.added = plan.added.filter(~plan.added.is_in(pairs[ROW].implode()))
-    plan.removed = plan.removed.filter(~plan.removed.is_in(pairs["_old_key"].implode()))
+    staying = ~plan.removed.is_in(pairs["_old_key"].implode())
+    plan.removed, plan.removed_ids = plan.removed.filter(staying), plan.removed_ids.filter(staying)
 
 
 def _pairs(arriving: pl.DataFrame, leaving: pl.DataFrame) -> pl.DataFrame:
-    """Arriving records (_row, _key, _natural) paired with leaving ones (_old_key, _natural)
-    by natural key hash: _row, _key, _old_key. A natural key that appears more than once on
-    either side is ambiguous and left out."""
+    """Arriving records (_row, _key, _natural) paired with leaving ones (_old_key, _natural,
+    and any other columns) by natural key hash: _row, _key, _old_key and leaving's other
+    columns. A natural key that appears more than once on either side is ambiguous and left
+    out."""
     arriving = arriving.select(ROW, KEY, NATURAL).drop_nulls(NATURAL)
     arriving = arriving.unique(subset=NATURAL, keep="none")
     leaving = leaving.drop_nulls(NATURAL).unique(subset=NATURAL, keep="none")
-    return arriving.join(leaving, on=NATURAL).select(ROW, KEY, "_old_key")
+    paired = arriving.join(leaving, on=NATURAL)
+    others = [c for c in leaving.columns if c not in (NATURAL, "_old_key")]
+    return paired.select(ROW, KEY, "_old_key", *others)

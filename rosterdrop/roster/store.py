@@ -45,7 +45,15 @@ SNAPSHOT_SCHEMA: dict[str, PolarsDataType] = {
     "_hash": pl.Int64,
     "status": pl.Enum(Status.values),
     "_natural": pl.Int64,  # natural.natural_hash of the natural key fields, if the entity has one
+    "_rowid": pl.Int64,  # the record's row ID in its table (ROW_ID), or null if not known
 }
+# A record's row ID, as the snapshot knows it (null: not known, e.g. a record a sync added
+# after apply's plan was made). A record keeps its row ID for good: a removal marks it, a
+# rename rewrites its source ID in place. So an update or removal seeks it by ID, through the
+# primary key (in the heap's order), not by source ID through the unique key (~3 times as many
+# leaves, sought at random): at `huge`'s 1% change, 99k removals 118k -> 94k pages read
+# (bench/README.md, pg1pct28 and pgrowid29).
+ROW_ID = "_rowid"
 # A raw DB-API cursor: psycopg's (COPY) on PostgreSQL, sqlite3's otherwise; which one is
 # decided by the connection's vendor, not by its type.
 Cursor = Any
@@ -269,9 +277,10 @@ class Keyed:
     rows: int
 
 
-def _keyed_table(cur: Cursor, name: str, frame: pl.DataFrame) -> Keyed:
-    """A temporary table holding `frame` (text and bigint columns), keyed by _key: the
-    records a statement is to look up (not to be confused with staged files, staging.py).
+def _keyed_table(cur: Cursor, name: str, frame: pl.DataFrame, key: str = KEY) -> Keyed:
+    """A temporary table holding `frame` (text and bigint columns), keyed by `key` (_key, or
+    ROW_ID): the records a statement is to look up (not to be confused with staged files,
+    staging.py).
 
     Its text is collated as the roster's source IDs are (`models.ByteOrdered`): a comparison
     of two collations takes the roster's, and the index on _key, in another, could not answer
@@ -282,15 +291,15 @@ def _keyed_table(cur: Cursor, name: str, frame: pl.DataFrame) -> Keyed:
     cols = ", ".join(f"{_q(c)} {types.get(t, text)}" for c, t in frame.schema.items())
     # The key is unique (duplicates were dropped); declaring it lets joins use an index.
     cur.execute(f"DROP TABLE IF EXISTS {name}")
-    cur.execute(f"CREATE TEMPORARY TABLE {name} ({cols}, PRIMARY KEY (_key))")
+    cur.execute(f"CREATE TEMPORARY TABLE {name} ({cols}, PRIMARY KEY ({_q(key)}))")
     # In key order: the joins then walk the roster's index in order, not at random.
-    _load(cur, name, frame.sort("_key"))
+    _load(cur, name, frame.sort(key))
     return Keyed(name, frame.height)
 
 
 def snapshot(cur: Cursor, district_id: int) -> pl.DataFrame:
-    """Every record of the district, entity after entity: entity, key, content hash, status
-    and natural key hash."""
+    """Every record of the district, entity after entity: entity, key, content hash, status,
+    natural key hash and row ID."""
     fetched = {c: t for c, t in SNAPSHOT_SCHEMA.items() if c != KEYHASH}
     fetched["_natural"] = pl.String  # the fields joined, or null
     text = pl.col("_natural")
@@ -298,7 +307,7 @@ def snapshot(cur: Cursor, district_id: int) -> pl.DataFrame:
     parts = [pl.DataFrame(schema=SNAPSHOT_SCHEMA)]
     for entity in ENTITIES:
         cur.execute(
-            f"SELECT '{entity}', sourced_id, content_hash, status, {_natural_sql(entity)} "
+            f"SELECT '{entity}', sourced_id, content_hash, status, {_natural_sql(entity)}, id "
             f"FROM {table(entity)} WHERE district_id = {int(district_id)}"
         )
         # A slice at a time: millions of rows as Python tuples at once would take gigabytes.
@@ -415,8 +424,6 @@ def _update_keyed(
             f"AND EXISTS (SELECT 1 FROM {keyed.name} s "
             f"WHERE s._key = {name}.sourced_id AND ({moved})) "
         )
-    new = [f"{name}.{c}" for c in ["sourced_id", "id", *map(_q, returning)]]
-    old = [f"o.{METADATA}::text" if f == METADATA else f"o.{_q(f)}" for f in before]
     if before:
         assert _is_postgres(), "SQLite's RETURNING gives only the new version"
         prior, where = f"FROM {name} o ", f"AND o.ctid = {name}.ctid "
@@ -425,14 +432,107 @@ def _update_keyed(
             f"UPDATE {name} SET {', '.join(assignments)} {prior}"
             f"WHERE {name}.district_id = {int(district_id)} "
             f"AND {name}.sourced_id IN (SELECT _key FROM {keyed.name}) {where}"
-            f"RETURNING {', '.join([*new, *old])}"
+            f"RETURNING {_returning(name, returning, before)}"
         )
-        schema = {
-            **RECORD_IDS,
-            **dict.fromkeys(returning, pl.String),
-            **dict.fromkeys((f"{f}_old" for f in before), pl.String),
-        }
-        return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
+        return _returned(cur, returning, before)
+
+
+def _returning(name: str, returning: Sequence[str], before: Sequence[str]) -> str:
+    """What an UPDATE of `name` returns (`_update_keyed`): the key and row ID and `returning`
+    of the new version, `before` of the old one (joined as `o`)."""
+    new = [f"{name}.{c}" for c in ["sourced_id", "id", *map(_q, returning)]]
+    old = [f"o.{METADATA}::text" if f == METADATA else f"o.{_q(f)}" for f in before]
+    return ", ".join([*new, *old])
+
+
+def _returned(cur: Cursor, returning: Sequence[str], before: Sequence[str]) -> pl.DataFrame:
+    """The rows an UPDATE returned (`_returning`), as a frame: RECORD_IDS, `returning`, and
+    `before` suffixed _old."""
+    schema = {
+        **RECORD_IDS,
+        **dict.fromkeys(returning, pl.String),
+        **dict.fromkeys((f"{f}_old" for f in before), pl.String),
+    }
+    return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
+
+
+def seeks_by_id() -> bool:
+    """Whether updates and removals seek a record by its row ID where the snapshot knows it
+    (ROW_ID, `_update_listed`): on PostgreSQL, through the primary key in the heap's order
+    (the unique key's leaves, sought at random, were ~40% of the pages those statements read
+    at `huge`, bench/README.md pg1pct28). SQLite's rows are its table's b-tree in row ID order
+    already, and its unique key as before: not measured there."""
+    return _is_postgres()
+
+
+def _update_listed(
+    cur: Cursor,
+    name: str,
+    frame: pl.DataFrame,
+    district_id: int,
+    entity: str,
+    sets: str,
+    columns: Sequence[tuple[str, str]] = (),
+    returning: Sequence[str] = (),
+    before: Sequence[str] = (),
+) -> pl.DataFrame:
+    """`_update_keyed` over the records of `frame` (_key, the columns `columns` take, and
+    ROW_ID where known), in a temporary table `name`: those whose row ID is known sought by it
+    (`_update_by_id`, where `seeks_by_id`), the others by key, and so are any whose row ID
+    named no record of that key (a snapshot out of date: none should), so that a wrong ID
+    never costs more than a seek. The same rows returned either way."""
+    parts = []
+    by_key = frame
+    if seeks_by_id() and ROW_ID in frame.columns:
+        known = frame.filter(pl.col(ROW_ID).is_not_null())
+        if known.height:
+            keyed = _keyed_table(cur, name, known, key=ROW_ID)
+            rows = _update_by_id(cur, keyed, district_id, entity, sets, columns, returning, before)
+            parts.append(rows)
+            found = pl.col(ROW_ID).is_in(rows["_id"].implode())
+            by_key = frame.filter(pl.col(ROW_ID).is_null() | ~found)
+    if by_key.height or not parts:
+        keyed = _keyed_table(cur, name, by_key.drop(ROW_ID, strict=False))
+        parts.append(
+            _update_keyed(cur, keyed, district_id, entity, sets, columns, returning, before)
+        )
+    return pl.concat(parts)
+
+
+@timed("db update by id", batch=True)
+def _update_by_id(
+    cur: Cursor,
+    keyed: Keyed,
+    district_id: int,
+    entity: str,
+    sets: str,
+    columns: Sequence[tuple[str, str]] = (),
+    returning: Sequence[str] = (),
+    before: Sequence[str] = (),
+) -> pl.DataFrame:
+    """`_update_keyed` on PostgreSQL over a _keyed_table keyed by ROW_ID: each record sought by
+    its row ID in the primary key, in ID order (the table's rows are), and updated only if it
+    still has the key listed with it (a row ID is a record's for good, but a snapshot could be
+    out of date); `columns` taken from the same row of the keyed table, joined, not sought in
+    it by key again. Returns what _update_keyed returns, for the records it updated."""
+    name = table(entity)
+    assignments = [f"{_q(c)} = {v}" for c, v in columns] + ([sets] if sets else [])
+    sources = [f"{keyed.name} s"]
+    where = [
+        f"{name}.id = s.{ROW_ID}",
+        f"{name}.sourced_id = s._key",
+        f"{name}.district_id = {int(district_id)}",
+    ]
+    if before:
+        # The version the update replaces: the same row, joined by its place.
+        sources.append(f"{name} o")
+        where.append(f"o.ctid = {name}.ctid")
+    with _seeking(cur, keyed, entity):
+        cur.execute(
+            f"UPDATE {name} SET {', '.join(assignments)} FROM {', '.join(sources)} "
+            f"WHERE {' AND '.join(where)} RETURNING {_returning(name, returning, before)}"
+        )
+        return _returned(cur, returning, before)
 
 
 @timed("db old data", batch=True)
@@ -472,13 +572,12 @@ def rename_records(
     sync. A reader of the roster then sees the old ID deleted as it sees any removed record,
     and an old ID sent again comes back as a removed one does. Returns _key (the new ID),
     _old_key and _left_id, the row left under the old one (the renamed record's own row ID
-    comes back from the update that writes its data, write_records)."""
-    keyed = _keyed_table(
-        cur,
-        "rd_renamed",
-        renames.select(pl.col("_old_key").alias("_key"), pl.col("_key").alias("_new")),
-    )
-    _update_keyed(cur, keyed, district_id, entity, "", (("sourced_id", "s._new"),))
+    comes back from the update that writes its data, write_records). `renames` may have
+    ROW_ID too, each renamed record's row ID where known: it keeps it under its new ID."""
+    ids = [ROW_ID] if ROW_ID in renames.columns else []
+    listed = renames.select(pl.col("_old_key").alias("_key"), pl.col("_key").alias("_new"), *ids)
+    _update_listed(cur, "rd_renamed", listed, district_id, entity, "", (("sourced_id", "s._new"),))
+    keyed = _keyed_table(cur, "rd_renamed", listed.drop(ids))
     kept = ["district_id", "content_hash", "first_seen_sync_id", METADATA, *map(_q, FIELDS[entity])]
     with _seeking(cur, keyed, entity):
         cur.execute(
@@ -514,7 +613,8 @@ def write_records(
 
     `changed` has columns _key, _hash, the entity's fields and metadata (JSON text, or null),
     and so has `added`, or it is `new_rows` made ready ahead: a staged file (SQLite), or
-    `Formatted` with `new_record_columns` (PostgreSQL); `removed` has _key. `added`
+    `Formatted` with `new_record_columns` (PostgreSQL); `removed` has _key. `changed` and
+    `removed` may have ROW_ID too, each record's row ID where known (`_update_listed`). `added`
     comes in key order (apply sorts each key range), so index pages fill one after another.
     """
     stamp = f"changed_sync_id = {int(sync_id)}"
@@ -533,7 +633,8 @@ def write_records(
         # there they are read first.
         prior = before and not _is_postgres()
         old = old_data(cur, district_id, entity, changed.select(KEY)) if prior else None
-        keyed = _keyed_table(cur, "rd_changed", changed.select(KEY, HASH, *columns))
+        ids = [ROW_ID] if ROW_ID in changed.columns else []
+        listed = changed.select(KEY, HASH, *columns, *ids)
         taken = [(c, json_value(f"s.{c}") if c == METADATA else f"s.{_q(c)}") for c in columns]
         taken.append(("content_hash", f"s.{HASH}"))
         sets = f"status = 'active', {stamp}"
@@ -541,17 +642,19 @@ def write_records(
         apart = frozenset() if _is_postgres() else _indexed(entity)
         indexed = [t for t in taken if t[0] in apart]
         rest = [t for t in taken if t not in indexed]
-        rows = _update_keyed(cur, keyed, district_id, entity, sets, rest, before=kept)
+        rows = _update_listed(cur, "rd_changed", listed, district_id, entity, sets, rest, (), kept)
         if indexed:
+            keyed = _keyed_table(cur, "rd_changed", listed.drop(ids))
             _update_keyed(cur, keyed, district_id, entity, "", indexed, moved_only=True)
         if old is not None:
             old = old.rename({c: f"{c}_old" for c in columns})
             rows = rows.join(old, on=KEY, how="left", maintain_order="left")
         written.append(rows)
     if removed.height:
-        keyed = _keyed_table(cur, "rd_removed", removed)
         sets = f"status = 'tobedeleted', {stamp}"
-        written.append(_update_keyed(cur, keyed, district_id, entity, sets, (), returning))
+        written.append(
+            _update_listed(cur, "rd_removed", removed, district_id, entity, sets, (), returning)
+        )
     return pl.concat(written, how="diagonal")
 
 
