@@ -23,8 +23,9 @@ escaped newline inside a value); the escape character is then honoured wherever 
 """
 
 import csv
+import dataclasses
 import re
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import length_hint
 from typing import Any, Protocol
@@ -71,6 +72,9 @@ class Piece:
     lines: int
     final: bool = False
     cut: bool = False
+    # Where each line starts, and the last ends (`lines` + 1 offsets), if found as the piece
+    # was cut (a table whose lines are hashed: `_lines` needs them, and they count the lines).
+    ends: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 class KnownLines(Protocol):
@@ -124,7 +128,8 @@ def read_table(
 
     `escapechar`: the character that makes the next one literal ("" = none).
     """
-    pieces = _pieces(name, chunks, escapechar.encode())
+    made: list[Table] = []  # the table, once made: whether its pieces' line ends are wanted
+    pieces = _pieces(name, chunks, escapechar.encode(), lambda: bool(made) and made[0].hash_lines)
     first = next(pieces)
     if not first.text:
         raise Failure(
@@ -134,6 +139,7 @@ def read_table(
     delimiter = next((d for d in delimiter if d.encode() in header_text), delimiter[0])
     header = _header(name, header_text.decode("utf-8"), delimiter, escapechar)
     table = Table(name=name, header=header, batches=_no_batches(), delimiter=delimiter)
+    made.append(table)
     rest_piece = Piece(rest, 2, first.lines - 1, first.final, first.cut)
     table.batches = ahead(_batches(table, delimiter, escapechar, _chain(rest_piece, pieces)))
     return table
@@ -183,9 +189,16 @@ def _no_batches() -> Generator[Batch, None, None]:
     yield from ()
 
 
-def _pieces(name: str, chunks: Iterator[bytes], escape: bytes = b"") -> Iterator[Piece]:
+def _pieces(
+    name: str,
+    chunks: Iterator[bytes],
+    escape: bytes = b"",
+    ends: Callable[[], bool] = lambda: False,
+) -> Iterator[Piece]:
     """Cut the text at line ends, where the quotes before are balanced if there is such a line
-    end (a value spanning lines then stays in one piece), else at the last one."""
+    end (a value spanning lines then stays in one piece), else at the last one. `ends`: asked
+    for each piece, whether its line ends are found (`Piece.ends`) instead of only counted:
+    one pass over its bytes for both, not two (`_lines`)."""
     pending = b""
     line = 1
     for chunk in chunks:
@@ -199,12 +212,23 @@ def _pieces(name: str, chunks: Iterator[bytes], escape: bytes = b"") -> Iterator
         if b'"' in plain and plain.count(b'"', 0, cut) % 2:
             cut = _last_balanced_line_end(plain, cut) or cut
         piece, pending = pending[:cut], pending[cut:]
-        lines = count_byte(piece, NEWLINE)
-        yield Piece(piece, line, lines)
-        line += lines
+        made = _cut(piece, line, ends())
+        yield made
+        line += made.lines
     cut = bool(pending) and not pending.endswith(b"\n")
     text = pending + b"\n" if cut else pending
-    yield Piece(text, line, count_byte(text, NEWLINE), final=True, cut=cut)
+    yield dataclasses.replace(_cut(text, line, ends()), final=True, cut=cut)
+
+
+def _cut(text: bytes, line: int, ends: bool) -> Piece:
+    """A piece of whole lines, its lines counted, or found (`ends`)."""
+    if not ends:
+        return Piece(text, line, count_byte(text, NEWLINE))
+    at = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == NEWLINE)
+    offsets = np.empty(len(at) + 1, dtype=np.int64)
+    offsets[0] = 0
+    offsets[1:] = at + 1
+    return Piece(text, line, len(at), ends=offsets)
 
 
 def _last_balanced_line_end(plain: bytes, cut: int) -> int:
@@ -340,9 +364,11 @@ def _lines(piece: Piece) -> tuple[pl.Series, np.ndarray] | None:
     its CR if it has one), and where each starts (and the last ends): numpy finds the LFs. A
     one-column polars read of the lines, as before (lines.HASHING 1), cost ~2.5 times the CPU
     (`large`'s 358 MB of enrollments: 0.64 against 0.25 s). None: not one line per row."""
-    data = np.frombuffer(piece.text, dtype=np.uint8)
-    offsets = np.concatenate(([0], np.flatnonzero(data == NEWLINE) + 1)).astype(np.int64)
-    if len(offsets) - 1 != piece.lines or offsets[-1] != len(data):
+    offsets = piece.ends
+    if offsets is None:
+        data = np.frombuffer(piece.text, dtype=np.uint8)
+        offsets = np.concatenate(([0], np.flatnonzero(data == NEWLINE) + 1)).astype(np.int64)
+    if len(offsets) - 1 != piece.lines or offsets[-1] != len(piece.text):
         return None
     text = pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), piece.lines, [None, pa.py_buffer(offsets), pa.py_buffer(piece.text)]
