@@ -244,3 +244,33 @@ def test_a_first_line_too_wide_balanced_by_a_short_one_is_a_finding():
     SchemaError, found by tests/test_fuzz.py): the csv module reads it and reports both."""
     rows, findings = _lines_of(WIDE + "u1,a,b,c,d\nu2\nu3,x,3\n")
     assert findings == [("row_width", 2), ("row_width", 3)] and rows == {4: ("u3", "x", "3")}
+
+
+@given(
+    lines=st.lists(
+        st.sampled_from(["u1,a,1", "u2,b,2\r", "", 'u3,"x\ny",3', 'u4,"",4', "é,ü,5"]),
+        max_size=30,
+    ),
+    end=st.sampled_from(["\n", ""]),
+    size=st.integers(1, 40),
+)
+def test_pieces_cut_with_their_line_ends_are_the_pieces_counted(lines, end, size):
+    """A hashed table's pieces find their line ends as they are cut (`Piece.ends`): the same
+    pieces, lines and numbers as those only counted, every line's start and the last one's
+    end, and `_lines` cuts a piece by them as by its own LF scan."""
+    data = ("\n".join(lines) + end).encode()
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    counted = list(read._pieces("f.csv", iter(chunks)))
+    found = list(read._pieces("f.csv", iter(chunks), b"", lambda: True))
+    assert [(p.text, p.line, p.lines, p.final, p.cut) for p in found] == [
+        (p.text, p.line, p.lines, p.final, p.cut) for p in counted
+    ]
+    for piece, mine in zip(counted, found, strict=True):
+        assert piece.ends is None and mine.ends is not None
+        starts = [0] + [i + 1 for i, byte in enumerate(piece.text) if byte == ord("\n")]
+        assert mine.ends.tolist() == starts
+        theirs, cut = read._lines(piece), read._lines(mine)
+        assert (theirs is None) == (cut is None)
+        if theirs is not None and cut is not None:
+            assert theirs[0].to_list() == cut[0].to_list()
+            assert theirs[1].tolist() == cut[1].tolist()
