@@ -1,8 +1,10 @@
-"""A transfer's writes, made and hashed a batch at a time by the writer thread: the file kept
-holds the bytes sent, in the order sent, under their sha256; a write the disk refuses fails
-the transfer, and nothing is kept."""
+"""A transfer's writes, made a batch at a time by the writer thread and hashed by the hasher
+thread beside it: the file kept holds the bytes sent, in the order sent, under their sha256; a
+write the disk refuses fails the transfer, and nothing is kept."""
 
 import hashlib
+import os
+import random
 import resource
 import signal
 
@@ -41,6 +43,37 @@ def test_the_file_kept_is_the_bytes_written_under_their_sha256(district, monkeyp
         expected[offset : offset + size] = data
         if n % 7 == 6:  # a client reading back what it wrote sees it
             assert upload.read_at(0, len(expected)) == expected
+    kept = upload.finish(clean=True)
+    assert kept is not None and kept.size == len(expected)
+    assert stored_file(kept).read_bytes() == expected
+    assert kept.sha256 == hashlib.sha256(expected).hexdigest()
+
+
+@pytest.mark.parametrize("iov_max", [1, 5, 1024])
+def test_a_write_s_pieces_are_kept_in_order_however_many(district, monkeypatch, iov_max):
+    """An SFTP write's pieces (bytes and views, as they arrived) go to the file unjoined, one
+    pwritev per IOV_MAX of them, each short write continued, and to the hasher joined: the
+    file and its sha256 are those of the bytes in order, with fewer pieces than IOV_MAX in a
+    batch or many more."""
+    monkeypatch.setattr(transfer, "WRITE_BATCH", 4096)
+    monkeypatch.setattr(transfer, "IOV_MAX", iov_max)
+    pwritev = os.pwritev
+
+    def short(fd, buffers, offset):  # the kernel may write less than asked: half the first
+        first = memoryview(buffers[0])
+        return pwritev(fd, [first[: max(1, len(first) // 2)]], offset)
+
+    monkeypatch.setattr(os, "pwritev", short)
+    folder.open_root(district.slug)
+    upload = Transfer(district, "users.csv", "sftp", "springfield", None)
+    rng = random.Random(iov_max)
+    expected = bytearray()
+    for _ in range(40):
+        parts = [rng.randbytes(rng.randint(1, 700)) for _ in range(rng.randint(1, 30))]
+        parts = [memoryview(p)[1:] if len(p) > 1 and rng.random() < 0.5 else p for p in parts]
+        size = sum(len(p) for p in parts)
+        assert upload.write_parts(len(expected), parts, size) == size
+        expected += b"".join(parts)
     kept = upload.finish(clean=True)
     assert kept is not None and kept.size == len(expected)
     assert stored_file(kept).read_bytes() == expected

@@ -35,17 +35,21 @@ from rosterdrop.intake import folder
 log = logging.getLogger(__name__)
 
 COPY_BLOCK = 1 << 20
-WRITE_BATCH = 1 << 20  # bytes written and hashed at once by the writer thread
-# A transfer's batches waiting for the writer thread: past this many its writes wait for the
-# oldest (the disk is slower than the network), as a pwrite in the event loop would have.
+WRITE_BATCH = 1 << 20  # bytes written at once by the writer thread, and hashed by the hasher
+# A transfer's batches waiting for the writer (or the hasher) thread: past this many its writes
+# wait for the oldest (the disk is slower than the network), as a pwrite in the loop would have.
 MAX_QUEUED = 8
 
-# One thread writes and hashes the bytes of every transfer, a batch at a time in the order
-# they were handed over (its queue is first in, first out): pwrite and hashlib let go of the
-# GIL, so they run beside the front end's event loop, on the other core, not in it (a pwrite
-# and a sha256 update per 32 KiB SFTP write were ~14% and ~30% of the loop's time,
-# bench/README.md "Uploads").
+# One thread writes the bytes of every transfer, a batch at a time in the order they were
+# handed over (its queue is first in, first out), and another hashes them beside it, in the
+# same order: pwrite and hashlib let go of the GIL, so they run beside the front end's event
+# loop, not in it (a pwrite and a sha256 update per 32 KiB SFTP write were ~14% and ~30% of the
+# loop's time), and beside each other (one thread doing both a batch after the other was the
+# slowest stage of a stream: the loop waited for it at nearly every batch, bench/README.md
+# "Uploads").
 _WRITER = ThreadPoolExecutor(1, thread_name_prefix="transfer-write")
+_HASHER = ThreadPoolExecutor(1, thread_name_prefix="transfer-hash")
+IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers per pwritev
 
 
 def _write(fd: int, data: bytes | memoryview, offset: int) -> None:
@@ -59,11 +63,24 @@ def _write(fd: int, data: bytes | memoryview, offset: int) -> None:
         view, offset = view[wrote:], offset + wrote
 
 
+def _write_parts(fd: int, parts: Sequence[bytes | memoryview], offset: int) -> None:
+    """_write for the bytes of `parts` one after the other, without joining them: one pwritev
+    per IOV_MAX of them (a short one continued)."""
+    for start in range(0, len(parts), IOV_MAX):
+        some = parts[start : start + IOV_MAX]
+        size = sum(map(len, some))
+        wrote = os.pwritev(fd, some, offset)
+        if wrote < size:
+            _write(fd, b"".join(some)[wrote:], offset + wrote)
+        offset += size
+
+
 class _Writer:
-    """A transfer's bytes arriving in order at the end of its file, written and hashed a batch
-    at a time by the writer thread (one pwrite and one hash update per WRITE_BATCH), then told
-    to storage as arrived (`Incoming.arrived`). A write elsewhere in the file waits for the
-    batches (`flush`) and is made at once, and from then on the file is hashed at the end."""
+    """A transfer's bytes arriving in order at the end of its file, a batch at a time written
+    by the writer thread (one pwritev per WRITE_BATCH), then told to storage as arrived
+    (`Incoming.arrived`), and hashed by the hasher thread (one join and one hash update). A
+    write elsewhere in the file waits for the batches (`flush`) and is made at once, and from
+    then on the file is hashed at the end."""
 
     def __init__(self, fd: int, sent: storage.Incoming):
         self.fd = fd
@@ -73,7 +90,8 @@ class _Writer:
         self.batch: list[bytes | memoryview] = []
         self.size = 0
         self.start = 0  # where the batch goes in the file
-        self.queued: deque[Future[None]] = deque()
+        self.queued: deque[Future[None]] = deque()  # the writer thread's batches
+        self.hashed: deque[Future[None]] = deque()  # the hasher thread's
         self.failure: OSError | None = None  # the writer thread's, raised by flush()
 
     def append(self, parts: Sequence[bytes | memoryview], size: int) -> None:
@@ -94,33 +112,44 @@ class _Writer:
 
     def _hand_over(self) -> None:
         if self.batch:
-            self.queued.append(_WRITER.submit(self._write_batch, self.batch, self.start))
-            self.start += self.size
+            batch, offset, size = self.batch, self.start, self.size
+            self.queued.append(_WRITER.submit(self._write_batch, batch, offset, size))
+            if self.digest is not None:
+                self.hashed.append(_HASHER.submit(_hash, self.digest, batch))
+            self.start += size
             self.batch, self.size = [], 0
             while len(self.queued) > MAX_QUEUED:
                 self.queued.popleft().result()
+            while len(self.hashed) > MAX_QUEUED:
+                self.hashed.popleft().result()
 
-    def _write_batch(self, batch: list[bytes | memoryview], offset: int) -> None:
-        """The writer thread: one batch into the file, hashed; the first failure is kept and
-        stops the rest."""
+    def _write_batch(self, batch: list[bytes | memoryview], offset: int, size: int) -> None:
+        """The writer thread: one batch into the file; the first failure is kept and stops the
+        rest."""
         if self.failure is not None:
             return
-        data = b"".join(batch)  # one hash update: the thread takes the GIL back after each
         try:
-            _write(self.fd, data, offset)
-            if self.digest is not None:
-                self.digest.update(data)
-            self.sent.arrived(offset + len(data))
+            _write_parts(self.fd, batch, offset)
+            self.sent.arrived(offset + size)
         except OSError as exc:
             self.failure = exc
 
     def flush(self) -> None:
-        """Every byte handed over is in the file; the writer's failure, if any, raised."""
+        """Every byte handed over is in the file and hashed; the writer's failure, if any,
+        raised."""
         self._hand_over()
         while self.queued:
             self.queued.popleft().result()
+        while self.hashed:
+            self.hashed.popleft().result()
         if self.failure is not None:
             raise self.failure
+
+
+def _hash(digest: "hashlib._Hash", batch: list[bytes | memoryview]) -> None:
+    """The hasher thread: a batch joined, then hashed in one update (hashlib lets go of the
+    GIL for it, once; an update per piece would take it back after each)."""
+    digest.update(b"".join(batch))
 
 
 def _in_progress(staging: Path) -> int:
@@ -199,7 +228,7 @@ class Transfer:
 
     def write_parts(self, offset: int, parts: Sequence[bytes | memoryview], size: int) -> int:
         """write_at for the `size` bytes of `parts` one after the other (an SFTP write as it
-        arrived, sftp._Session): not joined here, but by the writer thread with its batch."""
+        arrived, sftp._Session): not joined here, but by the hasher thread with its batch."""
         if self.failed:
             raise OSError(errno.EIO, self.failed)
         if self.writer.failure is not None:  # a batch the writer thread could not write
@@ -222,7 +251,7 @@ class Transfer:
                 errno.EDQUOT,
                 f"{store.quota_exceeded(self.district)}; the operator has been told",
             )
-        if offset == self.size:  # in order: written and hashed by the writer thread
+        if offset == self.size:  # in order: written by the writer thread, hashed by the hasher
             self.writer.append(parts, size)
         else:  # rewriting what arrived: hashed from the file at the end
             try:
