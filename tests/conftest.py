@@ -6,6 +6,13 @@ from pathlib import Path
 
 import django
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# No time limit per example (hypothesis' default is 200 ms): the suite runs beside other work
+# on shared machines, where an example's wall time says nothing (test_sftp_units' changed
+# packet took 265 ms at load 30). Speed is measured in bench/, not by the tests.
+hypothesis_settings.register_profile("rosterdrop", deadline=None)
+hypothesis_settings.load_profile("rosterdrop")
 
 # Fixtures shared across test files: the console's people and districts, real `serve`
 # processes to drive with SFTP and FTPS clients, the browser that drives the console, an S3
