@@ -401,22 +401,49 @@ def _update_verb() -> str:
     return "UPDATE" if _is_postgres() else "UPDATE OR FAIL"
 
 
+@dataclass(frozen=True)
+class Update:
+    """What an UPDATE of listed records writes and returns (`_update_keyed`, `_update_by_id`,
+    `_update_listed`): `sets`, assignments of its own (SQL, or ""); `columns`, (column, value)
+    pairs whose values come from the listed row (e.g. `s.title`); `returning`, fields of the
+    new version returned; `before` (PostgreSQL only), fields (canonical, or metadata as JSON
+    text) of the version it replaces, returned suffixed _old."""
+
+    sets: str = ""
+    columns: Sequence[tuple[str, str]] = ()
+    returning: Sequence[str] = ()
+    before: Sequence[str] = ()
+
+    def returned(self, name: str) -> str:
+        """The RETURNING list of an UPDATE of table `name`: the key, row ID and `returning`
+        of the new version, `before` of the old one (joined as `o`)."""
+        new = [f"{name}.{c}" for c in ["sourced_id", "id", *map(_q, self.returning)]]
+        old = [f"o.{METADATA}::text" if f == METADATA else f"o.{_q(f)}" for f in self.before]
+        return ", ".join([*new, *old])
+
+    def rows(self, cur: Cursor) -> pl.DataFrame:
+        """The rows the UPDATE returned (`returned`), as a frame: RECORD_IDS, `returning`,
+        and `before` suffixed _old."""
+        schema = {
+            **RECORD_IDS,
+            **dict.fromkeys(self.returning, pl.String),
+            **dict.fromkeys((f"{f}_old" for f in self.before), pl.String),
+        }
+        return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
+
+
 @timed("db update", batch=True)
 def _update_keyed(
     cur: Cursor,
     keyed: Keyed,
     district_id: int,
     entity: str,
-    sets: str,
-    columns: Sequence[tuple[str, str]] = (),
-    returning: Sequence[str] = (),
-    before: Sequence[str] = (),
+    update: Update,
     moved_only: bool = False,
 ) -> pl.DataFrame:
-    """UPDATE the records named in a _keyed_table, seeking each by the unique index; their
-    keys (as updated) and row IDs (RECORD_IDS), their `returning` fields as updated, and
-    (PostgreSQL only) their `before` fields (canonical, or metadata as JSON text) as they were,
-    suffixed _old. `moved_only`: only the records whose `columns` differ from the table row's.
+    """UPDATE the records named in a _keyed_table, seeking each by the unique index; what
+    `update` returns (`Update.rows`). `moved_only`: only the records whose `update.columns`
+    differ from the table row's.
 
     `columns` are taken from the table's row of the same key (e.g. `s.title` for `title`); written
     as IN + a correlated row, which both SQLite and PostgreSQL plan as index lookups. `before`
@@ -424,7 +451,8 @@ def _update_keyed(
     read by the statement that writes it, not sought once more by key first (`old_data`).
     """
     name = table(entity)
-    assignments = [sets] if sets else []
+    columns = update.columns
+    assignments = [update.sets] if update.sets else []
     if columns:
         targets = ", ".join(_q(c) for c, _ in columns)
         values = ", ".join(v for _, v in columns)
@@ -439,7 +467,7 @@ def _update_keyed(
             f"AND EXISTS (SELECT 1 FROM {keyed.name} s "
             f"WHERE s._key = {name}.sourced_id AND ({moved})) "
         )
-    if before:
+    if update.before:
         assert _is_postgres(), "SQLite's RETURNING gives only the new version"
         prior, where = f"FROM {name} o ", f"AND o.ctid = {name}.ctid "
     with _seeking(cur, keyed, entity):
@@ -447,28 +475,9 @@ def _update_keyed(
             f"{_update_verb()} {name} SET {', '.join(assignments)} {prior}"
             f"WHERE {name}.district_id = {int(district_id)} "
             f"AND {name}.sourced_id IN (SELECT _key FROM {keyed.name}) {where}"
-            f"RETURNING {_returning(name, returning, before)}"
+            f"RETURNING {update.returned(name)}"
         )
-        return _returned(cur, returning, before)
-
-
-def _returning(name: str, returning: Sequence[str], before: Sequence[str]) -> str:
-    """What an UPDATE of `name` returns (`_update_keyed`): the key and row ID and `returning`
-    of the new version, `before` of the old one (joined as `o`)."""
-    new = [f"{name}.{c}" for c in ["sourced_id", "id", *map(_q, returning)]]
-    old = [f"o.{METADATA}::text" if f == METADATA else f"o.{_q(f)}" for f in before]
-    return ", ".join([*new, *old])
-
-
-def _returned(cur: Cursor, returning: Sequence[str], before: Sequence[str]) -> pl.DataFrame:
-    """The rows an UPDATE returned (`_returning`), as a frame: RECORD_IDS, `returning`, and
-    `before` suffixed _old."""
-    schema = {
-        **RECORD_IDS,
-        **dict.fromkeys(returning, pl.String),
-        **dict.fromkeys((f"{f}_old" for f in before), pl.String),
-    }
-    return pl.DataFrame(cur.fetchall(), schema=schema, orient="row")
+        return update.rows(cur)
 
 
 def seeks_by_id() -> bool:
@@ -480,21 +489,23 @@ def seeks_by_id() -> bool:
     return _is_postgres()
 
 
+@dataclass(frozen=True)
+class Listed:
+    """What `_update_listed` did: the rows its UPDATEs returned, and the temporary table of
+    every listed record keyed by _key where it made one (`whole`; None when some were sought
+    by row ID: that table then holds only the others)."""
+
+    rows: pl.DataFrame
+    whole: Keyed | None
+
+
 def _update_listed(
-    cur: Cursor,
-    name: str,
-    frame: pl.DataFrame,
-    district_id: int,
-    entity: str,
-    sets: str,
-    columns: Sequence[tuple[str, str]] = (),
-    returning: Sequence[str] = (),
-    before: Sequence[str] = (),
-) -> pl.DataFrame:
-    """`_update_keyed` over the records of `frame` (_key, the columns `columns` take, and
-    ROW_ID where known), in a temporary table `name`: those whose row ID is known sought by it
-    (`_update_by_id`, where `seeks_by_id`), the others by key, and so are any whose row ID
-    named no record of that key (a snapshot out of date: none should), so that a wrong ID
+    cur: Cursor, name: str, frame: pl.DataFrame, district_id: int, entity: str, update: Update
+) -> Listed:
+    """`_update_keyed` over the records of `frame` (_key, the columns `update.columns` take,
+    and ROW_ID where known), in a temporary table `name`: those whose row ID is known sought
+    by it (`_update_by_id`, where `seeks_by_id`), the others by key, and so are any whose row
+    ID named no record of that key (a snapshot out of date: none should), so that a wrong ID
     never costs more than a seek. The same rows returned either way."""
     parts = []
     by_key = frame
@@ -502,28 +513,21 @@ def _update_listed(
         known = frame.filter(pl.col(ROW_ID).is_not_null())
         if known.height:
             keyed = _keyed_table(cur, name, known, key=ROW_ID)
-            rows = _update_by_id(cur, keyed, district_id, entity, sets, columns, returning, before)
+            rows = _update_by_id(cur, keyed, district_id, entity, update)
             parts.append(rows)
             found = pl.col(ROW_ID).is_in(rows["_id"].implode())
             by_key = frame.filter(pl.col(ROW_ID).is_null() | ~found)
+    whole = None
     if by_key.height or not parts:
         keyed = _keyed_table(cur, name, by_key.drop(ROW_ID, strict=False))
-        parts.append(
-            _update_keyed(cur, keyed, district_id, entity, sets, columns, returning, before)
-        )
-    return pl.concat(parts)
+        parts.append(_update_keyed(cur, keyed, district_id, entity, update))
+        whole = None if len(parts) > 1 else keyed
+    return Listed(pl.concat(parts), whole)
 
 
 @timed("db update by id", batch=True)
 def _update_by_id(
-    cur: Cursor,
-    keyed: Keyed,
-    district_id: int,
-    entity: str,
-    sets: str,
-    columns: Sequence[tuple[str, str]] = (),
-    returning: Sequence[str] = (),
-    before: Sequence[str] = (),
+    cur: Cursor, keyed: Keyed, district_id: int, entity: str, update: Update
 ) -> pl.DataFrame:
     """`_update_keyed` on PostgreSQL over a _keyed_table keyed by ROW_ID: each record sought by
     its row ID in the primary key, in ID order (the table's rows are), and updated only if it
@@ -531,23 +535,24 @@ def _update_by_id(
     out of date); `columns` taken from the same row of the keyed table, joined, not sought in
     it by key again. Returns what _update_keyed returns, for the records it updated."""
     name = table(entity)
-    assignments = [f"{_q(c)} = {v}" for c, v in columns] + ([sets] if sets else [])
+    assignments = [f"{_q(c)} = {v}" for c, v in update.columns]
+    assignments += [update.sets] if update.sets else []
     sources = [f"{keyed.name} s"]
     where = [
         f"{name}.id = s.{ROW_ID}",
         f"{name}.sourced_id = s._key",
         f"{name}.district_id = {int(district_id)}",
     ]
-    if before:
+    if update.before:
         # The version the update replaces: the same row, joined by its place.
         sources.append(f"{name} o")
         where.append(f"o.ctid = {name}.ctid")
     with _seeking(cur, keyed, entity):
         cur.execute(
             f"UPDATE {name} SET {', '.join(assignments)} FROM {', '.join(sources)} "
-            f"WHERE {' AND '.join(where)} RETURNING {_returning(name, returning, before)}"
+            f"WHERE {' AND '.join(where)} RETURNING {update.returned(name)}"
         )
-        return _returned(cur, returning, before)
+        return update.rows(cur)
 
 
 @timed("db old data", batch=True)
@@ -591,8 +596,9 @@ def rename_records(
     ROW_ID too, each renamed record's row ID where known: it keeps it under its new ID."""
     ids = [ROW_ID] if ROW_ID in renames.columns else []
     listed = renames.select(pl.col("_old_key").alias("_key"), pl.col("_key").alias("_new"), *ids)
-    _update_listed(cur, "rd_renamed", listed, district_id, entity, "", (("sourced_id", "s._new"),))
-    keyed = _keyed_table(cur, "rd_renamed", listed.drop(ids))
+    moved = Update(columns=(("sourced_id", "s._new"),))
+    done = _update_listed(cur, "rd_renamed", listed, district_id, entity, moved)
+    keyed = done.whole or _keyed_table(cur, "rd_renamed", listed.drop(ids))
     kept = ["district_id", "content_hash", "first_seen_sync_id", METADATA, *map(_q, FIELDS[entity])]
     with _seeking(cur, keyed, entity):
         cur.execute(
@@ -657,19 +663,20 @@ def write_records(
         apart = frozenset() if _is_postgres() else _indexed(entity)
         indexed = [t for t in taken if t[0] in apart]
         rest = [t for t in taken if t not in indexed]
-        rows = _update_listed(cur, "rd_changed", listed, district_id, entity, sets, rest, (), kept)
-        if indexed:
-            keyed = _keyed_table(cur, "rd_changed", listed.drop(ids))
-            _update_keyed(cur, keyed, district_id, entity, "", indexed, moved_only=True)
+        update = Update(sets, rest, before=kept)
+        done = _update_listed(cur, "rd_changed", listed, district_id, entity, update)
+        rows = done.rows
+        if indexed:  # SQLite's: its table keyed by _key was made for the first
+            keyed = done.whole or _keyed_table(cur, "rd_changed", listed.drop(ids))
+            _update_keyed(cur, keyed, district_id, entity, Update(columns=indexed), moved_only=True)
         if old is not None:
             old = old.rename({c: f"{c}_old" for c in columns})
             rows = rows.join(old, on=KEY, how="left", maintain_order="left")
         written.append(rows)
     if removed.height:
         sets = f"status = 'tobedeleted', {stamp}"
-        written.append(
-            _update_listed(cur, "rd_removed", removed, district_id, entity, sets, (), returning)
-        )
+        marked = Update(sets, returning=returning)
+        written.append(_update_listed(cur, "rd_removed", removed, district_id, entity, marked).rows)
     return pl.concat(written, how="diagonal")
 
 
