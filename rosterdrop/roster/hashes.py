@@ -273,10 +273,7 @@ class Records:
     def ids(self, positions: npt.ArrayLike) -> pl.Series:
         """The row IDs (store.ROW_ID, null where not known) of the records at these positions
         (of `frame`), in the order given."""
-        at = np.asarray(positions, dtype=np.int64)
-        if store.ROW_ID not in self.frame.columns:
-            return pl.Series(store.ROW_ID, [None] * len(at), pl.Int64)
-        return self.frame[store.ROW_ID].gather(at)
+        return self.frame[store.ROW_ID].gather(np.asarray(positions, dtype=np.int64))
 
 
 def _entity_codes(column: pa.ChunkedArray) -> np.ndarray | None:
