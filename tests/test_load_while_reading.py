@@ -2,19 +2,24 @@
 (roster/store.py `Loader`), inside the sync's one transaction: the same roster as a plain apply
 after the read, and nothing of it visible or kept if the import fails half way."""
 
+import json
 import threading
 import time
 from itertools import pairwise
 from pathlib import Path
 
+import polars as pl
 import psycopg
 import pytest
 from conftest import DISTRICT_LARGE
 from helpers import rows, write
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rosterdrop import timing
 from rosterdrop.feed.events import read
 from rosterdrop.ingest import decode, engine
+from rosterdrop.ingest.columns import HASH, KEY, ROW
 from rosterdrop.ingest.syncs import import_path
 from rosterdrop.roster import store
 from rosterdrop.roster.models import MODELS, records
@@ -305,3 +310,120 @@ def test_a_fatal_file_after_the_records_were_copied_keeps_none(district, school,
     for entity in MODELS:
         assert not records(district, entity).exists(), entity
     assert indexes() == before
+
+
+def test_a_first_imports_records_are_copied_in_binary(district, monkeypatch):
+    """The Loader's COPY is in PostgreSQL's binary format (store._Copying, encoded by pgpq):
+    each statement's data begins with binary COPY's signature, not with CSV."""
+    first: list[bytes] = []
+
+    class Noted(store._Sending):
+        def write(self, data):
+            if len(first) < len(made):
+                first.append(bytes(memoryview(data)[:11]))
+            return super().write(data)
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    made: list[store._Sending] = []
+    monkeypatch.setattr(store, "_Sending", Noted)
+    assert import_path(district, DISTRICT_LARGE).status == "applied"
+    assert len(made) >= 2
+    assert first == [b"PGCOPY\n\xff\r\n\x00"] * len(made)
+
+
+# Values the CSV for COPY had to quote or escape, and what a length-prefixed binary value could
+# get wrong: the empty string against NULL, quotes, backslashes, COPY's text markers, separators,
+# line ends inside a value, non-ASCII, dates and booleans as the files spell them, long values.
+TRICKY = [
+    "", " ", '"', '""', "'", "\\", "\\N", "\\.", "NULL", "null", "a,b", ",", "a\tb", "\t",
+    "a\nb", "a\r\nb", "\r", "\n", "é", "Zoë Ångström", "日本語", "💥", "2025-08-15",
+    "2025-08-15T00:00:00Z", "true", "false", "TRUE", "0", "-1", "1e5", " padded ",
+    "x" * 70_000, "é" * 20_000,
+]  # fmt: skip
+VALUE = st.one_of(
+    st.none(),
+    st.sampled_from(TRICKY),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30),
+)
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+METADATA_VALUE = st.one_of(
+    st.none(),
+    st.dictionaries(TEXT, st.one_of(st.none(), TEXT, st.integers(), st.booleans()), max_size=4).map(
+        lambda d: json.dumps(d, ensure_ascii=False)
+    ),
+)
+USER_RECORDS = st.lists(
+    st.tuples(
+        st.one_of(st.sampled_from([t for t in TRICKY if t and len(t) <= 255]), TEXT.filter(bool)),
+        st.integers(-(2**63), 2**63 - 1),
+        st.lists(VALUE, min_size=len(FIELDS["users"]), max_size=len(FIELDS["users"])),
+        METADATA_VALUE,
+    ),
+    min_size=1,
+    max_size=12,
+    unique_by=lambda r: r[0],
+).filter(lambda rs: all(len(r[0]) <= 255 for r in rs))
+
+
+def users_frame(found: list) -> pl.DataFrame:
+    """Spilled users records as the reader hands them to the Loader."""
+    return pl.DataFrame(
+        {
+            KEY: [r[0] for r in found],
+            **{f: [r[2][i] for r in found] for i, f in enumerate(FIELDS["users"])},
+            METADATA: [r[3] for r in found],
+            HASH: [r[1] for r in found],
+            ROW: list(range(len(found))),
+        },
+        schema={
+            KEY: pl.String,
+            **dict.fromkeys(FIELDS["users"], pl.String),
+            METADATA: pl.String,
+            HASH: pl.Int64,
+            ROW: pl.UInt32,
+        },
+    )
+
+
+def written(district, frame: pl.DataFrame, *, loader: bool) -> list[tuple]:
+    """What the Loader's binary COPY (or apply's CSV COPY) writes for `frame`, read back as
+    text (jsonb normalised by the server), then rolled back."""
+    from django.db import transaction
+
+    names = ["sourced_id", "status", "content_hash", "district_id", "first_seen_sync_id"]
+    names += ["changed_sync_id", "metadata::text", *(f'"{f}"' for f in FIELDS["users"])]
+    with store.bulk_connection() as cur:
+        if loader:
+            load = store.Loader(cur, district.pk, 7, ROW)
+            try:
+                assert load("users", frame)  # taken: the table is empty
+                load.finish()
+            finally:
+                load.close()
+        else:
+            constants = store.new_record_columns(district.pk, 7)
+            store._load(cur, store.table("users"), store.new_rows("users", frame), constants)
+        cur.execute(f"SELECT {', '.join(names)} FROM roster_user ORDER BY sourced_id")
+        found = cur.fetchall()
+        transaction.set_rollback(True)
+    return found
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(found=USER_RECORDS)
+def test_binary_copy_writes_what_the_csv_copy_wrote(district, found):
+    """The same records through the Loader's binary COPY and through the CSV COPY that wrote
+    them before (and still writes a plain apply's): the same values, NULLs and types."""
+    frame = users_frame(found)
+    binary = written(district, frame, loader=True)
+    assert binary == written(district, frame, loader=False)
+    assert len(binary) == len(found)
+    by_key = {r[0]: r for r in found}
+    for row in binary:  # and what was sent, not only the same on both sides
+        sent = by_key[row[0]]
+        assert row[2] == sent[1]
+        assert list(row[7:]) == sent[2]
+        assert (row[6] is None) == (sent[3] is None)

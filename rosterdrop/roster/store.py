@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from django.db import connection, models, transaction
 from polars._typing import PolarsDataType
 
@@ -1071,6 +1072,8 @@ class Loader:
     def __init__(self, cur: Cursor, district_id: int, sync_id: int, row: str):
         self._conn, self._row = cur.connection, row
         self._constants = new_record_columns(district_id, sync_id)
+        # Each table's columns as binary COPY sends them, known here, on Django's connection.
+        self._types = {entity: _binary_types(entity) for entity in MODELS}
         self.loaded: dict[str, Loaded] = {}
         # Per entity asked for: set by the thread once it took its table (`loaded`) or not.
         self._taken: dict[str, threading.Event] = {}
@@ -1098,7 +1101,7 @@ class Loader:
 
     def _run(self) -> None:
         with self._conn.cursor() as cur:
-            copy = _Copying(cur)
+            copy = _Copying(cur, self._types)
             while (item := self._queue.get()) is not None:
                 entity, rows = item
                 try:
@@ -1109,7 +1112,7 @@ class Loader:
                     if rows is None:
                         self._take(cur, entity)
                     elif entity in self.loaded:
-                        copy.write(entity, self._formatted(entity, rows))
+                        copy.write(entity, self._records(entity, rows))
                 except BaseException as error:  # raised in the reading thread
                     self._error = error
                     copy.end(error)
@@ -1121,8 +1124,10 @@ class Loader:
             except BaseException as error:
                 self._error = self._error or error
 
-    def _formatted(self, entity: str, rows: pl.DataFrame) -> Formatted:
-        """A batch's records as their table's CSV, sorted by key, with their row IDs."""
+    @timed("db records", batch=True)
+    def _records(self, entity: str, rows: pl.DataFrame) -> pa.Table:
+        """A batch's records as their table's columns, sorted by key, with their row IDs, in
+        the Arrow types binary COPY sends them in (`_binary_types`)."""
         loaded = self.loaded[entity]
         # On this thread: polars' pool is the reading thread's.
         rows = rows.sort(KEY, multithreaded=False)
@@ -1135,12 +1140,13 @@ class Loader:
             pl.col(HASH).alias("content_hash"),
             *FIELDS[entity],
             METADATA,
+            *(pl.lit(value).alias(name) for name, value in self._constants.items()),
         )
-        # Each string copied in its new place, so that the CSV for COPY reads them in order,
-        # not each where it was (88k enrollments: ~90 ms of CPU to sort and format, ~140
-        # without this, ~35 unsorted).
-        record = pl.DataFrame(pl.from_arrow(record.to_arrow(compat_level=pl.CompatLevel.oldest())))
-        return formatted(record, self._constants)
+        record = record.cast({c: BINARY_DTYPES[t] for c, t in self._types[entity].items()})
+        # Each string copied in its new place (Arrow's large strings, one buffer), so that the
+        # encoder reads them in order, not each where the sort left it (88k enrollments: ~42 ms
+        # of CPU to sort, copy and encode, ~62 from polars' string views; the CSV ~55).
+        return record.to_arrow(compat_level=pl.CompatLevel.oldest())
 
     def _take(self, cur: Cursor, entity: str) -> None:
         """Lock the entity's table if it is empty and nobody is using it, drop its indexes and
@@ -1179,20 +1185,27 @@ class Loader:
 
 class _Copying:
     """One COPY statement into an entity's table, open while its batches follow each other,
-    its data sent by a thread of its own (`_Sending`): the copying thread hands a batch's CSV
-    over and sorts and formats the next while the server parses, and the reader goes on. A
+    its data sent by a thread of its own (`_Sending`): the copying thread hands a batch's data
+    over and sorts and encodes the next while the server parses, and the reader goes on. A
     statement per batch, sent from the copying thread, made the reader wait for the server
-    batch by batch (at `huge`, load 17: 35 s of the read's 92; bench/README.md, pgfirst28)."""
+    batch by batch (at `huge`, load 17: 35 s of the read's 92; bench/README.md, pgfirst28).
 
-    def __init__(self, cur: Cursor):
-        self._cur = cur
+    In COPY's binary format, encoded from Arrow by pgpq (in Rust, no Python per row): the
+    server reads each value's length instead of parsing CSV (352k enrollments: 0.49-0.54 s of
+    the backend's CPU against 0.64-0.65 s), and the client's encoding costs less than polars'
+    CSV (bench/README.md, pgbinary30)."""
+
+    def __init__(self, cur: Cursor, types: dict[str, dict[str, str]]):
+        self._cur, self.types = cur, types  # types: each entity's `_binary_types`
         self.entity: str | None = None
-        # The cursor's copy() context (kept: dropped, its generator ends the COPY), and its Copy.
+        # The cursor's copy() context (kept: dropped, its generator ends the COPY), its Copy,
+        # and the encoder of the statement's rows (a header, the rows, a trailer).
         self._context: Any = None
         self._copy: Any = None
+        self._encoder: Any = None
 
     @timed("db insert", batch=True)
-    def write(self, entity: str, rows: Formatted) -> None:
+    def write(self, entity: str, records: pa.Table) -> None:
         """Append to the entity's COPY, opened first if another table's (or none) was."""
         import psycopg
         from psycopg.copy import LibpqWriter
@@ -1202,25 +1215,82 @@ class _Copying:
             status = self._cur.connection.info.transaction_status
             if status != psycopg.pq.TransactionStatus.INTRANS:
                 raise RuntimeError("records are copied only inside the import's transaction")
-            names = ", ".join(_q(c) for c in rows.columns)
-            sql = f"COPY {table(entity)} ({names}) FROM STDIN (FORMAT csv)"
+            encoder = _binary_encoder(self.types[entity], records.schema)
+            names = ", ".join(_q(c) for c in records.column_names)
+            sql = f"COPY {table(entity)} ({names}) FROM STDIN (FORMAT binary)"
             self._context = self._cur.copy(sql, writer=_Sending(LibpqWriter(self._cur)))
             self._copy = self._context.__enter__()
-            self.entity = entity
-        for text in rows.parts:
-            self._copy.write(text)
+            self._encoder, self.entity = encoder, entity
+            self._copy.write(encoder.write_header())
+        for batch in records.to_batches():
+            # pgpq keeps what it encoded until it holds 1 MB: b"" until then.
+            if data := self._encoder.write_batch(batch):
+                self._copy.write(data)
 
     def end(self, error: BaseException | None = None) -> None:
         """End the open COPY, if any: after every row is in (it waits for the server), or,
         given an `error`, abandoned (the server's error, if it has one, is not raised)."""
-        context, self._context, self._copy, self.entity = self._context, None, None, None
+        context, copy, encoder = self._context, self._copy, self._encoder
+        self._context, self._copy, self._encoder, self.entity = None, None, None, None
         if context is None:
             return
         if error is None:
+            try:
+                copy.write(encoder.finish())  # what is left of the rows, and the trailer
+            except BaseException as failed:
+                self._abandon(context, failed)
+                raise
             context.__exit__(None, None, None)
             return
+        self._abandon(context, error)
+
+    @staticmethod
+    def _abandon(context: Any, error: BaseException) -> None:
         with suppress(Exception):
             context.__exit__(type(error), error, error.__traceback__)
+
+
+# The Arrow and polars types of a roster table's columns in binary COPY, by their type in
+# PostgreSQL: pgpq sends an int64 as int8 (bigint), a large string as text (varchar reads the
+# same bytes) or as jsonb (a version byte, then the JSON text, which the server parses as it
+# parses the CSV's).
+BINARY_DTYPES: dict[str, PolarsDataType] = {"int8": pl.Int64, "text": pl.String, "jsonb": pl.String}
+
+
+def _binary_types(entity: str) -> dict[str, str]:
+    """The columns of an entity's table and the kind of each in binary COPY (BINARY_DTYPES)."""
+    kinds: dict[str, str] = {}
+    for column in MODELS[entity]._meta.concrete_fields:
+        db_type, name = str(column.db_type(connection)), str(column.column)
+        if db_type == "bigint":
+            kinds[name] = "int8"
+        elif db_type == "text" or db_type.startswith("varchar("):
+            kinds[name] = "text"
+        elif db_type == "jsonb":
+            kinds[name] = "jsonb"
+        else:
+            raise TypeError(f"{entity}.{name}: {db_type} is not sent by binary COPY")
+    return kinds
+
+
+def _binary_encoder(kinds: dict[str, str], schema: pa.Schema) -> Any:
+    """pgpq's encoder of an entity's records (`Loader._records`) into binary COPY: each column
+    encoded as its table's type (`kinds`: `_binary_types`); one per COPY statement."""
+    import pgpq
+    from pgpq import encoders
+    from pgpq import schema as pg
+
+    builders: dict[str, Any] = {}
+    for column in schema:
+        kind = kinds[column.name]
+        if kind == "int8":
+            builders[column.name] = encoders.Int64EncoderBuilder(column)
+        else:
+            output = pg.Jsonb() if kind == "jsonb" else pg.Text()
+            builders[column.name] = encoders.LargeStringEncoderBuilder.new_with_output(
+                column, output
+            )
+    return pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(schema, builders)
 
 
 class _Sending:
