@@ -16,6 +16,13 @@ microseconds per call: fine for batches, not for a per-row profile (use py-spy).
 file-backed parts, what pyarrow's pool and the C library's malloc hold) and prints, at the end,
 the highest sample with the stage and file being read at that moment: what to look at when the
 peak moves between runs of the same code (`--rss-log FILE` keeps every sample).
+
+`--fresh-from TEMPLATE` (PostgreSQL) runs the import in a child process against a new database
+made from TEMPLATE (`CREATE DATABASE ... TEMPLATE`: e.g. migrated, with the district added)
+and a new data folder inside ROSTERDROP_DATA_DIR, both removed after: the same state for each
+run of an A B B A. It prints the child's CPU (user, system) and peak RSS from `wait4`, and the
+server's CPU: every backend and parallel worker of that database, read from /proc every 0.1 s
+(a process's last reading is what it spent; one that lived under 0.1 s may be missed).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 START = time.perf_counter()
 SUMS: Counter[str] = Counter()
@@ -145,7 +153,16 @@ def main() -> int:
         "--rss-every", type=float, default=0.0, help="sample memory every SECONDS (e.g. 0.2)"
     )
     parser.add_argument("--rss-log", type=Path, help="with --rss-every: every sample, to FILE")
+    parser.add_argument(
+        "--fresh-from", metavar="TEMPLATE", help="PostgreSQL: in a new copy of database TEMPLATE"
+    )
     args = parser.parse_args()
+    if args.fresh_from:
+        argv = [str(args.path), "--district", args.district]
+        argv += ["--dry-run"] if args.dry_run else []
+        argv += ["--rss-every", str(args.rss_every)] if args.rss_every else []
+        argv += ["--rss-log", str(args.rss_log)] if args.rss_log else []
+        return fresh(args.fresh_from, [sys.executable, __file__, *argv])
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rosterdrop.settings")
     import django
 
@@ -170,6 +187,73 @@ def main() -> int:
     if peak:
         print("highest sample: " + " ".join(f"{k}={v}" for k, v in peak.items()), file=sys.stderr)
     return 0
+
+
+def _cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a process, or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    utime, stime = stat.rsplit(")", 1)[1].split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+def fresh(template: str, argv: list[str]) -> int:
+    """Run `argv` (this script without --fresh-from) against a new copy of `template`."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import psycopg
+    from psycopg import sql
+
+    url = urlsplit(os.environ["ROSTERDROP_DATABASE_URL"])
+    name = f"{template}_run{os.getpid()}"
+    data = tempfile.mkdtemp(prefix="stages-", dir=os.environ.get("ROSTERDROP_DATA_DIR"))
+    env = {**os.environ, "ROSTERDROP_DATA_DIR": data}
+    env["ROSTERDROP_DATABASE_URL"] = urlunsplit(url._replace(path=f"/{name}"))
+    admin = psycopg.connect(urlunsplit(url._replace(path="/postgres")), autocommit=True)
+    admin.execute(
+        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template)
+        )
+    )
+    load, start = os.getloadavg()[0], time.perf_counter()
+    spent: dict[int, tuple[str, float]] = {}  # server pid -> (backend type, CPU seconds)
+    try:
+        child = subprocess.Popen(argv, env=env)
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            rows = admin.execute(
+                "SELECT pid, backend_type FROM pg_stat_activity WHERE datname = %s", [name]
+            ).fetchall()
+            for server, kind in rows:
+                seconds = _cpu(server)
+                if seconds is not None:
+                    spent[server] = (kind, seconds)
+            time.sleep(0.1)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        workers = sum(s for kind, s in spent.values() if kind == "parallel worker")
+        server = sum(s for _, s in spent.values())
+        print(
+            f"fresh {name}: exit {child.returncode}, {wall:.1f} s wall, load "
+            f"{load:.1f} -> {os.getloadavg()[0]:.1f}; client cpu "
+            f"{usage.ru_utime + usage.ru_stime:.1f} s (user {usage.ru_utime:.1f}, sys "
+            f"{usage.ru_stime:.1f}), peak {usage.ru_maxrss // 1024} MB; server cpu "
+            f"{server:.1f} s (backends {server - workers:.1f}, parallel workers {workers:.1f})",
+            file=sys.stderr,
+        )
+        return child.returncode
+    finally:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        admin.close()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":
