@@ -180,7 +180,7 @@ def test_next_snapshot_leaves_a_renamed_records_old_id_tobedeleted():
     ids = dict(zip(new["_key"], new["_rowid"], strict=True))
     assert (ids["k11"], ids["k08"], ids["k07"], ids["k04"]) == (108, None, 107, None)
     assert ep.renamed.select("_old_key", "_rowid").rows() == [("k08", 108)]
-    assert sorted(zip(ep.removed, ep.removed_ids, strict=True)) == [("k07", 107), ("k09", 109)]
+    assert sorted(ep.removals.rows()) == [("k07", 107), ("k09", 109)]
     assert sorted(ep.rewritten_ids.rows()) == [(6, 106), (7, 110), (8, 108)]
 
 
@@ -214,3 +214,29 @@ def test_places_in_the_rosters_order_are_confirmed_as_any_are(slice_rows, monkey
     same, kept = plan._confirmed_same(swapped, roster.drop("_key"))
     assert same.to_list() == [True, True, True, False]
     assert np.flatnonzero(kept).tolist() == [0, 1, 2]
+
+
+class _Spares:
+    """What a full file keeps as it was (kept.Kept.spared): these keys."""
+
+    def __init__(self, *keys: str):
+        self._keys = set(keys)
+
+    def spared(self, keys: pl.Series) -> np.ndarray:
+        return np.array([k in self._keys for k in keys], dtype=bool)
+
+
+def test_removals_spared_or_renamed_keep_each_key_with_its_own_row_id():
+    """A plan's removals are keys and row IDs in one frame: those a full file spares (k08)
+    and those paired with a new record as renamed (k07 -> k11) leave with their own IDs,
+    and every other removal keeps its own (k04's not known)."""
+    roster = _roster().with_columns(_natural=pl.int_range(pl.len()).cast(pl.Int64) + 100)
+    upload = _upload().filter(pl.col("_key") != "k04")
+    upload = upload.with_columns(
+        _natural=pl.when(pl.col("_key") == "k11").then(107).otherwise(None).cast(pl.Int64)
+    )
+    ep = plan_entity("users", "bulk", upload, _records(roster), _Spares("k08"))
+    assert ep.renamed.select("_key", "_old_key", "_rowid").rows() == [("k11", "k07", 107)]
+    assert ep.kept.to_list() == ["k08"]
+    assert sorted(ep.removals.rows()) == [("k04", None), ("k09", 109)]
+    assert ep.removed.to_list() == ep.removals["_key"].to_list()

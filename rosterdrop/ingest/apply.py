@@ -214,10 +214,9 @@ def _apply_entity(
         for window in windows:
             _apply_window(conn, ep, window, district_id, sync_id, changes, renamed, fields)
     nothing = _no_records(ep.entity)
-    gone = pl.DataFrame({KEY: ep.removed, store.ROW_ID: ep.removed_ids})
     removed = store.write_records(
         conn, district_id, ep.entity, sync_id,
-        added=nothing, changed=nothing, removed=gone, returning=named,
+        added=nothing, changed=nothing, removed=ep.removals, returning=named,
     )  # fmt: skip
     ids = pl.DataFrame({KEY: ep.removed}).join(removed, on=KEY, maintain_order="left")
     changes.extend(

@@ -41,7 +41,10 @@ class EntityPlan:
     added: pl.Series  # _row numbers of new records
     updated: pl.Series  # _row numbers of records whose content changed
     reactivated: pl.Series  # _row numbers of records coming back from tobedeleted
-    removed: pl.Series  # keys of active records to mark tobedeleted
+    # The active records to mark tobedeleted: their keys and their row IDs (ROW_ID) as the
+    # snapshot knows them (null: not known), one frame (`removals`), so that the two never
+    # part; apply seeks them by ID (store.seeks_by_id).
+    removals: pl.DataFrame
     unchanged: int
     active_before: int
     # Records arriving under a new ID, matched by their natural key: _row, _key, _old_key,
@@ -51,9 +54,6 @@ class EntityPlan:
             schema={ROW: pl.UInt32, KEY: pl.String, "_old_key": pl.String, ROW_ID: pl.Int64}
         )
     )
-    # The row IDs of the removed records (`removed`, in its order), as the snapshot knows
-    # them (null: not known): apply seeks them by ID (store.seeks_by_id).
-    removed_ids: pl.Series = field(default_factory=lambda: pl.Series(ROW_ID, [], pl.Int64))
     # _row and ROW_ID of the records it writes again (updated, reactivated, renamed): the row
     # ID of the roster's record each one rewrites, as the snapshot knows it (null: not known).
     rewritten_ids: pl.DataFrame = field(
@@ -79,6 +79,11 @@ class EntityPlan:
     # snapshot drops and marks them there (`Plan.applied_to`), no key looked up.
     rewritten_at: np.ndarray = field(default_factory=_no_places)
     marked_at: np.ndarray = field(default_factory=_no_places)
+
+    @property
+    def removed(self) -> pl.Series:
+        """The keys of the records to mark tobedeleted (`removals`)."""
+        return self.removals[KEY]
 
     @property
     def counts(self) -> dict[str, int]:
@@ -273,7 +278,7 @@ def plan_entity(
         added = incoming.filter(pl.col(STATUS) == "active")[ROW]
         unknown = incoming.filter(pl.col(STATUS) == "tobedeleted")[ROW]
         nothing = added.clear()
-        return EntityPlan(entity, added, nothing, nothing, roster.keys([]), 0, 0, unknown=unknown)
+        return EntityPlan(entity, added, nothing, nothing, _removals(), 0, 0, unknown=unknown)
     # Only the columns each step needs, unfiltered where nothing is filtered: on millions of
     # records every copied column costs hundreds of MB.
     is_live = incoming[STATUS] == "active"
@@ -307,13 +312,13 @@ def plan_entity(
         unknown = named.filter(pl.col("_at").is_null())[ROW]
         at = named["_at"].drop_nulls().to_numpy()
         gone = at[was_active[at]]
-    removed, removed_ids = roster.keys(gone), roster.ids(gone)
-    left = removed.clear()  # as it was: the file did not validly leave these out
+    removals = _removals(roster.keys(gone), roster.ids(gone))
+    left = removals[KEY].clear()  # as it was: the file did not validly leave these out
     if mode == "bulk" and spared is not None:
-        keep = spared.spared(removed)
+        keep = spared.spared(removals[KEY])
         if keep.any():
-            gone, removed, left = gone[~keep], removed.filter(~keep), removed.filter(keep)
-            removed_ids = removed_ids.filter(~keep)
+            gone, left = gone[~keep], removals[KEY].filter(keep)
+            removals = removals.filter(~keep)
     updated = ~new & differs.fill_null(False)
     back = back.fill_null(False)
     rewritten = joined.filter(updated | back).select(ROW, "_at")
@@ -322,8 +327,7 @@ def plan_entity(
         added=joined.filter(new)[ROW],
         updated=joined.filter(updated)[ROW],
         reactivated=joined.filter(back)[ROW],
-        removed=removed,
-        removed_ids=removed_ids,
+        removals=removals,
         rewritten_ids=pl.DataFrame(
             {ROW: rewritten[ROW], ROW_ID: roster.ids(rewritten["_at"].to_numpy())}
         ),
@@ -340,7 +344,7 @@ def plan_entity(
             {
                 "_old_key": plan.removed,
                 NATURAL: current[NATURAL].gather(gone),
-                ROW_ID: plan.removed_ids,
+                ROW_ID: plan.removals[ROW_ID],
                 "_at": pl.Series(gone, dtype=pl.Int64),
             }
         )
@@ -352,6 +356,14 @@ def plan_entity(
             still = leaving.filter(pl.col("_old_key").is_in(plan.removed.implode()))
             plan.renamed_back = _pairs(returning, still).height
     return plan
+
+
+def _removals(keys: pl.Series | None = None, ids: pl.Series | None = None) -> pl.DataFrame:
+    """An EntityPlan's `removals`: the records' keys and row IDs (none given: no records)."""
+    schema = {KEY: pl.String, ROW_ID: pl.Int64}
+    if keys is None or ids is None:
+        return pl.DataFrame(schema=schema)
+    return pl.DataFrame({KEY: keys, ROW_ID: ids}, schema=schema)
 
 
 def _with_keys(roster: Records, keyhashes: pl.Series) -> pl.DataFrame:
@@ -436,8 +448,7 @@ def _match_renamed(plan: EntityPlan, new: pl.DataFrame, leaving: pl.DataFrame) -
     plan.renamed_at = np.sort(pairs["_at"].to_numpy())
     plan.rewritten_ids = pl.concat([plan.rewritten_ids, pairs.select(ROW, ROW_ID)])
     plan.added = plan.added.filter(~plan.added.is_in(pairs[ROW].implode()))
-    staying = ~plan.removed.is_in(pairs["_old_key"].implode())
-    plan.removed, plan.removed_ids = plan.removed.filter(staying), plan.removed_ids.filter(staying)
+    plan.removals = plan.removals.filter(~pl.col(KEY).is_in(pairs["_old_key"].implode()))
 
 
 def _pairs(arriving: pl.DataFrame, leaving: pl.DataFrame) -> pl.DataFrame:
