@@ -240,3 +240,15 @@ def test_removals_spared_or_renamed_keep_each_key_with_its_own_row_id():
     assert ep.kept.to_list() == ["k08"]
     assert sorted(ep.removals.rows()) == [("k04", None), ("k09", 109)]
     assert ep.removed.to_list() == ep.removals["_key"].to_list()
+
+
+def test_row_ids_are_null_where_not_known():
+    """RowIds keeps an unknown row ID as 0 (no row has ID 0) and gives it back as null,
+    whether it was given as null or never given."""
+    ids = plan.RowIds(5)
+    ids.put(np.array([1, 3]), pl.Series([7, None], dtype=pl.Int64))
+    ids.put(np.array([4]), None)  # not known
+    ids.put(np.array([2]), np.array([9]))
+    assert ids.of().to_list() == [None, 7, 9, None, None]
+    assert ids.of(np.array([3, 1, 2])).to_list() == [None, 7, 9]
+    assert ids.of().name == "_rowid" and ids.of().dtype == pl.Int64

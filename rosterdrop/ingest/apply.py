@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from rosterdrop.ingest.ahead import ahead
 from rosterdrop.ingest.columns import HASH, KEY, ROW
-from rosterdrop.ingest.plan import EntityPlan, Plan
+from rosterdrop.ingest.plan import EntityPlan, Plan, RowIds
 from rosterdrop.ingest.spill import Spill
 from rosterdrop.roster import staging, store
 from rosterdrop.roster.schema import FIELDS, METADATA
@@ -254,7 +254,8 @@ def _windows(
     """Read the spill once, a key range at a time, keeping only the rows the plan writes;
     `columns`: those new records get beside their data (store.new_record_columns)."""
     action = _actions(ep, spill)
-    ids = _row_ids(ep, spill)
+    ids = RowIds(spill.rows)  # of the records written again, by their row numbers
+    ids.put(ep.rewritten_ids[ROW].to_numpy(), ep.rewritten_ids[store.ROW_ID])
     missing = int(np.count_nonzero(action))
     files = bulk.files(ep)
     changed: list[pl.DataFrame] = []
@@ -267,10 +268,8 @@ def _windows(
         # Filtered in Arrow, which copies the kept rows: nothing holds the whole range.
         kept = cast(pl.DataFrame, pl.from_arrow(table.filter(pa.array(wanted > 0))))
         del table
-        known = pl.Series(store.ROW_ID, ids[kept[ROW].to_numpy()])
         kept = kept.with_columns(
-            pl.Series("_action", wanted[wanted > 0]),
-            pl.when(known != 0).then(known).alias(store.ROW_ID),
+            pl.Series("_action", wanted[wanted > 0]), ids.of(kept[ROW].to_numpy())
         ).sort(KEY)
         changed.append(kept.filter(pl.col("_action") != ADDED))
         added.append(kept.filter(pl.col("_action") == ADDED))
@@ -296,15 +295,6 @@ def _actions(ep: EntityPlan, spill: Spill) -> np.ndarray:
         action[rows.to_numpy()] = code
     action[ep.reactivated.to_numpy()] = REACTIVATED
     return action
-
-
-def _row_ids(ep: EntityPlan, spill: Spill) -> np.ndarray:
-    """The row ID of the roster's record each spilled row rewrites, by its row number, as
-    the plan knows it (0: none, or not known)."""
-    ids = np.zeros(spill.rows, dtype=np.int64)
-    rewritten = ep.rewritten_ids
-    ids[rewritten[ROW].to_numpy()] = rewritten[store.ROW_ID].fill_null(0).to_numpy()
-    return ids
 
 
 def written(ep: EntityPlan, spill: Spill, fields: tuple[str, ...]) -> pl.DataFrame:

@@ -35,6 +35,25 @@ def _no_places() -> np.ndarray:
     return np.zeros(0, dtype=np.int64)
 
 
+class RowIds:
+    """Row IDs (ROW_ID) by place: a spill's row numbers (apply), or the rows of a frame
+    (`_written`), each the ID of the roster's record written there, where known. Kept as 0
+    for not known (no row has ID 0), given and taken as null."""
+
+    def __init__(self, places: int):
+        self._ids = np.zeros(places, dtype=np.int64)
+
+    def put(self, places: np.ndarray, ids: pl.Series | np.ndarray | None) -> None:
+        """The IDs (null, or None for all: not known) of the records at `places`."""
+        if ids is not None and len(places):
+            self._ids[places] = ids.fill_null(0).to_numpy() if isinstance(ids, pl.Series) else ids
+
+    def of(self, places: np.ndarray | None = None) -> pl.Series:
+        """ROW_ID of the records at `places` (all, if None), in order: null where not known."""
+        known = pl.Series(ROW_ID, self._ids if places is None else self._ids[places])
+        return pl.select(pl.when(known != 0).then(known).alias(ROW_ID)).to_series()
+
+
 @dataclass
 class EntityPlan:
     entity: str
@@ -240,16 +259,10 @@ def _written(
         picked[np.searchsorted(accepted[ROW].to_numpy(), rows)] = True
         written = accepted.filter(pl.Series(picked))
     numbers = written[ROW].to_numpy()
-    ids = np.zeros(len(numbers), dtype=np.int64)  # 0: not known (no row has ID 0)
-    rewritten = ep.rewritten_ids
-    for these, values in (
-        (ep.added.to_numpy(), added_ids),
-        (rewritten[ROW].to_numpy(), rewritten[ROW_ID].fill_null(0).to_numpy()),
-    ):
-        if values is not None and len(these):
-            ids[_places(numbers, these)] = values
-    known = pl.Series(ROW_ID, ids)
-    return written.with_columns(pl.when(known != 0).then(known).alias(ROW_ID))
+    ids = RowIds(len(numbers))
+    ids.put(_places(numbers, ep.added.to_numpy()), added_ids)
+    ids.put(_places(numbers, ep.rewritten_ids[ROW].to_numpy()), ep.rewritten_ids[ROW_ID])
+    return written.with_columns(ids.of())
 
 
 def _places(numbers: np.ndarray, these: np.ndarray) -> np.ndarray:
