@@ -1013,3 +1013,87 @@ def test_updates_and_removals_change_only_their_own_records_by_row_id(
     }
     if store.seeks_by_id():  # each named another record, or none
         assert sought == {"by id": 3, "by key": 3}
+
+
+def _staged_snapshots(settings) -> list:
+    """Snapshots staged and not published (nor discarded)."""
+    return list((settings.DATA_DIR / "roster").glob("*.tmp"))
+
+
+def test_the_snapshot_is_staged_beside_apply_where_the_server_applies(
+    district, school, settings, monkeypatch
+):
+    """Where apply's writes are the server's (store.applies_on_server: PostgreSQL) the new
+    snapshot is written in a thread while apply runs; on SQLite before it. Either way the
+    snapshot published is the roster as the database holds it, and none is left staged."""
+    import threading
+
+    from rosterdrop.ingest import engine
+    from rosterdrop.roster import hashes, store
+
+    import_path(district, school)
+    applying, beside = threading.Event(), []
+    real_apply, real_stage = engine.apply_plan, hashes.stage
+
+    def apply_plan(*args, **kwargs):
+        applying.set()
+        return real_apply(*args, **kwargs)
+
+    def stage(*args, **kwargs):
+        # Whether apply has begun by the time the snapshot is written (waited for, up to 10 s,
+        # where it should have).
+        beside.append(applying.wait(timeout=10 if store.applies_on_server() else 0))
+        return real_stage(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "apply_plan", apply_plan)
+    monkeypatch.setattr(hashes, "stage", stage)
+    edit(school / "users.csv", 5, "givenName", "Changed")
+    lines = (school / "enrollments.csv").read_text().splitlines(keepends=True)
+    (school / "enrollments.csv").write_text("".join(lines[:-3]))
+    sync = import_path(district, school)
+    assert sync.status == "applied"
+    assert sync.changes["enrollments"]["removed"] == 3
+    assert beside == [store.applies_on_server()]
+    assert not _staged_snapshots(settings)
+    saved = hashes.Snapshot(district.pk, roster_token(district.pk)).frame()
+    with store.bulk_connection() as cur:
+        held = store.snapshot(cur, district.pk)
+    columns = ["entity", "_key", "_hash", "status"]
+    assert sorted(saved.select(columns).rows()) == sorted(held.select(columns).rows())
+
+
+@pytest.mark.parametrize("failing", ["apply", "staging"])
+def test_a_sync_whose_apply_or_staged_snapshot_fails_applies_nothing_and_leaves_none(
+    district, school, settings, monkeypatch, failing
+):
+    """Apply failing once its snapshot is staged (beside it or before it), or the snapshot
+    failing to be written (in its thread or not): the sync fails, nothing is applied, no
+    staged snapshot is left, and the next sync applies the change."""
+    import time
+
+    from rosterdrop.ingest import engine
+    from rosterdrop.roster import hashes
+
+    import_path(district, school)
+    before = _roster_rows(district, "users", "givenName")
+
+    def apply_plan(*args, **kwargs):
+        waited = time.monotonic() + 10
+        while not _staged_snapshots(settings) and time.monotonic() < waited:
+            time.sleep(0.01)
+        raise OSError("the disk is full")
+
+    def stage(*args, **kwargs):
+        raise OSError("the disk is full")
+
+    if failing == "apply":
+        monkeypatch.setattr(engine, "apply_plan", apply_plan)
+    else:
+        monkeypatch.setattr(hashes, "stage", stage)
+    edit(school / "users.csv", 5, "givenName", "Changed")
+    sync = import_path(district, school)
+    assert sync.status == "failed"
+    assert _roster_rows(district, "users", "givenName") == before
+    assert not _staged_snapshots(settings)
+    monkeypatch.undo()
+    assert import_path(district, school).changes["users"]["updated"] == 1
