@@ -128,8 +128,8 @@ def read_table(
 
     `escapechar`: the character that makes the next one literal ("" = none).
     """
-    made: list[Table] = []  # the table, once made: whether its pieces' line ends are wanted
-    pieces = _pieces(name, chunks, escapechar.encode(), lambda: bool(made) and made[0].hash_lines)
+    wanted = _EndsWanted()
+    pieces = _pieces(name, chunks, escapechar.encode(), wanted)
     first = next(pieces)
     if not first.text:
         raise Failure(
@@ -139,10 +139,22 @@ def read_table(
     delimiter = next((d for d in delimiter if d.encode() in header_text), delimiter[0])
     header = _header(name, header_text.decode("utf-8"), delimiter, escapechar)
     table = Table(name=name, header=header, batches=_no_batches(), delimiter=delimiter)
-    made.append(table)
+    wanted.table = table
     rest_piece = Piece(rest, 2, first.lines - 1, first.final, first.cut)
     table.batches = ahead(_batches(table, delimiter, escapechar, _chain(rest_piece, pieces)))
     return table
+
+
+@dataclass
+class _EndsWanted:
+    """Whether the pieces of a table being read find their line ends as they are cut
+    (`_pieces`' `ends`): its `hash_lines`, once the table is made (`table`; its header is
+    the first piece's, cut before it: that one's ends are never wanted)."""
+
+    table: Table | None = None
+
+    def __call__(self) -> bool:
+        return self.table is not None and self.table.hash_lines
 
 
 def frames(table: Table) -> Iterator[pl.DataFrame]:
