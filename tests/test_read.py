@@ -274,3 +274,29 @@ def test_pieces_cut_with_their_line_ends_are_the_pieces_counted(lines, end, size
         if theirs is not None and cut is not None:
             assert theirs[0].to_list() == cut[0].to_list()
             assert theirs[1].tolist() == cut[1].tolist()
+
+
+@pytest.mark.parametrize("hashed", [True, False])
+def test_a_tables_pieces_find_their_line_ends_once_it_hashes_its_lines(monkeypatch, hashed):
+    """`read_table` asks, as each piece after the header's is cut, whether the table it made
+    hashes its lines (`_EndsWanted`): set before its batches are first asked for, every piece
+    read then comes with its line ends (`Piece.ends`), and none does otherwise."""
+    cut: list[bool] = []
+    pieces = read._pieces
+
+    def watched(*args, **kwargs):
+        for piece in pieces(*args, **kwargs):
+            cut.append(piece.ends is not None)
+            yield piece
+
+    monkeypatch.setattr(read, "_pieces", watched)
+    lines = b"".join(b"u%d,a,%d\n" % (i, i) for i in range(200))
+    data = b"id,name,n\n" + lines
+    chunks = iter([data[i : i + 256] for i in range(0, len(data), 256)])
+    table = read_table("f.csv", chunks)
+    table.hash_lines = hashed
+    rows = pl.concat(list(read.frames(table)))
+    assert rows.height == 200 and (columns.LINEHASH in rows.columns) == hashed
+    # The first piece, cut before the table was made, holds the header: never its ends.
+    assert cut[0] is False and len(cut) > 2
+    assert cut[1:] == [hashed] * (len(cut) - 1)
