@@ -195,6 +195,94 @@ def test_worker_case_hint_and_failure(district, monkeypatch):
     assert failed.status == "failed" and "division by zero" in failed.outcome
 
 
+def districts_waiting(count: int, quiet: int = 86400) -> list:
+    """`count` districts, each with a loose file in a long quiet period (upload.py's burst)."""
+    from rosterdrop.districts.models import District
+
+    made = []
+    for n in range(count):
+        d = District.objects.create(
+            slug=f"d{n}", name=f"D{n}", format="oneroster-1.1", quiet_period_seconds=quiet
+        )
+        make_upload(d, "users.csv")
+        made.append(d)
+    return made
+
+
+@pytest.mark.parametrize("count", [3, 30])
+@pytest.mark.django_db(transaction=True)
+def test_a_wake_up_looks_at_its_district_not_at_every_waiting_one(
+    count, imported, monkeypatch, settings
+):
+    """upload29's aftermath: after a burst to many districts each upload's wake-up made a
+    pass over every waiting district. The worker thread, after its first pass, woken for one
+    district: it looks at that district alone, however many wait (their quiet periods a day)."""
+    import threading
+
+    from rosterdrop.intake import queue
+
+    settings.WORKER_POLL_SECONDS = 3600  # no sweep but the first: only wake-ups and timers
+    many = districts_waiting(count)
+    looked: list[int] = []
+    real = worker.run_district
+    monkeypatch.setattr(worker, "run_district", lambda d, *a: looked.append(d.pk) or real(d, *a))
+    passes = threading.Semaphore(0)
+    monkeypatch.setattr(worker, "build_index", lambda: passes.release() and False)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert passes.acquire(timeout=60)  # the first pass: every waiting district
+        assert sorted(looked) == sorted(d.pk for d in many)
+        for d in many[:3]:
+            looked.clear()
+            make_upload(d, "orgs.csv")
+            queue.wake(d)  # as `upload_waiting` does
+            assert passes.acquire(timeout=60)
+            while passes.acquire(blocking=False):  # a pass the wake-up made on its own
+                pass
+            assert looked == [d.pk], (count, len(looked))
+    finally:
+        stop.set()
+        worker.wake()
+        thread.join(30)
+    assert imported == []  # all in their quiet period
+
+
+@pytest.mark.django_db(transaction=True)
+def test_passes_find_what_came_without_a_wake_up_and_quiet_periods_ending(
+    imported, django_assert_max_num_queries
+):
+    """What the worker remembers only says where to look first: a sweep finds an upload no
+    wake-up announced, a changed quiet period, "Import now"; a timer the end of a quiet
+    period; and a pass woken for one district makes the same queries with 3 or 30 waiting."""
+    many = districts_waiting(30, quiet=60)
+    passes = worker.Passes()
+    now = timezone.now()
+    assert 59 < passes.run(now, everything=True) <= 60
+    assert passes.looked == 30 and imported == []
+    assert passes.run(now, sweep=True) is not None and passes.looked == 30  # nothing changed
+    make_upload(many[0], "orgs.csv")  # stored by another process, no wake-up
+    many[1].quiet_period_seconds = 0
+    many[1].save()
+    passes.run(now, sweep=True)
+    assert passes.looked == 32 and imported == [["users.csv"]]
+    many[2].import_requested_at = timezone.now()
+    many[2].save()
+    passes.run(timezone.now(), sweep=True)
+    assert passes.looked == 33 and imported == [["users.csv"]] * 2
+    # Woken for one district: the same queries whatever else waits.
+    worker.wake(many[3].pk)
+    with django_assert_max_num_queries(4):  # the district's uploads, its pause, the format
+        passes.run(timezone.now())
+    assert passes.looked == 34
+    # The quiet periods end: each district is looked at by its timer, without a sweep.
+    later = timezone.now() + timedelta(seconds=61)
+    assert passes.run(later) is None
+    assert len(imported) == 30 and passes.looked == 34 + 28
+    assert Upload.objects.filter(status="received").count() == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_recover_settles_interrupted_syncs(district, imported):
     from rosterdrop.ingest import recovery

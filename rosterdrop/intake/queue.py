@@ -154,7 +154,7 @@ def wake(district: District) -> None:
     if settings.JOB_QUEUE:
         enqueue(district.pk)
     else:
-        worker.wake()
+        worker.wake(district.pk)
 
 
 def woken(sender, upload: Upload, **kwargs) -> None:

@@ -93,7 +93,7 @@ class Workers:
         if kind == b"closed":
             spawned.tickets.pop(int(arg))()
         elif kind == b"wake":
-            worker.wake()
+            worker.wake(int(arg) if arg else None)
         elif kind == b"ready":
             spawned.ready.set_result(None)
         elif not message:  # the process ended
@@ -220,7 +220,9 @@ async def _work(channel: socket.socket) -> None:
         task.add_done_callback(serving.discard)
 
     if not settings.JOB_QUEUE:  # SQLite: the import worker is a thread of the acceptor's
-        upload_waiting.connect(lambda **_: tell(b"wake"), weak=False)
+        upload_waiting.connect(
+            lambda upload, **_: tell(f"wake {upload.district_id}".encode()), weak=False
+        )
     loop.add_reader(channel, heard)
     tell(b"ready")
     await done.wait()

@@ -9,6 +9,16 @@ is imported until its pause ends, then everything in the order it came; a file t
 district's format does not claim is recorded as unmatched, as on every other path
 (`ingest/claims.py`). Between passes it builds the SIS search index of the syncs that want one,
 a sync at a time (`ingest/index_builds.py`): imports ready meanwhile go first.
+
+A pass looks only at the districts that need it (`Passes`): those an upload, "Import now" or a
+lifted pause woke (`wake(district_id)`), and those whose quiet period has ended. Every
+WORKER_POLL_SECONDS one query over all waiting uploads (`sweep`) finds what came without a
+wake-up (another process, a sync recovered, a district unpaused or its quiet period changed):
+a district whose waiting uploads and settings are what they were at its last look is skipped,
+and every district is looked at again after each recovery (RECOVERY_EVERY_SECONDS; a scheduled
+pause that ended). So a burst of uploads to many districts costs each wake-up its own district,
+not a pass over all of them; what the worker remembers is only where to look first: the
+database stays the truth.
 """
 
 import logging
@@ -19,6 +29,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from rosterdrop.districts.models import District
@@ -35,28 +46,50 @@ RETENTION_EVERY_SECONDS = 3600
 RECOVERY_EVERY_SECONDS = 60
 
 _wake = threading.Event()
+_woken: set[int] = set()  # districts woken since the worker last took them
+_woken_lock = threading.Lock()
 
 
-def wake() -> None:
-    """Called after each upload so the worker need not wait for its next poll."""
+def wake(district_id: int | None = None) -> None:
+    """Called after each upload (with its district), "Import now" or a lifted pause, so the
+    worker need not wait for its next poll; without a district, a pass for the index builds
+    (or to see `stop`)."""
+    if district_id is not None:
+        with _woken_lock:
+            _woken.add(district_id)
     _wake.set()
 
 
-def waiting_uploads(district: District | None = None) -> dict[District, list[Upload]]:
-    """The uploads waiting for the worker, by district; one a running sync holds is being
-    imported (by another process, or left by a dead one for recovery) and is not waiting."""
-    uploads = (
+def _take_woken() -> set[int]:
+    with _woken_lock:
+        taken = set(_woken)
+        _woken.clear()
+    return taken
+
+
+def _waiting() -> QuerySet[Upload]:
+    """Uploads waiting for the worker; one a running sync holds is being imported (by another
+    process, or left by a dead one for recovery) and is not waiting."""
+    return (
         Upload.objects.filter(
             status=Upload.Status.RECEIVED,
             source__in=settings.WORKER_SOURCES,
             district__paused=False,
         )
         .exclude(syncs__status=SyncStatus.RUNNING)
-        .select_related("district")
         .order_by("id")
     )
+
+
+def waiting_uploads(
+    district: District | None = None, district_ids: set[int] | None = None
+) -> dict[District, list[Upload]]:
+    """The uploads waiting for the worker, by district (of one district, or of these)."""
+    uploads = _waiting().select_related("district")
     if district is not None:
         uploads = uploads.filter(district=district)
+    if district_ids is not None:
+        uploads = uploads.filter(district_id__in=sorted(district_ids))
     by_district: dict[District, list[Upload]] = defaultdict(list)
     for upload in uploads:
         by_district[upload.district].append(upload)
@@ -64,10 +97,88 @@ def waiting_uploads(district: District | None = None) -> dict[District, list[Upl
 
 
 def run_once(now: datetime | None = None) -> float | None:
-    """Import what is ready; return seconds until the next quiet period ends, if any waits."""
+    """Import what is ready of every district; return seconds until the next quiet period
+    ends, if any waits."""
     now = now or timezone.now()
     waits = [run_district(d, uploads, now) for d, uploads in waiting_uploads().items()]
     return min((w for w in waits if w is not None), default=None)
+
+
+# What a district had waiting at its last look: its uploads, and the settings that decide
+# when they are due. The same at the next sweep, and not due: nothing to look at.
+_Seen = tuple[tuple[int, ...], int, datetime | None]
+
+
+class Passes:
+    """The worker thread's passes: each looks at the districts woken since the last, those
+    whose quiet period has ended, and at a sweep those whose waiting uploads or settings
+    changed since their last look (or all of them, `everything`)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, _Seen] = {}
+        self.due: dict[int, datetime] = {}  # when a district's loose files are due
+        self.looked = 0  # districts looked at, all passes together (the tests count them)
+
+    def run(self, now: datetime, sweep: bool = False, everything: bool = False) -> float | None:
+        """Import what is ready of the districts to look at; seconds until the next quiet
+        period this worker knows of ends, if any."""
+        look = _take_woken() | {d for d, when in self.due.items() if when <= now}
+        if sweep or everything:
+            look |= self.sweep(everything)
+        if look:
+            try:
+                self.look_at(look, now)
+            except Exception:  # the database: look at them again at the next pass
+                with _woken_lock:
+                    _woken.update(look)
+                raise
+        if not self.due:
+            return None
+        return max(0.0, (min(self.due.values()) - now).total_seconds())
+
+    def sweep(self, everything: bool) -> set[int]:
+        """One query over every waiting upload: the districts whose waiting uploads or
+        settings are not what they were at their last look (all, with `everything`)."""
+        rows = _waiting().values_list(
+            "district_id", "id", "district__quiet_period_seconds", "district__import_requested_at"
+        )
+        ids: dict[int, list[int]] = defaultdict(list)
+        settings_of: dict[int, tuple[int, datetime | None]] = {}
+        for district_id, upload_id, quiet, asked in rows:
+            ids[district_id].append(upload_id)
+            settings_of[district_id] = (quiet, asked)
+        for gone in self.seen.keys() - ids.keys():  # nothing of it waits any more
+            self.forget(gone)
+        if everything:
+            return set(ids)
+        return {
+            district_id
+            for district_id, upload_ids in ids.items()
+            if self.seen.get(district_id) != (tuple(upload_ids), *settings_of[district_id])
+        }
+
+    def look_at(self, district_ids: set[int], now: datetime) -> None:
+        waiting = waiting_uploads(district_ids=district_ids)
+        for district_id in district_ids - {d.pk for d in waiting}:
+            self.forget(district_id)
+        for district, uploads in waiting.items():
+            self.looked += 1
+            key = district.pk
+            seen = (
+                tuple(u.pk for u in uploads),
+                district.quiet_period_seconds,
+                district.import_requested_at,
+            )
+            wait = run_district(district, uploads, now)
+            self.seen[key] = seen  # once looked at: a failed look is looked at again
+            if wait is None:
+                self.due.pop(key, None)
+            else:
+                self.due[key] = now + timedelta(seconds=wait)
+
+    def forget(self, district_id: int) -> None:
+        self.seen.pop(district_id, None)
+        self.due.pop(district_id, None)
 
 
 def run_district(district: District, uploads: list[Upload], now: datetime) -> float | None:
@@ -180,18 +291,24 @@ def build_index() -> bool:
 def run_forever(stop: threading.Event) -> None:
     """The worker thread of `rosterdrop serve`: recovers what a crash left (at start, then
     now and then for a `rosterdrop import` that died meanwhile), then imports, then builds
-    an index that is wanted."""
-    last_retention, last_recovery = 0.0, -float("inf")
+    an index that is wanted. Each pass looks at the districts `Passes` names; every
+    WORKER_POLL_SECONDS a sweep, and after each recovery every waiting district."""
+    passes = Passes()
+    last_retention, last_recovery, last_sweep = 0.0, -float("inf"), -float("inf")
     while not stop.is_set():
         next_due = None
-        if time.monotonic() - last_recovery > RECOVERY_EVERY_SECONDS:
+        everything = time.monotonic() - last_recovery > RECOVERY_EVERY_SECONDS
+        if everything:
             last_recovery = time.monotonic()
             try:
                 recovery.recover()
             except Exception:
                 log.exception("recovery failed")
+        sweep = time.monotonic() - last_sweep >= settings.WORKER_POLL_SECONDS
+        if sweep:
+            last_sweep = time.monotonic()
         try:
-            next_due = run_once()
+            next_due = passes.run(timezone.now(), sweep, everything)
             if time.monotonic() - last_retention > RETENTION_EVERY_SECONDS:
                 apply_retention()
                 last_retention = time.monotonic()
@@ -201,8 +318,9 @@ def run_forever(stop: threading.Event) -> None:
             close_old_connections()
         if not stop.is_set() and build_index():
             next_due = 0.0
-        timeout = settings.WORKER_POLL_SECONDS
+        timeout = last_sweep + settings.WORKER_POLL_SECONDS - time.monotonic()
         if next_due is not None:
-            timeout = max(0.05, min(timeout, next_due))
+            timeout = min(timeout, next_due)
+        timeout = max(0.05, timeout)
         _wake.wait(timeout)
         _wake.clear()
