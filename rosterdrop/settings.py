@@ -188,7 +188,7 @@ FTPS_PASSIVE_PORTS = os.environ.get("ROSTERDROP_FTPS_PASSIVE_PORTS", "50000-5010
 FTPS_MASQUERADE_ADDRESS = os.environ.get("ROSTERDROP_FTPS_MASQUERADE_ADDRESS", "")
 FTPS_MAX_LOGIN_ATTEMPTS = _env_int("ROSTERDROP_FTPS_MAX_LOGIN_ATTEMPTS", 3)  # per connection
 FTPS_IDLE_TIMEOUT = _env_float("ROSTERDROP_FTPS_IDLE_TIMEOUT", 300)  # control and data
-# The worker polls this often for uploads from other processes (seconds).
+# The worker sweeps this often (one query) for uploads no wake-up announced (seconds).
 WORKER_POLL_SECONDS = _env_float("ROSTERDROP_WORKER_POLL_SECONDS", 2)
 # Upload sources the in-process worker imports (the web page and CLI may import directly).
 WORKER_SOURCES = os.environ.get("ROSTERDROP_WORKER_SOURCES", "sftp,ftps").split(",")
