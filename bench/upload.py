@@ -95,6 +95,12 @@ def main_thread_cpu(pid: int) -> float:
     return sum(_ticks(f"/proc/{p}/task/{p}/stat", slice(11, 13)) for p in tree(pid))
 
 
+def own_cpu(pid: int) -> float:
+    """The CPU seconds of the process alone, all its threads (rosterdrop: serve's acceptor,
+    import worker, web and mail threads; not its SFTP worker processes)."""
+    return _ticks(f"/proc/{pid}/stat", slice(11, 13))
+
+
 def children_cpu() -> float:
     usage = os.times()
     return usage.children_user + usage.children_system
@@ -133,7 +139,7 @@ def timed_uploads(
     client CPU."""
     size = local.stat().st_size * len(targets)
     server_before, clients_before = cpu_of(server.pid), children_cpu()
-    loop_before = main_thread_cpu(server.pid)
+    loop_before, own_before = main_thread_cpu(server.pid), own_cpu(server.pid)
     load = os.getloadavg()[0]
     began = time.perf_counter()
     running = [
@@ -165,6 +171,9 @@ def timed_uploads(
         "server_cpu_s": round(cpu_of(server.pid) - server_before, 2),
         # rosterdrop: its event loop's share (one thread, so one core at most)
         "main_thread_cpu_s": round(main_thread_cpu(server.pid) - loop_before, 2),
+        # rosterdrop: serve's own process (with SFTP worker processes, its import worker
+        # thread's share shows here: upload29's aftermath of a burst, worker30)
+        "serve_own_cpu_s": round(own_cpu(server.pid) - own_before, 2),
         "client_cpu_s": round(children_cpu() - clients_before, 2),
         "load1": round(load, 2),
     }
