@@ -112,11 +112,12 @@ class Server:
     def __init__(self, name: str, port: int, pid: int, known_hosts: str, folder: Path | None):
         self.name, self.port, self.pid, self.known_hosts = name, port, pid, known_hosts
         self.folder = folder  # OpenSSH's: uploads as root into it; rosterdrop: one per district
+        self.remote_name = "upload.bin"  # rosterdrop: recorded unmatched at once; `--remote-name`
 
     def target(self, slug: str) -> tuple[str, str]:
         """(user, remote path) of an upload: a district's login, or root into the folder."""
         if self.folder is None:
-            return slug, "upload.bin"
+            return slug, self.remote_name
         return "root", f"{self.folder}/{slug}.bin"
 
 
@@ -274,6 +275,13 @@ def main() -> None:
         "--profile", default="", help="py-spy raw output: PROFILE.rosterdrop-pN per server"
     )
     parser.add_argument("--skip", choices=["single", "concurrent"])
+    parser.add_argument(
+        "--remote-name",
+        default="upload.bin",
+        help="rosterdrop's name for each upload: upload.bin is recorded unmatched at once; a name "
+        "the format reads (users.csv) waits out the districts' quiet period (a day), as nightly "
+        "files do, for the import worker",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-upload-", dir=os.environ.get("TMPDIR")) as tmp:
         work = Path(tmp)
@@ -294,6 +302,7 @@ def main() -> None:
                 slugs = singles + [s for run in many for s in run]
                 for processes in args.processes:
                     servers.append(start_rosterdrop(work, key, slugs, args.profile, processes))
+                    servers[-1][0].remote_name = args.remote_name
             if args.only in (None, "openssh"):
                 servers.append(start_openssh(work, key))
             for server, _ in servers:
