@@ -846,6 +846,43 @@ def test_sqlite_updates_records_without_a_statement_journal(district):
     assert enrollments.filter(endDate="2026-06-30").count() == len(changed)
 
 
+def test_sqlite_keeps_the_listed_records_tables_in_memory(district):
+    """The temporary tables of the records an apply's statements look up (store._keyed_table)
+    have SQLite's cache of their own, 2 MB unless set: past it their pages were written to a
+    temporary file and read back (at `huge`'s 1% change ~7,500 pages, bench/README.md
+    sqlpages30). In a bulk_connection it is store.TEMP_CACHE_KB: a table of ~10 MB (keys and
+    their index) is written nowhere, and the setting is as it was after."""
+    from pathlib import Path
+
+    from django.db import connection
+
+    from rosterdrop.roster import store
+    from rosterdrop.roster.schema import KEY
+
+    io = Path("/proc/thread-self/io")
+    if connection.vendor != "sqlite" or not io.exists():
+        pytest.skip("SQLite's temporary tables, seen in the bytes this thread writes (Linux)")
+
+    def written() -> int:  # bytes this thread handed to write() and pwrite() so far
+        return int(dict(line.split(": ") for line in io.read_text().splitlines())["wchar"])
+
+    keys = pl.DataFrame({KEY: [f"{i:08d}-{'k' * 72}" for i in range(60_000)]})
+    with connection.cursor() as cur:
+        cur.execute("PRAGMA temp.cache_size")
+        (default,) = cur.fetchone()
+    with store.bulk_connection() as cur:
+        before = written()
+        keyed = store._keyed_table(cur, "rd_listed", keys)
+        cur.execute(f"SELECT count(*) FROM {keyed.name}")
+        assert cur.fetchone() == (60_000,)
+        wrote = written() - before
+        cur.execute(f"DROP TABLE {keyed.name}")
+    assert wrote < 1 << 16, wrote  # with the 2 MB cache: 9.9 MB
+    with connection.cursor() as cur:
+        cur.execute("PRAGMA temp.cache_size")
+        assert cur.fetchone() == (default,)
+
+
 def test_records_marked_removed_come_back_with_what_they_named(district, school):
     """The statement that marks records removed returns the fields asked of them (ingest.gaps
     reads what removed enrollments named from it, not by seeking them again after apply)."""

@@ -105,6 +105,15 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
+# SQLite's page cache for the temporary tables (`_keyed_table`: the records an apply's statements
+# look up) in a bulk_connection; their own, apart from the roster's, and 2 MB unless set. Past
+# it their pages went to a temporary file and back: at `huge`'s 1% change 8,308 pages written
+# and ~8.6k read back (a window of 50k changed enrollments with every field is ~13 MB),
+# bench/README.md sqlpages30. A cap, not an allocation: pages are taken as the tables fill, and
+# given back when the transaction ends (the setting back to what it was).
+TEMP_CACHE_KB = 64_000
+
+
 @contextmanager
 def bulk_connection() -> Iterator[Cursor]:
     """One transaction on Django's connection; yields a raw DB-API cursor."""
@@ -119,11 +128,15 @@ def bulk_connection() -> Iterator[Cursor]:
             # the transaction: the connection would otherwise keep 256 MB it no longer needs.
             wrapper.execute("PRAGMA cache_size")
             (default,) = wrapper.fetchone()
+            wrapper.execute("PRAGMA temp.cache_size")
+            (temp,) = wrapper.fetchone()
             wrapper.execute("PRAGMA cache_size = -256000")
+            wrapper.execute(f"PRAGMA temp.cache_size = -{TEMP_CACHE_KB}")
             try:
                 yield wrapper.cursor
             finally:
                 wrapper.execute(f"PRAGMA cache_size = {int(default)}")
+                wrapper.execute(f"PRAGMA temp.cache_size = {int(temp)}")
     finally:
         if not connection.in_atomic_block:
             _detach_staged()
