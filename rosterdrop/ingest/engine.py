@@ -10,7 +10,6 @@ syncs.py's.
 import contextlib
 import functools
 import shutil
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,7 +211,6 @@ def run(
         now, vouched = settings.context(district.pk), snapshot.vouched
         lines = LineFiles(district.pk, token, now, work / "lines", digests or {})
         staged, stale, applying, events = None, set[str](), False, 0
-        staging: _Staging | None = None
         try:
             with contextlib.ExitStack() as transaction:
                 loader = None
@@ -259,7 +257,7 @@ def run(
                     except store.RosterChanged:
                         _roll_back(loader)
                         return _roster_changed(checked, plan)
-                    staging = _Staging(snapshot, plan, checked.records, loaded)
+                    staged = _stage_snapshot(snapshot, plan, checked.records, loaded)
                     forget_findings(sync.pk)  # a held sync's, when approved
                     spills = checked.records.spills
                     kept_out = checked.records.kept_out
@@ -272,16 +270,14 @@ def run(
                     events = record_events(
                         conn, district.pk, sync.pk, renamed_in(plan), Change, applied.created
                     )
-                    # Written before the sync is recorded: a snapshot not written fails it.
-                    staged = staging.result()
                     process.checkpoint("apply")
                     record_in(conn, sync, Outcome(status, checked, plan, message, token))
                     # Its pages are copied into the database file by the build after the
                     # sync, not in the commit the district waits for (roster/wal.py).
                     wal.later(conn)
         except BaseException:
-            if staging is not None:
-                staging.discard()
+            if staged is not None:
+                staged.unlink(missing_ok=True)
             raise
         finally:
             # SQLite gives its page cache back to malloc as the transaction ends (up to
@@ -360,55 +356,6 @@ def _stage_snapshot(
     records.release()
     memory.release()
     return staged
-
-
-class _Staging:
-    """The new snapshot being written (`_stage_snapshot`): where apply's work is the
-    database server's (store.applies_on_server), in a thread of its own beside the gaps
-    before apply and apply, whose client mostly waits for the server meanwhile (at `huge`'s
-    1% change ~1.5 s of the client's CPU against ~7 s of the server's, bench/README.md
-    pg1pct30); elsewhere (SQLite: apply is this process's work, and its memory peak) before
-    them, as it was. It reads only the snapshot file, the plan and the accepted records,
-    which nothing else uses by then; no database."""
-
-    def __init__(
-        self,
-        planned_against: hashes.Snapshot,
-        plan: Plan,
-        records: Records,
-        loaded: dict[str, store.Loaded],
-    ):
-        self._staged: Path | None = None
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        if not store.applies_on_server():
-            self._staged = _stage_snapshot(planned_against, plan, records, loaded)
-            return
-
-        def stage() -> None:
-            try:
-                self._staged = _stage_snapshot(planned_against, plan, records, loaded)
-            except BaseException as error:  # raised by `result`, in the sync's thread
-                self._error = error
-
-        self._thread = threading.Thread(target=stage, name="rosterdrop-stage", daemon=True)
-        self._thread.start()
-
-    def result(self) -> Path:
-        """The staged snapshot, once written; what stopped it, raised."""
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._staged is not None
-        return self._staged
-
-    def discard(self) -> None:
-        """The sync failed: once the thread is done, its file goes, if it wrote one."""
-        if self._thread is not None:
-            self._thread.join()
-        if self._staged is not None:
-            self._staged.unlink(missing_ok=True)
 
 
 def _withhold_removals(log: FindingLog, entities: dict[str, EntityRows]) -> None:

@@ -77,13 +77,6 @@ def ids_appended() -> bool:
     return not _is_postgres()
 
 
-def applies_on_server() -> bool:
-    """Whether an apply's writes are a database server's work (PostgreSQL), this process
-    mostly waiting for them, rather than its own (SQLite, in process, whose page cache is the
-    import's memory peak then)."""
-    return _is_postgres()
-
-
 def last_id(cur: Cursor, entity: str) -> int:
     """The entity's highest row ID (0 for an empty table)."""
     cur.execute(f"SELECT MAX(id) FROM {table(entity)}")
