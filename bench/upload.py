@@ -89,6 +89,16 @@ def cpu_of(pid: int) -> float:
     return sum(_ticks(f"/proc/{p}/stat", slice(11, 15)) for p in tree(pid))
 
 
+def system_cpu_of(pid: int) -> float:
+    """The system (kernel) part of `cpu_of`: on this machine kind it moves by ~1.5 s per 906 MB
+    written with the pages the kernel hands out, whatever the server (bench/README.md, the
+    fifteenth stop's end section), so a change in the server's own code shows in the rest."""
+    return sum(
+        _ticks(f"/proc/{p}/stat", slice(12, 13)) + _ticks(f"/proc/{p}/stat", slice(14, 15))
+        for p in tree(pid)
+    )
+
+
 def main_thread_cpu(pid: int) -> float:
     """The CPU seconds of the first threads alone of a process and its live descendants
     (rosterdrop's event loops: the acceptor's and each SFTP worker process's)."""
@@ -140,6 +150,7 @@ def timed_uploads(
     client CPU."""
     size = local.stat().st_size * len(targets)
     server_before, clients_before = cpu_of(server.pid), children_cpu()
+    system_before = system_cpu_of(server.pid)
     loop_before, own_before = main_thread_cpu(server.pid), own_cpu(server.pid)
     load = os.getloadavg()[0]
     began = time.perf_counter()
@@ -170,6 +181,8 @@ def timed_uploads(
         "seconds": round(seconds, 2),
         "mb_per_s": round(size / seconds / 1e6, 1),
         "server_cpu_s": round(cpu_of(server.pid) - server_before, 2),
+        # of which the kernel's (the copy into the page cache, mostly): see system_cpu_of
+        "server_system_cpu_s": round(system_cpu_of(server.pid) - system_before, 2),
         # rosterdrop: its event loop's share (one thread, so one core at most)
         "main_thread_cpu_s": round(main_thread_cpu(server.pid) - loop_before, 2),
         # rosterdrop: serve's own process (with SFTP worker processes, its import worker
