@@ -236,11 +236,17 @@ def _cut(text: bytes, line: int, ends: bool) -> Piece:
     """A piece of whole lines, its lines counted, or found (`ends`)."""
     if not ends:
         return Piece(text, line, count_byte(text, NEWLINE))
+    offsets = _line_starts(text)
+    return Piece(text, line, len(offsets) - 1, ends=offsets)
+
+
+def _line_starts(text: bytes) -> np.ndarray:
+    """Where each line of `text` starts, and where the last ends (one past each LF)."""
     at = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == NEWLINE)
     offsets = np.empty(len(at) + 1, dtype=np.int64)
     offsets[0] = 0
     offsets[1:] = at + 1
-    return Piece(text, line, len(at), ends=offsets)
+    return offsets
 
 
 def _last_balanced_line_end(plain: bytes, cut: int) -> int:
@@ -376,10 +382,7 @@ def _lines(piece: Piece) -> tuple[pl.Series, np.ndarray] | None:
     its CR if it has one), and where each starts (and the last ends): numpy finds the LFs. A
     one-column polars read of the lines, as before (lines.HASHING 1), cost ~2.5 times the CPU
     (`large`'s 358 MB of enrollments: 0.64 against 0.25 s). None: not one line per row."""
-    offsets = piece.ends
-    if offsets is None:
-        data = np.frombuffer(piece.text, dtype=np.uint8)
-        offsets = np.concatenate(([0], np.flatnonzero(data == NEWLINE) + 1)).astype(np.int64)
+    offsets = piece.ends if piece.ends is not None else _line_starts(piece.text)
     if len(offsets) - 1 != piece.lines or offsets[-1] != len(piece.text):
         return None
     text = pa.LargeBinaryArray.from_buffers(
