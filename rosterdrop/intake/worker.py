@@ -98,10 +98,9 @@ def waiting_uploads(
 
 def run_once(now: datetime | None = None) -> float | None:
     """Import what is ready of every district; return seconds until the next quiet period
-    ends, if any waits."""
-    now = now or timezone.now()
-    waits = [run_district(d, uploads, now) for d, uploads in waiting_uploads().items()]
-    return min((w for w in waits if w is not None), default=None)
+    ends, if any waits. One pass of the worker thread's own kind (`Passes`), over every
+    waiting district."""
+    return Passes().run(now or timezone.now(), everything=True)
 
 
 # What a district had waiting at its last look: its uploads, and the settings that decide
