@@ -93,10 +93,7 @@ def system_cpu_of(pid: int) -> float:
     """The system (kernel) part of `cpu_of`: on this machine kind it moves by ~1.5 s per 906 MB
     written with the pages the kernel hands out, whatever the server (bench/README.md, the
     fifteenth stop's end section), so a change in the server's own code shows in the rest."""
-    return sum(
-        _ticks(f"/proc/{p}/stat", slice(12, 13)) + _ticks(f"/proc/{p}/stat", slice(14, 15))
-        for p in tree(pid)
-    )
+    return sum(_ticks(f"/proc/{p}/stat", slice(12, 15, 2)) for p in tree(pid))  # stime, cstime
 
 
 def main_thread_cpu(pid: int) -> float:
